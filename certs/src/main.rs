@@ -1,0 +1,2 @@
+//! `gatehouse-certs`: the admin CLI over the PKI library.
+fn main() {}

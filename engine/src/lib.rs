@@ -1,0 +1,11 @@
+//! Gatehouse engine: the sans-IO core shared by the gateway and the client.
+//!
+//! Nothing in this crate touches a socket, a TUN device, a clock or the OS random number
+//! generator. Every protocol is a state machine that is fed bytes and `now: Instant` and
+//! returns bytes, events and its next deadline; the tokio drivers in `gatehouse-server` and
+//! `gatehouse-client` own the I/O. That keeps every protocol testable in memory on a virtual
+//! clock (see the tests next to each module).
+
+pub mod pool;
+pub mod router;
+pub mod wire;

@@ -1,0 +1,4 @@
+//! Packet views and codecs. Every parser here takes untrusted bytes and returns an error
+//! value on malformed input; none panics and none allocates without bound.
+
+pub mod ip;

@@ -1,0 +1,2 @@
+//! `gatehoused`: the Gatehouse VPN gateway daemon.
+fn main() {}
