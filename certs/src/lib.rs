@@ -1,2 +1,482 @@
 //! Gatehouse PKI library: root CA, gateway and client certificates, the SQLite registry of
 //! everything issued, revocation and CRL, and client profile export.
+//!
+//! The `gatehouse-certs` binary is a thin CLI over [`Pki`]; the gateway links this library
+//! to bootstrap its PKI folder and to find its certificate and the current CRL.
+//!
+//! # The PKI folder
+//!
+//! ```text
+//! DIR/
+//!   ca.crt                root CA certificate (PEM). Written last by `init`: the folder holds
+//!                         a CA exactly when this file exists.
+//!   ca.key                root CA private key, PKCS#8 PEM, mode 0600
+//!   registry.sqlite       every issued certificate (serial, name, kind, SHA-256 thumbprint,
+//!                         validity, PEM, revocation) and the CRL number counter
+//!   crl.pem               the current CRL, rewritten atomically on every revocation
+//!   private/              mode 0700
+//!     <serial>.key        private key of each certificate issued with a generated key (0600)
+//!   server/
+//!     <name>.crt          gateway certificate, for the gateway to load by path
+//!     <name>.key          its private key (0600)
+//! ```
+//!
+//! # Crash safety
+//!
+//! Every file is written to a temporary name (created with its final mode), fsynced and
+//! renamed into place. Issuing writes the key first, then records the certificate in one
+//! SQLite transaction, and only after the commit writes output files such as `server/*`: a
+//! crash leaves at most an orphan key, never a certificate that was issued but not recorded.
+//! A revocation and the CRL that lists it commit together or not at all.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use gatehouse_certs::{CaOptions, Format, Pki, Reason, Validity};
+//!
+//! # fn main() -> Result<(), gatehouse_certs::PkiError> {
+//! let mut pki = Pki::init("/var/lib/gatehouse/pki", &CaOptions::default())?;
+//! pki.issue_server("gw", &["vpn.example.com".into()], &Validity::default())?;
+//! pki.issue_client("alice", &Validity::default(), None)?;
+//! let profile = pki.export("alice", "vpn.example.com", Format::Gatehouse, None)?;
+//! pki.revoke("alice", Reason::KeyCompromise)?;
+//! # let _ = profile;
+//! # Ok(())
+//! # }
+//! ```
+
+mod ca;
+mod crl;
+mod csr;
+mod error;
+mod export;
+mod fsutil;
+mod issue;
+pub mod profile;
+mod registry;
+mod san;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rcgen::{Issuer, KeyPair, SanType};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub use ca::CaOptions;
+pub use crl::{CRL_LIFETIME, Reason};
+pub use error::{PkiError, Result};
+pub use export::Format;
+pub use issue::{CLIENT_DEFAULT_DAYS, Issued, SERVER_DEFAULT_DAYS, Validity};
+pub use profile::Profile;
+pub use registry::{CertRecord, Kind, Status};
+
+use export::ClientBundle;
+use fsutil::{KEY_MODE, PRIVATE_DIR_MODE, PUBLIC_MODE};
+use issue::LeafRequest;
+use registry::Registry;
+
+const CA_CERT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+const REGISTRY: &str = "registry.sqlite";
+const CRL: &str = "crl.pem";
+const PRIVATE_DIR: &str = "private";
+const SERVER_DIR: &str = "server";
+
+/// An open PKI folder: the CA, ready to issue and revoke, and its registry.
+///
+/// Methods that change the folder take `&mut self`; the registry serializes concurrent
+/// writers from other processes (SQLite `BEGIN IMMEDIATE`).
+pub struct Pki {
+    dir: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+    ca_cert_pem: String,
+    ca_cert_der: Vec<u8>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the CA key.
+        f.debug_struct("Pki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pki {
+    /// Creates a new root CA (ECDSA P-256) in `dir`, creating the folder if needed, and
+    /// writes an empty CRL. Refuses if `dir` already holds a CA.
+    pub fn init(dir: impl AsRef<Path>, options: &CaOptions) -> Result<Pki> {
+        let dir = dir.as_ref();
+        let ca_crt = dir.join(CA_CERT);
+        if ca_crt.exists() {
+            return Err(PkiError::CaExists {
+                dir: dir.to_path_buf(),
+            });
+        }
+        // A crashed init never leaves issued certificates behind (they can only be issued
+        // once ca.crt exists), so a registry with rows means ca.crt was lost, not that init
+        // was interrupted: re-creating the CA would orphan every certificate.
+        let registry_path = dir.join(REGISTRY);
+        if registry_path.is_file()
+            && Registry::open(&registry_path).is_ok_and(|r| r.list().is_ok_and(|l| !l.is_empty()))
+        {
+            return Err(PkiError::Corrupt(format!(
+                "{} has issued certificates but no ca.crt; restore ca.crt from a backup instead of creating a new CA",
+                dir.display()
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        // Validate and generate before touching the disk.
+        let new_ca = ca::generate(options, now)?;
+        let (issuer, _) = ca::load(&new_ca.cert_pem, &new_ca.key_pem)?;
+
+        fsutil::ensure_dir(dir, 0o755)?;
+        fsutil::write_atomic(&dir.join(CA_KEY), new_ca.key_pem.as_bytes(), KEY_MODE)?;
+
+        // Build the registry under a temporary name so a crash never leaves a half-made
+        // one under the real name. Leftovers of an earlier crashed init are not a CA yet
+        // (no ca.crt), so they are replaced.
+        let tmp = fsutil::temp_path(&registry_path);
+        for stale in [&tmp, &sqlite_journal(&tmp), &sqlite_journal(&registry_path)] {
+            let _ = fs::remove_file(stale);
+        }
+        let crl_path = dir.join(CRL);
+        let mut registry = Registry::create(&tmp)?;
+        registry.publish_crl(None, |revoked, number| {
+            let pem = crl::sign_crl(&issuer, revoked, number, now)?;
+            fsutil::write_atomic(&crl_path, pem.as_bytes(), PUBLIC_MODE)
+        })?;
+        registry.close()?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| PkiError::io("sync", &tmp, e))?;
+        fs::rename(&tmp, &registry_path)
+            .map_err(|e| PkiError::io("rename into place", &registry_path, e))?;
+
+        fsutil::ensure_dir(&dir.join(PRIVATE_DIR), PRIVATE_DIR_MODE)?;
+        fsutil::ensure_dir(&dir.join(SERVER_DIR), 0o755)?;
+        // Last: from here on the folder holds a CA.
+        fsutil::write_atomic(&ca_crt, new_ca.cert_pem.as_bytes(), PUBLIC_MODE)?;
+        Pki::open(dir)
+    }
+
+    /// Opens an existing PKI folder made by [`Pki::init`]. Never creates anything.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Pki> {
+        let dir = dir.as_ref();
+        let not_ours = || PkiError::NotAPki {
+            dir: dir.to_path_buf(),
+        };
+        if ![CA_CERT, CA_KEY, REGISTRY]
+            .iter()
+            .all(|f| dir.join(f).is_file())
+        {
+            return Err(not_ours());
+        }
+        let ca_cert_pem = fsutil::read_to_string(&dir.join(CA_CERT))?;
+        let key_pem = fsutil::read_to_string(&dir.join(CA_KEY))?;
+        let (issuer, ca_cert_der) = ca::load(&ca_cert_pem, &key_pem)?;
+        let registry = Registry::open(&dir.join(REGISTRY)).map_err(|_| not_ours())?;
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+            issuer,
+            ca_cert_pem,
+            ca_cert_der,
+            registry,
+        })
+    }
+
+    /// The PKI folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The root CA certificate, PEM.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_cert_pem
+    }
+
+    /// The root CA certificate, DER.
+    pub fn ca_cert_der(&self) -> &[u8] {
+        &self.ca_cert_der
+    }
+
+    /// Where the current CRL is (`DIR/crl.pem`).
+    pub fn crl_path(&self) -> PathBuf {
+        self.dir.join(CRL)
+    }
+
+    /// Where the gateway certificate `name` and its key are: `(server/<name>.crt,
+    /// server/<name>.key)`.
+    pub fn server_cert_paths(&self, name: &str) -> (PathBuf, PathBuf) {
+        let server = self.dir.join(SERVER_DIR);
+        (
+            server.join(format!("{name}.crt")),
+            server.join(format!("{name}.key")),
+        )
+    }
+
+    /// Issues a gateway certificate: ECDSA P-256, CN = `name`, EKU serverAuth +
+    /// ikeIntermediate, one SAN per entry of `sans` (IP address or DNS name). Writes
+    /// `server/<name>.crt` and `server/<name>.key`.
+    pub fn issue_server(
+        &mut self,
+        name: &str,
+        sans: &[String],
+        validity: &Validity,
+    ) -> Result<Issued> {
+        san::check_name(name)?;
+        if sans.is_empty() {
+            return Err(PkiError::NoSan);
+        }
+        let sans = sans
+            .iter()
+            .map(|s| san::parse_san(s))
+            .collect::<Result<Vec<SanType>>>()?;
+        let now = OffsetDateTime::now_utc();
+        let (not_before, not_after) = validity.resolve(SERVER_DEFAULT_DAYS, now)?;
+        let request = LeafRequest {
+            name,
+            kind: Kind::Server,
+            sans,
+            not_before,
+            not_after,
+        };
+        let issued = self.issue_with_new_key(&request, now)?;
+        let (crt_path, key_path) = self.server_cert_paths(name);
+        fsutil::ensure_dir(&self.dir.join(SERVER_DIR), 0o755)?;
+        let key_pem = issued.key_pem.as_deref().unwrap_or_default();
+        fsutil::write_atomic(&key_path, key_pem.as_bytes(), KEY_MODE)?;
+        fsutil::write_atomic(&crt_path, issued.cert_pem.as_bytes(), PUBLIC_MODE)?;
+        Ok(issued)
+    }
+
+    /// Issues a client certificate (EKU clientAuth, CN = `name`).
+    ///
+    /// Without `csr` a new ECDSA P-256 key is generated and kept in `private/`. With `csr`
+    /// (PEM or DER PKCS#10), its self-signature is verified and its public key certified;
+    /// the subject it asks for is ignored and no key is stored.
+    pub fn issue_client(
+        &mut self,
+        name: &str,
+        validity: &Validity,
+        csr: Option<&[u8]>,
+    ) -> Result<Issued> {
+        san::check_name(name)?;
+        let now = OffsetDateTime::now_utc();
+        let (not_before, not_after) = validity.resolve(CLIENT_DEFAULT_DAYS, now)?;
+        let request = LeafRequest {
+            name,
+            kind: Kind::Client,
+            sans: Vec::new(),
+            not_before,
+            not_after,
+        };
+        let Some(csr) = csr else {
+            return self.issue_with_new_key(&request, now);
+        };
+        let public_key = csr::verified_public_key(csr)?;
+        self.check_name_free(name, now)?;
+        let record = issue::sign_leaf(&request, &public_key, &self.issuer, false)?;
+        self.record(&record, now)?;
+        Ok(Issued {
+            cert_pem: record.cert_pem.clone(),
+            record,
+            key_pem: None,
+            key_path: None,
+        })
+    }
+
+    /// Every certificate in the registry, oldest first.
+    pub fn list(&self) -> Result<Vec<CertRecord>> {
+        self.registry.list()
+    }
+
+    /// Looks a certificate up by serial (hex, any case) or else by name (the valid one if
+    /// there is one, else the newest).
+    pub fn find(&self, name_or_serial: &str) -> Result<CertRecord> {
+        if let Some(record) = self.registry.by_serial(name_or_serial)? {
+            return Ok(record);
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut by_name = self.registry.by_name(name_or_serial)?;
+        // Newest first; prefer a valid one, then one not yet revoked, then any.
+        let pick = by_name
+            .iter()
+            .position(|r| r.status(now) == Status::Valid)
+            .or_else(|| by_name.iter().position(|r| r.revoked_at.is_none()))
+            .or(if by_name.is_empty() { None } else { Some(0) });
+        match pick {
+            Some(i) => Ok(by_name.swap_remove(i)),
+            None => Err(PkiError::UnknownCertificate {
+                what: name_or_serial.to_string(),
+                dir: self.dir.clone(),
+            }),
+        }
+    }
+
+    /// Revokes a certificate (by serial, or the valid certificate with that name) and
+    /// rewrites `crl.pem`. The revocation is recorded only if the new CRL was written.
+    pub fn revoke(&mut self, name_or_serial: &str, reason: Reason) -> Result<CertRecord> {
+        let target = self.find(name_or_serial)?;
+        if let Some(at) = target.revoked_at {
+            return Err(PkiError::AlreadyRevoked {
+                name: target.name,
+                serial: target.serial,
+                date: rfc3339(at),
+            });
+        }
+        // Whole seconds: the registry and the CRL store no more.
+        let now = OffsetDateTime::now_utc();
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        self.publish_crl(Some((&target.serial, now, reason)), now)?;
+        self.registry
+            .by_serial(&target.serial)?
+            .ok_or_else(|| PkiError::Corrupt(format!("certificate {} vanished", target.serial)))
+    }
+
+    /// Signs a new CRL (next CRL number, next update in [`CRL_LIFETIME`]), writes it to
+    /// `crl.pem` atomically and returns it (PEM).
+    pub fn write_crl(&mut self) -> Result<String> {
+        self.publish_crl(None, OffsetDateTime::now_utc())
+    }
+
+    /// Exports the valid client certificate `name` with its key and the CA, for a client
+    /// connecting to `gateway`. `password` protects PKCS#12 output (empty if `None`); the
+    /// other formats hold the key in clear, so write them with mode 0600.
+    pub fn export(
+        &self,
+        name: &str,
+        gateway: &str,
+        format: Format,
+        password: Option<&str>,
+    ) -> Result<Vec<u8>> {
+        if san::parse_san(gateway).is_err() || gateway.starts_with("*.") {
+            return Err(PkiError::InvalidSan {
+                value: gateway.to_string(),
+            });
+        }
+        let now = OffsetDateTime::now_utc();
+        let records = self.registry.by_name(name)?;
+        let Some(record) = records.iter().find(|r| r.status(now) == Status::Valid) else {
+            let Some(newest) = records.first() else {
+                return Err(PkiError::UnknownCertificate {
+                    what: name.to_string(),
+                    dir: self.dir.clone(),
+                });
+            };
+            let detail = match newest.revoked_at {
+                Some(at) => format!("the last one was revoked on {}", rfc3339(at)),
+                None => format!("the last one expired on {}", rfc3339(newest.not_after)),
+            };
+            return Err(PkiError::NoValidCertificate {
+                name: name.to_string(),
+                detail,
+                dir: self.dir.clone(),
+            });
+        };
+        if record.kind != Kind::Client {
+            return Err(PkiError::NotAClientCertificate {
+                name: name.to_string(),
+            });
+        }
+        if !record.has_key {
+            return Err(PkiError::KeyNotHeld {
+                name: name.to_string(),
+            });
+        }
+        let key_pem = fsutil::read_to_string(&self.key_path(&record.serial))?;
+        export::render(
+            &ClientBundle {
+                name,
+                gateway,
+                ca_pem: &self.ca_cert_pem,
+                cert_pem: &record.cert_pem,
+                key_pem: &key_pem,
+            },
+            format,
+            password.unwrap_or(""),
+        )
+    }
+
+    fn key_path(&self, serial: &str) -> PathBuf {
+        self.dir.join(PRIVATE_DIR).join(format!("{serial}.key"))
+    }
+
+    fn check_name_free(&self, name: &str, now: OffsetDateTime) -> Result<()> {
+        match self.registry.valid_by_name(name, now)? {
+            Some(existing) => Err(self.duplicate(name, existing.serial)),
+            None => Ok(()),
+        }
+    }
+
+    fn duplicate(&self, name: &str, serial: String) -> PkiError {
+        PkiError::DuplicateName {
+            name: name.to_string(),
+            serial,
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Inserts `record`, turning a lost race for the name into [`PkiError::DuplicateName`].
+    fn record(&mut self, record: &CertRecord, now: OffsetDateTime) -> Result<()> {
+        self.registry
+            .insert_unique(record, now)?
+            .map_err(|serial| self.duplicate(&record.name, serial))
+    }
+
+    /// Generates a key, signs, stores the key, then records the certificate.
+    fn issue_with_new_key(
+        &mut self,
+        request: &LeafRequest<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Issued> {
+        self.check_name_free(request.name, now)?;
+        let key = issue::new_key()?;
+        let record = issue::sign_leaf(request, &key, &self.issuer, true)?;
+        let key_pem = key.serialize_pem();
+        let key_path = self.key_path(&record.serial);
+        fsutil::ensure_dir(&self.dir.join(PRIVATE_DIR), PRIVATE_DIR_MODE)?;
+        fsutil::write_atomic(&key_path, key_pem.as_bytes(), KEY_MODE)?;
+        if let Err(e) = self.record(&record, now) {
+            // Nothing refers to the key; do not leave it behind.
+            let _ = fs::remove_file(&key_path);
+            return Err(e);
+        }
+        Ok(Issued {
+            cert_pem: record.cert_pem.clone(),
+            record,
+            key_pem: Some(key_pem),
+            key_path: Some(key_path),
+        })
+    }
+
+    fn publish_crl(
+        &mut self,
+        revoke: Option<(&str, OffsetDateTime, Reason)>,
+        now: OffsetDateTime,
+    ) -> Result<String> {
+        let crl_path = self.crl_path();
+        let issuer = &self.issuer;
+        self.registry.publish_crl(revoke, |revoked, number| {
+            let pem = crl::sign_crl(issuer, revoked, number, now)?;
+            fsutil::write_atomic(&crl_path, pem.as_bytes(), PUBLIC_MODE)?;
+            Ok(pem)
+        })
+    }
+}
+
+/// Formats a time as RFC 3339 (UTC, whole seconds).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+fn sqlite_journal(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push("-journal");
+    db.with_file_name(name)
+}

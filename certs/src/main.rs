@@ -1,2 +1,348 @@
 //! `gatehouse-certs`: the admin CLI over the PKI library.
-fn main() {}
+//!
+//! Every failure prints one line, `error: <what to do>`, on stderr and exits with status 1.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gatehouse_certs::{CaOptions, CertRecord, Format, Issued, Pki, Reason, Validity, rfc3339};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Gatehouse PKI: root CA, gateway and client certificates, revocation, client exports.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse-certs", version)]
+struct Cli {
+    /// The PKI folder (created by `init-ca`).
+    #[arg(long, value_name = "DIR")]
+    pki: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the root CA (ECDSA P-256) in DIR.
+    InitCa {
+        /// Common name of the CA.
+        #[arg(long, value_name = "N")]
+        name: Option<String>,
+        /// Lifetime in days [default: 3650].
+        #[arg(long, value_name = "D")]
+        days: Option<u32>,
+    },
+    /// Issue a gateway certificate (serverAuth + ikeIntermediate); writes server/<N>.crt/.key.
+    IssueServer {
+        /// Name of the gateway (certificate CN and file name).
+        #[arg(long, value_name = "N")]
+        name: String,
+        /// DNS names or IP addresses the gateway is reached at.
+        #[arg(long, value_name = "HOST_OR_IP", num_args = 1.., required = true)]
+        san: Vec<String>,
+        #[command(flatten)]
+        validity: ValidityArgs,
+    },
+    /// Issue a client certificate (clientAuth), with a new key or from a CSR.
+    IssueClient {
+        /// Name of the client (certificate CN).
+        name: String,
+        /// Certify the public key of this PKCS#10 request (PEM or DER); no key is stored.
+        #[arg(long, value_name = "FILE")]
+        csr: Option<PathBuf>,
+        /// Also write the certificate (PEM) here - the way to hand a CSR-issued certificate
+        /// back to its device.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        validity: ValidityArgs,
+    },
+    /// List issued certificates.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a certificate and rewrite crl.pem.
+    Revoke {
+        /// Certificate name (its valid certificate) or serial (hex).
+        name_or_serial: String,
+        /// unspecified | key-compromise | ca-compromise | affiliation-changed | superseded |
+        /// cessation-of-operation
+        #[arg(long, value_name = "R", default_value = "unspecified")]
+        reason: String,
+    },
+    /// Sign a fresh CRL into crl.pem and print it (or write it to FILE).
+    Crl {
+        /// Also write the CRL here instead of printing it.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Export a client certificate with its key for a client.
+    Export {
+        /// Name of the client certificate.
+        name: String,
+        /// Host name or IP address clients connect to.
+        #[arg(long, value_name = "HOST")]
+        gateway: String,
+        /// gatehouse | ovpn | pkcs12
+        #[arg(long, value_name = "FORMAT")]
+        format: String,
+        /// Password protecting the PKCS#12 file [default: empty].
+        #[arg(long, value_name = "P")]
+        password: Option<String>,
+        /// Output file (written with mode 0600: it holds a private key).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidityArgs {
+    /// Lifetime in days [default: 825 for gateways, 365 for clients].
+    #[arg(long, value_name = "D")]
+    days: Option<u32>,
+    /// Exact start of validity (RFC 3339), for migrations and test fixtures.
+    #[arg(long, value_name = "RFC3339")]
+    not_before: Option<String>,
+    /// Exact end of validity (RFC 3339), for migrations and test fixtures.
+    #[arg(long, value_name = "RFC3339")]
+    not_after: Option<String>,
+}
+
+impl ValidityArgs {
+    fn to_validity(&self) -> anyhow::Result<Validity> {
+        let parse = |flag: &str, value: &Option<String>| -> anyhow::Result<_> {
+            value
+                .as_deref()
+                .map(|v| {
+                    OffsetDateTime::parse(v, &Rfc3339).with_context(|| {
+                        format!("{flag} {v:?} is not an RFC 3339 time such as 2030-01-31T12:00:00Z")
+                    })
+                })
+                .transpose()
+        };
+        Ok(Validity {
+            days: self.days,
+            not_before: parse("--not-before", &self.not_before)?,
+            not_after: parse("--not-after", &self.not_after)?,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the error chain holds.
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = cli.pki.as_path();
+    match cli.command {
+        Command::InitCa { name, days } => {
+            let defaults = CaOptions::default();
+            let options = CaOptions {
+                name: name.unwrap_or(defaults.name),
+                days: days.unwrap_or(defaults.days),
+            };
+            let pki = Pki::init(dir, &options)?;
+            println!(
+                "created root CA {:?} in {} (ca.crt, ca.key, registry.sqlite, crl.pem)",
+                options.name,
+                pki.dir().display()
+            );
+        }
+        Command::IssueServer {
+            name,
+            san,
+            validity,
+        } => {
+            let validity = validity.to_validity()?;
+            let mut pki = Pki::open(dir)?;
+            let issued = pki.issue_server(&name, &san, &validity)?;
+            print_issued(&issued);
+            let (crt, key) = pki.server_cert_paths(&name);
+            println!("  certificate: {}", crt.display());
+            println!("  key:         {}", key.display());
+        }
+        Command::IssueClient {
+            name,
+            csr,
+            output,
+            validity,
+        } => {
+            let validity = validity.to_validity()?;
+            let csr = csr
+                .map(|path| {
+                    std::fs::read(&path)
+                        .with_context(|| format!("cannot read CSR file {}", path.display()))
+                })
+                .transpose()?;
+            let mut pki = Pki::open(dir)?;
+            let issued = pki.issue_client(&name, &validity, csr.as_deref())?;
+            print_issued(&issued);
+            if let Some(path) = &output {
+                write_file(path, issued.cert_pem.as_bytes(), 0o644)?;
+                println!("  certificate: {}", path.display());
+            }
+            match &issued.key_path {
+                Some(key) => println!("  key: {}", key.display()),
+                None if output.is_none() => {
+                    println!("  issued from a CSR (the key stays on the device); certificate:");
+                    print!("{}", issued.cert_pem);
+                }
+                None => println!("  issued from a CSR: the private key stays on the device"),
+            }
+        }
+        Command::List { json } => {
+            let pki = Pki::open(dir)?;
+            let records = pki.list()?;
+            let now = OffsetDateTime::now_utc();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list_json(&records, now))?
+                );
+            } else {
+                print!("{}", list_table(&records, now));
+            }
+        }
+        Command::Revoke {
+            name_or_serial,
+            reason,
+        } => {
+            let reason: Reason = reason.parse()?;
+            let mut pki = Pki::open(dir)?;
+            let record = pki.revoke(&name_or_serial, reason)?;
+            println!(
+                "revoked {} certificate {} (serial {}, reason {reason}); {} updated",
+                record.kind,
+                record.name,
+                record.serial,
+                pki.crl_path().display()
+            );
+        }
+        Command::Crl { output } => {
+            let mut pki = Pki::open(dir)?;
+            let pem = pki.write_crl()?;
+            match output {
+                Some(path) => write_file(&path, pem.as_bytes(), 0o644)?,
+                None => std::io::stdout().write_all(pem.as_bytes())?,
+            }
+        }
+        Command::Export {
+            name,
+            gateway,
+            format,
+            password,
+            output,
+        } => {
+            let format: Format = format.parse()?;
+            let pki = Pki::open(dir)?;
+            let bytes = pki.export(&name, &gateway, format, password.as_deref())?;
+            write_file(&output, &bytes, 0o600)?;
+            println!("exported {name} as {format} to {}", output.display());
+        }
+    }
+    Ok(())
+}
+
+fn print_issued(issued: &Issued) {
+    let r = &issued.record;
+    println!(
+        "issued {} certificate {} (serial {}, sha256 {}, valid until {})",
+        r.kind,
+        r.name,
+        r.serial,
+        r.sha256,
+        rfc3339(r.not_after)
+    );
+}
+
+/// Writes an output file atomically with `mode` (0600 for anything holding a key).
+fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn list_json(records: &[CertRecord], now: OffsetDateTime) -> serde_json::Value {
+    records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "serial": r.serial,
+                "kind": r.kind,
+                "sha256": r.sha256,
+                "not_before": rfc3339(r.not_before),
+                "not_after": rfc3339(r.not_after),
+                "status": r.status(now),
+                "revoked_at": r.revoked_at.map(rfc3339),
+                "reason": r.reason.map(|x| x.as_str()),
+            })
+        })
+        .collect()
+}
+
+fn list_table(records: &[CertRecord], now: OffsetDateTime) -> String {
+    let header = ["NAME", "SERIAL", "KIND", "SHA256", "NOT AFTER", "STATUS"].map(String::from);
+    let rows: Vec<[String; 6]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.serial.clone(),
+                r.kind.to_string(),
+                r.sha256.clone(),
+                rfc3339(r.not_after),
+                r.status(now).to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

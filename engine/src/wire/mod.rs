@@ -2,3 +2,4 @@
 //! value on malformed input; none panics and none allocates without bound.
 
 pub mod ip;
+pub mod openvpn;

@@ -1,0 +1,195 @@
+//! The Gatehouse client profile: one TOML file with everything a client needs to connect.
+//!
+//! ```toml
+//! format = "gatehouse-profile"
+//! version = 1
+//! name = "alice"
+//! gateway = "vpn.example.com"
+//! ca = "-----BEGIN CERTIFICATE-----\n..."
+//! cert = "-----BEGIN CERTIFICATE-----\n..."
+//! key = "-----BEGIN PRIVATE KEY-----\n..."
+//!
+//! [[protocols]]
+//! kind = "openvpn-udp"
+//! port = 1194
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PkiError, Result};
+
+/// Value of the `format` key of every profile.
+pub const PROFILE_FORMAT: &str = "gatehouse-profile";
+/// The profile version this library writes and reads.
+pub const PROFILE_VERSION: u32 = 1;
+
+/// A tunnel protocol a profile offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtocolKind {
+    /// OpenVPN protocol over UDP.
+    OpenvpnUdp,
+    /// OpenVPN protocol over TCP.
+    OpenvpnTcp,
+    /// IKEv2 with ESP-in-UDP.
+    Ikev2,
+    /// IP packets in QUIC datagrams.
+    Quic,
+}
+
+/// One way of reaching the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolEntry {
+    /// The protocol.
+    pub kind: ProtocolKind,
+    /// The gateway's port for it.
+    pub port: u16,
+}
+
+/// A Gatehouse client profile (`format = "gatehouse-profile"`, `version = 1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Always [`PROFILE_FORMAT`].
+    pub format: String,
+    /// Always [`PROFILE_VERSION`] for profiles this version writes.
+    pub version: u32,
+    /// The client certificate's name; the default connection name in the client.
+    pub name: String,
+    /// The gateway's host name or IP address.
+    pub gateway: String,
+    /// The root CA certificate (PEM) the gateway's certificate must chain to.
+    pub ca: String,
+    /// The client certificate (PEM).
+    pub cert: String,
+    /// The client's private key (PKCS#8 PEM).
+    pub key: String,
+    /// The protocols to try, in order of preference.
+    pub protocols: Vec<ProtocolEntry>,
+}
+
+impl Profile {
+    /// A profile with the default protocols: OpenVPN UDP 1194, OpenVPN TCP 443, IKEv2 500.
+    pub fn new(name: &str, gateway: &str, ca: &str, cert: &str, key: &str) -> Self {
+        Profile {
+            format: PROFILE_FORMAT.to_string(),
+            version: PROFILE_VERSION,
+            name: name.to_string(),
+            gateway: gateway.to_string(),
+            ca: ca.to_string(),
+            cert: cert.to_string(),
+            key: key.to_string(),
+            protocols: vec![
+                ProtocolEntry {
+                    kind: ProtocolKind::OpenvpnUdp,
+                    port: 1194,
+                },
+                ProtocolEntry {
+                    kind: ProtocolKind::OpenvpnTcp,
+                    port: 443,
+                },
+                ProtocolEntry {
+                    kind: ProtocolKind::Ikev2,
+                    port: 500,
+                },
+            ],
+        }
+    }
+
+    /// Serializes the profile as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| PkiError::InvalidProfile(e.to_string()))
+    }
+
+    /// Parses and checks a profile: the format marker and version must match, and the
+    /// certificate fields must hold PEM.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        // Look at format/version first so an unrelated or newer file gets a precise message
+        // rather than a complaint about some field.
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            PkiError::InvalidProfile(e.message().replace('\n', " "))
+        })?;
+        match table.get("format").and_then(|v| v.as_str()) {
+            Some(PROFILE_FORMAT) => {}
+            Some(other) => {
+                return Err(PkiError::InvalidProfile(format!(
+                    "format is {other:?}, expected {PROFILE_FORMAT:?}; is this a Gatehouse profile?"
+                )));
+            }
+            None => {
+                return Err(PkiError::InvalidProfile(format!(
+                    "no format = {PROFILE_FORMAT:?} line; is this a Gatehouse profile?"
+                )));
+            }
+        }
+        match table.get("version").and_then(|v| v.as_integer()) {
+            Some(v) if v == i64::from(PROFILE_VERSION) => {}
+            Some(v) => {
+                return Err(PkiError::InvalidProfile(format!(
+                    "version {v} is not supported (this Gatehouse reads version {PROFILE_VERSION}); update Gatehouse or export the profile again"
+                )));
+            }
+            None => {
+                return Err(PkiError::InvalidProfile("missing version".into()));
+            }
+        }
+        let profile: Profile = toml::from_str(text).map_err(|e: toml::de::Error| {
+            PkiError::InvalidProfile(e.message().replace('\n', " "))
+        })?;
+        for (field, value, tag) in [
+            ("ca", &profile.ca, "CERTIFICATE"),
+            ("cert", &profile.cert, "CERTIFICATE"),
+            ("key", &profile.key, "PRIVATE KEY"),
+        ] {
+            let ok = pem::parse(value).is_ok_and(|p| p.tag() == tag);
+            if !ok {
+                return Err(PkiError::InvalidProfile(format!(
+                    "{field} does not hold a PEM {tag}"
+                )));
+            }
+        }
+        if profile.gateway.trim().is_empty() {
+            return Err(PkiError::InvalidProfile("gateway is empty".into()));
+        }
+        if profile.protocols.is_empty() {
+            return Err(PkiError::InvalidProfile("no [[protocols]] entries".into()));
+        }
+        Ok(profile)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nAAEC\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn round_trips_through_toml() {
+        let p = Profile::new("alice", "vpn.example.com", CERT, CERT, KEY);
+        let text = p.to_toml().unwrap();
+        assert!(text.contains("format = \"gatehouse-profile\""), "{text}");
+        assert!(text.contains("kind = \"openvpn-udp\""), "{text}");
+        assert!(text.contains("[[protocols]]"), "{text}");
+        assert_eq!(Profile::from_toml(&text).unwrap(), p);
+    }
+
+    #[test]
+    fn wrong_format_or_version_is_explained() {
+        let p = Profile::new("alice", "gw", CERT, CERT, KEY);
+        let text = p.to_toml().unwrap();
+        let other = text.replace("gatehouse-profile", "something-else");
+        let err = Profile::from_toml(&other).unwrap_err().to_string();
+        assert!(err.contains("something-else"), "{err}");
+        let newer = text.replace("version = 1", "version = 2");
+        let err = Profile::from_toml(&newer).unwrap_err().to_string();
+        assert!(err.contains("version 2"), "{err}");
+        let err = Profile::from_toml("not toml at all [")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid Gatehouse profile"), "{err}");
+        let nokey = text.replace("PRIVATE KEY", "PUBLIC KEY");
+        assert!(Profile::from_toml(&nokey).is_err());
+    }
+}

@@ -1,0 +1,221 @@
+//! One key state of an OpenVPN session: its reliable control channel, its TLS session and,
+//! once keys are exchanged, its data channel. A session holds the current key state and,
+//! during renegotiation, the previous one for a short overlap.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use super::data::DataChannel;
+use super::reliable::{RecvOutcome, ReliableRecv, ReliableSend};
+use crate::wire::openvpn::{ControlPacket, MAX_CONTROL_PACKET, Opcode, max_control_payload};
+
+/// Retransmission timeout for the first send of a control packet.
+const INITIAL_RTO: Duration = Duration::from_secs(1);
+/// Most acks piggybacked on one control packet (so chunk sizes leave room for them).
+const MAX_ACKS: usize = 8;
+
+/// What went wrong on a key state's control channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The TLS layer failed (bad certificate, protocol error, alert...).
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The peer closed TLS.
+    #[error("peer closed the TLS session")]
+    TlsClosed,
+}
+
+/// One key_id's control and data state.
+pub(crate) struct KeyState {
+    pub key_id: u8,
+    pub tls: rustls::Connection,
+    send: ReliableSend,
+    recv: ReliableRecv,
+    /// The peer's reset (hard or soft) for this key id arrived.
+    pub peer_reset_seen: bool,
+    /// Plaintext received over TLS, not yet consumed.
+    pub plaintext: Vec<u8>,
+    pub km_sent: bool,
+    pub km_received: bool,
+    pub data: Option<DataChannel>,
+    pub created: Instant,
+    pub active_since: Option<Instant>,
+    /// When this (retired) key stops being accepted.
+    pub retire_at: Option<Instant>,
+    tls_out: Vec<u8>,
+    tls_eof: bool,
+}
+
+impl KeyState {
+    /// A key state that starts by sending `reset` (a hard or soft reset) as packet 0.
+    pub fn new(key_id: u8, tls: rustls::Connection, reset: Opcode, now: Instant) -> Self {
+        let mut send = ReliableSend::new(INITIAL_RTO);
+        send.push(reset, Vec::new());
+        Self {
+            key_id,
+            tls,
+            send,
+            recv: ReliableRecv::new(),
+            peer_reset_seen: false,
+            plaintext: Vec::new(),
+            km_sent: false,
+            km_received: false,
+            data: None,
+            created: now,
+            active_since: None,
+            retire_at: None,
+            tls_out: Vec::new(),
+            tls_eof: false,
+        }
+    }
+
+    /// Feeds a control packet for this key id. Delivers TLS records in order to rustls and
+    /// collects decrypted plaintext.
+    pub fn handle_control(&mut self, pkt: &ControlPacket<'_>) -> Result<(), ControlError> {
+        for id in pkt.acks.iter() {
+            self.send.handle_ack(id);
+        }
+        if let Some(pid) = pkt.packet_id {
+            if let RecvOutcome::OutOfWindow = self.recv.handle_packet(pid, pkt.opcode, pkt.payload)
+            {
+                return Ok(());
+            }
+        }
+        while let Some((opcode, payload)) = self.recv.poll_delivered() {
+            match opcode {
+                Opcode::ControlV1 => {
+                    let mut rd: &[u8] = &payload;
+                    while !rd.is_empty() {
+                        let n = self
+                            .tls
+                            .read_tls(&mut rd)
+                            .map_err(|e| rustls::Error::General(e.to_string()))?;
+                        if let Err(e) = self.tls.process_new_packets() {
+                            // Let the alert rustls queued reach the peer.
+                            self.flush_tls();
+                            return Err(e.into());
+                        }
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                _ => self.peer_reset_seen = true,
+            }
+        }
+        self.read_plaintext()?;
+        self.flush_tls();
+        Ok(())
+    }
+
+    fn read_plaintext(&mut self) -> Result<(), ControlError> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.tls.reader().read(&mut buf) {
+                Ok(0) => {
+                    self.tls_eof = true;
+                    return Err(ControlError::TlsClosed);
+                }
+                Ok(n) => self.plaintext.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(rustls::Error::General(e.to_string()).into()),
+            }
+        }
+    }
+
+    /// Sends `msg` as TLS plaintext.
+    pub fn write_plaintext(&mut self, msg: &[u8]) {
+        // Writing to rustls' buffer cannot fail short of a bug; the message is re-sent by the
+        // peer's request (PUSH_REQUEST) in the worst case.
+        let _ = self.tls.writer().write_all(msg);
+        self.flush_tls();
+    }
+
+    /// Moves TLS records rustls wants to send into the reliable send queue, split so every
+    /// control packet stays within [`MAX_CONTROL_PACKET`].
+    pub fn flush_tls(&mut self) {
+        while self.tls.wants_write() {
+            if self.tls.write_tls(&mut self.tls_out).is_err() {
+                break;
+            }
+        }
+        let chunk = max_control_payload(MAX_ACKS);
+        debug_assert!(chunk < MAX_CONTROL_PACKET);
+        for piece in self.tls_out.chunks(chunk) {
+            self.send.push(Opcode::ControlV1, piece.to_vec());
+        }
+        self.tls_out.clear();
+    }
+
+    /// Takes the next NUL-terminated control message out of the plaintext buffer.
+    pub fn next_text_message(&mut self) -> Option<String> {
+        let end = self.plaintext.iter().position(|b| *b == 0)?;
+        let msg: Vec<u8> = self.plaintext.drain(..=end).collect();
+        Some(String::from_utf8_lossy(&msg[..end]).into_owned())
+    }
+
+    /// Writes the next control packet (new, retransmitted or a bare ACK) into `out`.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        local_sid: u64,
+        remote_sid: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        // Until we know the peer's session id we cannot ack (acks carry it).
+        let can_ack = remote_sid.is_some();
+        if let Some(o) = self.send.poll_transmit(now) {
+            let acks = if can_ack {
+                self.recv.take_acks(MAX_ACKS)
+            } else {
+                Default::default()
+            };
+            let pkt = ControlPacket {
+                opcode: o.opcode,
+                key_id: self.key_id,
+                session_id: local_sid,
+                remote_session_id: if acks.is_empty() { None } else { remote_sid },
+                acks,
+                packet_id: Some(o.packet_id),
+                payload: o.payload,
+            };
+            out.clear();
+            pkt.emit(out);
+            return true;
+        }
+        if can_ack && self.recv.has_pending_acks() {
+            let acks = self.recv.take_acks(MAX_ACKS);
+            let pkt = ControlPacket {
+                opcode: Opcode::AckV1,
+                key_id: self.key_id,
+                session_id: local_sid,
+                remote_session_id: remote_sid,
+                acks,
+                packet_id: None,
+                payload: &[],
+            };
+            out.clear();
+            pkt.emit(out);
+            return true;
+        }
+        false
+    }
+
+    /// Next retransmission deadline, or now if acks are waiting.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if self.recv.has_pending_acks() {
+            return Some(now);
+        }
+        self.send.poll_timeout()
+    }
+
+    /// True once the TLS handshake completed.
+    pub fn tls_done(&self) -> bool {
+        !self.tls.is_handshaking()
+    }
+
+    /// Everything we sent was acknowledged.
+    pub fn send_idle(&self) -> bool {
+        self.send.is_idle()
+    }
+}

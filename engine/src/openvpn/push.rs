@@ -1,0 +1,253 @@
+//! PUSH_REPLY: what the gateway tells a client about its tunnel, and the client-side parser.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use super::data::Cipher;
+
+/// Everything a gateway pushes to one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReply {
+    /// The client's virtual address.
+    pub address: Ipv4Addr,
+    /// Netmask of the tunnel subnet (topology subnet).
+    pub netmask: Ipv4Addr,
+    /// The gateway's address inside the tunnel subnet (route-gateway).
+    pub gateway: Ipv4Addr,
+    /// Prefixes the client should route into the tunnel (split tunnel).
+    pub routes: Vec<Ipv4Net>,
+    /// Send all traffic through the tunnel (full tunnel).
+    pub redirect_gateway: bool,
+    /// DNS servers for the client.
+    pub dns: Vec<IpAddr>,
+    /// The peer-id the client puts in P_DATA_V2 headers.
+    pub peer_id: u32,
+    /// The negotiated data cipher.
+    pub cipher: Cipher,
+    /// Whether data keys come from the TLS exporter (else the classic PRF).
+    pub tls_ekm: bool,
+    /// Keepalive: ping interval.
+    pub ping: Duration,
+    /// Keepalive: restart the connection after this long without traffic.
+    pub ping_restart: Duration,
+    /// Tunnel MTU.
+    pub tun_mtu: u16,
+    /// Push `compress stub-v2` (client configured comp-lzo / compress).
+    pub compress_stub_v2: bool,
+}
+
+impl PushReply {
+    /// The PUSH_REPLY control message text (without the trailing NUL).
+    pub fn to_message(&self) -> String {
+        let mut parts: Vec<String> = vec!["PUSH_REPLY".into()];
+        for r in &self.routes {
+            parts.push(format!("route {} {}", r.network(), r.netmask()));
+        }
+        if self.redirect_gateway {
+            parts.push("redirect-gateway def1".into());
+        }
+        for d in &self.dns {
+            parts.push(format!("dhcp-option DNS {d}"));
+        }
+        parts.push(format!("route-gateway {}", self.gateway));
+        parts.push("topology subnet".into());
+        parts.push(format!("ping {}", self.ping.as_secs().max(1)));
+        parts.push(format!("ping-restart {}", self.ping_restart.as_secs().max(1)));
+        if self.compress_stub_v2 {
+            parts.push("compress stub-v2".into());
+        }
+        parts.push(format!("ifconfig {} {}", self.address, self.netmask));
+        parts.push(format!("peer-id {}", self.peer_id));
+        parts.push(format!("cipher {}", self.cipher.openvpn_name()));
+        if self.tls_ekm {
+            parts.push("protocol-flags cc-exit tls-ekm".into());
+        } else {
+            parts.push("protocol-flags cc-exit".into());
+        }
+        parts.push(format!("tun-mtu {}", self.tun_mtu));
+        parts.join(",")
+    }
+
+    /// Parses a PUSH_REPLY as a client receives it. Options the client does not act on are
+    /// returned in the second element so the caller can log them.
+    pub fn parse(msg: &str) -> Result<(Self, Vec<String>), PushError> {
+        let body = msg
+            .strip_prefix("PUSH_REPLY")
+            .ok_or(PushError::NotPushReply)?;
+        let mut address = None;
+        let mut netmask = Ipv4Addr::new(255, 255, 255, 255);
+        let mut gateway = None;
+        let mut routes = Vec::new();
+        let mut redirect_gateway = false;
+        let mut dns = Vec::new();
+        let mut peer_id = 0;
+        let mut cipher = None;
+        let mut tls_ekm = false;
+        let mut ping = Duration::from_secs(10);
+        let mut ping_restart = Duration::from_secs(60);
+        let mut tun_mtu = 1500;
+        let mut compress_stub_v2 = false;
+        let mut ignored = Vec::new();
+        for opt in body.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let mut words = opt.split_whitespace();
+            let key = words.next().unwrap_or_default();
+            let args: Vec<&str> = words.collect();
+            let bad = || PushError::BadOption(opt.to_owned());
+            match key {
+                "ifconfig" => {
+                    address = Some(arg(&args, 0).ok_or_else(bad)?);
+                    netmask = arg(&args, 1).ok_or_else(bad)?;
+                }
+                "route-gateway" => gateway = Some(arg(&args, 0).ok_or_else(bad)?),
+                "route" => {
+                    let net: Ipv4Addr = arg(&args, 0).ok_or_else(bad)?;
+                    let mask: Ipv4Addr =
+                        arg(&args, 1).unwrap_or(Ipv4Addr::new(255, 255, 255, 255));
+                    let prefix = ipnet::ipv4_mask_to_prefix(mask).map_err(|_| bad())?;
+                    routes.push(Ipv4Net::new(net, prefix).map_err(|_| bad())?);
+                }
+                "redirect-gateway" => redirect_gateway = true,
+                "dhcp-option" if args.first() == Some(&"DNS") => {
+                    dns.push(arg(&args, 1).ok_or_else(bad)?);
+                }
+                "peer-id" => peer_id = arg(&args, 0).ok_or_else(bad)?,
+                "cipher" => {
+                    let name = args.first().ok_or_else(bad)?;
+                    cipher = Some(
+                        Cipher::from_openvpn_name(name)
+                            .ok_or_else(|| PushError::UnsupportedCipher((*name).to_owned()))?,
+                    );
+                }
+                "protocol-flags" => tls_ekm = args.contains(&"tls-ekm"),
+                "key-derivation" => tls_ekm = args.first() == Some(&"tls-ekm"),
+                "ping" => ping = Duration::from_secs(arg(&args, 0).ok_or_else(bad)?),
+                "ping-restart" => {
+                    ping_restart = Duration::from_secs(arg(&args, 0).ok_or_else(bad)?)
+                }
+                "tun-mtu" => tun_mtu = arg(&args, 0).ok_or_else(bad)?,
+                "compress" if args.first() == Some(&"stub-v2") => compress_stub_v2 = true,
+                "topology" => {}
+                _ => ignored.push(opt.to_owned()),
+            }
+        }
+        let address = address.ok_or(PushError::Missing("ifconfig"))?;
+        Ok((
+            PushReply {
+                address,
+                netmask,
+                gateway: gateway.unwrap_or(address),
+                routes,
+                redirect_gateway,
+                dns,
+                peer_id,
+                cipher: cipher.ok_or(PushError::Missing("cipher"))?,
+                tls_ekm,
+                ping,
+                ping_restart,
+                tun_mtu,
+                compress_stub_v2,
+            },
+            ignored,
+        ))
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[&str], i: usize) -> Option<T> {
+    args.get(i).and_then(|a| a.parse().ok())
+}
+
+/// A PUSH_REPLY the client cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The message is not a PUSH_REPLY.
+    #[error("not a PUSH_REPLY")]
+    NotPushReply,
+    /// An option has malformed arguments.
+    #[error("malformed pushed option `{0}`")]
+    BadOption(String),
+    /// A required option is missing.
+    #[error("PUSH_REPLY lacks `{0}`")]
+    Missing(&'static str),
+    /// The gateway chose a cipher this client does not implement.
+    #[error("gateway pushed unsupported cipher {0}")]
+    UnsupportedCipher(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PushReply {
+        PushReply {
+            address: Ipv4Addr::new(172, 16, 201, 2),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            gateway: Ipv4Addr::new(172, 16, 201, 1),
+            routes: vec!["10.1.0.0/16".parse().unwrap()],
+            redirect_gateway: false,
+            dns: vec!["10.1.0.53".parse().unwrap()],
+            peer_id: 3,
+            cipher: Cipher::Aes256Gcm,
+            tls_ekm: true,
+            ping: Duration::from_secs(10),
+            ping_restart: Duration::from_secs(60),
+            tun_mtu: 1500,
+            compress_stub_v2: false,
+        }
+    }
+
+    #[test]
+    fn message_has_what_openvpn_2_6_expects() {
+        let m = sample().to_message();
+        assert!(m.starts_with("PUSH_REPLY,route 10.1.0.0 255.255.0.0,dhcp-option DNS 10.1.0.53,"));
+        assert!(m.contains(",ifconfig 172.16.201.2 255.255.255.0,"));
+        assert!(m.contains(",route-gateway 172.16.201.1,topology subnet,"));
+        assert!(m.contains(",peer-id 3,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm,"));
+        assert!(m.ends_with("tun-mtu 1500"));
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
+        let (parsed, ignored) = PushReply::parse(&s.to_message()).unwrap();
+        assert_eq!(parsed, s);
+        assert!(ignored.is_empty());
+        let mut s2 = sample();
+        s2.tls_ekm = false;
+        s2.compress_stub_v2 = true;
+        s2.redirect_gateway = true;
+        s2.cipher = Cipher::ChaCha20Poly1305;
+        assert_eq!(PushReply::parse(&s2.to_message()).unwrap().0, s2);
+    }
+
+    #[test]
+    fn parses_stock_openvpn_reply() {
+        let (p, ignored) = PushReply::parse(
+            "PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,\
+             ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,\
+             protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500,block-outside-dns",
+        )
+        .unwrap();
+        assert_eq!(p.address, Ipv4Addr::new(10, 8, 0, 2));
+        assert!(p.tls_ekm);
+        assert_eq!(ignored, ["block-outside-dns"]);
+    }
+
+    #[test]
+    fn rejects_bad() {
+        assert_eq!(PushReply::parse("AUTH_FAILED"), Err(PushError::NotPushReply));
+        assert!(matches!(
+            PushReply::parse("PUSH_REPLY,ifconfig nope"),
+            Err(PushError::BadOption(_))
+        ));
+        assert_eq!(
+            PushReply::parse("PUSH_REPLY,cipher AES-256-GCM"),
+            Err(PushError::Missing("ifconfig"))
+        );
+        assert!(matches!(
+            PushReply::parse("PUSH_REPLY,ifconfig 10.0.0.2 255.0.0.0,cipher BF-CBC"),
+            Err(PushError::UnsupportedCipher(_))
+        ));
+    }
+}

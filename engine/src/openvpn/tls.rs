@@ -1,0 +1,293 @@
+//! TLS for the OpenVPN control channel: rustls configurations (TLS 1.3 only, ring provider,
+//! time provider passed in) and certificate checks that say *why* a peer was refused.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::time_provider::TimeProvider;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, RootCertStore,
+    SignatureScheme,
+};
+
+/// Failure to build a TLS configuration from PEM material.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// A PEM file held no certificate / key / CRL, or was malformed.
+    #[error("{what}: {detail}")]
+    Pem {
+        /// What was being read.
+        what: &'static str,
+        /// The parser's complaint.
+        detail: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] Error),
+    /// The verifier could not be built (e.g. a CRL that does not parse).
+    #[error("certificate verifier: {0}")]
+    Verifier(String),
+}
+
+fn pem_err(what: &'static str) -> impl Fn(rustls::pki_types::pem::Error) -> TlsConfigError {
+    move |e| TlsConfigError::Pem {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+/// Parses every certificate in a PEM buffer.
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err("certificate PEM"))?;
+    if certs.is_empty() {
+        return Err(TlsConfigError::Pem {
+            what: "certificate PEM",
+            detail: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Parses a private key (PKCS#8, SEC1 or PKCS#1) from PEM.
+pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(pem_err("private key PEM"))
+}
+
+/// Parses every CRL in a PEM buffer (an empty buffer means no CRLs).
+pub fn crls_from_pem(
+    pem: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
+    CertificateRevocationListDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err("CRL PEM"))
+}
+
+/// The TLS 1.3-only rustls server configuration a gateway uses: client certificates are
+/// mandatory and checked against `ca` and `crls` (chain, validity, clientAuth EKU, revocation).
+pub fn server_config(
+    provider: Arc<CryptoProvider>,
+    time: Arc<dyn TimeProvider>,
+    ca: &[CertificateDer<'static>],
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for c in ca {
+        roots.add(c.clone())?;
+    }
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        .build()
+        .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(ExplainingClientVerifier { inner });
+    let config = rustls::ServerConfig::builder_with_details(provider, time)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
+}
+
+/// The TLS 1.3-only rustls client configuration: the gateway's certificate must chain to `ca`,
+/// carry serverAuth and name the gateway we dialled. No SNI (OpenVPN sends none).
+pub fn client_config(
+    provider: Arc<CryptoProvider>,
+    time: Arc<dyn TimeProvider>,
+    ca: &[CertificateDer<'static>],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for c in ca {
+        roots.add(c.clone())?;
+    }
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
+    let mut config = rustls::ClientConfig::builder_with_details(provider, time)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ExplainingServerVerifier { inner }))
+        .with_client_auth_cert(chain, key)?;
+    config.enable_sni = false;
+    Ok(Arc::new(config))
+}
+
+/// Why a peer certificate was refused, with the peer's name when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRefusal {
+    /// Common name of the refused certificate, if it parsed.
+    pub name: Option<String>,
+    /// Human-readable reason ("certificate revoked", ...).
+    pub reason: String,
+}
+
+impl fmt::Display for CertRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "certificate of {n}: {}", self.reason),
+            None => write!(f, "certificate: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for CertRefusal {}
+
+/// Explains a rustls certificate error in words an operator understands.
+pub fn explain_cert_error(err: &CertificateError) -> String {
+    match err {
+        CertificateError::Revoked => "certificate revoked (listed in the CRL)".into(),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "certificate expired".into()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "certificate not valid yet".into()
+        }
+        CertificateError::UnknownIssuer => {
+            "certificate not issued by this gateway's CA (unknown issuer)".into()
+        }
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "certificate lacks the required extended key usage".into()
+        }
+        CertificateError::BadSignature => "certificate signature does not verify".into(),
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "certificate does not name this host".into()
+        }
+        CertificateError::UnknownRevocationStatus => "revocation status unknown".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Common name of a certificate's subject.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// If a TLS error is a certificate refusal, the refusal with the peer's name.
+pub fn refusal_of(err: &Error) -> Option<CertRefusal> {
+    match err {
+        Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
+            inner.downcast_ref::<CertRefusal>().cloned()
+        }
+        Error::InvalidCertificate(e) => Some(CertRefusal {
+            name: None,
+            reason: explain_cert_error(e),
+        }),
+        Error::NoCertificatesPresented => Some(CertRefusal {
+            name: None,
+            reason: "peer presented no certificate".into(),
+        }),
+        _ => None,
+    }
+}
+
+fn refuse(end_entity: &CertificateDer<'_>, err: Error) -> Error {
+    let reason = match &err {
+        Error::InvalidCertificate(e) => explain_cert_error(e),
+        other => other.to_string(),
+    };
+    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(CertRefusal {
+        name: common_name(end_entity),
+        reason,
+    }))))
+}
+
+/// Wraps webpki's client verifier so a refusal carries the client's name and a reason.
+#[derive(Debug)]
+struct ExplainingClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for ExplainingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| refuse(end_entity, e))
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Wraps webpki's server verifier the same way, for the client side.
+#[derive(Debug)]
+struct ExplainingServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for ExplainingServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(|e| refuse(end_entity, e))
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The engine must not depend on anything that does I/O: no async runtime, no sockets, no TUN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+banned='^(tokio|mio|socket2|async-std|smol|tun|tun-rs|quinn-udp|nix|hyper|reqwest)$'
+deps=$(cargo tree -p gatehouse-engine -e normal --prefix none --format '{p}' | awk '{print $1}' | sort -u)
+bad=$(echo "$deps" | grep -E "$banned" || true)
+if [ -n "$bad" ]; then
+  echo "engine/ depends on I/O crates, which breaks the sans-IO rule:" >&2
+  echo "$bad" >&2
+  exit 1
+fi
+# And its sources never reach for the clock, the OS RNG or sockets directly.
+if grep -rnE 'Instant::now|SystemTime::now|SystemRandom|std::net::(UdpSocket|TcpStream|TcpListener)|std::fs::' engine/src; then
+  echo "engine/src uses a clock, OS randomness, sockets or files directly (see above)" >&2
+  exit 1
+fi
+echo "engine is sans-IO: $(echo "$deps" | wc -l) crates, none does I/O"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every Gatehouse check and test, installing what they need first.
+# Needs root: end-to-end tests create network namespaces, veth links and TUN devices.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh must run as root (network namespaces, TUN); try: sudo $0" >&2
+  exit 1
+fi
+
+# Real peers and tools the end-to-end tests drive.
+APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 666 /dev/net/tun; }
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== engine stays sans-IO"
+scripts/check-engine-sans-io.sh
+echo "== build binaries"
+cargo build --workspace --bins
+echo "== tests"
+cargo test --workspace --no-fail-fast

@@ -1,0 +1,304 @@
+//! `gateway.toml`: the gateway's configuration. Paths in it are relative to the file.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Default client pool (ARCHITECTURE.md / issue: 172.16.201.0/24).
+pub const DEFAULT_CLIENT_POOL: &str = "172.16.201.0/24";
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The name or address clients dial; the gateway certificate's SAN.
+    pub public_addr: String,
+    /// PKI folder managed with `gatehouse-certs --pki`.
+    #[serde(default = "default_pki_dir")]
+    pub pki_dir: PathBuf,
+    /// Name of the gateway certificate under `pki_dir/server/`.
+    #[serde(default = "default_server_cert")]
+    pub server_cert: String,
+    /// Networks behind the gateway; pushed to clients as routes.
+    #[serde(default)]
+    pub address_space: Vec<Ipv4Net>,
+    /// Pool of virtual addresses for point-to-site clients; the first host is the gateway's.
+    #[serde(default = "default_pool")]
+    pub client_pool: Ipv4Net,
+    /// DNS servers pushed to clients.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// Send all client traffic through the gateway (pushes redirect-gateway).
+    #[serde(default)]
+    pub full_tunnel: bool,
+    /// Name of the TUN interface the gateway creates.
+    #[serde(default = "default_tun_name")]
+    pub tun_name: String,
+    /// Tunnel MTU.
+    #[serde(default = "default_mtu")]
+    pub tun_mtu: u16,
+    /// OpenVPN-protocol listeners.
+    #[serde(default)]
+    pub openvpn: OpenVpnConfig,
+}
+
+/// `[openvpn]` section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpenVpnConfig {
+    /// Address the listeners bind.
+    #[serde(default = "default_listen")]
+    pub listen: IpAddr,
+    /// UDP port (0 disables UDP).
+    #[serde(default = "default_udp_port")]
+    pub udp_port: u16,
+    /// TCP port (0 disables TCP).
+    #[serde(default = "default_tcp_port")]
+    pub tcp_port: u16,
+    /// Derive data keys with the TLS exporter when clients support it. Turn off only to
+    /// exercise the classic PRF path (2.4/2.5 clients always get it).
+    #[serde(default = "yes")]
+    pub tls_ekm: bool,
+    /// Data ciphers in order of preference.
+    #[serde(default = "default_ciphers")]
+    pub ciphers: Vec<String>,
+    /// Keepalive interval pushed to clients, e.g. "10s".
+    #[serde(default = "default_ping")]
+    pub ping: String,
+    /// Clients restart after this long without traffic, e.g. "60s". The gateway drops a
+    /// silent session after twice this.
+    #[serde(default = "default_ping_restart")]
+    pub ping_restart: String,
+    /// Renegotiate data keys this often, e.g. "1h"; "0" disables.
+    #[serde(default = "default_reneg")]
+    pub reneg: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_pki_dir() -> PathBuf {
+    PathBuf::from("pki")
+}
+fn default_server_cert() -> String {
+    "gateway".into()
+}
+fn default_pool() -> Ipv4Net {
+    DEFAULT_CLIENT_POOL.parse().unwrap_or_default()
+}
+fn default_tun_name() -> String {
+    "gatehouse0".into()
+}
+fn default_mtu() -> u16 {
+    1500
+}
+fn default_listen() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
+fn default_udp_port() -> u16 {
+    1194
+}
+fn default_tcp_port() -> u16 {
+    443
+}
+fn default_ciphers() -> Vec<String> {
+    vec!["AES-256-GCM".into(), "CHACHA20-POLY1305".into()]
+}
+fn default_ping() -> String {
+    "10s".into()
+}
+fn default_ping_restart() -> String {
+    "60s".into()
+}
+fn default_reneg() -> String {
+    "1h".into()
+}
+
+impl Default for OpenVpnConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            udp_port: default_udp_port(),
+            tcp_port: default_tcp_port(),
+            tls_ekm: true,
+            ciphers: default_ciphers(),
+            ping: default_ping(),
+            ping_restart: default_ping_restart(),
+            reneg: default_reneg(),
+        }
+    }
+}
+
+/// Parses "90", "90s", "5m", "8h", "1d" into a duration.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()? {
+        's' => (&s[..s.len() - 1], 1),
+        'm' => (&s[..s.len() - 1], 60),
+        'h' => (&s[..s.len() - 1], 3600),
+        'd' => (&s[..s.len() - 1], 86400),
+        c if c.is_ascii_digit() => (s, 1),
+        _ => return None,
+    };
+    num.trim().parse::<u64>().ok().map(|n| Duration::from_secs(n * mult))
+}
+
+impl GatewayConfig {
+    /// A configuration with defaults for `public_addr`.
+    pub fn new(public_addr: &str) -> Self {
+        Self {
+            public_addr: public_addr.to_owned(),
+            pki_dir: default_pki_dir(),
+            server_cert: default_server_cert(),
+            address_space: Vec::new(),
+            client_pool: default_pool(),
+            dns: Vec::new(),
+            full_tunnel: false,
+            tun_name: default_tun_name(),
+            tun_mtu: default_mtu(),
+            openvpn: OpenVpnConfig::default(),
+        }
+    }
+
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg: GatewayConfig = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end())
+        })?;
+        cfg.validate()
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks everything a TOML parser cannot, naming the key and the fix.
+    pub fn validate(&self) -> Result<()> {
+        if self.public_addr.trim().is_empty() {
+            bail!("`public_addr` is empty: set it to the DNS name or IP clients dial");
+        }
+        if self.client_pool.prefix_len() > 30 {
+            bail!(
+                "`client_pool` {} is too small: use a /30 or larger (default {DEFAULT_CLIENT_POOL})",
+                self.client_pool
+            );
+        }
+        for a in &self.address_space {
+            if a.contains(&self.client_pool) || self.client_pool.contains(a) {
+                bail!(
+                    "`address_space` entry {a} overlaps `client_pool` {}: pick a client pool outside the networks behind the gateway",
+                    self.client_pool
+                );
+            }
+        }
+        if self.tun_name.is_empty() || self.tun_name.len() > 15 {
+            bail!("`tun_name` must be 1-15 characters (a Linux interface name)");
+        }
+        if !(576..=9000).contains(&self.tun_mtu) {
+            bail!("`tun_mtu` {} is out of range 576-9000", self.tun_mtu);
+        }
+        let o = &self.openvpn;
+        if o.udp_port == 0 && o.tcp_port == 0 {
+            bail!("`openvpn.udp_port` and `openvpn.tcp_port` are both 0: enable at least one");
+        }
+        if o.ciphers.is_empty() {
+            bail!("`openvpn.ciphers` is empty: use [\"AES-256-GCM\", \"CHACHA20-POLY1305\"]");
+        }
+        for c in &o.ciphers {
+            if gatehouse_engine::openvpn::data::Cipher::from_openvpn_name(c).is_none() {
+                bail!(
+                    "`openvpn.ciphers` entry {c:?} is not supported: use AES-256-GCM or CHACHA20-POLY1305"
+                );
+            }
+        }
+        for (key, val) in [
+            ("openvpn.ping", &o.ping),
+            ("openvpn.ping_restart", &o.ping_restart),
+            ("openvpn.reneg", &o.reneg),
+        ] {
+            if parse_duration(val).is_none() {
+                bail!("`{key}` = {val:?} is not a duration: write e.g. \"10s\", \"5m\" or \"1h\"");
+            }
+        }
+        let ping = parse_duration(&o.ping).unwrap_or_default();
+        let restart = parse_duration(&o.ping_restart).unwrap_or_default();
+        if ping.is_zero() || restart <= ping {
+            bail!("`openvpn.ping_restart` must be longer than `openvpn.ping` (both non-zero)");
+        }
+        Ok(())
+    }
+
+    /// The TOML text written by `gatehoused init`.
+    pub fn to_toml(&self) -> Result<String> {
+        let body = toml::to_string_pretty(self).context("serialising gateway.toml")?;
+        Ok(format!(
+            "# Gatehouse gateway configuration. Check changes with `gatehoused check --config FILE`.\n\
+             # Paths are relative to this file. Certificates: `gatehouse-certs --pki <pki_dir> ...`.\n\n{body}"
+        ))
+    }
+
+    /// `pki_dir` resolved against the directory holding the config file.
+    pub fn pki_path(&self, config_dir: &Path) -> PathBuf {
+        if self.pki_dir.is_absolute() {
+            self.pki_dir.clone()
+        } else {
+            config_dir.join(&self.pki_dir)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip() {
+        let c = GatewayConfig::new("vpn.example.com");
+        let text = c.to_toml().unwrap();
+        let back: GatewayConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.client_pool.to_string(), "172.16.201.0/24");
+        assert_eq!(back.openvpn.udp_port, 1194);
+        assert_eq!(back.openvpn.tcp_port, 443);
+        back.validate().unwrap();
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c: GatewayConfig = toml::from_str("public_addr = \"1.2.3.4\"").unwrap();
+        assert_eq!(c.tun_name, "gatehouse0");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = GatewayConfig::new("gw");
+        c.address_space = vec!["172.16.0.0/16".parse().unwrap()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`address_space`") && e.contains("client_pool"), "{e}");
+        let mut c = GatewayConfig::new("gw");
+        c.openvpn.ciphers = vec!["BF-CBC".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("`openvpn.ciphers`"));
+        let mut c = GatewayConfig::new("gw");
+        c.openvpn.ping = "often".into();
+        assert!(c.validate().unwrap_err().to_string().contains("`openvpn.ping`"));
+        let e = toml::from_str::<GatewayConfig>("public_addr = \"x\"\nbogus = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("8h"), Some(Duration::from_secs(28800)));
+        assert_eq!(parse_duration("42"), Some(Duration::from_secs(42)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

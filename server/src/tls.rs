@@ -1,0 +1,93 @@
+//! Loads the gateway's TLS material from its PKI folder and notices CRL updates.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use gatehouse_engine::openvpn::data::Cipher;
+use gatehouse_engine::openvpn::server::ServerConfig;
+use gatehouse_engine::openvpn::tls::{certs_from_pem, crls_from_pem, key_from_pem, server_config};
+
+use crate::config::{GatewayConfig, parse_duration};
+
+/// Where the TLS inputs live.
+#[derive(Debug, Clone)]
+pub struct PkiPaths {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Gateway certificate.
+    pub cert: PathBuf,
+    /// Gateway key.
+    pub key: PathBuf,
+    /// Current CRL.
+    pub crl: PathBuf,
+}
+
+impl PkiPaths {
+    /// Paths inside a PKI folder for gateway certificate `name`.
+    pub fn new(pki: &Path, name: &str) -> Self {
+        Self {
+            ca: pki.join("ca.crt"),
+            cert: pki.join("server").join(format!("{name}.crt")),
+            key: pki.join("server").join(format!("{name}.key")),
+            crl: pki.join("crl.pem"),
+        }
+    }
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read the {what} {}; is this a PKI folder made by `gatehoused init`?",
+            path.display()
+        )
+    })
+}
+
+/// Builds the engine's OpenVPN server configuration from the PKI files and gateway.toml.
+pub fn openvpn_server_config(paths: &PkiPaths, cfg: &GatewayConfig) -> Result<Arc<ServerConfig>> {
+    let ca = certs_from_pem(&read(&paths.ca, "CA certificate")?)
+        .with_context(|| format!("{}", paths.ca.display()))?;
+    let chain = certs_from_pem(&read(&paths.cert, "gateway certificate")?)
+        .with_context(|| format!("{}", paths.cert.display()))?;
+    let key = key_from_pem(&read(&paths.key, "gateway key")?)
+        .with_context(|| format!("{}", paths.key.display()))?;
+    let crls = match std::fs::read(&paths.crl) {
+        Ok(pem) => crls_from_pem(&pem).with_context(|| format!("{}", paths.crl.display()))?,
+        Err(_) => Vec::new(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
+    let tls = server_config(provider, time, &ca, crls, chain, key)?;
+    let mut sc = ServerConfig::new(tls);
+    let o = &cfg.openvpn;
+    sc.tls_ekm = o.tls_ekm;
+    sc.ciphers = o
+        .ciphers
+        .iter()
+        .filter_map(|c| Cipher::from_openvpn_name(c))
+        .collect();
+    sc.ping = parse_duration(&o.ping).unwrap_or(Duration::from_secs(10));
+    sc.ping_restart = parse_duration(&o.ping_restart).unwrap_or(Duration::from_secs(60));
+    sc.inactivity_timeout = sc.ping_restart * 2;
+    sc.reneg_interval = parse_duration(&o.reneg).filter(|d| !d.is_zero());
+    sc.tun_mtu = cfg.tun_mtu;
+    Ok(Arc::new(sc))
+}
+
+/// Remembers the CRL file's identity to notice when `gatehouse-certs revoke` rewrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileStamp(Option<(SystemTime, u64, u64)>);
+
+impl FileStamp {
+    /// The current stamp of `path` (modification time, size, inode).
+    pub fn of(path: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp(
+            std::fs::metadata(path)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino()))),
+        )
+    }
+}
