@@ -111,8 +111,7 @@ impl ClientSession {
         now: Instant,
     ) -> Result<Self, ControlError> {
         let local_sid = entropy.next_u64();
-        let tls =
-            rustls::ClientConnection::new(config.tls.clone(), config.server_name.clone())?;
+        let tls = rustls::ClientConnection::new(config.tls.clone(), config.server_name.clone())?;
         let key = KeyState::new(0, tls.into(), Opcode::ControlHardResetClientV2, now);
         Ok(Self {
             config,
@@ -204,13 +203,15 @@ impl ClientSession {
         if self.keys.len() > 2 {
             self.keys.remove(0);
         }
-        let tls = rustls::ClientConnection::new(
-            self.config.tls.clone(),
-            self.config.server_name.clone(),
-        )
-        .ok()?;
-        self.keys
-            .push(KeyState::new(key_id, tls.into(), Opcode::ControlSoftResetV1, now));
+        let tls =
+            rustls::ClientConnection::new(self.config.tls.clone(), self.config.server_name.clone())
+                .ok()?;
+        self.keys.push(KeyState::new(
+            key_id,
+            tls.into(),
+            Opcode::ControlSoftResetV1,
+            now,
+        ));
         self.next_key_id = if key_id >= 7 { 1 } else { key_id + 1 };
         Some(self.keys.len() - 1)
     }
@@ -229,7 +230,12 @@ impl ClientSession {
         if self.config.tls_ekm {
             proto |= IV_PROTO_TLS_KEY_EXPORT;
         }
-        let ciphers: Vec<&str> = self.config.ciphers.iter().map(|c| c.openvpn_name()).collect();
+        let ciphers: Vec<&str> = self
+            .config
+            .ciphers
+            .iter()
+            .map(|c| c.openvpn_name())
+            .collect();
         format!(
             "IV_VER={}\nIV_PLAT={}\nIV_TCPNL=1\nIV_CIPHERS={}\nIV_PROTO={proto}\n",
             self.config.version,
@@ -314,10 +320,10 @@ impl ClientSession {
             }
         } else if let Some(reason) = msg.strip_prefix("AUTH_FAILED") {
             let reason = reason.trim_start_matches(',').to_owned();
-            self.events.push_back(ClientEvent::AuthFailed(reason.clone()));
+            self.events
+                .push_back(ClientEvent::AuthFailed(reason.clone()));
             self.begin_close(now, format!("authentication failed: {reason}"));
-        } else if msg.starts_with("RESTART") || msg.starts_with("HALT") || msg.starts_with("EXIT")
-        {
+        } else if msg.starts_with("RESTART") || msg.starts_with("HALT") || msg.starts_with("EXIT") {
             self.begin_close(now, format!("gateway sent {msg}"));
         }
     }
@@ -443,11 +449,11 @@ impl ClientSession {
                 return;
             }
             Phase::Handshake | Phase::AwaitingPush => {
-                if let Some(k) = self.keys.first() {
-                    if now >= k.created + self.config.handshake_timeout {
-                        self.begin_close(now, "handshake with the gateway timed out".into());
-                        return;
-                    }
+                if let Some(k) = self.keys.first()
+                    && now >= k.created + self.config.handshake_timeout
+                {
+                    self.begin_close(now, "handshake with the gateway timed out".into());
+                    return;
                 }
                 if self.next_push_request.is_some_and(|t| now >= t) {
                     self.send_push_request(now);
@@ -501,13 +507,12 @@ impl ClientSession {
         }
         if self.pending_ping && self.phase == Phase::Active {
             self.pending_ping = false;
-            if let Some(k) = tx_key(&mut self.keys) {
-                if let Some(dc) = k.data.as_mut() {
-                    if dc.encrypt(&PING_PAYLOAD, out).is_ok() {
-                        self.last_tx = now;
-                        return true;
-                    }
-                }
+            if let Some(k) = tx_key(&mut self.keys)
+                && let Some(dc) = k.data.as_mut()
+                && dc.encrypt(&PING_PAYLOAD, out).is_ok()
+            {
+                self.last_tx = now;
+                return true;
             }
         }
         false
@@ -534,10 +539,10 @@ impl ClientSession {
         if let Some(p) = self.next_push_request {
             consider(p);
         }
-        if let Some(k) = self.keys.first() {
-            if self.phase != Phase::Active {
-                consider(k.created + self.config.handshake_timeout);
-            }
+        if let Some(k) = self.keys.first()
+            && self.phase != Phase::Active
+        {
+            consider(k.created + self.config.handshake_timeout);
         }
         if self.phase == Phase::Active {
             let (ping, restart) = self
@@ -556,10 +561,10 @@ impl ClientSession {
                     consider(k.created + self.config.handshake_timeout);
                 }
             }
-            if let Some(i) = self.config.reneg_interval {
-                if let Some(n) = self.keys.iter().filter_map(|k| k.active_since).max() {
-                    consider(n + i);
-                }
+            if let Some(i) = self.config.reneg_interval
+                && let Some(n) = self.keys.iter().filter_map(|k| k.active_since).max()
+            {
+                consider(n + i);
             }
         }
         t

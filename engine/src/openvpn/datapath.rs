@@ -29,7 +29,6 @@ pub enum DataPathError {
     NotEstablished,
 }
 
-
 pub(crate) fn tx_key(keys: &mut [KeyState]) -> Option<&mut KeyState> {
     let newest = |acked: bool| {
         keys.iter()

@@ -75,11 +75,10 @@ impl KeyState {
         for id in pkt.acks.iter() {
             self.send.handle_ack(id);
         }
-        if let Some(pid) = pkt.packet_id {
-            if let RecvOutcome::OutOfWindow = self.recv.handle_packet(pid, pkt.opcode, pkt.payload)
-            {
-                return Ok(());
-            }
+        if let Some(pid) = pkt.packet_id
+            && let RecvOutcome::OutOfWindow = self.recv.handle_packet(pid, pkt.opcode, pkt.payload)
+        {
+            return Ok(());
         }
         while let Some((opcode, payload)) = self.recv.poll_delivered() {
             match opcode {

@@ -306,7 +306,10 @@ mod tests {
         msg.encode(&mut out);
         assert_eq!(out.len(), 5 + 64 + 2 + 14 + 4);
         out.extend_from_slice(b"PUSH_REPLY\0");
-        assert_eq!(KeyMethod2::parse_server(&out).unwrap(), (msg, out.len() - 11));
+        assert_eq!(
+            KeyMethod2::parse_server(&out).unwrap(),
+            (msg, out.len() - 11)
+        );
     }
 
     #[test]
@@ -340,6 +343,6 @@ mod tests {
         assert!(info.supports_tls_ekm());
         assert!(info.comp_stub_v2);
         assert_eq!(info.ciphers, ["AES-256-GCM", "CHACHA20-POLY1305"]);
-        assert_eq!(PeerInfo::parse("IV_PROTO=2").supports_tls_ekm(), false);
+        assert!(!PeerInfo::parse("IV_PROTO=2").supports_tls_ekm());
     }
 }

@@ -1,7 +1,19 @@
 //! The OpenVPN protocol: control-channel reliability, data-channel keys and crypto,
 //! anti-replay. Packet codecs live in [`crate::wire::openvpn`].
 
+pub mod client;
 pub mod data;
+mod datapath;
+mod key_state;
+pub mod keymethod;
 pub mod keys;
+pub mod push;
 pub mod reliable;
 pub mod replay;
+pub mod server;
+pub mod tls;
+
+pub use datapath::{DataOutcome, DataPathError};
+pub use key_state::ControlError;
+#[cfg(test)]
+mod pair_tests;

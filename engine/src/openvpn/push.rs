@@ -54,7 +54,10 @@ impl PushReply {
         parts.push(format!("route-gateway {}", self.gateway));
         parts.push("topology subnet".into());
         parts.push(format!("ping {}", self.ping.as_secs().max(1)));
-        parts.push(format!("ping-restart {}", self.ping_restart.as_secs().max(1)));
+        parts.push(format!(
+            "ping-restart {}",
+            self.ping_restart.as_secs().max(1)
+        ));
         if self.compress_stub_v2 {
             parts.push("compress stub-v2".into());
         }
@@ -103,8 +106,7 @@ impl PushReply {
                 "route-gateway" => gateway = Some(arg(&args, 0).ok_or_else(bad)?),
                 "route" => {
                     let net: Ipv4Addr = arg(&args, 0).ok_or_else(bad)?;
-                    let mask: Ipv4Addr =
-                        arg(&args, 1).unwrap_or(Ipv4Addr::new(255, 255, 255, 255));
+                    let mask: Ipv4Addr = arg(&args, 1).unwrap_or(Ipv4Addr::new(255, 255, 255, 255));
                     let prefix = ipnet::ipv4_mask_to_prefix(mask).map_err(|_| bad())?;
                     routes.push(Ipv4Net::new(net, prefix).map_err(|_| bad())?);
                 }
@@ -236,7 +238,10 @@ mod tests {
 
     #[test]
     fn rejects_bad() {
-        assert_eq!(PushReply::parse("AUTH_FAILED"), Err(PushError::NotPushReply));
+        assert_eq!(
+            PushReply::parse("AUTH_FAILED"),
+            Err(PushError::NotPushReply)
+        );
         assert!(matches!(
             PushReply::parse("PUSH_REPLY,ifconfig nope"),
             Err(PushError::BadOption(_))

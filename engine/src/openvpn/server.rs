@@ -166,7 +166,6 @@ enum Phase {
 
 struct Negotiated {
     client: String,
-    peer_info: PeerInfo,
     cipher: Cipher,
     tls_ekm: bool,
     compress_stub_v2: bool,
@@ -281,10 +280,10 @@ impl ServerSession {
         if pkt.session_id != self.remote_sid {
             return;
         }
-        if let Some(r) = pkt.remote_session_id {
-            if r != self.local_sid {
-                return;
-            }
+        if let Some(r) = pkt.remote_session_id
+            && r != self.local_sid
+        {
+            return;
         }
         self.last_rx = now;
         let idx = match self.keys.iter().position(|k| k.key_id == pkt.key_id) {
@@ -314,8 +313,12 @@ impl ServerSession {
             self.keys.remove(0);
         }
         let tls = rustls::ServerConnection::new(self.config.tls.clone()).ok()?;
-        self.keys
-            .push(KeyState::new(key_id, tls.into(), Opcode::ControlSoftResetV1, now));
+        self.keys.push(KeyState::new(
+            key_id,
+            tls.into(),
+            Opcode::ControlSoftResetV1,
+            now,
+        ));
         self.next_key_id = if key_id >= 7 { 1 } else { key_id + 1 };
         Some(self.keys.len() - 1)
     }
@@ -431,7 +434,6 @@ impl ServerSession {
             };
             self.negotiated = Some(Negotiated {
                 client: client.clone(),
-                peer_info,
                 cipher: Cipher::Aes256Gcm,
                 tls_ekm,
                 compress_stub_v2,
@@ -450,11 +452,10 @@ impl ServerSession {
         };
         self.events.push_back(ServerEvent::Authenticated {
             client: client.clone(),
-            peer_info: peer_info.clone(),
+            peer_info,
         });
         self.negotiated = Some(Negotiated {
             client,
-            peer_info,
             cipher,
             tls_ekm,
             compress_stub_v2,
@@ -533,10 +534,10 @@ impl ServerSession {
 
     /// Ends the session from the gateway's side, telling the client to reconnect (RESTART).
     pub fn close(&mut self, now: Instant, reason: &str) {
-        if self.phase == Phase::Active {
-            if let Some(k) = self.primary_mut() {
-                k.write_plaintext(b"RESTART\0");
-            }
+        if self.phase == Phase::Active
+            && let Some(k) = self.primary_mut()
+        {
+            k.write_plaintext(b"RESTART\0");
         }
         self.begin_close(now, CloseReason::Local(reason.to_owned()));
     }
@@ -671,11 +672,11 @@ impl ServerSession {
                 return;
             }
             Phase::Handshake | Phase::AwaitingDecision => {
-                if let Some(k) = self.keys.first() {
-                    if now >= k.created + self.config.handshake_timeout {
-                        self.begin_close(now, CloseReason::HandshakeTimeout);
-                        return;
-                    }
+                if let Some(k) = self.keys.first()
+                    && now >= k.created + self.config.handshake_timeout
+                {
+                    self.begin_close(now, CloseReason::HandshakeTimeout);
+                    return;
                 }
             }
             Phase::Active => {}
@@ -722,13 +723,12 @@ impl ServerSession {
         }
         if self.pending_ping && self.phase == Phase::Active {
             self.pending_ping = false;
-            if let Some(k) = self.primary_mut() {
-                if let Some(dc) = k.data.as_mut() {
-                    if dc.encrypt(&PING_PAYLOAD, out).is_ok() {
-                        self.last_tx = now;
-                        return true;
-                    }
-                }
+            if let Some(k) = self.primary_mut()
+                && let Some(dc) = k.data.as_mut()
+                && dc.encrypt(&PING_PAYLOAD, out).is_ok()
+            {
+                self.last_tx = now;
+                return true;
             }
         }
         false
@@ -744,11 +744,7 @@ impl ServerSession {
         if self.phase == Phase::Closed {
             return None;
         }
-        let mut t = self
-            .keys
-            .iter()
-            .filter_map(|k| k.poll_timeout(now))
-            .min();
+        let mut t = self.keys.iter().filter_map(|k| k.poll_timeout(now)).min();
         let mut consider = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
         if let Some(c) = self.close_at {
             consider(c);
@@ -757,10 +753,10 @@ impl ServerSession {
             return t;
         }
         consider(self.last_rx + self.config.inactivity_timeout);
-        if let Some(k) = self.keys.first() {
-            if self.phase != Phase::Active {
-                consider(k.created + self.config.handshake_timeout);
-            }
+        if let Some(k) = self.keys.first()
+            && self.phase != Phase::Active
+        {
+            consider(k.created + self.config.handshake_timeout);
         }
         if self.phase == Phase::Active {
             consider(self.last_tx + self.config.ping);
@@ -772,13 +768,12 @@ impl ServerSession {
                     consider(k.created + self.config.handshake_timeout);
                 }
             }
-            if let Some(i) = self.config.reneg_interval {
-                if let Some(n) = self.keys.iter().filter_map(|k| k.active_since).max() {
-                    consider(n + i);
-                }
+            if let Some(i) = self.config.reneg_interval
+                && let Some(n) = self.keys.iter().filter_map(|k| k.active_since).max()
+            {
+                consider(n + i);
             }
         }
         t
     }
 }
-

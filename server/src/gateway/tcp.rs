@@ -1,0 +1,111 @@
+//! TCP transport: one task per connection turns the byte stream into OpenVPN packets (2-byte
+//! length framing) for the gateway core, and writes the core's packets back framed.
+
+use std::net::SocketAddr;
+
+use gatehouse_engine::wire::openvpn::{TcpDeframer, tcp_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Depth of a connection's outgoing queue; when full, packets are dropped like UDP would.
+const OUT_QUEUE: usize = 1024;
+
+/// What TCP connections tell the gateway core.
+#[derive(Debug)]
+pub enum TcpEvent {
+    /// A new connection; the core sends packets for it through `tx`.
+    Opened {
+        /// Connection id.
+        conn: u64,
+        /// The client's address.
+        remote: SocketAddr,
+        /// Packets to send (unframed).
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    /// One OpenVPN packet from the connection.
+    Packet {
+        /// Connection id.
+        conn: u64,
+        /// The packet (unframed).
+        packet: Vec<u8>,
+    },
+    /// The connection closed or broke framing.
+    Closed {
+        /// Connection id.
+        conn: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Accepts connections forever, one reader and one writer task each.
+pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {
+    let mut next_conn = 1u64;
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = next_conn;
+        next_conn += 1;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+        if events
+            .send(TcpEvent::Opened { conn, remote, tx })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let (mut rd, mut wr) = stream.into_split();
+        tokio::spawn(async move {
+            let mut framed = Vec::with_capacity(2048);
+            while let Some(p) = rx.recv().await {
+                framed.clear();
+                tcp_frame(&p, &mut framed);
+                if wr.write_all(&framed).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut deframer = TcpDeframer::new();
+            let mut buf = vec![0u8; 65536];
+            let reason = loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) => break "connection closed by client".to_owned(),
+                    Ok(n) => n,
+                    Err(e) => break format!("read error: {e}"),
+                };
+                deframer.push(&buf[..n]);
+                let mut broken = None;
+                loop {
+                    match deframer.pop() {
+                        Ok(Some(frame)) => {
+                            let packet = frame.to_vec();
+                            if events.send(TcpEvent::Packet { conn, packet }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            broken = Some(format!("bad framing: {e}"));
+                            break;
+                        }
+                    }
+                }
+                if let Some(r) = broken {
+                    break r;
+                }
+            };
+            let _ = events.send(TcpEvent::Closed { conn, reason }).await;
+        });
+    }
+}
