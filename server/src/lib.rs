@@ -1,2 +1,10 @@
-//! Gatehouse gateway: configuration, data directory bootstrap, and (in later issues) the
-//! listeners, TUN device and session table that drive the sans-IO engine.
+//! Gatehouse gateway (`gatehoused`): configuration, data-directory bootstrap, and the
+//! gateway core that drives the engine's sans-IO OpenVPN sessions over UDP, TCP and a TUN
+//! device.
+
+pub mod config;
+pub mod datadir;
+pub mod gateway;
+pub mod stats;
+pub mod tls;
+pub mod tun;

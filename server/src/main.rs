@@ -1,2 +1,161 @@
 //! `gatehoused`: the Gatehouse VPN gateway daemon.
-fn main() {}
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use gatehouse_server::config::GatewayConfig;
+use gatehouse_server::datadir::{self, CONFIG_FILE, InitOptions};
+use gatehouse_server::gateway::Gateway;
+use ipnet::Ipv4Net;
+
+/// Gatehouse VPN gateway.
+#[derive(Parser)]
+#[command(name = "gatehoused", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create DIR/gateway.toml and DIR/pki (CA and gateway certificate for --public-addr).
+    Init {
+        /// Data directory to create.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        opts: InitArgs,
+    },
+    /// Run the gateway. On an empty --data-dir the first run bootstraps it like `init`.
+    Run {
+        /// Data directory (holds gateway.toml and pki/).
+        #[arg(long, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        opts: InitArgs,
+    },
+    /// Validate a configuration and the certificates it points at, then exit.
+    Check {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct InitArgs {
+    /// DNS name or IP address clients dial (the gateway certificate's SAN). Default: hostname.
+    #[arg(long)]
+    public_addr: Option<String>,
+    /// Network behind the gateway, pushed to clients as a route (repeatable).
+    #[arg(long = "address-space")]
+    address_space: Vec<Ipv4Net>,
+    /// Pool of client addresses (default 172.16.201.0/24).
+    #[arg(long)]
+    client_pool: Option<Ipv4Net>,
+    /// DNS server pushed to clients (repeatable).
+    #[arg(long)]
+    dns: Vec<IpAddr>,
+}
+
+impl InitArgs {
+    fn to_options(&self) -> InitOptions {
+        InitOptions {
+            public_addr: self
+                .public_addr
+                .clone()
+                .unwrap_or_else(datadir::default_public_addr),
+            address_space: self.address_space.clone(),
+            client_pool: self.client_pool,
+            dns: self.dns.clone(),
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    if let Err(e) = real_main(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init { data_dir, opts } => {
+            let path = datadir::init(&data_dir, &opts.to_options())?;
+            println!("wrote {}", path.display());
+            println!(
+                "manage client certificates with: gatehouse-certs --pki {} issue-client NAME",
+                data_dir.join("pki").display()
+            );
+            println!("start the gateway with: gatehoused run --data-dir {}", data_dir.display());
+            Ok(())
+        }
+        Command::Check { config } => {
+            let cfg = GatewayConfig::load(&config)?;
+            let dir = config_dir(&config);
+            let pki = gatehouse_server::tls::PkiPaths::new(&cfg.pki_path(&dir), &cfg.server_cert);
+            gatehouse_server::tls::openvpn_server_config(&pki, &cfg)?;
+            println!("{}: OK", config.display());
+            Ok(())
+        }
+        Command::Run {
+            data_dir,
+            config,
+            opts,
+        } => {
+            let config = match (data_dir, config) {
+                (_, Some(c)) => c,
+                (Some(dir), None) => {
+                    let path = dir.join(CONFIG_FILE);
+                    if !path.exists() {
+                        if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+                            bail!(
+                                "{} has no {CONFIG_FILE} but is not empty; run `gatehoused init --data-dir {}` or point --data-dir at an empty directory",
+                                dir.display(),
+                                dir.display()
+                            );
+                        }
+                        let o = opts.to_options();
+                        tracing::info!(data_dir = %dir.display(), public_addr = %o.public_addr, "first run: bootstrapping configuration, CA and gateway certificate");
+                        datadir::init(&dir, &o)?;
+                    }
+                    path
+                }
+                (None, None) => bail!("give --data-dir DIR (bootstraps on first run) or --config FILE"),
+            };
+            let cfg = GatewayConfig::load(&config)?;
+            let dir = config_dir(&config);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(async move {
+                let gw = Gateway::bind(cfg, dir).await?;
+                gw.run().await
+            })
+        }
+    }
+}
+
+fn config_dir(config: &Path) -> PathBuf {
+    match config.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

@@ -6,12 +6,14 @@
 //! - [`net`]: ping and iperf3 inside a namespace.
 //! - [`topology`]: clients <-> gateway <-> LAN, the network gateway tests share.
 //! - [`openvpn`]: the stock OpenVPN 2.6 server and client.
+//! - [`gatehoused`]: Gatehouse's gateway daemon and `gatehouse-certs`, driven for the tests.
 //! - [`openssl_pki`]: a throwaway PKI made with the openssl CLI.
 //!
 //! Every test that touches the network calls [`require_root`] first: the tests must fail, not
 //! skip, where they cannot run.
 
 pub mod cidr;
+pub mod gatehoused;
 pub mod net;
 pub mod netns;
 pub mod openssl_pki;

@@ -1,0 +1,667 @@
+//! The gateway core: one task owns the session table, router, pool, the UDP socket and the
+//! TUN device, and drives the engine's sans-IO sessions. TCP connections feed it through a
+//! channel. Timers come from a deadline heap over the sessions' `poll_timeout`.
+
+mod tcp;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use gatehouse_engine::entropy::Entropy;
+use gatehouse_engine::openvpn::server::{
+    Assignment, CloseReason, ServerConfig, ServerEvent, ServerSession,
+};
+use gatehouse_engine::openvpn::{DataOutcome, DataPathError};
+use gatehouse_engine::pool::AddressPool;
+use gatehouse_engine::router::{Router, TunnelId};
+use gatehouse_engine::wire::ip::IpHeader;
+use gatehouse_engine::wire::openvpn::{ControlPacket, Opcode, Packet};
+use ipnet::Ipv4Net;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::GatewayConfig;
+use crate::stats::{Drop, Stats};
+use crate::tls::{FileStamp, PkiPaths, openvpn_server_config};
+use tcp::TcpEvent;
+
+/// Sessions that have not authenticated yet, beyond which new hard resets are ignored.
+const MAX_HANDSHAKING: usize = 4096;
+
+/// OS randomness for the engine (the engine itself never reaches for it).
+struct OsEntropy(ring::rand::SystemRandom);
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        use ring::rand::SecureRandom;
+        if self.0.fill(buf).is_err() {
+            // ring's OS RNG does not fail on Linux; if it ever did, refusing to continue is
+            // the only safe answer.
+            panic!("OS random number generator failed");
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Transport {
+    Udp(SocketAddr),
+    Tcp {
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+}
+
+impl Transport {
+    fn name(&self) -> &'static str {
+        match self {
+            Transport::Udp(_) => "udp",
+            Transport::Tcp { .. } => "tcp",
+        }
+    }
+}
+
+struct Entry {
+    session: ServerSession,
+    transport: Transport,
+    remote: SocketAddr,
+    client: Option<String>,
+    address: Option<Ipv4Addr>,
+    connected_at: Option<Instant>,
+}
+
+/// Everything the running gateway needs, built by [`Gateway::bind`].
+pub struct Gateway {
+    cfg: GatewayConfig,
+    pki: PkiPaths,
+    ovpn: Arc<ServerConfig>,
+    crl_stamp: FileStamp,
+    pool: AddressPool,
+    router: Router,
+    sessions: HashMap<TunnelId, Entry>,
+    by_udp: HashMap<SocketAddr, TunnelId>,
+    by_tcp: HashMap<u64, (TunnelId, SocketAddr, mpsc::Sender<Vec<u8>>)>,
+    by_client: HashMap<String, TunnelId>,
+    deadlines: BinaryHeap<Reverse<(Instant, TunnelId)>>,
+    next_id: TunnelId,
+    next_peer_id: u32,
+    stats: Stats,
+    udp: Option<Arc<UdpSocket>>,
+    tcp: Option<TcpListener>,
+    tun: Arc<tun_rs::AsyncDevice>,
+    out: Vec<u8>,
+    dec: Vec<u8>,
+}
+
+impl Gateway {
+    /// Loads TLS material, creates the TUN device and binds the listeners.
+    pub async fn bind(cfg: GatewayConfig, config_dir: PathBuf) -> Result<Self> {
+        let pki_dir = cfg.pki_path(&config_dir);
+        let pki = PkiPaths::new(&pki_dir, &cfg.server_cert);
+        let ovpn = openvpn_server_config(&pki, &cfg)?;
+        let crl_stamp = FileStamp::of(&pki.crl);
+        let pool = AddressPool::new(cfg.client_pool)?;
+        let tun = crate::tun::create(&cfg.tun_name, pool.gateway_addr(), cfg.client_pool, cfg.tun_mtu)?;
+        let o = &cfg.openvpn;
+        let udp = if o.udp_port != 0 {
+            let addr = SocketAddr::new(o.listen, o.udp_port);
+            let sock = UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind UDP {addr} (`openvpn.udp_port`); is another VPN server running?"))?;
+            Some(Arc::new(sock))
+        } else {
+            None
+        };
+        let tcp = if o.tcp_port != 0 {
+            let addr = SocketAddr::new(o.listen, o.tcp_port);
+            Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot bind TCP {addr} (`openvpn.tcp_port`); is a web server using it?")
+            })?)
+        } else {
+            None
+        };
+        Ok(Self {
+            cfg,
+            pki,
+            ovpn,
+            crl_stamp,
+            pool,
+            router: Router::new(),
+            sessions: HashMap::new(),
+            by_udp: HashMap::new(),
+            by_tcp: HashMap::new(),
+            by_client: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_id: 1,
+            next_peer_id: 0,
+            stats: Stats::default(),
+            udp,
+            tcp,
+            tun: Arc::new(tun),
+            out: Vec::with_capacity(2048),
+            dec: Vec::with_capacity(2048),
+        })
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    pub async fn run(mut self) -> Result<()> {
+        let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
+        if let Some(listener) = self.tcp.take() {
+            tokio::spawn(tcp::accept_loop(listener, tcp_tx));
+        } else {
+            drop(tcp_tx);
+        }
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing SIGTERM handler")?;
+        let mut crl_tick = tokio::time::interval(Duration::from_secs(2));
+        let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
+        let udp = self.udp.clone();
+        let tun = self.tun.clone();
+        let mut ubuf = vec![0u8; 65536];
+        let mut tbuf = vec![0u8; 65536];
+        let mut tcp_open = true;
+        info!(
+            tun = %self.cfg.tun_name,
+            tun_addr = %self.pool.gateway_addr(),
+            client_pool = %self.cfg.client_pool,
+            udp = self.cfg.openvpn.udp_port,
+            tcp = self.cfg.openvpn.tcp_port,
+            address_space = ?self.cfg.address_space.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            tls_ekm = self.cfg.openvpn.tls_ekm,
+            "gateway ready"
+        );
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                r = async { match &udp { Some(u) => u.recv_from(&mut ubuf).await, None => std::future::pending().await } } => {
+                    match r {
+                        Ok((n, from)) => self.handle_udp(Instant::now(), from, n, &ubuf).await,
+                        Err(e) => debug!(error = %e, "UDP receive error"),
+                    }
+                }
+                r = tun.recv(&mut tbuf) => {
+                    match r {
+                        Ok(n) => self.handle_tun(Instant::now(), &tbuf[..n]).await,
+                        Err(e) => {
+                            warn!(error = %e, "TUN read failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                ev = tcp_rx.recv(), if tcp_open => {
+                    match ev {
+                        Some(ev) => self.handle_tcp(Instant::now(), ev).await,
+                        None => tcp_open = false,
+                    }
+                }
+                _ = sleep_until(deadline) => self.handle_deadlines(Instant::now()).await,
+                _ = crl_tick.tick() => self.check_crl(),
+                _ = stats_tick.tick() => {
+                    if self.stats.total() > 0 || !self.sessions.is_empty() {
+                        info!(sessions = self.sessions.len(), leased = self.pool.leased_count(), drops = %self.stats, "status");
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = sigterm.recv() => break,
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {
+        let now = Instant::now();
+        let ids: Vec<TunnelId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            if let Some(e) = self.sessions.get_mut(&id) {
+                e.session.close(now, "gateway shutting down");
+            }
+            self.drain(now, id).await;
+        }
+        info!(drops = %self.stats, "gateway stopped");
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((t, _))| *t)
+    }
+
+    fn check_crl(&mut self) {
+        let stamp = FileStamp::of(&self.pki.crl);
+        if stamp == self.crl_stamp {
+            return;
+        }
+        match openvpn_server_config(&self.pki, &self.cfg) {
+            Ok(c) => {
+                self.ovpn = c;
+                self.crl_stamp = stamp;
+                info!(crl = %self.pki.crl.display(), "CRL reloaded; new connections are checked against it");
+            }
+            Err(e) => {
+                // Keep the previous configuration; try again on the next tick.
+                warn!(error = %format!("{e:#}"), "CRL changed but could not be loaded; keeping the previous one");
+            }
+        }
+    }
+
+    async fn handle_udp(&mut self, now: Instant, from: SocketAddr, n: usize, buf: &[u8]) {
+        let bytes = &buf[..n];
+        let pkt = match Packet::parse(bytes) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.drop(Drop::Malformed);
+                return;
+            }
+        };
+        match pkt {
+            Packet::Data(d) => {
+                let Some(&id) = self.by_udp.get(&from) else {
+                    self.stats.drop(Drop::NoSession);
+                    return;
+                };
+                self.handle_data(now, id, bytes, d.key_id).await;
+            }
+            Packet::Control(c) => {
+                let existing = self.by_udp.get(&from).copied();
+                if c.opcode == Opcode::ControlHardResetClientV2 {
+                    if let Some(id) = existing {
+                        let same = self
+                            .sessions
+                            .get(&id)
+                            .is_some_and(|e| e.session.remote_session_id() == c.session_id);
+                        if same {
+                            self.control(now, id, &c).await;
+                            return;
+                        }
+                        // The client restarted: its old session is gone for good.
+                        self.remove(id, "client restarted (new session from the same address)");
+                    }
+                    self.new_session(now, Transport::Udp(from), from, &c).await;
+                    return;
+                }
+                match existing {
+                    Some(id) => self.control(now, id, &c).await,
+                    None => self.stats.drop(Drop::NoSession),
+                }
+            }
+        }
+    }
+
+    async fn handle_tcp(&mut self, now: Instant, ev: TcpEvent) {
+        match ev {
+            TcpEvent::Opened { conn, remote, tx } => {
+                self.by_tcp.insert(conn, (0, remote, tx));
+            }
+            TcpEvent::Packet { conn, packet } => {
+                let Some((id, remote, tx)) = self.by_tcp.get(&conn).cloned() else {
+                    return;
+                };
+                let pkt = match Packet::parse(&packet) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        self.stats.drop(Drop::Malformed);
+                        return;
+                    }
+                };
+                match pkt {
+                    Packet::Data(d) if id != 0 => self.handle_data(now, id, &packet, d.key_id).await,
+                    Packet::Data(_) => self.stats.drop(Drop::NoSession),
+                    Packet::Control(c) if id == 0 => {
+                        if c.opcode != Opcode::ControlHardResetClientV2 {
+                            self.stats.drop(Drop::NoSession);
+                            return;
+                        }
+                        if let Some(new_id) = self
+                            .new_session(now, Transport::Tcp { tx: tx.clone() }, remote, &c)
+                            .await
+                        {
+                            self.by_tcp.insert(conn, (new_id, remote, tx));
+                        }
+                    }
+                    Packet::Control(c) => self.control(now, id, &c).await,
+                }
+            }
+            TcpEvent::Closed { conn, reason } => {
+                if let Some((id, _, _)) = self.by_tcp.remove(&conn) {
+                    if id != 0 {
+                        if let Some(e) = self.sessions.get_mut(&id) {
+                            if e.session.is_established() {
+                                self.log_disconnect(id, &format!("TCP {reason}"));
+                            }
+                        }
+                        self.remove(id, "TCP connection closed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn new_session(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        remote: SocketAddr,
+        first: &ControlPacket<'_>,
+    ) -> Option<TunnelId> {
+        let handshaking = self
+            .sessions
+            .values()
+            .filter(|e| e.client.is_none())
+            .count();
+        if handshaking >= MAX_HANDSHAKING {
+            self.stats.drop(Drop::NoSession);
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let peer_id = self.next_peer_id;
+        self.next_peer_id = (self.next_peer_id + 1) & 0x00ff_fffe;
+        let entropy = Box::new(OsEntropy(ring::rand::SystemRandom::new()));
+        let session = match ServerSession::new(self.ovpn.clone(), entropy, now, peer_id, first) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(remote = %remote, error = %e, "cannot start session");
+                return None;
+            }
+        };
+        debug!(remote = %remote, transport = transport.name(), "new session");
+        if let Transport::Udp(addr) = &transport {
+            self.by_udp.insert(*addr, id);
+        }
+        self.sessions.insert(
+            id,
+            Entry {
+                session,
+                transport,
+                remote,
+                client: None,
+                address: None,
+                connected_at: None,
+            },
+        );
+        self.drain(now, id).await;
+        Some(id)
+    }
+
+    async fn control(&mut self, now: Instant, id: TunnelId, c: &ControlPacket<'_>) {
+        if let Some(e) = self.sessions.get_mut(&id) {
+            e.session.handle_control(now, c);
+        }
+        self.drain(now, id).await;
+    }
+
+    async fn handle_data(&mut self, now: Instant, id: TunnelId, bytes: &[u8], key_id: u8) {
+        let Some(e) = self.sessions.get_mut(&id) else {
+            self.stats.drop(Drop::NoSession);
+            return;
+        };
+        let range = match e.session.handle_data(now, bytes, key_id, &mut self.dec) {
+            Ok(DataOutcome::Packet(r)) => r,
+            Ok(DataOutcome::Keepalive) => return,
+            Err(DataPathError::NotEstablished) => {
+                self.stats.drop(Drop::NotEstablished);
+                return;
+            }
+            Err(_) => {
+                self.stats.drop(Drop::BadData);
+                return;
+            }
+        };
+        let packet = &self.dec[range];
+        match IpHeader::parse(packet) {
+            Ok(IpHeader::V4 { src, .. }) => {
+                if !self.router.may_send(id, src) {
+                    self.stats.drop(Drop::Spoofed);
+                    return;
+                }
+            }
+            Ok(IpHeader::V6 { .. }) => {
+                // IPv6 is not served yet; client TUNs send router solicitations regardless.
+                self.stats.drop(Drop::Ipv6);
+                return;
+            }
+            Err(_) => {
+                self.stats.drop(Drop::Malformed);
+                return;
+            }
+        }
+        if let Err(e) = self.tun.send(packet).await {
+            debug!(error = %e, "TUN write failed");
+        }
+    }
+
+    async fn handle_tun(&mut self, now: Instant, packet: &[u8]) {
+        let dst = match IpHeader::parse(packet) {
+            Ok(IpHeader::V4 { dst, .. }) => dst,
+            Ok(IpHeader::V6 { .. }) => {
+                self.stats.drop(Drop::Ipv6);
+                return;
+            }
+            Err(_) => {
+                self.stats.drop(Drop::Malformed);
+                return;
+            }
+        };
+        let Some(id) = self.router.lookup(dst) else {
+            self.stats.drop(Drop::NoRoute);
+            return;
+        };
+        let Some(e) = self.sessions.get_mut(&id) else {
+            self.stats.drop(Drop::NoRoute);
+            return;
+        };
+        if e.session.encrypt(now, packet, &mut self.out).is_err() {
+            self.stats.drop(Drop::NotEstablished);
+            return;
+        }
+        let transport = e.transport.clone();
+        send(&self.udp, &transport, &self.out).await;
+    }
+
+    async fn handle_deadlines(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(e) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            match e.session.poll_timeout(now) {
+                Some(due) if due <= now => {
+                    e.session.handle_timeout(now);
+                    self.drain(now, id).await;
+                }
+                // A stale entry: the session's deadline moved later.
+                Some(later) => self.deadlines.push(Reverse((later, id))),
+                None => {}
+            }
+        }
+    }
+
+    /// Sends what a session wants to send and acts on its events, until it is quiet.
+    async fn drain(&mut self, now: Instant, id: TunnelId) {
+        loop {
+            let Some(e) = self.sessions.get_mut(&id) else {
+                return;
+            };
+            let transport = e.transport.clone();
+            while e.session.poll_transmit(now, &mut self.out) {
+                send(&self.udp, &transport, &self.out).await;
+            }
+            let mut events = Vec::new();
+            while let Some(ev) = e.session.poll_event() {
+                events.push(ev);
+            }
+            if events.is_empty() {
+                let closed = e.session.is_closed();
+                let next = e.session.poll_timeout(now);
+                if closed {
+                    self.remove(id, "closed");
+                } else if let Some(t) = next {
+                    self.deadlines.push(Reverse((t, id)));
+                }
+                return;
+            }
+            for ev in events {
+                self.handle_event(now, id, ev);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, id: TunnelId, ev: ServerEvent) {
+        match ev {
+            ServerEvent::Authenticated { client, peer_info } => {
+                debug!(client = %client, version = ?peer_info.version, platform = ?peer_info.platform, "client authenticated");
+                self.admit(now, id, client);
+            }
+            ServerEvent::Established { cipher, tls_ekm } => {
+                let Some(e) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                e.connected_at = Some(now);
+                info!(
+                    client = %e.client.as_deref().unwrap_or("?"),
+                    remote = %e.remote,
+                    address = %e.address.map(|a| a.to_string()).unwrap_or_default(),
+                    cipher = %cipher.openvpn_name(),
+                    keys = %if tls_ekm { "tls-ekm" } else { "prf" },
+                    transport = %e.transport.name(),
+                    "client connected"
+                );
+            }
+            ServerEvent::Rekeyed { key_id } => {
+                if let Some(e) = self.sessions.get(&id) {
+                    debug!(client = %e.client.as_deref().unwrap_or("?"), key_id, "data keys renegotiated");
+                }
+            }
+            ServerEvent::Refused { client, reason } => {
+                let remote = self.sessions.get(&id).map(|e| e.remote.to_string()).unwrap_or_default();
+                warn!(client = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, "client refused");
+            }
+            ServerEvent::Closed(reason) => {
+                if !matches!(reason, CloseReason::Refused(_)) {
+                    self.log_disconnect(id, &reason.to_string());
+                }
+                self.release(id);
+            }
+        }
+    }
+
+    fn log_disconnect(&mut self, id: TunnelId, reason: &str) {
+        let Some(e) = self.sessions.get(&id) else {
+            return;
+        };
+        if e.client.is_none() {
+            debug!(remote = %e.remote, reason, "handshake abandoned");
+            return;
+        }
+        let s = e.session.stats;
+        info!(
+            client = %e.client.as_deref().unwrap_or("?"),
+            remote = %e.remote,
+            address = %e.address.map(|a| a.to_string()).unwrap_or_default(),
+            reason = %reason,
+            rx_bytes = s.rx_bytes,
+            tx_bytes = s.tx_bytes,
+            "client disconnected"
+        );
+    }
+
+    /// Gives the authenticated client its address, replacing an older session of the same
+    /// certificate.
+    fn admit(&mut self, now: Instant, id: TunnelId, client: String) {
+        if let Some(&old) = self.by_client.get(&client) {
+            if old != id {
+                if let Some(e) = self.sessions.get_mut(&old) {
+                    info!(client = %client, old_remote = %e.remote, "second login with the same certificate replaces the first session");
+                    e.session.close(now, "replaced by a newer login with the same certificate");
+                }
+                self.release(old);
+            }
+        }
+        let addr = match self.pool.lease(&client) {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(entry) = self.sessions.get_mut(&id) {
+                    entry.session.reject(now, &e.to_string());
+                }
+                return;
+            }
+        };
+        self.router.insert(Ipv4Net::from(addr), id);
+        self.by_client.insert(client.clone(), id);
+        let Some(e) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        e.client = Some(client);
+        e.address = Some(addr);
+        e.session.accept(
+            now,
+            Assignment {
+                address: addr,
+                subnet: self.cfg.client_pool,
+                gateway: self.pool.gateway_addr(),
+                routes: self.cfg.address_space.clone(),
+                dns: self.cfg.dns.clone(),
+                redirect_gateway: self.cfg.full_tunnel,
+            },
+        );
+    }
+
+    /// Returns a session's address and routes (only if they are still its own).
+    fn release(&mut self, id: TunnelId) {
+        let Some(e) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let (Some(client), Some(addr)) = (e.client.clone(), e.address.take()) {
+            self.router.remove(Ipv4Net::from(addr), id);
+            if self.by_client.get(&client) == Some(&id) {
+                self.by_client.remove(&client);
+                self.pool.release(&client, addr);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: TunnelId, why: &str) {
+        self.release(id);
+        if let Some(e) = self.sessions.remove(&id) {
+            debug!(remote = %e.remote, why, "session removed");
+            if let Transport::Udp(a) = e.transport {
+                if self.by_udp.get(&a) == Some(&id) {
+                    self.by_udp.remove(&a);
+                }
+            }
+        }
+    }
+}
+
+async fn send(udp: &Option<Arc<UdpSocket>>, transport: &Transport, bytes: &[u8]) {
+    match transport {
+        Transport::Udp(addr) => {
+            if let Some(u) = udp {
+                match u.try_send_to(bytes, *addr) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let _ = u.send_to(bytes, *addr).await;
+                    }
+                    Err(e) => debug!(error = %e, to = %addr, "UDP send failed"),
+                }
+            }
+        }
+        Transport::Tcp { tx, .. } => {
+            // A full queue means the client is not reading; drop like UDP would.
+            let _ = tx.try_send(bytes.to_vec());
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}

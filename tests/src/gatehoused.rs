@@ -1,0 +1,846 @@
+//! Gatehouse's own gateway, `gatehoused`, and its admin CLI `gatehouse-certs`, as the
+//! end-to-end tests drive them: a data directory made by `gatehoused init` in a temporary
+//! folder and edited for the test ([`GatewayDir`]), the daemon started inside the gateway
+//! namespace ([`Gatehoused`]), its log read as events (`client connected`, `client refused`,
+//! ...), and client credentials issued and exported for the stock OpenVPN client.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::bin;
+use crate::cidr::Ipv4Cidr;
+use crate::netns::Netns;
+use crate::openvpn::{CertFiles, UP, spawn_openvpn};
+use crate::proc::{Proc, run_with_timeout, signal};
+use crate::topology::GatewayTopology;
+
+/// What `gatehoused run` logs once its TUN device and listeners are up.
+pub const READY: &str = "gateway ready";
+/// `client connected client=.. remote=.. address=.. cipher=.. keys=tls-ekm|prf transport=..`
+pub const CONNECTED: &str = "client connected";
+/// `client refused client=.. remote=.. reason=".."`
+pub const REFUSED: &str = "client refused";
+/// `client disconnected client=.. reason=..`
+pub const DISCONNECTED: &str = "client disconnected";
+
+/// How long `gatehoused run` gets to log [`READY`] (two cores are shared with compilers).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one `gatehoused init` or `gatehouse-certs` command may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+/// Runs `program args` (a workspace binary, in the root namespace: these only write files)
+/// and returns its stdout; fails with its stderr unless it exits with status 0.
+fn run_cli(program: &str, args: &[String]) -> Result<String> {
+    let mut cmd = Command::new(bin(program));
+    cmd.args(args);
+    let out = run_with_timeout(cmd, CLI_TIMEOUT)?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `gatehouse-certs --pki PKI ARGS...` and returns its stdout.
+pub fn certs_cli(pki: &Path, args: &[&str]) -> Result<String> {
+    let mut all = vec!["--pki".to_string(), pki.display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    run_cli("gatehouse-certs", &all)
+}
+
+/// A client certificate issued by `gatehouse-certs issue-client`: the certificate written
+/// with `-o`, and the key the PKI stores for it.
+#[derive(Clone, Debug)]
+pub struct IssuedClient {
+    pub name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl IssuedClient {
+    /// The files a hand-written OpenVPN client config names, trusting `ca`.
+    pub fn cert_files(&self, ca: &Path) -> CertFiles {
+        CertFiles {
+            ca: ca.to_path_buf(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// `gatehouse-certs --pki PKI issue-client NAME -o OUT_DIR/NAME.crt EXTRA...` (EXTRA e.g.
+/// `--not-before 2020-01-01T00:00:00Z --not-after 2020-02-01T00:00:00Z`). The key's path is
+/// read from the `key: PATH` line the command prints.
+pub fn issue_client(pki: &Path, name: &str, out_dir: &Path, extra: &[&str]) -> Result<IssuedClient> {
+    let cert = out_dir.join(format!("{name}.crt"));
+    let cert_arg = cert.display().to_string();
+    let mut args = vec!["issue-client", name, "-o", &cert_arg];
+    args.extend_from_slice(extra);
+    let stdout = certs_cli(pki, &args)?;
+    let key = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key:"))
+        .map(|p| PathBuf::from(p.trim()))
+        .with_context(|| format!("`issue-client {name}` printed no `key: PATH` line:\n{stdout}"))?;
+    // Relative to the directory gatehouse-certs ran in (ours), should --pki ever be relative.
+    let key = if key.is_absolute() {
+        key
+    } else {
+        std::env::current_dir()?.join(key)
+    };
+    if !cert.exists() || !key.exists() {
+        bail!(
+            "`issue-client {name}` reported {} and {}, but they do not both exist",
+            cert.display(),
+            key.display()
+        );
+    }
+    Ok(IssuedClient {
+        name: name.to_string(),
+        cert,
+        key,
+    })
+}
+
+/// `gatehouse-certs --pki PKI export NAME --gateway GATEWAY --format ovpn -o OUT`.
+pub fn export_ovpn(pki: &Path, name: &str, gateway: Ipv4Addr, out: &Path) -> Result<PathBuf> {
+    let gateway = gateway.to_string();
+    let out_arg = out.display().to_string();
+    certs_cli(
+        pki,
+        &[
+            "export", name, "--gateway", &gateway, "--format", "ovpn", "-o", &out_arg,
+        ],
+    )?;
+    if !out.exists() {
+        bail!("`export {name} --format ovpn` wrote no {}", out.display());
+    }
+    Ok(out.to_path_buf())
+}
+
+/// The PEM inside `<tag>...</tag>` of an `.ovpn` profile (with a final newline).
+pub fn inline_block(ovpn: &str, tag: &str) -> Result<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = ovpn
+        .find(&open)
+        .with_context(|| format!("profile has no {open} block"))?
+        + open.len();
+    let len = ovpn[start..]
+        .find(&close)
+        .with_context(|| format!("profile has no {close}"))?;
+    Ok(format!("{}\n", ovpn[start..start + len].trim()))
+}
+
+/// Writes the inline `<ca>`, `<cert>` and `<key>` of the profile `ovpn` into `dir` as
+/// `PREFIX-ca.crt`, `PREFIX.crt`, `PREFIX.key`, for a hand-written client config.
+pub fn cert_files_from_ovpn(ovpn: &Path, dir: &Path, prefix: &str) -> Result<CertFiles> {
+    let text =
+        fs::read_to_string(ovpn).with_context(|| format!("reading {}", ovpn.display()))?;
+    let files = CertFiles {
+        ca: dir.join(format!("{prefix}-ca.crt")),
+        cert: dir.join(format!("{prefix}.crt")),
+        key: dir.join(format!("{prefix}.key")),
+    };
+    fs::write(&files.ca, inline_block(&text, "ca")?)?;
+    fs::write(&files.cert, inline_block(&text, "cert")?)?;
+    fs::write(&files.key, inline_block(&text, "key")?)?;
+    Ok(files)
+}
+
+/// Sets `key` to the TOML value `value` (written as is: quote strings with [`toml_str`]) in
+/// `text`, a `gateway.toml`. `key` is `name` for a top-level key or `table.name` (e.g.
+/// `openvpn.tls_ekm`). An existing entry is replaced, including a multi-line array;
+/// otherwise the key is added at the end of its table (top-level keys before the first
+/// table header), and a missing table is appended.
+pub fn set_toml_key(text: &str, key: &str, value: &str) -> String {
+    let (table, name) = match key.split_once('.') {
+        Some((t, n)) => (Some(t), n),
+        None => (None, key),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let header = |l: &str| {
+        let t = l.trim();
+        (t.starts_with('[') && t.ends_with(']')).then(|| t.trim_matches(['[', ']']).trim())
+    };
+    let new_line = format!("{name} = {value}");
+
+    // [start, end) of the table's body: top level is from line 0 to the first header.
+    let mut start = None;
+    let mut end = lines.len();
+    let mut current: Option<&str> = None;
+    if table.is_none() {
+        start = Some(0);
+    }
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(h) = header(line) {
+            if start.is_some() && current == table {
+                end = i;
+                break;
+            }
+            current = Some(h);
+            if Some(h) == table {
+                start = Some(i + 1);
+            }
+        }
+    }
+    let Some(start) = start else {
+        let mut out = text.trim_end().to_string();
+        let _ = write!(out, "\n\n[{}]\n{new_line}\n", table.unwrap_or_default());
+        return out;
+    };
+
+    let is_entry = |l: &str| {
+        l.trim_start()
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    };
+    let mut out: Vec<String> = Vec::with_capacity(lines.len() + 1);
+    out.extend(lines[..start].iter().map(|l| l.to_string()));
+    let mut i = start;
+    let mut replaced = false;
+    while i < end {
+        let line = lines[i];
+        if !replaced && is_entry(line) {
+            // A multi-line array runs until its brackets balance.
+            let mut depth = bracket_depth(line);
+            i += 1;
+            while depth > 0 && i < end {
+                depth += bracket_depth(lines[i]);
+                i += 1;
+            }
+            out.push(new_line.clone());
+            replaced = true;
+            continue;
+        }
+        out.push(line.to_string());
+        i += 1;
+    }
+    if !replaced {
+        // After the table's last non-blank line.
+        let mut at = out.len();
+        while at > start && out[at - 1].trim().is_empty() {
+            at -= 1;
+        }
+        out.insert(at, new_line);
+    }
+    out.extend(lines[end..].iter().map(|l| l.to_string()));
+    let mut joined = out.join("\n");
+    joined.push('\n');
+    joined
+}
+
+/// `[` minus `]` on a line, outside strings (CIDRs and names hold neither).
+fn bracket_depth(line: &str) -> i32 {
+    let mut depth = 0;
+    let mut in_str = false;
+    for c in line.chars() {
+        match c {
+            '"' => in_str = !in_str,
+            '[' if !in_str => depth += 1,
+            ']' if !in_str => depth -= 1,
+            '#' if !in_str => break,
+            _ => {}
+        }
+    }
+    depth
+}
+
+/// A TOML basic string.
+pub fn toml_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// A gateway data directory made by `gatehoused init`: `gateway.toml` and `pki/`.
+#[derive(Debug)]
+pub struct GatewayDir {
+    path: PathBuf,
+}
+
+impl GatewayDir {
+    /// `gatehoused init --data-dir DIR --public-addr PUBLIC_ADDR [--address-space CIDR]...
+    /// [--client-pool POOL]`, then checks it wrote `gateway.toml` and the CA.
+    pub fn init(
+        dir: &Path,
+        public_addr: &str,
+        address_space: &[Ipv4Cidr],
+        client_pool: Option<Ipv4Cidr>,
+    ) -> Result<GatewayDir> {
+        let mut args = vec![
+            "init".to_string(),
+            "--data-dir".to_string(),
+            dir.display().to_string(),
+            "--public-addr".to_string(),
+            public_addr.to_string(),
+        ];
+        for a in address_space {
+            args.push("--address-space".to_string());
+            args.push(a.network().to_string());
+        }
+        if let Some(pool) = client_pool {
+            args.push("--client-pool".to_string());
+            args.push(pool.network().to_string());
+        }
+        let stdout = run_cli("gatehoused", &args)?;
+        let gw = GatewayDir {
+            path: dir.to_path_buf(),
+        };
+        for file in [gw.config_path(), gw.ca_cert()] {
+            if !file.exists() {
+                bail!(
+                    "`gatehoused {}` succeeded but did not write {} (output: {:?})",
+                    args.join(" "),
+                    file.display(),
+                    stdout.trim()
+                );
+            }
+        }
+        Ok(gw)
+    }
+
+    /// The data directory of a gateway in `topo`: public address = the gateway's address on
+    /// client 0's link, address space = the LAN, client pool = the topology's VPN pool,
+    /// TUN `tun_name`. `dir` is created if missing.
+    pub fn for_topology(dir: &Path, topo: &GatewayTopology, tun_name: &str) -> Result<GatewayDir> {
+        fs::create_dir_all(dir)?;
+        let public = topo.client(0).gateway_addr.to_string();
+        let gw = GatewayDir::init(dir, &public, &[topo.lan_net], Some(topo.vpn_pool))?;
+        gw.set("tun_name", &toml_str(tun_name))?;
+        Ok(gw)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("gateway.toml")
+    }
+
+    /// The PKI folder (`pki_dir` as `init` writes it).
+    pub fn pki(&self) -> PathBuf {
+        self.path.join("pki")
+    }
+
+    /// The gateway's root CA certificate: what clients trust.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.pki().join("ca.crt")
+    }
+
+    pub fn config_text(&self) -> Result<String> {
+        let path = self.config_path();
+        fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Sets one key of `gateway.toml` (see [`set_toml_key`]), e.g.
+    /// `set("openvpn.ping", "\"2s\"")` or `set("openvpn.tls_ekm", "false")`.
+    pub fn set(&self, key: &str, value: &str) -> Result<()> {
+        let text = set_toml_key(&self.config_text()?, key, value);
+        fs::write(self.config_path(), text)
+            .with_context(|| format!("writing {}", self.config_path().display()))
+    }
+
+    /// Issues a client certificate from this gateway's CA (see [`issue_client`]); the
+    /// certificate file goes into the data directory.
+    pub fn issue_client(&self, name: &str, extra: &[&str]) -> Result<IssuedClient> {
+        issue_client(&self.pki(), name, &self.path, extra)
+    }
+
+    /// Issues a client certificate and exports it as a stock `.ovpn` profile dialling
+    /// `gateway`, written to `out`.
+    pub fn client_profile(&self, name: &str, gateway: Ipv4Addr, out: &Path) -> Result<PathBuf> {
+        self.issue_client(name, &[])?;
+        export_ovpn(&self.pki(), name, gateway, out)
+    }
+
+    /// `gatehouse-certs revoke NAME`: rewrites `pki/crl.pem`, which the gateway polls.
+    pub fn revoke(&self, name: &str) -> Result<()> {
+        certs_cli(&self.pki(), &["revoke", name])?;
+        Ok(())
+    }
+}
+
+/// One event of gatehoused's log: the message and its `key=value` fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEvent {
+    pub message: String,
+    pub fields: BTreeMap<String, String>,
+    /// The whole line, without ANSI escapes.
+    pub line: String,
+}
+
+impl LogEvent {
+    /// A field's value (quotes removed), if the event has it.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).map(String::as_str)
+    }
+
+    /// Whether the `remote` field names `addr` (as `addr:port`, possibly v4-mapped).
+    pub fn remote_is(&self, addr: Ipv4Addr) -> bool {
+        self.field("remote")
+            .is_some_and(|r| r.contains(&format!("{addr}:")) || r == addr.to_string())
+    }
+
+    /// The `address` field as an IPv4 address (a `/prefix` is ignored).
+    pub fn address(&self) -> Option<Ipv4Addr> {
+        self.field("address")
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+    }
+}
+
+/// Removes ANSI escape sequences (colours, italics) from `s`.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters and intermediates, then one final byte in @..~.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// Parses `line` as the event `message` if it is one: tracing's default format
+/// (`TIME LEVEL target: message key=value key="quoted value" ...`) or its JSON format
+/// (`{"fields":{"message":..,..}}`).
+pub fn parse_event(line: &str, message: &str) -> Option<LogEvent> {
+    let line = strip_ansi(line);
+    let trimmed = line.trim();
+    if trimmed.starts_with('{') {
+        return parse_json_event(trimmed, message);
+    }
+    // The message, as a whole phrase: after a space or the line's start, followed by a
+    // space or the line's end.
+    let mut from = 0;
+    let rest = loop {
+        let at = from + trimmed[from..].find(message)?;
+        let before_ok = at == 0 || trimmed[..at].ends_with(' ');
+        let after = &trimmed[at + message.len()..];
+        if before_ok && (after.is_empty() || after.starts_with(' ')) {
+            break after;
+        }
+        from = at + message.len();
+    };
+    Some(LogEvent {
+        message: message.to_string(),
+        fields: parse_fields(rest),
+        line: trimmed.to_string(),
+    })
+}
+
+fn parse_json_event(line: &str, message: &str) -> Option<LogEvent> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields").unwrap_or(&v).as_object()?;
+    if fields.get("message").and_then(Value::as_str) != Some(message) {
+        return None;
+    }
+    let fields = fields
+        .iter()
+        .filter(|(k, _)| k.as_str() != "message")
+        .map(|(k, v)| {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            (k.clone(), v)
+        })
+        .collect();
+    Some(LogEvent {
+        message: message.to_string(),
+        fields,
+        line: line.to_string(),
+    })
+}
+
+/// `key=value key="a \"quoted\" value" ...`; words without `=` are skipped.
+fn parse_fields(s: &str) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        if chars.peek() != Some(&'=') {
+            continue;
+        }
+        chars.next();
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        fields.insert(key, value);
+    }
+    fields
+}
+
+/// A running `gatehoused run --data-dir DIR` inside a namespace; stopped on Drop.
+#[derive(Debug)]
+pub struct Gatehoused {
+    proc: Proc,
+}
+
+impl Gatehoused {
+    /// Starts the gateway in `ns` with its log in `log`, and waits for [`READY`]. If it exits
+    /// or stays silent, the error holds its log.
+    pub fn start(ns: &Netns, dir: &GatewayDir, log: &Path) -> Result<Gatehoused> {
+        let gw = Gatehoused::spawn(ns, dir, log)?;
+        gw.wait_ready(READY_TIMEOUT)?;
+        Ok(gw)
+    }
+
+    /// Starts the gateway without waiting. `RUST_LOG` defaults to `info` (the events the
+    /// tests read) and `NO_COLOR` is set; a `RUST_LOG` in the environment wins.
+    pub fn spawn(ns: &Netns, dir: &GatewayDir, log: &Path) -> Result<Gatehoused> {
+        let mut cmd = ns.command(bin("gatehoused"));
+        cmd.arg("run").arg("--data-dir").arg(dir.path());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.env("NO_COLOR", "1");
+        Ok(Gatehoused {
+            proc: Proc::spawn(cmd, log)?,
+        })
+    }
+
+    pub fn proc(&self) -> &Proc {
+        &self.proc
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// The log so far, without ANSI escapes.
+    pub fn log(&self) -> String {
+        strip_ansi(&self.proc.log_contents())
+    }
+
+    /// The last `n` lines of the log, without ANSI escapes.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits until the log says [`READY`]; fails with the log if gatehoused exits first.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        self.wait_event(READY, |_| true, timeout).map(|_| ())
+    }
+
+    /// Every logged event `message`, oldest first.
+    pub fn events(&self, message: &str) -> Vec<LogEvent> {
+        self.log()
+            .lines()
+            .filter_map(|l| parse_event(l, message))
+            .collect()
+    }
+
+    /// Waits for an event `message` that `pred` accepts and returns it. Fails, with the log,
+    /// when `timeout` passes or gatehoused exits first.
+    pub fn wait_event(
+        &self,
+        message: &str,
+        pred: impl Fn(&LogEvent) -> bool,
+        timeout: Duration,
+    ) -> Result<LogEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events(message).into_iter().find(|e| pred(e)) {
+                return Ok(e);
+            }
+            if !self.is_running() {
+                if let Some(e) = self.events(message).into_iter().find(|e| pred(e)) {
+                    return Ok(e);
+                }
+                bail!(
+                    "gatehoused exited before logging a matching {message:?}; log {}:\n{}",
+                    self.proc.log_path().display(),
+                    self.log_tail(40)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "gatehoused logged no matching {message:?} within {timeout:?}; log {}:\n{}",
+                    self.proc.log_path().display(),
+                    self.log_tail(40)
+                );
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Waits for `client connected` with `client=name`.
+    pub fn wait_connected(&self, name: &str, timeout: Duration) -> Result<LogEvent> {
+        self.wait_event(CONNECTED, |e| e.field("client") == Some(name), timeout)
+    }
+
+    /// Kills the daemon with SIGKILL (no clean shutdown) and waits until it is gone.
+    pub fn kill_hard(&self) -> Result<()> {
+        signal(self.proc.pid(), "KILL");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.proc.is_running() {
+            if Instant::now() >= deadline {
+                bail!("gatehoused (pid {}) survived SIGKILL for 5 s", self.proc.pid());
+            }
+            thread::sleep(POLL);
+        }
+        Ok(())
+    }
+}
+
+/// Starts the stock client: `openvpn --config CONFIG --dev-type tun --dev DEV --disable-dco
+/// --verb 3 EXTRA...` in `ns`, logging to `log` (options after the file override it).
+pub fn spawn_stock_client(
+    ns: &Netns,
+    config: &Path,
+    dev: &str,
+    extra: &[&str],
+    log: &Path,
+) -> Result<Proc> {
+    let mut args = vec![
+        "--dev-type",
+        "tun",
+        "--dev",
+        dev,
+        "--disable-dco",
+        "--verb",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    spawn_openvpn(ns, config, &args, log)
+}
+
+/// How often `UP` ("Initialization Sequence Completed") is in the client's log.
+pub fn times_up(client: &Proc) -> usize {
+    client.log_contents().matches(UP).count()
+}
+
+/// Waits until the stock `client` has logged [`UP`] `times` times in all (1 = first
+/// connect). Fails early, with both logs, if the client or the gateway exits, or when
+/// `timeout` passes.
+pub fn wait_client_up(
+    client: &Proc,
+    gateway: &Gatehoused,
+    times: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let logs = || {
+        format!(
+            "client log {}:\n{}\ngatehoused log {}:\n{}",
+            client.log_path().display(),
+            client.log_tail(25),
+            gateway.proc().log_path().display(),
+            gateway.log_tail(25)
+        )
+    };
+    loop {
+        if times_up(client) >= times {
+            return Ok(());
+        }
+        if !client.is_running() {
+            bail!("the openvpn client exited before its tunnel came up\n{}", logs());
+        }
+        if !gateway.is_running() {
+            bail!("gatehoused exited while the client was connecting\n{}", logs());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the openvpn client did not log {UP:?} (x{times}) within {timeout:?}\n{}",
+                logs()
+            );
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// The IPv4 address and prefix of `dev` in `ns` (`ip -4 -br addr show dev DEV`).
+pub fn tun_ipv4(ns: &Netns, dev: &str) -> Result<Ipv4Cidr> {
+    let out = ns.exec_ok("ip", ["-4", "-br", "addr", "show", "dev", dev])?;
+    let word = out
+        .split_whitespace()
+        .find(|w| w.contains('/') && w.contains('.'))
+        .with_context(|| format!("{dev} in {} has no IPv4 address: {out:?}", ns.name()))?;
+    let (addr, prefix) = word.split_once('/').context("addr/prefix")?;
+    Ok(Ipv4Cidr::new(
+        addr.parse()
+            .with_context(|| format!("address {addr:?} of {dev}"))?,
+        prefix
+            .parse()
+            .with_context(|| format!("prefix {prefix:?} of {dev}"))?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INIT_TOML: &str = r#"# Gatehouse gateway configuration.
+
+public_addr = "10.250.20.1"
+pki_dir = "pki"
+server_cert = "gateway"
+address_space = [
+    "10.251.20.0/24",
+]
+client_pool = "10.8.20.0/24"
+dns = []
+full_tunnel = false
+tun_name = "gatehouse0"
+tun_mtu = 1500
+
+[openvpn]
+listen = "0.0.0.0"
+udp_port = 1194
+tcp_port = 443
+tls_ekm = true
+ciphers = [
+    "AES-256-GCM",
+    "CHACHA20-POLY1305",
+]
+ping = "10s"
+ping_restart = "60s"
+reneg = "1h"
+"#;
+
+    #[test]
+    fn replaces_top_level_and_table_keys() {
+        let t = set_toml_key(INIT_TOML, "tun_name", &toml_str("ghd20"));
+        let t = set_toml_key(&t, "openvpn.tls_ekm", "false");
+        let t = set_toml_key(&t, "openvpn.ping", &toml_str("2s"));
+        assert!(t.contains("\ntun_name = \"ghd20\"\n"), "{t}");
+        assert!(!t.contains("gatehouse0"), "{t}");
+        assert!(t.contains("\ntls_ekm = false\n"), "{t}");
+        assert!(t.contains("\nping = \"2s\"\n"), "{t}");
+        assert!(t.contains("\nping_restart = \"60s\"\n"), "{t}");
+        assert_eq!(t.lines().count(), INIT_TOML.lines().count());
+    }
+
+    #[test]
+    fn replaces_multi_line_arrays_whole() {
+        let t = set_toml_key(INIT_TOML, "openvpn.ciphers", r#"["AES-256-GCM"]"#);
+        assert!(t.contains("\nciphers = [\"AES-256-GCM\"]\nping = "), "{t}");
+        assert!(!t.contains("CHACHA20"), "{t}");
+        let t = set_toml_key(INIT_TOML, "address_space", "[]");
+        assert!(t.contains("\naddress_space = []\nclient_pool"), "{t}");
+    }
+
+    #[test]
+    fn adds_missing_keys_in_the_right_table() {
+        let t = set_toml_key(INIT_TOML, "full_tunnel", "true");
+        let t = set_toml_key(&t, "openvpn.udp_port", "0");
+        let without_listen = INIT_TOML.replace("listen = \"0.0.0.0\"\n", "");
+        let t2 = set_toml_key(&without_listen, "openvpn.listen", &toml_str("10.0.0.1"));
+        assert!(t.contains("full_tunnel = true"), "{t}");
+        assert!(t.contains("\nudp_port = 0\n"), "{t}");
+        assert!(t2.trim_end().ends_with("listen = \"10.0.0.1\""), "{t2}");
+        let bare = "public_addr = \"x\"\n";
+        let t3 = set_toml_key(bare, "tun_mtu", "1400");
+        let t3 = set_toml_key(&t3, "openvpn.tls_ekm", "false");
+        assert_eq!(
+            t3,
+            "public_addr = \"x\"\ntun_mtu = 1400\n\n[openvpn]\ntls_ekm = false\n"
+        );
+        // A top-level key goes before the first table, not into it.
+        let t4 = set_toml_key(INIT_TOML, "dns_suffix", "1");
+        let at = t4.find("dns_suffix").expect("added");
+        assert!(at < t4.find("[openvpn]").expect("table"), "{t4}");
+    }
+
+    #[test]
+    fn parses_tracing_fmt_events() {
+        let line = "\u{1b}[2m2025-01-01T00:00:00.123Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \
+                    \u{1b}[2mgatehouse_server::gateway\u{1b}[0m\u{1b}[2m:\u{1b}[0m client connected \
+                    \u{1b}[3mclient\u{1b}[0m\u{1b}[2m=\u{1b}[0malice remote=10.250.20.2:41000 \
+                    address=10.8.20.2 cipher=AES-256-GCM keys=tls-ekm transport=udp";
+        let e = parse_event(line, CONNECTED).expect("an event");
+        assert_eq!(e.field("client"), Some("alice"));
+        assert_eq!(e.field("keys"), Some("tls-ekm"));
+        assert_eq!(e.field("transport"), Some("udp"));
+        assert_eq!(e.address(), Some(Ipv4Addr::new(10, 8, 20, 2)));
+        assert!(e.remote_is(Ipv4Addr::new(10, 250, 20, 2)));
+        assert!(!e.remote_is(Ipv4Addr::new(10, 250, 20, 1)));
+        assert!(parse_event(line, REFUSED).is_none());
+
+        let line = r#"2025-01-01T00:00:00Z  WARN gatehouse_server: client refused client=carol remote=10.250.24.2:5000 reason="certificate \"carol\" is revoked""#;
+        let e = parse_event(line, REFUSED).expect("an event");
+        assert_eq!(e.field("reason"), Some("certificate \"carol\" is revoked"));
+        assert_eq!(e.field("client"), Some("carol"));
+        // A longer phrase is not the event.
+        assert!(parse_event("INFO x: client connectedness=1", CONNECTED).is_none());
+    }
+
+    #[test]
+    fn parses_json_events() {
+        let line = r#"{"timestamp":"t","level":"INFO","fields":{"message":"client connected","client":"bob","keys":"prf"},"target":"x"}"#;
+        let e = parse_event(line, CONNECTED).expect("an event");
+        assert_eq!(e.field("client"), Some("bob"));
+        assert_eq!(e.field("keys"), Some("prf"));
+    }
+
+    #[test]
+    fn extracts_inline_blocks() {
+        let ovpn = "client\n<ca>\n-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n</ca>\n<key>\nK\n</key>\n";
+        assert_eq!(
+            inline_block(ovpn, "ca").expect("ca"),
+            "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n"
+        );
+        assert_eq!(inline_block(ovpn, "key").expect("key"), "K\n");
+        assert!(inline_block(ovpn, "cert").is_err());
+    }
+}
