@@ -88,10 +88,7 @@ impl Profile {
                     kind: ProtocolKind::OpenvpnTcp,
                     port: 443,
                 },
-                ProtocolEntry {
-                    kind: ProtocolKind::Ikev2,
-                    port: 500,
-                },
+                // IKEv2 and QUIC join this list when the gateway serves them.
             ],
         }
     }

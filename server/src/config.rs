@@ -144,7 +144,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         c if c.is_ascii_digit() => (s, 1),
         _ => return None,
     };
-    num.trim().parse::<u64>().ok().map(|n| Duration::from_secs(n * mult))
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|n| Duration::from_secs(n * mult))
 }
 
 impl GatewayConfig {
@@ -168,9 +171,8 @@ impl GatewayConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: GatewayConfig = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end())
-        })?;
+        let cfg: GatewayConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         cfg.validate()
             .with_context(|| format!("invalid config {}", path.display()))?;
         Ok(cfg)
@@ -279,13 +281,26 @@ mod tests {
         let mut c = GatewayConfig::new("gw");
         c.address_space = vec!["172.16.0.0/16".parse().unwrap()];
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("`address_space`") && e.contains("client_pool"), "{e}");
+        assert!(
+            e.contains("`address_space`") && e.contains("client_pool"),
+            "{e}"
+        );
         let mut c = GatewayConfig::new("gw");
         c.openvpn.ciphers = vec!["BF-CBC".into()];
-        assert!(c.validate().unwrap_err().to_string().contains("`openvpn.ciphers`"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`openvpn.ciphers`")
+        );
         let mut c = GatewayConfig::new("gw");
         c.openvpn.ping = "often".into();
-        assert!(c.validate().unwrap_err().to_string().contains("`openvpn.ping`"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`openvpn.ping`")
+        );
         let e = toml::from_str::<GatewayConfig>("public_addr = \"x\"\nbogus = 1")
             .unwrap_err()
             .to_string();

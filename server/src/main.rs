@@ -103,7 +103,10 @@ fn real_main(cli: Cli) -> Result<()> {
                 "manage client certificates with: gatehouse-certs --pki {} issue-client NAME",
                 data_dir.join("pki").display()
             );
-            println!("start the gateway with: gatehoused run --data-dir {}", data_dir.display());
+            println!(
+                "start the gateway with: gatehoused run --data-dir {}",
+                data_dir.display()
+            );
             Ok(())
         }
         Command::Check { config } => {
@@ -137,7 +140,9 @@ fn real_main(cli: Cli) -> Result<()> {
                     }
                     path
                 }
-                (None, None) => bail!("give --data-dir DIR (bootstraps on first run) or --config FILE"),
+                (None, None) => {
+                    bail!("give --data-dir DIR (bootstraps on first run) or --config FILE")
+                }
             };
             let cfg = GatewayConfig::load(&config)?;
             let dir = config_dir(&config);

@@ -86,7 +86,12 @@ impl IssuedClient {
 /// `gatehouse-certs --pki PKI issue-client NAME -o OUT_DIR/NAME.crt EXTRA...` (EXTRA e.g.
 /// `--not-before 2020-01-01T00:00:00Z --not-after 2020-02-01T00:00:00Z`). The key's path is
 /// read from the `key: PATH` line the command prints.
-pub fn issue_client(pki: &Path, name: &str, out_dir: &Path, extra: &[&str]) -> Result<IssuedClient> {
+pub fn issue_client(
+    pki: &Path,
+    name: &str,
+    out_dir: &Path,
+    extra: &[&str],
+) -> Result<IssuedClient> {
     let cert = out_dir.join(format!("{name}.crt"));
     let cert_arg = cert.display().to_string();
     let mut args = vec!["issue-client", name, "-o", &cert_arg];
@@ -124,7 +129,14 @@ pub fn export_ovpn(pki: &Path, name: &str, gateway: Ipv4Addr, out: &Path) -> Res
     certs_cli(
         pki,
         &[
-            "export", name, "--gateway", &gateway, "--format", "ovpn", "-o", &out_arg,
+            "export",
+            name,
+            "--gateway",
+            &gateway,
+            "--format",
+            "ovpn",
+            "-o",
+            &out_arg,
         ],
     )?;
     if !out.exists() {
@@ -150,8 +162,7 @@ pub fn inline_block(ovpn: &str, tag: &str) -> Result<String> {
 /// Writes the inline `<ca>`, `<cert>` and `<key>` of the profile `ovpn` into `dir` as
 /// `PREFIX-ca.crt`, `PREFIX.crt`, `PREFIX.key`, for a hand-written client config.
 pub fn cert_files_from_ovpn(ovpn: &Path, dir: &Path, prefix: &str) -> Result<CertFiles> {
-    let text =
-        fs::read_to_string(ovpn).with_context(|| format!("reading {}", ovpn.display()))?;
+    let text = fs::read_to_string(ovpn).with_context(|| format!("reading {}", ovpn.display()))?;
     let files = CertFiles {
         ca: dir.join(format!("{prefix}-ca.crt")),
         cert: dir.join(format!("{prefix}.crt")),
@@ -174,10 +185,6 @@ pub fn set_toml_key(text: &str, key: &str, value: &str) -> String {
         None => (None, key),
     };
     let lines: Vec<&str> = text.lines().collect();
-    let header = |l: &str| {
-        let t = l.trim();
-        (t.starts_with('[') && t.ends_with(']')).then(|| t.trim_matches(['[', ']']).trim())
-    };
     let new_line = format!("{name} = {value}");
 
     // [start, end) of the table's body: top level is from line 0 to the first header.
@@ -188,7 +195,7 @@ pub fn set_toml_key(text: &str, key: &str, value: &str) -> String {
         start = Some(0);
     }
     for (i, line) in lines.iter().enumerate() {
-        if let Some(h) = header(line) {
+        if let Some(h) = table_header(line) {
             if start.is_some() && current == table {
                 end = i;
                 break;
@@ -243,6 +250,12 @@ pub fn set_toml_key(text: &str, key: &str, value: &str) -> String {
     let mut joined = out.join("\n");
     joined.push('\n');
     joined
+}
+
+/// The name of a `[table]` header line.
+fn table_header(line: &str) -> Option<&str> {
+    let t = line.trim();
+    (t.starts_with('[') && t.ends_with(']')).then(|| t.trim_matches(['[', ']']).trim())
 }
 
 /// `[` minus `]` on a line, outside strings (CIDRs and names hold neither).
@@ -635,7 +648,10 @@ impl Gatehoused {
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.proc.is_running() {
             if Instant::now() >= deadline {
-                bail!("gatehoused (pid {}) survived SIGKILL for 5 s", self.proc.pid());
+                bail!(
+                    "gatehoused (pid {}) survived SIGKILL for 5 s",
+                    self.proc.pid()
+                );
             }
             thread::sleep(POLL);
         }
@@ -694,10 +710,16 @@ pub fn wait_client_up(
             return Ok(());
         }
         if !client.is_running() {
-            bail!("the openvpn client exited before its tunnel came up\n{}", logs());
+            bail!(
+                "the openvpn client exited before its tunnel came up\n{}",
+                logs()
+            );
         }
         if !gateway.is_running() {
-            bail!("gatehoused exited while the client was connecting\n{}", logs());
+            bail!(
+                "gatehoused exited while the client was connecting\n{}",
+                logs()
+            );
         }
         if Instant::now() >= deadline {
             bail!(

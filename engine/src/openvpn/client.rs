@@ -101,6 +101,10 @@ pub struct ClientSession {
     next_push_request: Option<Instant>,
     close_at: Option<Instant>,
     pending_ping: bool,
+    /// Test hook: the options string and peer-info to announce instead of our own, so tests
+    /// can play older or misconfigured clients (comp-lzo, no AEAD cipher).
+    #[cfg(test)]
+    pub(crate) key_method_override: Option<(String, String)>,
 }
 
 impl ClientSession {
@@ -130,6 +134,8 @@ impl ClientSession {
             next_push_request: None,
             close_at: None,
             pending_ping: false,
+            #[cfg(test)]
+            key_method_override: None,
         })
     }
 
@@ -257,13 +263,19 @@ impl ClientSession {
             self.entropy.fill(&mut src.pre_master);
             self.entropy.fill(&mut src.random1);
             self.entropy.fill(&mut src.random2);
-            let msg = KeyMethod2 {
+            #[allow(unused_mut)]
+            let mut msg = KeyMethod2 {
                 key_source: src.clone(),
                 options: "V4,dev-type tun,link-mtu 1549,tun-mtu 1500,proto UDPv4,cipher AES-256-GCM,auth [null-digest],keysize 256,key-method 2,tls-client".into(),
                 username: None,
                 password: None,
                 peer_info: Some(self.peer_info()),
             };
+            #[cfg(test)]
+            if let Some((options, peer_info)) = &self.key_method_override {
+                msg.options = options.clone();
+                msg.peer_info = Some(peer_info.clone());
+            }
             let mut buf = Vec::new();
             msg.encode(&mut buf);
             let key = &mut self.keys[idx];

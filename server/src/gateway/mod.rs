@@ -51,9 +51,7 @@ impl Entropy for OsEntropy {
 #[derive(Debug, Clone)]
 enum Transport {
     Udp(SocketAddr),
-    Tcp {
-        tx: mpsc::Sender<Vec<u8>>,
-    },
+    Tcp { tx: mpsc::Sender<Vec<u8>> },
 }
 
 impl Transport {
@@ -105,13 +103,20 @@ impl Gateway {
         let ovpn = openvpn_server_config(&pki, &cfg)?;
         let crl_stamp = FileStamp::of(&pki.crl);
         let pool = AddressPool::new(cfg.client_pool)?;
-        let tun = crate::tun::create(&cfg.tun_name, pool.gateway_addr(), cfg.client_pool, cfg.tun_mtu)?;
+        let tun = crate::tun::create(
+            &cfg.tun_name,
+            pool.gateway_addr(),
+            cfg.client_pool,
+            cfg.tun_mtu,
+        )?;
         let o = &cfg.openvpn;
         let udp = if o.udp_port != 0 {
             let addr = SocketAddr::new(o.listen, o.udp_port);
-            let sock = UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind UDP {addr} (`openvpn.udp_port`); is another VPN server running?"))?;
+            let sock = UdpSocket::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot bind UDP {addr} (`openvpn.udp_port`); is another VPN server running?"
+                )
+            })?;
             Some(Arc::new(sock))
         } else {
             None
@@ -159,6 +164,9 @@ impl Gateway {
             .context("installing SIGTERM handler")?;
         let mut crl_tick = tokio::time::interval(Duration::from_secs(2));
         let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
+        // Both intervals fire at once on creation; the first real check is one period away.
+        crl_tick.tick().await;
+        stats_tick.tick().await;
         let udp = self.udp.clone();
         let tun = self.tun.clone();
         let mut ubuf = vec![0u8; 65536];
@@ -307,7 +315,9 @@ impl Gateway {
                     }
                 };
                 match pkt {
-                    Packet::Data(d) if id != 0 => self.handle_data(now, id, &packet, d.key_id).await,
+                    Packet::Data(d) if id != 0 => {
+                        self.handle_data(now, id, &packet, d.key_id).await
+                    }
                     Packet::Data(_) => self.stats.drop(Drop::NoSession),
                     Packet::Control(c) if id == 0 => {
                         if c.opcode != Opcode::ControlHardResetClientV2 {
@@ -539,7 +549,11 @@ impl Gateway {
                 }
             }
             ServerEvent::Refused { client, reason } => {
-                let remote = self.sessions.get(&id).map(|e| e.remote.to_string()).unwrap_or_default();
+                let remote = self
+                    .sessions
+                    .get(&id)
+                    .map(|e| e.remote.to_string())
+                    .unwrap_or_default();
                 warn!(client = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, "client refused");
             }
             ServerEvent::Closed(reason) => {
@@ -578,7 +592,8 @@ impl Gateway {
             if old != id {
                 if let Some(e) = self.sessions.get_mut(&old) {
                     info!(client = %client, old_remote = %e.remote, "second login with the same certificate replaces the first session");
-                    e.session.close(now, "replaced by a newer login with the same certificate");
+                    e.session
+                        .close(now, "replaced by a newer login with the same certificate");
                 }
                 self.release(old);
             }

@@ -90,7 +90,11 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>) 
                     match deframer.pop() {
                         Ok(Some(frame)) => {
                             let packet = frame.to_vec();
-                            if events.send(TcpEvent::Packet { conn, packet }).await.is_err() {
+                            if events
+                                .send(TcpEvent::Packet { conn, packet })
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
