@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -171,6 +172,8 @@ pub fn cert_files_from_ovpn(ovpn: &Path, dir: &Path, prefix: &str) -> Result<Cer
     fs::write(&files.ca, inline_block(&text, "ca")?)?;
     fs::write(&files.cert, inline_block(&text, "cert")?)?;
     fs::write(&files.key, inline_block(&text, "key")?)?;
+    // A private key: openvpn warns about one others can read.
+    fs::set_permissions(&files.key, fs::Permissions::from_mode(0o600))?;
     Ok(files)
 }
 
@@ -490,55 +493,69 @@ fn parse_json_event(line: &str, message: &str) -> Option<LogEvent> {
     })
 }
 
-/// `key=value key="a \"quoted\" value" ...`; words without `=` are skipped.
+/// `key=value key="a \"quoted\" value" key=an unquoted value with spaces ...`: an unquoted
+/// value (tracing prints `%display` fields so) runs until the next ` key=`; words before the
+/// first `key=` are skipped.
 fn parse_fields(s: &str) -> BTreeMap<String, String> {
     let mut fields = BTreeMap::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        if chars.peek() != Some(&'=') {
+    let mut rest = s.trim_start();
+    while !rest.is_empty() {
+        let klen = key_len(rest);
+        if klen == 0 {
+            // Not a field: skip the word.
+            let word = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            rest = rest[word..].trim_start();
             continue;
         }
-        chars.next();
+        let key = &rest[..klen];
+        rest = &rest[klen + 1..];
         let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
                 match c {
                     '\\' => {
-                        if let Some(n) = chars.next() {
+                        if let Some((_, n)) = chars.next() {
                             value.push(n);
                         }
                     }
-                    '"' => break,
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
                     c => value.push(c),
                 }
             }
+            rest = quoted[end..].trim_start();
         } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
+            // Up to the next whitespace that is followed by `key=`.
+            let mut end = rest.len();
+            for (i, c) in rest.char_indices() {
+                if c.is_whitespace() && key_len(rest[i..].trim_start()) > 0 {
+                    end = i;
                     break;
                 }
-                value.push(c);
-                chars.next();
             }
+            value.push_str(rest[..end].trim_end());
+            rest = rest[end..].trim_start();
         }
-        fields.insert(key, value);
+        fields.insert(key.to_string(), value);
     }
     fields
+}
+
+/// Length of the field name `s` starts with, if `s` starts with `name=` (letters, digits,
+/// `_`, `.`); 0 otherwise.
+fn key_len(s: &str) -> usize {
+    let len = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(s.len());
+    if len > 0 && s[len..].starts_with('=') {
+        len
+    } else {
+        0
+    }
 }
 
 /// A running `gatehoused run --data-dir DIR` inside a namespace; stopped on Drop.
@@ -843,6 +860,21 @@ reneg = "1h"
         let e = parse_event(line, REFUSED).expect("an event");
         assert_eq!(e.field("reason"), Some("certificate \"carol\" is revoked"));
         assert_eq!(e.field("client"), Some("carol"));
+        let line = "WARN client refused client=carol remote=10.250.24.2:37483 \
+                    reason=certificate revoked (listed in the CRL)";
+        let e = parse_event(line, REFUSED).expect("an event");
+        assert_eq!(e.field("remote"), Some("10.250.24.2:37483"));
+        assert_eq!(
+            e.field("reason"),
+            Some("certificate revoked (listed in the CRL)")
+        );
+        let e = parse_event(
+            "INFO x: client disconnected client=bob reason=ping timeout a=",
+            DISCONNECTED,
+        )
+        .expect("an event");
+        assert_eq!(e.field("reason"), Some("ping timeout"));
+        assert_eq!(e.field("a"), Some(""));
         // A longer phrase is not the event.
         assert!(parse_event("INFO x: client connectedness=1", CONNECTED).is_none());
     }

@@ -106,6 +106,7 @@ fn connected(
     let event = gw
         .wait_connected(name, EVENT_TIMEOUT)
         .with_context(|| logs(gw, client))?;
+    eprintln!("{}", event.line);
     let tun = tun_ipv4(&s.topo.client(i).ns, dev)?;
     let pool = s.topo.vpn_pool;
     ensure!(
@@ -196,6 +197,7 @@ fn expect_refused(
                     e.line
                 );
             }
+            eprintln!("{}", e.line);
             refused = Some((Instant::now(), e));
         }
         if let Some((at, e)) = &refused

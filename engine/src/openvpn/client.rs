@@ -191,7 +191,12 @@ impl ClientSession {
                     .unwrap_or_else(|| e.to_string()),
                 ControlError::TlsClosed => e.to_string(),
             };
-            if self.keys[idx].key_id == 0 || self.phase != Phase::Active {
+            // As on the gateway: only a key state that carries no traffic may fail alone.
+            let newest_active = self.keys.iter().filter_map(|k| k.active_since).max();
+            let in_use = self.keys[idx]
+                .active_since
+                .is_some_and(|t| Some(t) == newest_active);
+            if self.keys[idx].key_id == 0 || self.phase != Phase::Active || in_use {
                 self.begin_close(now, reason);
             } else {
                 self.keys.remove(idx);
@@ -573,7 +578,10 @@ impl ClientSession {
                     consider(k.created + self.config.handshake_timeout);
                 }
             }
+            // While a renegotiation is under way the interval has passed but `renegotiate`
+            // does nothing: waking up for it would spin until the new key is up.
             if let Some(i) = self.config.reneg_interval
+                && self.keys.iter().all(|k| k.active_since.is_some())
                 && let Some(n) = self.keys.iter().filter_map(|k| k.active_since).max()
             {
                 consider(n + i);

@@ -16,4 +16,4 @@ pub mod tls;
 pub use datapath::{DataOutcome, DataPathError};
 pub use key_state::ControlError;
 #[cfg(test)]
-mod pair_tests;
+mod tests;

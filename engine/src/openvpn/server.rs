@@ -333,7 +333,19 @@ impl ServerSession {
     }
 
     fn fail_key(&mut self, now: Instant, idx: usize, e: ControlError) {
-        let primary = self.keys[idx].key_id == 0 || self.phase != Phase::Active;
+        // Once closing, later packets hit the same TLS error again; the refusal and the
+        // Closed event were already reported.
+        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+            return;
+        }
+        // Dropping just the failed key state is right for a renegotiation that did not finish
+        // or a retiring key; the key carrying the traffic cannot go without taking the
+        // tunnel with it (the peer keeps sending on it).
+        let newest_active = self.keys.iter().filter_map(|k| k.active_since).max();
+        let in_use = self.keys[idx]
+            .active_since
+            .is_some_and(|t| Some(t) == newest_active);
+        let primary = self.keys[idx].key_id == 0 || self.phase != Phase::Active || in_use;
         let reason = match &e {
             ControlError::Tls(t) => match refusal_of(t) {
                 Some(r) => {
@@ -768,7 +780,10 @@ impl ServerSession {
                     consider(k.created + self.config.handshake_timeout);
                 }
             }
+            // While a renegotiation is under way the interval has passed but `renegotiate`
+            // does nothing: waking up for it would spin until the new key is up.
             if let Some(i) = self.config.reneg_interval
+                && self.keys.iter().all(|k| k.active_since.is_some())
                 && let Some(n) = self.keys.iter().filter_map(|k| k.active_since).max()
             {
                 consider(n + i);

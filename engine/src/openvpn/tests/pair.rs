@@ -474,7 +474,13 @@ impl Pair {
             if next <= self.now {
                 // A deadline that is already due and stays due would spin a real driver.
                 spins += 1;
-                assert!(spins < 10_000, "timer stuck at the same instant");
+                assert!(
+                    spins < 10_000,
+                    "timer stuck at the same instant: client {:?} server {:?} (now {:?})",
+                    self.client.poll_timeout(self.now),
+                    self.server.as_ref().and_then(|s| s.poll_timeout(self.now)),
+                    self.now
+                );
             } else {
                 spins = 0;
                 self.now = next;
