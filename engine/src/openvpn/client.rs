@@ -139,6 +139,12 @@ impl ClientSession {
         })
     }
 
+    /// Test hook: later key states use `config` (e.g. another certificate).
+    #[cfg(test)]
+    pub(crate) fn replace_config(&mut self, config: Arc<ClientConfig>) {
+        self.config = config;
+    }
+
     /// What the gateway pushed, once connected.
     pub fn push_reply(&self) -> Option<&PushReply> {
         self.push.as_ref()

@@ -415,6 +415,25 @@ impl ServerSession {
             if key_id == 0 && self.phase == Phase::Handshake {
                 self.on_first_key_method(now, idx, msg);
             } else if self.phase == Phase::Active {
+                // The session's identity was settled at the first handshake (and the driver
+                // assigned its address by it): like OpenVPN, refuse a renegotiation that
+                // presents someone else's certificate.
+                let name = self.keys[idx]
+                    .tls
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| common_name(c))
+                    .unwrap_or_default();
+                let before = self.client_name().unwrap_or_default().to_owned();
+                if name != before {
+                    self.begin_close(
+                        now,
+                        CloseReason::Refused(format!(
+                            "client certificate changed from {before} to {name} during renegotiation"
+                        )),
+                    );
+                    return;
+                }
                 self.install_keys(now, idx);
             }
         }

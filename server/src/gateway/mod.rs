@@ -31,6 +31,11 @@ use crate::stats::{Drop, Stats};
 use crate::tls::{FileStamp, PkiPaths, openvpn_server_config};
 use tcp::TcpEvent;
 
+/// Packets read per wake-up beyond the first, before other sources get a turn.
+const BURST: usize = 64;
+/// Socket buffer size asked of the kernel: bursts at Gbit/s overflow the 208 KiB default.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Sessions that have not authenticated yet, beyond which new hard resets are ignored.
 const MAX_HANDSHAKING: usize = 4096;
 
@@ -112,12 +117,11 @@ impl Gateway {
         let o = &cfg.openvpn;
         let udp = if o.udp_port != 0 {
             let addr = SocketAddr::new(o.listen, o.udp_port);
-            let sock = UdpSocket::bind(addr).await.with_context(|| {
+            Some(Arc::new(bind_udp(addr).with_context(|| {
                 format!(
                     "cannot bind UDP {addr} (`openvpn.udp_port`); is another VPN server running?"
                 )
-            })?;
-            Some(Arc::new(sock))
+            })?))
         } else {
             None
         };
@@ -160,8 +164,16 @@ impl Gateway {
         } else {
             drop(tcp_tx);
         }
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing SIGTERM handler")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sigterm.recv() => {}
+            }
+            let _ = stop_tx.send(true);
+        });
         let mut crl_tick = tokio::time::interval(Duration::from_secs(2));
         let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
         // Both intervals fire at once on creation; the first real check is one period away.
@@ -172,6 +184,9 @@ impl Gateway {
         let mut ubuf = vec![0u8; 65536];
         let mut tbuf = vec![0u8; 65536];
         let mut tcp_open = true;
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         info!(
             tun = %self.cfg.tun_name,
             tun_addr = %self.pool.gateway_addr(),
@@ -184,16 +199,45 @@ impl Gateway {
         );
         loop {
             let deadline = self.next_deadline();
+            if deadline != armed {
+                // Re-arm the one timer only when the earliest deadline changed.
+                let when = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                timer.as_mut().reset(tokio::time::Instant::from_std(when));
+                armed = deadline;
+            }
             tokio::select! {
+                biased;
+                _ = stop_rx.changed() => break,
                 r = async { match &udp { Some(u) => u.recv_from(&mut ubuf).await, None => std::future::pending().await } } => {
                     match r {
-                        Ok((n, from)) => self.handle_udp(Instant::now(), from, n, &ubuf).await,
+                        Ok((n, from)) => {
+                            let now = Instant::now();
+                            self.handle_udp(now, from, n, &ubuf).await;
+                            // Drain the burst that arrived meanwhile without re-entering select.
+                            if let Some(u) = &udp {
+                                for _ in 0..BURST {
+                                    match u.try_recv_from(&mut ubuf) {
+                                        Ok((n, from)) => self.handle_udp(now, from, n, &ubuf).await,
+                                        Err(_) => break,
+                                    }
+                                }
+                            }
+                        }
                         Err(e) => debug!(error = %e, "UDP receive error"),
                     }
                 }
                 r = tun.recv(&mut tbuf) => {
                     match r {
-                        Ok(n) => self.handle_tun(Instant::now(), &tbuf[..n]).await,
+                        Ok(n) => {
+                            let now = Instant::now();
+                            self.handle_tun(now, &tbuf[..n]).await;
+                            for _ in 0..BURST {
+                                match tun.try_recv(&mut tbuf) {
+                                    Ok(n) => self.handle_tun(now, &tbuf[..n]).await,
+                                    Err(_) => break,
+                                }
+                            }
+                        }
                         Err(e) => {
                             warn!(error = %e, "TUN read failed");
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -206,15 +250,16 @@ impl Gateway {
                         None => tcp_open = false,
                     }
                 }
-                _ = sleep_until(deadline) => self.handle_deadlines(Instant::now()).await,
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.handle_deadlines(Instant::now()).await;
+                }
                 _ = crl_tick.tick() => self.check_crl(),
                 _ = stats_tick.tick() => {
                     if self.stats.total() > 0 || !self.sessions.is_empty() {
                         info!(sessions = self.sessions.len(), leased = self.pool.leased_count(), drops = %self.stats, "status");
                     }
                 }
-                _ = tokio::signal::ctrl_c() => break,
-                _ = sigterm.recv() => break,
             }
         }
         self.shutdown().await;
@@ -335,15 +380,15 @@ impl Gateway {
                 }
             }
             TcpEvent::Closed { conn, reason } => {
-                if let Some((id, _, _)) = self.by_tcp.remove(&conn) {
-                    if id != 0 {
-                        if let Some(e) = self.sessions.get_mut(&id) {
-                            if e.session.is_established() {
-                                self.log_disconnect(id, &format!("TCP {reason}"));
-                            }
-                        }
-                        self.remove(id, "TCP connection closed");
+                if let Some((id, _, _)) = self.by_tcp.remove(&conn)
+                    && id != 0
+                {
+                    if let Some(e) = self.sessions.get_mut(&id)
+                        && e.session.is_established()
+                    {
+                        self.log_disconnect(id, &format!("TCP {reason}"));
                     }
+                    self.remove(id, "TCP connection closed");
                 }
             }
         }
@@ -438,8 +483,14 @@ impl Gateway {
                 return;
             }
         }
-        if let Err(e) = self.tun.send(packet).await {
-            debug!(error = %e, "TUN write failed");
+        match self.tun.try_send(packet) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = self.tun.send(packet).await {
+                    debug!(error = %e, "TUN write failed");
+                }
+            }
+            Err(e) => debug!(error = %e, "TUN write failed"),
         }
     }
 
@@ -588,15 +639,15 @@ impl Gateway {
     /// Gives the authenticated client its address, replacing an older session of the same
     /// certificate.
     fn admit(&mut self, now: Instant, id: TunnelId, client: String) {
-        if let Some(&old) = self.by_client.get(&client) {
-            if old != id {
-                if let Some(e) = self.sessions.get_mut(&old) {
-                    info!(client = %client, old_remote = %e.remote, "second login with the same certificate replaces the first session");
-                    e.session
-                        .close(now, "replaced by a newer login with the same certificate");
-                }
-                self.release(old);
+        if let Some(&old) = self.by_client.get(&client)
+            && old != id
+        {
+            if let Some(e) = self.sessions.get_mut(&old) {
+                info!(client = %client, old_remote = %e.remote, "second login with the same certificate replaces the first session");
+                e.session
+                    .close(now, "replaced by a newer login with the same certificate");
             }
+            self.release(old);
         }
         let addr = match self.pool.lease(&client) {
             Ok(a) => a,
@@ -645,10 +696,10 @@ impl Gateway {
         self.release(id);
         if let Some(e) = self.sessions.remove(&id) {
             debug!(remote = %e.remote, why, "session removed");
-            if let Transport::Udp(a) = e.transport {
-                if self.by_udp.get(&a) == Some(&id) {
-                    self.by_udp.remove(&a);
-                }
+            if let Transport::Udp(a) = e.transport
+                && self.by_udp.get(&a) == Some(&id)
+            {
+                self.by_udp.remove(&a);
             }
         }
     }
@@ -674,9 +725,13 @@ async fn send(udp: &Option<Arc<UdpSocket>>, transport: &Transport, bytes: &[u8])
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-        None => std::future::pending().await,
-    }
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
 }

@@ -148,3 +148,55 @@ fn client_refuses_gateway_from_another_ca() {
     let reason = refused_by_client(&rogue, &pki().ca);
     assert!(reason.contains("unknown issuer"), "{reason}");
 }
+
+#[test]
+fn renegotiation_with_another_clients_certificate_is_refused() {
+    let pki = pki();
+    let mut p = Pair::new(true);
+    p.connect();
+    let bob = pki.ca.client("bob");
+    p.client.replace_config(std::sync::Arc::new(client_cfg(
+        &pki.ca.cert,
+        &bob,
+        "vpn.test",
+    )));
+    p.client.renegotiate(p.now);
+    assert!(p.run_until(Duration::from_secs(10), |p| {
+        p.server.as_ref().is_some_and(|s| s.is_closed())
+    }));
+    match p.server_events.last() {
+        Some(ServerEvent::Closed(CloseReason::Refused(r))) => {
+            assert!(r.contains("from alice to bob"), "{r}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !p.server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Rekeyed { .. })),
+        "{:?}",
+        p.server_events
+    );
+}
+
+#[test]
+fn renegotiation_with_a_renewed_certificate_of_the_same_client_is_fine() {
+    let pki = pki();
+    let mut p = Pair::new(true);
+    p.connect();
+    let alice_renewed = pki.ca.client("alice");
+    p.client.replace_config(std::sync::Arc::new(client_cfg(
+        &pki.ca.cert,
+        &alice_renewed,
+        "vpn.test",
+    )));
+    p.client.renegotiate(p.now);
+    assert!(p.run_until(Duration::from_secs(10), |p| {
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Rekeyed { key_id: 1 }))
+    }));
+    p.ping_through();
+    p.run_for(Duration::from_millis(50));
+    assert_eq!((p.server_rx.len(), p.client_rx.len()), (1, 1));
+}

@@ -136,8 +136,8 @@ fn assert_closed_is_last(p: &Pair, seed: u64) {
 
 #[test]
 fn ignorable_nonsense_does_not_disturb_the_handshake() {
-    for seed in 0..30 {
-        let mut p = Pair::new(seed % 2 == 0);
+    for seed in 0..30u64 {
+        let mut p = Pair::new(seed.is_multiple_of(2));
         let mut rng = SeededEntropy::new(1000 + seed);
         assert!(
             run_with_nonsense(
@@ -178,8 +178,8 @@ fn ignorable_nonsense_does_not_disturb_the_handshake() {
 #[test]
 fn arbitrary_control_packets_never_panic_and_end_cleanly() {
     let (mut up, mut closed) = (0, 0);
-    for seed in 0..60 {
-        let mut p = Pair::new(seed % 2 == 0);
+    for seed in 0..60u64 {
+        let mut p = Pair::new(seed.is_multiple_of(2));
         let mut rng = SeededEntropy::new(5000 + seed);
         let finished = run_with_nonsense(
             &mut p,
