@@ -123,10 +123,9 @@ impl KeyStore {
                 "{why}; stored the key in {}, readable only by you",
                 path.display()
             ),
-            (_, KeyLocation::File(path)) => format!(
-                "stored the key in {}, readable only by you",
-                path.display()
-            ),
+            (_, KeyLocation::File(path)) => {
+                format!("stored the key in {}, readable only by you", path.display())
+            }
         }
     }
 
@@ -165,7 +164,12 @@ impl KeyStore {
     }
 
     /// Reads the key at `location`.
-    pub(crate) fn get(&self, location: &KeyLocation, profile: &str, account: &str) -> Result<String> {
+    pub(crate) fn get(
+        &self,
+        location: &KeyLocation,
+        profile: &str,
+        account: &str,
+    ) -> Result<String> {
         let missing = || ProfileError::KeyMissing {
             name: profile.to_string(),
             location: location.to_string(),
@@ -194,7 +198,12 @@ impl KeyStore {
     }
 
     /// Deletes the key at `location`; a key that is already gone is fine.
-    pub(crate) fn delete(&self, location: &KeyLocation, profile: &str, account: &str) -> Result<()> {
+    pub(crate) fn delete(
+        &self,
+        location: &KeyLocation,
+        profile: &str,
+        account: &str,
+    ) -> Result<()> {
         match location {
             KeyLocation::Keyring => {
                 let keyring = self.keyring(profile)?;
@@ -276,8 +285,8 @@ fn write_key_file(path: &Path, pem: &str) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     crate::store::ensure_private_dir(dir)?;
     // tempfile creates files 0600 on Unix; on Windows the per-user folder's ACL applies.
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| ProfileError::io("create a file in", dir, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| ProfileError::io("create a file in", dir, e))?;
     tmp.write_all(pem.as_bytes())
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| ProfileError::io("write", tmp.path(), e))?;

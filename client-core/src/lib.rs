@@ -1,4 +1,41 @@
 //! Gatehouse client core: profiles and keys, the connection manager that drives the engine's
 //! client state machines over UDP/TCP and a TUN device, and the privileged client service the
-//! CLI and desktop app talk to. Built out in the client-core issue; today only the command
-//! surface exists and says what is not implemented yet.
+//! CLI and desktop app talk to.
+//!
+//! Today: profiles and keys. A [`ProfileStore`] keeps profiles (gateway, protocols, CA,
+//! client certificate, ciphers) in `GATEHOUSE_HOME/profiles/` and their private keys in the
+//! OS keyring, or where none is reachable in owner-only key files ([`KeyStore`]). Profiles
+//! come from Gatehouse profile files (`gatehouse-certs export --format gatehouse`) or stock
+//! `.ovpn` files ([`ovpn`]).
+//!
+//! ```no_run
+//! use gatehouse_client::ProfileStore;
+//! # fn main() -> Result<(), gatehouse_client::ProfileError> {
+//! let store = ProfileStore::open_default()?;
+//! let imported = store.import("alice.ovpn".as_ref(), None)?;
+//! for warning in &imported.warnings {
+//!     eprintln!("warning: {warning}");
+//! }
+//! let key_pem = store.key_pem(&imported.profile.name)?; // for the client service
+//! # let _ = key_pem;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The connection manager (`manager/`), the client service (`service/`) and OS networking
+//! (`platform/`) join this crate in the second half of the client-core issue.
+
+mod error;
+pub mod keys;
+pub mod manager;
+pub mod ovpn;
+pub mod platform;
+pub mod profile;
+pub mod service;
+pub mod status;
+mod store;
+
+pub use error::{ProfileError, Result};
+pub use keys::{KeyStore, Keyring};
+pub use profile::{KeyLocation, Protocol, ProtocolKind, Source, StoredProfile, check_name};
+pub use store::{Imported, ProfileStore, home_dir};

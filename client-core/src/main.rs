@@ -1,20 +1,123 @@
 //! `gatehouse`: the command-line VPN client.
-use clap::Parser;
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gatehouse_client::ProtocolKind;
 
 /// Gatehouse VPN client.
+///
+/// State (profiles) lives in GATEHOUSE_HOME (default: the per-user config folder); the
+/// client service listens on GATEHOUSE_SOCKET.
 #[derive(Parser)]
 #[command(name = "gatehouse", version, about)]
 struct Cli {
-    /// Command and arguments (import, profiles, remove, connect, status, disconnect, service).
-    #[arg(trailing_var_arg = true)]
-    args: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum Command {
+    /// Import a Gatehouse profile or a stock .ovpn file (inline <ca>, <cert>, <key>).
+    Import {
+        /// The profile file.
+        file: PathBuf,
+        /// Name to keep it under (default: the profile's name, or the .ovpn file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the imported profiles.
+    Profiles,
+    /// Delete a profile and its private key.
+    Remove {
+        /// The profile.
+        name: String,
+    },
+    /// Connect with a profile.
+    Connect {
+        /// The profile.
+        name: String,
+        /// Use only this protocol (default: the profile's, in order).
+        #[arg(long, value_parser = parse_protocol)]
+        protocol: Option<ProtocolKind>,
+        /// Run the connection in this process instead of the client service.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Show the connection state.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disconnect.
+    Disconnect,
+    /// Run the privileged client service (socket: GATEHOUSE_SOCKET).
+    Service,
+}
+
+fn parse_protocol(s: &str) -> Result<ProtocolKind, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    anyhow::bail!(
-        "`gatehouse {}` is not implemented yet; for now connect with the stock OpenVPN client and a \
-         profile from `gatehouse-certs export --format ovpn`",
-        cli.args.join(" ")
-    )
+    if matches!(
+        cli.command,
+        Command::Service
+            | Command::Connect {
+                foreground: true,
+                ..
+            }
+    ) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init();
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, each cause once: library errors already quote
+/// their source in their own message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message.replace('\n', " ")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Import { file, name } => cli::profiles::import(&file, name.as_deref()),
+        Command::Profiles => cli::profiles::list(),
+        Command::Remove { name } => cli::profiles::remove(&name),
+        Command::Connect {
+            name,
+            protocol,
+            foreground,
+        } => cli::connection::connect(&name, protocol, foreground),
+        Command::Status { json } => cli::connection::status(json),
+        Command::Disconnect => cli::connection::disconnect(),
+        Command::Service => cli::connection::service(),
+    }
 }

@@ -155,16 +155,31 @@ const WARN: &[(&str, &str)] = &[
         "socks-proxy",
         "socks-proxy is ignored: proxies are not supported, Gatehouse connects to the gateway directly",
     ),
-    ("script-security", "script-security is ignored: Gatehouse never runs scripts"),
+    (
+        "script-security",
+        "script-security is ignored: Gatehouse never runs scripts",
+    ),
     ("up", "up script is ignored: Gatehouse never runs scripts"),
-    ("down", "down script is ignored: Gatehouse never runs scripts"),
-    ("route-up", "route-up script is ignored: Gatehouse never runs scripts"),
+    (
+        "down",
+        "down script is ignored: Gatehouse never runs scripts",
+    ),
+    (
+        "route-up",
+        "route-up script is ignored: Gatehouse never runs scripts",
+    ),
     (
         "route-pre-down",
         "route-pre-down script is ignored: Gatehouse never runs scripts",
     ),
-    ("ipchange", "ipchange script is ignored: Gatehouse never runs scripts"),
-    ("tls-verify", "tls-verify script is ignored: Gatehouse never runs scripts"),
+    (
+        "ipchange",
+        "ipchange script is ignored: Gatehouse never runs scripts",
+    ),
+    (
+        "tls-verify",
+        "tls-verify script is ignored: Gatehouse never runs scripts",
+    ),
 ];
 
 /// Directives naming where the key or certificates are instead of carrying them.
@@ -186,11 +201,6 @@ pub fn parse(text: &str, source_name: &str) -> Result<OvpnProfile> {
     let (mut ca, mut cert, mut key) = (None, None, None);
     let mut warnings: Vec<String> = Vec::new();
     let mut ignored: Vec<String> = Vec::new();
-    let mut warn = |w: String, warnings: &mut Vec<String>| {
-        if !warnings.contains(&w) {
-            warnings.push(w);
-        }
-    };
 
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
@@ -230,10 +240,10 @@ pub fn parse(text: &str, source_name: &str) -> Result<OvpnProfile> {
                 "key" => key = Some((line_no, body)),
                 "tls-auth" | "tls-crypt" | "tls-crypt-v2" | "auth-user-pass" => {
                     if let Some((_, w)) = WARN.iter().find(|(n, _)| *n == tag) {
-                        warn((*w).to_string(), &mut warnings);
+                        push_once((*w).to_string(), &mut warnings);
                     }
                 }
-                "connection" => warn(
+                "connection" => push_once(
                     "<connection> blocks are ignored: only the top-level `remote` lines are used"
                         .to_string(),
                     &mut warnings,
@@ -296,7 +306,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<OvpnProfile> {
             }
             "remote-cert-tls" => {
                 if !arg(0).is_some_and(|a| a.eq_ignore_ascii_case("server")) {
-                    warn(
+                    push_once(
                         format!(
                             "`{line}` is ignored: the gateway certificate must carry serverAuth (remote-cert-tls server)"
                         ),
@@ -331,7 +341,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<OvpnProfile> {
             }
             n if QUIET.contains(&n) => {}
             n => match WARN.iter().find(|(w, _)| *w == n) {
-                Some((_, w)) => warn((*w).to_string(), &mut warnings),
+                Some((_, w)) => push_once((*w).to_string(), &mut warnings),
                 None => {
                     if !ignored.iter().any(|i| *i == n) {
                         ignored.push(n.to_string());
@@ -400,6 +410,13 @@ pub fn parse(text: &str, source_name: &str) -> Result<OvpnProfile> {
         key_pem,
         warnings,
     })
+}
+
+/// Adds `w` unless it is there already (a directive repeated is one warning).
+fn push_once(w: String, warnings: &mut Vec<String>) {
+    if !warnings.contains(&w) {
+        warnings.push(w);
+    }
 }
 
 fn parse_port(
@@ -498,7 +515,14 @@ pub(crate) fn check_key(text: &str) -> std::result::Result<(), String> {
         return Err(encrypted());
     }
     match pem::parse(text) {
-        Ok(p) if matches!(p.tag(), "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY") => Ok(()),
+        Ok(p)
+            if matches!(
+                p.tag(),
+                "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY"
+            ) =>
+        {
+            Ok(())
+        }
         Ok(p) if p.tag() == "ENCRYPTED PRIVATE KEY" => Err(encrypted()),
         _ => Err("<key> does not hold a PEM private key (-----BEGIN PRIVATE KEY-----)".into()),
     }
@@ -512,7 +536,9 @@ mod tests {
     const KEY: &str = "-----BEGIN PRIVATE KEY-----\nAAEC\n-----END PRIVATE KEY-----";
 
     fn with_blocks(directives: &str) -> String {
-        format!("{directives}\n<ca>\n{CERT}\n</ca>\n<cert>\n{CERT}\n</cert>\n<key>\n{KEY}\n</key>\n")
+        format!(
+            "{directives}\n<ca>\n{CERT}\n</ca>\n<cert>\n{CERT}\n</cert>\n<key>\n{KEY}\n</key>\n"
+        )
     }
 
     fn parse_ok(directives: &str) -> OvpnProfile {
@@ -622,7 +648,8 @@ mod tests {
         assert_eq!(p.ciphers, SUPPORTED_CIPHERS);
         assert!(p.warnings[0].contains("AES-256-CBC"), "{:?}", p.warnings);
 
-        let p = parse_ok("remote gw\ndata-ciphers chacha20-poly1305:AES-128-GCM\ncipher AES-256-GCM");
+        let p =
+            parse_ok("remote gw\ndata-ciphers chacha20-poly1305:AES-128-GCM\ncipher AES-256-GCM");
         assert_eq!(p.ciphers, ["CHACHA20-POLY1305", "AES-256-GCM"]);
         assert!(p.warnings[0].contains("AES-128-GCM"), "{:?}", p.warnings);
 
@@ -632,13 +659,19 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("data-ciphers AES-256-GCM:CHACHA20-POLY1305"), "{err}");
+        assert!(
+            err.contains("data-ciphers AES-256-GCM:CHACHA20-POLY1305"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unusable_files_are_errors_that_say_what_to_do() {
         let err = parse_err(&with_blocks("remote gw\ndev tap"));
-        assert!(err.contains("test.ovpn:2:") && err.contains("dev tun"), "{err}");
+        assert!(
+            err.contains("test.ovpn:2:") && err.contains("dev tun"),
+            "{err}"
+        );
 
         let err = parse_err("remote gw\nca ca.crt\ncert alice.crt\nkey alice.key\n");
         assert!(
@@ -665,7 +698,10 @@ mod tests {
             "remote gw\n<ca>\n{CERT}\n</ca>\n<cert>\n{CERT}\n</cert>\n<key>\n-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAEC\n-----END ENCRYPTED PRIVATE KEY-----\n</key>\n"
         );
         let err = parse_err(&encrypted);
-        assert!(err.contains("passphrase") && err.contains("test.ovpn:8"), "{err}");
+        assert!(
+            err.contains("passphrase") && err.contains("test.ovpn:12:"),
+            "{err}"
+        );
 
         let not_pem = "remote gw\n<ca>\nhello\n</ca>\n<cert>\nx\n</cert>\n<key>\ny\n</key>\n";
         let err = parse_err(not_pem);
@@ -674,7 +710,10 @@ mod tests {
 
     #[test]
     fn crlf_and_bom_are_fine() {
-        let text = format!("\u{feff}{}", with_blocks("remote gw 443 tcp").replace('\n', "\r\n"));
+        let text = format!(
+            "\u{feff}{}",
+            with_blocks("remote gw 443 tcp").replace('\n', "\r\n")
+        );
         let p = parse(&text, "win.ovpn").unwrap();
         assert_eq!(p.protocols[0].kind, ProtocolKind::OpenvpnTcp);
         assert!(!p.key_pem.contains('\r'));

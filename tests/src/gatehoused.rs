@@ -33,6 +33,14 @@ pub const REFUSED: &str = "client refused";
 /// `client disconnected client=.. reason=..`
 pub const DISCONNECTED: &str = "client disconnected";
 
+/// What `gatehoused run` logs when it has closed every session after SIGTERM/SIGINT:
+/// `gateway stopped drops=ipv6=3 spoofed=5` (or `drops=none`).
+pub const STOPPED: &str = "gateway stopped";
+/// `data keys renegotiated client=.. key_id=..` (logged at debug level: `GATEHOUSE_LOG=debug`).
+pub const RENEGOTIATED: &str = "data keys renegotiated";
+/// `second login with the same certificate replaces the first session client=.. old_remote=..`
+pub const REPLACED: &str = "second login with the same certificate replaces the first session";
+
 /// How long `gatehoused run` gets to log [`READY`] (two cores are shared with compilers).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one `gatehoused init` or `gatehouse-certs` command may take.
@@ -587,6 +595,61 @@ impl Gatehoused {
         })
     }
 
+    /// Like [`Gatehoused::start`], with extra environment variables for the daemon (e.g.
+    /// `("GATEHOUSE_LOG", "debug")`: gatehoused reads its log filter from `GATEHOUSE_LOG`).
+    pub fn start_with_env(
+        ns: &Netns,
+        dir: &GatewayDir,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Gatehoused> {
+        let gw = Gatehoused::spawn_with_env(ns, dir, log, env)?;
+        gw.wait_ready(READY_TIMEOUT)?;
+        Ok(gw)
+    }
+
+    /// Like [`Gatehoused::spawn`], with extra environment variables for the daemon.
+    pub fn spawn_with_env(
+        ns: &Netns,
+        dir: &GatewayDir,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Gatehoused> {
+        let mut cmd = ns.command(bin("gatehoused"));
+        cmd.arg("run").arg("--data-dir").arg(dir.path());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok(Gatehoused {
+            proc: Proc::spawn(cmd, log)?,
+        })
+    }
+
+    /// Sends SIGTERM (a graceful stop: gatehoused tells its clients to RESTART and logs
+    /// [`STOPPED`]) and waits up to `timeout` for the process to exit. Fails, with the log,
+    /// if it is still running then (it is killed with SIGKILL in that case).
+    pub fn terminate(&self, timeout: Duration) -> Result<()> {
+        signal(self.proc.pid(), "TERM");
+        let deadline = Instant::now() + timeout;
+        while self.proc.is_running() {
+            if Instant::now() >= deadline {
+                let _ = self.kill_hard();
+                bail!(
+                    "gatehoused (pid {}) did not exit within {timeout:?} of SIGTERM; log {}:\n{}",
+                    self.proc.pid(),
+                    self.proc.log_path().display(),
+                    self.log_tail(30)
+                );
+            }
+            thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
     pub fn proc(&self) -> &Proc {
         &self.proc
     }
@@ -674,6 +737,31 @@ impl Gatehoused {
         }
         Ok(())
     }
+}
+
+/// The drop counters of a [`STOPPED`] (or periodic `status`) line: everything after
+/// `drops=`, e.g. `drops=ipv6=3 spoofed=5 sessions=..` gives {ipv6: 3, spoofed: 5}; `none`
+/// gives an empty map. Only `name=number` words with a lowercase name directly after
+/// `drops=` count; the first word that is not one ends the list.
+pub fn drop_counters(line: &str) -> BTreeMap<String, u64> {
+    let mut counters = BTreeMap::new();
+    let line = strip_ansi(line);
+    let Some(at) = line.find("drops=") else {
+        return counters;
+    };
+    for word in line[at + "drops=".len()..].split_whitespace() {
+        let Some((name, value)) = word.trim_matches('"').split_once('=') else {
+            break;
+        };
+        let (Ok(n), true) = (
+            value.parse::<u64>(),
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase()),
+        ) else {
+            break;
+        };
+        counters.insert(name.to_string(), n);
+    }
+    counters
 }
 
 /// Starts the stock client: `openvpn --config CONFIG --dev-type tun --dev DEV --disable-dco
@@ -885,6 +973,19 @@ reneg = "1h"
         let e = parse_event(line, CONNECTED).expect("an event");
         assert_eq!(e.field("client"), Some("bob"));
         assert_eq!(e.field("keys"), Some("prf"));
+    }
+
+    #[test]
+    fn parses_drop_counters() {
+        let c = drop_counters("2025-01-01T00:00:00Z  INFO gateway stopped drops=ipv6=3 spoofed=5");
+        assert_eq!(c.get("ipv6"), Some(&3));
+        assert_eq!(c.get("spoofed"), Some(&5));
+        assert_eq!(c.len(), 2);
+        assert!(drop_counters("INFO gateway stopped drops=none").is_empty());
+        let c = drop_counters("INFO status sessions=1 leased=1 drops=nosession=2 message");
+        assert_eq!(c.get("nosession"), Some(&2));
+        assert_eq!(c.len(), 1);
+        assert!(drop_counters("INFO gateway ready").is_empty());
     }
 
     #[test]

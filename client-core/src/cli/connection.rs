@@ -1,0 +1,187 @@
+//! `gatehouse connect`, `status`, `disconnect` and `service`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use gatehouse_client::manager::{ConnectRequest, Manager, ManagerOptions};
+use gatehouse_client::platform::NetConfig;
+use gatehouse_client::service::client::ServiceClient;
+use gatehouse_client::service::{Reply, Request, socket_path, state_dir};
+use gatehouse_client::status::{ConnectionState, Status};
+use gatehouse_client::{ProfileStore, ProtocolKind};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn request_for(name: &str, protocol: Option<ProtocolKind>) -> Result<ConnectRequest> {
+    let store = ProfileStore::open_default()?;
+    let profile = store.get(name)?;
+    let key_pem = store.key_pem(name)?;
+    Ok(ConnectRequest {
+        profile,
+        key_pem,
+        protocol,
+    })
+}
+
+/// One line describing a status, for humans.
+pub fn describe(s: &Status) -> String {
+    match &s.state {
+        ConnectionState::Disconnected => "Disconnected".into(),
+        ConnectionState::Connecting { profile, protocol } => {
+            format!("Connecting: {profile} over {protocol}")
+        }
+        ConnectionState::Connected {
+            profile,
+            since,
+            address,
+            gateway,
+            protocol,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(*since);
+            format!(
+                "Connected: {profile} to {gateway} over {protocol}, address {address}, for {}s; received {} bytes, sent {} bytes",
+                now.saturating_sub(*since),
+                s.counters.rx_bytes,
+                s.counters.tx_bytes
+            )
+        }
+        ConnectionState::Reconnecting {
+            profile,
+            attempt,
+            reason,
+        } => format!("Reconnecting: {profile} (attempt {attempt}): {reason}"),
+        ConnectionState::Error { profile, reason } => match profile {
+            Some(p) => format!("Error: {p}: {reason}"),
+            None => format!("Error: {reason}"),
+        },
+    }
+}
+
+/// `gatehouse connect NAME [--protocol P] [--foreground]`.
+pub fn connect(name: &str, protocol: Option<ProtocolKind>, foreground: bool) -> Result<()> {
+    let req = request_for(name, protocol)?;
+    let rt = runtime()?;
+    if foreground {
+        return rt.block_on(connect_foreground(req));
+    }
+    rt.block_on(async move {
+        let path = socket_path();
+        let mut updates = ServiceClient::connect(&path).await?;
+        updates.request(&Request::Subscribe).await?;
+        let mut control = ServiceClient::connect(&path).await?;
+        control
+            .request(&Request::Connect {
+                request: Box::new(req),
+            })
+            .await?;
+        let wait = tokio::time::sleep(Duration::from_secs(60));
+        tokio::pin!(wait);
+        let mut last = String::new();
+        loop {
+            tokio::select! {
+                r = updates.next() => {
+                    let Reply::Status { status } = r? else { continue };
+                    let line = describe(&status);
+                    if line != last {
+                        println!("{line}");
+                        last = line;
+                    }
+                    match status.state {
+                        ConnectionState::Connected { .. } => return Ok(()),
+                        ConnectionState::Error { reason, .. } => bail!("{reason}"),
+                        _ => {}
+                    }
+                }
+                _ = &mut wait => {
+                    println!("still not connected after 60s; the service keeps trying - see `gatehouse status`");
+                    return Ok(());
+                }
+            }
+        }
+    })
+}
+
+async fn connect_foreground(req: ConnectRequest) -> Result<()> {
+    let manager = Manager::spawn(ManagerOptions::default(), NetConfig::new(&state_dir()));
+    let mut status = manager.watch_status();
+    manager.connect(req).await?;
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            r = status.changed() => {
+                if r.is_err() { bail!("the connection manager stopped"); }
+                let s = status.borrow_and_update().clone();
+                let line = describe(&s);
+                if line != last {
+                    println!("{line}");
+                    last = line;
+                }
+                if let ConnectionState::Error { reason, .. } = s.state {
+                    bail!("{reason}");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                println!("disconnecting...");
+                manager.disconnect().await?;
+                println!("{}", describe(&manager.status()));
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `gatehouse status [--json]`.
+pub fn status(json: bool) -> Result<()> {
+    runtime()?.block_on(async move {
+        let mut c = ServiceClient::connect(&socket_path()).await?;
+        let Reply::Status { status } = c.request(&Request::Status).await? else {
+            bail!("unexpected answer from the client service");
+        };
+        if json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            println!("{}", describe(&status));
+        }
+        Ok(())
+    })
+}
+
+/// `gatehouse disconnect`.
+pub fn disconnect() -> Result<()> {
+    runtime()?.block_on(async move {
+        let mut c = ServiceClient::connect(&socket_path()).await?;
+        if let Reply::Ok { status } = c.request(&Request::Disconnect).await? {
+            println!("{}", describe(&status));
+        }
+        Ok(())
+    })
+}
+
+/// `gatehouse service`: the privileged client service.
+pub fn service() -> Result<()> {
+    runtime()?.block_on(async move {
+        let manager = Manager::spawn(ManagerOptions::default(), NetConfig::new(&state_dir()));
+        let path = socket_path();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = gatehouse_client::service::serve(&path, manager.clone()) => {
+                r.with_context(|| format!("client service on {}", path.display()))?;
+            }
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        // Leave the host as we found it.
+        let _ = manager.disconnect().await;
+        let _ = std::fs::remove_file(&path);
+        Ok(())
+    })
+}

@@ -1,0 +1,306 @@
+//! The connection manager: connects a profile, keeps it connected, and reports status.
+//!
+//! [`Manager::spawn`] starts a task that owns the connection; the returned [`Manager`] handle
+//! sends it commands and reads status snapshots (a `watch` channel) and log lines (a
+//! `broadcast` channel). The client service wraps exactly this handle; so does
+//! `gatehouse connect --foreground`.
+
+mod tunnel;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::platform::NetConfig;
+use crate::profile::{ProtocolKind, StoredProfile};
+use crate::status::{ConnectionState, Counters, Status};
+
+/// Everything needed to connect: the profile, its private key, an optional protocol.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    /// The profile (no key inside).
+    pub profile: StoredProfile,
+    /// The client's private key (PEM), read from the user's keyring by the front end.
+    pub key_pem: String,
+    /// Use only this protocol (else the profile's order, then fallback).
+    pub protocol: Option<ProtocolKind>,
+}
+
+impl std::fmt::Debug for ConnectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectRequest")
+            .field("profile", &self.profile.name)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A log line for front ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    /// "info", "warn" or "error".
+    pub level: String,
+    /// The message.
+    pub message: String,
+}
+
+/// Knobs for the manager (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Name of the TUN device to create.
+    pub tun_name: String,
+    /// How long one connection attempt may take before the next protocol is tried.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest reconnect delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        Self {
+            tun_name: std::env::var("GATEHOUSE_TUN").unwrap_or_else(|_| "gatehouse-c0".into()),
+            connect_timeout: Duration::from_secs(15),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(crate) enum Command {
+    Connect(Box<ConnectRequest>, oneshot::Sender<()>),
+    Disconnect(oneshot::Sender<()>),
+}
+
+/// Handle to the running manager; cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+    logs: broadcast::Sender<LogLine>,
+}
+
+/// The manager task is gone (the process is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the connection manager has stopped")]
+pub struct ManagerGone;
+
+impl Manager {
+    /// Starts the manager task. `net` undoes any leftovers of a crashed run first.
+    pub fn spawn(options: ManagerOptions, mut net: NetConfig) -> Manager {
+        let (commands, rx) = mpsc::channel(16);
+        let (status_tx, status) = watch::channel(Status::default());
+        let (logs, _) = broadcast::channel(256);
+        let log = Logger { tx: logs.clone() };
+        for undone in net.recover() {
+            log.warn(format!("undid a change left by a previous run: {undone}"));
+        }
+        tokio::spawn(run(options, net, rx, Arc::new(status_tx), log));
+        Manager {
+            commands,
+            status,
+            logs,
+        }
+    }
+
+    /// Asks to connect (replacing any current connection). Returns once the manager took it.
+    pub async fn connect(&self, req: ConnectRequest) -> Result<(), ManagerGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Connect(Box::new(req), tx))
+            .await
+            .map_err(|_| ManagerGone)?;
+        rx.await.map_err(|_| ManagerGone)
+    }
+
+    /// Disconnects and undoes every host change. Returns when that is done.
+    pub async fn disconnect(&self) -> Result<(), ManagerGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Disconnect(tx))
+            .await
+            .map_err(|_| ManagerGone)?;
+        rx.await.map_err(|_| ManagerGone)
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Status updates.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Log lines from now on.
+    pub fn logs(&self) -> broadcast::Receiver<LogLine> {
+        self.logs.subscribe()
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Logger {
+    tx: broadcast::Sender<LogLine>,
+}
+
+impl Logger {
+    fn line(&self, level: &str, message: String) {
+        match level {
+            "warn" => tracing::warn!("{message}"),
+            "error" => tracing::error!("{message}"),
+            _ => tracing::info!("{message}"),
+        }
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let _ = self.tx.send(LogLine {
+            time,
+            level: level.into(),
+            message,
+        });
+    }
+    pub(crate) fn info(&self, m: String) {
+        self.line("info", m)
+    }
+    pub(crate) fn warn(&self, m: String) {
+        self.line("warn", m)
+    }
+    pub(crate) fn error(&self, m: String) {
+        self.line("error", m)
+    }
+}
+
+pub(crate) struct StatusSink {
+    tx: Arc<watch::Sender<Status>>,
+}
+
+impl StatusSink {
+    pub(crate) fn set(&self, state: ConnectionState) {
+        self.tx.send_modify(|s| s.state = state);
+    }
+    pub(crate) fn counters(&self, c: Counters) {
+        self.tx.send_if_modified(|s| {
+            let changed = s.counters != c;
+            s.counters = c;
+            changed
+        });
+    }
+}
+
+/// How a connection attempt ended.
+pub(crate) enum Outcome {
+    /// The user asked to disconnect.
+    UserDisconnect(oneshot::Sender<()>),
+    /// The user asked for another connection.
+    Replaced(Box<ConnectRequest>, oneshot::Sender<()>),
+    /// The gateway refused us: retrying will not help.
+    Fatal(String),
+    /// Lost or never established; try again.
+    Lost(String),
+}
+
+async fn run(
+    options: ManagerOptions,
+    mut net: NetConfig,
+    mut rx: mpsc::Receiver<Command>,
+    status_tx: Arc<watch::Sender<Status>>,
+    log: Logger,
+) {
+    let status = StatusSink { tx: status_tx };
+    let mut pending: Option<(Box<ConnectRequest>, oneshot::Sender<()>)> = None;
+    loop {
+        let (req, ack) = match pending.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(Command::Connect(req, ack)) => (req, ack),
+                Some(Command::Disconnect(ack)) => {
+                    status.set(ConnectionState::Disconnected);
+                    let _ = ack.send(());
+                    continue;
+                }
+                None => return,
+            },
+        };
+        let _ = ack.send(());
+        let profile = req.profile.name.clone();
+        let protocols: Vec<_> = match req.protocol {
+            Some(p) => vec![p],
+            None => req.profile.protocols.iter().map(|p| p.kind).collect(),
+        };
+        let mut attempt = 0u32;
+        let mut backoff = options.initial_backoff;
+        'reconnect: loop {
+            let mut last_reason = String::from("no usable protocol in the profile");
+            for proto in &protocols {
+                let outcome =
+                    tunnel::run(&options, &req, *proto, &mut net, &mut rx, &status, &log).await;
+                net.undo();
+                match outcome {
+                    Outcome::UserDisconnect(ack) => {
+                        status.set(ConnectionState::Disconnected);
+                        log.info(format!("{profile}: disconnected"));
+                        let _ = ack.send(());
+                        break 'reconnect;
+                    }
+                    Outcome::Replaced(next, ack) => {
+                        pending = Some((next, ack));
+                        break 'reconnect;
+                    }
+                    Outcome::Fatal(reason) => {
+                        log.error(format!("{profile}: {reason}"));
+                        status.set(ConnectionState::Error {
+                            profile: Some(profile.clone()),
+                            reason,
+                        });
+                        break 'reconnect;
+                    }
+                    Outcome::Lost(reason) => {
+                        log.warn(format!("{profile} over {proto}: {reason}"));
+                        last_reason = reason;
+                        // A connection that was up resets the backoff.
+                        if matches!(status_state(&status), ConnectionState::Connected { .. }) {
+                            backoff = options.initial_backoff;
+                        }
+                    }
+                }
+            }
+            attempt += 1;
+            status.set(ConnectionState::Reconnecting {
+                profile: profile.clone(),
+                attempt,
+                reason: last_reason.clone(),
+            });
+            log.info(format!(
+                "{profile}: reconnecting in {}s (attempt {attempt}): {last_reason}",
+                backoff.as_secs_f32()
+            ));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Disconnect(ack)) => {
+                        status.set(ConnectionState::Disconnected);
+                        let _ = ack.send(());
+                        break 'reconnect;
+                    }
+                    Some(Command::Connect(next, ack)) => {
+                        pending = Some((next, ack));
+                        break 'reconnect;
+                    }
+                    None => return,
+                }
+            }
+            backoff = (backoff * 2).min(options.max_backoff);
+        }
+    }
+}
+
+fn status_state(s: &StatusSink) -> ConnectionState {
+    s.tx.borrow().state.clone()
+}

@@ -1,0 +1,159 @@
+//! Linux: routes with iproute2, DNS through systemd-resolved when it runs, else resolv.conf.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::Command;
+
+use ipnet::Ipv4Net;
+
+use super::{Change, NetError, NetPlan, resolv_conf_path};
+
+fn ip(args: &[&str]) -> Result<String, NetError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| NetError(format!("cannot run `ip` (install iproute2): {e}")))?;
+    if !out.status.success() {
+        return Err(NetError(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn resolved_running() -> bool {
+    std::env::var_os("GATEHOUSE_RESOLV_CONF").is_none()
+        && Path::new("/run/systemd/resolve/io.systemd.Resolve").exists()
+        && Command::new("resolvectl")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// How the kernel reaches `dst` now: the `via X dev Y` words of `ip route get`.
+fn current_path(dst: Ipv4Addr) -> Result<Vec<String>, NetError> {
+    let out = ip(&["-4", "route", "get", &dst.to_string()])?;
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let mut via = Vec::new();
+    for key in ["via", "dev"] {
+        if let Some(i) = words.iter().position(|w| *w == key)
+            && let Some(v) = words.get(i + 1)
+        {
+            via.push(key.to_owned());
+            via.push((*v).to_owned());
+        }
+    }
+    Ok(via)
+}
+
+pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, NetError> {
+    let mut changes = Vec::new();
+    let mut routes = plan.routes.clone();
+    if plan.redirect_gateway {
+        if let IpAddr::V4(server) = plan.server {
+            changes.push(Change::HostRoute {
+                dst: server,
+                via: current_path(server)?,
+            });
+        }
+        routes.push(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 1).map_err(|e| NetError(e.to_string()))?);
+        routes.push(
+            Ipv4Net::new(Ipv4Addr::new(128, 0, 0, 0), 1).map_err(|e| NetError(e.to_string()))?,
+        );
+    }
+    for net in routes {
+        changes.push(Change::Route {
+            net: net.trunc(),
+            dev: plan.tun.clone(),
+        });
+    }
+    if !plan.dns.is_empty() {
+        if resolved_running() {
+            changes.push(Change::Resolved {
+                dev: plan.tun.clone(),
+            });
+        } else {
+            changes.push(Change::ResolvConf {
+                path: resolv_conf_path(),
+                backup: dir.join("resolv.conf.before-gatehouse"),
+            });
+        }
+    }
+    Ok(changes)
+}
+
+pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
+    match change {
+        Change::Route { net, dev } => {
+            ip(&["-4", "route", "replace", &net.to_string(), "dev", dev]).map(drop)
+        }
+        Change::HostRoute { dst, via } => {
+            let mut args = vec![
+                "-4".to_owned(),
+                "route".into(),
+                "replace".into(),
+                dst.to_string(),
+            ];
+            args.extend(via.iter().cloned());
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            ip(&refs).map(drop)
+        }
+        Change::ResolvConf { path, backup } => {
+            let before = std::fs::read(path).unwrap_or_default();
+            std::fs::write(backup, &before)
+                .map_err(|e| NetError(format!("cannot back up {}: {e}", path.display())))?;
+            let mut text =
+                String::from("# written by gatehouse while connected; restored on disconnect\n");
+            for d in &plan.dns {
+                text.push_str(&format!("nameserver {d}\n"));
+            }
+            std::fs::write(path, text)
+                .map_err(|e| NetError(format!("cannot write {}: {e}", path.display())))
+        }
+        Change::Resolved { dev } => {
+            let mut args = vec!["dns".to_owned(), dev.clone()];
+            args.extend(plan.dns.iter().map(|d| d.to_string()));
+            let ok = Command::new("resolvectl")
+                .args(&args)
+                .status()
+                .is_ok_and(|s| s.success())
+                && Command::new("resolvectl")
+                    .args(["domain", dev, "~."])
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if ok {
+                Ok(())
+            } else {
+                Err(NetError(format!("`resolvectl {}` failed", args.join(" "))))
+            }
+        }
+    }
+}
+
+pub(super) fn undo(change: &Change) -> Result<(), NetError> {
+    match change {
+        Change::Route { net, dev } => {
+            // Gone already when the TUN device went away; that is fine.
+            let _ = ip(&["-4", "route", "del", &net.to_string(), "dev", dev]);
+            Ok(())
+        }
+        Change::HostRoute { dst, .. } => {
+            let _ = ip(&["-4", "route", "del", &dst.to_string()]);
+            Ok(())
+        }
+        Change::ResolvConf { path, backup } => {
+            let before = std::fs::read(backup)
+                .map_err(|e| NetError(format!("cannot read {}: {e}", backup.display())))?;
+            std::fs::write(path, before)
+                .map_err(|e| NetError(format!("cannot restore {}: {e}", path.display())))?;
+            let _ = std::fs::remove_file(backup);
+            Ok(())
+        }
+        Change::Resolved { dev } => {
+            let _ = Command::new("resolvectl").args(["revert", dev]).status();
+            Ok(())
+        }
+    }
+}

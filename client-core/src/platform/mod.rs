@@ -1,0 +1,153 @@
+//! Host networking the client changes while connected: routes and DNS. Every change is
+//! written to a journal in the state directory before it is made, so a disconnect, a Ctrl-C
+//! or the next start after a crash can undo exactly what was done.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as os;
+
+#[cfg(not(target_os = "linux"))]
+mod unsupported;
+#[cfg(not(target_os = "linux"))]
+use unsupported as os;
+
+/// What the tunnel needs from the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetPlan {
+    /// The TUN interface (already created and addressed).
+    pub tun: String,
+    /// Prefixes to route into the tunnel (split tunnel).
+    pub routes: Vec<Ipv4Net>,
+    /// Route everything into the tunnel (full tunnel).
+    pub redirect_gateway: bool,
+    /// The gateway's public address: kept on the old path when redirecting everything.
+    pub server: IpAddr,
+    /// The gateway's address inside the tunnel.
+    pub tunnel_gateway: Ipv4Addr,
+    /// DNS servers pushed by the gateway.
+    pub dns: Vec<IpAddr>,
+}
+
+/// One change made to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// `ip route add NET dev TUN`.
+    Route {
+        /// Destination.
+        net: Ipv4Net,
+        /// Device.
+        dev: String,
+    },
+    /// A host route to the gateway via the previous default path.
+    HostRoute {
+        /// The gateway's address.
+        dst: Ipv4Addr,
+        /// `ip route` arguments that reached it before.
+        via: Vec<String>,
+    },
+    /// resolv.conf replaced; `backup` holds the previous contents.
+    ResolvConf {
+        /// The file changed.
+        path: PathBuf,
+        /// Where the original is kept.
+        backup: PathBuf,
+    },
+    /// systemd-resolved told about the tunnel's DNS (reverted with the link).
+    Resolved {
+        /// Device.
+        dev: String,
+    },
+}
+
+/// Applies and undoes [`NetPlan`]s, journaling every change.
+#[derive(Debug)]
+pub struct NetConfig {
+    journal: PathBuf,
+    dir: PathBuf,
+    applied: Vec<Change>,
+}
+
+/// A networking step failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NetError(pub String);
+
+impl NetConfig {
+    /// A configurator keeping its journal in `state_dir/run/`.
+    pub fn new(state_dir: &Path) -> Self {
+        let dir = state_dir.join("run");
+        Self {
+            journal: dir.join("network.json"),
+            dir,
+            applied: Vec::new(),
+        }
+    }
+
+    /// Undoes what a previous run left behind (it crashed or was killed). Returns what it
+    /// undid, for the log.
+    pub fn recover(&mut self) -> Vec<String> {
+        let Ok(text) = std::fs::read_to_string(&self.journal) else {
+            return Vec::new();
+        };
+        self.applied = serde_json::from_str(&text).unwrap_or_default();
+        let undone: Vec<String> = self.applied.iter().map(|c| format!("{c:?}")).collect();
+        self.undo();
+        undone
+    }
+
+    /// Makes the host use the tunnel as `plan` says. On error, whatever was applied stays
+    /// journaled; call [`undo`](Self::undo).
+    pub fn apply(&mut self, plan: &NetPlan) -> Result<(), NetError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| NetError(format!("cannot create {}: {e}", self.dir.display())))?;
+        for change in os::plan_changes(plan, &self.dir)? {
+            // Journal first: a crash between the two leaves an entry whose undo is a no-op.
+            self.applied.push(change.clone());
+            self.save()?;
+            os::apply(&change, plan)?;
+        }
+        Ok(())
+    }
+
+    /// Reverts every change, newest first. Best effort: a change that is already gone (the
+    /// TUN device vanished with its routes) is not an error.
+    pub fn undo(&mut self) {
+        while let Some(change) = self.applied.pop() {
+            if let Err(e) = os::undo(&change) {
+                tracing::warn!(change = ?change, error = %e, "could not undo a network change");
+            }
+            let _ = self.save();
+        }
+        let _ = std::fs::remove_file(&self.journal);
+    }
+
+    /// What is currently applied.
+    pub fn applied(&self) -> &[Change] {
+        &self.applied
+    }
+
+    fn save(&self) -> Result<(), NetError> {
+        let text = serde_json::to_string_pretty(&self.applied)
+            .map_err(|e| NetError(format!("journal: {e}")))?;
+        let tmp = self.journal.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &self.journal))
+            .map_err(|e| NetError(format!("cannot write {}: {e}", self.journal.display())))
+    }
+}
+
+/// The resolv.conf the client edits when systemd-resolved is not in charge. Tests point
+/// `GATEHOUSE_RESOLV_CONF` at a scratch file so they never touch the host's.
+pub fn resolv_conf_path() -> PathBuf {
+    std::env::var_os("GATEHOUSE_RESOLV_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/resolv.conf"))
+}

@@ -1,0 +1,21 @@
+//! Platforms whose routing and DNS code is not written yet (Windows, macOS): connecting
+//! reports that clearly instead of half-configuring the host.
+
+use std::path::Path;
+
+use super::{Change, NetError, NetPlan};
+
+pub(super) fn plan_changes(_plan: &NetPlan, _dir: &Path) -> Result<Vec<Change>, NetError> {
+    Err(NetError(format!(
+        "routes and DNS are not implemented on {} yet",
+        std::env::consts::OS
+    )))
+}
+
+pub(super) fn apply(_change: &Change, _plan: &NetPlan) -> Result<(), NetError> {
+    Err(NetError("unsupported platform".into()))
+}
+
+pub(super) fn undo(_change: &Change) -> Result<(), NetError> {
+    Ok(())
+}

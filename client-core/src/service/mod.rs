@@ -1,0 +1,98 @@
+//! The client service: the privileged half of the client (TUN, routes, DNS) behind a local
+//! socket. The CLI and the desktop app are unprivileged front ends that send it commands.
+//!
+//! # Protocol
+//!
+//! One JSON object per line, both ways, over a Unix stream socket (on Windows the same lines
+//! will travel over a named pipe, `\\.\pipe\gatehouse`, with the pipe's DACL granting the
+//! interactive user - not built yet). A front end sends a [`Request`]; the service answers
+//! with one [`Reply`] per request, except `subscribe`, after which the service streams a
+//! `status` reply on every change and a `log` reply per log line until the front end hangs up.
+//!
+//! ```text
+//! -> {"cmd":"connect","request":{"profile":{...},"key_pem":"-----BEGIN PRIVATE KEY-----...","protocol":"openvpn-udp"}}
+//! <- {"type":"ok","status":{"state":"connecting","profile":"work","protocol":"openvpn-udp","counters":{...}}}
+//! -> {"cmd":"status"}
+//! <- {"type":"status","status":{"state":"connected","profile":"work","since":1795000000,"address":"172.16.201.2","gateway":"vpn.example.com:1194","protocol":"openvpn-udp","counters":{"rx_bytes":0,...}}}
+//! -> {"cmd":"disconnect"}
+//! <- {"type":"ok","status":{"state":"disconnected","counters":{...}}}
+//! -> {"cmd":"subscribe"}
+//! <- {"type":"status",...}  {"type":"log","line":{"time":...,"level":"info","message":"..."}} ...
+//! ```
+//!
+//! The private key travels from the user's keyring to the service only over this socket and
+//! is never written to disk by the service. Who may connect: the service checks the peer's
+//! credentials (SO_PEERCRED) and admits root, its own user, and members of the `gatehouse`
+//! group.
+
+pub mod client;
+mod server;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manager::{ConnectRequest, LogLine};
+use crate::status::Status;
+
+pub use server::serve;
+
+/// A command from a front end.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Connect (replacing any current connection).
+    Connect {
+        /// Profile, key and protocol.
+        request: Box<ConnectRequest>,
+    },
+    /// Disconnect and undo every host change.
+    Disconnect,
+    /// The current status.
+    Status,
+    /// Stream status changes and log lines.
+    Subscribe,
+}
+
+/// The service's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// The command was carried out; the status after it.
+    Ok {
+        /// Status.
+        status: Status,
+    },
+    /// The command failed.
+    Error {
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// A status snapshot.
+    Status {
+        /// Status.
+        status: Status,
+    },
+    /// A log line.
+    Log {
+        /// The line.
+        line: LogLine,
+    },
+}
+
+/// Where the service listens: `GATEHOUSE_SOCKET`, else the system location.
+pub fn socket_path() -> PathBuf {
+    std::env::var_os("GATEHOUSE_SOCKET")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/gatehouse/client.sock"))
+}
+
+/// The service's own state directory (network journal): `GATEHOUSE_HOME`, else
+/// `/var/lib/gatehouse`.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("GATEHOUSE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/gatehouse"))
+}
