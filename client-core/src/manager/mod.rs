@@ -65,7 +65,11 @@ impl Default for ManagerOptions {
     fn default() -> Self {
         Self {
             tun_name: std::env::var("GATEHOUSE_TUN").unwrap_or_else(|_| "gatehouse-c0".into()),
-            connect_timeout: Duration::from_secs(15),
+            // GATEHOUSE_CONNECT_TIMEOUT (seconds) lets tests and slow links change it.
+            connect_timeout: std::env::var("GATEHOUSE_CONNECT_TIMEOUT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::from_secs(15), Duration::from_secs),
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
         }
