@@ -741,8 +741,8 @@ impl Gatehoused {
 
 /// The drop counters of a [`STOPPED`] (or periodic `status`) line: everything after
 /// `drops=`, e.g. `drops=ipv6=3 spoofed=5 sessions=..` gives {ipv6: 3, spoofed: 5}; `none`
-/// gives an empty map. Only `name=number` words with a lowercase name directly after
-/// `drops=` count; the first word that is not one ends the list.
+/// gives an empty map. Only `name=number` words (name: lowercase letters and digits)
+/// directly after `drops=` count; the first word that is not one ends the list.
 pub fn drop_counters(line: &str) -> BTreeMap<String, u64> {
     let mut counters = BTreeMap::new();
     let line = strip_ansi(line);
@@ -755,7 +755,10 @@ pub fn drop_counters(line: &str) -> BTreeMap<String, u64> {
         };
         let (Ok(n), true) = (
             value.parse::<u64>(),
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase()),
+            name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
         ) else {
             break;
         };

@@ -3,7 +3,7 @@
 //! client, anti-spoofing, graceful shutdown (RESTART to the clients), and several clients and
 //! a duplicate login at once.
 //!
-//! Every test builds its own topology (its own tag `m*` and subnet index, 30..=35), its own
+//! Every test builds its own topology (its own tag `m*` and subnet index, 30..=36), its own
 //! data directory and certificates, so the tests run in parallel with each other and with the
 //! other suites (which use other indexes).
 
@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::gatehoused::{
-    CONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, RENEGOTIATED, REPLACED, STOPPED,
-    drop_counters, export_ovpn, spawn_stock_client, times_up, toml_str, tun_ipv4, wait_client_up,
+    CONNECTED, DISCONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, RENEGOTIATED, REPLACED,
+    STOPPED, drop_counters, export_ovpn, spawn_stock_client, times_up, toml_str, tun_ipv4,
+    wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
@@ -225,6 +226,21 @@ fn wait_log(
     }
 }
 
+/// Waits for gatehoused's [`REPLACED`] for `name` whose `old_remote` is `old` (the first
+/// session's underlay address).
+fn wait_replaced(gw: &Gatehoused, new: &Proc, name: &str, old: Ipv4Addr) -> Result<LogEvent> {
+    gw.wait_event(
+        REPLACED,
+        |e| {
+            e.field("client") == Some(name)
+                && e.field("old_remote")
+                    .is_some_and(|r| r.contains(&format!("{old}:")))
+        },
+        UP_TIMEOUT,
+    )
+    .with_context(|| logs(gw, new))
+}
+
 #[test]
 fn renegotiation_by_time_loses_no_ping() -> Result<()> {
     let s = Setup::new("mr", 30, 1)?;
@@ -276,7 +292,7 @@ fn renegotiation_by_time_loses_no_ping() -> Result<()> {
         "renegotiations should move to a new key id each time, got {ids:?}"
     );
 
-    // The stock client went through a full TLS handshake for each one and installed new keys.
+    // The stock client went through a full TLS handshake for each one ...
     let client_log = client.log_contents();
     let handshakes = client_log.matches("Control Channel: TLS").count();
     ensure!(
@@ -578,33 +594,99 @@ fn many_clients_at_once() -> Result<()> {
         &s.path("alice-second.ovpn"),
     )?;
     let second = s.stock_client(4, &second_profile, "tun-alice2", &[])?;
-    let old_remote = s.topo.client(0).addr;
-    let replaced = gw
-        .wait_event(
-            REPLACED,
-            |e| {
-                e.field("client") == Some("alice")
-                    && e.field("old_remote")
-                        .is_some_and(|r| r.contains(&format!("{old_remote}:")))
-            },
-            UP_TIMEOUT,
-        )
-        .with_context(|| logs(&gw, &second))?;
+    let replaced = wait_replaced(&gw, &second, "alice", s.topo.client(0).addr)?;
     eprintln!("{}", replaced.line);
+    // The first device is gone for good (its owner moved on); were it to reconnect, the
+    // two would take the session from each other in turn.
+    clients[0].stop();
     connected(&s, &gw, &second, 4, "alice", "tun-alice2")?;
     wait_ping(s.ns(4), s.topo.lan_host, Duration::from_secs(10))
         .with_context(|| logs(&gw, &second))?;
     // The others are untouched by alice's replacement.
-    for i in 1..NAMES.len() {
+    for (i, client) in clients.iter().enumerate().skip(1) {
         wait_ping(s.ns(i), s.topo.lan_host, Duration::from_secs(5))
-            .with_context(|| logs(&gw, &clients[i]))?;
+            .with_context(|| logs(&gw, client))?;
     }
-    thread::sleep(Duration::from_secs(25));
-    eprintln!(
-        "first alice client after the replacement:\n{}",
-        clients[0].log_tail(30)
+    Ok(())
+}
+
+#[test]
+fn replaced_session_is_told_to_restart() -> Result<()> {
+    // Keepalive far longer than the test's windows: only a RESTART explains a quick restart.
+    let s = Setup::new("md", 36, 2)?;
+    s.gw_dir.set("openvpn.ping", &toml_str("10s"))?;
+    s.gw_dir.set("openvpn.ping_restart", &toml_str("60s"))?;
+    let gw = s.start_gateway("gatehoused.log")?;
+    let first_profile = s.profile("alice", 0)?;
+    let first = s.stock_client(0, &first_profile, "tun-first", &[])?;
+    connected(&s, &gw, &first, 0, "alice", "tun-first")?;
+    wait_ping(s.ns(0), s.topo.lan_host, Duration::from_secs(10))
+        .with_context(|| logs(&gw, &first))?;
+
+    // The same certificate from a second device.
+    let second_profile = export_ovpn(
+        &s.gw_dir.pki(),
+        "alice",
+        s.topo.client(1).gateway_addr,
+        &s.path("alice-second.ovpn"),
+    )?;
+    let second = s.stock_client(1, &second_profile, "tun-second", &[])?;
+    let old = s.topo.client(0).addr;
+    let replaced = wait_replaced(&gw, &second, "alice", old)?;
+    let at = Instant::now();
+    eprintln!("{}", replaced.line);
+
+    // The first session ends now (not at its next keepalive), and its client is told so:
+    // the gateway's close sends RESTART, as it does on shutdown.
+    let restart_marker = "server-pushed-connection-reset";
+    let window = Duration::from_secs(5);
+    let mut disconnected: Option<LogEvent> = None;
+    let mut restarted = false;
+    while at.elapsed() < window && !(restarted && disconnected.is_some()) {
+        if disconnected.is_none() {
+            disconnected = gw
+                .events(DISCONNECTED)
+                .into_iter()
+                .find(|e| e.remote_is(old));
+        }
+        restarted = first.log_contents().contains(restart_marker);
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Stop the first device before it reconnects and takes the session back.
+    first.stop();
+    let mut problems = Vec::new();
+    match &disconnected {
+        Some(e) => {
+            eprintln!("{}", e.line);
+            if !e.field("reason").unwrap_or_default().contains("replaced") {
+                problems.push(format!(
+                    "the disconnect reason does not say replaced: {}",
+                    e.line
+                ));
+            }
+        }
+        None => problems.push(format!(
+            "gatehoused logged no `{DISCONNECTED}` for the replaced session ({old}) within \
+             {window:?} of `{REPLACED}`"
+        )),
+    }
+    if !restarted {
+        problems.push(format!(
+            "the replaced client ({}) was not told to restart ({restart_marker:?}) within \
+             {window:?}; it only finds out at its ping-restart (60 s)",
+            first.log_path().display()
+        ));
+    }
+    ensure!(
+        problems.is_empty(),
+        "{}\ngatehoused log:\n{}\nfirst client log:\n{}",
+        problems.join("\n"),
+        gw.log_tail(15),
+        first.log_tail(12)
     );
-    eprintln!("second:\n{}", second.log_tail(30));
-    eprintln!("gw:\n{}", gw.log_tail(30));
+
+    connected(&s, &gw, &second, 1, "alice", "tun-second")?;
+    wait_ping(s.ns(1), s.topo.lan_host, Duration::from_secs(10))
+        .with_context(|| logs(&gw, &second))?;
     Ok(())
 }

@@ -90,6 +90,7 @@ pub struct Gateway {
     by_tcp: HashMap<u64, (TunnelId, SocketAddr, mpsc::Sender<Vec<u8>>)>,
     by_client: HashMap<String, TunnelId>,
     deadlines: BinaryHeap<Reverse<(Instant, TunnelId)>>,
+    pending_drain: Vec<TunnelId>,
     next_id: TunnelId,
     next_peer_id: u32,
     stats: Stats,
@@ -145,6 +146,7 @@ impl Gateway {
             by_tcp: HashMap::new(),
             by_client: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            pending_drain: Vec::new(),
             next_id: 1,
             next_peer_id: 0,
             stats: Stats::default(),
@@ -543,8 +545,16 @@ impl Gateway {
         }
     }
 
-    /// Sends what a session wants to send and acts on its events, until it is quiet.
+    /// Sends what a session wants to send and acts on its events, until it is quiet; then
+    /// the same for sessions its events touched (a replaced login's RESTART).
     async fn drain(&mut self, now: Instant, id: TunnelId) {
+        self.drain_one(now, id).await;
+        while let Some(other) = self.pending_drain.pop() {
+            self.drain_one(now, other).await;
+        }
+    }
+
+    async fn drain_one(&mut self, now: Instant, id: TunnelId) {
         loop {
             let Some(e) = self.sessions.get_mut(&id) else {
                 return;
@@ -646,6 +656,7 @@ impl Gateway {
                 info!(client = %client, old_remote = %e.remote, "second login with the same certificate replaces the first session");
                 e.session
                     .close(now, "replaced by a newer login with the same certificate");
+                self.pending_drain.push(old);
             }
             self.release(old);
         }

@@ -1,0 +1,489 @@
+//! Proposal selection (RFC 7296 2.7, 3.3): what the gateway accepts, in its order of
+//! preference, and the choice among what a peer offers.
+
+use super::crypto::{DhGroup, IkeCipher, Integ, Prf};
+use crate::wire::ikev2::sa::{
+    ATTR_KEY_LENGTH, ENCR_AES_CBC, ENCR_AES_GCM_16, ENCR_CHACHA20_POLY1305, ESN_NONE,
+};
+use crate::wire::ikev2::{Proposal, ProtocolId, SaPayload, Transform, TransformType};
+
+/// A negotiated IKE SA suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IkeSuite {
+    /// SK payload protection.
+    pub cipher: IkeCipher,
+    /// PRF.
+    pub prf: Prf,
+    /// Key exchange.
+    pub dh: DhGroup,
+}
+
+/// A negotiated ESP suite (no ESN, tunnel mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EspSuite {
+    /// AES-GCM with a 16-byte ICV (RFC 4106), 128 or 256-bit key.
+    AesGcm16 {
+        /// Key bits.
+        key_bits: u16,
+    },
+    /// ChaCha20-Poly1305 (RFC 7634).
+    ChaCha20Poly1305,
+}
+
+impl EspSuite {
+    /// Key material per direction (encryption key + 4-byte salt).
+    pub fn key_len(self) -> usize {
+        match self {
+            EspSuite::AesGcm16 { key_bits } => usize::from(key_bits) / 8 + 4,
+            EspSuite::ChaCha20Poly1305 => 36,
+        }
+    }
+}
+
+/// What a gateway or client is willing to use, most preferred first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// IKE ciphers.
+    pub ike_ciphers: Vec<IkeCipher>,
+    /// PRFs.
+    pub prfs: Vec<Prf>,
+    /// Key exchange groups.
+    pub dh_groups: Vec<DhGroup>,
+    /// ESP ciphers.
+    pub esp: Vec<EspSuite>,
+}
+
+impl Default for Policy {
+    /// AEAD first, then AES-CBC with HMAC-SHA2 (what Windows' built-in client offers);
+    /// x25519, then NIST curves, then MODP-2048.
+    fn default() -> Self {
+        Policy {
+            ike_ciphers: vec![
+                IkeCipher::AesGcm16 { key_bits: 256 },
+                IkeCipher::ChaCha20Poly1305,
+                IkeCipher::AesGcm16 { key_bits: 128 },
+                IkeCipher::AesCbc {
+                    key_bits: 256,
+                    integ: Integ::HmacSha256_128,
+                },
+                IkeCipher::AesCbc {
+                    key_bits: 256,
+                    integ: Integ::HmacSha384_192,
+                },
+                IkeCipher::AesCbc {
+                    key_bits: 128,
+                    integ: Integ::HmacSha256_128,
+                },
+            ],
+            prfs: vec![Prf::HmacSha256, Prf::HmacSha384, Prf::HmacSha512],
+            dh_groups: vec![
+                DhGroup::Curve25519,
+                DhGroup::Ecp256,
+                DhGroup::Ecp384,
+                DhGroup::Modp2048,
+            ],
+            esp: vec![
+                EspSuite::AesGcm16 { key_bits: 256 },
+                EspSuite::ChaCha20Poly1305,
+                EspSuite::AesGcm16 { key_bits: 128 },
+            ],
+        }
+    }
+}
+
+/// The outcome of choosing an IKE proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IkeChoice {
+    /// A suite acceptable to both, using the peer's KE group.
+    Chosen {
+        /// The peer's proposal number.
+        number: u8,
+        /// The suite.
+        suite: IkeSuite,
+    },
+    /// A suite is acceptable, but with another group than the peer's KE payload: answer
+    /// INVALID_KE_PAYLOAD with this group.
+    WrongGroup(DhGroup),
+    /// Nothing acceptable: NO_PROPOSAL_CHOSEN.
+    NoProposal,
+}
+
+fn key_bits(t: &Transform<'_>) -> Option<u16> {
+    t.key_length()
+}
+
+fn ike_ciphers_of(p: &Proposal<'_>) -> Vec<IkeCipher> {
+    let integs: Vec<Integ> = p
+        .transforms_of(TransformType::INTEG)
+        .filter_map(|t| Integ::from_transform_id(t.id))
+        .collect();
+    let mut out = Vec::new();
+    for t in p.transforms_of(TransformType::ENCR) {
+        if t.has_unknown_attributes() {
+            continue;
+        }
+        match (t.id, key_bits(t)) {
+            (ENCR_AES_GCM_16, Some(bits @ (128 | 256))) => {
+                out.push(IkeCipher::AesGcm16 { key_bits: bits })
+            }
+            (ENCR_CHACHA20_POLY1305, None) => out.push(IkeCipher::ChaCha20Poly1305),
+            (ENCR_AES_CBC, Some(bits @ (128 | 256))) => {
+                for &integ in &integs {
+                    out.push(IkeCipher::AesCbc {
+                        key_bits: bits,
+                        integ,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Chooses an IKE suite among `sa`'s proposals; `ke_group` is the group of the peer's KE.
+pub fn choose_ike(policy: &Policy, sa: &SaPayload<'_>, ke_group: u16) -> IkeChoice {
+    let mut fallback_group: Option<DhGroup> = None;
+    // Our preference decides among everything offered (AEAD over CBC even when the peer
+    // lists its CBC proposal first).
+    for cipher in &policy.ike_ciphers {
+        for p in sa.proposals.iter().filter(|p| p.protocol == ProtocolId::IKE) {
+            if !ike_ciphers_of(p).contains(cipher) {
+                continue;
+            }
+            let prfs: Vec<Prf> = p
+                .transforms_of(TransformType::PRF)
+                .filter_map(|t| Prf::from_transform_id(t.id))
+                .collect();
+            let Some(prf) = policy.prfs.iter().copied().find(|x| prfs.contains(x)) else {
+                continue;
+            };
+            let groups: Vec<DhGroup> = p
+                .transforms_of(TransformType::DH)
+                .filter_map(|t| DhGroup::from_transform_id(t.id))
+                .collect();
+            // Take the peer's KE group when we accept it (saves a round trip).
+            if let Some(dh) = DhGroup::from_transform_id(ke_group)
+                .filter(|g| groups.contains(g) && policy.dh_groups.contains(g))
+            {
+                return IkeChoice::Chosen {
+                    number: p.number,
+                    suite: IkeSuite {
+                        cipher: *cipher,
+                        prf,
+                        dh,
+                    },
+                };
+            }
+            if fallback_group.is_none() {
+                fallback_group = policy.dh_groups.iter().copied().find(|g| groups.contains(g));
+            }
+        }
+    }
+    match fallback_group {
+        Some(g) => IkeChoice::WrongGroup(g),
+        None => IkeChoice::NoProposal,
+    }
+}
+
+fn esp_suites_of(p: &Proposal<'_>) -> Vec<EspSuite> {
+    // We do not do extended sequence numbers: a proposal must allow ESN none (or omit ESN).
+    let esn_ok = p.transforms_of(TransformType::ESN).next().is_none()
+        || p.transforms_of(TransformType::ESN).any(|t| t.id == ESN_NONE);
+    if !esn_ok {
+        return Vec::new();
+    }
+    p.transforms_of(TransformType::ENCR)
+        .filter(|t| !t.has_unknown_attributes())
+        .filter_map(|t| match (t.id, key_bits(t)) {
+            (ENCR_AES_GCM_16, Some(bits @ (128 | 256))) => Some(EspSuite::AesGcm16 { key_bits: bits }),
+            (ENCR_CHACHA20_POLY1305, None) => Some(EspSuite::ChaCha20Poly1305),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Chooses an ESP suite; returns the peer's proposal number, its SPI and the suite. A
+/// proposal that demands a key exchange (a PFS group) is accepted only when `allow_dh` lists
+/// that group; the group is returned too.
+pub fn choose_esp(
+    policy: &Policy,
+    sa: &SaPayload<'_>,
+    allow_dh: &[DhGroup],
+) -> Option<(u8, u32, EspSuite, Option<DhGroup>)> {
+    for &want in &policy.esp {
+        for p in sa.proposals.iter().filter(|p| p.protocol == ProtocolId::ESP) {
+            let Some(spi) = p.spi_u32() else {
+                continue;
+            };
+            if !esp_suites_of(p).contains(&want) {
+                continue;
+            }
+            let groups: Vec<u16> = p.transforms_of(TransformType::DH).map(|t| t.id).collect();
+            let dh = if groups.is_empty() || groups.contains(&0) {
+                None
+            } else {
+                match allow_dh
+                    .iter()
+                    .copied()
+                    .find(|g| groups.contains(&g.transform_id()))
+                {
+                    Some(g) => Some(g),
+                    None => continue,
+                }
+            };
+            return Some((p.number, spi, want, dh));
+        }
+    }
+    None
+}
+
+/// The SA payload answering with one chosen IKE suite (`spi` empty in IKE_SA_INIT, 8 bytes
+/// when rekeying).
+pub fn ike_sa_payload(number: u8, suite: IkeSuite, spi: &[u8]) -> SaPayload<'_> {
+    let mut transforms = Vec::new();
+    match suite.cipher {
+        IkeCipher::AesGcm16 { key_bits } => transforms.push(Transform::with_key_length(
+            TransformType::ENCR,
+            ENCR_AES_GCM_16,
+            key_bits,
+        )),
+        IkeCipher::ChaCha20Poly1305 => {
+            transforms.push(Transform::new(TransformType::ENCR, ENCR_CHACHA20_POLY1305))
+        }
+        IkeCipher::AesCbc { key_bits, integ } => {
+            transforms.push(Transform::with_key_length(
+                TransformType::ENCR,
+                ENCR_AES_CBC,
+                key_bits,
+            ));
+            transforms.push(Transform::new(TransformType::INTEG, integ.transform_id()));
+        }
+    }
+    transforms.push(Transform::new(TransformType::PRF, suite.prf.transform_id()));
+    transforms.push(Transform::new(TransformType::DH, suite.dh.transform_id()));
+    SaPayload {
+        proposals: vec![Proposal {
+            number,
+            protocol: ProtocolId::IKE,
+            spi,
+            transforms,
+        }],
+    }
+}
+
+/// The SA payload offering every IKE suite of `policy` (initiator side), one proposal.
+pub fn ike_offer<'a>(policy: &Policy, spi: &'a [u8]) -> SaPayload<'a> {
+    let mut transforms = Vec::new();
+    let mut aead = Vec::new();
+    let mut cbc = Vec::new();
+    for c in &policy.ike_ciphers {
+        match *c {
+            IkeCipher::AesGcm16 { key_bits } => aead.push(Transform::with_key_length(
+                TransformType::ENCR,
+                ENCR_AES_GCM_16,
+                key_bits,
+            )),
+            IkeCipher::ChaCha20Poly1305 => {
+                aead.push(Transform::new(TransformType::ENCR, ENCR_CHACHA20_POLY1305))
+            }
+            IkeCipher::AesCbc { key_bits, integ } => cbc.push((key_bits, integ)),
+        }
+    }
+    let mut proposals = Vec::new();
+    let tail = |transforms: &mut Vec<Transform<'a>>| {
+        for p in &policy.prfs {
+            transforms.push(Transform::new(TransformType::PRF, p.transform_id()));
+        }
+        for g in &policy.dh_groups {
+            transforms.push(Transform::new(TransformType::DH, g.transform_id()));
+        }
+    };
+    if !aead.is_empty() {
+        transforms.extend(aead);
+        tail(&mut transforms);
+        proposals.push(Proposal {
+            number: 1,
+            protocol: ProtocolId::IKE,
+            spi,
+            transforms,
+        });
+    }
+    if !cbc.is_empty() {
+        let mut t = Vec::new();
+        let mut seen_bits = Vec::new();
+        let mut seen_integ = Vec::new();
+        for (bits, integ) in cbc {
+            if !seen_bits.contains(&bits) {
+                seen_bits.push(bits);
+                t.push(Transform::with_key_length(TransformType::ENCR, ENCR_AES_CBC, bits));
+            }
+            if !seen_integ.contains(&integ) {
+                seen_integ.push(integ);
+            }
+        }
+        for i in seen_integ {
+            t.push(Transform::new(TransformType::INTEG, i.transform_id()));
+        }
+        tail(&mut t);
+        proposals.push(Proposal {
+            number: proposals.len() as u8 + 1,
+            protocol: ProtocolId::IKE,
+            spi,
+            transforms: t,
+        });
+    }
+    SaPayload { proposals }
+}
+
+/// The SA payload answering with one ESP suite and our inbound SPI.
+pub fn esp_sa_payload(number: u8, suite: EspSuite, spi: &[u8; 4]) -> SaPayload<'_> {
+    let encr = match suite {
+        EspSuite::AesGcm16 { key_bits } => {
+            Transform::with_key_length(TransformType::ENCR, ENCR_AES_GCM_16, key_bits)
+        }
+        EspSuite::ChaCha20Poly1305 => Transform::new(TransformType::ENCR, ENCR_CHACHA20_POLY1305),
+    };
+    SaPayload {
+        proposals: vec![Proposal {
+            number,
+            protocol: ProtocolId::ESP,
+            spi,
+            transforms: vec![encr, Transform::new(TransformType::ESN, ESN_NONE)],
+        }],
+    }
+}
+
+/// The SA payload offering every ESP suite of `policy` with our inbound SPI.
+pub fn esp_offer<'a>(policy: &Policy, spi: &'a [u8; 4]) -> SaPayload<'a> {
+    let mut transforms: Vec<Transform<'a>> = policy
+        .esp
+        .iter()
+        .map(|s| match *s {
+            EspSuite::AesGcm16 { key_bits } => {
+                Transform::with_key_length(TransformType::ENCR, ENCR_AES_GCM_16, key_bits)
+            }
+            EspSuite::ChaCha20Poly1305 => {
+                Transform::new(TransformType::ENCR, ENCR_CHACHA20_POLY1305)
+            }
+        })
+        .collect();
+    transforms.push(Transform::new(TransformType::ESN, ESN_NONE));
+    SaPayload {
+        proposals: vec![Proposal {
+            number: 1,
+            protocol: ProtocolId::ESP,
+            spi,
+            transforms,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ikev2::sa::{
+        AUTH_HMAC_SHA2_256_128, DH_CURVE25519, DH_ECP_256, DH_MODP_2048, PRF_HMAC_SHA2_256,
+        PRF_HMAC_SHA2_384,
+    };
+
+    fn strongswan_like() -> SaPayload<'static> {
+        // Proposal 1: classic AES-CBC + HMAC-SHA2; proposal 2: AEAD. DH 31, 19, 14.
+        let common = |t: &mut Vec<Transform<'static>>| {
+            t.push(Transform::new(TransformType::PRF, PRF_HMAC_SHA2_256));
+            t.push(Transform::new(TransformType::PRF, PRF_HMAC_SHA2_384));
+            t.push(Transform::new(TransformType::DH, DH_CURVE25519));
+            t.push(Transform::new(TransformType::DH, DH_ECP_256));
+            t.push(Transform::new(TransformType::DH, DH_MODP_2048));
+        };
+        let mut p1 = vec![
+            Transform::with_key_length(TransformType::ENCR, ENCR_AES_CBC, 256),
+            Transform::new(TransformType::INTEG, AUTH_HMAC_SHA2_256_128),
+        ];
+        common(&mut p1);
+        let mut p2 = vec![Transform::with_key_length(
+            TransformType::ENCR,
+            ENCR_AES_GCM_16,
+            256,
+        )];
+        common(&mut p2);
+        SaPayload {
+            proposals: vec![
+                Proposal {
+                    number: 1,
+                    protocol: ProtocolId::IKE,
+                    spi: &[],
+                    transforms: p1,
+                },
+                Proposal {
+                    number: 2,
+                    protocol: ProtocolId::IKE,
+                    spi: &[],
+                    transforms: p2,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn picks_our_preferred_cipher_from_any_proposal_and_peer_group() {
+        let c = choose_ike(&Policy::default(), &strongswan_like(), DH_CURVE25519);
+        // AES-GCM-256 is in the peer's second proposal; our preference wins over its order.
+        match c {
+            IkeChoice::Chosen { number, suite } => {
+                assert_eq!(number, 2);
+                assert_eq!(suite.cipher, IkeCipher::AesGcm16 { key_bits: 256 });
+                assert_eq!(suite.dh, DhGroup::Curve25519);
+                assert_eq!(suite.prf, Prf::HmacSha256);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_group_and_no_proposal() {
+        assert_eq!(
+            choose_ike(&Policy::default(), &strongswan_like(), 21),
+            IkeChoice::WrongGroup(DhGroup::Curve25519)
+        );
+        let only_3des = SaPayload {
+            proposals: vec![Proposal {
+                number: 1,
+                protocol: ProtocolId::IKE,
+                spi: &[],
+                transforms: vec![
+                    Transform::new(TransformType::ENCR, 3),
+                    Transform::new(TransformType::PRF, PRF_HMAC_SHA2_256),
+                    Transform::new(TransformType::DH, DH_CURVE25519),
+                ],
+            }],
+        };
+        assert_eq!(
+            choose_ike(&Policy::default(), &only_3des, DH_CURVE25519),
+            IkeChoice::NoProposal
+        );
+    }
+
+    #[test]
+    fn esp_choice_honours_esn_and_spi() {
+        let spi = [1, 2, 3, 4];
+        let offer = esp_offer(&Policy::default(), &spi);
+        let (n, s, suite, dh) = choose_esp(&Policy::default(), &offer, &[]).unwrap();
+        assert_eq!((n, s, suite, dh), (1, 0x01020304, EspSuite::AesGcm16 { key_bits: 256 }, None));
+        let mut esn_only = esp_offer(&Policy::default(), &spi);
+        esn_only.proposals[0].transforms.retain(|t| t.transform_type != TransformType::ESN);
+        esn_only.proposals[0]
+            .transforms
+            .push(Transform::new(TransformType::ESN, 1));
+        assert!(choose_esp(&Policy::default(), &esn_only, &[]).is_none());
+    }
+
+    #[test]
+    fn our_offer_is_acceptable_to_ourselves() {
+        let offer = ike_offer(&Policy::default(), &[]);
+        assert!(matches!(
+            choose_ike(&Policy::default(), &offer, DH_CURVE25519),
+            IkeChoice::Chosen { suite: IkeSuite { cipher: IkeCipher::AesGcm16 { key_bits: 256 }, .. }, .. }
+        ));
+    }
+}
