@@ -7,6 +7,8 @@
 //! clock (see the tests next to each module).
 
 pub mod entropy;
+pub mod esp;
+pub mod ikev2;
 pub mod openvpn;
 pub mod pool;
 pub mod router;

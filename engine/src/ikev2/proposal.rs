@@ -2,9 +2,8 @@
 //! preference, and the choice among what a peer offers.
 
 use super::crypto::{DhGroup, IkeCipher, Integ, Prf};
-use crate::wire::ikev2::sa::{
-    ATTR_KEY_LENGTH, ENCR_AES_CBC, ENCR_AES_GCM_16, ENCR_CHACHA20_POLY1305, ESN_NONE,
-};
+use crate::esp::EspCipher;
+use crate::wire::ikev2::sa::{ENCR_AES_CBC, ENCR_AES_GCM_16, ENCR_CHACHA20_POLY1305, ESN_NONE};
 use crate::wire::ikev2::{Proposal, ProtocolId, SaPayload, Transform, TransformType};
 
 /// A negotiated IKE SA suite.
@@ -18,27 +17,8 @@ pub struct IkeSuite {
     pub dh: DhGroup,
 }
 
-/// A negotiated ESP suite (no ESN, tunnel mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EspSuite {
-    /// AES-GCM with a 16-byte ICV (RFC 4106), 128 or 256-bit key.
-    AesGcm16 {
-        /// Key bits.
-        key_bits: u16,
-    },
-    /// ChaCha20-Poly1305 (RFC 7634).
-    ChaCha20Poly1305,
-}
-
-impl EspSuite {
-    /// Key material per direction (encryption key + 4-byte salt).
-    pub fn key_len(self) -> usize {
-        match self {
-            EspSuite::AesGcm16 { key_bits } => usize::from(key_bits) / 8 + 4,
-            EspSuite::ChaCha20Poly1305 => 36,
-        }
-    }
-}
+/// A negotiated ESP suite (no ESN, tunnel mode) is an [`EspCipher`].
+pub type EspSuite = EspCipher;
 
 /// What a gateway or client is willing to use, most preferred first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +127,11 @@ pub fn choose_ike(policy: &Policy, sa: &SaPayload<'_>, ke_group: u16) -> IkeChoi
     // Our preference decides among everything offered (AEAD over CBC even when the peer
     // lists its CBC proposal first).
     for cipher in &policy.ike_ciphers {
-        for p in sa.proposals.iter().filter(|p| p.protocol == ProtocolId::IKE) {
+        for p in sa
+            .proposals
+            .iter()
+            .filter(|p| p.protocol == ProtocolId::IKE)
+        {
             if !ike_ciphers_of(p).contains(cipher) {
                 continue;
             }
@@ -176,7 +160,11 @@ pub fn choose_ike(policy: &Policy, sa: &SaPayload<'_>, ke_group: u16) -> IkeChoi
                 };
             }
             if fallback_group.is_none() {
-                fallback_group = policy.dh_groups.iter().copied().find(|g| groups.contains(g));
+                fallback_group = policy
+                    .dh_groups
+                    .iter()
+                    .copied()
+                    .find(|g| groups.contains(g));
             }
         }
     }
@@ -189,14 +177,17 @@ pub fn choose_ike(policy: &Policy, sa: &SaPayload<'_>, ke_group: u16) -> IkeChoi
 fn esp_suites_of(p: &Proposal<'_>) -> Vec<EspSuite> {
     // We do not do extended sequence numbers: a proposal must allow ESN none (or omit ESN).
     let esn_ok = p.transforms_of(TransformType::ESN).next().is_none()
-        || p.transforms_of(TransformType::ESN).any(|t| t.id == ESN_NONE);
+        || p.transforms_of(TransformType::ESN)
+            .any(|t| t.id == ESN_NONE);
     if !esn_ok {
         return Vec::new();
     }
     p.transforms_of(TransformType::ENCR)
         .filter(|t| !t.has_unknown_attributes())
         .filter_map(|t| match (t.id, key_bits(t)) {
-            (ENCR_AES_GCM_16, Some(bits @ (128 | 256))) => Some(EspSuite::AesGcm16 { key_bits: bits }),
+            (ENCR_AES_GCM_16, Some(bits @ (128 | 256))) => {
+                Some(EspSuite::AesGcm16 { key_bits: bits })
+            }
             (ENCR_CHACHA20_POLY1305, None) => Some(EspSuite::ChaCha20Poly1305),
             _ => None,
         })
@@ -212,7 +203,11 @@ pub fn choose_esp(
     allow_dh: &[DhGroup],
 ) -> Option<(u8, u32, EspSuite, Option<DhGroup>)> {
     for &want in &policy.esp {
-        for p in sa.proposals.iter().filter(|p| p.protocol == ProtocolId::ESP) {
+        for p in sa
+            .proposals
+            .iter()
+            .filter(|p| p.protocol == ProtocolId::ESP)
+        {
             let Some(spi) = p.spi_u32() else {
                 continue;
             };
@@ -316,7 +311,11 @@ pub fn ike_offer<'a>(policy: &Policy, spi: &'a [u8]) -> SaPayload<'a> {
         for (bits, integ) in cbc {
             if !seen_bits.contains(&bits) {
                 seen_bits.push(bits);
-                t.push(Transform::with_key_length(TransformType::ENCR, ENCR_AES_CBC, bits));
+                t.push(Transform::with_key_length(
+                    TransformType::ENCR,
+                    ENCR_AES_CBC,
+                    bits,
+                ));
             }
             if !seen_integ.contains(&integ) {
                 seen_integ.push(integ);
@@ -469,9 +468,14 @@ mod tests {
         let spi = [1, 2, 3, 4];
         let offer = esp_offer(&Policy::default(), &spi);
         let (n, s, suite, dh) = choose_esp(&Policy::default(), &offer, &[]).unwrap();
-        assert_eq!((n, s, suite, dh), (1, 0x01020304, EspSuite::AesGcm16 { key_bits: 256 }, None));
+        assert_eq!(
+            (n, s, suite, dh),
+            (1, 0x01020304, EspSuite::AesGcm16 { key_bits: 256 }, None)
+        );
         let mut esn_only = esp_offer(&Policy::default(), &spi);
-        esn_only.proposals[0].transforms.retain(|t| t.transform_type != TransformType::ESN);
+        esn_only.proposals[0]
+            .transforms
+            .retain(|t| t.transform_type != TransformType::ESN);
         esn_only.proposals[0]
             .transforms
             .push(Transform::new(TransformType::ESN, 1));
@@ -483,7 +487,13 @@ mod tests {
         let offer = ike_offer(&Policy::default(), &[]);
         assert!(matches!(
             choose_ike(&Policy::default(), &offer, DH_CURVE25519),
-            IkeChoice::Chosen { suite: IkeSuite { cipher: IkeCipher::AesGcm16 { key_bits: 256 }, .. }, .. }
+            IkeChoice::Chosen {
+                suite: IkeSuite {
+                    cipher: IkeCipher::AesGcm16 { key_bits: 256 },
+                    ..
+                },
+                ..
+            }
         ));
     }
 }

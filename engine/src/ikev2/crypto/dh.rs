@@ -4,7 +4,7 @@
 //! done with `crypto-bigint`'s constant-time Montgomery exponentiation.
 //!
 //! Randomness: ring's `SecureRandom` trait is sealed in ring 0.17, so our
-//! [`Entropy`](crate::entropy::Entropy) cannot stand in for it. Ring-backed groups therefore
+//! [`Entropy`] cannot stand in for it. Ring-backed groups therefore
 //! take a `&dyn ring::rand::SecureRandom` (drivers pass `SystemRandom`, tests may pass
 //! `SystemRandom` or ring's fixed test generators); MODP exponents are drawn from our
 //! `Entropy`, like every other random value in the engine.
@@ -134,8 +134,8 @@ impl DhGroup {
             };
             return Ok((private, public));
         };
-        let key = agreement::EphemeralPrivateKey::generate(alg, rng)
-            .map_err(|_| DhError::Rng(self))?;
+        let key =
+            agreement::EphemeralPrivateKey::generate(alg, rng).map_err(|_| DhError::Rng(self))?;
         let public = key.compute_public_key().map_err(|_| DhError::Rng(self))?;
         let public = match self {
             // SEC1 uncompressed point 0x04 | x | y; IKEv2 sends x | y (RFC 5903 section 7).
@@ -318,7 +318,11 @@ mod tests {
         for g in DhGroup::ALL {
             assert_eq!(DhGroup::from_transform_id(g.transform_id()), Some(g));
         }
-        assert_eq!(DhGroup::from_transform_id(2), None, "MODP 1024 is not offered");
+        assert_eq!(
+            DhGroup::from_transform_id(2),
+            None,
+            "MODP 1024 is not offered"
+        );
     }
 
     #[test]
@@ -453,7 +457,11 @@ mod tests {
         let mut x = [0u8; MODP_EXPONENT_BYTES];
         x[0] = 0x80;
         x[MODP_EXPONENT_BYTES - 1] = 5;
-        let sha = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b).as_ref().to_vec();
+        let sha = |b: &[u8]| {
+            ring::digest::digest(&ring::digest::SHA256, b)
+                .as_ref()
+                .to_vec()
+        };
         assert_eq!(
             sha(&modp_public::<{ U2048::LIMBS }>(P14, &x)),
             unhex("9824761398a29c1be555d6311ebc7c485037bb73810a24176971a3c74356ec6a")

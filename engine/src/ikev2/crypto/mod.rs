@@ -15,7 +15,7 @@ pub mod sign;
 pub mod sk;
 
 pub use dh::{DhError, DhGroup, DhPrivate};
-pub use keymat::{ChildSaKeys, IkeSaKeys, KeymatError, KeySizes};
+pub use keymat::{ChildSaKeys, IkeSaKeys, KeySizes, KeymatError};
 pub use prf::{Prf, PrfError};
-pub use sign::{AuthMethod, SignError, SigningKey};
+pub use sign::{AuthMethod, SignError, SignatureScheme, SigningKey};
 pub use sk::{IkeCipher, Integ, SkError, SkKeys};

@@ -144,7 +144,11 @@ mod tests {
         for p in Prf::ALL {
             assert_eq!(Prf::from_transform_id(p.transform_id()), Some(p));
         }
-        assert_eq!(Prf::from_transform_id(1), None, "PRF_HMAC_MD5 is not offered");
+        assert_eq!(
+            Prf::from_transform_id(1),
+            None,
+            "PRF_HMAC_MD5 is not offered"
+        );
     }
 
     #[test]

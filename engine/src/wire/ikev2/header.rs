@@ -170,7 +170,7 @@ mod tests {
 
     const BYTES: [u8; 28] = [
         0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, // initiator SPI
-        0, 0, 0, 0, 0, 0, 0, 0, // responder SPI
+        0, 0, 0, 0, 0, 0, 0, 0,    // responder SPI
         33,   // next payload: SA
         0x20, // version 2.0
         34,   // IKE_SA_INIT

@@ -25,7 +25,7 @@
 //! [`strip_non_esp_marker`] sorts what arrives on UDP port 4500 into IKE, ESP and NAT
 //! keepalives.
 
-mod auth;
+pub mod auth;
 mod cert;
 mod cp;
 mod delete;
@@ -57,7 +57,7 @@ pub use notify::{NAT_DETECTION_HASH_LEN, NotifyPayload, NotifyType};
 pub use payload::{
     MAX_PAYLOADS, Message, Payload, ProtocolId, emit_payloads, parse_inner, payload_type,
 };
-pub use sa::{Proposal, SaPayload, Transform, TransformAttribute, TransformType};
+pub use sa::{AttributeValue, Proposal, SaPayload, Transform, TransformAttribute, TransformType};
 pub use ts::{AddressRange, TrafficSelector, TsPayload, TsType};
 pub use vendor::STRONGSWAN_VENDOR_ID;
 

@@ -1,0 +1,13 @@
+//! ESP (RFC 4303) in tunnel mode for ESP-in-UDP (RFC 3948) with AEAD ciphers: AES-GCM-16
+//! (RFC 4106) and ChaCha20-Poly1305 (RFC 7634).
+//!
+//! An [`EspOutbound`] turns inner IP packets into ESP packets and an [`EspInbound`] does the
+//! reverse, both writing into caller-provided buffers (no allocation per packet). The UDP
+//! header and the port-4500 demultiplexing of IKE vs ESP are the caller's (see
+//! [`crate::wire::ikev2::strip_non_esp_marker`]). Keys come from
+//! [`ChildSaKeys`](crate::ikev2::crypto::ChildSaKeys); [`EspSa::from_child_keys`] picks
+//! the right half for each direction.
+
+pub mod sa;
+
+pub use sa::{EspCipher, EspError, EspInbound, EspOutbound, EspPayload, EspSa};
