@@ -1,4 +1,7 @@
 //! IKEv2 (RFC 7296).
 
 pub mod crypto;
+pub mod message;
+pub mod peer_cert;
 pub mod proposal;
+pub mod responder;
