@@ -8,11 +8,13 @@
 //! - [`openvpn`]: the stock OpenVPN 2.6 server and client.
 //! - [`gatehoused`]: Gatehouse's gateway daemon and `gatehouse-certs`, driven for the tests.
 //! - [`openssl_pki`]: a throwaway PKI made with the openssl CLI.
+//! - [`client`]: Gatehouse's own client, `gatehouse` (service and front-end commands).
 //!
 //! Every test that touches the network calls [`require_root`] first: the tests must fail, not
 //! skip, where they cannot run.
 
 pub mod cidr;
+pub mod client;
 pub mod gatehoused;
 pub mod net;
 pub mod netns;

@@ -86,10 +86,19 @@ pub fn connect(name: &str, protocol: Option<ProtocolKind>, foreground: bool) -> 
         let wait = tokio::time::sleep(Duration::from_secs(60));
         tokio::pin!(wait);
         let mut last = String::new();
+        // Until this request's first attempt shows up, a Connected or Error status is the
+        // previous connection's, not ours.
+        let mut ours = false;
         loop {
             tokio::select! {
                 r = updates.next() => {
                     let Reply::Status { status } = r? else { continue };
+                    if matches!(status.state, ConnectionState::Connecting { .. }) {
+                        ours = true;
+                    }
+                    if !ours {
+                        continue;
+                    }
                     let line = describe(&status);
                     if line != last {
                         println!("{line}");
@@ -115,6 +124,9 @@ async fn connect_foreground(req: ConnectRequest) -> Result<()> {
     let mut status = manager.watch_status();
     manager.connect(req).await?;
     let mut last = String::new();
+    // One handler for the whole run: a SIGINT between two loop passes is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             r = status.changed() => {
@@ -129,7 +141,7 @@ async fn connect_foreground(req: ConnectRequest) -> Result<()> {
                     bail!("{reason}");
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 println!("disconnecting...");
                 manager.disconnect().await?;
                 println!("{}", describe(&manager.status()));

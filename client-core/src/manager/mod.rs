@@ -242,6 +242,7 @@ async fn run(
         let mut backoff = options.initial_backoff;
         'reconnect: loop {
             let mut last_reason = String::from("no usable protocol in the profile");
+            let mut first_of_round = true;
             for proto in &protocols {
                 let outcome =
                     tunnel::run(&options, &req, *proto, &mut net, &mut rx, &status, &log).await;
@@ -267,7 +268,12 @@ async fn run(
                     }
                     Outcome::Lost(reason) => {
                         log.warn(format!("{profile} over {proto}: {reason}"));
-                        last_reason = reason;
+                        // The first failure of a round says why the connection went away;
+                        // fallbacks failing after it are consequences.
+                        if first_of_round {
+                            last_reason = reason;
+                            first_of_round = false;
+                        }
                         // A connection that was up resets the backoff.
                         if matches!(status_state(&status), ConnectionState::Connected { .. }) {
                             backoff = options.initial_backoff;

@@ -17,7 +17,7 @@ use super::keymethod::{
 };
 use super::keys::{DataKeys, EKM_LABEL, KEY_BLOCK_LEN, Role, prf_key_block};
 use super::push::PushReply;
-use super::tls::refusal_of;
+use super::tls::{alert_refusal, refusal_of};
 use crate::entropy::Entropy;
 use crate::wire::openvpn::{ControlPacket, Opcode};
 
@@ -192,9 +192,14 @@ impl ClientSession {
         };
         if let Err(e) = self.keys[idx].handle_control(pkt) {
             let reason = match &e {
-                ControlError::Tls(t) => refusal_of(t)
-                    .map(|r| format!("gateway {r}"))
-                    .unwrap_or_else(|| e.to_string()),
+                ControlError::Tls(t) => {
+                    if let Some(why) = alert_refusal(t) {
+                        self.events.push_back(ClientEvent::AuthFailed(why));
+                    }
+                    refusal_of(t)
+                        .map(|r| format!("gateway {r}"))
+                        .unwrap_or_else(|| e.to_string())
+                }
                 ControlError::TlsClosed => e.to_string(),
             };
             // As on the gateway: only a key state that carries no traffic may fail alone.

@@ -178,12 +178,13 @@ pub fn common_name(der: &[u8]) -> Option<String> {
 
 /// If a TLS error is a certificate refusal, the refusal with the peer's name.
 pub fn refusal_of(err: &Error) -> Option<CertRefusal> {
+    let last = LAST_REFUSAL.with(|l| l.borrow_mut().take());
     match err {
         Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
-            inner.downcast_ref::<CertRefusal>().cloned()
+            inner.downcast_ref::<CertRefusal>().cloned().or(last)
         }
         Error::InvalidCertificate(e) => Some(CertRefusal {
-            name: None,
+            name: last.and_then(|l| l.name),
             reason: explain_cert_error(e),
         }),
         Error::NoCertificatesPresented => Some(CertRefusal {
@@ -194,15 +195,48 @@ pub fn refusal_of(err: &Error) -> Option<CertRefusal> {
     }
 }
 
+thread_local! {
+    /// The refusal the verifier produced last on this thread. rustls calls the verifier
+    /// synchronously inside `process_new_packets`, so the session that sees the error reads
+    /// it right after, on the same thread. Passing the error through unchanged keeps rustls'
+    /// precise alert (certificate_revoked, certificate_expired, unknown_ca) for the peer.
+    static LAST_REFUSAL: std::cell::RefCell<Option<CertRefusal>> = const { std::cell::RefCell::new(None) };
+}
+
 fn refuse(end_entity: &CertificateDer<'_>, err: Error) -> Error {
     let reason = match &err {
         Error::InvalidCertificate(e) => explain_cert_error(e),
         other => other.to_string(),
     };
-    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(CertRefusal {
+    let refusal = CertRefusal {
         name: common_name(end_entity),
         reason,
-    }))))
+    };
+    match err {
+        Error::InvalidCertificate(_) => {
+            LAST_REFUSAL.with(|l| *l.borrow_mut() = Some(refusal));
+            err
+        }
+        _ => Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(refusal)))),
+    }
+}
+
+/// If the peer ended TLS with an alert saying it refused our certificate, what to tell the
+/// user.
+pub fn alert_refusal(err: &Error) -> Option<String> {
+    use rustls::AlertDescription as A;
+    let Error::AlertReceived(a) = err else {
+        return None;
+    };
+    Some(match a {
+        A::CertificateRevoked => "the gateway says this client's certificate was revoked".into(),
+        A::CertificateExpired => "the gateway says this client's certificate has expired".into(),
+        A::UnknownCA => "the gateway does not trust this client's certificate (unknown CA)".into(),
+        A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate | A::AccessDenied => {
+            format!("the gateway refused this client's certificate ({a:?})")
+        }
+        _ => return None,
+    })
 }
 
 /// Wraps webpki's client verifier so a refusal carries the client's name and a reason.
