@@ -44,6 +44,59 @@ pub struct GatewayConfig {
     /// OpenVPN-protocol listeners.
     #[serde(default)]
     pub openvpn: OpenVpnConfig,
+    /// IKEv2 listeners.
+    #[serde(default)]
+    pub ikev2: Ikev2Config,
+}
+
+/// `[ikev2]` section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Ikev2Config {
+    /// Serve IKEv2 remote-access clients.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address the listeners bind.
+    #[serde(default = "default_listen")]
+    pub listen: IpAddr,
+    /// IKE port.
+    #[serde(default = "default_ike_port")]
+    pub ike_port: u16,
+    /// NAT-T port (IKE with a non-ESP marker, and ESP in UDP).
+    #[serde(default = "default_natt_port")]
+    pub natt_port: u16,
+    /// Check an idle client is alive after this long, e.g. "30s".
+    #[serde(default = "default_dpd")]
+    pub dpd: String,
+    /// Half-open IKE SAs beyond which new clients must return a COOKIE (RFC 7296 2.6).
+    #[serde(default = "default_cookie_threshold")]
+    pub cookie_threshold: usize,
+}
+
+fn default_ike_port() -> u16 {
+    500
+}
+fn default_natt_port() -> u16 {
+    4500
+}
+fn default_dpd() -> String {
+    "30s".into()
+}
+fn default_cookie_threshold() -> usize {
+    64
+}
+
+impl Default for Ikev2Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_listen(),
+            ike_port: default_ike_port(),
+            natt_port: default_natt_port(),
+            dpd: default_dpd(),
+            cookie_threshold: default_cookie_threshold(),
+        }
+    }
 }
 
 /// `[openvpn]` section.
@@ -164,6 +217,7 @@ impl GatewayConfig {
             tun_name: default_tun_name(),
             tun_mtu: default_mtu(),
             openvpn: OpenVpnConfig::default(),
+            ikev2: Ikev2Config::default(),
         }
     }
 
@@ -204,8 +258,10 @@ impl GatewayConfig {
             bail!("`tun_mtu` {} is out of range 576-9000", self.tun_mtu);
         }
         let o = &self.openvpn;
-        if o.udp_port == 0 && o.tcp_port == 0 {
-            bail!("`openvpn.udp_port` and `openvpn.tcp_port` are both 0: enable at least one");
+        if o.udp_port == 0 && o.tcp_port == 0 && !self.ikev2.enabled {
+            bail!(
+                "`openvpn.udp_port` and `openvpn.tcp_port` are both 0 and IKEv2 is disabled: enable at least one"
+            );
         }
         if o.ciphers.is_empty() {
             bail!("`openvpn.ciphers` is empty: use [\"AES-256-GCM\", \"CHACHA20-POLY1305\"]");
@@ -225,6 +281,17 @@ impl GatewayConfig {
             if parse_duration(val).is_none() {
                 bail!("`{key}` = {val:?} is not a duration: write e.g. \"10s\", \"5m\" or \"1h\"");
             }
+        }
+        if parse_duration(&self.ikev2.dpd).is_none_or(|d| d.is_zero()) {
+            bail!(
+                "`ikev2.dpd` = {:?} is not a duration: write e.g. \"30s\"",
+                self.ikev2.dpd
+            );
+        }
+        if self.ikev2.enabled && (self.ikev2.ike_port == 0 || self.ikev2.natt_port == 0) {
+            bail!(
+                "`ikev2.ike_port` and `ikev2.natt_port` must be non-zero (or set `ikev2.enabled = false`)"
+            );
         }
         let ping = parse_duration(&o.ping).unwrap_or_default();
         let restart = parse_duration(&o.ping_restart).unwrap_or_default();

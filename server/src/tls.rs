@@ -91,3 +91,58 @@ impl FileStamp {
         )
     }
 }
+
+/// Builds the engine's IKEv2 responder configuration from the same PKI files.
+pub fn ike_responder_config(
+    paths: &PkiPaths,
+    cfg: &GatewayConfig,
+) -> Result<Arc<gatehouse_engine::ikev2::responder::ResponderConfig>> {
+    use gatehouse_engine::ikev2::crypto::SigningKey;
+    use gatehouse_engine::ikev2::peer_cert::PeerTrust;
+    use gatehouse_engine::ikev2::proposal::Policy;
+    use gatehouse_engine::ikev2::responder::ResponderConfig;
+
+    let ca = certs_from_pem(&read(&paths.ca, "CA certificate")?)
+        .with_context(|| format!("{}", paths.ca.display()))?;
+    let chain = certs_from_pem(&read(&paths.cert, "gateway certificate")?)
+        .with_context(|| format!("{}", paths.cert.display()))?;
+    let key = key_from_pem(&read(&paths.key, "gateway key")?)
+        .with_context(|| format!("{}", paths.key.display()))?;
+    let crls = match std::fs::read(&paths.crl) {
+        Ok(pem) => crls_from_pem(&pem)
+            .with_context(|| format!("{}", paths.crl.display()))?
+            .into_iter()
+            .map(|c| c.as_ref().to_vec())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let rng: Arc<dyn ring::rand::SecureRandom + Send + Sync> =
+        Arc::new(ring::rand::SystemRandom::new());
+    let key = SigningKey::from_pkcs8(key.secret_der(), &*rng)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", paths.key.display()))?;
+    let ca_hashes = ca
+        .iter()
+        .filter_map(|c| {
+            let (_, cert) = x509_parser::parse_x509_certificate(c.as_ref()).ok()?;
+            let d = ring::digest::digest(
+                &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                cert.public_key().raw,
+            );
+            let mut h = [0u8; 20];
+            h.copy_from_slice(d.as_ref());
+            Some(h)
+        })
+        .collect();
+    Ok(Arc::new(ResponderConfig {
+        policy: Policy::default(),
+        trust: PeerTrust { roots: ca, crls },
+        time: Arc::new(rustls::time_provider::DefaultTimeProvider),
+        cert_chain: chain,
+        key: Arc::new(key),
+        rng,
+        ca_hashes,
+        dpd_interval: parse_duration(&cfg.ikev2.dpd).unwrap_or(Duration::from_secs(30)),
+        auth_timeout: Duration::from_secs(30),
+        fragment_size: 1280,
+    }))
+}

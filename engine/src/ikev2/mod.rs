@@ -1,7 +1,11 @@
 //! IKEv2 (RFC 7296).
 
 pub mod crypto;
+pub mod initiator;
 pub mod message;
 pub mod peer_cert;
 pub mod proposal;
 pub mod responder;
+
+#[cfg(test)]
+mod tests;

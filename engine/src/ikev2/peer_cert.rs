@@ -138,7 +138,14 @@ pub fn id_matches_cert(id: &IdPayload<'_>, der: &[u8]) -> bool {
         .map(|s| s.value.general_names.clone())
         .unwrap_or_default();
     match id.id_type {
-        IdType::DER_ASN1_DN => id.data == cert.subject().as_raw(),
+        IdType::DER_ASN1_DN => {
+            // Compare names, not bytes: peers encode strings as PrintableString or UTF8String
+            // as they like.
+            use x509_parser::prelude::FromDer;
+            id.data == cert.subject().as_raw()
+                || x509_parser::x509::X509Name::from_der(id.data)
+                    .is_ok_and(|(_, n)| n.to_string() == cert.subject().to_string())
+        }
         IdType::RFC822_ADDR | IdType::FQDN => {
             let Ok(text) = std::str::from_utf8(id.data) else {
                 return false;

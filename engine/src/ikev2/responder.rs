@@ -153,6 +153,8 @@ enum State {
 
 struct PendingAuth {
     message_id: u32,
+    /// The IDr the client asked for, if our certificate holds it.
+    wanted_idr: Option<(IdType, Vec<u8>)>,
     client: String,
     peer_esp_spi: u32,
     esp: Option<(u8, EspCipher)>,
@@ -526,7 +528,9 @@ impl IkeResponder {
             return;
         };
         let h = msg.header;
-        if h.initiator_spi != self.spi_i || h.responder_spi != self.spi_r {
+        // A retransmitted IKE_SA_INIT request still carries SPIr = 0.
+        let init_again = h.exchange == ExchangeType::IKE_SA_INIT && h.responder_spi == 0;
+        if h.initiator_spi != self.spi_i || (h.responder_spi != self.spi_r && !init_again) {
             return;
         }
         if h.flags.response() {
@@ -634,6 +638,7 @@ impl IkeResponder {
 
     fn on_ike_auth(&mut self, now: Instant, message_id: u32, payloads: &[Payload<'_>]) {
         let mut idi = None;
+        let mut idr_wanted = None;
         let mut certs: Vec<CertificateDer<'_>> = Vec::new();
         let mut auth = None;
         let mut sa = None;
@@ -641,6 +646,7 @@ impl IkeResponder {
         for p in payloads {
             match p {
                 Payload::IdI(i) => idi = Some(i),
+                Payload::IdR(i) => idr_wanted = Some(i),
                 Payload::Cert(c) if c.encoding == CertEncoding::X509_SIGNATURE => {
                     certs.push(CertificateDer::from(c.data))
                 }
@@ -721,8 +727,17 @@ impl IkeResponder {
         });
         let _ = now;
         self.client = Some(name.clone());
+        let wanted_idr = idr_wanted
+            .filter(|i| {
+                self.cfg
+                    .cert_chain
+                    .first()
+                    .is_some_and(|c| id_matches_cert(i, c.as_ref()))
+            })
+            .map(|i| (i.id_type, i.data.to_vec()));
         self.pending = Some(PendingAuth {
             message_id,
+            wanted_idr,
             client: name.clone(),
             peer_esp_spi,
             esp,
@@ -764,11 +779,20 @@ impl IkeResponder {
             self.close("gateway has no certificate".into());
             return;
         };
-        let Some(subject) = subject_der(&ee) else {
-            self.close("gateway certificate does not parse".into());
-            return;
+        // Our identity: what the client asked for when our certificate holds it, else the
+        // certificate's first address or DNS name (what clients configure as the server's
+        // identity), else its subject DN.
+        let (idr_type, idr_data) = match p.wanted_idr.clone().or_else(|| first_san(&ee)) {
+            Some(x) => x,
+            None => match subject_der(&ee) {
+                Some(s) => (IdType::DER_ASN1_DN, s),
+                None => {
+                    self.close("gateway certificate does not parse".into());
+                    return;
+                }
+            },
         };
-        let idr = IdPayload::new(IdType::DER_ASN1_DN, &subject);
+        let idr = IdPayload::new(idr_type, &idr_data);
         let mut idr_body = Vec::new();
         idr.emit_body(&mut idr_body);
         let octets = signed_octets(
@@ -873,7 +897,7 @@ impl IkeResponder {
                 data: ee.as_ref(),
             }),
             Payload::Auth(AuthPayload {
-                method: AuthMethod(method as u8),
+                method: AuthMethod(method.id()),
                 data: &auth_data,
             }),
             Payload::Cp(CpPayload {
@@ -1161,6 +1185,18 @@ impl IkeResponder {
             }),
         }
     }
+}
+
+fn first_san(cert: &CertificateDer<'_>) -> Option<(IdType, Vec<u8>)> {
+    use x509_parser::extensions::GeneralName;
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = c.subject_alternative_name().ok().flatten()?;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::IPAddress(ip) if ip.len() == 4 => Some((IdType::IPV4_ADDR, ip.to_vec())),
+        GeneralName::IPAddress(ip) if ip.len() == 16 => Some((IdType::IPV6_ADDR, ip.to_vec())),
+        GeneralName::DNSName(d) => Some((IdType::FQDN, d.as_bytes().to_vec())),
+        _ => None,
+    })
 }
 
 fn subject_der(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {

@@ -2,6 +2,7 @@
 //! TUN device, and drives the engine's sans-IO sessions. TCP connections feed it through a
 //! channel. Timers come from a deadline heap over the sessions' `poll_timeout`.
 
+mod ike;
 mod tcp;
 
 use std::cmp::Reverse;
@@ -40,7 +41,7 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const MAX_HANDSHAKING: usize = 4096;
 
 /// OS randomness for the engine (the engine itself never reaches for it).
-struct OsEntropy(ring::rand::SystemRandom);
+pub(super) struct OsEntropy(pub(super) ring::rand::SystemRandom);
 
 impl Entropy for OsEntropy {
     fn fill(&mut self, buf: &mut [u8]) {
@@ -97,6 +98,7 @@ pub struct Gateway {
     udp: Option<Arc<UdpSocket>>,
     tcp: Option<TcpListener>,
     tun: Arc<tun_rs::AsyncDevice>,
+    ike: Option<ike::IkeState>,
     out: Vec<u8>,
     dec: Vec<u8>,
 }
@@ -134,7 +136,33 @@ impl Gateway {
         } else {
             None
         };
+        let ike = if cfg.ikev2.enabled {
+            let i = &cfg.ikev2;
+            let bind = |port: u16| {
+                let addr = SocketAddr::new(i.listen, port);
+                bind_udp(addr).with_context(|| {
+                    format!("cannot bind UDP {addr} for IKEv2 (`ikev2.ike_port`/`ikev2.natt_port`); is strongSwan running? set `ikev2.enabled = false` to run without IKEv2")
+                })
+            };
+            let mut cookie_secret = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut cookie_secret)
+                .map_err(|_| anyhow::anyhow!("OS random number generator failed"))?;
+            Some(ike::IkeState {
+                cfg: crate::tls::ike_responder_config(&pki, &cfg)?,
+                ike: Arc::new(bind(i.ike_port)?),
+                natt: Arc::new(bind(i.natt_port)?),
+                entries: HashMap::new(),
+                by_spis: HashMap::new(),
+                by_init: HashMap::new(),
+                esp_in: HashMap::new(),
+                cookie_secret,
+                cookie_threshold: i.cookie_threshold,
+            })
+        } else {
+            None
+        };
         Ok(Self {
+            ike,
             cfg,
             pki,
             ovpn,
@@ -182,6 +210,10 @@ impl Gateway {
         crl_tick.tick().await;
         stats_tick.tick().await;
         let udp = self.udp.clone();
+        let ike_sock = self.ike.as_ref().map(|i| i.ike.clone());
+        let natt_sock = self.ike.as_ref().map(|i| i.natt.clone());
+        let mut ibuf = vec![0u8; 65536];
+        let mut ibuf500 = vec![0u8; 4096];
         let tun = self.tun.clone();
         let mut ubuf = vec![0u8; 65536];
         let mut tbuf = vec![0u8; 65536];
@@ -226,6 +258,25 @@ impl Gateway {
                             }
                         }
                         Err(e) => debug!(error = %e, "UDP receive error"),
+                    }
+                }
+                r = async { match &natt_sock { Some(u) => u.recv_from(&mut ibuf).await, None => std::future::pending().await } } => {
+                    if let Ok((n, from)) = r {
+                        let now = Instant::now();
+                        self.handle_ike_datagram(now, from, true, &ibuf[..n]).await;
+                        if let Some(u) = &natt_sock {
+                            for _ in 0..BURST {
+                                match u.try_recv_from(&mut ibuf) {
+                                    Ok((n, from)) => self.handle_ike_datagram(now, from, true, &ibuf[..n]).await,
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                    }
+                }
+                r = async { match &ike_sock { Some(u) => u.recv_from(&mut ibuf500).await, None => std::future::pending().await } } => {
+                    if let Ok((n, from)) = r {
+                        self.handle_ike_datagram(Instant::now(), from, false, &ibuf500[..n]).await;
                     }
                 }
                 r = tun.recv(&mut tbuf) => {
@@ -276,6 +327,17 @@ impl Gateway {
                 e.session.close(now, "gateway shutting down");
             }
             self.drain(now, id).await;
+        }
+        let ike_ids: Vec<TunnelId> = self
+            .ike
+            .as_ref()
+            .map(|i| i.entries.keys().copied().collect())
+            .unwrap_or_default();
+        for id in ike_ids {
+            if let Some(e) = self.ike.as_mut().and_then(|i| i.entries.get_mut(&id)) {
+                e.session.delete(now, "gateway shutting down");
+            }
+            self.drain_ike(now, id).await;
         }
         info!(drops = %self.stats, "gateway stopped");
     }
@@ -513,7 +575,9 @@ impl Gateway {
             return;
         };
         let Some(e) = self.sessions.get_mut(&id) else {
-            self.stats.drop(Drop::NoRoute);
+            if !self.ike_encrypt(id, packet).await {
+                self.stats.drop(Drop::NoRoute);
+            }
             return;
         };
         if e.session.encrypt(now, packet, &mut self.out).is_err() {
@@ -531,6 +595,17 @@ impl Gateway {
             }
             self.deadlines.pop();
             let Some(e) = self.sessions.get_mut(&id) else {
+                if let Some(s) = self.ike.as_mut().and_then(|i| i.entries.get_mut(&id)) {
+                    match s.session.poll_timeout() {
+                        Some(due) if due <= now => {
+                            s.session.handle_timeout(now);
+                            self.drain_ike(now, id).await;
+                            self.drain_pending(now).await;
+                        }
+                        Some(later) => self.deadlines.push(Reverse((later, id))),
+                        None => self.drain_ike(now, id).await,
+                    }
+                }
                 continue;
             };
             match e.session.poll_timeout(now) {
@@ -549,8 +624,17 @@ impl Gateway {
     /// the same for sessions its events touched (a replaced login's RESTART).
     async fn drain(&mut self, now: Instant, id: TunnelId) {
         self.drain_one(now, id).await;
+        self.drain_pending(now).await;
+    }
+
+    /// Drains the sessions other sessions' events touched.
+    async fn drain_pending(&mut self, now: Instant) {
         while let Some(other) = self.pending_drain.pop() {
-            self.drain_one(now, other).await;
+            if self.sessions.contains_key(&other) {
+                self.drain_one(now, other).await;
+            } else {
+                self.drain_ike(now, other).await;
+            }
         }
     }
 
@@ -648,18 +732,34 @@ impl Gateway {
 
     /// Gives the authenticated client its address, replacing an older session of the same
     /// certificate.
-    fn admit(&mut self, now: Instant, id: TunnelId, client: String) {
-        if let Some(&old) = self.by_client.get(&client)
-            && old != id
-        {
-            if let Some(e) = self.sessions.get_mut(&old) {
-                info!(client = %client, old_remote = %e.remote, "second login with the same certificate replaces the first session");
-                e.session
-                    .close(now, "replaced by a newer login with the same certificate");
-                self.pending_drain.push(old);
-            }
-            self.release(old);
+    /// One session per certificate: a newer login of `client` (session `id`, any protocol)
+    /// ends the older one.
+    fn replace_login(&mut self, now: Instant, id: TunnelId, client: &str) {
+        let Some(&old) = self.by_client.get(client) else {
+            return;
+        };
+        if old == id {
+            return;
         }
+        if let Some(e) = self.sessions.get_mut(&old) {
+            info!(client = %client, old_remote = %e.remote, "second login with the same certificate replaces the first session");
+            e.session
+                .close(now, "replaced by a newer login with the same certificate");
+            self.pending_drain.push(old);
+            self.release(old);
+        } else if let Some(e) = self.ike.as_mut().and_then(|i| i.entries.get_mut(&old)) {
+            info!(client = %client, old_remote = %e.session.peer(), "second login with the same certificate replaces the first session");
+            e.session
+                .delete(now, "replaced by a newer login with the same certificate");
+            self.pending_drain.push(old);
+            self.release_ike(old);
+        }
+    }
+
+    /// Gives the authenticated client its address, replacing an older session of the same
+    /// certificate.
+    fn admit(&mut self, now: Instant, id: TunnelId, client: String) {
+        self.replace_login(now, id, &client);
         let addr = match self.pool.lease(&client) {
             Ok(a) => a,
             Err(e) => {

@@ -1,0 +1,1356 @@
+//! The road-warrior side of one IKE SA (RFC 7296): IKE_SA_INIT (with COOKIE and
+//! INVALID_KE_PAYLOAD retries), IKE_AUTH with a certificate (RFC 7427 signatures, RFC 7383
+//! fragments) asking for a virtual address, one CHILD SA (ESP-in-UDP on port 4500), CHILD SA
+//! rekeying, liveness checks (DPD) both ways and deletes. This is what
+//! `gatehouse connect --protocol ikev2` drives, and what in-memory tests use to exercise
+//! [`IkeResponder`](super::responder::IkeResponder).
+//!
+//! Inputs: [`IkeInitiator::new`] (queues IKE_SA_INIT), then
+//! [`handle_message`](IkeInitiator::handle_message) for every IKE message from the gateway
+//! (non-ESP marker removed), [`handle_timeout`](IkeInitiator::handle_timeout),
+//! [`note_activity`](IkeInitiator::note_activity) (ESP from the gateway seen by the driver),
+//! [`rekey_child`](IkeInitiator::rekey_child) and [`disconnect`](IkeInitiator::disconnect).
+//! Outputs: [`poll_transmit`](IkeInitiator::poll_transmit),
+//! [`poll_event`](IkeInitiator::poll_event), [`poll_timeout`](IkeInitiator::poll_timeout).
+//! After every input, drain `poll_transmit` and `poll_event`, then sleep until
+//! `poll_timeout`.
+//!
+//! The SA is over after [`InitiatorEvent::AuthFailed`] or [`InitiatorEvent::Closed`]; exactly
+//! one of them is reported.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::{IpNet, Ipv4Net};
+use ring::rand::SecureRandom;
+use rustls::pki_types::CertificateDer;
+use rustls::time_provider::TimeProvider;
+
+use super::crypto::natd::{fake_source_hash, natd_hash};
+use super::crypto::sign::{AuthMethod as SignMethod, SigningKey, signed_octets, verify_auth};
+use super::crypto::{ChildSaKeys, DhGroup, DhPrivate, IkeSaKeys, SkKeys};
+use super::message::{self, Opened, Reassembly};
+use super::peer_cert::{PeerTrust, id_matches_cert};
+use super::proposal::{IkeChoice, IkeSuite, Policy, choose_esp, choose_ike, esp_offer, ike_offer};
+use super::responder::Transmit;
+use crate::entropy::Entropy;
+use crate::esp::{EspCipher, EspSa};
+use crate::wire::ikev2::{
+    AuthMethod, AuthPayload, CertEncoding, CertPayload, CertReqPayload, CfgAttrType, CfgAttribute,
+    CfgType, CpPayload, DeletePayload, ExchangeType, IdPayload, IdType, KePayload, Message,
+    NotifyPayload, NotifyType, Payload, ProtocolId, TrafficSelector, TsPayload, nonce_len_ok,
+};
+
+/// Client-side IKEv2 settings.
+pub struct InitiatorConfig {
+    /// What we offer, most preferred first; the first DH group goes into the first KE.
+    pub policy: Policy,
+    /// The gateway's CA and its CRLs.
+    pub trust: PeerTrust,
+    /// Wall clock for certificate validity.
+    pub time: Arc<dyn TimeProvider>,
+    /// Our certificate chain (end entity first).
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    /// Our private key.
+    pub key: Arc<SigningKey>,
+    /// ring's generator for DH and signatures (ring does not take ours).
+    pub rng: Arc<dyn SecureRandom + Send + Sync>,
+    /// The gateway's expected identity (host name or IP address, as the user typed it): it
+    /// must be a subject alternative name of the gateway's certificate. `None` trusts any
+    /// certificate of the CA with server authentication usage.
+    pub remote_id: Option<String>,
+    /// Send DPD after this long without anything from the gateway (zero: never).
+    pub dpd_interval: Duration,
+    /// Largest IKE datagram we send before fragmenting (when the gateway supports it).
+    pub fragment_size: usize,
+}
+
+impl std::fmt::Debug for InitiatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitiatorConfig")
+            .field("policy", &self.policy)
+            .field("remote_id", &self.remote_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something the driver must act on.
+#[derive(Debug)]
+pub enum InitiatorEvent {
+    /// The gateway authenticated and gave us an address and a CHILD SA: configure the tunnel
+    /// and install the SA.
+    Connected {
+        /// Our virtual address.
+        address: Ipv4Addr,
+        /// DNS servers to use.
+        dns: Vec<IpAddr>,
+        /// Networks to route through the tunnel (INTERNAL_IP4_SUBNET and the responder's
+        /// traffic selectors; 0.0.0.0/0 means everything).
+        subnets: Vec<Ipv4Net>,
+        /// Our inbound SPI (ESP packets to us carry it).
+        our_spi: u32,
+        /// The gateway's inbound SPI (we send with it).
+        peer_spi: u32,
+        /// The negotiated cipher.
+        cipher: EspCipher,
+        /// The SA itself.
+        sa: Box<EspSa>,
+    },
+    /// A new CHILD SA replaces the one with inbound SPI `old_our_spi`: send with the new one
+    /// at once, keep receiving on the old one until [`InitiatorEvent::ChildDeleted`].
+    ChildRekeyed {
+        /// Our inbound SPI of the SA being replaced.
+        old_our_spi: u32,
+        /// Our inbound SPI of the new SA.
+        our_spi: u32,
+        /// The gateway's inbound SPI of the new SA.
+        peer_spi: u32,
+        /// The negotiated cipher.
+        cipher: EspCipher,
+        /// The new SA.
+        sa: Box<EspSa>,
+    },
+    /// A CHILD SA is gone (after a rekey, or deleted by the gateway): drop it.
+    ChildDeleted {
+        /// Our inbound SPI of it.
+        our_spi: u32,
+    },
+    /// Authentication failed, on either side: the gateway refused us (AUTHENTICATION_FAILED)
+    /// or its certificate, identity or signature did not verify. Retrying will not help.
+    AuthFailed(String),
+    /// The IKE SA is over (disconnect, gateway delete, dead peer, protocol failure).
+    Closed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// IKE_SA_INIT sent.
+    Init,
+    /// IKE_AUTH sent.
+    Auth,
+    Established,
+    Closed,
+}
+
+/// The exchange an outstanding request of ours belongs to.
+enum Request {
+    Init,
+    Auth,
+    Dpd,
+    RekeyChild {
+        old_our_spi: u32,
+        our_spi: u32,
+        ni: Vec<u8>,
+    },
+    DeleteChild {
+        our_spi: u32,
+    },
+    DeleteIke,
+}
+
+/// Requests waiting for the window (one outstanding request at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    RekeyChild,
+    DeleteChild(u32),
+    DeleteIke,
+}
+
+struct Outstanding {
+    message_id: u32,
+    request: Request,
+    datagrams: Vec<Vec<u8>>,
+    next_send: Instant,
+    sends: u32,
+}
+
+/// Keys of the IKE SA, known once IKE_SA_INIT completed.
+struct SaKeys {
+    suite: IkeSuite,
+    keys: IkeSaKeys,
+    sk_in: SkKeys,
+    sk_out: SkKeys,
+}
+
+struct Child {
+    our_spi: u32,
+    peer_spi: u32,
+}
+
+/// How many transmissions of a request before the gateway counts as gone: after 1, 2, 4, 8
+/// and 16 seconds (31 s in all).
+const MAX_SENDS: u32 = 5;
+/// A disconnect does not wait that long for the gateway's confirmation (7 s).
+const MAX_DELETE_SENDS: u32 = 3;
+/// IKE_SA_INIT restarts (COOKIE, INVALID_KE_PAYLOAD) before giving up: a gateway that keeps
+/// asking is broken or hostile.
+const MAX_INIT_RESTARTS: u32 = 4;
+/// Longest COOKIE we echo (RFC 7296 3.10.1: 1 to 64 bytes).
+const MAX_COOKIE_LEN: usize = 64;
+
+/// One IKE SA of a road-warrior client.
+pub struct IkeInitiator {
+    cfg: Arc<InitiatorConfig>,
+    entropy: Box<dyn Entropy>,
+    state: State,
+    gateway: SocketAddr,
+    nat_t: bool,
+    spi_i: u64,
+    spi_r: u64,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    group: DhGroup,
+    dh: Option<DhPrivate>,
+    cookie: Option<Vec<u8>>,
+    init_restarts: u32,
+    init_request: Vec<u8>,
+    init_response: Vec<u8>,
+    sa: Option<SaKeys>,
+    peer_fragments: bool,
+    peer_sig_hash: bool,
+    auth_esp_spi: u32,
+    children: Vec<Child>,
+    next_our_id: u32,
+    next_peer_id: u32,
+    last_response: Option<(u32, Vec<Vec<u8>>)>,
+    request_reassembly: Reassembly,
+    response_reassembly: Reassembly,
+    outstanding: Option<Outstanding>,
+    queue: VecDeque<Queued>,
+    closing: bool,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<InitiatorEvent>,
+    last_rx: Instant,
+}
+
+fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
+    Payload::Notify(NotifyPayload::new(t, data))
+}
+
+fn random_spi(entropy: &mut dyn Entropy) -> u32 {
+    loop {
+        let mut b = [0u8; 4];
+        entropy.fill(&mut b);
+        let spi = u32::from_be_bytes(b);
+        if spi != 0 {
+            return spi;
+        }
+    }
+}
+
+impl IkeInitiator {
+    /// Starts an IKE SA with the gateway at `gateway` (usually port 500; port 4500 starts
+    /// with UDP encapsulation at once): IKE_SA_INIT waits in `poll_transmit`.
+    pub fn new(
+        cfg: Arc<InitiatorConfig>,
+        mut entropy: Box<dyn Entropy>,
+        now: Instant,
+        gateway: SocketAddr,
+    ) -> Self {
+        let mut spi_i = 0;
+        while spi_i == 0 {
+            spi_i = entropy.next_u64();
+        }
+        let mut ni = vec![0u8; 32];
+        entropy.fill(&mut ni);
+        let group = cfg
+            .policy
+            .dh_groups
+            .first()
+            .copied()
+            .unwrap_or(DhGroup::Curve25519);
+        let mut me = IkeInitiator {
+            cfg,
+            entropy,
+            state: State::Init,
+            gateway,
+            nat_t: gateway.port() == 4500,
+            spi_i,
+            spi_r: 0,
+            ni,
+            nr: Vec::new(),
+            group,
+            dh: None,
+            cookie: None,
+            init_restarts: 0,
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            sa: None,
+            peer_fragments: false,
+            peer_sig_hash: false,
+            auth_esp_spi: 0,
+            children: Vec::new(),
+            next_our_id: 0,
+            next_peer_id: 0,
+            last_response: None,
+            request_reassembly: Reassembly::default(),
+            response_reassembly: Reassembly::default(),
+            outstanding: None,
+            queue: VecDeque::new(),
+            closing: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            last_rx: now,
+        };
+        if me.cfg.policy.dh_groups.is_empty() || me.cfg.policy.ike_ciphers.is_empty() {
+            me.close("the IKE policy offers no cipher or no DH group".into());
+        } else if me.cfg.cert_chain.is_empty() {
+            me.close("no client certificate configured".into());
+        } else {
+            me.send_init(now);
+        }
+        me
+    }
+
+    /// The SPI pair naming this SA (SPIr is 0 until the gateway answered).
+    pub fn spis(&self) -> (u64, u64) {
+        (self.spi_i, self.spi_r)
+    }
+
+    /// Where IKE (and ESP) goes now: the gateway, on port 4500 once NAT traversal started.
+    pub fn gateway(&self) -> SocketAddr {
+        self.gateway
+    }
+
+    /// The negotiated IKE suite, once IKE_SA_INIT completed.
+    pub fn suite(&self) -> Option<IkeSuite> {
+        self.sa.as_ref().map(|s| s.suite)
+    }
+
+    /// True once the tunnel is up (and not closed).
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// True once the SA is gone.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// ESP from the gateway arrived (the driver saw it); DPD waits longer.
+    pub fn note_activity(&mut self, now: Instant) {
+        self.last_rx = now;
+    }
+
+    /// Replaces the CHILD SA with a fresh one (CREATE_CHILD_SA with REKEY_SA), then deletes
+    /// the old one. False when there is nothing to rekey or a rekey is already under way.
+    pub fn rekey_child(&mut self, now: Instant) -> bool {
+        if self.state != State::Established || self.closing || self.children.is_empty() {
+            return false;
+        }
+        let busy = self.queue.contains(&Queued::RekeyChild)
+            || matches!(
+                self.outstanding,
+                Some(Outstanding {
+                    request: Request::RekeyChild { .. },
+                    ..
+                })
+            );
+        if busy {
+            return false;
+        }
+        self.queue.push_back(Queued::RekeyChild);
+        self.start_next(now);
+        true
+    }
+
+    /// Ends the SA: an INFORMATIONAL Delete of the IKE SA (after a request already in
+    /// flight), then [`InitiatorEvent::Closed`] when the gateway confirms or after 7 s.
+    /// Before the tunnel is up there is nothing to delete and the SA closes at once.
+    pub fn disconnect(&mut self, now: Instant) {
+        match self.state {
+            State::Closed => {}
+            State::Init | State::Auth => self.close("disconnected".into()),
+            State::Established => {
+                if self.closing {
+                    return;
+                }
+                self.closing = true;
+                self.queue.clear();
+                self.queue.push_back(Queued::DeleteIke);
+                self.start_next(now);
+            }
+        }
+    }
+
+    /// Feeds an IKE message from the gateway (non-ESP marker already removed).
+    pub fn handle_message(&mut self, now: Instant, raw: &[u8]) {
+        if self.state == State::Closed {
+            return;
+        }
+        let Ok(msg) = Message::parse(raw) else {
+            return;
+        };
+        let h = msg.header;
+        // Messages from the original responder never carry the initiator flag.
+        if h.initiator_spi != self.spi_i || h.flags.initiator() {
+            return;
+        }
+        if self.state == State::Init {
+            if h.flags.response() && h.exchange == ExchangeType::IKE_SA_INIT && h.message_id == 0 {
+                self.on_init_response(now, &msg, raw);
+            }
+            return;
+        }
+        if h.responder_spi != self.spi_r {
+            return;
+        }
+        if h.flags.response() {
+            self.on_response(now, &msg, raw);
+        } else {
+            self.on_request(now, &msg, raw);
+        }
+    }
+
+    /// Advances timers: retransmissions of our requests, our DPD.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        if let Some(o) = &mut self.outstanding {
+            if now < o.next_send {
+                return;
+            }
+            let limit = match o.request {
+                Request::DeleteIke => MAX_DELETE_SENDS,
+                _ => MAX_SENDS,
+            };
+            if o.sends >= limit {
+                let reason = match o.request {
+                    Request::Init => format!(
+                        "gateway {} did not answer IKE_SA_INIT: check the address and that \
+                         UDP ports 500 and 4500 are open",
+                        self.gateway.ip()
+                    ),
+                    Request::Auth => "gateway did not answer IKE_AUTH (UDP 4500 blocked, or \
+                                      fragments dropped on the way?)"
+                        .into(),
+                    Request::DeleteIke => "disconnected (the gateway did not confirm)".into(),
+                    _ => "gateway stopped answering (dead peer detection)".into(),
+                };
+                self.close(reason);
+                return;
+            }
+            o.next_send = now + Duration::from_secs(1 << o.sends);
+            o.sends += 1;
+            for d in o.datagrams.clone() {
+                self.transmits.push_back(Transmit {
+                    to: self.gateway,
+                    nat_t: self.nat_t,
+                    data: d,
+                });
+            }
+            return;
+        }
+        if self.state == State::Established
+            && !self.cfg.dpd_interval.is_zero()
+            && now >= self.last_rx + self.cfg.dpd_interval
+        {
+            self.send_request(now, ExchangeType::INFORMATIONAL, Request::Dpd, &[]);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<InitiatorEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        if let Some(o) = &self.outstanding {
+            return Some(o.next_send);
+        }
+        (self.state == State::Established && !self.cfg.dpd_interval.is_zero())
+            .then(|| self.last_rx + self.cfg.dpd_interval)
+    }
+
+    fn close(&mut self, reason: String) {
+        if self.state != State::Closed {
+            self.state = State::Closed;
+            self.outstanding = None;
+            self.queue.clear();
+            self.events.push_back(InitiatorEvent::Closed(reason));
+        }
+    }
+
+    /// Authentication failed: report it, tell the gateway (best effort, when we have keys
+    /// and it does not already know) and stop.
+    fn auth_failed(&mut self, now: Instant, reason: String, tell_gateway: bool) {
+        if self.state == State::Closed {
+            return;
+        }
+        if tell_gateway && self.sa.is_some() {
+            self.outstanding = None;
+            self.send_request(
+                now,
+                ExchangeType::INFORMATIONAL,
+                Request::DeleteIke,
+                &[Payload::Delete(DeletePayload::ike())],
+            );
+        }
+        self.state = State::Closed;
+        self.outstanding = None;
+        self.queue.clear();
+        self.events.push_back(InitiatorEvent::AuthFailed(reason));
+    }
+
+    // ---- IKE_SA_INIT ----
+
+    fn send_init(&mut self, now: Instant) {
+        let (dh, public) = match self.group.generate(&mut *self.entropy, &*self.cfg.rng) {
+            Ok(x) => x,
+            Err(e) => {
+                self.close(format!("key generation failed: {e}"));
+                return;
+            }
+        };
+        self.dh = Some(dh);
+        // A source hash that cannot match: the gateway sees a NAT and both ends use UDP 4500
+        // with ESP in UDP (a userspace client cannot send raw ESP).
+        let fake_src = fake_source_hash(&mut *self.entropy);
+        let dst = natd_hash(self.spi_i, 0, self.gateway);
+        // SHA2-256, SHA2-384, SHA2-512 (RFC 7427).
+        let sig_algs = [0u8, 2, 0, 3, 0, 4];
+        let mut payloads = Vec::new();
+        if let Some(c) = &self.cookie {
+            payloads.push(notify(NotifyType::COOKIE, c));
+        }
+        payloads.push(Payload::Sa(ike_offer(&self.cfg.policy, &[])));
+        payloads.push(Payload::Ke(KePayload {
+            dh_group: self.group.transform_id(),
+            data: &public,
+        }));
+        payloads.push(Payload::Nonce(&self.ni));
+        payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, &fake_src));
+        payloads.push(notify(NotifyType::NAT_DETECTION_DESTINATION_IP, &dst));
+        payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, &[]));
+        payloads.push(notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, &sig_algs));
+        let request = message::plain(
+            message::header(self.spi_i, 0, ExchangeType::IKE_SA_INIT, true, false, 0),
+            payloads,
+        );
+        self.init_request = request.clone();
+        self.transmits.push_back(Transmit {
+            to: self.gateway,
+            nat_t: self.nat_t,
+            data: request.clone(),
+        });
+        self.outstanding = Some(Outstanding {
+            message_id: 0,
+            request: Request::Init,
+            datagrams: vec![request],
+            next_send: now + Duration::from_secs(1),
+            sends: 1,
+        });
+    }
+
+    fn restart_init(&mut self, now: Instant) {
+        self.init_restarts += 1;
+        if self.init_restarts > MAX_INIT_RESTARTS {
+            self.close(
+                "gateway keeps restarting IKE_SA_INIT (COOKIE / INVALID_KE_PAYLOAD loop)".into(),
+            );
+            return;
+        }
+        self.send_init(now);
+    }
+
+    fn on_init_response(&mut self, now: Instant, msg: &Message<'_>, raw: &[u8]) {
+        // Unauthenticated: believe an error only if it makes sense for what we sent, and
+        // ignore stale answers to an earlier attempt (duplicates, reordering).
+        if let Some(c) = msg.notify(NotifyType::COOKIE) {
+            if c.data.is_empty() || c.data.len() > MAX_COOKIE_LEN {
+                return;
+            }
+            if self.cookie.as_deref() == Some(c.data) {
+                return;
+            }
+            self.cookie = Some(c.data.to_vec());
+            self.restart_init(now);
+            return;
+        }
+        if let Some(n) = msg.notify(NotifyType::INVALID_KE_PAYLOAD) {
+            let Some(id) = n.invalid_ke_group() else {
+                return;
+            };
+            if id == self.group.transform_id() {
+                return;
+            }
+            match DhGroup::from_transform_id(id).filter(|g| self.cfg.policy.dh_groups.contains(g)) {
+                Some(g) => {
+                    self.group = g;
+                    self.restart_init(now);
+                }
+                None => self.close(format!(
+                    "gateway insists on DH group {id}, which our policy does not offer"
+                )),
+            }
+            return;
+        }
+        if msg.notify(NotifyType::NO_PROPOSAL_CHOSEN).is_some() {
+            self.close(
+                "gateway accepted none of our IKE proposals (NO_PROPOSAL_CHOSEN): it needs \
+                 ciphers or DH groups our policy does not offer"
+                    .into(),
+            );
+            return;
+        }
+        if let Some(e) = msg.notifies().find(|n| n.notify_type.is_error()) {
+            self.close(format!("gateway refused IKE_SA_INIT: {:?}", e.notify_type));
+            return;
+        }
+        let mut sa = None;
+        let mut ke = None;
+        let mut nr = None;
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(s) => sa = Some(s),
+                Payload::Ke(k) => ke = Some(k),
+                Payload::Nonce(n) => nr = Some(*n),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
+            return;
+        };
+        if msg.header.responder_spi == 0 || !nonce_len_ok(nr) {
+            return;
+        }
+        let suite = match (
+            sa.proposals.len(),
+            choose_ike(&self.cfg.policy, sa, ke.dh_group),
+        ) {
+            (1, IkeChoice::Chosen { suite, .. })
+                if suite.dh == self.group && ke.dh_group == self.group.transform_id() =>
+            {
+                suite
+            }
+            _ => {
+                self.close("gateway chose an IKE proposal we did not offer".into());
+                return;
+            }
+        };
+        if msg.notify(NotifyType::NAT_DETECTION_SOURCE_IP).is_none() {
+            self.close(
+                "gateway does not support NAT traversal (no NAT_DETECTION notify); Gatehouse \
+                 needs ESP in UDP"
+                    .into(),
+            );
+            return;
+        }
+        let Some(dh) = self.dh.take() else {
+            return;
+        };
+        let g_ir = match dh.shared_secret(ke.data) {
+            Ok(s) => s,
+            Err(e) => {
+                self.close(format!("gateway's KE value is invalid: {e}"));
+                return;
+            }
+        };
+        self.spi_r = msg.header.responder_spi;
+        let keys = match IkeSaKeys::from_ike_sa_init(
+            suite.prf,
+            suite.cipher.key_sizes(),
+            &self.ni,
+            nr,
+            &g_ir,
+            self.spi_i,
+            self.spi_r,
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                self.close(format!("key derivation failed: {e}"));
+                return;
+            }
+        };
+        let (sk_in, sk_out) = match (
+            SkKeys::new(suite.cipher, &keys.sk_er, &keys.sk_ar),
+            SkKeys::new(suite.cipher, &keys.sk_ei, &keys.sk_ai),
+        ) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => {
+                self.close("cannot build SK keys".into());
+                return;
+            }
+        };
+        self.sa = Some(SaKeys {
+            suite,
+            keys,
+            sk_in,
+            sk_out,
+        });
+        self.nr = nr.to_vec();
+        self.init_response = raw.to_vec();
+        self.peer_fragments = msg
+            .notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED)
+            .is_some();
+        self.peer_sig_hash = msg.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS).is_some();
+        // Our fake source hash always reports a NAT: float to 4500 (RFC 7296 2.23).
+        self.gateway.set_port(4500);
+        self.nat_t = true;
+        self.last_rx = now;
+        self.outstanding = None;
+        self.next_our_id = 1;
+        self.state = State::Auth;
+        self.send_auth(now);
+    }
+
+    // ---- IKE_AUTH ----
+
+    fn send_auth(&mut self, now: Instant) {
+        let cfg = Arc::clone(&self.cfg);
+        let Some(ee) = cfg.cert_chain.first() else {
+            self.close("no client certificate configured".into());
+            return;
+        };
+        let Some(subject) = subject_der(ee) else {
+            self.close("our certificate does not parse".into());
+            return;
+        };
+        let Some(sa) = &self.sa else {
+            return;
+        };
+        let idi = IdPayload::new(IdType::DER_ASN1_DN, &subject);
+        let mut idi_body = Vec::new();
+        idi.emit_body(&mut idi_body);
+        let octets = signed_octets(
+            sa.suite.prf,
+            &sa.keys.sk_pi,
+            &self.init_request,
+            &self.nr,
+            &idi_body,
+        );
+        let method = if self.peer_sig_hash {
+            SignMethod::DigitalSignature
+        } else {
+            cfg.key.preferred_method()
+        };
+        let auth_data = match cfg.key.auth_data(method, &octets, &*cfg.rng) {
+            Ok(d) => d,
+            Err(e) => {
+                self.close(format!("signing failed: {e}"));
+                return;
+            }
+        };
+        self.auth_esp_spi = random_spi(&mut *self.entropy);
+        let spi_bytes = self.auth_esp_spi.to_be_bytes();
+        let ca_hashes: Vec<u8> = self
+            .cfg
+            .trust
+            .roots
+            .iter()
+            .filter_map(spki_sha1)
+            .flatten()
+            .collect();
+        let idr_data = cfg.remote_id.as_deref().map(remote_id_payload);
+        let mut payloads = vec![Payload::IdI(idi)];
+        for c in &cfg.cert_chain {
+            payloads.push(Payload::Cert(CertPayload {
+                encoding: CertEncoding::X509_SIGNATURE,
+                data: c.as_ref(),
+            }));
+        }
+        payloads.push(notify(NotifyType::INITIAL_CONTACT, &[]));
+        if !ca_hashes.is_empty() {
+            payloads.push(Payload::CertReq(CertReqPayload {
+                encoding: CertEncoding::X509_SIGNATURE,
+                authorities: &ca_hashes,
+            }));
+        }
+        if let Some((t, d)) = &idr_data {
+            payloads.push(Payload::IdR(IdPayload::new(*t, d)));
+        }
+        payloads.push(Payload::Auth(AuthPayload {
+            method: AuthMethod(method.id()),
+            data: &auth_data,
+        }));
+        payloads.push(Payload::Cp(CpPayload {
+            cfg_type: CfgType::CFG_REQUEST,
+            attributes: vec![
+                CfgAttribute::request(CfgAttrType::INTERNAL_IP4_ADDRESS),
+                CfgAttribute::request(CfgAttrType::INTERNAL_IP4_DNS),
+            ],
+        }));
+        payloads.push(Payload::Sa(esp_offer(&cfg.policy, &spi_bytes)));
+        payloads.push(Payload::TsI(TsPayload::new(
+            vec![TrafficSelector::any_v4()],
+        )));
+        payloads.push(Payload::TsR(TsPayload::new(
+            vec![TrafficSelector::any_v4()],
+        )));
+        self.send_request(now, ExchangeType::IKE_AUTH, Request::Auth, &payloads);
+    }
+
+    fn on_auth_response(&mut self, now: Instant, payloads: &[Payload<'_>]) {
+        let mut idr = None;
+        let mut certs: Vec<CertificateDer<'_>> = Vec::new();
+        let mut auth = None;
+        let mut cp = None;
+        let mut sa = None;
+        let mut tsr = None;
+        for p in payloads {
+            match p {
+                Payload::Notify(n) if n.notify_type == NotifyType::AUTHENTICATION_FAILED => {
+                    self.auth_failed(
+                        now,
+                        "the gateway refused our certificate or identity \
+                         (AUTHENTICATION_FAILED); its log says why (revoked, expired, \
+                         another CA...)"
+                            .into(),
+                        false,
+                    );
+                    return;
+                }
+                Payload::Notify(n) if n.notify_type.is_error() => {
+                    self.close(format!("gateway refused the tunnel: {:?}", n.notify_type));
+                    return;
+                }
+                Payload::IdR(i) => idr = Some(i),
+                Payload::Cert(c) if c.encoding == CertEncoding::X509_SIGNATURE => {
+                    certs.push(CertificateDer::from(c.data))
+                }
+                Payload::Auth(a) => auth = Some(a),
+                Payload::Cp(c) => cp = Some(c),
+                Payload::Sa(s) => sa = Some(s),
+                Payload::TsR(t) => tsr = Some(t),
+                _ => {}
+            }
+        }
+        let (Some(idr), Some(auth)) = (idr, auth) else {
+            self.auth_failed(
+                now,
+                "gateway's IKE_AUTH answer lacks its identity or AUTH payload".into(),
+                true,
+            );
+            return;
+        };
+        let Some(time) = self.cfg.time.current_time() else {
+            self.auth_failed(now, "system clock unavailable".into(), true);
+            return;
+        };
+        let verified = match self.cfg.trust.verify(&certs, time, false) {
+            Ok(v) => v,
+            Err(r) => {
+                self.auth_failed(now, format!("gateway certificate: {}", r.reason), true);
+                return;
+            }
+        };
+        if !id_matches_cert(idr, &certs[0]) {
+            self.auth_failed(
+                now,
+                "gateway's IKE identity is not in its certificate".into(),
+                true,
+            );
+            return;
+        }
+        if let Some(want) = self.cfg.remote_id.clone()
+            && !name_in_sans(&want, &certs[0])
+        {
+            self.auth_failed(
+                now,
+                format!(
+                    "gateway certificate is not for {want} (not among its subject alternative \
+                     names): wrong address, or someone else's gateway"
+                ),
+                true,
+            );
+            return;
+        }
+        let Some((prf, sk_pr, sk_d)) = self
+            .sa
+            .as_ref()
+            .map(|k| (k.suite.prf, k.keys.sk_pr.clone(), k.keys.sk_d.clone()))
+        else {
+            return;
+        };
+        let mut idr_body = Vec::new();
+        idr.emit_body(&mut idr_body);
+        let octets = signed_octets(prf, &sk_pr, &self.init_response, &self.ni, &idr_body);
+        let ok = SignMethod::from_id(auth.method.0)
+            .filter(|m| *m != SignMethod::SharedKeyMic)
+            .is_some_and(|m| verify_auth(m, &verified.spki, &octets, auth.data).is_ok());
+        if !ok {
+            self.auth_failed(
+                now,
+                format!(
+                    "gateway's AUTH payload (method {}) does not verify with its certificate",
+                    auth.method.0
+                ),
+                true,
+            );
+            return;
+        }
+        // Authenticated. What follows is configuration, not identity.
+        let Some((_, peer_spi, cipher, None)) =
+            sa.and_then(|s| choose_esp(&self.cfg.policy, s, &[]))
+        else {
+            self.fail_established(now, "gateway chose no ESP proposal we offered".into());
+            return;
+        };
+        let Some(cp) = cp.filter(|c| c.cfg_type == CfgType::CFG_REPLY) else {
+            self.fail_established(now, "gateway assigned no virtual address".into());
+            return;
+        };
+        let Some(address) = cp
+            .attributes_of(CfgAttrType::INTERNAL_IP4_ADDRESS)
+            .find_map(CfgAttribute::ipv4)
+        else {
+            self.fail_established(now, "gateway assigned no virtual IPv4 address".into());
+            return;
+        };
+        let dns: Vec<IpAddr> = cp
+            .attributes_of(CfgAttrType::INTERNAL_IP4_DNS)
+            .filter_map(CfgAttribute::ipv4)
+            .map(IpAddr::V4)
+            .collect();
+        let mut subnets: Vec<Ipv4Net> = Vec::new();
+        let from_cp = cp
+            .attributes_of(CfgAttrType::INTERNAL_IP4_SUBNET)
+            .filter_map(CfgAttribute::ipv4_subnet)
+            .filter_map(|(a, m)| Ipv4Net::with_netmask(a, m).ok())
+            .map(|n| n.trunc());
+        let from_ts = tsr
+            .into_iter()
+            .flat_map(|t| t.selectors.iter())
+            .filter_map(TrafficSelector::to_net)
+            .filter_map(|n| match n {
+                IpNet::V4(v) => Some(v),
+                IpNet::V6(_) => None,
+            });
+        for n in from_cp.chain(from_ts) {
+            if !subnets.contains(&n) {
+                subnets.push(n);
+            }
+        }
+        let our_spi = self.auth_esp_spi;
+        let esp = ChildSaKeys::derive(prf, &sk_d, None, &self.ni, &self.nr, cipher.key_sizes())
+            .ok()
+            .and_then(|k| EspSa::from_child_keys(cipher, &k, true, our_spi, peer_spi).ok());
+        let Some(esp) = esp else {
+            self.fail_established(now, "CHILD SA key derivation failed".into());
+            return;
+        };
+        self.state = State::Established;
+        self.last_rx = now;
+        self.children.push(Child { our_spi, peer_spi });
+        self.events.push_back(InitiatorEvent::Connected {
+            address,
+            dns,
+            subnets,
+            our_spi,
+            peer_spi,
+            cipher,
+            sa: Box::new(esp),
+        });
+    }
+
+    /// The IKE SA is authenticated but unusable: delete it properly, then close.
+    fn fail_established(&mut self, now: Instant, reason: String) {
+        self.send_request(
+            now,
+            ExchangeType::INFORMATIONAL,
+            Request::DeleteIke,
+            &[Payload::Delete(DeletePayload::ike())],
+        );
+        self.close(reason);
+    }
+
+    // ---- later exchanges ----
+
+    fn send_request(
+        &mut self,
+        now: Instant,
+        exchange: ExchangeType,
+        request: Request,
+        payloads: &[Payload<'_>],
+    ) {
+        let Some(sa) = &mut self.sa else {
+            return;
+        };
+        let id = self.next_our_id;
+        let header = message::header(self.spi_i, self.spi_r, exchange, true, false, id);
+        let datagrams = message::seal(
+            &mut sa.sk_out,
+            &mut *self.entropy,
+            header,
+            payloads,
+            self.peer_fragments,
+            self.cfg.fragment_size,
+        );
+        for d in &datagrams {
+            self.transmits.push_back(Transmit {
+                to: self.gateway,
+                nat_t: self.nat_t,
+                data: d.clone(),
+            });
+        }
+        self.outstanding = Some(Outstanding {
+            message_id: id,
+            request,
+            datagrams,
+            next_send: now + Duration::from_secs(1),
+            sends: 1,
+        });
+    }
+
+    fn send_response(&mut self, exchange: ExchangeType, message_id: u32, payloads: &[Payload<'_>]) {
+        let Some(sa) = &mut self.sa else {
+            return;
+        };
+        let header = message::header(self.spi_i, self.spi_r, exchange, true, true, message_id);
+        let datagrams = message::seal(
+            &mut sa.sk_out,
+            &mut *self.entropy,
+            header,
+            payloads,
+            self.peer_fragments,
+            self.cfg.fragment_size,
+        );
+        for d in &datagrams {
+            self.transmits.push_back(Transmit {
+                to: self.gateway,
+                nat_t: self.nat_t,
+                data: d.clone(),
+            });
+        }
+        self.last_response = Some((message_id, datagrams));
+    }
+
+    /// Sends the next queued request when the window is free.
+    fn start_next(&mut self, now: Instant) {
+        while self.outstanding.is_none() && self.state == State::Established {
+            let Some(q) = self.queue.pop_front() else {
+                return;
+            };
+            match q {
+                Queued::RekeyChild => self.send_rekey(now),
+                Queued::DeleteChild(our_spi) => {
+                    if self.children.iter().any(|c| c.our_spi == our_spi) {
+                        let spi = our_spi.to_be_bytes();
+                        self.send_request(
+                            now,
+                            ExchangeType::INFORMATIONAL,
+                            Request::DeleteChild { our_spi },
+                            &[Payload::Delete(DeletePayload::esp(&spi))],
+                        );
+                    }
+                }
+                Queued::DeleteIke => self.send_request(
+                    now,
+                    ExchangeType::INFORMATIONAL,
+                    Request::DeleteIke,
+                    &[Payload::Delete(DeletePayload::ike())],
+                ),
+            }
+        }
+    }
+
+    fn send_rekey(&mut self, now: Instant) {
+        let Some(old) = self.children.last() else {
+            return;
+        };
+        let old_our_spi = old.our_spi;
+        let our_spi = random_spi(&mut *self.entropy);
+        let spi_bytes = our_spi.to_be_bytes();
+        let old_bytes = old_our_spi.to_be_bytes();
+        let mut ni = vec![0u8; 32];
+        self.entropy.fill(&mut ni);
+        let payloads = [
+            Payload::Notify(NotifyPayload {
+                protocol_id: ProtocolId::ESP,
+                spi: &old_bytes,
+                notify_type: NotifyType::REKEY_SA,
+                data: &[],
+            }),
+            Payload::Sa(esp_offer(&self.cfg.policy, &spi_bytes)),
+            Payload::Nonce(&ni),
+            Payload::TsI(TsPayload::new(vec![TrafficSelector::any_v4()])),
+            Payload::TsR(TsPayload::new(vec![TrafficSelector::any_v4()])),
+        ];
+        let request = Request::RekeyChild {
+            old_our_spi,
+            our_spi,
+            ni: ni.clone(),
+        };
+        self.send_request(now, ExchangeType::CREATE_CHILD_SA, request, &payloads);
+    }
+
+    fn on_response(&mut self, now: Instant, msg: &Message<'_>, raw: &[u8]) {
+        let Some(o) = &self.outstanding else {
+            return;
+        };
+        if msg.header.message_id != o.message_id {
+            return;
+        }
+        let Some(sa) = &self.sa else {
+            return;
+        };
+        let (first_inner, plaintext) = match self.response_reassembly.open(&sa.sk_in, msg, raw) {
+            Ok(Opened::Complete {
+                first_inner,
+                plaintext,
+            }) => (first_inner, plaintext),
+            Ok(Opened::Partial) => {
+                self.last_rx = now;
+                return;
+            }
+            Err(_) => return,
+        };
+        let Some(o) = self.outstanding.take() else {
+            return;
+        };
+        self.next_our_id = self.next_our_id.wrapping_add(1);
+        self.last_rx = now;
+        let Ok(payloads) = message::inner(first_inner, &plaintext) else {
+            self.close("gateway sent a malformed response".into());
+            return;
+        };
+        match o.request {
+            Request::Init => {}
+            Request::Auth => self.on_auth_response(now, &payloads),
+            Request::Dpd => {}
+            Request::RekeyChild {
+                old_our_spi,
+                our_spi,
+                ni,
+            } => self.on_rekey_response(old_our_spi, our_spi, &ni, &payloads),
+            Request::DeleteChild { our_spi } => {
+                self.children.retain(|c| c.our_spi != our_spi);
+                self.events
+                    .push_back(InitiatorEvent::ChildDeleted { our_spi });
+            }
+            Request::DeleteIke => {
+                self.close("disconnected".into());
+                return;
+            }
+        }
+        self.start_next(now);
+    }
+
+    fn on_rekey_response(
+        &mut self,
+        old_our_spi: u32,
+        our_spi: u32,
+        ni: &[u8],
+        payloads: &[Payload<'_>],
+    ) {
+        let mut sa = None;
+        let mut nr = None;
+        for p in payloads {
+            match p {
+                Payload::Notify(n) if n.notify_type.is_error() => {
+                    // The old CHILD SA keeps working; the driver may try again later.
+                    tracing::warn!(
+                        notify = ?n.notify_type,
+                        "gateway refused to rekey the CHILD SA"
+                    );
+                    return;
+                }
+                Payload::Sa(s) => sa = Some(s),
+                Payload::Nonce(n) => nr = Some(*n),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(nr)) = (sa, nr) else {
+            tracing::warn!("gateway's CREATE_CHILD_SA answer lacks SA or Nonce");
+            return;
+        };
+        let Some((_, peer_spi, cipher, None)) = choose_esp(&self.cfg.policy, sa, &[]) else {
+            tracing::warn!("gateway chose no ESP proposal we offered for the rekey");
+            return;
+        };
+        if !nonce_len_ok(nr) {
+            return;
+        }
+        let Some(keys) = &self.sa else {
+            return;
+        };
+        let esp = ChildSaKeys::derive(
+            keys.suite.prf,
+            &keys.keys.sk_d,
+            None,
+            ni,
+            nr,
+            cipher.key_sizes(),
+        )
+        .ok()
+        .and_then(|k| EspSa::from_child_keys(cipher, &k, true, our_spi, peer_spi).ok());
+        let Some(esp) = esp else {
+            return;
+        };
+        self.children.push(Child { our_spi, peer_spi });
+        self.events.push_back(InitiatorEvent::ChildRekeyed {
+            old_our_spi,
+            our_spi,
+            peer_spi,
+            cipher,
+            sa: Box::new(esp),
+        });
+        self.queue.push_back(Queued::DeleteChild(old_our_spi));
+    }
+
+    fn on_request(&mut self, now: Instant, msg: &Message<'_>, raw: &[u8]) {
+        if self.state != State::Established {
+            return;
+        }
+        let h = msg.header;
+        if h.message_id.wrapping_add(1) == self.next_peer_id {
+            // A retransmission: answer from the cache (once per fragmented request).
+            let resend = match msg.payloads.last() {
+                Some(Payload::EncryptedFragment {
+                    fragment_number,
+                    total_fragments,
+                    ..
+                }) => fragment_number == total_fragments,
+                _ => true,
+            };
+            if let Some((id, d)) = &self.last_response
+                && *id == h.message_id
+                && resend
+            {
+                for x in d.clone() {
+                    self.transmits.push_back(Transmit {
+                        to: self.gateway,
+                        nat_t: self.nat_t,
+                        data: x,
+                    });
+                }
+            }
+            return;
+        }
+        if h.message_id != self.next_peer_id {
+            return;
+        }
+        let Some(sa) = &self.sa else {
+            return;
+        };
+        let (first_inner, plaintext) = match self.request_reassembly.open(&sa.sk_in, msg, raw) {
+            Ok(Opened::Complete {
+                first_inner,
+                plaintext,
+            }) => (first_inner, plaintext),
+            Ok(Opened::Partial) => {
+                self.last_rx = now;
+                return;
+            }
+            Err(_) => return,
+        };
+        self.last_rx = now;
+        self.next_peer_id = h.message_id.wrapping_add(1);
+        let Ok(payloads) = message::inner(first_inner, &plaintext) else {
+            self.send_response(
+                h.exchange,
+                h.message_id,
+                &[notify(NotifyType::INVALID_SYNTAX, &[])],
+            );
+            return;
+        };
+        match h.exchange {
+            ExchangeType::INFORMATIONAL => self.on_informational(h.message_id, &payloads),
+            // We do not take CHILD SAs or IKE rekeys from the gateway; it keeps what it has.
+            ExchangeType::CREATE_CHILD_SA => self.send_response(
+                h.exchange,
+                h.message_id,
+                &[notify(NotifyType::NO_ADDITIONAL_SAS, &[])],
+            ),
+            other => self.send_response(
+                other,
+                h.message_id,
+                &[notify(NotifyType::INVALID_SYNTAX, &[])],
+            ),
+        }
+    }
+
+    fn on_informational(&mut self, message_id: u32, payloads: &[Payload<'_>]) {
+        let mut delete_ike = false;
+        let mut ours: Vec<u8> = Vec::new();
+        let mut downs = Vec::new();
+        for p in payloads {
+            let Payload::Delete(d) = p else {
+                continue;
+            };
+            if d.protocol_id == ProtocolId::IKE {
+                delete_ike = true;
+            } else if d.protocol_id == ProtocolId::ESP {
+                for spi in d.spis_u32() {
+                    if let Some(i) = self.children.iter().position(|c| c.peer_spi == spi) {
+                        let c = self.children.remove(i);
+                        ours.extend_from_slice(&c.our_spi.to_be_bytes());
+                        downs.push(c.our_spi);
+                    }
+                }
+            }
+        }
+        if delete_ike {
+            self.send_response(ExchangeType::INFORMATIONAL, message_id, &[]);
+            self.close("the gateway ended the connection (deleted the IKE SA)".into());
+            return;
+        }
+        if ours.is_empty() {
+            self.send_response(ExchangeType::INFORMATIONAL, message_id, &[]);
+        } else {
+            self.send_response(
+                ExchangeType::INFORMATIONAL,
+                message_id,
+                &[Payload::Delete(DeletePayload::esp(&ours))],
+            );
+        }
+        for our_spi in downs {
+            self.events
+                .push_back(InitiatorEvent::ChildDeleted { our_spi });
+        }
+    }
+}
+
+fn subject_der(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(c.subject().as_raw().to_vec())
+}
+
+/// SHA-1 of a CA certificate's SubjectPublicKeyInfo: how CERTREQ names it.
+fn spki_sha1(cert: &CertificateDer<'_>) -> Option<[u8; 20]> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, c.public_key().raw);
+    d.as_ref().try_into().ok()
+}
+
+/// IDr for the identity the user expects: an address or a host name.
+fn remote_id_payload(name: &str) -> (IdType, Vec<u8>) {
+    match name.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => (IdType::IPV4_ADDR, a.octets().to_vec()),
+        Ok(IpAddr::V6(a)) => (IdType::IPV6_ADDR, a.octets().to_vec()),
+        Err(_) => (IdType::FQDN, name.as_bytes().to_vec()),
+    }
+}
+
+/// Whether `name` (host name or IP address) is a subject alternative name of `der`. Unlike
+/// [`id_matches_cert`] the common name does not count: every Gatehouse gateway certificate
+/// has CN "gateway", so only the SANs tell gateways apart.
+fn name_in_sans(name: &str, der: &[u8]) -> bool {
+    let (t, data) = remote_id_payload(name);
+    if t == IdType::FQDN {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            return false;
+        };
+        let Ok(Some(sans)) = cert.subject_alternative_name() else {
+            return false;
+        };
+        let name = name.trim_end_matches('.');
+        return sans.value.general_names.iter().any(|n| {
+            matches!(n, x509_parser::extensions::GeneralName::DNSName(d)
+                if d.trim_end_matches('.').eq_ignore_ascii_case(name))
+        });
+    }
+    id_matches_cert(&IdPayload::new(t, &data), der)
+}

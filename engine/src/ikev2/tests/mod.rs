@@ -1,0 +1,9 @@
+//! In-memory tests of the IKEv2 initiator against the gateway's responder: both state
+//! machines on a virtual clock, joined by a seeded lossy/reordering link ([`pair::Pair`]).
+//! Each file tests one thing a user would notice.
+
+mod handshake;
+mod lifecycle;
+mod link;
+mod pair;
+mod refusals;

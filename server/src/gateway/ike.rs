@@ -1,0 +1,391 @@
+//! IKEv2 remote-access clients in the gateway core: UDP 500 and 4500, IKE SAs from the
+//! engine's responder, and the ESP-in-UDP data path. IKEv2 clients share the pool, router,
+//! one-session-per-certificate rule and anti-spoofing with OpenVPN clients.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use gatehouse_engine::esp::{EspInbound, EspOutbound};
+use gatehouse_engine::ikev2::responder::{
+    IkeAssignment, IkeEvent, IkeResponder, InitOutcome, ResponderConfig, Transmit, respond_to_init,
+};
+use gatehouse_engine::router::TunnelId;
+use gatehouse_engine::wire::ikev2::{Classified, ExchangeType, IkeHeader, strip_non_esp_marker};
+use gatehouse_engine::wire::ip::IpHeader;
+use ipnet::Ipv4Net;
+use tokio::net::UdpSocket;
+use tracing::{debug, info, warn};
+
+use super::{Gateway, OsEntropy};
+use crate::stats::Drop;
+
+/// One IKEv2 client.
+pub(super) struct IkeEntry {
+    pub(super) session: Box<IkeResponder>,
+    pub(super) client: Option<String>,
+    pub(super) address: Option<Ipv4Addr>,
+    pub(super) esp_out: Option<EspOutbound>,
+    pub(super) our_spis: Vec<u32>,
+    pub(super) rx_bytes: u64,
+    pub(super) tx_bytes: u64,
+    pub(super) connected: bool,
+}
+
+/// IKEv2 state of the gateway.
+pub(super) struct IkeState {
+    pub(super) cfg: Arc<ResponderConfig>,
+    pub(super) ike: Arc<UdpSocket>,
+    pub(super) natt: Arc<UdpSocket>,
+    pub(super) entries: HashMap<TunnelId, IkeEntry>,
+    pub(super) by_spis: HashMap<(u64, u64), TunnelId>,
+    pub(super) by_init: HashMap<(SocketAddr, u64), TunnelId>,
+    pub(super) esp_in: HashMap<u32, (TunnelId, EspInbound)>,
+    pub(super) cookie_secret: [u8; 32],
+    pub(super) cookie_threshold: usize,
+}
+
+impl Gateway {
+    /// A datagram on port 500 (`nat_t` false) or 4500 (`nat_t` true).
+    pub(super) async fn handle_ike_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        nat_t: bool,
+        bytes: &[u8],
+    ) {
+        let msg = if nat_t {
+            match strip_non_esp_marker(bytes) {
+                Classified::Ike(m) => m,
+                Classified::Esp(p) => {
+                    self.handle_esp(now, from, p).await;
+                    return;
+                }
+                Classified::Keepalive => return,
+            }
+        } else {
+            bytes
+        };
+        let Ok(h) = IkeHeader::parse_prefix(msg) else {
+            self.stats.drop(Drop::Malformed);
+            return;
+        };
+        let Some(ike) = self.ike.as_mut() else {
+            return;
+        };
+        if h.responder_spi == 0 && h.exchange == ExchangeType::IKE_SA_INIT && !h.flags.response() {
+            if let Some(&id) = ike.by_init.get(&(from, h.initiator_spi)) {
+                if let Some(e) = ike.entries.get_mut(&id) {
+                    e.session.handle_message(now, from, nat_t, msg);
+                }
+                self.drain_ike(now, id).await;
+                self.drain_pending(now).await;
+                return;
+            }
+            let half_open = ike.entries.values().filter(|e| e.client.is_none()).count();
+            let secret = (half_open >= ike.cookie_threshold).then_some(&ike.cookie_secret);
+            let entropy = Box::new(OsEntropy(ring::rand::SystemRandom::new()));
+            match respond_to_init(ike.cfg.clone(), entropy, now, from, nat_t, msg, secret) {
+                InitOutcome::Reply(reply) => {
+                    send_ike(ike, from, nat_t, &reply).await;
+                }
+                InitOutcome::Drop(why) => {
+                    debug!(remote = %from, why, "IKE_SA_INIT dropped");
+                    self.stats.drop(Drop::Malformed);
+                }
+                InitOutcome::Session(s) => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    ike.by_spis.insert(s.spis(), id);
+                    ike.by_init.insert((from, h.initiator_spi), id);
+                    ike.entries.insert(
+                        id,
+                        IkeEntry {
+                            session: s,
+                            client: None,
+                            address: None,
+                            esp_out: None,
+                            our_spis: Vec::new(),
+                            rx_bytes: 0,
+                            tx_bytes: 0,
+                            connected: false,
+                        },
+                    );
+                    self.drain_ike(now, id).await;
+                    self.drain_pending(now).await;
+                }
+            }
+            return;
+        }
+        let Some(&id) = ike.by_spis.get(&(h.initiator_spi, h.responder_spi)) else {
+            self.stats.drop(Drop::NoSession);
+            return;
+        };
+        if let Some(e) = ike.entries.get_mut(&id) {
+            e.session.handle_message(now, from, nat_t, msg);
+        }
+        self.drain_ike(now, id).await;
+        self.drain_pending(now).await;
+    }
+
+    async fn handle_esp(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
+        let Some(ike) = self.ike.as_mut() else {
+            return;
+        };
+        let Some(spi) = packet
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            self.stats.drop(Drop::Malformed);
+            return;
+        };
+        let Some((id, inbound)) = ike.esp_in.get_mut(&spi) else {
+            self.stats.drop(Drop::NoSession);
+            return;
+        };
+        let id = *id;
+        self.dec.resize(packet.len(), 0);
+        let inner = match inbound.decrypt(packet, &mut self.dec) {
+            // 59: a dummy packet (TFC); nothing to forward.
+            Ok(p) if p.next_header == 59 => return,
+            Ok(p) => p.packet.len(),
+            Err(_) => {
+                self.stats.drop(Drop::BadData);
+                return;
+            }
+        };
+        if let Some(e) = ike.entries.get_mut(&id) {
+            e.session.note_activity(now, from);
+            e.rx_bytes += inner as u64;
+        }
+        // The decrypted packet sits at the front of `dec`.
+        let Some(packet) = self.dec.get(..inner) else {
+            self.stats.drop(Drop::Malformed);
+            return;
+        };
+        match IpHeader::parse(packet) {
+            Ok(IpHeader::V4 { src, .. }) if self.router.may_send(id, src) => {}
+            Ok(IpHeader::V4 { .. }) => {
+                self.stats.drop(Drop::Spoofed);
+                return;
+            }
+            Ok(IpHeader::V6 { .. }) => {
+                self.stats.drop(Drop::Ipv6);
+                return;
+            }
+            Err(_) => {
+                self.stats.drop(Drop::Malformed);
+                return;
+            }
+        }
+        if self.tun.try_send(packet).is_err() {
+            let _ = self.tun.send(packet).await;
+        }
+    }
+
+    /// A packet from TUN for an IKEv2 client: seal it into ESP and send it.
+    pub(super) async fn ike_encrypt(&mut self, id: TunnelId, packet: &[u8]) -> bool {
+        let Some(ike) = self.ike.as_mut() else {
+            return false;
+        };
+        let Some(e) = ike.entries.get_mut(&id) else {
+            return false;
+        };
+        let Some(out) = e.esp_out.as_mut() else {
+            self.stats.drop(Drop::NotEstablished);
+            return true;
+        };
+        self.out.resize(out.encrypted_len(packet.len()), 0);
+        let len = match out.encrypt(packet, &mut self.out) {
+            Ok(b) => b.len(),
+            Err(_) => {
+                self.stats.drop(Drop::NotEstablished);
+                return true;
+            }
+        };
+        e.tx_bytes += packet.len() as u64;
+        let to = e.session.peer();
+        let bytes = &self.out[..len];
+        if ike.natt.try_send_to(bytes, to).is_err() {
+            let _ = ike.natt.send_to(bytes, to).await;
+        }
+        true
+    }
+
+    /// Sends an IKE SA's datagrams and acts on its events.
+    pub(super) async fn drain_ike(&mut self, now: Instant, id: TunnelId) {
+        loop {
+            let Some(ike) = self.ike.as_mut() else {
+                return;
+            };
+            let Some(e) = ike.entries.get_mut(&id) else {
+                return;
+            };
+            let mut tx: Vec<Transmit> = Vec::new();
+            while let Some(t) = e.session.poll_transmit() {
+                tx.push(t);
+            }
+            let mut events = Vec::new();
+            while let Some(ev) = e.session.poll_event() {
+                events.push(ev);
+            }
+            let closed = e.session.is_closed();
+            let next = e.session.poll_timeout();
+            for t in tx {
+                send_ike(ike, t.to, t.nat_t, &t.data).await;
+            }
+            if events.is_empty() {
+                if closed {
+                    self.remove_ike(id);
+                } else if let Some(t) = next {
+                    self.deadlines.push(std::cmp::Reverse((t, id)));
+                }
+                return;
+            }
+            for ev in events {
+                self.handle_ike_event(now, id, ev);
+            }
+        }
+    }
+
+    fn handle_ike_event(&mut self, now: Instant, id: TunnelId, ev: IkeEvent) {
+        match ev {
+            IkeEvent::Authenticated { client, id: ike_id } => {
+                debug!(client = %client, ike_id = %ike_id, "IKEv2 client authenticated");
+                self.admit_ike(now, id, client);
+            }
+            IkeEvent::ChildUp {
+                our_spi,
+                peer_spi,
+                cipher,
+                sa,
+                rekey_of,
+            } => {
+                let Some(ike) = self.ike.as_mut() else {
+                    return;
+                };
+                let sa = *sa;
+                ike.esp_in.insert(our_spi, (id, sa.inbound));
+                let Some(e) = ike.entries.get_mut(&id) else {
+                    return;
+                };
+                e.esp_out = Some(sa.outbound);
+                e.our_spis.push(our_spi);
+                if rekey_of.is_none() && !e.connected {
+                    e.connected = true;
+                    info!(
+                        client = %e.client.as_deref().unwrap_or("?"),
+                        remote = %e.session.peer(),
+                        address = %e.address.map(|a| a.to_string()).unwrap_or_default(),
+                        cipher = ?cipher,
+                        keys = "ike",
+                        transport = "ikev2",
+                        "client connected"
+                    );
+                } else {
+                    debug!(client = %e.client.as_deref().unwrap_or("?"), our_spi, peer_spi, "CHILD SA rekeyed");
+                }
+            }
+            IkeEvent::ChildDown { our_spi } => {
+                if let Some(ike) = self.ike.as_mut() {
+                    ike.esp_in.remove(&our_spi);
+                    if let Some(e) = ike.entries.get_mut(&id) {
+                        e.our_spis.retain(|s| *s != our_spi);
+                    }
+                }
+            }
+            IkeEvent::Refused { client, reason } => {
+                let remote = self
+                    .ike
+                    .as_ref()
+                    .and_then(|i| i.entries.get(&id))
+                    .map(|e| e.session.peer().to_string())
+                    .unwrap_or_default();
+                warn!(client = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, transport = "ikev2", "client refused");
+            }
+            IkeEvent::Closed(reason) => {
+                if let Some(e) = self.ike.as_ref().and_then(|i| i.entries.get(&id))
+                    && e.connected
+                {
+                    info!(
+                        client = %e.client.as_deref().unwrap_or("?"),
+                        remote = %e.session.peer(),
+                        address = %e.address.map(|a| a.to_string()).unwrap_or_default(),
+                        reason = %reason,
+                        rx_bytes = e.rx_bytes,
+                        tx_bytes = e.tx_bytes,
+                        "client disconnected"
+                    );
+                }
+                self.release_ike(id);
+            }
+        }
+    }
+
+    fn admit_ike(&mut self, now: Instant, id: TunnelId, client: String) {
+        self.replace_login(now, id, &client);
+        let addr = match self.pool.lease(&client) {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(entry) = self.ike.as_mut().and_then(|i| i.entries.get_mut(&id)) {
+                    entry.session.reject(now, &e.to_string());
+                }
+                return;
+            }
+        };
+        self.router.insert(Ipv4Net::from(addr), id);
+        self.by_client.insert(client.clone(), id);
+        let assignment = IkeAssignment {
+            address: addr,
+            dns: self.cfg.dns.clone(),
+            subnets: self.cfg.address_space.clone(),
+            full_tunnel: self.cfg.full_tunnel,
+        };
+        let Some(e) = self.ike.as_mut().and_then(|i| i.entries.get_mut(&id)) else {
+            return;
+        };
+        e.client = Some(client);
+        e.address = Some(addr);
+        e.session.accept(now, assignment);
+    }
+
+    /// Returns an IKEv2 client's address and routes (only if still its own).
+    pub(super) fn release_ike(&mut self, id: TunnelId) {
+        let Some(e) = self.ike.as_mut().and_then(|i| i.entries.get_mut(&id)) else {
+            return;
+        };
+        if let (Some(client), Some(addr)) = (e.client.clone(), e.address.take()) {
+            self.router.remove(Ipv4Net::from(addr), id);
+            if self.by_client.get(&client) == Some(&id) {
+                self.by_client.remove(&client);
+                self.pool.release(&client, addr);
+            }
+        }
+    }
+
+    fn remove_ike(&mut self, id: TunnelId) {
+        self.release_ike(id);
+        let Some(ike) = self.ike.as_mut() else {
+            return;
+        };
+        if let Some(e) = ike.entries.remove(&id) {
+            ike.by_spis.remove(&e.session.spis());
+            ike.by_init.retain(|_, v| *v != id);
+            for spi in e.our_spis {
+                ike.esp_in.remove(&spi);
+            }
+        }
+    }
+}
+
+async fn send_ike(ike: &IkeState, to: SocketAddr, nat_t: bool, data: &[u8]) {
+    if nat_t {
+        let mut d = Vec::with_capacity(data.len() + 4);
+        d.extend_from_slice(&[0, 0, 0, 0]);
+        d.extend_from_slice(data);
+        let _ = ike.natt.send_to(&d, to).await;
+    } else {
+        let _ = ike.ike.send_to(data, to).await;
+    }
+}
