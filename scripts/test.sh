@@ -10,7 +10,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Real peers and tools the end-to-end tests drive.
-APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc)
+APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc
+  strongswan-swanctl charon-systemd charon-cmd libcharon-extra-plugins
+  libstrongswan-extra-plugins strongswan-pki)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

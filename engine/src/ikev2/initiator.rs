@@ -211,6 +211,8 @@ pub struct IkeInitiator {
     peer_fragments: bool,
     peer_sig_hash: bool,
     auth_esp_spi: u32,
+    /// The selectors the gateway narrowed ours to at IKE_AUTH; a rekey asks for them again.
+    child_ts: (Vec<TrafficSelector>, Vec<TrafficSelector>),
     children: Vec<Child>,
     next_our_id: u32,
     next_peer_id: u32,
@@ -281,6 +283,10 @@ impl IkeInitiator {
             peer_fragments: false,
             peer_sig_hash: false,
             auth_esp_spi: 0,
+            child_ts: (
+                vec![TrafficSelector::any_v4()],
+                vec![TrafficSelector::any_v4()],
+            ),
             children: Vec::new(),
             next_our_id: 0,
             next_peer_id: 0,
@@ -798,6 +804,7 @@ impl IkeInitiator {
         let mut auth = None;
         let mut cp = None;
         let mut sa = None;
+        let mut tsi = None;
         let mut tsr = None;
         for p in payloads {
             match p {
@@ -823,6 +830,7 @@ impl IkeInitiator {
                 Payload::Auth(a) => auth = Some(a),
                 Payload::Cp(c) => cp = Some(c),
                 Payload::Sa(s) => sa = Some(s),
+                Payload::TsI(t) => tsi = Some(t),
                 Payload::TsR(t) => tsr = Some(t),
                 _ => {}
             }
@@ -941,6 +949,12 @@ impl IkeInitiator {
             self.fail_established(now, "CHILD SA key derivation failed".into());
             return;
         };
+        if let (Some(i), Some(r)) = (tsi, tsr)
+            && !i.selectors.is_empty()
+            && !r.selectors.is_empty()
+        {
+            self.child_ts = (i.selectors.clone(), r.selectors.clone());
+        }
         self.state = State::Established;
         self.last_rx = now;
         self.children.push(Child { our_spi, peer_spi });
@@ -1075,8 +1089,8 @@ impl IkeInitiator {
             }),
             Payload::Sa(esp_offer(&self.cfg.policy, &spi_bytes)),
             Payload::Nonce(&ni),
-            Payload::TsI(TsPayload::new(vec![TrafficSelector::any_v4()])),
-            Payload::TsR(TsPayload::new(vec![TrafficSelector::any_v4()])),
+            Payload::TsI(TsPayload::new(self.child_ts.0.clone())),
+            Payload::TsR(TsPayload::new(self.child_ts.1.clone())),
         ];
         let request = Request::RekeyChild {
             old_our_spi,

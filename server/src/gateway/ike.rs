@@ -278,7 +278,7 @@ impl Gateway {
                         client = %e.client.as_deref().unwrap_or("?"),
                         remote = %e.session.peer(),
                         address = %e.address.map(|a| a.to_string()).unwrap_or_default(),
-                        cipher = ?cipher,
+                        cipher = %esp_name(cipher),
                         keys = "ike",
                         transport = "ikev2",
                         "client connected"
@@ -387,5 +387,12 @@ async fn send_ike(ike: &IkeState, to: SocketAddr, nat_t: bool, data: &[u8]) {
         let _ = ike.natt.send_to(&d, to).await;
     } else {
         let _ = ike.ike.send_to(data, to).await;
+    }
+}
+
+fn esp_name(c: gatehouse_engine::esp::EspCipher) -> String {
+    match c {
+        gatehouse_engine::esp::EspCipher::AesGcm16 { key_bits } => format!("AES-GCM-16-{key_bits}"),
+        gatehouse_engine::esp::EspCipher::ChaCha20Poly1305 => "CHACHA20-POLY1305".into(),
     }
 }

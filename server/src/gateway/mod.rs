@@ -351,6 +351,15 @@ impl Gateway {
         if stamp == self.crl_stamp {
             return;
         }
+        if let Some(ike) = self.ike.as_mut() {
+            match crate::tls::ike_responder_config(&self.pki, &self.cfg) {
+                Ok(c) => ike.cfg = c,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "CRL changed but IKEv2 could not reload it; keeping the previous one");
+                    return;
+                }
+            }
+        }
         match openvpn_server_config(&self.pki, &self.cfg) {
             Ok(c) => {
                 self.ovpn = c;
