@@ -5,5 +5,6 @@
 mod handshake;
 mod lifecycle;
 mod link;
+mod malformed;
 mod pair;
 mod refusals;
