@@ -50,6 +50,10 @@ fn ecdsa_client_gets_address_dns_routes_and_a_working_sa() {
     )));
     // Everything after IKE_SA_INIT went to UDP 4500 with the non-ESP marker.
     assert_eq!(p.initiator.gateway().port(), 4500);
+    assert_eq!(
+        p.responder.as_ref().unwrap().peer(),
+        super::pair::client_addr(true)
+    );
     assert_eq!(p.stats.late_plain_to_gateway, 0);
     assert_eq!(
         p.initiator.suite().unwrap().dh,
