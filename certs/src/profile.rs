@@ -88,7 +88,11 @@ impl Profile {
                     kind: ProtocolKind::OpenvpnTcp,
                     port: 443,
                 },
-                // IKEv2 and QUIC join this list when the gateway serves them.
+                ProtocolEntry {
+                    kind: ProtocolKind::Ikev2,
+                    port: 500,
+                },
+                // QUIC joins this list when the gateway serves it.
             ],
         }
     }

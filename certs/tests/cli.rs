@@ -504,7 +504,11 @@ fn gatehouse_and_ovpn_exports_carry_ca_cert_and_key() {
         .collect();
     assert_eq!(
         kinds,
-        [("openvpn-udp".into(), 1194), ("openvpn-tcp".into(), 443),]
+        [
+            ("openvpn-udp".into(), 1194),
+            ("openvpn-tcp".into(), 443),
+            ("ikev2".into(), 500)
+        ]
     );
     assert_eq!(
         profile.ca,

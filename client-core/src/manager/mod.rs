@@ -5,6 +5,7 @@
 //! `broadcast` channel). The client service wraps exactly this handle; so does
 //! `gatehouse connect --foreground`.
 
+mod ikev2;
 mod tunnel;
 
 use std::sync::Arc;
@@ -244,8 +245,11 @@ async fn run(
             let mut last_reason = String::from("no usable protocol in the profile");
             let mut first_of_round = true;
             for proto in &protocols {
-                let outcome =
-                    tunnel::run(&options, &req, *proto, &mut net, &mut rx, &status, &log).await;
+                let outcome = if *proto == ProtocolKind::Ikev2 {
+                    ikev2::run(&options, &req, &mut net, &mut rx, &status, &log).await
+                } else {
+                    tunnel::run(&options, &req, *proto, &mut net, &mut rx, &status, &log).await
+                };
                 net.undo();
                 match outcome {
                     Outcome::UserDisconnect(ack) => {

@@ -83,6 +83,7 @@ pub(crate) async fn run(
 ) -> Outcome {
     let profile = &req.profile;
     if !matches!(proto, ProtocolKind::OpenvpnUdp | ProtocolKind::OpenvpnTcp) {
+        // IKEv2 has its own driver (manager/ikev2.rs); QUIC is not built yet.
         return Outcome::Lost(format!("{proto} is not supported by this client yet"));
     }
     status.set(ConnectionState::Connecting {

@@ -1,0 +1,307 @@
+//! One connection attempt over IKEv2: the engine's initiator over one UDP socket (port 500,
+//! then 4500 with ESP in UDP), TUN, routes and DNS from the configuration payload.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_engine::entropy::Entropy;
+use gatehouse_engine::esp::{EspInbound, EspOutbound};
+use gatehouse_engine::ikev2::crypto::SigningKey;
+use gatehouse_engine::ikev2::initiator::{IkeInitiator, InitiatorConfig, InitiatorEvent};
+use gatehouse_engine::ikev2::peer_cert::PeerTrust;
+use gatehouse_engine::ikev2::proposal::Policy;
+use gatehouse_engine::openvpn::tls::{certs_from_pem, key_from_pem};
+use gatehouse_engine::wire::ikev2::{Classified, strip_non_esp_marker};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::{Command, ConnectRequest, Logger, ManagerOptions, Outcome, StatusSink};
+use crate::platform::{NetConfig, NetPlan};
+use crate::profile::ProtocolKind;
+use crate::status::{ConnectionState, Counters};
+
+struct OsEntropy(ring::rand::SystemRandom);
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        use ring::rand::SecureRandom;
+        if self.0.fill(buf).is_err() {
+            panic!("OS random number generator failed");
+        }
+    }
+}
+
+fn config(req: &ConnectRequest) -> Result<Arc<InitiatorConfig>, String> {
+    let p = &req.profile;
+    let ca = certs_from_pem(p.ca_pem.as_bytes()).map_err(|e| {
+        format!(
+            "profile {}: CA certificate: {e}; re-import the profile",
+            p.name
+        )
+    })?;
+    let chain = certs_from_pem(p.cert_pem.as_bytes()).map_err(|e| {
+        format!(
+            "profile {}: client certificate: {e}; re-import the profile",
+            p.name
+        )
+    })?;
+    let key = key_from_pem(req.key_pem.as_bytes()).map_err(|e| {
+        format!(
+            "profile {}: private key: {e}; re-import the profile",
+            p.name
+        )
+    })?;
+    let rng: Arc<dyn ring::rand::SecureRandom + Send + Sync> =
+        Arc::new(ring::rand::SystemRandom::new());
+    let key = SigningKey::from_pkcs8(key.secret_der(), &*rng)
+        .map_err(|e| format!("profile {}: private key: {e}", p.name))?;
+    Ok(Arc::new(InitiatorConfig {
+        policy: Policy::default(),
+        trust: PeerTrust {
+            roots: ca,
+            crls: Vec::new(),
+        },
+        time: Arc::new(rustls::time_provider::DefaultTimeProvider),
+        cert_chain: chain,
+        key: Arc::new(key),
+        rng,
+        remote_id: Some(p.gateway.clone()),
+        dpd_interval: Duration::from_secs(30),
+        fragment_size: 1280,
+    }))
+}
+
+/// Runs one IKEv2 attempt to completion.
+pub(crate) async fn run(
+    options: &ManagerOptions,
+    req: &ConnectRequest,
+    net: &mut NetConfig,
+    commands: &mut mpsc::Receiver<Command>,
+    status: &StatusSink,
+    log: &Logger,
+) -> Outcome {
+    let profile = &req.profile;
+    status.set(ConnectionState::Connecting {
+        profile: profile.name.clone(),
+        protocol: ProtocolKind::Ikev2,
+    });
+    let cfg = match config(req) {
+        Ok(c) => c,
+        Err(reason) => return Outcome::Fatal(reason),
+    };
+    let port = profile
+        .protocols
+        .iter()
+        .find(|p| p.kind == ProtocolKind::Ikev2)
+        .map_or(500, |p| p.port);
+    let addr = match tokio::net::lookup_host((profile.gateway.as_str(), port)).await {
+        Ok(mut a) => match a.find(SocketAddr::is_ipv4) {
+            Some(a) => a,
+            None => return Outcome::Lost(format!("{} has no IPv4 address", profile.gateway)),
+        },
+        Err(e) => return Outcome::Lost(format!("cannot resolve {}: {e}", profile.gateway)),
+    };
+    let sock = match UdpSocket::bind("0.0.0.0:0").await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Lost(format!("cannot open a UDP socket: {e}")),
+    };
+    log.info(format!("{}: connecting to {addr} over ikev2", profile.name));
+    let start = Instant::now();
+    let mut ike = IkeInitiator::new(
+        cfg,
+        Box::new(OsEntropy(ring::rand::SystemRandom::new())),
+        start,
+        addr,
+    );
+    let mut tun: Option<tun_rs::AsyncDevice> = None;
+    let mut esp_out: Option<EspOutbound> = None;
+    let mut esp_in: HashMap<u32, EspInbound> = HashMap::new();
+    let mut counters = Counters::default();
+    let mut net_buf = vec![0u8; 65536];
+    let mut tun_buf = vec![0u8; 65536];
+    let mut out = vec![0u8; 65536];
+    let mut dec = vec![0u8; 65536];
+    let mut stop: Option<Outcome> = None;
+    let mut closed: Option<String> = None;
+    let mut counter_tick = tokio::time::interval(Duration::from_secs(1));
+    let target = format!("{}:{port}", profile.gateway);
+    loop {
+        let now = Instant::now();
+        while let Some(t) = ike.poll_transmit() {
+            let mut d = Vec::with_capacity(t.data.len() + 4);
+            if t.nat_t {
+                d.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            d.extend_from_slice(&t.data);
+            if let Err(e) = sock.send_to(&d, t.to).await
+                && e.kind() != std::io::ErrorKind::ConnectionRefused
+            {
+                return Outcome::Lost(format!("sending to the gateway failed: {e}"));
+            }
+        }
+        while let Some(ev) = ike.poll_event() {
+            match ev {
+                InitiatorEvent::Connected {
+                    address,
+                    dns,
+                    subnets,
+                    our_spi,
+                    sa,
+                    ..
+                } => {
+                    let sa = *sa;
+                    esp_in.insert(our_spi, sa.inbound);
+                    esp_out = Some(sa.outbound);
+                    match bring_up(options, address, &subnets, &dns, addr, net) {
+                        Ok(dev) => tun = Some(dev),
+                        Err(reason) => {
+                            ike.disconnect(now);
+                            return Outcome::Fatal(reason);
+                        }
+                    }
+                    log.info(format!(
+                        "{}: connected to {target} over ikev2; address {address}, routes {:?}, DNS {:?}",
+                        profile.name,
+                        subnets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                        dns
+                    ));
+                    let since = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    status.set(ConnectionState::Connected {
+                        profile: profile.name.clone(),
+                        since,
+                        address,
+                        gateway: target.clone(),
+                        protocol: ProtocolKind::Ikev2,
+                    });
+                }
+                InitiatorEvent::ChildRekeyed { our_spi, sa, .. } => {
+                    let sa = *sa;
+                    esp_in.insert(our_spi, sa.inbound);
+                    esp_out = Some(sa.outbound);
+                }
+                InitiatorEvent::ChildDeleted { our_spi } => {
+                    esp_in.remove(&our_spi);
+                }
+                InitiatorEvent::AuthFailed(reason) => {
+                    return Outcome::Fatal(format!(
+                        "the gateway refused this client: {reason}; ask your administrator for a new profile"
+                    ));
+                }
+                InitiatorEvent::Closed(reason) => closed = Some(reason),
+            }
+        }
+        if ike.is_closed() {
+            if let Some(o) = stop.take() {
+                return o;
+            }
+            return Outcome::Lost(closed.unwrap_or_else(|| "IKE SA closed".into()));
+        }
+        if tun.is_none() && stop.is_none() && now >= start + options.connect_timeout {
+            return Outcome::Lost(format!(
+                "no answer from the gateway at {addr} within {}s",
+                options.connect_timeout.as_secs()
+            ));
+        }
+        let deadline = ike.poll_timeout().unwrap_or(now + Duration::from_secs(1));
+        tokio::select! {
+            r = sock.recv_from(&mut net_buf) => {
+                let Ok((n, from)) = r else { continue };
+                let now = Instant::now();
+                if from.ip() != addr.ip() {
+                    continue;
+                }
+                let bytes = &net_buf[..n];
+                if from.port() == addr.port() && addr.port() != 4500 {
+                    ike.handle_message(now, bytes);
+                    continue;
+                }
+                match strip_non_esp_marker(bytes) {
+                    Classified::Ike(m) => ike.handle_message(now, m),
+                    Classified::Keepalive => {}
+                    Classified::Esp(p) => {
+                        let Some(spi) = p.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { continue };
+                        let Some(inbound) = esp_in.get_mut(&spi) else { continue };
+                        if let Ok(payload) = inbound.decrypt(p, &mut dec) {
+                            if payload.next_header == 59 {
+                                continue;
+                            }
+                            let len = payload.packet.len();
+                            ike.note_activity(now);
+                            if let Some(t) = &tun {
+                                counters.rx_bytes += len as u64;
+                                counters.rx_packets += 1;
+                                let _ = t.send(&dec[..len]).await;
+                            }
+                        }
+                    }
+                }
+            }
+            r = async { match &tun { Some(t) => t.recv(&mut tun_buf).await, None => std::future::pending().await } } => {
+                if let (Ok(n), Some(o)) = (r, esp_out.as_mut()) {
+                    let gw = SocketAddr::new(addr.ip(), 4500);
+                    if let Ok(p) = o.encrypt(&tun_buf[..n], &mut out) {
+                        counters.tx_bytes += n as u64;
+                        counters.tx_packets += 1;
+                        let _ = sock.send_to(p, gw).await;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                ike.handle_timeout(Instant::now());
+            }
+            cmd = commands.recv(), if stop.is_none() => {
+                let now = Instant::now();
+                ike.disconnect(now);
+                stop = Some(match cmd {
+                    Some(Command::Disconnect(ack)) => Outcome::UserDisconnect(ack),
+                    Some(Command::Connect(next, ack)) => Outcome::Replaced(next, ack),
+                    None => Outcome::Lost("manager stopped".into()),
+                });
+            }
+            _ = counter_tick.tick() => status.counters(counters),
+        }
+    }
+}
+
+fn bring_up(
+    options: &ManagerOptions,
+    address: Ipv4Addr,
+    subnets: &[ipnet::Ipv4Net],
+    dns: &[std::net::IpAddr],
+    server: SocketAddr,
+    net: &mut NetConfig,
+) -> Result<tun_rs::AsyncDevice, String> {
+    let dev = tun_rs::DeviceBuilder::new()
+        .name(&options.tun_name)
+        .ipv4(address, 32, None)
+        .mtu(1400)
+        .build_async()
+        .map_err(|e| {
+            format!(
+                "cannot create TUN device {}: {e}; the client service must run as root (or with CAP_NET_ADMIN)",
+                options.tun_name
+            )
+        })?;
+    // A 0.0.0.0/0 selector from the gateway means "everything" (full tunnel).
+    let full = subnets.iter().any(|s| s.prefix_len() == 0);
+    let plan = NetPlan {
+        tun: options.tun_name.clone(),
+        routes: subnets
+            .iter()
+            .copied()
+            .filter(|s| s.prefix_len() > 0)
+            .collect(),
+        redirect_gateway: full,
+        server: server.ip(),
+        tunnel_gateway: address,
+        dns: dns.to_vec(),
+    };
+    net.apply(&plan)
+        .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
+    Ok(dev)
+}
