@@ -9,6 +9,7 @@
 //! - [`gatehoused`]: Gatehouse's gateway daemon and `gatehouse-certs`, driven for the tests.
 //! - [`openssl_pki`]: a throwaway PKI made with the openssl CLI.
 //! - [`client`]: Gatehouse's own client, `gatehouse` (service and front-end commands).
+//! - [`strongswan`]: strongSwan (`charon-cmd`, `charon-systemd` + `swanctl`) as an IKEv2 peer.
 //!
 //! Every test that touches the network calls [`require_root`] first: the tests must fail, not
 //! skip, where they cannot run.
@@ -21,6 +22,7 @@ pub mod netns;
 pub mod openssl_pki;
 pub mod openvpn;
 pub mod proc;
+pub mod strongswan;
 pub mod topology;
 
 pub use cidr::Ipv4Cidr;

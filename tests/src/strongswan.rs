@@ -55,7 +55,11 @@ const POLL: Duration = Duration::from_millis(100);
 /// Fails if a `resolvconf` program exists: strongSwan's resolve plugin then uses it, ignoring
 /// `plugins.resolve.file`, and would change the host's DNS settings.
 pub fn refuse_resolvconf() -> Result<()> {
-    for p in ["/sbin/resolvconf", "/usr/sbin/resolvconf", "/usr/bin/resolvconf"] {
+    for p in [
+        "/sbin/resolvconf",
+        "/usr/sbin/resolvconf",
+        "/usr/bin/resolvconf",
+    ] {
         ensure!(
             !Path::new(p).exists(),
             "{p} exists: strongSwan's resolve plugin would call it and rewrite the host's DNS \
@@ -438,7 +442,11 @@ impl Charon {
         t.push_str(&filelog_section("main", &log));
         t.push_str("  plugins {\n");
         t.push_str(&resolve_section(&resolv));
-        let _ = writeln!(t, "    vici {{\n      socket = unix://{}\n    }}", vici.display());
+        let _ = writeln!(
+            t,
+            "    vici {{\n      socket = unix://{}\n    }}",
+            vici.display()
+        );
         t.push_str("  }\n}\n");
         t.push_str("charon-systemd {\n  journal {\n    default = -1\n  }\n}\n");
         let _ = writeln!(t, "swanctl {{\n  socket = unix://{}\n}}", vici.display());
@@ -656,7 +664,10 @@ mod tests {
             "esp_proposals = aes256gcm16",
             "rekey_time = 20s",
         ] {
-            assert!(t.lines().any(|l| l.trim() == line), "missing {line:?}:\n{t}");
+            assert!(
+                t.lines().any(|l| l.trim() == line),
+                "missing {line:?}:\n{t}"
+            );
         }
     }
 

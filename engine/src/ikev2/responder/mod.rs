@@ -12,30 +12,30 @@
 //! [`poll_transmit`](IkeResponder::poll_transmit), [`poll_event`](IkeResponder::poll_event),
 //! [`poll_timeout`](IkeResponder::poll_timeout).
 
+mod auth;
+mod exchanges;
+
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::Ipv4Net;
 use ring::rand::SecureRandom;
 use rustls::pki_types::CertificateDer;
 use rustls::time_provider::TimeProvider;
 
 use super::crypto::natd::{fake_source_hash, natd_hash};
-use super::crypto::sign::{AuthMethod as SignMethod, SigningKey, signed_octets, verify_auth};
-use super::crypto::{ChildSaKeys, DhGroup, DhPrivate, IkeSaKeys, SkKeys};
+use super::crypto::sign::SigningKey;
+use super::crypto::{DhPrivate, IkeSaKeys, SkKeys};
 use super::message::{self, Opened, Reassembly};
-use super::peer_cert::{PeerTrust, id_matches_cert};
-use super::proposal::{
-    IkeChoice, IkeSuite, Policy, choose_esp, choose_ike, esp_sa_payload, ike_sa_payload,
-};
+use super::peer_cert::PeerTrust;
+use super::proposal::{IkeChoice, IkeSuite, Policy, choose_ike, ike_sa_payload};
 use crate::entropy::Entropy;
 use crate::esp::{EspCipher, EspSa};
 use crate::wire::ikev2::{
-    AuthMethod, AuthPayload, CertEncoding, CertPayload, CertReqPayload, CfgAttrType, CfgAttribute,
-    CfgType, CpPayload, DeletePayload, ExchangeType, IdPayload, IdType, KePayload, Message,
-    NotifyPayload, NotifyType, Payload, ProtocolId, TrafficSelector, TsPayload, nonce_len_ok,
+    CertEncoding, CertReqPayload, DeletePayload, ExchangeType, IdType, KePayload, Message,
+    NotifyPayload, NotifyType, Payload, nonce_len_ok,
 };
 
 /// Gateway-wide IKEv2 settings.
@@ -451,7 +451,12 @@ impl IkeResponder {
         self.peer_nat_t = true;
     }
 
-    fn send_response(&mut self, exchange: ExchangeType, message_id: u32, payloads: &[Payload<'_>]) {
+    pub(super) fn send_response(
+        &mut self,
+        exchange: ExchangeType,
+        message_id: u32,
+        payloads: &[Payload<'_>],
+    ) {
         let header = message::header(self.spi_i, self.spi_r, exchange, false, true, message_id);
         let datagrams = message::seal(
             &mut self.sk_out,
@@ -471,7 +476,7 @@ impl IkeResponder {
         self.last_response = Some((message_id, datagrams));
     }
 
-    fn send_request(&mut self, now: Instant, payloads: &[Payload<'_>]) {
+    pub(super) fn send_request(&mut self, now: Instant, payloads: &[Payload<'_>]) {
         let id = self.next_our_id;
         let header = message::header(
             self.spi_i,
@@ -504,7 +509,7 @@ impl IkeResponder {
         });
     }
 
-    fn close(&mut self, reason: String) {
+    pub(super) fn close(&mut self, reason: String) {
         if self.state != State::Closed {
             self.state = State::Closed;
             self.events.push_back(IkeEvent::Closed(reason));
@@ -623,513 +628,6 @@ impl IkeResponder {
         }
     }
 
-    fn refuse(&mut self, message_id: u32, client: Option<String>, reason: String) {
-        self.events.push_back(IkeEvent::Refused {
-            client,
-            reason: reason.clone(),
-        });
-        self.send_response(
-            ExchangeType::IKE_AUTH,
-            message_id,
-            &[notify(NotifyType::AUTHENTICATION_FAILED, &[])],
-        );
-        self.close(format!("refused: {reason}"));
-    }
-
-    fn on_ike_auth(&mut self, now: Instant, message_id: u32, payloads: &[Payload<'_>]) {
-        let mut idi = None;
-        let mut idr_wanted = None;
-        let mut certs: Vec<CertificateDer<'_>> = Vec::new();
-        let mut auth = None;
-        let mut sa = None;
-        let mut cp = None;
-        for p in payloads {
-            match p {
-                Payload::IdI(i) => idi = Some(i),
-                Payload::IdR(i) => idr_wanted = Some(i),
-                Payload::Cert(c) if c.encoding == CertEncoding::X509_SIGNATURE => {
-                    certs.push(CertificateDer::from(c.data))
-                }
-                Payload::Auth(a) => auth = Some(a),
-                Payload::Sa(s) => sa = Some(s),
-                Payload::Cp(c) => cp = Some(c),
-                _ => {}
-            }
-        }
-        let (Some(idi), Some(auth)) = (idi, auth) else {
-            self.refuse(
-                message_id,
-                None,
-                "IKE_AUTH without identity or AUTH payload".into(),
-            );
-            return;
-        };
-        let id_text = describe_id(idi);
-        if auth.method == AuthMethod::SHARED_KEY_MIC {
-            self.refuse(
-                message_id,
-                None,
-                format!("{id_text} tried pre-shared-key authentication; remote access needs a certificate"),
-            );
-            return;
-        }
-        let Some(time) = self.cfg.time.current_time() else {
-            self.refuse(message_id, None, "gateway clock unavailable".into());
-            return;
-        };
-        let verified = match self.cfg.trust.verify(&certs, time, true) {
-            Ok(v) => v,
-            Err(r) => {
-                self.refuse(message_id, r.name.clone(), r.reason);
-                return;
-            }
-        };
-        let name = verified.name.clone();
-        if !id_matches_cert(idi, &certs[0]) {
-            self.refuse(
-                message_id,
-                Some(name),
-                format!("identity {id_text} is not in its certificate"),
-            );
-            return;
-        }
-        let mut idi_body = Vec::new();
-        idi.emit_body(&mut idi_body);
-        let octets = signed_octets(
-            self.suite.prf,
-            &self.keys.sk_pi,
-            &self.init_request,
-            &self.nr,
-            &idi_body,
-        );
-        let method = SignMethod::from_id(auth.method.0);
-        let ok = method.is_some_and(|m| verify_auth(m, &verified.spki, &octets, auth.data).is_ok());
-        if !ok {
-            self.refuse(
-                message_id,
-                Some(name),
-                format!(
-                    "AUTH payload (method {}) does not verify with its certificate",
-                    auth.method.0
-                ),
-            );
-            return;
-        }
-        let (peer_esp_spi, esp) = match sa.and_then(|s| choose_esp(&self.cfg.policy, s, &[])) {
-            Some((number, spi, cipher, _)) => (spi, Some((number, cipher))),
-            None => (0, None),
-        };
-        let wants_address = cp.is_some_and(|c| {
-            c.cfg_type == CfgType::CFG_REQUEST
-                && c.attributes_of(CfgAttrType::INTERNAL_IP4_ADDRESS)
-                    .next()
-                    .is_some()
-        });
-        let _ = now;
-        self.client = Some(name.clone());
-        let wanted_idr = idr_wanted
-            .filter(|i| {
-                self.cfg
-                    .cert_chain
-                    .first()
-                    .is_some_and(|c| id_matches_cert(i, c.as_ref()))
-            })
-            .map(|i| (i.id_type, i.data.to_vec()));
-        self.pending = Some(PendingAuth {
-            message_id,
-            wanted_idr,
-            client: name.clone(),
-            peer_esp_spi,
-            esp,
-            wants_address,
-        });
-        self.state = State::AwaitDecision;
-        self.events.push_back(IkeEvent::Authenticated {
-            client: name,
-            id: id_text,
-        });
-    }
-
-    /// Admits the authenticated client: answers IKE_AUTH with our identity, certificate,
-    /// signature, its address (CP), and the CHILD SA.
-    pub fn accept(&mut self, now: Instant, a: IkeAssignment) {
-        if self.state != State::AwaitDecision {
-            return;
-        }
-        let Some(p) = self.pending.take() else {
-            return;
-        };
-        let Some((number, cipher)) = p.esp else {
-            self.refuse(
-                p.message_id,
-                Some(p.client),
-                "no acceptable ESP proposal (we offer AES-GCM-16 and ChaCha20-Poly1305 without ESN)".into(),
-            );
-            return;
-        };
-        if !p.wants_address {
-            self.refuse(
-                p.message_id,
-                Some(p.client),
-                "client did not ask for a virtual address (configuration payload)".into(),
-            );
-            return;
-        }
-        let Some(ee) = self.cfg.cert_chain.first().cloned() else {
-            self.close("gateway has no certificate".into());
-            return;
-        };
-        // Our identity: what the client asked for when our certificate holds it, else the
-        // certificate's first address or DNS name (what clients configure as the server's
-        // identity), else its subject DN.
-        let (idr_type, idr_data) = match p.wanted_idr.clone().or_else(|| first_san(&ee)) {
-            Some(x) => x,
-            None => match subject_der(&ee) {
-                Some(s) => (IdType::DER_ASN1_DN, s),
-                None => {
-                    self.close("gateway certificate does not parse".into());
-                    return;
-                }
-            },
-        };
-        let idr = IdPayload::new(idr_type, &idr_data);
-        let mut idr_body = Vec::new();
-        idr.emit_body(&mut idr_body);
-        let octets = signed_octets(
-            self.suite.prf,
-            &self.keys.sk_pr,
-            &self.init_response,
-            &self.ni,
-            &idr_body,
-        );
-        let method = if self.peer_sig_hash {
-            SignMethod::DigitalSignature
-        } else {
-            self.cfg.key.preferred_method()
-        };
-        let auth_data = match self.cfg.key.auth_data(method, &octets, &*self.cfg.rng) {
-            Ok(d) => d,
-            Err(e) => {
-                self.close(format!("signing failed: {e}"));
-                return;
-            }
-        };
-        let mut our_spi = 0;
-        while our_spi == 0 {
-            let mut b = [0u8; 4];
-            self.entropy.fill(&mut b);
-            our_spi = u32::from_be_bytes(b);
-        }
-        let keys = match ChildSaKeys::derive(
-            self.suite.prf,
-            &self.keys.sk_d,
-            None,
-            &self.ni,
-            &self.nr,
-            cipher.key_sizes(),
-        ) {
-            Ok(k) => k,
-            Err(e) => {
-                self.close(format!("CHILD SA key derivation failed: {e}"));
-                return;
-            }
-        };
-        let sa = match EspSa::from_child_keys(cipher, &keys, false, our_spi, p.peer_esp_spi) {
-            Ok(s) => s,
-            Err(e) => {
-                self.close(format!("ESP SA setup failed: {e}"));
-                return;
-            }
-        };
-        let addr = a.address.octets();
-        let mut cp_attrs = vec![CfgAttribute {
-            attr_type: CfgAttrType::INTERNAL_IP4_ADDRESS,
-            value: &addr,
-        }];
-        let dns: Vec<[u8; 4]> = a
-            .dns
-            .iter()
-            .filter_map(|d| match d {
-                IpAddr::V4(v) => Some(v.octets()),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        for d in &dns {
-            cp_attrs.push(CfgAttribute {
-                attr_type: CfgAttrType::INTERNAL_IP4_DNS,
-                value: d,
-            });
-        }
-        let subnets: Vec<[u8; 8]> = a
-            .subnets
-            .iter()
-            .map(|n| {
-                let mut v = [0u8; 8];
-                v[..4].copy_from_slice(&n.network().octets());
-                v[4..].copy_from_slice(&n.netmask().octets());
-                v
-            })
-            .collect();
-        for s in &subnets {
-            cp_attrs.push(CfgAttribute {
-                attr_type: CfgAttrType::INTERNAL_IP4_SUBNET,
-                value: s,
-            });
-        }
-        let tsi = TsPayload::new(vec![TrafficSelector::from_net(IpNet::V4(Ipv4Net::from(
-            a.address,
-        )))]);
-        let tsr = if a.full_tunnel || a.subnets.is_empty() {
-            TsPayload::new(vec![TrafficSelector::any_v4()])
-        } else {
-            TsPayload::new(
-                a.subnets
-                    .iter()
-                    .map(|n| TrafficSelector::from_net(IpNet::V4(*n)))
-                    .collect(),
-            )
-        };
-        let spi_bytes = our_spi.to_be_bytes();
-        let payloads = vec![
-            Payload::IdR(idr),
-            Payload::Cert(CertPayload {
-                encoding: CertEncoding::X509_SIGNATURE,
-                data: ee.as_ref(),
-            }),
-            Payload::Auth(AuthPayload {
-                method: AuthMethod(method.id()),
-                data: &auth_data,
-            }),
-            Payload::Cp(CpPayload {
-                cfg_type: CfgType::CFG_REPLY,
-                attributes: cp_attrs,
-            }),
-            Payload::Sa(esp_sa_payload(number, cipher, &spi_bytes)),
-            Payload::TsI(tsi),
-            Payload::TsR(tsr),
-        ];
-        self.send_response(ExchangeType::IKE_AUTH, p.message_id, &payloads);
-        self.state = State::Established;
-        self.last_rx = now;
-        self.children.push(Child {
-            our_spi,
-            peer_spi: p.peer_esp_spi,
-        });
-        self.events.push_back(IkeEvent::ChildUp {
-            our_spi,
-            peer_spi: p.peer_esp_spi,
-            cipher,
-            sa: Box::new(sa),
-            rekey_of: None,
-        });
-    }
-
-    /// Refuses the authenticated client (AUTHENTICATION_FAILED) with `reason` for the log.
-    pub fn reject(&mut self, _now: Instant, reason: &str) {
-        if self.state != State::AwaitDecision {
-            return;
-        }
-        if let Some(p) = self.pending.take() {
-            self.refuse(p.message_id, Some(p.client), reason.to_owned());
-        }
-    }
-
-    fn on_informational(&mut self, message_id: u32, payloads: &[Payload<'_>]) {
-        let mut reply_spis: Vec<u8> = Vec::new();
-        let mut delete_ike = false;
-        let mut downs = Vec::new();
-        for p in payloads {
-            if let Payload::Delete(d) = p {
-                if d.protocol_id == ProtocolId::IKE {
-                    delete_ike = true;
-                } else if d.protocol_id == ProtocolId::ESP {
-                    for spi in d.spis_u32() {
-                        if let Some(i) = self.children.iter().position(|c| c.peer_spi == spi) {
-                            let c = self.children.remove(i);
-                            reply_spis.extend_from_slice(&c.our_spi.to_be_bytes());
-                            downs.push(c.our_spi);
-                        }
-                    }
-                }
-            }
-        }
-        if delete_ike {
-            self.send_response(ExchangeType::INFORMATIONAL, message_id, &[]);
-            self.close("client deleted the IKE SA (disconnect)".into());
-            return;
-        }
-        if reply_spis.is_empty() {
-            self.send_response(ExchangeType::INFORMATIONAL, message_id, &[]);
-        } else {
-            let spis = reply_spis.clone();
-            self.send_response(
-                ExchangeType::INFORMATIONAL,
-                message_id,
-                &[Payload::Delete(DeletePayload::esp(&spis))],
-            );
-        }
-        for our_spi in downs {
-            self.events.push_back(IkeEvent::ChildDown { our_spi });
-        }
-    }
-
-    fn on_create_child(&mut self, message_id: u32, payloads: &[Payload<'_>]) {
-        let mut rekey = None;
-        let mut sa = None;
-        let mut nonce = None;
-        let mut ke = None;
-        let mut tsi = None;
-        let mut tsr = None;
-        for p in payloads {
-            match p {
-                Payload::Notify(n) if n.notify_type == NotifyType::REKEY_SA => rekey = n.spi_u32(),
-                Payload::Sa(s) => sa = Some(s),
-                Payload::Nonce(n) => nonce = Some(*n),
-                Payload::Ke(k) => ke = Some(k),
-                Payload::TsI(t) => tsi = Some(t),
-                Payload::TsR(t) => tsr = Some(t),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(ni)) = (sa, nonce) else {
-            self.send_response(
-                ExchangeType::CREATE_CHILD_SA,
-                message_id,
-                &[notify(NotifyType::INVALID_SYNTAX, &[])],
-            );
-            return;
-        };
-        if sa.proposals.iter().any(|p| p.protocol == ProtocolId::IKE) {
-            // IKE SA rekeying is not implemented yet; the peer keeps the current IKE SA.
-            self.send_response(
-                ExchangeType::CREATE_CHILD_SA,
-                message_id,
-                &[notify(NotifyType::NO_ADDITIONAL_SAS, &[])],
-            );
-            return;
-        }
-        let (Some(tsi), Some(tsr)) = (tsi, tsr) else {
-            self.send_response(
-                ExchangeType::CREATE_CHILD_SA,
-                message_id,
-                &[notify(NotifyType::TS_UNACCEPTABLE, &[])],
-            );
-            return;
-        };
-        let old = rekey.and_then(|spi| self.children.iter().position(|c| c.peer_spi == spi));
-        let Some(old) = old else {
-            self.send_response(
-                ExchangeType::CREATE_CHILD_SA,
-                message_id,
-                &[notify(NotifyType::CHILD_SA_NOT_FOUND, &[])],
-            );
-            return;
-        };
-        let Some((number, peer_spi, cipher, dh)) =
-            choose_esp(&self.cfg.policy, sa, &self.cfg.policy.dh_groups)
-        else {
-            self.send_response(
-                ExchangeType::CREATE_CHILD_SA,
-                message_id,
-                &[notify(NotifyType::NO_PROPOSAL_CHOSEN, &[])],
-            );
-            return;
-        };
-        let mut g_ir = None;
-        let mut our_public = Vec::new();
-        let mut group = 0u16;
-        if let Some(g) = dh {
-            let Some(ke) = ke.filter(|k| k.dh_group == g.transform_id()) else {
-                let b = g.transform_id().to_be_bytes();
-                self.send_response(
-                    ExchangeType::CREATE_CHILD_SA,
-                    message_id,
-                    &[notify(NotifyType::INVALID_KE_PAYLOAD, &b)],
-                );
-                return;
-            };
-            let generated: Result<(DhPrivate, Vec<u8>), _> =
-                DhGroup::generate(g, &mut *self.entropy, &*self.cfg.rng);
-            let Ok((private, public)) = generated else {
-                return;
-            };
-            let Ok(secret) = private.shared_secret(ke.data) else {
-                self.send_response(
-                    ExchangeType::CREATE_CHILD_SA,
-                    message_id,
-                    &[notify(NotifyType::INVALID_SYNTAX, &[])],
-                );
-                return;
-            };
-            g_ir = Some(secret);
-            our_public = public;
-            group = g.transform_id();
-        }
-        let mut nr = vec![0u8; 32];
-        self.entropy.fill(&mut nr);
-        let mut our_spi = 0;
-        while our_spi == 0 {
-            let mut b = [0u8; 4];
-            self.entropy.fill(&mut b);
-            our_spi = u32::from_be_bytes(b);
-        }
-        let Ok(keys) = ChildSaKeys::derive(
-            self.suite.prf,
-            &self.keys.sk_d,
-            g_ir.as_deref(),
-            ni,
-            &nr,
-            cipher.key_sizes(),
-        ) else {
-            return;
-        };
-        let Ok(esp) = EspSa::from_child_keys(cipher, &keys, false, our_spi, peer_spi) else {
-            return;
-        };
-        let spi_bytes = our_spi.to_be_bytes();
-        let mut out = vec![
-            Payload::Sa(esp_sa_payload(number, cipher, &spi_bytes)),
-            Payload::Nonce(&nr),
-        ];
-        if dh.is_some() {
-            out.push(Payload::Ke(KePayload {
-                dh_group: group,
-                data: &our_public,
-            }));
-        }
-        // Keep the selectors of the SA being rekeyed (they were narrowed at IKE_AUTH).
-        out.push(Payload::TsI(tsi.clone()));
-        out.push(Payload::TsR(tsr.clone()));
-        self.send_response(ExchangeType::CREATE_CHILD_SA, message_id, &out);
-        let old_our = self.children[old].our_spi;
-        self.children.push(Child { our_spi, peer_spi });
-        self.events.push_back(IkeEvent::ChildUp {
-            our_spi,
-            peer_spi,
-            cipher,
-            sa: Box::new(esp),
-            rekey_of: Some(old_our),
-        });
-    }
-
-    fn handle_response(&mut self, now: Instant, msg: &Message<'_>, raw: &[u8]) {
-        let Some(o) = &self.outstanding else {
-            return;
-        };
-        if msg.header.message_id != o.message_id {
-            return;
-        }
-        if !matches!(
-            self.reassembly.open(&self.sk_in, msg, raw),
-            Ok(Opened::Complete { .. })
-        ) {
-            return;
-        }
-        self.outstanding = None;
-        self.next_our_id = self.next_our_id.wrapping_add(1);
-        self.last_rx = now;
-    }
-
     /// Advances timers: DPD, retransmissions of our requests, the IKE_AUTH deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Closed {
@@ -1184,36 +682,5 @@ impl IkeResponder {
                 None => self.last_rx + self.cfg.dpd_interval,
             }),
         }
-    }
-}
-
-fn first_san(cert: &CertificateDer<'_>) -> Option<(IdType, Vec<u8>)> {
-    use x509_parser::extensions::GeneralName;
-    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let san = c.subject_alternative_name().ok().flatten()?;
-    san.value.general_names.iter().find_map(|n| match n {
-        GeneralName::IPAddress(ip) if ip.len() == 4 => Some((IdType::IPV4_ADDR, ip.to_vec())),
-        GeneralName::IPAddress(ip) if ip.len() == 16 => Some((IdType::IPV6_ADDR, ip.to_vec())),
-        GeneralName::DNSName(d) => Some((IdType::FQDN, d.as_bytes().to_vec())),
-        _ => None,
-    })
-}
-
-fn subject_der(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
-    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    Some(c.subject().as_raw().to_vec())
-}
-
-fn describe_id(id: &IdPayload<'_>) -> String {
-    match id.id_type {
-        IdType::IPV4_ADDR => id.ipv4().map_or_else(|| "IPv4 ?".into(), |a| a.to_string()),
-        IdType::FQDN | IdType::RFC822_ADDR => id.text().unwrap_or("?").to_owned(),
-        IdType::DER_ASN1_DN => {
-            use x509_parser::prelude::FromDer;
-            x509_parser::x509::X509Name::from_der(id.data)
-                .map(|(_, n)| n.to_string())
-                .unwrap_or_else(|_| "DN ?".into())
-        }
-        other => format!("{other:?}"),
     }
 }

@@ -1,0 +1,363 @@
+//! IKE_AUTH: checking the client, then answering it with our identity, its address and
+//! the CHILD SA.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use ipnet::{IpNet, Ipv4Net};
+use rustls::pki_types::CertificateDer;
+
+use super::super::crypto::ChildSaKeys;
+use super::super::crypto::sign::{AuthMethod as SignMethod, signed_octets, verify_auth};
+use super::super::peer_cert::id_matches_cert;
+use super::super::proposal::{choose_esp, esp_sa_payload};
+use super::*;
+use crate::esp::EspSa;
+use crate::wire::ikev2::{
+    AuthMethod, AuthPayload, CertEncoding, CertPayload, CfgAttrType, CfgAttribute, CfgType,
+    CpPayload, ExchangeType, IdPayload, IdType, NotifyType, Payload, TrafficSelector, TsPayload,
+};
+
+impl IkeResponder {
+    pub(super) fn refuse(&mut self, message_id: u32, client: Option<String>, reason: String) {
+        self.events.push_back(IkeEvent::Refused {
+            client,
+            reason: reason.clone(),
+        });
+        self.send_response(
+            ExchangeType::IKE_AUTH,
+            message_id,
+            &[notify(NotifyType::AUTHENTICATION_FAILED, &[])],
+        );
+        self.close(format!("refused: {reason}"));
+    }
+
+    pub(super) fn on_ike_auth(&mut self, now: Instant, message_id: u32, payloads: &[Payload<'_>]) {
+        let mut idi = None;
+        let mut idr_wanted = None;
+        let mut certs: Vec<CertificateDer<'_>> = Vec::new();
+        let mut auth = None;
+        let mut sa = None;
+        let mut cp = None;
+        for p in payloads {
+            match p {
+                Payload::IdI(i) => idi = Some(i),
+                Payload::IdR(i) => idr_wanted = Some(i),
+                Payload::Cert(c) if c.encoding == CertEncoding::X509_SIGNATURE => {
+                    certs.push(CertificateDer::from(c.data))
+                }
+                Payload::Auth(a) => auth = Some(a),
+                Payload::Sa(s) => sa = Some(s),
+                Payload::Cp(c) => cp = Some(c),
+                _ => {}
+            }
+        }
+        let (Some(idi), Some(auth)) = (idi, auth) else {
+            self.refuse(
+                message_id,
+                None,
+                "IKE_AUTH without identity or AUTH payload".into(),
+            );
+            return;
+        };
+        let id_text = describe_id(idi);
+        if auth.method == AuthMethod::SHARED_KEY_MIC {
+            self.refuse(
+                message_id,
+                None,
+                format!("{id_text} tried pre-shared-key authentication; remote access needs a certificate"),
+            );
+            return;
+        }
+        let Some(time) = self.cfg.time.current_time() else {
+            self.refuse(message_id, None, "gateway clock unavailable".into());
+            return;
+        };
+        let verified = match self.cfg.trust.verify(&certs, time, true) {
+            Ok(v) => v,
+            Err(r) => {
+                self.refuse(message_id, r.name.clone(), r.reason);
+                return;
+            }
+        };
+        let name = verified.name.clone();
+        if !id_matches_cert(idi, &certs[0]) {
+            self.refuse(
+                message_id,
+                Some(name),
+                format!("identity {id_text} is not in its certificate"),
+            );
+            return;
+        }
+        let mut idi_body = Vec::new();
+        idi.emit_body(&mut idi_body);
+        let octets = signed_octets(
+            self.suite.prf,
+            &self.keys.sk_pi,
+            &self.init_request,
+            &self.nr,
+            &idi_body,
+        );
+        let method = SignMethod::from_id(auth.method.0);
+        let ok = method.is_some_and(|m| verify_auth(m, &verified.spki, &octets, auth.data).is_ok());
+        if !ok {
+            self.refuse(
+                message_id,
+                Some(name),
+                format!(
+                    "AUTH payload (method {}) does not verify with its certificate",
+                    auth.method.0
+                ),
+            );
+            return;
+        }
+        let (peer_esp_spi, esp) = match sa.and_then(|s| choose_esp(&self.cfg.policy, s, &[])) {
+            Some((number, spi, cipher, _)) => (spi, Some((number, cipher))),
+            None => (0, None),
+        };
+        let wants_address = cp.is_some_and(|c| {
+            c.cfg_type == CfgType::CFG_REQUEST
+                && c.attributes_of(CfgAttrType::INTERNAL_IP4_ADDRESS)
+                    .next()
+                    .is_some()
+        });
+        let _ = now;
+        self.client = Some(name.clone());
+        let wanted_idr = idr_wanted
+            .filter(|i| {
+                self.cfg
+                    .cert_chain
+                    .first()
+                    .is_some_and(|c| id_matches_cert(i, c.as_ref()))
+            })
+            .map(|i| (i.id_type, i.data.to_vec()));
+        self.pending = Some(PendingAuth {
+            message_id,
+            wanted_idr,
+            client: name.clone(),
+            peer_esp_spi,
+            esp,
+            wants_address,
+        });
+        self.state = State::AwaitDecision;
+        self.events.push_back(IkeEvent::Authenticated {
+            client: name,
+            id: id_text,
+        });
+    }
+
+    /// Admits the authenticated client: answers IKE_AUTH with our identity, certificate,
+    /// signature, its address (CP), and the CHILD SA.
+    pub fn accept(&mut self, now: Instant, a: IkeAssignment) {
+        if self.state != State::AwaitDecision {
+            return;
+        }
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let Some((number, cipher)) = p.esp else {
+            self.refuse(
+                p.message_id,
+                Some(p.client),
+                "no acceptable ESP proposal (we offer AES-GCM-16 and ChaCha20-Poly1305 without ESN)".into(),
+            );
+            return;
+        };
+        if !p.wants_address {
+            self.refuse(
+                p.message_id,
+                Some(p.client),
+                "client did not ask for a virtual address (configuration payload)".into(),
+            );
+            return;
+        }
+        let Some(ee) = self.cfg.cert_chain.first().cloned() else {
+            self.close("gateway has no certificate".into());
+            return;
+        };
+        // Our identity: what the client asked for when our certificate holds it, else the
+        // certificate's first address or DNS name (what clients configure as the server's
+        // identity), else its subject DN.
+        let (idr_type, idr_data) = match p.wanted_idr.clone().or_else(|| first_san(&ee)) {
+            Some(x) => x,
+            None => match subject_der(&ee) {
+                Some(s) => (IdType::DER_ASN1_DN, s),
+                None => {
+                    self.close("gateway certificate does not parse".into());
+                    return;
+                }
+            },
+        };
+        let idr = IdPayload::new(idr_type, &idr_data);
+        let mut idr_body = Vec::new();
+        idr.emit_body(&mut idr_body);
+        let octets = signed_octets(
+            self.suite.prf,
+            &self.keys.sk_pr,
+            &self.init_response,
+            &self.ni,
+            &idr_body,
+        );
+        let method = if self.peer_sig_hash {
+            SignMethod::DigitalSignature
+        } else {
+            self.cfg.key.preferred_method()
+        };
+        let auth_data = match self.cfg.key.auth_data(method, &octets, &*self.cfg.rng) {
+            Ok(d) => d,
+            Err(e) => {
+                self.close(format!("signing failed: {e}"));
+                return;
+            }
+        };
+        let mut our_spi = 0;
+        while our_spi == 0 {
+            let mut b = [0u8; 4];
+            self.entropy.fill(&mut b);
+            our_spi = u32::from_be_bytes(b);
+        }
+        let keys = match ChildSaKeys::derive(
+            self.suite.prf,
+            &self.keys.sk_d,
+            None,
+            &self.ni,
+            &self.nr,
+            cipher.key_sizes(),
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                self.close(format!("CHILD SA key derivation failed: {e}"));
+                return;
+            }
+        };
+        let sa = match EspSa::from_child_keys(cipher, &keys, false, our_spi, p.peer_esp_spi) {
+            Ok(s) => s,
+            Err(e) => {
+                self.close(format!("ESP SA setup failed: {e}"));
+                return;
+            }
+        };
+        let addr = a.address.octets();
+        let mut cp_attrs = vec![CfgAttribute {
+            attr_type: CfgAttrType::INTERNAL_IP4_ADDRESS,
+            value: &addr,
+        }];
+        let dns: Vec<[u8; 4]> = a
+            .dns
+            .iter()
+            .filter_map(|d| match d {
+                IpAddr::V4(v) => Some(v.octets()),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        for d in &dns {
+            cp_attrs.push(CfgAttribute {
+                attr_type: CfgAttrType::INTERNAL_IP4_DNS,
+                value: d,
+            });
+        }
+        let subnets: Vec<[u8; 8]> = a
+            .subnets
+            .iter()
+            .map(|n| {
+                let mut v = [0u8; 8];
+                v[..4].copy_from_slice(&n.network().octets());
+                v[4..].copy_from_slice(&n.netmask().octets());
+                v
+            })
+            .collect();
+        for s in &subnets {
+            cp_attrs.push(CfgAttribute {
+                attr_type: CfgAttrType::INTERNAL_IP4_SUBNET,
+                value: s,
+            });
+        }
+        let tsi = TsPayload::new(vec![TrafficSelector::from_net(IpNet::V4(Ipv4Net::from(
+            a.address,
+        )))]);
+        let tsr = if a.full_tunnel || a.subnets.is_empty() {
+            TsPayload::new(vec![TrafficSelector::any_v4()])
+        } else {
+            TsPayload::new(
+                a.subnets
+                    .iter()
+                    .map(|n| TrafficSelector::from_net(IpNet::V4(*n)))
+                    .collect(),
+            )
+        };
+        let spi_bytes = our_spi.to_be_bytes();
+        let payloads = vec![
+            Payload::IdR(idr),
+            Payload::Cert(CertPayload {
+                encoding: CertEncoding::X509_SIGNATURE,
+                data: ee.as_ref(),
+            }),
+            Payload::Auth(AuthPayload {
+                method: AuthMethod(method.id()),
+                data: &auth_data,
+            }),
+            Payload::Cp(CpPayload {
+                cfg_type: CfgType::CFG_REPLY,
+                attributes: cp_attrs,
+            }),
+            Payload::Sa(esp_sa_payload(number, cipher, &spi_bytes)),
+            Payload::TsI(tsi),
+            Payload::TsR(tsr),
+        ];
+        self.send_response(ExchangeType::IKE_AUTH, p.message_id, &payloads);
+        self.state = State::Established;
+        self.last_rx = now;
+        self.children.push(Child {
+            our_spi,
+            peer_spi: p.peer_esp_spi,
+        });
+        self.events.push_back(IkeEvent::ChildUp {
+            our_spi,
+            peer_spi: p.peer_esp_spi,
+            cipher,
+            sa: Box::new(sa),
+            rekey_of: None,
+        });
+    }
+
+    /// Refuses the authenticated client (AUTHENTICATION_FAILED) with `reason` for the log.
+    pub fn reject(&mut self, _now: Instant, reason: &str) {
+        if self.state != State::AwaitDecision {
+            return;
+        }
+        if let Some(p) = self.pending.take() {
+            self.refuse(p.message_id, Some(p.client), reason.to_owned());
+        }
+    }
+}
+
+fn first_san(cert: &CertificateDer<'_>) -> Option<(IdType, Vec<u8>)> {
+    use x509_parser::extensions::GeneralName;
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = c.subject_alternative_name().ok().flatten()?;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::IPAddress(ip) if ip.len() == 4 => Some((IdType::IPV4_ADDR, ip.to_vec())),
+        GeneralName::IPAddress(ip) if ip.len() == 16 => Some((IdType::IPV6_ADDR, ip.to_vec())),
+        GeneralName::DNSName(d) => Some((IdType::FQDN, d.as_bytes().to_vec())),
+        _ => None,
+    })
+}
+
+pub(super) fn subject_der(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(c.subject().as_raw().to_vec())
+}
+
+pub(super) fn describe_id(id: &IdPayload<'_>) -> String {
+    match id.id_type {
+        IdType::IPV4_ADDR => id.ipv4().map_or_else(|| "IPv4 ?".into(), |a| a.to_string()),
+        IdType::FQDN | IdType::RFC822_ADDR => id.text().unwrap_or("?").to_owned(),
+        IdType::DER_ASN1_DN => {
+            use x509_parser::prelude::FromDer;
+            x509_parser::x509::X509Name::from_der(id.data)
+                .map(|(_, n)| n.to_string())
+                .unwrap_or_else(|_| "DN ?".into())
+        }
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,211 @@
+//! Exchanges after IKE_AUTH: INFORMATIONAL (DPD, deletes), CREATE_CHILD_SA (CHILD SA
+//! rekey), and answers to our own requests.
+
+use std::time::Instant;
+
+use super::super::crypto::{ChildSaKeys, DhGroup, DhPrivate};
+use super::super::message::Opened;
+use super::super::proposal::{choose_esp, esp_sa_payload};
+use super::*;
+use crate::esp::EspSa;
+use crate::wire::ikev2::{
+    DeletePayload, ExchangeType, KePayload, Message, NotifyType, Payload, ProtocolId,
+};
+
+impl IkeResponder {
+    pub(super) fn on_informational(&mut self, message_id: u32, payloads: &[Payload<'_>]) {
+        let mut reply_spis: Vec<u8> = Vec::new();
+        let mut delete_ike = false;
+        let mut downs = Vec::new();
+        for p in payloads {
+            if let Payload::Delete(d) = p {
+                if d.protocol_id == ProtocolId::IKE {
+                    delete_ike = true;
+                } else if d.protocol_id == ProtocolId::ESP {
+                    for spi in d.spis_u32() {
+                        if let Some(i) = self.children.iter().position(|c| c.peer_spi == spi) {
+                            let c = self.children.remove(i);
+                            reply_spis.extend_from_slice(&c.our_spi.to_be_bytes());
+                            downs.push(c.our_spi);
+                        }
+                    }
+                }
+            }
+        }
+        if delete_ike {
+            self.send_response(ExchangeType::INFORMATIONAL, message_id, &[]);
+            self.close("client deleted the IKE SA (disconnect)".into());
+            return;
+        }
+        if reply_spis.is_empty() {
+            self.send_response(ExchangeType::INFORMATIONAL, message_id, &[]);
+        } else {
+            let spis = reply_spis.clone();
+            self.send_response(
+                ExchangeType::INFORMATIONAL,
+                message_id,
+                &[Payload::Delete(DeletePayload::esp(&spis))],
+            );
+        }
+        for our_spi in downs {
+            self.events.push_back(IkeEvent::ChildDown { our_spi });
+        }
+    }
+
+    pub(super) fn on_create_child(&mut self, message_id: u32, payloads: &[Payload<'_>]) {
+        let mut rekey = None;
+        let mut sa = None;
+        let mut nonce = None;
+        let mut ke = None;
+        let mut tsi = None;
+        let mut tsr = None;
+        for p in payloads {
+            match p {
+                Payload::Notify(n) if n.notify_type == NotifyType::REKEY_SA => rekey = n.spi_u32(),
+                Payload::Sa(s) => sa = Some(s),
+                Payload::Nonce(n) => nonce = Some(*n),
+                Payload::Ke(k) => ke = Some(k),
+                Payload::TsI(t) => tsi = Some(t),
+                Payload::TsR(t) => tsr = Some(t),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(ni)) = (sa, nonce) else {
+            self.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                message_id,
+                &[notify(NotifyType::INVALID_SYNTAX, &[])],
+            );
+            return;
+        };
+        if sa.proposals.iter().any(|p| p.protocol == ProtocolId::IKE) {
+            // IKE SA rekeying is not implemented yet; the peer keeps the current IKE SA.
+            self.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                message_id,
+                &[notify(NotifyType::NO_ADDITIONAL_SAS, &[])],
+            );
+            return;
+        }
+        let (Some(tsi), Some(tsr)) = (tsi, tsr) else {
+            self.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                message_id,
+                &[notify(NotifyType::TS_UNACCEPTABLE, &[])],
+            );
+            return;
+        };
+        let old = rekey.and_then(|spi| self.children.iter().position(|c| c.peer_spi == spi));
+        let Some(old) = old else {
+            self.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                message_id,
+                &[notify(NotifyType::CHILD_SA_NOT_FOUND, &[])],
+            );
+            return;
+        };
+        let Some((number, peer_spi, cipher, dh)) =
+            choose_esp(&self.cfg.policy, sa, &self.cfg.policy.dh_groups)
+        else {
+            self.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                message_id,
+                &[notify(NotifyType::NO_PROPOSAL_CHOSEN, &[])],
+            );
+            return;
+        };
+        let mut g_ir = None;
+        let mut our_public = Vec::new();
+        let mut group = 0u16;
+        if let Some(g) = dh {
+            let Some(ke) = ke.filter(|k| k.dh_group == g.transform_id()) else {
+                let b = g.transform_id().to_be_bytes();
+                self.send_response(
+                    ExchangeType::CREATE_CHILD_SA,
+                    message_id,
+                    &[notify(NotifyType::INVALID_KE_PAYLOAD, &b)],
+                );
+                return;
+            };
+            let generated: Result<(DhPrivate, Vec<u8>), _> =
+                DhGroup::generate(g, &mut *self.entropy, &*self.cfg.rng);
+            let Ok((private, public)) = generated else {
+                return;
+            };
+            let Ok(secret) = private.shared_secret(ke.data) else {
+                self.send_response(
+                    ExchangeType::CREATE_CHILD_SA,
+                    message_id,
+                    &[notify(NotifyType::INVALID_SYNTAX, &[])],
+                );
+                return;
+            };
+            g_ir = Some(secret);
+            our_public = public;
+            group = g.transform_id();
+        }
+        let mut nr = vec![0u8; 32];
+        self.entropy.fill(&mut nr);
+        let mut our_spi = 0;
+        while our_spi == 0 {
+            let mut b = [0u8; 4];
+            self.entropy.fill(&mut b);
+            our_spi = u32::from_be_bytes(b);
+        }
+        let Ok(keys) = ChildSaKeys::derive(
+            self.suite.prf,
+            &self.keys.sk_d,
+            g_ir.as_deref(),
+            ni,
+            &nr,
+            cipher.key_sizes(),
+        ) else {
+            return;
+        };
+        let Ok(esp) = EspSa::from_child_keys(cipher, &keys, false, our_spi, peer_spi) else {
+            return;
+        };
+        let spi_bytes = our_spi.to_be_bytes();
+        let mut out = vec![
+            Payload::Sa(esp_sa_payload(number, cipher, &spi_bytes)),
+            Payload::Nonce(&nr),
+        ];
+        if dh.is_some() {
+            out.push(Payload::Ke(KePayload {
+                dh_group: group,
+                data: &our_public,
+            }));
+        }
+        // Keep the selectors of the SA being rekeyed (they were narrowed at IKE_AUTH).
+        out.push(Payload::TsI(tsi.clone()));
+        out.push(Payload::TsR(tsr.clone()));
+        self.send_response(ExchangeType::CREATE_CHILD_SA, message_id, &out);
+        let old_our = self.children[old].our_spi;
+        self.children.push(Child { our_spi, peer_spi });
+        self.events.push_back(IkeEvent::ChildUp {
+            our_spi,
+            peer_spi,
+            cipher,
+            sa: Box::new(esp),
+            rekey_of: Some(old_our),
+        });
+    }
+
+    pub(super) fn handle_response(&mut self, now: Instant, msg: &Message<'_>, raw: &[u8]) {
+        let Some(o) = &self.outstanding else {
+            return;
+        };
+        if msg.header.message_id != o.message_id {
+            return;
+        }
+        if !matches!(
+            self.reassembly.open(&self.sk_in, msg, raw),
+            Ok(Opened::Complete { .. })
+        ) {
+            return;
+        }
+        self.outstanding = None;
+        self.next_our_id = self.next_our_id.wrapping_add(1);
+        self.last_rx = now;
+    }
+}
