@@ -155,8 +155,21 @@ pub enum PkiError {
     InvalidReason(String),
 
     /// An unknown export format.
-    #[error("unknown export format {0:?}; use gatehouse, ovpn or pkcs12")]
+    #[error("unknown export format {0:?}; use gatehouse, ovpn, pkcs12 or swanctl")]
     InvalidFormat(String),
+
+    /// [`crate::Pki::export`] was asked for a format that is a folder, not one file.
+    #[error("the {0} export is a folder, not a file; write it with Pki::export_swanctl")]
+    NotAFileFormat(crate::Format),
+
+    /// The output folder of a folder export cannot be used.
+    #[error("cannot export into {}: {reason}", .path.display())]
+    OutputDir {
+        /// The folder that was given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
 
     /// A Gatehouse profile that could not be read.
     #[error("invalid Gatehouse profile: {0}")]

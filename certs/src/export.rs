@@ -1,4 +1,5 @@
-//! Client exports: Gatehouse profile, stock OpenVPN `.ovpn`, PKCS#12.
+//! Client exports: Gatehouse profile, stock OpenVPN `.ovpn`, PKCS#12, strongSwan swanctl
+//! folder.
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,6 +10,7 @@ use p12_keystore::{
 };
 
 use crate::error::{PkiError, Result};
+use crate::fsutil::{DirEntry, KEY_MODE, PRIVATE_DIR_MODE, PUBLIC_MODE};
 use crate::profile::Profile;
 
 /// What `export` writes.
@@ -21,6 +23,17 @@ pub enum Format {
     /// PKCS#12 (certificate, key and CA; PBES2/AES-256 + HMAC-SHA256, which OpenSSL 3 reads
     /// without `-legacy`).
     Pkcs12,
+    /// A strongSwan `swanctl` folder (usable as `SWANCTL_DIR`): `swanctl.conf` with the
+    /// connection `gatehouse`, `x509ca/gatehouse-ca.pem`, `x509/<name>.pem` and
+    /// `private/<name>.pem`. A folder, not a file: see [`crate::Pki::export_swanctl`].
+    Swanctl,
+}
+
+impl Format {
+    /// Whether the export is a folder of files rather than one file.
+    pub fn is_folder(self) -> bool {
+        self == Format::Swanctl
+    }
 }
 
 impl FromStr for Format {
@@ -31,6 +44,7 @@ impl FromStr for Format {
             "gatehouse" => Ok(Format::Gatehouse),
             "ovpn" | "openvpn" => Ok(Format::Ovpn),
             "pkcs12" | "p12" | "pfx" => Ok(Format::Pkcs12),
+            "swanctl" | "strongswan" => Ok(Format::Swanctl),
             _ => Err(PkiError::InvalidFormat(s.to_string())),
         }
     }
@@ -42,6 +56,7 @@ impl fmt::Display for Format {
             Format::Gatehouse => "gatehouse",
             Format::Ovpn => "ovpn",
             Format::Pkcs12 => "pkcs12",
+            Format::Swanctl => "swanctl",
         })
     }
 }
@@ -69,7 +84,122 @@ pub(crate) fn render(bundle: &ClientBundle<'_>, format: Format, password: &str) 
         .into_bytes()),
         Format::Ovpn => Ok(ovpn(bundle).into_bytes()),
         Format::Pkcs12 => pkcs12(bundle, password),
+        Format::Swanctl => Err(PkiError::NotAFileFormat(format)),
     }
+}
+
+/// Name of the swanctl connection and of its one child (`swanctl --initiate --child ...`).
+pub(crate) const SWANCTL_CONNECTION: &str = "gatehouse";
+/// File name of the CA certificate in `x509ca/`.
+const SWANCTL_CA_FILE: &str = "gatehouse-ca.pem";
+
+/// The swanctl folder: everything in it, parents first.
+pub(crate) fn swanctl(b: &ClientBundle<'_>) -> Vec<DirEntry> {
+    let pem = |text: &str| {
+        let mut data = text.trim_end().as_bytes().to_vec();
+        data.push(b'\n');
+        data
+    };
+    vec![
+        DirEntry::File {
+            path: "swanctl.conf".into(),
+            data: swanctl_conf(b.name, b.gateway).into_bytes(),
+            mode: PUBLIC_MODE,
+        },
+        DirEntry::Dir {
+            path: "x509ca",
+            mode: 0o755,
+        },
+        DirEntry::File {
+            path: format!("x509ca/{SWANCTL_CA_FILE}"),
+            data: pem(b.ca_pem),
+            mode: PUBLIC_MODE,
+        },
+        DirEntry::Dir {
+            path: "x509",
+            mode: 0o755,
+        },
+        DirEntry::File {
+            path: format!("x509/{}.pem", b.name),
+            data: pem(b.cert_pem),
+            mode: PUBLIC_MODE,
+        },
+        DirEntry::Dir {
+            path: "private",
+            mode: PRIVATE_DIR_MODE,
+        },
+        DirEntry::File {
+            path: format!("private/{}.pem", b.name),
+            data: pem(b.key_pem),
+            mode: KEY_MODE,
+        },
+    ]
+}
+
+/// `swanctl.conf` for client `name` (a checked certificate name) and `gateway` (a checked
+/// DNS name or IP address, the SAN of the gateway's certificate and so its IKE identity).
+fn swanctl_conf(name: &str, gateway: &str) -> String {
+    let conn = SWANCTL_CONNECTION;
+    let header = [
+        format!("strongSwan swanctl configuration for Gatehouse client {name}, gateway {gateway}."),
+        "Written by gatehouse-certs. This folder is a complete swanctl directory:".into(),
+        format!("  swanctl.conf - this file, the connection \"{conn}\""),
+        format!(
+            "  x509ca/{SWANCTL_CA_FILE} - the Gatehouse CA, which signed the gateway's certificate"
+        ),
+        format!("  x509/{name}.pem - the certificate of {name}"),
+        format!("  private/{name}.pem - its private key (PKCS#8): keep it secret, mode 0600"),
+        String::new(),
+        "With charon running (the strongswan service or charon-systemd), either load the".into(),
+        "folder where it is (SWANCTL_DIR names it; run this inside the folder):".into(),
+        "  sudo env SWANCTL_DIR=\"$PWD\" swanctl --load-all".into(),
+        "or copy swanctl.conf, x509ca/, x509/ and private/ into /etc/swanctl, keeping the".into(),
+        "modes (if /etc/swanctl/swanctl.conf is already in use, put this file in".into(),
+        format!("/etc/swanctl/conf.d/{conn}.conf instead), and run"),
+        "  sudo swanctl --load-all".into(),
+        "(swanctl notes that folders for other kinds of credentials, such as x509crl/, are".into(),
+        "missing: that is harmless.)".into(),
+        "Then connect, and later disconnect, with".into(),
+        format!("  sudo swanctl --initiate --child {conn}"),
+        format!("  sudo swanctl --terminate --ike {conn}"),
+    ];
+    let mut text: String = header
+        .iter()
+        .map(|line| format!("#{}{line}\n", if line.is_empty() { "" } else { " " }))
+        .collect();
+    text.push_str(&format!(
+        r#"
+connections {{
+  {conn} {{
+    version = 2
+    remote_addrs = {gateway}
+    vips = 0.0.0.0
+    encap = yes
+    proposals = aes256gcm16-prfsha256-x25519,aes256gcm16-prfsha384-ecp384,default
+    dpd_delay = 30s
+    local {{
+      auth = pubkey
+      certs = {name}.pem
+      id = "CN={name}"
+    }}
+    remote {{
+      auth = pubkey
+      # The gateway's certificate is issued for {gateway}; it answers with that identity.
+      id = {gateway}
+    }}
+    children {{
+      {conn} {{
+        remote_ts = 0.0.0.0/0
+        esp_proposals = aes256gcm16,chacha20poly1305
+        start_action = none
+        dpd_action = restart
+      }}
+    }}
+  }}
+}}
+"#
+    ));
+    text
 }
 
 fn ovpn(b: &ClientBundle<'_>) -> String {
@@ -128,6 +258,21 @@ mod tests {
         assert_eq!("gatehouse".parse::<Format>().unwrap(), Format::Gatehouse);
         assert_eq!("OVPN".parse::<Format>().unwrap(), Format::Ovpn);
         assert_eq!("pkcs12".parse::<Format>().unwrap(), Format::Pkcs12);
+        assert_eq!("swanctl".parse::<Format>().unwrap(), Format::Swanctl);
+        assert_eq!("strongSwan".parse::<Format>().unwrap(), Format::Swanctl);
+        assert!(Format::Swanctl.is_folder() && !Format::Ovpn.is_folder());
+        let pem = "-----BEGIN X-----\nAA==\n-----END X-----\n";
+        let bundle = ClientBundle {
+            name: "alice",
+            gateway: "vpn.example.com",
+            ca_pem: pem,
+            cert_pem: pem,
+            key_pem: pem,
+        };
+        assert!(matches!(
+            render(&bundle, Format::Swanctl, ""),
+            Err(PkiError::NotAFileFormat(Format::Swanctl))
+        ));
         assert!("zip".parse::<Format>().is_err());
     }
 
@@ -164,5 +309,40 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn swanctl_conf_is_one_balanced_connection_for_the_gateway() {
+        let text = swanctl_conf("alice", "vpn.example.com");
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for line in [
+            "gatehouse {",
+            "version = 2",
+            "remote_addrs = vpn.example.com",
+            "vips = 0.0.0.0",
+            "encap = yes",
+            "proposals = aes256gcm16-prfsha256-x25519,aes256gcm16-prfsha384-ecp384,default",
+            "dpd_delay = 30s",
+            "certs = alice.pem",
+            "id = \"CN=alice\"",
+            "id = vpn.example.com",
+            "remote_ts = 0.0.0.0/0",
+            "esp_proposals = aes256gcm16,chacha20poly1305",
+            "start_action = none",
+            "dpd_action = restart",
+        ] {
+            assert!(lines.contains(&line), "missing {line:?} in\n{text}");
+        }
+        assert_eq!(lines.iter().filter(|l| **l == "auth = pubkey").count(), 2);
+        // Outside comments: braces balance and no line is left over from a template.
+        let body: Vec<&str> = lines.into_iter().filter(|l| !l.starts_with('#')).collect();
+        let opens = body.iter().filter(|l| l.ends_with('{')).count();
+        let closes = body.iter().filter(|l| **l == "}").count();
+        assert_eq!((opens, closes), (6, 6), "{text}");
+        assert!(
+            text.contains("swanctl --initiate --child gatehouse"),
+            "{text}"
+        );
+        assert!(text.contains("SWANCTL_DIR"), "{text}");
     }
 }

@@ -39,6 +39,7 @@
 //! pki.issue_server("gw", &["vpn.example.com".into()], &Validity::default())?;
 //! pki.issue_client("alice", &Validity::default(), None)?;
 //! let profile = pki.export("alice", "vpn.example.com", Format::Gatehouse, None)?;
+//! pki.export_swanctl("alice", "vpn.example.com", "alice-swanctl".as_ref())?;
 //! pki.revoke("alice", Reason::KeyCompromise)?;
 //! # let _ = profile;
 //! # Ok(())
@@ -344,7 +345,8 @@ impl Pki {
 
     /// Exports the valid client certificate `name` with its key and the CA, for a client
     /// connecting to `gateway`. `password` protects PKCS#12 output (empty if `None`); the
-    /// other formats hold the key in clear, so write them with mode 0600.
+    /// other formats hold the key in clear, so write them with mode 0600. [`Format::Swanctl`]
+    /// is a folder, not a file: use [`Pki::export_swanctl`] for it.
     pub fn export(
         &self,
         name: &str,
@@ -352,14 +354,59 @@ impl Pki {
         format: Format,
         password: Option<&str>,
     ) -> Result<Vec<u8>> {
+        if format.is_folder() {
+            return Err(PkiError::NotAFileFormat(format));
+        }
+        let (record, key_pem) = self.exportable(name, gateway)?;
+        export::render(
+            &ClientBundle {
+                name,
+                gateway,
+                ca_pem: &self.ca_cert_pem,
+                cert_pem: &record.cert_pem,
+                key_pem: &key_pem,
+            },
+            format,
+            password.unwrap_or(""),
+        )
+    }
+
+    /// Exports the valid client certificate `name` as a strongSwan swanctl folder `out_dir`
+    /// (usable as `SWANCTL_DIR`) for a road warrior connecting to `gateway`, the host name or
+    /// address the gateway's certificate was issued for (the gateway's IKE identity):
+    ///
+    /// ```text
+    /// out_dir/
+    ///   swanctl.conf              the connection `gatehouse` (child `gatehouse`), how to use it
+    ///   x509ca/gatehouse-ca.pem   the CA
+    ///   x509/<name>.pem           the client certificate
+    ///   private/<name>.pem        its key, PKCS#8 PEM, mode 0600 (private/ is 0700)
+    /// ```
+    ///
+    /// `out_dir` must not exist or be an empty folder. The folder is built beside it under a
+    /// temporary name and renamed into place, so it appears complete or not at all.
+    pub fn export_swanctl(&self, name: &str, gateway: &str, out_dir: &Path) -> Result<()> {
+        let (record, key_pem) = self.exportable(name, gateway)?;
+        let entries = export::swanctl(&ClientBundle {
+            name,
+            gateway,
+            ca_pem: &self.ca_cert_pem,
+            cert_pem: &record.cert_pem,
+            key_pem: &key_pem,
+        });
+        fsutil::write_dir_atomic(out_dir, &entries)
+    }
+
+    /// The valid client certificate `name` and its key, after checking `gateway`.
+    fn exportable(&self, name: &str, gateway: &str) -> Result<(CertRecord, String)> {
         if san::parse_san(gateway).is_err() || gateway.starts_with("*.") {
             return Err(PkiError::InvalidSan {
                 value: gateway.to_string(),
             });
         }
         let now = OffsetDateTime::now_utc();
-        let records = self.registry.by_name(name)?;
-        let Some(record) = records.iter().find(|r| r.status(now) == Status::Valid) else {
+        let mut records = self.registry.by_name(name)?;
+        let Some(index) = records.iter().position(|r| r.status(now) == Status::Valid) else {
             let Some(newest) = records.first() else {
                 return Err(PkiError::UnknownCertificate {
                     what: name.to_string(),
@@ -376,6 +423,7 @@ impl Pki {
                 dir: self.dir.clone(),
             });
         };
+        let record = records.swap_remove(index);
         if record.kind != Kind::Client {
             return Err(PkiError::NotAClientCertificate {
                 name: name.to_string(),
@@ -387,17 +435,7 @@ impl Pki {
             });
         }
         let key_pem = fsutil::read_to_string(&self.key_path(&record.serial))?;
-        export::render(
-            &ClientBundle {
-                name,
-                gateway,
-                ca_pem: &self.ca_cert_pem,
-                cert_pem: &record.cert_pem,
-                key_pem: &key_pem,
-            },
-            format,
-            password.unwrap_or(""),
-        )
+        Ok((record, key_pem))
     }
 
     fn key_path(&self, serial: &str) -> PathBuf {

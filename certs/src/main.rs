@@ -84,17 +84,20 @@ enum Command {
     Export {
         /// Name of the client certificate.
         name: String,
-        /// Host name or IP address clients connect to.
+        /// Host name or IP address clients connect to (for swanctl: the one the gateway
+        /// certificate was issued for, its IKE identity).
         #[arg(long, value_name = "HOST")]
         gateway: String,
-        /// gatehouse | ovpn | pkcs12
+        /// gatehouse | ovpn | pkcs12 | swanctl (a strongSwan folder usable as SWANCTL_DIR:
+        /// swanctl.conf, x509ca/, x509/, private/)
         #[arg(long, value_name = "FORMAT")]
         format: String,
         /// Password protecting the PKCS#12 file [default: empty].
         #[arg(long, value_name = "P")]
         password: Option<String>,
-        /// Output file (written with mode 0600: it holds a private key).
-        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        /// Output file (written with mode 0600: it holds a private key); for swanctl, a new
+        /// or empty folder.
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
         output: PathBuf,
     },
 }
@@ -248,9 +251,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let format: Format = format.parse()?;
             let pki = Pki::open(dir)?;
-            let bytes = pki.export(&name, &gateway, format, password.as_deref())?;
-            write_file(&output, &bytes, 0o600)?;
-            println!("exported {name} as {format} to {}", output.display());
+            if format.is_folder() {
+                pki.export_swanctl(&name, &gateway, &output)?;
+                println!("exported {name} as {format} to {}/", output.display());
+                println!(
+                    "  load it with `sudo env SWANCTL_DIR={} swanctl --load-all` (or copy it into /etc/swanctl), then `swanctl --initiate --child gatehouse`",
+                    output.display()
+                );
+            } else {
+                let bytes = pki.export(&name, &gateway, format, password.as_deref())?;
+                write_file(&output, &bytes, 0o600)?;
+                println!("exported {name} as {format} to {}", output.display());
+            }
         }
     }
     Ok(())

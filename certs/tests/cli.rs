@@ -549,6 +549,213 @@ fn gatehouse_and_ovpn_exports_carry_ca_cert_and_key() {
     env.openssl_ok(&["pkey", "-in", "o-key.pem", "-noout"]);
 }
 
+/// `export NAME --gateway GATEWAY --format swanctl -o OUT` as arguments.
+fn swanctl_args<'a>(name: &'a str, gateway: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "export",
+        name,
+        "--gateway",
+        gateway,
+        "--format",
+        "swanctl",
+        "-o",
+        out,
+    ]
+}
+
+/// Entries of a folder, as names (for "nothing left behind" checks).
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn swanctl_export_is_a_ready_swanctl_folder() {
+    let env = Env::with_ca();
+    env.ok(&["issue-client", "alice", "-o", "alice.crt"]);
+    let out = env.ok(&swanctl_args("alice", "vpn.example.com", "sw"));
+    assert!(
+        out.contains("swanctl --initiate --child gatehouse"),
+        "{out}"
+    );
+
+    // Exactly the documented layout; the key and its folder private to the user.
+    let dir = env.path("sw");
+    let layout: Vec<String> = snapshot(&dir)
+        .into_keys()
+        .map(|path| {
+            path.strip_prefix(&dir)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        layout,
+        [
+            "private",
+            "private/alice.pem",
+            "swanctl.conf",
+            "x509",
+            "x509/alice.pem",
+            "x509ca",
+            "x509ca/gatehouse-ca.pem",
+        ]
+    );
+    assert_eq!(mode(&dir.join("private")), 0o700);
+    assert_eq!(mode(&dir.join("private/alice.pem")), 0o600);
+    for public in ["swanctl.conf", "x509/alice.pem", "x509ca/gatehouse-ca.pem"] {
+        assert_eq!(mode(&dir.join(public)), 0o644, "{public}");
+    }
+    // Nothing but the folder itself was left beside it.
+    assert!(!names(env.tmp.path()).iter().any(|n| n.contains(".tmp-")));
+
+    // The files are PEM of the right kind and the right material.
+    let read = |rel: &str| fs::read_to_string(dir.join(rel)).unwrap();
+    for (rel, tag) in [
+        ("x509ca/gatehouse-ca.pem", "CERTIFICATE"),
+        ("x509/alice.pem", "CERTIFICATE"),
+        ("private/alice.pem", "PRIVATE KEY"),
+    ] {
+        let block = pem::parse(read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(block.tag(), tag, "{rel}");
+    }
+    assert_eq!(
+        read("x509ca/gatehouse-ca.pem"),
+        fs::read_to_string(env.pki_path("ca.crt")).unwrap()
+    );
+    assert_eq!(
+        read("x509/alice.pem"),
+        fs::read_to_string(env.path("alice.crt")).unwrap()
+    );
+    let v = env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "sw/x509ca/gatehouse-ca.pem",
+        "-purpose",
+        "sslclient",
+        "sw/x509/alice.pem",
+    ]);
+    assert!(v.contains(": OK"), "{v}");
+    let from_cert = env.openssl_ok(&["x509", "-in", "sw/x509/alice.pem", "-noout", "-pubkey"]);
+    let from_key = env.openssl_ok(&["pkey", "-in", "sw/private/alice.pem", "-pubout"]);
+    assert_eq!(from_cert, from_key);
+
+    // swanctl.conf: a comment header on how to use it, then the one connection.
+    let conf = read("swanctl.conf");
+    let header: Vec<&str> = conf.lines().take_while(|l| l.starts_with('#')).collect();
+    let header = header.join("\n");
+    for hint in [
+        "SWANCTL_DIR",
+        "swanctl --load-all",
+        "/etc/swanctl",
+        "swanctl --initiate --child gatehouse",
+    ] {
+        assert!(
+            header.contains(hint),
+            "{hint} missing in the header:\n{header}"
+        );
+    }
+    let body: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        body,
+        [
+            "connections {",
+            "gatehouse {",
+            "version = 2",
+            "remote_addrs = vpn.example.com",
+            "vips = 0.0.0.0",
+            "encap = yes",
+            "proposals = aes256gcm16-prfsha256-x25519,aes256gcm16-prfsha384-ecp384,default",
+            "dpd_delay = 30s",
+            "local {",
+            "auth = pubkey",
+            "certs = alice.pem",
+            "id = \"CN=alice\"",
+            "}",
+            "remote {",
+            "auth = pubkey",
+            "id = vpn.example.com",
+            "}",
+            "children {",
+            "gatehouse {",
+            "remote_ts = 0.0.0.0/0",
+            "esp_proposals = aes256gcm16,chacha20poly1305",
+            "start_action = none",
+            "dpd_action = restart",
+            "}",
+            "}",
+            "}",
+            "}",
+        ],
+        "{conf}"
+    );
+
+    // An existing empty folder is fine too, and an IP address is the gateway's identity.
+    fs::create_dir(env.path("empty")).unwrap();
+    env.ok(&swanctl_args("alice", "192.0.2.1", "empty"));
+    let conf = fs::read_to_string(env.path("empty/swanctl.conf")).unwrap();
+    for line in ["remote_addrs = 192.0.2.1", "id = 192.0.2.1"] {
+        assert!(
+            conf.lines().any(|l| l.trim() == line),
+            "{line} missing:\n{conf}"
+        );
+    }
+    assert_eq!(mode(&env.path("empty/private/alice.pem")), 0o600);
+    assert_eq!(mode(&env.path("empty/private")), 0o700);
+}
+
+#[test]
+fn swanctl_export_refuses_what_it_would_overwrite_and_writes_nothing() {
+    let env = Env::with_ca();
+    env.ok(&["issue-client", "alice"]);
+    fs::create_dir(env.path("full")).unwrap();
+    fs::write(env.path("full/swanctl.conf"), "mine").unwrap();
+    fs::write(env.path("file"), "mine").unwrap();
+    let before = names(env.tmp.path());
+    let full = snapshot(&env.path("full"));
+
+    let err = env.fails(&swanctl_args("alice", "vpn.example.com", "full"));
+    assert!(
+        err.contains("cannot export into full: it exists and is not empty"),
+        "{err}"
+    );
+    let err = env.fails(&swanctl_args("alice", "vpn.example.com", "file"));
+    assert!(err.contains("not a folder"), "{err}");
+    let err = env.fails(&swanctl_args("alice", "vpn.example.com", "no/such/dir"));
+    assert!(err.contains("parent folder does not exist"), "{err}");
+    let err = env.fails(&swanctl_args("alice", "bad host", "new"));
+    assert!(err.contains("invalid subject alternative name"), "{err}");
+    let err = env.fails(&swanctl_args("nobody", "vpn.example.com", "new"));
+    assert!(err.contains("nobody"), "{err}");
+
+    // A certificate issued from a CSR has no key here to put in private/.
+    let csr = openssl_csr(
+        &env,
+        "dev",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    env.ok(&["issue-client", "device", "--csr", s(&csr)]);
+    let before_csr = names(env.tmp.path());
+    let err = env.fails(&swanctl_args("device", "vpn.example.com", "new"));
+    assert!(err.contains("stays on the device"), "{err}");
+
+    assert_eq!(snapshot(&env.path("full")), full);
+    assert_eq!(fs::read_to_string(env.path("file")).unwrap(), "mine");
+    assert!(!env.path("new").exists());
+    assert_eq!(names(env.tmp.path()), before_csr);
+    assert!(before.iter().all(|n| before_csr.contains(n)));
+}
+
 /// Makes a CSR with openssl; returns its path. `newkey` as for `openssl req -newkey`.
 fn openssl_csr(env: &Env, stem: &str, newkey: &[&str]) -> PathBuf {
     let csr = env.path(&format!("{stem}.csr"));
