@@ -82,7 +82,7 @@ fn filelog_section(name: &str, path: &Path) -> String {
     format!(
         "  filelog {{\n    {name} {{\n      path = {}\n      time_format = %T\n      ike_name = yes\n      \
          append = yes\n      flush_line = yes\n      default = 1\n      ike = 2\n      cfg = 2\n      \
-         knl = 1\n      net = 1\n      esp = 0\n      enc = 0\n    }}\n  }}\n",
+         knl = 1\n      net = 1\n      esp = 0\n      enc = 1\n    }}\n  }}\n",
         path.display()
     )
 }

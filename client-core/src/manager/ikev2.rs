@@ -70,6 +70,8 @@ fn config(req: &ConnectRequest) -> Result<Arc<InitiatorConfig>, String> {
         remote_id: Some(p.gateway.clone()),
         dpd_interval: Duration::from_secs(30),
         fragment_size: 1280,
+        ike_lifetime: Duration::from_secs(4 * 3600),
+        child_lifetime: Duration::from_secs(3600),
     }))
 }
 

@@ -1,7 +1,8 @@
 //! The road-warrior side of one IKE SA (RFC 7296): IKE_SA_INIT (with COOKIE and
 //! INVALID_KE_PAYLOAD retries), IKE_AUTH with a certificate (RFC 7427 signatures, RFC 7383
 //! fragments) asking for a virtual address, one CHILD SA (ESP-in-UDP on port 4500), CHILD SA
-//! rekeying, liveness checks (DPD) both ways and deletes. This is what
+//! and IKE SA rekeying (by hand or when a lifetime elapses), liveness checks (DPD) both ways
+//! and deletes. This is what
 //! `gatehouse connect --protocol ikev2` drives, and what in-memory tests use to exercise
 //! [`IkeResponder`](super::responder::IkeResponder).
 //!
@@ -9,7 +10,8 @@
 //! [`handle_message`](IkeInitiator::handle_message) for every IKE message from the gateway
 //! (non-ESP marker removed), [`handle_timeout`](IkeInitiator::handle_timeout),
 //! [`note_activity`](IkeInitiator::note_activity) (ESP from the gateway seen by the driver),
-//! [`rekey_child`](IkeInitiator::rekey_child) and [`disconnect`](IkeInitiator::disconnect).
+//! [`rekey_child`](IkeInitiator::rekey_child), [`rekey_ike`](IkeInitiator::rekey_ike) and
+//! [`disconnect`](IkeInitiator::disconnect).
 //! Outputs: [`poll_transmit`](IkeInitiator::poll_transmit),
 //! [`poll_event`](IkeInitiator::poll_event), [`poll_timeout`](IkeInitiator::poll_timeout).
 //! After every input, drain `poll_transmit` and `poll_event`, then sleep until
@@ -17,6 +19,19 @@
 //!
 //! The SA is over after [`InitiatorEvent::AuthFailed`] or [`InitiatorEvent::Closed`]; exactly
 //! one of them is reported.
+//!
+//! # Rekeying
+//!
+//! [`InitiatorConfig::child_lifetime`] and [`InitiatorConfig::ike_lifetime`] start rekeys on
+//! their own. An IKE SA rekey (RFC 7296 2.18) is a CREATE_CHILD_SA exchange on the current
+//! IKE SA; the new SA continues under new SPIs ([`spis`](IkeInitiator::spis) changes) with
+//! message IDs from 0, the CHILD SAs move to it untouched, and the old one is deleted with
+//! an INFORMATIONAL exchange on the old SPIs. The driver needs to do nothing: every IKE
+//! message from the gateway goes to [`handle_message`](IkeInitiator::handle_message), which
+//! tells the SAs apart. We start every rekey ourselves and refuse the gateway's
+//! (NO_ADDITIONAL_SAS), so simultaneous rekeys (RFC 7296 2.8.1) cannot happen.
+
+mod rekey;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -65,7 +80,16 @@ pub struct InitiatorConfig {
     pub dpd_interval: Duration,
     /// Largest IKE datagram we send before fragmenting (when the gateway supports it).
     pub fragment_size: usize,
+    /// Rekey the IKE SA when it is this old (zero: never); [`DEFAULT_IKE_LIFETIME`].
+    pub ike_lifetime: Duration,
+    /// Rekey the CHILD SA when it is this old (zero: never); [`DEFAULT_CHILD_LIFETIME`].
+    pub child_lifetime: Duration,
 }
+
+/// A sane [`InitiatorConfig::ike_lifetime`]: 4 hours, strongSwan's default `rekey_time`.
+pub const DEFAULT_IKE_LIFETIME: Duration = Duration::from_secs(4 * 3600);
+/// A sane [`InitiatorConfig::child_lifetime`]: 1 hour, strongSwan's default.
+pub const DEFAULT_CHILD_LIFETIME: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for InitiatorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,12 +172,19 @@ enum Request {
         our_spi: u32,
     },
     DeleteIke,
+    RekeyIke {
+        /// Our SPI of the new IKE SA.
+        spi_i: u64,
+        ni: Vec<u8>,
+        dh: DhPrivate,
+    },
 }
 
 /// Requests waiting for the window (one outstanding request at a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Queued {
     RekeyChild,
+    RekeyIke,
     DeleteChild(u32),
     DeleteIke,
 }
@@ -179,6 +210,23 @@ struct Child {
     peer_spi: u32,
 }
 
+/// An IKE SA replaced by a rekey, while we delete it (it answers the gateway meanwhile).
+struct OldIke {
+    spi_i: u64,
+    spi_r: u64,
+    sk_in: SkKeys,
+    sk_out: SkKeys,
+    next_peer_id: u32,
+    last_response: Option<(u32, Vec<Vec<u8>>)>,
+    request_reassembly: Reassembly,
+    response_reassembly: Reassembly,
+    /// Our Delete of it: message ID, datagrams, next retransmission, transmissions so far.
+    delete_id: u32,
+    delete: Vec<Vec<u8>>,
+    next_send: Instant,
+    sends: u32,
+}
+
 /// How many transmissions of a request before the gateway counts as gone: after 1, 2, 4, 8
 /// and 16 seconds (31 s in all).
 const MAX_SENDS: u32 = 5;
@@ -189,6 +237,11 @@ const MAX_DELETE_SENDS: u32 = 3;
 const MAX_INIT_RESTARTS: u32 = 4;
 /// Longest COOKIE we echo (RFC 7296 3.10.1: 1 to 64 bytes).
 const MAX_COOKIE_LEN: usize = 64;
+/// A rekey the gateway refused for now (TEMPORARY_FAILURE, a lost answer) is tried again
+/// after this long (or the lifetime, when shorter).
+const REKEY_RETRY: Duration = Duration::from_secs(30);
+/// INVALID_KE_PAYLOAD answers to one IKE rekey before we wait for the next attempt.
+const MAX_REKEY_RESTARTS: u32 = 2;
 
 /// One IKE SA of a road-warrior client.
 pub struct IkeInitiator {
@@ -225,6 +278,14 @@ pub struct IkeInitiator {
     transmits: VecDeque<Transmit>,
     events: VecDeque<InitiatorEvent>,
     last_rx: Instant,
+    /// When the lifetimes start the next rekeys (None: not scheduled, or one under way).
+    ike_rekey_at: Option<Instant>,
+    child_rekey_at: Option<Instant>,
+    /// The group the gateway asked for (INVALID_KE_PAYLOAD) in the IKE rekey under way.
+    rekey_group: Option<DhGroup>,
+    rekey_restarts: u32,
+    /// IKE SAs replaced by rekeys and not yet deleted.
+    old_sas: Vec<OldIke>,
 }
 
 fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
@@ -299,6 +360,11 @@ impl IkeInitiator {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             last_rx: now,
+            ike_rekey_at: None,
+            child_rekey_at: None,
+            rekey_group: None,
+            rekey_restarts: 0,
+            old_sas: Vec::new(),
         };
         if me.cfg.policy.dh_groups.is_empty() || me.cfg.policy.ike_ciphers.is_empty() {
             me.close("the IKE policy offers no cipher or no DH group".into());
@@ -310,7 +376,8 @@ impl IkeInitiator {
         me
     }
 
-    /// The SPI pair naming this SA (SPIr is 0 until the gateway answered).
+    /// The SPI pair naming this SA (SPIr is 0 until the gateway answered). It changes when
+    /// the IKE SA is rekeyed.
     pub fn spis(&self) -> (u64, u64) {
         (self.spi_i, self.spi_r)
     }
@@ -357,7 +424,33 @@ impl IkeInitiator {
         if busy {
             return false;
         }
+        self.child_rekey_at = None;
         self.queue.push_back(Queued::RekeyChild);
+        self.start_next(now);
+        true
+    }
+
+    /// Replaces the IKE SA with a fresh one (CREATE_CHILD_SA with an IKE proposal, new SPIs,
+    /// new keys), then deletes the old one; the CHILD SAs stay. False when the tunnel is not
+    /// up or an IKE rekey is already under way.
+    pub fn rekey_ike(&mut self, now: Instant) -> bool {
+        if self.state != State::Established || self.closing {
+            return false;
+        }
+        let busy = self.queue.contains(&Queued::RekeyIke)
+            || matches!(
+                self.outstanding,
+                Some(Outstanding {
+                    request: Request::RekeyIke { .. },
+                    ..
+                })
+            );
+        if busy {
+            return false;
+        }
+        self.ike_rekey_at = None;
+        self.rekey_restarts = 0;
+        self.queue.push_back(Queued::RekeyIke);
         self.start_next(now);
         true
     }
@@ -391,7 +484,18 @@ impl IkeInitiator {
         };
         let h = msg.header;
         // Messages from the original responder never carry the initiator flag.
-        if h.initiator_spi != self.spi_i || h.flags.initiator() {
+        if h.flags.initiator() {
+            return;
+        }
+        if let Some(i) = self
+            .old_sas
+            .iter()
+            .position(|o| (o.spi_i, o.spi_r) == (h.initiator_spi, h.responder_spi))
+        {
+            self.on_old_message(now, i, &msg, raw);
+            return;
+        }
+        if h.initiator_spi != self.spi_i {
             return;
         }
         if self.state == State::Init {
@@ -410,10 +514,22 @@ impl IkeInitiator {
         }
     }
 
-    /// Advances timers: retransmissions of our requests, our DPD.
+    /// Advances timers: retransmissions of our requests, our DPD, rekeys when a lifetime
+    /// elapsed, the deletes of replaced IKE SAs.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Closed {
             return;
+        }
+        self.old_sa_timeouts(now);
+        if self.state == State::Established && !self.closing {
+            if self.ike_rekey_at.is_some_and(|t| now >= t) {
+                self.ike_rekey_at = None;
+                self.rekey_ike(now);
+            }
+            if self.child_rekey_at.is_some_and(|t| now >= t) {
+                self.child_rekey_at = None;
+                self.rekey_child(now);
+            }
         }
         if let Some(o) = &mut self.outstanding {
             if now < o.next_send {
@@ -473,11 +589,20 @@ impl IkeInitiator {
         if self.state == State::Closed {
             return None;
         }
-        if let Some(o) = &self.outstanding {
-            return Some(o.next_send);
-        }
-        (self.state == State::Established && !self.cfg.dpd_interval.is_zero())
-            .then(|| self.last_rx + self.cfg.dpd_interval)
+        let main = match &self.outstanding {
+            Some(o) => Some(o.next_send),
+            None => (self.state == State::Established && !self.cfg.dpd_interval.is_zero())
+                .then(|| self.last_rx + self.cfg.dpd_interval),
+        };
+        let rekeys = (self.state == State::Established && !self.closing)
+            .then_some([self.ike_rekey_at, self.child_rekey_at])
+            .into_iter()
+            .flatten()
+            .flatten();
+        main.into_iter()
+            .chain(rekeys)
+            .chain(self.old_sas.iter().map(|o| o.next_send))
+            .min()
     }
 
     fn close(&mut self, reason: String) {
@@ -485,6 +610,7 @@ impl IkeInitiator {
             self.state = State::Closed;
             self.outstanding = None;
             self.queue.clear();
+            self.old_sas.clear();
             self.events.push_back(InitiatorEvent::Closed(reason));
         }
     }
@@ -507,6 +633,7 @@ impl IkeInitiator {
         self.state = State::Closed;
         self.outstanding = None;
         self.queue.clear();
+        self.old_sas.clear();
         self.events.push_back(InitiatorEvent::AuthFailed(reason));
     }
 
@@ -957,6 +1084,8 @@ impl IkeInitiator {
         }
         self.state = State::Established;
         self.last_rx = now;
+        self.ike_rekey_at = deadline(now, self.cfg.ike_lifetime);
+        self.child_rekey_at = deadline(now, self.cfg.child_lifetime);
         self.children.push(Child { our_spi, peer_spi });
         self.events.push_back(InitiatorEvent::Connected {
             address,
@@ -1049,6 +1178,7 @@ impl IkeInitiator {
             };
             match q {
                 Queued::RekeyChild => self.send_rekey(now),
+                Queued::RekeyIke => self.send_ike_rekey(now),
                 Queued::DeleteChild(our_spi) => {
                     if self.children.iter().any(|c| c.our_spi == our_spi) {
                         let spi = our_spi.to_be_bytes();
@@ -1138,7 +1268,10 @@ impl IkeInitiator {
                 old_our_spi,
                 our_spi,
                 ni,
-            } => self.on_rekey_response(old_our_spi, our_spi, &ni, &payloads),
+            } => self.on_rekey_response(now, old_our_spi, our_spi, &ni, &payloads),
+            Request::RekeyIke { spi_i, ni, dh } => {
+                self.on_ike_rekey_response(now, spi_i, &ni, dh, &payloads)
+            }
             Request::DeleteChild { our_spi } => {
                 self.children.retain(|c| c.our_spi != our_spi);
                 self.events
@@ -1154,6 +1287,7 @@ impl IkeInitiator {
 
     fn on_rekey_response(
         &mut self,
+        now: Instant,
         old_our_spi: u32,
         our_spi: u32,
         ni: &[u8],
@@ -1164,11 +1298,13 @@ impl IkeInitiator {
         for p in payloads {
             match p {
                 Payload::Notify(n) if n.notify_type.is_error() => {
-                    // The old CHILD SA keeps working; the driver may try again later.
+                    // The old CHILD SA keeps working; try again later.
                     tracing::warn!(
                         notify = ?n.notify_type,
                         "gateway refused to rekey the CHILD SA"
                     );
+                    self.child_rekey_at =
+                        retry_deadline(now, self.cfg.child_lifetime, n.notify_type);
                     return;
                 }
                 Payload::Sa(s) => sa = Some(s),
@@ -1176,6 +1312,9 @@ impl IkeInitiator {
                 _ => {}
             }
         }
+        // The next rekey is a lifetime away, whether this one works or its answer is unusable
+        // (then the old CHILD SA keeps working until then).
+        self.child_rekey_at = deadline(now, self.cfg.child_lifetime);
         let (Some(sa), Some(nr)) = (sa, nr) else {
             tracing::warn!("gateway's CREATE_CHILD_SA answer lacks SA or Nonce");
             return;
@@ -1324,6 +1463,21 @@ impl IkeInitiator {
             self.events
                 .push_back(InitiatorEvent::ChildDeleted { our_spi });
         }
+    }
+}
+
+/// `now + lifetime`, or never for a zero lifetime.
+fn deadline(now: Instant, lifetime: Duration) -> Option<Instant> {
+    (!lifetime.is_zero()).then(|| now + lifetime)
+}
+
+/// When to try a rekey the gateway refused with `why` again: soon after a temporary failure,
+/// never when it does not do such rekeys at all, after another lifetime otherwise.
+fn retry_deadline(now: Instant, lifetime: Duration, why: NotifyType) -> Option<Instant> {
+    match why {
+        NotifyType::NO_ADDITIONAL_SAS => None,
+        NotifyType::TEMPORARY_FAILURE => deadline(now, REKEY_RETRY.min(lifetime)),
+        _ => deadline(now, lifetime),
     }
 }
 

@@ -304,6 +304,19 @@ impl Gateway {
                     .unwrap_or_default();
                 warn!(client = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, transport = "ikev2", "client refused");
             }
+            IkeEvent::IkeRekeyed { old, new } => {
+                if let Some(ike) = self.ike.as_mut() {
+                    ike.by_spis.insert(new, id);
+                    debug!(?old, ?new, "IKE SA rekeyed");
+                }
+            }
+            IkeEvent::OldIkeSaGone { spis } => {
+                if let Some(ike) = self.ike.as_mut()
+                    && ike.by_spis.get(&spis) == Some(&id)
+                {
+                    ike.by_spis.remove(&spis);
+                }
+            }
             IkeEvent::Closed(reason) => {
                 if let Some(e) = self.ike.as_ref().and_then(|i| i.entries.get(&id))
                     && e.connected

@@ -301,15 +301,17 @@ impl IkeResponder {
                 attributes: cp_attrs,
             }),
             Payload::Sa(esp_sa_payload(number, cipher, &spi_bytes)),
-            Payload::TsI(tsi),
-            Payload::TsR(tsr),
+            Payload::TsI(tsi.clone()),
+            Payload::TsR(tsr.clone()),
         ];
         self.send_response(ExchangeType::IKE_AUTH, p.message_id, &payloads);
+        self.narrowed = Some((tsi, tsr));
         self.state = State::Established;
         self.last_rx = now;
         self.children.push(Child {
             our_spi,
             peer_spi: p.peer_esp_spi,
+            created: now,
         });
         self.events.push_back(IkeEvent::ChildUp {
             our_spi,

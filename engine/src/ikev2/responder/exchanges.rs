@@ -1,5 +1,5 @@
 //! Exchanges after IKE_AUTH: INFORMATIONAL (DPD, deletes), CREATE_CHILD_SA (CHILD SA
-//! rekey), and answers to our own requests.
+//! rekey; IKE SA rekeys are in `rekey.rs`), and answers to our own requests.
 
 use std::time::Instant;
 
@@ -52,7 +52,12 @@ impl IkeResponder {
         }
     }
 
-    pub(super) fn on_create_child(&mut self, message_id: u32, payloads: &[Payload<'_>]) {
+    pub(super) fn on_create_child(
+        &mut self,
+        now: Instant,
+        message_id: u32,
+        payloads: &[Payload<'_>],
+    ) {
         let mut rekey = None;
         let mut sa = None;
         let mut nonce = None;
@@ -79,12 +84,7 @@ impl IkeResponder {
             return;
         };
         if sa.proposals.iter().any(|p| p.protocol == ProtocolId::IKE) {
-            // IKE SA rekeying is not implemented yet; the peer keeps the current IKE SA.
-            self.send_response(
-                ExchangeType::CREATE_CHILD_SA,
-                message_id,
-                &[notify(NotifyType::NO_ADDITIONAL_SAS, &[])],
-            );
+            self.on_ike_rekey(now, message_id, sa, ni, ke);
             return;
         }
         let (Some(tsi), Some(tsr)) = (tsi, tsr) else {
@@ -176,12 +176,18 @@ impl IkeResponder {
                 data: &our_public,
             }));
         }
-        // Keep the selectors of the SA being rekeyed (they were narrowed at IKE_AUTH).
-        out.push(Payload::TsI(tsi.clone()));
-        out.push(Payload::TsR(tsr.clone()));
+        // The selectors narrowed at IKE_AUTH, never the (wider) ones the client proposes
+        // again on rekey: a rekey must not turn a split tunnel into a full one.
+        let (tsi, tsr) = self.narrowed.clone().unwrap_or((tsi.clone(), tsr.clone()));
+        out.push(Payload::TsI(tsi));
+        out.push(Payload::TsR(tsr));
         self.send_response(ExchangeType::CREATE_CHILD_SA, message_id, &out);
         let old_our = self.children[old].our_spi;
-        self.children.push(Child { our_spi, peer_spi });
+        self.children.push(Child {
+            our_spi,
+            peer_spi,
+            created: now,
+        });
         self.events.push_back(IkeEvent::ChildUp {
             our_spi,
             peer_spi,

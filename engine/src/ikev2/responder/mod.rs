@@ -1,7 +1,7 @@
 //! The gateway side of one IKE SA (RFC 7296) with remote-access clients: IKE_SA_INIT,
 //! IKE_AUTH with certificates (RFC 7427 signatures, RFC 7383 fragments), a virtual address
-//! through the configuration payload, one CHILD SA (ESP-in-UDP), CHILD SA rekeying,
-//! liveness checks (DPD) and deletes.
+//! through the configuration payload, one CHILD SA (ESP-in-UDP), CHILD SA and IKE SA
+//! rekeying (RFC 7296 1.3.2, 2.18), liveness checks (DPD), a hard lifetime and deletes.
 //!
 //! Inputs: [`respond_to_init`] for a new IKE_SA_INIT request (it may answer statelessly:
 //! COOKIE, INVALID_KE_PAYLOAD, NO_PROPOSAL_CHOSEN), then
@@ -11,9 +11,31 @@
 //! [`note_activity`](IkeResponder::note_activity) (ESP traffic seen by the driver). Outputs:
 //! [`poll_transmit`](IkeResponder::poll_transmit), [`poll_event`](IkeResponder::poll_event),
 //! [`poll_timeout`](IkeResponder::poll_timeout).
+//!
+//! # Rekeying
+//!
+//! The gateway only ever *answers* rekeys; it never starts one, so neither simultaneous
+//! CHILD SA rekeys nor simultaneous IKE SA rekeys (RFC 7296 2.8.1) can happen with it: the
+//! client's lifetimes drive every rekey. A client that never rekeys is cut off once its IKE
+//! SA or its newest CHILD SA is older than [`ResponderConfig::hard_lifetime`].
+//!
+//! An IKE SA rekey changes the SPI pair naming the session. The driver routes IKE messages
+//! by SPI pair, so:
+//!
+//! 1. On [`IkeEvent::IkeRekeyed`] it routes `new` to this session as well, and keeps `old`
+//!    routed here: the client deletes the old IKE SA with an INFORMATIONAL exchange on the
+//!    old SPIs (and may retransmit its rekey request there), which this session answers.
+//!    [`spis`](IkeResponder::spis) returns the new pair from then on.
+//! 2. On [`IkeEvent::OldIkeSaGone`] (the old SA was deleted, or 30 s passed) it removes
+//!    that pair. Before [`IkeEvent::Closed`], every old pair still routed gets its
+//!    `OldIkeSaGone`, so the driver then only needs to remove `spis()`.
+//!
+//! CHILD SAs belong to the session, not to one IKE SA: a rekey of the IKE SA leaves them
+//! (and the data path) untouched.
 
 mod auth;
 mod exchanges;
+mod rekey;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -60,7 +82,21 @@ pub struct ResponderConfig {
     pub auth_timeout: Duration,
     /// Largest IKE datagram we send before fragmenting (when the peer supports it).
     pub fragment_size: usize,
+    /// Delete the SA when the client has not rekeyed its IKE SA or its CHILD SA for this
+    /// long (zero: never). Clients rekey well before ([`DEFAULT_HARD_LIFETIME`]: 24 h
+    /// against strongSwan's 4 h IKE and 1 h CHILD rekey times).
+    pub hard_lifetime: Duration,
 }
+
+/// A sane [`ResponderConfig::hard_lifetime`]: 24 hours.
+pub const DEFAULT_HARD_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an IKE SA replaced by a rekey keeps answering (the client's Delete of it, a
+/// retransmitted rekey request) when the client does not delete it.
+const OLD_SA_RETENTION: Duration = Duration::from_secs(30);
+
+/// Most replaced IKE SAs kept at once (a client rekeying in a tight loop gets no more).
+const MAX_OLD_SAS: usize = 4;
 
 impl std::fmt::Debug for ResponderConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,7 +150,11 @@ pub enum IkeEvent {
         cipher: EspCipher,
         /// The SA itself.
         sa: Box<EspSa>,
-        /// The inbound SPI of the CHILD SA this one replaces, when it is a rekey.
+        /// The inbound SPI of the CHILD SA this one replaces, when it is a rekey. Install
+        /// the new SA for inbound at once and keep the old one until its
+        /// [`IkeEvent::ChildDown`]. The client installs the new SA only when our answer
+        /// reaches it, so send on the new SA once traffic arrives on it (RFC 7296 2.8), or
+        /// when the old one goes down.
         rekey_of: Option<u32>,
     },
     /// A CHILD SA is gone (deleted by the peer).
@@ -128,6 +168,21 @@ pub enum IkeEvent {
         client: Option<String>,
         /// Why.
         reason: String,
+    },
+    /// The client rekeyed the IKE SA (RFC 7296 2.18): from now on the session is named `new`
+    /// (what [`spis`](IkeResponder::spis) returns). Route both `new` and `old` to this
+    /// session until [`IkeEvent::OldIkeSaGone`] names `old`. CHILD SAs are not affected.
+    IkeRekeyed {
+        /// The SPI pair (initiator's, ours) of the replaced IKE SA.
+        old: (u64, u64),
+        /// The SPI pair of the new IKE SA.
+        new: (u64, u64),
+    },
+    /// An IKE SA replaced by a rekey is gone (the client deleted it, or it timed out): stop
+    /// routing `spis` to this session.
+    OldIkeSaGone {
+        /// Its SPI pair (initiator's, ours).
+        spis: (u64, u64),
     },
     /// The IKE SA is over.
     Closed(String),
@@ -164,6 +219,20 @@ struct PendingAuth {
 struct Child {
     our_spi: u32,
     peer_spi: u32,
+    created: Instant,
+}
+
+/// An IKE SA replaced by a rekey: enough to answer the client's requests on it (the Delete,
+/// a retransmitted rekey request) until it is deleted or expires.
+struct OldSa {
+    spi_i: u64,
+    spi_r: u64,
+    sk_in: SkKeys,
+    sk_out: SkKeys,
+    next_peer_id: u32,
+    last_response: Option<(u32, Vec<Vec<u8>>)>,
+    reassembly: Reassembly,
+    expires: Instant,
 }
 
 struct Outstanding {
@@ -202,8 +271,15 @@ pub struct IkeResponder {
     transmits: VecDeque<Transmit>,
     events: VecDeque<IkeEvent>,
     created: Instant,
+    /// When the current IKE SA's keys were made (IKE_SA_INIT or the last rekey).
+    keys_created: Instant,
+    /// IKE SAs replaced by rekeys, still answering on their old SPIs.
+    old_sas: Vec<OldSa>,
     last_rx: Instant,
     client: Option<String>,
+    /// The traffic selectors narrowed at IKE_AUTH (client address === address space); CHILD
+    /// SA rekeys get exactly these, whatever the client asks for.
+    narrowed: Option<(crate::wire::ikev2::TsPayload, crate::wire::ikev2::TsPayload)>,
 }
 
 fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
@@ -407,8 +483,11 @@ pub fn respond_to_init(
         transmits: VecDeque::new(),
         events: VecDeque::new(),
         created: now,
+        keys_created: now,
+        old_sas: Vec::new(),
         last_rx: now,
         client: None,
+        narrowed: None,
     };
     r.transmits.push_back(Transmit {
         to: peer,
@@ -419,9 +498,34 @@ pub fn respond_to_init(
 }
 
 impl IkeResponder {
-    /// The SPI pair naming this SA.
+    /// The SPI pair naming this SA: the current IKE SA's (it changes with
+    /// [`IkeEvent::IkeRekeyed`]).
     pub fn spis(&self) -> (u64, u64) {
         (self.spi_i, self.spi_r)
+    }
+
+    /// SPI pairs of replaced IKE SAs this session still answers on (each is reported by
+    /// [`IkeEvent::OldIkeSaGone`] when it goes).
+    pub fn old_spis(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.old_sas.iter().map(|o| (o.spi_i, o.spi_r))
+    }
+
+    /// Whether a message with this SPI pair belongs to this session (current or old SA).
+    pub fn owns_spis(&self, spi_i: u64, spi_r: u64) -> bool {
+        (spi_i, spi_r) == (self.spi_i, self.spi_r) || self.old_spis().any(|s| s == (spi_i, spi_r))
+    }
+
+    /// The current IKE SA's suite and keys, for the fuzz target (it encrypts its input like
+    /// a client would). Not for anything else.
+    #[doc(hidden)]
+    pub fn sa_keys_for_fuzzing(&self) -> (IkeSuite, &IkeSaKeys) {
+        (self.suite, &self.keys)
+    }
+
+    /// Replaces the configuration (tests: a gateway reconfigured under a running SA).
+    #[cfg(test)]
+    pub(crate) fn set_config(&mut self, cfg: Arc<ResponderConfig>) {
+        self.cfg = cfg;
     }
 
     /// Where the peer is now (IKE and ESP go there).
@@ -512,6 +616,11 @@ impl IkeResponder {
     pub(super) fn close(&mut self, reason: String) {
         if self.state != State::Closed {
             self.state = State::Closed;
+            for o in std::mem::take(&mut self.old_sas) {
+                self.events.push_back(IkeEvent::OldIkeSaGone {
+                    spis: (o.spi_i, o.spi_r),
+                });
+            }
             self.events.push_back(IkeEvent::Closed(reason));
         }
     }
@@ -533,8 +642,18 @@ impl IkeResponder {
             return;
         };
         let h = msg.header;
-        // A retransmitted IKE_SA_INIT request still carries SPIr = 0.
-        let init_again = h.exchange == ExchangeType::IKE_SA_INIT && h.responder_spi == 0;
+        if let Some(i) = self
+            .old_sas
+            .iter()
+            .position(|o| (o.spi_i, o.spi_r) == (h.initiator_spi, h.responder_spi))
+        {
+            self.handle_old_message(now, i, &msg, raw, from, nat_t);
+            return;
+        }
+        // A retransmitted IKE_SA_INIT request still carries SPIr = 0 (and the first SPIi).
+        let init_again = h.exchange == ExchangeType::IKE_SA_INIT
+            && h.responder_spi == 0
+            && self.keys_created == self.created;
         if h.initiator_spi != self.spi_i || (h.responder_spi != self.spi_r && !init_again) {
             return;
         }
@@ -615,7 +734,7 @@ impl IkeResponder {
             }
             ExchangeType::INFORMATIONAL => self.on_informational(h.message_id, &payloads),
             ExchangeType::CREATE_CHILD_SA if self.state == State::Established => {
-                self.on_create_child(h.message_id, &payloads)
+                self.on_create_child(now, h.message_id, &payloads)
             }
             other => {
                 let t = if other == ExchangeType::CREATE_CHILD_SA {
@@ -628,7 +747,8 @@ impl IkeResponder {
         }
     }
 
-    /// Advances timers: DPD, retransmissions of our requests, the IKE_AUTH deadline.
+    /// Advances timers: DPD, retransmissions of our requests, the IKE_AUTH deadline, the
+    /// hard lifetime and the expiry of replaced IKE SAs.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Closed {
             return;
@@ -637,6 +757,17 @@ impl IkeResponder {
             && now >= self.created + self.cfg.auth_timeout
         {
             self.close("IKE_AUTH did not complete in time".into());
+            return;
+        }
+        self.expire_old_sas(now);
+        if self.state == State::Established
+            && let Some(t) = self.hard_deadline()
+            && now >= t
+        {
+            self.delete(
+                now,
+                "the client did not rekey its SA within the hard lifetime",
+            );
             return;
         }
         if let Some(o) = &mut self.outstanding {
@@ -674,13 +805,28 @@ impl IkeResponder {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            State::Closed => None,
-            State::AwaitAuth | State::AwaitDecision => Some(self.created + self.cfg.auth_timeout),
-            State::Established => Some(match &self.outstanding {
-                Some(o) => o.next_send,
-                None => self.last_rx + self.cfg.dpd_interval,
-            }),
+        let main = match self.state {
+            State::Closed => return None,
+            State::AwaitAuth | State::AwaitDecision => self.created + self.cfg.auth_timeout,
+            State::Established => {
+                let t = match &self.outstanding {
+                    Some(o) => o.next_send,
+                    None => self.last_rx + self.cfg.dpd_interval,
+                };
+                self.hard_deadline().map_or(t, |h| t.min(h))
+            }
+        };
+        self.old_sas.iter().map(|o| o.expires).chain([main]).min()
+    }
+
+    /// When the SA is deleted unless the client rekeys: the hard lifetime after the current
+    /// IKE SA's keys or the newest CHILD SA's, whichever is older.
+    fn hard_deadline(&self) -> Option<Instant> {
+        if self.cfg.hard_lifetime.is_zero() {
+            return None;
         }
+        let newest_child = self.children.iter().map(|c| c.created).max();
+        let oldest = newest_child.map_or(self.keys_created, |c| c.min(self.keys_created));
+        Some(oldest + self.cfg.hard_lifetime)
     }
 }

@@ -8,3 +8,4 @@ mod link;
 mod malformed;
 mod pair;
 mod refusals;
+mod rekey;

@@ -1,7 +1,8 @@
 //! The harness: an [`IkeInitiator`] and the gateway's [`IkeResponder`] talking in memory on a
 //! virtual clock, through a link that can lose, delay, reorder and duplicate datagrams (the
 //! model of quinn's `Pair`). The gateway side is driven like the real driver drives it: a
-//! new IKE_SA_INIT goes to [`respond_to_init`], everything else to the session, and
+//! new IKE_SA_INIT goes to [`respond_to_init`], everything else to the session by its SPI
+//! pair (kept up to date from `IkeRekeyed` / `OldIkeSaGone` only, as the driver must), and
 //! `Authenticated` is answered with `accept`. Everything random is seeded, so a failing seed
 //! replays exactly (ring's own key generation aside, which changes no sizes that matter).
 
@@ -19,11 +20,14 @@ use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, UnixTime};
 use crate::entropy::{Entropy, SeededEntropy};
 use crate::esp::{EspCipher, EspSa};
 use crate::ikev2::crypto::{ChildSaKeys, SigningKey};
-use crate::ikev2::initiator::{IkeInitiator, InitiatorConfig, InitiatorEvent};
+use crate::ikev2::initiator::{
+    DEFAULT_CHILD_LIFETIME, DEFAULT_IKE_LIFETIME, IkeInitiator, InitiatorConfig, InitiatorEvent,
+};
 use crate::ikev2::peer_cert::PeerTrust;
 use crate::ikev2::proposal::Policy;
 use crate::ikev2::responder::{
-    IkeAssignment, IkeEvent, IkeResponder, InitOutcome, ResponderConfig, respond_to_init,
+    DEFAULT_HARD_LIFETIME, IkeAssignment, IkeEvent, IkeResponder, InitOutcome, ResponderConfig,
+    respond_to_init,
 };
 use crate::wire::ikev2::{ExchangeType, IkeHeader, payload_type};
 
@@ -204,6 +208,7 @@ pub(super) fn responder_config(ca: &Ca, crls: Vec<Vec<u8>>, chain: &Chain) -> Re
         dpd_interval: Duration::from_secs(30),
         auth_timeout: Duration::from_secs(30),
         fragment_size: 1280,
+        hard_lifetime: DEFAULT_HARD_LIFETIME,
     }
 }
 
@@ -222,6 +227,8 @@ pub(super) fn initiator_config(ca: &Ca, chain: &Chain, remote_id: Option<&str>) 
         remote_id: remote_id.map(str::to_owned),
         dpd_interval: Duration::from_secs(30),
         fragment_size: 1280,
+        ike_lifetime: DEFAULT_IKE_LIFETIME,
+        child_lifetime: DEFAULT_CHILD_LIFETIME,
     }
 }
 
@@ -298,6 +305,13 @@ impl Queue {
     }
 }
 
+/// One IKE datagram as sent (before loss), for tests that look at SPIs and message IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sent {
+    pub to_gateway: bool,
+    pub header: IkeHeader,
+}
+
 /// Counters of what went over the link.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Stats {
@@ -338,6 +352,15 @@ pub(super) struct Pair {
     /// would hold).
     pub client_sas: Vec<(u32, EspSa)>,
     pub gateway_sas: Vec<(u32, EspSa)>,
+    /// The gateway SA it sends on: the newest one the client has used (RFC 7296 2.8: the
+    /// responder of a rekey switches when traffic arrives on the new SA), else the newest.
+    pub gateway_out: Option<u32>,
+    /// SPI pairs the gateway's driver routes to the session, and its first SPIi (IKE_SA_INIT
+    /// retransmissions).
+    pub gateway_routes: Vec<(u64, u64)>,
+    gateway_init_spi: Option<u64>,
+    /// Every IKE datagram sent, in order.
+    pub sent: Vec<Sent>,
 }
 
 /// The client's address as the gateway sees it: port 500 traffic from one port, UDP 4500
@@ -384,6 +407,10 @@ impl Pair {
             client_events: vec![],
             client_sas: vec![],
             gateway_sas: vec![],
+            gateway_out: None,
+            gateway_routes: vec![],
+            gateway_init_spi: None,
+            sent: vec![],
         }
     }
 
@@ -402,6 +429,9 @@ impl Pair {
     }
 
     fn transmit(&mut self, to_gateway: bool, nat_t: bool, d: Vec<u8>) {
+        if let Ok(header) = IkeHeader::parse_prefix(&d) {
+            self.sent.push(Sent { to_gateway, header });
+        }
         let fragment =
             IkeHeader::parse_prefix(&d).is_ok_and(|h| h.next_payload == payload_type::SKF);
         if to_gateway {
@@ -514,7 +544,34 @@ impl Pair {
                         r.accept(self.now, self.assignment.clone())
                     }
                     IkeEvent::ChildDown { our_spi } => {
-                        self.gateway_sas.retain(|(s, _)| s != our_spi)
+                        self.gateway_sas.retain(|(s, _)| s != our_spi);
+                        if self.gateway_out == Some(*our_spi) {
+                            self.gateway_out = self.gateway_sas.last().map(|(s, _)| *s);
+                        }
+                    }
+                    IkeEvent::IkeRekeyed { old, new } => {
+                        assert!(
+                            self.gateway_routes.contains(old),
+                            "rekey of unrouted {old:x?}"
+                        );
+                        assert_eq!(r.spis(), *new);
+                        self.gateway_routes.push(*new);
+                    }
+                    IkeEvent::OldIkeSaGone { spis } => {
+                        assert_ne!(r.spis(), *spis, "the current SA is not old");
+                        let before = self.gateway_routes.len();
+                        self.gateway_routes.retain(|s| s != spis);
+                        assert_eq!(
+                            self.gateway_routes.len() + 1,
+                            before,
+                            "{spis:x?} gone twice"
+                        );
+                    }
+                    IkeEvent::Closed(_) => {
+                        // Old pairs were reported gone before Closed: only the current one
+                        // is left.
+                        assert_eq!(self.gateway_routes, vec![r.spis()]);
+                        self.gateway_routes.clear();
                     }
                     _ => {}
                 }
@@ -527,6 +584,9 @@ impl Pair {
                         rekey_of,
                     } => {
                         self.gateway_sas.push((our_spi, *sa));
+                        if rekey_of.is_none() {
+                            self.gateway_out = Some(our_spi);
+                        }
                         IkeEvent::ChildUp {
                             our_spi,
                             peer_spi,
@@ -559,9 +619,11 @@ impl Pair {
             return;
         };
         let from = client_addr(nat_t);
-        if let Some(r) = self.responder.as_mut()
-            && r.spis().0 == h.initiator_spi
-        {
+        let routed = self
+            .gateway_routes
+            .contains(&(h.initiator_spi, h.responder_spi))
+            || (h.responder_spi == 0 && self.gateway_init_spi == Some(h.initiator_spi));
+        if routed && let Some(r) = self.responder.as_mut() {
             r.handle_message(self.now, from, nat_t, d);
             return;
         }
@@ -581,7 +643,11 @@ impl Pair {
                 self.stats.stateless_replies += 1;
                 self.transmit(false, nat_t, b);
             }
-            InitOutcome::Session(s) => self.responder = Some(s),
+            InitOutcome::Session(s) => {
+                self.gateway_routes = vec![s.spis()];
+                self.gateway_init_spi = Some(h.initiator_spi);
+                self.responder = Some(s);
+            }
             InitOutcome::Drop(_) => {}
         }
     }
@@ -692,7 +758,23 @@ impl Pair {
             .encrypt(&inner, &mut buf)
             .map_err(|e| e.to_string())?
             .to_vec();
-        open(&mut self.gateway_sas, &esp)
+        let got = open(&mut self.gateway_sas, &esp)?;
+        self.gateway_out = crate::esp::EspInbound::packet_spi(&esp);
+        Ok(got)
+    }
+
+    /// A ping: client to gateway on the client's newest SA, the answer on the SA the gateway
+    /// sends on ([`Pair::gateway_out`]).
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), String> {
+        let up = self.client_to_gateway(payload)?;
+        if up[20..] != *payload {
+            return Err("request garbled".into());
+        }
+        let down = self.gateway_to_client(self.gateway_out, payload)?;
+        if down[20..] != *payload {
+            return Err("reply garbled".into());
+        }
+        Ok(())
     }
 
     /// The reverse direction, through the gateway SA with our inbound SPI `via` (its newest
