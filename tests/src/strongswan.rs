@@ -335,6 +335,8 @@ pub struct RoadWarrior {
     pub auth: String,
     /// Further lines for the connection block, as they are.
     pub extra: Vec<String>,
+    /// Further lines for the child block, as they are (e.g. `rand_time = 2s`).
+    pub child_extra: Vec<String>,
 }
 
 impl RoadWarrior {
@@ -353,6 +355,7 @@ impl RoadWarrior {
             remote_ts: "0.0.0.0/0".to_string(),
             auth: "pubkey".to_string(),
             extra: Vec::new(),
+            child_extra: Vec::new(),
         }
     }
 
@@ -392,6 +395,9 @@ impl RoadWarrior {
         let _ = writeln!(c, "        esp_proposals = {}", self.esp_proposals);
         let _ = writeln!(c, "        rekey_time = {}", self.child_rekey_time);
         let _ = writeln!(c, "        dpd_action = clear");
+        for line in &self.child_extra {
+            let _ = writeln!(c, "        {line}");
+        }
         let _ = writeln!(c, "      }}");
         let _ = writeln!(c, "    }}");
         let _ = writeln!(c, "  }}");
@@ -510,6 +516,12 @@ impl Charon {
         t.push_str(body);
         let path = self.swanctl_dir().join("swanctl.conf");
         fs::write(&path, t).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Writes `swanctl/swanctl.conf` as it is (e.g. a responder's connections and pools).
+    pub fn write_swanctl_conf(&self, text: &str) -> Result<()> {
+        let path = self.swanctl_dir().join("swanctl.conf");
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     }
 
     pub fn swanctl_dir(&self) -> PathBuf {

@@ -27,6 +27,9 @@ pub(super) struct IkeEntry {
     pub(super) client: Option<String>,
     pub(super) address: Option<Ipv4Addr>,
     pub(super) esp_out: Option<EspOutbound>,
+    /// A rekeyed CHILD SA's outbound half, used once the client shows it has the new SA
+    /// (traffic arrives on it, or the old one is deleted) - RFC 7296 2.8.
+    pub(super) next_out: Option<(u32, EspOutbound)>,
     pub(super) our_spis: Vec<u32>,
     pub(super) rx_bytes: u64,
     pub(super) tx_bytes: u64,
@@ -106,6 +109,7 @@ impl Gateway {
                             client: None,
                             address: None,
                             esp_out: None,
+                            next_out: None,
                             our_spis: Vec::new(),
                             rx_bytes: 0,
                             tx_bytes: 0,
@@ -158,6 +162,9 @@ impl Gateway {
         if let Some(e) = ike.entries.get_mut(&id) {
             e.session.note_activity(now, from);
             e.rx_bytes += inner as u64;
+            if e.next_out.as_ref().is_some_and(|(s, _)| *s == spi) {
+                e.esp_out = e.next_out.take().map(|(_, o)| o);
+            }
         }
         // The decrypted packet sits at the front of `dec`.
         let Some(packet) = self.dec.get(..inner) else {
@@ -270,7 +277,11 @@ impl Gateway {
                 let Some(e) = ike.entries.get_mut(&id) else {
                     return;
                 };
-                e.esp_out = Some(sa.outbound);
+                if rekey_of.is_some() && e.esp_out.is_some() {
+                    e.next_out = Some((our_spi, sa.outbound));
+                } else {
+                    e.esp_out = Some(sa.outbound);
+                }
                 e.our_spis.push(our_spi);
                 if rekey_of.is_none() && !e.connected {
                     e.connected = true;
@@ -292,6 +303,10 @@ impl Gateway {
                     ike.esp_in.remove(&our_spi);
                     if let Some(e) = ike.entries.get_mut(&id) {
                         e.our_spis.retain(|s| *s != our_spi);
+                        // The old SA is gone: the client surely has the new one.
+                        if let Some((_, out)) = e.next_out.take() {
+                            e.esp_out = Some(out);
+                        }
                     }
                 }
             }
