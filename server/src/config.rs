@@ -71,6 +71,14 @@ pub struct Ikev2Config {
     /// Half-open IKE SAs beyond which new clients must return a COOKIE (RFC 7296 2.6).
     #[serde(default = "default_cookie_threshold")]
     pub cookie_threshold: usize,
+    /// Delete a client's SA when it has not rekeyed its IKE SA or CHILD SA for this long
+    /// (clients rekey: strongSwan every 4 h / 1 h), e.g. "24h"; "0" never.
+    #[serde(default = "default_hard_lifetime")]
+    pub hard_lifetime: String,
+}
+
+fn default_hard_lifetime() -> String {
+    "24h".into()
 }
 
 fn default_ike_port() -> u16 {
@@ -95,6 +103,7 @@ impl Default for Ikev2Config {
             natt_port: default_natt_port(),
             dpd: default_dpd(),
             cookie_threshold: default_cookie_threshold(),
+            hard_lifetime: default_hard_lifetime(),
         }
     }
 }
@@ -286,6 +295,12 @@ impl GatewayConfig {
             bail!(
                 "`ikev2.dpd` = {:?} is not a duration: write e.g. \"30s\"",
                 self.ikev2.dpd
+            );
+        }
+        if parse_duration(&self.ikev2.hard_lifetime).is_none() {
+            bail!(
+                "`ikev2.hard_lifetime` = {:?} is not a duration: write e.g. \"24h\" (\"0\" for never)",
+                self.ikev2.hard_lifetime
             );
         }
         if self.ikev2.enabled && (self.ikev2.ike_port == 0 || self.ikev2.natt_port == 0) {

@@ -144,6 +144,7 @@ pub fn ike_responder_config(
         dpd_interval: parse_duration(&cfg.ikev2.dpd).unwrap_or(Duration::from_secs(30)),
         auth_timeout: Duration::from_secs(30),
         fragment_size: 1280,
-        hard_lifetime: gatehouse_engine::ikev2::responder::DEFAULT_HARD_LIFETIME,
+        hard_lifetime: parse_duration(&cfg.ikev2.hard_lifetime)
+            .unwrap_or(gatehouse_engine::ikev2::responder::DEFAULT_HARD_LIFETIME),
     }))
 }

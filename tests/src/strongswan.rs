@@ -684,6 +684,16 @@ mod tests {
     }
 
     #[test]
+    fn road_warrior_renders_child_extra() {
+        let mut rw = RoadWarrior::new("home", Ipv4Addr::new(10, 250, 62, 1), "erin.crt");
+        rw.child_extra = vec!["rand_time = 3s".to_string()];
+        let t = rw.render();
+        let child = t.find("home-child {").expect("child block");
+        let extra = t.find("rand_time = 3s").expect("child extra line");
+        assert!(extra > child, "{t}");
+    }
+
+    #[test]
     fn charon_cmd_args() {
         let c = CharonCmdConfig::new(
             Ipv4Addr::new(10, 250, 50, 1),

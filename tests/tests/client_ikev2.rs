@@ -333,7 +333,6 @@ fn strongswan_responder(s: &Setup, pool: Ipv4Cidr) -> Result<Charon> {
     version = 2
     local_addrs = {gw_ip}
     pools = rw-pool
-    send_cert = always
     local {{
       auth = pubkey
       certs = {cert_name}

@@ -128,6 +128,10 @@ pub(crate) async fn run(
     let mut stop: Option<Outcome> = None;
     let mut closed: Option<String> = None;
     let mut counter_tick = tokio::time::interval(Duration::from_secs(1));
+    // NAT keepalives (RFC 3948 2.3): one 0xFF byte to 4500 when we sent nothing for 20 s,
+    // so a NAT in front of us keeps our mapping.
+    let mut keepalive_tick = tokio::time::interval(Duration::from_secs(20));
+    let mut sent_since_keepalive = false;
     let target = format!("{}:{port}", profile.gateway);
     loop {
         let now = Instant::now();
@@ -137,6 +141,7 @@ pub(crate) async fn run(
                 d.extend_from_slice(&[0, 0, 0, 0]);
             }
             d.extend_from_slice(&t.data);
+            sent_since_keepalive = true;
             if let Err(e) = sock.send_to(&d, t.to).await
                 && e.kind() != std::io::ErrorKind::ConnectionRefused
             {
@@ -249,6 +254,7 @@ pub(crate) async fn run(
                     if let Ok(p) = o.encrypt(&tun_buf[..n], &mut out) {
                         counters.tx_bytes += n as u64;
                         counters.tx_packets += 1;
+                        sent_since_keepalive = true;
                         let _ = sock.send_to(p, gw).await;
                     }
                 }
@@ -266,6 +272,12 @@ pub(crate) async fn run(
                 });
             }
             _ = counter_tick.tick() => status.counters(counters),
+            _ = keepalive_tick.tick() => {
+                if tun.is_some() && !sent_since_keepalive {
+                    let _ = sock.send_to(&[0xff], SocketAddr::new(addr.ip(), 4500)).await;
+                }
+                sent_since_keepalive = false;
+            }
         }
     }
 }
