@@ -20,7 +20,7 @@
 #        responder; 0 = skip)  WAIT_IDLE=60 (max seconds to wait for an idle machine first)
 #        GATEHOUSED=path (default: the newer of target/release/gatehoused and target/debug/gatehoused)
 #        GATEHOUSE_CERTS=path (default: next to GATEHOUSED)
-#        KEEP=1 (keep the work dir)  RESULTS=file (default bench/results.md)
+#        KEEP=1 (keep the work dir)  RESULTS=file (default bench/results-ikev2.md)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +37,7 @@ if [ -z "${GATEHOUSED:-}" ]; then
   fi
 fi
 GATEHOUSE_CERTS=${GATEHOUSE_CERTS:-$(dirname "$GATEHOUSED")/gatehouse-certs}
-RESULTS=${RESULTS:-$ROOT/bench/results.md}
+RESULTS=${RESULTS:-$ROOT/bench/results-ikev2.md}
 
 [ "$(id -u)" -eq 0 ] || { echo "needs root (network namespaces, TUN)" >&2; exit 1; }
 for p in ip iperf3 python3 swanctl; do

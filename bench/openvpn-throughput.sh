@@ -15,7 +15,7 @@
 #        WAIT_IDLE=60 (max seconds to wait for an idle machine before each run; 0 = don't)
 #        GATEHOUSED=path (default target/release/gatehoused)
 #        GATEHOUSE_CERTS=path (default: next to GATEHOUSED)
-#        KEEP=1 (keep the work dir with configs and logs)  RESULTS=file (default bench/results.md)
+#        KEEP=1 (keep the work dir with configs and logs)  RESULTS=file (default bench/results-openvpn.md)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +27,7 @@ REVERSE=${REVERSE:-0}
 WAIT_IDLE=${WAIT_IDLE:-60}
 GATEHOUSED=${GATEHOUSED:-$ROOT/target/release/gatehoused}
 GATEHOUSE_CERTS=${GATEHOUSE_CERTS:-$(dirname "$GATEHOUSED")/gatehouse-certs}
-RESULTS=${RESULTS:-$ROOT/bench/results.md}
+RESULTS=${RESULTS:-$ROOT/bench/results-openvpn.md}
 
 [ "$(id -u)" -eq 0 ] || { echo "needs root (network namespaces, TUN)" >&2; exit 1; }
 for p in ip openvpn iperf3 openssl python3 ss; do
@@ -250,7 +250,13 @@ gatehoused_run() {
          -o "$WORK/bench.ovpn" >>"$WORK/certs.log" 2>&1 \
     || { GH_NOTE="client profile: $(tail -1 "$WORK/certs.log")"; return 1; }
   local extra=()
-  [ "$PROTO" = tcp ] && extra=(--proto tcp-client --port $PORT)
+  # The exported profile is for UDP (`proto udp`, `remote HOST 1194`); options on the command
+  # line would only add a second remote, so rewrite the profile itself for TCP.
+  if [ "$PROTO" = tcp ]; then
+    sed -i -e 's/^proto udp$/proto tcp-client/' -e "s/^remote $GW_UL 1194\$/remote $GW_UL $PORT/" "$WORK/bench.ovpn"
+    grep -q "^proto tcp-client" "$WORK/bench.ovpn" && grep -q "^remote $GW_UL $PORT\$" "$WORK/bench.ovpn" \
+      || { GH_NOTE="could not turn the exported profile into a TCP one"; return 1; }
+  fi
   start_client gatehoused "$WORK/bench.ovpn" "${extra[@]}" \
     || { GH_NOTE="client did not connect: $(tail -1 "$WORK/client-gatehoused.log")"; return 1; }
   read -r GH_MBIT GH_CPU GH_BUSY < <(measure gatehoused $pid) || { GH_NOTE="iperf3 run failed"; return 1; }
