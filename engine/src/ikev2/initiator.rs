@@ -28,9 +28,18 @@
 //! message IDs from 0, the CHILD SAs move to it untouched, and the old one is deleted with
 //! an INFORMATIONAL exchange on the old SPIs. The driver needs to do nothing: every IKE
 //! message from the gateway goes to [`handle_message`](IkeInitiator::handle_message), which
-//! tells the SAs apart. We start every rekey ourselves and refuse the gateway's
-//! (NO_ADDITIONAL_SAS), so simultaneous rekeys (RFC 7296 2.8.1) cannot happen.
+//! tells the SAs apart.
+//!
+//! The gateway may rekey too (strongSwan gateways rekey CHILD SAs after an hour and IKE SAs
+//! after four by default): its CHILD SA rekeys are answered like ours end
+//! ([`InitiatorEvent::ChildRekeyed`], then [`InitiatorEvent::ChildDeleted`] when it deletes
+//! the old SA); after an IKE SA rekey it started, the gateway is the initiator of the new
+//! IKE SA (RFC 7296 2.18) and we play the responder inside it. When both ends rekey the same
+//! SA at once (RFC 7296 2.8.1, 2.8.2), both exchanges complete and the redundant SA is
+//! deleted by the end that created it, so one new SA remains. Other CREATE_CHILD_SA requests
+//! (additional CHILD SAs) are refused with NO_ADDITIONAL_SAS.
 
+mod peer_rekey;
 mod rekey;
 
 use std::collections::VecDeque;
@@ -43,6 +52,7 @@ use ring::rand::SecureRandom;
 use rustls::pki_types::CertificateDer;
 use rustls::time_provider::TimeProvider;
 
+use super::collision::ours_is_redundant;
 use super::crypto::natd::{fake_source_hash, natd_hash};
 use super::crypto::sign::{AuthMethod as SignMethod, SigningKey, signed_octets, verify_auth};
 use super::crypto::{ChildSaKeys, DhGroup, DhPrivate, IkeSaKeys, SkKeys};
@@ -208,19 +218,53 @@ struct SaKeys {
 struct Child {
     our_spi: u32,
     peer_spi: u32,
+    /// A rekey replaced it (or it lost a rekey collision): it waits for a Delete, and a
+    /// request to rekey it gets TEMPORARY_FAILURE (RFC 7296 2.25.1).
+    replaced: bool,
+    /// The driver got it (a CHILD SA that lost a collision before it was ever used is not
+    /// announced, so the driver never switches to it).
+    announced: bool,
 }
 
-/// An IKE SA replaced by a rekey, while we delete it (it answers the gateway meanwhile).
+/// A CHILD SA rekey the gateway started while ours of the same SA was in flight (RFC 7296
+/// 2.8.1): decided when our answer arrives.
+struct ChildCollision {
+    /// Our inbound SPI of the SA both rekey.
+    old_our_spi: u32,
+    /// Our inbound SPI of the SA the gateway's exchange created.
+    our_spi: u32,
+    /// The nonces of the gateway's exchange.
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+}
+
+/// A new IKE SA from a rekey exchange, before it becomes the current one.
+struct NewIke {
+    spi_i: u64,
+    spi_r: u64,
+    /// Whether we started the exchange that made it (and so are its initiator).
+    initiator: bool,
+    sa: SaKeys,
+    /// The nonces of that exchange.
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+}
+
+/// An IKE SA replaced by a rekey (or a redundant one from a rekey collision), until it is
+/// deleted: by us (`delete` set) or by the gateway. It answers the gateway meanwhile.
 struct OldIke {
     spi_i: u64,
     spi_r: u64,
+    /// Whether we are its initiator (the IKE header's initiator flag on our messages).
+    initiator: bool,
     sk_in: SkKeys,
     sk_out: SkKeys,
     next_peer_id: u32,
     last_response: Option<(u32, Vec<Vec<u8>>)>,
     request_reassembly: Reassembly,
     response_reassembly: Reassembly,
-    /// Our Delete of it: message ID, datagrams, next retransmission, transmissions so far.
+    /// Our Delete of it: message ID, datagrams (none when the gateway deletes it), next
+    /// retransmission (or when we stop waiting for the gateway), transmissions so far.
     delete_id: u32,
     delete: Vec<Vec<u8>>,
     next_send: Instant,
@@ -242,6 +286,9 @@ const MAX_COOKIE_LEN: usize = 64;
 const REKEY_RETRY: Duration = Duration::from_secs(30);
 /// INVALID_KE_PAYLOAD answers to one IKE rekey before we wait for the next attempt.
 const MAX_REKEY_RESTARTS: u32 = 2;
+/// How long an IKE SA the gateway should delete (it rekeyed it, or created it redundantly)
+/// keeps answering on its SPIs when the gateway does not delete it.
+const OLD_SA_WAIT: Duration = Duration::from_secs(30);
 
 /// One IKE SA of a road-warrior client.
 pub struct IkeInitiator {
@@ -252,6 +299,9 @@ pub struct IkeInitiator {
     nat_t: bool,
     spi_i: u64,
     spi_r: u64,
+    /// Whether we are the initiator of the current IKE SA: true until the gateway rekeys it
+    /// (RFC 7296 2.18: whoever starts an IKE rekey is the new SA's initiator).
+    ike_initiator: bool,
     ni: Vec<u8>,
     nr: Vec<u8>,
     group: DhGroup,
@@ -286,6 +336,11 @@ pub struct IkeInitiator {
     rekey_restarts: u32,
     /// IKE SAs replaced by rekeys and not yet deleted.
     old_sas: Vec<OldIke>,
+    /// See [`ChildCollision`].
+    child_collision: Option<ChildCollision>,
+    /// An IKE SA rekey the gateway started while ours was in flight (RFC 7296 2.8.2),
+    /// answered but not yet in use: decided when our answer arrives.
+    peer_ike_rekey: Option<NewIke>,
 }
 
 fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
@@ -332,6 +387,7 @@ impl IkeInitiator {
             nat_t: gateway.port() == 4500,
             spi_i,
             spi_r: 0,
+            ike_initiator: true,
             ni,
             nr: Vec::new(),
             group,
@@ -365,6 +421,8 @@ impl IkeInitiator {
             rekey_group: None,
             rekey_restarts: 0,
             old_sas: Vec::new(),
+            child_collision: None,
+            peer_ike_rekey: None,
         };
         if me.cfg.policy.dh_groups.is_empty() || me.cfg.policy.ike_ciphers.is_empty() {
             me.close("the IKE policy offers no cipher or no DH group".into());
@@ -376,8 +434,9 @@ impl IkeInitiator {
         me
     }
 
-    /// The SPI pair naming this SA (SPIr is 0 until the gateway answered). It changes when
-    /// the IKE SA is rekeyed.
+    /// The SPI pair (SPIi, SPIr) naming this SA (SPIr is 0 until the gateway answered). It
+    /// changes when the IKE SA is rekeyed; after a rekey the gateway started, SPIi is the
+    /// gateway's.
     pub fn spis(&self) -> (u64, u64) {
         (self.spi_i, self.spi_r)
     }
@@ -402,6 +461,18 @@ impl IkeInitiator {
         self.state == State::Closed
     }
 
+    /// Replaced or redundant IKE SAs still kept (tests: nothing lingers after rekeys).
+    #[cfg(test)]
+    pub(crate) fn old_ike_sas(&self) -> usize {
+        self.old_sas.len()
+    }
+
+    /// Whether we are the initiator of the current IKE SA (tests).
+    #[cfg(test)]
+    pub(crate) fn is_ike_initiator(&self) -> bool {
+        self.ike_initiator
+    }
+
     /// ESP from the gateway arrived (the driver saw it); DPD waits longer.
     pub fn note_activity(&mut self, now: Instant) {
         self.last_rx = now;
@@ -410,7 +481,10 @@ impl IkeInitiator {
     /// Replaces the CHILD SA with a fresh one (CREATE_CHILD_SA with REKEY_SA), then deletes
     /// the old one. False when there is nothing to rekey or a rekey is already under way.
     pub fn rekey_child(&mut self, now: Instant) -> bool {
-        if self.state != State::Established || self.closing || self.children.is_empty() {
+        if self.state != State::Established
+            || self.closing
+            || self.children.iter().all(|c| c.replaced)
+        {
             return false;
         }
         let busy = self.queue.contains(&Queued::RekeyChild)
@@ -483,16 +557,17 @@ impl IkeInitiator {
             return;
         };
         let h = msg.header;
-        // Messages from the original responder never carry the initiator flag.
-        if h.flags.initiator() {
-            return;
-        }
         if let Some(i) = self
             .old_sas
             .iter()
             .position(|o| (o.spi_i, o.spi_r) == (h.initiator_spi, h.responder_spi))
         {
             self.on_old_message(now, i, &msg, raw);
+            return;
+        }
+        // The gateway's messages carry the initiator flag exactly when it is the initiator
+        // of the SA (RFC 7296 3.1), whatever the exchange.
+        if h.flags.initiator() == self.ike_initiator {
             return;
         }
         if h.initiator_spi != self.spi_i {
@@ -611,6 +686,7 @@ impl IkeInitiator {
             self.outstanding = None;
             self.queue.clear();
             self.old_sas.clear();
+            self.peer_ike_rekey = None;
             self.events.push_back(InitiatorEvent::Closed(reason));
         }
     }
@@ -1086,7 +1162,12 @@ impl IkeInitiator {
         self.last_rx = now;
         self.ike_rekey_at = deadline(now, self.cfg.ike_lifetime);
         self.child_rekey_at = deadline(now, self.cfg.child_lifetime);
-        self.children.push(Child { our_spi, peer_spi });
+        self.children.push(Child {
+            our_spi,
+            peer_spi,
+            replaced: false,
+            announced: true,
+        });
         self.events.push_back(InitiatorEvent::Connected {
             address,
             dns,
@@ -1122,7 +1203,14 @@ impl IkeInitiator {
             return;
         };
         let id = self.next_our_id;
-        let header = message::header(self.spi_i, self.spi_r, exchange, true, false, id);
+        let header = message::header(
+            self.spi_i,
+            self.spi_r,
+            exchange,
+            self.ike_initiator,
+            false,
+            id,
+        );
         let datagrams = message::seal(
             &mut sa.sk_out,
             &mut *self.entropy,
@@ -1151,7 +1239,14 @@ impl IkeInitiator {
         let Some(sa) = &mut self.sa else {
             return;
         };
-        let header = message::header(self.spi_i, self.spi_r, exchange, true, true, message_id);
+        let header = message::header(
+            self.spi_i,
+            self.spi_r,
+            exchange,
+            self.ike_initiator,
+            true,
+            message_id,
+        );
         let datagrams = message::seal(
             &mut sa.sk_out,
             &mut *self.entropy,
@@ -1201,7 +1296,7 @@ impl IkeInitiator {
     }
 
     fn send_rekey(&mut self, now: Instant) {
-        let Some(old) = self.children.last() else {
+        let Some(old) = self.children.iter().rev().find(|c| !c.replaced) else {
             return;
         };
         let old_our_spi = old.our_spi;
@@ -1273,9 +1368,13 @@ impl IkeInitiator {
                 self.on_ike_rekey_response(now, spi_i, &ni, dh, &payloads)
             }
             Request::DeleteChild { our_spi } => {
-                self.children.retain(|c| c.our_spi != our_spi);
-                self.events
-                    .push_back(InitiatorEvent::ChildDeleted { our_spi });
+                // The gateway may have deleted it meanwhile (and we reported it then).
+                if let Some(i) = self.children.iter().position(|c| c.our_spi == our_spi)
+                    && self.children.remove(i).announced
+                {
+                    self.events
+                        .push_back(InitiatorEvent::ChildDeleted { our_spi });
+                }
             }
             Request::DeleteIke => {
                 self.close("disconnected".into());
@@ -1293,12 +1392,25 @@ impl IkeInitiator {
         ni: &[u8],
         payloads: &[Payload<'_>],
     ) {
+        // The gateway rekeyed the same SA meanwhile (we answered it): decide now.
+        let collision = self
+            .child_collision
+            .take_if(|c| c.old_our_spi == old_our_spi);
         let mut sa = None;
         let mut nr = None;
         for p in payloads {
             match p {
                 Payload::Notify(n) if n.notify_type.is_error() => {
-                    // The old CHILD SA keeps working; try again later.
+                    if collision.is_some() {
+                        // Its exchange replaced the SA; the next rekey is a lifetime away.
+                        tracing::debug!(
+                            notify = ?n.notify_type,
+                            "gateway refused our CHILD rekey; it rekeyed the SA itself"
+                        );
+                        return;
+                    }
+                    // The old CHILD SA keeps working; try again later (TEMPORARY_FAILURE: the
+                    // gateway is busy rekeying or deleting something).
                     tracing::warn!(
                         notify = ?n.notify_type,
                         "gateway refused to rekey the CHILD SA"
@@ -1342,7 +1454,35 @@ impl IkeInitiator {
         let Some(esp) = esp else {
             return;
         };
-        self.children.push(Child { our_spi, peer_spi });
+        if let Some(c) = collision {
+            if ours_is_redundant([ni, nr], [&c.ni, &c.nr]) {
+                // Ours holds the lowest nonce: we delete it, unused; the gateway deletes the
+                // old SA. The driver already sends on the gateway's.
+                tracing::debug!(our_spi, "simultaneous CHILD rekey: ours is redundant");
+                self.children.push(Child {
+                    our_spi,
+                    peer_spi,
+                    replaced: true,
+                    announced: false,
+                });
+                self.queue.push_back(Queued::DeleteChild(our_spi));
+                return;
+            }
+            // The gateway's holds it: the gateway deletes that one, we the old SA.
+            tracing::debug!(our_spi, "simultaneous CHILD rekey: ours survives");
+            if let Some(theirs) = self.children.iter_mut().find(|x| x.our_spi == c.our_spi) {
+                theirs.replaced = true;
+            }
+        }
+        if let Some(old) = self.children.iter_mut().find(|c| c.our_spi == old_our_spi) {
+            old.replaced = true;
+        }
+        self.children.push(Child {
+            our_spi,
+            peer_spi,
+            replaced: false,
+            announced: true,
+        });
         self.events.push_back(InitiatorEvent::ChildRekeyed {
             old_our_spi,
             our_spi,
@@ -1410,13 +1550,11 @@ impl IkeInitiator {
             return;
         };
         match h.exchange {
-            ExchangeType::INFORMATIONAL => self.on_informational(h.message_id, &payloads),
-            // We do not take CHILD SAs or IKE rekeys from the gateway; it keeps what it has.
-            ExchangeType::CREATE_CHILD_SA => self.send_response(
-                h.exchange,
-                h.message_id,
-                &[notify(NotifyType::NO_ADDITIONAL_SAS, &[])],
-            ),
+            ExchangeType::INFORMATIONAL => self.on_informational(now, h.message_id, &payloads),
+            ExchangeType::CREATE_CHILD_SA => {
+                self.on_peer_create_child(now, h.message_id, &payloads);
+                self.start_next(now);
+            }
             other => self.send_response(
                 other,
                 h.message_id,
@@ -1425,31 +1563,27 @@ impl IkeInitiator {
         }
     }
 
-    fn on_informational(&mut self, message_id: u32, payloads: &[Payload<'_>]) {
-        let mut delete_ike = false;
-        let mut ours: Vec<u8> = Vec::new();
-        let mut downs = Vec::new();
-        for p in payloads {
-            let Payload::Delete(d) = p else {
-                continue;
-            };
-            if d.protocol_id == ProtocolId::IKE {
-                delete_ike = true;
-            } else if d.protocol_id == ProtocolId::ESP {
-                for spi in d.spis_u32() {
-                    if let Some(i) = self.children.iter().position(|c| c.peer_spi == spi) {
-                        let c = self.children.remove(i);
-                        ours.extend_from_slice(&c.our_spi.to_be_bytes());
-                        downs.push(c.our_spi);
-                    }
-                }
-            }
-        }
+    fn on_informational(&mut self, now: Instant, message_id: u32, payloads: &[Payload<'_>]) {
+        let delete_ike = payloads
+            .iter()
+            .any(|p| matches!(p, Payload::Delete(d) if d.protocol_id == ProtocolId::IKE));
         if delete_ike {
             self.send_response(ExchangeType::INFORMATIONAL, message_id, &[]);
+            if let Some(theirs) = self.peer_ike_rekey.take() {
+                // A simultaneous IKE rekey the gateway decided before our answer reached
+                // us (reordering): its new SA won, and it deletes the SA both replaced.
+                // Ours is abandoned; the gateway forgets its half of it.
+                tracing::debug!("gateway deleted the rekeyed IKE SA first; its new SA wins");
+                self.outstanding = None;
+                self.switch_ike(now, theirs, false);
+                self.ike_rekey_at = deadline(now, self.cfg.ike_lifetime);
+                self.start_next(now);
+                return;
+            }
             self.close("the gateway ended the connection (deleted the IKE SA)".into());
             return;
         }
+        let ours = self.delete_children(payloads);
         if ours.is_empty() {
             self.send_response(ExchangeType::INFORMATIONAL, message_id, &[]);
         } else {
@@ -1459,10 +1593,31 @@ impl IkeInitiator {
                 &[Payload::Delete(DeletePayload::esp(&ours))],
             );
         }
-        for our_spi in downs {
-            self.events
-                .push_back(InitiatorEvent::ChildDeleted { our_spi });
+    }
+
+    /// Removes the CHILD SAs the gateway's Delete payloads name (by its inbound SPIs) and
+    /// reports them; returns our inbound SPIs of them for the answer's Delete payload.
+    fn delete_children(&mut self, payloads: &[Payload<'_>]) -> Vec<u8> {
+        let mut ours: Vec<u8> = Vec::new();
+        for p in payloads {
+            let Payload::Delete(d) = p else {
+                continue;
+            };
+            if d.protocol_id != ProtocolId::ESP {
+                continue;
+            }
+            for spi in d.spis_u32() {
+                if let Some(i) = self.children.iter().position(|c| c.peer_spi == spi) {
+                    let c = self.children.remove(i);
+                    ours.extend_from_slice(&c.our_spi.to_be_bytes());
+                    if c.announced {
+                        self.events
+                            .push_back(InitiatorEvent::ChildDeleted { our_spi: c.our_spi });
+                    }
+                }
+            }
         }
+        ours
     }
 }
 

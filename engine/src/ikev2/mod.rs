@@ -1,5 +1,6 @@
 //! IKEv2 (RFC 7296).
 
+mod collision;
 pub mod crypto;
 pub mod initiator;
 pub mod message;

@@ -45,7 +45,8 @@ impl IkeInitiator {
     }
 
     /// The gateway's answer to our IKE rekey: switch to the new SA and delete the old one,
-    /// or retry (another group, later).
+    /// or retry (another group, later). When the gateway rekeyed the IKE SA at the same
+    /// time (we answered it meanwhile), the lowest nonce decides which new SA stays.
     pub(super) fn on_ike_rekey_response(
         &mut self,
         now: Instant,
@@ -55,11 +56,26 @@ impl IkeInitiator {
         payloads: &[Payload<'_>],
     ) {
         let lifetime = self.cfg.ike_lifetime;
+        let theirs = self.peer_ike_rekey.take();
         let mut sa = None;
         let mut nr = None;
         let mut ke = None;
         for p in payloads {
             match p {
+                Payload::Notify(n) if n.notify_type.is_error() && theirs.is_some() => {
+                    // The gateway's own rekey replaced the SA: take its new one.
+                    tracing::debug!(
+                        notify = ?n.notify_type,
+                        "gateway refused our IKE rekey; it rekeyed the SA itself"
+                    );
+                    self.rekey_restarts = 0;
+                    self.rekey_group = None;
+                    if let Some(theirs) = theirs {
+                        self.switch_ike(now, theirs, false);
+                    }
+                    self.ike_rekey_at = deadline(now, lifetime);
+                    return;
+                }
                 Payload::Notify(n) if n.notify_type == NotifyType::INVALID_KE_PAYLOAD => {
                     let wanted = n
                         .invalid_ke_group()
@@ -83,7 +99,8 @@ impl IkeInitiator {
                     return;
                 }
                 Payload::Notify(n) if n.notify_type.is_error() => {
-                    // The current IKE SA keeps working.
+                    // The current IKE SA keeps working; TEMPORARY_FAILURE (the gateway is
+                    // busy with another exchange) is retried soon.
                     tracing::warn!(notify = ?n.notify_type, "gateway refused to rekey the IKE SA");
                     self.rekey_restarts = 0;
                     self.ike_rekey_at = retry_deadline(now, lifetime, n.notify_type);
@@ -158,66 +175,130 @@ impl IkeInitiator {
             self.fail_established(now, "key derivation for the rekeyed IKE SA failed".into());
             return;
         };
-        let Some(old) = self.sa.replace(SaKeys {
-            suite,
-            keys,
-            sk_in,
-            sk_out,
-        }) else {
+        let ours = NewIke {
+            spi_i: new_spi_i,
+            spi_r: new_spi_r,
+            initiator: true,
+            sa: SaKeys {
+                suite,
+                keys,
+                sk_in,
+                sk_out,
+            },
+            ni: ni.to_vec(),
+            nr: nr.to_vec(),
+        };
+        self.rekey_group = None;
+        self.ike_rekey_at = deadline(now, lifetime);
+        match theirs {
+            Some(theirs) if ours_is_redundant([&ours.ni, &ours.nr], [&theirs.ni, &theirs.nr]) => {
+                // Ours holds the lowest nonce: the gateway's SA stays and the gateway deletes
+                // the old one; we delete ours, never used.
+                tracing::debug!("simultaneous IKE rekey: ours is redundant");
+                self.switch_ike(now, theirs, false);
+                self.park_ike(now, ours, true);
+            }
+            Some(theirs) => {
+                // The gateway's holds it: it deletes that one, we the old SA.
+                tracing::debug!("simultaneous IKE rekey: ours survives");
+                self.switch_ike(now, ours, true);
+                self.park_ike(now, theirs, false);
+            }
+            None => self.switch_ike(now, ours, true),
+        }
+    }
+
+    /// Makes `new` the current IKE SA (message IDs from 0; the CHILD SAs move along) and keeps
+    /// the replaced one answering on its SPIs, deleting it when `delete_old` (we started the
+    /// rekey that replaced it) or waiting for the gateway's Delete.
+    pub(super) fn switch_ike(&mut self, now: Instant, new: NewIke, delete_old: bool) {
+        let Some(old) = self.sa.replace(new.sa) else {
             return;
         };
-        // Delete the old SA on its own SPIs, with its own message IDs and keys.
         let (old_spi_i, old_spi_r) = (self.spi_i, self.spi_r);
-        let delete_id = self.next_our_id;
-        let mut old_sk_out = old.sk_out;
-        let header = message::header(
-            old_spi_i,
-            old_spi_r,
-            ExchangeType::INFORMATIONAL,
-            true,
-            false,
-            delete_id,
+        let mut retired = OldIke {
+            spi_i: old_spi_i,
+            spi_r: old_spi_r,
+            initiator: self.ike_initiator,
+            sk_in: old.sk_in,
+            sk_out: old.sk_out,
+            next_peer_id: self.next_peer_id,
+            last_response: self.last_response.take(),
+            request_reassembly: std::mem::take(&mut self.request_reassembly),
+            response_reassembly: std::mem::take(&mut self.response_reassembly),
+            delete_id: self.next_our_id,
+            delete: Vec::new(),
+            next_send: now + OLD_SA_WAIT,
+            sends: 0,
+        };
+        if delete_old {
+            self.send_old_delete(now, &mut retired);
+        }
+        self.old_sas.push(retired);
+        self.spi_i = new.spi_i;
+        self.spi_r = new.spi_r;
+        self.ike_initiator = new.initiator;
+        self.next_our_id = 0;
+        self.next_peer_id = 0;
+        tracing::debug!(
+            old = format_args!("{old_spi_i:016x}_{old_spi_r:016x}"),
+            new = format_args!("{:016x}_{:016x}", new.spi_i, new.spi_r),
+            initiator = new.initiator,
+            "IKE SA rekeyed"
         );
-        let delete = message::seal(
-            &mut old_sk_out,
+    }
+
+    /// Keeps a redundant IKE SA from a rekey collision until it is deleted: by us
+    /// (`delete`), or by the gateway, which created it.
+    pub(super) fn park_ike(&mut self, now: Instant, sa: NewIke, delete: bool) {
+        let mut parked = OldIke {
+            spi_i: sa.spi_i,
+            spi_r: sa.spi_r,
+            initiator: sa.initiator,
+            sk_in: sa.sa.sk_in,
+            sk_out: sa.sa.sk_out,
+            next_peer_id: 0,
+            last_response: None,
+            request_reassembly: Reassembly::default(),
+            response_reassembly: Reassembly::default(),
+            delete_id: 0,
+            delete: Vec::new(),
+            next_send: now + OLD_SA_WAIT,
+            sends: 0,
+        };
+        if delete {
+            self.send_old_delete(now, &mut parked);
+        }
+        self.old_sas.push(parked);
+    }
+
+    /// Sends the Delete of `old` on its own SPIs, with its own keys and message ID.
+    fn send_old_delete(&mut self, now: Instant, old: &mut OldIke) {
+        let header = message::header(
+            old.spi_i,
+            old.spi_r,
+            ExchangeType::INFORMATIONAL,
+            old.initiator,
+            false,
+            old.delete_id,
+        );
+        old.delete = message::seal(
+            &mut old.sk_out,
             &mut *self.entropy,
             header,
             &[Payload::Delete(DeletePayload::ike())],
             false,
             self.cfg.fragment_size,
         );
-        for d in &delete {
+        for d in &old.delete {
             self.transmits.push_back(Transmit {
                 to: self.gateway,
                 nat_t: self.nat_t,
                 data: d.clone(),
             });
         }
-        self.old_sas.push(OldIke {
-            spi_i: old_spi_i,
-            spi_r: old_spi_r,
-            sk_in: old.sk_in,
-            sk_out: old_sk_out,
-            next_peer_id: self.next_peer_id,
-            last_response: self.last_response.take(),
-            request_reassembly: std::mem::take(&mut self.request_reassembly),
-            response_reassembly: std::mem::take(&mut self.response_reassembly),
-            delete_id,
-            delete,
-            next_send: now + Duration::from_secs(1),
-            sends: 1,
-        });
-        self.spi_i = new_spi_i;
-        self.spi_r = new_spi_r;
-        self.next_our_id = 0;
-        self.next_peer_id = 0;
-        self.rekey_group = None;
-        self.ike_rekey_at = deadline(now, lifetime);
-        tracing::debug!(
-            old = format_args!("{old_spi_i:016x}_{old_spi_r:016x}"),
-            new = format_args!("{new_spi_i:016x}_{new_spi_r:016x}"),
-            "IKE SA rekeyed"
-        );
+        old.next_send = now + Duration::from_secs(1);
+        old.sends = 1;
     }
 
     /// A message on a replaced IKE SA: the answer to our Delete of it, or a request from the
@@ -231,8 +312,12 @@ impl IkeInitiator {
     ) {
         let h = msg.header;
         let old = &mut self.old_sas[index];
+        if h.flags.initiator() == old.initiator {
+            return;
+        }
         if h.flags.response() {
-            if h.message_id == old.delete_id
+            if !old.delete.is_empty()
+                && h.message_id == old.delete_id
                 && matches!(
                     old.response_reassembly.open(&old.sk_in, msg, raw),
                     Ok(Opened::Complete { .. })
@@ -278,23 +363,40 @@ impl IkeInitiator {
         };
         old.next_peer_id = h.message_id.wrapping_add(1);
         self.last_rx = now;
-        let (reply, deleted): (Vec<Payload<'_>>, bool) =
-            match message::inner(first_inner, &plaintext) {
-                Err(_) => (vec![notify(NotifyType::INVALID_SYNTAX, &[])], false),
-                Ok(payloads) => match h.exchange {
-                    ExchangeType::INFORMATIONAL => {
-                        let deleted = payloads.iter().any(
-                            |p| matches!(p, Payload::Delete(d) if d.protocol_id == ProtocolId::IKE),
-                        );
-                        (Vec::new(), deleted)
-                    }
-                    ExchangeType::CREATE_CHILD_SA => {
-                        (vec![notify(NotifyType::TEMPORARY_FAILURE, &[])], false)
-                    }
-                    _ => (vec![notify(NotifyType::INVALID_SYNTAX, &[])], false),
-                },
-            };
-        let header = message::header(old.spi_i, old.spi_r, h.exchange, true, true, h.message_id);
+        let (notify_type, deleted, children) = match message::inner(first_inner, &plaintext) {
+            Err(_) => (Some(NotifyType::INVALID_SYNTAX), false, Vec::new()),
+            Ok(payloads) => match h.exchange {
+                ExchangeType::INFORMATIONAL => {
+                    let deleted = payloads.iter().any(
+                        |p| matches!(p, Payload::Delete(d) if d.protocol_id == ProtocolId::IKE),
+                    );
+                    // CHILD SA deletes are answered as usual (RFC 7296 2.25.2); they belong to
+                    // the session, not to one IKE SA.
+                    (None, deleted, self.delete_children(&payloads))
+                }
+                // Everything else belongs on the current SA.
+                ExchangeType::CREATE_CHILD_SA => {
+                    (Some(NotifyType::TEMPORARY_FAILURE), false, Vec::new())
+                }
+                _ => (Some(NotifyType::INVALID_SYNTAX), false, Vec::new()),
+            },
+        };
+        let mut reply = Vec::new();
+        if let Some(t) = notify_type {
+            reply.push(notify(t, &[]));
+        }
+        if !children.is_empty() {
+            reply.push(Payload::Delete(DeletePayload::esp(&children)));
+        }
+        let old = &mut self.old_sas[index];
+        let header = message::header(
+            old.spi_i,
+            old.spi_r,
+            h.exchange,
+            old.initiator,
+            true,
+            h.message_id,
+        );
         let datagrams = message::seal(
             &mut old.sk_out,
             &mut *self.entropy,
@@ -317,7 +419,8 @@ impl IkeInitiator {
     }
 
     /// Retransmits the Deletes of replaced IKE SAs; one the gateway never confirms is
-    /// forgotten after a few tries (it does not affect the current SA).
+    /// forgotten after a few tries (it does not affect the current SA), and so is one the
+    /// gateway should delete but does not.
     pub(super) fn old_sa_timeouts(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.old_sas.len() {
@@ -326,7 +429,7 @@ impl IkeInitiator {
                 i += 1;
                 continue;
             }
-            if o.sends >= MAX_DELETE_SENDS {
+            if o.delete.is_empty() || o.sends >= MAX_DELETE_SENDS {
                 self.old_sas.remove(i);
                 continue;
             }

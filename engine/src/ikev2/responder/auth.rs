@@ -312,6 +312,7 @@ impl IkeResponder {
             our_spi,
             peer_spi: p.peer_esp_spi,
             created: now,
+            replaced: false,
         });
         self.events.push_back(IkeEvent::ChildUp {
             our_spi,

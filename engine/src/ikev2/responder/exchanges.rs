@@ -87,6 +87,15 @@ impl IkeResponder {
             self.on_ike_rekey(now, message_id, sa, ni, ke);
             return;
         }
+        if self.own_rekey_in_flight(true) {
+            // RFC 7296 2.25.1: not while we rekey the IKE SA (tests only: we never do).
+            self.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                message_id,
+                &[notify(NotifyType::TEMPORARY_FAILURE, &[])],
+            );
+            return;
+        }
         let (Some(tsi), Some(tsr)) = (tsi, tsr) else {
             self.send_response(
                 ExchangeType::CREATE_CHILD_SA,
@@ -104,6 +113,15 @@ impl IkeResponder {
             );
             return;
         };
+        if self.children[old].replaced {
+            // Our own rekey of it completed first; our Delete of it is on its way.
+            self.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                message_id,
+                &[notify(NotifyType::TEMPORARY_FAILURE, &[])],
+            );
+            return;
+        }
         let Some((number, peer_spi, cipher, dh)) =
             choose_esp(&self.cfg.policy, sa, &self.cfg.policy.dh_groups)
         else {
@@ -187,7 +205,9 @@ impl IkeResponder {
             our_spi,
             peer_spi,
             created: now,
+            replaced: false,
         });
+        self.note_child_collision(old_our, our_spi, ni, &nr);
         self.events.push_back(IkeEvent::ChildUp {
             our_spi,
             peer_spi,
@@ -204,14 +224,22 @@ impl IkeResponder {
         if msg.header.message_id != o.message_id {
             return;
         }
-        if !matches!(
-            self.reassembly.open(&self.sk_in, msg, raw),
-            Ok(Opened::Complete { .. })
-        ) {
+        let Ok(Opened::Complete {
+            first_inner,
+            plaintext,
+        }) = self.reassembly.open(&self.sk_in, msg, raw)
+        else {
             return;
-        }
-        self.outstanding = None;
+        };
+        let Some(o) = self.outstanding.take() else {
+            return;
+        };
         self.next_our_id = self.next_our_id.wrapping_add(1);
         self.last_rx = now;
+        // Only answers to requests tests made us send need reading.
+        if !matches!(o.request, initiated::Request::Informational) {
+            let payloads = message::inner(first_inner, &plaintext).unwrap_or_default();
+            self.on_own_response(now, o.request, &payloads);
+        }
     }
 }

@@ -16,7 +16,8 @@
 //!
 //! The gateway only ever *answers* rekeys; it never starts one, so neither simultaneous
 //! CHILD SA rekeys nor simultaneous IKE SA rekeys (RFC 7296 2.8.1) can happen with it: the
-//! client's lifetimes drive every rekey. A client that never rekeys is cut off once its IKE
+//! client's lifetimes drive every rekey. (Tests play a gateway that rekeys by itself, as
+//! strongSwan does, through hidden hooks in `initiated.rs`; only they reach that code.) A client that never rekeys is cut off once its IKE
 //! SA or its newest CHILD SA is older than [`ResponderConfig::hard_lifetime`].
 //!
 //! An IKE SA rekey changes the SPI pair naming the session. The driver routes IKE messages
@@ -35,6 +36,7 @@
 
 mod auth;
 mod exchanges;
+mod initiated;
 mod rekey;
 
 use std::collections::VecDeque;
@@ -220,6 +222,8 @@ struct Child {
     our_spi: u32,
     peer_spi: u32,
     created: Instant,
+    /// Replaced by a rekey we started (tests only), waiting for our Delete.
+    replaced: bool,
 }
 
 /// An IKE SA replaced by a rekey: enough to answer the client's requests on it (the Delete,
@@ -227,16 +231,24 @@ struct Child {
 struct OldSa {
     spi_i: u64,
     spi_r: u64,
+    /// Whether we are its initiator (only after a rekey we started; tests only).
+    initiator: bool,
     sk_in: SkKeys,
     sk_out: SkKeys,
     next_peer_id: u32,
     last_response: Option<(u32, Vec<Vec<u8>>)>,
     reassembly: Reassembly,
     expires: Instant,
+    /// Requests of ours on it (tests only): the message ID of our Delete of it, and an IKE
+    /// rekey of ours that the client's rekey overtook.
+    delete_id: Option<u32>,
+    own_rekey: Option<initiated::OwnIkeRekey>,
+    response_reassembly: Reassembly,
 }
 
 struct Outstanding {
     message_id: u32,
+    request: initiated::Request,
     datagrams: Vec<Vec<u8>>,
     next_send: Instant,
     tries: u32,
@@ -280,6 +292,11 @@ pub struct IkeResponder {
     /// The traffic selectors narrowed at IKE_AUTH (client address === address space); CHILD
     /// SA rekeys get exactly these, whatever the client asks for.
     narrowed: Option<(crate::wire::ikev2::TsPayload, crate::wire::ikev2::TsPayload)>,
+    /// Whether we are the initiator of the current IKE SA: only after an IKE rekey we
+    /// started, which only tests do.
+    ike_initiator: bool,
+    /// A client CHILD rekey that crossed one of ours (tests only).
+    child_collision: Option<initiated::ChildCollision>,
 }
 
 fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
@@ -488,6 +505,8 @@ pub fn respond_to_init(
         last_rx: now,
         client: None,
         narrowed: None,
+        ike_initiator: false,
+        child_collision: None,
     };
     r.transmits.push_back(Transmit {
         to: peer,
@@ -561,7 +580,14 @@ impl IkeResponder {
         message_id: u32,
         payloads: &[Payload<'_>],
     ) {
-        let header = message::header(self.spi_i, self.spi_r, exchange, false, true, message_id);
+        let header = message::header(
+            self.spi_i,
+            self.spi_r,
+            exchange,
+            self.ike_initiator,
+            true,
+            message_id,
+        );
         let datagrams = message::seal(
             &mut self.sk_out,
             &mut *self.entropy,
@@ -581,12 +607,27 @@ impl IkeResponder {
     }
 
     pub(super) fn send_request(&mut self, now: Instant, payloads: &[Payload<'_>]) {
+        self.send_request_for(
+            now,
+            ExchangeType::INFORMATIONAL,
+            initiated::Request::Informational,
+            payloads,
+        );
+    }
+
+    fn send_request_for(
+        &mut self,
+        now: Instant,
+        exchange: ExchangeType,
+        request: initiated::Request,
+        payloads: &[Payload<'_>],
+    ) {
         let id = self.next_our_id;
         let header = message::header(
             self.spi_i,
             self.spi_r,
-            ExchangeType::INFORMATIONAL,
-            false,
+            exchange,
+            self.ike_initiator,
             false,
             id,
         );
@@ -607,6 +648,7 @@ impl IkeResponder {
         }
         self.outstanding = Some(Outstanding {
             message_id: id,
+            request,
             datagrams,
             next_send: now + Duration::from_secs(2),
             tries: 1,

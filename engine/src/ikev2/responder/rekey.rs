@@ -29,6 +29,11 @@ impl IkeResponder {
                 &[notify(t, data)],
             );
         };
+        if self.own_rekey_in_flight(false) {
+            // A CHILD SA of ours half made (tests only: we never rekey).
+            reply(self, NotifyType::TEMPORARY_FAILURE, &[]);
+            return;
+        }
         let Some(ke) = ke else {
             reply(self, NotifyType::INVALID_SYNTAX, &[]);
             return;
@@ -113,39 +118,30 @@ impl IkeResponder {
         );
 
         // The answer went out under the old SA; it stays to answer a retransmission of the
-        // request and the client's Delete.
-        let old = OldSa {
-            spi_i: self.spi_i,
-            spi_r: self.spi_r,
-            sk_in: std::mem::replace(&mut self.sk_in, sk_in),
-            sk_out: std::mem::replace(&mut self.sk_out, sk_out),
-            next_peer_id: self.next_peer_id,
-            last_response: self.last_response.take(),
-            reassembly: std::mem::take(&mut self.reassembly),
-            expires: now + OLD_SA_RETENTION,
-        };
-        let old_spis = (old.spi_i, old.spi_r);
-        if self.old_sas.len() >= MAX_OLD_SAS {
-            let gone = self.old_sas.remove(0);
-            self.events.push_back(IkeEvent::OldIkeSaGone {
-                spis: (gone.spi_i, gone.spi_r),
-            });
+        // request and the client's Delete. An IKE rekey of ours in flight (tests only) is
+        // finished there: the lowest nonce then decides which new SA stays (RFC 7296 2.8.2).
+        let old_spis = (self.spi_i, self.spi_r);
+        let own = self.overtaken_ike_rekey((ni.to_vec(), nr.clone()), (new_spi_i, new_spi_r));
+        self.switch_to(
+            now,
+            initiated::NewSa {
+                spi_i: new_spi_i,
+                spi_r: new_spi_r,
+                initiator: false,
+                suite,
+                keys,
+                sk_in,
+                sk_out,
+            },
+            false,
+        );
+        if let Some(o) = self
+            .old_sas
+            .iter_mut()
+            .find(|o| (o.spi_i, o.spi_r) == old_spis)
+        {
+            o.own_rekey = own;
         }
-        self.old_sas.push(old);
-        self.spi_i = new_spi_i;
-        self.spi_r = new_spi_r;
-        self.suite = suite;
-        self.keys = keys;
-        self.next_peer_id = 0;
-        self.next_our_id = 0;
-        // A DPD of ours in flight on the old SA is abandoned; the new SA starts its own.
-        self.outstanding = None;
-        self.keys_created = now;
-        self.last_rx = now;
-        self.events.push_back(IkeEvent::IkeRekeyed {
-            old: old_spis,
-            new: (new_spi_i, new_spi_r),
-        });
     }
 
     /// A message on a replaced IKE SA: retransmissions get the cached answer, the Delete of
@@ -160,8 +156,11 @@ impl IkeResponder {
         nat_t: bool,
     ) {
         let h = msg.header;
-        // We send no requests on a replaced SA, so there is no response to take.
-        if h.flags.response() || !h.flags.initiator() {
+        if h.flags.initiator() == self.old_sas[index].initiator {
+            return;
+        }
+        if h.flags.response() {
+            self.on_old_response(now, index, msg, raw);
             return;
         }
         let old = &mut self.old_sas[index];
@@ -217,7 +216,14 @@ impl IkeResponder {
                     _ => (vec![notify(NotifyType::INVALID_SYNTAX, &[])], false),
                 },
             };
-        let header = message::header(old.spi_i, old.spi_r, h.exchange, false, true, h.message_id);
+        let header = message::header(
+            old.spi_i,
+            old.spi_r,
+            h.exchange,
+            old.initiator,
+            true,
+            h.message_id,
+        );
         let datagrams = message::seal(
             &mut old.sk_out,
             &mut *self.entropy,

@@ -359,6 +359,7 @@ pub(super) struct Pair {
     /// retransmissions).
     pub gateway_routes: Vec<(u64, u64)>,
     gateway_init_spi: Option<u64>,
+    gateway_seed: u64,
     /// Every IKE datagram sent, in order.
     pub sent: Vec<Sent>,
 }
@@ -381,12 +382,18 @@ impl Pair {
     }
 
     pub fn with(rc: ResponderConfig, ic: InitiatorConfig) -> Self {
+        Self::with_seeds(rc, ic, 1, 2)
+    }
+
+    /// Like [`Pair::with`], with the seeds of the client's and the gateway's entropy (their
+    /// SPIs and nonces).
+    pub fn with_seeds(rc: ResponderConfig, ic: InitiatorConfig, client: u64, gateway: u64) -> Self {
         // The virtual clock needs some origin; only differences from it matter.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let initiator = IkeInitiator::new(
             Arc::new(ic),
-            Box::new(SeededEntropy::new(1)),
+            Box::new(SeededEntropy::new(client)),
             now,
             gateway_addr(),
         );
@@ -410,6 +417,7 @@ impl Pair {
             gateway_out: None,
             gateway_routes: vec![],
             gateway_init_spi: None,
+            gateway_seed: gateway,
             sent: vec![],
         }
     }
@@ -632,7 +640,7 @@ impl Pair {
         }
         match respond_to_init(
             self.responder_cfg.clone(),
-            Box::new(SeededEntropy::new(2)),
+            Box::new(SeededEntropy::new(self.gateway_seed)),
             self.now,
             from,
             nat_t,

@@ -13,7 +13,7 @@ use crate::ikev2::responder::IkeEvent;
 use crate::wire::ikev2::ExchangeType;
 
 /// Runs `d` of virtual time, pinging both ways every 100 ms; returns the failed pings.
-fn ping_for(p: &mut Pair, d: Duration) -> Vec<String> {
+pub(super) fn ping_for(p: &mut Pair, d: Duration) -> Vec<String> {
     let mut failures = Vec::new();
     let steps = d.as_millis() / 100;
     for i in 0..steps {
@@ -25,7 +25,7 @@ fn ping_for(p: &mut Pair, d: Duration) -> Vec<String> {
     failures
 }
 
-fn count<T>(events: &[T], f: impl Fn(&T) -> bool) -> usize {
+pub(super) fn count<T>(events: &[T], f: impl Fn(&T) -> bool) -> usize {
     events.iter().filter(|e| f(e)).count()
 }
 
