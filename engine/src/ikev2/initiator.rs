@@ -133,7 +133,9 @@ pub enum InitiatorEvent {
         sa: Box<EspSa>,
     },
     /// A new CHILD SA replaces the one with inbound SPI `old_our_spi`: send with the new one
-    /// at once, keep receiving on the old one until [`InitiatorEvent::ChildDeleted`].
+    /// at once, keep receiving on the old one until [`InitiatorEvent::ChildDeleted`]. Both
+    /// ends may rekey the same SA at once; then two of these can name the same old SA, and
+    /// the latest one is the SA to send with (the other is deleted shortly).
     ChildRekeyed {
         /// Our inbound SPI of the SA being replaced.
         old_our_spi: u32,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::ikev2::proposal::{esp_sa_payload, ike_sa_payload};
-use crate::wire::ikev2::SaPayload;
+use crate::wire::ikev2::{SaPayload, Transform, TransformType};
 
 impl IkeInitiator {
     /// A CREATE_CHILD_SA request from the gateway (already counted and authenticated).
@@ -75,7 +75,11 @@ impl IkeInitiator {
             self.refuse_create_child(message_id, NotifyType::TEMPORARY_FAILURE, &[]);
             return;
         }
-        let Some(old) = self.children.iter().position(|c| c.peer_spi == old_peer_spi) else {
+        let Some(old) = self
+            .children
+            .iter()
+            .position(|c| c.peer_spi == old_peer_spi)
+        else {
             self.refuse_create_child(message_id, NotifyType::CHILD_SA_NOT_FOUND, &[]);
             return;
         };
@@ -137,10 +141,14 @@ impl IkeInitiator {
             return;
         };
         let spi_bytes = our_spi.to_be_bytes();
-        let mut reply = vec![
-            Payload::Sa(esp_sa_payload(number, cipher, &spi_bytes)),
-            Payload::Nonce(&nr),
-        ];
+        let mut chosen = esp_sa_payload(number, cipher, &spi_bytes);
+        if let Some((group, _)) = &ke_reply {
+            // The chosen proposal names the group we accepted (RFC 7296 3.3).
+            for p in &mut chosen.proposals {
+                p.transforms.push(Transform::new(TransformType::DH, *group));
+            }
+        }
+        let mut reply = vec![Payload::Sa(chosen), Payload::Nonce(&nr)];
         if let Some((group, public)) = &ke_reply {
             reply.push(Payload::Ke(KePayload {
                 dh_group: *group,
@@ -186,7 +194,12 @@ impl IkeInitiator {
                 nr,
             });
         }
-        tracing::debug!(old_our_spi, our_spi, ours_in_flight, "gateway rekeyed the CHILD SA");
+        tracing::debug!(
+            old_our_spi,
+            our_spi,
+            ours_in_flight,
+            "gateway rekeyed the CHILD SA"
+        );
     }
 
     /// The gateway rekeys the IKE SA: it becomes the initiator of the new SA (its SPI is
@@ -338,6 +351,10 @@ impl IkeInitiator {
     /// Answers a CREATE_CHILD_SA request with one error notify.
     fn refuse_create_child(&mut self, message_id: u32, t: NotifyType, data: &[u8]) {
         tracing::debug!(notify = ?t, "refusing the gateway's CREATE_CHILD_SA");
-        self.send_response(ExchangeType::CREATE_CHILD_SA, message_id, &[notify(t, data)]);
+        self.send_response(
+            ExchangeType::CREATE_CHILD_SA,
+            message_id,
+            &[notify(t, data)],
+        );
     }
 }

@@ -11,6 +11,7 @@ use crate::esp::EspSa;
 use crate::wire::ikev2::{
     DeletePayload, ExchangeType, KePayload, Message, NotifyType, Payload, ProtocolId,
 };
+use crate::wire::ikev2::{Transform, TransformType};
 
 impl IkeResponder {
     pub(super) fn on_informational(&mut self, message_id: u32, payloads: &[Payload<'_>]) {
@@ -184,10 +185,15 @@ impl IkeResponder {
             return;
         };
         let spi_bytes = our_spi.to_be_bytes();
-        let mut out = vec![
-            Payload::Sa(esp_sa_payload(number, cipher, &spi_bytes)),
-            Payload::Nonce(&nr),
-        ];
+        let mut chosen = esp_sa_payload(number, cipher, &spi_bytes);
+        if let Some(g) = dh {
+            // The chosen proposal names the PFS group we accepted (RFC 7296 3.3).
+            for p in &mut chosen.proposals {
+                p.transforms
+                    .push(Transform::new(TransformType::DH, g.transform_id()));
+            }
+        }
+        let mut out = vec![Payload::Sa(chosen), Payload::Nonce(&nr)];
         if dh.is_some() {
             out.push(Payload::Ke(KePayload {
                 dh_group: group,

@@ -188,7 +188,13 @@ impl IkeResponder {
 
     /// The client rekeyed the CHILD SA `old_our_spi` (we made `our_spi` with nonces `ni`,
     /// `nr`): remember it when ours of the same SA is in flight.
-    pub(super) fn note_child_collision(&mut self, old_our_spi: u32, our_spi: u32, ni: &[u8], nr: &[u8]) {
+    pub(super) fn note_child_collision(
+        &mut self,
+        old_our_spi: u32,
+        our_spi: u32,
+        ni: &[u8],
+        nr: &[u8],
+    ) {
         let ours = matches!(
             self.outstanding.as_ref().map(|o| &o.request),
             Some(Request::RekeyChild { old_our_spi: o, .. }) if *o == old_our_spi
@@ -227,7 +233,12 @@ impl IkeResponder {
     }
 
     /// The client's answer to one of our requests on the current SA.
-    pub(super) fn on_own_response(&mut self, now: Instant, request: Request, payloads: &[Payload<'_>]) {
+    pub(super) fn on_own_response(
+        &mut self,
+        now: Instant,
+        request: Request,
+        payloads: &[Payload<'_>],
+    ) {
         match request {
             Request::Informational => {}
             Request::RekeyChild {
@@ -244,8 +255,7 @@ impl IkeResponder {
             }
             Request::RekeyIke { spi_i, ni, dh } => {
                 let (prf, sk_d) = (self.suite.prf, self.keys.sk_d.clone());
-                if let Some(new) = self.own_ike_rekey_result(prf, &sk_d, spi_i, &ni, dh, payloads)
-                {
+                if let Some(new) = self.own_ike_rekey_result(prf, &sk_d, spi_i, &ni, dh, payloads) {
                     self.switch_to(now, new, true);
                 }
             }
@@ -487,7 +497,13 @@ impl IkeResponder {
 
     /// A response on a replaced IKE SA: to our Delete of it, or to an IKE rekey of ours that
     /// the client's overtook.
-    pub(super) fn on_old_response(&mut self, now: Instant, index: usize, msg: &Message<'_>, raw: &[u8]) {
+    pub(super) fn on_old_response(
+        &mut self,
+        now: Instant,
+        index: usize,
+        msg: &Message<'_>,
+        raw: &[u8],
+    ) {
         let id = msg.header.message_id;
         let old = &mut self.old_sas[index];
         let rekey = old.own_rekey.as_ref().is_some_and(|r| r.message_id == id);
@@ -549,7 +565,11 @@ impl IkeResponder {
         }
         // Ours survives: the client deletes its SA (now replaced), we the one both rekeyed.
         self.switch_to(now, ours, false);
-        if let Some(old) = self.old_sas.iter().position(|o| (o.spi_i, o.spi_r) == old_spis) {
+        if let Some(old) = self
+            .old_sas
+            .iter()
+            .position(|o| (o.spi_i, o.spi_r) == old_spis)
+        {
             let mut o = self.old_sas.remove(old);
             let id = own.message_id.wrapping_add(1);
             o.delete_id = Some(id);
