@@ -477,7 +477,7 @@ fn strongswan_ten_minute_rekeys_lose_no_ping() -> Result<()> {
     );
     for l in log.lines().filter(|l| {
         l.contains("rekeyed between")
-            || l.contains("reauth")
+            || l.contains("reauthentication")
             || l.contains("giving up")
             || l.contains("deleting IKE_SA")
             || l.contains("NO_PROPOSAL")
