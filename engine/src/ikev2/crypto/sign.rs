@@ -3,14 +3,19 @@
 //! Signatures come from ring. ring's ECDSA and RSA signers need a
 //! `ring::rand::SecureRandom`, which is sealed and so cannot wrap our
 //! [`Entropy`](crate::entropy::Entropy): callers pass one (drivers: `SystemRandom`).
+//!
+//! ring has no P-521, so peers with P-521 keys (method 11, or method 14 with ECDSA) are
+//! verified with the RustCrypto `p521` crate. We only verify P-521; we never sign with it.
 
+use p521::ecdsa::signature::hazmat::PrehashVerifier;
+use ring::digest;
 use ring::rand::SecureRandom;
 use ring::signature::{self, EcdsaKeyPair, RsaKeyPair, UnparsedPublicKey, VerificationAlgorithm};
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_HASH_SHA256,
-    OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS,
-    OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
-    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
+    OID_NIST_HASH_SHA256, OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION,
+    OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
+    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ECDSA_WITH_SHA512,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::signature_algorithm::SignatureAlgorithm;
@@ -25,7 +30,7 @@ pub enum SignError {
     /// The private key is not PKCS#8 (or PKCS#1 for RSA) for P-256, P-384 or RSA 2048+.
     #[error("private key rejected: {0} (use an unencrypted PKCS#8 ECDSA P-256/P-384 or RSA key)")]
     BadPrivateKey(String),
-    /// The peer's public key is not an RSA, P-256 or P-384 SubjectPublicKeyInfo.
+    /// The peer's public key is not an RSA, P-256, P-384 or P-521 SubjectPublicKeyInfo.
     #[error("unsupported or malformed public key in the peer's certificate")]
     BadPublicKey,
     /// The method does not fit this key or is not one we sign or verify with.
@@ -34,7 +39,8 @@ pub enum SignError {
         /// The requested or received method.
         method: AuthMethod,
     },
-    /// RFC 7427 AUTH data names a signature algorithm we do not accept (SHA-1, P-521...).
+    /// RFC 7427 AUTH data names a signature algorithm we do not accept (SHA-1, a hash or
+    /// padding that does not fit the key...).
     #[error("unsupported signature algorithm in RFC 7427 AUTH data")]
     UnsupportedAlgorithm,
     /// The AUTH data is too short or its AlgorithmIdentifier is malformed.
@@ -60,6 +66,9 @@ pub enum AuthMethod {
     EcdsaSha256P256,
     /// ECDSA with SHA-384 on P-384 (10), RFC 4754: raw r | s.
     EcdsaSha384P384,
+    /// ECDSA with SHA-512 on P-521 (11), RFC 4754: raw r | s (66 + 66 bytes). Verified
+    /// only; we never sign with P-521.
+    EcdsaSha512P521,
     /// Digital Signature (14), RFC 7427: AlgorithmIdentifier + DER/PKCS#1 signature.
     DigitalSignature,
 }
@@ -72,6 +81,7 @@ impl AuthMethod {
             AuthMethod::SharedKeyMic => 2,
             AuthMethod::EcdsaSha256P256 => 9,
             AuthMethod::EcdsaSha384P384 => 10,
+            AuthMethod::EcdsaSha512P521 => 11,
             AuthMethod::DigitalSignature => 14,
         }
     }
@@ -83,6 +93,7 @@ impl AuthMethod {
             AuthMethod::SharedKeyMic,
             AuthMethod::EcdsaSha256P256,
             AuthMethod::EcdsaSha384P384,
+            AuthMethod::EcdsaSha512P521,
             AuthMethod::DigitalSignature,
         ]
         .into_iter()
@@ -363,10 +374,23 @@ enum PeerKey {
     Rsa,
     P256,
     P384,
+    /// Verified with the `p521` crate, not ring.
+    P521,
 }
 
-/// Verifies a signature AUTH payload (methods 1, 9, 10, 14) against the peer's public key,
-/// given as the DER SubjectPublicKeyInfo from its certificate.
+/// How to check a signature: with ring, or (P-521) with the `p521` crate over a digest
+/// computed by ring.
+enum Check {
+    Ring(&'static dyn VerificationAlgorithm),
+    P521 {
+        hash: &'static digest::Algorithm,
+        /// RFC 7427 DER `Ecdsa-Sig-Value`; otherwise RFC 4754 raw `r | s`.
+        der: bool,
+    },
+}
+
+/// Verifies a signature AUTH payload (methods 1, 9, 10, 11, 14) against the peer's public
+/// key, given as the DER SubjectPublicKeyInfo from its certificate.
 pub fn verify_auth(
     method: AuthMethod,
     spki_der: &[u8],
@@ -375,17 +399,24 @@ pub fn verify_auth(
 ) -> Result<(), SignError> {
     let (key_kind, key_bytes) = parse_spki(spki_der)?;
     let mismatch = SignError::MethodMismatch { method };
-    let (alg, signature): (&'static dyn VerificationAlgorithm, &[u8]) = match (method, key_kind) {
+    let (check, signature) = match (method, key_kind) {
         (AuthMethod::RsaSig, PeerKey::Rsa) => (
-            &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            Check::Ring(&signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY),
             auth_data,
         ),
         (AuthMethod::EcdsaSha256P256, PeerKey::P256) => {
-            (&signature::ECDSA_P256_SHA256_FIXED, auth_data)
+            (Check::Ring(&signature::ECDSA_P256_SHA256_FIXED), auth_data)
         }
         (AuthMethod::EcdsaSha384P384, PeerKey::P384) => {
-            (&signature::ECDSA_P384_SHA384_FIXED, auth_data)
+            (Check::Ring(&signature::ECDSA_P384_SHA384_FIXED), auth_data)
         }
+        (AuthMethod::EcdsaSha512P521, PeerKey::P521) => (
+            Check::P521 {
+                hash: &digest::SHA512,
+                der: false,
+            },
+            auth_data,
+        ),
         (AuthMethod::DigitalSignature, _) => {
             let (&len, rest) = auth_data.split_first().ok_or(SignError::Malformed)?;
             if rest.len() < usize::from(len) {
@@ -396,12 +427,37 @@ pub fn verify_auth(
         }
         _ => return Err(mismatch),
     };
-    UnparsedPublicKey::new(alg, key_bytes)
-        .verify(octets, signature)
+    match check {
+        Check::Ring(alg) => UnparsedPublicKey::new(alg, key_bytes)
+            .verify(octets, signature)
+            .map_err(|_| SignError::BadSignature),
+        Check::P521 { hash, der } => verify_p521(key_bytes, hash, der, octets, signature),
+    }
+}
+
+/// ECDSA on P-521 over `hash(octets)`. `point` is the SEC1 point from the certificate.
+fn verify_p521(
+    point: &[u8],
+    hash: &'static digest::Algorithm,
+    der: bool,
+    octets: &[u8],
+    signature: &[u8],
+) -> Result<(), SignError> {
+    let key =
+        p521::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|_| SignError::BadPublicKey)?;
+    // Both parsers reject r or s out of range (zero or >= n); the raw form must be exactly
+    // 2 * 66 bytes.
+    let signature = if der {
+        p521::ecdsa::Signature::from_der(signature)
+    } else {
+        p521::ecdsa::Signature::from_slice(signature)
+    }
+    .map_err(|_| SignError::BadSignature)?;
+    key.verify_prehash(digest::digest(hash, octets).as_ref(), &signature)
         .map_err(|_| SignError::BadSignature)
 }
 
-/// The key type and the bytes ring wants: PKCS#1 RSAPublicKey or an uncompressed point.
+/// The key type and its bytes: PKCS#1 RSAPublicKey or an uncompressed SEC1 point.
 fn parse_spki(spki_der: &[u8]) -> Result<(PeerKey, &[u8]), SignError> {
     let (rest, spki) =
         SubjectPublicKeyInfo::from_der(spki_der).map_err(|_| SignError::BadPublicKey)?;
@@ -422,6 +478,8 @@ fn parse_spki(spki_der: &[u8]) -> Result<(PeerKey, &[u8]), SignError> {
             PeerKey::P256
         } else if curve == OID_NIST_EC_P384 {
             PeerKey::P384
+        } else if curve == OID_NIST_EC_P521 {
+            PeerKey::P521
         } else {
             return Err(SignError::BadPublicKey);
         }
@@ -437,18 +495,29 @@ fn parse_spki(spki_der: &[u8]) -> Result<(PeerKey, &[u8]), SignError> {
     Ok((kind, key))
 }
 
-/// The ring verification algorithm for an RFC 7427 AlgorithmIdentifier and key type.
-fn rfc7427_algorithm(
-    alg_id: &[u8],
-    key: PeerKey,
-) -> Result<&'static dyn VerificationAlgorithm, SignError> {
+/// How to verify an RFC 7427 AlgorithmIdentifier's signature with this key type.
+fn rfc7427_algorithm(alg_id: &[u8], key: PeerKey) -> Result<Check, SignError> {
     let (rest, alg) = AlgorithmIdentifier::from_der(alg_id).map_err(|_| SignError::Malformed)?;
     if !rest.is_empty() {
         return Err(SignError::Malformed);
     }
     let oid = &alg.algorithm;
     let unsupported = Err(SignError::UnsupportedAlgorithm);
-    Ok(match key {
+    if key == PeerKey::P521 {
+        // RFC 7427 lets the hash differ from the curve's; strongSwan picks SHA-512 for P-521
+        // unless the peer's SIGNATURE_HASH_ALGORITHMS lacks it.
+        let hash = if *oid == OID_SIG_ECDSA_WITH_SHA512 {
+            &digest::SHA512
+        } else if *oid == OID_SIG_ECDSA_WITH_SHA384 {
+            &digest::SHA384
+        } else if *oid == OID_SIG_ECDSA_WITH_SHA256 {
+            &digest::SHA256
+        } else {
+            return unsupported;
+        };
+        return Ok(Check::P521 { hash, der: true });
+    }
+    Ok(Check::Ring(match key {
         PeerKey::P256 if *oid == OID_SIG_ECDSA_WITH_SHA256 => &signature::ECDSA_P256_SHA256_ASN1,
         PeerKey::P256 if *oid == OID_SIG_ECDSA_WITH_SHA384 => &signature::ECDSA_P256_SHA384_ASN1,
         PeerKey::P384 if *oid == OID_SIG_ECDSA_WITH_SHA256 => &signature::ECDSA_P384_SHA256_ASN1,
@@ -474,7 +543,7 @@ fn rfc7427_algorithm(
             }
         }
         _ => return unsupported,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -491,6 +560,21 @@ mod tests {
     /// `openssl dgst -sha256 -sign` (DER ECDSA) over [`MSG`].
     const P256_SIG: &[u8] = include_bytes!("testdata/p256_sha256.sig");
     const MSG: &[u8] = b"IKE_SA_INIT message | Nonce | prf(SK_p, ID)";
+    /// `openssl ecparam -name secp521r1 -genkey`, public half (the private key is not kept:
+    /// we never sign with P-521).
+    const P521_SPKI: &[u8] = include_bytes!("testdata/p521.spki");
+    /// `openssl dgst -sha512 -sign` (DER ECDSA) over [`MSG`] with the P-521 key.
+    const P521_SHA512_SIG: &[u8] = include_bytes!("testdata/p521_sha512.sig");
+    /// `openssl dgst -sha384 -sign` (DER ECDSA) over [`MSG`] with the P-521 key.
+    const P521_SHA384_SIG: &[u8] = include_bytes!("testdata/p521_sha384.sig");
+    /// Another `openssl dgst -sha512 -sign` over [`MSG`], converted from DER to RFC 4754
+    /// raw r | s (66 + 66 bytes; its r was 65 bytes, so this also checks the zero padding).
+    const P521_SHA512_RAW: &[u8] = include_bytes!("testdata/p521_sha512_raw.sig");
+    /// Self-signed P-256 CA (`openssl req -x509`, 100 years from 2026-11-24).
+    const P256_CA: &[u8] = include_bytes!("testdata/p256_ca.der");
+    /// End-entity certificate for the P-521 key, issued by [`P256_CA`] (ecdsa-with-SHA256),
+    /// CN "p521-peer", EKU clientAuth.
+    const P521_EE: &[u8] = include_bytes!("testdata/p521_ee.der");
 
     // Tests may use the OS generator; the engine proper takes it as a parameter.
     #[allow(clippy::disallowed_methods)]
@@ -622,6 +706,207 @@ mod tests {
         }
     }
 
+    /// Method 14 data with an AlgorithmIdentifier from the wire codec (we have no P-521
+    /// [`SignatureScheme`]: we never sign with P-521).
+    fn rfc7427_p521(alg_id: &[u8], sig: &[u8]) -> Vec<u8> {
+        [&[alg_id.len() as u8][..], alg_id, sig].concat()
+    }
+
+    #[test]
+    fn p521_method_11_verifies_openssl_signature() {
+        use crate::wire::ikev2::AuthMethod as WireMethod;
+        let method = AuthMethod::from_id(WireMethod::ECDSA_SHA512_P521.0).unwrap();
+        assert_eq!(method, AuthMethod::EcdsaSha512P521);
+        assert_eq!(P521_SHA512_RAW.len(), 132);
+        verify_auth(method, P521_SPKI, MSG, P521_SHA512_RAW).unwrap();
+        assert_eq!(
+            verify_auth(method, P521_SPKI, b"other octets", P521_SHA512_RAW),
+            Err(SignError::BadSignature)
+        );
+        // Any flipped bit in r or in s.
+        for i in [0, 1, 65, 66, 67, 131] {
+            let mut bad = P521_SHA512_RAW.to_vec();
+            bad[i] ^= 1;
+            assert_eq!(
+                verify_auth(method, P521_SPKI, MSG, &bad),
+                Err(SignError::BadSignature),
+                "byte {i}"
+            );
+        }
+        // Wrong length, the DER form, r and s out of range: rejected, no panic.
+        let too_big = [0xff; 132];
+        for bad in [
+            &P521_SHA512_RAW[..131],
+            &[P521_SHA512_RAW, &[0]].concat(),
+            P521_SHA512_SIG,
+            &[0; 132],
+            &too_big,
+            &[],
+        ] {
+            assert_eq!(
+                verify_auth(method, P521_SPKI, MSG, bad),
+                Err(SignError::BadSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn p521_method_14_verifies_openssl_der_signatures() {
+        use crate::wire::ikev2::auth::{DER_ECDSA_WITH_SHA256, DER_ECDSA_WITH_SHA384};
+        use crate::wire::ikev2::auth::{DER_ECDSA_WITH_SHA512, DER_SHA512_WITH_RSA};
+        let m = AuthMethod::DigitalSignature;
+        let sha512 = rfc7427_p521(DER_ECDSA_WITH_SHA512, P521_SHA512_SIG);
+        verify_auth(m, P521_SPKI, MSG, &sha512).unwrap();
+        // RFC 7427 allows another hash with the curve; strongSwan uses one when we do not
+        // advertise SHA-512.
+        let sha384 = rfc7427_p521(DER_ECDSA_WITH_SHA384, P521_SHA384_SIG);
+        verify_auth(m, P521_SPKI, MSG, &sha384).unwrap();
+
+        assert_eq!(
+            verify_auth(m, P521_SPKI, b"other octets", &sha512),
+            Err(SignError::BadSignature)
+        );
+        let mut bad = sha512.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            verify_auth(m, P521_SPKI, MSG, &bad),
+            Err(SignError::BadSignature)
+        );
+        // The hash named must be the hash signed.
+        for (alg, sig) in [
+            (DER_ECDSA_WITH_SHA384, P521_SHA512_SIG),
+            (DER_ECDSA_WITH_SHA256, P521_SHA512_SIG),
+            (DER_ECDSA_WITH_SHA512, P521_SHA384_SIG),
+        ] {
+            assert_eq!(
+                verify_auth(m, P521_SPKI, MSG, &rfc7427_p521(alg, sig)),
+                Err(SignError::BadSignature)
+            );
+        }
+        // A raw r | s where DER is expected, and DER with trailing garbage.
+        for sig in [P521_SHA512_RAW, &[P521_SHA512_SIG, &[0]].concat()] {
+            assert_eq!(
+                verify_auth(m, P521_SPKI, MSG, &rfc7427_p521(DER_ECDSA_WITH_SHA512, sig)),
+                Err(SignError::BadSignature)
+            );
+        }
+        // An RSA algorithm on an EC key.
+        assert_eq!(
+            verify_auth(
+                m,
+                P521_SPKI,
+                MSG,
+                &rfc7427_p521(DER_SHA512_WITH_RSA, P521_SHA512_SIG)
+            ),
+            Err(SignError::UnsupportedAlgorithm)
+        );
+    }
+
+    #[test]
+    fn p521_wrong_method_or_key_is_refused() {
+        use crate::wire::ikev2::auth::DER_ECDSA_WITH_SHA512;
+        use p521::ecdsa::signature::Signer;
+        let method_11 = AuthMethod::EcdsaSha512P521;
+        // Method 11 needs a P-521 key, and a P-521 key no other classic method.
+        for spki in [P256_SPKI, RSA_SPKI] {
+            assert_eq!(
+                verify_auth(method_11, spki, MSG, P521_SHA512_RAW),
+                Err(SignError::MethodMismatch { method: method_11 })
+            );
+        }
+        for method in [
+            AuthMethod::RsaSig,
+            AuthMethod::EcdsaSha256P256,
+            AuthMethod::EcdsaSha384P384,
+        ] {
+            assert_eq!(
+                verify_auth(method, P521_SPKI, MSG, P521_SHA512_RAW),
+                Err(SignError::MethodMismatch { method })
+            );
+        }
+        // A P-256 signature presented for the P-521 key, and the other way round.
+        assert_eq!(
+            verify_auth(
+                AuthMethod::DigitalSignature,
+                P521_SPKI,
+                MSG,
+                &rfc7427(SignatureScheme::EcdsaP256Sha256, P256_SIG)
+            ),
+            Err(SignError::BadSignature)
+        );
+        assert!(
+            verify_auth(
+                AuthMethod::DigitalSignature,
+                P256_SPKI,
+                MSG,
+                &rfc7427_p521(DER_ECDSA_WITH_SHA512, P521_SHA512_SIG)
+            )
+            .is_err()
+        );
+
+        // Another P-521 key (fixed scalar): its own signatures verify, openssl's do not.
+        let mut scalar = [7u8; 66];
+        scalar[0] = 0;
+        let other = p521::ecdsa::SigningKey::from_slice(&scalar).unwrap();
+        let point = other.verifying_key().to_sec1_point(false);
+        // The SPKI header (algorithm + BIT STRING tag, length, unused bits) is the same.
+        let header = &P521_SPKI[..P521_SPKI.len() - point.as_bytes().len()];
+        let other_spki = [header, point.as_bytes()].concat();
+        let sig: p521::ecdsa::Signature = other.sign(MSG);
+        verify_auth(method_11, &other_spki, MSG, sig.to_bytes().as_slice()).unwrap();
+        let der = rfc7427_p521(DER_ECDSA_WITH_SHA512, sig.to_der().as_bytes());
+        verify_auth(AuthMethod::DigitalSignature, &other_spki, MSG, &der).unwrap();
+        assert_eq!(
+            verify_auth(method_11, P521_SPKI, MSG, sig.to_bytes().as_slice()),
+            Err(SignError::BadSignature)
+        );
+        assert_eq!(
+            verify_auth(method_11, &other_spki, MSG, P521_SHA512_RAW),
+            Err(SignError::BadSignature)
+        );
+        assert_eq!(
+            verify_auth(
+                AuthMethod::DigitalSignature,
+                &other_spki,
+                MSG,
+                &rfc7427_p521(DER_ECDSA_WITH_SHA512, P521_SHA512_SIG)
+            ),
+            Err(SignError::BadSignature)
+        );
+        // A point not on the curve.
+        let mut off_curve = other_spki.clone();
+        *off_curve.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            verify_auth(method_11, &off_curve, MSG, sig.to_bytes().as_slice()),
+            Err(SignError::BadPublicKey)
+        );
+    }
+
+    #[test]
+    fn p521_end_entity_from_p256_ca_passes_webpki_and_verifies_auth() {
+        use crate::ikev2::peer_cert::PeerTrust;
+        use rustls::pki_types::{CertificateDer, UnixTime};
+        // webpki (ring) cannot check signatures *made by* a P-521 key, but only the CA's
+        // P-256 signature over the certificate is checked; the P-521 key is ours to use.
+        let trust = PeerTrust {
+            roots: vec![CertificateDer::from(P256_CA)],
+            crls: vec![],
+        };
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_800_000_000));
+        let peer = trust
+            .verify(&[CertificateDer::from(P521_EE)], now, true)
+            .unwrap();
+        assert_eq!(peer.name, "p521-peer");
+        assert_eq!(peer.spki, P521_SPKI);
+        verify_auth(
+            AuthMethod::EcdsaSha512P521,
+            &peer.spki,
+            MSG,
+            P521_SHA512_RAW,
+        )
+        .unwrap();
+    }
+
     #[test]
     fn malformed_inputs_are_errors_not_panics() {
         for data in [&[][..], &[200, 1, 2], &[3, 0x30, 0x01, 0x00], &[0]] {
@@ -658,5 +943,6 @@ mod tests {
             }
         }
         assert_eq!(AuthMethod::from_id(14), Some(AuthMethod::DigitalSignature));
+        assert_eq!(AuthMethod::from_id(11), Some(AuthMethod::EcdsaSha512P521));
     }
 }
