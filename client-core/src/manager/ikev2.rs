@@ -85,10 +85,7 @@ pub(crate) async fn run(
     log: &Logger,
 ) -> Outcome {
     let profile = &req.profile;
-    status.set(ConnectionState::Connecting {
-        profile: profile.name.clone(),
-        protocol: ProtocolKind::Ikev2,
-    });
+    status.connecting(&profile.name, ProtocolKind::Ikev2);
     let cfg = match config(req) {
         Ok(c) => c,
         Err(reason) => return Outcome::Fatal(reason),

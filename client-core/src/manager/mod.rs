@@ -190,6 +190,21 @@ impl StatusSink {
     pub(crate) fn set(&self, state: ConnectionState) {
         self.tx.send_modify(|s| s.state = state);
     }
+
+    /// Reports a new attempt: Connecting, unless a connection that was up is being
+    /// restored, which stays Reconnecting until it is back.
+    pub(crate) fn connecting(&self, profile: &str, protocol: ProtocolKind) {
+        self.tx.send_if_modified(|s| {
+            if matches!(s.state, ConnectionState::Reconnecting { .. }) {
+                return false;
+            }
+            s.state = ConnectionState::Connecting {
+                profile: profile.to_owned(),
+                protocol,
+            };
+            true
+        });
+    }
     pub(crate) fn counters(&self, c: Counters) {
         self.tx.send_if_modified(|s| {
             let changed = s.counters != c;
@@ -235,16 +250,25 @@ async fn run(
         };
         let _ = ack.send(());
         let profile = req.profile.name.clone();
-        let protocols: Vec<_> = match req.protocol {
+        let mut protocols: Vec<_> = match req.protocol {
             Some(p) => vec![p],
             None => req.profile.protocols.iter().map(|p| p.kind).collect(),
         };
+        if let Some(first) = protocols.first() {
+            // A new request starts from Connecting, even over a connection that was being
+            // restored (front ends wait for this to know the attempt is theirs).
+            status.set(ConnectionState::Connecting {
+                profile: profile.clone(),
+                protocol: *first,
+            });
+        }
         let mut attempt = 0u32;
         let mut backoff = options.initial_backoff;
         'reconnect: loop {
             let mut last_reason = String::from("no usable protocol in the profile");
             let mut first_of_round = true;
-            for proto in &protocols {
+            let round = protocols.clone();
+            for proto in &round {
                 let outcome = if *proto == ProtocolKind::Ikev2 {
                     ikev2::run(&options, &req, &mut net, &mut rx, &status, &log).await
                 } else {
@@ -278,9 +302,20 @@ async fn run(
                             last_reason = reason;
                             first_of_round = false;
                         }
-                        // A connection that was up resets the backoff.
-                        if matches!(status_state(&status), ConnectionState::Connected { .. }) {
+                        // A connection that was up resets the backoff, and from now on the
+                        // user sees Reconnecting (not Connecting) until it is back.
+                        if let ConnectionState::Connected { protocol, .. } = status_state(&status) {
                             backoff = options.initial_backoff;
+                            attempt += 1;
+                            status.set(ConnectionState::Reconnecting {
+                                profile: profile.clone(),
+                                attempt,
+                                reason: last_reason.clone(),
+                            });
+                            // Try the protocol that worked first.
+                            if let Some(i) = protocols.iter().position(|p| *p == protocol) {
+                                protocols[..=i].rotate_right(1);
+                            }
                         }
                     }
                 }

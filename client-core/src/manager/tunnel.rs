@@ -86,10 +86,7 @@ pub(crate) async fn run(
         // IKEv2 has its own driver (manager/ikev2.rs); QUIC is not built yet.
         return Outcome::Lost(format!("{proto} is not supported by this client yet"));
     }
-    status.set(ConnectionState::Connecting {
-        profile: profile.name.clone(),
-        protocol: proto,
-    });
+    status.connecting(&profile.name, proto);
     let config = match session_config(req, options) {
         Ok(c) => c,
         Err(reason) => return Outcome::Fatal(reason),
