@@ -6,53 +6,25 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_engine::entropy::Entropy;
 use gatehouse_engine::esp::{EspInbound, EspOutbound};
 use gatehouse_engine::ikev2::crypto::SigningKey;
 use gatehouse_engine::ikev2::initiator::{IkeInitiator, InitiatorConfig, InitiatorEvent};
 use gatehouse_engine::ikev2::peer_cert::PeerTrust;
 use gatehouse_engine::ikev2::proposal::Policy;
-use gatehouse_engine::openvpn::tls::{certs_from_pem, key_from_pem};
 use gatehouse_engine::wire::ikev2::{Classified, strip_non_esp_marker};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::{Command, ConnectRequest, Logger, ManagerOptions, Outcome, StatusSink};
+use super::{
+    Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, credentials,
+};
 use crate::platform::{NetConfig, NetPlan};
 use crate::profile::ProtocolKind;
 use crate::status::{ConnectionState, Counters};
 
-struct OsEntropy(ring::rand::SystemRandom);
-
-impl Entropy for OsEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        use ring::rand::SecureRandom;
-        if self.0.fill(buf).is_err() {
-            panic!("OS random number generator failed");
-        }
-    }
-}
-
 fn config(req: &ConnectRequest) -> Result<Arc<InitiatorConfig>, String> {
     let p = &req.profile;
-    let ca = certs_from_pem(p.ca_pem.as_bytes()).map_err(|e| {
-        format!(
-            "profile {}: CA certificate: {e}; re-import the profile",
-            p.name
-        )
-    })?;
-    let chain = certs_from_pem(p.cert_pem.as_bytes()).map_err(|e| {
-        format!(
-            "profile {}: client certificate: {e}; re-import the profile",
-            p.name
-        )
-    })?;
-    let key = key_from_pem(req.key_pem.as_bytes()).map_err(|e| {
-        format!(
-            "profile {}: private key: {e}; re-import the profile",
-            p.name
-        )
-    })?;
+    let (ca, chain, key) = credentials(req)?;
     let rng: Arc<dyn ring::rand::SecureRandom + Send + Sync> =
         Arc::new(ring::rand::SystemRandom::new());
     let key = SigningKey::from_pkcs8(key.secret_der(), &*rng)

@@ -18,6 +18,39 @@ use crate::platform::NetConfig;
 use crate::profile::{ProtocolKind, StoredProfile};
 use crate::status::{ConnectionState, Counters, Status};
 
+/// OS randomness for the engine's state machines (the engine never reaches for it itself).
+pub(crate) struct OsEntropy(pub(crate) ring::rand::SystemRandom);
+
+impl gatehouse_engine::entropy::Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        use ring::rand::SecureRandom;
+        if self.0.fill(buf).is_err() {
+            panic!("OS random number generator failed");
+        }
+    }
+}
+
+/// The profile's CA, certificate chain and the request's private key, parsed; errors say
+/// which part is broken and what to do.
+pub(crate) type Credentials = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+pub(crate) fn credentials(req: &ConnectRequest) -> Result<Credentials, String> {
+    use gatehouse_engine::openvpn::tls::{certs_from_pem, key_from_pem};
+    let p = &req.profile;
+    let broken = |what: &str, e: &dyn std::fmt::Display| {
+        format!("profile {}: {what}: {e}; re-import the profile", p.name)
+    };
+    let ca = certs_from_pem(p.ca_pem.as_bytes()).map_err(|e| broken("CA certificate", &e))?;
+    let chain =
+        certs_from_pem(p.cert_pem.as_bytes()).map_err(|e| broken("client certificate", &e))?;
+    let key = key_from_pem(req.key_pem.as_bytes()).map_err(|e| broken("private key", &e))?;
+    Ok((ca, chain, key))
+}
+
 /// Everything needed to connect: the profile, its private key, an optional protocol.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ConnectRequest {

@@ -6,33 +6,23 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_engine::entropy::Entropy;
 use gatehouse_engine::openvpn::DataOutcome;
 use gatehouse_engine::openvpn::client::{ClientConfig, ClientEvent, ClientSession};
 use gatehouse_engine::openvpn::data::Cipher;
 use gatehouse_engine::openvpn::push::PushReply;
-use gatehouse_engine::openvpn::tls::{certs_from_pem, client_config, key_from_pem};
+use gatehouse_engine::openvpn::tls::client_config;
 use gatehouse_engine::wire::openvpn::{Packet, TcpDeframer, tcp_frame};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use super::{Command, ConnectRequest, Logger, ManagerOptions, Outcome, StatusSink};
+use super::{
+    Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, credentials,
+};
 use crate::platform::{NetConfig, NetPlan};
 use crate::profile::ProtocolKind;
 use crate::status::{ConnectionState, Counters};
-
-struct OsEntropy(ring::rand::SystemRandom);
-
-impl Entropy for OsEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        use ring::rand::SecureRandom;
-        if self.0.fill(buf).is_err() {
-            panic!("OS random number generator failed");
-        }
-    }
-}
 
 enum Link {
     Udp(UdpSocket),
@@ -330,24 +320,7 @@ fn session_config(
     options: &ManagerOptions,
 ) -> Result<Arc<ClientConfig>, String> {
     let p = &req.profile;
-    let ca = certs_from_pem(p.ca_pem.as_bytes()).map_err(|e| {
-        format!(
-            "profile {}: CA certificate: {e}; re-import the profile",
-            p.name
-        )
-    })?;
-    let chain = certs_from_pem(p.cert_pem.as_bytes()).map_err(|e| {
-        format!(
-            "profile {}: client certificate: {e}; re-import the profile",
-            p.name
-        )
-    })?;
-    let key = key_from_pem(req.key_pem.as_bytes()).map_err(|e| {
-        format!(
-            "profile {}: private key: {e}; re-import the profile",
-            p.name
-        )
-    })?;
+    let (ca, chain, key) = credentials(req)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
     let tls = client_config(provider, time, &ca, chain, key)

@@ -47,7 +47,13 @@ pub(super) struct IkeState {
     pub(super) esp_in: HashMap<u32, (TunnelId, EspInbound)>,
     pub(super) cookie_secret: [u8; 32],
     pub(super) cookie_threshold: usize,
+    /// ESP work buffer, allocated once at its full size so the data path neither allocates
+    /// nor zero-fills per packet (the OpenVPN buffers change length with every packet).
+    pub(super) esp_buf: Vec<u8>,
 }
+
+/// Size of [`IkeState::esp_buf`]: the largest UDP payload plus ESP overhead.
+pub(super) const ESP_BUF: usize = 65536 + 256;
 
 impl Gateway {
     /// A datagram on port 500 (`nat_t` false) or 4500 (`nat_t` true).
@@ -149,8 +155,7 @@ impl Gateway {
             return;
         };
         let id = *id;
-        self.dec.resize(packet.len(), 0);
-        let inner = match inbound.decrypt(packet, &mut self.dec) {
+        let inner = match inbound.decrypt(packet, &mut ike.esp_buf) {
             // 59: a dummy packet (TFC); nothing to forward.
             Ok(p) if p.next_header == 59 => return,
             Ok(p) => p.packet.len(),
@@ -166,8 +171,8 @@ impl Gateway {
                 e.esp_out = e.next_out.take().map(|(_, o)| o);
             }
         }
-        // The decrypted packet sits at the front of `dec`.
-        let Some(packet) = self.dec.get(..inner) else {
+        // The decrypted packet sits at the front of the buffer.
+        let Some(packet) = ike.esp_buf.get(..inner) else {
             self.stats.drop(Drop::Malformed);
             return;
         };
@@ -203,8 +208,7 @@ impl Gateway {
             self.stats.drop(Drop::NotEstablished);
             return true;
         };
-        self.out.resize(out.encrypted_len(packet.len()), 0);
-        let len = match out.encrypt(packet, &mut self.out) {
+        let len = match out.encrypt(packet, &mut ike.esp_buf) {
             Ok(b) => b.len(),
             Err(_) => {
                 self.stats.drop(Drop::NotEstablished);
@@ -213,7 +217,7 @@ impl Gateway {
         };
         e.tx_bytes += packet.len() as u64;
         let to = e.session.peer();
-        let bytes = &self.out[..len];
+        let bytes = &ike.esp_buf[..len];
         if ike.natt.try_send_to(bytes, to).is_err() {
             let _ = ike.natt.send_to(bytes, to).await;
         }

@@ -157,6 +157,7 @@ impl Gateway {
                 esp_in: HashMap::new(),
                 cookie_secret,
                 cookie_threshold: i.cookie_threshold,
+                esp_buf: vec![0; ike::ESP_BUF],
             })
         } else {
             None
