@@ -6,6 +6,7 @@ pub mod initiator;
 pub mod message;
 pub mod peer_cert;
 pub mod proposal;
+pub mod proposal_names;
 pub mod responder;
 
 #[cfg(test)]
