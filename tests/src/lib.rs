@@ -10,6 +10,8 @@
 //! - [`openssl_pki`]: a throwaway PKI made with the openssl CLI.
 //! - [`client`]: Gatehouse's own client, `gatehouse` (service and front-end commands).
 //! - [`strongswan`]: strongSwan (`charon-cmd`, `charon-systemd` + `swanctl`) as an IKEv2 peer.
+//! - [`sites`]: three sites (gateway, LAN, host) and a client on one underlay.
+//! - [`swan_site`]: a strongSwan site-to-site gateway (policy- or route-based, PSK or certs).
 //!
 //! Every test that touches the network calls [`require_root`] first: the tests must fail, not
 //! skip, where they cannot run.
@@ -22,7 +24,9 @@ pub mod netns;
 pub mod openssl_pki;
 pub mod openvpn;
 pub mod proc;
+pub mod sites;
 pub mod strongswan;
+pub mod swan_site;
 pub mod topology;
 
 pub use cidr::Ipv4Cidr;
