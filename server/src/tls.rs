@@ -146,5 +146,6 @@ pub fn ike_responder_config(
         fragment_size: 1280,
         hard_lifetime: parse_duration(&cfg.ikev2.hard_lifetime)
             .unwrap_or(gatehouse_engine::ikev2::responder::DEFAULT_HARD_LIFETIME),
+        sites: Vec::new(),
     }))
 }

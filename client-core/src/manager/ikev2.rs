@@ -44,6 +44,7 @@ fn config(req: &ConnectRequest) -> Result<Arc<InitiatorConfig>, String> {
         fragment_size: 1280,
         ike_lifetime: Duration::from_secs(4 * 3600),
         child_lifetime: Duration::from_secs(3600),
+        site: None,
     }))
 }
 
@@ -127,6 +128,9 @@ pub(crate) async fn run(
                     sa,
                     ..
                 } => {
+                    let Some(address) = address else {
+                        return Outcome::Lost("the gateway assigned no virtual address".into());
+                    };
                     let sa = *sa;
                     esp_in.insert(our_spi, sa.inbound);
                     esp_out = Some(sa.outbound);

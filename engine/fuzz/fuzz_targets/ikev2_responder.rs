@@ -117,6 +117,7 @@ fn fixture() -> &'static Fixture {
             auth_timeout: Duration::from_secs(30),
             fragment_size: 576,
             hard_lifetime: Duration::from_secs(600),
+            sites: Vec::new(),
         };
 
         let mut entropy = SeededEntropy::new(1);

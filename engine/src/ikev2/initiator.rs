@@ -41,6 +41,7 @@
 
 mod peer_rekey;
 mod rekey;
+mod site;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -55,11 +56,13 @@ use rustls::time_provider::TimeProvider;
 use super::collision::ours_is_redundant;
 use super::crypto::natd::{fake_source_hash, natd_hash};
 use super::crypto::sign::{AuthMethod as SignMethod, SigningKey, signed_octets, verify_auth};
+use super::crypto::sign::{psk_auth, verify_psk_auth};
 use super::crypto::{ChildSaKeys, DhGroup, DhPrivate, IkeSaKeys, SkKeys};
 use super::message::{self, Opened, Reassembly};
 use super::peer_cert::{PeerTrust, id_matches_cert};
 use super::proposal::{IkeChoice, IkeSuite, Policy, choose_esp, choose_ike, esp_offer, ike_offer};
 use super::responder::Transmit;
+use super::site::{SiteAuth, SitePeer, id_for, id_matches_text, selectors};
 use crate::entropy::Entropy;
 use crate::esp::{EspCipher, EspSa};
 use crate::wire::ikev2::{
@@ -94,6 +97,10 @@ pub struct InitiatorConfig {
     pub ike_lifetime: Duration,
     /// Rekey the CHILD SA when it is this old (zero: never); [`DEFAULT_CHILD_LIFETIME`].
     pub child_lifetime: Duration,
+    /// Site-to-site: our identity, the peer's, PSK or certificate, and the traffic
+    /// selectors; no virtual address is asked for. `None`: a road-warrior client (a
+    /// certificate, a virtual address, 0.0.0.0/0 selectors).
+    pub site: Option<Arc<SitePeer>>,
 }
 
 /// A sane [`InitiatorConfig::ike_lifetime`]: 4 hours, strongSwan's default `rekey_time`.
@@ -116,8 +123,8 @@ pub enum InitiatorEvent {
     /// The gateway authenticated and gave us an address and a CHILD SA: configure the tunnel
     /// and install the SA.
     Connected {
-        /// Our virtual address.
-        address: Ipv4Addr,
+        /// Our virtual address (none for site-to-site SAs).
+        address: Option<Ipv4Addr>,
         /// DNS servers to use.
         dns: Vec<IpAddr>,
         /// Networks to route through the tunnel (INTERNAL_IP4_SUBNET and the responder's
@@ -381,6 +388,13 @@ impl IkeInitiator {
             .first()
             .copied()
             .unwrap_or(DhGroup::Curve25519);
+        let child_ts = match &cfg.site {
+            Some(s) => (selectors(&s.local_ts), selectors(&s.remote_ts)),
+            None => (
+                vec![TrafficSelector::any_v4()],
+                vec![TrafficSelector::any_v4()],
+            ),
+        };
         let mut me = IkeInitiator {
             cfg,
             entropy,
@@ -402,10 +416,7 @@ impl IkeInitiator {
             peer_fragments: false,
             peer_sig_hash: false,
             auth_esp_spi: 0,
-            child_ts: (
-                vec![TrafficSelector::any_v4()],
-                vec![TrafficSelector::any_v4()],
-            ),
+            child_ts,
             children: Vec::new(),
             next_our_id: 0,
             next_peer_id: 0,
@@ -428,7 +439,13 @@ impl IkeInitiator {
         };
         if me.cfg.policy.dh_groups.is_empty() || me.cfg.policy.ike_ciphers.is_empty() {
             me.close("the IKE policy offers no cipher or no DH group".into());
-        } else if me.cfg.cert_chain.is_empty() {
+        } else if me.cfg.cert_chain.is_empty()
+            && !me
+                .cfg
+                .site
+                .as_ref()
+                .is_some_and(|s| matches!(s.auth, SiteAuth::Psk(_)))
+        {
             me.close("no client certificate configured".into());
         } else {
             me.send_init(now);
@@ -921,18 +938,29 @@ impl IkeInitiator {
 
     fn send_auth(&mut self, now: Instant) {
         let cfg = Arc::clone(&self.cfg);
-        let Some(ee) = cfg.cert_chain.first() else {
-            self.close("no client certificate configured".into());
-            return;
+        let site = cfg.site.as_deref();
+        let psk = match site.map(|s| &s.auth) {
+            Some(SiteAuth::Psk(k)) => Some(k.as_slice()),
+            _ => None,
         };
-        let Some(subject) = subject_der(ee) else {
-            self.close("our certificate does not parse".into());
-            return;
+        let (idi_type, idi_data) = match (site, cfg.cert_chain.first()) {
+            (Some(s), _) => id_for(&s.local_id),
+            (None, Some(ee)) => match subject_der(ee) {
+                Some(subject) => (IdType::DER_ASN1_DN, subject),
+                None => {
+                    self.close("our certificate does not parse".into());
+                    return;
+                }
+            },
+            (None, None) => {
+                self.close("no client certificate configured".into());
+                return;
+            }
         };
         let Some(sa) = &self.sa else {
             return;
         };
-        let idi = IdPayload::new(IdType::DER_ASN1_DN, &subject);
+        let idi = IdPayload::new(idi_type, &idi_data);
         let mut idi_body = Vec::new();
         idi.emit_body(&mut idi_body);
         let octets = signed_octets(
@@ -942,16 +970,23 @@ impl IkeInitiator {
             &self.nr,
             &idi_body,
         );
-        let method = if self.peer_sig_hash {
-            SignMethod::DigitalSignature
+        let (method, auth_data) = if let Some(key) = psk {
+            (
+                SignMethod::SharedKeyMic,
+                psk_auth(sa.suite.prf, key, &octets),
+            )
         } else {
-            cfg.key.preferred_method()
-        };
-        let auth_data = match cfg.key.auth_data(method, &octets, &*cfg.rng) {
-            Ok(d) => d,
-            Err(e) => {
-                self.close(format!("signing failed: {e}"));
-                return;
+            let method = if self.peer_sig_hash {
+                SignMethod::DigitalSignature
+            } else {
+                cfg.key.preferred_method()
+            };
+            match cfg.key.auth_data(method, &octets, &*cfg.rng) {
+                Ok(d) => (method, d),
+                Err(e) => {
+                    self.close(format!("signing failed: {e}"));
+                    return;
+                }
             }
         };
         self.auth_esp_spi = random_spi(&mut *self.entropy);
@@ -964,16 +999,21 @@ impl IkeInitiator {
             .filter_map(spki_sha1)
             .flatten()
             .collect();
-        let idr_data = cfg.remote_id.as_deref().map(remote_id_payload);
+        let idr_data = match site {
+            Some(s) => Some(id_for(&s.remote_id)),
+            None => cfg.remote_id.as_deref().map(remote_id_payload),
+        };
         let mut payloads = vec![Payload::IdI(idi)];
-        for c in &cfg.cert_chain {
-            payloads.push(Payload::Cert(CertPayload {
-                encoding: CertEncoding::X509_SIGNATURE,
-                data: c.as_ref(),
-            }));
+        if psk.is_none() {
+            for c in &cfg.cert_chain {
+                payloads.push(Payload::Cert(CertPayload {
+                    encoding: CertEncoding::X509_SIGNATURE,
+                    data: c.as_ref(),
+                }));
+            }
         }
         payloads.push(notify(NotifyType::INITIAL_CONTACT, &[]));
-        if !ca_hashes.is_empty() {
+        if psk.is_none() && !ca_hashes.is_empty() {
             payloads.push(Payload::CertReq(CertReqPayload {
                 encoding: CertEncoding::X509_SIGNATURE,
                 authorities: &ca_hashes,
@@ -986,20 +1026,18 @@ impl IkeInitiator {
             method: AuthMethod(method.id()),
             data: &auth_data,
         }));
-        payloads.push(Payload::Cp(CpPayload {
-            cfg_type: CfgType::CFG_REQUEST,
-            attributes: vec![
-                CfgAttribute::request(CfgAttrType::INTERNAL_IP4_ADDRESS),
-                CfgAttribute::request(CfgAttrType::INTERNAL_IP4_DNS),
-            ],
-        }));
+        if site.is_none() {
+            payloads.push(Payload::Cp(CpPayload {
+                cfg_type: CfgType::CFG_REQUEST,
+                attributes: vec![
+                    CfgAttribute::request(CfgAttrType::INTERNAL_IP4_ADDRESS),
+                    CfgAttribute::request(CfgAttrType::INTERNAL_IP4_DNS),
+                ],
+            }));
+        }
         payloads.push(Payload::Sa(esp_offer(&cfg.policy, &spi_bytes)));
-        payloads.push(Payload::TsI(TsPayload::new(
-            vec![TrafficSelector::any_v4()],
-        )));
-        payloads.push(Payload::TsR(TsPayload::new(
-            vec![TrafficSelector::any_v4()],
-        )));
+        payloads.push(Payload::TsI(TsPayload::new(self.child_ts.0.clone())));
+        payloads.push(Payload::TsR(TsPayload::new(self.child_ts.1.clone())));
         self.send_request(now, ExchangeType::IKE_AUTH, Request::Auth, &payloads);
     }
 
@@ -1048,62 +1086,17 @@ impl IkeInitiator {
             );
             return;
         };
-        let Some(time) = self.cfg.time.current_time() else {
-            self.auth_failed(now, "system clock unavailable".into(), true);
-            return;
+        let ok = if self.cfg.site.is_some() {
+            self.verify_site_auth(now, idr, auth, &certs)
+        } else {
+            self.verify_gateway_auth(now, idr, auth, &certs)
         };
-        let verified = match self.cfg.trust.verify(&certs, time, false) {
-            Ok(v) => v,
-            Err(r) => {
-                self.auth_failed(now, format!("gateway certificate: {}", r.reason), true);
-                return;
-            }
-        };
-        if !id_matches_cert(idr, &certs[0]) {
-            self.auth_failed(
-                now,
-                "gateway's IKE identity is not in its certificate".into(),
-                true,
-            );
-            return;
-        }
-        if let Some(want) = self.cfg.remote_id.clone()
-            && !name_in_sans(&want, &certs[0])
-        {
-            self.auth_failed(
-                now,
-                format!(
-                    "gateway certificate is not for {want} (not among its subject alternative \
-                     names): wrong address, or someone else's gateway"
-                ),
-                true,
-            );
-            return;
-        }
-        let Some((prf, sk_pr, sk_d)) = self
-            .sa
-            .as_ref()
-            .map(|k| (k.suite.prf, k.keys.sk_pr.clone(), k.keys.sk_d.clone()))
-        else {
-            return;
-        };
-        let mut idr_body = Vec::new();
-        idr.emit_body(&mut idr_body);
-        let octets = signed_octets(prf, &sk_pr, &self.init_response, &self.ni, &idr_body);
-        let ok = SignMethod::from_id(auth.method.0)
-            .filter(|m| *m != SignMethod::SharedKeyMic)
-            .is_some_and(|m| verify_auth(m, &verified.spki, &octets, auth.data).is_ok());
         if !ok {
-            self.auth_failed(
-                now,
-                format!(
-                    "gateway's AUTH payload (method {}) does not verify with its certificate",
-                    auth.method.0
-                ),
-                true,
-            );
             return;
         }
+        let Some((prf, sk_d)) = self.sa.as_ref().map(|k| (k.suite.prf, k.keys.sk_d.clone())) else {
+            return;
+        };
         // Authenticated. What follows is configuration, not identity.
         let Some((_, peer_spi, cipher, None)) =
             sa.and_then(|s| choose_esp(&self.cfg.policy, s, &[]))
@@ -1111,25 +1104,25 @@ impl IkeInitiator {
             self.fail_established(now, "gateway chose no ESP proposal we offered".into());
             return;
         };
-        let Some(cp) = cp.filter(|c| c.cfg_type == CfgType::CFG_REPLY) else {
-            self.fail_established(now, "gateway assigned no virtual address".into());
-            return;
-        };
-        let Some(address) = cp
-            .attributes_of(CfgAttrType::INTERNAL_IP4_ADDRESS)
-            .find_map(CfgAttribute::ipv4)
-        else {
+        let cp = cp.filter(|c| c.cfg_type == CfgType::CFG_REPLY);
+        let address = cp.and_then(|cp| {
+            cp.attributes_of(CfgAttrType::INTERNAL_IP4_ADDRESS)
+                .find_map(CfgAttribute::ipv4)
+        });
+        if address.is_none() && self.cfg.site.is_none() {
             self.fail_established(now, "gateway assigned no virtual IPv4 address".into());
             return;
-        };
+        }
         let dns: Vec<IpAddr> = cp
-            .attributes_of(CfgAttrType::INTERNAL_IP4_DNS)
+            .into_iter()
+            .flat_map(|cp| cp.attributes_of(CfgAttrType::INTERNAL_IP4_DNS))
             .filter_map(CfgAttribute::ipv4)
             .map(IpAddr::V4)
             .collect();
         let mut subnets: Vec<Ipv4Net> = Vec::new();
         let from_cp = cp
-            .attributes_of(CfgAttrType::INTERNAL_IP4_SUBNET)
+            .into_iter()
+            .flat_map(|cp| cp.attributes_of(CfgAttrType::INTERNAL_IP4_SUBNET))
             .filter_map(CfgAttribute::ipv4_subnet)
             .filter_map(|(a, m)| Ipv4Net::with_netmask(a, m).ok())
             .map(|n| n.trunc());
@@ -1179,6 +1172,73 @@ impl IkeInitiator {
             cipher,
             sa: Box::new(esp),
         });
+    }
+
+    /// Checks a road-warrior gateway's certificate, identity and signature.
+    fn verify_gateway_auth(
+        &mut self,
+        now: Instant,
+        idr: &IdPayload<'_>,
+        auth: &AuthPayload<'_>,
+        certs: &[CertificateDer<'_>],
+    ) -> bool {
+        let Some(time) = self.cfg.time.current_time() else {
+            self.auth_failed(now, "system clock unavailable".into(), true);
+            return false;
+        };
+        let verified = match self.cfg.trust.verify(certs, time, false) {
+            Ok(v) => v,
+            Err(r) => {
+                self.auth_failed(now, format!("gateway certificate: {}", r.reason), true);
+                return false;
+            }
+        };
+        if !id_matches_cert(idr, &certs[0]) {
+            self.auth_failed(
+                now,
+                "gateway's IKE identity is not in its certificate".into(),
+                true,
+            );
+            return false;
+        }
+        if let Some(want) = self.cfg.remote_id.clone()
+            && !name_in_sans(&want, &certs[0])
+        {
+            self.auth_failed(
+                now,
+                format!(
+                    "gateway certificate is not for {want} (not among its subject alternative \
+                     names): wrong address, or someone else's gateway"
+                ),
+                true,
+            );
+            return false;
+        }
+        let Some((prf, sk_pr)) = self
+            .sa
+            .as_ref()
+            .map(|k| (k.suite.prf, k.keys.sk_pr.clone()))
+        else {
+            return false;
+        };
+        let mut idr_body = Vec::new();
+        idr.emit_body(&mut idr_body);
+        let octets = signed_octets(prf, &sk_pr, &self.init_response, &self.ni, &idr_body);
+        let ok = SignMethod::from_id(auth.method.0)
+            .filter(|m| *m != SignMethod::SharedKeyMic)
+            .is_some_and(|m| verify_auth(m, &verified.spki, &octets, auth.data).is_ok());
+        if !ok {
+            self.auth_failed(
+                now,
+                format!(
+                    "gateway's AUTH payload (method {}) does not verify with its certificate",
+                    auth.method.0
+                ),
+                true,
+            );
+            return false;
+        }
+        true
     }
 
     /// The IKE SA is authenticated but unusable: delete it properly, then close.

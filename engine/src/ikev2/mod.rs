@@ -8,6 +8,7 @@ pub mod peer_cert;
 pub mod proposal;
 pub mod proposal_names;
 pub mod responder;
+pub mod site;
 
 #[cfg(test)]
 mod tests;

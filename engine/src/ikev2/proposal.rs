@@ -378,6 +378,66 @@ pub fn esp_offer<'a>(policy: &Policy, spi: &'a [u8; 4]) -> SaPayload<'a> {
     }
 }
 
+/// A peer's offer in strongSwan-like words ("aes256gcm16-prfsha256-x25519, ..."), for log
+/// lines that say why no proposal matched.
+pub fn describe_offer(sa: &SaPayload<'_>) -> String {
+    use crate::wire::ikev2::sa as s;
+    let name = |t: &Transform<'_>| -> String {
+        let bits = t.key_length().map(|b| b.to_string()).unwrap_or_default();
+        match (t.transform_type, t.id) {
+            (TransformType::ENCR, s::ENCR_AES_CBC) => format!("aes{bits}"),
+            (TransformType::ENCR, s::ENCR_AES_CTR) => format!("aes{bits}ctr"),
+            (TransformType::ENCR, s::ENCR_AES_GCM_16) => format!("aes{bits}gcm16"),
+            (TransformType::ENCR, s::ENCR_AES_GCM_12) => format!("aes{bits}gcm12"),
+            (TransformType::ENCR, s::ENCR_AES_GCM_8) => format!("aes{bits}gcm8"),
+            (TransformType::ENCR, s::ENCR_AES_CCM_16) => format!("aes{bits}ccm16"),
+            (TransformType::ENCR, s::ENCR_CHACHA20_POLY1305) => "chacha20poly1305".into(),
+            (TransformType::ENCR, s::ENCR_3DES) => "3des".into(),
+            (TransformType::PRF, s::PRF_HMAC_SHA1) => "prfsha1".into(),
+            (TransformType::PRF, s::PRF_HMAC_SHA2_256) => "prfsha256".into(),
+            (TransformType::PRF, s::PRF_HMAC_SHA2_384) => "prfsha384".into(),
+            (TransformType::PRF, s::PRF_HMAC_SHA2_512) => "prfsha512".into(),
+            (TransformType::INTEG, s::AUTH_HMAC_SHA1_96) => "sha1".into(),
+            (TransformType::INTEG, s::AUTH_HMAC_SHA2_256_128) => "sha256".into(),
+            (TransformType::INTEG, s::AUTH_HMAC_SHA2_384_192) => "sha384".into(),
+            (TransformType::INTEG, s::AUTH_HMAC_SHA2_512_256) => "sha512".into(),
+            (TransformType::DH, 14) => "modp2048".into(),
+            (TransformType::DH, 15) => "modp3072".into(),
+            (TransformType::DH, 16) => "modp4096".into(),
+            (TransformType::DH, 19) => "ecp256".into(),
+            (TransformType::DH, 20) => "ecp384".into(),
+            (TransformType::DH, 21) => "ecp521".into(),
+            (TransformType::DH, 31) => "x25519".into(),
+            (TransformType::DH, 32) => "x448".into(),
+            (TransformType::ESN, 0) => "noesn".into(),
+            (TransformType::ESN, 1) => "esn".into(),
+            (tt, id) => format!("{}#{id}", tt.0),
+        }
+    };
+    let mut out: Vec<String> = Vec::new();
+    for p in sa.proposals.iter().take(8) {
+        let mut parts: Vec<String> = Vec::new();
+        for t in &p.transforms {
+            let n = name(t);
+            if !parts.contains(&n) {
+                parts.push(n);
+            }
+        }
+        out.push(parts.join("-"));
+    }
+    if sa.proposals.len() > 8 {
+        out.push(format!("... {} more", sa.proposals.len() - 8));
+    }
+    out.join(", ")
+}
+
+/// Our policy in the same words as [`describe_offer`] (for the same log lines).
+pub fn describe_policy(policy: &Policy) -> String {
+    let ike = ike_offer(policy, &[]);
+    let esp = esp_offer(policy, &[0; 4]);
+    format!("IKE {}; ESP {}", describe_offer(&ike), describe_offer(&esp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use super::super::crypto::ChildSaKeys;
 use super::super::crypto::sign::{AuthMethod as SignMethod, signed_octets, verify_auth};
 use super::super::peer_cert::id_matches_cert;
 use super::super::proposal::{choose_esp, esp_sa_payload};
+use super::super::site::describe_id;
 use super::*;
 use crate::esp::EspSa;
 use crate::wire::ikev2::{
@@ -39,8 +40,16 @@ impl IkeResponder {
         let mut auth = None;
         let mut sa = None;
         let mut cp = None;
+        let mut tsi = None;
+        let mut tsr = None;
+        let mut initial_contact = false;
         for p in payloads {
             match p {
+                Payload::TsI(t) => tsi = Some(t),
+                Payload::TsR(t) => tsr = Some(t),
+                Payload::Notify(n) if n.notify_type == NotifyType::INITIAL_CONTACT => {
+                    initial_contact = true
+                }
                 Payload::IdI(i) => idi = Some(i),
                 Payload::IdR(i) => idr_wanted = Some(i),
                 Payload::Cert(c) if c.encoding == CertEncoding::X509_SIGNATURE => {
@@ -61,7 +70,34 @@ impl IkeResponder {
             return;
         };
         let id_text = describe_id(idi);
-        if auth.method == AuthMethod::SHARED_KEY_MIC {
+        let psk = auth.method == AuthMethod::SHARED_KEY_MIC;
+        let site = self.cfg.sites.iter().find(|s| s.id_matches(idi)).cloned();
+        if let Some(site) = site {
+            let req = site_auth::SiteRequest {
+                message_id,
+                idi,
+                auth,
+                certs: &certs,
+                sa,
+                tsi,
+                tsr,
+                initial_contact,
+            };
+            self.on_site_auth(site, req);
+            return;
+        }
+        if psk && let Some(s) = self.site.clone() {
+            self.refuse(
+                message_id,
+                Some(s.name.clone()),
+                format!(
+                    "connection {}: the peer's identity {id_text} is not the configured remote_id {}",
+                    s.name, s.remote_id
+                ),
+            );
+            return;
+        }
+        if psk {
             self.refuse(
                 message_id,
                 None,
@@ -111,7 +147,7 @@ impl IkeResponder {
             );
             return;
         }
-        let (peer_esp_spi, esp) = match sa.and_then(|s| choose_esp(&self.cfg.policy, s, &[])) {
+        let (peer_esp_spi, esp) = match sa.and_then(|s| choose_esp(self.policy(), s, &[])) {
             Some((number, spi, cipher, _)) => (spi, Some((number, cipher))),
             None => (0, None),
         };
@@ -138,6 +174,7 @@ impl IkeResponder {
             peer_esp_spi,
             esp,
             wants_address,
+            site: None,
         });
         self.state = State::AwaitDecision;
         self.events.push_back(IkeEvent::Authenticated {
@@ -150,6 +187,10 @@ impl IkeResponder {
     /// signature, its address (CP), and the CHILD SA.
     pub fn accept(&mut self, now: Instant, a: IkeAssignment) {
         if self.state != State::AwaitDecision {
+            return;
+        }
+        if self.pending.as_ref().is_some_and(|p| p.site.is_some()) {
+            self.accept_site(now);
             return;
         }
         let Some(p) = self.pending.take() else {
@@ -210,32 +251,8 @@ impl IkeResponder {
                 return;
             }
         };
-        let mut our_spi = 0;
-        while our_spi == 0 {
-            let mut b = [0u8; 4];
-            self.entropy.fill(&mut b);
-            our_spi = u32::from_be_bytes(b);
-        }
-        let keys = match ChildSaKeys::derive(
-            self.suite.prf,
-            &self.keys.sk_d,
-            None,
-            &self.ni,
-            &self.nr,
-            cipher.key_sizes(),
-        ) {
-            Ok(k) => k,
-            Err(e) => {
-                self.close(format!("CHILD SA key derivation failed: {e}"));
-                return;
-            }
-        };
-        let sa = match EspSa::from_child_keys(cipher, &keys, false, our_spi, p.peer_esp_spi) {
-            Ok(s) => s,
-            Err(e) => {
-                self.close(format!("ESP SA setup failed: {e}"));
-                return;
-            }
+        let Some((our_spi, sa)) = self.first_child_sa(cipher, p.peer_esp_spi) else {
+            return;
         };
         let addr = a.address.octets();
         let mut cp_attrs = vec![CfgAttribute {
@@ -323,6 +340,41 @@ impl IkeResponder {
         });
     }
 
+    /// Keys for the CHILD SA made with IKE_AUTH, and our SPI for it (closes the SA on failure).
+    pub(super) fn first_child_sa(
+        &mut self,
+        cipher: EspCipher,
+        peer_spi: u32,
+    ) -> Option<(u32, EspSa)> {
+        let mut our_spi = 0;
+        while our_spi == 0 {
+            let mut b = [0u8; 4];
+            self.entropy.fill(&mut b);
+            our_spi = u32::from_be_bytes(b);
+        }
+        let keys = match ChildSaKeys::derive(
+            self.suite.prf,
+            &self.keys.sk_d,
+            None,
+            &self.ni,
+            &self.nr,
+            cipher.key_sizes(),
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                self.close(format!("CHILD SA key derivation failed: {e}"));
+                return None;
+            }
+        };
+        match EspSa::from_child_keys(cipher, &keys, false, our_spi, peer_spi) {
+            Ok(s) => Some((our_spi, s)),
+            Err(e) => {
+                self.close(format!("ESP SA setup failed: {e}"));
+                None
+            }
+        }
+    }
+
     /// Refuses the authenticated client (AUTHENTICATION_FAILED) with `reason` for the log.
     pub fn reject(&mut self, _now: Instant, reason: &str) {
         if self.state != State::AwaitDecision {
@@ -349,18 +401,4 @@ fn first_san(cert: &CertificateDer<'_>) -> Option<(IdType, Vec<u8>)> {
 pub(super) fn subject_der(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
     let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     Some(c.subject().as_raw().to_vec())
-}
-
-pub(super) fn describe_id(id: &IdPayload<'_>) -> String {
-    match id.id_type {
-        IdType::IPV4_ADDR => id.ipv4().map_or_else(|| "IPv4 ?".into(), |a| a.to_string()),
-        IdType::FQDN | IdType::RFC822_ADDR => id.text().unwrap_or("?").to_owned(),
-        IdType::DER_ASN1_DN => {
-            use x509_parser::prelude::FromDer;
-            x509_parser::x509::X509Name::from_der(id.data)
-                .map(|(_, n)| n.to_string())
-                .unwrap_or_else(|_| "DN ?".into())
-        }
-        other => format!("{other:?}"),
-    }
 }

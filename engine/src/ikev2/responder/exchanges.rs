@@ -124,7 +124,7 @@ impl IkeResponder {
             return;
         }
         let Some((number, peer_spi, cipher, dh)) =
-            choose_esp(&self.cfg.policy, sa, &self.cfg.policy.dh_groups)
+            choose_esp(self.policy(), sa, &self.policy().dh_groups)
         else {
             self.send_response(
                 ExchangeType::CREATE_CHILD_SA,

@@ -106,7 +106,7 @@ impl IkeResponder {
         }
         let spi_bytes = our_spi.to_be_bytes();
         let old_bytes = old_our_spi.to_be_bytes();
-        let mut offer = esp_offer(&self.cfg.policy, &spi_bytes);
+        let mut offer = esp_offer(self.policy(), &spi_bytes);
         let group = self.suite.dh.transform_id();
         if pfs {
             for p in &mut offer.proposals {
@@ -161,7 +161,7 @@ impl IkeResponder {
         self.entropy.fill(&mut ni);
         let spi_bytes = spi_i.to_be_bytes();
         let payloads = [
-            Payload::Sa(ike_offer(&self.cfg.policy, &spi_bytes)),
+            Payload::Sa(ike_offer(self.policy(), &spi_bytes)),
             Payload::Nonce(&ni),
             Payload::Ke(KePayload {
                 dh_group: self.suite.dh.transform_id(),
@@ -290,7 +290,7 @@ impl IkeResponder {
             return;
         };
         let groups: Vec<_> = dh.iter().map(|d| d.group()).collect();
-        let Some((_, peer_spi, cipher, group)) = choose_esp(&self.cfg.policy, sa, &groups) else {
+        let Some((_, peer_spi, cipher, group)) = choose_esp(self.policy(), sa, &groups) else {
             return;
         };
         if group != groups.first().copied() {
@@ -389,7 +389,7 @@ impl IkeResponder {
                 .filter(|s| *s != 0)?,
             _ => return None,
         };
-        let IkeChoice::Chosen { suite, .. } = choose_ike(&self.cfg.policy, sa, ke.dh_group) else {
+        let IkeChoice::Chosen { suite, .. } = choose_ike(self.policy(), sa, ke.dh_group) else {
             return None;
         };
         if suite.dh != dh.group() || !nonce_len_ok(nr) {

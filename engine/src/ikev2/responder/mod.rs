@@ -38,6 +38,7 @@ mod auth;
 mod exchanges;
 mod initiated;
 mod rekey;
+mod site_auth;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -54,7 +55,10 @@ use super::crypto::sign::SigningKey;
 use super::crypto::{DhPrivate, IkeSaKeys, SkKeys};
 use super::message::{self, Opened, Reassembly};
 use super::peer_cert::PeerTrust;
-use super::proposal::{IkeChoice, IkeSuite, Policy, choose_ike, ike_sa_payload};
+use super::proposal::{
+    IkeChoice, IkeSuite, Policy, choose_ike, describe_offer, describe_policy, ike_sa_payload,
+};
+use super::site::SitePeer;
 use crate::entropy::Entropy;
 use crate::esp::{EspCipher, EspSa};
 use crate::wire::ikev2::{
@@ -88,6 +92,10 @@ pub struct ResponderConfig {
     /// long (zero: never). Clients rekey well before ([`DEFAULT_HARD_LIFETIME`]: 24 h
     /// against strongSwan's 4 h IKE and 1 h CHILD rekey times).
     pub hard_lifetime: Duration,
+    /// Site-to-site peers. An IKE_SA_INIT from a site's address is answered with that site's
+    /// algorithms; an IKE_AUTH whose identity names a site authenticates as that site (PSK
+    /// or certificate) and gets a CHILD SA between the configured prefixes, no address.
+    pub sites: Vec<Arc<SitePeer>>,
 }
 
 /// A sane [`ResponderConfig::hard_lifetime`]: 24 hours.
@@ -164,6 +172,17 @@ pub enum IkeEvent {
         /// Our inbound SPI of it.
         our_spi: u32,
     },
+    /// A site-to-site peer authenticated as the site `connection`: answer with
+    /// [`accept_site`](IkeResponder::accept_site) or [`reject`](IkeResponder::reject).
+    SiteAuthenticated {
+        /// The site's name.
+        connection: String,
+        /// The IKE identity it used.
+        id: String,
+        /// It sent INITIAL_CONTACT: it has no other IKE SA with us (it restarted), so older
+        /// SAs of this site are stale.
+        initial_contact: bool,
+    },
     /// The client was refused before it got a tunnel.
     Refused {
         /// Its certificate's name, when known.
@@ -198,6 +217,13 @@ pub enum InitOutcome {
     Session(Box<IkeResponder>),
     /// Not a valid IKE_SA_INIT request: drop it.
     Drop(String),
+    /// Refused (no acceptable proposal): send `reply` and log `reason`.
+    Refused {
+        /// The NO_PROPOSAL_CHOSEN answer.
+        reply: Vec<u8>,
+        /// Why, naming what the peer offered and what we accept.
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +242,14 @@ struct PendingAuth {
     peer_esp_spi: u32,
     esp: Option<(u8, EspCipher)>,
     wants_address: bool,
+    /// Site-to-site: the site and the narrowed selectors (initiator's, ours).
+    site: Option<SitePending>,
+}
+
+struct SitePending {
+    site: Arc<SitePeer>,
+    tsi: Vec<crate::wire::ikev2::TrafficSelector>,
+    tsr: Vec<crate::wire::ikev2::TrafficSelector>,
 }
 
 struct Child {
@@ -297,6 +331,10 @@ pub struct IkeResponder {
     ike_initiator: bool,
     /// A client CHILD rekey that crossed one of ours (tests only).
     child_collision: Option<initiated::ChildCollision>,
+    /// The site-to-site peer this SA belongs to: a candidate by address after
+    /// IKE_SA_INIT, confirmed by IKE_AUTH ([`IkeResponder::site`]).
+    site: Option<Arc<SitePeer>>,
+    site_confirmed: bool,
 }
 
 fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
@@ -379,7 +417,13 @@ pub fn respond_to_init(
             ));
         }
     }
-    let suite = match choose_ike(&cfg.policy, sa, ke.dh_group) {
+    let site = cfg
+        .sites
+        .iter()
+        .find(|s| s.remote_addr == peer.ip())
+        .cloned();
+    let policy = site.as_ref().map_or(&cfg.policy, |s| &s.policy);
+    let suite = match choose_ike(policy, sa, ke.dh_group) {
         IkeChoice::Chosen { number, suite } => (number, suite),
         IkeChoice::WrongGroup(g) => {
             let group = g.transform_id().to_be_bytes();
@@ -389,10 +433,21 @@ pub fn respond_to_init(
             ));
         }
         IkeChoice::NoProposal => {
-            return InitOutcome::Reply(message::plain(
-                reply_header,
-                vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, &[])],
-            ));
+            let whose = site.as_ref().map_or_else(
+                || "remote access".to_owned(),
+                |s| format!("connection {}", s.name),
+            );
+            return InitOutcome::Refused {
+                reply: message::plain(
+                    reply_header,
+                    vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, &[])],
+                ),
+                reason: format!(
+                    "no proposal chosen: the peer offered IKE {}; {whose} accepts {}",
+                    describe_offer(sa),
+                    describe_policy(policy)
+                ),
+            };
         }
     };
     let (number, suite) = suite;
@@ -507,6 +562,8 @@ pub fn respond_to_init(
         narrowed: None,
         ike_initiator: false,
         child_collision: None,
+        site,
+        site_confirmed: false,
     };
     r.transmits.push_back(Transmit {
         to: peer,
@@ -550,6 +607,30 @@ impl IkeResponder {
     /// Where the peer is now (IKE and ESP go there).
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The site-to-site peer this SA authenticated as (None for remote-access clients and
+    /// before IKE_AUTH).
+    pub fn site(&self) -> Option<&Arc<SitePeer>> {
+        self.site.as_ref().filter(|_| self.site_confirmed)
+    }
+
+    /// The selectors IKE_AUTH narrowed to (initiator's, ours).
+    #[cfg(test)]
+    pub(crate) fn narrowed_for_tests(
+        &self,
+    ) -> Option<(
+        Vec<crate::wire::ikev2::TrafficSelector>,
+        Vec<crate::wire::ikev2::TrafficSelector>,
+    )> {
+        self.narrowed
+            .as_ref()
+            .map(|(i, r)| (i.selectors.clone(), r.selectors.clone()))
+    }
+
+    /// The algorithms for this SA: its site's, or the gateway's.
+    pub(crate) fn policy(&self) -> &Policy {
+        self.site.as_ref().map_or(&self.cfg.policy, |s| &s.policy)
     }
 
     /// The authenticated client's name.

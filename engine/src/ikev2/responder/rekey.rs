@@ -43,7 +43,7 @@ impl IkeResponder {
             return;
         }
         // Same policy as IKE_SA_INIT; the KE group must be one we would choose.
-        let (number, suite) = match choose_ike(&self.cfg.policy, sa, ke.dh_group) {
+        let (number, suite) = match choose_ike(self.policy(), sa, ke.dh_group) {
             IkeChoice::Chosen { number, suite } => (number, suite),
             IkeChoice::WrongGroup(g) => {
                 reply(

@@ -10,3 +10,4 @@ mod malformed;
 mod pair;
 mod refusals;
 mod rekey;
+mod site;

@@ -209,6 +209,7 @@ pub(super) fn responder_config(ca: &Ca, crls: Vec<Vec<u8>>, chain: &Chain) -> Re
         auth_timeout: Duration::from_secs(30),
         fragment_size: 1280,
         hard_lifetime: DEFAULT_HARD_LIFETIME,
+        sites: Vec::new(),
     }
 }
 
@@ -228,6 +229,7 @@ pub(super) fn initiator_config(ca: &Ca, chain: &Chain, remote_id: Option<&str>) 
         dpd_interval: Duration::from_secs(30),
         fragment_size: 1280,
         ike_lifetime: DEFAULT_IKE_LIFETIME,
+        site: None,
         child_lifetime: DEFAULT_CHILD_LIFETIME,
     }
 }
@@ -362,6 +364,8 @@ pub(super) struct Pair {
     gateway_seed: u64,
     /// Every IKE datagram sent, in order.
     pub sent: Vec<Sent>,
+    /// Reasons of IKE_SA_INIT requests the gateway refused statelessly.
+    pub init_refusals: Vec<String>,
 }
 
 /// The client's address as the gateway sees it: port 500 traffic from one port, UDP 4500
@@ -419,6 +423,7 @@ impl Pair {
             gateway_init_spi: None,
             gateway_seed: gateway,
             sent: vec![],
+            init_refusals: vec![],
         }
     }
 
@@ -551,6 +556,9 @@ impl Pair {
                     IkeEvent::Authenticated { .. } if self.auto_accept => {
                         r.accept(self.now, self.assignment.clone())
                     }
+                    IkeEvent::SiteAuthenticated { .. } if self.auto_accept => {
+                        r.accept_site(self.now)
+                    }
                     IkeEvent::ChildDown { our_spi } => {
                         self.gateway_sas.retain(|(s, _)| s != our_spi);
                         if self.gateway_out == Some(*our_spi) {
@@ -650,6 +658,11 @@ impl Pair {
             InitOutcome::Reply(b) => {
                 self.stats.stateless_replies += 1;
                 self.transmit(false, nat_t, b);
+            }
+            InitOutcome::Refused { reply, reason } => {
+                self.stats.stateless_replies += 1;
+                self.init_refusals.push(reason);
+                self.transmit(false, nat_t, reply);
             }
             InitOutcome::Session(s) => {
                 self.gateway_routes = vec![s.spis()];
