@@ -114,6 +114,13 @@ fn real_main(cli: Cli) -> Result<()> {
             let dir = config_dir(&config);
             let pki = gatehouse_server::tls::PkiPaths::new(&cfg.pki_path(&dir), &cfg.server_cert);
             gatehouse_server::tls::openvpn_server_config(&pki, &cfg)?;
+            // PSK files are read here too (unreadable, empty, or readable by others).
+            let connections = cfg
+                .connections(&dir)
+                .with_context(|| format!("invalid config {}", config.display()))?;
+            for c in &connections {
+                println!("{}", c.summary());
+            }
             println!("{}: OK", config.display());
             Ok(())
         }

@@ -1,5 +1,7 @@
 //! `gateway.toml`: the gateway's configuration. Paths in it are relative to the file.
 
+mod connection;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,6 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+
+pub use connection::{
+    AuthKind, Connection, ConnectionAuth, ConnectionConfig, ConnectionKind, DEFAULT_CHILD_LIFETIME,
+    DEFAULT_CONNECTION_DPD, DEFAULT_IKE_LIFETIME, DEFAULT_REMOTE_PORT,
+};
 
 /// Default client pool (ARCHITECTURE.md / issue: 172.16.201.0/24).
 pub const DEFAULT_CLIENT_POOL: &str = "172.16.201.0/24";
@@ -47,6 +54,9 @@ pub struct GatewayConfig {
     /// IKEv2 listeners.
     #[serde(default)]
     pub ikev2: Ikev2Config,
+    /// Site-to-site and VNet-to-VNet tunnels (`[[connection]]` tables).
+    #[serde(default, rename = "connection", skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<ConnectionConfig>,
 }
 
 /// `[ikev2]` section.
@@ -227,6 +237,7 @@ impl GatewayConfig {
             tun_mtu: default_mtu(),
             openvpn: OpenVpnConfig::default(),
             ikev2: Ikev2Config::default(),
+            connections: Vec::new(),
         }
     }
 
@@ -241,7 +252,8 @@ impl GatewayConfig {
         Ok(cfg)
     }
 
-    /// Checks everything a TOML parser cannot, naming the key and the fix.
+    /// Checks everything a TOML parser cannot, naming the key and the fix. PSK files of
+    /// `[[connection]]` tables are checked by [`GatewayConfig::connections`], which reads them.
     pub fn validate(&self) -> Result<()> {
         if self.public_addr.trim().is_empty() {
             bail!("`public_addr` is empty: set it to the DNS name or IP clients dial");
@@ -313,7 +325,7 @@ impl GatewayConfig {
         if ping.is_zero() || restart <= ping {
             bail!("`openvpn.ping_restart` must be longer than `openvpn.ping` (both non-zero)");
         }
-        Ok(())
+        self.validate_connections()
     }
 
     /// The TOML text written by `gatehoused init`.
