@@ -12,7 +12,8 @@ fi
 # Real peers and tools the end-to-end tests drive.
 APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc
   strongswan-swanctl charon-systemd charon-cmd libcharon-extra-plugins
-  libstrongswan-extra-plugins strongswan-pki)
+  libstrongswan-extra-plugins strongswan-pki
+  gcc-mingw-w64-x86-64)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,11 +26,16 @@ fi
 [ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 666 /dev/net/tun; }
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# Windows is a first-class client target: the client core and the desktop app are
+# cross-checked (the C parts of ring etc. need the mingw-w64 compiler installed above).
+rustup target add x86_64-pc-windows-gnu
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== Windows cross-check: client core and desktop app"
+cargo check --target x86_64-pc-windows-gnu -p gatehouse-client -p gatehouse-gui
 echo "== engine stays sans-IO"
 scripts/check-engine-sans-io.sh
 echo "== build binaries"

@@ -5,9 +5,8 @@
 //! fsynced, renamed over the final name and the folder fsynced: after a crash a reader sees
 //! either the old file or the new one, never half of one.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{PkiError, Result};
@@ -47,16 +46,15 @@ pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     // A stale temp file from a crashed run would make create_new fail; it holds nothing
     // that was ever committed, so it can go.
     let _ = fs::remove_file(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    mode::on_open(&mut options, mode);
+    let mut file = options
         .open(path)
         .map_err(|e| PkiError::io("create", path, e))?;
     // The umask may have removed bits from `mode`; never add any, but make sure the file
     // ends up exactly as strict as asked.
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| PkiError::io("set permissions of", path, e))?;
+    mode::set_file(&file, mode).map_err(|e| PkiError::io("set permissions of", path, e))?;
     file.write_all(data)
         .map_err(|e| PkiError::io("write", path, e))?;
     file.sync_all().map_err(|e| PkiError::io("sync", path, e))
@@ -68,9 +66,7 @@ pub fn sync_parent(path: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| PkiError::io("sync folder", parent, e))
+    mode::sync_dir(parent).map_err(|e| PkiError::io("sync folder", parent, e))
 }
 
 /// Creates folder `path` (and its parents) if missing, giving the last one `mode`.
@@ -78,9 +74,10 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
     if path.is_dir() {
         return Ok(());
     }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    mode::on_dir(&mut builder, mode);
+    builder
         .create(path)
         .map_err(|e| PkiError::io("create folder", path, e))
 }
@@ -147,7 +144,9 @@ fn create_temp_dir(dir: &Path, name: &std::ffi::OsStr) -> Result<PathBuf> {
         let mut tmp_name = name.to_os_string();
         tmp_name.push(format!(".tmp-{}-{attempt}", std::process::id()));
         let tmp = dir.with_file_name(tmp_name);
-        match DirBuilder::new().mode(0o755).create(&tmp) {
+        let mut builder = DirBuilder::new();
+        mode::on_dir(&mut builder, 0o755);
+        match builder.create(&tmp) {
             Ok(()) => return Ok(tmp),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
                 attempt += 1;
@@ -170,11 +169,12 @@ fn fill_dir(root: &Path, entries: &[DirEntry]) -> Result<()> {
         match entry {
             DirEntry::Dir { path, mode } => {
                 let path = root.join(path);
-                DirBuilder::new()
-                    .mode(*mode)
+                let mut builder = DirBuilder::new();
+                mode::on_dir(&mut builder, *mode);
+                builder
                     .create(&path)
                     .map_err(|e| PkiError::io("create folder", &path, e))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
+                mode::set_path(&path, *mode)
                     .map_err(|e| PkiError::io("set permissions of", &path, e))?;
                 dirs.push(path);
             }
@@ -183,11 +183,60 @@ fn fill_dir(root: &Path, entries: &[DirEntry]) -> Result<()> {
     }
     dirs.push(root.to_path_buf());
     for dir in dirs {
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| PkiError::io("sync folder", &dir, e))?;
+        mode::sync_dir(&dir).map_err(|e| PkiError::io("sync folder", &dir, e))?;
     }
     Ok(())
+}
+
+/// Permission bits and folder fsyncs: Unix modes; on Windows the files inherit the ACL of
+/// their folder (the user's profile) and a folder cannot be opened to fsync it.
+#[cfg(unix)]
+mod mode {
+    use std::fs::{self, DirBuilder, File, OpenOptions};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::path::Path;
+
+    pub(super) fn on_open(options: &mut OpenOptions, mode: u32) {
+        options.mode(mode);
+    }
+
+    pub(super) fn on_dir(builder: &mut DirBuilder, mode: u32) {
+        builder.mode(mode);
+    }
+
+    pub(super) fn set_file(file: &File, mode: u32) -> std::io::Result<()> {
+        file.set_permissions(fs::Permissions::from_mode(mode))
+    }
+
+    pub(super) fn set_path(path: &Path, mode: u32) -> std::io::Result<()> {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
+
+    pub(super) fn sync_dir(path: &Path) -> std::io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+}
+
+#[cfg(not(unix))]
+mod mode {
+    use std::fs::{DirBuilder, File, OpenOptions};
+    use std::path::Path;
+
+    pub(super) fn on_open(_options: &mut OpenOptions, _mode: u32) {}
+
+    pub(super) fn on_dir(_builder: &mut DirBuilder, _mode: u32) {}
+
+    pub(super) fn set_file(_file: &File, _mode: u32) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn set_path(_path: &Path, _mode: u32) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn sync_dir(_path: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads a file to a string, mapping errors to [`PkiError::Io`].

@@ -178,21 +178,47 @@ pub fn disconnect() -> Result<()> {
     })
 }
 
+/// Ctrl-C, or SIGTERM (systemd stopping the unit). On Windows the service manager's stop
+/// arrives as Ctrl-C / Ctrl-Break / close.
+#[cfg(unix)]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
+#[cfg(windows)]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut brk = tokio::signal::windows::ctrl_break()?;
+    let mut close = tokio::signal::windows::ctrl_close()?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = brk.recv() => {}
+            _ = close.recv() => {}
+        }
+    })
+}
+
 /// `gatehouse service`: the privileged client service.
 pub fn service() -> Result<()> {
     runtime()?.block_on(async move {
         let manager = Manager::spawn(ManagerOptions::default(), NetConfig::new(&state_dir()));
         let path = socket_path();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop = stop_signal()?;
         tokio::select! {
             r = gatehouse_client::service::serve(&path, manager.clone()) => {
                 r.with_context(|| format!("client service on {}", path.display()))?;
             }
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = stop => {}
         }
         // Leave the host as we found it.
         let _ = manager.disconnect().await;
+        #[cfg(unix)]
         let _ = std::fs::remove_file(&path);
         Ok(())
     })

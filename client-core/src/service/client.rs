@@ -1,19 +1,36 @@
-//! The front-end side of the socket (CLI, desktop app).
+//! The front-end side of the socket (CLI, desktop app): a Unix socket, or on Windows the
+//! service's named pipe.
 
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{Reply, Request};
+
+#[cfg(unix)]
+type ReadHalf = tokio::net::unix::OwnedReadHalf;
+#[cfg(unix)]
+type WriteHalf = tokio::net::unix::OwnedWriteHalf;
+#[cfg(windows)]
+type ReadHalf = tokio::io::ReadHalf<tokio::net::windows::named_pipe::NamedPipeClient>;
+#[cfg(windows)]
+type WriteHalf = tokio::io::WriteHalf<tokio::net::windows::named_pipe::NamedPipeClient>;
 
 /// Talking to the service failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// Nothing listens on the socket.
-    #[error(
-        "the Gatehouse client service is not running (no socket at {0}); start it with `sudo gatehouse service` (or `systemctl start gatehouse-client`), or set GATEHOUSE_SOCKET"
+    #[cfg_attr(
+        not(windows),
+        error(
+            "the Gatehouse client service is not running (no socket at {0}); start it with `sudo gatehouse service` (or `systemctl start gatehouse-client`), or set GATEHOUSE_SOCKET"
+        )
+    )]
+    #[cfg_attr(
+        windows,
+        error(
+            "the Gatehouse client service is not running (no pipe {0}); start the Gatehouse service (or `gatehouse service` as Administrator), or set GATEHOUSE_SOCKET"
+        )
     )]
     NotRunning(PathBuf),
     /// The service answered with an error.
@@ -29,17 +46,15 @@ pub enum ServiceError {
 
 /// A connection to the client service.
 pub struct ServiceClient {
-    rd: Lines<BufReader<OwnedReadHalf>>,
-    wr: OwnedWriteHalf,
+    rd: Lines<BufReader<ReadHalf>>,
+    wr: WriteHalf,
 }
 
 impl ServiceClient {
-    /// Connects to the service at `path`.
+    /// Connects to the service at `path` (a socket path; on Windows a pipe name, see
+    /// [`socket_path`](super::socket_path)).
     pub async fn connect(path: &Path) -> Result<Self, ServiceError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|_| ServiceError::NotRunning(path.to_path_buf()))?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = open(path).await?;
         Ok(Self {
             rd: BufReader::new(rd).lines(),
             wr,
@@ -69,4 +84,34 @@ impl ServiceClient {
             Err(e) => Err(ServiceError::Protocol(format!("{e}: {line}"))),
         }
     }
+}
+
+#[cfg(unix)]
+async fn open(path: &Path) -> Result<(ReadHalf, WriteHalf), ServiceError> {
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|_| ServiceError::NotRunning(path.to_path_buf()))?;
+    Ok(stream.into_split())
+}
+
+#[cfg(windows)]
+async fn open(path: &Path) -> Result<(ReadHalf, WriteHalf), ServiceError> {
+    use tokio::net::windows::named_pipe::ClientOptions;
+    /// `ERROR_PIPE_BUSY`: every instance is taken; the service makes a new one at once.
+    const ERROR_PIPE_BUSY: i32 = 231;
+    let mut busy = 0;
+    let client = loop {
+        match ClientOptions::new().open(path.as_os_str()) {
+            Ok(client) => break client,
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY) && busy < 50 => {
+                busy += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ServiceError::NotRunning(path.to_path_buf()));
+            }
+            Err(e) => return Err(ServiceError::Io(e)),
+        }
+    };
+    Ok(tokio::io::split(client))
 }

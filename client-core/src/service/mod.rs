@@ -3,9 +3,9 @@
 //!
 //! # Protocol
 //!
-//! One JSON object per line, both ways, over a Unix stream socket (on Windows the same lines
-//! will travel over a named pipe, `\\.\pipe\gatehouse`, with the pipe's DACL granting the
-//! interactive user - not built yet). A front end sends a [`Request`]; the service answers
+//! One JSON object per line, both ways, over a Unix stream socket; on Windows the same lines
+//! travel over a named pipe, `\\.\pipe\gatehouse`, whose DACL grants the interactive user
+//! read and write (see `windows.rs`). A front end sends a [`Request`]; the service answers
 //! with one [`Reply`] per request, except `subscribe`, after which the service streams a
 //! `status` reply on every change and a `log` reply per log line until the front end hangs up.
 //!
@@ -21,12 +21,17 @@
 //! ```
 //!
 //! The private key travels from the user's keyring to the service only over this socket and
-//! is never written to disk by the service. Who may connect: the service checks the peer's
-//! credentials (SO_PEERCRED) and admits root, its own user, and members of the `gatehouse`
-//! group.
+//! is never written to disk by the service. Who may connect: on Unix the service checks the
+//! peer's credentials (SO_PEERCRED) and admits root, its own user, and members of the
+//! `gatehouse` group; on Windows the pipe's DACL admits SYSTEM, Administrators, the service's
+//! own account and interactive users, and refuses remote clients.
 
 pub mod client;
 mod server;
+#[cfg(unix)]
+mod unix;
+#[cfg(windows)]
+mod windows;
 
 use std::path::PathBuf;
 
@@ -35,7 +40,10 @@ use serde::{Deserialize, Serialize};
 use crate::manager::{ConnectRequest, LogLine};
 use crate::status::Status;
 
-pub use server::serve;
+#[cfg(unix)]
+pub use unix::serve;
+#[cfg(windows)]
+pub use windows::serve;
 
 /// A command from a front end.
 #[derive(Debug, Serialize, Deserialize)]
@@ -80,19 +88,44 @@ pub enum Reply {
     },
 }
 
-/// Where the service listens: `GATEHOUSE_SOCKET`, else the system location.
+/// Where the service listens: `GATEHOUSE_SOCKET`, else the system location
+/// (`/run/gatehouse/client.sock`; on Windows the pipe `\\.\pipe\gatehouse`).
 pub fn socket_path() -> PathBuf {
     std::env::var_os("GATEHOUSE_SOCKET")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/gatehouse/client.sock"))
+        .unwrap_or_else(default_socket)
+}
+
+#[cfg(not(windows))]
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/gatehouse/client.sock")
+}
+
+#[cfg(windows)]
+fn default_socket() -> PathBuf {
+    PathBuf::from(r"\\.\pipe\gatehouse")
 }
 
 /// The service's own state directory (network journal): `GATEHOUSE_HOME`, else
-/// `/var/lib/gatehouse`.
+/// `/var/lib/gatehouse` (on Windows `%ProgramData%\Gatehouse`).
 pub fn state_dir() -> PathBuf {
     std::env::var_os("GATEHOUSE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/gatehouse"))
+        .unwrap_or_else(default_state_dir)
+}
+
+#[cfg(not(windows))]
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/gatehouse")
+}
+
+#[cfg(windows)]
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("ProgramData")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+        .join("Gatehouse")
 }
