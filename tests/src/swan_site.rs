@@ -83,17 +83,17 @@ pub enum SwanMode {
 pub enum StartAction {
     /// Initiate as soon as the connection is loaded.
     Start,
-    /// Install trap policies; the first packet that matches triggers the exchange.
-    Trap,
     /// Only respond (or [`SwanSite::initiate`] explicitly).
     None,
+    // No `trap`: kernel-libipsec never raises an acquire (libipsec drops a packet that
+    // matches a policy without SA: "could not find an outbound IPsec SA ... dropping packet"),
+    // so a trap policy never starts anything.
 }
 
 impl StartAction {
     fn as_str(self) -> &'static str {
         match self {
             StartAction::Start => "start",
-            StartAction::Trap => "trap",
             StartAction::None => "none",
         }
     }
@@ -123,7 +123,8 @@ pub struct SwanSiteConfig {
     pub esp_proposals: String,
     /// `dpd_delay` (default 10s).
     pub dpd_delay: String,
-    /// Child `dpd_action` (default `restart`: re-establish when the peer is declared dead).
+    /// Child `dpd_action` (default `restart`: re-establish when the peer is declared dead;
+    /// not `trap`, see [`StartAction`]).
     pub dpd_action: String,
     /// Child `close_action` (default `none`).
     pub close_action: String,
