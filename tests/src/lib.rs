@@ -18,6 +18,7 @@
 
 pub mod cidr;
 pub mod client;
+pub mod gatehouse_site;
 pub mod gatehoused;
 pub mod net;
 pub mod netns;

@@ -14,6 +14,22 @@
 //! decrypted for the local LAN, would loop back into the tunnel. So [`SwanSite::start`] deletes
 //! that rule in the gateway's namespace (charon adds it once, at start) and adds the routes;
 //! [`SwanSite::restart`] does both again (the routes vanish with the old `ipsec0`).
+//!
+//! kernel-libipsec never raises acquires, so there is no `start_action = trap` (nor
+//! `dpd_action` / `close_action = trap`): one side initiates (`start`) or is told to
+//! ([`SwanSite::initiate`]).
+//!
+//! ```ignore
+//! let lab = SiteLab::new("s2s", 71)?;                      // declare the lab first
+//! let mut cfg = SwanSiteConfig::between(&lab, SiteId::C, SiteId::A, SwanAuth::Psk(psk));
+//! cfg.remote_prefixes.push(lab.a.pool);                    // A's point-to-site clients too
+//! cfg.mode = SwanMode::RouteBased;                          // or PolicyBased (the default)
+//! cfg.start_action = StartAction::Start;                    // C initiates; None = respond
+//! let c = SwanSite::start(&lab.c.gw, &dir.join("gwc"), &cfg)?;
+//! c.wait_child_installed(Duration::from_secs(20))?;
+//! wait_ping(&lab.c.host, lab.a.host_addr, Duration::from_secs(10))?;
+//! c.wait_log(PSK_MISMATCH, timeout)?;                      // refusals: the constants below
+//! ```
 
 use std::fmt::Write as _;
 use std::fs;

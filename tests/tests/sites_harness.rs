@@ -189,11 +189,11 @@ fn psk_route_based(lab: &SiteLab, dir: &Path) -> Result<()> {
     gw_c.restart()?;
     gw_a.wait_child_gone(Duration::from_secs(10))?;
     gw_c.initiate()?;
-    tunnel_up_and_pinging(lab, &gw_a, &gw_c)?;
     eprintln!(
-        "  C restarted and the tunnel back in {:.2} s",
+        "  C restarted and its CHILD SA back (C initiating) in {:.2} s",
         t.elapsed().as_secs_f64()
     );
+    tunnel_up_and_pinging(lab, &gw_a, &gw_c)?;
     ensure!(
         gw_a.log().contains("received DELETE for IKE_SA"),
         "A heard nothing of C going down:\n{}",
