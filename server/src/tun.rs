@@ -18,3 +18,23 @@ pub fn create(name: &str, addr: Ipv4Addr, pool: Ipv4Net, mtu: u16) -> Result<tun
             )
         })
 }
+
+/// Routes `prefixes` (the sites' address spaces) into TUN `name`, so hosts behind the
+/// gateway reach the sites through it. Uses iproute2's `ip route replace` (idempotent).
+pub fn add_routes(name: &str, prefixes: &[Ipv4Net]) -> Result<()> {
+    for p in prefixes {
+        let out = std::process::Command::new("ip")
+            .args(["route", "replace", &p.to_string(), "dev", name])
+            .output()
+            .with_context(|| {
+                format!("cannot run `ip route replace {p} dev {name}`: is iproute2 installed?")
+            })?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "`ip route replace {p} dev {name}` failed: {} (a [[connection]]'s remote_address_space must be routable through the gateway)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
+}

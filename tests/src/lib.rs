@@ -9,6 +9,7 @@
 //! - [`gatehoused`]: Gatehouse's gateway daemon and `gatehouse-certs`, driven for the tests.
 //! - [`openssl_pki`]: a throwaway PKI made with the openssl CLI.
 //! - [`client`]: Gatehouse's own client, `gatehouse` (service and front-end commands).
+//! - [`desktop`]: a private desktop session (Xvfb, session D-Bus, AT-SPI) for the desktop app.
 //! - [`strongswan`]: strongSwan (`charon-cmd`, `charon-systemd` + `swanctl`) as an IKEv2 peer.
 //! - [`sites`]: three sites (gateway, LAN, host) and a client on one underlay.
 //! - [`swan_site`]: a strongSwan site-to-site gateway (policy- or route-based, PSK or certs).
@@ -18,6 +19,7 @@
 
 pub mod cidr;
 pub mod client;
+pub mod desktop;
 pub mod gatehouse_site;
 pub mod gatehoused;
 pub mod net;

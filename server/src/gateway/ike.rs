@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_engine::esp::{EspInbound, EspOutbound};
+use gatehouse_engine::ikev2::initiator::{IkeInitiator, InitiatorEvent};
 use gatehouse_engine::ikev2::responder::{
     IkeAssignment, IkeEvent, IkeResponder, InitOutcome, ResponderConfig, Transmit, respond_to_init,
 };
@@ -21,9 +22,97 @@ use tracing::{debug, info, warn};
 use super::{Gateway, OsEntropy};
 use crate::stats::Drop;
 
-/// One IKEv2 client.
+/// One IKE SA: a remote-access client's or a site's (which either end may start).
+pub(super) enum IkeSa {
+    /// The peer started it.
+    Responder(Box<IkeResponder>),
+    /// We started it (site-to-site connections with `initiate = true`).
+    Initiator(Box<IkeInitiator>),
+}
+
+impl IkeSa {
+    fn handle_message(&mut self, now: Instant, from: SocketAddr, nat_t: bool, raw: &[u8]) {
+        match self {
+            IkeSa::Responder(r) => r.handle_message(now, from, nat_t, raw),
+            IkeSa::Initiator(i) => i.handle_message(now, raw),
+        }
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            IkeSa::Responder(r) => r.handle_timeout(now),
+            IkeSa::Initiator(i) => i.handle_timeout(now),
+        }
+    }
+
+    fn note_activity(&mut self, now: Instant, from: SocketAddr) {
+        match self {
+            IkeSa::Responder(r) => r.note_activity(now, from),
+            IkeSa::Initiator(i) => i.note_activity(now),
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        match self {
+            IkeSa::Responder(r) => r.poll_transmit(),
+            IkeSa::Initiator(i) => i.poll_transmit(),
+        }
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            IkeSa::Responder(r) => r.poll_timeout(),
+            IkeSa::Initiator(i) => i.poll_timeout(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            IkeSa::Responder(r) => r.is_closed(),
+            IkeSa::Initiator(i) => i.is_closed(),
+        }
+    }
+
+    /// The peer's address (IKE and ESP-in-UDP).
+    pub(super) fn peer(&self) -> SocketAddr {
+        match self {
+            IkeSa::Responder(r) => r.peer(),
+            IkeSa::Initiator(i) => i.gateway(),
+        }
+    }
+
+    pub(super) fn spis(&self) -> (u64, u64) {
+        match self {
+            IkeSa::Responder(r) => r.spis(),
+            IkeSa::Initiator(i) => i.spis(),
+        }
+    }
+
+    /// Ends the SA with a Delete to the peer.
+    pub(super) fn delete(&mut self, now: Instant, reason: &str) {
+        match self {
+            IkeSa::Responder(r) => r.delete(now, reason),
+            IkeSa::Initiator(i) => i.disconnect(now),
+        }
+    }
+
+    fn responder(&mut self) -> Option<&mut IkeResponder> {
+        match self {
+            IkeSa::Responder(r) => Some(r),
+            IkeSa::Initiator(_) => None,
+        }
+    }
+}
+
+/// What an IKE SA reported.
+enum AnyEvent {
+    Responder(IkeEvent),
+    Initiator(InitiatorEvent),
+}
+
+/// One IKE SA in the gateway: a remote-access client's or a site connection's.
 pub(super) struct IkeEntry {
-    pub(super) session: Box<IkeResponder>,
+    pub(super) session: IkeSa,
     pub(super) client: Option<String>,
     pub(super) address: Option<Ipv4Addr>,
     pub(super) esp_out: Option<EspOutbound>,
@@ -34,6 +123,28 @@ pub(super) struct IkeEntry {
     pub(super) rx_bytes: u64,
     pub(super) tx_bytes: u64,
     pub(super) connected: bool,
+    /// The site connection (index into [`IkeState::sites`]) this SA belongs to.
+    pub(super) site: Option<usize>,
+    /// When its first CHILD SA came up.
+    pub(super) established: Option<Instant>,
+}
+
+impl IkeEntry {
+    pub(super) fn new(session: IkeSa, site: Option<usize>, name: Option<String>) -> Self {
+        IkeEntry {
+            session,
+            client: name,
+            address: None,
+            esp_out: None,
+            next_out: None,
+            our_spis: Vec::new(),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            connected: false,
+            site,
+            established: None,
+        }
+    }
 }
 
 /// IKEv2 state of the gateway.
@@ -44,6 +155,11 @@ pub(super) struct IkeState {
     pub(super) entries: HashMap<TunnelId, IkeEntry>,
     pub(super) by_spis: HashMap<(u64, u64), TunnelId>,
     pub(super) by_init: HashMap<(SocketAddr, u64), TunnelId>,
+    /// SAs we started, by any SPI they have used (our initiator SPI first; the peer's
+    /// after it answered; new ones after rekeys).
+    pub(super) by_local_spi: HashMap<u64, TunnelId>,
+    /// Site-to-site and VNet-to-VNet connections.
+    pub(super) sites: Vec<super::site::SiteConn>,
     pub(super) esp_in: HashMap<u32, (TunnelId, EspInbound)>,
     pub(super) cookie_secret: [u8; 32],
     pub(super) cookie_threshold: usize,
@@ -93,11 +209,26 @@ impl Gateway {
                 return;
             }
             let half_open = ike.entries.values().filter(|e| e.client.is_none()).count();
+            let by_addr = ike
+                .sites
+                .iter()
+                .position(|s| s.peer.remote_addr == from.ip());
             let secret = (half_open >= ike.cookie_threshold).then_some(&ike.cookie_secret);
             let entropy = Box::new(OsEntropy(ring::rand::SystemRandom::new()));
             match respond_to_init(ike.cfg.clone(), entropy, now, from, nat_t, msg, secret) {
                 InitOutcome::Reply(reply) => {
                     send_ike(ike, from, nat_t, &reply).await;
+                }
+                InitOutcome::Refused { reply, reason } => {
+                    send_ike(ike, from, nat_t, &reply).await;
+                    match by_addr.and_then(|i| ike.sites.get(i)) {
+                        Some(s) => {
+                            warn!(connection = %s.conn.name, remote = %from, reason = %reason, "connection refused")
+                        }
+                        None => {
+                            warn!(client = "?", remote = %from, reason = %reason, transport = "ikev2", "client refused")
+                        }
+                    }
                 }
                 InitOutcome::Drop(why) => {
                     debug!(remote = %from, why, "IKE_SA_INIT dropped");
@@ -108,27 +239,26 @@ impl Gateway {
                     self.next_id += 1;
                     ike.by_spis.insert(s.spis(), id);
                     ike.by_init.insert((from, h.initiator_spi), id);
-                    ike.entries.insert(
-                        id,
-                        IkeEntry {
-                            session: s,
-                            client: None,
-                            address: None,
-                            esp_out: None,
-                            next_out: None,
-                            our_spis: Vec::new(),
-                            rx_bytes: 0,
-                            tx_bytes: 0,
-                            connected: false,
-                        },
-                    );
+                    ike.entries
+                        .insert(id, IkeEntry::new(IkeSa::Responder(s), None, None));
                     self.drain_ike(now, id).await;
                     self.drain_pending(now).await;
                 }
             }
             return;
         }
-        let Some(&id) = ike.by_spis.get(&(h.initiator_spi, h.responder_spi)) else {
+        // Our SPI in the message: the responder's when the sender is the original
+        // initiator of its IKE SA, else the initiator's.
+        let ours = if h.flags.initiator() {
+            h.responder_spi
+        } else {
+            h.initiator_spi
+        };
+        let Some(&id) = ike
+            .by_spis
+            .get(&(h.initiator_spi, h.responder_spi))
+            .or_else(|| ike.by_local_spi.get(&ours))
+        else {
             self.stats.drop(Drop::NoSession);
             return;
         };
@@ -176,8 +306,13 @@ impl Gateway {
             self.stats.drop(Drop::Malformed);
             return;
         };
+        let site_ok = |src: Ipv4Addr| {
+            let site = ike.entries.get(&id).and_then(|e| e.site);
+            site.and_then(|i| ike.sites.get(i))
+                .is_some_and(|s| s.may_send(src))
+        };
         match IpHeader::parse(packet) {
-            Ok(IpHeader::V4 { src, .. }) if self.router.may_send(id, src) => {}
+            Ok(IpHeader::V4 { src, .. }) if self.router.may_send(id, src) || site_ok(src) => {}
             Ok(IpHeader::V4 { .. }) => {
                 self.stats.drop(Drop::Spoofed);
                 return;
@@ -238,8 +373,24 @@ impl Gateway {
                 tx.push(t);
             }
             let mut events = Vec::new();
-            while let Some(ev) = e.session.poll_event() {
-                events.push(ev);
+            match &mut e.session {
+                IkeSa::Responder(r) => {
+                    while let Some(ev) = r.poll_event() {
+                        events.push(AnyEvent::Responder(ev));
+                    }
+                }
+                IkeSa::Initiator(i) => {
+                    while let Some(ev) = i.poll_event() {
+                        events.push(AnyEvent::Initiator(ev));
+                    }
+                    // Route every SPI this SA has used (they change with rekeys).
+                    let (a, b) = i.spis();
+                    for spi in [a, b] {
+                        if spi != 0 {
+                            ike.by_local_spi.insert(spi, id);
+                        }
+                    }
+                }
             }
             let closed = e.session.is_closed();
             let next = e.session.poll_timeout();
@@ -255,7 +406,10 @@ impl Gateway {
                 return;
             }
             for ev in events {
-                self.handle_ike_event(now, id, ev);
+                match ev {
+                    AnyEvent::Responder(ev) => self.handle_ike_event(now, id, ev),
+                    AnyEvent::Initiator(ev) => self.handle_initiator_event(now, id, ev),
+                }
             }
         }
     }
@@ -265,6 +419,13 @@ impl Gateway {
             IkeEvent::Authenticated { client, id: ike_id } => {
                 debug!(client = %client, ike_id = %ike_id, "IKEv2 client authenticated");
                 self.admit_ike(now, id, client);
+            }
+            IkeEvent::SiteAuthenticated {
+                connection,
+                id: ike_id,
+                initial_contact,
+            } => {
+                self.admit_site(now, id, &connection, &ike_id, initial_contact);
             }
             IkeEvent::ChildUp {
                 our_spi,
@@ -287,6 +448,14 @@ impl Gateway {
                     e.esp_out = Some(sa.outbound);
                 }
                 e.our_spis.push(our_spi);
+                if e.site.is_some() {
+                    if rekey_of.is_none() {
+                        self.site_sa_up(now, id, cipher);
+                    } else {
+                        debug!(connection = %e.client.as_deref().unwrap_or("?"), our_spi, peer_spi, "CHILD SA rekeyed");
+                    }
+                    return;
+                }
                 if rekey_of.is_none() && !e.connected {
                     e.connected = true;
                     info!(
@@ -321,6 +490,10 @@ impl Gateway {
                     .and_then(|i| i.entries.get(&id))
                     .map(|e| e.session.peer().to_string())
                     .unwrap_or_default();
+                if self.is_site_sa(id) {
+                    warn!(connection = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, "connection refused");
+                    return;
+                }
                 warn!(client = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, transport = "ikev2", "client refused");
             }
             IkeEvent::IkeRekeyed { old, new } => {
@@ -337,6 +510,10 @@ impl Gateway {
                 }
             }
             IkeEvent::Closed(reason) => {
+                if self.is_site_sa(id) {
+                    self.site_sa_gone(now, id, &reason);
+                    return;
+                }
                 if let Some(e) = self.ike.as_ref().and_then(|i| i.entries.get(&id))
                     && e.connected
                 {
@@ -360,8 +537,13 @@ impl Gateway {
         let addr = match self.pool.lease(&client) {
             Ok(a) => a,
             Err(e) => {
-                if let Some(entry) = self.ike.as_mut().and_then(|i| i.entries.get_mut(&id)) {
-                    entry.session.reject(now, &e.to_string());
+                if let Some(r) = self
+                    .ike
+                    .as_mut()
+                    .and_then(|i| i.entries.get_mut(&id))
+                    .and_then(|entry| entry.session.responder())
+                {
+                    r.reject(now, &e.to_string());
                 }
                 return;
             }
@@ -371,7 +553,7 @@ impl Gateway {
         let assignment = IkeAssignment {
             address: addr,
             dns: self.cfg.dns.clone(),
-            subnets: self.cfg.address_space.clone(),
+            subnets: self.client_routes(),
             full_tunnel: self.cfg.full_tunnel,
         };
         let Some(e) = self.ike.as_mut().and_then(|i| i.entries.get_mut(&id)) else {
@@ -379,7 +561,9 @@ impl Gateway {
         };
         e.client = Some(client);
         e.address = Some(addr);
-        e.session.accept(now, assignment);
+        if let Some(r) = e.session.responder() {
+            r.accept(now, assignment);
+        }
     }
 
     /// Returns an IKEv2 client's address and routes (only if still its own).
@@ -404,6 +588,7 @@ impl Gateway {
         if let Some(e) = ike.entries.remove(&id) {
             ike.by_spis.remove(&e.session.spis());
             ike.by_init.retain(|_, v| *v != id);
+            ike.by_local_spi.retain(|_, v| *v != id);
             for spi in e.our_spis {
                 ike.esp_in.remove(&spi);
             }
@@ -422,7 +607,7 @@ async fn send_ike(ike: &IkeState, to: SocketAddr, nat_t: bool, data: &[u8]) {
     }
 }
 
-fn esp_name(c: gatehouse_engine::esp::EspCipher) -> String {
+pub(super) fn esp_name(c: gatehouse_engine::esp::EspCipher) -> String {
     match c {
         gatehouse_engine::esp::EspCipher::AesGcm16 { key_bits } => format!("AES-GCM-16-{key_bits}"),
         gatehouse_engine::esp::EspCipher::ChaCha20Poly1305 => "CHACHA20-POLY1305".into(),

@@ -3,6 +3,7 @@
 //! channel. Timers come from a deadline heap over the sessions' `poll_timeout`.
 
 mod ike;
+mod site;
 mod tcp;
 
 use std::cmp::Reverse;
@@ -99,6 +100,8 @@ pub struct Gateway {
     tcp: Option<TcpListener>,
     tun: Arc<tun_rs::AsyncDevice>,
     ike: Option<ike::IkeState>,
+    /// The engine's view of the `[[connection]]`s (kept for reloading the IKE config).
+    site_peers: Vec<Arc<gatehouse_engine::ikev2::site::SitePeer>>,
     out: Vec<u8>,
     dec: Vec<u8>,
 }
@@ -111,12 +114,20 @@ impl Gateway {
         let ovpn = openvpn_server_config(&pki, &cfg)?;
         let crl_stamp = FileStamp::of(&pki.crl);
         let pool = AddressPool::new(cfg.client_pool)?;
+        let conns = cfg.connections(&config_dir)?;
+        site::check_enabled(&cfg, &conns)?;
+        let site_peers = site::site_peers(&cfg, &conns);
         let tun = crate::tun::create(
             &cfg.tun_name,
             pool.gateway_addr(),
             cfg.client_pool,
             cfg.tun_mtu,
         )?;
+        let site_prefixes: Vec<Ipv4Net> = conns
+            .iter()
+            .flat_map(|c| c.remote_address_space.iter().copied())
+            .collect();
+        crate::tun::add_routes(&cfg.tun_name, &site_prefixes)?;
         let o = &cfg.openvpn;
         let udp = if o.udp_port != 0 {
             let addr = SocketAddr::new(o.listen, o.udp_port);
@@ -148,12 +159,14 @@ impl Gateway {
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut cookie_secret)
                 .map_err(|_| anyhow::anyhow!("OS random number generator failed"))?;
             Some(ike::IkeState {
-                cfg: crate::tls::ike_responder_config(&pki, &cfg)?,
+                cfg: crate::tls::ike_responder_config(&pki, &cfg, &site_peers)?,
                 ike: Arc::new(bind(i.ike_port)?),
                 natt: Arc::new(bind(i.natt_port)?),
                 entries: HashMap::new(),
                 by_spis: HashMap::new(),
                 by_init: HashMap::new(),
+                by_local_spi: HashMap::new(),
+                sites: site::site_conns(conns, &site_peers),
                 esp_in: HashMap::new(),
                 cookie_secret,
                 cookie_threshold: i.cookie_threshold,
@@ -164,6 +177,7 @@ impl Gateway {
         };
         Ok(Self {
             ike,
+            site_peers,
             cfg,
             pki,
             ovpn,
@@ -207,6 +221,7 @@ impl Gateway {
         });
         let mut crl_tick = tokio::time::interval(Duration::from_secs(2));
         let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
+        let mut site_tick = tokio::time::interval(Duration::from_secs(1));
         // Both intervals fire at once on creation; the first real check is one period away.
         crl_tick.tick().await;
         stats_tick.tick().await;
@@ -309,10 +324,12 @@ impl Gateway {
                     self.handle_deadlines(Instant::now()).await;
                 }
                 _ = crl_tick.tick() => self.check_crl(),
+                _ = site_tick.tick() => self.site_tick(Instant::now()).await,
                 _ = stats_tick.tick() => {
                     if self.stats.total() > 0 || !self.sessions.is_empty() {
                         info!(sessions = self.sessions.len(), leased = self.pool.leased_count(), drops = %self.stats, "status");
                     }
+                    self.log_site_status(Instant::now());
                 }
             }
         }
@@ -353,7 +370,7 @@ impl Gateway {
             return;
         }
         if let Some(ike) = self.ike.as_mut() {
-            match crate::tls::ike_responder_config(&self.pki, &self.cfg) {
+            match crate::tls::ike_responder_config(&self.pki, &self.cfg, &self.site_peers) {
                 Ok(c) => ike.cfg = c,
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), "CRL changed but IKEv2 could not reload it; keeping the previous one");
@@ -781,6 +798,7 @@ impl Gateway {
         };
         self.router.insert(Ipv4Net::from(addr), id);
         self.by_client.insert(client.clone(), id);
+        let routes = self.client_routes();
         let Some(e) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -792,7 +810,7 @@ impl Gateway {
                 address: addr,
                 subnet: self.cfg.client_pool,
                 gateway: self.pool.gateway_addr(),
-                routes: self.cfg.address_space.clone(),
+                routes,
                 dns: self.cfg.dns.clone(),
                 redirect_gateway: self.cfg.full_tunnel,
             },
