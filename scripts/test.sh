@@ -17,7 +17,9 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc
   # The desktop app end to end (tests/tests/gui_desktop.rs): X server, session D-Bus,
   # AT-SPI with Python bindings, screenshots, and Mesa's software OpenGL for the window.
   xvfb dbus-daemon libglib2.0-bin at-spi2-core python3-pyatspi imagemagick
-  libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1)
+  libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1
+  # Software Vulkan (lavapipe): the desktop app's snapshot tests render through it.
+  mesa-vulkan-drivers libvulkan1)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
