@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::gatehouse_site::{GhConnection, add_connections, site_gateway_dir};
-use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir};
-use gatehouse_tests::net::wait_ping;
+use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, spawn_stock_client, wait_client_up};
+use gatehouse_tests::net::{iperf3_client, iperf3_server, wait_ping};
 use gatehouse_tests::sites::{SiteId, SiteLab};
+use gatehouse_tests::strongswan::ping_run;
+use gatehouse_tests::swan_site::{StartAction, SwanAuth, SwanMode, SwanSite, SwanSiteConfig};
 use gatehouse_tests::{require_commands, require_root};
 
 /// A tunnel comes up (both ends started; two cores shared with everything else).
@@ -56,5 +58,185 @@ fn vnet_to_vnet_psk_between_two_gatehouse_gateways() -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     ensure!(a.is_running() && b.is_running());
+    Ok(())
+}
+
+/// iperf3 from `from` to a server on `to` through a tunnel; the measured rate, Mbit/s.
+fn iperf(
+    lab_from: &gatehouse_tests::Netns,
+    to: &gatehouse_tests::Netns,
+    addr: std::net::Ipv4Addr,
+    port: u16,
+    log: &Path,
+) -> Result<f64> {
+    let _server = iperf3_server(to, addr, port, log)?;
+    let r = iperf3_client(lab_from, addr, port, 3, &[])?;
+    Ok(r.bits_per_second_received / 1e6)
+}
+
+/// The whole picture: A (Gatehouse) <-> B (Gatehouse) VNet-to-VNet with a PSK, A <-> C
+/// (strongSwan, route-based, PSK) site-to-site; hosts ping and iperf3 across both; a P2S
+/// client of A reaches the hosts of B and C; B restarts and comes back by itself while
+/// A <-> C does not lose a ping.
+#[test]
+fn three_sites_transit_and_a_gateway_restart() -> Result<()> {
+    require_root();
+    require_commands(&[
+        "ip",
+        "ping",
+        "iperf3",
+        "openvpn",
+        "charon-systemd",
+        "swanctl",
+    ]);
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let lab = SiteLab::new("s3", 71)?;
+    let logs = dir.path();
+    let gw_a = site_gateway_dir(&lab, SiteId::A, &logs.join("a"))?;
+    let gw_b = site_gateway_dir(&lab, SiteId::B, &logs.join("b"))?;
+    let mut ab = GhConnection::between(&lab, SiteId::A, SiteId::B, "vnet key 71");
+    ab.kind = "vnet-to-vnet";
+    let mut ba = GhConnection::between(&lab, SiteId::B, SiteId::A, "vnet key 71");
+    ba.kind = "vnet-to-vnet";
+    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "site key 71");
+    ac.remote_address_space = vec![lab.c.lan.network()];
+    add_connections(&gw_a, &[ab, ac])?;
+    add_connections(&gw_b, &[ba])?;
+    // C: strongSwan, route-based, waits for A; reaches A's LAN and A's P2S pool.
+    let mut c_cfg = SwanSiteConfig::between(
+        &lab,
+        SiteId::C,
+        SiteId::A,
+        SwanAuth::Psk("site key 71".into()),
+    );
+    c_cfg.mode = SwanMode::RouteBased;
+    c_cfg.start_action = StartAction::None;
+    c_cfg.remote_prefixes.push(lab.a.pool.network());
+    let c = SwanSite::start(&lab.c.gw, &logs.join("c"), &c_cfg)?;
+    let a = start(&lab, SiteId::A, &gw_a, logs)?;
+    let b = start(&lab, SiteId::B, &gw_b, logs)?;
+    let ctx = || {
+        format!(
+            "A:\n{}\nB:\n{}\nC:\n{}",
+            a.log_tail(30),
+            b.log_tail(20),
+            c.log_tail(20)
+        )
+    };
+    wait_up(&a, "ab").with_context(ctx)?;
+    wait_up(&a, "ac").with_context(ctx)?;
+    wait_up(&b, "ba").with_context(ctx)?;
+    c.wait_child_installed(UP).with_context(ctx)?;
+    eprintln!("tunnels up in {:.1} s", t0.elapsed().as_secs_f64());
+
+    // Hosts across every connected pair, both ways.
+    for (from, to) in [
+        (&lab.a, &lab.b),
+        (&lab.b, &lab.a),
+        (&lab.a, &lab.c),
+        (&lab.c, &lab.a),
+    ] {
+        wait_ping(&from.host, to.host_addr, Duration::from_secs(20))
+            .with_context(|| format!("{:?} -> {:?}", from.id, to.id))
+            .with_context(ctx)?;
+    }
+    // B and C have no tunnel between them: nothing crosses.
+    ensure!(
+        !gatehouse_tests::net::ping(&lab.b.host, lab.c.host_addr, 2, Duration::from_secs(3)),
+        "B reached C without a tunnel"
+    );
+    let ab_rate = iperf(
+        &lab.a.host,
+        &lab.b.host,
+        lab.b.host_addr,
+        5201,
+        &logs.join("iperf-b.log"),
+    )
+    .with_context(ctx)?;
+    let ac_rate = iperf(
+        &lab.a.host,
+        &lab.c.host,
+        lab.c.host_addr,
+        5202,
+        &logs.join("iperf-c.log"),
+    )
+    .with_context(ctx)?;
+    eprintln!("iperf3 A->B {ab_rate:.0} Mbit/s, A->C {ac_rate:.0} Mbit/s");
+    ensure!(
+        ab_rate > 1.0 && ac_rate > 1.0,
+        "no throughput: {ab_rate} {ac_rate}"
+    );
+
+    // A point-to-site client of A reaches B's and C's hosts through A.
+    let profile = gw_a.client_profile("alice", lab.a.underlay_addr, &logs.join("alice.ovpn"))?;
+    let client = spawn_stock_client(
+        &lab.client,
+        &profile,
+        "tun71",
+        &[],
+        &logs.join("openvpn-alice.log"),
+    )?;
+    wait_client_up(&client, &a, 1, UP)?;
+    for to in [lab.a.host_addr, lab.b.host_addr, lab.c.host_addr] {
+        wait_ping(&lab.client, to, Duration::from_secs(20))
+            .with_context(|| format!("P2S client -> {to}"))
+            .with_context(ctx)?;
+    }
+
+    // Restart B: A <-> C keeps every ping meanwhile; A <-> B comes back by itself.
+    let ups_before = a
+        .events("connection up")
+        .iter()
+        .filter(|e| e.field("connection") == Some("ab"))
+        .count();
+    let (pings, b2) = std::thread::scope(|sc| -> Result<_> {
+        let run = sc.spawn(|| ping_run(&lab.a.host, lab.c.host_addr, 60, "0.2"));
+        std::thread::sleep(Duration::from_secs(1));
+        b.terminate(Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_secs(2));
+        let b2 = Gatehoused::start(&lab.b.gw, &gw_b, &logs.join("gatehoused-b2.log"))?;
+        let pings = run
+            .join()
+            .map_err(|_| anyhow::anyhow!("ping thread panicked"))??;
+        Ok((pings, b2))
+    })?;
+    let ((sent, got), out) = pings;
+    ensure!(
+        sent == 60 && got == sent,
+        "A -> C lost pings while B restarted: {got}/{sent}\n{out}"
+    );
+    wait_up(&b2, "ba").with_context(ctx)?;
+    a.wait_event("connection up", |e| e.field("connection") == Some("ab"), UP)?;
+    let deadline = Instant::now() + UP;
+    while a
+        .events("connection up")
+        .iter()
+        .filter(|e| e.field("connection") == Some("ab"))
+        .count()
+        <= ups_before
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "A never brought ab up again:\n{}",
+            a.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_ping(&lab.a.host, lab.b.host_addr, Duration::from_secs(30)).with_context(|| {
+        format!(
+            "after B's restart\nA:\n{}\nB2:\n{}",
+            a.log_tail(30),
+            b2.log_tail(30)
+        )
+    })?;
+    wait_ping(&lab.client, lab.b.host_addr, Duration::from_secs(20))
+        .context("P2S client -> B after B's restart")?;
+    eprintln!(
+        "B restarted; A<->B back; A<->C {got}/{sent} pings; total {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    drop(client);
+    ensure!(a.is_running() && b2.is_running() && c.is_running());
     Ok(())
 }
