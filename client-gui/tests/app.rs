@@ -432,3 +432,34 @@ fn settings_order_protocols_auto_connect_and_persist() {
     mask_temp_paths(&mut h, &world);
     h.snapshot("settings_dark");
 }
+
+/// The app against client-core's real service code (not the fake): the same socket
+/// protocol, found and subscribed to. (Connecting needs root and a gateway; the end-to-end
+/// tests in tests/ do that.)
+#[test]
+fn real_client_service_is_found_and_reports_its_state() {
+    use gatehouse_client::manager::{Manager, ManagerOptions};
+    use gatehouse_client::platform::NetConfig;
+
+    let world = World::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = world.dir.path().join("service-state");
+    let socket = world.socket.clone();
+    runtime.spawn(async move {
+        let manager = Manager::spawn(ManagerOptions::default(), NetConfig::new(&state));
+        gatehouse_client::service::serve(&socket, manager).await
+    });
+    let mut h = world.harness();
+    step_until(&mut h, "the real service", |h| {
+        *h.state().service() == ServiceState::Up && h.query_by_label("Service running").is_some()
+    });
+    assert_eq!(
+        h.state().status().state,
+        ConnectionState::Disconnected,
+        "a fresh service is idle"
+    );
+}

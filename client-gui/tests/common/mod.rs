@@ -343,6 +343,9 @@ pub fn mask_temp_paths(harness: &mut Harness<'_, GatehouseApp>, world: &World) {
         .collect();
     for rect in rects {
         // The whole width: where a long text wraps may shift a little with the digits.
-        harness.mask(egui::Rect::from_x_y_ranges(rect.min.x..=right, rect.y_range()));
+        harness.mask(egui::Rect::from_x_y_ranges(
+            rect.min.x..=right,
+            rect.y_range(),
+        ));
     }
 }
