@@ -39,7 +39,13 @@ pub async fn serve(path: &Path, manager: Manager) -> std::io::Result<()> {
     })?;
     tracing::info!(pipe = %path.display(), "client service listening");
     loop {
-        server.connect().await?;
+        if let Err(e) = server.connect().await {
+            // One front end's failed handshake must not stop the service: start over with a
+            // fresh instance.
+            tracing::debug!(error = %e, "a front end went away while connecting");
+            server = create(path, &security, false)?;
+            continue;
+        }
         // A fresh instance for the next front end before this one is served.
         let connected = std::mem::replace(&mut server, create(path, &security, false)?);
         let manager = manager.clone();
