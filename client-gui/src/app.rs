@@ -326,9 +326,9 @@ impl GatehouseApp {
                 self.maybe_auto_connect();
             }
             Event::Log(line) => self.log.push(line),
-            // The subscription carries the status; a reply's snapshot may be older than what
+            // The subscription carries the status: a reply's snapshot may be older than what
             // it already delivered.
-            Event::Accepted(_) => self.pending = None,
+            Event::Accepted => self.pending = None,
             Event::Failed { what, message } => {
                 self.pending = None;
                 self.log

@@ -44,6 +44,13 @@ pub fn apply(ctx: &egui::Context, choice: ThemeChoice) {
     });
 }
 
+/// The frame of a dialog: a popup with room to breathe.
+pub fn dialog_frame(ctx: &egui::Context) -> egui::Frame {
+    egui::Frame::popup(&ctx.global_style())
+        .inner_margin(egui::Margin::same(20))
+        .corner_radius(10.0)
+}
+
 /// A larger text style for the one big button per profile and the state line.
 pub fn large() -> FontId {
     FontId::new(18.0, FontFamily::Proportional)

@@ -11,6 +11,7 @@
 //! - the command loop: commands one at a time, in order (an import followed by a rename of
 //!   the same profile must not swap), store work on the blocking pool.
 
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -129,8 +130,8 @@ pub enum Event {
     Status(Status),
     /// A log line from the service.
     Log(LogLine),
-    /// The service took a connect or disconnect.
-    Accepted(Status),
+    /// The service took a connect or disconnect (the subscription reports what follows).
+    Accepted,
     /// Something the user asked for failed.
     Failed {
         /// What was being done, as a phrase ("import alice.ovpn").
@@ -401,7 +402,7 @@ async fn request(socket: &Path, req: Request) -> Result<Reply, ServiceError> {
 
 fn report(reply: Result<Reply, ServiceError>, what: &str, sink: &EventSink) {
     match reply {
-        Ok(Reply::Ok { status } | Reply::Status { status }) => sink.send(Event::Accepted(status)),
+        Ok(Reply::Ok { .. } | Reply::Status { .. }) => sink.send(Event::Accepted),
         Ok(other) => sink.send(Event::Failed {
             what: what.into(),
             message: format!("unexpected answer from the client service: {other:?}"),
@@ -416,23 +417,23 @@ fn report(reply: Result<Reply, ServiceError>, what: &str, sink: &EventSink) {
 /// Keeps one subscription open; reports why whenever the service is out of reach.
 async fn subscribe(socket: PathBuf, retry_every: Duration, sink: EventSink) {
     loop {
-        let reason = match follow(&socket, &sink).await {
-            Err(ServiceError::Io(e)) => {
+        let Err(e) = follow(&socket, &sink).await;
+        let reason = match e {
+            ServiceError::Io(e) => {
                 format!("lost the connection to the client service ({e}); is it still running?")
             }
-            Err(e) => e.to_string(),
-            Ok(()) => "the client service closed the connection".into(),
+            e => e.to_string(),
         };
         sink.send(Event::ServiceDown { reason });
         tokio::time::sleep(retry_every).await;
     }
 }
 
-async fn follow(socket: &Path, sink: &EventSink) -> Result<(), ServiceError> {
+/// Subscribes and forwards every update until the connection fails.
+async fn follow(socket: &Path, sink: &EventSink) -> Result<Infallible, ServiceError> {
     let mut client = ServiceClient::connect(socket).await?;
-    let first = client.request(&Request::Subscribe).await?;
+    let mut reply = client.request(&Request::Subscribe).await?;
     sink.send(Event::ServiceUp);
-    let mut reply = first;
     loop {
         match reply {
             Reply::Status { status } => sink.send(Event::Status(status)),

@@ -76,6 +76,12 @@ fn import_connect_watch_traffic_and_disconnect() {
     });
     h.get_by_label("alice.toml").click();
     h.step();
+    h.remove_cursor();
+    h.run_steps(2);
+    mask_temp_paths(&mut h, &world);
+    let file_field = h.get_by_label("File").rect();
+    h.mask(file_field);
+    h.snapshot("import_picker");
     h.get_by_label("Import").click();
     step_until(&mut h, "the imported profile's card", |h| {
         h.query_by_label("alice").is_some() && h.query_by_label("Connect").is_some()

@@ -240,28 +240,30 @@ pub(super) fn confirm_remove(app: &mut GatehouseApp, ctx: &egui::Context) {
         return;
     };
     let mut close = false;
-    let modal = egui::Modal::new(egui::Id::unique("confirm_remove")).show(ctx, |ui| {
-        ui.set_max_width(420.0);
-        ui.label(
-            RichText::new(format!("Remove profile {name}?"))
-                .font(theme::large())
-                .strong(),
-        );
-        ui.label(
-            "This deletes the profile and its private key from this computer. To use it \
+    let modal = egui::Modal::new(egui::Id::unique("confirm_remove"))
+        .frame(theme::dialog_frame(ctx))
+        .show(ctx, |ui| {
+            ui.set_max_width(420.0);
+            ui.label(
+                RichText::new(format!("Remove profile {name}?"))
+                    .font(theme::large())
+                    .strong(),
+            );
+            ui.label(
+                "This deletes the profile and its private key from this computer. To use it \
              again you need the file from your administrator.",
-        );
-        ui.add_space(8.0);
-        ui.horizontal(|ui| {
-            if ui.button("Remove profile").clicked() {
-                app.send(Command::Remove { name: name.clone() });
-                close = true;
-            }
-            if ui.button("Cancel").clicked() {
-                close = true;
-            }
+            );
+            ui.add_space(8.0);
+            ui.horizontal(|ui| {
+                if ui.button("Remove profile").clicked() {
+                    app.send(Command::Remove { name: name.clone() });
+                    close = true;
+                }
+                if ui.button("Cancel").clicked() {
+                    close = true;
+                }
+            });
         });
-    });
     if close || modal.should_close() {
         app.confirm_remove = None;
     }
