@@ -105,7 +105,7 @@ pub struct GatehouseApp {
     pub(crate) confirm_remove: Option<String>,
     pub(crate) notice: Option<Notice>,
     /// A connect or disconnect the service has not answered yet.
-    pub(crate) pending: Option<String>,
+    pub(crate) pending: bool,
     /// Auto-connect still to do once the service's status is known.
     auto_connect: bool,
     /// "Start minimised" still to do (on the first frame: the window must exist).
@@ -164,7 +164,7 @@ impl GatehouseApp {
             renaming: None,
             confirm_remove: None,
             notice,
-            pending: None,
+            pending: false,
             applied_theme: None,
             config,
         })
@@ -228,7 +228,7 @@ impl GatehouseApp {
 
     /// Asks the service to connect `name`, with the user's protocol order.
     pub(crate) fn connect(&mut self, name: &str) {
-        self.pending = Some(format!("Connecting {name}"));
+        self.pending = true;
         self.send(Command::Connect {
             name: name.to_owned(),
             protocol_order: self.settings.protocol_order.clone(),
@@ -241,7 +241,7 @@ impl GatehouseApp {
 
     /// Asks the service to disconnect.
     pub(crate) fn disconnect(&mut self) {
-        self.pending = Some("Disconnecting".into());
+        self.pending = true;
         self.send(Command::Disconnect);
     }
 
@@ -328,9 +328,9 @@ impl GatehouseApp {
             Event::Log(line) => self.log.push(line),
             // The subscription carries the status: a reply's snapshot may be older than what
             // it already delivered.
-            Event::Accepted => self.pending = None,
+            Event::Accepted => self.pending = false,
             Event::Failed { what, message } => {
-                self.pending = None;
+                self.pending = false;
                 self.log
                     .note(now, Level::Error, format!("could not {what}: {message}"));
                 if self.picker.is_open() && what.starts_with("import") {

@@ -122,7 +122,7 @@ fn card(
                     .fill(fill)
                     .corner_radius(8.0)
                     .min_size(egui::vec2(160.0, 46.0));
-                    let enabled = service_up && app.pending.is_none();
+                    let enabled = service_up && !app.pending;
                     let response = ui.add_enabled(enabled, button);
                     let response = if service_up {
                         response.on_disabled_hover_text("Waiting for the client service to answer")
