@@ -240,3 +240,150 @@ fn three_sites_transit_and_a_gateway_restart() -> Result<()> {
     ensure!(a.is_running() && b2.is_running() && c.is_running());
     Ok(())
 }
+
+/// A <-> C with certificates (C's issued by A's CA) and policy-based selectors on both
+/// ends; C starts the SA, A answers as responder.
+#[test]
+fn strongswan_site_with_certificates_policy_based() -> Result<()> {
+    require_root();
+    require_commands(&["ip", "ping", "charon-systemd", "swanctl"]);
+    let dir = tempfile::tempdir()?;
+    let lab = SiteLab::new("sc", 73)?;
+    let logs = dir.path();
+    let gw_a = site_gateway_dir(&lab, SiteId::A, &logs.join("a"))?;
+    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "unused");
+    ac.psk = None;
+    ac.policy_based = true;
+    ac.initiate = false;
+    ac.remote_address_space = vec![lab.c.lan.network()];
+    add_connections(&gw_a, &[ac])?;
+    let creds =
+        gatehouse_tests::swan_site::issue_site_cert(&gw_a.pki(), "gwc", lab.c.underlay_addr)?;
+    let mut c_cfg = SwanSiteConfig::between(&lab, SiteId::C, SiteId::A, SwanAuth::Pubkey(creds));
+    c_cfg.start_action = StartAction::Start;
+    c_cfg.remote_prefixes.push(lab.a.pool.network());
+    let a = start(&lab, SiteId::A, &gw_a, logs)?;
+    let c = SwanSite::start(&lab.c.gw, &logs.join("c"), &c_cfg)?;
+    let ctx = || format!("A:\n{}\nC:\n{}", a.log_tail(30), c.log_tail(30));
+    let up = a
+        .wait_event("connection up", |e| e.field("connection") == Some("ac"), UP)
+        .with_context(ctx)?;
+    ensure!(up.field("role") == Some("responder"), "{}", up.line);
+    let child = c.wait_child_installed(UP).with_context(ctx)?;
+    // Policy-based: the selectors are the prefixes, not 0.0.0.0/0.
+    ensure!(
+        child
+            .local_ts
+            .iter()
+            .any(|t| t.contains(&lab.c.lan.network().to_string()))
+            && child
+                .remote_ts
+                .iter()
+                .any(|t| t.contains(&lab.a.lan.network().to_string())),
+        "selectors {:?} === {:?}",
+        child.local_ts,
+        child.remote_ts
+    );
+    ensure!(
+        c.log().contains("authentication of '10.73.0.1' with ECDSA")
+            || c.log()
+                .contains(&format!("authentication of '{}'", lab.a.underlay_addr)),
+        "C did not log A's certificate authentication:\n{}",
+        c.log_tail(30)
+    );
+    for (from, to) in [(&lab.a, &lab.c), (&lab.c, &lab.a)] {
+        wait_ping(&from.host, to.host_addr, Duration::from_secs(20))
+            .with_context(|| format!("{:?} -> {:?}", from.id, to.id))
+            .with_context(ctx)?;
+    }
+    Ok(())
+}
+
+/// A wrong PSK (A <-> B, both Gatehouse) and mismatched IKE proposals (A <-> C) are
+/// refused, and the logs at both ends say why.
+#[test]
+fn wrong_psk_and_mismatched_proposals_are_refused_with_reasons() -> Result<()> {
+    require_root();
+    require_commands(&["ip", "charon-systemd", "swanctl"]);
+    let dir = tempfile::tempdir()?;
+    let lab = SiteLab::new("sr", 72)?;
+    let logs = dir.path();
+    let gw_a = site_gateway_dir(&lab, SiteId::A, &logs.join("a"))?;
+    let gw_b = site_gateway_dir(&lab, SiteId::B, &logs.join("b"))?;
+    let ab = GhConnection::between(&lab, SiteId::A, SiteId::B, "the right key");
+    let ba = GhConnection::between(&lab, SiteId::B, SiteId::A, "a wrong key");
+    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "site key 72");
+    ac.remote_address_space = vec![lab.c.lan.network()];
+    ac.ike_proposals = Some(vec!["aes256gcm16-prfsha384-x25519".into()]);
+    add_connections(&gw_a, &[ab, ac])?;
+    add_connections(&gw_b, &[ba])?;
+    // C offers and accepts only AES-CBC-128/SHA-256/MODP-2048, and initiates too.
+    let mut c_cfg = SwanSiteConfig::between(
+        &lab,
+        SiteId::C,
+        SiteId::A,
+        SwanAuth::Psk("site key 72".into()),
+    );
+    c_cfg.start_action = StartAction::Start;
+    c_cfg.ike_proposals = "aes128-sha256-modp2048".into();
+    let a = start(&lab, SiteId::A, &gw_a, logs)?;
+    let b = start(&lab, SiteId::B, &gw_b, logs)?;
+    let c = SwanSite::start(&lab.c.gw, &logs.join("c"), &c_cfg)?;
+    let ctx = || {
+        format!(
+            "A:\n{}\nB:\n{}\nC:\n{}",
+            a.log_tail(30),
+            b.log_tail(20),
+            c.log_tail(20)
+        )
+    };
+    let refused = |gw: &Gatehoused, conn: &'static str, needle: &'static str| {
+        gw.wait_event(
+            "connection refused",
+            move |e| {
+                e.field("connection") == Some(conn)
+                    && e.field("reason").is_some_and(|r| r.contains(needle))
+            },
+            UP,
+        )
+    };
+    // Each side, as responder, checks the other's AUTH and names the key; as initiator it
+    // is told AUTHENTICATION_FAILED.
+    refused(&a, "ab", "pre-shared key mismatch").with_context(ctx)?;
+    refused(&b, "ba", "pre-shared key mismatch").with_context(ctx)?;
+    refused(&a, "ab", "AUTHENTICATION_FAILED").with_context(ctx)?;
+    refused(&b, "ba", "AUTHENTICATION_FAILED").with_context(ctx)?;
+    // C's proposal reaches A: A names both sides' algorithms; C is told NO_PROPOSAL_CHOSEN.
+    let e = refused(&a, "ac", "no proposal chosen").with_context(ctx)?;
+    let why = e.field("reason").unwrap_or_default();
+    ensure!(
+        why.contains("aes128") && why.contains("aes256gcm16"),
+        "reason names both offers: {why}"
+    );
+    c.wait_log(gatehouse_tests::swan_site::IKE_NO_PROPOSAL_RECEIVED, UP)
+        .with_context(ctx)?;
+    // A's proposal reaches C: C logs it unacceptable; A's attempt fails with the notify.
+    c.wait_log(gatehouse_tests::swan_site::IKE_NO_PROPOSAL, UP)
+        .with_context(ctx)?;
+    a.wait_event(
+        "connection attempt failed",
+        |e| {
+            e.field("connection") == Some("ac")
+                && e.field("reason")
+                    .is_some_and(|r| r.contains("NO_PROPOSAL_CHOSEN"))
+        },
+        UP,
+    )
+    .with_context(ctx)?;
+    ensure!(
+        a.events("connection up").is_empty(),
+        "A brought a tunnel up:\n{}",
+        a.log_tail(30)
+    );
+    ensure!(
+        b.events("connection up").is_empty(),
+        "B brought a tunnel up:\n{}",
+        b.log_tail(30)
+    );
+    Ok(())
+}

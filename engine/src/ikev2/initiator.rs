@@ -1052,14 +1052,20 @@ impl IkeInitiator {
         for p in payloads {
             match p {
                 Payload::Notify(n) if n.notify_type == NotifyType::AUTHENTICATION_FAILED => {
-                    self.auth_failed(
-                        now,
-                        "the gateway refused our certificate or identity \
-                         (AUTHENTICATION_FAILED); its log says why (revoked, expired, \
-                         another CA...)"
+                    let why = match self.cfg.site.as_deref() {
+                        Some(s) => format!(
+                            "connection {}: the peer refused our authentication \
+                             (AUTHENTICATION_FAILED): check that both gateways use the same \
+                             pre-shared key or CA and matching local_id/remote_id; the peer's \
+                             log says why",
+                            s.name
+                        ),
+                        None => "the gateway refused our certificate or identity \
+                                 (AUTHENTICATION_FAILED); its log says why (revoked, expired, \
+                                 another CA...)"
                             .into(),
-                        false,
-                    );
+                    };
+                    self.auth_failed(now, why, false);
                     return;
                 }
                 Payload::Notify(n) if n.notify_type.is_error() => {

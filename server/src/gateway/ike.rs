@@ -490,7 +490,12 @@ impl Gateway {
                     .and_then(|i| i.entries.get(&id))
                     .map(|e| e.session.peer().to_string())
                     .unwrap_or_default();
-                if self.is_site_sa(id) {
+                let site_name = client.as_deref().is_some_and(|c| {
+                    self.ike
+                        .as_ref()
+                        .is_some_and(|i| i.sites.iter().any(|s| s.conn.name == c))
+                });
+                if self.is_site_sa(id) || site_name {
                     warn!(connection = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, "connection refused");
                     return;
                 }
