@@ -6,5 +6,6 @@ pub mod config;
 pub mod datadir;
 pub mod gateway;
 pub mod stats;
+pub mod status;
 pub mod tls;
 pub mod tun;

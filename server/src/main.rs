@@ -39,6 +39,18 @@ enum Command {
         #[command(flatten)]
         opts: InitArgs,
     },
+    /// Show the running gateway's site-to-site connections and client count.
+    Status {
+        /// Data directory of the running gateway.
+        #[arg(long, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Configuration file of the running gateway.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration and the certificates it points at, then exit.
     Check {
         /// Configuration file.
@@ -107,6 +119,26 @@ fn real_main(cli: Cli) -> Result<()> {
                 "start the gateway with: gatehoused run --data-dir {}",
                 data_dir.display()
             );
+            Ok(())
+        }
+        Command::Status {
+            data_dir,
+            config,
+            json,
+        } => {
+            let dir = match (data_dir, config) {
+                (Some(d), _) => d,
+                (None, Some(c)) => config_dir(&c),
+                (None, None) => {
+                    bail!("give --data-dir DIR or --config FILE of the running gateway")
+                }
+            };
+            let s = gatehouse_server::status::read(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", gatehouse_server::status::render(&s));
+            }
             Ok(())
         }
         Command::Check { config } => {

@@ -96,6 +96,7 @@ impl FileStamp {
 pub fn ike_responder_config(
     paths: &PkiPaths,
     cfg: &GatewayConfig,
+    sites: &[Arc<gatehouse_engine::ikev2::site::SitePeer>],
 ) -> Result<Arc<gatehouse_engine::ikev2::responder::ResponderConfig>> {
     use gatehouse_engine::ikev2::crypto::SigningKey;
     use gatehouse_engine::ikev2::peer_cert::PeerTrust;
@@ -146,6 +147,6 @@ pub fn ike_responder_config(
         fragment_size: 1280,
         hard_lifetime: parse_duration(&cfg.ikev2.hard_lifetime)
             .unwrap_or(gatehouse_engine::ikev2::responder::DEFAULT_HARD_LIFETIME),
-        sites: Vec::new(),
+        sites: sites.to_vec(),
     }))
 }

@@ -387,3 +387,134 @@ fn wrong_psk_and_mismatched_proposals_are_refused_with_reasons() -> Result<()> {
     );
     Ok(())
 }
+
+/// `gatehoused status --data-dir DIR` of a running gateway.
+fn gatehoused_status(dir: &GatewayDir) -> Result<String> {
+    let out = std::process::Command::new(gatehouse_tests::bin("gatehoused"))
+        .args(["status", "--data-dir"])
+        .arg(dir.path())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "gatehoused status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The status table's row for `connection`, once it says `state`.
+fn wait_status_row(dir: &GatewayDir, connection: &str, state: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = gatehoused_status(dir).unwrap_or_default();
+        if let Some(row) = table.lines().find(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.first() == Some(&connection) && cells.contains(&state)
+        }) {
+            return Ok(row.to_owned());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "gatehoused status shows no {state} row for {connection}:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A <-> C with a PSK and policy-based selectors, A initiating with short lifetimes: CHILD
+/// and IKE SA rekeys lose no ping; `gatehoused status` shows the connection; C dies without
+/// a word (SIGKILL) and comes back: A's DPD notices and A brings the tunnel back itself.
+#[test]
+fn strongswan_site_psk_policy_based_rekeys_dpd_and_status() -> Result<()> {
+    require_root();
+    require_commands(&["ip", "ping", "charon-systemd", "swanctl"]);
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let lab = SiteLab::new("sp", 74)?;
+    let logs = dir.path();
+    let gw_a = site_gateway_dir(&lab, SiteId::A, &logs.join("a"))?;
+    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "site key 74");
+    ac.policy_based = true;
+    ac.remote_address_space = vec![lab.c.lan.network()];
+    ac.child_lifetime = Some("8s".into());
+    ac.ike_lifetime = Some("20s".into());
+    ac.dpd = Some("3s".into());
+    add_connections(&gw_a, &[ac])?;
+    let mut c_cfg = SwanSiteConfig::between(
+        &lab,
+        SiteId::C,
+        SiteId::A,
+        SwanAuth::Psk("site key 74".into()),
+    );
+    c_cfg.start_action = StartAction::None;
+    c_cfg.remote_prefixes.push(lab.a.pool.network());
+    let mut c = SwanSite::start(&lab.c.gw, &logs.join("c"), &c_cfg)?;
+    let a = start(&lab, SiteId::A, &gw_a, logs)?;
+    let ctx = || format!("A:\n{}\nC:\n{}", a.log_tail(30), c.log_tail(30));
+    wait_up(&a, "ac").with_context(ctx)?;
+    let child = c.wait_child_installed(UP).with_context(ctx)?;
+    ensure!(
+        child
+            .local_ts
+            .iter()
+            .any(|t| t.contains(&lab.c.lan.network().to_string())),
+        "policy-based selectors expected: {:?} === {:?}",
+        child.local_ts,
+        child.remote_ts
+    );
+    wait_ping(&lab.a.host, lab.c.host_addr, Duration::from_secs(20)).with_context(ctx)?;
+    // 25 s of pings across three CHILD rekeys and an IKE rekey (A's lifetimes).
+    let ((sent, got), out) = ping_run(&lab.a.host, lab.c.host_addr, 50, "0.5")?;
+    ensure!(
+        got == sent,
+        "pings lost across rekeys: {got}/{sent}\n{out}\n{}",
+        ctx()
+    );
+    let requests = c.log().matches("CREATE_CHILD_SA request").count();
+    eprintln!(
+        "C answered {requests} CREATE_CHILD_SA requests (rekeys) in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    ensure!(
+        requests >= 3,
+        "C answered fewer than three CREATE_CHILD_SA requests:\n{}",
+        c.log_tail(40)
+    );
+    let row = wait_status_row(&gw_a, "ac", "connected")?;
+    eprintln!("status: {row}");
+
+    // C vanishes without a Delete; it comes back empty. A notices by DPD and re-initiates.
+    c.kill_hard();
+    c.restart()?;
+    let t_kill = Instant::now();
+    let ctx = || format!("A:\n{}\nC:\n{}", a.log_tail(30), c.log_tail(30));
+    a.wait_event(
+        "connection down",
+        |e| e.field("connection") == Some("ac"),
+        Duration::from_secs(60),
+    )
+    .with_context(ctx)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a
+        .events("connection up")
+        .iter()
+        .filter(|e| e.field("connection") == Some("ac"))
+        .count()
+        < 2
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "A did not bring ac back:\n{}",
+            ctx()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_ping(&lab.a.host, lab.c.host_addr, Duration::from_secs(20)).with_context(ctx)?;
+    eprintln!(
+        "C killed and restarted: A back in {:.1} s; total {:.1} s",
+        t_kill.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    wait_status_row(&gw_a, "ac", "connected")?;
+    Ok(())
+}

@@ -102,6 +102,8 @@ pub struct Gateway {
     ike: Option<ike::IkeState>,
     /// The engine's view of the `[[connection]]`s (kept for reloading the IKE config).
     site_peers: Vec<Arc<gatehouse_engine::ikev2::site::SitePeer>>,
+    /// Where `gateway.toml` (and `status.json`) live.
+    config_dir: PathBuf,
     out: Vec<u8>,
     dec: Vec<u8>,
 }
@@ -178,6 +180,7 @@ impl Gateway {
         Ok(Self {
             ike,
             site_peers,
+            config_dir,
             cfg,
             pki,
             ovpn,
@@ -323,7 +326,10 @@ impl Gateway {
                     armed = None;
                     self.handle_deadlines(Instant::now()).await;
                 }
-                _ = crl_tick.tick() => self.check_crl(),
+                _ = crl_tick.tick() => {
+                    self.check_crl();
+                    self.write_status(Instant::now());
+                }
                 _ = site_tick.tick() => self.site_tick(Instant::now()).await,
                 _ = stats_tick.tick() => {
                     if self.stats.total() > 0 || !self.sessions.is_empty() {

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::ike::{IkeEntry, IkeSa};
 use super::{Gateway, OsEntropy};
 use crate::config::{Connection, ConnectionAuth, GatewayConfig};
+use crate::status::{ConnectionStatus, GatewayStatus};
 
 /// Longest wait between attempts to bring a connection up.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -489,28 +490,75 @@ impl Gateway {
         }
     }
 
+    /// Each connection's state, peer and byte counts.
+    pub(super) fn site_statuses(&self, now: Instant) -> Vec<ConnectionStatus> {
+        let Some(ike) = self.ike.as_ref() else {
+            return Vec::new();
+        };
+        ike.sites
+            .iter()
+            .map(|s| {
+                let (rx, tx) = s
+                    .sas
+                    .iter()
+                    .filter_map(|o| ike.entries.get(o))
+                    .fold((s.rx_done, s.tx_done), |(r, t), e| {
+                        (r + e.rx_bytes, t + e.tx_bytes)
+                    });
+                let (state, detail) = match &s.state {
+                    SiteState::Connecting => ("connecting", String::new()),
+                    SiteState::Connected { since } => (
+                        "connected",
+                        format!("for {}s", now.saturating_duration_since(*since).as_secs()),
+                    ),
+                    SiteState::Down { reason } => ("down", reason.clone()),
+                };
+                let remote = s
+                    .active
+                    .and_then(|a| ike.entries.get(&a))
+                    .map(|e| e.session.peer().to_string())
+                    .unwrap_or_else(|| format!("{}:{}", s.conn.remote_gateway, s.conn.remote_port));
+                ConnectionStatus {
+                    name: s.conn.name.clone(),
+                    kind: s.conn.kind.to_string(),
+                    remote,
+                    state: state.into(),
+                    detail,
+                    rx_bytes: rx,
+                    tx_bytes: tx,
+                }
+            })
+            .collect()
+    }
+
     /// One status line per connection (the periodic status log).
     pub(super) fn log_site_status(&self, now: Instant) {
-        let Some(ike) = self.ike.as_ref() else {
-            return;
+        for c in self.site_statuses(now) {
+            info!(connection = %c.name, state = %c.state, detail = %c.detail, rx_bytes = c.rx_bytes, tx_bytes = c.tx_bytes, "connection status");
+        }
+    }
+
+    /// Rewrites `status.json` for `gatehoused status`.
+    pub(super) fn write_status(&self, now: Instant) {
+        let ike_clients = self.ike.as_ref().map_or(0, |i| {
+            i.entries
+                .values()
+                .filter(|e| e.site.is_none() && e.connected)
+                .count()
+        });
+        let clients = self
+            .sessions
+            .values()
+            .filter(|e| e.connected_at.is_some())
+            .count()
+            + ike_clients;
+        let status = GatewayStatus {
+            updated: crate::status::now_secs(),
+            clients,
+            connections: self.site_statuses(now),
         };
-        for s in &ike.sites {
-            let (rx, tx) = s
-                .sas
-                .iter()
-                .filter_map(|o| ike.entries.get(o))
-                .fold((s.rx_done, s.tx_done), |(r, t), e| {
-                    (r + e.rx_bytes, t + e.tx_bytes)
-                });
-            let (state, detail) = match &s.state {
-                SiteState::Connecting => ("connecting", String::new()),
-                SiteState::Connected { since } => (
-                    "connected",
-                    format!("for {}s", now.saturating_duration_since(*since).as_secs()),
-                ),
-                SiteState::Down { reason } => ("down", reason.clone()),
-            };
-            info!(connection = %s.conn.name, state, detail = %detail, rx_bytes = rx, tx_bytes = tx, "connection status");
+        if let Err(e) = crate::status::write(&self.config_dir, &status) {
+            debug!(error = %format!("{e:#}"), "cannot write the status file");
         }
     }
 }
