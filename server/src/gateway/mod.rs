@@ -363,6 +363,8 @@ impl Gateway {
             }
             self.drain_ike(now, id).await;
         }
+        // A status file left behind would show a stopped gateway as running for a while.
+        let _ = std::fs::remove_file(crate::status::path(&self.config_dir));
         info!(drops = %self.stats, "gateway stopped");
     }
 
