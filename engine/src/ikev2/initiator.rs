@@ -57,7 +57,7 @@ use super::collision::ours_is_redundant;
 use super::crypto::natd::{fake_source_hash, natd_hash};
 use super::crypto::sign::{AuthMethod as SignMethod, SigningKey, signed_octets, verify_auth};
 use super::crypto::sign::{psk_auth, verify_psk_auth};
-use super::crypto::{ChildSaKeys, DhGroup, DhPrivate, IkeSaKeys, SkKeys};
+use super::crypto::{ChildSaKeys, DhGroup, DhPrivate, IkeSaKeys, Prf, SkKeys};
 use super::message::{self, Opened, Reassembly};
 use super::peer_cert::{PeerTrust, id_matches_cert};
 use super::proposal::{IkeChoice, IkeSuite, Policy, choose_esp, choose_ike, esp_offer, ike_offer};
@@ -1180,13 +1180,31 @@ impl IkeInitiator {
         });
     }
 
-    /// Checks a road-warrior gateway's certificate, identity and signature.
-    fn verify_gateway_auth(
+    /// The octets the responder signed (RFC 7296 2.15) for identity `idr`.
+    pub(super) fn responder_octets(&self, idr: &IdPayload<'_>) -> Option<(Prf, Vec<u8>)> {
+        let sa = self.sa.as_ref()?;
+        let mut idr_body = Vec::new();
+        idr.emit_body(&mut idr_body);
+        let octets = signed_octets(
+            sa.suite.prf,
+            &sa.keys.sk_pr,
+            &self.init_response,
+            &self.ni,
+            &idr_body,
+        );
+        Some((sa.suite.prf, octets))
+    }
+
+    /// Checks the responder's certificate chain (CA, validity, serverAuth, CRL), that `idr`
+    /// is a name in it, and its AUTH signature over `octets`. `who` starts the reasons.
+    pub(super) fn verify_cert_auth(
         &mut self,
         now: Instant,
         idr: &IdPayload<'_>,
         auth: &AuthPayload<'_>,
         certs: &[CertificateDer<'_>],
+        octets: &[u8],
+        who: &str,
     ) -> bool {
         let Some(time) = self.cfg.time.current_time() else {
             self.auth_failed(now, "system clock unavailable".into(), true);
@@ -1195,50 +1213,61 @@ impl IkeInitiator {
         let verified = match self.cfg.trust.verify(certs, time, false) {
             Ok(v) => v,
             Err(r) => {
-                self.auth_failed(now, format!("gateway certificate: {}", r.reason), true);
+                self.auth_failed(now, format!("{who} certificate: {}", r.reason), true);
                 return false;
             }
         };
-        if !id_matches_cert(idr, &certs[0]) {
+        if !certs
+            .first()
+            .is_some_and(|c| id_matches_cert(idr, c.as_ref()))
+        {
             self.auth_failed(
                 now,
-                "gateway's IKE identity is not in its certificate".into(),
+                format!("{who}'s IKE identity is not in its certificate"),
                 true,
             );
             return false;
         }
+        let ok = SignMethod::from_id(auth.method.0)
+            .filter(|m| *m != SignMethod::SharedKeyMic)
+            .is_some_and(|m| verify_auth(m, &verified.spki, octets, auth.data).is_ok());
+        if !ok {
+            self.auth_failed(
+                now,
+                format!(
+                    "{who}'s AUTH payload (method {}) does not verify with its certificate",
+                    auth.method.0
+                ),
+                true,
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Checks a road-warrior gateway's certificate, identity and signature, and that it is
+    /// the gateway the user asked for.
+    fn verify_gateway_auth(
+        &mut self,
+        now: Instant,
+        idr: &IdPayload<'_>,
+        auth: &AuthPayload<'_>,
+        certs: &[CertificateDer<'_>],
+    ) -> bool {
+        let Some((_, octets)) = self.responder_octets(idr) else {
+            return false;
+        };
+        if !self.verify_cert_auth(now, idr, auth, certs, &octets, "gateway") {
+            return false;
+        }
         if let Some(want) = self.cfg.remote_id.clone()
-            && !name_in_sans(&want, &certs[0])
+            && !certs.first().is_some_and(|c| name_in_sans(&want, c))
         {
             self.auth_failed(
                 now,
                 format!(
                     "gateway certificate is not for {want} (not among its subject alternative \
                      names): wrong address, or someone else's gateway"
-                ),
-                true,
-            );
-            return false;
-        }
-        let Some((prf, sk_pr)) = self
-            .sa
-            .as_ref()
-            .map(|k| (k.suite.prf, k.keys.sk_pr.clone()))
-        else {
-            return false;
-        };
-        let mut idr_body = Vec::new();
-        idr.emit_body(&mut idr_body);
-        let octets = signed_octets(prf, &sk_pr, &self.init_response, &self.ni, &idr_body);
-        let ok = SignMethod::from_id(auth.method.0)
-            .filter(|m| *m != SignMethod::SharedKeyMic)
-            .is_some_and(|m| verify_auth(m, &verified.spki, &octets, auth.data).is_ok());
-        if !ok {
-            self.auth_failed(
-                now,
-                format!(
-                    "gateway's AUTH payload (method {}) does not verify with its certificate",
-                    auth.method.0
                 ),
                 true,
             );

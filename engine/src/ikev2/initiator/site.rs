@@ -28,16 +28,9 @@ impl IkeInitiator {
             );
             return false;
         }
-        let Some((prf, sk_pr)) = self
-            .sa
-            .as_ref()
-            .map(|k| (k.suite.prf, k.keys.sk_pr.clone()))
-        else {
+        let Some((prf, octets)) = self.responder_octets(idr) else {
             return false;
         };
-        let mut idr_body = Vec::new();
-        idr.emit_body(&mut idr_body);
-        let octets = signed_octets(prf, &sk_pr, &self.init_response, &self.ni, &idr_body);
         let method = SignMethod::from_id(auth.method.0);
         match &site.auth {
             SiteAuth::Psk(key) => {
@@ -65,47 +58,8 @@ impl IkeInitiator {
                 true
             }
             SiteAuth::Certificate => {
-                let Some(time) = self.cfg.time.current_time() else {
-                    self.auth_failed(now, "system clock unavailable".into(), true);
-                    return false;
-                };
-                let verified = match self.cfg.trust.verify(certs, time, false) {
-                    Ok(v) => v,
-                    Err(r) => {
-                        self.auth_failed(
-                            now,
-                            format!("connection {name}: peer certificate refused: {}", r.reason),
-                            true,
-                        );
-                        return false;
-                    }
-                };
-                if !certs
-                    .first()
-                    .is_some_and(|c| id_matches_cert(idr, c.as_ref()))
-                {
-                    self.auth_failed(
-                        now,
-                        format!("connection {name}: the peer's identity is not in its certificate"),
-                        true,
-                    );
-                    return false;
-                }
-                let ok = method
-                    .filter(|m| *m != SignMethod::SharedKeyMic)
-                    .is_some_and(|m| verify_auth(m, &verified.spki, &octets, auth.data).is_ok());
-                if !ok {
-                    self.auth_failed(
-                        now,
-                        format!(
-                            "connection {name}: the peer's AUTH payload (method {}) does not verify with its certificate",
-                            auth.method.0
-                        ),
-                        true,
-                    );
-                    return false;
-                }
-                true
+                let who = format!("connection {name}: the peer");
+                self.verify_cert_auth(now, idr, auth, certs, &octets, &who)
             }
         }
     }

@@ -322,18 +322,32 @@ impl IkeResponder {
             Payload::TsR(tsr.clone()),
         ];
         self.send_response(ExchangeType::IKE_AUTH, p.message_id, &payloads);
-        self.narrowed = Some((tsi, tsr));
+        self.established(now, (tsi, tsr), our_spi, p.peer_esp_spi, cipher, sa);
+    }
+
+    /// IKE_AUTH answered: the SA is up with its first CHILD SA (`narrowed` are the selectors
+    /// later CHILD SA rekeys get).
+    pub(super) fn established(
+        &mut self,
+        now: Instant,
+        narrowed: (TsPayload, TsPayload),
+        our_spi: u32,
+        peer_spi: u32,
+        cipher: EspCipher,
+        sa: EspSa,
+    ) {
+        self.narrowed = Some(narrowed);
         self.state = State::Established;
         self.last_rx = now;
         self.children.push(Child {
             our_spi,
-            peer_spi: p.peer_esp_spi,
+            peer_spi,
             created: now,
             replaced: false,
         });
         self.events.push_back(IkeEvent::ChildUp {
             our_spi,
-            peer_spi: p.peer_esp_spi,
+            peer_spi,
             cipher,
             sa: Box::new(sa),
             rekey_of: None,

@@ -273,21 +273,6 @@ impl IkeResponder {
         payloads.push(Payload::TsI(tsi.clone()));
         payloads.push(Payload::TsR(tsr.clone()));
         self.send_response(ExchangeType::IKE_AUTH, p.message_id, &payloads);
-        self.narrowed = Some((tsi, tsr));
-        self.state = State::Established;
-        self.last_rx = now;
-        self.children.push(Child {
-            our_spi,
-            peer_spi: p.peer_esp_spi,
-            created: now,
-            replaced: false,
-        });
-        self.events.push_back(IkeEvent::ChildUp {
-            our_spi,
-            peer_spi: p.peer_esp_spi,
-            cipher,
-            sa: Box::new(sa),
-            rekey_of: None,
-        });
+        self.established(now, (tsi, tsr), our_spi, p.peer_esp_spi, cipher, sa);
     }
 }
