@@ -19,7 +19,7 @@
 //! `dpd_action` / `close_action = trap`): one side initiates (`start`) or is told to
 //! ([`SwanSite::initiate`]).
 //!
-//! ```ignore
+//! ```text
 //! let lab = SiteLab::new("s2s", 71)?;                      // declare the lab first
 //! let mut cfg = SwanSiteConfig::between(&lab, SiteId::C, SiteId::A, SwanAuth::Psk(psk));
 //! cfg.remote_prefixes.push(lab.a.pool);                    // A's point-to-site clients too
