@@ -19,7 +19,9 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc
   xvfb dbus-daemon libglib2.0-bin at-spi2-core python3-pyatspi imagemagick
   libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1
   # Software Vulkan (lavapipe): the desktop app's snapshot tests render through it.
-  mesa-vulkan-drivers libvulkan1)
+  mesa-vulkan-drivers libvulkan1
+  # The desktop entry (tests/tests/installers.rs).
+  desktop-file-utils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -373,3 +373,56 @@ fn unit_parser_handles_comments_continuations_and_repeats() -> Result<()> {
     assert!(parse_unit("Key=1\n").is_err());
     Ok(())
 }
+
+/// The Linux desktop entry launches the desktop app this workspace builds, under the app id
+/// its window announces (so desktops group the window with the entry), and
+/// `desktop-file-validate` has nothing to say about it.
+#[test]
+fn desktop_entry_launches_the_app_and_validates() -> Result<()> {
+    let path = installers().join("linux").join("gatehouse-gui.desktop");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let entry = parse_unit(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let e = entry
+        .get("Desktop Entry")
+        .context("no [Desktop Entry] group")?;
+    let one = |k: &str| -> Result<&str> {
+        e.get(k)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+            .with_context(|| format!("{} has no {k}=", path.display()))
+    };
+    ensure!(one("Type")? == "Application");
+    ensure!(one("Exec")? == "gatehouse-gui", "Exec={}", one("Exec")?);
+    ensure!(one("Terminal")? == "false");
+    ensure!(
+        bin("gatehouse-gui").exists(),
+        "the workspace builds no gatehouse-gui at {}",
+        bin("gatehouse-gui").display()
+    );
+    let main_rs = installers()
+        .parent()
+        .map(|p| p.join("client-gui/src/main.rs"))
+        .context("workspace root")?;
+    let main = fs::read_to_string(&main_rs)?;
+    let wm_class = one("StartupWMClass")?;
+    ensure!(
+        main.contains(&format!("with_app_id(\"{wm_class}\")")),
+        "StartupWMClass={wm_class} is not the app id set in {}",
+        main_rs.display()
+    );
+    let out = Command::new("desktop-file-validate")
+        .arg(&path)
+        .output()
+        .context("running desktop-file-validate (Debian package desktop-file-utils)")?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success() && said.trim().is_empty(),
+        "desktop-file-validate complained:\n{said}"
+    );
+    println!("ok {} validates and launches gatehouse-gui", path.display());
+    Ok(())
+}
