@@ -483,19 +483,18 @@ impl Gateway {
                     }
                 }
             }
-            IkeEvent::Refused { client, reason } => {
+            IkeEvent::Refused {
+                client,
+                reason,
+                site,
+            } => {
                 let remote = self
                     .ike
                     .as_ref()
                     .and_then(|i| i.entries.get(&id))
                     .map(|e| e.session.peer().to_string())
                     .unwrap_or_default();
-                let site_name = client.as_deref().is_some_and(|c| {
-                    self.ike
-                        .as_ref()
-                        .is_some_and(|i| i.sites.iter().any(|s| s.conn.name == c))
-                });
-                if self.is_site_sa(id) || site_name {
+                if site {
                     warn!(connection = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, "connection refused");
                     return;
                 }

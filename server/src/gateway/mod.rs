@@ -100,8 +100,6 @@ pub struct Gateway {
     tcp: Option<TcpListener>,
     tun: Arc<tun_rs::AsyncDevice>,
     ike: Option<ike::IkeState>,
-    /// The engine's view of the `[[connection]]`s (kept for reloading the IKE config).
-    site_peers: Vec<Arc<gatehouse_engine::ikev2::site::SitePeer>>,
     /// Where `gateway.toml` (and `status.json`) live.
     config_dir: PathBuf,
     out: Vec<u8>,
@@ -179,7 +177,6 @@ impl Gateway {
         };
         Ok(Self {
             ike,
-            site_peers,
             config_dir,
             cfg,
             pki,
@@ -378,7 +375,8 @@ impl Gateway {
             return;
         }
         if let Some(ike) = self.ike.as_mut() {
-            match crate::tls::ike_responder_config(&self.pki, &self.cfg, &self.site_peers) {
+            let peers: Vec<_> = ike.sites.iter().map(|s| s.peer.clone()).collect();
+            match crate::tls::ike_responder_config(&self.pki, &self.cfg, &peers) {
                 Ok(c) => ike.cfg = c,
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), "CRL changed but IKEv2 could not reload it; keeping the previous one");

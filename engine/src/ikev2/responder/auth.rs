@@ -22,6 +22,7 @@ use crate::wire::ikev2::{
 impl IkeResponder {
     pub(super) fn refuse(&mut self, message_id: u32, client: Option<String>, reason: String) {
         self.events.push_back(IkeEvent::Refused {
+            site: self.site_claimed,
             client,
             reason: reason.clone(),
         });
@@ -87,6 +88,8 @@ impl IkeResponder {
             return;
         }
         if psk && let Some(s) = self.site.clone() {
+            // A PSK from a site's address: a site peer with the wrong identity.
+            self.site_claimed = true;
             self.refuse(
                 message_id,
                 Some(s.name.clone()),

@@ -183,8 +183,10 @@ pub enum IkeEvent {
         /// SAs of this site are stale.
         initial_contact: bool,
     },
-    /// The client was refused before it got a tunnel.
+    /// The peer was refused before it got a tunnel.
     Refused {
+        /// It identified as a site-to-site peer (`client` is then the connection's name).
+        site: bool,
         /// Its certificate's name, when known.
         client: Option<String>,
         /// Why.
@@ -335,6 +337,8 @@ pub struct IkeResponder {
     /// IKE_SA_INIT, confirmed by IKE_AUTH ([`IkeResponder::site`]).
     site: Option<Arc<SitePeer>>,
     site_confirmed: bool,
+    /// IKE_AUTH named a site (refusals are then the site's).
+    site_claimed: bool,
 }
 
 fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
@@ -564,6 +568,7 @@ pub fn respond_to_init(
         child_collision: None,
         site,
         site_confirmed: false,
+        site_claimed: false,
     };
     r.transmits.push_back(Transmit {
         to: peer,

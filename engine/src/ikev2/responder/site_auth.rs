@@ -49,6 +49,7 @@ impl IkeResponder {
     /// asks for does not fit the connection).
     fn refuse_with(&mut self, message_id: u32, name: String, t: NotifyType, reason: String) {
         self.events.push_back(IkeEvent::Refused {
+            site: true,
             client: Some(name),
             reason: reason.clone(),
         });
@@ -57,6 +58,7 @@ impl IkeResponder {
     }
 
     pub(super) fn on_site_auth(&mut self, site: Arc<SitePeer>, req: SiteRequest<'_, '_>) {
+        self.site_claimed = true;
         let name = site.name.clone();
         let id_text = describe_id(req.idi);
         let mid = req.message_id;
