@@ -12,7 +12,7 @@ fi
 # Real peers and tools the end-to-end tests drive.
 APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc
   strongswan-swanctl charon-systemd charon-cmd libcharon-extra-plugins
-  libstrongswan-extra-plugins strongswan-pki
+  libstrongswan-extra-plugins libstrongswan-standard-plugins strongswan-pki
   gcc-mingw-w64-x86-64
   # The desktop app end to end (tests/tests/gui_desktop.rs): X server, session D-Bus,
   # AT-SPI with Python bindings, screenshots, and Mesa's software OpenGL for the window.
@@ -21,7 +21,9 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc
   # Software Vulkan (lavapipe): the desktop app's snapshot tests render through it.
   mesa-vulkan-drivers libvulkan1
   # The desktop entry (tests/tests/installers.rs).
-  desktop-file-utils)
+  desktop-file-utils
+  # systemd-analyze verifies the systemd units (tests/tests/installers.rs).
+  systemd)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,6 +34,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 [ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 666 /dev/net/tun; }
+
+echo "== the install list covers every program, plugin and library the tests use"
+/usr/bin/python3 scripts/check-test-packages.py
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Windows is a first-class client target: the client core and the desktop app are

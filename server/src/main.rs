@@ -176,6 +176,7 @@ fn real_main(cli: Cli) -> Result<()> {
                         let o = opts.to_options();
                         tracing::info!(data_dir = %dir.display(), public_addr = %o.public_addr, "first run: bootstrapping configuration, CA and gateway certificate");
                         datadir::init(&dir, &o)?;
+                        eprint!("{}", first_run_guide(&dir, &o.public_addr));
                     }
                     path
                 }
@@ -195,6 +196,30 @@ fn real_main(cli: Cli) -> Result<()> {
             })
         }
     }
+}
+
+/// What a newcomer does after the first run bootstrapped `dir`: where the files are, how to
+/// issue a client certificate and hand it over. Printed once, before the gateway starts.
+fn first_run_guide(dir: &Path, public_addr: &str) -> String {
+    let d = dir.display();
+    format!(
+        "
+Gatehouse bootstrapped {d}:
+  {d}/gateway.toml      configuration (check it with: gatehoused check --config {d}/gateway.toml)
+  {d}/pki/              CA, gateway certificate for {public_addr}, certificate registry, CRL
+
+Next steps (in another shell, as root or the owner of {d}):
+  1. issue a client certificate:
+       gatehouse-certs --pki {d}/pki issue-client alice
+  2. export a profile for the client:
+       gatehouse-certs --pki {d}/pki export alice --gateway {public_addr} --format ovpn -o alice.ovpn
+     (--format gatehouse for the Gatehouse app, pkcs12, swanctl for strongSwan; clients must
+     reach {public_addr} - pass --public-addr on the first run to change it)
+  3. on the client: openvpn --config alice.ovpn, or gatehouse import alice.ovpn && gatehouse connect alice
+  revoke with: gatehouse-certs --pki {d}/pki revoke alice
+
+"
+    )
 }
 
 fn config_dir(config: &Path) -> PathBuf {

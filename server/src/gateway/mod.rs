@@ -106,6 +106,38 @@ pub struct Gateway {
     dec: Vec<u8>,
 }
 
+/// Every socket the gateway serves, for the start-up log line: operators open these in their
+/// firewall, so none may be missing (`openvpn/udp 0.0.0.0:1194, openvpn/tcp 0.0.0.0:443,
+/// ikev2/udp 0.0.0.0:500, ikev2-natt/udp 0.0.0.0:4500`).
+fn listeners(cfg: &GatewayConfig) -> String {
+    let o = &cfg.openvpn;
+    let mut l = Vec::new();
+    if o.udp_port != 0 {
+        l.push(format!(
+            "openvpn/udp {}",
+            SocketAddr::new(o.listen, o.udp_port)
+        ));
+    }
+    if o.tcp_port != 0 {
+        l.push(format!(
+            "openvpn/tcp {}",
+            SocketAddr::new(o.listen, o.tcp_port)
+        ));
+    }
+    if cfg.ikev2.enabled {
+        let i = &cfg.ikev2;
+        l.push(format!(
+            "ikev2/udp {}",
+            SocketAddr::new(i.listen, i.ike_port)
+        ));
+        l.push(format!(
+            "ikev2-natt/udp {}",
+            SocketAddr::new(i.listen, i.natt_port)
+        ));
+    }
+    l.join(", ")
+}
+
 impl Gateway {
     /// Loads TLS material, creates the TUN device and binds the listeners.
     pub async fn bind(cfg: GatewayConfig, config_dir: PathBuf) -> Result<Self> {
@@ -238,11 +270,10 @@ impl Gateway {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         info!(
+            listening = %listeners(&self.cfg),
             tun = %self.cfg.tun_name,
             tun_addr = %self.pool.gateway_addr(),
             client_pool = %self.cfg.client_pool,
-            udp = self.cfg.openvpn.udp_port,
-            tcp = self.cfg.openvpn.tcp_port,
             address_space = ?self.cfg.address_space.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             tls_ekm = self.cfg.openvpn.tls_ekm,
             "gateway ready"
