@@ -18,6 +18,7 @@ use super::keymethod::{
 use super::keys::{DataKeys, EKM_LABEL, KEY_BLOCK_LEN, Role, prf_key_block};
 use super::push::PushReply;
 use super::tls::{alert_refusal, refusal_of};
+use super::wrap::ClientWrap;
 use crate::entropy::Entropy;
 use crate::wire::openvpn::{ControlPacket, Opcode};
 
@@ -40,6 +41,8 @@ pub struct ClientConfig {
     pub transition_window: Duration,
     /// Version string announced as IV_VER.
     pub version: String,
+    /// Control-channel wrapper (`tls-auth`, `tls-crypt`, `tls-crypt-v2`).
+    pub wrap: ClientWrap,
 }
 
 impl ClientConfig {
@@ -54,6 +57,7 @@ impl ClientConfig {
             handshake_timeout: Duration::from_secs(60),
             transition_window: Duration::from_secs(60),
             version: "gatehouse".into(),
+            wrap: ClientWrap::None,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod reliable;
 pub mod replay;
 pub mod server;
 pub mod tls;
+pub mod wrap;
 
 pub use datapath::{DataOutcome, DataPathError};
 pub use key_state::ControlError;
