@@ -31,11 +31,15 @@ pub mod manager;
 pub mod ovpn;
 pub mod platform;
 pub mod profile;
+pub mod secrets;
 pub mod service;
 pub mod status;
 mod store;
 
 pub use error::{ProfileError, Result};
 pub use keys::{KeyStore, Keyring};
-pub use profile::{KeyLocation, Protocol, ProtocolKind, Source, StoredProfile, check_name};
+pub use profile::{
+    ControlWrap, KeyLocation, Protocol, ProtocolKind, Remote, Source, StoredProfile, WrapKind,
+    X509NameCheck, X509NameKind, check_name,
+};
 pub use store::{Imported, ProfileStore, home_dir};

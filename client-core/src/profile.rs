@@ -124,9 +124,98 @@ impl fmt::Display for KeyLocation {
     }
 }
 
+/// One server to try (an `.ovpn` file's `remote` line or `<connection>` block).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Remote {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `openvpn-udp` or `openvpn-tcp`.
+    pub kind: ProtocolKind,
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} ({})", self.host, self.port, self.kind)
+    }
+}
+
+/// Which control-channel wrapper a profile uses. Its key is a secret: it is kept with the
+/// private key (OS keyring or key file), never in the profile file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WrapKind {
+    /// `tls-auth`: HMAC over every control packet.
+    TlsAuth,
+    /// `tls-crypt`: control packets encrypted and authenticated with a shared key.
+    TlsCrypt,
+    /// `tls-crypt-v2`: like tls-crypt with a per-client key.
+    TlsCryptV2,
+}
+
+impl WrapKind {
+    /// The OpenVPN option name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WrapKind::TlsAuth => "tls-auth",
+            WrapKind::TlsCrypt => "tls-crypt",
+            WrapKind::TlsCryptV2 => "tls-crypt-v2",
+        }
+    }
+}
+
+/// The control-channel wrapper of a profile (its key lives with the private key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlWrap {
+    /// tls-auth, tls-crypt or tls-crypt-v2.
+    pub kind: WrapKind,
+    /// tls-auth key direction (`key-direction` or the argument of `tls-auth FILE DIR`):
+    /// 0 or 1, or none for bidirectional use of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<u8>,
+    /// tls-auth HMAC digest, an OpenVPN name from `auth` (`SHA1` when the file names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// What `verify-x509-name` asks of the gateway's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct X509NameCheck {
+    /// How `value` is compared.
+    pub kind: X509NameKind,
+    /// The name, prefix or subject.
+    pub value: String,
+}
+
+/// The type argument of `verify-x509-name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum X509NameKind {
+    /// The whole subject (`C=.., O=.., CN=..`); OpenVPN's default.
+    Subject,
+    /// The common name, exactly.
+    Name,
+    /// The common name starts with the value.
+    NamePrefix,
+}
+
+/// The profile file format written today; files without a `version` are version 1.
+pub const PROFILE_VERSION: u32 = 2;
+
+fn version_1() -> u32 {
+    1
+}
+
 /// A profile as the client keeps it (`GATEHOUSE_HOME/profiles/NAME.toml`), without its key.
+///
+/// Version 2 added `remotes`, `remote_random`, `redirect_gateway`, `verify_x509_name` and
+/// `control_wrap`; version 1 files load with those empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredProfile {
+    /// The file format ([`PROFILE_VERSION`] when written now).
+    #[serde(default = "version_1")]
+    pub version: u32,
     /// The profile's name: letters, digits, `-`, `_`, `.` (see [`check_name`]).
     pub name: String,
     /// The gateway's host name or IP address.
@@ -142,8 +231,25 @@ pub struct StoredProfile {
     pub ca_pem: String,
     /// The client certificate (PEM).
     pub cert_pem: String,
+    /// Send all traffic through the tunnel even if the gateway does not push it (the
+    /// `.ovpn` file said `redirect-gateway def1`).
+    #[serde(default)]
+    pub redirect_gateway: bool,
+    /// Try `remotes` in a random order (`remote-random`).
+    #[serde(default)]
+    pub remote_random: bool,
     /// The protocols to try, in order of preference; never empty.
     pub protocols: Vec<Protocol>,
+    /// The servers to try, in order (`.ovpn` imports); empty means `gateway` with each of
+    /// `protocols`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<Remote>,
+    /// The control-channel wrapper, if the gateway wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_wrap: Option<ControlWrap>,
+    /// What the gateway certificate's name must be, when the `.ovpn` file said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_x509_name: Option<X509NameCheck>,
 }
 
 impl StoredProfile {
@@ -206,6 +312,7 @@ mod tests {
     #[test]
     fn stored_profile_round_trips_through_toml() {
         let p = StoredProfile {
+            version: PROFILE_VERSION,
             name: "alice".into(),
             gateway: "vpn.example.com".into(),
             key_location: KeyLocation::File("/tmp/keys/alice.key".into()),
@@ -223,8 +330,35 @@ mod tests {
                     port: 443,
                 },
             ],
+            redirect_gateway: true,
+            remote_random: true,
+            remotes: vec![
+                Remote {
+                    host: "a.example".into(),
+                    port: 1194,
+                    kind: ProtocolKind::OpenvpnUdp,
+                },
+                Remote {
+                    host: "b.example".into(),
+                    port: 443,
+                    kind: ProtocolKind::OpenvpnTcp,
+                },
+            ],
+            control_wrap: Some(ControlWrap {
+                kind: WrapKind::TlsAuth,
+                direction: Some(1),
+                digest: Some("SHA256".into()),
+            }),
+            verify_x509_name: Some(X509NameCheck {
+                kind: X509NameKind::Name,
+                value: "server_x".into(),
+            }),
         };
         let text = p.to_toml();
+        assert!(
+            !text.contains("Static key"),
+            "no key in the profile file: {text}"
+        );
         assert!(text.contains("kind = \"openvpn-udp\""), "{text}");
         assert_eq!(toml::from_str::<StoredProfile>(&text).unwrap(), p);
         let keyring = StoredProfile {
@@ -233,5 +367,27 @@ mod tests {
         };
         let text = keyring.to_toml();
         assert_eq!(toml::from_str::<StoredProfile>(&text).unwrap(), keyring);
+    }
+
+    #[test]
+    fn version_1_profile_files_still_load() {
+        // What the client wrote before version 2, byte for byte.
+        let v1 = r#"name = "alice"
+gateway = "vpn.example.com"
+key_location = "keyring"
+source = "ovpn"
+ciphers = ["AES-256-GCM"]
+ca_pem = "ca"
+cert_pem = "cert"
+
+[[protocols]]
+kind = "openvpn-udp"
+port = 1194
+"#;
+        let p: StoredProfile = toml::from_str(v1).unwrap();
+        assert_eq!(p.version, 1);
+        assert_eq!(p.gateway, "vpn.example.com");
+        assert!(p.remotes.is_empty() && p.control_wrap.is_none() && !p.redirect_gateway);
+        assert_eq!(p.port(ProtocolKind::OpenvpnUdp), Some(1194));
     }
 }

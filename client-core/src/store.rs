@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{ProfileError, Result};
 use crate::keys::KeyStore;
 use crate::ovpn;
-use crate::profile::{KeyLocation, Protocol, SUPPORTED_CIPHERS, Source, StoredProfile, check_name};
+use crate::profile::{
+    KeyLocation, PROFILE_VERSION, Protocol, SUPPORTED_CIPHERS, Source, StoredProfile, check_name,
+};
 
 const PROFILES_DIR: &str = "profiles";
 const PROFILE_EXT: &str = "toml";
@@ -101,7 +103,14 @@ impl ProfileStore {
     /// `name`, or by default the profile's own name (Gatehouse) or the file's stem (.ovpn).
     pub fn import(&self, file: &Path, name: Option<&str>) -> Result<Imported> {
         let text = fs::read_to_string(file).map_err(|e| ProfileError::io("read", file, e))?;
-        self.import_str(&text, &file.display().to_string(), name)
+        let dir = file.parent().map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        });
+        self.import_in(&text, &file.display().to_string(), dir, name)
     }
 
     /// Imports profile text, e.g. a file dropped on the desktop app. `source_name` is the
@@ -112,7 +121,18 @@ impl ProfileStore {
         source_name: &str,
         name: Option<&str>,
     ) -> Result<Imported> {
-        let (parsed, default_name) = parse_any(text, source_name)?;
+        self.import_in(text, source_name, None, name)
+    }
+
+    /// Imports profile text whose `.ovpn` directives may name files in `dir`.
+    fn import_in(
+        &self,
+        text: &str,
+        source_name: &str,
+        dir: Option<&Path>,
+        name: Option<&str>,
+    ) -> Result<Imported> {
+        let (parsed, default_name) = parse_any(text, source_name, dir)?;
         let name = match name {
             Some(n) => n.to_string(),
             None => default_name,
@@ -234,8 +254,9 @@ impl ProfileStore {
         Ok(renamed)
     }
 
-    /// The private key (PEM) of profile `name`, to hand to the client service when
-    /// connecting.
+    /// The secrets of profile `name`, to hand to the client service when connecting: the
+    /// private key (PEM), followed by the control-channel key (`-----BEGIN OpenVPN ...`)
+    /// when the profile has a wrapper ([`crate::secrets::split`] takes them apart).
     pub fn key_pem(&self, name: &str) -> Result<String> {
         let profile = self.get(name)?;
         self.keys
@@ -322,7 +343,7 @@ struct Parsed {
 }
 
 /// Parses a Gatehouse profile or an `.ovpn` file; returns it and its default name.
-fn parse_any(text: &str, source_name: &str) -> Result<(Parsed, String)> {
+fn parse_any(text: &str, source_name: &str, dir: Option<&Path>) -> Result<(Parsed, String)> {
     // A TOML document with a `format` key is meant to be a Gatehouse profile (an .ovpn file
     // is never valid TOML), so its errors are reported as such.
     let is_gatehouse = text
@@ -337,6 +358,7 @@ fn parse_any(text: &str, source_name: &str) -> Result<(Parsed, String)> {
         })?;
         let parsed = Parsed {
             profile: StoredProfile {
+                version: PROFILE_VERSION,
                 name: String::new(),
                 gateway: p.gateway,
                 key_location: KeyLocation::Keyring,
@@ -344,6 +366,8 @@ fn parse_any(text: &str, source_name: &str) -> Result<(Parsed, String)> {
                 ciphers: SUPPORTED_CIPHERS.map(String::from).to_vec(),
                 ca_pem: p.ca,
                 cert_pem: p.cert,
+                redirect_gateway: false,
+                remote_random: false,
                 protocols: p
                     .protocols
                     .iter()
@@ -352,19 +376,23 @@ fn parse_any(text: &str, source_name: &str) -> Result<(Parsed, String)> {
                         port: e.port,
                     })
                     .collect(),
+                remotes: Vec::new(),
+                control_wrap: None,
+                verify_x509_name: None,
             },
             key_pem: p.key,
             warnings: Vec::new(),
         };
         return Ok((parsed, p.name));
     }
-    let o = ovpn::parse(text, source_name)?;
+    let o = ovpn::parse_in(text, source_name, dir)?;
     let stem = Path::new(source_name)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let parsed = Parsed {
         profile: StoredProfile {
+            version: PROFILE_VERSION,
             name: String::new(),
             gateway: o.gateway,
             key_location: KeyLocation::Keyring,
@@ -372,9 +400,14 @@ fn parse_any(text: &str, source_name: &str) -> Result<(Parsed, String)> {
             ciphers: o.ciphers,
             ca_pem: o.ca_pem,
             cert_pem: o.cert_pem,
+            redirect_gateway: o.redirect_gateway,
+            remote_random: o.remote_random,
             protocols: o.protocols,
+            remotes: o.remotes,
+            control_wrap: o.control_wrap,
+            verify_x509_name: o.verify_x509_name,
         },
-        key_pem: o.key_pem,
+        key_pem: crate::secrets::join(&o.key_pem, o.wrap_key_pem.as_deref()),
         warnings: o.warnings,
     };
     Ok((parsed, stem))

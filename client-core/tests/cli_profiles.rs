@@ -95,8 +95,11 @@ fn import_list_and_remove_profiles() {
     let mut bob = pki
         .export("bob", "vpn.example.com", Format::Ovpn, None)
         .unwrap();
-    bob.extend_from_slice(b"comp-lzo\ntls-auth ta.key 1\nfragment 1300\n");
+    bob.extend_from_slice(b"comp-lzo\ntls-auth ta.key 1\nmssfix 1300\n");
     let bob_file = env.write("bob-laptop.ovpn", &bob);
+    // The tls-auth key next to the .ovpn file, as `tls-auth ta.key 1` names it.
+    let ta_key = gatehouse_engine::openvpn::wrap::StaticKey::from_bytes([7; 256]).to_pem();
+    env.write("ta.key", ta_key.as_bytes());
 
     // Nothing yet.
     let (stdout, _) = ok(&env.gatehouse(&["profiles"]));
@@ -124,7 +127,7 @@ fn import_list_and_remove_profiles() {
     // A stock .ovpn under a name of our choosing; what we don't do is named.
     let (stdout, stderr) = ok(&env.gatehouse(&["import", path_str(&bob_file), "--name", "bob"]));
     assert!(stdout.contains("imported profile bob"), "{stdout}");
-    for name in ["comp-lzo", "tls-auth", "fragment"] {
+    for name in ["comp-lzo", "mssfix"] {
         assert!(
             stderr
                 .lines()
@@ -133,6 +136,20 @@ fn import_list_and_remove_profiles() {
         );
     }
     assert_eq!(mode(&env.home.join("keys/bob.key")), 0o600);
+    // The tls-auth key is a secret: kept with the private key, not in the profile file.
+    let bob_secrets = fs::read_to_string(env.home.join("keys/bob.key")).unwrap();
+    assert!(
+        bob_secrets.contains("PRIVATE KEY")
+            && bob_secrets.contains(ta_key[ta_key.find("-----BEGIN").unwrap()..].trim()),
+        "{bob_secrets}"
+    );
+    let stored = fs::read_to_string(env.home.join("profiles/bob.toml")).unwrap();
+    assert!(
+        !stored.contains("Static key")
+            && stored.contains("kind = \"tls-auth\"")
+            && stored.contains("direction = 1"),
+        "{stored}"
+    );
 
     // Both listed, with gateway, protocols and where the key is.
     let (stdout, _) = ok(&env.gatehouse(&["profiles"]));
@@ -199,6 +216,16 @@ fn unusable_ovpn_files_are_refused_with_a_fix() {
     let stderr = failed(&env.gatehouse(&["import", path_str(&files)]));
     assert!(
         stderr.contains("<ca>") && stderr.contains("inline"),
+        "{stderr}"
+    );
+
+    let fragment = env.write(
+        "fragment.ovpn",
+        b"client\ndev tun\nremote gw 1194\nfragment 1300\n",
+    );
+    let stderr = failed(&env.gatehouse(&["import", path_str(&fragment)]));
+    assert!(
+        stderr.contains("fragment.ovpn:4: `fragment 1300`"),
         "{stderr}"
     );
 
