@@ -13,6 +13,28 @@ pub fn import(file: &Path, name: Option<&str>) -> anyhow::Result<()> {
     }
     let p = &imported.profile;
     println!("imported profile {} (gateway {})", p.name, p.gateway);
+    if p.remotes.len() > 1 {
+        let order = if p.remote_random {
+            "in random order"
+        } else {
+            "in this order"
+        };
+        let servers: Vec<String> = p.remotes.iter().map(ToString::to_string).collect();
+        println!("servers, tried {order}: {}", servers.join(", "));
+    }
+    if let Some(wrap) = &p.control_wrap {
+        let mut what = wrap.kind.as_str().to_string();
+        if let Some(d) = wrap.direction {
+            what.push_str(&format!(", key-direction {d}"));
+        }
+        if let Some(d) = &wrap.digest {
+            what.push_str(&format!(", auth {d}"));
+        }
+        println!("control channel: {what} (its key is kept with the private key)");
+    }
+    if p.redirect_gateway {
+        println!("all traffic goes through the VPN (redirect-gateway)");
+    }
     println!("{}", imported.key_note);
     println!("connect with `gatehouse connect {}`", p.name);
     Ok(())

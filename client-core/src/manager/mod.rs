@@ -7,6 +7,7 @@
 
 mod ikev2;
 mod tunnel;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +48,9 @@ pub(crate) fn credentials(req: &ConnectRequest) -> Result<Credentials, String> {
     let ca = certs_from_pem(p.ca_pem.as_bytes()).map_err(|e| broken("CA certificate", &e))?;
     let chain =
         certs_from_pem(p.cert_pem.as_bytes()).map_err(|e| broken("client certificate", &e))?;
-    let key = key_from_pem(req.key_pem.as_bytes()).map_err(|e| broken("private key", &e))?;
+    // The control-channel key, if any, follows the private key (see `crate::secrets`).
+    let (key_pem, _) = crate::secrets::split(&req.key_pem);
+    let key = key_from_pem(key_pem.as_bytes()).map_err(|e| broken("private key", &e))?;
     Ok((ca, chain, key))
 }
 
@@ -56,7 +59,9 @@ pub(crate) fn credentials(req: &ConnectRequest) -> Result<Credentials, String> {
 pub struct ConnectRequest {
     /// The profile (no key inside).
     pub profile: StoredProfile,
-    /// The client's private key (PEM), read from the user's keyring by the front end.
+    /// The client's private key (PEM), read from the user's keyring by the front end -
+    /// followed by the control-channel key when the profile has one
+    /// ([`ProfileStore::key_pem`](crate::ProfileStore::key_pem) returns both).
     pub key_pem: String,
     /// Use only this protocol (else the profile's order, then fallback).
     pub protocol: Option<ProtocolKind>,
@@ -68,6 +73,69 @@ impl std::fmt::Debug for ConnectRequest {
             .field("profile", &self.profile.name)
             .field("protocol", &self.protocol)
             .finish_non_exhaustive()
+    }
+}
+
+/// One server to try: a protocol, and the host and port to reach it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) kind: ProtocolKind,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+/// What one connection round tries, in order: an `.ovpn` profile's remotes (shuffled once
+/// with `remote-random`, as OpenVPN does), else the gateway over each of the profile's
+/// protocols. `--protocol` keeps only the targets of that protocol.
+pub(crate) fn targets(req: &ConnectRequest) -> Vec<Target> {
+    let p = &req.profile;
+    let mut targets: Vec<Target> = if p.remotes.is_empty() {
+        p.protocols
+            .iter()
+            .map(|proto| Target {
+                kind: proto.kind,
+                host: p.gateway.clone(),
+                port: proto.port,
+            })
+            .collect()
+    } else {
+        p.remotes
+            .iter()
+            .map(|r| Target {
+                kind: r.kind,
+                host: r.host.clone(),
+                port: r.port,
+            })
+            .collect()
+    };
+    if let Some(only) = req.protocol {
+        targets.retain(|t| t.kind == only);
+        if targets.is_empty() {
+            let port = p.port(only).unwrap_or(tunnel::default_port(only));
+            targets.push(Target {
+                kind: only,
+                host: p.gateway.clone(),
+                port,
+            });
+        }
+    }
+    if p.remote_random {
+        shuffle(&mut targets);
+    }
+    targets
+}
+
+/// Fisher-Yates with the OS random number generator.
+fn shuffle<T>(items: &mut [T]) {
+    use ring::rand::SecureRandom;
+    let rng = ring::rand::SystemRandom::new();
+    for i in (1..items.len()).rev() {
+        let mut b = [0u8; 4];
+        if rng.fill(&mut b).is_err() {
+            return;
+        }
+        let j = u32::from_le_bytes(b) as usize % (i + 1);
+        items.swap(i, j);
     }
 }
 
@@ -283,16 +351,13 @@ async fn run(
         };
         let _ = ack.send(());
         let profile = req.profile.name.clone();
-        let mut protocols: Vec<_> = match req.protocol {
-            Some(p) => vec![p],
-            None => req.profile.protocols.iter().map(|p| p.kind).collect(),
-        };
-        if let Some(first) = protocols.first() {
+        let mut targets = targets(&req);
+        if let Some(first) = targets.first() {
             // A new request starts from Connecting, even over a connection that was being
             // restored (front ends wait for this to know the attempt is theirs).
             status.set(ConnectionState::Connecting {
                 profile: profile.clone(),
-                protocol: *first,
+                protocol: first.kind,
             });
         }
         let mut attempt = 0u32;
@@ -300,12 +365,13 @@ async fn run(
         'reconnect: loop {
             let mut last_reason = String::from("no usable protocol in the profile");
             let mut first_of_round = true;
-            let round = protocols.clone();
-            for proto in &round {
+            let round = targets.clone();
+            for target in &round {
+                let proto = &target.kind;
                 let outcome = if *proto == ProtocolKind::Ikev2 {
                     ikev2::run(&options, &req, &mut net, &mut rx, &status, &log).await
                 } else {
-                    tunnel::run(&options, &req, *proto, &mut net, &mut rx, &status, &log).await
+                    tunnel::run(&options, &req, target, &mut net, &mut rx, &status, &log).await
                 };
                 net.undo();
                 match outcome {
@@ -337,7 +403,7 @@ async fn run(
                         }
                         // A connection that was up resets the backoff, and from now on the
                         // user sees Reconnecting (not Connecting) until it is back.
-                        if let ConnectionState::Connected { protocol, .. } = status_state(&status) {
+                        if let ConnectionState::Connected { .. } = status_state(&status) {
                             backoff = options.initial_backoff;
                             attempt += 1;
                             status.set(ConnectionState::Reconnecting {
@@ -345,9 +411,9 @@ async fn run(
                                 attempt,
                                 reason: last_reason.clone(),
                             });
-                            // Try the protocol that worked first.
-                            if let Some(i) = protocols.iter().position(|p| *p == protocol) {
-                                protocols[..=i].rotate_right(1);
+                            // Try the server and protocol that worked first.
+                            if let Some(i) = targets.iter().position(|t| t == target) {
+                                targets[..=i].rotate_right(1);
                             }
                         }
                     }

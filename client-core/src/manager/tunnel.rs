@@ -11,17 +11,22 @@ use gatehouse_engine::openvpn::client::{ClientConfig, ClientEvent, ClientSession
 use gatehouse_engine::openvpn::data::Cipher;
 use gatehouse_engine::openvpn::push::PushReply;
 use gatehouse_engine::openvpn::tls::client_config;
+use gatehouse_engine::openvpn::wrap::{
+    ClientWrap, KeyDirection, StaticKey, TlsAuthDigest, TlsCryptV2ClientKey,
+};
 use gatehouse_engine::wire::openvpn::{Packet, TcpDeframer, tcp_frame};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+use super::verify::OpenvpnServerVerifier;
 use super::{
-    Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, credentials,
+    Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, Target,
+    credentials,
 };
 use crate::platform::{NetConfig, NetPlan};
-use crate::profile::ProtocolKind;
+use crate::profile::{ProtocolKind, Source, WrapKind};
 use crate::status::{ConnectionState, Counters};
 
 enum Link {
@@ -53,7 +58,7 @@ impl Link {
 }
 
 /// Default port of each protocol when a profile names none.
-fn default_port(proto: ProtocolKind) -> u16 {
+pub(crate) fn default_port(proto: ProtocolKind) -> u16 {
     match proto {
         ProtocolKind::OpenvpnTcp => 443,
         ProtocolKind::Ikev2 => 500,
@@ -65,29 +70,27 @@ fn default_port(proto: ProtocolKind) -> u16 {
 pub(crate) async fn run(
     options: &ManagerOptions,
     req: &ConnectRequest,
-    proto: ProtocolKind,
+    target: &Target,
     net: &mut NetConfig,
     commands: &mut mpsc::Receiver<Command>,
     status: &StatusSink,
     log: &Logger,
 ) -> Outcome {
     let profile = &req.profile;
+    let proto = target.kind;
     if !matches!(proto, ProtocolKind::OpenvpnUdp | ProtocolKind::OpenvpnTcp) {
         // IKEv2 has its own driver (manager/ikev2.rs); QUIC is not built yet.
         return Outcome::Lost(format!("{proto} is not supported by this client yet"));
     }
     status.connecting(&profile.name, proto);
-    let config = match session_config(req, options) {
+    let config = match session_config(req, &target.host, options) {
         Ok(c) => c,
         Err(reason) => return Outcome::Fatal(reason),
     };
-    let port = profile
-        .protocols
-        .iter()
-        .find(|p| p.kind == proto)
-        .map_or(default_port(proto), |p| p.port);
-    let target = format!("{}:{port}", profile.gateway);
-    let addr = match resolve(&profile.gateway, port).await {
+    let port = target.port;
+    let host = target.host.as_str();
+    let target = format!("{host}:{port}");
+    let addr = match resolve(host, port).await {
         Ok(a) => a,
         Err(e) => return Outcome::Lost(format!("cannot resolve {target}: {e}")),
     };
@@ -108,6 +111,8 @@ pub(crate) async fn run(
         Ok(s) => s,
         Err(e) => return Outcome::Fatal(format!("TLS setup failed: {e}")),
     };
+    // tls-crypt packet ids carry the time the session started, as OpenVPN's do.
+    session.set_unix_time(unix_now());
 
     let mut out = Vec::with_capacity(2048);
     let mut dec = Vec::with_capacity(2048);
@@ -115,6 +120,7 @@ pub(crate) async fn run(
     let mut tun_buf = vec![0u8; 65536];
     let mut tun: Option<tun_rs::AsyncDevice> = None;
     let mut counters = Counters::default();
+    let mut dropped = 0u64;
     let mut closed_reason: Option<String> = None;
     let mut stop: Option<Outcome> = None;
     let mut counter_tick = tokio::time::interval(Duration::from_secs(1));
@@ -130,22 +136,21 @@ pub(crate) async fn run(
         while let Some(ev) = session.poll_event() {
             match ev {
                 ClientEvent::Connected(push) => {
-                    match bring_up(options, &push, addr.ip(), net) {
+                    let full = push.redirect_gateway || profile.redirect_gateway;
+                    match bring_up(options, &push, full, addr.ip(), net) {
                         Ok(dev) => tun = Some(dev),
                         Err(reason) => {
                             session.disconnect(now);
                             return Outcome::Fatal(reason);
                         }
                     }
-                    let since = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
+                    let since = unix_now();
                     log.info(format!(
-                        "{}: connected to {target} over {proto}; address {}, routes {:?}, DNS {:?}, cipher {}",
+                        "{}: connected to {target} over {proto}; address {}, routes {:?}{}, DNS {:?}, cipher {}",
                         profile.name,
                         push.address,
                         push.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                        if full { " + all traffic (redirect-gateway)" } else { "" },
                         push.dns,
                         push.cipher.openvpn_name()
                     ));
@@ -195,14 +200,14 @@ pub(crate) async fn run(
                 };
                 let now = Instant::now();
                 for frame in frames.iter(&link, &net_buf) {
-                    handle_packet(&mut session, now, frame, &mut dec, tun.as_ref(), &mut counters).await;
+                    handle_packet(&mut session, now, frame, &mut dec, tun.as_ref(), &mut counters, &mut dropped, log).await;
                 }
                 if let Link::Tcp { deframer, .. } = &mut link {
                     loop {
                         match deframer.pop() {
                             Ok(Some(frame)) => {
                                 let f = frame.to_vec();
-                                handle_packet(&mut session, now, &f, &mut dec, tun.as_ref(), &mut counters).await;
+                                handle_packet(&mut session, now, &f, &mut dec, tun.as_ref(), &mut counters, &mut dropped, log).await;
                             }
                             Ok(None) => break,
                             Err(e) => return Outcome::Lost(format!("bad framing from the gateway: {e}")),
@@ -296,12 +301,31 @@ async fn handle_packet(
     dec: &mut Vec<u8>,
     tun: Option<&tun_rs::AsyncDevice>,
     counters: &mut Counters,
+    dropped: &mut u64,
+    log: &Logger,
 ) {
+    // Control packets go to the session as they came: with tls-auth / tls-crypt they must be
+    // authenticated (and decrypted) before anything parses them.
+    let is_data = bytes
+        .first()
+        .is_some_and(|b| matches!(b >> 3, OPCODE_DATA_V1 | OPCODE_DATA_V2));
+    if !is_data {
+        if let Err(e) = session.handle_control_datagram(now, bytes) {
+            *dropped += 1;
+            // The first drop says why (a wrong key shows here); the rest are only counted.
+            if *dropped == 1 {
+                log.warn(format!(
+                    "dropped a control packet from the server: {e} (wrong tls-auth/tls-crypt key or key-direction?)"
+                ));
+            }
+        }
+        return;
+    }
     let Ok(pkt) = Packet::parse(bytes) else {
         return;
     };
     match pkt {
-        Packet::Control(c) => session.handle_control(now, &c),
+        Packet::Control(_) => {}
         Packet::Data(d) => {
             if let Ok(DataOutcome::Packet(r)) = session.handle_data(now, bytes, d.key_id, dec)
                 && let Some(t) = tun
@@ -317,21 +341,22 @@ async fn handle_packet(
 
 fn session_config(
     req: &ConnectRequest,
+    host: &str,
     options: &ManagerOptions,
 ) -> Result<Arc<ClientConfig>, String> {
     let p = &req.profile;
     let (ca, chain, key) = credentials(req)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
-    let tls = client_config(provider, time, &ca, chain, key)
-        .map_err(|e| format!("profile {}: {e}", p.name))?;
-    let name = ServerName::try_from(p.gateway.clone()).map_err(|_| {
-        format!(
-            "profile {}: gateway {:?} is not a host name or IP",
-            p.name, p.gateway
-        )
-    })?;
+    let tls = match p.source {
+        Source::Gatehouse => client_config(provider, time, &ca, chain, key)
+            .map_err(|e| format!("profile {}: {e}", p.name))?,
+        Source::Ovpn => openvpn_tls_config(req, provider, time, &ca, chain, key)?,
+    };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| format!("profile {}: {host:?} is not a host name or IP", p.name))?;
     let mut cfg = ClientConfig::new(tls, name);
+    cfg.wrap = client_wrap(req)?;
     let ciphers: Vec<Cipher> = p
         .ciphers
         .iter()
@@ -388,6 +413,7 @@ async fn dial(proto: ProtocolKind, addr: SocketAddr, timeout: Duration) -> std::
 fn bring_up(
     options: &ManagerOptions,
     push: &PushReply,
+    redirect_gateway: bool,
     server: IpAddr,
     net: &mut NetConfig,
 ) -> Result<tun_rs::AsyncDevice, String> {
@@ -406,7 +432,7 @@ fn bring_up(
     let plan = NetPlan {
         tun: options.tun_name.clone(),
         routes: push.routes.clone(),
-        redirect_gateway: push.redirect_gateway,
+        redirect_gateway,
         server,
         tunnel_gateway: push.gateway,
         dns: push.dns.clone(),
@@ -414,4 +440,105 @@ fn bring_up(
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
     Ok(dev)
+}
+
+/// P_DATA_V1 and P_DATA_V2 opcodes (the top five bits of the first byte).
+const OPCODE_DATA_V1: u8 = 6;
+const OPCODE_DATA_V2: u8 = 9;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The TLS configuration of a profile imported from an `.ovpn` file: TLS 1.3, our
+/// certificate, and the server's certificate checked as OpenVPN checks it
+/// ([`OpenvpnServerVerifier`]).
+fn openvpn_tls_config(
+    req: &ConnectRequest,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+    ca: &[rustls::pki_types::CertificateDer<'static>],
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let p = &req.profile;
+    let broken =
+        |e: &dyn std::fmt::Display| format!("profile {}: {e}; re-import the profile", p.name);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca {
+        roots.add(c.clone()).map_err(|e| broken(&e))?;
+    }
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| broken(&e))?;
+    let verifier = OpenvpnServerVerifier {
+        inner,
+        name: p.verify_x509_name.clone(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_details(provider, time)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| broken(&e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| broken(&e))?;
+    // OpenVPN sends no SNI.
+    config.enable_sni = false;
+    Ok(Arc::new(config))
+}
+
+/// The engine's control-channel wrapper for the profile, with the key that came with the
+/// private key in the request.
+fn client_wrap(req: &ConnectRequest) -> Result<ClientWrap, String> {
+    let p = &req.profile;
+    let Some(wrap) = &p.control_wrap else {
+        return Ok(ClientWrap::None);
+    };
+    let (_, key_text) = crate::secrets::split(&req.key_pem);
+    let reimport = |what: String| {
+        format!(
+            "profile {}: {what}; import the profile again (`gatehouse remove {}`, then `gatehouse import FILE.ovpn`)",
+            p.name, p.name
+        )
+    };
+    let Some(key_text) = key_text else {
+        return Err(reimport(format!(
+            "its {} key is missing",
+            wrap.kind.as_str()
+        )));
+    };
+    let bad_key =
+        |e: &dyn std::fmt::Display| reimport(format!("its {} key: {e}", wrap.kind.as_str()));
+    Ok(match wrap.kind {
+        WrapKind::TlsAuth => {
+            let digest = match &wrap.digest {
+                None => TlsAuthDigest::Sha1,
+                Some(d) => TlsAuthDigest::from_openvpn_name(d)
+                    .ok_or_else(|| reimport(format!("tls-auth digest {d:?} is not supported")))?,
+            };
+            ClientWrap::TlsAuth {
+                key: StaticKey::from_pem(key_text).map_err(|e| bad_key(&e))?,
+                direction: wrap.direction.map(|d| {
+                    if d == 0 {
+                        KeyDirection::Normal
+                    } else {
+                        KeyDirection::Inverse
+                    }
+                }),
+                digest,
+            }
+        }
+        WrapKind::TlsCrypt => ClientWrap::TlsCrypt {
+            key: StaticKey::from_pem(key_text).map_err(|e| bad_key(&e))?,
+        },
+        WrapKind::TlsCryptV2 => ClientWrap::TlsCryptV2 {
+            key: TlsCryptV2ClientKey::from_pem(key_text).map_err(|e| bad_key(&e))?,
+        },
+    })
 }

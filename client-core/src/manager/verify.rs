@@ -1,0 +1,151 @@
+//! How a profile imported from an `.ovpn` file checks the server's certificate: the way
+//! stock OpenVPN does, not the way a web browser does.
+//!
+//! OpenVPN never compares the server's host name with its certificate (install scripts
+//! issue server certificates named `server_<random>` and hand out the server's IP address);
+//! it checks the chain to `<ca>`, `remote-cert-tls server` (the serverAuth extended key
+//! usage) and, if the file says so, `verify-x509-name`. Gatehouse profiles keep the stricter
+//! check (the gateway's name or IP must be in its certificate).
+
+use std::sync::Arc;
+
+use gatehouse_engine::openvpn::tls::CertRefusal;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, SignatureScheme};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::profile::{X509NameCheck, X509NameKind};
+
+/// Verifies a server certificate like OpenVPN 2.6 with `remote-cert-tls server` and the
+/// profile's `verify-x509-name`.
+#[derive(Debug)]
+pub(crate) struct OpenvpnServerVerifier {
+    pub(crate) inner: Arc<WebPkiServerVerifier>,
+    pub(crate) name: Option<X509NameCheck>,
+}
+
+fn refuse(name: Option<String>, reason: String) -> Error {
+    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(CertRefusal {
+        name,
+        reason,
+    }))))
+}
+
+impl ServerCertVerifier for OpenvpnServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            // webpki checks the name last, once the chain and key usage are good.
+            Ok(_)
+            | Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => {}
+            Err(e) => return Err(e),
+        }
+        let Ok((_, cert)) = X509Certificate::from_der(end_entity.as_ref()) else {
+            return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
+        };
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .map(str::to_owned);
+        // remote-cert-tls server: the extended key usage must be there and say serverAuth.
+        let server_auth =
+            matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.server_auth);
+        if !server_auth {
+            return Err(refuse(
+                cn,
+                "the server certificate lacks the serverAuth extended key usage (remote-cert-tls server); the server's administrator must issue it as a server certificate".into(),
+            ));
+        }
+        if let Some(check) = &self.name {
+            let ok = match check.kind {
+                X509NameKind::Name => cn.as_deref() == Some(check.value.as_str()),
+                X509NameKind::NamePrefix => {
+                    cn.as_deref().is_some_and(|c| c.starts_with(&check.value))
+                }
+                X509NameKind::Subject => same_subject(&cert.subject().to_string(), &check.value),
+            };
+            if !ok {
+                return Err(refuse(
+                    cn.clone(),
+                    format!(
+                        "the server certificate's name is {:?}, not the {:?} this profile expects (verify-x509-name); the server or the profile changed - ask the administrator",
+                        if check.kind == X509NameKind::Subject {
+                            cert.subject().to_string()
+                        } else {
+                            cn.unwrap_or_default()
+                        },
+                        check.value
+                    ),
+                ));
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Subjects compared the way OpenVPN prints them (`C=NL, O=Example, CN=vpn`), ignoring
+/// spacing after commas and around `=`.
+fn same_subject(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.split(',')
+            .map(|part| part.split('=').map(str::trim).collect::<Vec<_>>().join("="))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_compare_like_openvpn_prints_them() {
+        assert!(same_subject(
+            "C=NL, O=Example, CN=vpn",
+            "C=NL,O=Example,CN=vpn"
+        ));
+        assert!(same_subject("CN=vpn", "CN = vpn"));
+        assert!(!same_subject("C=NL, CN=vpn", "CN=vpn"));
+    }
+}
