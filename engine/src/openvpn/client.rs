@@ -18,9 +18,9 @@ use super::keymethod::{
 use super::keys::{DataKeys, EKM_LABEL, KEY_BLOCK_LEN, Role, prf_key_block};
 use super::push::PushReply;
 use super::tls::{alert_refusal, refusal_of};
-use super::wrap::ClientWrap;
+use super::wrap::{ClientWrap, WrapError, Wrapper};
 use crate::entropy::Entropy;
-use crate::wire::openvpn::{ControlPacket, Opcode};
+use crate::wire::openvpn::{ControlPacket, Opcode, Packet};
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -105,6 +105,8 @@ pub struct ClientSession {
     next_push_request: Option<Instant>,
     close_at: Option<Instant>,
     pending_ping: bool,
+    /// Control-channel wrapper (tls-auth, tls-crypt, tls-crypt-v2 or none).
+    wrap: Wrapper,
     /// Test hook: the options string and peer-info to announce instead of our own, so tests
     /// can play older or misconfigured clients (comp-lzo, no AEAD cipher).
     #[cfg(test)]
@@ -120,8 +122,12 @@ impl ClientSession {
     ) -> Result<Self, ControlError> {
         let local_sid = entropy.next_u64();
         let tls = rustls::ClientConnection::new(config.tls.clone(), config.server_name.clone())?;
-        let key = KeyState::new(0, tls.into(), Opcode::ControlHardResetClientV2, now);
+        let wrap = Wrapper::client(&config.wrap, 0);
+        // tls-crypt-v2 clients open with P_CONTROL_HARD_RESET_CLIENT_V3 carrying their key.
+        let mut key = KeyState::new(0, tls.into(), wrap.client_reset_opcode(), now);
+        key.wkc_len = wrap.wkc_len();
         Ok(Self {
+            wrap,
             config,
             entropy,
             local_sid,
@@ -169,8 +175,36 @@ impl ClientSession {
         self.local_sid
     }
 
-    /// Feeds a control packet from the gateway.
+    /// Sets the UNIX time (seconds) the control-channel wrapper writes into its packet ids.
+    /// Call it before the first [`poll_transmit`](Self::poll_transmit) (OpenVPN sends the
+    /// time its session started); without it the field is 0, which peers accept too.
+    pub fn set_unix_time(&mut self, unix_secs: u64) {
+        self.wrap.set_time(unix_secs as u32);
+    }
+
+    /// Feeds a control datagram from the gateway as it came off the wire. It is unwrapped
+    /// and authenticated first (tls-auth, tls-crypt, tls-crypt-v2); a packet that fails is
+    /// dropped and the reason returned, for the driver's drop counters.
+    pub fn handle_control_datagram(&mut self, now: Instant, wire: &[u8]) -> Result<(), WrapError> {
+        let mut plain = Vec::with_capacity(wire.len());
+        self.wrap.unwrap(wire, &mut plain)?;
+        let Ok(Packet::Control(pkt)) = Packet::parse(&plain) else {
+            return Err(WrapError::Malformed);
+        };
+        self.handle_plain_control(now, &pkt);
+        Ok(())
+    }
+
+    /// Feeds a control packet from the gateway, already parsed. Only for sessions without a
+    /// control-channel wrapper (with one, nothing unauthenticated may reach TLS: use
+    /// [`handle_control_datagram`](Self::handle_control_datagram)).
     pub fn handle_control(&mut self, now: Instant, pkt: &ControlPacket<'_>) {
+        if self.wrap.is_none() {
+            self.handle_plain_control(now, pkt);
+        }
+    }
+
+    fn handle_plain_control(&mut self, now: Instant, pkt: &ControlPacket<'_>) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -534,7 +568,8 @@ impl ClientSession {
         let remote = self.remote_sid;
         for k in self.keys.iter_mut() {
             if k.poll_transmit(now, local, remote, out) {
-                return true;
+                // A packet the wrapper cannot send (packet ids used up) is dropped.
+                return self.wrap.wrap(out);
             }
         }
         if self.pending_ping && self.phase == Phase::Active {

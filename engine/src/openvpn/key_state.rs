@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::data::DataChannel;
 use super::reliable::{RecvOutcome, ReliableRecv, ReliableSend};
+use super::wrap::early_neg;
 use crate::wire::openvpn::{ControlPacket, MAX_CONTROL_PACKET, Opcode, max_control_payload};
 
 /// Retransmission timeout for the first send of a control packet.
@@ -44,6 +45,12 @@ pub(crate) struct KeyState {
     pub retire_at: Option<Instant>,
     tls_out: Vec<u8>,
     tls_eof: bool,
+    /// tls-crypt-v2 client: bytes of the wrapped key appended to a P_CONTROL_WKC_V1 (0 =
+    /// not a tls-crypt-v2 client).
+    pub wkc_len: usize,
+    /// The peer's reset asked for our wrapped key again (early negotiation): our packet 1
+    /// goes out as P_CONTROL_WKC_V1.
+    wkc_requested: bool,
 }
 
 impl KeyState {
@@ -66,6 +73,8 @@ impl KeyState {
             retire_at: None,
             tls_out: Vec::new(),
             tls_eof: false,
+            wkc_len: 0,
+            wkc_requested: false,
         }
     }
 
@@ -99,7 +108,14 @@ impl KeyState {
                         }
                     }
                 }
-                _ => self.peer_reset_seen = true,
+                _ => {
+                    self.peer_reset_seen = true;
+                    // A hard reset's payload carries early-negotiation TLVs (OpenVPN 2.6).
+                    let flags = early_neg::parse_flags(&payload);
+                    if self.wkc_len > 0 && flags & early_neg::FLAG_RESEND_WKC != 0 {
+                        self.wkc_requested = true;
+                    }
+                }
             }
         }
         self.read_plaintext()?;
@@ -140,10 +156,27 @@ impl KeyState {
         }
         let chunk = max_control_payload(MAX_ACKS);
         debug_assert!(chunk < MAX_CONTROL_PACKET);
-        for piece in self.tls_out.chunks(chunk) {
-            self.send.push(Opcode::ControlV1, piece.to_vec());
+        let mut rest: &[u8] = &self.tls_out;
+        while !rest.is_empty() {
+            let (opcode, room) = if self.wkc_due() {
+                // The wrapped key rides along: leave room for it (as OpenVPN does).
+                (
+                    Opcode::ControlWkcV1,
+                    chunk.saturating_sub(self.wkc_len).max(16),
+                )
+            } else {
+                (Opcode::ControlV1, chunk)
+            };
+            let (piece, tail) = rest.split_at(room.min(rest.len()));
+            self.send.push(opcode, piece.to_vec());
+            rest = tail;
         }
         self.tls_out.clear();
+    }
+
+    /// Our next reliable packet is the first after the reset and must carry our wrapped key.
+    fn wkc_due(&self) -> bool {
+        self.wkc_requested && self.send.next_packet_id() == 1
     }
 
     /// Takes the next NUL-terminated control message out of the plaintext buffer.
@@ -163,6 +196,11 @@ impl KeyState {
     ) -> bool {
         // Until we know the peer's session id we cannot ack (acks carry it).
         let can_ack = remote_sid.is_some();
+        if can_ack && self.recv.has_pending_acks() && self.wkc_due() {
+            // A bare ACK would not carry the wrapped key a stateless server needs: send an
+            // empty P_CONTROL_WKC_V1 instead, which is retransmitted until acknowledged.
+            self.send.push(Opcode::ControlWkcV1, Vec::new());
+        }
         if let Some(o) = self.send.poll_transmit(now) {
             let acks = if can_ack {
                 self.recv.take_acks(MAX_ACKS)

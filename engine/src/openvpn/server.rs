@@ -24,7 +24,8 @@ use super::keys::{DataKeys, EKM_LABEL, KEY_BLOCK_LEN, Role, prf_key_block};
 use super::push::PushReply;
 use super::tls::{common_name, refusal_of};
 use crate::entropy::Entropy;
-use crate::wire::openvpn::{ControlPacket, Opcode};
+use super::wrap::{FirstPacket, ServerWrap, WrapError, Wrapper};
+use crate::wire::openvpn::{ControlPacket, Opcode, Packet};
 
 /// Gateway-wide OpenVPN settings shared by every session.
 #[derive(Debug, Clone)]
@@ -49,6 +50,10 @@ pub struct ServerConfig {
     pub transition_window: Duration,
     /// Tunnel MTU pushed to clients.
     pub tun_mtu: u16,
+    /// Control-channel wrapper clients must use (tls-auth, tls-crypt, tls-crypt-v2); the
+    /// driver checks a new session's first packet with
+    /// [`ServerWrap::authenticate_first`].
+    pub wrap: ServerWrap,
 }
 
 impl ServerConfig {
@@ -65,6 +70,7 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(60),
             transition_window: Duration::from_secs(60),
             tun_mtu: 1500,
+            wrap: ServerWrap::None,
         }
     }
 }
@@ -190,6 +196,8 @@ pub struct ServerSession {
     last_tx: Instant,
     close_at: Option<Instant>,
     pending_ping: bool,
+    /// Control-channel wrapper of this session.
+    wrap: Wrapper,
     /// Packets accepted and sent on the data channel.
     pub stats: SessionStats,
 }
@@ -241,10 +249,54 @@ impl ServerSession {
             last_tx: now,
             close_at: None,
             pending_ping: false,
+            wrap: Wrapper::server_none(),
             stats: SessionStats::default(),
         };
         s.handle_control(now, first);
         Ok(s)
+    }
+
+    /// Starts a session from a first packet the driver authenticated with
+    /// [`ServerWrap::authenticate_first`]; the session keeps its wrapper (and, for
+    /// tls-crypt-v2, the client's key) for all later control packets.
+    pub fn new_wrapped(
+        config: Arc<ServerConfig>,
+        entropy: Box<dyn Entropy>,
+        now: Instant,
+        peer_id: u32,
+        first: FirstPacket,
+    ) -> Result<Self, ControlError> {
+        let mut s = {
+            let pkt = first
+                .packet()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+            Self::new(config, entropy, now, peer_id, &pkt)?
+        };
+        s.wrap = first.into_wrapper();
+        Ok(s)
+    }
+
+    /// Feeds a control datagram from the client as it came off the wire: unwrapped and
+    /// authenticated first; a packet that fails is dropped (never answered) and the reason
+    /// returned for the driver's drop counters.
+    pub fn handle_control_datagram(&mut self, now: Instant, wire: &[u8]) -> Result<(), WrapError> {
+        let mut plain = Vec::with_capacity(wire.len());
+        self.wrap.unwrap(wire, &mut plain)?;
+        let Ok(Packet::Control(pkt)) = Packet::parse(&plain) else {
+            return Err(WrapError::Malformed);
+        };
+        self.handle_plain_control(now, &pkt);
+        Ok(())
+    }
+
+    /// The control-channel wrapper in use ("none", "tls-auth", "tls-crypt", "tls-crypt-v2").
+    pub fn wrapper_name(&self) -> &'static str {
+        self.wrap.mode_name()
+    }
+
+    /// The metadata in the client's tls-crypt-v2 key (first byte its type).
+    pub fn tls_crypt_v2_metadata(&self) -> Option<&[u8]> {
+        self.wrap.metadata()
     }
 
     /// The client's session id (from its hard reset).
@@ -272,8 +324,16 @@ impl ServerSession {
         self.phase == Phase::Closed
     }
 
-    /// Feeds a control packet that belongs to this session.
+    /// Feeds a control packet that belongs to this session, already parsed. Only for
+    /// sessions without a wrapper (with one, nothing unauthenticated may reach TLS: use
+    /// [`handle_control_datagram`](Self::handle_control_datagram)).
     pub fn handle_control(&mut self, now: Instant, pkt: &ControlPacket<'_>) {
+        if self.wrap.is_none() {
+            self.handle_plain_control(now, pkt);
+        }
+    }
+
+    fn handle_plain_control(&mut self, now: Instant, pkt: &ControlPacket<'_>) {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
@@ -749,7 +809,8 @@ impl ServerSession {
         let (local, remote) = (self.local_sid, Some(self.remote_sid));
         for k in self.keys.iter_mut() {
             if k.poll_transmit(now, local, remote, out) {
-                return true;
+                // A packet the wrapper cannot send (packet ids used up) is dropped.
+                return self.wrap.wrap(out);
             }
         }
         if self.pending_ping && self.phase == Phase::Active {

@@ -24,6 +24,7 @@
 //! creates any state.
 
 mod crypto;
+pub(crate) mod early_neg;
 mod keys;
 mod packet_id;
 mod state;

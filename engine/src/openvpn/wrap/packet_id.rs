@@ -23,6 +23,11 @@ impl PacketIdSend {
         }
     }
 
+    /// Changes the time sent from now on.
+    pub fn set_time(&mut self, time: u32) {
+        self.time = time;
+    }
+
     /// The next id and the time, or None once the ids are used up (the session must end).
     pub fn next(&mut self) -> Option<(u32, u32)> {
         self.id = self.id.checked_add(1)?;

@@ -125,6 +125,26 @@ impl Wrapper {
         }
     }
 
+    /// A gateway session's wrapper when the gateway uses none.
+    pub fn server_none() -> Wrapper {
+        Wrapper::server(Mode::None, 0)
+    }
+
+    /// True when packets pass unwrapped.
+    pub fn is_none(&self) -> bool {
+        matches!(self.mode, Mode::None)
+    }
+
+    /// Sets the UNIX time written into packet ids from now on.
+    pub fn set_time(&mut self, unix_time: u32) {
+        self.send.set_time(unix_time);
+    }
+
+    /// Bytes of the wrapped client key a tls-crypt-v2 client appends (0 otherwise).
+    pub fn wkc_len(&self) -> usize {
+        self.wkc.as_ref().map_or(0, Vec::len)
+    }
+
     /// "none", "tls-auth", "tls-crypt" or "tls-crypt-v2", for logs.
     pub fn mode_name(&self) -> &'static str {
         match (&self.mode, self.wkc.is_some() || self.metadata.is_some()) {
@@ -308,6 +328,11 @@ impl FirstPacket {
     }
 
     /// The wrapper the session continues with.
+    pub(crate) fn into_wrapper(self) -> Wrapper {
+        self.wrapper
+    }
+
+    /// The name of the wrapper the session continues with.
     pub fn wrapper_name(&self) -> &'static str {
         self.wrapper.mode_name()
     }
