@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use gatehouse_engine::openvpn::data::Cipher;
 use gatehouse_engine::openvpn::server::ServerConfig;
-use gatehouse_engine::openvpn::tls::{certs_from_pem, crls_from_pem, key_from_pem, server_config};
+use gatehouse_engine::openvpn::tls::{
+    TlsVersionMin, certs_from_pem, crls_from_pem, key_from_pem, server_config_min_version,
+};
 
 use crate::config::{GatewayConfig, parse_duration};
 
@@ -59,9 +61,15 @@ pub fn openvpn_server_config(paths: &PkiPaths, cfg: &GatewayConfig) -> Result<Ar
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
-    let tls = server_config(provider, time, &ca, crls, chain, key)?;
-    let mut sc = ServerConfig::new(tls);
     let o = &cfg.openvpn;
+    let min = TlsVersionMin::parse(&o.tls_version_min).with_context(|| {
+        format!(
+            "`openvpn.tls_version_min` = {:?}: write \"1.2\" or \"1.3\"",
+            o.tls_version_min
+        )
+    })?;
+    let tls = server_config_min_version(provider, time, &ca, crls, chain, key, min)?;
+    let mut sc = ServerConfig::new(tls);
     sc.tls_ekm = o.tls_ekm;
     sc.ciphers = o
         .ciphers

@@ -297,7 +297,7 @@ impl ClientSession {
             .map(|c| c.openvpn_name())
             .collect();
         format!(
-            "IV_VER={}\nIV_PLAT={}\nIV_TCPNL=1\nIV_CIPHERS={}\nIV_PROTO={proto}\n",
+            "IV_VER={}\nIV_PLAT={}\nIV_TCPNL=1\nIV_MTU=1600\nIV_CIPHERS={}\nIV_PROTO={proto}\n",
             self.config.version,
             std::env::consts::OS,
             ciphers.join(":")

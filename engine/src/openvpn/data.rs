@@ -1,5 +1,5 @@
-//! Data channel crypto for one key id: AEAD (AES-256-GCM or ChaCha20-Poly1305) over
-//! `P_DATA_V2` packets, as OpenVPN 2.4+ does without the epoch data format.
+//! Data channel crypto for one key id: AEAD (AES-256-GCM, AES-128-GCM or ChaCha20-Poly1305)
+//! over `P_DATA_V2` packets, as OpenVPN 2.4+ does without the epoch data format.
 //!
 //! ```text
 //! P_DATA_V2: op/key (1) | peer_id (3) | packet_id (4) | tag (16) | ciphertext
@@ -46,16 +46,25 @@ pub fn is_ping(plaintext: &[u8]) -> bool {
 pub enum Cipher {
     /// `AES-256-GCM`.
     Aes256Gcm,
+    /// `AES-128-GCM`: in a stock OpenVPN 2.6 server's default `data-ciphers`.
+    Aes128Gcm,
     /// `CHACHA20-POLY1305`.
     ChaCha20Poly1305,
 }
 
 impl Cipher {
+    /// Every cipher we implement, in a stock OpenVPN 2.6 server's default `data-ciphers`
+    /// order (`AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305`, options.c
+    /// `options_postprocess_setdefault_ncpciphers`).
+    pub const ALL: [Cipher; 3] = [Self::Aes256Gcm, Self::Aes128Gcm, Self::ChaCha20Poly1305];
+
     /// Parses a name from `data-ciphers`, `IV_CIPHERS` or a pushed `cipher` option
     /// (case-insensitive). Returns `None` for ciphers we do not implement.
     pub fn from_openvpn_name(name: &str) -> Option<Self> {
         if name.eq_ignore_ascii_case("AES-256-GCM") {
             Some(Self::Aes256Gcm)
+        } else if name.eq_ignore_ascii_case("AES-128-GCM") {
+            Some(Self::Aes128Gcm)
         } else if name.eq_ignore_ascii_case("CHACHA20-POLY1305") {
             Some(Self::ChaCha20Poly1305)
         } else {
@@ -67,13 +76,21 @@ impl Cipher {
     pub fn openvpn_name(self) -> &'static str {
         match self {
             Self::Aes256Gcm => "AES-256-GCM",
+            Self::Aes128Gcm => "AES-128-GCM",
             Self::ChaCha20Poly1305 => "CHACHA20-POLY1305",
         }
+    }
+
+    /// Key length in bytes. OpenVPN takes the key from the start of the key block's
+    /// 64-byte cipher slot, so AES-128-GCM uses the first 16 bytes of it.
+    pub fn key_len(self) -> usize {
+        self.algorithm().key_len()
     }
 
     fn algorithm(self) -> &'static aead::Algorithm {
         match self {
             Self::Aes256Gcm => &aead::AES_256_GCM,
+            Self::Aes128Gcm => &aead::AES_128_GCM,
             Self::ChaCha20Poly1305 => &aead::CHACHA20_POLY1305,
         }
     }
@@ -139,8 +156,8 @@ impl DataChannel {
         if peer_id > MAX_PEER_ID {
             return Err(DataError::InvalidPeerId(peer_id));
         }
-        let key = |bytes: &[u8]| {
-            UnboundKey::new(cipher.algorithm(), bytes)
+        let key = |bytes: &[u8; 32]| {
+            UnboundKey::new(cipher.algorithm(), &bytes[..cipher.key_len()])
                 .map(LessSafeKey::new)
                 .map_err(|_| DataError::Crypto)
         };
@@ -184,13 +201,25 @@ impl DataChannel {
 
     /// Seals `plaintext` into a complete `P_DATA_V2` packet, replacing the contents of `out`.
     pub fn encrypt(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), DataError> {
+        self.encrypt_framed(&[], plaintext, out)
+    }
+
+    /// Like [`encrypt`](Self::encrypt), with `prefix` (compression framing, see
+    /// [`super::compress`]) sealed in front of `plaintext` without copying it first.
+    pub fn encrypt_framed(
+        &mut self,
+        prefix: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), DataError> {
         let packet_id = self.sent.checked_add(1).ok_or(DataError::KeyExhausted)?;
         out.clear();
-        out.reserve(DATA_V2_OVERHEAD + plaintext.len());
+        out.reserve(DATA_V2_OVERHEAD + prefix.len() + plaintext.len());
         out.push(Opcode::DataV2.header_byte(self.key_id));
         out.extend_from_slice(&self.peer_id.to_be_bytes()[1..]);
         out.extend_from_slice(&packet_id.to_be_bytes());
         out.extend_from_slice(&[0u8; TAG_LEN]);
+        out.extend_from_slice(prefix);
         out.extend_from_slice(plaintext);
 
         let (head, body) = out.split_at_mut(8 + TAG_LEN);
@@ -298,7 +327,7 @@ mod tests {
         (client, server)
     }
 
-    const CIPHERS: [Cipher; 2] = [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305];
+    const CIPHERS: [Cipher; 3] = Cipher::ALL;
 
     #[test]
     fn cipher_names() {
@@ -310,7 +339,11 @@ mod tests {
             Cipher::from_openvpn_name("ChaCha20-Poly1305"),
             Some(Cipher::ChaCha20Poly1305)
         );
-        assert_eq!(Cipher::from_openvpn_name("AES-128-GCM"), None);
+        assert_eq!(
+            Cipher::from_openvpn_name("AES-128-GCM"),
+            Some(Cipher::Aes128Gcm)
+        );
+        assert_eq!(Cipher::from_openvpn_name("AES-128-CBC"), None);
         assert_eq!(Cipher::from_openvpn_name("BF-CBC"), None);
         for c in CIPHERS {
             assert_eq!(Cipher::from_openvpn_name(c.openvpn_name()), Some(c));
@@ -333,7 +366,9 @@ mod tests {
             let mut n = [0u8; 12];
             n[..4].copy_from_slice(&2u32.to_be_bytes());
             n[4..].copy_from_slice(&b[64..72]);
-            let key = LessSafeKey::new(UnboundKey::new(cipher.algorithm(), &b[0..32]).unwrap());
+            let key = LessSafeKey::new(
+                UnboundKey::new(cipher.algorithm(), &b[0..cipher.key_len()]).unwrap(),
+            );
             let mut ct = b"second packet".to_vec();
             let tag = key
                 .seal_in_place_separate_tag(
@@ -359,6 +394,34 @@ mod tests {
         assert_eq!(out.len(), DATA_V2_OVERHEAD + 16);
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, PINNED_AES_PING);
+    }
+
+    #[test]
+    fn known_answer_aes_128_gcm_uses_first_16_key_bytes() {
+        // OpenVPN keys AES-128-GCM with the first 16 bytes of the 64-byte cipher slot.
+        let (mut client, mut server) = pair(Cipher::Aes128Gcm);
+        let mut out = Vec::new();
+        client.encrypt(&PING_PAYLOAD, &mut out).unwrap();
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, PINNED_AES128_PING);
+        let mut plain = Vec::new();
+        assert_eq!(server.decrypt(&out, &mut plain).unwrap(), PING_PAYLOAD);
+    }
+
+    #[test]
+    fn framed_encrypt_seals_prefix_and_payload_as_one_plaintext() {
+        for cipher in CIPHERS {
+            let (mut client, mut server) = pair(cipher);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            client
+                .encrypt_framed(&[0x50, 0x00], b"\x50abc", &mut a)
+                .unwrap();
+            let (mut client2, _) = pair(cipher);
+            client2.encrypt(b"\x50\x00\x50abc", &mut b).unwrap();
+            assert_eq!(a, b, "{cipher:?}");
+            let mut plain = Vec::new();
+            assert_eq!(server.decrypt(&a, &mut plain).unwrap(), b"\x50\x00\x50abc");
+        }
     }
 
     #[test]
@@ -391,7 +454,9 @@ mod tests {
             let mut n = [0u8; 12];
             n[..4].copy_from_slice(&9u32.to_be_bytes());
             n[4..].copy_from_slice(&b[64..72]);
-            let key = LessSafeKey::new(UnboundKey::new(cipher.algorithm(), &b[0..32]).unwrap());
+            let key = LessSafeKey::new(
+                UnboundKey::new(cipher.algorithm(), &b[0..cipher.key_len()]).unwrap(),
+            );
             let mut ct = b"v1 payload".to_vec();
             let tag = key
                 .seal_in_place_separate_tag(
@@ -568,6 +633,10 @@ mod tests {
         assert_eq!((wire.capacity(), plain.capacity()), (wcap, pcap));
     }
 
+    // Computed with Python's `cryptography` AESGCM from the same key block (key = bytes
+    // 0..16, implicit IV = bytes 64..72).
+    const PINNED_AES128_PING: &str =
+        "48000005000000013d14653352e65233b81fba5b54510b02e2422ede04cbc64c6907baf770cdeb9e";
     // Computed with Python's `cryptography` AESGCM from the same key block.
     const PINNED_AES_PING: &str =
         "4800000500000001a6e2e556a7b3b60d1956ecda80dd441145f55266de924353666ad01d3aacecc6";

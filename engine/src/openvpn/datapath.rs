@@ -27,6 +27,12 @@ pub enum DataPathError {
     /// The tunnel is not up.
     #[error("tunnel not established")]
     NotEstablished,
+    /// The peer sent a compressed packet (`compress stub-v2` framing with an algorithm byte);
+    /// we never decompress (compression leaks plaintext, VORACLE).
+    #[error(
+        "peer sent a compressed data packet (algorithm byte {0}); compression is not supported"
+    )]
+    Compressed(u8),
 }
 
 pub(crate) fn tx_key(keys: &mut [KeyState]) -> Option<&mut KeyState> {
@@ -59,8 +65,14 @@ pub(crate) fn open_data(
     };
     let len = dc.decrypt(packet, out)?.len();
     let mut start = 0;
+    // stub-v2 (comp.c `compv2_escape_data_ifneeded`): 0x50 0x00 escapes an uncompressed
+    // payload that starts with 0x50; 0x50 with any other byte is a compressed packet.
     if compress && out.first() == Some(&0x50) {
-        start = 2.min(len);
+        match out.get(1) {
+            Some(0) => start = 2,
+            Some(alg) => return Err(DataPathError::Compressed(*alg)),
+            None => start = len,
+        }
     }
     let plain: Range<usize> = start..len;
     if out[plain.clone()] == PING_PAYLOAD {

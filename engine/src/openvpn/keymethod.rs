@@ -222,8 +222,14 @@ pub struct PeerInfo {
     pub proto: u32,
     /// `IV_CIPHERS`: the data ciphers the client accepts, in its order.
     pub ciphers: Vec<String>,
+    /// Whether the block had an `IV_CIPHERS` line at all (2.4.10+, 2.5, 2.6). Without it the
+    /// cipher list comes from `IV_NCP` and the options string.
+    pub announces_ciphers: bool,
     /// `IV_NCP`: 2 or more means the client can switch to AES-256-GCM even without IV_CIPHERS.
     pub ncp: u32,
+    /// `IV_MTU`: the largest tun-mtu the client accepts by push (2.6); its presence is what
+    /// tells a server that `tun-mtu` may be pushed.
+    pub mtu: Option<u32>,
     /// The client understands `compress stub-v2` (`IV_COMP_STUBv2=1`).
     pub comp_stub_v2: bool,
     /// `IV_GUI_VER`, `IV_SSO`... anything else, kept for logging.
@@ -244,7 +250,9 @@ impl PeerInfo {
                 "IV_PLAT" => info.platform = Some(value.to_owned()),
                 "IV_PROTO" => info.proto = value.trim().parse().unwrap_or(0),
                 "IV_NCP" => info.ncp = value.trim().parse().unwrap_or(0),
+                "IV_MTU" => info.mtu = value.trim().parse().ok(),
                 "IV_CIPHERS" => {
+                    info.announces_ciphers = true;
                     info.ciphers = value
                         .split(':')
                         .filter(|c| !c.is_empty())
@@ -262,6 +270,71 @@ impl PeerInfo {
     pub fn supports_tls_ekm(&self) -> bool {
         self.proto & IV_PROTO_TLS_KEY_EXPORT != 0
     }
+
+    /// True when the client understands `protocol-flags` and the EXIT control message (2.6).
+    pub fn supports_cc_exit(&self) -> bool {
+        self.proto & IV_PROTO_CC_EXIT_NOTIFY != 0
+    }
+
+    /// True when the client takes a pushed `cipher` (ssl_ncp.c `tls_peer_supports_ncp`:
+    /// `IV_NCP` >= 2 or an `IV_CIPHERS` line). A stock server pushes no `cipher` otherwise.
+    pub fn supports_ncp(&self) -> bool {
+        self.ncp >= 2 || self.announces_ciphers
+    }
+
+    /// The data ciphers the client can switch to (ssl_ncp.c `tls_peer_ncp_list`):
+    /// `IV_CIPHERS`, else `AES-256-GCM:AES-128-GCM` for `IV_NCP=2` (OpenVPN 2.4.0-2.4.9),
+    /// else none.
+    pub fn ncp_ciphers(&self) -> Vec<&str> {
+        if self.announces_ciphers {
+            self.ciphers.iter().map(String::as_str).collect()
+        } else if self.ncp >= 2 {
+            vec!["AES-256-GCM", "AES-128-GCM"]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// The value of `cipher` in a key-method options string (`...,cipher AES-256-CBC,...`), as
+/// OpenVPN's `options_string_extract_option` reads it.
+pub fn options_cipher(options: &str) -> Option<&str> {
+    options
+        .split(',')
+        .find_map(|o| o.strip_prefix("cipher "))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+}
+
+/// True when the options string says the client has a compression context (any of
+/// `comp-lzo`, `compress ...`; OpenVPN writes `,comp-lzo` for all of them).
+pub fn options_use_compression(options: &str) -> bool {
+    options
+        .split(',')
+        .any(|o| o == "comp-lzo" || o.starts_with("compress"))
+}
+
+/// The data cipher a stock OpenVPN 2.6 server would push (ssl_ncp.c `ncp_get_best_cipher`):
+/// the first of `ours` that is in the client's NCP list, or, for a client without
+/// `IV_CIPHERS`, the cipher named in its options string ("poor man's NCP"). `None` means no
+/// shared cipher: a stock server answers AUTH_FAILED ("Data channel cipher negotiation failed
+/// (no shared cipher)"), since its `data-ciphers-fallback` is unset by default.
+pub fn choose_cipher(
+    ours: &[super::data::Cipher],
+    info: &PeerInfo,
+    options: &str,
+) -> Option<super::data::Cipher> {
+    let theirs = info.ncp_ciphers();
+    let occ = if info.announces_ciphers {
+        None
+    } else {
+        options_cipher(options)
+    };
+    ours.iter().copied().find(|c| {
+        let name = c.openvpn_name();
+        theirs.iter().any(|t| t.eq_ignore_ascii_case(name))
+            || occ.is_some_and(|o| o.eq_ignore_ascii_case(name))
+    })
 }
 
 #[cfg(test)]

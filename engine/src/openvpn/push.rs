@@ -36,6 +36,42 @@ pub struct PushReply {
     pub tun_mtu: u16,
     /// Push `compress stub-v2` (client configured comp-lzo / compress).
     pub compress_stub_v2: bool,
+    /// Which options the client understands; a stock server leaves out the others.
+    pub caps: PushCaps,
+}
+
+/// What a client's peer-info says it takes by push (OpenVPN push.c `prepare_push_reply`).
+/// The default is an OpenVPN 2.6 client: everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushCaps {
+    /// `cipher` (`IV_NCP=2` or `IV_CIPHERS`).
+    pub ncp: bool,
+    /// `protocol-flags` with `cc-exit` (`IV_PROTO` bit 7, 2.6). Without it a tls-ekm client
+    /// gets `key-derivation tls-ekm` instead.
+    pub cc_exit: bool,
+    /// `tun-mtu` (`IV_MTU`, 2.6).
+    pub mtu: bool,
+}
+
+impl Default for PushCaps {
+    fn default() -> Self {
+        Self {
+            ncp: true,
+            cc_exit: true,
+            mtu: true,
+        }
+    }
+}
+
+impl PushCaps {
+    /// What the client with this peer-info takes.
+    pub fn of(info: &super::keymethod::PeerInfo) -> Self {
+        Self {
+            ncp: info.supports_ncp(),
+            cc_exit: info.supports_cc_exit(),
+            mtu: info.mtu.is_some(),
+        }
+    }
 }
 
 impl PushReply {
@@ -63,13 +99,18 @@ impl PushReply {
         }
         parts.push(format!("ifconfig {} {}", self.address, self.netmask));
         parts.push(format!("peer-id {}", self.peer_id));
-        parts.push(format!("cipher {}", self.cipher.openvpn_name()));
-        if self.tls_ekm {
-            parts.push("protocol-flags cc-exit tls-ekm".into());
-        } else {
-            parts.push("protocol-flags cc-exit".into());
+        if self.caps.ncp {
+            parts.push(format!("cipher {}", self.cipher.openvpn_name()));
         }
-        parts.push(format!("tun-mtu {}", self.tun_mtu));
+        match (self.caps.cc_exit, self.tls_ekm) {
+            (true, true) => parts.push("protocol-flags cc-exit tls-ekm".into()),
+            (true, false) => parts.push("protocol-flags cc-exit".into()),
+            (false, true) => parts.push("key-derivation tls-ekm".into()),
+            (false, false) => {}
+        }
+        if self.caps.mtu {
+            parts.push(format!("tun-mtu {}", self.tun_mtu));
+        }
         parts.join(",")
     }
 
@@ -92,6 +133,11 @@ impl PushReply {
         let mut ping_restart = Duration::from_secs(60);
         let mut tun_mtu = 1500;
         let mut compress_stub_v2 = false;
+        let mut caps = PushCaps {
+            ncp: true,
+            cc_exit: false,
+            mtu: false,
+        };
         let mut ignored = Vec::new();
         for opt in body.split(',').map(str::trim).filter(|o| !o.is_empty()) {
             let mut words = opt.split_whitespace();
@@ -122,13 +168,19 @@ impl PushReply {
                             .ok_or_else(|| PushError::UnsupportedCipher((*name).to_owned()))?,
                     );
                 }
-                "protocol-flags" => tls_ekm = args.contains(&"tls-ekm"),
+                "protocol-flags" => {
+                    tls_ekm = args.contains(&"tls-ekm");
+                    caps.cc_exit = args.contains(&"cc-exit");
+                }
                 "key-derivation" => tls_ekm = args.first() == Some(&"tls-ekm"),
                 "ping" => ping = Duration::from_secs(arg(&args, 0).ok_or_else(bad)?),
                 "ping-restart" => {
                     ping_restart = Duration::from_secs(arg(&args, 0).ok_or_else(bad)?)
                 }
-                "tun-mtu" => tun_mtu = arg(&args, 0).ok_or_else(bad)?,
+                "tun-mtu" => {
+                    tun_mtu = arg(&args, 0).ok_or_else(bad)?;
+                    caps.mtu = true;
+                }
                 "compress" if args.first() == Some(&"stub-v2") => compress_stub_v2 = true,
                 "topology" => {}
                 _ => ignored.push(opt.to_owned()),
@@ -150,6 +202,7 @@ impl PushReply {
                 ping_restart,
                 tun_mtu,
                 compress_stub_v2,
+                caps,
             },
             ignored,
         ))
@@ -196,6 +249,7 @@ mod tests {
             ping_restart: Duration::from_secs(60),
             tun_mtu: 1500,
             compress_stub_v2: false,
+            caps: PushCaps::default(),
         }
     }
 
@@ -221,6 +275,36 @@ mod tests {
         s2.redirect_gateway = true;
         s2.cipher = Cipher::ChaCha20Poly1305;
         assert_eq!(PushReply::parse(&s2.to_message()).unwrap().0, s2);
+    }
+
+    #[test]
+    fn older_clients_get_only_what_they_understand() {
+        // OpenVPN 2.5: IV_NCP=2, IV_CIPHERS, no cc-exit, no tls-ekm, no IV_MTU.
+        let mut s = sample();
+        s.tls_ekm = false;
+        s.caps = PushCaps {
+            ncp: true,
+            cc_exit: false,
+            mtu: false,
+        };
+        let m = s.to_message();
+        assert!(m.ends_with(",peer-id 3,cipher AES-256-GCM"), "{m}");
+        assert!(
+            !m.contains("protocol-flags") && !m.contains("tun-mtu"),
+            "{m}"
+        );
+        // A tls-ekm client without cc-exit gets the 2.5-era `key-derivation` option.
+        s.tls_ekm = true;
+        assert!(
+            s.to_message()
+                .ends_with(",cipher AES-256-GCM,key-derivation tls-ekm")
+        );
+        // A client without NCP is not pushed a cipher (it keeps the one it announced).
+        s.caps.ncp = false;
+        assert!(!s.to_message().contains("cipher"));
+        let mut p = PushReply::parse(&sample().to_message()).unwrap().0;
+        p.caps = PushCaps::default();
+        assert_eq!(p, sample());
     }
 
     #[test]

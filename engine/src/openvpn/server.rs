@@ -19,18 +19,20 @@ use ipnet::Ipv4Net;
 use super::data::{Cipher, DataChannel, PING_PAYLOAD};
 use super::datapath::{DataOutcome, DataPathError, open_data, tx_key};
 use super::key_state::{ControlError, KeyState};
-use super::keymethod::{ClientKeySource, KeyMethod2, PeerInfo, ServerKeySource};
+use super::keymethod::{
+    ClientKeySource, KeyMethod2, PeerInfo, ServerKeySource, choose_cipher, options_use_compression,
+};
 use super::keys::{DataKeys, EKM_LABEL, KEY_BLOCK_LEN, Role, prf_key_block};
-use super::push::PushReply;
-use super::tls::{common_name, refusal_of};
-use crate::entropy::Entropy;
+use super::push::{PushCaps, PushReply};
+use super::tls::{common_name, describe_session, refusal_of, version_refusal};
 use super::wrap::{FirstPacket, ServerWrap, WrapError, Wrapper};
+use crate::entropy::Entropy;
 use crate::wire::openvpn::{ControlPacket, Opcode, Packet};
 
 /// Gateway-wide OpenVPN settings shared by every session.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// TLS 1.3 configuration with the client-certificate verifier (CA + CRL).
+    /// TLS configuration with the client-certificate verifier (CA + CRL).
     pub tls: Arc<rustls::ServerConfig>,
     /// Derive data keys with the TLS exporter when the client supports it.
     pub tls_ekm: bool,
@@ -62,7 +64,7 @@ impl ServerConfig {
         Self {
             tls,
             tls_ekm: true,
-            ciphers: vec![Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305],
+            ciphers: Cipher::ALL.to_vec(),
             ping: Duration::from_secs(10),
             ping_restart: Duration::from_secs(60),
             inactivity_timeout: Duration::from_secs(120),
@@ -175,6 +177,7 @@ struct Negotiated {
     cipher: Cipher,
     tls_ekm: bool,
     compress_stub_v2: bool,
+    caps: PushCaps,
 }
 
 /// One client session on the gateway.
@@ -314,6 +317,17 @@ impl ServerSession {
         self.negotiated.as_ref().map(|n| n.client.as_str())
     }
 
+    /// The TLS version and cipher suite of the first handshake (`("TLSv1.2",
+    /// "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384")`), once it finished.
+    pub fn tls_session(&self) -> Option<(&'static str, String)> {
+        self.keys.iter().find_map(|k| describe_session(&k.tls))
+    }
+
+    /// The PUSH_REPLY sent to the client (without the trailing NUL), once accepted.
+    pub fn push_reply(&self) -> Option<&str> {
+        self.push_reply.as_deref()
+    }
+
     /// True when the tunnel is up.
     pub fn is_established(&self) -> bool {
         self.phase == Phase::Active
@@ -417,7 +431,18 @@ impl ServerSession {
                     }
                     CloseReason::Refused(r.to_string())
                 }
-                None => CloseReason::Error(e.to_string()),
+                None => match version_refusal(t) {
+                    Some(reason) => {
+                        if primary {
+                            self.events.push_back(ServerEvent::Refused {
+                                client: None,
+                                reason: reason.clone(),
+                            });
+                        }
+                        CloseReason::Refused(reason)
+                    }
+                    None => CloseReason::Error(e.to_string()),
+                },
             },
             ControlError::TlsClosed => CloseReason::Error(e.to_string()),
         };
@@ -512,32 +537,69 @@ impl ServerSession {
             .and_then(|c| common_name(c))
             .unwrap_or_default();
         let peer_info = PeerInfo::parse(msg.peer_info.as_deref().unwrap_or(""));
-        let cipher = self.choose_cipher(&peer_info);
-        let compress_stub_v2 =
-            msg.options.contains(",comp-lzo") || msg.options.contains(",compress");
+        let cipher = choose_cipher(&self.config.ciphers, &peer_info, &msg.options);
+        // Any compression setting on the client (`comp-lzo`, `compress ...`) shows as
+        // `,comp-lzo` in its options string. Like a stock server with `compress migrate`, we
+        // push `compress stub-v2`: the client then frames without compressing.
+        let compress_stub_v2 = options_use_compression(&msg.options);
         let tls_ekm = self.config.tls_ekm && peer_info.supports_tls_ekm();
+        let caps = PushCaps::of(&peer_info);
+        let (tls_version, tls_suite) = describe_session(&key.tls).unwrap_or(("?", "?".into()));
+        tracing::debug!(
+            client = %client,
+            options = %msg.options,
+            peer_info = %msg.peer_info.as_deref().unwrap_or("").replace('\n', " "),
+            "key-method 2 from client"
+        );
+        tracing::info!(
+            client = %client,
+            version = peer_info.version.as_deref().unwrap_or("?"),
+            tls = tls_version,
+            tls_cipher = %tls_suite,
+            data_cipher = cipher.map_or("none", |c| c.openvpn_name()),
+            keys = if tls_ekm { "tls-ekm" } else { "prf" },
+            compress = if compress_stub_v2 { "stub-v2" } else { "none" },
+            "OpenVPN control channel up"
+        );
         self.phase = Phase::AwaitingDecision;
         let Some(cipher) = cipher else {
-            let offered = if peer_info.ciphers.is_empty() {
-                "none".to_owned()
-            } else {
-                peer_info.ciphers.join(":")
-            };
+            let mut offered = peer_info.ncp_ciphers().join(":");
+            if !peer_info.announces_ciphers
+                && let Some(c) = super::keymethod::options_cipher(&msg.options)
+            {
+                if !offered.is_empty() {
+                    offered.push(':');
+                }
+                offered.push_str(c);
+            }
+            if offered.is_empty() {
+                offered = "none".to_owned();
+            }
             self.negotiated = Some(Negotiated {
                 client: client.clone(),
                 cipher: Cipher::Aes256Gcm,
                 tls_ekm,
                 compress_stub_v2,
+                caps,
             });
+            let ours: Vec<&str> = self
+                .config
+                .ciphers
+                .iter()
+                .map(|c| c.openvpn_name())
+                .collect();
+            let ours = ours.join(":");
             self.events.push_back(ServerEvent::Refused {
                 client: Some(client),
                 reason: format!(
-                    "client offers no AEAD data cipher this gateway supports (offered: {offered})"
+                    "data channel cipher negotiation failed: no shared cipher (client offers {offered}; gateway's openvpn.ciphers: {ours})"
                 ),
             });
             self.send_auth_failed(
                 _now,
-                "client offers no supported AEAD cipher; set data-ciphers AES-256-GCM:CHACHA20-POLY1305",
+                &format!(
+                    "Data channel cipher negotiation failed (no shared cipher); set data-ciphers {ours}"
+                ),
             );
             return;
         };
@@ -550,20 +612,8 @@ impl ServerSession {
             cipher,
             tls_ekm,
             compress_stub_v2,
+            caps,
         });
-    }
-
-    fn choose_cipher(&self, info: &PeerInfo) -> Option<Cipher> {
-        if info.ciphers.is_empty() {
-            // OpenVPN 2.4 announces IV_NCP=2: it can switch to AES-256-GCM.
-            return (info.ncp >= 2 && self.config.ciphers.contains(&Cipher::Aes256Gcm))
-                .then_some(Cipher::Aes256Gcm);
-        }
-        self.config.ciphers.iter().copied().find(|ours| {
-            info.ciphers
-                .iter()
-                .any(|c| Cipher::from_openvpn_name(c) == Some(*ours))
-        })
     }
 
     /// Admits the authenticated client with its address and routes: sends PUSH_REPLY and
@@ -589,6 +639,7 @@ impl ServerSession {
             ping_restart: self.config.ping_restart,
             tun_mtu: self.config.tun_mtu,
             compress_stub_v2: n.compress_stub_v2,
+            caps: n.caps,
         };
         let (cipher, tls_ekm) = (n.cipher, n.tls_ekm);
         let msg = reply.to_message();
@@ -740,11 +791,15 @@ impl ServerSession {
         if self.phase != Phase::Active {
             return Err(DataPathError::NotEstablished);
         }
+        // stub-v2 framing escapes a payload starting with 0x50 (never an IPv4/IPv6 packet).
+        let escape = self.negotiated.as_ref().is_some_and(|n| n.compress_stub_v2)
+            && ip_packet.first() == Some(&0x50);
         let key = self.primary_mut().ok_or(DataPathError::NotEstablished)?;
         let Some(dc) = key.data.as_mut() else {
             return Err(DataPathError::NotEstablished);
         };
-        dc.encrypt(ip_packet, out)?;
+        let prefix: &[u8] = if escape { &[0x50, 0x00] } else { &[] };
+        dc.encrypt_framed(prefix, ip_packet, out)?;
         self.last_tx = now;
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += ip_packet.len() as u64;

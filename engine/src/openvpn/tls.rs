@@ -1,5 +1,6 @@
-//! TLS for the OpenVPN control channel: rustls configurations (TLS 1.3 only, ring provider,
-//! time provider passed in) and certificate checks that say *why* a peer was refused.
+//! TLS for the OpenVPN control channel: rustls configurations (TLS 1.2 and 1.3 like a stock
+//! OpenVPN 2.6, or 1.3 only when the operator asks; ring provider, time provider passed in)
+//! and certificate checks that say *why* a peer was refused.
 
 use std::fmt;
 use std::sync::Arc;
@@ -73,8 +74,48 @@ pub fn crls_from_pem(
         .map_err(pem_err("CRL PEM"))
 }
 
-/// The TLS 1.3-only rustls server configuration a gateway uses: client certificates are
-/// mandatory and checked against `ca` and `crls` (chain, validity, clientAuth EKU, revocation).
+/// The oldest TLS version a gateway accepts on the control channel (`tls-version-min`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TlsVersionMin {
+    /// TLS 1.2 and 1.3: a stock OpenVPN 2.6 server's default (options.c
+    /// `options_set_backwards_compatible_options`: "Use TLS 1.2 as proper default").
+    #[default]
+    Tls12,
+    /// TLS 1.3 only: stricter; refuses clients configured with `tls-version-max 1.2` and
+    /// OpenVPN builds whose TLS library lacks 1.3.
+    Tls13,
+}
+
+impl TlsVersionMin {
+    /// Parses `"1.2"` or `"1.3"` (the values of OpenVPN's `tls-version-min`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "1.2" => Some(Self::Tls12),
+            "1.3" => Some(Self::Tls13),
+            _ => None,
+        }
+    }
+
+    /// `"1.2"` or `"1.3"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls12 => "1.2",
+            Self::Tls13 => "1.3",
+        }
+    }
+
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        match self {
+            Self::Tls12 => rustls::ALL_VERSIONS,
+            Self::Tls13 => &TLS13_ONLY,
+        }
+    }
+}
+
+/// The rustls server configuration a gateway uses, accepting TLS 1.2 and 1.3 as a stock
+/// OpenVPN 2.6 server does: client certificates are mandatory and checked against `ca` and
+/// `crls` (chain, validity, clientAuth EKU, revocation).
 pub fn server_config(
     provider: Arc<CryptoProvider>,
     time: Arc<dyn TimeProvider>,
@@ -82,6 +123,22 @@ pub fn server_config(
     crls: Vec<CertificateRevocationListDer<'static>>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
+    server_config_min_version(provider, time, ca, crls, chain, key, TlsVersionMin::Tls12)
+}
+
+/// [`server_config`] with the oldest TLS version the gateway accepts.
+///
+/// With TLS 1.2 the suites are ring's ECDHE + AEAD ones (ECDSA and RSA certificates, AES-GCM
+/// and ChaCha20-Poly1305), which OpenSSL 3's default list offers too.
+pub fn server_config_min_version(
+    provider: Arc<CryptoProvider>,
+    time: Arc<dyn TimeProvider>,
+    ca: &[CertificateDer<'static>],
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    min: TlsVersionMin,
 ) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
     let mut roots = RootCertStore::empty();
     for c in ca {
@@ -93,13 +150,14 @@ pub fn server_config(
         .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
     let verifier = Arc::new(ExplainingClientVerifier { inner });
     let config = rustls::ServerConfig::builder_with_details(provider, time)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(min.versions())?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     Ok(Arc::new(config))
 }
 
-/// The TLS 1.3-only rustls client configuration: the gateway's certificate must chain to `ca`,
+/// The rustls client configuration: TLS 1.3 preferred, TLS 1.2 accepted (stock servers may be
+/// limited to it with `tls-version-max 1.2`); the gateway's certificate must chain to `ca`,
 /// carry serverAuth and name the gateway we dialled. No SNI (OpenVPN sends none).
 pub fn client_config(
     provider: Arc<CryptoProvider>,
@@ -116,12 +174,46 @@ pub fn client_config(
         .build()
         .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
     let mut config = rustls::ClientConfig::builder_with_details(provider, time)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(rustls::ALL_VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ExplainingServerVerifier { inner }))
         .with_client_auth_cert(chain, key)?;
     config.enable_sni = false;
     Ok(Arc::new(config))
+}
+
+/// If a TLS error means the peer only speaks a TLS version older than we accept, what to
+/// tell the operator.
+pub fn version_refusal(err: &Error) -> Option<String> {
+    use rustls::PeerIncompatible as P;
+    match err {
+        Error::PeerIncompatible(
+            P::SupportedVersionsExtensionRequired
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled,
+        ) => Some(
+            "client offers no TLS version this gateway accepts (it is limited to TLS 1.2 or \
+             older, e.g. `tls-version-max 1.2`, and `openvpn.tls_version_min` is \"1.3\"); set \
+             tls_version_min = \"1.2\" to accept it"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+/// The negotiated TLS version and cipher suite, as OpenSSL and OpenVPN name them
+/// (`TLSv1.3 TLS_AES_256_GCM_SHA384`), once the handshake is done.
+pub fn describe_session(state: &rustls::CommonState) -> Option<(&'static str, String)> {
+    let version = match state.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "TLS (other)",
+    };
+    let suite = state.negotiated_cipher_suite()?.suite();
+    let name = suite
+        .as_str()
+        .map_or_else(|| format!("{suite:?}"), str::to_owned);
+    Some((version, name))
 }
 
 /// Why a peer certificate was refused, with the peer's name when it could be read.

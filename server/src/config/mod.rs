@@ -135,9 +135,14 @@ pub struct OpenVpnConfig {
     /// exercise the classic PRF path (2.4/2.5 clients always get it).
     #[serde(default = "yes")]
     pub tls_ekm: bool,
-    /// Data ciphers in order of preference.
+    /// Data ciphers in order of preference; the default is a stock OpenVPN 2.6 server's
+    /// `data-ciphers` (AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305).
     #[serde(default = "default_ciphers")]
     pub ciphers: Vec<String>,
+    /// Oldest TLS version accepted on the control channel: "1.2" (a stock OpenVPN 2.6
+    /// server's default) or "1.3" (stricter: refuses clients with `tls-version-max 1.2`).
+    #[serde(default = "default_tls_version_min")]
+    pub tls_version_min: String,
     /// Keepalive interval pushed to clients, e.g. "10s".
     #[serde(default = "default_ping")]
     pub ping: String,
@@ -178,7 +183,13 @@ fn default_tcp_port() -> u16 {
     443
 }
 fn default_ciphers() -> Vec<String> {
-    vec!["AES-256-GCM".into(), "CHACHA20-POLY1305".into()]
+    gatehouse_engine::openvpn::data::Cipher::ALL
+        .iter()
+        .map(|c| c.openvpn_name().to_owned())
+        .collect()
+}
+fn default_tls_version_min() -> String {
+    "1.2".into()
 }
 fn default_ping() -> String {
     "10s".into()
@@ -198,6 +209,7 @@ impl Default for OpenVpnConfig {
             tcp_port: default_tcp_port(),
             tls_ekm: true,
             ciphers: default_ciphers(),
+            tls_version_min: default_tls_version_min(),
             ping: default_ping(),
             ping_restart: default_ping_restart(),
             reneg: default_reneg(),
@@ -285,14 +297,22 @@ impl GatewayConfig {
             );
         }
         if o.ciphers.is_empty() {
-            bail!("`openvpn.ciphers` is empty: use [\"AES-256-GCM\", \"CHACHA20-POLY1305\"]");
+            bail!(
+                "`openvpn.ciphers` is empty: use [\"AES-256-GCM\", \"AES-128-GCM\", \"CHACHA20-POLY1305\"]"
+            );
         }
         for c in &o.ciphers {
             if gatehouse_engine::openvpn::data::Cipher::from_openvpn_name(c).is_none() {
                 bail!(
-                    "`openvpn.ciphers` entry {c:?} is not supported: use AES-256-GCM or CHACHA20-POLY1305"
+                    "`openvpn.ciphers` entry {c:?} is not supported: use AES-256-GCM, AES-128-GCM or CHACHA20-POLY1305"
                 );
             }
+        }
+        if gatehouse_engine::openvpn::tls::TlsVersionMin::parse(&o.tls_version_min).is_none() {
+            bail!(
+                "`openvpn.tls_version_min` = {:?} is not a TLS version: write \"1.2\" (accept what a stock OpenVPN 2.6 server accepts) or \"1.3\"",
+                o.tls_version_min
+            );
         }
         for (key, val) in [
             ("openvpn.ping", &o.ping),
@@ -387,6 +407,15 @@ mod tests {
                 .to_string()
                 .contains("`openvpn.ciphers`")
         );
+        let mut c = GatewayConfig::new("gw");
+        c.openvpn.tls_version_min = "1.1".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("`openvpn.tls_version_min`") && e.contains("\"1.2\""),
+            "{e}"
+        );
+        c.openvpn.tls_version_min = "1.3".into();
+        c.validate().unwrap();
         let mut c = GatewayConfig::new("gw");
         c.openvpn.ping = "often".into();
         assert!(

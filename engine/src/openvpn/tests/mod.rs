@@ -7,6 +7,7 @@
 
 mod basics;
 mod certs;
+mod compat;
 mod link;
 mod malformed;
 mod negotiation;

@@ -130,14 +130,14 @@ pub(super) fn pki() -> &'static Pki {
 }
 
 #[derive(Debug)]
-struct FixedTime(UnixTime);
+pub(super) struct FixedTime(UnixTime);
 impl rustls::time_provider::TimeProvider for FixedTime {
     fn current_time(&self) -> Option<UnixTime> {
         Some(self.0)
     }
 }
 
-fn wall_clock() -> Arc<FixedTime> {
+pub(super) fn wall_clock() -> Arc<FixedTime> {
     Arc::new(FixedTime(UnixTime::since_unix_epoch(Duration::from_secs(
         WALL_CLOCK_SECS,
     ))))
