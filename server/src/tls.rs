@@ -143,7 +143,7 @@ pub fn ike_responder_config(
         })
         .collect();
     Ok(Arc::new(ResponderConfig {
-        policy: Policy::default(),
+        policy: Policy::remote_access(cfg.ikev2.allow_modp1024),
         trust: PeerTrust { roots: ca, crls },
         time: Arc::new(rustls::time_provider::DefaultTimeProvider),
         cert_chain: chain,

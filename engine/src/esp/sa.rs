@@ -1,17 +1,23 @@
 //! One ESP security association per direction.
 //!
+//! AEAD transforms (AES-GCM-16, RFC 4106; ChaCha20-Poly1305, RFC 7634):
+//!
 //! ```text
 //! SPI (4) | Sequence Number (4) | IV (8) | ciphertext | ICV (16)
 //! plaintext = inner packet | padding 1, 2, 3, ... | pad length (1) | next header (1)
 //! nonce = salt (4) | IV (8)        AAD = SPI | Sequence Number (no ESN)
 //! ```
 //!
-//! The IV is the 64-bit sequence number: unique per key, which is all RFC 4106 section 3.1
-//! and RFC 7634 section 2 ask for, and it costs no randomness.
+//! The AEAD IV is the 64-bit sequence number: unique per key, which is all RFC 4106 section
+//! 3.1 and RFC 7634 section 2 ask for, and it costs no randomness.
+//!
+//! AES-CBC with an HMAC (RFC 3602, 2404, 4868), what the operating systems' built-in IKEv2
+//! clients propose by default, is laid out and keyed as `esp/cbc.rs` describes.
 
 use ring::aead;
 
-use crate::ikev2::crypto::{ChildSaKeys, KeySizes};
+use super::cbc::{BLOCK, CbcHmac};
+use crate::ikev2::crypto::{ChildSaKeys, Integ, KeySizes};
 use crate::openvpn::replay::{ReplayError, ReplayWindow};
 
 /// Next Header value for an inner IPv4 packet (IP-in-IP).
@@ -22,11 +28,11 @@ pub const NEXT_HEADER_IPV6: u8 = 41;
 pub const NEXT_HEADER_NO_NEXT: u8 = 59;
 
 const HEADER_LEN: usize = 8;
-const IV_LEN: usize = 8;
-const ICV_LEN: usize = 16;
+const AEAD_IV_LEN: usize = 8;
+const AEAD_ICV_LEN: usize = 16;
 const SALT_LEN: usize = 4;
-/// The ciphertext (payload, padding, pad length, next header) is 4-byte aligned.
-const ALIGN: usize = 4;
+/// The AEAD ciphertext (payload, padding, pad length, next header) is 4-byte aligned.
+const AEAD_ALIGN: usize = 4;
 
 /// Why an ESP packet could not be built or accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -54,8 +60,9 @@ pub enum EspError {
     /// 2^32 - 1 packets were sent: the CHILD SA must be rekeyed before sending more.
     #[error("ESP sequence numbers exhausted; rekey the CHILD SA")]
     SequenceExhausted,
-    /// The packet is too short to be ESP for this cipher.
-    #[error("ESP packet too short ({0} bytes)")]
+    /// The packet is too short (or, for CBC, not a whole number of blocks) to be ESP for
+    /// this cipher.
+    #[error("ESP packet too short or misaligned ({0} bytes)")]
     Truncated(usize),
     /// The packet is for another SA.
     #[error("ESP packet for SPI {got:#010x}, this SA is {expected:#010x}")]
@@ -79,7 +86,8 @@ pub enum EspError {
     Crypto,
 }
 
-/// An ESP AEAD transform (IKEv2 transform type 1 in an ESP proposal).
+/// An ESP transform: an AEAD, or AES-CBC with an integrity algorithm (IKEv2 transform
+/// types 1 and 3 in an ESP proposal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EspCipher {
     /// ENCR_AES_GCM_16 (20), 128- or 256-bit key, RFC 4106.
@@ -89,37 +97,85 @@ pub enum EspCipher {
     },
     /// ENCR_CHACHA20_POLY1305 (28), RFC 7634.
     ChaCha20Poly1305,
+    /// ENCR_AES_CBC (12), 128- or 256-bit key, RFC 3602, with an HMAC (RFC 2404 / 4868).
+    AesCbc {
+        /// 128 or 256.
+        key_bits: u16,
+        /// The integrity algorithm.
+        integ: Integ,
+    },
 }
 
 impl EspCipher {
     /// The IANA encryption transform id.
     pub const fn transform_id(self) -> u16 {
         match self {
+            EspCipher::AesCbc { .. } => 12,
             EspCipher::AesGcm16 { .. } => 20,
             EspCipher::ChaCha20Poly1305 => 28,
         }
     }
 
-    /// Key material per direction (key + 4-byte salt, no integrity key).
+    /// Whether this is an AEAD (no integrity transform).
+    pub const fn is_aead(self) -> bool {
+        !matches!(self, EspCipher::AesCbc { .. })
+    }
+
+    /// Key material per direction, as [`ChildSaKeys::derive`] takes it: AEADs a key and a
+    /// 4-byte salt and no integrity key; AES-CBC a key and the HMAC's key.
     pub const fn key_sizes(self) -> KeySizes {
-        let key = match self {
-            EspCipher::AesGcm16 { key_bits } => key_bits as usize / 8,
-            EspCipher::ChaCha20Poly1305 => 32,
-        };
-        KeySizes {
-            encr: key + SALT_LEN,
-            integ: 0,
+        match self {
+            EspCipher::AesGcm16 { key_bits } => KeySizes {
+                encr: key_bits as usize / 8 + SALT_LEN,
+                integ: 0,
+            },
+            EspCipher::ChaCha20Poly1305 => KeySizes {
+                encr: 32 + SALT_LEN,
+                integ: 0,
+            },
+            EspCipher::AesCbc { key_bits, integ } => KeySizes {
+                encr: key_bits as usize / 8,
+                integ: integ.key_len(),
+            },
         }
+    }
+
+    /// Bytes of key material [`EspOutbound::new`] and [`EspInbound::new`] take: the
+    /// encryption key (with the salt for AEADs) followed by the integrity key, if any.
+    pub const fn key_material_len(self) -> usize {
+        let s = self.key_sizes();
+        s.encr + s.integ
     }
 
     /// Bytes ESP adds around an inner packet of `inner_len` bytes (header, IV, padding,
     /// trailer, ICV), not counting the UDP header.
     pub const fn overhead(self, inner_len: usize) -> usize {
-        encrypted_len(inner_len) - inner_len
+        self.encrypted_len(inner_len) - inner_len
     }
 
-    fn key(self, material: &[u8]) -> Result<(aead::LessSafeKey, [u8; SALT_LEN]), EspError> {
-        let expected = self.key_sizes().encr;
+    /// Total ESP packet length for an inner packet of `inner_len` bytes.
+    const fn encrypted_len(self, inner_len: usize) -> usize {
+        match self {
+            EspCipher::AesCbc { integ, .. } => {
+                HEADER_LEN + BLOCK + (inner_len + 2).div_ceil(BLOCK) * BLOCK + integ.icv_len()
+            }
+            _ => {
+                HEADER_LEN
+                    + AEAD_IV_LEN
+                    + (inner_len + 2).div_ceil(AEAD_ALIGN) * AEAD_ALIGN
+                    + AEAD_ICV_LEN
+            }
+        }
+    }
+
+    fn keys(self, material: &[u8]) -> Result<Keys, EspError> {
+        if let EspCipher::AesGcm16 { key_bits } | EspCipher::AesCbc { key_bits, .. } = self
+            && key_bits != 128
+            && key_bits != 256
+        {
+            return Err(EspError::UnsupportedKeySize(key_bits));
+        }
+        let expected = self.key_material_len();
         if material.len() != expected {
             return Err(EspError::BadKeyLength {
                 expected,
@@ -127,37 +183,63 @@ impl EspCipher {
             });
         }
         let alg = match self {
+            EspCipher::AesCbc { integ, .. } => {
+                let (encr, integ_key) = material.split_at(self.key_sizes().encr);
+                return CbcHmac::new(encr, integ, integ_key)
+                    .map(|c| Keys::Cbc(Box::new(c)))
+                    .ok_or(EspError::Crypto);
+            }
             EspCipher::AesGcm16 { key_bits: 128 } => &aead::AES_128_GCM,
-            EspCipher::AesGcm16 { key_bits: 256 } => &aead::AES_256_GCM,
-            EspCipher::AesGcm16 { key_bits } => return Err(EspError::UnsupportedKeySize(key_bits)),
+            EspCipher::AesGcm16 { .. } => &aead::AES_256_GCM,
             EspCipher::ChaCha20Poly1305 => &aead::CHACHA20_POLY1305,
         };
         let (key, salt) = material.split_at(expected - SALT_LEN);
         let key = aead::UnboundKey::new(alg, key).map_err(|_| EspError::Crypto)?;
         let mut s = [0u8; SALT_LEN];
         s.copy_from_slice(salt);
-        Ok((aead::LessSafeKey::new(key), s))
+        Ok(Keys::Aead {
+            key: Box::new(aead::LessSafeKey::new(key)),
+            salt: s,
+        })
     }
 }
 
-/// Total ESP packet length for an inner packet of `inner_len` bytes.
-const fn encrypted_len(inner_len: usize) -> usize {
-    HEADER_LEN + IV_LEN + (inner_len + 2).div_ceil(ALIGN) * ALIGN + ICV_LEN
+/// One direction's keys.
+enum Keys {
+    Aead {
+        key: Box<aead::LessSafeKey>,
+        salt: [u8; SALT_LEN],
+    },
+    Cbc(Box<CbcHmac>),
 }
 
-fn nonce(salt: &[u8; SALT_LEN], iv: [u8; IV_LEN]) -> aead::Nonce {
+fn nonce(salt: &[u8; SALT_LEN], iv: [u8; AEAD_IV_LEN]) -> aead::Nonce {
     let mut n = [0u8; aead::NONCE_LEN];
     n[..SALT_LEN].copy_from_slice(salt);
     n[SALT_LEN..].copy_from_slice(&iv);
     aead::Nonce::assume_unique_for_key(n)
 }
 
+/// Writes the inner packet, the default padding (RFC 4303 2.4: 1, 2, 3, ...), the pad length
+/// and the next header into `plain`, whose length is already the padded length.
+fn fill_plaintext(plain: &mut [u8], inner: &[u8], next_header: u8) {
+    let pad_len = plain.len() - inner.len() - 2;
+    plain[..inner.len()].copy_from_slice(inner);
+    for (i, b) in plain[inner.len()..inner.len() + pad_len]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = i as u8 + 1;
+    }
+    plain[inner.len() + pad_len] = pad_len as u8;
+    plain[inner.len() + pad_len + 1] = next_header;
+}
+
 /// The sending half of a CHILD SA.
 pub struct EspOutbound {
     spi: u32,
     cipher: EspCipher,
-    key: aead::LessSafeKey,
-    salt: [u8; SALT_LEN],
+    keys: Keys,
     /// Sequence number of the next packet; starts at 1 (RFC 4303 3.3.3).
     next_seq: u64,
 }
@@ -173,14 +255,14 @@ impl std::fmt::Debug for EspOutbound {
 }
 
 impl EspOutbound {
-    /// An outbound SA with the peer's `spi` and `key` (key followed by salt).
+    /// An outbound SA with the peer's `spi` and `key`: the encryption key (followed by the
+    /// salt for AEADs), then the integrity key for AES-CBC
+    /// ([`EspCipher::key_material_len`] bytes).
     pub fn new(spi: u32, cipher: EspCipher, key: &[u8]) -> Result<Self, EspError> {
-        let (key, salt) = cipher.key(key)?;
         Ok(Self {
             spi,
             cipher,
-            key,
-            salt,
+            keys: cipher.keys(key)?,
             next_seq: 1,
         })
     }
@@ -202,7 +284,7 @@ impl EspOutbound {
 
     /// Size of the ESP packet for an inner packet of `inner_len` bytes.
     pub fn encrypted_len(&self, inner_len: usize) -> usize {
-        encrypted_len(inner_len)
+        self.cipher.encrypted_len(inner_len)
     }
 
     /// Encrypts an inner IPv4/IPv6 packet into `out` and returns the ESP packet (a prefix of
@@ -223,35 +305,38 @@ impl EspOutbound {
         next_header: u8,
         out: &'a mut [u8],
     ) -> Result<&'a [u8], EspError> {
-        let total = encrypted_len(inner.len());
+        let total = self.encrypted_len(inner.len());
         if out.len() < total {
             return Err(EspError::BufferTooSmall { needed: total });
         }
         let seq = u32::try_from(self.next_seq).map_err(|_| EspError::SequenceExhausted)?;
-        let iv = self.next_seq.to_be_bytes();
         let out = &mut out[..total];
-        let (header, rest) = out.split_at_mut(HEADER_LEN);
-        header[..4].copy_from_slice(&self.spi.to_be_bytes());
-        header[4..].copy_from_slice(&seq.to_be_bytes());
-        let (iv_out, rest) = rest.split_at_mut(IV_LEN);
-        iv_out.copy_from_slice(&iv);
-        let (plain, icv) = rest.split_at_mut(rest.len() - ICV_LEN);
-        let pad_len = plain.len() - inner.len() - 2;
-        plain[..inner.len()].copy_from_slice(inner);
-        for (i, b) in plain[inner.len()..inner.len() + pad_len]
-            .iter_mut()
-            .enumerate()
-        {
-            // RFC 4303 2.4: default padding is 1, 2, 3, ...; at most 3 bytes here.
-            *b = i as u8 + 1;
+        out[..4].copy_from_slice(&self.spi.to_be_bytes());
+        out[4..HEADER_LEN].copy_from_slice(&seq.to_be_bytes());
+        match &self.keys {
+            Keys::Aead { key, salt } => {
+                let iv = self.next_seq.to_be_bytes();
+                let (header, rest) = out.split_at_mut(HEADER_LEN);
+                let (iv_out, rest) = rest.split_at_mut(AEAD_IV_LEN);
+                iv_out.copy_from_slice(&iv);
+                let (plain, icv) = rest.split_at_mut(rest.len() - AEAD_ICV_LEN);
+                fill_plaintext(plain, inner, next_header);
+                let tag = key
+                    .seal_in_place_separate_tag(nonce(salt, iv), aead::Aad::from(&*header), plain)
+                    .map_err(|_| EspError::Crypto)?;
+                icv.copy_from_slice(tag.as_ref());
+            }
+            Keys::Cbc(c) => {
+                let iv = c.iv(self.spi, self.next_seq);
+                let (signed, icv) = out.split_at_mut(total - c.icv_len());
+                let (_, rest) = signed.split_at_mut(HEADER_LEN);
+                let (iv_out, plain) = rest.split_at_mut(BLOCK);
+                iv_out.copy_from_slice(&iv);
+                fill_plaintext(plain, inner, next_header);
+                c.encrypt(&iv, plain);
+                c.sign(signed, icv);
+            }
         }
-        plain[inner.len() + pad_len] = pad_len as u8;
-        plain[inner.len() + pad_len + 1] = next_header;
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce(&self.salt, iv), aead::Aad::from(&*header), plain)
-            .map_err(|_| EspError::Crypto)?;
-        icv.copy_from_slice(tag.as_ref());
         self.next_seq += 1;
         Ok(out)
     }
@@ -272,8 +357,7 @@ pub struct EspPayload<'a> {
 pub struct EspInbound {
     spi: u32,
     cipher: EspCipher,
-    key: aead::LessSafeKey,
-    salt: [u8; SALT_LEN],
+    keys: Keys,
     replay: ReplayWindow,
 }
 
@@ -288,14 +372,12 @@ impl std::fmt::Debug for EspInbound {
 }
 
 impl EspInbound {
-    /// An inbound SA with our own `spi` and `key` (key followed by salt).
+    /// An inbound SA with our own `spi` and `key`, laid out as for [`EspOutbound::new`].
     pub fn new(spi: u32, cipher: EspCipher, key: &[u8]) -> Result<Self, EspError> {
-        let (key, salt) = cipher.key(key)?;
         Ok(Self {
             spi,
             cipher,
-            key,
-            salt,
+            keys: cipher.keys(key)?,
             replay: ReplayWindow::new(),
         })
     }
@@ -303,6 +385,11 @@ impl EspInbound {
     /// The SPI this SA receives on (chosen by us).
     pub fn spi(&self) -> u32 {
         self.spi
+    }
+
+    /// The cipher.
+    pub fn cipher(&self) -> EspCipher {
+        self.cipher
     }
 
     /// The highest sequence number accepted so far.
@@ -323,10 +410,17 @@ impl EspInbound {
         packet: &[u8],
         out: &'a mut [u8],
     ) -> Result<EspPayload<'a>, EspError> {
-        const MIN: usize = HEADER_LEN + IV_LEN + 2 + ICV_LEN;
-        if packet.len() < MIN {
+        let (iv_len, icv_len, block) = match &self.keys {
+            Keys::Aead { .. } => (AEAD_IV_LEN, AEAD_ICV_LEN, 1),
+            Keys::Cbc(c) => (BLOCK, c.icv_len(), BLOCK),
+        };
+        let Some(ct_len) = packet
+            .len()
+            .checked_sub(HEADER_LEN + iv_len + icv_len)
+            .filter(|&n| n >= 2 && n.is_multiple_of(block))
+        else {
             return Err(EspError::Truncated(packet.len()));
-        }
+        };
         let (header, rest) = packet.split_at(HEADER_LEN);
         let (spi, seq) = header.split_at(4);
         let spi = u32::from_be_bytes([spi[0], spi[1], spi[2], spi[3]]);
@@ -337,23 +431,38 @@ impl EspInbound {
             });
         }
         let seq = u32::from_be_bytes([seq[0], seq[1], seq[2], seq[3]]);
-        // Cheap rejection before spending an AEAD open on a replay.
+        // Cheap rejection before spending a MAC or an AEAD open on a replay.
         self.replay.check(seq)?;
-        let (iv, sealed) = rest.split_at(IV_LEN);
-        let mut iv_bytes = [0u8; IV_LEN];
-        iv_bytes.copy_from_slice(iv);
-        let Some(out) = out.get_mut(..sealed.len()) else {
-            return Err(EspError::BufferTooSmall {
-                needed: sealed.len(),
-            });
+        let (iv, sealed) = rest.split_at(iv_len);
+        let plain = match &self.keys {
+            Keys::Aead { key, salt } => {
+                let Some(out) = out.get_mut(..sealed.len()) else {
+                    return Err(EspError::BufferTooSmall {
+                        needed: sealed.len(),
+                    });
+                };
+                out.copy_from_slice(sealed);
+                let mut iv_bytes = [0u8; AEAD_IV_LEN];
+                iv_bytes.copy_from_slice(iv);
+                &*key
+                    .open_in_place(nonce(salt, iv_bytes), aead::Aad::from(header), out)
+                    .map_err(|_| EspError::IntegrityCheckFailed)?
+            }
+            Keys::Cbc(c) => {
+                let (signed, icv) = packet.split_at(packet.len() - icv_len);
+                if !c.verify(signed, icv) {
+                    return Err(EspError::IntegrityCheckFailed);
+                }
+                let Some(out) = out.get_mut(..ct_len) else {
+                    return Err(EspError::BufferTooSmall { needed: ct_len });
+                };
+                out.copy_from_slice(&sealed[..ct_len]);
+                c.decrypt(iv, out);
+                &*out
+            }
         };
-        out.copy_from_slice(sealed);
-        let plain = self
-            .key
-            .open_in_place(nonce(&self.salt, iv_bytes), aead::Aad::from(header), out)
-            .map_err(|_| EspError::IntegrityCheckFailed)?;
         self.replay.check_and_update(seq)?;
-        let [body @ .., pad_len, next_header] = &*plain else {
+        let [body @ .., pad_len, next_header] = plain else {
             return Err(EspError::BadPadding);
         };
         let (pad_len, next_header) = (usize::from(*pad_len), *next_header);
@@ -396,10 +505,12 @@ impl EspSa {
         our_spi: u32,
         peer_spi: u32,
     ) -> Result<Self, EspError> {
+        let initiator = [&keys.encr_i[..], &keys.integ_i].concat();
+        let responder = [&keys.encr_r[..], &keys.integ_r].concat();
         let (out_key, in_key) = if we_initiated {
-            (&keys.encr_i, &keys.encr_r)
+            (&initiator, &responder)
         } else {
-            (&keys.encr_r, &keys.encr_i)
+            (&responder, &initiator)
         };
         Ok(Self {
             outbound: EspOutbound::new(peer_spi, cipher, out_key)?,
@@ -421,14 +532,53 @@ mod tests {
             .collect()
     }
 
-    const CIPHERS: [EspCipher; 3] = [
+    const CIPHERS: [EspCipher; 11] = [
         EspCipher::AesGcm16 { key_bits: 128 },
         EspCipher::AesGcm16 { key_bits: 256 },
         EspCipher::ChaCha20Poly1305,
+        EspCipher::AesCbc {
+            key_bits: 128,
+            integ: Integ::HmacSha1_96,
+        },
+        EspCipher::AesCbc {
+            key_bits: 256,
+            integ: Integ::HmacSha1_96,
+        },
+        EspCipher::AesCbc {
+            key_bits: 128,
+            integ: Integ::HmacSha256_128,
+        },
+        EspCipher::AesCbc {
+            key_bits: 256,
+            integ: Integ::HmacSha256_128,
+        },
+        EspCipher::AesCbc {
+            key_bits: 256,
+            integ: Integ::HmacSha384_192,
+        },
+        EspCipher::AesCbc {
+            key_bits: 256,
+            integ: Integ::HmacSha512_256,
+        },
+        EspCipher::AesCbc {
+            key_bits: 128,
+            integ: Integ::HmacSha512_256,
+        },
+        EspCipher::AesCbc {
+            key_bits: 128,
+            integ: Integ::HmacSha384_192,
+        },
     ];
 
+    const CBC_SHA1: EspCipher = EspCipher::AesCbc {
+        key_bits: 256,
+        integ: Integ::HmacSha1_96,
+    };
+
     fn pair(cipher: EspCipher) -> (EspOutbound, EspInbound) {
-        let key: Vec<u8> = (0..cipher.key_sizes().encr).map(|i| i as u8 * 7).collect();
+        let key: Vec<u8> = (0..cipher.key_material_len())
+            .map(|i| (i as u8).wrapping_mul(7))
+            .collect();
         (
             EspOutbound::new(0xc0ffee01, cipher, &key).unwrap(),
             EspInbound::new(0xc0ffee01, cipher, &key).unwrap(),
@@ -451,7 +601,12 @@ mod tests {
                 let inner = ipv4(len);
                 let packet = tx.encrypt(&inner, &mut buf).unwrap().to_vec();
                 assert_eq!(packet.len(), tx.encrypted_len(len));
-                assert_eq!((packet.len() - 16 - 16) % 4, 0, "4-byte aligned");
+                assert_eq!(packet.len() - len, cipher.overhead(len));
+                let (iv, icv, align) = match cipher {
+                    EspCipher::AesCbc { integ, .. } => (16, integ.icv_len(), 16),
+                    _ => (8, 16, 4),
+                };
+                assert_eq!((packet.len() - 8 - iv - icv) % align, 0, "aligned");
                 let got = rx.decrypt(&packet, &mut plain).unwrap();
                 assert_eq!(got.packet, &inner[..], "{cipher:?} {len}");
                 assert_eq!(got.next_header, NEXT_HEADER_IPV4);
@@ -467,29 +622,37 @@ mod tests {
 
     #[test]
     fn tampering_is_rejected_and_does_not_advance_the_window() {
-        let (mut tx, mut rx) = pair(EspCipher::AesGcm16 { key_bits: 256 });
-        let mut buf = [0u8; 256];
-        let mut plain = [0u8; 256];
-        let packet = tx.encrypt(&ipv4(40), &mut buf).unwrap().to_vec();
-        for i in 0..packet.len() {
-            let mut bad = packet.clone();
-            bad[i] ^= 0x40;
-            let err = rx.decrypt(&bad, &mut plain).unwrap_err();
-            match i {
-                0..=3 => assert!(matches!(err, EspError::WrongSpi { .. })),
-                _ => assert_eq!(err, EspError::IntegrityCheckFailed, "byte {i}"),
+        for cipher in [EspCipher::AesGcm16 { key_bits: 256 }, CBC_SHA1] {
+            let (mut tx, mut rx) = pair(cipher);
+            let mut buf = [0u8; 256];
+            let mut plain = [0u8; 256];
+            let packet = tx.encrypt(&ipv4(40), &mut buf).unwrap().to_vec();
+            for i in 0..packet.len() {
+                let mut bad = packet.clone();
+                bad[i] ^= 0x40;
+                let err = rx.decrypt(&bad, &mut plain).unwrap_err();
+                match i {
+                    0..=3 => assert!(matches!(err, EspError::WrongSpi { .. })),
+                    _ => assert_eq!(err, EspError::IntegrityCheckFailed, "{cipher:?} byte {i}"),
+                }
             }
-        }
-        assert_eq!(rx.highest_seq(), 0);
-        rx.decrypt(&packet, &mut plain).unwrap();
-        for len in 0..packet.len() {
-            assert!(rx.decrypt(&packet[..len], &mut plain).is_err());
+            assert_eq!(rx.highest_seq(), 0);
+            rx.decrypt(&packet, &mut plain).unwrap();
+            for len in 0..packet.len() {
+                assert!(rx.decrypt(&packet[..len], &mut plain).is_err());
+            }
         }
     }
 
     #[test]
     fn replays_are_rejected_and_reordering_accepted() {
-        let (mut tx, mut rx) = pair(EspCipher::ChaCha20Poly1305);
+        for cipher in [EspCipher::ChaCha20Poly1305, CBC_SHA1] {
+            replays_are_rejected_for(cipher);
+        }
+    }
+
+    fn replays_are_rejected_for(cipher: EspCipher) {
+        let (mut tx, mut rx) = pair(cipher);
         let mut buf = [0u8; 256];
         let mut plain = [0u8; 256];
         let packets: Vec<Vec<u8>> = (0..300)
@@ -594,7 +757,13 @@ mod tests {
     fn bad_padding_after_valid_icv_is_rejected() {
         let key = [7u8; 36];
         let mut rx = EspInbound::new(9, EspCipher::ChaCha20Poly1305, &key).unwrap();
-        let (ring_key, salt) = EspCipher::ChaCha20Poly1305.key(&key).unwrap();
+        let Ok(Keys::Aead {
+            key: ring_key,
+            salt,
+        }) = EspCipher::ChaCha20Poly1305.keys(&key)
+        else {
+            panic!("an AEAD");
+        };
         let header = [0, 0, 0, 9, 0, 0, 0, 1];
         let iv = [0u8; 8];
         for body in [vec![0x45, 9, 9, 2, 4], vec![0x45, 2, 1, 2, 4], vec![9, 4]] {
@@ -614,8 +783,60 @@ mod tests {
     }
 
     #[test]
+    fn cbc_known_answers_cross_checked_with_openssl() {
+        // Built with `openssl enc -aes-{128,256}-{ecb,cbc} -nopad` (the IV is
+        // AES-ECB(SPI | 0 | sequence number)) and Python's hmac module.
+        let inner = ipv4(21);
+        for (cipher, material, expected) in [
+            (
+                EspCipher::AesCbc {
+                    key_bits: 128,
+                    integ: Integ::HmacSha1_96,
+                },
+                [vec![0x5a; 16], vec![0x11; 20]].concat(),
+                "01020304 00000001 c22c81033b18d179034132e9a54369f9
+                 23c16df14349595b42d1b3c22cc63fcdc1deafea151a137d664382c0a952007e
+                 3bda5fe60f7f1b5ec408edee",
+            ),
+            (
+                EspCipher::AesCbc {
+                    key_bits: 256,
+                    integ: Integ::HmacSha256_128,
+                },
+                (0u8..32).chain(100..132).collect(),
+                "01020304 00000001 05489fc153793f91713ba94b29f0d4b9
+                 4bec043bdb7402c2a38b2edc40be088ed5c2c32d0cf5c2ebdead26a9d84268ce
+                 0fe873928c0232da71feb89f195ec392",
+            ),
+        ] {
+            let mut tx = EspOutbound::new(0x0102_0304, cipher, &material).unwrap();
+            let mut buf = [0u8; 128];
+            assert_eq!(tx.encrypt(&inner, &mut buf).unwrap(), unhex(expected));
+            let mut rx = EspInbound::new(0x0102_0304, cipher, &material).unwrap();
+            let mut out = [0u8; 128];
+            let got = rx.decrypt(&unhex(expected), &mut out).unwrap();
+            assert_eq!((got.packet, got.next_header, got.seq), (&inner[..], 4, 1));
+        }
+    }
+
+    #[test]
+    fn cbc_ivs_are_not_repeated_or_counters() {
+        let (mut tx, _) = pair(CBC_SHA1);
+        let mut buf = [0u8; 128];
+        let a = tx.encrypt(&ipv4(20), &mut buf).unwrap()[8..24].to_vec();
+        let b = tx.encrypt(&ipv4(20), &mut buf).unwrap()[8..24].to_vec();
+        assert_ne!(a, b);
+        assert_ne!(a[8..], [0, 0, 0, 0, 0, 0, 0, 1]);
+    }
+
+    #[test]
     fn sa_pair_from_child_keys() {
-        let cipher = EspCipher::AesGcm16 { key_bits: 128 };
+        for cipher in [EspCipher::AesGcm16 { key_bits: 128 }, CBC_SHA1] {
+            sa_pair_from_child_keys_for(cipher);
+        }
+    }
+
+    fn sa_pair_from_child_keys_for(cipher: EspCipher) {
         let keys = ChildSaKeys::derive(
             Prf::HmacSha256,
             &[1; 32],
@@ -663,6 +884,25 @@ mod tests {
                 expected: 36,
                 got: 32
             })
+        );
+        assert_eq!(
+            EspInbound::new(1, CBC_SHA1, &[0; 32]).err(),
+            Some(EspError::BadKeyLength {
+                expected: 52,
+                got: 32
+            })
+        );
+        assert_eq!(
+            EspInbound::new(
+                1,
+                EspCipher::AesCbc {
+                    key_bits: 192,
+                    integ: Integ::HmacSha1_96
+                },
+                &[0; 44]
+            )
+            .err(),
+            Some(EspError::UnsupportedKeySize(192))
         );
     }
 }

@@ -33,9 +33,35 @@ pub struct Policy {
     pub esp: Vec<EspSuite>,
 }
 
+impl Policy {
+    /// What the gateway accepts from remote-access clients: [`Policy::default`], plus what
+    /// the operating systems' built-in IKEv2 clients propose by default (see
+    /// docs/builtin-ikev2-clients.md): AES-CBC with HMAC-SHA1-96 and PRF-HMAC-SHA1 last in
+    /// IKE, AES-CBC with HMAC-SHA1-96 last in ESP, and, when `allow_modp1024`, the weak
+    /// MODP-1024 group last - the only group Windows offers unless reconfigured.
+    pub fn remote_access(allow_modp1024: bool) -> Self {
+        let mut p = Policy::default();
+        for key_bits in [256, 128] {
+            p.ike_ciphers.push(IkeCipher::AesCbc {
+                key_bits,
+                integ: Integ::HmacSha1_96,
+            });
+            p.esp.push(EspSuite::AesCbc {
+                key_bits,
+                integ: Integ::HmacSha1_96,
+            });
+        }
+        p.prfs.push(Prf::HmacSha1);
+        if allow_modp1024 {
+            p.dh_groups.push(DhGroup::Modp1024);
+        }
+        p
+    }
+}
+
 impl Default for Policy {
-    /// AEAD first, then AES-CBC with HMAC-SHA2 (what Windows' built-in client offers);
-    /// x25519, then NIST curves, then MODP-2048.
+    /// AEAD first, then AES-CBC with HMAC-SHA2 (what Apple's and Windows' built-in clients
+    /// offer); x25519, then NIST curves, then MODP-2048.
     fn default() -> Self {
         Policy {
             ike_ciphers: vec![
@@ -66,6 +92,22 @@ impl Default for Policy {
                 EspSuite::AesGcm16 { key_bits: 256 },
                 EspSuite::ChaCha20Poly1305,
                 EspSuite::AesGcm16 { key_bits: 128 },
+                EspSuite::AesCbc {
+                    key_bits: 256,
+                    integ: Integ::HmacSha256_128,
+                },
+                EspSuite::AesCbc {
+                    key_bits: 256,
+                    integ: Integ::HmacSha384_192,
+                },
+                EspSuite::AesCbc {
+                    key_bits: 256,
+                    integ: Integ::HmacSha512_256,
+                },
+                EspSuite::AesCbc {
+                    key_bits: 128,
+                    integ: Integ::HmacSha256_128,
+                },
             ],
         }
     }
@@ -182,16 +224,48 @@ fn esp_suites_of(p: &Proposal<'_>) -> Vec<EspSuite> {
     if !esn_ok {
         return Vec::new();
     }
-    p.transforms_of(TransformType::ENCR)
+    let integs: Vec<Integ> = p
+        .transforms_of(TransformType::INTEG)
+        .filter_map(|t| Integ::from_transform_id(t.id))
+        .collect();
+    let mut out = Vec::new();
+    for t in p
+        .transforms_of(TransformType::ENCR)
         .filter(|t| !t.has_unknown_attributes())
-        .filter_map(|t| match (t.id, key_bits(t)) {
+    {
+        match (t.id, key_bits(t)) {
             (ENCR_AES_GCM_16, Some(bits @ (128 | 256))) => {
-                Some(EspSuite::AesGcm16 { key_bits: bits })
+                out.push(EspSuite::AesGcm16 { key_bits: bits })
             }
-            (ENCR_CHACHA20_POLY1305, None) => Some(EspSuite::ChaCha20Poly1305),
-            _ => None,
-        })
-        .collect()
+            (ENCR_CHACHA20_POLY1305, None) => out.push(EspSuite::ChaCha20Poly1305),
+            (ENCR_AES_CBC, Some(bits @ (128 | 256))) => {
+                out.extend(integs.iter().map(|&integ| EspSuite::AesCbc {
+                    key_bits: bits,
+                    integ,
+                }))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The transforms naming `suite` in an ESP SA payload (encryption, and integrity for CBC).
+fn esp_transforms<'a>(suite: EspSuite) -> Vec<Transform<'a>> {
+    match suite {
+        EspSuite::AesGcm16 { key_bits } => vec![Transform::with_key_length(
+            TransformType::ENCR,
+            ENCR_AES_GCM_16,
+            key_bits,
+        )],
+        EspSuite::ChaCha20Poly1305 => {
+            vec![Transform::new(TransformType::ENCR, ENCR_CHACHA20_POLY1305)]
+        }
+        EspSuite::AesCbc { key_bits, integ } => vec![
+            Transform::with_key_length(TransformType::ENCR, ENCR_AES_CBC, key_bits),
+            Transform::new(TransformType::INTEG, integ.transform_id()),
+        ],
+    }
 }
 
 /// Chooses an ESP suite; returns the peer's proposal number, its SPI and the suite. A
@@ -337,45 +411,58 @@ pub fn ike_offer<'a>(policy: &Policy, spi: &'a [u8]) -> SaPayload<'a> {
 
 /// The SA payload answering with one ESP suite and our inbound SPI.
 pub fn esp_sa_payload(number: u8, suite: EspSuite, spi: &[u8; 4]) -> SaPayload<'_> {
-    let encr = match suite {
-        EspSuite::AesGcm16 { key_bits } => {
-            Transform::with_key_length(TransformType::ENCR, ENCR_AES_GCM_16, key_bits)
-        }
-        EspSuite::ChaCha20Poly1305 => Transform::new(TransformType::ENCR, ENCR_CHACHA20_POLY1305),
-    };
+    let mut transforms = esp_transforms(suite);
+    transforms.push(Transform::new(TransformType::ESN, ESN_NONE));
     SaPayload {
         proposals: vec![Proposal {
             number,
             protocol: ProtocolId::ESP,
             spi,
-            transforms: vec![encr, Transform::new(TransformType::ESN, ESN_NONE)],
+            transforms,
         }],
     }
 }
 
-/// The SA payload offering every ESP suite of `policy` with our inbound SPI.
+/// The SA payload offering every ESP suite of `policy` with our inbound SPI: one proposal
+/// for the AEADs and one for AES-CBC (an AEAD cannot share a proposal with an integrity
+/// algorithm, RFC 7296 3.3).
 pub fn esp_offer<'a>(policy: &Policy, spi: &'a [u8; 4]) -> SaPayload<'a> {
-    let mut transforms: Vec<Transform<'a>> = policy
-        .esp
-        .iter()
-        .map(|s| match *s {
-            EspSuite::AesGcm16 { key_bits } => {
-                Transform::with_key_length(TransformType::ENCR, ENCR_AES_GCM_16, key_bits)
-            }
-            EspSuite::ChaCha20Poly1305 => {
-                Transform::new(TransformType::ENCR, ENCR_CHACHA20_POLY1305)
-            }
-        })
-        .collect();
-    transforms.push(Transform::new(TransformType::ESN, ESN_NONE));
-    SaPayload {
-        proposals: vec![Proposal {
-            number: 1,
+    let mut aead: Vec<Transform<'a>> = Vec::new();
+    let mut cbc_encr: Vec<Transform<'a>> = Vec::new();
+    let mut cbc_integ: Vec<Transform<'a>> = Vec::new();
+    for &suite in &policy.esp {
+        let (into, extra) = if suite.is_aead() {
+            (&mut aead, None)
+        } else {
+            (&mut cbc_encr, Some(&mut cbc_integ))
+        };
+        let mut ts = esp_transforms(suite).into_iter();
+        if let Some(encr) = ts.next()
+            && !into.contains(&encr)
+        {
+            into.push(encr);
+        }
+        if let (Some(integ), Some(list)) = (ts.next(), extra)
+            && !list.contains(&integ)
+        {
+            list.push(integ);
+        }
+    }
+    cbc_encr.extend(cbc_integ);
+    let mut proposals = Vec::new();
+    for mut transforms in [aead, cbc_encr] {
+        if transforms.is_empty() {
+            continue;
+        }
+        transforms.push(Transform::new(TransformType::ESN, ESN_NONE));
+        proposals.push(Proposal {
+            number: proposals.len() as u8 + 1,
             protocol: ProtocolId::ESP,
             spi,
             transforms,
-        }],
+        });
     }
+    SaPayload { proposals }
 }
 
 /// A peer's offer in strongSwan-like words ("aes256gcm16-prfsha256-x25519, ..."), for log
@@ -401,6 +488,8 @@ pub fn describe_offer(sa: &SaPayload<'_>) -> String {
             (TransformType::INTEG, s::AUTH_HMAC_SHA2_256_128) => "sha256".into(),
             (TransformType::INTEG, s::AUTH_HMAC_SHA2_384_192) => "sha384".into(),
             (TransformType::INTEG, s::AUTH_HMAC_SHA2_512_256) => "sha512".into(),
+            (TransformType::DH, 2) => "modp1024".into(),
+            (TransformType::DH, 5) => "modp1536".into(),
             (TransformType::DH, 14) => "modp2048".into(),
             (TransformType::DH, 15) => "modp3072".into(),
             (TransformType::DH, 16) => "modp4096".into(),
@@ -533,12 +622,11 @@ mod tests {
             (1, 0x01020304, EspSuite::AesGcm16 { key_bits: 256 }, None)
         );
         let mut esn_only = esp_offer(&Policy::default(), &spi);
-        esn_only.proposals[0]
-            .transforms
-            .retain(|t| t.transform_type != TransformType::ESN);
-        esn_only.proposals[0]
-            .transforms
-            .push(Transform::new(TransformType::ESN, 1));
+        for p in &mut esn_only.proposals {
+            p.transforms
+                .retain(|t| t.transform_type != TransformType::ESN);
+            p.transforms.push(Transform::new(TransformType::ESN, 1));
+        }
         assert!(choose_esp(&Policy::default(), &esn_only, &[]).is_none());
     }
 

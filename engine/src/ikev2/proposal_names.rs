@@ -34,11 +34,12 @@ pub const SUPPORTED_IKE: &str = "encryption aes256gcm16, aes128gcm16, chacha20po
      aes256, aes128 (AES-CBC, needs an integrity algorithm); integrity sha256, sha384, sha512, \
      sha1; PRF prfsha256, prfsha384, prfsha512, prfsha1 (default: the one matching the \
      integrity algorithm); key exchange x25519 (or curve25519), ecp256, ecp384, modp3072, \
-     modp2048; or the single word \"default\"";
+     modp2048, modp1024 (weak, for Windows' built-in client); or the single word \"default\"";
 
 /// The ESP algorithm names we accept, as listed in error messages.
-pub const SUPPORTED_ESP: &str =
-    "encryption aes256gcm16, aes128gcm16, chacha20poly1305; noesn; or the single word \"default\"";
+pub const SUPPORTED_ESP: &str = "encryption aes256gcm16, aes128gcm16, chacha20poly1305, \
+     aes256, aes128 (AES-CBC, needs an integrity algorithm); integrity sha256, sha384, sha512, \
+     sha1; noesn; or the single word \"default\"";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -168,6 +169,7 @@ fn token(name: &str) -> Option<Token> {
         "x25519" | "curve25519" => Token::Dh(DhGroup::Curve25519),
         "ecp256" => Token::Dh(DhGroup::Ecp256),
         "ecp384" => Token::Dh(DhGroup::Ecp384),
+        "modp1024" => Token::Dh(DhGroup::Modp1024),
         "modp2048" => Token::Dh(DhGroup::Modp2048),
         "modp3072" => Token::Dh(DhGroup::Modp3072),
         "none" | "modpnone" => Token::NoDh,
@@ -346,7 +348,8 @@ pub fn parse_esp_proposal(proposal: &str) -> Result<Vec<EspCipher>, ProposalErro
     if is_default(proposal) {
         return Ok(Policy::default().esp);
     }
-    let mut out = Vec::new();
+    let mut encrs = Vec::new();
+    let mut integs = Vec::new();
     for (name, t) in tokens(proposal, Kind::Esp)? {
         let not_here = |reason| ProposalError::NotHere {
             name: name.clone(),
@@ -354,15 +357,8 @@ pub fn parse_esp_proposal(proposal: &str) -> Result<Vec<EspCipher>, ProposalErro
             reason,
         };
         match t {
-            Token::Encr(Encr::Gcm16(key_bits)) => {
-                push_unique(&mut out, [EspCipher::AesGcm16 { key_bits }])
-            }
-            Token::Encr(Encr::ChaCha) => push_unique(&mut out, [EspCipher::ChaCha20Poly1305]),
-            Token::Encr(Encr::Cbc(_)) => {
-                return Err(not_here(
-                    "ESP supports only AEAD ciphers: use aes256gcm16, aes128gcm16 or chacha20poly1305",
-                ));
-            }
+            Token::Encr(e) => push_unique(&mut encrs, [e]),
+            Token::Integ(i) => push_unique(&mut integs, [i]),
             Token::Dh(_) => {
                 return Err(not_here(
                     "PFS groups in esp_proposals are not supported yet: remove the group (CHILD SAs are keyed from the IKE SA)",
@@ -373,16 +369,43 @@ pub fn parse_esp_proposal(proposal: &str) -> Result<Vec<EspCipher>, ProposalErro
                     "extended sequence numbers are not supported: remove it (noesn is the default)",
                 ));
             }
-            // strongSwan ignores integrity algorithms next to AEAD ciphers and PRFs in ESP
-            // proposals; so do we.
-            Token::Integ(_) | Token::Prf(_) | Token::NoDh | Token::Esn(false) => {}
+            // strongSwan ignores PRFs in ESP proposals; so do we.
+            Token::Prf(_) | Token::NoDh | Token::Esn(false) => {}
         }
     }
-    if out.is_empty() {
-        return Err(ProposalError::Incomplete {
-            proposal: proposal.to_owned(),
-            problem: "has no encryption algorithm: add one, e.g. aes256gcm16",
-        });
+    let incomplete = |problem| ProposalError::Incomplete {
+        proposal: proposal.to_owned(),
+        problem,
+    };
+    if encrs.is_empty() {
+        return Err(incomplete(
+            "has no encryption algorithm: add one, e.g. aes256gcm16",
+        ));
+    }
+    let aead = encrs.iter().any(|e| e.is_aead());
+    if aead && encrs.iter().any(|e| !e.is_aead()) {
+        return Err(incomplete(
+            "mixes AEAD (aes*gcm16, chacha20poly1305) and AES-CBC ciphers: split it into two proposals",
+        ));
+    }
+    if !aead && integs.is_empty() {
+        return Err(incomplete(
+            "has AES-CBC but no integrity algorithm: add one, e.g. sha256",
+        ));
+    }
+    let mut out = Vec::new();
+    for e in encrs {
+        match e {
+            Encr::Gcm16(key_bits) => out.push(EspCipher::AesGcm16 { key_bits }),
+            Encr::ChaCha => out.push(EspCipher::ChaCha20Poly1305),
+            // Integrity algorithms next to an AEAD are ignored, as strongSwan does.
+            Encr::Cbc(key_bits) => push_unique(
+                &mut out,
+                integs
+                    .iter()
+                    .map(|&integ| EspCipher::AesCbc { key_bits, integ }),
+            ),
+        }
     }
     Ok(out)
 }
@@ -448,6 +471,7 @@ pub const fn prf_name(p: Prf) -> &'static str {
 /// knows; newer ones also take `x25519`).
 pub const fn dh_group_name(g: DhGroup) -> &'static str {
     match g {
+        DhGroup::Modp1024 => "modp1024",
         DhGroup::Modp2048 => "modp2048",
         DhGroup::Modp3072 => "modp3072",
         DhGroup::Ecp256 => "ecp256",
@@ -456,12 +480,12 @@ pub const fn dh_group_name(g: DhGroup) -> &'static str {
     }
 }
 
-/// The strongSwan name of an ESP cipher.
-pub const fn esp_cipher_name(c: EspCipher) -> &'static str {
+/// The strongSwan name of an ESP cipher (`aes256gcm16`, `aes256-sha256` for AES-CBC).
+pub fn esp_cipher_name(c: EspCipher) -> String {
     match c {
-        EspCipher::AesGcm16 { key_bits: 128 } => "aes128gcm16",
-        EspCipher::AesGcm16 { .. } => "aes256gcm16",
-        EspCipher::ChaCha20Poly1305 => "chacha20poly1305",
+        EspCipher::AesGcm16 { key_bits } => format!("aes{key_bits}gcm16"),
+        EspCipher::ChaCha20Poly1305 => "chacha20poly1305".into(),
+        EspCipher::AesCbc { key_bits, integ } => format!("aes{key_bits}-{}", integ_name(integ)),
     }
 }
 
@@ -512,14 +536,31 @@ pub fn ike_proposal_strings(policy: &Policy) -> Vec<String> {
     out
 }
 
-/// The strongSwan ESP proposal offering what `policy` accepts, e.g. `aes256gcm16-aes128gcm16`.
-pub fn esp_proposal_string(policy: &Policy) -> String {
-    policy
-        .esp
-        .iter()
-        .map(|&c| esp_cipher_name(c))
-        .collect::<Vec<_>>()
-        .join("-")
+/// strongSwan ESP proposals offering what `policy` accepts (one AEAD and one AES-CBC
+/// proposal), e.g. `["aes256gcm16-aes128gcm16", "aes256-sha256-sha1"]`.
+pub fn esp_proposal_strings(policy: &Policy) -> Vec<String> {
+    let mut aead = Vec::new();
+    let mut cbc_bits = Vec::new();
+    let mut cbc_integ = Vec::new();
+    for &c in &policy.esp {
+        match c {
+            EspCipher::AesCbc { key_bits, integ } => {
+                push_unique(&mut cbc_bits, [key_bits]);
+                push_unique(&mut cbc_integ, [integ]);
+            }
+            aead_cipher => aead.push(esp_cipher_name(aead_cipher)),
+        }
+    }
+    let mut out = Vec::new();
+    if !aead.is_empty() {
+        out.push(aead.join("-"));
+    }
+    if !cbc_bits.is_empty() {
+        let mut p: Vec<String> = cbc_bits.iter().map(|b| format!("aes{b}")).collect();
+        p.extend(cbc_integ.iter().map(|&i| integ_name(i).to_owned()));
+        out.push(p.join("-"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -624,7 +665,7 @@ mod tests {
                 "belong in esp_proposals",
             ),
             ("aes256gcm16--prfsha256-x25519", "empty algorithm name"),
-            ("aes256gcm16-prfsha256-modp1024", "\"modp1024\""),
+            ("aes256gcm16-prfsha256-modp1536", "\"modp1536\""),
             ("aes256gcm8-prfsha256-x25519", "\"aes256gcm8\""),
         ] {
             let e = parse_ike_proposal(p).unwrap_err().to_string();
@@ -669,7 +710,8 @@ mod tests {
                 "aes256gcm16-esn",
                 "extended sequence numbers are not supported",
             ),
-            ("aes256-sha256", "only AEAD"),
+            ("aes256", "no integrity algorithm"),
+            ("aes256-aes256gcm16-sha1", "mixes AEAD"),
             ("noesn", "no encryption algorithm"),
             ("aes256ccm16", "\"aes256ccm16\""),
         ] {
@@ -678,6 +720,26 @@ mod tests {
         }
         let e = parse_esp_proposal("3des").unwrap_err().to_string();
         assert!(e.contains(SUPPORTED_ESP), "{e}");
+        // What Windows' built-in client proposes (less 3des, des and null, which we lack).
+        assert_eq!(
+            parse_esp_proposal("aes256-aes128-sha1").unwrap(),
+            [
+                EspCipher::AesCbc {
+                    key_bits: 256,
+                    integ: Integ::HmacSha1_96
+                },
+                EspCipher::AesCbc {
+                    key_bits: 128,
+                    integ: Integ::HmacSha1_96
+                },
+            ]
+        );
+        assert_eq!(
+            parse_ike_proposal("aes256-sha1-modp1024")
+                .unwrap()
+                .dh_groups,
+            [DhGroup::Modp1024]
+        );
     }
 
     #[test]
@@ -723,12 +785,22 @@ mod tests {
                 "aes256-aes128-sha256-sha1-prfsha256-prfsha384-curve25519-modp3072",
             ]
         );
-        let esp = esp_proposal_string(&policy);
-        assert_eq!(esp, "aes128gcm16-aes256gcm16");
+        let esp = esp_proposal_strings(&policy);
+        assert_eq!(esp, ["aes128gcm16-aes256gcm16"]);
         assert_eq!(
-            policy_from_proposals(Some(&ike), Some(std::slice::from_ref(&esp))).unwrap(),
+            policy_from_proposals(Some(&ike), Some(&esp)).unwrap(),
             policy
         );
+        let d = Policy::remote_access(true);
+        assert_eq!(
+            esp_proposal_strings(&d),
+            [
+                "aes256gcm16-chacha20poly1305-aes128gcm16",
+                "aes256-aes128-sha256-sha384-sha512-sha1"
+            ]
+        );
+        let back = parse_esp_proposals(&esp_proposal_strings(&d)).unwrap();
+        assert!(d.esp.iter().all(|c| back.contains(c)));
         // The default policy's offer parses back to an acceptable superset of it.
         let d = Policy::default();
         let back = parse_ike_proposals(&ike_proposal_strings(&d)).unwrap();

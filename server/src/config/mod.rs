@@ -85,6 +85,11 @@ pub struct Ikev2Config {
     /// (clients rekey: strongSwan every 4 h / 1 h), e.g. "24h"; "0" never.
     #[serde(default = "default_hard_lifetime")]
     pub hard_lifetime: String,
+    /// Accept the weak 1024-bit MODP group (DH group 2) from remote-access clients: the only
+    /// group Windows' built-in IKEv2 client offers by default. Set to false once every
+    /// Windows client runs the script `gatehouse-certs export --format windows` writes.
+    #[serde(default = "yes")]
+    pub allow_modp1024: bool,
 }
 
 fn default_hard_lifetime() -> String {
@@ -114,6 +119,7 @@ impl Default for Ikev2Config {
             dpd: default_dpd(),
             cookie_threshold: default_cookie_threshold(),
             hard_lifetime: default_hard_lifetime(),
+            allow_modp1024: true,
         }
     }
 }

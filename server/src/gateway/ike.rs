@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_engine::esp::{EspInbound, EspOutbound};
+use gatehouse_engine::ikev2::crypto::DhGroup;
 use gatehouse_engine::ikev2::initiator::{IkeInitiator, InitiatorEvent};
+use gatehouse_engine::ikev2::proposal_names::{esp_cipher_name, ike_suite_name};
 use gatehouse_engine::ikev2::responder::{
     IkeAssignment, IkeEvent, IkeResponder, InitOutcome, ResponderConfig, Transmit, respond_to_init,
 };
@@ -458,11 +460,20 @@ impl Gateway {
                 }
                 if rekey_of.is_none() && !e.connected {
                     e.connected = true;
+                    let ike_suite = e.session.responder().map(|r| r.suite());
+                    if ike_suite.is_some_and(|s| s.dh == DhGroup::Modp1024) {
+                        warn!(
+                            client = %e.client.as_deref().unwrap_or("?"),
+                            "client negotiated the weak MODP-1024 group (Windows' default): run the script `gatehouse-certs export --format windows` writes on it, then set `ikev2.allow_modp1024 = false`"
+                        );
+                    }
                     info!(
                         client = %e.client.as_deref().unwrap_or("?"),
                         remote = %e.session.peer(),
                         address = %e.address.map(|a| a.to_string()).unwrap_or_default(),
                         cipher = %esp_name(cipher),
+                        ike = %ike_suite.map(ike_suite_name).unwrap_or_default(),
+                        esp = %esp_cipher_name(cipher),
                         keys = "ike",
                         transport = "ikev2",
                         "client connected"
@@ -615,5 +626,9 @@ pub(super) fn esp_name(c: gatehouse_engine::esp::EspCipher) -> String {
     match c {
         gatehouse_engine::esp::EspCipher::AesGcm16 { key_bits } => format!("AES-GCM-16-{key_bits}"),
         gatehouse_engine::esp::EspCipher::ChaCha20Poly1305 => "CHACHA20-POLY1305".into(),
+        gatehouse_engine::esp::EspCipher::AesCbc { key_bits, integ } => format!(
+            "AES-CBC-{key_bits}/{}",
+            gatehouse_engine::ikev2::proposal_names::integ_name(integ).to_uppercase()
+        ),
     }
 }

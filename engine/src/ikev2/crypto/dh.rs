@@ -10,7 +10,7 @@
 //! `Entropy`, like every other random value in the engine.
 
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
-use crypto_bigint::{Odd, U384, U2048, U3072, Uint};
+use crypto_bigint::{Odd, U384, U1024, U2048, U3072, Uint};
 use ring::agreement;
 use ring::rand::SecureRandom;
 
@@ -41,6 +41,9 @@ pub enum DhError {
 /// A Diffie-Hellman group (IKEv2 transform type 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DhGroup {
+    /// 1024-bit MODP group (2), RFC 2409 section 6.2. Weak (about 80-bit strength): only for
+    /// Windows' built-in client, whose default offers nothing else.
+    Modp1024,
     /// 2048-bit MODP group (14), RFC 3526.
     Modp2048,
     /// 3072-bit MODP group (15), RFC 3526.
@@ -55,17 +58,19 @@ pub enum DhGroup {
 
 impl DhGroup {
     /// Every group we implement, in the order we prefer them.
-    pub const ALL: [DhGroup; 5] = [
+    pub const ALL: [DhGroup; 6] = [
         DhGroup::Curve25519,
         DhGroup::Ecp256,
         DhGroup::Ecp384,
         DhGroup::Modp3072,
         DhGroup::Modp2048,
+        DhGroup::Modp1024,
     ];
 
     /// The IANA transform id (IKEv2 Transform Type 4).
     pub const fn transform_id(self) -> u16 {
         match self {
+            DhGroup::Modp1024 => 2,
             DhGroup::Modp2048 => 14,
             DhGroup::Modp3072 => 15,
             DhGroup::Ecp256 => 19,
@@ -82,6 +87,7 @@ impl DhGroup {
     /// Length of the public value in the KE payload.
     pub const fn public_len(self) -> usize {
         match self {
+            DhGroup::Modp1024 => 128,
             DhGroup::Modp2048 => 256,
             DhGroup::Modp3072 => 384,
             DhGroup::Ecp256 => 64,
@@ -93,6 +99,7 @@ impl DhGroup {
     /// Length of the shared secret g^ir.
     pub const fn shared_secret_len(self) -> usize {
         match self {
+            DhGroup::Modp1024 => 128,
             DhGroup::Modp2048 => 256,
             DhGroup::Modp3072 => 384,
             DhGroup::Ecp256 => 32,
@@ -106,7 +113,7 @@ impl DhGroup {
             DhGroup::Ecp256 => Some(&agreement::ECDH_P256),
             DhGroup::Ecp384 => Some(&agreement::ECDH_P384),
             DhGroup::Curve25519 => Some(&agreement::X25519),
-            DhGroup::Modp2048 | DhGroup::Modp3072 => None,
+            DhGroup::Modp1024 | DhGroup::Modp2048 | DhGroup::Modp3072 => None,
         }
     }
 
@@ -125,6 +132,7 @@ impl DhGroup {
             // A fixed top bit keeps the exponent's length, and so the timing, constant.
             exponent[0] |= 0x80;
             let public = match self {
+                DhGroup::Modp1024 => modp_public::<{ U1024::LIMBS }>(P2, &exponent),
                 DhGroup::Modp2048 => modp_public::<{ U2048::LIMBS }>(P14, &exponent),
                 _ => modp_public::<{ U3072::LIMBS }>(P15, &exponent),
             };
@@ -191,6 +199,7 @@ impl DhPrivate {
         }
         match self.key {
             PrivateKey::Modp(exponent) => match group {
+                DhGroup::Modp1024 => modp_shared::<{ U1024::LIMBS }>(P2, &exponent, peer_public),
                 DhGroup::Modp2048 => modp_shared::<{ U2048::LIMBS }>(P14, &exponent, peer_public),
                 _ => modp_shared::<{ U3072::LIMBS }>(P15, &exponent, peer_public),
             }
@@ -222,6 +231,14 @@ impl DhPrivate {
 /// Private MODP exponents are 384 bits: more than twice the ~128-bit strength of group 15
 /// (RFC 3526 section 8), and cheap next to a full-size exponent.
 const MODP_EXPONENT_BYTES: usize = 48;
+
+/// RFC 2409 section 6.2: the 1024-bit MODP prime (Oakley group 2), generator 2.
+const P2: Odd<U1024> = Odd::<U1024>::from_be_hex(concat!(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74",
+    "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437",
+    "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED",
+    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF",
+));
 
 /// RFC 3526 section 3: the 2048-bit MODP prime, generator 2.
 const P14: Odd<U2048> = Odd::<U2048>::from_be_hex(concat!(
@@ -318,11 +335,8 @@ mod tests {
         for g in DhGroup::ALL {
             assert_eq!(DhGroup::from_transform_id(g.transform_id()), Some(g));
         }
-        assert_eq!(
-            DhGroup::from_transform_id(2),
-            None,
-            "MODP 1024 is not offered"
-        );
+        assert_eq!(DhGroup::from_transform_id(2), Some(DhGroup::Modp1024));
+        assert_eq!(DhGroup::from_transform_id(5), None, "MODP-1536 is not");
     }
 
     #[test]
@@ -436,7 +450,7 @@ mod tests {
     fn modp_round_trip_between_two_parties() {
         #[allow(deprecated)]
         let unused = ring::test::rand::FixedByteRandom { byte: 0 };
-        for group in [DhGroup::Modp2048, DhGroup::Modp3072] {
+        for group in [DhGroup::Modp1024, DhGroup::Modp2048, DhGroup::Modp3072] {
             let (a, a_pub) = group.generate(&mut SeededEntropy::new(1), &unused).unwrap();
             let (b, b_pub) = group.generate(&mut SeededEntropy::new(2), &unused).unwrap();
             assert_eq!(a_pub.len(), group.public_len());
@@ -462,6 +476,10 @@ mod tests {
                 .as_ref()
                 .to_vec()
         };
+        assert_eq!(
+            sha(&modp_public::<{ U1024::LIMBS }>(P2, &x)),
+            unhex("c169ffc17f974c280e4407103064316d7b2457f5f9e6bd5fbfd4700055e53eb0")
+        );
         assert_eq!(
             sha(&modp_public::<{ U2048::LIMBS }>(P14, &x)),
             unhex("9824761398a29c1be555d6311ebc7c485037bb73810a24176971a3c74356ec6a")

@@ -2,6 +2,7 @@
 //! machines on a virtual clock, joined by a seeded lossy/reordering link ([`pair::Pair`]).
 //! Each file tests one thing a user would notice.
 
+mod builtin_clients;
 mod gateway_rekey;
 mod handshake;
 mod lifecycle;

@@ -826,12 +826,12 @@ impl Pair {
 
 /// An SA with all-zero keys, standing in for one the data path took.
 fn placeholder_sa(cipher: EspCipher) -> EspSa {
-    let n = cipher.key_sizes().encr;
+    let sizes = cipher.key_sizes();
     let keys = ChildSaKeys {
-        encr_i: vec![0; n],
-        integ_i: vec![],
-        encr_r: vec![0; n],
-        integ_r: vec![],
+        encr_i: vec![0; sizes.encr],
+        integ_i: vec![0; sizes.integ],
+        encr_r: vec![0; sizes.encr],
+        integ_r: vec![0; sizes.integ],
     };
     EspSa::from_child_keys(cipher, &keys, true, 1, 1).unwrap()
 }
