@@ -155,8 +155,16 @@ pub enum PkiError {
     InvalidReason(String),
 
     /// An unknown export format.
-    #[error("unknown export format {0:?}; use gatehouse, ovpn, pkcs12 or swanctl")]
+    #[error(
+        "unknown export format {0:?}; use gatehouse, ovpn, pkcs12, swanctl, mobileconfig or windows"
+    )]
     InvalidFormat(String),
+
+    /// The export format needs a non-empty PKCS#12 password.
+    #[error(
+        "the {0} export needs --password: Apple devices refuse a PKCS#12 without one; the device asks for it when the profile is installed"
+    )]
+    PasswordRequired(crate::Format),
 
     /// [`crate::Pki::export`] was asked for a format that is a folder, not one file.
     #[error("the {0} export is a folder, not a file; write it with Pki::export_swanctl")]

@@ -1,5 +1,6 @@
 //! Client exports: Gatehouse profile, stock OpenVPN `.ovpn`, PKCS#12, strongSwan swanctl
-//! folder.
+//! folder, and for the built-in IKEv2 clients an Apple `.mobileconfig` and a Windows
+//! PowerShell script (see [`crate::export_builtin`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,6 +28,13 @@ pub enum Format {
     /// connection `gatehouse`, `x509ca/gatehouse-ca.pem`, `x509/<name>.pem` and
     /// `private/<name>.pem`. A folder, not a file: see [`crate::Pki::export_swanctl`].
     Swanctl,
+    /// An Apple configuration profile (`.mobileconfig`) for the IKEv2 client built into
+    /// iOS, iPadOS and macOS: VPN payload, client PKCS#12 (needs a password), CA as a root.
+    Mobileconfig,
+    /// A PowerShell script for the IKEv2 client built into Windows 10/11: imports the CA
+    /// and the client's PKCS#12 into the machine stores, then `Add-VpnConnection` and
+    /// `Set-VpnConnectionIPsecConfiguration`.
+    Windows,
 }
 
 impl Format {
@@ -45,6 +53,8 @@ impl FromStr for Format {
             "ovpn" | "openvpn" => Ok(Format::Ovpn),
             "pkcs12" | "p12" | "pfx" => Ok(Format::Pkcs12),
             "swanctl" | "strongswan" => Ok(Format::Swanctl),
+            "mobileconfig" | "apple" | "ios" | "macos" => Ok(Format::Mobileconfig),
+            "windows" | "powershell" | "ps1" => Ok(Format::Windows),
             _ => Err(PkiError::InvalidFormat(s.to_string())),
         }
     }
@@ -57,6 +67,8 @@ impl fmt::Display for Format {
             Format::Ovpn => "ovpn",
             Format::Pkcs12 => "pkcs12",
             Format::Swanctl => "swanctl",
+            Format::Mobileconfig => "mobileconfig",
+            Format::Windows => "windows",
         })
     }
 }
@@ -84,6 +96,8 @@ pub(crate) fn render(bundle: &ClientBundle<'_>, format: Format, password: &str) 
         .into_bytes()),
         Format::Ovpn => Ok(ovpn(bundle).into_bytes()),
         Format::Pkcs12 => pkcs12(bundle, password),
+        Format::Mobileconfig => crate::export_builtin::mobileconfig(bundle, password),
+        Format::Windows => crate::export_builtin::windows_script(bundle, password),
         Format::Swanctl => Err(PkiError::NotAFileFormat(format)),
     }
 }
@@ -225,13 +239,29 @@ fn ovpn(b: &ClientBundle<'_>) -> String {
     )
 }
 
-fn pem_der(pem_text: &str, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn pem_der(pem_text: &str, what: &str) -> Result<Vec<u8>> {
     pem::parse(pem_text)
         .map(pem::Pem::into_contents)
         .map_err(|e| PkiError::Corrupt(format!("stored {what} is not PEM: {e}")))
 }
 
 fn pkcs12(b: &ClientBundle<'_>, password: &str) -> Result<Vec<u8>> {
+    pkcs12_with(
+        b,
+        password,
+        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
+        MacAlgorithm::HmacSha256,
+    )
+}
+
+/// The client's certificate, key and CA as PKCS#12 with the given algorithms (the built-in
+/// clients' importers want the legacy ones).
+pub(crate) fn pkcs12_with(
+    b: &ClientBundle<'_>,
+    password: &str,
+    encryption: EncryptionAlgorithm,
+    mac: MacAlgorithm,
+) -> Result<Vec<u8>> {
     let p12 = |e: p12_keystore::error::Error| PkiError::Pkcs12(e.to_string());
     let cert = Certificate::from_der(&pem_der(b.cert_pem, "certificate")?).map_err(p12)?;
     let ca = Certificate::from_der(&pem_der(b.ca_pem, "CA certificate")?).map_err(p12)?;
@@ -243,8 +273,8 @@ fn pkcs12(b: &ClientBundle<'_>, password: &str) -> Result<Vec<u8>> {
     store.add_entry(b.name, KeyStoreEntry::PrivateKeyChain(chain));
     store
         .writer(password)
-        .encryption_algorithm(EncryptionAlgorithm::PbeWithHmacSha256AndAes256)
-        .mac_algorithm(MacAlgorithm::HmacSha256)
+        .encryption_algorithm(encryption)
+        .mac_algorithm(mac)
         .write()
         .map_err(p12)
 }
@@ -274,6 +304,15 @@ mod tests {
             Err(PkiError::NotAFileFormat(Format::Swanctl))
         ));
         assert!("zip".parse::<Format>().is_err());
+        assert_eq!(
+            "mobileconfig".parse::<Format>().unwrap(),
+            Format::Mobileconfig
+        );
+        assert_eq!("windows".parse::<Format>().unwrap(), Format::Windows);
+        assert!(matches!(
+            render(&bundle, Format::Mobileconfig, ""),
+            Err(PkiError::PasswordRequired(Format::Mobileconfig))
+        ));
     }
 
     #[test]

@@ -51,6 +51,7 @@ mod crl;
 mod csr;
 mod error;
 mod export;
+mod export_builtin;
 mod fsutil;
 mod issue;
 pub mod profile;

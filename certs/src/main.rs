@@ -89,10 +89,13 @@ enum Command {
         #[arg(long, value_name = "HOST")]
         gateway: String,
         /// gatehouse | ovpn | pkcs12 | swanctl (a strongSwan folder usable as SWANCTL_DIR:
-        /// swanctl.conf, x509ca/, x509/, private/)
+        /// swanctl.conf, x509ca/, x509/, private/) | mobileconfig (Apple profile for the
+        /// built-in IKEv2 client; needs --password) | windows (PowerShell script for the
+        /// built-in IKEv2 client of Windows 10/11)
         #[arg(long, value_name = "FORMAT")]
         format: String,
-        /// Password protecting the PKCS#12 file [default: empty].
+        /// Password protecting the PKCS#12 file (also the one inside a mobileconfig or
+        /// windows export, which asks for it on the device) [default: empty].
         #[arg(long, value_name = "P")]
         password: Option<String>,
         /// Output file (written with mode 0600: it holds a private key); for swanctl, a new
