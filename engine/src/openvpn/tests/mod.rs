@@ -14,3 +14,4 @@ mod negotiation;
 mod pair;
 mod rekey;
 mod timeouts;
+mod wrappers;

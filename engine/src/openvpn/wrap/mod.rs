@@ -29,7 +29,7 @@ mod keys;
 mod packet_id;
 mod state;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use keys::{
     STATIC_KEY_LEN, StaticKey, TlsCryptV2ClientKey, TlsCryptV2ServerKey, V2_MAX_METADATA_LEN,
@@ -100,7 +100,7 @@ impl TlsAuthDigest {
     }
 
     /// Bytes of the HMAC (and of the HMAC key OpenVPN takes from the static key).
-    pub fn len(self) -> usize {
+    pub fn tag_len(self) -> usize {
         match self {
             TlsAuthDigest::Sha1 => 20,
             TlsAuthDigest::Sha256 => 32,

@@ -247,7 +247,7 @@ impl Wrapper {
                 return Ok(());
             }
             Mode::Auth { digest, recv, .. } => {
-                let hlen = digest.len();
+                let hlen = digest.tag_len();
                 if wire.len() < HEAD + hlen + PID {
                     return Err(WrapError::Malformed);
                 }
@@ -414,8 +414,8 @@ fn auth_mode(key: &StaticKey, direction: Option<KeyDirection>, digest: TlsAuthDi
     let (out, inn) = KeyDirection::indices(direction);
     Mode::Auth {
         digest,
-        send: key.key(out).1[..digest.len()].to_vec(),
-        recv: key.key(inn).1[..digest.len()].to_vec(),
+        send: key.key(out).1[..digest.tag_len()].to_vec(),
+        recv: key.key(inn).1[..digest.tag_len()].to_vec(),
     }
 }
 
