@@ -1,0 +1,309 @@
+//! `gatehoused` accepts what a stock OpenVPN 2.6 server accepts with its defaults: the stock
+//! 2.6 client limited to TLS 1.2, with each cipher of the stock default `data-ciphers` alone,
+//! and with every compression setting (`comp-lzo`, `compress ...`) connects and pings the LAN
+//! behind the gateway; the gateway's log names the TLS version and ciphers it negotiated.
+//! With `openvpn.tls_version_min = "1.3"` a TLS-1.2-only client is refused and the log says
+//! why.
+//!
+//! Several clients share one gateway (one namespace each, subnet indexes 100..=102) to keep
+//! the file fast.
+
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use gatehouse_tests::gatehoused::{
+    CONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, spawn_stock_client, times_up, toml_str,
+    wait_client_up,
+};
+use gatehouse_tests::net::wait_ping;
+use gatehouse_tests::openvpn::UP_TIMEOUT;
+use gatehouse_tests::{GatewayTopology, Proc, require_commands, require_root};
+use tempfile::TempDir;
+
+/// What the engine logs once TLS and key-method 2 are done (tls, tls_cipher, data_cipher,
+/// keys, compress).
+const CONTROL_UP: &str = "OpenVPN control channel up";
+/// Debug line with the client's options string and peer-info.
+const KEY_METHOD: &str = "key-method 2 from client";
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Setup {
+    // Dropped in this order: the namespaces (and whatever still runs in them), then files.
+    topo: GatewayTopology,
+    gw_dir: GatewayDir,
+    dir: TempDir,
+}
+
+impl Setup {
+    fn new(tag: &str, subnet_index: u8, n_clients: usize) -> Result<Setup> {
+        require_root();
+        require_commands(&["ip", "openvpn", "ping"]);
+        let dir = tempfile::tempdir()?;
+        let topo = GatewayTopology::new(tag, subnet_index, n_clients)?;
+        let gw_dir = GatewayDir::for_topology(
+            &dir.path().join("gateway"),
+            &topo,
+            &format!("ghd{subnet_index}"),
+        )?;
+        Ok(Setup { topo, gw_dir, dir })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// gatehoused at debug level (the key-method 2 lines are measured facts worth keeping).
+    fn start_gateway(&self) -> Result<Gatehoused> {
+        Gatehoused::start_with_env(
+            &self.topo.gateway,
+            &self.gw_dir,
+            &self.path("gatehoused.log"),
+            &[("GATEHOUSE_LOG", "debug")],
+        )
+    }
+
+    /// Issues `name`, exports its stock profile for client `i` and starts the stock client
+    /// with `extra` options (they come after the profile, so they override it).
+    fn stock_client(&self, i: usize, name: &str, extra: &[&str]) -> Result<Proc> {
+        let gateway = self.topo.client(i).gateway_addr;
+        let profile =
+            self.gw_dir
+                .client_profile(name, gateway, &self.path(&format!("{name}.ovpn")))?;
+        let log = self.path(&format!("openvpn-{name}.log"));
+        spawn_stock_client(
+            &self.topo.client(i).ns,
+            &profile,
+            &format!("tun-{name}"),
+            extra,
+            &log,
+        )
+    }
+}
+
+fn logs(gw: &Gatehoused, client: &Proc) -> String {
+    format!(
+        "gatehoused log:\n{}\nclient log {}:\n{}",
+        gw.log_tail(30),
+        client.log_path().display(),
+        client.log_tail(30)
+    )
+}
+
+fn event_for(gw: &Gatehoused, message: &str, client: &str) -> Option<LogEvent> {
+    gw.events(message)
+        .into_iter()
+        .find(|e| e.field("client") == Some(client))
+}
+
+/// One stock client and what the gateway must log for it.
+struct Case {
+    name: &'static str,
+    extra: &'static [&'static str],
+    tls: &'static str,
+    data_cipher: &'static str,
+}
+
+/// Starts every case's client at once (client `i` in namespace `i`), waits for each tunnel,
+/// checks the gateway's log lines against the case, and pings the LAN host through each
+/// tunnel, also with `big` bytes of zeros (what a compressor would shrink).
+fn run_cases(s: &Setup, gw: &Gatehoused, cases: &[Case], big: Option<u16>) -> Result<()> {
+    let clients: Vec<Proc> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| s.stock_client(i, c.name, c.extra))
+        .collect::<Result<_>>()?;
+    for (i, (case, client)) in cases.iter().zip(&clients).enumerate() {
+        let what = format!("client {} ({})", case.name, case.extra.join(" "));
+        wait_client_up(client, gw, 1, UP_TIMEOUT).with_context(|| what.clone())?;
+        let connected = gw
+            .wait_connected(case.name, EVENT_TIMEOUT)
+            .with_context(|| format!("{what}\n{}", logs(gw, client)))?;
+        let up = event_for(gw, CONTROL_UP, case.name)
+            .with_context(|| format!("no `{CONTROL_UP}` for {what}\n{}", logs(gw, client)))?;
+        eprintln!("{}\n{}", up.line, connected.line);
+        if let Some(km) = event_for(gw, KEY_METHOD, case.name) {
+            eprintln!("{}", km.line);
+        }
+        ensure!(
+            up.field("tls") == Some(case.tls),
+            "{what}: expected tls={}: {}",
+            case.tls,
+            up.line
+        );
+        ensure!(
+            up.field("data_cipher") == Some(case.data_cipher)
+                && connected.field("cipher") == Some(case.data_cipher),
+            "{what}: expected data cipher {}: {}\n{}",
+            case.data_cipher,
+            up.line,
+            connected.line
+        );
+        ensure!(
+            connected.field("keys") == Some("tls-ekm"),
+            "{what}: a 2.6 client gets tls-ekm keys over any TLS version, as from a stock server: {}",
+            connected.line
+        );
+        let ns = &s.topo.client(i).ns;
+        wait_ping(ns, s.topo.lan_host, Duration::from_secs(10))
+            .with_context(|| format!("{what}: no ping through the tunnel\n{}", logs(gw, client)))?;
+        if let Some(size) = big {
+            let lan_host = s.topo.lan_host.to_string();
+            let size = size.to_string();
+            ns.exec_ok(
+                "ping",
+                [
+                    "-c", "3", "-i", "0.2", "-W", "2", "-s", &size, "-p", "00", &lan_host,
+                ],
+            )
+            .with_context(|| {
+                format!(
+                    "{what}: compressible {size}-byte pings did not get through\n{}",
+                    logs(gw, client)
+                )
+            })?;
+        }
+    }
+    ensure!(gw.is_running(), "gatehoused died:\n{}", gw.log_tail(30));
+    Ok(())
+}
+
+#[test]
+fn tls_1_2_client_and_each_stock_default_data_cipher() -> Result<()> {
+    let s = Setup::new("oc1", 100, 4)?;
+    let gw = s.start_gateway()?;
+    let cases = [
+        Case {
+            name: "tls12",
+            extra: &["--tls-version-max", "1.2"],
+            tls: "TLSv1.2",
+            data_cipher: "AES-256-GCM",
+        },
+        Case {
+            name: "aes256",
+            extra: &["--data-ciphers", "AES-256-GCM"],
+            tls: "TLSv1.3",
+            data_cipher: "AES-256-GCM",
+        },
+        Case {
+            name: "aes128",
+            extra: &["--data-ciphers", "AES-128-GCM"],
+            tls: "TLSv1.3",
+            data_cipher: "AES-128-GCM",
+        },
+        Case {
+            name: "chacha",
+            extra: &[
+                "--data-ciphers",
+                "CHACHA20-POLY1305",
+                "--tls-version-max",
+                "1.2",
+            ],
+            tls: "TLSv1.2",
+            data_cipher: "CHACHA20-POLY1305",
+        },
+    ];
+    run_cases(&s, &gw, &cases, None)?;
+    let tls12 = event_for(&gw, CONTROL_UP, "tls12").context("tls12 line")?;
+    ensure!(
+        tls12
+            .field("tls_cipher")
+            .is_some_and(|c| c.starts_with("TLS_ECDHE_") && c.contains("_GCM_")),
+        "a TLS 1.2 OpenSSL 3 client should get an ECDHE + AES-GCM suite: {}",
+        tls12.line
+    );
+    Ok(())
+}
+
+#[test]
+fn every_compression_setting_connects_and_nothing_is_compressed() -> Result<()> {
+    const ALL: &[&[&str]] = &[
+        &["--comp-lzo"],
+        &["--comp-lzo", "no"],
+        &["--compress"],
+        &["--compress", "stub-v2"],
+        &["--compress", "lz4"],
+        &["--compress", "lz4-v2"],
+        &["--compress", "lzo"],
+        // These two would really compress what they send: they must be told stub-v2 too.
+        &["--compress", "lz4-v2", "--allow-compression", "yes"],
+        &["--comp-lzo", "yes", "--allow-compression", "yes"],
+    ];
+    const NAMES: [&str; 9] = [
+        "lzo", "lzono", "stub", "stubv2", "lz4", "lz4v2", "clzo", "lz4yes", "lzoyes",
+    ];
+    let s = Setup::new("oc2", 101, ALL.len())?;
+    let gw = s.start_gateway()?;
+    let cases: Vec<Case> = NAMES
+        .iter()
+        .zip(ALL)
+        .map(|(name, extra)| Case {
+            name,
+            extra,
+            tls: "TLSv1.3",
+            data_cipher: "AES-256-GCM",
+        })
+        .collect();
+    run_cases(&s, &gw, &cases, Some(1200))?;
+    for name in NAMES {
+        let up = event_for(&gw, CONTROL_UP, name).context("control line")?;
+        ensure!(
+            up.field("compress") == Some("stub-v2"),
+            "client {name} announced compression and must be pushed `compress stub-v2`: {}",
+            up.line
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn tls_1_3_minimum_refuses_a_tls_1_2_only_client() -> Result<()> {
+    let s = Setup::new("oc3", 102, 2)?;
+    s.gw_dir.set("openvpn.tls_version_min", &toml_str("1.3"))?;
+    let gw = s.start_gateway()?;
+    let old = s.stock_client(0, "old", &["--tls-version-max", "1.2"])?;
+    let from = s.topo.client(0).addr;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        if times_up(&old) > 0 || gw.events(CONNECTED).iter().any(|e| e.remote_is(from)) {
+            bail!("a TLS-1.2-only client got connected\n{}", logs(&gw, &old));
+        }
+        if let Some(e) = gw.events(REFUSED).into_iter().find(|e| e.remote_is(from)) {
+            break e;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "gatehoused logged no `client refused` for the TLS 1.2 client\n{}",
+                logs(&gw, &old)
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("{}", refusal.line);
+    let reason = refusal.field("reason").unwrap_or_default();
+    ensure!(
+        reason.contains("TLS 1.2") && reason.contains("tls_version_min = \"1.2\""),
+        "the refusal should say the client is limited to TLS 1.2 and what to set: {}",
+        refusal.line
+    );
+    // A client that can do TLS 1.3 still connects.
+    let new = s.stock_client(1, "new", &[])?;
+    wait_client_up(&new, &gw, 1, UP_TIMEOUT)?;
+    let up = gw
+        .wait_event(
+            CONTROL_UP,
+            |e| e.field("client") == Some("new"),
+            EVENT_TIMEOUT,
+        )
+        .with_context(|| logs(&gw, &new))?;
+    ensure!(up.field("tls") == Some("TLSv1.3"), "{}", up.line);
+    wait_ping(
+        &s.topo.client(1).ns,
+        s.topo.lan_host,
+        Duration::from_secs(10),
+    )
+    .with_context(|| logs(&gw, &new))?;
+    ensure!(times_up(&old) == 0, "the TLS 1.2 client came up after all");
+    Ok(())
+}
