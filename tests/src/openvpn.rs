@@ -217,6 +217,46 @@ pub fn start_client(ns: &Netns, dir: &Path, config: &ClientConfig) -> Result<Pro
     Ok(client)
 }
 
+/// `openvpn --genkey secret PATH`: a static key, as `tls-auth` and `tls-crypt` use.
+pub fn genkey_secret(path: &Path) -> Result<()> {
+    genkey(&["--genkey", "secret", &path.display().to_string()])
+}
+
+/// `openvpn --genkey tls-crypt-v2-server PATH`: a server's tls-crypt-v2 key.
+pub fn genkey_tls_crypt_v2_server(path: &Path) -> Result<()> {
+    genkey(&[
+        "--genkey",
+        "tls-crypt-v2-server",
+        &path.display().to_string(),
+    ])
+}
+
+/// `openvpn --tls-crypt-v2 SERVER_KEY --genkey tls-crypt-v2-client PATH`: a client key
+/// wrapped with `server_key`.
+pub fn genkey_tls_crypt_v2_client(server_key: &Path, path: &Path) -> Result<()> {
+    genkey(&[
+        "--tls-crypt-v2",
+        &server_key.display().to_string(),
+        "--genkey",
+        "tls-crypt-v2-client",
+        &path.display().to_string(),
+    ])
+}
+
+fn genkey(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("openvpn")
+        .args(args)
+        .output()
+        .context("running openvpn --genkey")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "`openvpn {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

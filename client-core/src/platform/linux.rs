@@ -53,9 +53,11 @@ pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, Ne
     let mut routes = plan.routes.clone();
     if plan.redirect_gateway {
         if let IpAddr::V4(server) = plan.server {
+            let exact = ip(&["-4", "route", "show", "exact", &format!("{server}/32")])?;
             changes.push(Change::HostRoute {
                 dst: server,
                 via: current_path(server)?,
+                preexisting: !exact.trim().is_empty(),
             });
         }
         routes.push(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 1).map_err(|e| NetError(e.to_string()))?);
@@ -86,14 +88,29 @@ pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, Ne
 
 pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
     match change {
+        // `add`, never `replace`: a route the host already has is not overwritten (undo could
+        // not bring it back). Like OpenVPN, a pushed route that clashes is skipped with a
+        // warning; its undo then finds nothing of ours to delete.
         Change::Route { net, dev } => {
-            ip(&["-4", "route", "replace", &net.to_string(), "dev", dev]).map(drop)
+            let exists = ip(&["-4", "route", "show", "exact", &net.to_string()])?;
+            if !exists.trim().is_empty() {
+                tracing::warn!(
+                    route = %net,
+                    existing = exists.trim(),
+                    "the host already routes this prefix; not routing it into the tunnel"
+                );
+                return Ok(());
+            }
+            ip(&["-4", "route", "add", &net.to_string(), "dev", dev]).map(drop)
         }
-        Change::HostRoute { dst, via } => {
+        Change::HostRoute {
+            preexisting: true, ..
+        } => Ok(()),
+        Change::HostRoute { dst, via, .. } => {
             let mut args = vec![
                 "-4".to_owned(),
                 "route".into(),
-                "replace".into(),
+                "add".into(),
                 dst.to_string(),
             ];
             args.extend(via.iter().cloned());
@@ -139,8 +156,20 @@ pub(super) fn undo(change: &Change) -> Result<(), NetError> {
             let _ = ip(&["-4", "route", "del", &net.to_string(), "dev", dev]);
             Ok(())
         }
-        Change::HostRoute { dst, .. } => {
-            let _ = ip(&["-4", "route", "del", &dst.to_string()]);
+        Change::HostRoute {
+            preexisting: true, ..
+        } => Ok(()),
+        Change::HostRoute { dst, via, .. } => {
+            // Exactly the route we added, nothing else to that address.
+            let mut args = vec![
+                "-4".to_owned(),
+                "route".into(),
+                "del".into(),
+                dst.to_string(),
+            ];
+            args.extend(via.iter().cloned());
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let _ = ip(&refs);
             Ok(())
         }
         Change::ResolvConf { path, backup } => {

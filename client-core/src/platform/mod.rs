@@ -52,6 +52,10 @@ pub enum Change {
         dst: Ipv4Addr,
         /// `ip route` arguments that reached it before.
         via: Vec<String>,
+        /// The host had a route to exactly `dst/32` already: it is left alone, and undo
+        /// must not delete it.
+        #[serde(default)]
+        preexisting: bool,
     },
     /// resolv.conf replaced; `backup` holds the previous contents.
     ResolvConf {
