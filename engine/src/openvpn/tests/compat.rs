@@ -108,6 +108,35 @@ fn tls_1_2_client_connects_with_each_cipher_and_data_flows_both_ways() {
 }
 
 #[test]
+fn our_client_reaches_a_server_limited_to_tls_1_2() {
+    // A stock server with `tls-version-max 1.2`: our client must fall back to TLS 1.2.
+    let pki = pki();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let tls = rustls::ServerConfig::builder_with_details(provider, wall_clock())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![pki.server.0.clone()], pki.server.1.clone_key())
+        .unwrap();
+    let mut p = Pair::with(
+        ServerConfig::new(Arc::new(tls)),
+        client_cfg(&pki.ca.cert, &pki.client, "vpn.test"),
+    );
+    p.connect();
+    assert_eq!(p.server().tls_session().unwrap().0, "TLSv1.2");
+    assert_eq!(established(&p), (Cipher::Aes256Gcm, true));
+    exchange_both_ways(&mut p, 10);
+}
+
+#[test]
 fn tls_1_3_is_still_preferred_by_default() {
     let mut p = Pair::with(gateway(TlsVersionMin::Tls12), {
         let pki = pki();
@@ -187,6 +216,10 @@ const OPTIONS_2_6: &str = "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv
 const PEER_INFO_2_6: &str = "IV_VER=2.6.14\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU=1600\nIV_NCP=2\n\
     IV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO=990\nIV_LZO_STUB=1\n\
     IV_COMP_STUB=1\nIV_COMP_STUBv2=1\n";
+/// 2.6.14 with `comp-lzo` (measured against gatehoused: `,comp-lzo` and one more byte of
+/// link-mtu; `compress lz4`, `compress lzo` and `compress` write the same string,
+/// `compress stub-v2` and `compress lz4-v2` keep link-mtu 1541).
+const OPTIONS_2_6_COMP_LZO: &str = "V4,dev-type tun,link-mtu 1542,tun-mtu 1500,proto UDPv4,comp-lzo,auth SHA1,keysize 128,key-method 2,tls-client";
 /// 2.6.14 with `comp-lzo` (measured: it then announces real compressors).
 const PEER_INFO_2_6_COMP: &str = "IV_VER=2.6.14\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU=1600\n\
     IV_NCP=2\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO=990\nIV_LZ4=1\n\
@@ -217,7 +250,7 @@ fn byte_exact_messages_of_2_4_2_5_2_6_parse() {
         (OPTIONS_2_4, PEER_INFO_2_4_12),
         (OPTIONS_2_5, PEER_INFO_2_5),
         (OPTIONS_2_6, PEER_INFO_2_6),
-        (OPTIONS_2_6, PEER_INFO_2_6_COMP),
+        (OPTIONS_2_6_COMP_LZO, PEER_INFO_2_6_COMP),
     ] {
         let wire = wire_message(options, info);
         let (msg, used) = KeyMethod2::<ClientKeySource>::parse_client(&wire).unwrap();
@@ -334,9 +367,13 @@ fn openvpn_2_6_client_gets_everything_it_announces() {
 #[test]
 fn every_compression_setting_gets_stub_v2_and_a_compressed_packet_is_dropped() {
     // 2.6 writes `,comp-lzo` for comp-lzo [yes|no|adaptive] and every `compress` variant.
-    let comp = OPTIONS_2_6.replace(",auth", ",comp-lzo,auth");
-    for info in [PEER_INFO_2_6, PEER_INFO_2_6_COMP] {
-        let mut p = pair_as(&comp, info);
+    let stub_v2 = OPTIONS_2_6.replace(",auth", ",comp-lzo,auth");
+    for (options, info) in [
+        (OPTIONS_2_6_COMP_LZO, PEER_INFO_2_6),
+        (OPTIONS_2_6_COMP_LZO, PEER_INFO_2_6_COMP),
+        (stub_v2.as_str(), PEER_INFO_2_6),
+    ] {
+        let mut p = pair_as(options, info);
         p.connect();
         let push = p.server().push_reply().unwrap().to_owned();
         assert!(push.contains(",compress stub-v2,"), "{push}");
