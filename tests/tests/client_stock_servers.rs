@@ -102,6 +102,11 @@ impl World {
     /// Writes `NAME.ovpn`: `directives`, then the inline certificates and key as the scripts
     /// append them, then `tail` (a key block).
     fn write_ovpn(&self, directives: &str, tail: &str) -> Result<PathBuf> {
+        self.write_ovpn_as(NAME, directives, tail)
+    }
+
+    /// Like [`World::write_ovpn`], as `name.ovpn` (imported as profile `name`).
+    fn write_ovpn_as(&self, name: &str, directives: &str, tail: &str) -> Result<PathBuf> {
         let read = |p: &Path| fs::read_to_string(p).with_context(|| format!("{}", p.display()));
         let text = format!(
             "{directives}\n<ca>\n{}</ca>\n<cert>\n{}</cert>\n<key>\n{}</key>\n{tail}",
@@ -109,7 +114,7 @@ impl World {
             read(&self.pki.client.cert)?,
             read(&self.pki.client.key)?,
         );
-        let path = self.path(&format!("{NAME}.ovpn"));
+        let path = self.path(&format!("{name}.ovpn"));
         fs::write(&path, text)?;
         Ok(path)
     }
@@ -294,6 +299,32 @@ fn stock_server_with_tls_auth_and_key_direction() -> Result<()> {
         "{printed}"
     );
     connect_and_ping(&w, &server)?;
+
+    // The same server under a name the profile does not expect: refused, and said why.
+    let text = read(&ovpn)?.replace(
+        "verify-x509-name server name",
+        "verify-x509-name server_other name",
+    );
+    let wrong = w.path("wrongname.ovpn");
+    fs::write(&wrong, text)?;
+    w.import(&wrong)?;
+    let svc = w.service("service-2.log")?;
+    let _connect = Watched::spawn(
+        w.client.command(Some(w.ns()), ["connect", "wrongname"]),
+        &w.path("connect-wrongname.log"),
+    )?;
+    let (st, _) = w.client.wait_status(
+        w.ns(),
+        Duration::from_secs(20),
+        |st| st.reason().is_some_and(|r| r.contains("verify-x509-name")),
+        || svc.log_tail(20),
+    )?;
+    eprintln!("wrong server name: {}", st.json);
+    ensure!(
+        !link_exists(w.ns(), DEFAULT_TUN)?,
+        "a tunnel came up with a server of the wrong name"
+    );
+    w.client.run_ok(Some(w.ns()), &["disconnect"])?;
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -311,13 +342,24 @@ fn stock_server_with_tls_crypt() -> Result<()> {
     // Nyr's client-common.txt + easy-rsa's inline file.
     let ovpn = w.write_ovpn(
         &format!(
-            "client\ndev tun\nproto udp\nremote {} 1194\nresolv-retry infinite\nnobind\npersist-key\npersist-tun\nremote-cert-tls server\nauth SHA512\nignore-unknown-option block-outside-dns\nverb 3",
-            w.gateway_addr()
+            "client\ndev tun\nproto udp\nremote {gw} 1195\nremote {gw} 1194\nresolv-retry infinite\nnobind\npersist-key\npersist-tun\nremote-cert-tls server\nauth SHA512\nignore-unknown-option block-outside-dns\nverb 3",
+            gw = w.gateway_addr()
         ),
         &format!("<tls-crypt>\n{}</tls-crypt>\n", read(&tc)?),
     )?;
+    // Nobody answers on 1195: the first remote fails after the connect timeout, the second
+    // one works.
+    let mut w = w;
+    w.client.set_env("GATEHOUSE_CONNECT_TIMEOUT", "3");
     w.import(&ovpn)?;
     connect_and_ping(&w, &server)?;
+    let log = fs::read_to_string(w.path("service.log"))?;
+    let first = log.find(&format!("connecting to {}:1195", w.gateway_addr()));
+    let second = log.find(&format!("connected to {}:1194", w.gateway_addr()));
+    ensure!(
+        matches!((first, second), (Some(a), Some(b)) if a < b),
+        "the remotes were not tried in order (1195, then 1194):\n{log}"
+    );
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
