@@ -171,7 +171,7 @@ fn run_cases(s: &Setup, gw: &Gatehoused, cases: &[Case], big: Option<u16>) -> Re
 
 #[test]
 fn tls_1_2_client_and_each_stock_default_data_cipher() -> Result<()> {
-    let s = Setup::new("oc1", 100, 4)?;
+    let s = Setup::new("oc1", 100, 6)?;
     let gw = s.start_gateway()?;
     let cases = [
         Case {
@@ -202,6 +202,28 @@ fn tls_1_2_client_and_each_stock_default_data_cipher() -> Result<()> {
             ],
             tls: "TLSv1.2",
             data_cipher: "CHACHA20-POLY1305",
+        },
+        // Lines old profiles carry: a CBC `cipher` (ignored by 2.6 for negotiation), the
+        // pre-2.5 name of data-ciphers, a non-default auth digest.
+        Case {
+            name: "oldprofile",
+            extra: &[
+                "--cipher",
+                "AES-256-CBC",
+                "--auth",
+                "SHA256",
+                "--ncp-ciphers",
+                "AES-128-GCM:AES-256-GCM",
+            ],
+            tls: "TLSv1.3",
+            data_cipher: "AES-256-GCM",
+        },
+        // A 2.6 client told to behave like 2.4.0 (compression and cipher defaults of 2.4).
+        Case {
+            name: "compat24",
+            extra: &["--compat-mode", "2.4.0"],
+            tls: "TLSv1.3",
+            data_cipher: "AES-256-GCM",
         },
     ];
     run_cases(&s, &gw, &cases, None)?;
