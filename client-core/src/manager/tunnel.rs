@@ -120,7 +120,7 @@ pub(crate) async fn run(
     let mut tun_buf = vec![0u8; 65536];
     let mut tun: Option<tun_rs::AsyncDevice> = None;
     let mut counters = Counters::default();
-    let mut dropped = 0u64;
+    let mut drops = ControlDrops { log, count: 0 };
     let mut closed_reason: Option<String> = None;
     let mut stop: Option<Outcome> = None;
     let mut counter_tick = tokio::time::interval(Duration::from_secs(1));
@@ -200,14 +200,14 @@ pub(crate) async fn run(
                 };
                 let now = Instant::now();
                 for frame in frames.iter(&link, &net_buf) {
-                    handle_packet(&mut session, now, frame, &mut dec, tun.as_ref(), &mut counters, &mut dropped, log).await;
+                    handle_packet(&mut session, now, frame, &mut dec, tun.as_ref(), &mut counters, &mut drops).await;
                 }
                 if let Link::Tcp { deframer, .. } = &mut link {
                     loop {
                         match deframer.pop() {
                             Ok(Some(frame)) => {
                                 let f = frame.to_vec();
-                                handle_packet(&mut session, now, &f, &mut dec, tun.as_ref(), &mut counters, &mut dropped, log).await;
+                                handle_packet(&mut session, now, &f, &mut dec, tun.as_ref(), &mut counters, &mut drops).await;
                             }
                             Ok(None) => break,
                             Err(e) => return Outcome::Lost(format!("bad framing from the gateway: {e}")),
@@ -301,8 +301,7 @@ async fn handle_packet(
     dec: &mut Vec<u8>,
     tun: Option<&tun_rs::AsyncDevice>,
     counters: &mut Counters,
-    dropped: &mut u64,
-    log: &Logger,
+    drops: &mut ControlDrops<'_>,
 ) {
     // Control packets go to the session as they came: with tls-auth / tls-crypt they must be
     // authenticated (and decrypted) before anything parses them.
@@ -311,10 +310,10 @@ async fn handle_packet(
         .is_some_and(|b| matches!(b >> 3, OPCODE_DATA_V1 | OPCODE_DATA_V2));
     if !is_data {
         if let Err(e) = session.handle_control_datagram(now, bytes) {
-            *dropped += 1;
+            drops.count += 1;
             // The first drop says why (a wrong key shows here); the rest are only counted.
-            if *dropped == 1 {
-                log.warn(format!(
+            if drops.count == 1 {
+                drops.log.warn(format!(
                     "dropped a control packet from the server: {e} (wrong tls-auth/tls-crypt key or key-direction?)"
                 ));
             }
@@ -440,6 +439,12 @@ fn bring_up(
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
     Ok(dev)
+}
+
+/// Control packets the wrapper refused during one attempt.
+struct ControlDrops<'a> {
+    log: &'a Logger,
+    count: u64,
 }
 
 /// P_DATA_V1 and P_DATA_V2 opcodes (the top five bits of the first byte).
