@@ -400,3 +400,34 @@ fn every_compression_setting_gets_stub_v2_and_a_compressed_packet_is_dropped() {
         assert!(got.is_ok(), "{got:?}");
     }
 }
+
+#[test]
+fn tls_1_2_sessions_renegotiate_without_losing_data() {
+    for tls_ekm in [true, false] {
+        let mut sc = gateway(TlsVersionMin::Tls12);
+        sc.tls_ekm = tls_ekm;
+        sc.reneg_interval = Some(Duration::from_secs(20));
+        let mut p = Pair::with(sc, tls12_client(vec![Cipher::Aes128Gcm]));
+        p.connect();
+        let mut sent = 0u32;
+        let end = p.now + Duration::from_secs(70);
+        while p.now < end {
+            p.send_up(sent);
+            p.send_down(sent);
+            sent += 1;
+            p.run_for(Duration::from_millis(200));
+        }
+        p.run_for(Duration::from_secs(1));
+        let rekeys = p
+            .server_events
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::Rekeyed { .. }))
+            .count();
+        assert!(rekeys >= 3, "{:?}", p.server_events);
+        let up: Vec<u32> = p.server_rx.iter().map(|d| tag_of(d)).collect();
+        let down: Vec<u32> = p.client_rx.iter().map(|d| tag_of(d)).collect();
+        assert!(up.iter().copied().eq(0..sent), "up: {up:?}");
+        assert!(down.iter().copied().eq(0..sent), "down: {down:?}");
+        assert_eq!(p.server().tls_session().unwrap().0, "TLSv1.2");
+    }
+}
