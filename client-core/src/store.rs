@@ -620,6 +620,44 @@ mod tests {
     }
 
     #[test]
+    fn wrapper_keys_go_to_the_keyring_with_the_private_key() {
+        let (home, store) = mock_store();
+        let ta = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ovpn/beside/ta.key"
+        ))
+        .unwrap();
+        let text = format!(
+            "{}key-direction 1\n<tls-auth>\n{ta}</tls-auth>\n",
+            ovpn_profile()
+        );
+        let imported = store.import_str(&text, "office.ovpn", None).unwrap();
+        assert_eq!(imported.profile.key_location, KeyLocation::Keyring);
+        let wrap = imported.profile.control_wrap.clone().unwrap();
+        assert_eq!(wrap.direction, Some(1));
+
+        // The profile file says which wrapper; the key itself is only in the keyring.
+        let file = fs::read_to_string(home.path().join("profiles/office.toml")).unwrap();
+        assert!(file.contains("kind = \"tls-auth\""), "{file}");
+        assert!(
+            !file.contains("Static key") && !file.contains("PRIVATE KEY"),
+            "{file}"
+        );
+        let secrets = store.key_pem("office").unwrap();
+        let (key, wrap_key) = crate::secrets::split(&secrets);
+        assert_eq!(key, KEY);
+        assert!(
+            wrap_key
+                .unwrap()
+                .starts_with("-----BEGIN OpenVPN Static key V1-----")
+        );
+
+        // Renaming moves both.
+        store.rename("office", "work").unwrap();
+        assert_eq!(store.key_pem("work").unwrap(), secrets);
+    }
+
+    #[test]
     fn damaged_profile_files_are_reported() {
         let (home, store) = mock_store();
         store
