@@ -239,6 +239,15 @@ fn ovpn(b: &ClientBundle<'_>) -> String {
     )
 }
 
+/// The `.ovpn` with the client's own tls-crypt-v2 key inline (the PKI has a server key).
+pub(crate) fn ovpn_with_tls_crypt_v2(b: &ClientBundle<'_>, v2_pem: &str) -> String {
+    format!(
+        "{}<tls-crypt-v2>\n{}\n</tls-crypt-v2>\n",
+        ovpn(b),
+        v2_pem.trim_end()
+    )
+}
+
 pub(crate) fn pem_der(pem_text: &str, what: &str) -> Result<Vec<u8>> {
     pem::parse(pem_text)
         .map(pem::Pem::into_contents)

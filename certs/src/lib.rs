@@ -57,6 +57,7 @@ mod issue;
 pub mod profile;
 mod registry;
 mod san;
+pub mod tls_crypt;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -359,6 +360,18 @@ impl Pki {
             return Err(PkiError::NotAFileFormat(format));
         }
         let (record, key_pem) = self.exportable(name, gateway)?;
+        if format == Format::Ovpn
+            && let Some(v2) = self.tls_crypt_v2_client_key(&record.serial, name)?
+        {
+            let bundle = ClientBundle {
+                name,
+                gateway,
+                ca_pem: &self.ca_cert_pem,
+                cert_pem: &record.cert_pem,
+                key_pem: &key_pem,
+            };
+            return Ok(export::ovpn_with_tls_crypt_v2(&bundle, &v2.to_pem()).into_bytes());
+        }
         export::render(
             &ClientBundle {
                 name,

@@ -74,6 +74,10 @@ enum Command {
         #[arg(long, value_name = "R", default_value = "unspecified")]
         reason: String,
     },
+    /// Create the tls-crypt-v2 server key (tls-crypt-v2-server.key, 0600) if missing. From
+    /// then on `export --format ovpn` writes each client's own <tls-crypt-v2> key into its
+    /// profile; gatehoused requires them with `tls_crypt_v2 = "on"` under [openvpn].
+    TlsCryptV2Server,
     /// Sign a fresh CRL into crl.pem and print it (or write it to FILE).
     Crl {
         /// Also write the CRL here instead of printing it.
@@ -235,6 +239,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 record.name,
                 record.serial,
                 pki.crl_path().display()
+            );
+        }
+        Command::TlsCryptV2Server => {
+            let pki = Pki::open(dir)?;
+            let (path, created) = pki.ensure_tls_crypt_v2_server_key()?;
+            if created {
+                println!("created the tls-crypt-v2 server key {}", path.display());
+            } else {
+                println!(
+                    "the tls-crypt-v2 server key {} already exists",
+                    path.display()
+                );
+            }
+            println!(
+                "  .ovpn exports now carry a per-client <tls-crypt-v2> key; set `tls_crypt_v2 = \"on\"` under [openvpn] in gateway.toml and restart gatehoused, then re-export every client's .ovpn"
             );
         }
         Command::Crl { output } => {

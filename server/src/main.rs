@@ -146,6 +146,9 @@ fn real_main(cli: Cli) -> Result<()> {
             let dir = config_dir(&config);
             let pki = gatehouse_server::tls::PkiPaths::new(&cfg.pki_path(&dir), &cfg.server_cert);
             gatehouse_server::tls::openvpn_server_config(&pki, &cfg)?;
+            // Wrapper keys (tls-crypt-v2 server key, tls-auth/tls-crypt static keys).
+            let wrap = gatehouse_server::gateway::wrap::load(&cfg, &dir, false)?;
+            println!("openvpn control-channel wrapper: {}", wrap.name());
             // PSK files are read here too (unreadable, empty, or readable by others).
             let connections = cfg
                 .connections(&dir)

@@ -22,6 +22,16 @@ pub enum Drop {
     NotEstablished,
     /// A TCP frame was invalid.
     TcpFraming,
+    /// OpenVPN control packet without the control-channel wrapper the gateway requires (or
+    /// with another one).
+    Unwrapped,
+    /// OpenVPN control packet whose tls-auth/tls-crypt authentication failed (wrong key,
+    /// tampered).
+    WrapAuth,
+    /// OpenVPN control packet replayed (packet id seen before).
+    WrapReplay,
+    /// tls-crypt-v2 client key that the gateway's server key does not open.
+    WrapKey,
 }
 
 /// Drop counters.

@@ -159,6 +159,38 @@ pub struct OpenVpnConfig {
     /// Renegotiate data keys this often, e.g. "1h"; "0" disables.
     #[serde(default = "default_reneg")]
     pub reneg: String,
+    /// Control-channel wrapper tls-crypt-v2: "off" (default, like a stock OpenVPN server) or
+    /// "on": every client must wrap its control channel with its own key, which
+    /// `gatehouse-certs export --format ovpn` writes into its profile; packets without it are
+    /// dropped before any TLS work. The server key is `<pki>/tls-crypt-v2-server.key`
+    /// (created on start if missing).
+    #[serde(default = "default_off")]
+    pub tls_crypt_v2: String,
+    /// A stock OpenVPN static key (`openvpn --genkey secret`) used as `tls-crypt` by every
+    /// client: for moving an existing install. Relative paths are from this file's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_crypt_file: Option<PathBuf>,
+    /// A stock OpenVPN static key used as `tls-auth` by every client (existing installs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_auth_file: Option<PathBuf>,
+    /// `key-direction` of the gateway for `tls_auth_file`: "0" (what servers use; clients
+    /// then have `key-direction 1`), "1", or "none" (bidirectional, no `key-direction`).
+    #[serde(default = "default_tls_auth_direction")]
+    pub tls_auth_key_direction: String,
+    /// HMAC digest of `tls_auth_file`: the `auth` of the old server ("SHA1", OpenVPN's
+    /// default, "SHA256", "SHA384", "SHA512").
+    #[serde(default = "default_tls_auth_digest")]
+    pub tls_auth_digest: String,
+}
+
+fn default_off() -> String {
+    "off".into()
+}
+fn default_tls_auth_direction() -> String {
+    "0".into()
+}
+fn default_tls_auth_digest() -> String {
+    "SHA1".into()
 }
 
 fn yes() -> bool {
@@ -219,6 +251,11 @@ impl Default for OpenVpnConfig {
             ping: default_ping(),
             ping_restart: default_ping_restart(),
             reneg: default_reneg(),
+            tls_crypt_v2: default_off(),
+            tls_crypt_file: None,
+            tls_auth_file: None,
+            tls_auth_key_direction: default_tls_auth_direction(),
+            tls_auth_digest: default_tls_auth_digest(),
         }
     }
 }
@@ -296,6 +333,7 @@ impl GatewayConfig {
         if !(576..=9000).contains(&self.tun_mtu) {
             bail!("`tun_mtu` {} is out of range 576-9000", self.tun_mtu);
         }
+        crate::gateway::wrap::validate(&self.openvpn)?;
         let o = &self.openvpn;
         if o.udp_port == 0 && o.tcp_port == 0 && !self.ikev2.enabled {
             bail!(

@@ -5,6 +5,7 @@
 mod ike;
 mod site;
 mod tcp;
+pub mod wrap;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -18,11 +19,12 @@ use gatehouse_engine::entropy::Entropy;
 use gatehouse_engine::openvpn::server::{
     Assignment, CloseReason, ServerConfig, ServerEvent, ServerSession,
 };
+use gatehouse_engine::openvpn::wrap::FirstPacket;
 use gatehouse_engine::openvpn::{DataOutcome, DataPathError};
 use gatehouse_engine::pool::AddressPool;
 use gatehouse_engine::router::{Router, TunnelId};
 use gatehouse_engine::wire::ip::IpHeader;
-use gatehouse_engine::wire::openvpn::{ControlPacket, Opcode, Packet};
+use gatehouse_engine::wire::openvpn::{Opcode, Packet};
 use ipnet::Ipv4Net;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -143,7 +145,8 @@ impl Gateway {
     pub async fn bind(cfg: GatewayConfig, config_dir: PathBuf) -> Result<Self> {
         let pki_dir = cfg.pki_path(&config_dir);
         let pki = PkiPaths::new(&pki_dir, &cfg.server_cert);
-        let ovpn = openvpn_server_config(&pki, &cfg)?;
+        let mut ovpn = openvpn_server_config(&pki, &cfg)?;
+        Arc::make_mut(&mut ovpn).wrap = wrap::load(&cfg, &config_dir, true)?;
         let crl_stamp = FileStamp::of(&pki.crl);
         let pool = AddressPool::new(cfg.client_pool)?;
         let conns = cfg.connections(&config_dir)?;
@@ -416,7 +419,8 @@ impl Gateway {
             }
         }
         match openvpn_server_config(&self.pki, &self.cfg) {
-            Ok(c) => {
+            Ok(mut c) => {
+                Arc::make_mut(&mut c).wrap = self.ovpn.wrap.clone();
                 self.ovpn = c;
                 self.crl_stamp = stamp;
                 info!(crl = %self.pki.crl.display(), "CRL reloaded; new connections are checked against it");
@@ -430,43 +434,68 @@ impl Gateway {
 
     async fn handle_udp(&mut self, now: Instant, from: SocketAddr, n: usize, buf: &[u8]) {
         let bytes = &buf[..n];
-        let pkt = match Packet::parse(bytes) {
-            Ok(p) => p,
-            Err(_) => {
+        let Some(opcode) = bytes.first().and_then(|b| Opcode::from_u8(b >> 3)) else {
+            self.stats.drop(Drop::Malformed);
+            return;
+        };
+        if opcode.is_data() {
+            let Ok(Packet::Data(d)) = Packet::parse(bytes) else {
                 self.stats.drop(Drop::Malformed);
                 return;
+            };
+            let Some(&id) = self.by_udp.get(&from) else {
+                self.stats.drop(Drop::NoSession);
+                return;
+            };
+            self.handle_data(now, id, bytes, d.key_id).await;
+            return;
+        }
+        // Control packets may be wrapped (tls-auth, tls-crypt, tls-crypt-v2): only the opcode
+        // and the sender's session id are readable before the wrapper authenticates them.
+        let existing = self.by_udp.get(&from).copied();
+        let reset = matches!(
+            opcode,
+            Opcode::ControlHardResetClientV2 | Opcode::ControlHardResetClientV3
+        );
+        if let Some(id) = existing {
+            let same = !reset
+                || self
+                    .sessions
+                    .get(&id)
+                    .is_some_and(|e| Some(e.session.remote_session_id()) == session_id_of(bytes));
+            if same {
+                self.control(now, id, bytes).await;
+                return;
             }
+        } else if !reset {
+            self.stats.drop(Drop::NoSession);
+            return;
+        }
+        // A new session: authenticate its first packet before creating any state.
+        let Some(first) = self.authenticate_first(from, bytes) else {
+            return;
         };
-        match pkt {
-            Packet::Data(d) => {
-                let Some(&id) = self.by_udp.get(&from) else {
-                    self.stats.drop(Drop::NoSession);
-                    return;
-                };
-                self.handle_data(now, id, bytes, d.key_id).await;
-            }
-            Packet::Control(c) => {
-                let existing = self.by_udp.get(&from).copied();
-                if c.opcode == Opcode::ControlHardResetClientV2 {
-                    if let Some(id) = existing {
-                        let same = self
-                            .sessions
-                            .get(&id)
-                            .is_some_and(|e| e.session.remote_session_id() == c.session_id);
-                        if same {
-                            self.control(now, id, &c).await;
-                            return;
-                        }
-                        // The client restarted: its old session is gone for good.
-                        self.remove(id, "client restarted (new session from the same address)");
-                    }
-                    self.new_session(now, Transport::Udp(from), from, &c).await;
-                    return;
+        if let Some(id) = existing {
+            // The client restarted: its old session is gone for good.
+            self.remove(id, "client restarted (new session from the same address)");
+        }
+        self.new_session(now, Transport::Udp(from), from, first)
+            .await;
+    }
+
+    /// Checks a new session's first packet with the configured wrapper; counts and (rarely)
+    /// logs refusals. Nothing is ever sent back to a packet that fails.
+    fn authenticate_first(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<FirstPacket> {
+        match self.ovpn.wrap.authenticate_first(bytes, wrap::unix_now()) {
+            Ok(first) => Some(first),
+            Err(e) => {
+                let why = wrap::drop_reason(&e);
+                self.stats.drop(why);
+                // Log the 1st, 2nd, 4th, 8th... of each reason: visible, yet bounded under a flood.
+                if self.stats.get(why).is_power_of_two() {
+                    info!(remote = %from, error = %e, dropped = self.stats.get(why), "dropped an OpenVPN packet before TLS (control-channel wrapper)");
                 }
-                match existing {
-                    Some(id) => self.control(now, id, &c).await,
-                    None => self.stats.drop(Drop::NoSession),
-                }
+                None
             }
         }
     }
@@ -480,31 +509,39 @@ impl Gateway {
                 let Some((id, remote, tx)) = self.by_tcp.get(&conn).cloned() else {
                     return;
                 };
-                let pkt = match Packet::parse(&packet) {
-                    Ok(p) => p,
-                    Err(_) => {
-                        self.stats.drop(Drop::Malformed);
-                        return;
-                    }
+                let Some(opcode) = packet.first().and_then(|b| Opcode::from_u8(b >> 3)) else {
+                    self.stats.drop(Drop::Malformed);
+                    return;
                 };
-                match pkt {
-                    Packet::Data(d) if id != 0 => {
-                        self.handle_data(now, id, &packet, d.key_id).await
-                    }
-                    Packet::Data(_) => self.stats.drop(Drop::NoSession),
-                    Packet::Control(c) if id == 0 => {
-                        if c.opcode != Opcode::ControlHardResetClientV2 {
-                            self.stats.drop(Drop::NoSession);
-                            return;
+                if opcode.is_data() {
+                    match Packet::parse(&packet) {
+                        Ok(Packet::Data(d)) if id != 0 => {
+                            self.handle_data(now, id, &packet, d.key_id).await
                         }
-                        if let Some(new_id) = self
-                            .new_session(now, Transport::Tcp { tx: tx.clone() }, remote, &c)
-                            .await
-                        {
-                            self.by_tcp.insert(conn, (new_id, remote, tx));
-                        }
+                        Ok(_) => self.stats.drop(Drop::NoSession),
+                        Err(_) => self.stats.drop(Drop::Malformed),
                     }
-                    Packet::Control(c) => self.control(now, id, &c).await,
+                    return;
+                }
+                if id != 0 {
+                    self.control(now, id, &packet).await;
+                    return;
+                }
+                if !matches!(
+                    opcode,
+                    Opcode::ControlHardResetClientV2 | Opcode::ControlHardResetClientV3
+                ) {
+                    self.stats.drop(Drop::NoSession);
+                    return;
+                }
+                let Some(first) = self.authenticate_first(remote, &packet) else {
+                    return;
+                };
+                if let Some(new_id) = self
+                    .new_session(now, Transport::Tcp { tx: tx.clone() }, remote, first)
+                    .await
+                {
+                    self.by_tcp.insert(conn, (new_id, remote, tx));
                 }
             }
             TcpEvent::Closed { conn, reason } => {
@@ -527,7 +564,7 @@ impl Gateway {
         now: Instant,
         transport: Transport,
         remote: SocketAddr,
-        first: &ControlPacket<'_>,
+        first: FirstPacket,
     ) -> Option<TunnelId> {
         let handshaking = self
             .sessions
@@ -543,14 +580,19 @@ impl Gateway {
         let peer_id = self.next_peer_id;
         self.next_peer_id = (self.next_peer_id + 1) & 0x00ff_fffe;
         let entropy = Box::new(OsEntropy(ring::rand::SystemRandom::new()));
-        let session = match ServerSession::new(self.ovpn.clone(), entropy, now, peer_id, first) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(remote = %remote, error = %e, "cannot start session");
-                return None;
-            }
-        };
-        debug!(remote = %remote, transport = transport.name(), "new session");
+        let wrapper = first.wrapper_name();
+        if let Some(m) = first.metadata() {
+            debug!(remote = %remote, metadata = %String::from_utf8_lossy(m.get(1..).unwrap_or_default()), "tls-crypt-v2 client key");
+        }
+        let session =
+            match ServerSession::new_wrapped(self.ovpn.clone(), entropy, now, peer_id, first) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(remote = %remote, error = %e, "cannot start session");
+                    return None;
+                }
+            };
+        debug!(remote = %remote, transport = transport.name(), wrapper, "new session");
         if let Transport::Udp(addr) = &transport {
             self.by_udp.insert(*addr, id);
         }
@@ -569,9 +611,12 @@ impl Gateway {
         Some(id)
     }
 
-    async fn control(&mut self, now: Instant, id: TunnelId, c: &ControlPacket<'_>) {
-        if let Some(e) = self.sessions.get_mut(&id) {
-            e.session.handle_control(now, c);
+    async fn control(&mut self, now: Instant, id: TunnelId, bytes: &[u8]) {
+        if let Some(e) = self.sessions.get_mut(&id)
+            && let Err(err) = e.session.handle_control_datagram(now, bytes)
+        {
+            self.stats.drop(wrap::drop_reason(&err));
+            return;
         }
         self.drain(now, id).await;
     }
@@ -910,4 +955,10 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())
+}
+
+/// The sender's session id of a control packet (readable with every wrapper).
+fn session_id_of(packet: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = packet.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
 }

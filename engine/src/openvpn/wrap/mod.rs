@@ -174,6 +174,18 @@ pub enum ServerWrap {
     },
 }
 
+impl ServerWrap {
+    /// "none", "tls-auth", "tls-crypt" or "tls-crypt-v2", for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerWrap::None => "none",
+            ServerWrap::TlsAuth { .. } => "tls-auth",
+            ServerWrap::TlsCrypt { .. } => "tls-crypt",
+            ServerWrap::TlsCryptV2 { .. } => "tls-crypt-v2",
+        }
+    }
+}
+
 /// A wrapper key text that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WrapKeyError {

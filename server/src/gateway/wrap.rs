@@ -1,0 +1,142 @@
+//! The OpenVPN control-channel wrapper the gateway requires, from `[openvpn]`:
+//! `tls_crypt_v2 = "on"` (per-client keys from `gatehouse-certs`), or one stock static key
+//! (`tls_crypt_file` / `tls_auth_file`) for operators moving an existing install. Default:
+//! none, like a stock OpenVPN server.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use gatehouse_engine::openvpn::wrap::{
+    KeyDirection, ServerWrap, StaticKey, TlsAuthDigest, WrapError,
+};
+
+use crate::config::{GatewayConfig, OpenVpnConfig};
+use crate::stats::Drop;
+
+/// Checks the wrapper keys of `[openvpn]` that need no files.
+pub fn validate(o: &OpenVpnConfig) -> Result<()> {
+    let v2 = match o.tls_crypt_v2.as_str() {
+        "off" => false,
+        "on" => true,
+        other => bail!("`openvpn.tls_crypt_v2` = {other:?}: write \"on\" or \"off\""),
+    };
+    let chosen = [v2, o.tls_crypt_file.is_some(), o.tls_auth_file.is_some()];
+    if chosen.iter().filter(|x| **x).count() > 1 {
+        bail!(
+            "`openvpn.tls_crypt_v2 = \"on\"`, `openvpn.tls_crypt_file` and `openvpn.tls_auth_file` exclude each other (an OpenVPN client uses one wrapper): keep one"
+        );
+    }
+    if o.tls_auth_file.is_some() {
+        direction(&o.tls_auth_key_direction)?;
+        digest(&o.tls_auth_digest)?;
+    }
+    Ok(())
+}
+
+fn direction(s: &str) -> Result<Option<KeyDirection>> {
+    if s == "none" {
+        return Ok(None);
+    }
+    KeyDirection::from_openvpn_arg(s).map(Some).with_context(|| {
+        format!(
+            "`openvpn.tls_auth_key_direction` = {s:?}: write \"0\" (the usual server side), \"1\" or \"none\""
+        )
+    })
+}
+
+fn digest(s: &str) -> Result<TlsAuthDigest> {
+    TlsAuthDigest::from_openvpn_name(s).with_context(|| {
+        format!(
+            "`openvpn.tls_auth_digest` = {s:?}: write the old server's `auth` (SHA1, SHA256, SHA384 or SHA512)"
+        )
+    })
+}
+
+/// Loads the wrapper. With `create`, a missing tls-crypt-v2 server key is made (on start);
+/// without (`gatehoused check`) it is an error naming the file.
+pub fn load(cfg: &GatewayConfig, config_dir: &Path, create: bool) -> Result<ServerWrap> {
+    let o = &cfg.openvpn;
+    validate(o)?;
+    let pki_dir = cfg.pki_path(config_dir);
+    let v2_path = gatehouse_certs::tls_crypt::server_key_path(&pki_dir);
+    if o.tls_crypt_v2 == "on" {
+        if create {
+            let (path, made) = gatehouse_certs::tls_crypt::ensure_server_key(&pki_dir)
+                .with_context(|| {
+                    format!("creating the tls-crypt-v2 server key {}", v2_path.display())
+                })?;
+            if made {
+                tracing::info!(key = %path.display(), "created the tls-crypt-v2 server key; re-export clients' .ovpn profiles (`gatehouse-certs export --format ovpn`)");
+            }
+        }
+        let key = gatehouse_certs::tls_crypt::read_server_key(&pki_dir)
+            .with_context(|| format!("`openvpn.tls_crypt_v2 = \"on\"`: cannot use {}", v2_path.display()))?
+            .with_context(|| {
+                format!(
+                    "`openvpn.tls_crypt_v2 = \"on\"` but {} is missing: run `gatehouse-certs --pki {} tls-crypt-v2-server` (gatehoused also creates it on start)",
+                    v2_path.display(),
+                    pki_dir.display()
+                )
+            })?;
+        return Ok(ServerWrap::TlsCryptV2 { key });
+    }
+    if v2_path.exists() {
+        tracing::warn!(key = %v2_path.display(), "the PKI has a tls-crypt-v2 server key, so exported .ovpn profiles carry tls-crypt-v2 keys, but `openvpn.tls_crypt_v2` is \"off\": those clients will be dropped; set it to \"on\"");
+    }
+    if let Some(file) = &o.tls_crypt_file {
+        let key = static_key(config_dir, file, "openvpn.tls_crypt_file")?;
+        return Ok(ServerWrap::TlsCrypt { key });
+    }
+    if let Some(file) = &o.tls_auth_file {
+        let key = static_key(config_dir, file, "openvpn.tls_auth_file")?;
+        return Ok(ServerWrap::TlsAuth {
+            key,
+            direction: direction(&o.tls_auth_key_direction)?,
+            digest: digest(&o.tls_auth_digest)?,
+        });
+    }
+    Ok(ServerWrap::None)
+}
+
+fn static_key(config_dir: &Path, file: &Path, setting: &str) -> Result<StaticKey> {
+    let path = config_dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("`{setting}`: cannot read {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(&path)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            bail!(
+                "`{setting}`: {} is readable by other users; it is a secret: chmod 600 it",
+                path.display()
+            );
+        }
+    }
+    StaticKey::from_pem(&text).with_context(|| {
+        format!(
+            "`{setting}`: {} is not an OpenVPN static key (make one with `openvpn --genkey secret FILE`)",
+            path.display()
+        )
+    })
+}
+
+/// The drop counter of a packet the wrapper refused.
+pub(super) fn drop_reason(e: &WrapError) -> Drop {
+    match e {
+        WrapError::Malformed => Drop::Malformed,
+        WrapError::UnexpectedOpcode(_) => Drop::Unwrapped,
+        WrapError::BadAuth => Drop::WrapAuth,
+        WrapError::Replay => Drop::WrapReplay,
+        WrapError::ClientKey(_) => Drop::WrapKey,
+    }
+}
+
+/// The UNIX time the gateway's sessions put in their wrapped packet ids.
+pub(super) fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
