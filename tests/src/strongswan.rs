@@ -430,6 +430,17 @@ impl Charon {
     /// Writes the config and starts the daemon in `ns`; waits for its VICI socket. `extra`
     /// goes into the `charon { }` section as is (e.g. DoS thresholds for a responder).
     pub fn start(ns: &Netns, dir: &Path, extra: &str) -> Result<Charon> {
+        Self::start_with_plugins(ns, dir, extra, CHARON_PLUGINS)
+    }
+
+    /// [`Charon::start`] loading `plugins` (e.g. [`CHARON_PLUGINS`] plus `ctr xcbc cmac`, to
+    /// propose AES-CTR, AES-XCBC and AES-CMAC as Android's built-in client does).
+    pub fn start_with_plugins(
+        ns: &Netns,
+        dir: &Path,
+        extra: &str,
+        plugins: &str,
+    ) -> Result<Charon> {
         refuse_resolvconf()?;
         let swanctl = dir.join("swanctl");
         for sub in ["x509", "x509ca", "private", "conf.d"] {
@@ -442,7 +453,7 @@ impl Charon {
         let _ = fs::remove_file(&vici);
         let _ = fs::remove_file(&log);
         let mut t = String::from("# written by gatehouse-tests (strongswan.rs)\ncharon {\n");
-        let _ = writeln!(t, "  load_modular = no\n  load = {CHARON_PLUGINS}");
+        let _ = writeln!(t, "  load_modular = no\n  load = {plugins}");
         let _ = writeln!(t, "  install_routes = yes");
         t.push_str(extra);
         t.push_str(&filelog_section("main", &log));
