@@ -25,6 +25,21 @@ fn proposal(number: u8, protocol: ProtocolId, words: &str) -> Proposal<'static> 
             let bits = |prefix: &str, suffix: &str| -> Option<u16> {
                 w.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
             };
+            if let Some(b) = bits("camellia", "ctr") {
+                return keyed(24, b);
+            }
+            if let Some(b) = bits("camellia", "") {
+                return keyed(23, b);
+            }
+            if let Some(b) = bits("aes", "ccm16") {
+                return keyed(16, b);
+            }
+            if let Some(b) = bits("aes", "ccm12") {
+                return keyed(15, b);
+            }
+            if let Some(b) = bits("aes", "ccm8") {
+                return keyed(14, b);
+            }
             if let Some(b) = bits("aes", "gcm16") {
                 return keyed(20, b);
             }
@@ -62,7 +77,12 @@ fn proposal(number: u8, protocol: ProtocolId, words: &str) -> Proposal<'static> 
                 "modp2048" => (TransformType::DH, 14),
                 "modp3072" => (TransformType::DH, 15),
                 "modp4096" => (TransformType::DH, 16),
+                "modp6144" => (TransformType::DH, 17),
                 "modp8192" => (TransformType::DH, 18),
+                "ecp256bp" => (TransformType::DH, 28),
+                "ecp384bp" => (TransformType::DH, 29),
+                "ecp512bp" => (TransformType::DH, 30),
+                "x448" => (TransformType::DH, 32),
                 "ecp256" => (TransformType::DH, 19),
                 "ecp384" => (TransformType::DH, 20),
                 "ecp521" => (TransformType::DH, 21),
@@ -171,15 +191,21 @@ const ANDROID_NATIVE: Client = Client {
 
 const ANDROID_STRONGSWAN_APP: Client = Client {
     name: "strongSwan VPN Client for Android",
-    // charon's proposal_create_default(IKE) and _aead(IKE) with the app's plugins, and the
-    // app's ESP proposals after charon drops their DH groups from IKE_AUTH.
+    // charon's proposal_create_default(IKE) and _aead(IKE), as charon 5.9.8 sent them in
+    // tests/tests/ikev2_builtin_clients.rs, and the app's ESP proposals after charon drops
+    // their DH groups from IKE_AUTH.
     ike: &[
-        "aes128-aes192-aes256-sha256-sha384-sha512-sha1-aesxcbc-prfsha256-prfsha384-prfsha512-\
-         prfaesxcbc-prfsha1-ecp256-ecp384-ecp521-x25519-modp3072-modp4096-modp8192-modp2048",
-        "aes128gcm16-aes192gcm16-aes256gcm16-chacha20poly1305-prfsha256-prfsha384-prfsha512-\
-         prfaesxcbc-prfsha1-ecp256-ecp384-ecp521-x25519-modp3072-modp4096-modp8192-modp2048",
+        "aes128-aes192-aes256-aes128ctr-aes192ctr-aes256ctr-camellia128-camellia192-camellia256-\
+         camellia128ctr-camellia192ctr-camellia256ctr-3des-sha256-sha384-sha512-sha1-aesxcbc-aescmac-\
+         prfsha256-prfsha384-prfsha512-prfaesxcbc-prfaescmac-prfsha1-x25519-x448-ecp256-ecp384-ecp521-\
+         ecp256bp-ecp384bp-ecp512bp-modp3072-modp4096-modp6144-modp8192-modp2048",
+        "aes128gcm16-aes192gcm16-aes256gcm16-aes128ccm16-aes192ccm16-aes256ccm16-chacha20poly1305-\
+         aes128gcm12-aes192gcm12-aes256gcm12-aes128gcm8-aes192gcm8-aes256gcm8-aes128ccm12-aes192ccm12-\
+         aes256ccm12-aes128ccm8-aes192ccm8-aes256ccm8-prfsha256-prfsha384-prfsha512-prfaesxcbc-\
+         prfaescmac-prfsha1-x25519-x448-ecp256-ecp384-ecp521-ecp256bp-ecp384bp-ecp512bp-modp3072-\
+         modp4096-modp6144-modp8192-modp2048",
     ],
-    ke: 19,
+    ke: 31,
     esp: &[
         "aes256gcm16-aes128gcm16-chacha20poly1305-noesn",
         "aes256-aes192-aes128-sha384-sha256-sha512-sha1-noesn",
@@ -270,7 +296,7 @@ fn the_gateway_picks_a_suite_from_each_clients_default_offer() {
             suite(
                 IkeCipher::AesGcm16 { key_bits: 256 },
                 Prf::HmacSha256,
-                DhGroup::Ecp256,
+                DhGroup::Curve25519,
             ),
             gcm256,
         ),
