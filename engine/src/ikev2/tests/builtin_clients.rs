@@ -3,11 +3,15 @@
 //! the lists and their sources), and a client limited to what the gateway picks for it
 //! connects and passes data through an AES-CBC CHILD SA.
 
+use std::time::Duration;
+
 use super::pair::{Pair, default_configs};
+use super::rekey::{count, ping_for};
 use crate::esp::EspCipher;
 use crate::ikev2::crypto::{DhGroup, IkeCipher, Integ, Prf};
 use crate::ikev2::initiator::InitiatorEvent;
 use crate::ikev2::proposal::{IkeChoice, IkeSuite, Policy, choose_esp, choose_ike};
+use crate::ikev2::responder::IkeEvent;
 use crate::wire::ikev2::{Proposal, ProtocolId, SaPayload, Transform, TransformType};
 
 /// One proposal from strongSwan-like words, each naming exactly one transform (PRFs are
@@ -319,7 +323,7 @@ fn without_modp1024_windows_defaults_are_refused_and_others_unaffected() {
 
 /// A client limited to `ike` and `esp` (what the gateway picked above) against the gateway's
 /// remote-access policy: it connects, gets the expected suites, and data flows both ways.
-fn connect_with(ike: IkeSuite, esp: EspCipher) {
+fn connect_with(ike: IkeSuite, esp: EspCipher) -> Pair {
     let (mut rc, mut ic) = default_configs();
     rc.policy = Policy::remote_access(true);
     ic.policy = Policy {
@@ -342,6 +346,37 @@ fn connect_with(ike: IkeSuite, esp: EspCipher) {
         let down = p.gateway_to_client(None, &[i; 1300]).unwrap();
         assert_eq!(&down[20..], &[i; 1300]);
     }
+    p
+}
+
+#[test]
+fn cbc_child_sas_rekey_without_losing_a_packet() {
+    let (mut rc, mut ic) = default_configs();
+    rc.policy = Policy::remote_access(true);
+    ic.policy = Policy {
+        ike_ciphers: vec![cbc(256, Integ::HmacSha256_128)],
+        prfs: vec![Prf::HmacSha256],
+        dh_groups: vec![DhGroup::Modp1024],
+        esp: vec![EspCipher::AesCbc {
+            key_bits: 256,
+            integ: Integ::HmacSha1_96,
+        }],
+    };
+    ic.child_lifetime = Duration::from_secs(20);
+    let mut p = Pair::with(rc, ic);
+    p.connect();
+    let failures = ping_for(&mut p, Duration::from_secs(50));
+    assert!(failures.is_empty(), "{failures:?}");
+    let rekeys = count(&p.gateway_events, |e| {
+        matches!(
+            e,
+            IkeEvent::ChildUp {
+                rekey_of: Some(_),
+                ..
+            }
+        )
+    });
+    assert!(rekeys >= 2, "{rekeys} CHILD rekeys");
 }
 
 #[test]
