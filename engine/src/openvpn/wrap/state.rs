@@ -248,8 +248,9 @@ impl Wrapper {
             }
             Mode::Auth { digest, recv, .. } => {
                 let hlen = digest.tag_len();
+                // Too short to hold the HMAC: not wrapped (a client without the key).
                 if wire.len() < HEAD + hlen + PID {
-                    return Err(WrapError::Malformed);
+                    return Err(WrapError::BadAuth);
                 }
                 let (head, rest) = wire.split_at(HEAD);
                 let (tag, rest) = rest.split_at(hlen);
@@ -272,7 +273,7 @@ impl Wrapper {
                 ..
             } => {
                 if wire.len() < HEAD + PID + TAG {
-                    return Err(WrapError::Malformed);
+                    return Err(WrapError::BadAuth);
                 }
                 let (head, rest) = wire.split_at(HEAD);
                 let (pid, rest) = rest.split_at(PID);
