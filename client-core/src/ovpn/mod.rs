@@ -673,7 +673,7 @@ impl<'a> Parser<'a> {
                 "allow-compression is not applied: Gatehouse never compresses and refuses compressed packets",
             ),
             ("comp-lzo", _) => self.warn(
-                "comp-lzo: Gatehouse sends packets without compression framing; an OpenVPN 2.6 server with comp-lzo accepts that from clients that announce no compression (it switches to `compress migrate`), an older one does not",
+                "comp-lzo: Gatehouse sends packets without compression framing and announces no compression; the server must say `compress migrate` (OpenVPN 2.5+: no compression for clients that announce none) - a server that still says comp-lzo drops this client's packets",
             ),
             ("compress", Some("lz4-v2")) => self.warn(
                 "compress lz4-v2: Gatehouse never compresses (its packets need no lz4-v2 framing); a server older than OpenVPN 2.6 that sends compressed packets would have them dropped",
