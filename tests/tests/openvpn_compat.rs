@@ -3,9 +3,10 @@
 //! and with every compression setting (`comp-lzo`, `compress ...`) connects and pings the LAN
 //! behind the gateway; the gateway's log names the TLS version and ciphers it negotiated.
 //! With `openvpn.tls_version_min = "1.3"` a TLS-1.2-only client is refused and the log says
-//! why.
+//! why. And the other way round: our client reaches a stock server limited to TLS 1.2 that
+//! offers only AES-128-GCM.
 //!
-//! Several clients share one gateway (one namespace each, subnet indexes 100..=102) to keep
+//! Several clients share one gateway (one namespace each, subnet indexes 100..=103) to keep
 //! the file fast.
 
 use std::path::PathBuf;
@@ -13,12 +14,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use gatehouse_tests::client::{ClientHome, ClientService};
 use gatehouse_tests::gatehoused::{
     CONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, spawn_stock_client, times_up, toml_str,
     wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
-use gatehouse_tests::openvpn::UP_TIMEOUT;
+use gatehouse_tests::openssl_pki::OpensslPki;
+use gatehouse_tests::openvpn::{Proto, ServerConfig, UP_TIMEOUT, start_server};
 use gatehouse_tests::{GatewayTopology, Proc, require_commands, require_root};
 use tempfile::TempDir;
 
@@ -327,5 +330,71 @@ fn tls_1_3_minimum_refuses_a_tls_1_2_only_client() -> Result<()> {
     )
     .with_context(|| logs(&gw, &new))?;
     ensure!(times_up(&old) == 0, "the TLS 1.2 client came up after all");
+    Ok(())
+}
+
+#[test]
+fn our_client_reaches_a_stock_server_limited_to_tls_1_2_with_aes_128_gcm() -> Result<()> {
+    require_root();
+    require_commands(&["ip", "ping", "openvpn", "openssl"]);
+    let dir = tempfile::tempdir()?;
+    let topo = GatewayTopology::new("oc4", 103, 1)?;
+    let pki = OpensslPki::create(&dir.path().join("pki"), &[])?;
+    let mut config = ServerConfig::new(Proto::Udp, 1194, pki.server.clone(), topo.vpn_pool);
+    config.push_routes.push(topo.lan_net);
+    config.data_ciphers = "AES-128-GCM".into();
+    config.extra = vec!["tls-version-min 1.2".into(), "tls-version-max 1.2".into()];
+    let server = start_server(&topo.gateway, dir.path(), &config)?;
+
+    let read = |p: &std::path::Path| std::fs::read_to_string(p);
+    let ovpn = dir.path().join("legacy.ovpn");
+    std::fs::write(
+        &ovpn,
+        format!(
+            "client\ndev tun\nproto udp\nremote {} 1194\nnobind\nremote-cert-tls server\n\
+             verify-x509-name server name\ndata-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\n\
+             verb 3\n<ca>\n{}</ca>\n<cert>\n{}</cert>\n<key>\n{}</key>\n",
+            topo.client(0).gateway_addr,
+            read(&pki.client.ca)?,
+            read(&pki.client.cert)?,
+            read(&pki.client.key)?,
+        ),
+    )?;
+    let home = ClientHome::new(&dir.path().join("client"), "nameserver 192.0.2.53\n")?;
+    home.run_ok(None, &["import", &ovpn.display().to_string()])?;
+    let ns = &topo.client(0).ns;
+    let svc = ClientService::start(ns, &home, &dir.path().join("service.log"))?;
+    let out = home
+        .run(Some(ns), &["connect", "legacy"], Duration::from_secs(30))
+        .with_context(|| {
+            format!(
+                "server:\n{}\nclient service:\n{}",
+                server.log_tail(30),
+                svc.log_tail(30)
+            )
+        })?;
+    let ctx = || {
+        format!(
+            "{out}\nserver:\n{}\nclient service:\n{}",
+            server.log_tail(30),
+            svc.log_tail(30)
+        )
+    };
+    ensure!(out.success(), "{}", ctx());
+    wait_ping(ns, topo.lan_host, Duration::from_secs(10)).with_context(ctx)?;
+    let log = server.log_contents();
+    let tls = log
+        .lines()
+        .find(|l| l.contains("Control Channel:"))
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(tls.contains("TLSv1.2"), "server log: {tls:?}\n{}", ctx());
+    ensure!(
+        log.contains(",cipher AES-128-GCM,"),
+        "the stock server did not push AES-128-GCM\n{}",
+        ctx()
+    );
+    eprintln!("{tls}");
+    home.run_ok(Some(ns), &["disconnect"])?;
     Ok(())
 }

@@ -486,8 +486,9 @@ fn openvpn_tls_config(
         inner,
         name: p.verify_x509_name.clone(),
     };
+    // TLS 1.3 preferred, 1.2 accepted: stock servers may run with `tls-version-max 1.2`.
     let mut config = rustls::ClientConfig::builder_with_details(provider, time)
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(rustls::ALL_VERSIONS)
         .map_err(|e| broken(&e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
