@@ -37,6 +37,8 @@ struct Builtin {
     want_ike: &'static str,
     /// The gateway's `esp` field.
     want_esp: &'static str,
+    /// Rekey the CHILD SA after 3 s and ping through the new one too.
+    rekey_child: bool,
 }
 
 /// Windows 10 and 11 without registry changes or `Set-VpnConnectionIPsecConfiguration`:
@@ -48,6 +50,7 @@ const WINDOWS: Builtin = Builtin {
     esp: "aes256-aes128-3des-des-null-sha1",
     want_ike: "aes256-sha256-prfsha256-modp1024",
     want_esp: "aes256-sha1",
+    rekey_child: true,
 };
 
 /// Windows 11, which puts an AES-GCM proposal (still MODP-1024) first.
@@ -59,6 +62,7 @@ const WINDOWS_11: Builtin = Builtin {
     esp: "aes256-aes128-3des-des-null-sha1",
     want_ike: "aes256gcm16-prfsha256-modp1024",
     want_esp: "aes256-sha1",
+    rekey_child: false,
 };
 
 /// iOS 16 configured by hand (no profile).
@@ -70,6 +74,7 @@ const IOS: Builtin = Builtin {
     esp: "aes256-sha256,aes256-sha256,aes256-sha256,aes128-sha1,3des-sha1",
     want_ike: "aes256-sha256-prfsha256-modp2048",
     want_esp: "aes256-sha256",
+    rekey_child: false,
 };
 
 /// macOS 13 configured by hand (no profile): iOS's list without ECP-256.
@@ -80,6 +85,7 @@ const MACOS: Builtin = Builtin {
     esp: "aes256-sha256,aes128-sha1,3des-sha1",
     want_ike: "aes256-sha256-prfsha256-modp2048",
     want_esp: "aes256-sha256",
+    rekey_child: false,
 };
 
 /// The strongSwan VPN Client for Android: charon's default IKE proposals, and the app's own
@@ -94,6 +100,7 @@ const ANDROID_APP: Builtin = Builtin {
           aes256-aes192-aes128-sha384-sha256-sha512-sha1",
     want_ike: "aes256gcm16-prfsha256-curve25519",
     want_esp: "aes256gcm16",
+    rekey_child: false,
 };
 
 /// Android 11+'s built-in client (Ikev2VpnProfile, VpnIkev2Utils.java): its KE is
@@ -111,6 +118,7 @@ const ANDROID_NATIVE: Builtin = Builtin {
           aes128gcm16-aes128gcm12-aes128gcm8",
     want_ike: "aes256gcm16-prfsha256-curve25519",
     want_esp: "aes256gcm16",
+    rekey_child: false,
 };
 
 /// What the script `gatehouse-certs export --format windows` configures:
@@ -123,6 +131,7 @@ const WINDOWS_SCRIPT: Builtin = Builtin {
     esp: "aes256gcm16",
     want_ike: "aes256-sha384-prfsha384-ecp384",
     want_esp: "aes256gcm16",
+    rekey_child: false,
 };
 
 /// What the profile `gatehouse-certs export --format mobileconfig` configures: AES-256-GCM,
@@ -134,6 +143,7 @@ const APPLE_PROFILE: Builtin = Builtin {
     esp: "aes256gcm16",
     want_ike: "aes256gcm16-prfsha256-ecp256",
     want_esp: "aes256gcm16",
+    rekey_child: false,
 };
 
 /// One test's world: namespaces, a temporary folder, a gateway data directory in it.
@@ -182,6 +192,11 @@ impl Setup {
         rw.remote_id = self.topo.client(0).gateway_addr.to_string();
         rw.proposals = c.ike.split_whitespace().collect();
         rw.esp_proposals = c.esp.split_whitespace().collect();
+        if c.rekey_child {
+            rw.child_rekey_time = "3s".into();
+            rw.child_extra.push("rand_time = 0s".into());
+            rw.child_extra.push("life_time = 60s".into());
+        }
         charon.write_conns(&[&rw], "")?;
         Ok((charon, rw))
     }
@@ -231,12 +246,19 @@ fn connects(s: &Setup, gw: &Gatehoused, i: usize, c: &Builtin) -> Result<String>
         c.label,
         event.field("address")
     );
-    wait_ping(
-        &s.topo.client(i).ns,
-        s.topo.lan_host,
-        Duration::from_secs(10),
-    )
-    .with_context(logs)?;
+    let ns = &s.topo.client(i).ns;
+    wait_ping(ns, s.topo.lan_host, Duration::from_secs(10)).with_context(logs)?;
+    if c.rekey_child {
+        // strongSwan rekeys the CHILD SA with the same suite; traffic moves to the new SA.
+        charon
+            .wait_log(
+                &format!("CHILD_SA {}{{2}} established", rw.child()),
+                Duration::from_secs(15),
+            )
+            .with_context(logs)?;
+        wait_ping(ns, s.topo.lan_host, Duration::from_secs(10)).with_context(logs)?;
+        eprintln!("{}: CHILD SA rekeyed, LAN still reachable", c.label);
+    }
     charon.terminate(&rw.name).with_context(logs)?;
     let log = charon.log();
     // What strongSwan actually sent, for the record (docs/builtin-ikev2-clients.md).
