@@ -68,8 +68,12 @@ impl Setup {
     }
 
     /// Issues `name`, exports its stock profile for client `i` and starts the stock client
-    /// with `extra` options (they come after the profile, so they override it).
+    /// with `extra` options (they come after the profile, so they override it; `{dir}` in
+    /// them is the test's folder).
     fn stock_client(&self, i: usize, name: &str, extra: &[&str]) -> Result<Proc> {
+        let dir = self.dir.path().display().to_string();
+        let extra: Vec<String> = extra.iter().map(|a| a.replace("{dir}", &dir)).collect();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let gateway = self.topo.client(i).gateway_addr;
         let profile =
             self.gw_dir
@@ -79,7 +83,7 @@ impl Setup {
             &self.topo.client(i).ns,
             &profile,
             &format!("tun-{name}"),
-            extra,
+            &extra,
             &log,
         )
     }
@@ -174,7 +178,8 @@ fn run_cases(s: &Setup, gw: &Gatehoused, cases: &[Case], big: Option<u16>) -> Re
 
 #[test]
 fn tls_1_2_client_and_each_stock_default_data_cipher() -> Result<()> {
-    let s = Setup::new("oc1", 100, 6)?;
+    let s = Setup::new("oc1", 100, 9)?;
+    std::fs::write(s.path("userpass.txt"), "alice\nsecret\n")?;
     let gw = s.start_gateway()?;
     let cases = [
         Case {
@@ -202,9 +207,37 @@ fn tls_1_2_client_and_each_stock_default_data_cipher() -> Result<()> {
                 "CHACHA20-POLY1305",
                 "--tls-version-max",
                 "1.2",
+                "--tls-cipher",
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
             ],
             tls: "TLSv1.2",
             data_cipher: "CHACHA20-POLY1305",
+        },
+        // Profiles that pin TLS suites: each must be one the gateway has.
+        Case {
+            name: "aes128tls",
+            extra: &[
+                "--tls-version-max",
+                "1.2",
+                "--tls-cipher",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+            ],
+            tls: "TLSv1.2",
+            data_cipher: "AES-256-GCM",
+        },
+        Case {
+            name: "tls13suite",
+            extra: &["--tls-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"],
+            tls: "TLSv1.3",
+            data_cipher: "AES-256-GCM",
+        },
+        // A profile with auth-user-pass: a stock server without a verify script ignores the
+        // username and password, and so does the gateway.
+        Case {
+            name: "userpass",
+            extra: &["--auth-user-pass", "{dir}/userpass.txt"],
+            tls: "TLSv1.3",
+            data_cipher: "AES-256-GCM",
         },
         // Lines old profiles carry: a CBC `cipher` (ignored by 2.6 for negotiation), the
         // pre-2.5 name of data-ciphers, a non-default auth digest.
@@ -230,6 +263,18 @@ fn tls_1_2_client_and_each_stock_default_data_cipher() -> Result<()> {
         },
     ];
     run_cases(&s, &gw, &cases, None)?;
+    for (name, suite) in [
+        ("chacha", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
+        ("aes128tls", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+        ("tls13suite", "TLS13_CHACHA20_POLY1305_SHA256"),
+    ] {
+        let up = event_for(&gw, CONTROL_UP, name).context("control line")?;
+        ensure!(
+            up.field("tls_cipher") == Some(suite),
+            "client {name} pinned {suite}: {}",
+            up.line
+        );
+    }
     let tls12 = event_for(&gw, CONTROL_UP, "tls12").context("tls12 line")?;
     ensure!(
         tls12
