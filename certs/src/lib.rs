@@ -360,9 +360,17 @@ impl Pki {
             return Err(PkiError::NotAFileFormat(format));
         }
         let (record, key_pem) = self.exportable(name, gateway)?;
-        if format == Format::Ovpn
+        // With a tls-crypt-v2 server key in the PKI, OpenVPN-capable exports carry the
+        // client's own key (made on first export).
+        if matches!(format, Format::Ovpn | Format::Gatehouse)
             && let Some(v2) = self.tls_crypt_v2_client_key(&record.serial, name)?
         {
+            if format == Format::Gatehouse {
+                let mut profile =
+                    Profile::new(name, gateway, &self.ca_cert_pem, &record.cert_pem, &key_pem);
+                profile.tls_crypt_v2 = Some(v2.to_pem());
+                return Ok(profile.to_toml()?.into_bytes());
+            }
             let bundle = ClientBundle {
                 name,
                 gateway,

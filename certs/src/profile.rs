@@ -64,6 +64,11 @@ pub struct Profile {
     pub cert: String,
     /// The client's private key (PKCS#8 PEM).
     pub key: String,
+    /// The client's own tls-crypt-v2 key (OpenVPN's PEM), present when the PKI has a
+    /// tls-crypt-v2 server key: the gateway then requires it (`tls_crypt_v2 = "on"`) on the
+    /// OpenVPN control channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_crypt_v2: Option<String>,
     /// The protocols to try, in order of preference.
     pub protocols: Vec<ProtocolEntry>,
 }
@@ -79,6 +84,7 @@ impl Profile {
             ca: ca.to_string(),
             cert: cert.to_string(),
             key: key.to_string(),
+            tls_crypt_v2: None,
             protocols: vec![
                 ProtocolEntry {
                     kind: ProtocolKind::OpenvpnUdp,
