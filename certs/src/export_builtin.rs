@@ -280,7 +280,7 @@ pub(crate) fn windows_script(b: &ClientBundle<'_>, password: &str) -> Result<Vec
         s,
         "# Gatehouse IKEv2 connection \"{conn}\" for {name}, for the VPN client built into\n\
          # Windows 10 and 11. Written by gatehouse-certs. Run it once in an elevated PowerShell:\n\
-         #   powershell -ExecutionPolicy Bypass -File .\\{file}\n\
+         #   powershell -ExecutionPolicy Bypass -File .\\<this file>.ps1\n\
          # It imports the Gatehouse CA into LocalMachine\\Root and the certificate of {name}\n\
          # (with its private key) into LocalMachine\\My, adds the connection for all users and\n\
          # sets IPsec suites stronger than Windows' defaults (which the gateway also accepts).\n\
@@ -290,7 +290,6 @@ pub(crate) fn windows_script(b: &ClientBundle<'_>, password: &str) -> Result<Vec
          $Name = {conn_ps}\n\
          $Gateway = {gw_ps}\n",
         name = b.name,
-        file = format_args!("gatehouse-{}.ps1", b.name),
         conn_q = ps(&conn).replace('\'', "\""),
         conn_ps = ps(&conn),
         gw_ps = ps(b.gateway),

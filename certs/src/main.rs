@@ -284,6 +284,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let bytes = pki.export(&name, &gateway, format, password.as_deref())?;
                 write_file(&output, &bytes, 0o600)?;
                 println!("exported {name} as {format} to {}", output.display());
+                match format {
+                    Format::Mobileconfig => println!(
+                        "  send it to the iPhone, iPad or Mac (AirDrop, mail, a download) and install it in Settings; the device asks for the PKCS#12 password"
+                    ),
+                    Format::Windows => println!(
+                        "  on the Windows PC, in an elevated PowerShell: powershell -ExecutionPolicy Bypass -File {}",
+                        output
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    ),
+                    _ => {}
+                }
             }
         }
     }
