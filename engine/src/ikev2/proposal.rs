@@ -307,6 +307,27 @@ pub fn choose_esp(
     None
 }
 
+/// Chooses the ESP suite of the CHILD SA created with IKE_AUTH; returns the peer's proposal
+/// number, its SPI and the suite. IKE_AUTH carries no KE (RFC 7296 1.2), so a key exchange
+/// group in a proposal is ignored, as strongSwan ignores it: some clients configured for PFS
+/// put their rekeying group there too.
+pub fn choose_esp_in_ike_auth(policy: &Policy, sa: &SaPayload<'_>) -> Option<(u8, u32, EspSuite)> {
+    for &want in &policy.esp {
+        for p in sa
+            .proposals
+            .iter()
+            .filter(|p| p.protocol == ProtocolId::ESP)
+        {
+            if let Some(spi) = p.spi_u32()
+                && esp_suites_of(p).contains(&want)
+            {
+                return Some((p.number, spi, want));
+            }
+        }
+    }
+    None
+}
+
 /// The SA payload answering with one chosen IKE suite (`spi` empty in IKE_SA_INIT, 8 bytes
 /// when rekeying).
 pub fn ike_sa_payload(number: u8, suite: IkeSuite, spi: &[u8]) -> SaPayload<'_> {
@@ -628,6 +649,25 @@ mod tests {
             p.transforms.push(Transform::new(TransformType::ESN, 1));
         }
         assert!(choose_esp(&Policy::default(), &esn_only, &[]).is_none());
+    }
+
+    #[test]
+    fn ike_auth_ignores_pfs_groups_create_child_sa_honours_them() {
+        let spi = [1, 2, 3, 4];
+        let mut pfs_only = esp_offer(&Policy::default(), &spi);
+        for p in &mut pfs_only.proposals {
+            p.transforms
+                .push(Transform::new(TransformType::DH, DH_MODP_2048));
+        }
+        assert_eq!(
+            choose_esp_in_ike_auth(&Policy::default(), &pfs_only),
+            Some((1, 0x01020304, EspSuite::AesGcm16 { key_bits: 256 }))
+        );
+        assert!(choose_esp(&Policy::default(), &pfs_only, &[]).is_none());
+        assert_eq!(
+            choose_esp(&Policy::default(), &pfs_only, &[DhGroup::Modp2048]).map(|c| c.3),
+            Some(Some(DhGroup::Modp2048))
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 use super::super::crypto::ChildSaKeys;
 use super::super::crypto::sign::{AuthMethod as SignMethod, signed_octets, verify_auth};
 use super::super::peer_cert::id_matches_cert;
-use super::super::proposal::{choose_esp, esp_sa_payload};
+use super::super::proposal::{choose_esp_in_ike_auth, esp_sa_payload};
 use super::super::site::describe_id;
 use super::*;
 use crate::esp::EspSa;
@@ -150,8 +150,8 @@ impl IkeResponder {
             );
             return;
         }
-        let (peer_esp_spi, esp) = match sa.and_then(|s| choose_esp(self.policy(), s, &[])) {
-            Some((number, spi, cipher, _)) => (spi, Some((number, cipher))),
+        let (peer_esp_spi, esp) = match sa.and_then(|s| choose_esp_in_ike_auth(self.policy(), s)) {
+            Some((number, spi, cipher)) => (spi, Some((number, cipher))),
             None => (0, None),
         };
         let wants_address = cp.is_some_and(|c| {
