@@ -140,3 +140,87 @@ pub(super) fn unix_now() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn err(r: Result<ServerWrap>) -> String {
+        format!("{:#}", r.expect_err("should fail"))
+    }
+
+    #[test]
+    fn default_is_no_wrapper_and_conflicts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = GatewayConfig::new("vpn.example.com");
+        assert!(matches!(
+            load(&cfg, dir.path(), false).unwrap(),
+            ServerWrap::None
+        ));
+        cfg.openvpn.tls_crypt_v2 = "yes".into();
+        assert!(err(load(&cfg, dir.path(), false)).contains("`openvpn.tls_crypt_v2`"));
+        cfg.openvpn.tls_crypt_v2 = "on".into();
+        cfg.openvpn.tls_auth_file = Some("ta.key".into());
+        assert!(err(load(&cfg, dir.path(), false)).contains("exclude each other"));
+    }
+
+    #[test]
+    fn v2_server_key_is_named_when_missing_and_made_on_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = GatewayConfig::new("vpn.example.com");
+        cfg.openvpn.tls_crypt_v2 = "on".into();
+        let e = err(load(&cfg, dir.path(), false));
+        assert!(
+            e.contains("tls-crypt-v2-server.key") && e.contains("gatehouse-certs"),
+            "{e}"
+        );
+        std::fs::create_dir(dir.path().join("pki")).unwrap();
+        assert!(matches!(
+            load(&cfg, dir.path(), true).unwrap(),
+            ServerWrap::TlsCryptV2 { .. }
+        ));
+        let key = dir.path().join("pki/tls-crypt-v2-server.key");
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::write(&key, "garbage").unwrap();
+        let e = err(load(&cfg, dir.path(), true));
+        assert!(e.contains("tls-crypt-v2-server.key"), "{e}");
+    }
+
+    #[test]
+    fn static_keys_are_checked_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = GatewayConfig::new("vpn.example.com");
+        cfg.openvpn.tls_auth_file = Some("ta.key".into());
+        let e = err(load(&cfg, dir.path(), false));
+        assert!(
+            e.contains("`openvpn.tls_auth_file`") && e.contains("ta.key"),
+            "{e}"
+        );
+        let path = dir.path().join("ta.key");
+        std::fs::write(&path, "not a key").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = err(load(&cfg, dir.path(), false));
+        assert!(e.contains("not an OpenVPN static key"), "{e}");
+        let key = StaticKey::from_bytes([7; 256]);
+        std::fs::write(&path, key.to_pem()).unwrap();
+        cfg.openvpn.tls_auth_digest = "SHA256".into();
+        cfg.openvpn.tls_auth_key_direction = "none".into();
+        assert!(matches!(
+            load(&cfg, dir.path(), false).unwrap(),
+            ServerWrap::TlsAuth {
+                direction: None,
+                digest: TlsAuthDigest::Sha256,
+                ..
+            }
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(err(load(&cfg, dir.path(), false)).contains("chmod 600"));
+        cfg.openvpn.tls_auth_digest = "MD4".into();
+        assert!(err(load(&cfg, dir.path(), false)).contains("`openvpn.tls_auth_digest`"));
+    }
+}
