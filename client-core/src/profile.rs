@@ -209,8 +209,8 @@ fn version_1() -> u32 {
 
 /// A profile as the client keeps it (`GATEHOUSE_HOME/profiles/NAME.toml`), without its key.
 ///
-/// Version 2 added `remotes`, `remote_random`, `redirect_gateway`, `verify_x509_name` and
-/// `control_wrap`; version 1 files load with those empty.
+/// Version 2 added `remotes`, `remote_random`, `redirect_gateway`, `verify_x509_name`,
+/// `peer_fingerprints` and `control_wrap`; version 1 files load with those empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredProfile {
     /// The file format ([`PROFILE_VERSION`] when written now).
@@ -250,6 +250,10 @@ pub struct StoredProfile {
     /// What the gateway certificate's name must be, when the `.ovpn` file said so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_x509_name: Option<X509NameCheck>,
+    /// `peer-fingerprint`: SHA-256 fingerprints (lower-case hex, no colons) one of which the
+    /// server's certificate must have. With an empty `ca_pem` they replace the CA check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_fingerprints: Vec<String>,
 }
 
 impl StoredProfile {
@@ -353,6 +357,7 @@ mod tests {
                 kind: X509NameKind::Name,
                 value: "server_x".into(),
             }),
+            peer_fingerprints: vec!["ab".repeat(32)],
         };
         let text = p.to_toml();
         assert!(

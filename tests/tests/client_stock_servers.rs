@@ -20,8 +20,8 @@ use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, toml_str};
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openssl_pki::OpensslPki;
 use gatehouse_tests::openvpn::{
-    Proto, ServerConfig, genkey_secret, genkey_tls_crypt_v2_client, genkey_tls_crypt_v2_server,
-    start_server,
+    Proto, ServerConfig, UP, UP_TIMEOUT, genkey_secret, genkey_tls_crypt_v2_client,
+    genkey_tls_crypt_v2_server, spawn_openvpn, start_server,
 };
 use gatehouse_tests::proc::Proc;
 use gatehouse_tests::{GatewayTopology, Netns, require_commands, require_root};
@@ -385,6 +385,130 @@ fn stock_server_with_tls_crypt_v2() -> Result<()> {
     connect_and_ping(&w, &server)?;
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[test]
+fn stock_server_in_fingerprint_mode() -> Result<()> {
+    // angristan's `--auth-mode fingerprint`: self-signed certificates on both ends, each end
+    // pins the other's SHA-256 fingerprint (`peer-fingerprint`), no CA anywhere.
+    let started = Instant::now();
+    let w = World::new("fig", 136)?;
+    let dir = w.path("selfsigned");
+    fs::create_dir_all(&dir)?;
+    let (server_crt, server_key, server_fp) = self_signed(&dir, "server", "serverAuth")?;
+    let (client_crt, client_key, client_fp) = self_signed(&dir, "client", "clientAuth")?;
+    let tc = w.path("tc.key");
+    genkey_secret(&tc)?;
+    let mut config = ServerConfig::new(
+        Proto::Udp,
+        1194,
+        gatehouse_tests::openvpn::CertFiles {
+            ca: PathBuf::from("NO-CA"),
+            cert: server_crt,
+            key: server_key,
+        },
+        w.topo.vpn_pool,
+    );
+    config.push_routes.push(w.topo.lan_net);
+    config.extra.push(format!("tls-crypt {}", tc.display()));
+    config.extra.push(format!(
+        "<peer-fingerprint>\n{client_fp}\n</peer-fingerprint>"
+    ));
+    let conf = w.path("server-fp.conf");
+    fs::write(&conf, config.render().replace("ca NO-CA\n", ""))?;
+    let server = spawn_openvpn(&w.topo.gateway, &conf, &[], &w.path("server-fp.log"))?;
+    server.wait_for_log(UP, UP_TIMEOUT)?;
+
+    let ovpn = w.path(&format!("{NAME}.ovpn"));
+    fs::write(
+        &ovpn,
+        format!(
+            "client\nproto udp\nexplicit-exit-notify\nremote {} 1194\ndev tun\nresolv-retry infinite\nnobind\npersist-key\npersist-tun\nauth SHA256\nauth-nocache\ncipher AES-256-GCM\nignore-unknown-option data-ciphers\ndata-ciphers AES-256-GCM\nncp-ciphers AES-256-GCM\ntls-client\ntls-version-min 1.2\nignore-unknown-option block-outside-dns\nsetenv opt block-outside-dns\nverb 3\npeer-fingerprint {server_fp}\n<cert>\n{}</cert>\n<key>\n{}</key>\n<tls-crypt>\n{}</tls-crypt>\n",
+            w.gateway_addr(),
+            read(&client_crt)?,
+            read(&client_key)?,
+            read(&tc)?
+        ),
+    )?;
+    w.import(&ovpn)?;
+    connect_and_ping(&w, &server)?;
+
+    // Pinned to another certificate (the client's own): refused, and said why.
+    let wrong = w.path("pinned-elsewhere.ovpn");
+    fs::write(&wrong, read(&ovpn)?.replace(&server_fp, &client_fp))?;
+    w.import(&wrong)?;
+    let svc = w.service("service-2.log")?;
+    let _connect = Watched::spawn(
+        w.client
+            .command(Some(w.ns()), ["connect", "pinned-elsewhere"]),
+        &w.path("connect-pinned.log"),
+    )?;
+    let (st, _) = w.client.wait_status(
+        w.ns(),
+        Duration::from_secs(20),
+        |st| st.reason().is_some_and(|r| r.contains("peer-fingerprint")),
+        || svc.log_tail(20),
+    )?;
+    eprintln!("wrong fingerprint: {}", st.json);
+    ensure!(
+        !link_exists(w.ns(), DEFAULT_TUN)?,
+        "a tunnel came up with a server that is not the pinned one"
+    );
+    w.client.run_ok(Some(w.ns()), &["disconnect"])?;
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A self-signed P-256 certificate `NAME.crt` (+ `NAME.key`) with extended key usage `eku`,
+/// and its SHA-256 fingerprint as OpenSSL prints it (`AB:CD:...`).
+fn self_signed(dir: &Path, name: &str, eku: &str) -> Result<(PathBuf, PathBuf, String)> {
+    let crt = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let run = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("openssl").args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &crt.display().to_string(),
+        "-subj",
+        &format!("/CN={name}"),
+        "-days",
+        "2",
+        "-addext",
+        &format!("extendedKeyUsage={eku}"),
+        "-addext",
+        "keyUsage=critical,digitalSignature,keyAgreement",
+    ])?;
+    let fp = run(&[
+        "x509",
+        "-in",
+        &crt.display().to_string(),
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ])?;
+    let fp = fp
+        .trim()
+        .split_once('=')
+        .map(|(_, f)| f.to_string())
+        .with_context(|| format!("openssl printed no fingerprint: {fp:?}"))?;
+    Ok((crt, key, fp))
 }
 
 #[test]

@@ -45,7 +45,12 @@ pub(crate) fn credentials(req: &ConnectRequest) -> Result<Credentials, String> {
     let broken = |what: &str, e: &dyn std::fmt::Display| {
         format!("profile {}: {what}: {e}; re-import the profile", p.name)
     };
-    let ca = certs_from_pem(p.ca_pem.as_bytes()).map_err(|e| broken("CA certificate", &e))?;
+    // A profile pinned with peer-fingerprint may have no CA at all.
+    let ca = if p.ca_pem.trim().is_empty() && !p.peer_fingerprints.is_empty() {
+        Vec::new()
+    } else {
+        certs_from_pem(p.ca_pem.as_bytes()).map_err(|e| broken("CA certificate", &e))?
+    };
     let chain =
         certs_from_pem(p.cert_pem.as_bytes()).map_err(|e| broken("client certificate", &e))?;
     // The control-channel key, if any, follows the private key (see `crate::secrets`).

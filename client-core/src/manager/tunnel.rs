@@ -472,21 +472,48 @@ fn openvpn_tls_config(
     let p = &req.profile;
     let broken =
         |e: &dyn std::fmt::Display| format!("profile {}: {e}; re-import the profile", p.name);
-    let mut roots = rustls::RootCertStore::empty();
-    for c in ca {
-        roots.add(c.clone()).map_err(|e| broken(&e))?;
+    let inner = if ca.is_empty() {
+        None
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in ca {
+            roots.add(c.clone()).map_err(|e| broken(&e))?;
+        }
+        Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| broken(&e))?,
+        )
+    };
+    let mut fingerprints = Vec::new();
+    for hex in &p.peer_fingerprints {
+        let mut fp = [0u8; 32];
+        let ok = hex.len() == 64
+            && fp.iter_mut().enumerate().all(|(i, b)| {
+                hex.get(2 * i..2 * i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .map(|v| *b = v)
+                    .is_some()
+            });
+        if !ok {
+            return Err(broken(&format!("peer-fingerprint {hex:?} is damaged")));
+        }
+        fingerprints.push(fp);
     }
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| broken(&e))?;
+    if inner.is_none() && fingerprints.is_empty() {
+        return Err(broken(
+            &"no CA and no peer-fingerprint to check the server against",
+        ));
+    }
     let verifier = OpenvpnServerVerifier {
         inner,
+        algorithms: provider.signature_verification_algorithms,
         name: p.verify_x509_name.clone(),
+        fingerprints,
     };
-    // TLS 1.3 preferred, 1.2 accepted: stock servers may run with `tls-version-max 1.2`.
     let mut config = rustls::ClientConfig::builder_with_details(provider, time)
         .with_protocol_versions(rustls::ALL_VERSIONS)
         .map_err(|e| broken(&e))?

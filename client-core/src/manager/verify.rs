@@ -18,12 +18,17 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::profile::{X509NameCheck, X509NameKind};
 
-/// Verifies a server certificate like OpenVPN 2.6 with `remote-cert-tls server` and the
-/// profile's `verify-x509-name`.
+/// Verifies a server certificate like OpenVPN 2.6 with `remote-cert-tls server`, the
+/// profile's `verify-x509-name` and `peer-fingerprint`.
 #[derive(Debug)]
 pub(crate) struct OpenvpnServerVerifier {
-    pub(crate) inner: Arc<WebPkiServerVerifier>,
+    /// The chain check against `<ca>`; `None` for a profile pinned by fingerprint only.
+    pub(crate) inner: Option<Arc<WebPkiServerVerifier>>,
+    /// Signature algorithms for the handshake signature.
+    pub(crate) algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
     pub(crate) name: Option<X509NameCheck>,
+    /// `peer-fingerprint`: SHA-256 of the certificates accepted (empty: no pinning).
+    pub(crate) fingerprints: Vec<[u8; 32]>,
 }
 
 fn refuse(name: Option<String>, reason: String) -> Error {
@@ -42,19 +47,22 @@ impl ServerCertVerifier for OpenvpnServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            // webpki checks the name last, once the chain and key usage are good.
-            Ok(_)
-            | Err(Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => {}
-            Err(e) => return Err(e),
+        if let Some(inner) = &self.inner {
+            match inner.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ) {
+                // webpki checks the name last, once the chain and key usage are good.
+                Ok(_)
+                | Err(Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => {}
+                Err(e) => return Err(e),
+            }
         }
         let Ok((_, cert)) = X509Certificate::from_der(end_entity.as_ref()) else {
             return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
@@ -65,6 +73,23 @@ impl ServerCertVerifier for OpenvpnServerVerifier {
             .next()
             .and_then(|c| c.as_str().ok())
             .map(str::to_owned);
+        if !self.fingerprints.is_empty() {
+            let digest = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+            if !self.fingerprints.iter().any(|f| f[..] == *digest.as_ref()) {
+                let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+                return Err(refuse(
+                    cn,
+                    format!(
+                        "the server certificate's fingerprint {} is not one this profile pins (peer-fingerprint); the server or the profile changed - ask the administrator",
+                        hex.join(":")
+                    ),
+                ));
+            }
+            if self.inner.is_none() {
+                // Pinned exactly: usage and name checks add nothing (OpenVPN skips them too).
+                return Ok(ServerCertVerified::assertion());
+            }
+        }
         // remote-cert-tls server: the extended key usage must be there and say serverAuth.
         let server_auth =
             matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.server_auth);
@@ -83,15 +108,15 @@ impl ServerCertVerifier for OpenvpnServerVerifier {
                 X509NameKind::Subject => same_subject(&cert.subject().to_string(), &check.value),
             };
             if !ok {
+                let actual = if check.kind == X509NameKind::Subject {
+                    cert.subject().to_string()
+                } else {
+                    cn.clone().unwrap_or_default()
+                };
                 return Err(refuse(
-                    cn.clone(),
+                    cn,
                     format!(
-                        "the server certificate's name is {:?}, not the {:?} this profile expects (verify-x509-name); the server or the profile changed - ask the administrator",
-                        if check.kind == X509NameKind::Subject {
-                            cert.subject().to_string()
-                        } else {
-                            cn.unwrap_or_default()
-                        },
+                        "the server certificate's name is {actual:?}, not the {:?} this profile expects (verify-x509-name); the server or the profile changed - ask the administrator",
                         check.value
                     ),
                 ));
@@ -106,7 +131,7 @@ impl ServerCertVerifier for OpenvpnServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -115,11 +140,11 @@ impl ServerCertVerifier for OpenvpnServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

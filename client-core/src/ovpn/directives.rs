@@ -231,10 +231,6 @@ const REFUSE: &[(&str, &str)] = &[
         "static-key mode has no certificates and is removed from OpenVPN 2.7; Gatehouse needs a client certificate - ask for a profile with <ca>, <cert> and <key>",
     ),
     (
-        "peer-fingerprint",
-        "Gatehouse checks the server certificate against a CA (<ca>), not a fingerprint; ask for a profile with <ca>",
-    ),
-    (
         "verify-hash",
         "Gatehouse does not pin CA certificates by hash; the <ca> block is what it checks against",
     ),

@@ -55,6 +55,8 @@ pub struct OvpnProfile {
     pub wrap_key_pem: Option<String>,
     /// `verify-x509-name`.
     pub verify_x509_name: Option<X509NameCheck>,
+    /// `peer-fingerprint` (SHA-256, lower-case hex without colons).
+    pub peer_fingerprints: Vec<String>,
     /// One line per thing in the file that Gatehouse does differently, for the user to read.
     pub warnings: Vec<String>,
 }
@@ -165,6 +167,7 @@ struct Parser<'a> {
     key_direction: Option<u8>,
     digest: Option<(usize, String)>,
     verify_x509_name: Option<X509NameCheck>,
+    peer_fingerprints: Vec<String>,
     warnings: Vec<String>,
     skipped: Vec<String>,
 }
@@ -215,6 +218,7 @@ impl<'a> Parser<'a> {
             key_direction: None,
             digest: None,
             verify_x509_name: None,
+            peer_fingerprints: Vec::new(),
             warnings: Vec::new(),
             skipped: Vec::new(),
         }
@@ -351,6 +355,10 @@ impl<'a> Parser<'a> {
                 }
             }
             "verify-x509-name" => self.verify_x509_name(line_no, line, &args)?,
+            "peer-fingerprint" => {
+                let fp = self.fingerprint(line_no, arg(0).unwrap_or_default())?;
+                self.peer_fingerprints.push(fp);
+            }
             "redirect-gateway" => self.redirect_gateway(line_no, line, &args)?,
             "compress" | "comp-lzo" | "allow-compression" | "comp-noadapt" => {
                 self.compression(line_no, line, &name, arg(0))?;
@@ -496,6 +504,16 @@ impl<'a> Parser<'a> {
             "ca" => self.ca = src,
             "cert" => self.cert = src,
             "extra-certs" => self.extra_certs = src,
+            "peer-fingerprint" => {
+                for (i, l) in src.map(|s| s.text).unwrap_or_default().lines().enumerate() {
+                    let l = l.trim();
+                    if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+                        continue;
+                    }
+                    let fp = self.fingerprint(line_no + 1 + i, l)?;
+                    self.peer_fingerprints.push(fp);
+                }
+            }
             "key" => self.key = src,
             "tls-auth" | "tls-crypt" | "tls-crypt-v2" => {
                 let kind = wrap_kind(tag);
@@ -605,6 +623,22 @@ impl<'a> Parser<'a> {
                 format!("`{name} {file}`: cannot read {} ({e}); keep the file next to the .ovpn file, or {inline_hint}", path.display()),
             )
         })
+    }
+
+    /// A `peer-fingerprint`: 32 bytes as hex, colons optional.
+    fn fingerprint(&self, line_no: usize, text: &str) -> Result<String> {
+        let hex: String = text
+            .chars()
+            .filter(|c| *c != ':')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(hex);
+        }
+        Err(self.err(
+            Some(line_no),
+            format!("peer-fingerprint {text:?} is not a SHA-256 fingerprint (32 hex bytes, like AB:CD:...)"),
+        ))
     }
 
     fn verify_x509_name(&mut self, line_no: usize, line: &str, args: &[&str]) -> Result<()> {
@@ -777,10 +811,20 @@ impl<'a> Parser<'a> {
                 )
             })
         };
-        let ca = block(self.ca.clone(), "ca")?;
+        // With peer-fingerprint and no <ca>, the fingerprint is the check (angristan's
+        // fingerprint mode; OpenVPN 2.6).
+        let ca = match self.ca.clone() {
+            None if !self.peer_fingerprints.is_empty() => Source {
+                line: 0,
+                text: String::new(),
+            },
+            other => block(other, "ca")?,
+        };
         let cert = block(self.cert.clone(), "cert")?;
         let key = block(self.key.clone(), "key")?;
-        check_certificates(&ca.text, "ca").map_err(|r| self.err(Some(ca.line), r))?;
+        if !ca.text.is_empty() {
+            check_certificates(&ca.text, "ca").map_err(|r| self.err(Some(ca.line), r))?;
+        }
         check_certificates(&cert.text, "cert").map_err(|r| self.err(Some(cert.line), r))?;
         check_key(&key.text).map_err(|r| self.err(Some(key.line), r))?;
         let mut cert_pem = cert.text;
@@ -832,6 +876,7 @@ impl<'a> Parser<'a> {
             control_wrap,
             wrap_key_pem,
             verify_x509_name: self.verify_x509_name,
+            peer_fingerprints: self.peer_fingerprints,
             warnings: self.warnings,
         })
     }

@@ -145,7 +145,6 @@ fn what_cannot_be_honoured_is_refused_by_name() {
         ("pkcs12 alice.p12", "inline"),
         ("fragment 1300", "fragment"),
         ("tls-version-max 1.2", "TLS 1.3"),
-        ("peer-fingerprint AB:CD", "<ca>"),
         ("compress lz4", "compress stub-v2"),
         ("redirect-gateway def1 ipv6", "IPv6"),
         ("dev tap", "dev tap"),
@@ -284,6 +283,23 @@ fn keys_in_files_are_read_from_beside_the_ovpn_file() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot read /nonexistent/ca.crt"), "{err}");
+}
+
+#[test]
+fn peer_fingerprint_can_replace_the_ca() {
+    let fp = "AB:".repeat(31) + "CD";
+    let text = format!(
+        "remote gw\npeer-fingerprint {fp}\n<peer-fingerprint>\n# server 2\n{}\n</peer-fingerprint>\n<cert>\n{CERT}\n</cert>\n<key>\n{KEY}\n</key>\n",
+        "01".repeat(32)
+    );
+    let p = parse(&text, "fp.ovpn").unwrap();
+    assert_eq!(
+        p.peer_fingerprints,
+        ["ab".repeat(31) + "cd", "01".repeat(32)]
+    );
+    assert_eq!(p.ca_pem, "");
+    let err = parse_err(&with_blocks("remote gw\npeer-fingerprint AB:CD"));
+    assert!(err.contains("SHA-256 fingerprint"), "{err}");
 }
 
 #[test]
@@ -456,6 +472,16 @@ fn angristan_openvpn_install() {
             );
         }
     }
+}
+
+#[test]
+fn angristan_fingerprint_mode() {
+    let p = parse(&fixture("angristan-fingerprint.ovpn"), "fp.ovpn").unwrap();
+    assert_eq!(p.ca_pem, "");
+    assert_eq!(p.peer_fingerprints.len(), 1);
+    assert_eq!(p.peer_fingerprints[0].len(), 64);
+    assert_eq!(p.control_wrap.unwrap().kind, WrapKind::TlsCryptV2);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
 
 #[test]
