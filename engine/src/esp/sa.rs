@@ -820,6 +820,26 @@ mod tests {
     }
 
     #[test]
+    fn random_packets_are_errors_never_panics() {
+        let mut rng = crate::entropy::SeededEntropy::new(7);
+        use crate::entropy::Entropy;
+        for cipher in CIPHERS {
+            let (_, mut rx) = pair(cipher);
+            let mut out = [0u8; 600];
+            for _ in 0..500 {
+                let len = (rng.next_u64() % 600) as usize;
+                let mut packet = vec![0u8; len];
+                rng.fill(&mut packet);
+                if len >= 4 {
+                    packet[..4].copy_from_slice(&0xc0ffee01u32.to_be_bytes());
+                }
+                assert!(rx.decrypt(&packet, &mut out).is_err(), "{cipher:?} {len}");
+            }
+            assert_eq!(rx.highest_seq(), 0);
+        }
+    }
+
+    #[test]
     fn cbc_ivs_are_not_repeated_or_counters() {
         let (mut tx, _) = pair(CBC_SHA1);
         let mut buf = [0u8; 128];
