@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::pair::{assignment, default_configs, ip_packet};
 use crate::entropy::{Entropy, SeededEntropy};
 use crate::openvpn::DataOutcome;
-use crate::openvpn::client::{ClientConfig, ClientSession};
+use crate::openvpn::client::{ClientConfig, ClientEvent, ClientSession};
 use crate::openvpn::server::{ServerConfig, ServerEvent, ServerSession};
 use crate::openvpn::wrap::{
     ClientWrap, KeyDirection, ServerWrap, StaticKey, TlsAuthDigest, TlsCryptV2ClientKey,
@@ -35,6 +35,7 @@ struct Duo {
     server: Option<ServerSession>,
     server_drops: Vec<WrapError>,
     client_drops: Vec<WrapError>,
+    client_events: Vec<ClientEvent>,
     /// Every datagram, (to_server, bytes).
     wire: Vec<(bool, Vec<u8>)>,
     /// Applied to each datagram before delivery; None drops it.
@@ -58,6 +59,7 @@ impl Duo {
             server: None,
             server_drops: vec![],
             client_drops: vec![],
+            client_events: vec![],
             wire: vec![],
             tamper: Box::new(|_, d| Some(d)),
         }
@@ -102,6 +104,13 @@ impl Duo {
 
     /// Runs up to `limit` of virtual time; true once both ends have the tunnel up.
     fn connect(&mut self, limit: Duration) -> bool {
+        self.run(limit, |d| {
+            d.client.is_connected() && d.server.as_ref().is_some_and(|s| s.is_established())
+        })
+    }
+
+    /// Runs up to `limit` of virtual time; true once `done` holds.
+    fn run(&mut self, limit: Duration, done: impl Fn(&Duo) -> bool) -> bool {
         let end = self.now + limit;
         let mut buf = Vec::new();
         while self.now < end {
@@ -130,10 +139,10 @@ impl Duo {
                     self.deliver_down(&d);
                 }
             }
-            while self.client.poll_event().is_some() {}
-            if self.client.is_connected()
-                && self.server.as_ref().is_some_and(|s| s.is_established())
-            {
+            while let Some(e) = self.client.poll_event() {
+                self.client_events.push(e);
+            }
+            if done(self) {
                 return true;
             }
             if !moved {
@@ -413,4 +422,29 @@ fn our_v2_client_resends_its_key_when_a_stock_server_asks() {
 
 fn first_wrapper(first: crate::openvpn::wrap::FirstPacket) -> Wrapper {
     first.into_wrapper()
+}
+
+#[test]
+fn renegotiation_runs_through_the_wrapper() {
+    for (name, s, c) in every_wrapper().into_iter().skip(1) {
+        let mut duo = Duo::new(s, c);
+        assert!(duo.connect(Duration::from_secs(10)), "{name}: no tunnel");
+        duo.now += Duration::from_secs(30);
+        let now = duo.now;
+        duo.client.renegotiate(now);
+        let rekeyed = |d: &Duo| {
+            d.client_events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Rekeyed { key_id: 1 }))
+        };
+        assert!(
+            duo.run(Duration::from_secs(10), rekeyed),
+            "{name}: no new keys"
+        );
+        assert!(duo.data_flows(), "{name}: data after the rekey");
+        assert!(
+            duo.server_drops.is_empty() && duo.client_drops.is_empty(),
+            "{name}"
+        );
+    }
 }
