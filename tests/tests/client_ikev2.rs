@@ -1,6 +1,7 @@
 //! IKEv2 end to end, in namespaces: Gatehouse's own client (`gatehouse connect --protocol
 //! ikev2`) against Gatehouse's gateway and against a stock strongSwan responder, and a
-//! strongSwan road warrior that keeps rekeying against Gatehouse's gateway for ten minutes.
+//! strongSwan road warrior that keeps rekeying against Gatehouse's gateway (two minutes in CI,
+//! `GATEHOUSE_SOAK_SECS=600` for the ten-minute run by hand).
 //!
 //! Every test builds its own topology (tag `k*`, subnet index 60..=69), data directory,
 //! certificates and client home in its own temporary folder, so the tests run in parallel
@@ -430,9 +431,20 @@ fn ike_rekeys(log: &str, name: &str) -> usize {
         .count()
 }
 
+/// How long the rekey soak runs: 120 s in CI, `GATEHOUSE_SOAK_SECS` for a longer run by hand
+/// (bench/README.md: 600 s, as measured before).
+fn soak_secs() -> u32 {
+    std::env::var("GATEHOUSE_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&s: &u32| s >= 60)
+        .unwrap_or(120)
+}
+
 #[test]
-fn strongswan_ten_minute_rekeys_lose_no_ping() -> Result<()> {
+fn strongswan_rekey_soak_loses_no_ping() -> Result<()> {
     let started = Instant::now();
+    let secs = soak_secs();
     let s = Setup::new("kc", 62)?;
     require_commands(&["charon-systemd", "swanctl"]);
     let gw = s.start_gateway("gatehoused.log")?;
@@ -447,12 +459,12 @@ fn strongswan_ten_minute_rekeys_lose_no_ping() -> Result<()> {
         },
     )?;
     let mut rw = RoadWarrior::new("gh", s.gw_addr(), &cert);
-    // IKE SA: rekey after 55..60 s (rand_time 5 s), hard limit 10 s later.
-    rw.rekey_time = "60s".to_string();
-    rw.extra = vec!["over_time = 10s".to_string(), "rand_time = 5s".to_string()];
-    // CHILD SA: rekey after 27..30 s, expire at 40 s.
-    rw.child_rekey_time = "30s".to_string();
-    rw.child_extra = vec!["rand_time = 3s".to_string(), "life_time = 40s".to_string()];
+    // IKE SA: rekey after 17..20 s (rand_time 3 s), hard limit 5 s later.
+    rw.rekey_time = "20s".to_string();
+    rw.extra = vec!["over_time = 5s".to_string(), "rand_time = 3s".to_string()];
+    // CHILD SA: rekey after 8..10 s, expire at 15 s.
+    rw.child_rekey_time = "10s".to_string();
+    rw.child_extra = vec!["rand_time = 2s".to_string(), "life_time = 15s".to_string()];
     charon.write_conns(&[&rw], "")?;
     let ctx = || format!("{}\n{}", gw_logs(&gw), charon_logs(&charon));
     charon.load_all().with_context(ctx)?;
@@ -461,9 +473,11 @@ fn strongswan_ten_minute_rekeys_lose_no_ping() -> Result<()> {
     eprintln!("{}", event.line);
     wait_ping(s.ns(), s.topo.lan_host, Duration::from_secs(10)).with_context(ctx)?;
 
-    // Ten minutes of pings, two a second, across ~10 IKE and ~20 CHILD rekeys.
+    // Two pings a second for the whole soak, across an IKE rekey every ~20 s and a CHILD
+    // rekey every ~10 s.
     let run = Instant::now();
-    let ((sent, received), out) = ping_run(s.ns(), s.topo.lan_host, 1200, "0.5")?;
+    let count = secs * 2;
+    let ((sent, received), out) = ping_run(s.ns(), s.topo.lan_host, count, "0.5")?;
     let log = charon.log();
     let ike = ike_rekeys(&log, &rw.name);
     let children = child_sas_established(&log, &rw.child());
@@ -491,21 +505,22 @@ fn strongswan_ten_minute_rekeys_lose_no_ping() -> Result<()> {
     }
 
     let mut failures = Vec::new();
-    if sent != 1200 || sent.saturating_sub(received) > 1 {
+    if sent != count || sent.saturating_sub(received) > 1 {
         failures.push(format!(
             "pings lost: {sent} sent, {received} received (at most 1 may be lost)\n{}",
             tail(&out, 3)
         ));
     }
-    if ike < 8 {
+    let (want_ike, want_child) = (secs as usize / 20 - 1, secs as usize / 10 - 2);
+    if ike < want_ike {
         failures.push(format!(
-            "only {ike} IKE SA rekeys in 10 minutes (expected >= 8 with rekey_time 60s)"
+            "only {ike} IKE SA rekeys in {secs} s (expected >= {want_ike} with rekey_time 20s)"
         ));
     }
-    if child_rekeys < 15 {
+    if child_rekeys < want_child {
         failures.push(format!(
-            "only {child_rekeys} CHILD SA rekeys in 10 minutes (expected >= 15 with rekey_time \
-             30s)"
+            "only {child_rekeys} CHILD SA rekeys in {secs} s (expected >= {want_child} with \
+             rekey_time 10s)"
         ));
     }
     if !disconnects.is_empty() {
