@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use super::verify::OpenvpnServerVerifier;
+use super::verify::{OpenvpnServerVerifier, Refusal};
 use super::{
     Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, Target,
     credentials,
@@ -83,7 +83,9 @@ pub(crate) async fn run(
         return Outcome::Lost(format!("{proto} is not supported by this client yet"));
     }
     status.connecting(&profile.name, proto);
-    let config = match session_config(req, &target.host, options) {
+    // Where an .ovpn profile's certificate check leaves why it refused the server.
+    let refusal = Refusal::default();
+    let config = match session_config(req, &target.host, options, &refusal) {
         Ok(c) => c,
         Err(reason) => return Outcome::Fatal(reason),
     };
@@ -171,6 +173,13 @@ pub(crate) async fn run(
                     ));
                 }
                 ClientEvent::Closed(reason) => {
+                    // The server is not the one the profile names: trying again will not
+                    // change that.
+                    if let Some(why) = refusal.take() {
+                        return Outcome::Fatal(format!(
+                            "{why}; not retrying until the profile or the server is fixed"
+                        ));
+                    }
                     if closed_reason.is_none() {
                         closed_reason = Some(reason);
                     }
@@ -342,6 +351,7 @@ fn session_config(
     req: &ConnectRequest,
     host: &str,
     options: &ManagerOptions,
+    refusal: &Refusal,
 ) -> Result<Arc<ClientConfig>, String> {
     let p = &req.profile;
     let (ca, chain, key) = credentials(req)?;
@@ -350,7 +360,7 @@ fn session_config(
     let tls = match p.source {
         Source::Gatehouse => client_config(provider, time, &ca, chain, key)
             .map_err(|e| format!("profile {}: {e}", p.name))?,
-        Source::Ovpn => openvpn_tls_config(req, provider, time, &ca, chain, key)?,
+        Source::Ovpn => openvpn_tls_config(req, provider, time, &ca, chain, key, refusal)?,
     };
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| format!("profile {}: {host:?} is not a host name or IP", p.name))?;
@@ -468,6 +478,7 @@ fn openvpn_tls_config(
     ca: &[rustls::pki_types::CertificateDer<'static>],
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
+    refusal: &Refusal,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let p = &req.profile;
     let broken =
@@ -513,6 +524,7 @@ fn openvpn_tls_config(
         algorithms: provider.signature_verification_algorithms,
         name: p.verify_x509_name.clone(),
         fingerprints,
+        refusal: refusal.clone(),
     };
     let mut config = rustls::ClientConfig::builder_with_details(provider, time)
         .with_protocol_versions(rustls::ALL_VERSIONS)

@@ -29,6 +29,25 @@ pub(crate) struct OpenvpnServerVerifier {
     pub(crate) name: Option<X509NameCheck>,
     /// `peer-fingerprint`: SHA-256 of the certificates accepted (empty: no pinning).
     pub(crate) fingerprints: Vec<[u8; 32]>,
+    /// Why the server was refused, for the connection to end with that instead of retrying.
+    pub(crate) refusal: Refusal,
+}
+
+/// The reason the verifier refused the server, shared with the connection driving it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Refusal(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Refusal {
+    fn set(&self, reason: String) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = Some(reason);
+        }
+    }
+
+    /// The reason, if the server was refused.
+    pub(crate) fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut r| r.take())
+    }
 }
 
 fn refuse(name: Option<String>, reason: String) -> Error {
@@ -40,6 +59,55 @@ fn refuse(name: Option<String>, reason: String) -> Error {
 
 impl ServerCertVerifier for OpenvpnServerVerifier {
     fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let result = self.check(end_entity, intermediates, server_name, ocsp_response, now);
+        if let Err(e) = &result {
+            let why = match e {
+                Error::InvalidCertificate(CertificateError::Other(OtherError(o))) => o.to_string(),
+                Error::InvalidCertificate(c) => {
+                    gatehouse_engine::openvpn::tls::explain_cert_error(c)
+                }
+                other => other.to_string(),
+            };
+            self.refusal
+                .set(format!("the server's certificate was refused: {why}"));
+        }
+        result
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl OpenvpnServerVerifier {
+    /// The checks, in OpenVPN's order: chain to `<ca>`, pinned fingerprint, serverAuth,
+    /// `verify-x509-name`.
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -123,28 +191,6 @@ impl ServerCertVerifier for OpenvpnServerVerifier {
             }
         }
         Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 
