@@ -19,7 +19,7 @@ use gatehouse_engine::entropy::Entropy;
 use gatehouse_engine::openvpn::server::{
     Assignment, CloseReason, ServerConfig, ServerEvent, ServerSession,
 };
-use gatehouse_engine::openvpn::wrap::FirstPacket;
+use gatehouse_engine::openvpn::wrap::{FirstPacket, FirstPacketReplays, ServerWrap};
 use gatehouse_engine::openvpn::{DataOutcome, DataPathError};
 use gatehouse_engine::pool::AddressPool;
 use gatehouse_engine::router::{Router, TunnelId};
@@ -98,6 +98,8 @@ pub struct Gateway {
     next_id: TunnelId,
     next_peer_id: u32,
     stats: Stats,
+    /// Session ids of recently accepted wrapped first packets (replays are dropped).
+    first_replays: FirstPacketReplays,
     udp: Option<Arc<UdpSocket>>,
     tcp: Option<TcpListener>,
     tun: Arc<tun_rs::AsyncDevice>,
@@ -228,6 +230,7 @@ impl Gateway {
             next_id: 1,
             next_peer_id: 0,
             stats: Stats::default(),
+            first_replays: FirstPacketReplays::new(Duration::from_secs(120), MAX_HANDSHAKING * 4),
             udp,
             tcp,
             tun: Arc::new(tun),
@@ -472,7 +475,7 @@ impl Gateway {
             return;
         }
         // A new session: authenticate its first packet before creating any state.
-        let Some(first) = self.authenticate_first(from, bytes) else {
+        let Some(first) = self.authenticate_first(now, from, bytes) else {
             return;
         };
         if let Some(id) = existing {
@@ -485,8 +488,26 @@ impl Gateway {
 
     /// Checks a new session's first packet with the configured wrapper; counts and (rarely)
     /// logs refusals. Nothing is ever sent back to a packet that fails.
-    fn authenticate_first(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<FirstPacket> {
-        match self.ovpn.wrap.authenticate_first(bytes, wrap::unix_now()) {
+    fn authenticate_first(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<FirstPacket> {
+        let checked = self
+            .ovpn
+            .wrap
+            .authenticate_first(bytes, wrap::unix_now())
+            .and_then(|first| {
+                // Without a wrapper anyone can make a reset, so only wrapped ones are worth
+                // remembering: a captured one must not open a second session.
+                let wrapped = !matches!(self.ovpn.wrap, ServerWrap::None);
+                if wrapped && !self.first_replays.accept(now, first.session_id()) {
+                    return Err(gatehouse_engine::openvpn::wrap::WrapError::Replay);
+                }
+                Ok(first)
+            });
+        match checked {
             Ok(first) => Some(first),
             Err(e) => {
                 let why = wrap::drop_reason(&e);
@@ -534,7 +555,7 @@ impl Gateway {
                     self.stats.drop(Drop::NoSession);
                     return;
                 }
-                let Some(first) = self.authenticate_first(remote, &packet) else {
+                let Some(first) = self.authenticate_first(now, remote, &packet) else {
                     return;
                 };
                 if let Some(new_id) = self

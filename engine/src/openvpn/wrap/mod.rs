@@ -25,12 +25,14 @@
 
 mod crypto;
 pub(crate) mod early_neg;
+mod first_replay;
 mod keys;
 mod packet_id;
 mod state;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use first_replay::FirstPacketReplays;
 pub use keys::{
     STATIC_KEY_LEN, StaticKey, TlsCryptV2ClientKey, TlsCryptV2ServerKey, V2_MAX_METADATA_LEN,
     V2_METADATA_TIMESTAMP, V2_METADATA_USER, V2_SERVER_KEY_LEN,
