@@ -175,11 +175,17 @@ pub struct OpenVpnConfig {
     pub tls_auth_file: Option<PathBuf>,
     /// `key-direction` of the gateway for `tls_auth_file`: "0" (what servers use; clients
     /// then have `key-direction 1`), "1", or "none" (bidirectional, no `key-direction`).
-    #[serde(default = "default_tls_auth_direction")]
+    #[serde(
+        default = "default_tls_auth_direction",
+        skip_serializing_if = "is_default_tls_auth_direction"
+    )]
     pub tls_auth_key_direction: String,
     /// HMAC digest of `tls_auth_file`: the `auth` of the old server ("SHA1", OpenVPN's
     /// default, "SHA256", "SHA384", "SHA512").
-    #[serde(default = "default_tls_auth_digest")]
+    #[serde(
+        default = "default_tls_auth_digest",
+        skip_serializing_if = "is_default_tls_auth_digest"
+    )]
     pub tls_auth_digest: String,
 }
 
@@ -191,6 +197,12 @@ fn default_tls_auth_direction() -> String {
 }
 fn default_tls_auth_digest() -> String {
     "SHA1".into()
+}
+fn is_default_tls_auth_direction(s: &str) -> bool {
+    s == default_tls_auth_direction()
+}
+fn is_default_tls_auth_digest(s: &str) -> bool {
+    s == default_tls_auth_digest()
 }
 
 fn yes() -> bool {
