@@ -2,11 +2,13 @@
 //! client state machines over UDP/TCP and a TUN device, and the privileged client service the
 //! CLI and desktop app talk to.
 //!
-//! Today: profiles and keys. A [`ProfileStore`] keeps profiles (gateway, protocols, CA,
-//! client certificate, ciphers) in `GATEHOUSE_HOME/profiles/` and their private keys in the
-//! OS keyring, or where none is reachable in owner-only key files ([`KeyStore`]). Profiles
-//! come from Gatehouse profile files (`gatehouse-certs export --format gatehouse`) or stock
-//! `.ovpn` files ([`ovpn`]).
+//! A [`ProfileStore`] keeps profiles (servers, protocols, CA, client certificate, ciphers,
+//! control-channel wrapper settings) in `GATEHOUSE_HOME/profiles/` and their secrets - the
+//! private key and, for `.ovpn` profiles with `tls-auth`/`tls-crypt`/`tls-crypt-v2`, the
+//! wrapper key ([`secrets`]) - in the OS keyring, or where none is reachable in owner-only key
+//! files ([`KeyStore`]). Profiles come from Gatehouse profile files (`gatehouse-certs export
+//! --format gatehouse`) or stock `.ovpn` files as install scripts and appliances write them
+//! ([`ovpn`]: what cannot be honoured is refused at import, by name).
 //!
 //! ```no_run
 //! use gatehouse_client::ProfileStore;
@@ -22,8 +24,10 @@
 //! # }
 //! ```
 //!
-//! The connection manager (`manager/`), the client service (`service/`) and OS networking
-//! (`platform/`) join this crate in the second half of the client-core issue.
+//! The connection manager ([`manager`]) drives the engine's client sessions (trying an
+//! `.ovpn` profile's servers in order), the client service ([`service`]) serves front ends,
+//! and [`platform`] applies routes (full tunnel included) and DNS, journaled so a disconnect,
+//! Ctrl-C or the next start after a crash restores the host exactly.
 
 mod error;
 pub mod keys;

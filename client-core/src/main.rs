@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Import a Gatehouse profile or a stock .ovpn file (inline <ca>, <cert>, <key>).
+    /// Import a Gatehouse profile or a stock .ovpn file (as install scripts write them).
     Import {
         /// The profile file.
         file: PathBuf,

@@ -8,7 +8,7 @@
 //! `tls-crypt-v2` (inline or as files next to the `.ovpn`), `cipher`/`data-ciphers`,
 //! `verify-x509-name`, `remote-cert-tls`, `redirect-gateway def1`, the compression settings a
 //! 2.6 server can work with. What changes nothing here is accepted quietly or with a note
-//! ([`directives`]). What Gatehouse cannot honour refuses the import, naming the directive
+//! (`directives.rs`). What Gatehouse cannot honour refuses the import, naming the directive
 //! and why - except directives the file lists in `ignore-unknown-option` or writes after
 //! `setenv opt`, which stock OpenVPN skips too when it does not know them: those are
 //! skipped with a warning. Nothing is dropped without a word.
