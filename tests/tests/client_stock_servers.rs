@@ -79,12 +79,18 @@ impl World {
     /// A stock server on UDP 1194 in the gateway namespace, pushing the LAN (or, `full`,
     /// `redirect-gateway def1`) and a DNS server, with `extra` lines.
     fn stock_server(&self, extra: &[String], full: bool) -> Result<Proc> {
-        let mut config = ServerConfig::new(
-            Proto::Udp,
-            1194,
-            self.pki.server.clone(),
-            self.topo.vpn_pool,
-        );
+        self.stock_server_on(Proto::Udp, 1194, extra, full)
+    }
+
+    fn stock_server_on(
+        &self,
+        proto: Proto,
+        port: u16,
+        extra: &[String],
+        full: bool,
+    ) -> Result<Proc> {
+        let mut config =
+            ServerConfig::new(proto, port, self.pki.server.clone(), self.topo.vpn_pool);
         if full {
             config
                 .extra
@@ -384,6 +390,49 @@ fn stock_server_with_tls_crypt_v2() -> Result<()> {
     )?;
     w.import(&ovpn)?;
     connect_and_ping(&w, &server)?;
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[test]
+fn connection_blocks_fail_over_to_a_stock_server_over_tcp() -> Result<()> {
+    // pfSense/OPNsense client export style: <connection> blocks (UDP first, then TCP 443),
+    // tls-auth with key-direction 1 and `auth SHA256`. Only TCP 443 answers.
+    let started = Instant::now();
+    let mut w = World::new("fih", 137)?;
+    w.client.set_env("GATEHOUSE_CONNECT_TIMEOUT", "3");
+    let ta = w.path("ta.key");
+    genkey_secret(&ta)?;
+    let server = w.stock_server_on(
+        Proto::Tcp,
+        443,
+        &[format!("tls-auth {} 0", ta.display()), "auth SHA256".into()],
+        false,
+    )?;
+    let ovpn = w.write_ovpn(
+        &format!(
+            "dev tun\npersist-tun\npersist-key\ndata-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\ndata-ciphers-fallback AES-256-CBC\nauth SHA256\ntls-client\nclient\nresolv-retry infinite\n<connection>\nremote {gw} 1194 udp4\n</connection>\n<connection>\nremote {gw} 443 tcp4\n</connection>\nsetenv opt block-outside-dns\nnobind\nverify-x509-name \"server\" name\nremote-cert-tls server\nexplicit-exit-notify",
+            gw = w.gateway_addr()
+        ),
+        &format!("key-direction 1\n<tls-auth>\n{}</tls-auth>\n", read(&ta)?),
+    )?;
+    let printed = w.import(&ovpn)?;
+    ensure!(
+        printed.contains(&format!(
+            "servers, tried in this order: {gw}:1194 (openvpn-udp), {gw}:443 (openvpn-tcp)",
+            gw = w.gateway_addr()
+        )),
+        "{printed}"
+    );
+    connect_and_ping(&w, &server)?;
+    let st_log = fs::read_to_string(w.path("service.log"))?;
+    ensure!(
+        st_log.contains(&format!(
+            "connected to {}:443 over openvpn-tcp",
+            w.gateway_addr()
+        )),
+        "not connected over the second <connection>:\n{st_log}"
+    );
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
