@@ -15,7 +15,8 @@ use crate::error::{ProfileError, Result};
 use crate::keys::KeyStore;
 use crate::ovpn;
 use crate::profile::{
-    KeyLocation, PROFILE_VERSION, Protocol, SUPPORTED_CIPHERS, Source, StoredProfile, check_name,
+    ControlWrap, KeyLocation, PROFILE_VERSION, Protocol, SUPPORTED_CIPHERS, Source, StoredProfile,
+    WrapKind, check_name,
 };
 
 const PROFILES_DIR: &str = "profiles";
@@ -356,6 +357,14 @@ fn parse_any(text: &str, source_name: &str, dir: Option<&Path>) -> Result<(Parse
                 reason: e.to_string(),
             }
         })?;
+        if let Some(v2) = &p.tls_crypt_v2 {
+            gatehouse_engine::openvpn::wrap::TlsCryptV2ClientKey::from_pem(v2).map_err(|e| {
+                ProfileError::InvalidGatehouseProfile {
+                    source_name: source_name.to_string(),
+                    reason: format!("its tls-crypt-v2 key: {e}"),
+                }
+            })?;
+        }
         let parsed = Parsed {
             profile: StoredProfile {
                 version: PROFILE_VERSION,
@@ -377,11 +386,16 @@ fn parse_any(text: &str, source_name: &str, dir: Option<&Path>) -> Result<(Parse
                     })
                     .collect(),
                 remotes: Vec::new(),
-                control_wrap: None,
+                control_wrap: p.tls_crypt_v2.as_ref().map(|_| ControlWrap {
+                    kind: WrapKind::TlsCryptV2,
+                    direction: None,
+                    digest: None,
+                }),
                 verify_x509_name: None,
                 peer_fingerprints: Vec::new(),
             },
-            key_pem: p.key,
+            // The gateway's own tls-crypt-v2 key for this client travels with the private key.
+            key_pem: crate::secrets::join(&p.key, p.tls_crypt_v2.as_deref()),
             warnings: Vec::new(),
         };
         return Ok((parsed, p.name));
@@ -657,6 +671,44 @@ mod tests {
         // Renaming moves both.
         store.rename("office", "work").unwrap();
         assert_eq!(store.key_pem("work").unwrap(), secrets);
+    }
+
+    #[test]
+    fn gatehouse_profiles_bring_their_tls_crypt_v2_key() {
+        let (home, store) = mock_store();
+        let ovpn = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ovpn/angristan-tls-crypt-v2.ovpn"
+        ))
+        .unwrap();
+        let start = ovpn.find("<tls-crypt-v2>\n").unwrap() + "<tls-crypt-v2>\n".len();
+        let end = ovpn.find("</tls-crypt-v2>").unwrap();
+        let mut p = gatehouse_certs::Profile::new("alice", "vpn.example.com", CERT, CERT, KEY);
+        p.tls_crypt_v2 = Some(ovpn[start..end].to_string());
+        let imported = store
+            .import_str(&p.to_toml().unwrap(), "alice.toml", None)
+            .unwrap();
+        assert_eq!(
+            imported.profile.control_wrap.map(|w| w.kind),
+            Some(WrapKind::TlsCryptV2)
+        );
+        let file = fs::read_to_string(home.path().join("profiles/alice.toml")).unwrap();
+        assert!(!file.contains("tls-crypt-v2 client key"), "{file}");
+        let secrets = store.key_pem("alice").unwrap();
+        let (key, v2) = crate::secrets::split(&secrets);
+        assert_eq!(key, KEY);
+        assert!(
+            v2.unwrap()
+                .starts_with("-----BEGIN OpenVPN tls-crypt-v2 client key-----")
+        );
+
+        // A damaged key is refused at import.
+        p.tls_crypt_v2 = Some("-----BEGIN OpenVPN tls-crypt-v2 client key-----\nAAAA\n-----END OpenVPN tls-crypt-v2 client key-----\n".into());
+        let err = store
+            .import_str(&p.to_toml().unwrap(), "bob.toml", Some("bob"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls-crypt-v2 key"), "{err}");
     }
 
     #[test]

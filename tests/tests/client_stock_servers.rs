@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::client::{ClientHome, ClientService, DEFAULT_TUN, Watched, link_exists};
-use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, toml_str};
+use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, export_ovpn, toml_str};
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openssl_pki::OpensslPki;
 use gatehouse_tests::openvpn::{
@@ -672,6 +672,51 @@ fn full_tunnel_through_gatehoused_and_back_even_after_a_crash() -> Result<()> {
     }
     w.check_restored(&before, "after kill -9 and the next start")
         .with_context(|| svc.log_tail(20))?;
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[test]
+fn our_profiles_with_tls_crypt_v2_connect_to_gatehoused() -> Result<()> {
+    // gatehoused with `tls_crypt_v2 = "on"`: both exports gatehouse-certs writes for a client
+    // - the Gatehouse profile and the stock .ovpn - carry the client's own tls-crypt-v2 key,
+    // and our client connects with either.
+    let started = Instant::now();
+    let w = World::new("fij", 138)?;
+    let gw_dir = GatewayDir::for_topology(&w.path("gateway"), &w.topo, "ghd138")?;
+    gw_dir.set("openvpn.tls_crypt_v2", &toml_str("on"))?;
+    let gw = Gatehoused::start(&w.topo.gateway, &gw_dir, &w.path("gatehoused.log"))?;
+    gw_dir.issue_client(NAME, &[])?;
+    w.client.import_profile(&gw_dir, NAME, w.gateway_addr())?;
+    let ovpn = export_ovpn(
+        &gw_dir.pki(),
+        NAME,
+        w.gateway_addr(),
+        &w.path("exported.ovpn"),
+    )?;
+    let printed = w.import(&ovpn)?;
+    ensure!(
+        printed.contains("control channel: tls-crypt-v2"),
+        "{printed}"
+    );
+    let profiles = w.client.run_ok(None, &["profiles"])?.stdout;
+    eprintln!("{profiles}");
+
+    let svc = w.service("service.log")?;
+    for profile in [NAME, "exported"] {
+        let out = w
+            .client
+            .run(Some(w.ns()), &["connect", profile], CONNECT_TIMEOUT)?;
+        ensure!(
+            out.success(),
+            "{out}\n{}\n{}",
+            gw.log_tail(30),
+            svc.log_tail(30)
+        );
+        wait_ping(w.ns(), w.topo.lan_host, Duration::from_secs(10))
+            .with_context(|| format!("{}\n{}", gw.log_tail(30), svc.log_tail(30)))?;
+        w.client.run_ok(Some(w.ns()), &["disconnect"])?;
+    }
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
