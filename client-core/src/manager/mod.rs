@@ -457,3 +457,83 @@ async fn run(
 fn status_state(s: &StatusSink) -> ConnectionState {
     s.tx.borrow().state.clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{KeyLocation, PROFILE_VERSION, Protocol, Remote, Source};
+
+    fn request(remotes: &[(&str, u16, ProtocolKind)], random: bool) -> ConnectRequest {
+        ConnectRequest {
+            profile: StoredProfile {
+                version: PROFILE_VERSION,
+                name: "p".into(),
+                gateway: "gw".into(),
+                key_location: KeyLocation::Keyring,
+                source: Source::Ovpn,
+                ciphers: vec![],
+                ca_pem: String::new(),
+                cert_pem: String::new(),
+                redirect_gateway: false,
+                remote_random: random,
+                protocols: vec![Protocol {
+                    kind: ProtocolKind::OpenvpnUdp,
+                    port: 1194,
+                }],
+                remotes: remotes
+                    .iter()
+                    .map(|(h, p, k)| Remote {
+                        host: (*h).into(),
+                        port: *p,
+                        kind: *k,
+                    })
+                    .collect(),
+                control_wrap: None,
+                verify_x509_name: None,
+                peer_fingerprints: vec![],
+            },
+            key_pem: String::new(),
+            protocol: None,
+        }
+    }
+
+    fn hosts(targets: &[Target]) -> Vec<String> {
+        targets
+            .iter()
+            .map(|t| format!("{}:{}", t.host, t.port))
+            .collect()
+    }
+
+    #[test]
+    fn remotes_are_tried_in_order_and_filtered_by_protocol() {
+        use ProtocolKind::{OpenvpnTcp as Tcp, OpenvpnUdp as Udp};
+        let mut req = request(&[("a", 1194, Udp), ("b", 443, Tcp), ("c", 53, Udp)], false);
+        assert_eq!(hosts(&targets(&req)), ["a:1194", "b:443", "c:53"]);
+        req.protocol = Some(Tcp);
+        assert_eq!(hosts(&targets(&req)), ["b:443"]);
+
+        // A Gatehouse profile: the gateway over each protocol.
+        let req = request(&[], false);
+        assert_eq!(hosts(&targets(&req)), ["gw:1194"]);
+    }
+
+    #[test]
+    fn remote_random_shuffles_every_remote_once() {
+        use ProtocolKind::OpenvpnUdp as Udp;
+        let all: Vec<(String, u16, ProtocolKind)> =
+            (0..8).map(|i| (format!("h{i}"), 1194, Udp)).collect();
+        let refs: Vec<(&str, u16, ProtocolKind)> =
+            all.iter().map(|(h, p, k)| (h.as_str(), *p, *k)).collect();
+        let req = request(&refs, true);
+        let in_order = hosts(&targets(&request(&refs, false)));
+        let mut seen_other_order = false;
+        for _ in 0..20 {
+            let mut got = hosts(&targets(&req));
+            seen_other_order |= got != in_order;
+            got.sort();
+            assert_eq!(got, in_order, "a shuffle is a permutation");
+        }
+        // 20 shuffles of 8 all in file order: chance 1 in 40320^20.
+        assert!(seen_other_order);
+    }
+}
