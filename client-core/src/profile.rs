@@ -210,7 +210,8 @@ fn version_1() -> u32 {
 /// A profile as the client keeps it (`GATEHOUSE_HOME/profiles/NAME.toml`), without its key.
 ///
 /// Version 2 added `remotes`, `remote_random`, `redirect_gateway`, `verify_x509_name`,
-/// `peer_fingerprints` and `control_wrap`; version 1 files load with those empty.
+/// `peer_fingerprints`, `tls_version_min`/`max` and `control_wrap`; version 1 files load
+/// with those empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredProfile {
     /// The file format ([`PROFILE_VERSION`] when written now).
@@ -250,6 +251,12 @@ pub struct StoredProfile {
     /// What the gateway certificate's name must be, when the `.ovpn` file said so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_x509_name: Option<X509NameCheck>,
+    /// `tls-version-min` of the `.ovpn` file (`1.2`, `1.3`); none: TLS 1.2 and 1.3 offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version_min: Option<String>,
+    /// `tls-version-max` of the `.ovpn` file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version_max: Option<String>,
     /// `peer-fingerprint`: SHA-256 fingerprints (lower-case hex, no colons) one of which the
     /// server's certificate must have. With an empty `ca_pem` they replace the CA check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -358,6 +365,8 @@ mod tests {
                 value: "server_x".into(),
             }),
             peer_fingerprints: vec!["ab".repeat(32)],
+            tls_version_min: Some("1.3".into()),
+            tls_version_max: None,
         };
         let text = p.to_toml();
         assert!(

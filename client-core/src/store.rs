@@ -393,6 +393,8 @@ fn parse_any(text: &str, source_name: &str, dir: Option<&Path>) -> Result<(Parse
                 }),
                 verify_x509_name: None,
                 peer_fingerprints: Vec::new(),
+                tls_version_min: None,
+                tls_version_max: None,
             },
             // The gateway's own tls-crypt-v2 key for this client travels with the private key.
             key_pem: crate::secrets::join(&p.key, p.tls_crypt_v2.as_deref()),
@@ -422,6 +424,8 @@ fn parse_any(text: &str, source_name: &str, dir: Option<&Path>) -> Result<(Parse
             control_wrap: o.control_wrap,
             verify_x509_name: o.verify_x509_name,
             peer_fingerprints: o.peer_fingerprints,
+            tls_version_min: o.tls_version_min,
+            tls_version_max: o.tls_version_max,
         },
         key_pem: crate::secrets::join(&o.key_pem, o.wrap_key_pem.as_deref()),
         warnings: o.warnings,

@@ -491,6 +491,8 @@ mod tests {
                 control_wrap: None,
                 verify_x509_name: None,
                 peer_fingerprints: vec![],
+                tls_version_min: None,
+                tls_version_max: None,
             },
             key_pem: String::new(),
             protocol: None,

@@ -526,8 +526,16 @@ fn openvpn_tls_config(
         fingerprints,
         refusal: refusal.clone(),
     };
+    // TLS 1.3 preferred, 1.2 accepted (stock servers may run with `tls-version-max 1.2`) -
+    // unless the .ovpn file narrowed it with tls-version-min / tls-version-max.
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        match (p.tls_version_min.as_deref(), p.tls_version_max.as_deref()) {
+            (Some("1.3"), _) => &[&rustls::version::TLS13],
+            (_, Some("1.2")) => &[&rustls::version::TLS12],
+            _ => rustls::ALL_VERSIONS,
+        };
     let mut config = rustls::ClientConfig::builder_with_details(provider, time)
-        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .with_protocol_versions(versions)
         .map_err(|e| broken(&e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))

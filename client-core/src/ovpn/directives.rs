@@ -72,9 +72,8 @@ const QUIET: &[&str] = &[
     "setenv-safe",
     // Only used by scripts, which are refused anyway.
     "script-security",
-    // TLS 1.3 satisfies any minimum; the settings for TLS 1.2 ciphers and groups do not
-    // apply to the TLS 1.3 handshake Gatehouse makes (all three TLS 1.3 suites are offered).
-    "tls-version-min",
+    // Gatehouse offers the three TLS 1.3 suites and the ECDHE AES-GCM / ChaCha20 TLS 1.2
+    // suites with X25519, P-256 and P-384: the server's restrictions pick among them.
     "tls-cipher",
     "tls-ciphersuites",
     "tls-groups",
@@ -281,10 +280,6 @@ const REFUSE: &[(&str, &str)] = &[
     (
         "redirect-private",
         "redirect-private is not supported; use `redirect-gateway def1` or the routes the server pushes",
-    ),
-    (
-        "tls-version-max",
-        "Gatehouse speaks TLS 1.3 only; a maximum below 1.3 cannot be met - remove the line",
     ),
     (
         "tls-server",

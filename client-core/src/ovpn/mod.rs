@@ -57,6 +57,10 @@ pub struct OvpnProfile {
     pub verify_x509_name: Option<X509NameCheck>,
     /// `peer-fingerprint` (SHA-256, lower-case hex without colons).
     pub peer_fingerprints: Vec<String>,
+    /// `tls-version-min` (`1.2` or `1.3`), when it narrows what Gatehouse offers.
+    pub tls_version_min: Option<String>,
+    /// `tls-version-max` (`1.2` or `1.3`), when it narrows what Gatehouse offers.
+    pub tls_version_max: Option<String>,
     /// One line per thing in the file that Gatehouse does differently, for the user to read.
     pub warnings: Vec<String>,
 }
@@ -168,6 +172,9 @@ struct Parser<'a> {
     digest: Option<(usize, String)>,
     verify_x509_name: Option<X509NameCheck>,
     peer_fingerprints: Vec<String>,
+    /// `tls-version-min` / `tls-version-max` as (line, minor version: 0 = TLS 1.0 ... 3).
+    tls_min: Option<(usize, u8)>,
+    tls_max: Option<(usize, u8)>,
     warnings: Vec<String>,
     skipped: Vec<String>,
 }
@@ -219,6 +226,8 @@ impl<'a> Parser<'a> {
             digest: None,
             verify_x509_name: None,
             peer_fingerprints: Vec::new(),
+            tls_min: None,
+            tls_max: None,
             warnings: Vec::new(),
             skipped: Vec::new(),
         }
@@ -355,6 +364,28 @@ impl<'a> Parser<'a> {
                 }
             }
             "verify-x509-name" => self.verify_x509_name(line_no, line, &args)?,
+            "tls-version-min" | "tls-version-max" => {
+                let v = arg(0).unwrap_or_default();
+                let minor = match v {
+                    "1.0" => 0,
+                    "1.1" => 1,
+                    "1.2" => 2,
+                    "1.3" => 3,
+                    _ => {
+                        return Err(self.err(
+                            Some(line_no),
+                            format!("`{line}`: {v:?} is not a TLS version (1.0 to 1.3)"),
+                        ));
+                    }
+                };
+                // `tls-version-min X or-highest` asks for the highest both support: 1.3 if
+                // the server has it, which is what Gatehouse prefers anyway.
+                if name == "tls-version-min" {
+                    self.tls_min = Some((line_no, minor));
+                } else {
+                    self.tls_max = Some((line_no, minor));
+                }
+            }
             "peer-fingerprint" => {
                 let fp = self.fingerprint(line_no, arg(0).unwrap_or_default())?;
                 self.peer_fingerprints.push(fp);
@@ -785,6 +816,20 @@ impl<'a> Parser<'a> {
             ));
         };
         let gateway = first.host.clone();
+        // Gatehouse speaks TLS 1.2 and 1.3; the file may narrow that, not widen it.
+        let (min, max) = (
+            self.tls_min.map_or(2, |m| m.1.max(2)),
+            self.tls_max.map_or(3, |m| m.1),
+        );
+        if max < min {
+            let line = self.tls_max.map(|m| m.0);
+            return Err(self.err(
+                line,
+                "tls-version-max: Gatehouse speaks TLS 1.2 and 1.3 only; a lower maximum cannot be met - ask for a server that does TLS 1.2",
+            ));
+        }
+        let tls_version_min = (min == 3).then(|| "1.3".to_string());
+        let tls_version_max = (max == 2).then(|| "1.2".to_string());
         let mut protocols: Vec<Protocol> = Vec::new();
         for r in &remotes {
             if !protocols.iter().any(|p| p.kind == r.kind) {
@@ -877,6 +922,8 @@ impl<'a> Parser<'a> {
             wrap_key_pem,
             verify_x509_name: self.verify_x509_name,
             peer_fingerprints: self.peer_fingerprints,
+            tls_version_min,
+            tls_version_max,
             warnings: self.warnings,
         })
     }

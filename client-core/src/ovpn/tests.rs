@@ -144,7 +144,7 @@ fn what_cannot_be_honoured_is_refused_by_name() {
         ("pkcs11-id 'x'", "PKCS#11"),
         ("pkcs12 alice.p12", "inline"),
         ("fragment 1300", "fragment"),
-        ("tls-version-max 1.2", "TLS 1.3"),
+        ("tls-version-max 1.1", "TLS 1.2 and 1.3 only"),
         ("compress lz4", "compress stub-v2"),
         ("redirect-gateway def1 ipv6", "IPv6"),
         ("dev tap", "dev tap"),
@@ -300,6 +300,21 @@ fn peer_fingerprint_can_replace_the_ca() {
     assert_eq!(p.ca_pem, "");
     let err = parse_err(&with_blocks("remote gw\npeer-fingerprint AB:CD"));
     assert!(err.contains("SHA-256 fingerprint"), "{err}");
+}
+
+#[test]
+fn tls_versions_narrow_what_is_offered() {
+    let p = parse_ok("remote gw\ntls-version-min 1.2");
+    assert_eq!((p.tls_version_min, p.tls_version_max), (None, None));
+    let p = parse_ok("remote gw\ntls-version-min 1.3");
+    assert_eq!(p.tls_version_min.as_deref(), Some("1.3"));
+    let p = parse_ok("remote gw\ntls-version-min 1.0 or-highest\ntls-version-max 1.2");
+    assert_eq!(
+        (p.tls_version_min, p.tls_version_max.as_deref()),
+        (None, Some("1.2"))
+    );
+    let err = parse_err(&with_blocks("remote gw\ntls-version-min 1.4"));
+    assert!(err.contains("not a TLS version"), "{err}");
 }
 
 #[test]
