@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ProfileError, Result};
 
 /// The data ciphers the engine implements, in our order of preference (OpenVPN names).
-pub const SUPPORTED_CIPHERS: [&str; 2] = ["AES-256-GCM", "CHACHA20-POLY1305"];
+pub const SUPPORTED_CIPHERS: [&str; 3] = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
 
 /// A tunnel protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
