@@ -282,6 +282,7 @@ impl Gateway {
             client_pool = %self.cfg.client_pool,
             address_space = ?self.cfg.address_space.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             tls_ekm = self.cfg.openvpn.tls_ekm,
+            openvpn_wrapper = self.ovpn.wrap.name(),
             "gateway ready"
         );
         loop {
