@@ -228,7 +228,7 @@ fn ovpn(b: &ClientBundle<'_>) -> String {
          persist-key\n\
          persist-tun\n\
          remote-cert-tls server\n\
-         data-ciphers AES-256-GCM:CHACHA20-POLY1305\n\
+         data-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\n\
          verb 3\n\
          {ca}{cert}{key}",
         name = b.name,
@@ -343,7 +343,7 @@ mod tests {
             "persist-key",
             "persist-tun",
             "remote-cert-tls server",
-            "data-ciphers AES-256-GCM:CHACHA20-POLY1305",
+            "data-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305",
             "verb 3",
             "<ca>",
             "</ca>",
