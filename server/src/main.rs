@@ -216,7 +216,8 @@ Next steps (in another shell, as root or the owner of {d}):
        gatehouse-certs --pki {d}/pki issue-client alice
   2. export a profile for the client:
        gatehouse-certs --pki {d}/pki export alice --gateway {public_addr} --format ovpn -o alice.ovpn
-     (--format gatehouse for the Gatehouse app, pkcs12, swanctl for strongSwan; clients must
+     (--format gatehouse for the Gatehouse app, mobileconfig for iPhone/iPad/Mac, windows for
+     Windows' built-in IKEv2 client, swanctl for strongSwan, pkcs12 for Android; clients must
      reach {public_addr} - pass --public-addr on the first run to change it)
   3. on the client: openvpn --config alice.ovpn, or gatehouse import alice.ovpn && gatehouse connect alice
   revoke with: gatehouse-certs --pki {d}/pki revoke alice
