@@ -6,6 +6,7 @@
 //! `gatehouse-client` own the I/O. That keeps every protocol testable in memory on a virtual
 //! clock (see the tests next to each module).
 
+pub mod deadlines;
 pub mod entropy;
 pub mod esp;
 pub mod ikev2;
