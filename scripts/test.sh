@@ -23,7 +23,9 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc
   # The desktop entry (tests/tests/installers.rs).
   desktop-file-utils
   # systemd-analyze verifies the systemd units (tests/tests/installers.rs).
-  systemd)
+  systemd
+  # A NAT whose mapping changes under a client (tests/src/nat.rs, tests/tests/roaming.rs).
+  nftables conntrack)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,6 +13,7 @@
 //! - [`strongswan`]: strongSwan (`charon-cmd`, `charon-systemd` + `swanctl`) as an IKEv2 peer.
 //! - [`sites`]: three sites (gateway, LAN, host) and a client on one underlay.
 //! - [`swan_site`]: a strongSwan site-to-site gateway (policy- or route-based, PSK or certs).
+//! - [`nat`]: a NAT (nftables) in front of a client, whose mapping a test changes (rebinding).
 //!
 //! Every test that touches the network calls [`require_root`] first: the tests must fail, not
 //! skip, where they cannot run.
@@ -22,6 +23,7 @@ pub mod client;
 pub mod desktop;
 pub mod gatehouse_site;
 pub mod gatehoused;
+pub mod nat;
 pub mod net;
 pub mod netns;
 pub mod openssl_pki;
