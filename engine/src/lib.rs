@@ -9,6 +9,7 @@
 pub mod deadlines;
 pub mod entropy;
 pub mod esp;
+pub mod gateway;
 pub mod ikev2;
 pub mod openvpn;
 pub mod pool;

@@ -11,5 +11,7 @@
 
 mod cbc;
 pub mod sa;
+pub mod spis;
 
 pub use sa::{EspCipher, EspError, EspInbound, EspOutbound, EspPayload, EspSa};
+pub use spis::SpiTable;

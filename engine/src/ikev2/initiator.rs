@@ -304,6 +304,8 @@ const OLD_SA_WAIT: Duration = Duration::from_secs(30);
 pub struct IkeInitiator {
     cfg: Arc<InitiatorConfig>,
     entropy: Box<dyn Entropy>,
+    /// The gateway's SPI table, when a gateway runs this SA (unique inbound SPIs).
+    pub(super) spis: Option<Arc<crate::esp::SpiTable>>,
     state: State,
     gateway: SocketAddr,
     nat_t: bool,
@@ -357,17 +359,6 @@ fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
     Payload::Notify(NotifyPayload::new(t, data))
 }
 
-fn random_spi(entropy: &mut dyn Entropy) -> u32 {
-    loop {
-        let mut b = [0u8; 4];
-        entropy.fill(&mut b);
-        let spi = u32::from_be_bytes(b);
-        if spi != 0 {
-            return spi;
-        }
-    }
-}
-
 impl IkeInitiator {
     /// Starts an IKE SA with the gateway at `gateway` (usually port 500; port 4500 starts
     /// with UDP encapsulation at once): IKE_SA_INIT waits in `poll_transmit`.
@@ -399,6 +390,7 @@ impl IkeInitiator {
         let mut me = IkeInitiator {
             cfg,
             entropy,
+            spis: None,
             state: State::Init,
             gateway,
             nat_t: gateway.port() == 4500,
@@ -452,6 +444,15 @@ impl IkeInitiator {
             me.send_init(now);
         }
         me
+    }
+
+    /// Draws our CHILD SA SPIs from `table` (the gateway's, so they are unique).
+    pub fn set_spi_table(&mut self, table: Arc<crate::esp::SpiTable>) {
+        self.spis = Some(table);
+    }
+
+    fn new_child_spi(&mut self) -> u32 {
+        crate::esp::spis::claim_or_draw(self.spis.as_deref(), &mut *self.entropy)
     }
 
     /// The SPI pair (SPIi, SPIr) naming this SA (SPIr is 0 until the gateway answered). It
@@ -1056,7 +1057,7 @@ impl IkeInitiator {
             return;
         };
         let old_our_spi = old.our_spi;
-        let our_spi = random_spi(&mut *self.entropy);
+        let our_spi = self.new_child_spi();
         let spi_bytes = our_spi.to_be_bytes();
         let old_bytes = old_our_spi.to_be_bytes();
         let mut ni = vec![0u8; 32];

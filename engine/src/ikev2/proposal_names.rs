@@ -563,6 +563,18 @@ pub fn esp_proposal_strings(policy: &Policy) -> Vec<String> {
     out
 }
 
+/// An ESP cipher as operators read it in the gateway's log (`AES-GCM-16-256`,
+/// `CHACHA20-POLY1305`, `AES-CBC-256/HMAC_SHA2_256_128`).
+pub fn esp_display_name(c: EspCipher) -> String {
+    match c {
+        EspCipher::AesGcm16 { key_bits } => format!("AES-GCM-16-{key_bits}"),
+        EspCipher::ChaCha20Poly1305 => "CHACHA20-POLY1305".into(),
+        EspCipher::AesCbc { key_bits, integ } => {
+            format!("AES-CBC-{key_bits}/{}", integ_name(integ).to_uppercase())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -312,6 +312,30 @@ impl ServerSession {
         self.peer_id
     }
 
+    /// The client's end-entity certificate (DER), once TLS verified it.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.keys
+            .iter()
+            .find_map(|k| k.tls.peer_certificates().and_then(|c| c.first()))
+            .map(|c| c.as_ref())
+    }
+
+    /// Replaces the configuration used from now on: renegotiations verify the client against
+    /// the new one (a CRL that changed since the session started).
+    pub fn set_config(&mut self, config: Arc<ServerConfig>) {
+        self.config = config;
+    }
+
+    /// Ends an established session whose certificate was revoked: the client is told with
+    /// `AUTH_FAILED,<reason>` (a stock client then stops instead of retrying), then the
+    /// session closes.
+    pub fn end_revoked(&mut self, now: Instant, reason: &str) {
+        if let Some(k) = self.primary_mut() {
+            k.write_plaintext(format!("AUTH_FAILED,{reason}\0").as_bytes());
+        }
+        self.begin_close(now, CloseReason::Local(reason.to_owned()));
+    }
+
     /// The authenticated client name, once known.
     pub fn client_name(&self) -> Option<&str> {
         self.negotiated.as_ref().map(|n| n.client.as_str())

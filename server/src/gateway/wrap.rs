@@ -4,15 +4,11 @@
 //! none, like a stock OpenVPN server.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use gatehouse_engine::openvpn::wrap::{
-    KeyDirection, ServerWrap, StaticKey, TlsAuthDigest, WrapError,
-};
+use gatehouse_engine::openvpn::wrap::{KeyDirection, ServerWrap, StaticKey, TlsAuthDigest};
 
 use crate::config::{GatewayConfig, OpenVpnConfig};
-use crate::stats::Drop;
 
 /// Checks the wrapper keys of `[openvpn]` that need no files.
 pub fn validate(o: &OpenVpnConfig) -> Result<()> {
@@ -121,24 +117,6 @@ fn static_key(config_dir: &Path, file: &Path, setting: &str) -> Result<StaticKey
             path.display()
         )
     })
-}
-
-/// The drop counter of a packet the wrapper refused.
-pub(super) fn drop_reason(e: &WrapError) -> Drop {
-    match e {
-        WrapError::Malformed => Drop::Malformed,
-        WrapError::UnexpectedOpcode(_) => Drop::Unwrapped,
-        WrapError::BadAuth => Drop::WrapAuth,
-        WrapError::Replay => Drop::WrapReplay,
-        WrapError::ClientKey(_) => Drop::WrapKey,
-    }
-}
-
-/// The UNIX time the gateway's sessions put in their wrapped packet ids.
-pub(super) fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ impl IkeInitiator {
                 }
             }
         };
-        self.auth_esp_spi = random_spi(&mut *self.entropy);
+        self.auth_esp_spi = self.new_child_spi();
         let spi_bytes = self.auth_esp_spi.to_be_bytes();
         let ca_hashes: Vec<u8> = self
             .cfg

@@ -122,7 +122,7 @@ impl IkeInitiator {
         let Some(keys) = &self.sa else {
             return;
         };
-        let our_spi = random_spi(&mut *self.entropy);
+        let our_spi = crate::esp::spis::claim_or_draw(self.spis.as_deref(), &mut *self.entropy);
         let mut nr = vec![0u8; 32];
         self.entropy.fill(&mut nr);
         // We are the responder of this exchange: its "initiator" keys are the gateway's.

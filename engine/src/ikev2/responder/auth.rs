@@ -162,6 +162,7 @@ impl IkeResponder {
         });
         let _ = now;
         self.client = Some(name.clone());
+        self.peer_cert = Some(certs[0].as_ref().to_vec());
         let wanted_idr = idr_wanted
             .filter(|i| {
                 self.cfg
@@ -363,12 +364,7 @@ impl IkeResponder {
         cipher: EspCipher,
         peer_spi: u32,
     ) -> Option<(u32, EspSa)> {
-        let mut our_spi = 0;
-        while our_spi == 0 {
-            let mut b = [0u8; 4];
-            self.entropy.fill(&mut b);
-            our_spi = u32::from_be_bytes(b);
-        }
+        let our_spi = self.new_child_spi();
         let keys = match ChildSaKeys::derive(
             self.suite.prf,
             &self.keys.sk_d,

@@ -165,12 +165,7 @@ impl IkeResponder {
         }
         let mut nr = vec![0u8; 32];
         self.entropy.fill(&mut nr);
-        let mut our_spi = 0;
-        while our_spi == 0 {
-            let mut b = [0u8; 4];
-            self.entropy.fill(&mut b);
-            our_spi = u32::from_be_bytes(b);
-        }
+        let our_spi = self.new_child_spi();
         let Ok(keys) = ChildSaKeys::derive(
             self.suite.prf,
             &self.keys.sk_d,

@@ -88,10 +88,7 @@ impl IkeResponder {
             return false;
         };
         let old_our_spi = old.our_spi;
-        let mut our_spi = 0;
-        while our_spi == 0 {
-            our_spi = self.entropy.next_u64() as u32;
-        }
+        let our_spi = self.new_child_spi();
         let mut ni = vec![0u8; 32];
         self.entropy.fill(&mut ni);
         let mut dh = None;

@@ -325,6 +325,10 @@ pub struct IkeResponder {
     old_sas: Vec<OldSa>,
     last_rx: Instant,
     client: Option<String>,
+    /// The peer's verified end-entity certificate (DER), for live revocation.
+    peer_cert: Option<Vec<u8>>,
+    /// The gateway's SPI table: our CHILD SA SPIs come from it (unique gateway-wide).
+    spis: Option<Arc<crate::esp::SpiTable>>,
     /// The traffic selectors narrowed at IKE_AUTH (client address === address space); CHILD
     /// SA rekeys get exactly these, whatever the client asks for.
     narrowed: Option<(crate::wire::ikev2::TsPayload, crate::wire::ikev2::TsPayload)>,
@@ -563,6 +567,8 @@ pub fn respond_to_init(
         old_sas: Vec::new(),
         last_rx: now,
         client: None,
+        peer_cert: None,
+        spis: None,
         narrowed: None,
         ike_initiator: false,
         child_collision: None,
@@ -641,6 +647,25 @@ impl IkeResponder {
     /// The authenticated client's name.
     pub fn client(&self) -> Option<&str> {
         self.client.as_deref()
+    }
+
+    /// The peer's verified end-entity certificate (DER), if it authenticated with one.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.peer_cert.as_deref()
+    }
+
+    /// Draws our CHILD SA SPIs from `table` (the gateway's, so they are unique).
+    pub fn set_spi_table(&mut self, table: Arc<crate::esp::SpiTable>) {
+        self.spis = Some(table);
+    }
+
+    pub(super) fn new_child_spi(&mut self) -> u32 {
+        crate::esp::spis::claim_or_draw(self.spis.as_deref(), &mut *self.entropy)
+    }
+
+    /// Uses `cfg` from now on (a reloaded CRL, for example).
+    pub fn update_config(&mut self, cfg: Arc<ResponderConfig>) {
+        self.cfg = cfg;
     }
 
     /// The negotiated IKE suite.

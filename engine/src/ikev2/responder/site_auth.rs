@@ -154,6 +154,7 @@ impl IkeResponder {
         self.site = Some(Arc::clone(&site));
         self.site_confirmed = true;
         self.client = Some(name.clone());
+        self.peer_cert = req.certs.first().map(|c| c.as_ref().to_vec());
         let Some((number, peer_spi, cipher, _)) =
             req.sa.and_then(|s| choose_esp(&site.policy, s, &[]))
         else {

@@ -1,12 +1,12 @@
-//! Counters of everything the gateway drops, by reason. Logged periodically and on exit;
-//! the admin API and Prometheus exporter of a later issue read the same numbers.
+//! Counters of everything the gateway drops, by reason: the core counts what it refuses,
+//! the driver what its sockets and TUN could not take. Logged periodically and on exit.
 
 use std::fmt;
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Drop {
-    /// Did not parse as an OpenVPN packet.
+    /// Did not parse.
     Malformed,
     /// Data or control for no known session.
     NoSession,
@@ -22,27 +22,33 @@ pub enum Drop {
     NotEstablished,
     /// A TCP frame was invalid.
     TcpFraming,
-    /// OpenVPN control packet without the control-channel wrapper the gateway requires (or
-    /// with another one).
+    /// OpenVPN control packet without the control-channel wrapper the gateway requires.
     Unwrapped,
-    /// OpenVPN control packet whose tls-auth/tls-crypt authentication failed (wrong key,
-    /// tampered).
+    /// OpenVPN control packet whose tls-auth/tls-crypt authentication failed.
     WrapAuth,
     /// OpenVPN control packet replayed (packet id seen before).
     WrapReplay,
     /// tls-crypt-v2 client key that the gateway's server key does not open.
     WrapKey,
+    /// Too many handshakes in progress (new OpenVPN sessions refused).
+    Handshakes,
+    /// The UDP socket's send buffer was full.
+    SocketFull,
+    /// The TUN device's queue was full.
+    TunFull,
+    /// A TCP connection's send queue was full (the client does not read).
+    StreamFull,
 }
 
 /// Drop counters.
 #[derive(Debug, Default, Clone)]
-pub struct Stats {
+pub struct Drops {
     counts: std::collections::BTreeMap<Drop, u64>,
 }
 
-impl Stats {
+impl Drops {
     /// Counts one drop.
-    pub fn drop(&mut self, why: Drop) {
+    pub fn count(&mut self, why: Drop) {
         *self.counts.entry(why).or_default() += 1;
     }
 
@@ -57,7 +63,7 @@ impl Stats {
     }
 }
 
-impl fmt::Display for Stats {
+impl fmt::Display for Drops {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
         for (k, v) in &self.counts {

@@ -1,0 +1,596 @@
+//! Written once for every protocol: admission into the pool and router, one session per
+//! certificate, release, connect/disconnect logging and events, anti-spoofing, routing TUN
+//! packets, live revocation and configuration updates.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::Ipv4Net;
+use tracing::{debug, info, warn};
+
+use super::revocation::{RevokedSerials, cert_serial, hex};
+use super::tunnel::{IkeSa, Tunnel, TunnelEvent};
+use super::{Dest, Drop, Event, GatewayCore, Protocol, TunnelId};
+use crate::ikev2::crypto::DhGroup;
+use crate::ikev2::proposal_names::{esp_cipher_name, ike_suite_name};
+use crate::ikev2::responder::{IkeAssignment, IkeEvent, ResponderConfig};
+use crate::openvpn::server::{Assignment, CloseReason, ServerConfig, ServerEvent};
+use crate::wire::ip::IpHeader;
+
+/// The source address of an inner packet, or why it is dropped.
+pub(super) fn source_of(packet: &[u8]) -> Result<Ipv4Addr, Drop> {
+    match IpHeader::parse(packet) {
+        Ok(IpHeader::V4 { src, .. }) => Ok(src),
+        // IPv6 is not served yet; client TUNs send router solicitations regardless.
+        Ok(IpHeader::V6 { .. }) => Err(Drop::Ipv6),
+        Err(_) => Err(Drop::Malformed),
+    }
+}
+
+/// The reason every revoked tunnel ends with (clients read it in AUTH_FAILED).
+const REVOKED: &str = "certificate revoked";
+
+impl GatewayCore {
+    /// Anti-spoofing: may tunnel `id` send from `src`? Counts the drop when not.
+    pub(super) fn check_source(&mut self, id: TunnelId, src: Result<Ipv4Addr, Drop>) -> bool {
+        let src = match src {
+            Ok(s) => s,
+            Err(d) => {
+                self.drops.count(d);
+                return false;
+            }
+        };
+        if self.router.may_send(id, src) || self.site_may_send(id, src) {
+            return true;
+        }
+        self.drops.count(Drop::Spoofed);
+        false
+    }
+
+    /// Routes a TUN packet to its tunnel and encrypts it: (destination, in esp_buf, length).
+    pub(super) fn route_tun(&mut self, now: Instant, packet: &[u8]) -> Option<(Dest, bool, usize)> {
+        let dst = match IpHeader::parse(packet) {
+            Ok(IpHeader::V4 { dst, .. }) => dst,
+            Ok(IpHeader::V6 { .. }) => {
+                self.drops.count(Drop::Ipv6);
+                return None;
+            }
+            Err(_) => {
+                self.drops.count(Drop::Malformed);
+                return None;
+            }
+        };
+        let Some(id) = self.router.lookup(dst) else {
+            self.drops.count(Drop::NoRoute);
+            return None;
+        };
+        match self.tunnels.get_mut(&id) {
+            Some(Tunnel::OpenVpn(t)) => {
+                if t.session.encrypt(now, packet, &mut self.buf).is_err() {
+                    self.drops.count(Drop::NotEstablished);
+                    return None;
+                }
+                let dest = match t.transport {
+                    super::tunnel::OvpnTransport::Udp => Dest::Udp {
+                        from: super::Listener::OpenVpnUdp,
+                        to: t.remote,
+                    },
+                    super::tunnel::OvpnTransport::Stream(s) => Dest::Stream(s),
+                };
+                Some((dest, false, self.buf.len()))
+            }
+            Some(Tunnel::Ike(_)) => self.esp_encrypt(id, packet),
+            None => {
+                self.drops.count(Drop::NoRoute);
+                None
+            }
+        }
+    }
+
+    /// Routes pushed to remote-access clients: the address space and every site's prefixes.
+    pub(super) fn client_routes(&self) -> Vec<Ipv4Net> {
+        let mut routes = self.cfg.address_space.clone();
+        for s in &self.sites {
+            for n in &s.cfg.remote_address_space {
+                if !routes.contains(n) {
+                    routes.push(*n);
+                }
+            }
+        }
+        routes
+    }
+
+    pub(super) fn handle_tunnel_event(&mut self, now: Instant, id: TunnelId, ev: TunnelEvent) {
+        match ev {
+            TunnelEvent::OpenVpn(e) => self.openvpn_event(now, id, e),
+            TunnelEvent::Responder(e) => self.responder_event(now, id, e),
+            TunnelEvent::Initiator(e) => self.initiator_event(now, id, e),
+        }
+    }
+
+    fn openvpn_event(&mut self, now: Instant, id: TunnelId, ev: ServerEvent) {
+        match ev {
+            ServerEvent::Authenticated { client, peer_info } => {
+                debug!(client = %client, version = ?peer_info.version, platform = ?peer_info.platform, "client authenticated");
+                self.admit(now, id, client);
+            }
+            ServerEvent::Established { cipher, tls_ekm } => {
+                let keys = if tls_ekm { "tls-ekm" } else { "prf" };
+                self.connected(now, id, cipher.openvpn_name(), keys, None);
+            }
+            ServerEvent::Rekeyed { key_id } => {
+                if let Some(t) = self.tunnels.get(&id) {
+                    debug!(client = %t.common().client.as_deref().unwrap_or("?"), key_id, "data keys renegotiated");
+                }
+            }
+            ServerEvent::Refused { client, reason } => self.refused(id, client, reason),
+            ServerEvent::Closed(reason) => {
+                if !matches!(reason, CloseReason::Refused(_)) {
+                    self.log_disconnect(now, id, &reason.to_string());
+                }
+                self.release(id);
+            }
+        }
+    }
+
+    fn responder_event(&mut self, now: Instant, id: TunnelId, ev: IkeEvent) {
+        match ev {
+            IkeEvent::Authenticated { client, id: ike_id } => {
+                debug!(client = %client, ike_id = %ike_id, "IKEv2 client authenticated");
+                self.admit(now, id, client);
+            }
+            IkeEvent::SiteAuthenticated {
+                connection,
+                id: ike_id,
+                initial_contact,
+            } => {
+                self.authenticated(id);
+                self.admit_site(now, id, &connection, &ike_id, initial_contact);
+            }
+            IkeEvent::ChildUp {
+                our_spi,
+                peer_spi,
+                cipher,
+                sa,
+                rekey_of,
+            } => {
+                let sa = *sa;
+                self.esp_in_insert(id, our_spi, sa.inbound);
+                let Some(t) = self.ike_mut(id) else {
+                    return;
+                };
+                if rekey_of.is_some() && t.esp_out.is_some() {
+                    t.next_out = Some((our_spi, sa.outbound));
+                } else {
+                    t.esp_out = Some(sa.outbound);
+                }
+                if t.site.is_some() {
+                    if rekey_of.is_none() {
+                        self.site_sa_up(now, id, cipher);
+                    } else {
+                        debug!(connection = %t.common.client.as_deref().unwrap_or("?"), our_spi, peer_spi, "CHILD SA rekeyed");
+                    }
+                    return;
+                }
+                if rekey_of.is_some() || t.connected {
+                    debug!(client = %t.common.client.as_deref().unwrap_or("?"), our_spi, peer_spi, "CHILD SA rekeyed");
+                    return;
+                }
+                t.connected = true;
+                let suite = t.sa.responder().map(|r| r.suite());
+                if suite.is_some_and(|s| s.dh == DhGroup::Modp1024) {
+                    warn!(
+                        client = %t.common.client.as_deref().unwrap_or("?"),
+                        "client negotiated the weak MODP-1024 group (Windows' default): run the script `gatehouse-certs export --format windows` writes on it, then set `ikev2.allow_modp1024 = false`"
+                    );
+                }
+                let ike = suite.map(ike_suite_name).unwrap_or_default();
+                let name = crate::ikev2::proposal_names::esp_display_name(cipher);
+                let esp = esp_cipher_name(cipher);
+                self.connected(now, id, &name, "ike", Some((ike, esp)));
+            }
+            IkeEvent::ChildDown { our_spi } => {
+                self.esp_in_remove(id, our_spi);
+                if let Some(t) = self.ike_mut(id)
+                    && let Some((_, out)) = t.next_out.take()
+                {
+                    // The old SA is gone: the peer surely has the new one.
+                    t.esp_out = Some(out);
+                }
+            }
+            IkeEvent::Refused {
+                client,
+                reason,
+                site,
+            } => {
+                if site {
+                    let remote = self.tunnels.get(&id).map(|t| t.remote());
+                    warn!(connection = %client.as_deref().unwrap_or("?"), remote = ?remote, reason = %reason, "connection refused");
+                    if let Some(remote) = remote {
+                        self.events.push_back(Event::Refused {
+                            client,
+                            remote,
+                            reason,
+                        });
+                    }
+                    return;
+                }
+                self.refused(id, client, reason);
+            }
+            IkeEvent::IkeRekeyed { old, new } => {
+                self.by_spis.insert(new, id);
+                if let Some(t) = self.ike_mut(id) {
+                    t.spi_pairs.push(new);
+                }
+                debug!(?old, ?new, "IKE SA rekeyed");
+            }
+            IkeEvent::OldIkeSaGone { spis } => {
+                if self.by_spis.get(&spis) == Some(&id) {
+                    self.by_spis.remove(&spis);
+                }
+            }
+            IkeEvent::Closed(reason) => {
+                if self.ike(id).is_some_and(|t| t.site.is_some()) {
+                    self.site_sa_gone(now, id, &reason);
+                    return;
+                }
+                self.log_disconnect(now, id, &reason);
+                self.release(id);
+            }
+        }
+    }
+
+    /// A tunnel stopped counting as a handshake in progress.
+    pub(super) fn authenticated(&mut self, id: TunnelId) {
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let ike = matches!(t, Tunnel::Ike(_));
+        let c = t.common_mut();
+        if std::mem::take(&mut c.handshaking) {
+            if ike {
+                self.half_open = self.half_open.saturating_sub(1);
+            } else {
+                self.handshaking = self.handshaking.saturating_sub(1);
+            }
+        }
+        if let Some(Tunnel::Ike(t)) = self.tunnels.get_mut(&id)
+            && let Some(k) = t.init_key.take()
+            && self.by_init.get(&k) == Some(&id)
+        {
+            self.by_init.remove(&k);
+        }
+    }
+
+    fn refused(&mut self, id: TunnelId, client: Option<String>, reason: String) {
+        let Some(t) = self.tunnels.get(&id) else {
+            return;
+        };
+        let remote = t.remote();
+        let transport = t.protocol().name();
+        warn!(client = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, transport, "client refused");
+        self.events.push_back(Event::Refused {
+            client,
+            remote,
+            reason,
+        });
+    }
+
+    /// Admits an authenticated remote-access client: refuses a revoked certificate, ends an
+    /// older session of the same certificate, leases its address and routes it.
+    fn admit(&mut self, now: Instant, id: TunnelId, client: String) {
+        self.authenticated(id);
+        let serial = self
+            .tunnels
+            .get(&id)
+            .and_then(|t| t.peer_certificate())
+            .and_then(cert_serial);
+        if serial.as_deref().is_some_and(|s| self.revoked.contains(s)) {
+            // The CRL changed while this handshake was under way (TLS checked the old one).
+            self.reject(now, id, "certificate revoked (listed in the CRL)");
+            return;
+        }
+        self.replace_login(now, id, &client);
+        let addr = match self.pool.lease(&client) {
+            Ok(a) => a,
+            Err(e) => {
+                self.reject(now, id, &e.to_string());
+                return;
+            }
+        };
+        self.router.insert(Ipv4Net::from(addr), id);
+        self.by_client.insert(client.clone(), id);
+        let routes = self.client_routes();
+        let (pool, gateway) = (self.cfg.client_pool, self.pool.gateway_addr());
+        let (dns, full) = (self.cfg.dns.clone(), self.cfg.full_tunnel);
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let c = t.common_mut();
+        c.client = Some(client);
+        c.address = Some(addr);
+        c.serial = serial;
+        match t {
+            Tunnel::OpenVpn(t) => t.session.accept(
+                now,
+                Assignment {
+                    address: addr,
+                    subnet: pool,
+                    gateway,
+                    routes,
+                    dns,
+                    redirect_gateway: full,
+                },
+            ),
+            Tunnel::Ike(t) => {
+                if let Some(r) = t.sa.responder() {
+                    r.accept(
+                        now,
+                        IkeAssignment {
+                            address: addr,
+                            dns,
+                            subnets: routes,
+                            full_tunnel: full,
+                        },
+                    );
+                }
+            }
+        }
+        self.dirty.push(id);
+    }
+
+    fn reject(&mut self, now: Instant, id: TunnelId, reason: &str) {
+        match self.tunnels.get_mut(&id) {
+            Some(Tunnel::OpenVpn(t)) => t.session.reject(now, reason),
+            Some(Tunnel::Ike(t)) => {
+                if let Some(r) = t.sa.responder() {
+                    r.reject(now, reason);
+                }
+            }
+            None => {}
+        }
+        self.dirty.push(id);
+    }
+
+    /// One session per certificate: a newer login of `client` (tunnel `id`, any protocol)
+    /// ends the older one.
+    fn replace_login(&mut self, now: Instant, id: TunnelId, client: &str) {
+        let Some(&old) = self.by_client.get(client) else {
+            return;
+        };
+        if old == id {
+            return;
+        }
+        if let Some(t) = self.tunnels.get_mut(&old) {
+            info!(client = %client, old_remote = %t.remote(), "second login with the same certificate replaces the first session");
+            t.close(now, "replaced by a newer login with the same certificate");
+            self.dirty.push(old);
+        }
+        self.release(old);
+    }
+
+    /// The tunnel is up: log and report it (every protocol the same way).
+    fn connected(
+        &mut self,
+        now: Instant,
+        id: TunnelId,
+        cipher: &str,
+        keys: &str,
+        ike: Option<(String, String)>,
+    ) {
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let remote = t.remote();
+        let protocol = t.protocol();
+        let c = t.common_mut();
+        c.connected_at = Some(now);
+        let client = c.client.clone().unwrap_or_default();
+        let address = c.address;
+        let (ike_suite, esp) = ike.unwrap_or_default();
+        info!(
+            client = %client,
+            remote = %remote,
+            address = %address.map(|a| a.to_string()).unwrap_or_default(),
+            cipher = %cipher,
+            ike = %ike_suite,
+            esp = %esp,
+            keys = %keys,
+            transport = %protocol.name(),
+            "client connected"
+        );
+        if let Some(address) = address {
+            self.events.push_back(Event::Connected {
+                tunnel: id,
+                client,
+                address,
+                protocol,
+            });
+        }
+    }
+
+    /// Logs and reports the end of a client's tunnel (once).
+    pub(super) fn log_disconnect(&mut self, _now: Instant, id: TunnelId, reason: &str) {
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let remote = t.remote();
+        let (rx, tx) = match &*t {
+            Tunnel::OpenVpn(o) => (o.session.stats.rx_bytes, o.session.stats.tx_bytes),
+            Tunnel::Ike(i) => (i.rx_bytes, i.tx_bytes),
+        };
+        let c = t.common_mut();
+        let Some(_) = c.connected_at.take() else {
+            if c.client.is_none() {
+                debug!(remote = %remote, reason, "handshake abandoned");
+            }
+            return;
+        };
+        let client = c.client.clone().unwrap_or_default();
+        info!(
+            client = %client,
+            remote = %remote,
+            address = %c.address.map(|a| a.to_string()).unwrap_or_default(),
+            reason = %reason,
+            rx_bytes = rx,
+            tx_bytes = tx,
+            "client disconnected"
+        );
+        self.events.push_back(Event::Disconnected {
+            tunnel: id,
+            client,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Returns a client's address and routes (only if they are still its own).
+    pub(super) fn release(&mut self, id: TunnelId) {
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        if matches!(t.protocol(), Protocol::Site) {
+            return;
+        }
+        let c = t.common_mut();
+        if let (Some(client), Some(addr)) = (c.client.clone(), c.address.take()) {
+            self.router.remove(Ipv4Net::from(addr), id);
+            if self.by_client.get(&client) == Some(&id) {
+                self.by_client.remove(&client);
+                self.pool.release(&client, addr);
+            }
+        }
+    }
+
+    /// Forgets a tunnel and every index entry that points at it.
+    pub(super) fn remove_tunnel(&mut self, id: TunnelId) {
+        self.authenticated(id);
+        self.release(id);
+        self.deadlines.remove(id);
+        let Some(t) = self.tunnels.remove(&id) else {
+            return;
+        };
+        match t {
+            Tunnel::OpenVpn(o) => {
+                if self.by_udp.get(&o.remote) == Some(&id) {
+                    self.by_udp.remove(&o.remote);
+                }
+                let p = o.session.peer_id();
+                if self.by_peer_id.get(&p) == Some(&id) {
+                    self.by_peer_id.remove(&p);
+                }
+                if let super::tunnel::OvpnTransport::Stream(s) = o.transport
+                    && let Some(x) = self.streams.get_mut(&s)
+                    && x.0 == Some(id)
+                {
+                    x.0 = None;
+                }
+                debug!(remote = %o.remote, "session removed");
+            }
+            Tunnel::Ike(i) => {
+                for pair in i.spi_pairs.iter().chain([i.sa.spis()].iter()) {
+                    if self.by_spis.get(pair) == Some(&id) {
+                        self.by_spis.remove(pair);
+                    }
+                }
+                for spi in &i.local_spis {
+                    if self.by_local_spi.get(spi) == Some(&id) {
+                        self.by_local_spi.remove(spi);
+                    }
+                }
+                for spi in &i.our_spis {
+                    if self.esp_in.get(spi).is_some_and(|(o, _)| *o == id) {
+                        self.esp_in.remove(spi);
+                        self.spis.release(*spi);
+                    }
+                }
+                if let Some(site) = i.site {
+                    self.forget_site_sa(site, id);
+                }
+            }
+        }
+    }
+
+    /// A new CRL (DER): open tunnels whose certificate it lists end now (clients are told;
+    /// IKE peers get a Delete), and new ones are checked against it.
+    pub fn set_crls(&mut self, now: Instant, crls: &[Vec<u8>]) -> Result<usize, String> {
+        self.revoked = RevokedSerials::from_crls(crls)?;
+        let hits: Vec<TunnelId> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| {
+                let serial = t
+                    .common()
+                    .serial
+                    .clone()
+                    .or_else(|| t.peer_certificate().and_then(cert_serial));
+                serial.is_some_and(|s| self.revoked.contains(&s))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &hits {
+            self.end_revoked(now, *id);
+        }
+        self.flush(now);
+        Ok(hits.len())
+    }
+
+    fn end_revoked(&mut self, now: Instant, id: TunnelId) {
+        let Some(t) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let client = t.common().client.clone().unwrap_or_default();
+        let serial = t
+            .common()
+            .serial
+            .clone()
+            .or_else(|| t.peer_certificate().and_then(cert_serial))
+            .map(|s| hex(&s))
+            .unwrap_or_default();
+        let transport = t.protocol().name();
+        info!(client = %client, serial = %serial, transport, remote = %t.remote(), "session ended: certificate revoked");
+        match t {
+            Tunnel::OpenVpn(o) => {
+                if o.session.is_established() {
+                    o.session.end_revoked(now, REVOKED);
+                } else {
+                    o.session.reject(now, REVOKED);
+                }
+            }
+            Tunnel::Ike(i) => match &mut i.sa {
+                IkeSa::Responder(r) => r.delete(now, REVOKED),
+                IkeSa::Initiator(s) => s.disconnect(now),
+            },
+        }
+        self.log_disconnect(now, id, REVOKED);
+        self.events.push_back(Event::Revoked { tunnel: id, client });
+        self.dirty.push(id);
+    }
+
+    /// Uses `cfg` for new OpenVPN sessions and for renegotiations of open ones.
+    pub fn set_openvpn_config(&mut self, cfg: Arc<ServerConfig>) {
+        for t in self.tunnels.values_mut() {
+            if let Tunnel::OpenVpn(o) = t {
+                o.session.set_config(cfg.clone());
+            }
+        }
+        self.cfg.openvpn = Some(cfg);
+    }
+
+    /// Uses `cfg` for new IKE SAs and for later exchanges of open ones.
+    pub fn set_ikev2_config(&mut self, cfg: Arc<ResponderConfig>) {
+        for t in self.tunnels.values_mut() {
+            if let Tunnel::Ike(i) = t
+                && let IkeSa::Responder(r) = &mut i.sa
+            {
+                r.update_config(cfg.clone());
+            }
+        }
+        self.cfg.ikev2 = Some(cfg);
+    }
+
+    /// The peer address of a tunnel (tests, status).
+    pub fn tunnel_remote(&self, id: TunnelId) -> Option<SocketAddr> {
+        self.tunnels.get(&id).map(|t| t.remote())
+    }
+}

@@ -1,0 +1,263 @@
+//! IKEv2 in the gateway core: UDP 500 and 4500, IKE SAs by SPI, cookies and the half-open
+//! count, and the ESP-in-UDP data path with one inbound SA table (owner-checked, unique SPIs)
+//! and make-before-break outbound switching on rekeys.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+use tracing::{debug, warn};
+
+use super::tunnel::{IkeSa, IkeTunnel, Tunnel, ike_transmit};
+use super::{Dest, Drop, Event, GatewayCore, Listener, TunnelId};
+use crate::ikev2::responder::{InitOutcome, respond_to_init};
+use crate::wire::ikev2::{Classified, ExchangeType, IkeHeader, strip_non_esp_marker};
+
+impl GatewayCore {
+    pub(super) fn ike(&self, id: TunnelId) -> Option<&IkeTunnel> {
+        match self.tunnels.get(&id) {
+            Some(Tunnel::Ike(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub(super) fn ike_mut(&mut self, id: TunnelId) -> Option<&mut IkeTunnel> {
+        match self.tunnels.get_mut(&id) {
+            Some(Tunnel::Ike(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// A datagram on 4500: IKE behind the non-ESP marker, ESP, or a NAT keepalive.
+    pub(super) fn natt_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<(bool, Range<usize>)> {
+        match strip_non_esp_marker(bytes) {
+            Classified::Ike(m) => {
+                self.ike_message(now, from, true, m);
+                None
+            }
+            Classified::Esp(p) => self.esp_datagram(now, from, p).map(|r| (true, r)),
+            Classified::Keepalive => None,
+        }
+    }
+
+    /// An IKE message from `from` (`nat_t`: it came on 4500).
+    pub(super) fn ike_message(&mut self, now: Instant, from: SocketAddr, nat_t: bool, msg: &[u8]) {
+        let Some(cfg) = self.cfg.ikev2.clone() else {
+            return;
+        };
+        let Ok(h) = IkeHeader::parse_prefix(msg) else {
+            self.drops.count(Drop::Malformed);
+            return;
+        };
+        if h.responder_spi == 0 && h.exchange == ExchangeType::IKE_SA_INIT && !h.flags.response() {
+            if let Some(&id) = self.by_init.get(&(from, h.initiator_spi)) {
+                if let Some(t) = self.ike_mut(id) {
+                    t.sa.handle_message(now, from, nat_t, msg);
+                }
+                self.dirty.push(id);
+                return;
+            }
+            let secret =
+                (self.half_open >= self.cfg.cookie_threshold).then_some(&self.cfg.cookie_secret);
+            let entropy = (self.entropy)();
+            match respond_to_init(cfg, entropy, now, from, nat_t, msg, secret) {
+                InitOutcome::Reply(reply) => {
+                    self.transmits.push_back(ike_transmit(from, nat_t, &reply))
+                }
+                InitOutcome::Refused { reply, reason } => {
+                    self.transmits.push_back(ike_transmit(from, nat_t, &reply));
+                    let site = self.sites.iter().find(|s| s.cfg.remote.ip() == from.ip());
+                    match site {
+                        Some(s) => {
+                            warn!(connection = %s.cfg.peer.name, remote = %from, reason = %reason, "connection refused")
+                        }
+                        None => {
+                            warn!(client = "?", remote = %from, reason = %reason, transport = "ikev2", "client refused")
+                        }
+                    }
+                    self.events.push_back(Event::Refused {
+                        client: None,
+                        remote: from,
+                        reason,
+                    });
+                }
+                InitOutcome::Drop(why) => {
+                    debug!(remote = %from, why, "IKE_SA_INIT dropped");
+                    self.drops.count(Drop::Malformed);
+                }
+                InitOutcome::Session(mut s) => {
+                    s.set_spi_table(self.spis.clone());
+                    let id = self.new_tunnel_id();
+                    let spis = s.spis();
+                    self.by_spis.insert(spis, id);
+                    self.by_init.insert((from, h.initiator_spi), id);
+                    let mut t = IkeTunnel::new(IkeSa::Responder(s), None, None);
+                    t.init_key = Some((from, h.initiator_spi));
+                    t.spi_pairs.push(spis);
+                    t.common.handshaking = true;
+                    self.half_open += 1;
+                    self.tunnels.insert(id, Tunnel::Ike(Box::new(t)));
+                    self.dirty.push(id);
+                }
+            }
+            return;
+        }
+        // Our SPI in the message: the responder's when the sender is the original initiator
+        // of its IKE SA, else the initiator's.
+        let ours = if h.flags.initiator() {
+            h.responder_spi
+        } else {
+            h.initiator_spi
+        };
+        let Some(&id) = self
+            .by_spis
+            .get(&(h.initiator_spi, h.responder_spi))
+            .or_else(|| self.by_local_spi.get(&ours))
+        else {
+            self.drops.count(Drop::NoSession);
+            return;
+        };
+        let Some(t) = self.ike_mut(id) else {
+            return;
+        };
+        let before = t.sa.peer();
+        t.sa.handle_message(now, from, nat_t, msg);
+        let after = t.sa.peer();
+        if before != after {
+            // The responder moves only on an authenticated message (RFC 7296 2.23).
+            self.roamed(id, before, after);
+        }
+        self.dirty.push(id);
+    }
+
+    /// An ESP packet on 4500: decrypted into `self.esp_buf`; returns the inner packet's range.
+    fn esp_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        packet: &[u8],
+    ) -> Option<Range<usize>> {
+        let Some(spi) = packet
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            self.drops.count(Drop::Malformed);
+            return None;
+        };
+        let Some((id, inbound)) = self.esp_in.get_mut(&spi) else {
+            self.drops.count(Drop::NoSession);
+            return None;
+        };
+        let id = *id;
+        let (next_header, len) = match inbound.decrypt(packet, &mut self.esp_buf) {
+            Ok(p) => (p.next_header, p.packet.len()),
+            Err(_) => {
+                self.drops.count(Drop::BadData);
+                return None;
+            }
+        };
+        let Some(Tunnel::Ike(t)) = self.tunnels.get_mut(&id) else {
+            return None;
+        };
+        // Authentic: the peer may have moved (NAT rebinding).
+        let before = t.sa.peer();
+        t.sa.note_activity(now, from);
+        let after = t.sa.peer();
+        if t.next_out.as_ref().is_some_and(|(s, _)| *s == spi) {
+            t.esp_out = t.next_out.take().map(|(_, o)| o);
+        }
+        if before != after {
+            self.roamed(id, before, after);
+        }
+        // 59: a dummy packet (TFC); nothing to forward.
+        if next_header == 59 {
+            return None;
+        }
+        if let Some(t) = self.ike_mut(id) {
+            t.rx_bytes += len as u64;
+        }
+        let src = self
+            .esp_buf
+            .get(..len)
+            .map_or(Err(Drop::Malformed), super::source_of);
+        self.check_source(id, src).then_some(0..len)
+    }
+
+    /// Seals a TUN packet for IKE tunnel `id` into `self.esp_buf`.
+    pub(super) fn esp_encrypt(
+        &mut self,
+        id: TunnelId,
+        packet: &[u8],
+    ) -> Option<(Dest, bool, usize)> {
+        let Some(Tunnel::Ike(t)) = self.tunnels.get_mut(&id) else {
+            self.drops.count(Drop::NoRoute);
+            return None;
+        };
+        let Some(out) = t.esp_out.as_mut() else {
+            self.drops.count(Drop::NotEstablished);
+            return None;
+        };
+        let len = match out.encrypt(packet, &mut self.esp_buf) {
+            Ok(b) => b.len(),
+            Err(_) => {
+                self.drops.count(Drop::NotEstablished);
+                return None;
+            }
+        };
+        t.tx_bytes += packet.len() as u64;
+        let dest = Dest::Udp {
+            from: Listener::IkeNatT,
+            to: t.sa.peer(),
+        };
+        Some((dest, true, len))
+    }
+
+    /// An IKE tunnel's peer moved.
+    fn roamed(&mut self, id: TunnelId, from: SocketAddr, to: SocketAddr) {
+        if let Some(t) = self.ike(id) {
+            let name = t.common.client.clone().unwrap_or_default();
+            if from.ip() != to.ip() || t.connected {
+                tracing::info!(client = %name, from = %from, to = %to, transport = "ikev2", "peer moved to a new address");
+            }
+        }
+        self.events.push_back(Event::Roamed {
+            tunnel: id,
+            from,
+            to,
+        });
+    }
+
+    /// Registers a new inbound ESP SA of tunnel `id`.
+    pub(super) fn esp_in_insert(&mut self, id: TunnelId, spi: u32, sa: crate::esp::EspInbound) {
+        if let Some((owner, _)) = self.esp_in.get(&spi)
+            && *owner != id
+        {
+            // Cannot happen with the SPI table; never let one SA take another's traffic.
+            warn!(
+                spi,
+                owner, id, "ESP SPI already in use by another SA; not installed"
+            );
+            return;
+        }
+        self.esp_in.insert(spi, (id, sa));
+        if let Some(t) = self.ike_mut(id) {
+            t.our_spis.push(spi);
+        }
+    }
+
+    /// Removes inbound ESP SA `spi` if tunnel `id` owns it.
+    pub(super) fn esp_in_remove(&mut self, id: TunnelId, spi: u32) {
+        if self.esp_in.get(&spi).is_some_and(|(o, _)| *o == id) {
+            self.esp_in.remove(&spi);
+            self.spis.release(spi);
+        }
+        if let Some(t) = self.ike_mut(id) {
+            t.our_spis.retain(|s| *s != spi);
+        }
+    }
+}

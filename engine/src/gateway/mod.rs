@@ -1,0 +1,490 @@
+//! The gateway core: every tunnel of a gateway as values, sans-IO.
+//!
+//! [`GatewayCore`] owns OpenVPN sessions (UDP and TCP), IKEv2 remote-access SAs and
+//! site-to-site / VNet-to-VNet SAs, plus the router, the client address pool, the
+//! one-session-per-certificate rule, the ESP SA table and the revoked-certificate list. The
+//! driver (`gatehoused`) feeds it datagrams, TCP frames, TUN packets and time, and carries out
+//! what it asks: [`GatewayCore::poll_transmit`] datagrams and frames,
+//! [`GatewayCore::poll_event`] connections and disconnections, and one timer at
+//! [`GatewayCore::poll_timeout`]. The driver takes no protocol decision; the same core runs in
+//! the simulation tests on a virtual clock.
+//!
+//! Where a packet goes (docs/packet-path.md has the picture):
+//! - datagram on the OpenVPN port: P_DATA_V2 -> tunnel by peer-id (an authenticated packet
+//!   from a new address moves the tunnel there: float); P_DATA_V1 and control -> by address;
+//!   a new client's hard reset -> wrapper check, then a new session.
+//! - datagram on 500/4500: IKE -> SA by SPIs (IKE_SA_INIT: cookies, half-open limit); ESP ->
+//!   the SPI's owner, decrypted; an authenticated ESP or IKE packet from a new address moves
+//!   the SA (NAT rebinding, RFC 7296 2.23).
+//! - a decrypted inner packet -> anti-spoofing (the router must route its source back to the
+//!   same tunnel, or the site may send from that prefix) -> TUN.
+//! - a TUN packet -> router (longest prefix) -> tunnel -> encrypted datagram.
+
+mod admission;
+mod drops;
+mod ike;
+mod openvpn;
+mod revocation;
+mod sites;
+mod status;
+mod tunnel;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+
+use crate::deadlines::Deadlines;
+use crate::entropy::Entropy;
+use crate::esp::SpiTable;
+use crate::ikev2::responder::ResponderConfig;
+use crate::ikev2::site::SitePeer;
+use crate::openvpn::server::ServerConfig;
+use crate::openvpn::wrap::FirstPacketReplays;
+use crate::pool::{AddressPool, PoolError};
+use crate::router::Router;
+pub use crate::router::TunnelId;
+
+use admission::source_of;
+pub use drops::{Drop, Drops};
+pub use revocation::{RevokedSerials, cert_serial};
+pub use status::{CoreStatus, SiteStatus, TunnelSummary};
+use tunnel::Tunnel;
+
+/// The gateway's sockets, as the core names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listener {
+    /// The OpenVPN UDP port (1194).
+    OpenVpnUdp,
+    /// IKE (UDP 500).
+    Ike,
+    /// IKE with NAT traversal and ESP-in-UDP (UDP 4500).
+    IkeNatT,
+}
+
+/// One TCP connection of the OpenVPN TCP listener, numbered by the driver.
+pub type StreamId = u64;
+
+/// Where a [`Transmit`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// A datagram from `from` to `to`.
+    Udp {
+        /// The socket to send from.
+        from: Listener,
+        /// The peer.
+        to: SocketAddr,
+    },
+    /// One OpenVPN packet on a TCP connection (the driver frames it).
+    Stream(StreamId),
+}
+
+/// Bytes to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where.
+    pub dest: Dest,
+    /// The datagram (for 4500: with the non-ESP marker already in front of IKE messages).
+    pub payload: Vec<u8>,
+}
+
+/// The protocol of a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// OpenVPN over UDP.
+    OpenVpnUdp,
+    /// OpenVPN over TCP.
+    OpenVpnTcp,
+    /// IKEv2 remote access.
+    Ikev2,
+    /// A site-to-site or VNet-to-VNet SA.
+    Site,
+}
+
+impl Protocol {
+    /// The name used in logs (`transport=`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::OpenVpnUdp => "udp",
+            Protocol::OpenVpnTcp => "tcp",
+            Protocol::Ikev2 => "ikev2",
+            Protocol::Site => "site",
+        }
+    }
+}
+
+/// What the core reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A remote-access client's tunnel is up.
+    Connected {
+        /// Its tunnel.
+        tunnel: TunnelId,
+        /// The certificate's name.
+        client: String,
+        /// Its virtual address.
+        address: Ipv4Addr,
+        /// How it connected.
+        protocol: Protocol,
+    },
+    /// A remote-access client's tunnel is gone.
+    Disconnected {
+        /// Its tunnel.
+        tunnel: TunnelId,
+        /// The certificate's name.
+        client: String,
+        /// Why.
+        reason: String,
+    },
+    /// A client or site was refused.
+    Refused {
+        /// The certificate's or connection's name, when known.
+        client: Option<String>,
+        /// Its address.
+        remote: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A tunnel's peer moved to a new address (float, NAT rebinding).
+    Roamed {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The old address.
+        from: SocketAddr,
+        /// The new one.
+        to: SocketAddr,
+    },
+    /// A tunnel ended because its certificate was revoked.
+    Revoked {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The certificate's name.
+        client: String,
+    },
+    /// A site connection has an SA carrying its prefixes.
+    SiteUp {
+        /// The connection.
+        name: String,
+    },
+    /// A site connection has no SA any more.
+    SiteDown {
+        /// The connection.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A `[[connection]]`: a site-to-site or VNet-to-VNet peer.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// `site-to-site` or `vnet-to-vnet` (logs and status).
+    pub kind: &'static str,
+    /// We start SAs (true) or wait for the peer.
+    pub initiate: bool,
+    /// The peer's IKE address and port.
+    pub remote: SocketAddr,
+    /// Prefixes behind the peer.
+    pub remote_address_space: Vec<Ipv4Net>,
+    /// Liveness check interval.
+    pub dpd: Duration,
+    /// IKE SA rekey interval.
+    pub ike_lifetime: Duration,
+    /// CHILD SA rekey interval.
+    pub child_lifetime: Duration,
+    /// Identities, authentication, selectors and algorithms (shared with the responder).
+    pub peer: Arc<SitePeer>,
+}
+
+/// Everything the core needs to know of `gateway.toml` and the PKI.
+pub struct CoreConfig {
+    /// The client pool (its first address is the gateway's).
+    pub client_pool: Ipv4Net,
+    /// Prefixes behind the gateway, pushed to clients.
+    pub address_space: Vec<Ipv4Net>,
+    /// DNS servers pushed to clients.
+    pub dns: Vec<std::net::IpAddr>,
+    /// Clients send all traffic through the gateway.
+    pub full_tunnel: bool,
+    /// OpenVPN (TLS, ciphers, wrapper); None: OpenVPN disabled.
+    pub openvpn: Option<Arc<ServerConfig>>,
+    /// IKEv2 (remote access and sites); None: IKEv2 disabled.
+    pub ikev2: Option<Arc<ResponderConfig>>,
+    /// Half-open IKE SAs beyond which IKE_SA_INIT needs a cookie.
+    pub cookie_threshold: usize,
+    /// Secret for IKE cookies (random, from the driver).
+    pub cookie_secret: [u8; 32],
+    /// OpenVPN sessions still handshaking beyond which new hard resets are dropped.
+    pub max_handshaking: usize,
+    /// Site-to-site and VNet-to-VNet connections.
+    pub sites: Vec<SiteConfig>,
+    /// The wall clock at `start` (seconds since the Unix epoch), for OpenVPN packet ids.
+    pub unix_time: u64,
+    /// The `now` the wall clock above belongs to.
+    pub start: Instant,
+}
+
+/// Makes an entropy source for each new session (the OS RNG in the gateway, seeded
+/// generators in tests).
+pub type EntropyFactory = Box<dyn FnMut() -> Box<dyn Entropy> + Send>;
+
+/// The gateway core. See the module documentation.
+pub struct GatewayCore {
+    cfg: CoreConfig,
+    entropy: EntropyFactory,
+    tunnels: HashMap<TunnelId, Tunnel>,
+    router: Router,
+    pool: AddressPool,
+    /// One session per certificate: client name -> its tunnel.
+    by_client: HashMap<String, TunnelId>,
+    /// OpenVPN over UDP, by the client's address (control, P_DATA_V1).
+    by_udp: HashMap<SocketAddr, TunnelId>,
+    /// OpenVPN by peer-id (P_DATA_V2, float).
+    by_peer_id: HashMap<u32, TunnelId>,
+    /// OpenVPN over TCP: stream -> (tunnel if any, client address).
+    streams: HashMap<StreamId, (Option<TunnelId>, SocketAddr)>,
+    /// IKE SAs by (SPIi, SPIr), every pair they answer to.
+    by_spis: HashMap<(u64, u64), TunnelId>,
+    /// Half-open IKE SAs by (peer address, SPIi), for retransmitted IKE_SA_INIT.
+    by_init: HashMap<(SocketAddr, u64), TunnelId>,
+    /// SAs we started, by any SPI of ours they have used.
+    by_local_spi: HashMap<u64, TunnelId>,
+    /// ESP inbound SAs by our SPI, with their owner.
+    esp_in: HashMap<u32, (TunnelId, crate::esp::EspInbound)>,
+    spis: Arc<SpiTable>,
+    sites: Vec<sites::SiteConn>,
+    deadlines: Deadlines,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    drops: Drops,
+    revoked: RevokedSerials,
+    first_replays: FirstPacketReplays,
+    /// OpenVPN sessions not yet authenticated.
+    handshaking: usize,
+    /// IKE SAs not yet authenticated.
+    half_open: usize,
+    next_id: TunnelId,
+    next_peer_id: u32,
+    /// Tunnels whose output and events are still to be collected.
+    dirty: Vec<TunnelId>,
+    /// Work buffers (no allocation per packet).
+    buf: Vec<u8>,
+    esp_buf: Vec<u8>,
+}
+
+/// Size of the ESP work buffer: the largest UDP payload plus ESP overhead.
+const ESP_BUF: usize = 65536 + 256;
+
+impl GatewayCore {
+    /// A core with no tunnel yet. Fails only when the client pool is unusable.
+    pub fn new(cfg: CoreConfig, entropy: EntropyFactory) -> Result<Self, PoolError> {
+        let pool = AddressPool::new(cfg.client_pool)?;
+        let sites = sites::site_conns(&cfg.sites);
+        Ok(Self {
+            cfg,
+            entropy,
+            tunnels: HashMap::new(),
+            router: Router::new(),
+            pool,
+            by_client: HashMap::new(),
+            by_udp: HashMap::new(),
+            by_peer_id: HashMap::new(),
+            streams: HashMap::new(),
+            by_spis: HashMap::new(),
+            by_init: HashMap::new(),
+            by_local_spi: HashMap::new(),
+            esp_in: HashMap::new(),
+            spis: Arc::new(SpiTable::new()),
+            sites,
+            deadlines: Deadlines::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            drops: Drops::default(),
+            revoked: RevokedSerials::default(),
+            first_replays: FirstPacketReplays::new(Duration::from_secs(120), 16384),
+            handshaking: 0,
+            half_open: 0,
+            next_id: 1,
+            next_peer_id: 0,
+            dirty: Vec::new(),
+            buf: Vec::with_capacity(2048),
+            esp_buf: vec![0; ESP_BUF],
+        })
+    }
+
+    /// The gateway's own tunnel address (first of the pool).
+    pub fn gateway_addr(&self) -> Ipv4Addr {
+        self.pool.gateway_addr()
+    }
+
+    /// A datagram arrived on `listener` from `remote`. Returns an inner IP packet to write
+    /// to TUN, if the datagram carried one; then collect [`poll_transmit`](Self::poll_transmit).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        listener: Listener,
+        remote: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<&[u8]> {
+        let range = match listener {
+            Listener::OpenVpnUdp => self.openvpn_datagram(now, remote, bytes),
+            Listener::Ike => {
+                self.ike_message(now, remote, false, bytes);
+                None
+            }
+            Listener::IkeNatT => self.natt_datagram(now, remote, bytes),
+        };
+        self.flush(now);
+        let (which, r) = range?;
+        let buf = if which { &self.esp_buf } else { &self.buf };
+        buf.get(r)
+    }
+
+    /// A TCP connection of the OpenVPN listener opened.
+    pub fn handle_stream_open(&mut self, stream: StreamId, remote: SocketAddr) {
+        self.streams.insert(stream, (None, remote));
+    }
+
+    /// One OpenVPN packet (deframed) on a TCP connection. Returns an inner IP packet for TUN.
+    pub fn handle_stream_packet(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        bytes: &[u8],
+    ) -> Option<&[u8]> {
+        let range = self.openvpn_stream_packet(now, stream, bytes);
+        self.flush(now);
+        self.buf.get(range?)
+    }
+
+    /// A TCP connection closed (or broke framing).
+    pub fn handle_stream_closed(&mut self, now: Instant, stream: StreamId, reason: &str) {
+        self.openvpn_stream_closed(now, stream, reason);
+        self.flush(now);
+    }
+
+    /// A packet read from TUN: returns where to send its encrypted form and the bytes.
+    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8]) -> Option<(Dest, &[u8])> {
+        let (dest, esp, len) = self.route_tun(now, packet)?;
+        let buf = if esp { &self.esp_buf } else { &self.buf };
+        Some((dest, buf.get(..len)?))
+    }
+
+    /// Time passed: runs every tunnel whose deadline is due, starts site SAs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(id) = self.deadlines.pop_due(now) {
+            if let Some(t) = self.tunnels.get_mut(&id) {
+                t.handle_timeout(now);
+                self.dirty.push(id);
+            }
+        }
+        self.start_site_sas(now);
+        self.flush(now);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sites = self.next_site_attempt();
+        match (self.deadlines.next(), sites) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next datagram or TCP frame to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Drop counters, by reason.
+    pub fn drops(&self) -> &Drops {
+        &self.drops
+    }
+
+    /// Counts a drop the driver saw (a full socket or TUN, bad TCP framing).
+    pub fn count_drop(&mut self, why: Drop) {
+        self.drops.count(why);
+    }
+
+    /// Number of tunnels of every kind, in any state.
+    pub fn tunnel_count(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    /// Number of pending deadlines (one per tunnel at most).
+    pub fn deadline_count(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// Addresses leased to clients.
+    pub fn leased_count(&self) -> usize {
+        self.pool.leased_count()
+    }
+
+    /// Ends every tunnel (the gateway stops): clients are told, sites get a Delete.
+    pub fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<TunnelId> = self.tunnels.keys().copied().collect();
+        for id in ids {
+            if let Some(t) = self.tunnels.get_mut(&id) {
+                t.close(now, "gateway shutting down");
+                self.dirty.push(id);
+            }
+        }
+        self.flush(now);
+    }
+
+    fn new_tunnel_id(&mut self) -> TunnelId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// The wall clock at `now`, for OpenVPN packet ids.
+    fn unix_time(&self, now: Instant) -> u32 {
+        let secs = self.cfg.unix_time + now.saturating_duration_since(self.cfg.start).as_secs();
+        secs as u32
+    }
+
+    /// Collects output and events of every tunnel touched since the last call, until quiet;
+    /// sets each one's deadline; removes closed tunnels.
+    fn flush(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            self.drain(now, id);
+        }
+    }
+
+    fn drain(&mut self, now: Instant, id: TunnelId) {
+        loop {
+            let Some(t) = self.tunnels.get_mut(&id) else {
+                self.deadlines.remove(id);
+                return;
+            };
+            t.collect_transmits(now, &mut self.transmits, &mut self.buf);
+            let events = t.take_events();
+            if events.is_empty() {
+                if t.is_closed() {
+                    self.remove_tunnel(id);
+                } else {
+                    let at = t.poll_timeout(now);
+                    self.deadlines.set(id, at);
+                    if let Tunnel::Ike(e) = t {
+                        for spi in e.local_spis() {
+                            self.by_local_spi.insert(spi, id);
+                        }
+                    }
+                }
+                return;
+            }
+            for ev in events {
+                self.handle_tunnel_event(now, id, ev);
+            }
+        }
+    }
+}

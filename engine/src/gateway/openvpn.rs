@@ -1,0 +1,330 @@
+//! OpenVPN in the gateway core: demultiplexing UDP datagrams and TCP frames to sessions,
+//! new sessions behind the control-channel wrapper, the data path, and float (a client
+//! whose address changed keeps its session when an authenticated P_DATA_V2 arrives from
+//! the new address, found by its peer-id - as a stock OpenVPN 2.6 server does).
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::tunnel::{Common, OvpnTransport, OvpnTunnel, Tunnel};
+use super::{Drop, Event, GatewayCore, StreamId, TunnelId};
+use crate::openvpn::server::ServerSession;
+use crate::openvpn::wrap::{FirstPacket, ServerWrap, WrapError};
+use crate::openvpn::{DataOutcome, DataPathError};
+use crate::wire::openvpn::{Opcode, Packet};
+
+/// Peer-ids are 24 bits; 0xffffff means "none" in P_DATA_V2.
+const PEER_ID_MASK: u32 = 0x00ff_ffff;
+
+/// The drop counter of a packet the wrapper refused.
+pub(super) fn wrap_drop(e: &WrapError) -> Drop {
+    match e {
+        WrapError::Malformed => Drop::Malformed,
+        WrapError::UnexpectedOpcode(_) => Drop::Unwrapped,
+        WrapError::BadAuth => Drop::WrapAuth,
+        WrapError::Replay => Drop::WrapReplay,
+        WrapError::ClientKey(_) => Drop::WrapKey,
+    }
+}
+
+/// The sender's session id of a control packet (readable with every wrapper).
+fn session_id_of(packet: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = packet.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
+fn is_reset(op: Opcode) -> bool {
+    matches!(
+        op,
+        Opcode::ControlHardResetClientV2 | Opcode::ControlHardResetClientV3
+    )
+}
+
+impl GatewayCore {
+    pub(super) fn ovpn(&mut self, id: TunnelId) -> Option<&mut OvpnTunnel> {
+        match self.tunnels.get_mut(&id) {
+            Some(Tunnel::OpenVpn(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// A datagram on the OpenVPN UDP port. Returns the range of `self.buf` to write to TUN.
+    pub(super) fn openvpn_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<(bool, Range<usize>)> {
+        self.cfg.openvpn.as_ref()?;
+        let Some(opcode) = bytes.first().and_then(|b| Opcode::from_u8(b >> 3)) else {
+            self.drops.count(Drop::Malformed);
+            return None;
+        };
+        if opcode.is_data() {
+            let Ok(Packet::Data(d)) = Packet::parse(bytes) else {
+                self.drops.count(Drop::Malformed);
+                return None;
+            };
+            // P_DATA_V2 names its session by peer-id; V1 (and "no peer-id") by address.
+            let id = match d.peer_id.filter(|p| *p != PEER_ID_MASK) {
+                Some(p) => self.by_peer_id.get(&p).copied(),
+                None => self.by_udp.get(&from).copied(),
+            };
+            let Some(id) = id else {
+                self.drops.count(Drop::NoSession);
+                return None;
+            };
+            if self.ovpn(id).map(|t| t.transport) != Some(OvpnTransport::Udp) {
+                self.drops.count(Drop::NoSession);
+                return None;
+            }
+            let r = self.openvpn_data(now, id, bytes, d.key_id).ok()?;
+            // Authenticated (a keepalive too): the client may have moved (NAT rebinding,
+            // a new network).
+            self.float(id, from);
+            return r.map(|r| (false, r));
+        }
+        // Control packets may be wrapped: only the opcode and the sender's session id are
+        // readable before the wrapper authenticates them.
+        let existing = self.by_udp.get(&from).copied();
+        let reset = is_reset(opcode);
+        if let Some(id) = existing {
+            let same = !reset
+                || self
+                    .ovpn(id)
+                    .is_some_and(|t| Some(t.session.remote_session_id()) == session_id_of(bytes));
+            if same {
+                self.openvpn_control(now, id, bytes);
+                return None;
+            }
+        } else if !reset {
+            self.drops.count(Drop::NoSession);
+            return None;
+        }
+        let first = self.authenticate_first(now, from, bytes)?;
+        if let Some(id) = existing {
+            // The client restarted: its old session is gone for good.
+            debug!(remote = %from, "client restarted (new session from the same address)");
+            self.remove_tunnel(id);
+        }
+        self.new_openvpn_session(now, OvpnTransport::Udp, from, first);
+        None
+    }
+
+    /// Moves a UDP session to `to` after an authenticated packet came from there.
+    fn float(&mut self, id: TunnelId, to: SocketAddr) {
+        let Some(t) = self.ovpn(id) else {
+            return;
+        };
+        let from = t.remote;
+        if from == to {
+            return;
+        }
+        t.remote = to;
+        let client = t.common.client.clone().unwrap_or_default();
+        if self.by_udp.get(&from) == Some(&id) {
+            self.by_udp.remove(&from);
+        }
+        // A stale session of another client at the new address loses the address map
+        // entry (it is gone from there), not its session.
+        self.by_udp.insert(to, id);
+        info!(client = %client, from = %from, to = %to, transport = "udp", "client floated to a new address");
+        self.events.push_back(Event::Roamed {
+            tunnel: id,
+            from,
+            to,
+        });
+    }
+
+    /// One deframed OpenVPN packet on TCP connection `stream`.
+    pub(super) fn openvpn_stream_packet(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        packet: &[u8],
+    ) -> Option<Range<usize>> {
+        let (tid, remote) = *self.streams.get(&stream)?;
+        let Some(opcode) = packet.first().and_then(|b| Opcode::from_u8(b >> 3)) else {
+            self.drops.count(Drop::Malformed);
+            return None;
+        };
+        if opcode.is_data() {
+            match (Packet::parse(packet), tid) {
+                (Ok(Packet::Data(d)), Some(id)) => {
+                    return self.openvpn_data(now, id, packet, d.key_id).ok().flatten();
+                }
+                (Ok(_), None) => self.drops.count(Drop::NoSession),
+                _ => self.drops.count(Drop::Malformed),
+            }
+            return None;
+        }
+        if let Some(id) = tid {
+            self.openvpn_control(now, id, packet);
+            return None;
+        }
+        if !is_reset(opcode) {
+            self.drops.count(Drop::NoSession);
+            return None;
+        }
+        let first = self.authenticate_first(now, remote, packet)?;
+        if let Some(id) =
+            self.new_openvpn_session(now, OvpnTransport::Stream(stream), remote, first)
+            && let Some(s) = self.streams.get_mut(&stream)
+        {
+            s.0 = Some(id);
+        }
+        None
+    }
+
+    pub(super) fn openvpn_stream_closed(&mut self, now: Instant, stream: StreamId, reason: &str) {
+        let Some((Some(id), _)) = self.streams.remove(&stream) else {
+            return;
+        };
+        let Some(t) = self.ovpn(id) else {
+            return;
+        };
+        if t.session.is_established() {
+            let reason = format!("TCP {reason}");
+            self.log_disconnect(now, id, &reason);
+        }
+        self.remove_tunnel(id);
+    }
+
+    /// Checks a new session's first packet with the configured wrapper; counts and (rarely)
+    /// logs refusals. Nothing is ever sent back to a packet that fails.
+    fn authenticate_first(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<FirstPacket> {
+        let cfg = self.cfg.openvpn.clone()?;
+        let unix = self.unix_time(now);
+        let checked = cfg.wrap.authenticate_first(bytes, unix).and_then(|first| {
+            // Without a wrapper anyone can make a reset, so only wrapped ones are worth
+            // remembering: a captured one must not open a second session.
+            let wrapped = !matches!(cfg.wrap, ServerWrap::None);
+            if wrapped && !self.first_replays.accept(now, first.session_id()) {
+                return Err(WrapError::Replay);
+            }
+            Ok(first)
+        });
+        match checked {
+            Ok(first) => Some(first),
+            Err(e) => {
+                let why = wrap_drop(&e);
+                self.drops.count(why);
+                // Log the 1st, 2nd, 4th, 8th... of each reason: visible, bounded under a flood.
+                if self.drops.get(why).is_power_of_two() {
+                    info!(remote = %from, error = %e, dropped = self.drops.get(why), "dropped an OpenVPN packet before TLS (control-channel wrapper)");
+                }
+                None
+            }
+        }
+    }
+
+    /// A unique peer-id (24 bits, never 0xffffff, never one in use).
+    fn new_peer_id(&mut self) -> u32 {
+        loop {
+            let p = self.next_peer_id;
+            self.next_peer_id = (self.next_peer_id + 1) % PEER_ID_MASK;
+            if !self.by_peer_id.contains_key(&p) {
+                return p;
+            }
+        }
+    }
+
+    fn new_openvpn_session(
+        &mut self,
+        now: Instant,
+        transport: OvpnTransport,
+        remote: SocketAddr,
+        first: FirstPacket,
+    ) -> Option<TunnelId> {
+        let cfg = self.cfg.openvpn.clone()?;
+        if self.handshaking >= self.cfg.max_handshaking {
+            self.drops.count(Drop::Handshakes);
+            return None;
+        }
+        let peer_id = self.new_peer_id();
+        let entropy = (self.entropy)();
+        let wrapper = first.wrapper_name();
+        if let Some(m) = first.metadata() {
+            debug!(remote = %remote, metadata = %String::from_utf8_lossy(m.get(1..).unwrap_or_default()), "tls-crypt-v2 client key");
+        }
+        let session = match ServerSession::new_wrapped(cfg, entropy, now, peer_id, first) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(remote = %remote, error = %e, "cannot start session");
+                return None;
+            }
+        };
+        let id = self.new_tunnel_id();
+        debug!(remote = %remote, transport = ?transport, wrapper, peer_id, "new session");
+        if transport == OvpnTransport::Udp {
+            self.by_udp.insert(remote, id);
+        }
+        self.by_peer_id.insert(peer_id, id);
+        self.handshaking += 1;
+        self.tunnels.insert(
+            id,
+            Tunnel::OpenVpn(Box::new(OvpnTunnel {
+                session,
+                transport,
+                remote,
+                common: Common {
+                    handshaking: true,
+                    ..Common::default()
+                },
+            })),
+        );
+        self.dirty.push(id);
+        Some(id)
+    }
+
+    fn openvpn_control(&mut self, now: Instant, id: TunnelId, bytes: &[u8]) {
+        let Some(t) = self.ovpn(id) else {
+            return;
+        };
+        if let Err(err) = t.session.handle_control_datagram(now, bytes) {
+            self.drops.count(wrap_drop(&err));
+            return;
+        }
+        self.dirty.push(id);
+    }
+
+    /// Decrypts a data packet into `self.buf`: Err when it did not authenticate, Ok(None) for
+    /// a keepalive or a packet anti-spoofing dropped, Ok(range) for TUN.
+    fn openvpn_data(
+        &mut self,
+        now: Instant,
+        id: TunnelId,
+        bytes: &[u8],
+        key_id: u8,
+    ) -> Result<Option<Range<usize>>, ()> {
+        let Some(Tunnel::OpenVpn(t)) = self.tunnels.get_mut(&id) else {
+            self.drops.count(Drop::NoSession);
+            return Err(());
+        };
+        let range = match t.session.handle_data(now, bytes, key_id, &mut self.buf) {
+            Ok(DataOutcome::Packet(r)) => r,
+            Ok(DataOutcome::Keepalive) => return Ok(None),
+            Err(DataPathError::NotEstablished) => {
+                self.drops.count(Drop::NotEstablished);
+                return Err(());
+            }
+            Err(_) => {
+                self.drops.count(Drop::BadData);
+                return Err(());
+            }
+        };
+        let src = self
+            .buf
+            .get(range.clone())
+            .map_or(Err(Drop::Malformed), super::source_of);
+        Ok(self.check_source(id, src).then_some(range))
+    }
+}

@@ -1,0 +1,342 @@
+//! One tunnel of the gateway, whatever its protocol: what the core keeps beside the
+//! protocol's own state machine (who it is, its address, its transport, its ESP halves).
+//! New kinds (QUIC, WireGuard) become new variants with the same handful of methods.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use super::{Dest, Listener, Protocol, StreamId, Transmit};
+use crate::esp::EspOutbound;
+use crate::ikev2::initiator::{IkeInitiator, InitiatorEvent};
+use crate::ikev2::responder::{IkeEvent, IkeResponder};
+use crate::openvpn::server::{ServerEvent, ServerSession};
+
+/// What every tunnel has.
+#[derive(Debug, Default)]
+pub(super) struct Common {
+    /// The authenticated name (certificate CN, or the connection's name for sites).
+    pub(super) client: Option<String>,
+    /// Serial of the peer's certificate (live revocation).
+    pub(super) serial: Option<Vec<u8>>,
+    /// Its virtual address (remote-access clients).
+    pub(super) address: Option<Ipv4Addr>,
+    /// Counted as handshaking / half-open (until authenticated or gone).
+    pub(super) handshaking: bool,
+    /// When the tunnel came up.
+    pub(super) connected_at: Option<Instant>,
+}
+
+/// How an OpenVPN session reaches its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OvpnTransport {
+    Udp,
+    Stream(StreamId),
+}
+
+pub(super) struct OvpnTunnel {
+    pub(super) session: ServerSession,
+    pub(super) transport: OvpnTransport,
+    /// The client's current address (UDP: where datagrams go).
+    pub(super) remote: SocketAddr,
+    pub(super) common: Common,
+}
+
+/// An IKE SA: a remote-access client's or a site's (which either end may start).
+pub(super) enum IkeSa {
+    Responder(Box<IkeResponder>),
+    Initiator(Box<IkeInitiator>),
+}
+
+pub(super) struct IkeTunnel {
+    pub(super) sa: IkeSa,
+    /// The current outbound ESP SA.
+    pub(super) esp_out: Option<EspOutbound>,
+    /// A rekeyed CHILD SA's outbound half, used once the peer shows it has the new SA
+    /// (traffic arrives on it, or the old one is deleted): make before break, RFC 7296 2.8.
+    pub(super) next_out: Option<(u32, EspOutbound)>,
+    /// Our inbound SPIs.
+    pub(super) our_spis: Vec<u32>,
+    /// (peer address, SPIi) while half-open.
+    pub(super) init_key: Option<(SocketAddr, u64)>,
+    /// Every (SPIi, SPIr) pair routed to it.
+    pub(super) spi_pairs: Vec<(u64, u64)>,
+    /// Every SPI of ours it used as initiator.
+    pub(super) local_spis: Vec<u64>,
+    pub(super) rx_bytes: u64,
+    pub(super) tx_bytes: u64,
+    /// Its first CHILD SA is up.
+    pub(super) connected: bool,
+    /// The site connection (index) it belongs to.
+    pub(super) site: Option<usize>,
+    /// When its first CHILD SA came up.
+    pub(super) established: Option<Instant>,
+    pub(super) common: Common,
+}
+
+pub(super) enum Tunnel {
+    OpenVpn(Box<OvpnTunnel>),
+    Ike(Box<IkeTunnel>),
+}
+
+/// What a tunnel's state machine reported.
+pub(super) enum TunnelEvent {
+    OpenVpn(ServerEvent),
+    Responder(IkeEvent),
+    Initiator(InitiatorEvent),
+}
+
+impl IkeSa {
+    pub(super) fn peer(&self) -> SocketAddr {
+        match self {
+            IkeSa::Responder(r) => r.peer(),
+            IkeSa::Initiator(i) => i.gateway(),
+        }
+    }
+
+    pub(super) fn spis(&self) -> (u64, u64) {
+        match self {
+            IkeSa::Responder(r) => r.spis(),
+            IkeSa::Initiator(i) => i.spis(),
+        }
+    }
+
+    pub(super) fn responder(&mut self) -> Option<&mut IkeResponder> {
+        match self {
+            IkeSa::Responder(r) => Some(r),
+            IkeSa::Initiator(_) => None,
+        }
+    }
+
+    pub(super) fn handle_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        nat_t: bool,
+        raw: &[u8],
+    ) {
+        match self {
+            IkeSa::Responder(r) => r.handle_message(now, from, nat_t, raw),
+            IkeSa::Initiator(i) => i.handle_message(now, raw),
+        }
+    }
+
+    pub(super) fn note_activity(&mut self, now: Instant, from: SocketAddr) {
+        match self {
+            IkeSa::Responder(r) => r.note_activity(now, from),
+            IkeSa::Initiator(i) => i.note_activity(now),
+        }
+    }
+
+    pub(super) fn delete(&mut self, now: Instant, reason: &str) {
+        match self {
+            IkeSa::Responder(r) => r.delete(now, reason),
+            IkeSa::Initiator(i) => i.disconnect(now),
+        }
+    }
+}
+
+impl IkeTunnel {
+    pub(super) fn new(sa: IkeSa, site: Option<usize>, name: Option<String>) -> Self {
+        IkeTunnel {
+            sa,
+            esp_out: None,
+            next_out: None,
+            our_spis: Vec::new(),
+            init_key: None,
+            spi_pairs: Vec::new(),
+            local_spis: Vec::new(),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            connected: false,
+            site,
+            established: None,
+            common: Common {
+                client: name,
+                ..Common::default()
+            },
+        }
+    }
+
+    /// SPIs of ours this SA uses as the initiator (they change with rekeys).
+    pub(super) fn local_spis(&mut self) -> Vec<u64> {
+        let IkeSa::Initiator(i) = &self.sa else {
+            return Vec::new();
+        };
+        let (a, b) = i.spis();
+        let mut new = Vec::new();
+        for spi in [a, b] {
+            if spi != 0 && !self.local_spis.contains(&spi) {
+                self.local_spis.push(spi);
+                new.push(spi);
+            }
+        }
+        new
+    }
+}
+
+impl Tunnel {
+    pub(super) fn common(&self) -> &Common {
+        match self {
+            Tunnel::OpenVpn(t) => &t.common,
+            Tunnel::Ike(t) => &t.common,
+        }
+    }
+
+    pub(super) fn common_mut(&mut self) -> &mut Common {
+        match self {
+            Tunnel::OpenVpn(t) => &mut t.common,
+            Tunnel::Ike(t) => &mut t.common,
+        }
+    }
+
+    pub(super) fn protocol(&self) -> Protocol {
+        match self {
+            Tunnel::OpenVpn(t) if t.transport == OvpnTransport::Udp => Protocol::OpenVpnUdp,
+            Tunnel::OpenVpn(_) => Protocol::OpenVpnTcp,
+            Tunnel::Ike(t) if t.site.is_some() => Protocol::Site,
+            Tunnel::Ike(_) => Protocol::Ikev2,
+        }
+    }
+
+    /// The peer's current address.
+    pub(super) fn remote(&self) -> SocketAddr {
+        match self {
+            Tunnel::OpenVpn(t) => t.remote,
+            Tunnel::Ike(t) => t.sa.peer(),
+        }
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Tunnel::OpenVpn(t) => t.session.handle_timeout(now),
+            Tunnel::Ike(t) => match &mut t.sa {
+                IkeSa::Responder(r) => r.handle_timeout(now),
+                IkeSa::Initiator(i) => i.handle_timeout(now),
+            },
+        }
+    }
+
+    pub(super) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        match self {
+            Tunnel::OpenVpn(t) => t.session.poll_timeout(now),
+            Tunnel::Ike(t) => match &t.sa {
+                IkeSa::Responder(r) => r.poll_timeout(),
+                IkeSa::Initiator(i) => i.poll_timeout(),
+            },
+        }
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        match self {
+            Tunnel::OpenVpn(t) => t.session.is_closed(),
+            Tunnel::Ike(t) => match &t.sa {
+                IkeSa::Responder(r) => r.is_closed(),
+                IkeSa::Initiator(i) => i.is_closed(),
+            },
+        }
+    }
+
+    /// Ends the tunnel from the gateway's side, telling the peer.
+    pub(super) fn close(&mut self, now: Instant, reason: &str) {
+        match self {
+            Tunnel::OpenVpn(t) => t.session.close(now, reason),
+            Tunnel::Ike(t) => t.sa.delete(now, reason),
+        }
+    }
+
+    /// The peer's certificate (DER), once verified.
+    pub(super) fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Tunnel::OpenVpn(t) => t.session.peer_certificate(),
+            Tunnel::Ike(t) => match &t.sa {
+                IkeSa::Responder(r) => r.peer_certificate(),
+                IkeSa::Initiator(_) => None,
+            },
+        }
+    }
+
+    /// Moves what the state machine wants to send into the core's queue.
+    pub(super) fn collect_transmits(
+        &mut self,
+        now: Instant,
+        out: &mut VecDeque<Transmit>,
+        buf: &mut Vec<u8>,
+    ) {
+        match self {
+            Tunnel::OpenVpn(t) => {
+                let dest = match t.transport {
+                    OvpnTransport::Udp => Dest::Udp {
+                        from: Listener::OpenVpnUdp,
+                        to: t.remote,
+                    },
+                    OvpnTransport::Stream(s) => Dest::Stream(s),
+                };
+                while t.session.poll_transmit(now, buf) {
+                    out.push_back(Transmit {
+                        dest,
+                        payload: buf.clone(),
+                    });
+                }
+            }
+            Tunnel::Ike(t) => loop {
+                let next = match &mut t.sa {
+                    IkeSa::Responder(r) => r.poll_transmit(),
+                    IkeSa::Initiator(i) => i.poll_transmit(),
+                };
+                let Some(x) = next else {
+                    break;
+                };
+                out.push_back(ike_transmit(x.to, x.nat_t, &x.data));
+            },
+        }
+    }
+
+    pub(super) fn take_events(&mut self) -> Vec<TunnelEvent> {
+        let mut v = Vec::new();
+        match self {
+            Tunnel::OpenVpn(t) => {
+                while let Some(e) = t.session.poll_event() {
+                    v.push(TunnelEvent::OpenVpn(e));
+                }
+            }
+            Tunnel::Ike(t) => match &mut t.sa {
+                IkeSa::Responder(r) => {
+                    while let Some(e) = r.poll_event() {
+                        v.push(TunnelEvent::Responder(e));
+                    }
+                }
+                IkeSa::Initiator(i) => {
+                    while let Some(e) = i.poll_event() {
+                        v.push(TunnelEvent::Initiator(e));
+                    }
+                }
+            },
+        }
+        v
+    }
+}
+
+/// An IKE message as a datagram: on 4500 behind the non-ESP marker (RFC 3948 2.2).
+pub(super) fn ike_transmit(to: SocketAddr, nat_t: bool, data: &[u8]) -> Transmit {
+    if nat_t {
+        let mut payload = Vec::with_capacity(data.len() + 4);
+        payload.extend_from_slice(&[0, 0, 0, 0]);
+        payload.extend_from_slice(data);
+        Transmit {
+            dest: Dest::Udp {
+                from: Listener::IkeNatT,
+                to,
+            },
+            payload,
+        }
+    } else {
+        Transmit {
+            dest: Dest::Udp {
+                from: Listener::Ike,
+                to,
+            },
+            payload: data.to_vec(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Turns `gateway.toml`, its `[[connection]]`s and the PKI files into the engine core's
+//! configuration. Files are read here; the core never touches them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use gatehouse_engine::gateway::{CoreConfig, SiteConfig};
+use gatehouse_engine::ikev2::site::{SiteAuth, SitePeer};
+use gatehouse_engine::openvpn::server::ServerConfig;
+use gatehouse_engine::openvpn::tls::crls_from_pem;
+use ipnet::Ipv4Net;
+
+use crate::config::{Connection, ConnectionAuth, GatewayConfig};
+use crate::tls::{PkiPaths, ike_responder_config, openvpn_server_config};
+
+/// OpenVPN sessions still handshaking beyond which new hard resets are dropped.
+pub const MAX_HANDSHAKING: usize = 4096;
+
+/// Refuses to run connections without IKEv2.
+pub fn check_enabled(cfg: &GatewayConfig, conns: &[Connection]) -> Result<()> {
+    if !conns.is_empty() && !cfg.ikev2.enabled {
+        bail!(
+            "gateway.toml has [[connection]] entries but `[ikev2] enabled = false`; site-to-site tunnels run on IKEv2: enable it or remove the connections"
+        );
+    }
+    Ok(())
+}
+
+/// The engine's view of the connections: selectors, identities, keys.
+pub fn site_peers(cfg: &GatewayConfig, conns: &[Connection]) -> Vec<Arc<SitePeer>> {
+    let any = vec![Ipv4Net::default()];
+    let mut local: Vec<Ipv4Net> = cfg.address_space.clone();
+    local.push(cfg.client_pool.trunc());
+    conns
+        .iter()
+        .map(|c| {
+            Arc::new(SitePeer {
+                name: c.name.clone(),
+                remote_addr: IpAddr::V4(c.remote_gateway),
+                remote_id: c.remote_id.clone(),
+                local_id: c
+                    .local_id
+                    .clone()
+                    .unwrap_or_else(|| cfg.public_addr.clone()),
+                auth: match &c.auth {
+                    ConnectionAuth::Psk(k) => SiteAuth::Psk(k.clone()),
+                    ConnectionAuth::Certificate => SiteAuth::Certificate,
+                },
+                local_ts: if c.policy_based {
+                    local.clone()
+                } else {
+                    any.clone()
+                },
+                remote_ts: if c.policy_based {
+                    c.remote_address_space.clone()
+                } else {
+                    any.clone()
+                },
+                policy: c.ike_policy.clone(),
+            })
+        })
+        .collect()
+}
+
+fn site_configs(conns: &[Connection], peers: &[Arc<SitePeer>]) -> Vec<SiteConfig> {
+    conns
+        .iter()
+        .zip(peers.iter().cloned())
+        .map(|(c, peer)| SiteConfig {
+            kind: c.kind.as_str(),
+            initiate: c.initiate,
+            remote: SocketAddr::new(IpAddr::V4(c.remote_gateway), c.remote_port),
+            remote_address_space: c.remote_address_space.clone(),
+            dpd: c.dpd,
+            ike_lifetime: c.ike_lifetime,
+            child_lifetime: c.child_lifetime,
+            peer,
+        })
+        .collect()
+}
+
+/// Everything the core needs, read from the configuration and the PKI folder.
+pub fn build(
+    cfg: &GatewayConfig,
+    config_dir: &Path,
+    pki: &PkiPaths,
+    conns: &[Connection],
+    now: Instant,
+) -> Result<CoreConfig> {
+    check_enabled(cfg, conns)?;
+    let peers = site_peers(cfg, conns);
+    let mut ovpn = openvpn_server_config(pki, cfg)?;
+    Arc::make_mut(&mut ovpn).wrap = super::wrap::load(cfg, config_dir, true)?;
+    let openvpn = (cfg.openvpn.udp_port != 0 || cfg.openvpn.tcp_port != 0).then_some(ovpn);
+    let ikev2 = if cfg.ikev2.enabled {
+        Some(ike_responder_config(pki, cfg, &peers)?)
+    } else {
+        None
+    };
+    let mut cookie_secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut cookie_secret)
+        .map_err(|_| anyhow::anyhow!("OS random number generator failed"))?;
+    Ok(CoreConfig {
+        client_pool: cfg.client_pool,
+        address_space: cfg.address_space.clone(),
+        dns: cfg.dns.clone(),
+        full_tunnel: cfg.full_tunnel,
+        openvpn,
+        ikev2,
+        cookie_threshold: cfg.ikev2.cookie_threshold,
+        cookie_secret,
+        max_handshaking: MAX_HANDSHAKING,
+        sites: site_configs(conns, &peers),
+        unix_time: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        start: now,
+    })
+}
+
+/// A reloaded OpenVPN configuration (new CRL) that keeps the running wrapper.
+pub fn reload_openvpn(
+    pki: &PkiPaths,
+    cfg: &GatewayConfig,
+    wrap: &ServerConfig,
+) -> Result<Arc<ServerConfig>> {
+    let mut c = openvpn_server_config(pki, cfg)?;
+    Arc::make_mut(&mut c).wrap = wrap.wrap.clone();
+    Ok(c)
+}
+
+/// The CRLs in the PKI's `crl.pem` (DER); none when the file is missing.
+pub fn read_crls(pki: &PkiPaths) -> Result<Vec<Vec<u8>>> {
+    match std::fs::read(&pki.crl) {
+        Ok(pem) => Ok(crls_from_pem(&pem)
+            .with_context(|| format!("{}", pki.crl.display()))?
+            .into_iter()
+            .map(|c| c.as_ref().to_vec())
+            .collect()),
+        Err(_) => Ok(Vec::new()),
+    }
+}
