@@ -11,7 +11,10 @@
 //!   (which floats a client by its peer-id): no reconnect, and gatehoused loses no more pings
 //!   than the stock server (+2).
 //! - IKEv2: charon-cmd (NAT-T, ESP in UDP 4500) against gatehoused: no new IKE SA, at most
-//!   3 pings lost out of 100.
+//!   3 pings lost out of 100, and once the client is idle the gateway's DPD (INFORMATIONAL
+//!   request) reaches it at the newest mapping. charon-cmd itself does nothing about the new
+//!   mapping (it cannot see it; its own DPD is 30 s and its NAT keepalive 20 s, both idle-only):
+//!   the gateway must follow the authenticated ESP (and IKE) packets to their new source.
 //!
 //! Tags `rm-*`, subnet indexes 150..=159.
 
@@ -438,6 +441,11 @@ fn ike_life(log: &str) -> String {
         .join("\n")
 }
 
+/// What charon logs when the gateway sends it an INFORMATIONAL request (a DPD probe).
+const GATEWAY_DPD: &str = "parsed INFORMATIONAL request";
+/// How long the idle client waits for the gateway's DPD (3 s idle, plus slack).
+const DPD_WAIT: Duration = Duration::from_secs(8);
+
 /// 100 pings at 0.2 s: 20 s with the two changes at 6 s and 12.5 s.
 const IKEV2_PINGS: u32 = 100;
 const IKEV2_MAX_LOSS: u32 = 3;
@@ -456,6 +464,9 @@ fn strongswan_client_keeps_its_session_across_nat_rebinding() -> Result<()> {
         Mapping::new(topo.client(0).addr, 20000, 20999),
     )?;
     let gw_dir = GatewayDir::for_topology(&dir.path().join("gateway"), &topo, "ghd152")?;
+    // The gateway probes an idle client after 3 s: once the pings stop, its DPD shows whether
+    // its IKE messages reach the client at the NAT's newest mapping.
+    gw_dir.set("ikev2.dpd", "\"3s\"")?;
     let gw = Gatehoused::start(&topo.gateway, &gw_dir, &dir.path().join("gatehoused.log"))?;
     let (cert, key) = rsa_client(dir.path(), &gw_dir.pki(), "carol")?;
     let config = CharonCmdConfig::new(nat.gateway_addr, "CN=carol", &gw_dir.ca_cert(), &cert, &key);
@@ -485,6 +496,30 @@ fn strongswan_client_keeps_its_session_across_nat_rebinding() -> Result<()> {
         &dir.path().join("ping.log"),
     )
     .with_context(logs)?;
+    // Idle now: the gateway's DPD (INFORMATIONAL request) must reach the client through the
+    // NAT's current mapping, and be answered.
+    let idle = Instant::now();
+    let requests_before = cmd.log().matches(GATEWAY_DPD).count();
+    let mut dpd_after = None;
+    while idle.elapsed() < DPD_WAIT {
+        if cmd.log().matches(GATEWAY_DPD).count() > requests_before {
+            dpd_after = Some(idle.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "gateway DPD after the rebinding: {}",
+        dpd_after.map_or(
+            format!("none reached the client within {DPD_WAIT:?}"),
+            |d| {
+                format!(
+                    "reached the client {:.1} s into the idle time",
+                    d.as_secs_f64()
+                )
+            }
+        )
+    );
     let log = cmd.log();
     let during = log.get(log_before.len()..).unwrap_or_default();
     eprintln!("charon-cmd during the rebinding:\n{}", ike_life(during));
@@ -514,6 +549,12 @@ fn strongswan_client_keeps_its_session_across_nat_rebinding() -> Result<()> {
         r.sent,
         r.describe(),
         unanswered(&r.ping_output),
+        logs()
+    );
+    ensure!(
+        dpd_after.is_some(),
+        "the gateway's DPD did not reach the client within {DPD_WAIT:?} of the pings stopping: \
+         its IKE messages go to a stale address after the NAT rebinding\n{}",
         logs()
     );
     ensure!(gw.is_running(), "gatehoused died\n{}", logs());
