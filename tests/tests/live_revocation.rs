@@ -7,7 +7,13 @@
 //! One gatehoused (OpenVPN and IKEv2 on), three clients in their own namespaces:
 //! A = stock OpenVPN 2.6 client `alice`, B = stock OpenVPN 2.6 client `bob`,
 //! S = strongSwan `charon-cmd` `carol` (RSA key, certificate from a CSR). A and S are revoked
-//! while all three ping the LAN host.
+//! while all three ping the LAN host. Within 5 s of each `revoke` returning: gatehoused logs
+//! `session ended: certificate revoked client=NAME`; A logs `AUTH_FAILED` and exits (the
+//! stock client does without `auth-retry`); S logs `received DELETE for IKE_SA` (charon-cmd
+//! 5.9 keeps running after a peer's DELETE - it only exits when an initiation fails - but its
+//! virtual IP and routes are gone); neither tunnel carries a ping any more. B loses no ping
+//! of its continuous run. Then A and S start again and are refused (`client refused`,
+//! reason containing "revoked").
 //!
 //! Tag `lr`, subnet indexes 140..=149.
 
@@ -95,7 +101,7 @@ impl Setup {
 
     /// A new RSA-2048 key and CSR (`openssl req`, `CN=name`; charon-cmd takes RSA keys only),
     /// certified by `gatehouse-certs issue-client NAME --csr`.
-    fn rsa_client(&self, name: &str) -> Result<CharonCmdConfigFiles> {
+    fn rsa_client(&self, name: &str) -> Result<RsaClient> {
         let key = self.path(&format!("{name}.key"));
         let csr = self.path(&format!("{name}.csr"));
         let cert = self.path(&format!("{name}.crt"));
@@ -115,7 +121,7 @@ impl Setup {
             &self.gw_dir.pki(),
             &["issue-client", name, "--csr", &csr_arg, "-o", &cert_arg],
         )?;
-        Ok(CharonCmdConfigFiles {
+        Ok(RsaClient {
             name: name.to_string(),
             cert,
             key,
@@ -125,7 +131,7 @@ impl Setup {
     /// charon-cmd config for `c` dialling client `i`'s gateway address. The gateway's
     /// certificate names its public address (client 0's gateway address), which charon-cmd
     /// must then expect instead of the address it dials.
-    fn cmd_config(&self, i: usize, c: &CharonCmdConfigFiles) -> CharonCmdConfig {
+    fn cmd_config(&self, i: usize, c: &RsaClient) -> CharonCmdConfig {
         let mut config = CharonCmdConfig::new(
             self.topo.client(i).gateway_addr,
             &format!("CN={}", c.name),
@@ -139,7 +145,7 @@ impl Setup {
 }
 
 /// An RSA client certificate for charon-cmd, with its key.
-struct CharonCmdConfigFiles {
+struct RsaClient {
     name: String,
     cert: PathBuf,
     key: PathBuf,
