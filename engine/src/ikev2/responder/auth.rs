@@ -71,6 +71,7 @@ impl IkeResponder {
             return;
         };
         let id_text = describe_id(idi);
+        self.note_mobike_offer(payloads);
         let psk = auth.method == AuthMethod::SHARED_KEY_MIC;
         let site = self.cfg.sites.iter().find(|s| s.id_matches(idi)).cloned();
         if let Some(site) = site {
@@ -307,7 +308,7 @@ impl IkeResponder {
             )
         };
         let spi_bytes = our_spi.to_be_bytes();
-        let payloads = vec![
+        let mut payloads = vec![
             Payload::IdR(idr),
             Payload::Cert(CertPayload {
                 encoding: CertEncoding::X509_SIGNATURE,
@@ -325,6 +326,9 @@ impl IkeResponder {
             Payload::TsI(tsi.clone()),
             Payload::TsR(tsr.clone()),
         ];
+        if let Some(t) = self.mobike_auth_notify() {
+            payloads.push(notify(t, &[]));
+        }
         self.send_response(ExchangeType::IKE_AUTH, p.message_id, &payloads);
         self.established(now, (tsi, tsr), our_spi, p.peer_esp_spi, cipher, sa);
     }

@@ -38,16 +38,13 @@ impl IkeResponder {
             self.close("client deleted the IKE SA (disconnect)".into());
             return;
         }
-        if reply_spis.is_empty() {
-            self.send_response(ExchangeType::INFORMATIONAL, message_id, &[]);
-        } else {
-            let spis = reply_spis.clone();
-            self.send_response(
-                ExchangeType::INFORMATIONAL,
-                message_id,
-                &[Payload::Delete(DeletePayload::esp(&spis))],
-            );
+        // MOBIKE (UPDATE_SA_ADDRESSES, NAT detection, COOKIE2): `mobike.rs`.
+        let mobike = self.on_mobike_informational(payloads);
+        let mut out: Vec<Payload<'_>> = mobike.iter().map(|(t, d)| notify(*t, d)).collect();
+        if !reply_spis.is_empty() {
+            out.insert(0, Payload::Delete(DeletePayload::esp(&reply_spis)));
         }
+        self.send_response(ExchangeType::INFORMATIONAL, message_id, &out);
         for our_spi in downs {
             self.events.push_back(IkeEvent::ChildDown { our_spi });
         }

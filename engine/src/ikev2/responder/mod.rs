@@ -37,6 +37,7 @@
 mod auth;
 mod exchanges;
 mod initiated;
+mod mobike;
 mod rekey;
 mod site_auth;
 
@@ -343,6 +344,8 @@ pub struct IkeResponder {
     site_confirmed: bool,
     /// IKE_AUTH named a site (refusals are then the site's).
     site_claimed: bool,
+    /// MOBIKE (RFC 4555): offered by the client, in use (`mobike.rs`).
+    mobike: mobike::Mobike,
 }
 
 fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
@@ -575,6 +578,7 @@ pub fn respond_to_init(
         site,
         site_confirmed: false,
         site_claimed: false,
+        mobike: mobike::Mobike::default(),
     };
     r.transmits.push_back(Transmit {
         to: peer,

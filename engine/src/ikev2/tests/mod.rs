@@ -8,6 +8,7 @@ mod handshake;
 mod lifecycle;
 mod link;
 mod malformed;
+mod mobike;
 mod pair;
 mod refusals;
 mod rekey;
