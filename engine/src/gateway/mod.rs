@@ -27,6 +27,8 @@ mod openvpn;
 mod revocation;
 mod sites;
 mod status;
+#[cfg(test)]
+mod tests;
 mod tunnel;
 
 use std::collections::{HashMap, VecDeque};
@@ -38,7 +40,7 @@ use ipnet::Ipv4Net;
 
 use crate::deadlines::Deadlines;
 use crate::entropy::Entropy;
-use crate::esp::SpiTable;
+use crate::esp::{EspTable, SpiTable};
 use crate::ikev2::responder::ResponderConfig;
 use crate::ikev2::site::SitePeer;
 use crate::openvpn::server::ServerConfig;
@@ -251,8 +253,8 @@ pub struct GatewayCore {
     by_init: HashMap<(SocketAddr, u64), TunnelId>,
     /// SAs we started, by any SPI of ours they have used.
     by_local_spi: HashMap<u64, TunnelId>,
-    /// ESP inbound SAs by our SPI, with their owner.
-    esp_in: HashMap<u32, (TunnelId, crate::esp::EspInbound)>,
+    /// ESP SAs: inbound by our SPI (owner-checked), outbound by tunnel.
+    esp: EspTable<TunnelId>,
     spis: Arc<SpiTable>,
     sites: Vec<sites::SiteConn>,
     deadlines: Deadlines,
@@ -295,7 +297,7 @@ impl GatewayCore {
             by_spis: HashMap::new(),
             by_init: HashMap::new(),
             by_local_spi: HashMap::new(),
-            esp_in: HashMap::new(),
+            esp: EspTable::new(),
             spis: Arc::new(SpiTable::new()),
             sites,
             deadlines: Deadlines::new(),

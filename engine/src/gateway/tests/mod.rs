@@ -1,0 +1,8 @@
+//! Simulation tests of the whole gateway core, firezone style: many clients of every
+//! protocol over a lossy, reordering, duplicating virtual network, every inner packet and
+//! event checked against a reference model, many seeds per scenario.
+
+mod model;
+mod pki;
+mod scenarios;
+mod sim;

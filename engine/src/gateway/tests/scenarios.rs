@@ -1,0 +1,790 @@
+//! The scenarios, each over many seeds. `SIM_SEEDS=n` runs n seeds instead of the default;
+//! `SIM_SEED=s` runs only seed s (to replay a failure).
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::model::Kind;
+use super::sim::{Options, Sim, fail};
+use crate::gateway::{Drop, Event, Protocol};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Runs `f` for each seed, reporting the time each took.
+fn for_seeds(name: &str, default: u64, f: impl Fn(u64)) {
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("SIM_SEED")],
+        Err(_) => {
+            let n = std::env::var("SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default);
+            (1..=n).collect()
+        }
+    };
+    #[allow(clippy::disallowed_methods)]
+    let t0 = Instant::now();
+    for &seed in &seeds {
+        f(seed);
+    }
+    #[allow(clippy::disallowed_methods)]
+    let took = t0.elapsed();
+    eprintln!("{name}: {} seeds in {took:?}", seeds.len());
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Udp,
+    Tcp,
+    Ike,
+}
+
+/// Starts clients of the given kinds (certificates from `first_cert` on) in a random order,
+/// a few milliseconds apart.
+fn start_clients(sim: &mut Sim, kinds: &[(Start, usize)], first_cert: usize) -> Vec<usize> {
+    let mut plan: Vec<Start> = kinds
+        .iter()
+        .flat_map(|(k, n)| std::iter::repeat_n(*k, *n))
+        .collect();
+    // Fisher-Yates with the simulation's generator.
+    for i in (1..plan.len()).rev() {
+        let j = sim.rng().random_range(0..=i);
+        plan.swap(i, j);
+    }
+    let mut cs = Vec::new();
+    for (n, k) in plan.into_iter().enumerate() {
+        let cert = first_cert + n;
+        cs.push(match k {
+            Start::Udp => sim.add_ovpn_udp(cert),
+            Start::Tcp => sim.add_ovpn_tcp(cert),
+            Start::Ike => sim.add_ike(cert),
+        });
+        let d = ms(sim.rng().random_range(0..80));
+        sim.run_for(d);
+    }
+    cs
+}
+
+/// Every client's address is its own, and the client learnt the one the core reported.
+fn check_addresses(sim: &Sim, cs: &[usize]) {
+    let mut seen = std::collections::HashMap::new();
+    for &c in cs {
+        let cl = &sim.clients[c];
+        let Some(a) = cl.address else {
+            fail!(sim, "{} has no address", cl.name);
+        };
+        let t = cl.tunnel.and_then(|t| sim.model.tunnels.get(&t));
+        if t.map(|t| t.address) != Some(a) {
+            fail!(
+                sim,
+                "{} uses {a}, the core reported {:?}",
+                cl.name,
+                t.map(|t| t.address)
+            );
+        }
+        if let Some(other) = seen.insert(a, c) {
+            fail!(
+                sim,
+                "{a} given to {} and {}",
+                sim.clients[other].name,
+                cl.name
+            );
+        }
+    }
+}
+
+/// At least `percent` of the packets of `kind` went all the way.
+fn check_delivery(
+    sim: &Sim,
+    what: &str,
+    kind: impl Fn(Kind) -> bool,
+    to_client: bool,
+    percent: usize,
+) {
+    let (sent, tun, rx) = sim.model.totals(kind);
+    let got = if to_client { rx } else { tun };
+    if sent == 0 || got * 100 < sent * percent {
+        fail!(
+            sim,
+            "{what}: {got} of {sent} delivered (under {percent}%); drops {}",
+            sim.core.drops()
+        );
+    }
+}
+
+/// Scenario 1: 24 OpenVPN UDP, 3 OpenVPN TCP and 8 IKEv2 clients through one core over a
+/// lossy, reordering, duplicating link; LAN, client-to-client, LAN-to-client and spoofed
+/// traffic; everything checked against the model.
+fn mixed_fleet(seed: u64) {
+    let mut sim = Sim::new(seed, Options::default());
+    let cs = start_clients(
+        &mut sim,
+        &[(Start::Udp, 24), (Start::Tcp, 3), (Start::Ike, 8)],
+        0,
+    );
+    sim.connect_all(&cs, secs(120));
+    check_addresses(&sim, &cs);
+    sim.check_status();
+    for _ in 0..4 {
+        sim.traffic_round(0.3);
+        let d = ms(sim.rng().random_range(50..400));
+        sim.run_for(d);
+    }
+    // A TUN packet for a pool address nobody holds goes nowhere, counted.
+    let before = sim.core.drops().get(Drop::NoRoute);
+    let now = sim.now;
+    let stray = super::model::ipv4(
+        super::sim::LAN_HOST,
+        "172.16.200.250".parse().unwrap(),
+        0,
+        0,
+    );
+    if sim.core.handle_tun_packet(now, &stray).is_some() {
+        fail!(sim, "a packet for an unleased address was routed");
+    }
+    if sim.core.drops().get(Drop::NoRoute) != before + 1 {
+        fail!(sim, "NoRoute not counted");
+    }
+    sim.run_for(secs(2));
+    if let Some(e) = sim.events.iter().find(|e| {
+        matches!(
+            e,
+            Event::Disconnected { .. } | Event::Refused { .. } | Event::Revoked { .. }
+        )
+    }) {
+        fail!(sim, "unexpected event {e:?}");
+    }
+    sim.check_status();
+    sim.check_drops();
+    check_delivery(&sim, "client to LAN", |k| k == Kind::Lan, false, 80);
+    check_delivery(
+        &sim,
+        "client to client",
+        |k| matches!(k, Kind::Peer(_)),
+        true,
+        75,
+    );
+    check_delivery(
+        &sim,
+        "LAN to client",
+        |k| matches!(k, Kind::Down(_)),
+        true,
+        80,
+    );
+    if std::env::var("SIM_VERBOSE").is_ok() {
+        eprintln!(
+            "seed {seed}: t={:?} checked {} packets, {} tunnels, drops {}, unreachable {}, totals lan {:?} peer {:?} down {:?} spoofed {:?}",
+            sim.now - sim.start,
+            sim.checked,
+            sim.core.tunnel_count(),
+            sim.core.drops(),
+            sim.unreachable,
+            sim.model.totals(|k| k == Kind::Lan),
+            sim.model.totals(|k| matches!(k, Kind::Peer(_))),
+            sim.model.totals(|k| matches!(k, Kind::Down(_))),
+            sim.model.totals(|k| k == Kind::Spoofed),
+        );
+    }
+    let (spoofed, ..) = sim.model.totals(|k| k == Kind::Spoofed);
+    if spoofed == 0 {
+        fail!(sim, "no spoofed packet sent");
+    }
+}
+
+#[test]
+fn mixed_fleet_over_a_lossy_link() {
+    for_seeds("mixed_fleet", 20, mixed_fleet);
+}
+
+/// Scenario 6: every OpenVPN session has its own peer-id, and data packets carry it.
+fn unique_peer_ids(seed: u64) {
+    let mut sim = Sim::new(seed, Options::default());
+    let cs = start_clients(&mut sim, &[(Start::Udp, 6), (Start::Tcp, 2)], 0);
+    sim.connect_all(&cs, secs(60));
+    let mut ids = std::collections::HashMap::new();
+    for &c in &cs {
+        let Some(p) = sim.clients[c].peer_id() else {
+            fail!(sim, "{} got no peer-id", sim.clients[c].name);
+        };
+        if p >= 0x00ff_ffff {
+            fail!(sim, "{} got peer-id {p:#x}", sim.clients[c].name);
+        }
+        if let Some(o) = ids.insert(p, c) {
+            fail!(
+                sim,
+                "peer-id {p} given to {} and {}",
+                sim.clients[o].name,
+                sim.clients[c].name
+            );
+        }
+        // The client's data packets are P_DATA_V2 with that peer-id.
+        let own = sim.clients[c].address.unwrap();
+        let pkt = super::model::ipv4(own, super::sim::LAN_HOST, 0, 0);
+        let wire = sim.encrypt_up(c, &pkt);
+        let (op, pid) = (
+            wire[0] >> 3,
+            u32::from_be_bytes([0, wire[1], wire[2], wire[3]]),
+        );
+        if op != 9 || pid != p {
+            fail!(
+                sim,
+                "{} sends opcode {op} peer-id {pid}, pushed {p}",
+                sim.clients[c].name
+            );
+        }
+    }
+    sim.traffic_round(0.0);
+    sim.run_for(secs(1));
+    sim.check_drops();
+    let protocols: Vec<Protocol> = cs.iter().map(|&c| sim.clients[c].protocol()).collect();
+    assert!(protocols.contains(&Protocol::OpenVpnTcp));
+}
+
+#[test]
+fn openvpn_sessions_have_unique_peer_ids() {
+    for_seeds("unique_peer_ids", 20, unique_peer_ids);
+}
+
+fn ovpn_events(sim: &mut Sim, c: usize) -> Vec<crate::openvpn::client::ClientEvent> {
+    sim.clients[c].ovpn().events.clone()
+}
+
+/// The core's route for client `c`'s address: None and a NoRoute drop expected when `gone`.
+fn check_no_route(sim: &mut Sim, c: usize) {
+    let addr = sim.clients[c].address.unwrap();
+    let pkt = super::model::ipv4(super::sim::LAN_HOST, addr, 0, 0);
+    let before = sim.core.drops().get(Drop::NoRoute);
+    let now = sim.now;
+    if let Some((dest, _)) = sim.core.handle_tun_packet(now, &pkt) {
+        fail!(
+            sim,
+            "a packet for {} ({addr}) still goes to {dest:?} after its tunnel ended",
+            sim.clients[c].name
+        );
+    }
+    if sim.core.drops().get(Drop::NoRoute) != before + 1 {
+        fail!(sim, "no NoRoute drop for {addr}: {}", sim.core.drops());
+    }
+}
+
+/// One round of traffic on a clean link: everything must arrive.
+fn round_all_delivered(sim: &mut Sim) {
+    let before = (
+        sim.model.totals(|k| k == Kind::Lan),
+        sim.model
+            .totals(|k| matches!(k, Kind::Peer(_) | Kind::Down(_))),
+    );
+    sim.traffic_round(0.2);
+    sim.run_for(secs(1));
+    let after = (
+        sim.model.totals(|k| k == Kind::Lan),
+        sim.model
+            .totals(|k| matches!(k, Kind::Peer(_) | Kind::Down(_))),
+    );
+    let lan = (after.0.0 - before.0.0, after.0.1 - before.0.1);
+    let to_clients = (after.1.0 - before.1.0, after.1.2 - before.1.2);
+    if lan.0 != lan.1 || to_clients.0 != to_clients.1 || lan.0 == 0 {
+        let lost: Vec<String> = sim
+            .model
+            .packets
+            .iter()
+            .filter(|(_, e)| match e.kind {
+                Kind::Lan => e.tun == 0,
+                Kind::Peer(_) | Kind::Down(_) => e.rx == 0,
+                Kind::Spoofed => false,
+            })
+            .map(|(t, e)| {
+                let from = e
+                    .src
+                    .map(|s| format!("{} {:?}", sim.clients[s].name, sim.clients[s].protocol()));
+                format!("{t} {:?} from {from:?} (tun {})", e.kind, e.tun)
+            })
+            .collect();
+        fail!(
+            sim,
+            "on a clean link: LAN {}/{} and to clients {}/{} delivered; never arrived: {lost:?}; drops {}",
+            lan.1,
+            lan.0,
+            to_clients.1,
+            to_clients.0,
+            sim.core.drops()
+        );
+    }
+}
+
+/// Scenario 2: live revocation of one OpenVPN and one IKEv2 client among several.
+fn revocation(seed: u64) {
+    let mut sim = Sim::new(seed, Options::default());
+    let cs = start_clients(
+        &mut sim,
+        &[(Start::Udp, 4), (Start::Tcp, 2), (Start::Ike, 3)],
+        0,
+    );
+    sim.connect_all(&cs, secs(60));
+    sim.traffic_round(0.2);
+    sim.run_for(secs(1));
+    // The end of a revoked tunnel must reach its client: no loss from here on.
+    sim.link = super::sim::Link::clean();
+    sim.run_for(secs(1));
+    let ovpn: Vec<usize> = cs
+        .iter()
+        .copied()
+        .filter(|&c| sim.clients[c].protocol() != Protocol::Ikev2)
+        .collect();
+    let ike: Vec<usize> = cs
+        .iter()
+        .copied()
+        .filter(|&c| sim.clients[c].protocol() == Protocol::Ikev2)
+        .collect();
+    let v_ovpn = ovpn[sim.rng().random_range(0..ovpn.len())];
+    let v_ike = ike[sim.rng().random_range(0..ike.len())];
+    let victims = [v_ovpn, v_ike];
+    let crl = super::pki::pki().crl(&[sim.clients[v_ovpn].cert, sim.clients[v_ike].cert]);
+    let tunnels: Vec<_> = victims
+        .iter()
+        .map(|&v| sim.clients[v].tunnel.unwrap())
+        .collect();
+    let now = sim.now;
+    let hits = sim.core.set_crls(now, &[crl]).unwrap();
+    if hits != 2 {
+        fail!(sim, "set_crls ended {hits} tunnels, expected 2");
+    }
+    // At once: no route to them any more.
+    for &v in &victims {
+        check_no_route(&mut sim, v);
+    }
+    sim.strict = false;
+    sim.run_for(secs(5));
+    for (&v, &t) in victims.iter().zip(&tunnels) {
+        let name = sim.clients[v].name.clone();
+        let revoked = sim.events.iter().any(
+            |e| matches!(e, Event::Revoked { tunnel, client } if *tunnel == t && *client == name),
+        );
+        let disconnected = sim
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { tunnel, .. } if *tunnel == t));
+        if !revoked || !disconnected {
+            fail!(
+                sim,
+                "{name}: Revoked {revoked} Disconnected {disconnected}: {:?}",
+                sim.events
+            );
+        }
+        check_no_route(&mut sim, v);
+    }
+    let ev = ovpn_events(&mut sim, v_ovpn);
+    if !ev.iter().any(|e| {
+        matches!(e, crate::openvpn::client::ClientEvent::AuthFailed(r) if r.contains("revoked"))
+    }) {
+        fail!(sim, "{} was not told AUTH_FAILED: {ev:?}", sim.clients[v_ovpn].name);
+    }
+    let ike_client = sim.clients[v_ike].ike();
+    if ike_client.closed.is_none() || ike_client.outbound.is_some() {
+        let ev = ike_client.events.clone();
+        fail!(
+            sim,
+            "{} did not get the Delete: {ev:?}",
+            sim.clients[v_ike].name
+        );
+    }
+    // The others keep working.
+    for &v in &victims {
+        sim.remove_client(v);
+    }
+    sim.strict = true;
+    round_all_delivered(&mut sim);
+    sim.check_status();
+    // Coming back with a revoked certificate is refused, on either protocol.
+    let again_ovpn = sim.add_ovpn_udp(sim.clients[v_ovpn].cert);
+    let again_ike = sim.add_ike(sim.clients[v_ike].cert);
+    sim.run_for(secs(10));
+    for c in [again_ovpn, again_ike] {
+        let name = sim.clients[c].name.clone();
+        if sim.clients[c].tunnel.is_some() || sim.clients[c].is_up() {
+            fail!(sim, "{name} connected with a revoked certificate");
+        }
+        let refused = sim
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Refused { client: Some(n), .. } if *n == name));
+        if !refused {
+            fail!(sim, "no Refused for {name}: {:?}", sim.events);
+        }
+    }
+    let ev = ovpn_events(&mut sim, again_ovpn);
+    if !ev
+        .iter()
+        .any(|e| matches!(e, crate::openvpn::client::ClientEvent::AuthFailed(_)))
+    {
+        fail!(sim, "refused OpenVPN client not told: {ev:?}");
+    }
+    if sim.clients[again_ike].ike().closed.is_none() {
+        fail!(sim, "refused IKEv2 client not told");
+    }
+    sim.run_for(secs(60));
+    let live = sim.model.live().count();
+    if sim.core.tunnel_count() != live {
+        fail!(
+            sim,
+            "{} tunnels left for {live} clients",
+            sim.core.tunnel_count()
+        );
+    }
+    sim.check_status();
+    sim.check_drops();
+}
+
+#[test]
+fn revocation_ends_exactly_the_revoked_tunnels() {
+    for_seeds("revocation", 20, revocation);
+}
+
+/// Scenario 3: an OpenVPN UDP client and an IKEv2 client change address mid-session; forged
+/// and replayed packets from a third address move nothing.
+fn roaming(seed: u64) {
+    let mut opts = Options::default();
+    opts.link = super::sim::Link::clean();
+    let mut sim = Sim::new(seed, opts);
+    let cs = start_clients(&mut sim, &[(Start::Udp, 3), (Start::Ike, 2)], 0);
+    sim.connect_all(&cs, secs(60));
+    round_all_delivered(&mut sim);
+    let udp: Vec<usize> = cs
+        .iter()
+        .copied()
+        .filter(|&c| sim.clients[c].protocol() == Protocol::OpenVpnUdp)
+        .collect();
+    let ike: Vec<usize> = cs
+        .iter()
+        .copied()
+        .filter(|&c| sim.clients[c].protocol() == Protocol::Ikev2)
+        .collect();
+    for (c, other) in [(udp[0], udp[1]), (ike[0], ike[1])] {
+        let name = sim.clients[c].name.clone();
+        let tunnel = sim.clients[c].tunnel.unwrap();
+        let home = sim.clients[c].core_remote;
+        let listener = match sim.clients[c].protocol() {
+            Protocol::Ikev2 => crate::gateway::Listener::IkeNatT,
+            _ => crate::gateway::Listener::OpenVpnUdp,
+        };
+        let third: std::net::SocketAddr = "203.0.113.66:4444".parse().unwrap();
+        let roams_before = sim
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Roamed { tunnel: t, .. } if *t == tunnel))
+            .count();
+        let roams = |sim: &Sim| {
+            sim.events
+                .iter()
+                .filter(|e| matches!(e, Event::Roamed { tunnel: t, .. } if *t == tunnel))
+                .count()
+                - roams_before
+        };
+        // A valid packet, then the same bytes again from a third address (a replay).
+        let own = sim.clients[c].address.unwrap();
+        let tag = sim.model.tag();
+        let inner = super::model::ipv4(own, super::sim::LAN_HOST, tag, 10);
+        let wire = sim.encrypt_up(c, &inner);
+        sim.model.cipher.insert(wire.clone(), (tag, 0));
+        sim.model.packets.insert(
+            tag,
+            super::model::Expect {
+                src: Some(c),
+                kind: Kind::Lan,
+                bytes: inner,
+                tun: 0,
+                rx: 0,
+            },
+        );
+        if sim.deliver_to_core(listener, home, &wire, None).is_none() {
+            fail!(sim, "{name}: a valid packet did not reach TUN");
+        }
+        // The model expects BadData for the second copy.
+        sim.deliver_to_core(listener, third, &wire, None);
+        // Garbage behind a valid header (peer-id / SPI), and another client's valid packet
+        // with this client's header.
+        let mut garbage = wire.clone();
+        for b in garbage.iter_mut().skip(8) {
+            *b = sim.rng().random();
+        }
+        let before = sim.core.drops().total();
+        let now = sim.now;
+        if sim
+            .core
+            .handle_datagram(now, listener, third, &garbage)
+            .is_some()
+        {
+            fail!(sim, "{name}: garbage reached TUN");
+        }
+        let pkt = super::model::ipv4(
+            sim.clients[other].address.unwrap(),
+            super::sim::LAN_HOST,
+            0,
+            0,
+        );
+        let mut foreign = sim.encrypt_up(other, &pkt);
+        foreign[..4].copy_from_slice(&wire[..4]);
+        if sim
+            .core
+            .handle_datagram(now, listener, third, &foreign)
+            .is_some()
+        {
+            fail!(
+                sim,
+                "{name}: another client's packet under its header reached TUN"
+            );
+        }
+        if sim.core.drops().total() != before + 2 {
+            fail!(
+                sim,
+                "{name}: forged packets not counted: {}",
+                sim.core.drops()
+            );
+        }
+        sim.drive();
+        if roams(&sim) != 0 || sim.core.tunnel_remote(tunnel) != Some(home) {
+            fail!(
+                sim,
+                "{name}: forged packets moved the tunnel to {:?}: {:?}",
+                sim.core.tunnel_remote(tunnel),
+                sim.events
+            );
+        }
+        // Now the client really moves (new address; for IKEv2 a NAT rebinding: new port).
+        let new_ip = listener == crate::gateway::Listener::OpenVpnUdp;
+        let new = sim.rebind(c, new_ip);
+        sim.send_up(c, Kind::Lan);
+        sim.run_for(secs(1));
+        if roams(&sim) != 1 || sim.core.tunnel_remote(tunnel) != Some(new) {
+            fail!(
+                sim,
+                "{name} moved to {new}, the core has {:?}: {:?}",
+                sim.core.tunnel_remote(tunnel),
+                sim.events
+            );
+        }
+        // Traffic to it goes to the new address, and it keeps working both ways.
+        let rx = sim.clients[c].rx.len();
+        sim.send_down(c);
+        sim.run_for(secs(1));
+        if sim.clients[c].rx.len() != rx + 1 {
+            fail!(sim, "{name} got nothing at its new address");
+        }
+        round_all_delivered(&mut sim);
+    }
+    // Keepalives and DPD keep finding the moved clients.
+    sim.run_for(secs(300));
+    if let Some(e) = sim
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::Disconnected { .. }))
+    {
+        fail!(sim, "unexpected {e:?}");
+    }
+    round_all_delivered(&mut sim);
+    sim.check_status();
+    sim.check_drops();
+}
+
+#[test]
+fn roaming_follows_authenticated_packets_only() {
+    for_seeds("roaming", 20, roaming);
+}
+
+/// Scenario 4: a simulated week of keepalives, DPD, renegotiations and rekeys: nothing
+/// ends, nothing accumulates; then every client vanishes and the core forgets them all.
+fn week_of_timers(seed: u64) {
+    let mut opts = Options::default();
+    opts.link = super::sim::Link {
+        loss_percent: 1,
+        reorder_percent: 5,
+        dup_percent: 1,
+        ..super::sim::Link::lossy()
+    };
+    let mut sim = Sim::new(seed, opts);
+    let cs = start_clients(
+        &mut sim,
+        &[(Start::Udp, 3), (Start::Tcp, 1), (Start::Ike, 2)],
+        0,
+    );
+    sim.connect_all(&cs, secs(60));
+    let tunnels = sim.core.tunnel_count();
+    if tunnels != cs.len() {
+        fail!(sim, "{tunnels} tunnels for {} clients", cs.len());
+    }
+    for day in 0..7 {
+        sim.run_for(secs(24 * 3600));
+        if let Some(e) = sim
+            .events
+            .iter()
+            .find(|e| matches!(e, Event::Disconnected { .. } | Event::Refused { .. }))
+        {
+            fail!(sim, "day {day}: {e:?}");
+        }
+        if sim.core.tunnel_count() != tunnels || sim.core.deadline_count() > tunnels {
+            fail!(
+                sim,
+                "day {day}: {} tunnels, {} deadlines (started with {tunnels})",
+                sim.core.tunnel_count(),
+                sim.core.deadline_count()
+            );
+        }
+        for &c in &cs {
+            if !sim.is_up(c) {
+                fail!(sim, "day {day}: {} is down", sim.clients[c].name);
+            }
+        }
+        sim.check_status();
+        sim.traffic_round(0.1);
+        sim.run_for(secs(2));
+    }
+    // Renegotiations and rekeys happened all week.
+    for &c in &cs {
+        let n = match &sim.clients[c].proto {
+            super::sim::Proto::Ovpn(o) => o
+                .events
+                .iter()
+                .filter(|e| matches!(e, crate::openvpn::client::ClientEvent::Rekeyed { .. }))
+                .count(),
+            super::sim::Proto::Ike(i) => {
+                i.events.iter().filter(|e| e.starts_with("rekeyed")).count()
+            }
+        };
+        if n < 100 {
+            fail!(sim, "{}: only {n} rekeys in a week", sim.clients[c].name);
+        }
+    }
+    // Everyone vanishes without a word: the core ends every tunnel by itself.
+    sim.strict = false;
+    for &c in &cs {
+        sim.remove_client(c);
+    }
+    sim.run_for(secs(600));
+    if sim.core.tunnel_count() != 0
+        || sim.core.deadline_count() != 0
+        || sim.core.leased_count() != 0
+    {
+        fail!(
+            sim,
+            "after every client vanished: {} tunnels, {} deadlines, {} leases",
+            sim.core.tunnel_count(),
+            sim.core.deadline_count(),
+            sim.core.leased_count()
+        );
+    }
+    if sim.model.live().count() != 0 {
+        let live: Vec<String> = sim.model.live().map(|(_, t)| t.name.clone()).collect();
+        fail!(sim, "no Disconnected for {live:?}");
+    }
+    if sim.core.poll_timeout().is_some() {
+        fail!(sim, "a timer is left with no tunnel");
+    }
+    sim.check_drops();
+}
+
+#[test]
+fn a_week_of_timers_leaves_nothing_behind() {
+    for_seeds("week_of_timers", 3, week_of_timers);
+}
+
+/// Scenario 5: a second login with the same certificate (another protocol) replaces the
+/// first; the name never holds two addresses.
+fn one_session_per_certificate(seed: u64) {
+    let mut sim = Sim::new(seed, Options::default());
+    let others = start_clients(&mut sim, &[(Start::Udp, 2), (Start::Ike, 1)], 1);
+    let kinds = [Start::Udp, Start::Tcp, Start::Ike];
+    let first_kind = kinds[sim.rng().random_range(0..3)];
+    let second_kind = loop {
+        let k = kinds[sim.rng().random_range(0..3)];
+        if k != first_kind {
+            break k;
+        }
+    };
+    let add = |sim: &mut Sim, k: Start| match k {
+        Start::Udp => sim.add_ovpn_udp(0),
+        Start::Tcp => sim.add_ovpn_tcp(0),
+        Start::Ike => sim.add_ike(0),
+    };
+    let first = add(&mut sim, first_kind);
+    let mut all = others.clone();
+    all.push(first);
+    sim.connect_all(&all, secs(60));
+    let addr = sim.clients[first].address.unwrap();
+    let old_tunnel = sim.clients[first].tunnel.unwrap();
+    sim.traffic_round(0.0);
+    sim.run_for(secs(1));
+    let second = add(&mut sim, second_kind);
+    sim.strict = false;
+    let mut now_up = others.clone();
+    now_up.push(second);
+    sim.connect_all(&now_up, secs(60));
+    sim.run_for(secs(3));
+    let name = sim.clients[first].name.clone();
+    if !sim
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { tunnel, reason, .. } if *tunnel == old_tunnel && reason.contains("replaced")))
+    {
+        fail!(sim, "{name}'s first session ({first_kind:?}) not replaced by the second ({second_kind:?}): {:?}", sim.events);
+    }
+    if sim.clients[second].address != Some(addr) {
+        fail!(
+            sim,
+            "{name} got {:?} the second time, {addr} the first",
+            sim.clients[second].address
+        );
+    }
+    // The first client was told (RESTART / Delete).
+    let told = match &sim.clients[first].proto {
+        super::sim::Proto::Ovpn(o) => o.session.is_closed() || !o.session.is_connected(),
+        super::sim::Proto::Ike(i) => i.closed.is_some(),
+    };
+    if !told {
+        fail!(
+            sim,
+            "{name}'s first client ({first_kind:?}) still thinks it is connected"
+        );
+    }
+    sim.remove_client(first);
+    sim.link = super::sim::Link::clean();
+    sim.run_for(secs(1));
+    let holders = sim
+        .core
+        .status(sim.now)
+        .clients
+        .iter()
+        .filter(|c| c.client == name)
+        .count();
+    if holders != 1 {
+        fail!(sim, "{name} has {holders} sessions");
+    }
+    sim.strict = true;
+    round_all_delivered(&mut sim);
+    sim.check_status();
+    sim.check_drops();
+    sim.run_for(secs(120));
+    let live = sim.model.live().count();
+    if sim.core.tunnel_count() != live {
+        fail!(
+            sim,
+            "{} tunnels left for {live} clients",
+            sim.core.tunnel_count()
+        );
+    }
+}
+
+#[test]
+fn a_second_login_replaces_the_first() {
+    for_seeds(
+        "one_session_per_certificate",
+        30,
+        one_session_per_certificate,
+    );
+}
