@@ -1,12 +1,11 @@
 //! One connection attempt over IKEv2: the engine's initiator over one UDP socket (port 500,
 //! then 4500 with ESP in UDP), TUN, routes and DNS from the configuration payload.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_engine::esp::{EspInbound, EspOutbound};
+use gatehouse_engine::esp::EspTable;
 use gatehouse_engine::ikev2::crypto::SigningKey;
 use gatehouse_engine::ikev2::initiator::{IkeInitiator, InitiatorConfig, InitiatorEvent};
 use gatehouse_engine::ikev2::peer_cert::PeerTrust;
@@ -88,8 +87,8 @@ pub(crate) async fn run(
         addr,
     );
     let mut tun: Option<tun_rs::AsyncDevice> = None;
-    let mut esp_out: Option<EspOutbound> = None;
-    let mut esp_in: HashMap<u32, EspInbound> = HashMap::new();
+    // One owner (this SA): the engine's ESP table, as the gateway uses it.
+    let mut esp: EspTable<()> = EspTable::new();
     let mut counters = Counters::default();
     let mut net_buf = vec![0u8; 65536];
     let mut tun_buf = vec![0u8; 65536];
@@ -132,8 +131,7 @@ pub(crate) async fn run(
                         return Outcome::Lost("the gateway assigned no virtual address".into());
                     };
                     let sa = *sa;
-                    esp_in.insert(our_spi, sa.inbound);
-                    esp_out = Some(sa.outbound);
+                    esp.install((), our_spi, sa.inbound, sa.outbound, false);
                     match bring_up(options, address, &subnets, &dns, addr, net) {
                         Ok(dev) => tun = Some(dev),
                         Err(reason) => {
@@ -160,12 +158,12 @@ pub(crate) async fn run(
                     });
                 }
                 InitiatorEvent::ChildRekeyed { our_spi, sa, .. } => {
+                    // We started the rekey and the gateway answered: it has the new SA.
                     let sa = *sa;
-                    esp_in.insert(our_spi, sa.inbound);
-                    esp_out = Some(sa.outbound);
+                    esp.install((), our_spi, sa.inbound, sa.outbound, false);
                 }
                 InitiatorEvent::ChildDeleted { our_spi } => {
-                    esp_in.remove(&our_spi);
+                    esp.remove((), our_spi);
                 }
                 InitiatorEvent::AuthFailed(reason) => {
                     return Outcome::Fatal(format!(
@@ -204,9 +202,7 @@ pub(crate) async fn run(
                     Classified::Ike(m) => ike.handle_message(now, m),
                     Classified::Keepalive => {}
                     Classified::Esp(p) => {
-                        let Some(spi) = p.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { continue };
-                        let Some(inbound) = esp_in.get_mut(&spi) else { continue };
-                        if let Ok(payload) = inbound.decrypt(p, &mut dec) {
+                        if let Ok(((), payload)) = esp.decrypt(p, &mut dec) {
                             if payload.next_header == 59 {
                                 continue;
                             }
@@ -222,9 +218,10 @@ pub(crate) async fn run(
                 }
             }
             r = async { match &tun { Some(t) => t.recv(&mut tun_buf).await, None => std::future::pending().await } } => {
-                if let (Ok(n), Some(o)) = (r, esp_out.as_mut()) {
+                if let Ok(n) = r {
                     let gw = SocketAddr::new(addr.ip(), 4500);
-                    if let Ok(p) = o.encrypt(&tun_buf[..n], &mut out) {
+                    if let Ok(len) = esp.encrypt((), &tun_buf[..n], &mut out) {
+                        let p = &out[..len];
                         counters.tx_bytes += n as u64;
                         counters.tx_packets += 1;
                         sent_since_keepalive = true;

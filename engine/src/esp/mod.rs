@@ -12,6 +12,8 @@
 mod cbc;
 pub mod sa;
 pub mod spis;
+pub mod table;
 
 pub use sa::{EspCipher, EspError, EspInbound, EspOutbound, EspPayload, EspSa};
 pub use spis::SpiTable;
+pub use table::{EspTable, TableError};

@@ -155,16 +155,10 @@ impl GatewayCore {
                 sa,
                 rekey_of,
             } => {
-                let sa = *sa;
-                self.esp_in_insert(id, our_spi, sa.inbound);
+                self.esp_install(id, our_spi, *sa, rekey_of.is_some());
                 let Some(t) = self.ike_mut(id) else {
                     return;
                 };
-                if rekey_of.is_some() && t.esp_out.is_some() {
-                    t.next_out = Some((our_spi, sa.outbound));
-                } else {
-                    t.esp_out = Some(sa.outbound);
-                }
                 if t.site.is_some() {
                     if rekey_of.is_none() {
                         self.site_sa_up(now, id, cipher);
@@ -190,15 +184,8 @@ impl GatewayCore {
                 let esp = esp_cipher_name(cipher);
                 self.connected(now, id, &name, "ike", Some((ike, esp)));
             }
-            IkeEvent::ChildDown { our_spi } => {
-                self.esp_in_remove(id, our_spi);
-                if let Some(t) = self.ike_mut(id)
-                    && let Some((_, out)) = t.next_out.take()
-                {
-                    // The old SA is gone: the peer surely has the new one.
-                    t.esp_out = Some(out);
-                }
-            }
+            // The old SA is gone: a waiting new one takes over (the peer surely has it).
+            IkeEvent::ChildDown { our_spi } => self.esp_remove(id, our_spi),
             IkeEvent::Refused {
                 client,
                 reason,
@@ -498,11 +485,8 @@ impl GatewayCore {
                         self.by_local_spi.remove(spi);
                     }
                 }
-                for spi in &i.our_spis {
-                    if self.esp_in.get(spi).is_some_and(|(o, _)| *o == id) {
-                        self.esp_in.remove(spi);
-                        self.spis.release(*spi);
-                    }
+                for spi in self.esp.remove_owner(id) {
+                    self.spis.release(spi);
                 }
                 if let Some(site) = i.site {
                     self.forget_site_sa(site, id);

@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 
 use super::tunnel::{IkeSa, IkeTunnel, Tunnel, ike_transmit};
 use super::{Dest, Drop, Event, GatewayCore, Listener, TunnelId};
+use crate::esp::{EspSa, TableError};
 use crate::ikev2::responder::{InitOutcome, respond_to_init};
 use crate::wire::ikev2::{Classified, ExchangeType, IkeHeader, strip_non_esp_marker};
 
@@ -142,20 +143,16 @@ impl GatewayCore {
         from: SocketAddr,
         packet: &[u8],
     ) -> Option<Range<usize>> {
-        let Some(spi) = packet
-            .get(..4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        else {
-            self.drops.count(Drop::Malformed);
-            return None;
-        };
-        let Some((id, inbound)) = self.esp_in.get_mut(&spi) else {
-            self.drops.count(Drop::NoSession);
-            return None;
-        };
-        let id = *id;
-        let (next_header, len) = match inbound.decrypt(packet, &mut self.esp_buf) {
-            Ok(p) => (p.next_header, p.packet.len()),
+        let (id, next_header, len) = match self.esp.decrypt(packet, &mut self.esp_buf) {
+            Ok((id, p)) => (id, p.next_header, p.packet.len()),
+            Err(TableError::Malformed) => {
+                self.drops.count(Drop::Malformed);
+                return None;
+            }
+            Err(TableError::UnknownSpi(_)) => {
+                self.drops.count(Drop::NoSession);
+                return None;
+            }
             Err(_) => {
                 self.drops.count(Drop::BadData);
                 return None;
@@ -168,9 +165,6 @@ impl GatewayCore {
         let before = t.sa.peer();
         t.sa.note_activity(now, from);
         let after = t.sa.peer();
-        if t.next_out.as_ref().is_some_and(|(s, _)| *s == spi) {
-            t.esp_out = t.next_out.take().map(|(_, o)| o);
-        }
         if before != after {
             self.roamed(id, before, after);
         }
@@ -194,20 +188,15 @@ impl GatewayCore {
         id: TunnelId,
         packet: &[u8],
     ) -> Option<(Dest, bool, usize)> {
-        let Some(Tunnel::Ike(t)) = self.tunnels.get_mut(&id) else {
-            self.drops.count(Drop::NoRoute);
-            return None;
-        };
-        let Some(out) = t.esp_out.as_mut() else {
-            self.drops.count(Drop::NotEstablished);
-            return None;
-        };
-        let len = match out.encrypt(packet, &mut self.esp_buf) {
-            Ok(b) => b.len(),
+        let len = match self.esp.encrypt(id, packet, &mut self.esp_buf) {
+            Ok(n) => n,
             Err(_) => {
                 self.drops.count(Drop::NotEstablished);
                 return None;
             }
+        };
+        let Some(Tunnel::Ike(t)) = self.tunnels.get_mut(&id) else {
+            return None;
         };
         t.tx_bytes += packet.len() as u64;
         let dest = Dest::Udp {
@@ -232,28 +221,24 @@ impl GatewayCore {
         });
     }
 
-    /// Registers a new inbound ESP SA of tunnel `id`.
-    pub(super) fn esp_in_insert(&mut self, id: TunnelId, spi: u32, sa: crate::esp::EspInbound) {
-        if let Some((owner, _)) = self.esp_in.get(&spi)
-            && *owner != id
-        {
+    /// Installs a new CHILD SA of tunnel `id` (with `rekey`, make before break).
+    pub(super) fn esp_install(&mut self, id: TunnelId, spi: u32, sa: EspSa, rekey: bool) {
+        if !self.esp.install(id, spi, sa.inbound, sa.outbound, rekey) {
             // Cannot happen with the SPI table; never let one SA take another's traffic.
             warn!(
                 spi,
-                owner, id, "ESP SPI already in use by another SA; not installed"
+                id, "ESP SPI already in use by another SA; not installed"
             );
             return;
         }
-        self.esp_in.insert(spi, (id, sa));
         if let Some(t) = self.ike_mut(id) {
             t.our_spis.push(spi);
         }
     }
 
     /// Removes inbound ESP SA `spi` if tunnel `id` owns it.
-    pub(super) fn esp_in_remove(&mut self, id: TunnelId, spi: u32) {
-        if self.esp_in.get(&spi).is_some_and(|(o, _)| *o == id) {
-            self.esp_in.remove(&spi);
+    pub(super) fn esp_remove(&mut self, id: TunnelId, spi: u32) {
+        if self.esp.remove(id, spi) {
             self.spis.release(spi);
         }
         if let Some(t) = self.ike_mut(id) {

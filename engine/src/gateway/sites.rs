@@ -206,23 +206,20 @@ impl GatewayCore {
                 subnets,
                 ..
             } => {
-                let sa = *sa;
-                self.esp_in_insert(id, our_spi, sa.inbound);
-                if let Some(e) = self.ike_mut(id) {
-                    e.esp_out = Some(sa.outbound);
+                self.esp_install(id, our_spi, *sa, false);
+                if let Some(e) = self.ike(id) {
                     debug!(connection = %e.common.client.as_deref().unwrap_or("?"), remote_selectors = ?subnets, "site CHILD SA up");
                 }
                 self.site_sa_up(now, id, cipher);
             }
             InitiatorEvent::ChildRekeyed { our_spi, sa, .. } => {
-                let sa = *sa;
-                self.esp_in_insert(id, our_spi, sa.inbound);
-                if let Some(e) = self.ike_mut(id) {
-                    e.esp_out = Some(sa.outbound);
+                // We started the rekey and the peer answered: it has the new SA.
+                self.esp_install(id, our_spi, *sa, false);
+                if let Some(e) = self.ike(id) {
                     debug!(connection = %e.common.client.as_deref().unwrap_or("?"), our_spi, "CHILD SA rekeyed");
                 }
             }
-            InitiatorEvent::ChildDeleted { our_spi } => self.esp_in_remove(id, our_spi),
+            InitiatorEvent::ChildDeleted { our_spi } => self.esp_remove(id, our_spi),
             InitiatorEvent::AuthFailed(reason) => {
                 if let Some(e) = self.ike(id) {
                     warn!(connection = %e.common.client.as_deref().unwrap_or("?"), remote = %e.sa.peer(), reason = %reason, "connection refused");

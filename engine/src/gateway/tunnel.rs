@@ -7,7 +7,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use super::{Dest, Listener, Protocol, StreamId, Transmit};
-use crate::esp::EspOutbound;
 use crate::ikev2::initiator::{IkeInitiator, InitiatorEvent};
 use crate::ikev2::responder::{IkeEvent, IkeResponder};
 use crate::openvpn::server::{ServerEvent, ServerSession};
@@ -50,12 +49,7 @@ pub(super) enum IkeSa {
 
 pub(super) struct IkeTunnel {
     pub(super) sa: IkeSa,
-    /// The current outbound ESP SA.
-    pub(super) esp_out: Option<EspOutbound>,
-    /// A rekeyed CHILD SA's outbound half, used once the peer shows it has the new SA
-    /// (traffic arrives on it, or the old one is deleted): make before break, RFC 7296 2.8.
-    pub(super) next_out: Option<(u32, EspOutbound)>,
-    /// Our inbound SPIs.
+    /// Our inbound SPIs (the SAs themselves are in the core's `EspTable`).
     pub(super) our_spis: Vec<u32>,
     /// (peer address, SPIi) while half-open.
     pub(super) init_key: Option<(SocketAddr, u64)>,
@@ -140,8 +134,6 @@ impl IkeTunnel {
     pub(super) fn new(sa: IkeSa, site: Option<usize>, name: Option<String>) -> Self {
         IkeTunnel {
             sa,
-            esp_out: None,
-            next_out: None,
             our_spis: Vec::new(),
             init_key: None,
             spi_pairs: Vec::new(),
