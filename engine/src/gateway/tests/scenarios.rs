@@ -788,3 +788,96 @@ fn a_second_login_replaces_the_first() {
         one_session_per_certificate,
     );
 }
+
+/// An OpenVPN client restarts behind the same address (same NAT mapping, new session): the
+/// new session replaces the old one, and the old one is reported Disconnected like any
+/// other replaced session (every Connected has its Disconnected).
+fn restart_from_the_same_address(seed: u64) {
+    let mut opts = Options::default();
+    opts.link = super::sim::Link::clean();
+    let mut sim = Sim::new(seed, opts);
+    let cs = start_clients(&mut sim, &[(Start::Udp, 2), (Start::Ike, 1)], 0);
+    sim.connect_all(&cs, secs(30));
+    let c = cs
+        .iter()
+        .copied()
+        .find(|&c| sim.clients[c].protocol() == Protocol::OpenVpnUdp)
+        .unwrap();
+    let old = sim.clients[c].tunnel.unwrap();
+    let addr = sim.clients[c].address;
+    sim.restart_ovpn(c);
+    sim.connect_all(&[c], secs(30));
+    sim.run_for(secs(3));
+    if sim.clients[c].address != addr {
+        fail!(
+            sim,
+            "the restarted client got {:?}, had {addr:?}",
+            sim.clients[c].address
+        );
+    }
+    round_all_delivered(&mut sim);
+    sim.check_status();
+    let disconnected = sim
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { tunnel, .. } if *tunnel == old));
+    if !disconnected {
+        fail!(
+            sim,
+            "the old session (tunnel {old}) of {} ended without Event::Disconnected: {:?}",
+            sim.clients[c].name,
+            sim.events
+        );
+    }
+}
+
+#[test]
+fn a_restart_from_the_same_address_reports_the_old_session_gone() {
+    for_seeds(
+        "restart_from_the_same_address",
+        5,
+        restart_from_the_same_address,
+    );
+}
+
+/// The driver hands the same CRL twice (a file watcher firing twice): the second call
+/// ends nothing more and reports nothing twice.
+fn same_crl_twice(seed: u64) {
+    let mut opts = Options::default();
+    opts.link = super::sim::Link::clean();
+    let mut sim = Sim::new(seed, opts);
+    let cs = start_clients(
+        &mut sim,
+        &[(Start::Udp, 2), (Start::Tcp, 1), (Start::Ike, 2)],
+        0,
+    );
+    sim.connect_all(&cs, secs(30));
+    let victims: Vec<usize> = vec![cs[0], cs[1]];
+    let certs: Vec<usize> = victims.iter().map(|&v| sim.clients[v].cert).collect();
+    let crl = super::pki::pki().crl(&certs);
+    let now = sim.now;
+    let first = sim.core.set_crls(now, std::slice::from_ref(&crl)).unwrap();
+    sim.drive();
+    sim.strict = false;
+    sim.run_for(ms(500));
+    let now = sim.now;
+    let second = sim.core.set_crls(now, &[crl]).unwrap();
+    sim.run_for(secs(5));
+    let revoked: Vec<&Event> = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Revoked { .. }))
+        .collect();
+    if first != 2 || second != 0 || revoked.len() != 2 {
+        let kinds: Vec<Protocol> = victims.iter().map(|&v| sim.clients[v].protocol()).collect();
+        fail!(
+            sim,
+            "revoking {kinds:?}: set_crls returned {first} then {second} for the same CRL; events {revoked:?}"
+        );
+    }
+}
+
+#[test]
+fn the_same_crl_twice_revokes_once() {
+    for_seeds("same_crl_twice", 10, same_crl_twice);
+}

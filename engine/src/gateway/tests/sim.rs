@@ -414,6 +414,25 @@ impl Sim {
         self.push_client(cert, Proto::Ike(Box::new(i)), addr, natt)
     }
 
+    /// The OpenVPN client `c` restarts (a new session, same certificate, same address).
+    pub fn restart_ovpn(&mut self, c: usize) {
+        let seed = self.client_seed(c) ^ 0x5eed;
+        let cert = self.clients[c].cert;
+        let now = self.now;
+        let session = ClientSession::new(
+            Arc::new(pki::ovpn_client_cfg(cert)),
+            Box::new(SeededEntropy::new(seed)),
+            now,
+        )
+        .unwrap();
+        let cl = &mut self.clients[c];
+        let o = cl.ovpn();
+        o.session = session;
+        o.events.clear();
+        cl.address = None;
+        cl.tunnel = None;
+    }
+
     /// Client `c` leaves the network (its tunnel is not told; a TCP connection closes).
     pub fn remove_client(&mut self, c: usize) {
         let cl = &mut self.clients[c];
@@ -1234,6 +1253,21 @@ impl Sim {
                 "{} deadlines for {} tunnels",
                 self.core.deadline_count(),
                 self.core.tunnel_count()
+            );
+        }
+        // Every tunnel the core reported Connected is either still there or was reported
+        // Disconnected.
+        if let Some((id, t)) = self
+            .model
+            .tunnels
+            .iter()
+            .find(|(id, t)| t.live && self.core.tunnel_remote(**id).is_none())
+        {
+            fail!(
+                self,
+                "tunnel {id} of {} (connected, {}) is gone from the core without Event::Disconnected",
+                t.name,
+                if t.replaced { "replaced" } else { "live" }
             );
         }
         let live: std::collections::HashSet<&str> =
