@@ -27,6 +27,8 @@ mod openvpn;
 mod revocation;
 mod sites;
 mod status;
+#[cfg(test)]
+mod tests;
 mod tunnel;
 
 use std::collections::{HashMap, VecDeque};
