@@ -108,7 +108,7 @@ impl GatewayCore {
         if let Some(id) = existing {
             // The client restarted: its old session is gone for good.
             debug!(remote = %from, "client restarted (new session from the same address)");
-            self.log_disconnect(now, id, "client restarted (new session from the same address)");
+            self.log_disconnect(now, id, "client restarted (new session)");
             self.remove_tunnel(id);
         }
         self.new_openvpn_session(now, OvpnTransport::Udp, from, first);
