@@ -502,6 +502,7 @@ impl GatewayCore {
         let hits: Vec<TunnelId> = self
             .tunnels
             .iter()
+            .filter(|(_, t)| !t.common().revoked && !t.is_closed())
             .filter(|(_, t)| {
                 let serial = t
                     .common()
@@ -532,6 +533,7 @@ impl GatewayCore {
             .map(|s| hex(&s))
             .unwrap_or_default();
         let transport = t.protocol().name();
+        t.common_mut().revoked = true;
         info!(client = %client, serial = %serial, transport, remote = %t.remote(), "session ended: certificate revoked");
         match t {
             Tunnel::OpenVpn(o) => {

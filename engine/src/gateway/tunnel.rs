@@ -24,6 +24,8 @@ pub(super) struct Common {
     pub(super) handshaking: bool,
     /// When the tunnel came up.
     pub(super) connected_at: Option<Instant>,
+    /// Ended because its certificate was revoked (it may still be closing).
+    pub(super) revoked: bool,
 }
 
 /// How an OpenVPN session reaches its client.
