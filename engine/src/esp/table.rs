@@ -27,6 +27,8 @@ pub enum TableError {
 }
 
 struct Outbound {
+    /// The owner's inbound SPIs (so removing an owner touches only its own SAs).
+    spis: Vec<u32>,
     current: Option<EspOutbound>,
     /// (the new SA's inbound SPI, its outbound half)
     next: Option<(u32, EspOutbound)>,
@@ -69,9 +71,13 @@ impl<O: Copy + Eq + Hash + std::fmt::Debug> EspTable<O> {
         }
         self.inbound.insert(spi, (owner, inbound));
         let out = self.outbound.entry(owner).or_insert(Outbound {
+            spis: Vec::new(),
             current: None,
             next: None,
         });
+        if !out.spis.contains(&spi) {
+            out.spis.push(spi);
+        }
         if rekey && out.current.is_some() {
             out.next = Some((spi, outbound));
         } else {
@@ -88,6 +94,9 @@ impl<O: Copy + Eq + Hash + std::fmt::Debug> EspTable<O> {
             return false;
         }
         self.inbound.remove(&spi);
+        if let Some(out) = self.outbound.get_mut(&owner) {
+            out.spis.retain(|s| *s != spi);
+        }
         if let Some(out) = self.outbound.get_mut(&owner)
             && let Some((next_spi, next)) = out.next.take()
         {
@@ -102,16 +111,16 @@ impl<O: Copy + Eq + Hash + std::fmt::Debug> EspTable<O> {
 
     /// Removes everything `owner` holds; returns its inbound SPIs.
     pub fn remove_owner(&mut self, owner: O) -> Vec<u32> {
-        let spis: Vec<u32> = self
-            .inbound
-            .iter()
-            .filter(|(_, (o, _))| *o == owner)
-            .map(|(s, _)| *s)
-            .collect();
+        let spis = self
+            .outbound
+            .remove(&owner)
+            .map(|o| o.spis)
+            .unwrap_or_default();
         for s in &spis {
-            self.inbound.remove(s);
+            if self.inbound.get(s).is_some_and(|(o, _)| *o == owner) {
+                self.inbound.remove(s);
+            }
         }
-        self.outbound.remove(&owner);
         spis
     }
 
