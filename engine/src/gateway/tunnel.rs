@@ -245,7 +245,7 @@ impl Tunnel {
             Tunnel::OpenVpn(t) => t.session.peer_certificate(),
             Tunnel::Ike(t) => match &t.sa {
                 IkeSa::Responder(r) => r.peer_certificate(),
-                IkeSa::Initiator(_) => None,
+                IkeSa::Initiator(i) => i.peer_certificate(),
             },
         }
     }

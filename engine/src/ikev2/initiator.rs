@@ -306,6 +306,8 @@ pub struct IkeInitiator {
     entropy: Box<dyn Entropy>,
     /// The gateway's SPI table, when a gateway runs this SA (unique inbound SPIs).
     pub(super) spis: Option<Arc<crate::esp::SpiTable>>,
+    /// The peer's verified end-entity certificate (DER), for live revocation.
+    pub(super) peer_cert: Option<Vec<u8>>,
     state: State,
     gateway: SocketAddr,
     nat_t: bool,
@@ -391,6 +393,7 @@ impl IkeInitiator {
             cfg,
             entropy,
             spis: None,
+            peer_cert: None,
             state: State::Init,
             gateway,
             nat_t: gateway.port() == 4500,
@@ -444,6 +447,11 @@ impl IkeInitiator {
             me.send_init(now);
         }
         me
+    }
+
+    /// The peer's verified end-entity certificate (DER), once it authenticated with one.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.peer_cert.as_deref()
     }
 
     /// Draws our CHILD SA SPIs from `table` (the gateway's, so they are unique).

@@ -311,6 +311,7 @@ impl IkeInitiator {
             );
             return false;
         }
+        self.peer_cert = certs.first().map(|c| c.as_ref().to_vec());
         true
     }
 
