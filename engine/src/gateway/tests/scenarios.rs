@@ -881,3 +881,127 @@ fn same_crl_twice(seed: u64) {
 fn the_same_crl_twice_revokes_once() {
     for_seeds("same_crl_twice", 10, same_crl_twice);
 }
+
+/// Random operations against the core, firezone style: clients of every protocol come
+/// (certificates drawn from a small set, so second logins happen), vanish, disconnect
+/// cleanly, move, get revoked and unrevoked, and send traffic, on a lossy link, with IKE
+/// cookies demanded on even seeds. Every step is checked against the model; at the end every
+/// client vanishes and the core must forget everything.
+fn churn(seed: u64) {
+    let opts = Options {
+        cookie_threshold: if seed % 2 == 0 { 2 } else { 1000 },
+        ..Options::default()
+    };
+    let mut sim = Sim::new(seed, opts);
+    sim.strict = false;
+    let mut revoked: Vec<usize> = Vec::new();
+    for _ in 0..120 {
+        let op = sim.rng().random_range(0..100);
+        let present: Vec<usize> = (0..sim.clients.len())
+            .filter(|&c| !sim.clients[c].gone)
+            .collect();
+        let up: Vec<usize> = present.iter().copied().filter(|&c| sim.is_up(c)).collect();
+        let pick = |sim: &mut Sim, v: &[usize]| -> Option<usize> {
+            (!v.is_empty()).then(|| v[sim.rng().random_range(0..v.len())])
+        };
+        match op {
+            0..=29 => {
+                let cert = sim.rng().random_range(0..12);
+                match sim.rng().random_range(0..4) {
+                    0 | 1 => sim.add_ovpn_udp(cert),
+                    2 => sim.add_ovpn_tcp(cert),
+                    _ => sim.add_ike(cert),
+                };
+            }
+            30..=39 => {
+                if let Some(c) = pick(&mut sim, &present) {
+                    sim.remove_client(c);
+                }
+            }
+            40..=49 => {
+                if let Some(c) = pick(&mut sim, &up) {
+                    sim.disconnect_client(c);
+                }
+            }
+            50..=59 => {
+                let movable: Vec<usize> = up
+                    .iter()
+                    .copied()
+                    .filter(|&c| sim.clients[c].protocol() != Protocol::OpenVpnTcp)
+                    .collect();
+                if let Some(c) = pick(&mut sim, &movable) {
+                    let new_ip = sim.rng().random_bool(0.5);
+                    sim.rebind(c, new_ip);
+                }
+            }
+            60..=64 => {
+                if revoked.is_empty() || sim.rng().random_bool(0.6) {
+                    revoked.push(sim.rng().random_range(0..12));
+                } else {
+                    revoked.clear();
+                }
+                let crl = super::pki::pki().crl(&revoked);
+                let now = sim.now;
+                sim.core.set_crls(now, &[crl]).unwrap();
+            }
+            _ => sim.traffic_round(0.2),
+        }
+        let d = ms(sim.rng().random_range(0..3000));
+        sim.run_for(d);
+        // Nobody connected with a revoked certificate stays connected.
+        for (_, t) in sim.model.live() {
+            let cert = sim.clients[t.client].cert;
+            if revoked.contains(&cert) {
+                fail!(sim, "{} is connected with a revoked certificate", t.name);
+            }
+        }
+    }
+    sim.run_for(secs(5));
+    sim.check_status();
+    sim.check_drops();
+    if std::env::var("SIM_VERBOSE").is_ok() {
+        let count = |f: fn(&Event) -> bool| sim.events.iter().filter(|e| f(e)).count();
+        eprintln!(
+            "seed {seed}: {} clients, connected {} disconnected {} refused {} revoked {} roamed {}, {} packets checked, {} legit drops, drops {}",
+            sim.clients.len(),
+            count(|e| matches!(e, Event::Connected { .. })),
+            count(|e| matches!(e, Event::Disconnected { .. })),
+            count(|e| matches!(e, Event::Refused { .. })),
+            count(|e| matches!(e, Event::Revoked { .. })),
+            count(|e| matches!(e, Event::Roamed { .. })),
+            sim.checked,
+            sim.model.legit_dropped,
+            sim.core.drops()
+        );
+    }
+    // Everyone vanishes: the core ends every tunnel by itself.
+    for c in 0..sim.clients.len() {
+        if !sim.clients[c].gone {
+            sim.remove_client(c);
+        }
+    }
+    sim.run_for(secs(900));
+    if sim.core.tunnel_count() != 0
+        || sim.core.deadline_count() != 0
+        || sim.core.leased_count() != 0
+        || sim.core.poll_timeout().is_some()
+    {
+        fail!(
+            sim,
+            "after every client vanished: {} tunnels, {} deadlines, {} leases, timer {:?}",
+            sim.core.tunnel_count(),
+            sim.core.deadline_count(),
+            sim.core.leased_count(),
+            sim.core.poll_timeout().map(|t| t - sim.now)
+        );
+    }
+    if let Some((id, t)) = sim.model.tunnels.iter().find(|(_, t)| t.live) {
+        fail!(sim, "tunnel {id} of {} never reported Disconnected", t.name);
+    }
+    sim.check_drops();
+}
+
+#[test]
+fn churn_against_the_model() {
+    for_seeds("churn", 50, churn);
+}
