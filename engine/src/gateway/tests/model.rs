@@ -79,11 +79,6 @@ impl Model {
         self.tunnels.iter().filter(|(_, t)| t.live && !t.replaced)
     }
 
-    /// The live tunnel of sim client `c`.
-    pub fn tunnel_of(&self, c: usize) -> Option<TunnelId> {
-        self.live().find(|(_, t)| t.client == c).map(|(id, _)| *id)
-    }
-
     /// Counts of inner packets by where they ended: (sent, reached TUN, reached a client).
     pub fn totals(&self, kind: impl Fn(Kind) -> bool) -> (usize, usize, usize) {
         let mut s = (0, 0, 0);

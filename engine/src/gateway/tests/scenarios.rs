@@ -450,8 +450,10 @@ fn revocation_ends_exactly_the_revoked_tunnels() {
 /// Scenario 3: an OpenVPN UDP client and an IKEv2 client change address mid-session; forged
 /// and replayed packets from a third address move nothing.
 fn roaming(seed: u64) {
-    let mut opts = Options::default();
-    opts.link = super::sim::Link::clean();
+    let opts = Options {
+        link: super::sim::Link::clean(),
+        ..Options::default()
+    };
     let mut sim = Sim::new(seed, opts);
     let cs = start_clients(&mut sim, &[(Start::Udp, 3), (Start::Ike, 2)], 0);
     sim.connect_all(&cs, secs(60));
@@ -548,6 +550,25 @@ fn roaming(seed: u64) {
                 sim.core.drops()
             );
         }
+        if listener == crate::gateway::Listener::IkeNatT {
+            // An IKE message with the SA's SPIs and a forged SK payload.
+            let ike = sim.clients[c].ike();
+            let (spi_i, spi_r) = ike.init.spis();
+            let flags = if ike.init.is_ike_initiator() { 0x08 } else { 0 };
+            let mut m = vec![0u8; 4];
+            m.extend_from_slice(&spi_i.to_be_bytes());
+            m.extend_from_slice(&spi_r.to_be_bytes());
+            m.extend_from_slice(&[46, 0x20, 37, flags, 0, 0, 0, 50]);
+            let total = 28 + 4 + 64u32;
+            m.extend_from_slice(&total.to_be_bytes());
+            m.extend_from_slice(&[0, 0, 0, 68]);
+            for _ in 0..64 {
+                let b = sim.rng().random();
+                m.push(b);
+            }
+            let now = sim.now;
+            sim.core.handle_datagram(now, listener, third, &m);
+        }
         sim.drive();
         if roams(&sim) != 0 || sim.core.tunnel_remote(tunnel) != Some(home) {
             fail!(
@@ -601,12 +622,14 @@ fn roaming_follows_authenticated_packets_only() {
 /// Scenario 4: a simulated week of keepalives, DPD, renegotiations and rekeys: nothing
 /// ends, nothing accumulates; then every client vanishes and the core forgets them all.
 fn week_of_timers(seed: u64) {
-    let mut opts = Options::default();
-    opts.link = super::sim::Link {
-        loss_percent: 1,
-        reorder_percent: 5,
-        dup_percent: 1,
-        ..super::sim::Link::lossy()
+    let opts = Options {
+        link: super::sim::Link {
+            loss_percent: 1,
+            reorder_percent: 5,
+            dup_percent: 1,
+            ..super::sim::Link::lossy()
+        },
+        ..Options::default()
     };
     let mut sim = Sim::new(seed, opts);
     let cs = start_clients(
@@ -793,8 +816,10 @@ fn a_second_login_replaces_the_first() {
 /// new session replaces the old one, and the old one is reported Disconnected like any
 /// other replaced session (every Connected has its Disconnected).
 fn restart_from_the_same_address(seed: u64) {
-    let mut opts = Options::default();
-    opts.link = super::sim::Link::clean();
+    let opts = Options {
+        link: super::sim::Link::clean(),
+        ..Options::default()
+    };
     let mut sim = Sim::new(seed, opts);
     let cs = start_clients(&mut sim, &[(Start::Udp, 2), (Start::Ike, 1)], 0);
     sim.connect_all(&cs, secs(30));
@@ -843,8 +868,10 @@ fn a_restart_from_the_same_address_reports_the_old_session_gone() {
 /// The driver hands the same CRL twice (a file watcher firing twice): the second call
 /// ends nothing more and reports nothing twice.
 fn same_crl_twice(seed: u64) {
-    let mut opts = Options::default();
-    opts.link = super::sim::Link::clean();
+    let opts = Options {
+        link: super::sim::Link::clean(),
+        ..Options::default()
+    };
     let mut sim = Sim::new(seed, opts);
     let cs = start_clients(
         &mut sim,
@@ -889,7 +916,7 @@ fn the_same_crl_twice_revokes_once() {
 /// client vanishes and the core must forget everything.
 fn churn(seed: u64) {
     let opts = Options {
-        cookie_threshold: if seed % 2 == 0 { 2 } else { 1000 },
+        cookie_threshold: if seed.is_multiple_of(2) { 2 } else { 1000 },
         ..Options::default()
     };
     let mut sim = Sim::new(seed, opts);
@@ -1004,4 +1031,103 @@ fn churn(seed: u64) {
 #[test]
 fn churn_against_the_model() {
     for_seeds("churn", 50, churn);
+}
+
+/// A pool with room for 5 clients and 8 clients of every protocol: 5 connect, 3 are refused
+/// (told so, nothing leaked); when 2 leave, 2 of the refused get their addresses.
+fn pool_exhaustion(seed: u64) {
+    let opts = Options {
+        pool: "172.16.200.0/29".parse().unwrap(),
+        link: super::sim::Link::clean(),
+        ..Options::default()
+    };
+    let mut sim = Sim::new(seed, opts);
+    let cs = start_clients(
+        &mut sim,
+        &[(Start::Udp, 3), (Start::Tcp, 2), (Start::Ike, 3)],
+        0,
+    );
+    sim.run_for(secs(20));
+    let up: Vec<usize> = cs.iter().copied().filter(|&c| sim.is_up(c)).collect();
+    let down: Vec<usize> = cs.iter().copied().filter(|&c| !sim.is_up(c)).collect();
+    if up.len() != 5 {
+        fail!(
+            sim,
+            "{} clients up in a pool of 5: {:?}",
+            up.len(),
+            sim.events
+        );
+    }
+    for &c in &down {
+        let name = sim.clients[c].name.clone();
+        let refused = sim
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Refused { client: Some(n), .. } if *n == name));
+        let told = match &sim.clients[c].proto {
+            super::sim::Proto::Ovpn(o) => o
+                .events
+                .iter()
+                .any(|e| matches!(e, crate::openvpn::client::ClientEvent::AuthFailed(_))),
+            super::sim::Proto::Ike(i) => i.closed.is_some(),
+        };
+        if !refused || !told {
+            fail!(
+                sim,
+                "{name} ({:?}): refused {refused}, told {told}: {:?}",
+                sim.clients[c].protocol(),
+                sim.events
+            );
+        }
+    }
+    check_addresses(&sim, &up);
+    round_all_delivered(&mut sim);
+    sim.run_for(secs(60));
+    if sim.core.tunnel_count() != 5 || sim.core.leased_count() != 5 {
+        fail!(
+            sim,
+            "{} tunnels, {} leases for 5 clients",
+            sim.core.tunnel_count(),
+            sim.core.leased_count()
+        );
+    }
+    // Two leave; two of the refused come back and get the freed addresses.
+    let freed: Vec<_> = up[..2]
+        .iter()
+        .map(|&c| sim.clients[c].address.unwrap())
+        .collect();
+    for &c in &up[..2] {
+        sim.disconnect_client(c);
+    }
+    sim.run_for(secs(10));
+    for &c in &down {
+        sim.remove_client(c);
+    }
+    let back = vec![
+        sim.add_ovpn_udp(sim.clients[down[0]].cert),
+        sim.add_ike(sim.clients[down[1]].cert),
+    ];
+    sim.connect_all(&back, secs(30));
+    for &c in &back {
+        let a = sim.clients[c].address.unwrap();
+        if !freed.contains(&a) {
+            fail!(
+                sim,
+                "{} got {a}, the free ones were {freed:?}",
+                sim.clients[c].name
+            );
+        }
+    }
+    round_all_delivered(&mut sim);
+    sim.run_for(secs(60));
+    sim.check_status();
+    if sim.core.tunnel_count() != 5 {
+        fail!(sim, "{} tunnels for 5 clients", sim.core.tunnel_count());
+    }
+    sim.check_drops();
+}
+
+#[test]
+fn a_full_pool_refuses_and_recovers() {
+    for_seeds("pool_exhaustion", 20, pool_exhaustion);
 }

@@ -27,10 +27,8 @@ use crate::gateway::{
     StreamId, TunnelId,
 };
 use crate::ikev2::initiator::{IkeInitiator, InitiatorEvent};
-use crate::ikev2::responder::ResponderConfig;
 use crate::openvpn::DataOutcome;
 use crate::openvpn::client::{ClientEvent, ClientSession};
-use crate::openvpn::server::ServerConfig;
 use crate::wire::ikev2::{Classified, strip_non_esp_marker};
 use crate::wire::openvpn::Opcode;
 
@@ -190,6 +188,8 @@ pub(super) struct Options {
     pub cookie_threshold: usize,
     /// OpenVPN keepalive pushed to clients (ping, ping-restart).
     pub ping: Option<(Duration, Duration)>,
+    /// The client pool.
+    pub pool: Ipv4Net,
 }
 
 impl Default for Options {
@@ -198,6 +198,7 @@ impl Default for Options {
             link: Link::lossy(),
             cookie_threshold: 1000,
             ping: None,
+            pool: POOL.parse().unwrap(),
         }
     }
 }
@@ -229,8 +230,7 @@ pub(super) struct Sim {
     pub checked: u64,
     /// Roamed events for IKEv2 handshakes moving to port 4500.
     pub natt_roams: u64,
-    pub ovpn_cfg: Arc<ServerConfig>,
-    pub ike_cfg: Arc<ResponderConfig>,
+    pub pool: Ipv4Net,
 }
 
 /// Fails the test, naming the seed.
@@ -255,7 +255,7 @@ impl Sim {
         let ovpn_cfg = Arc::new(sc);
         let ike_cfg = Arc::new(pki::responder_cfg());
         let cfg = CoreConfig {
-            client_pool: POOL.parse().unwrap(),
+            client_pool: opts.pool,
             address_space: vec![LAN.parse().unwrap()],
             dns: vec![],
             full_tunnel: false,
@@ -297,8 +297,7 @@ impl Sim {
             last_to_client: HashMap::new(),
             checked: 0,
             natt_roams: 0,
-            ovpn_cfg,
-            ike_cfg,
+            pool: opts.pool,
         }
     }
 
@@ -1150,7 +1149,7 @@ impl Sim {
                         "Connected for no client of the simulation: {e:?} (remote {remote:?})"
                     );
                 };
-                let pool: Ipv4Net = POOL.parse().unwrap();
+                let pool = self.pool;
                 if !pool.contains(address)
                     || *address == self.core.gateway_addr()
                     || *address == pool.network()
