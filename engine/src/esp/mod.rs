@@ -10,10 +10,12 @@
 //! the right half for each direction.
 
 mod cbc;
+pub mod export;
 pub mod sa;
 pub mod spis;
 pub mod table;
 
+pub use export::{EspInboundState, EspOutboundState, KeyMaterial};
 pub use sa::{EspCipher, EspError, EspInbound, EspOutbound, EspPayload, EspSa};
 pub use spis::SpiTable;
 pub use table::{EspTable, TableError};

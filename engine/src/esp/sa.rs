@@ -17,6 +17,7 @@
 use ring::aead;
 
 use super::cbc::{BLOCK, CbcHmac};
+use super::export::KeyMaterial;
 use crate::ikev2::crypto::{ChildSaKeys, Integ, KeySizes};
 use crate::openvpn::replay::{ReplayError, ReplayWindow};
 
@@ -84,6 +85,9 @@ pub enum EspError {
     /// The cipher refused (should not happen with valid keys).
     #[error("ESP encryption failed")]
     Crypto,
+    /// An exported SA state that no SA can have (see [`super::export`]).
+    #[error("invalid exported ESP SA state: {0}")]
+    InvalidState(&'static str),
 }
 
 /// An ESP transform: an AEAD, or AES-CBC with an integrity algorithm (IKEv2 transform
@@ -168,7 +172,7 @@ impl EspCipher {
         }
     }
 
-    fn keys(self, material: &[u8]) -> Result<Keys, EspError> {
+    pub(super) fn keys(self, material: &[u8]) -> Result<Keys, EspError> {
         if let EspCipher::AesGcm16 { key_bits } | EspCipher::AesCbc { key_bits, .. } = self
             && key_bits != 128
             && key_bits != 256
@@ -205,7 +209,7 @@ impl EspCipher {
 }
 
 /// One direction's keys.
-enum Keys {
+pub(super) enum Keys {
     Aead {
         key: Box<aead::LessSafeKey>,
         salt: [u8; SALT_LEN],
@@ -236,12 +240,18 @@ fn fill_plaintext(plain: &mut [u8], inner: &[u8], next_header: u8) {
 }
 
 /// The sending half of a CHILD SA.
+///
+/// A plain value: `Send + Sync`, movable to a worker thread, and exportable
+/// ([`EspOutbound::into_state`]) and restorable ([`EspOutbound::restore`]) as
+/// [`super::export`] describes.
 pub struct EspOutbound {
-    spi: u32,
-    cipher: EspCipher,
-    keys: Keys,
+    pub(super) spi: u32,
+    pub(super) cipher: EspCipher,
+    pub(super) keys: Keys,
+    /// A copy of the key material `keys` was built from, for export (wiped on drop).
+    pub(super) material: KeyMaterial,
     /// Sequence number of the next packet; starts at 1 (RFC 4303 3.3.3).
-    next_seq: u64,
+    pub(super) next_seq: u64,
 }
 
 impl std::fmt::Debug for EspOutbound {
@@ -263,6 +273,7 @@ impl EspOutbound {
             spi,
             cipher,
             keys: cipher.keys(key)?,
+            material: KeyMaterial::new(key),
             next_seq: 1,
         })
     }
@@ -354,11 +365,17 @@ pub struct EspPayload<'a> {
 }
 
 /// The receiving half of a CHILD SA, with its anti-replay window.
+///
+/// A plain value: `Send + Sync`, movable to a worker thread, and exportable
+/// ([`EspInbound::export`]) and restorable ([`EspInbound::restore`]) as [`super::export`]
+/// describes.
 pub struct EspInbound {
-    spi: u32,
-    cipher: EspCipher,
-    keys: Keys,
-    replay: ReplayWindow,
+    pub(super) spi: u32,
+    pub(super) cipher: EspCipher,
+    pub(super) keys: Keys,
+    /// A copy of the key material `keys` was built from, for export (wiped on drop).
+    pub(super) material: KeyMaterial,
+    pub(super) replay: ReplayWindow,
 }
 
 impl std::fmt::Debug for EspInbound {
@@ -378,6 +395,7 @@ impl EspInbound {
             spi,
             cipher,
             keys: cipher.keys(key)?,
+            material: KeyMaterial::new(key),
             replay: ReplayWindow::new(),
         })
     }

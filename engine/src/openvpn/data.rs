@@ -128,17 +128,23 @@ pub enum DataError {
 /// One key id's data channel: seals outgoing packets and opens incoming ones.
 ///
 /// Holds the send counter and the receive replay window; both belong to this key only.
+/// A plain value: `Send + Sync`, movable to a worker thread, and exportable
+/// ([`DataChannel::into_state`]) and restorable ([`DataChannel::restore`]) as
+/// [`super::export`] describes.
 pub struct DataChannel {
-    cipher: Cipher,
-    key_id: u8,
-    peer_id: u32,
+    pub(super) cipher: Cipher,
+    pub(super) key_id: u8,
+    pub(super) peer_id: u32,
+    /// A copy of the keys `seal_key` and `open_key` were built from, for export (boxed so
+    /// that moving the channel leaves no copy; wiped on drop).
+    pub(super) keys: Box<DataKeys>,
     seal_key: LessSafeKey,
     seal_iv: [u8; 8],
     open_key: LessSafeKey,
     open_iv: [u8; 8],
     /// Packets sealed so far; the next packet id is this plus one.
-    sent: u32,
-    replay: ReplayWindow,
+    pub(super) sent: u32,
+    pub(super) replay: ReplayWindow,
 }
 
 impl DataChannel {
@@ -147,6 +153,16 @@ impl DataChannel {
     pub fn new(
         cipher: Cipher,
         keys: &DataKeys,
+        key_id: u8,
+        peer_id: u32,
+    ) -> Result<Self, DataError> {
+        Self::with_boxed_keys(cipher, Box::new(keys.clone()), key_id, peer_id)
+    }
+
+    /// [`DataChannel::new`] keeping `keys` as the channel's copy.
+    pub(super) fn with_boxed_keys(
+        cipher: Cipher,
+        keys: Box<DataKeys>,
         key_id: u8,
         peer_id: u32,
     ) -> Result<Self, DataError> {
@@ -169,6 +185,7 @@ impl DataChannel {
             seal_iv: keys.encrypt_iv,
             open_key: key(&keys.decrypt_key)?,
             open_iv: keys.decrypt_iv,
+            keys,
             sent: 0,
             replay: ReplayWindow::new(),
         })
@@ -204,8 +221,8 @@ impl DataChannel {
         self.encrypt_framed(&[], plaintext, out)
     }
 
-    /// Like [`encrypt`](Self::encrypt), with `prefix` (compression framing, see
-    /// [`super::compress`]) sealed in front of `plaintext` without copying it first.
+    /// Like [`encrypt`](Self::encrypt), with `prefix` (the `compress stub-v2` framing) sealed
+    /// in front of `plaintext` without copying it first.
     pub fn encrypt_framed(
         &mut self,
         prefix: &[u8],

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod data;
 mod datapath;
+pub mod export;
 mod key_state;
 pub mod keymethod;
 pub mod keys;
@@ -15,6 +16,7 @@ pub mod tls;
 pub mod wrap;
 
 pub use datapath::{DataOutcome, DataPathError};
+pub use export::DataChannelState;
 pub use key_state::ControlError;
 #[cfg(test)]
 mod tests;

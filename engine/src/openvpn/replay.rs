@@ -10,7 +10,9 @@
 /// How many packet ids, counting back from the highest accepted one, the window tracks.
 pub const REPLAY_WINDOW: u32 = 256;
 
-const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
+/// 64-bit words in the window's bitmap ([`ReplayWindow::bitmap`]).
+pub const REPLAY_WINDOW_WORDS: usize = (REPLAY_WINDOW / 64) as usize;
+const WORDS: usize = REPLAY_WINDOW_WORDS;
 
 /// Why a packet id was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +47,27 @@ impl ReplayWindow {
     /// The highest packet id accepted so far (0 if none).
     pub fn highest(&self) -> u32 {
         self.highest
+    }
+
+    /// The bitmap of recently accepted ids, for state export: bit `i` (word `i / 64`, bit
+    /// `i % 64`) is set iff id `highest() - i` was accepted.
+    pub fn bitmap(&self) -> [u64; REPLAY_WINDOW_WORDS] {
+        self.bits
+    }
+
+    /// Rebuilds a window from [`highest`](Self::highest) and [`bitmap`](Self::bitmap) (a
+    /// restored session keeps rejecting what the exported one had accepted). `None` if the
+    /// two cannot come from a real window: bits set for ids at or below 0, or a highest id
+    /// whose own bit is clear.
+    pub fn from_parts(highest: u32, bitmap: [u64; REPLAY_WINDOW_WORDS]) -> Option<Self> {
+        let w = Self {
+            highest,
+            bits: bitmap,
+        };
+        // Ages `highest..` would be ids <= 0.
+        let impossible = (highest..REPLAY_WINDOW).any(|age| w.bit(age));
+        let highest_missing = highest > 0 && !w.bit(0);
+        (!impossible && !highest_missing).then_some(w)
     }
 
     /// Checks `packet_id` without recording it.
@@ -201,6 +224,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn from_parts_round_trips_and_refuses_impossible_windows() {
+        let mut w = ReplayWindow::new();
+        for id in [3, 1, 200, 150, 199] {
+            w.check_and_update(id).unwrap();
+        }
+        let back = ReplayWindow::from_parts(w.highest(), w.bitmap()).unwrap();
+        assert_eq!(back, w);
+        for id in [3, 1, 200, 150, 199] {
+            assert_eq!(back.check(id), Err(ReplayError::Replayed(id)));
+        }
+        back.check(2).unwrap();
+        back.check(201).unwrap();
+        assert_eq!(
+            ReplayWindow::from_parts(0, [0; REPLAY_WINDOW_WORDS]),
+            Some(ReplayWindow::new())
+        );
+        // Highest id 5 not marked as accepted.
+        assert_eq!(
+            ReplayWindow::from_parts(5, [0b10; REPLAY_WINDOW_WORDS]),
+            None
+        );
+        // Age 5 from highest 5 would be id 0.
+        assert_eq!(ReplayWindow::from_parts(5, [0b10_0001, 0, 0, 0]), None);
+        assert_eq!(ReplayWindow::from_parts(0, [1, 0, 0, 0]), None);
+        assert!(ReplayWindow::from_parts(5, [0b1_0001, 0, 0, 0]).is_some());
+        assert!(ReplayWindow::from_parts(1000, [u64::MAX; REPLAY_WINDOW_WORDS]).is_some());
     }
 
     #[test]
