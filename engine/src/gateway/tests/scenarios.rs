@@ -743,6 +743,10 @@ fn one_session_per_certificate(seed: u64) {
     let old_tunnel = sim.clients[first].tunnel.unwrap();
     sim.traffic_round(0.0);
     sim.run_for(secs(1));
+    // The first client must hear that it was replaced (a lost IKEv2 Delete is not sent
+    // again: see `a_lost_delete_is_sent_again`).
+    sim.link = super::sim::Link::clean();
+    sim.run_for(secs(1));
     let second = add(&mut sim, second_kind);
     sim.strict = false;
     let mut now_up = others.clone();
@@ -776,8 +780,6 @@ fn one_session_per_certificate(seed: u64) {
         );
     }
     sim.remove_client(first);
-    sim.link = super::sim::Link::clean();
-    sim.run_for(secs(1));
     let holders = sim
         .core
         .status(sim.now)
@@ -1130,4 +1132,48 @@ fn pool_exhaustion(seed: u64) {
 #[test]
 fn a_full_pool_refuses_and_recovers() {
     for_seeds("pool_exhaustion", 20, pool_exhaustion);
+}
+
+/// The gateway ends an IKEv2 client's SA (revocation here; a replaced login and shutdown
+/// do the same) while the way to the client loses packets: the Delete is an INFORMATIONAL
+/// request (RFC 7296 1.4.1, 2.1) and must be sent again until answered, so the client
+/// learns within seconds instead of when its own DPD gives up minutes later.
+fn lost_delete(seed: u64) {
+    let opts = Options {
+        link: super::sim::Link::clean(),
+        ..Options::default()
+    };
+    let mut sim = Sim::new(seed, opts);
+    let cs = start_clients(&mut sim, &[(Start::Ike, 2), (Start::Udp, 1)], 0);
+    sim.connect_all(&cs, secs(30));
+    let v = cs
+        .iter()
+        .copied()
+        .find(|&c| sim.clients[c].protocol() == Protocol::Ikev2)
+        .unwrap();
+    let crl = super::pki::pki().crl(&[sim.clients[v].cert]);
+    // The first Delete is lost.
+    sim.block_to_clients = true;
+    let now = sim.now;
+    sim.core.set_crls(now, &[crl]).unwrap();
+    sim.drive();
+    sim.run_for(ms(200));
+    sim.block_to_clients = false;
+    sim.strict = false;
+    sim.run_for(secs(15));
+    let ike = sim.clients[v].ike();
+    if ike.closed.is_none() {
+        let ev = ike.events.clone();
+        fail!(
+            sim,
+            "{}: its SA was deleted by the gateway 15 s ago; the only Delete was lost and \
+             none followed (the client still thinks it is connected): {ev:?}",
+            sim.clients[v].name
+        );
+    }
+}
+
+#[test]
+fn a_lost_delete_is_sent_again() {
+    for_seeds("lost_delete", 5, lost_delete);
 }

@@ -137,6 +137,8 @@ pub(super) struct Client {
     pub tunnel: Option<TunnelId>,
     /// Removed from the simulation (its packets go nowhere).
     pub gone: bool,
+    /// Addresses it sent from before (a late packet from one may still arrive).
+    pub past: Vec<SocketAddr>,
     /// Tags of inner packets it received.
     pub rx: Vec<u64>,
 }
@@ -230,6 +232,10 @@ pub(super) struct Sim {
     pub checked: u64,
     /// Roamed events for IKEv2 handshakes moving to port 4500.
     pub natt_roams: u64,
+    /// Every datagram towards the clients is lost.
+    pub block_to_clients: bool,
+    /// Roams back to an address the client had left (a late packet from there).
+    pub late_roams: u64,
     pub pool: Ipv4Net,
 }
 
@@ -297,6 +303,8 @@ impl Sim {
             last_to_client: HashMap::new(),
             checked: 0,
             natt_roams: 0,
+            block_to_clients: false,
+            late_roams: 0,
             pool: opts.pool,
         }
     }
@@ -336,6 +344,7 @@ impl Sim {
             address: None,
             tunnel: None,
             gone: false,
+            past: Vec::new(),
             rx: Vec::new(),
         });
         idx
@@ -472,6 +481,7 @@ impl Sim {
         };
         self.addrs.remove(&old);
         self.addrs.insert(new, c);
+        self.clients[c].past.push(old);
         new
     }
 
@@ -493,6 +503,9 @@ impl Sim {
 
     /// A datagram onto the lossy network.
     fn send_udp(&mut self, w: Wire) {
+        if self.block_to_clients && matches!(w, Wire::Client { .. }) {
+            return;
+        }
         if self.roll(self.link.loss_percent) {
             return;
         }
@@ -1230,7 +1243,14 @@ impl Sim {
                     Proto::Ike(_) => cl.natt_addr,
                     Proto::Ovpn(_) => cl.addr,
                 };
-                if *from != cl.core_remote || *to != current {
+                // A late (reordered) authentic packet from an address the client left
+                // moves the tunnel back there until its next packet: allowed while clients
+                // come and go (`strict` off), counted.
+                let late = !self.strict && cl.past.contains(to);
+                if late {
+                    self.late_roams += 1;
+                }
+                if *from != cl.core_remote || (*to != current && !late) {
                     fail!(
                         self,
                         "{} roamed {from} -> {to}; it was at {} and is at {current}",
