@@ -218,6 +218,8 @@ impl GatewayCore {
                 }
             }
             IkeEvent::Closed(reason) => {
+                // The SA may linger to retransmit its Delete; it carries no more traffic.
+                self.drop_esp(id);
                 if self.ike(id).is_some_and(|t| t.site.is_some()) {
                     self.site_sa_gone(now, id, &reason);
                     return;

@@ -236,6 +236,16 @@ impl GatewayCore {
         }
     }
 
+    /// Removes every ESP SA of tunnel `id` (it is closing).
+    pub(super) fn drop_esp(&mut self, id: TunnelId) {
+        for spi in self.esp.remove_owner(id) {
+            self.spis.release(spi);
+        }
+        if let Some(t) = self.ike_mut(id) {
+            t.our_spis.clear();
+        }
+    }
+
     /// Removes inbound ESP SA `spi` if tunnel `id` owns it.
     pub(super) fn esp_remove(&mut self, id: TunnelId, spi: u32) {
         if self.esp.remove(id, spi) {

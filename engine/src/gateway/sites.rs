@@ -329,6 +329,7 @@ impl GatewayCore {
     /// A site SA is over: route to another one, or mark the connection down and plan the
     /// next attempt.
     pub(super) fn site_sa_gone(&mut self, now: Instant, id: TunnelId, reason: &str) {
+        self.drop_esp(id);
         let Some(e) = self.ike_mut(id) else {
             return;
         };

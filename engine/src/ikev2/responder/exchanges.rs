@@ -235,9 +235,11 @@ impl IkeResponder {
         self.next_our_id = self.next_our_id.wrapping_add(1);
         self.last_rx = now;
         // Only answers to requests tests made us send need reading.
+        let answered = o.message_id;
         if !matches!(o.request, initiated::Request::Informational) {
             let payloads = message::inner(first_inner, &plaintext).unwrap_or_default();
             self.on_own_response(now, o.request, &payloads);
         }
+        self.after_own_response(now, answered);
     }
 }

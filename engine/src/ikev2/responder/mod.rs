@@ -283,6 +283,13 @@ struct OldSa {
     response_reassembly: Reassembly,
 }
 
+/// A gateway-side Delete of the IKE SA.
+#[derive(Debug, Clone, Copy)]
+struct Deleting {
+    /// Its message id, once sent (None: waiting for an outstanding request's answer).
+    sent: Option<u32>,
+}
+
 struct Outstanding {
     message_id: u32,
     request: initiated::Request,
@@ -317,6 +324,9 @@ pub struct IkeResponder {
     children: Vec<Child>,
     next_our_id: u32,
     outstanding: Option<Outstanding>,
+    /// The gateway ended the SA: its Delete is sent (or waits for `outstanding`) and
+    /// retransmitted until answered; nothing else happens on the SA meanwhile.
+    deleting: Option<Deleting>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IkeEvent>,
     created: Instant,
@@ -563,6 +573,7 @@ pub fn respond_to_init(
         children: Vec::new(),
         next_our_id: 0,
         outstanding: None,
+        deleting: None,
         transmits: VecDeque::new(),
         events: VecDeque::new(),
         created: now,
@@ -771,6 +782,11 @@ impl IkeResponder {
     }
 
     pub(super) fn close(&mut self, reason: String) {
+        if self.deleting.is_some() {
+            // Closed was reported when the delete began; now the SA is really gone.
+            self.state = State::Closed;
+            return;
+        }
         if self.state != State::Closed {
             self.state = State::Closed;
             for o in std::mem::take(&mut self.old_sas) {
@@ -782,12 +798,47 @@ impl IkeResponder {
         }
     }
 
-    /// Deletes the SA from the gateway's side (tells the peer, best effort).
+    /// Deletes the SA from the gateway's side: reports it closed at once (the gateway frees
+    /// its address and routes), then tells the peer with a Delete that is retransmitted until
+    /// answered (or the retransmissions give up), so a lost datagram does not leave the peer
+    /// with a dead SA until its own DPD notices.
     pub fn delete(&mut self, now: Instant, reason: &str) {
-        if self.state == State::Established {
-            self.send_request(now, &[Payload::Delete(DeletePayload::ike())]);
+        if self.state != State::Established || self.deleting.is_some() {
+            self.close(reason.to_owned());
+            return;
         }
-        self.close(reason.to_owned());
+        for o in std::mem::take(&mut self.old_sas) {
+            self.events.push_back(IkeEvent::OldIkeSaGone {
+                spis: (o.spi_i, o.spi_r),
+            });
+        }
+        self.events.push_back(IkeEvent::Closed(reason.to_owned()));
+        if self.outstanding.is_some() {
+            // One request at a time: the Delete follows the answer (or the give-up).
+            self.deleting = Some(Deleting { sent: None });
+        } else {
+            self.send_delete(now);
+        }
+    }
+
+    fn send_delete(&mut self, now: Instant) {
+        let id = self.next_our_id;
+        self.deleting = Some(Deleting { sent: Some(id) });
+        self.send_request(now, &[Payload::Delete(DeletePayload::ike())]);
+    }
+
+    /// True while a gateway-side Delete is under way.
+    pub fn is_deleting(&self) -> bool {
+        self.deleting.is_some()
+    }
+
+    /// After an answer to one of our requests: ends a delete, or sends the waiting Delete.
+    pub(super) fn after_own_response(&mut self, now: Instant, answered: u32) {
+        match self.deleting {
+            Some(Deleting { sent: Some(id) }) if id == answered => self.state = State::Closed,
+            Some(Deleting { sent: None }) => self.send_delete(now),
+            _ => {}
+        }
     }
 
     /// Feeds a message of this SA (already matched by SPIs) from `from`.
@@ -816,6 +867,10 @@ impl IkeResponder {
         }
         if h.flags.response() {
             self.handle_response(now, &msg, raw);
+            return;
+        }
+        if self.deleting.is_some() && h.exchange != ExchangeType::INFORMATIONAL {
+            // Going away: no new CHILD SAs or rekeys.
             return;
         }
         if h.exchange == ExchangeType::IKE_SA_INIT {
@@ -910,6 +965,29 @@ impl IkeResponder {
         if self.state == State::Closed {
             return;
         }
+        if self.deleting.is_some() {
+            match &mut self.outstanding {
+                Some(o) if now >= o.next_send => {
+                    if o.tries >= 5 {
+                        // The peer never answered the Delete: it is gone or will find out.
+                        self.state = State::Closed;
+                        return;
+                    }
+                    o.tries += 1;
+                    o.next_send = now + Duration::from_secs(1 << o.tries.min(5));
+                    for d in o.datagrams.clone() {
+                        self.transmits.push_back(Transmit {
+                            to: self.peer,
+                            nat_t: self.peer_nat_t,
+                            data: d,
+                        });
+                    }
+                }
+                Some(_) => {}
+                None => self.send_delete(now),
+            }
+            return;
+        }
         if matches!(self.state, State::AwaitAuth | State::AwaitDecision)
             && now >= self.created + self.cfg.auth_timeout
         {
@@ -962,6 +1040,14 @@ impl IkeResponder {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state != State::Closed && self.deleting.is_some() {
+            // Only the Delete's retransmissions are left (or sending it, at once).
+            return Some(
+                self.outstanding
+                    .as_ref()
+                    .map_or(self.last_rx, |o| o.next_send),
+            );
+        }
         let main = match self.state {
             State::Closed => return None,
             State::AwaitAuth | State::AwaitDecision => self.created + self.cfg.auth_timeout,
