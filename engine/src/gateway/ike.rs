@@ -207,13 +207,17 @@ impl GatewayCore {
     }
 
     /// An IKE tunnel's peer moved.
+    /// The switch from port 500 to 4500 during the handshake (NAT-T, RFC 7296 2.23) is not
+    /// roaming and is not reported.
     fn roamed(&mut self, id: TunnelId, from: SocketAddr, to: SocketAddr) {
-        if let Some(t) = self.ike(id) {
-            let name = t.common.client.clone().unwrap_or_default();
-            if from.ip() != to.ip() || t.connected {
-                tracing::info!(client = %name, from = %from, to = %to, transport = "ikev2", "peer moved to a new address");
-            }
+        let Some(t) = self.ike(id) else {
+            return;
+        };
+        if !t.connected {
+            return;
         }
+        let name = t.common.client.clone().unwrap_or_default();
+        tracing::info!(client = %name, from = %from, to = %to, transport = "ikev2", "peer moved to a new address");
         self.events.push_back(Event::Roamed {
             tunnel: id,
             from,

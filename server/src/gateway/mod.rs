@@ -257,29 +257,33 @@ impl Gateway {
                 _ = stop_rx.changed() => break,
                 r = recv(&ovpn, &mut ubuf) => {
                     if let Ok((n, from)) = r {
-                        self.datagram(Listener::OpenVpnUdp, from, &ubuf[..n]);
-                        drain_socket(&mut self, &ovpn, Listener::OpenVpnUdp, &mut ubuf);
+                        let now = Instant::now();
+                        self.datagram(now, Listener::OpenVpnUdp, from, &ubuf[..n]);
+                        drain_socket(&mut self, now, &ovpn, Listener::OpenVpnUdp, &mut ubuf);
                     }
                 }
                 r = recv(&natt, &mut nbuf) => {
                     if let Ok((n, from)) = r {
-                        self.datagram(Listener::IkeNatT, from, &nbuf[..n]);
-                        drain_socket(&mut self, &natt, Listener::IkeNatT, &mut nbuf);
+                        let now = Instant::now();
+                        self.datagram(now, Listener::IkeNatT, from, &nbuf[..n]);
+                        drain_socket(&mut self, now, &natt, Listener::IkeNatT, &mut nbuf);
                     }
                 }
                 r = recv(&ike, &mut ibuf) => {
                     if let Ok((n, from)) = r {
-                        self.datagram(Listener::Ike, from, &ibuf[..n]);
-                        drain_socket(&mut self, &ike, Listener::Ike, &mut ibuf);
+                        let now = Instant::now();
+                        self.datagram(now, Listener::Ike, from, &ibuf[..n]);
+                        drain_socket(&mut self, now, &ike, Listener::Ike, &mut ibuf);
                     }
                 }
                 r = tun.recv(&mut tbuf) => {
                     match r {
                         Ok(n) => {
-                            self.tun_packet(&tbuf[..n]);
+                            let now = Instant::now();
+                            self.tun_packet(now, &tbuf[..n]);
                             for _ in 0..BURST {
                                 match tun.try_recv(&mut tbuf) {
-                                    Ok(n) => self.tun_packet(&tbuf[..n]),
+                                    Ok(n) => self.tun_packet(now, &tbuf[..n]),
                                     Err(_) => break,
                                 }
                             }
@@ -332,8 +336,8 @@ impl Gateway {
         Ok(())
     }
 
-    fn datagram(&mut self, l: Listener, from: SocketAddr, bytes: &[u8]) {
-        if let Some(p) = self.core.handle_datagram(Instant::now(), l, from, bytes)
+    fn datagram(&mut self, now: Instant, l: Listener, from: SocketAddr, bytes: &[u8]) {
+        if let Some(p) = self.core.handle_datagram(now, l, from, bytes)
             && let Err(why) = write_tun(&self.tun, p)
         {
             self.core.count_drop(why);
@@ -341,8 +345,8 @@ impl Gateway {
         self.flush();
     }
 
-    fn tun_packet(&mut self, packet: &[u8]) {
-        let Some((dest, bytes)) = self.core.handle_tun_packet(Instant::now(), packet) else {
+    fn tun_packet(&mut self, now: Instant, packet: &[u8]) {
+        let Some((dest, bytes)) = self.core.handle_tun_packet(now, packet) else {
             return;
         };
         let r = send_to(&self.sockets, &self.streams, dest, bytes);
@@ -476,14 +480,21 @@ async fn recv(
     }
 }
 
-/// Hands the core up to [`BURST`] more datagrams that are already waiting on `sock`.
-fn drain_socket(gw: &mut Gateway, sock: &Option<Arc<UdpSocket>>, l: Listener, buf: &mut [u8]) {
+/// Hands the core up to [`BURST`] more datagrams that are already waiting on `sock` (one
+/// clock reading per burst).
+fn drain_socket(
+    gw: &mut Gateway,
+    now: Instant,
+    sock: &Option<Arc<UdpSocket>>,
+    l: Listener,
+    buf: &mut [u8],
+) {
     let Some(s) = sock else {
         return;
     };
     for _ in 0..BURST {
         match s.try_recv_from(buf) {
-            Ok((n, from)) => gw.datagram(l, from, &buf[..n]),
+            Ok((n, from)) => gw.datagram(now, l, from, &buf[..n]),
             Err(_) => break,
         }
     }
