@@ -10,6 +10,7 @@ pub mod deadlines;
 pub mod entropy;
 pub mod esp;
 pub mod gateway;
+pub mod idhash;
 pub mod ikev2;
 pub mod openvpn;
 pub mod pool;

@@ -11,7 +11,9 @@
 //! independent of the number of routes. A per-tunnel index makes removing a tunnel cost
 //! only as much as that tunnel's own routes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use crate::idhash::IdMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -33,11 +35,11 @@ const LENGTHS: usize = 33;
 pub struct Router {
     /// `by_len[l]` maps the network address (as a host-order `u32`, host bits zero) of every
     /// /l route to its tunnel.
-    by_len: [HashMap<u32, TunnelId>; LENGTHS],
+    by_len: [IdMap<u32, TunnelId>; LENGTHS],
     /// The prefix lengths whose map is non-empty, longest first: the probe order of a lookup.
     lens: Vec<u8>,
     /// Every tunnel's routes, so that a tunnel can be removed without scanning the table.
-    by_tunnel: HashMap<TunnelId, HashSet<Ipv4Net>>,
+    by_tunnel: IdMap<TunnelId, HashSet<Ipv4Net>>,
     /// Total number of routes.
     len: usize,
 }
@@ -45,9 +47,9 @@ pub struct Router {
 impl Default for Router {
     fn default() -> Self {
         Self {
-            by_len: std::array::from_fn(|_| HashMap::new()),
+            by_len: std::array::from_fn(|_| IdMap::default()),
             lens: Vec::new(),
-            by_tunnel: HashMap::new(),
+            by_tunnel: IdMap::default(),
             len: 0,
         }
     }
@@ -202,7 +204,7 @@ mod tests {
 
     /// Checks the internal indexes against each other.
     fn check_invariants(r: &Router) {
-        let total: usize = r.by_len.iter().map(HashMap::len).sum();
+        let total: usize = r.by_len.iter().map(|m| m.len()).sum();
         assert_eq!(r.len, total, "route count");
         let mut expected_lens: Vec<u8> = (0..=32u8)
             .filter(|&l| !r.by_len[usize::from(l)].is_empty())

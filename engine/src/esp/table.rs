@@ -4,8 +4,9 @@
 //! rekey, the next one, switched make-before-break (RFC 7296 2.8): the new outbound SA is
 //! used once the peer shows it has the new SA (traffic arrives on it) or the old one is gone.
 
-use std::collections::HashMap;
 use std::hash::Hash;
+
+use crate::idhash::IdMap;
 
 use super::{EspError, EspInbound, EspOutbound, EspPayload};
 
@@ -36,15 +37,15 @@ struct Outbound {
 
 /// ESP SAs by SPI (inbound) and by owner (outbound).
 pub struct EspTable<O> {
-    inbound: HashMap<u32, (O, EspInbound)>,
-    outbound: HashMap<O, Outbound>,
+    inbound: IdMap<u32, (O, EspInbound)>,
+    outbound: IdMap<O, Outbound>,
 }
 
 impl<O> Default for EspTable<O> {
     fn default() -> Self {
         Self {
-            inbound: HashMap::new(),
-            outbound: HashMap::new(),
+            inbound: IdMap::default(),
+            outbound: IdMap::default(),
         }
     }
 }

@@ -41,6 +41,7 @@ use ipnet::Ipv4Net;
 use crate::deadlines::Deadlines;
 use crate::entropy::Entropy;
 use crate::esp::{EspTable, SpiTable};
+use crate::idhash::IdMap;
 use crate::ikev2::responder::ResponderConfig;
 use crate::ikev2::site::SitePeer;
 use crate::openvpn::server::ServerConfig;
@@ -236,7 +237,7 @@ pub type EntropyFactory = Box<dyn FnMut() -> Box<dyn Entropy> + Send>;
 pub struct GatewayCore {
     cfg: CoreConfig,
     entropy: EntropyFactory,
-    tunnels: HashMap<TunnelId, Tunnel>,
+    tunnels: IdMap<TunnelId, Tunnel>,
     router: Router,
     pool: AddressPool,
     /// One session per certificate: client name -> its tunnel.
@@ -244,7 +245,7 @@ pub struct GatewayCore {
     /// OpenVPN over UDP, by the client's address (control, P_DATA_V1).
     by_udp: HashMap<SocketAddr, TunnelId>,
     /// OpenVPN by peer-id (P_DATA_V2, float).
-    by_peer_id: HashMap<u32, TunnelId>,
+    by_peer_id: IdMap<u32, TunnelId>,
     /// OpenVPN over TCP: stream -> (tunnel if any, client address).
     streams: HashMap<StreamId, (Option<TunnelId>, SocketAddr)>,
     /// IKE SAs by (SPIi, SPIr), every pair they answer to.
@@ -287,12 +288,12 @@ impl GatewayCore {
         Ok(Self {
             cfg,
             entropy,
-            tunnels: HashMap::new(),
+            tunnels: IdMap::default(),
             router: Router::new(),
             pool,
             by_client: HashMap::new(),
             by_udp: HashMap::new(),
-            by_peer_id: HashMap::new(),
+            by_peer_id: IdMap::default(),
             streams: HashMap::new(),
             by_spis: HashMap::new(),
             by_init: HashMap::new(),
