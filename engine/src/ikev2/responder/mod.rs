@@ -966,44 +966,30 @@ impl IkeResponder {
             return;
         }
         if self.deleting.is_some() {
-            match &mut self.outstanding {
-                Some(o) if now >= o.next_send => {
-                    if o.tries >= 5 {
-                        // The peer never answered the Delete: it is gone or will find out.
-                        self.state = State::Closed;
-                        return;
-                    }
-                    o.tries += 1;
-                    o.next_send = now + Duration::from_secs(1 << o.tries.min(5));
-                    for d in o.datagrams.clone() {
-                        self.transmits.push_back(Transmit {
-                            to: self.peer,
-                            nat_t: self.peer_nat_t,
-                            data: d,
-                        });
-                    }
-                }
-                Some(_) => {}
-                None => self.send_delete(now),
+            // Only the Delete is left: send it once the previous request is done; the
+            // retransmissions below give up silently (Closed was reported already).
+            if self.outstanding.is_none() {
+                self.send_delete(now);
+                return;
             }
-            return;
-        }
-        if matches!(self.state, State::AwaitAuth | State::AwaitDecision)
-            && now >= self.created + self.cfg.auth_timeout
-        {
-            self.close("IKE_AUTH did not complete in time".into());
-            return;
-        }
-        self.expire_old_sas(now);
-        if self.state == State::Established
-            && let Some(t) = self.hard_deadline()
-            && now >= t
-        {
-            self.delete(
-                now,
-                "the client did not rekey its SA within the hard lifetime",
-            );
-            return;
+        } else {
+            if matches!(self.state, State::AwaitAuth | State::AwaitDecision)
+                && now >= self.created + self.cfg.auth_timeout
+            {
+                self.close("IKE_AUTH did not complete in time".into());
+                return;
+            }
+            self.expire_old_sas(now);
+            if self.state == State::Established
+                && let Some(t) = self.hard_deadline()
+                && now >= t
+            {
+                self.delete(
+                    now,
+                    "the client did not rekey its SA within the hard lifetime",
+                );
+                return;
+            }
         }
         if let Some(o) = &mut self.outstanding {
             if now >= o.next_send {
@@ -1023,7 +1009,10 @@ impl IkeResponder {
             }
             return;
         }
-        if self.state == State::Established && now >= self.last_rx + self.cfg.dpd_interval {
+        if self.state == State::Established
+            && self.deleting.is_none()
+            && now >= self.last_rx + self.cfg.dpd_interval
+        {
             self.send_request(now, &[]);
         }
     }
