@@ -188,7 +188,8 @@ impl CharonCmdConfig {
 }
 
 /// A running `charon-cmd` in a client namespace: one IKE SA, torn down (DELETE sent) on
-/// SIGTERM; it exits by itself when the SA fails or goes away. Stopped on Drop.
+/// SIGTERM; it exits by itself when an initiation fails (a refusal), but not when the
+/// gateway deletes an established SA (5.9.8 keeps running without it). Stopped on Drop.
 #[derive(Debug)]
 pub struct CharonCmd {
     // Declared first: dropped (stopped) before anything else.
