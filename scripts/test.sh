@@ -53,7 +53,9 @@ echo "== Windows cross-check: client core and desktop app"
 cargo check --target x86_64-pc-windows-gnu -p gatehouse-client -p gatehouse-gui
 echo "== engine stays sans-IO"
 scripts/check-engine-sans-io.sh
-echo "== build binaries"
-cargo build --workspace --bins
+echo "== build binaries and test targets"
+# Bins and test targets in one invocation: one feature resolution (dev-dependency features
+# included), so `cargo test` below reuses every dependency instead of building them twice.
+cargo build --workspace --all-targets
 echo "== tests"
 cargo test --workspace --no-fail-fast
