@@ -72,6 +72,40 @@ pub fn certs_cli(pki: &Path, args: &[&str]) -> Result<String> {
     run_cli("gatehouse-certs", &all)
 }
 
+/// A new RSA-2048 key and CSR in `dir` (`openssl req`, subject `CN=name`; charon-cmd takes
+/// RSA keys only), certified by `gatehouse-certs --pki PKI issue-client NAME --csr CSR -o CRT
+/// EXTRA...`: (certificate, key).
+pub fn issue_rsa_client(
+    dir: &Path,
+    pki: &Path,
+    name: &str,
+    extra: &[&str],
+) -> Result<(PathBuf, PathBuf)> {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let cert = dir.join(format!("{name}.crt"));
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+        .arg(&key)
+        .args(["-subj", &format!("/CN={name}"), "-out"])
+        .arg(&csr);
+    let out = run_with_timeout(cmd, Duration::from_secs(30))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl req for {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (csr_arg, cert_arg) = (csr.display().to_string(), cert.display().to_string());
+    let mut args = vec!["issue-client", name, "--csr", &csr_arg, "-o", &cert_arg];
+    args.extend_from_slice(extra);
+    certs_cli(pki, &args)?;
+    anyhow::ensure!(
+        cert.exists(),
+        "issue-client {name} --csr wrote no {cert_arg}"
+    );
+    Ok((cert, key))
+}
+
 /// A client certificate issued by `gatehouse-certs issue-client`: the certificate written
 /// with `-o`, and the key the PKI stores for it.
 #[derive(Clone, Debug)]

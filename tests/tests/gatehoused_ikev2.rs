@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::gatehoused::{
     CONNECTED, DISCONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, certs_cli,
-    spawn_stock_client, toml_str, tun_ipv4, wait_client_up,
+    issue_rsa_client, spawn_stock_client, toml_str, tun_ipv4, wait_client_up,
 };
 use gatehouse_tests::net::{iperf3_client, iperf3_server, wait_ping};
 use gatehouse_tests::openvpn::UP_TIMEOUT as OVPN_UP_TIMEOUT;
-use gatehouse_tests::proc::run_with_timeout;
 use gatehouse_tests::strongswan::{
     AUTH_FAILED, Charon, CharonCmd, CharonCmdConfig, IKE_ESTABLISHED, IPSEC_DEV, RoadWarrior,
     SwanctlCreds, ping_run, tail,
@@ -73,29 +72,7 @@ impl Setup {
     /// A new RSA-2048 key and CSR (`openssl req`, subject `CN=name`), certified by
     /// `gatehouse-certs --pki PKI issue-client NAME --csr CSR -o CRT EXTRA...`.
     fn rsa_client(&self, name: &str, pki: &Path, extra: &[&str]) -> Result<RsaClient> {
-        let key = self.path(&format!("{name}.key"));
-        let csr = self.path(&format!("{name}.csr"));
-        let cert = self.path(&format!("{name}.crt"));
-        let mut cmd = std::process::Command::new("openssl");
-        cmd.args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout"])
-            .arg(&key)
-            .args(["-subj", &format!("/CN={name}"), "-out"])
-            .arg(&csr);
-        let out = run_with_timeout(cmd, Duration::from_secs(30))?;
-        ensure!(
-            out.status.success(),
-            "openssl req for {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let csr_arg = csr.display().to_string();
-        let cert_arg = cert.display().to_string();
-        let mut args = vec!["issue-client", name, "--csr", &csr_arg, "-o", &cert_arg];
-        args.extend_from_slice(extra);
-        certs_cli(pki, &args)?;
-        ensure!(
-            cert.exists(),
-            "issue-client {name} --csr wrote no {cert_arg}"
-        );
+        let (cert, key) = issue_rsa_client(self.dir.path(), pki, name, extra)?;
         Ok(RsaClient {
             name: name.to_string(),
             cert,

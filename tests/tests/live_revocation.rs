@@ -24,12 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::gatehoused::{
-    CONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, certs_cli, spawn_stock_client, times_up,
-    wait_client_up,
+    CONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, issue_rsa_client, spawn_stock_client,
+    times_up, wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
-use gatehouse_tests::proc::run_with_timeout;
 use gatehouse_tests::strongswan::{
     AUTH_FAILED, CharonCmd, CharonCmdConfig, IKE_ESTABLISHED, parse_ping_summary, tail,
 };
@@ -102,25 +101,7 @@ impl Setup {
     /// A new RSA-2048 key and CSR (`openssl req`, `CN=name`; charon-cmd takes RSA keys only),
     /// certified by `gatehouse-certs issue-client NAME --csr`.
     fn rsa_client(&self, name: &str) -> Result<RsaClient> {
-        let key = self.path(&format!("{name}.key"));
-        let csr = self.path(&format!("{name}.csr"));
-        let cert = self.path(&format!("{name}.crt"));
-        let mut cmd = std::process::Command::new("openssl");
-        cmd.args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout"])
-            .arg(&key)
-            .args(["-subj", &format!("/CN={name}"), "-out"])
-            .arg(&csr);
-        let out = run_with_timeout(cmd, Duration::from_secs(30))?;
-        ensure!(
-            out.status.success(),
-            "openssl req for {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let (csr_arg, cert_arg) = (csr.display().to_string(), cert.display().to_string());
-        certs_cli(
-            &self.gw_dir.pki(),
-            &["issue-client", name, "--csr", &csr_arg, "-o", &cert_arg],
-        )?;
+        let (cert, key) = issue_rsa_client(self.dir.path(), &self.gw_dir.pki(), name, &[])?;
         Ok(RsaClient {
             name: name.to_string(),
             cert,

@@ -22,15 +22,14 @@
 //! Tag `mb`, subnet index 160.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, certs_cli};
+use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, issue_rsa_client};
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::netns::Netns;
-use gatehouse_tests::proc::run_with_timeout;
 use gatehouse_tests::strongswan::{
     CharonCmd, CharonCmdConfig, IKE_ESTABLISHED, parse_ping_summary, tail,
 };
@@ -60,31 +59,6 @@ const REQUESTING_MOBIKE: &str = "requesting address change using MOBIKE";
 const GATEWAY_DPD: &str = "parsed INFORMATIONAL request";
 /// gatehoused's roaming event.
 const PEER_MOVED: &str = "peer moved to a new address";
-
-/// A new RSA-2048 key and CSR (`openssl req`, `CN=name`; charon-cmd takes RSA keys only),
-/// certified by `gatehouse-certs issue-client NAME --csr`: (certificate, key).
-fn rsa_client(dir: &Path, pki: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
-    let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
-    let cert = dir.join(format!("{name}.crt"));
-    let mut cmd = std::process::Command::new("openssl");
-    cmd.args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout"])
-        .arg(&key)
-        .args(["-subj", &format!("/CN={name}"), "-out"])
-        .arg(&csr);
-    let out = run_with_timeout(cmd, Duration::from_secs(30))?;
-    ensure!(
-        out.status.success(),
-        "openssl req for {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (csr_arg, cert_arg) = (csr.display().to_string(), cert.display().to_string());
-    certs_cli(
-        pki,
-        &["issue-client", name, "--csr", &csr_arg, "-o", &cert_arg],
-    )?;
-    Ok((cert, key))
-}
 
 /// The client's new underlay address: 10.252.X.2.
 fn new_client_addr() -> Ipv4Addr {
@@ -214,7 +188,7 @@ fn strongswan_client_moves_its_sa_to_a_new_address_with_mobike() -> Result<()> {
     let gw_dir = GatewayDir::for_topology(&dir.path().join("gateway"), &topo, "ghd160")?;
     gw_dir.set("ikev2.dpd", DPD)?;
     let gw = Gatehoused::start(&topo.gateway, &gw_dir, &dir.path().join("gatehoused.log"))?;
-    let (cert, key) = rsa_client(dir.path(), &gw_dir.pki(), "carol")?;
+    let (cert, key) = issue_rsa_client(dir.path(), &gw_dir.pki(), "carol", &[])?;
     let client = topo.client(0);
     let config = CharonCmdConfig::new(
         client.gateway_addr,

@@ -19,19 +19,20 @@
 //! Tags `rm-*`, subnet indexes 150..=159.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, certs_cli, times_up, wait_client_up};
+use gatehouse_tests::gatehoused::{
+    Gatehoused, GatewayDir, issue_rsa_client, times_up, wait_client_up,
+};
 use gatehouse_tests::nat::{Flow, Mapping, Nat};
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openssl_pki::OpensslPki;
 use gatehouse_tests::openvpn::{
     ClientConfig, Proto, ServerConfig, UP, UP_TIMEOUT, spawn_openvpn, start_server,
 };
-use gatehouse_tests::proc::run_with_timeout;
 use gatehouse_tests::strongswan::{
     CharonCmd, CharonCmdConfig, IKE_ESTABLISHED, parse_ping_summary, tail,
 };
@@ -395,31 +396,6 @@ fn join<T>(h: thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked")))
 }
 
-/// A new RSA-2048 key and CSR (`openssl req`, `CN=name`; charon-cmd takes RSA keys only),
-/// certified by `gatehouse-certs issue-client NAME --csr`: (certificate, key).
-fn rsa_client(dir: &Path, pki: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
-    let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
-    let cert = dir.join(format!("{name}.crt"));
-    let mut cmd = std::process::Command::new("openssl");
-    cmd.args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout"])
-        .arg(&key)
-        .args(["-subj", &format!("/CN={name}"), "-out"])
-        .arg(&csr);
-    let out = run_with_timeout(cmd, Duration::from_secs(30))?;
-    ensure!(
-        out.status.success(),
-        "openssl req for {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (csr_arg, cert_arg) = (csr.display().to_string(), cert.display().to_string());
-    certs_cli(
-        pki,
-        &["issue-client", name, "--csr", &csr_arg, "-o", &cert_arg],
-    )?;
-    Ok((cert, key))
-}
-
 /// charon-cmd log lines about the IKE SA's life, NAT-T, DPD and addresses.
 fn ike_life(log: &str) -> String {
     let keys = [
@@ -468,7 +444,7 @@ fn strongswan_client_keeps_its_session_across_nat_rebinding() -> Result<()> {
     // its IKE messages reach the client at the NAT's newest mapping.
     gw_dir.set("ikev2.dpd", "\"3s\"")?;
     let gw = Gatehoused::start(&topo.gateway, &gw_dir, &dir.path().join("gatehoused.log"))?;
-    let (cert, key) = rsa_client(dir.path(), &gw_dir.pki(), "carol")?;
+    let (cert, key) = issue_rsa_client(dir.path(), &gw_dir.pki(), "carol", &[])?;
     let config = CharonCmdConfig::new(nat.gateway_addr, "CN=carol", &gw_dir.ca_cert(), &cert, &key);
     let cmd = CharonCmd::start(&nat.client, &dir.path().join("charon-cmd"), &config)
         .with_context(|| format!("gatehoused log:\n{}", gw.log_tail(25)))?;
