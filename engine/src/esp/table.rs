@@ -165,13 +165,6 @@ impl<O: Copy + Eq + Hash + std::fmt::Debug> EspTable<O> {
         Ok(sa.encrypt(inner, out)?.len())
     }
 
-    /// True when `owner` can send.
-    pub fn can_send(&self, owner: O) -> bool {
-        self.outbound
-            .get(&owner)
-            .is_some_and(|o| o.current.is_some())
-    }
-
     /// Number of inbound SAs.
     pub fn len(&self) -> usize {
         self.inbound.len()

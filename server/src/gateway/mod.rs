@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use gatehouse_engine::entropy::Entropy;
-use gatehouse_engine::gateway::{CoreStatus, Dest, Drop, Event, GatewayCore, Listener, StreamId};
+use gatehouse_engine::gateway::{CoreStatus, Dest, Drop, GatewayCore, Listener, StreamId};
 use gatehouse_engine::openvpn::server::ServerConfig;
 use ipnet::Ipv4Net;
 use tokio::net::{TcpListener, UdpSocket};
@@ -388,10 +388,8 @@ impl Gateway {
             }
         }
         while let Some(ev) = self.core.poll_event() {
+            // The core logs what operators read (connects, refusals, revocations, roaming).
             debug!(event = ?ev, "core event");
-            if let Event::Revoked { .. } = ev {
-                // Logged by the core with the certificate's serial.
-            }
         }
     }
 

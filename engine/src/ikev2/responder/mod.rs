@@ -827,11 +827,6 @@ impl IkeResponder {
         self.send_request(now, &[Payload::Delete(DeletePayload::ike())]);
     }
 
-    /// True while a gateway-side Delete is under way.
-    pub fn is_deleting(&self) -> bool {
-        self.deleting.is_some()
-    }
-
     /// After an answer to one of our requests: ends a delete, or sends the waiting Delete.
     pub(super) fn after_own_response(&mut self, now: Instant, answered: u32) {
         match self.deleting {
