@@ -6,6 +6,8 @@
 //! `gatehouse-client` own the I/O. That keeps every protocol testable in memory on a virtual
 //! clock (see the tests next to each module).
 
+#[cfg(test)]
+mod alloc_count;
 pub mod deadlines;
 pub mod entropy;
 pub mod esp;

@@ -2,6 +2,7 @@
 //! protocol over a lossy, reordering, duplicating virtual network, every inner packet and
 //! event checked against a reference model, many seeds per scenario.
 
+mod alloc;
 mod model;
 mod pki;
 mod scenarios;

@@ -1,0 +1,293 @@
+//! The steady-state data path allocates nothing (issue 13): once the tunnels are up and the
+//! work buffers have grown, sealing and opening data packets happen in place in buffers
+//! that are reused, on both ends, for every protocol:
+//!
+//! - OpenVPN over UDP: P_DATA_V2 client -> gateway ([`GatewayCore::handle_datagram`]) and
+//!   TUN -> client ([`GatewayCore::handle_tun_packet`], a borrowed datagram);
+//! - OpenVPN over TCP: [`GatewayCore::handle_stream_packet`] and TUN -> stream (the frame's
+//!   packet is borrowed from the core as well, the driver frames it);
+//! - IKEv2 remote access, ESP-in-UDP on 4500, both directions;
+//! - the client ends: `ClientSession::encrypt` / `handle_data`, ESP SA seal / open;
+//! - every OpenVPN data cipher and every ESP transform on their own, through [`EspTable`]
+//!   as the gateway and the client use it.
+//!
+//! Allocations are counted by the test binary's global allocator (`crate::alloc_count`),
+//! per thread, so the other tests running in parallel do not disturb the count.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use super::model::ipv4;
+use super::sim::{Client, LAN_HOST, Link, Options, Proto, Sim};
+use crate::alloc_count::count;
+use crate::esp::{EspCipher, EspInbound, EspOutbound, EspTable};
+use crate::gateway::{Dest, GatewayCore, Listener};
+use crate::ikev2::crypto::Integ;
+use crate::openvpn::DataOutcome;
+use crate::openvpn::data::{Cipher, DataChannel};
+use crate::openvpn::keys::{DataKeys, KEY_BLOCK_LEN, Role};
+
+/// Packets per direction and protocol.
+const PACKETS: usize = 1000;
+/// Packets sent first, so that every buffer reaches its steady size.
+const WARM_UP: usize = 32;
+/// Room for the largest packet the tests send plus any protocol's overhead.
+const BUF: usize = 2048;
+
+/// Inner packet sizes, cycled (small to a full 1400-byte MTU).
+fn sizes() -> impl Iterator<Item = usize> {
+    [0usize, 1, 40, 100, 500, 1000, 1368].into_iter().cycle()
+}
+
+/// Packets from a client's virtual address to the LAN and back.
+fn packets(own: Ipv4Addr, n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let lan = Ipv4Addr::new(10, 1, 3, 4);
+    let up = sizes()
+        .take(n)
+        .enumerate()
+        .map(|(i, pad)| ipv4(own, lan, i as u64, pad))
+        .collect();
+    let down = sizes()
+        .take(n)
+        .enumerate()
+        .map(|(i, pad)| ipv4(LAN_HOST, own, i as u64, pad))
+        .collect();
+    (up, down)
+}
+
+/// One client of every remote-access kind, connected over a clean link.
+fn connected() -> (Sim, [usize; 3]) {
+    let mut sim = Sim::new(
+        13,
+        Options {
+            link: Link::clean(),
+            ..Options::default()
+        },
+    );
+    let udp = sim.add_ovpn_udp(0);
+    let tcp = sim.add_ovpn_tcp(1);
+    let ike = sim.add_ike(2);
+    sim.connect_all(&[udp, tcp, ike], Duration::from_secs(30));
+    // Let the last control packets (acks, the IKE handshake's tail) settle.
+    sim.run_for(Duration::from_secs(1));
+    (sim, [udp, tcp, ike])
+}
+
+/// The client's buffers, reused for every packet.
+struct Bufs {
+    wire: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl Bufs {
+    fn new() -> Self {
+        Bufs {
+            wire: Vec::with_capacity(BUF),
+            plain: Vec::with_capacity(BUF),
+        }
+    }
+}
+
+/// Client `cl` seals `inner` and the core opens it; the core must hand back `inner` for TUN.
+fn up(core: &mut GatewayCore, now: Instant, cl: &mut Client, b: &mut Bufs, inner: &[u8]) {
+    let (addr, natt) = (cl.addr, cl.natt_addr);
+    let tun = match &mut cl.proto {
+        Proto::Ovpn(o) => {
+            o.session.encrypt(now, inner, &mut b.wire).unwrap();
+            match o.stream {
+                Some(s) => core.handle_stream_packet(now, s, &b.wire),
+                None => core.handle_datagram(now, Listener::OpenVpnUdp, addr, &b.wire),
+            }
+        }
+        Proto::Ike(i) => {
+            b.wire.resize(BUF, 0);
+            let sa = i.outbound.as_mut().unwrap();
+            let esp = sa.encrypt(inner, &mut b.wire).unwrap();
+            core.handle_datagram(now, Listener::IkeNatT, natt, esp)
+        }
+    };
+    assert_eq!(tun, Some(inner), "{}: the core did not deliver", cl.name);
+}
+
+/// The core seals `inner` (from TUN) for client `cl`, which opens it.
+fn down(
+    core: &mut GatewayCore,
+    now: Instant,
+    cl: &mut Client,
+    want: Dest,
+    b: &mut Bufs,
+    inner: &[u8],
+) {
+    let Some((dest, wire)) = core.handle_tun_packet(now, inner) else {
+        panic!("{}: not routed: {}", cl.name, core.drops());
+    };
+    assert_eq!(dest, want, "{}", cl.name);
+    match &mut cl.proto {
+        Proto::Ovpn(o) => {
+            let key_id = wire[0] & 7;
+            let got = o.session.handle_data(now, wire, key_id, &mut b.plain);
+            let Ok(DataOutcome::Packet(r)) = got else {
+                panic!("{}: {got:?}", cl.name);
+            };
+            assert_eq!(&b.plain[r], inner);
+        }
+        Proto::Ike(i) => {
+            let spi = EspInbound::packet_spi(wire);
+            let sa = i.inbound.iter_mut().find(|s| Some(s.spi()) == spi).unwrap();
+            b.plain.resize(BUF, 0);
+            let d = sa.decrypt(wire, &mut b.plain).unwrap();
+            assert_eq!(d.packet, inner);
+        }
+    }
+}
+
+/// Sends `PACKETS` packets each way between the core and client `c`, after a warm-up;
+/// returns the allocations counted (up, down).
+fn round_trips(sim: &mut Sim, c: usize) -> (u64, u64) {
+    let own = sim.clients[c].address.unwrap();
+    let want = sim.expected_dest(c);
+    let (ups, downs) = packets(own, WARM_UP + PACKETS);
+    let drops = sim.core.drops().total();
+    let Sim {
+        core, clients, now, ..
+    } = sim;
+    let cl = &mut clients[c];
+    let mut b = Bufs::new();
+    let step = Duration::from_micros(100);
+    for (u, d) in ups.iter().zip(&downs).take(WARM_UP) {
+        *now += step;
+        up(core, *now, cl, &mut b, u);
+        down(core, *now, cl, want, &mut b, d);
+    }
+    let mut n_up = 0;
+    let mut n_down = 0;
+    for (u, d) in ups.iter().zip(&downs).skip(WARM_UP) {
+        *now += step;
+        n_up += count(|| up(core, *now, cl, &mut b, u)).1;
+        n_down += count(|| down(core, *now, cl, want, &mut b, d)).1;
+    }
+    // Nothing else happened: no control traffic, no event, no drop.
+    assert!(core.poll_transmit().is_none(), "{}", cl.name);
+    assert!(core.poll_event().is_none(), "{}", cl.name);
+    assert_eq!(core.drops().total(), drops, "{}: {}", cl.name, core.drops());
+    (n_up, n_down)
+}
+
+#[test]
+fn steady_state_data_path_does_not_allocate() {
+    let (mut sim, clients) = connected();
+    // The counter does see the core's allocations (a status report builds strings).
+    let now = sim.now;
+    assert!(count(|| sim.core.status(now)).1 > 0);
+    for c in clients {
+        let (n_up, n_down) = round_trips(&mut sim, c);
+        let cl = &sim.clients[c];
+        eprintln!(
+            "{:?}: {PACKETS} packets each way: {n_up} allocations up, {n_down} down",
+            cl.protocol()
+        );
+        assert_eq!(
+            (n_up, n_down),
+            (0, 0),
+            "{:?} ({}) allocates on the data path (up, down)",
+            cl.protocol(),
+            cl.name
+        );
+    }
+}
+
+fn key_block() -> [u8; KEY_BLOCK_LEN] {
+    std::array::from_fn(|i| (i as u8).wrapping_mul(13).wrapping_add(5))
+}
+
+#[test]
+fn openvpn_data_channels_do_not_allocate() {
+    let block = key_block();
+    let (ups, _) = packets(Ipv4Addr::new(172, 16, 200, 2), PACKETS);
+    for cipher in Cipher::ALL {
+        let keys = |r| DataKeys::from_key_block(&block, r);
+        let mut client = DataChannel::new(cipher, &keys(Role::Client), 0, 7).unwrap();
+        let mut server = DataChannel::new(cipher, &keys(Role::Server), 0, 7).unwrap();
+        let mut b = Bufs::new();
+        let ((), n) = count(|| {
+            for p in &ups {
+                client.encrypt(p, &mut b.wire).unwrap();
+                assert_eq!(server.decrypt(&b.wire, &mut b.plain).unwrap(), &p[..]);
+                server.encrypt_framed(&[0x50, 0], p, &mut b.wire).unwrap();
+                let plain = client.decrypt(&b.wire, &mut b.plain).unwrap();
+                assert_eq!(&plain[2..], &p[..]);
+            }
+        });
+        assert_eq!(
+            n, 0,
+            "{cipher:?}: {n} allocations for {PACKETS} round trips"
+        );
+    }
+}
+
+#[test]
+fn esp_tables_do_not_allocate() {
+    let ciphers = [
+        EspCipher::AesGcm16 { key_bits: 128 },
+        EspCipher::AesGcm16 { key_bits: 256 },
+        EspCipher::ChaCha20Poly1305,
+        EspCipher::AesCbc {
+            key_bits: 128,
+            integ: Integ::HmacSha1_96,
+        },
+        EspCipher::AesCbc {
+            key_bits: 256,
+            integ: Integ::HmacSha256_128,
+        },
+        EspCipher::AesCbc {
+            key_bits: 256,
+            integ: Integ::HmacSha384_192,
+        },
+        EspCipher::AesCbc {
+            key_bits: 256,
+            integ: Integ::HmacSha512_256,
+        },
+    ];
+    let (ups, _) = packets(Ipv4Addr::new(172, 16, 200, 2), PACKETS);
+    for cipher in ciphers {
+        let key = |seed: u8| -> Vec<u8> {
+            (0..cipher.key_material_len())
+                .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+                .collect()
+        };
+        let (a_to_b, b_to_a) = (key(1), key(2));
+        // Two ends (a gateway's table, a client's table), one SA each way.
+        let mut a = EspTable::new();
+        let mut b = EspTable::new();
+        assert!(a.install(
+            1u64,
+            0xa000_0001,
+            EspInbound::new(0xa000_0001, cipher, &b_to_a).unwrap(),
+            EspOutbound::new(0xb000_0001, cipher, &a_to_b).unwrap(),
+            false,
+        ));
+        assert!(b.install(
+            2u64,
+            0xb000_0001,
+            EspInbound::new(0xb000_0001, cipher, &a_to_b).unwrap(),
+            EspOutbound::new(0xa000_0001, cipher, &b_to_a).unwrap(),
+            false,
+        ));
+        let mut wire = vec![0u8; BUF];
+        let mut plain = vec![0u8; BUF];
+        let ((), n) = count(|| {
+            for p in &ups {
+                let len = a.encrypt(1, p, &mut wire).unwrap();
+                let (owner, d) = b.decrypt(&wire[..len], &mut plain).unwrap();
+                assert_eq!((owner, d.packet), (2, &p[..]));
+                let len = b.encrypt(2, p, &mut wire).unwrap();
+                let (owner, d) = a.decrypt(&wire[..len], &mut plain).unwrap();
+                assert_eq!((owner, d.packet), (1, &p[..]));
+            }
+        });
+        assert_eq!(
+            n, 0,
+            "{cipher:?}: {n} allocations for {PACKETS} round trips"
+        );
+    }
+}
