@@ -5,14 +5,21 @@ use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
-/// Creates and brings up TUN `name` with `addr/prefix of pool` and `mtu`.
-pub fn create(name: &str, addr: Ipv4Addr, pool: Ipv4Net, mtu: u16) -> Result<tun_rs::AsyncDevice> {
-    tun_rs::DeviceBuilder::new()
-        .name(name)
-        .ipv4(addr, pool.prefix_len(), None)
-        .mtu(mtu)
-        .build_async()
-        .with_context(|| {
+/// Creates and brings up TUN `name` with `addr/prefix of pool` and `mtu`, with offload
+/// (virtio-net headers: TSO in, GRO out) when the kernel has it. Returns whether it does.
+pub fn create(
+    name: &str,
+    addr: Ipv4Addr,
+    pool: Ipv4Net,
+    mtu: u16,
+) -> Result<(tun_rs::AsyncDevice, bool)> {
+    gatehouse_netio::tun::build(|| {
+        tun_rs::DeviceBuilder::new()
+            .name(name)
+            .ipv4(addr, pool.prefix_len(), None)
+            .mtu(mtu)
+    })
+    .with_context(|| {
             format!(
                 "cannot create TUN device {name}: run gatehoused as root (or with CAP_NET_ADMIN) on a host with /dev/net/tun, and make sure no other interface is called {name} (`tun_name` in gateway.toml)"
             )

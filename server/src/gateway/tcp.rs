@@ -1,5 +1,8 @@
 //! TCP transport: one task per connection turns the byte stream into OpenVPN packets (2-byte
 //! length framing) for the gateway core, and writes the core's packets back framed.
+//!
+//! Both directions move in batches: a read hands the core every complete packet it brought
+//! in one event, and the writer frames every packet waiting in its queue into one write.
 
 use std::net::SocketAddr;
 
@@ -10,6 +13,8 @@ use tokio::sync::mpsc;
 
 /// Depth of a connection's outgoing queue; when full, packets are dropped like UDP would.
 const OUT_QUEUE: usize = 1024;
+/// Bytes the writer gathers from its queue into one write.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// What TCP connections tell the gateway core.
 #[derive(Debug)]
@@ -23,12 +28,12 @@ pub enum TcpEvent {
         /// Packets to send (unframed).
         tx: mpsc::Sender<Vec<u8>>,
     },
-    /// One OpenVPN packet from the connection.
-    Packet {
+    /// Complete OpenVPN packets from the connection, still framed (2-byte length each).
+    Packets {
         /// Connection id.
         conn: u64,
-        /// The packet (unframed).
-        packet: Vec<u8>,
+        /// One or more framed packets.
+        frames: Vec<u8>,
     },
     /// The connection closed or broke framing.
     Closed {
@@ -64,10 +69,17 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>) 
         }
         let (mut rd, mut wr) = stream.into_split();
         tokio::spawn(async move {
-            let mut framed = Vec::with_capacity(2048);
+            let mut framed = Vec::with_capacity(WRITE_BATCH + 2048);
             while let Some(p) = rx.recv().await {
                 framed.clear();
                 tcp_frame(&p, &mut framed);
+                // Everything else already queued goes out in the same write.
+                while framed.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => tcp_frame(&p, &mut framed),
+                        Err(_) => break,
+                    }
+                }
                 if wr.write_all(&framed).await.is_err() {
                     break;
                 }
@@ -86,24 +98,24 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>) 
                 };
                 deframer.push(&buf[..n]);
                 let mut broken = None;
+                let mut frames = Vec::new();
                 loop {
                     match deframer.pop() {
-                        Ok(Some(frame)) => {
-                            let packet = frame.to_vec();
-                            if events
-                                .send(TcpEvent::Packet { conn, packet })
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
+                        Ok(Some(frame)) => tcp_frame(frame, &mut frames),
                         Ok(None) => break,
                         Err(e) => {
                             broken = Some(format!("bad framing: {e}"));
                             break;
                         }
                     }
+                }
+                if !frames.is_empty()
+                    && events
+                        .send(TcpEvent::Packets { conn, frames })
+                        .await
+                        .is_err()
+                {
+                    return;
                 }
                 if let Some(r) = broken {
                     break r;
