@@ -11,9 +11,9 @@ use gatehouse_engine::ikev2::initiator::{IkeInitiator, InitiatorConfig, Initiato
 use gatehouse_engine::ikev2::peer_cert::PeerTrust;
 use gatehouse_engine::ikev2::proposal::Policy;
 use gatehouse_engine::wire::ikev2::{Classified, strip_non_esp_marker};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::io::{BURST, Tun, UdpLink};
 use super::{
     Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, credentials,
 };
@@ -74,7 +74,7 @@ pub(crate) async fn run(
         },
         Err(e) => return Outcome::Lost(format!("cannot resolve {}: {e}", profile.gateway)),
     };
-    let sock = match UdpSocket::bind("0.0.0.0:0").await {
+    let mut udp = match UdpLink::bind_for(addr) {
         Ok(s) => s,
         Err(e) => return Outcome::Lost(format!("cannot open a UDP socket: {e}")),
     };
@@ -86,14 +86,19 @@ pub(crate) async fn run(
         start,
         addr,
     );
-    let mut tun: Option<tun_rs::AsyncDevice> = None;
+    let mut tun: Option<Tun> = None;
     // One owner (this SA): the engine's ESP table, as the gateway uses it.
     let mut esp: EspTable<()> = EspTable::new();
     let mut counters = Counters::default();
-    let mut net_buf = vec![0u8; 65536];
-    let mut tun_buf = vec![0u8; 65536];
+    // ESP from TUN leaves for the gateway's NAT-T port.
+    let gw = SocketAddr::new(addr.ip(), 4500);
+    // IKE messages with their non-ESP marker; ESP packets; decrypted packets.
+    let mut ike_out = Vec::with_capacity(2048);
     let mut out = vec![0u8; 65536];
     let mut dec = vec![0u8; 65536];
+    // Datagrams a full socket or a TUN write error lost (logged at debug level).
+    let mut lost: u64 = 0;
+    let mut lost_logged: u64 = 0;
     let mut stop: Option<Outcome> = None;
     let mut closed: Option<String> = None;
     let mut counter_tick = tokio::time::interval(Duration::from_secs(1));
@@ -105,18 +110,20 @@ pub(crate) async fn run(
     loop {
         let now = Instant::now();
         while let Some(t) = ike.poll_transmit() {
-            let mut d = Vec::with_capacity(t.data.len() + 4);
+            ike_out.clear();
             if t.nat_t {
-                d.extend_from_slice(&[0, 0, 0, 0]);
+                ike_out.extend_from_slice(&[0, 0, 0, 0]);
             }
-            d.extend_from_slice(&t.data);
+            ike_out.extend_from_slice(&t.data);
             sent_since_keepalive = true;
-            if let Err(e) = sock.send_to(&d, t.to).await
-                && e.kind() != std::io::ErrorKind::ConnectionRefused
-            {
-                return Outcome::Lost(format!("sending to the gateway failed: {e}"));
-            }
+            udp.push(t.to, &ike_out);
         }
+        // Whatever the last turn produced leaves now: batching never holds a packet back.
+        if let Some(t) = &mut tun {
+            t.flush().await;
+            lost += t.take_drops();
+        }
+        lost += udp.flush() as u64;
         while let Some(ev) = ike.poll_event() {
             match ev {
                 InitiatorEvent::Connected {
@@ -187,45 +194,68 @@ pub(crate) async fn run(
         }
         let deadline = ike.poll_timeout().unwrap_or(now + Duration::from_secs(1));
         tokio::select! {
-            r = sock.recv_from(&mut net_buf) => {
-                let Ok((n, from)) = r else { continue };
-                let now = Instant::now();
-                if from.ip() != addr.ip() {
+            r = udp.recv() => {
+                if r.is_err() {
                     continue;
                 }
-                let bytes = &net_buf[..n];
-                if from.port() == addr.port() && addr.port() != 4500 {
-                    ike.handle_message(now, bytes);
-                    continue;
-                }
-                match strip_non_esp_marker(bytes) {
-                    Classified::Ike(m) => ike.handle_message(now, m),
-                    Classified::Keepalive => {}
-                    Classified::Esp(p) => {
-                        if let Ok(((), payload)) = esp.decrypt(p, &mut dec) {
-                            if payload.next_header == 59 {
-                                continue;
-                            }
-                            let len = payload.packet.len();
-                            ike.note_activity(now);
-                            if let Some(t) = &tun {
-                                counters.rx_bytes += len as u64;
-                                counters.rx_packets += 1;
-                                let _ = t.send(&dec[..len]).await;
+                // This read and up to BURST more that are already waiting.
+                for i in 0..=BURST {
+                    if i > 0 && !udp.try_recv() {
+                        break;
+                    }
+                    let now = Instant::now();
+                    let mut active = false;
+                    for (from, bytes) in udp.batch.iter() {
+                        if from.ip() != addr.ip() {
+                            continue;
+                        }
+                        if from.port() == addr.port() && addr.port() != 4500 {
+                            ike.handle_message(now, bytes);
+                            continue;
+                        }
+                        match strip_non_esp_marker(bytes) {
+                            Classified::Ike(m) => ike.handle_message(now, m),
+                            Classified::Keepalive => {}
+                            Classified::Esp(p) => {
+                                let Ok(((), payload)) = esp.decrypt(p, &mut dec) else {
+                                    continue;
+                                };
+                                if payload.next_header == 59 {
+                                    continue;
+                                }
+                                let len = payload.packet.len();
+                                active = true;
+                                if let Some(t) = &mut tun {
+                                    counters.rx_bytes += len as u64;
+                                    counters.rx_packets += 1;
+                                    t.push(&dec[..len]).await;
+                                }
                             }
                         }
                     }
+                    if active {
+                        ike.note_activity(now);
+                    }
                 }
             }
-            r = async { match &tun { Some(t) => t.recv(&mut tun_buf).await, None => std::future::pending().await } } => {
-                if let Ok(n) = r {
-                    let gw = SocketAddr::new(addr.ip(), 4500);
-                    if let Ok(len) = esp.encrypt((), &tun_buf[..n], &mut out) {
-                        let p = &out[..len];
-                        counters.tx_bytes += n as u64;
-                        counters.tx_packets += 1;
-                        sent_since_keepalive = true;
-                        let _ = sock.send_to(p, gw).await;
+            r = async { match &mut tun { Some(t) => t.recv().await, None => std::future::pending().await } } => {
+                let Some(t) = &mut tun else { continue };
+                if r.is_err() {
+                    // A device going away shows on the next read too; do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                for i in 0..=BURST {
+                    if i > 0 && !t.try_recv() {
+                        break;
+                    }
+                    for p in t.packets() {
+                        if let Ok(len) = esp.encrypt((), p, &mut out) {
+                            counters.tx_bytes += p.len() as u64;
+                            counters.tx_packets += 1;
+                            sent_since_keepalive = true;
+                            udp.push(gw, &out[..len]);
+                        }
                     }
                 }
             }
@@ -241,10 +271,16 @@ pub(crate) async fn run(
                     None => Outcome::Lost("manager stopped".into()),
                 });
             }
-            _ = counter_tick.tick() => status.counters(counters),
+            _ = counter_tick.tick() => {
+                status.counters(counters);
+                if lost > lost_logged {
+                    tracing::debug!(lost, "packets dropped on a full socket or a failed TUN write");
+                    lost_logged = lost;
+                }
+            }
             _ = keepalive_tick.tick() => {
                 if tun.is_some() && !sent_since_keepalive {
-                    let _ = sock.send_to(&[0xff], SocketAddr::new(addr.ip(), 4500)).await;
+                    udp.push(gw, &[0xff]);
                 }
                 sent_since_keepalive = false;
             }
@@ -259,18 +295,8 @@ fn bring_up(
     dns: &[std::net::IpAddr],
     server: SocketAddr,
     net: &mut NetConfig,
-) -> Result<tun_rs::AsyncDevice, String> {
-    let dev = tun_rs::DeviceBuilder::new()
-        .name(&options.tun_name)
-        .ipv4(address, 32, None)
-        .mtu(1400)
-        .build_async()
-        .map_err(|e| {
-            format!(
-                "cannot create TUN device {}: {e}; the client service must run as root (or with CAP_NET_ADMIN)",
-                options.tun_name
-            )
-        })?;
+) -> Result<Tun, String> {
+    let dev = Tun::create(&options.tun_name, address, 32, 1400)?;
     // A 0.0.0.0/0 selector from the gateway means "everything" (full tunnel).
     let full = subnets.iter().any(|s| s.prefix_len() == 0);
     let plan = NetPlan {

@@ -6,6 +6,7 @@
 //! `gatehouse connect --foreground`.
 
 mod ikev2;
+mod io;
 mod tunnel;
 mod verify;
 

@@ -17,9 +17,10 @@ use gatehouse_engine::openvpn::wrap::{
 use gatehouse_engine::wire::openvpn::{Packet, TcpDeframer, tcp_frame};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::io::{BURST, Tun, UdpLink};
 use super::verify::{OpenvpnServerVerifier, Refusal};
 use super::{
     Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, Target,
@@ -29,32 +30,102 @@ use crate::platform::{NetConfig, NetPlan};
 use crate::profile::{ProtocolKind, Source, WrapKind};
 use crate::status::{ConnectionState, Counters};
 
+/// The connection to the gateway.
 enum Link {
-    Udp(UdpSocket),
+    Udp {
+        udp: Box<UdpLink>,
+        peer: SocketAddr,
+    },
     Tcp {
         rd: tokio::net::tcp::OwnedReadHalf,
         wr: tokio::net::tcp::OwnedWriteHalf,
         deframer: TcpDeframer,
+        /// Read buffer.
+        buf: Vec<u8>,
+        /// Frames gathered for the next write.
         framed: Vec<u8>,
     },
 }
 
+/// Bytes of framed packets gathered before a TCP write is forced.
+const TCP_WRITE_BATCH: usize = 64 * 1024;
+
 impl Link {
-    async fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+    /// Queues one packet for the gateway; it leaves with [`flush`](Self::flush) at the latest.
+    async fn push(&mut self, packet: &[u8]) -> std::io::Result<()> {
         match self {
-            Link::Udp(s) => match s.send(packet).await {
-                Ok(_) => Ok(()),
-                // ICMP unreachable from a gateway that is down: keepalive decides.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
-                Err(e) => Err(e),
-            },
+            Link::Udp { udp, peer } => {
+                udp.push(*peer, packet);
+                Ok(())
+            }
             Link::Tcp { wr, framed, .. } => {
-                framed.clear();
                 tcp_frame(packet, framed);
-                wr.write_all(framed).await
+                if framed.len() >= TCP_WRITE_BATCH {
+                    wr.write_all(framed).await?;
+                    framed.clear();
+                }
+                Ok(())
             }
         }
     }
+
+    /// Sends what is queued: one GSO send per run of datagrams, one TCP write for all frames.
+    /// Returns datagrams a full socket dropped.
+    async fn flush(&mut self) -> std::io::Result<usize> {
+        match self {
+            Link::Udp { udp, .. } => Ok(udp.flush()),
+            Link::Tcp { wr, framed, .. } => {
+                if !framed.is_empty() {
+                    wr.write_all(framed).await?;
+                    framed.clear();
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    /// Waits for the gateway's next datagrams (UDP: in the link's batch) or bytes (TCP: pushed
+    /// into the deframer).
+    async fn recv(&mut self) -> std::io::Result<()> {
+        match self {
+            Link::Udp { udp, .. } => udp.recv().await,
+            Link::Tcp {
+                rd, deframer, buf, ..
+            } => {
+                let n = rd.read(buf).await?;
+                if n == 0 {
+                    return Err(closed_by_gateway());
+                }
+                deframer.push(&buf[..n]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads more if it is waiting, without blocking; false when nothing was.
+    fn try_recv(&mut self) -> std::io::Result<bool> {
+        match self {
+            Link::Udp { udp, .. } => Ok(udp.try_recv()),
+            Link::Tcp {
+                rd, deframer, buf, ..
+            } => match rd.try_read(buf) {
+                Ok(0) => Err(closed_by_gateway()),
+                Ok(n) => {
+                    deframer.push(&buf[..n]);
+                    Ok(true)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+fn closed_by_gateway() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the gateway closed the TCP connection",
+    )
 }
 
 /// Default port of each protocol when a profile names none.
@@ -118,11 +189,12 @@ pub(crate) async fn run(
 
     let mut out = Vec::with_capacity(2048);
     let mut dec = Vec::with_capacity(2048);
-    let mut net_buf = vec![0u8; 65536];
-    let mut tun_buf = vec![0u8; 65536];
-    let mut tun: Option<tun_rs::AsyncDevice> = None;
+    let mut tun: Option<Tun> = None;
     let mut counters = Counters::default();
     let mut drops = ControlDrops { log, count: 0 };
+    // Datagrams a full socket or a TUN write error lost (logged at debug level).
+    let mut lost: u64 = 0;
+    let mut lost_logged: u64 = 0;
     let mut closed_reason: Option<String> = None;
     let mut stop: Option<Outcome> = None;
     let mut counter_tick = tokio::time::interval(Duration::from_secs(1));
@@ -131,9 +203,18 @@ pub(crate) async fn run(
     loop {
         let now = Instant::now();
         while session.poll_transmit(now, &mut out) {
-            if let Err(e) = link.send(&out).await {
+            if let Err(e) = link.push(&out).await {
                 return Outcome::Lost(format!("sending to the gateway failed: {e}"));
             }
+        }
+        // Whatever the last turn produced leaves now: batching never holds a packet back.
+        if let Some(t) = &mut tun {
+            t.flush().await;
+            lost += t.take_drops();
+        }
+        match link.flush().await {
+            Ok(n) => lost += n as u64,
+            Err(e) => return Outcome::Lost(format!("sending to the gateway failed: {e}")),
         }
         while let Some(ev) = session.poll_event() {
             match ev {
@@ -202,36 +283,59 @@ pub(crate) async fn run(
             .poll_timeout(now)
             .unwrap_or(now + Duration::from_secs(1));
         tokio::select! {
-            r = recv(&mut link, &mut net_buf) => {
-                let frames = match r {
-                    Ok(f) => f,
-                    Err(e) => return Outcome::Lost(format!("connection to the gateway broke: {e}")),
-                };
-                let now = Instant::now();
-                for frame in frames.iter(&link, &net_buf) {
-                    handle_packet(&mut session, now, frame, &mut dec, tun.as_ref(), &mut counters, &mut drops).await;
+            r = link.recv() => {
+                if let Err(e) = r {
+                    return Outcome::Lost(format!("connection to the gateway broke: {e}"));
                 }
-                if let Link::Tcp { deframer, .. } = &mut link {
-                    loop {
-                        match deframer.pop() {
-                            Ok(Some(frame)) => {
-                                let f = frame.to_vec();
-                                handle_packet(&mut session, now, &f, &mut dec, tun.as_ref(), &mut counters, &mut drops).await;
-                            }
-                            Ok(None) => break,
-                            Err(e) => return Outcome::Lost(format!("bad framing from the gateway: {e}")),
+                // This read and up to BURST more that are already waiting.
+                for i in 0..=BURST {
+                    if i > 0 {
+                        match link.try_recv() {
+                            Ok(true) => {}
+                            Ok(false) => break,
+                            Err(e) => return Outcome::Lost(format!("connection to the gateway broke: {e}")),
                         }
+                    }
+                    let now = Instant::now();
+                    let mut rx = Rx { session: &mut session, dec: &mut dec, tun: tun.as_mut(), counters: &mut counters, drops: &mut drops };
+                    match &mut link {
+                        Link::Udp { udp, peer } => {
+                            for (from, d) in udp.batch.iter() {
+                                // Only the gateway talks to this socket.
+                                if from == *peer {
+                                    rx.packet(now, d).await;
+                                }
+                            }
+                        }
+                        Link::Tcp { deframer, .. } => loop {
+                            match deframer.pop() {
+                                Ok(Some(frame)) => rx.packet(now, frame).await,
+                                Ok(None) => break,
+                                Err(e) => return Outcome::Lost(format!("bad framing from the gateway: {e}")),
+                            }
+                        },
                     }
                 }
             }
-            r = async { match &tun { Some(t) => t.recv(&mut tun_buf).await, None => std::future::pending().await } } => {
-                if let Ok(n) = r {
-                    let now = Instant::now();
-                    if session.encrypt(now, &tun_buf[..n], &mut out).is_ok() {
-                        counters.tx_bytes += n as u64;
-                        counters.tx_packets += 1;
-                        if let Err(e) = link.send(&out).await {
-                            return Outcome::Lost(format!("sending to the gateway failed: {e}"));
+            r = async { match &mut tun { Some(t) => t.recv().await, None => std::future::pending().await } } => {
+                let Some(t) = &mut tun else { continue };
+                if r.is_err() {
+                    // A device going away shows on the next read too; do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                let now = Instant::now();
+                for i in 0..=BURST {
+                    if i > 0 && !t.try_recv() {
+                        break;
+                    }
+                    for p in t.packets() {
+                        if session.encrypt(now, p, &mut out).is_ok() {
+                            counters.tx_bytes += p.len() as u64;
+                            counters.tx_packets += 1;
+                            if let Err(e) = link.push(&out).await {
+                                return Outcome::Lost(format!("sending to the gateway failed: {e}"));
+                            }
                         }
                     }
                 }
@@ -256,50 +360,38 @@ pub(crate) async fn run(
                     }
                 }
             }
-            _ = counter_tick.tick() => status.counters(counters),
-        }
-    }
-}
-
-/// What one read produced: for UDP one datagram in the buffer; for TCP the bytes went into the
-/// deframer (popped by the caller).
-enum Frames {
-    Udp(usize),
-    Tcp,
-}
-
-impl Frames {
-    fn iter<'a>(&self, _link: &Link, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
-        match self {
-            Frames::Udp(n) => Some(&buf[..*n]).into_iter(),
-            Frames::Tcp => None.into_iter(),
-        }
-    }
-}
-
-async fn recv(link: &mut Link, buf: &mut [u8]) -> std::io::Result<Frames> {
-    match link {
-        Link::Udp(s) => loop {
-            match s.recv(buf).await {
-                Ok(n) => return Ok(Frames::Udp(n)),
-                // ICMP errors from a gateway that is down; keepalive decides when to give up.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            _ = counter_tick.tick() => {
+                status.counters(counters);
+                if lost > lost_logged {
+                    tracing::debug!(lost, "packets dropped on a full socket or a failed TUN write");
+                    lost_logged = lost;
                 }
-                Err(e) => return Err(e),
             }
-        },
-        Link::Tcp { rd, deframer, .. } => {
-            let n = rd.read(buf).await?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the gateway closed the TCP connection",
-                ));
-            }
-            deframer.push(&buf[..n]);
-            Ok(Frames::Tcp)
         }
+    }
+}
+
+/// Where the gateway's packets go: the session, then TUN.
+struct Rx<'a, 'l> {
+    session: &'a mut ClientSession,
+    dec: &'a mut Vec<u8>,
+    tun: Option<&'a mut Tun>,
+    counters: &'a mut Counters,
+    drops: &'a mut ControlDrops<'l>,
+}
+
+impl Rx<'_, '_> {
+    async fn packet(&mut self, now: Instant, bytes: &[u8]) {
+        handle_packet(
+            self.session,
+            now,
+            bytes,
+            self.dec,
+            self.tun.as_deref_mut(),
+            self.counters,
+            self.drops,
+        )
+        .await;
     }
 }
 
@@ -308,7 +400,7 @@ async fn handle_packet(
     now: Instant,
     bytes: &[u8],
     dec: &mut Vec<u8>,
-    tun: Option<&tun_rs::AsyncDevice>,
+    tun: Option<&mut Tun>,
     counters: &mut Counters,
     drops: &mut ControlDrops<'_>,
 ) {
@@ -341,7 +433,7 @@ async fn handle_packet(
                 let p = &dec[r];
                 counters.rx_bytes += p.len() as u64;
                 counters.rx_packets += 1;
-                let _ = t.send(p).await;
+                t.push(p).await;
             }
         }
     }
@@ -403,19 +495,14 @@ async fn dial(proto: ProtocolKind, addr: SocketAddr, timeout: Duration) -> std::
                 rd,
                 wr,
                 deframer: TcpDeframer::new(),
-                framed: Vec::with_capacity(2048),
+                buf: vec![0; 65536],
+                framed: Vec::with_capacity(TCP_WRITE_BATCH + 2048),
             })
         }
-        _ => {
-            let bind: SocketAddr = if addr.is_ipv4() {
-                "0.0.0.0:0".parse().map_err(std::io::Error::other)?
-            } else {
-                "[::]:0".parse().map_err(std::io::Error::other)?
-            };
-            let s = UdpSocket::bind(bind).await?;
-            s.connect(addr).await?;
-            Ok(Link::Udp(s))
-        }
+        _ => Ok(Link::Udp {
+            udp: Box::new(UdpLink::bind_for(addr)?),
+            peer: addr,
+        }),
     }
 }
 
@@ -425,19 +512,9 @@ fn bring_up(
     redirect_gateway: bool,
     server: IpAddr,
     net: &mut NetConfig,
-) -> Result<tun_rs::AsyncDevice, String> {
+) -> Result<Tun, String> {
     let prefix = ipnet::ipv4_mask_to_prefix(push.netmask).unwrap_or(32);
-    let dev = tun_rs::DeviceBuilder::new()
-        .name(&options.tun_name)
-        .ipv4(push.address, prefix, None)
-        .mtu(push.tun_mtu)
-        .build_async()
-        .map_err(|e| {
-            format!(
-                "cannot create TUN device {}: {e}; the client service must run as root (or with CAP_NET_ADMIN)",
-                options.tun_name
-            )
-        })?;
+    let dev = Tun::create(&options.tun_name, push.address, prefix, push.tun_mtu)?;
     let plan = NetPlan {
         tun: options.tun_name.clone(),
         routes: push.routes.clone(),
