@@ -11,7 +11,7 @@
 #     OpenVPN), started at RATE per second, held HOLD seconds with keepalives and PPS echo
 #     requests per second per session to the gateway's tunnel address; the gateway's VmRSS
 #     before, with everyone up, at the end of the hold, per session.
-# With PIN=1 (default) the gateway runs on core 1 and the load generator on core 0
+# Each run gets a fresh gatehoused (same baseline memory). With PIN=1 (default) the gateway runs on core 1 and the load generator on core 0
 # (taskset), so (1) is "handshakes per second on one gateway core". Prints the load
 # generator's summaries and appends a row to bench/results-sessions.md (date, commit,
 # machine load: other processes' share of the CPU during each run).
@@ -95,18 +95,18 @@ TOTAL=$SESSIONS; [ "$HS_SESSIONS" -gt "$TOTAL" ] && TOTAL=$HS_SESSIONS
 echo "== issuing $TOTAL client certificates (ECDSA P-256) into $DD/pki"
 "$BIN/gatehouse-loadgen" issue --pki "$DD/pki" --count "$TOTAL" --prefix lg- 2>&1 | sed 's/^/  /'
 
-ip netns exec "$NS_GW" "${CORE_GW[@]}" env NO_COLOR=1 GATEHOUSE_LOG=info "$BIN/gatehoused" run --data-dir "$DD" >"$WORK/gatehoused.log" 2>&1 &
-GW_PID=$!; STARTED+=($GW_PID)
-wait_log "$WORK/gatehoused.log" "gateway ready" 20 $GW_PID \
-  || { echo "gatehoused did not start:" >&2; tail -20 "$WORK/gatehoused.log" >&2; exit 1; }
-# `ip netns exec` and `taskset` exec in place, so $! is gatehoused itself.
-grep -q gatehoused "/proc/$GW_PID/comm" || { echo "pid $GW_PID is not gatehoused" >&2; exit 1; }
+start_gateway() {  # LABEL -> GW_PID; a fresh gatehoused, so each run's RSS starts from the same baseline
+  local label=$1
+  ip netns exec "$NS_GW" "${CORE_GW[@]}" env NO_COLOR=1 GATEHOUSE_LOG=info "$BIN/gatehoused" run --data-dir "$DD" >"$WORK/gatehoused-$label.log" 2>&1 &
+  GW_PID=$!; STARTED+=($GW_PID)
+  wait_log "$WORK/gatehoused-$label.log" "gateway ready" 20 $GW_PID \
+    || { echo "gatehoused did not start:" >&2; tail -20 "$WORK/gatehoused-$label.log" >&2; exit 1; }
+  # `ip netns exec`, `taskset` and `env` exec in place, so $! is gatehoused itself.
+  grep -q gatehoused "/proc/$GW_PID/comm" || { echo "pid $GW_PID is not gatehoused" >&2; exit 1; }
+  rm -f "$DD/status.json"
+}
 
 clients_listed() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["clients"])' "$DD/status.json" 2>/dev/null || echo "?"; }
-wait_gateway_empty() {  # up to 60 s for the previous run's sessions to be gone
-  for _ in $(seq 60); do [ "$(clients_listed)" = 0 ] && return 0; sleep 1; done
-  echo "  (gateway still lists $(clients_listed) clients)" >&2
-}
 
 # loadgen LABEL ARGS... -> WORK/LABEL.json; LOAD_OTHER = % of the machine used by other processes
 loadgen() {
@@ -129,6 +129,7 @@ loadgen() {
 
 HS_ROW="-"; HS_LOAD="-"
 if [ "$HS_SESSIONS" -gt 0 ]; then
+  start_gateway hs
   echo "== (1) IKEv2 handshake rate: $HS_SESSIONS sessions, $HS_CONCURRENCY in flight"
   loadgen hs --ikev2 "$HS_SESSIONS" --concurrency "$HS_CONCURRENCY" --hold 0 --linger 3
   HS_LOAD="$LOAD_OTHER%"
@@ -146,10 +147,11 @@ p = json.load(open(sys.argv[1]))["phases"][0]
 print(f"{p['handshakes_per_sec']:.0f} ({p['gateway_cpu_percent'] or 0:.0f}%, {p['gateway_cpu_ms_per_handshake'] or 0:.2f} ms)")
 PY
 )
-  wait_gateway_empty
+  stop_pid $GW_PID
 fi
 
 N_OVPN=$((SESSIONS * OVPN_SHARE / 100)); N_IKE=$((SESSIONS - N_OVPN))
+start_gateway held
 echo "== (2) $SESSIONS sessions held ($N_OVPN OpenVPN, $N_IKE IKEv2), rate ${RATE}/s (0 = unlimited), $CONCURRENCY in flight, hold ${HOLD}s, $PPS pps x $PACKET B each"
 loadgen held --openvpn "$N_OVPN" --ikev2 "$N_IKE" --rate "$RATE" --concurrency "$CONCURRENCY" \
   --hold "$HOLD" --pps "$PPS" --packet-size "$PACKET" --target $GW_TUN --handshake-timeout 60
