@@ -108,6 +108,10 @@ start_gateway() {  # LABEL -> GW_PID; a fresh gatehoused, so each run's RSS star
 
 clients_listed() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["clients"])' "$DD/status.json" 2>/dev/null || echo "?"; }
 
+udp_rcvbuf_errors() {  # NS -> Udp RcvbufErrors of that namespace (/proc/net/snmp is per namespace)
+  ip netns exec "$1" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
+}
+
 # loadgen LABEL ARGS... -> WORK/LABEL.json; LOAD_OTHER = % of the machine used by other processes
 loadgen() {
   local label=$1; shift
@@ -125,6 +129,7 @@ loadgen() {
   [ "$LOAD_OTHER" -lt 0 ] && LOAD_OTHER=0
   LOAD_ALL=$(( (b1 - b0) * 100 / (t1 - t0 + 1) ))
   echo "  machine: ${LOAD_ALL}% busy during the run, ${LOAD_OTHER}% of it other processes (builds, tests)"
+  echo "  UDP receive-buffer drops (kernel, whole run so far): gateway $(udp_rcvbuf_errors "$NS_GW"), load generator $(udp_rcvbuf_errors "$NS_CL")"
 }
 
 HS_ROW="-"; HS_LOAD="-"
