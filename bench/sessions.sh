@@ -112,6 +112,10 @@ udp_rcvbuf_errors() {  # NS -> Udp RcvbufErrors of that namespace (/proc/net/snm
   ip netns exec "$1" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
 }
 
+tun_tx_dropped() {  # TX drops of the gateway's TUN device (kernel -> gatehoused direction)
+  ip -n "$NS_GW" -s link show ghb-lg0 2>/dev/null | awk '/TX:/ { getline; print $4; exit }'
+}
+
 # loadgen LABEL ARGS... -> WORK/LABEL.json; LOAD_OTHER = % of the machine used by other processes
 loadgen() {
   local label=$1; shift
@@ -129,7 +133,7 @@ loadgen() {
   [ "$LOAD_OTHER" -lt 0 ] && LOAD_OTHER=0
   LOAD_ALL=$(( (b1 - b0) * 100 / (t1 - t0 + 1) ))
   echo "  machine: ${LOAD_ALL}% busy during the run, ${LOAD_OTHER}% of it other processes (builds, tests)"
-  echo "  UDP receive-buffer drops (kernel, whole run so far): gateway $(udp_rcvbuf_errors "$NS_GW"), load generator $(udp_rcvbuf_errors "$NS_CL")"
+  echo "  UDP receive-buffer drops (kernel, whole run so far): gateway $(udp_rcvbuf_errors "$NS_GW"), load generator $(udp_rcvbuf_errors "$NS_CL"); TUN ghb-lg0 queue drops (packets the kernel could not queue for gatehoused): $(tun_tx_dropped)"
 }
 
 HS_ROW="-"; HS_LOAD="-"
