@@ -75,7 +75,17 @@ impl AddressPool {
     /// back (a reconnect replaces the old session); a client that held one before gets it again
     /// if it is free.
     pub fn lease(&mut self, client: &str) -> Result<Ipv4Addr, PoolError> {
-        if let Some(&addr) = self.sticky.get(client) {
+        self.lease_where(client, |_| true)
+    }
+
+    /// [`lease`](Self::lease), choosing only among addresses `allowed` accepts (a worker of a
+    /// gateway with several leases the addresses that route to it).
+    pub fn lease_where(
+        &mut self,
+        client: &str,
+        allowed: impl Fn(Ipv4Addr) -> bool,
+    ) -> Result<Ipv4Addr, PoolError> {
+        if let Some(&addr) = self.sticky.get(client).filter(|a| allowed(**a)) {
             match self.leased.get(&addr) {
                 Some(holder) if holder == client => return Ok(addr),
                 None => {
@@ -93,7 +103,7 @@ impl AddressPool {
             for i in 0..size {
                 let offset = (self.next_hint + i) % size;
                 let addr = Ipv4Addr::from(first + offset);
-                if self.leased.contains_key(&addr) {
+                if self.leased.contains_key(&addr) || !allowed(addr) {
                     continue;
                 }
                 if pass == 0 && self.sticky.values().any(|a| *a == addr) {
@@ -109,6 +119,11 @@ impl AddressPool {
             }
         }
         Err(PoolError::Exhausted(self.net))
+    }
+
+    /// The address `client` had last, if any.
+    pub fn sticky_of(&self, client: &str) -> Option<Ipv4Addr> {
+        self.sticky.get(client).copied()
     }
 
     /// Returns `addr` to the pool if `client` holds it. The sticky claim stays.

@@ -46,3 +46,72 @@ fn set_int(sock: &std::net::UdpSocket, level: i32, name: i32, value: i32) -> io:
         Err(io::Error::last_os_error())
     }
 }
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h; the same on x86 and Arm, which libc
+/// does not export for every target).
+const SO_ATTACH_REUSEPORT_CBPF: i32 = 51;
+
+/// `SKF_NET_OFF`: classic BPF loads at this offset read the network (IP) header.
+const SKF_NET_OFF: i32 = -0x100000;
+
+/// Steers each datagram of a reuseport group to socket `((src_ip * multiplier) >> 16) %
+/// sockets` (IPv4 source address), so every packet of one peer, on every port of the group
+/// family, reaches the same worker. Returns an error when the kernel refuses the program;
+/// the kernel's own flow hash then picks the socket.
+pub fn steer_by_source(
+    sock: &std::net::UdpSocket,
+    multiplier: u32,
+    sockets: u32,
+) -> io::Result<()> {
+    let code = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let program = [
+        // A = source address (IPv4 header offset 12)
+        code(
+            (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            (SKF_NET_OFF + 12) as u32,
+        ),
+        code(
+            (libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K) as u16,
+            multiplier,
+        ),
+        code((libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K) as u16, 16),
+        code(
+            (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16,
+            sockets.max(1),
+        ),
+        code((libc::BPF_RET | libc::BPF_A) as u16, 0),
+    ];
+    attach_reuseport_cbpf(sock, &program)
+}
+
+#[allow(unsafe_code)]
+fn attach_reuseport_cbpf(
+    sock: &std::net::UdpSocket,
+    program: &[libc::sock_filter],
+) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call (the kernel copies it);
+    // the descriptor is valid while `sock` is borrowed; the size passed is `prog`'s own.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

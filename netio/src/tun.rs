@@ -5,14 +5,24 @@
 
 use std::io;
 
-use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{
+    AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN,
+};
 
 /// Builds the device with offload, or without it when the kernel refuses. Returns whether
 /// offload is on.
 pub fn build(make: impl Fn() -> DeviceBuilder) -> io::Result<(AsyncDevice, bool)> {
-    match make().offload(true).build_async() {
+    let (d, offload) = build_sync(make)?;
+    Ok((AsyncDevice::new(d)?, offload))
+}
+
+/// [`build`], as a blocking device: each worker turns its queue
+/// ([`SyncDevice::try_clone`] of a multi-queue device) into an [`AsyncDevice`] on its own
+/// runtime with [`AsyncDevice::new`].
+pub fn build_sync(make: impl Fn() -> DeviceBuilder) -> io::Result<(SyncDevice, bool)> {
+    match make().offload(true).build_sync() {
         Ok(d) => Ok((d, true)),
-        Err(_) => make().build_async().map(|d| (d, false)),
+        Err(_) => make().build_sync().map(|d| (d, false)),
     }
 }
 

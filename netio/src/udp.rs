@@ -18,6 +18,44 @@ const GSO_MAX_BYTES: usize = 60_000;
 /// Size of one receive buffer: a GRO batch of up to 64 KiB.
 const RECV_BUF: usize = 65536;
 
+/// Binds `count` sockets to `addr`, one per worker, in one `SO_REUSEPORT` group with
+/// `buffer`-byte kernel buffers (best effort: the kernel caps them). With more than one
+/// socket on an IPv4 address the group steers every datagram by its source address to
+/// socket `((ip * multiplier) >> 16) % count`, the worker holding that peer's tunnels;
+/// returns whether that steering is on (else the kernel's flow hash spreads them).
+pub fn bind_group(
+    addr: SocketAddr,
+    count: usize,
+    buffer: usize,
+    multiplier: u32,
+) -> io::Result<(Vec<std::net::UdpSocket>, bool)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let count = count.max(1);
+    let mut socks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        let _ = sock.set_recv_buffer_size(buffer);
+        let _ = sock.set_send_buffer_size(buffer);
+        if count > 1 {
+            #[cfg(unix)]
+            sock.set_reuse_port(true)?;
+        }
+        sock.set_nonblocking(true)?;
+        sock.bind(&addr.into())?;
+        socks.push(std::net::UdpSocket::from(sock));
+    }
+    #[cfg(target_os = "linux")]
+    let steered = count > 1
+        && addr.is_ipv4()
+        && crate::sockopt::steer_by_source(&socks[0], multiplier, count as u32).is_ok();
+    #[cfg(not(target_os = "linux"))]
+    let steered = {
+        let _ = multiplier;
+        false
+    };
+    Ok((socks, steered))
+}
+
 /// A UDP socket read and written in batches.
 pub struct BatchSocket {
     sock: UdpSocket,

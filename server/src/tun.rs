@@ -12,12 +12,14 @@ pub fn create(
     addr: Ipv4Addr,
     pool: Ipv4Net,
     mtu: u16,
-) -> Result<(tun_rs::AsyncDevice, bool)> {
-    gatehouse_netio::tun::build(|| {
+    multi_queue: bool,
+) -> Result<(tun_rs::SyncDevice, bool)> {
+    gatehouse_netio::tun::build_sync(|| {
         tun_rs::DeviceBuilder::new()
             .name(name)
             .ipv4(addr, pool.prefix_len(), None)
             .mtu(mtu)
+            .multi_queue(multi_queue)
     })
     .with_context(|| {
             format!(

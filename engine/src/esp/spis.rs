@@ -3,15 +3,21 @@
 //! drawn again, so ESP never reaches the wrong SA however many SAs there are.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::entropy::Entropy;
 
 /// SPIs in use, shared by every IKE SA of one gateway (control plane only: one claim per
 /// CHILD SA, never per packet).
+///
+/// On a gateway with several workers each worker has a view ([`shard_view`](Self::shard_view))
+/// of the one set that only draws SPIs `spi % count == index`, so an ESP packet names the
+/// worker holding its SA.
 #[derive(Debug, Default)]
 pub struct SpiTable {
-    used: Mutex<HashSet<u32>>,
+    used: Arc<Mutex<HashSet<u32>>>,
+    /// (index, count): draw only SPIs of this residue; count 0 or 1: any.
+    shard: (u32, u32),
 }
 
 impl SpiTable {
@@ -20,11 +26,27 @@ impl SpiTable {
         Self::default()
     }
 
+    /// A view of the same set that draws only SPIs with `spi % count == index`.
+    pub fn shard_view(&self, index: u32, count: u32) -> Self {
+        Self {
+            used: self.used.clone(),
+            shard: (index, count),
+        }
+    }
+
     /// Draws a non-zero SPI no other SA holds and marks it used.
     pub fn claim(&self, entropy: &mut dyn Entropy) -> u32 {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let spi = draw(entropy);
+            let mut spi = draw(entropy);
+            let (index, count) = self.shard;
+            if count > 1 {
+                spi = spi - spi % count + index;
+                // Reserved 0, and SPIs 1-255 (RFC 4303 2.1: reserved by IANA).
+                if spi < 256 {
+                    continue;
+                }
+            }
             if used.insert(spi) {
                 return spi;
             }
@@ -103,6 +125,17 @@ mod tests {
         t.release(7);
         assert!(!t.contains(7));
         assert_eq!(t.claim(&mut e), 7);
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn shard_views_draw_their_own_residue_from_one_set() {
+        let t = SpiTable::new();
+        let (a, b) = (t.shard_view(0, 2), t.shard_view(1, 2));
+        let mut e = Cycle(vec![0x1000, 0x1001, 0x1002, 0x2001], 0);
+        assert_eq!(a.claim(&mut e), 0x1000);
+        assert_eq!(b.claim(&mut e), 0x1001, "0x1000 is taken by the other view");
+        assert_eq!(a.claim(&mut e), 0x1002);
         assert_eq!(t.len(), 3);
     }
 }

@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use tracing::{debug, info, warn};
 
 use super::revocation::{RevokedSerials, cert_serial, hex};
+use super::shard::{DirKey, Login};
 use super::tunnel::{IkeSa, Tunnel, TunnelEvent};
 use super::{Dest, Drop, Event, GatewayCore, Protocol, TunnelId};
 use crate::ikev2::crypto::DhGroup;
@@ -62,7 +63,13 @@ impl GatewayCore {
             }
         };
         let Some(id) = self.router.lookup(dst) else {
-            self.drops.count(Drop::NoRoute);
+            match self.owner_of_dst(dst) {
+                Some(worker) => self.forward(super::Forward::Tun {
+                    worker,
+                    packet: packet.to_vec(),
+                }),
+                None => self.drops.count(Drop::NoRoute),
+            }
             return None;
         };
         match self.tunnels.get_mut(&id) {
@@ -88,11 +95,35 @@ impl GatewayCore {
         }
     }
 
+    /// The other worker whose tunnel a TUN packet for `dst` is for: the one leasing the
+    /// client address, or holding the site whose prefix it is in.
+    fn owner_of_dst(&self, dst: Ipv4Addr) -> Option<usize> {
+        let count = self.shard.count();
+        if count == 1 {
+            return None;
+        }
+        let pool = self.cfg.client_pool;
+        if let Some(&w) = self.shard.directory().get(&DirKey::Addr(dst)) {
+            return (w != self.shard.index()).then_some(w);
+        }
+        let w = if pool.contains(&dst) {
+            (u32::from(dst) - u32::from(pool.network())) as usize % count
+        } else {
+            let site = self
+                .cfg
+                .sites
+                .iter()
+                .find(|s| s.remote_address_space.iter().any(|n| n.contains(&dst)))?;
+            super::worker_of_ip(site.remote.ip(), count)
+        };
+        (w != self.shard.index()).then_some(w)
+    }
+
     /// Routes pushed to remote-access clients: the address space and every site's prefixes.
     pub(super) fn client_routes(&self) -> Vec<Ipv4Net> {
         let mut routes = self.cfg.address_space.clone();
-        for s in &self.sites {
-            for n in &s.cfg.remote_address_space {
+        for s in &self.cfg.sites {
+            for n in &s.remote_address_space {
                 if !routes.contains(n) {
                     routes.push(*n);
                 }
@@ -207,6 +238,9 @@ impl GatewayCore {
             }
             IkeEvent::IkeRekeyed { old, new } => {
                 self.by_spis.insert(new, id);
+                // Either SPI may be ours (the gateway may have started the rekey).
+                self.register_ike_spi(new.0);
+                self.register_ike_spi(new.1);
                 if let Some(t) = self.ike_mut(id) {
                     t.spi_pairs.push(new);
                 }
@@ -281,7 +315,20 @@ impl GatewayCore {
             return;
         }
         self.replace_login(now, id, &client);
-        let addr = match self.pool.lease(&client) {
+        let pool = self.cfg.client_pool;
+        let leased = {
+            let shard = &self.shard;
+            let mut p = shard.pool();
+            let sticky = p.sticky_of(&client);
+            // Its own address again if it is free (or still its own: the older session is
+            // ending), else one of this worker's share, else any.
+            let r = p
+                .lease_where(&client, |a| Some(a) == sticky)
+                .or_else(|_| p.lease_where(&client, |a| shard.may_lease(pool, a)))
+                .or_else(|_| p.lease(&client));
+            r.map(|a| (a, p.gateway_addr()))
+        };
+        let (addr, gateway) = match leased {
             Ok(a) => a,
             Err(e) => {
                 self.reject(now, id, &e.to_string());
@@ -289,9 +336,23 @@ impl GatewayCore {
             }
         };
         self.router.insert(Ipv4Net::from(addr), id);
-        self.by_client.insert(client.clone(), id);
+        let me = Login {
+            worker: self.shard.index(),
+            tunnel: id,
+            addr,
+        };
+        self.shard.logins().insert(client.clone(), me);
+        if self.shard.count() > 1 {
+            // Outside this worker's share: tell the others where it routes now.
+            let w = self.shard.index();
+            let mut dir = self.shard.directory();
+            if self.shard.may_lease(pool, addr) {
+                dir.remove(&DirKey::Addr(addr));
+            } else {
+                dir.insert(DirKey::Addr(addr), w);
+            }
+        }
         let routes = self.client_routes();
-        let (pool, gateway) = (self.cfg.client_pool, self.pool.gateway_addr());
         let (dns, full) = (self.cfg.dns.clone(), self.cfg.full_tunnel);
         let Some(t) = self.tunnels.get_mut(&id) else {
             return;
@@ -345,13 +406,29 @@ impl GatewayCore {
     /// One session per certificate: a newer login of `client` (tunnel `id`, any protocol)
     /// ends the older one.
     fn replace_login(&mut self, now: Instant, id: TunnelId, client: &str) {
-        let Some(&old) = self.by_client.get(client) else {
+        let Some(old) = self.shard.logins().get(client).copied() else {
             return;
         };
-        if old == id {
+        if old.worker != self.shard.index() {
+            // The older session lives on another worker: it ends there.
+            self.forwards.push_back(super::Forward::EndLogin {
+                worker: old.worker,
+                tunnel: old.tunnel,
+                client: client.to_owned(),
+            });
             return;
         }
+        if old.tunnel != id {
+            self.end_replaced(now, old.tunnel, client);
+        }
+    }
+
+    /// Ends tunnel `old` of `client`: a newer login with the same certificate replaced it.
+    pub(super) fn end_replaced(&mut self, now: Instant, old: TunnelId, client: &str) {
         if let Some(t) = self.tunnels.get_mut(&old) {
+            if t.common().client.as_deref() != Some(client) {
+                return;
+            }
             info!(client = %client, old_remote = %t.remote(), "second login with the same certificate replaces the first session");
             t.close(now, "replaced by a newer login with the same certificate");
             self.dirty.push(old);
@@ -444,9 +521,30 @@ impl GatewayCore {
         let c = t.common_mut();
         if let (Some(client), Some(addr)) = (c.client.clone(), c.address.take()) {
             self.router.remove(Ipv4Net::from(addr), id);
-            if self.by_client.get(&client) == Some(&id) {
-                self.by_client.remove(&client);
-                self.pool.release(&client, addr);
+            let me = Login {
+                worker: self.shard.index(),
+                tunnel: id,
+                addr,
+            };
+            let current = {
+                let mut logins = self.shard.logins();
+                let current = logins.get(&client).copied();
+                if current == Some(me) {
+                    logins.remove(&client);
+                }
+                current
+            };
+            // The address goes back to the pool unless the client's newer session holds it
+            // now.
+            let taken_over = current.is_some_and(|l| l != me && l.addr == addr);
+            if !taken_over {
+                self.shard.pool().release(&client, addr);
+                if self.shard.count() > 1 {
+                    let mut dir = self.shard.directory();
+                    if dir.get(&DirKey::Addr(addr)) == Some(&me.worker) {
+                        dir.remove(&DirKey::Addr(addr));
+                    }
+                }
             }
         }
     }
@@ -463,6 +561,13 @@ impl GatewayCore {
             Tunnel::OpenVpn(o) => {
                 if self.by_udp.get(&o.remote) == Some(&id) {
                     self.by_udp.remove(&o.remote);
+                }
+                if self.shard.count() > 1 {
+                    let me = self.shard.index();
+                    let mut dir = self.shard.directory();
+                    if dir.get(&DirKey::OpenVpn(o.remote)) == Some(&me) {
+                        dir.remove(&DirKey::OpenVpn(o.remote));
+                    }
                 }
                 let p = o.session.peer_id();
                 if self.by_peer_id.get(&p) == Some(&id) {
@@ -487,8 +592,18 @@ impl GatewayCore {
                         self.by_local_spi.remove(spi);
                     }
                 }
+                if self.shard.count() > 1 {
+                    let me = self.shard.index();
+                    let mut dir = self.shard.directory();
+                    let pairs = i.spi_pairs.iter().flat_map(|p| [p.0, p.1]);
+                    for spi in i.local_spis.iter().copied().chain(pairs) {
+                        if dir.get(&DirKey::IkeSpi(spi)) == Some(&me) {
+                            dir.remove(&DirKey::IkeSpi(spi));
+                        }
+                    }
+                }
                 for spi in self.esp.remove_owner(id) {
-                    self.spis.release(spi);
+                    self.shard.spis().release(spi);
                 }
                 if let Some(site) = i.site {
                     self.forget_site_sa(site, id);

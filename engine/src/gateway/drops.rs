@@ -61,6 +61,13 @@ impl Drops {
     pub fn total(&self) -> u64 {
         self.counts.values().sum()
     }
+
+    /// Adds `other`'s counts (the workers of one gateway).
+    pub fn add(&mut self, other: &Drops) {
+        for (k, v) in &other.counts {
+            *self.counts.entry(*k).or_default() += v;
+        }
+    }
 }
 
 impl fmt::Display for Drops {

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+use super::shard::DirKey;
 use super::tunnel::{IkeSa, IkeTunnel, Tunnel, ike_transmit};
-use super::{Dest, Drop, Event, GatewayCore, Listener, TunnelId};
+use super::{Dest, Drop, Event, Forward, GatewayCore, Listener, TunnelId, worker_of_ip};
 use crate::esp::{EspSa, TableError};
 use crate::ikev2::responder::{InitOutcome, respond_to_init};
 use crate::wire::ikev2::{Classified, ExchangeType, IkeHeader, strip_non_esp_marker};
@@ -55,6 +56,14 @@ impl GatewayCore {
             self.drops.count(Drop::Malformed);
             return;
         };
+        // A site's IKE belongs to the worker its peer address steers to.
+        if self.shard.count() > 1 && self.cfg.sites.iter().any(|s| s.remote.ip() == from.ip()) {
+            let w = worker_of_ip(from.ip(), self.shard.count());
+            if w != self.shard.index() {
+                self.forward_ike(w, from, nat_t, msg);
+                return;
+            }
+        }
         if h.responder_spi == 0 && h.exchange == ExchangeType::IKE_SA_INIT && !h.flags.response() {
             if let Some(&id) = self.by_init.get(&(from, h.initiator_spi)) {
                 if let Some(t) = self.ike_mut(id) {
@@ -92,9 +101,10 @@ impl GatewayCore {
                     self.drops.count(Drop::Malformed);
                 }
                 InitOutcome::Session(mut s) => {
-                    s.set_spi_table(self.spis.clone());
+                    s.set_spi_table(self.shard.spis().clone());
                     let id = self.new_tunnel_id();
                     let spis = s.spis();
+                    self.register_ike_spi(spis.1);
                     self.by_spis.insert(spis, id);
                     self.by_init.insert((from, h.initiator_spi), id);
                     let mut t = IkeTunnel::new(IkeSa::Responder(s), None, None);
@@ -120,7 +130,14 @@ impl GatewayCore {
             .get(&(h.initiator_spi, h.responder_spi))
             .or_else(|| self.by_local_spi.get(&ours))
         else {
-            self.drops.count(Drop::NoSession);
+            // Another worker's SA (its peer moved, or the kernel steered this elsewhere).
+            let owner = (self.shard.count() > 1)
+                .then(|| self.shard.directory().get(&DirKey::IkeSpi(ours)).copied())
+                .flatten();
+            match owner {
+                Some(w) => self.forward_ike(w, from, nat_t, msg),
+                None => self.drops.count(Drop::NoSession),
+            }
             return;
         };
         let Some(t) = self.ike_mut(id) else {
@@ -149,8 +166,15 @@ impl GatewayCore {
                 self.drops.count(Drop::Malformed);
                 return None;
             }
-            Err(TableError::UnknownSpi(_)) => {
-                self.drops.count(Drop::NoSession);
+            Err(TableError::UnknownSpi(spi)) => {
+                // Our SPIs name the worker holding the SA (the peer moved to an address
+                // steered elsewhere).
+                self.forward(Forward::Datagram {
+                    worker: self.shard.owner_of_id(spi),
+                    listener: Listener::IkeNatT,
+                    remote: from,
+                    bytes: packet.to_vec(),
+                });
                 return None;
             }
             Err(_) => {
@@ -206,6 +230,32 @@ impl GatewayCore {
         Some((dest, true, len))
     }
 
+    /// Hands an IKE message to worker `w` (with the non-ESP marker again if it came on 4500).
+    fn forward_ike(&mut self, w: usize, from: SocketAddr, nat_t: bool, msg: &[u8]) {
+        let (listener, bytes) = if nat_t {
+            let mut b = Vec::with_capacity(msg.len() + 4);
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(msg);
+            (Listener::IkeNatT, b)
+        } else {
+            (Listener::Ike, msg.to_vec())
+        };
+        self.forward(Forward::Datagram {
+            worker: w,
+            listener,
+            remote: from,
+            bytes,
+        });
+    }
+
+    /// Tells the other workers that IKE SPI `spi` of ours lives here.
+    pub(super) fn register_ike_spi(&mut self, spi: u64) {
+        if self.shard.count() > 1 {
+            let me = self.shard.index();
+            self.shard.directory().insert(DirKey::IkeSpi(spi), me);
+        }
+    }
+
     /// An IKE tunnel's peer moved.
     /// The switch from port 500 to 4500 during the handshake (NAT-T, RFC 7296 2.23) is not
     /// roaming and is not reported.
@@ -243,7 +293,7 @@ impl GatewayCore {
     /// Removes every ESP SA of tunnel `id` (it is closing).
     pub(super) fn drop_esp(&mut self, id: TunnelId) {
         for spi in self.esp.remove_owner(id) {
-            self.spis.release(spi);
+            self.shard.spis().release(spi);
         }
         if let Some(t) = self.ike_mut(id) {
             t.our_spis.clear();
@@ -253,7 +303,7 @@ impl GatewayCore {
     /// Removes inbound ESP SA `spi` if tunnel `id` owns it.
     pub(super) fn esp_remove(&mut self, id: TunnelId, spi: u32) {
         if self.esp.remove(id, spi) {
-            self.spis.release(spi);
+            self.shard.spis().release(spi);
         }
         if let Some(t) = self.ike_mut(id) {
             t.our_spis.retain(|s| *s != spi);

@@ -25,6 +25,7 @@ mod drops;
 mod ike;
 mod openvpn;
 mod revocation;
+mod shard;
 mod sites;
 mod status;
 #[cfg(test)]
@@ -40,19 +41,19 @@ use ipnet::Ipv4Net;
 
 use crate::deadlines::Deadlines;
 use crate::entropy::Entropy;
-use crate::esp::{EspTable, SpiTable};
+use crate::esp::EspTable;
 use crate::idhash::IdMap;
 use crate::ikev2::responder::ResponderConfig;
 use crate::ikev2::site::SitePeer;
 use crate::openvpn::server::ServerConfig;
-use crate::openvpn::wrap::FirstPacketReplays;
-use crate::pool::{AddressPool, PoolError};
+use crate::pool::PoolError;
 use crate::router::Router;
 pub use crate::router::TunnelId;
 
 use admission::source_of;
 pub use drops::{Drop, Drops};
 pub use revocation::{RevokedSerials, cert_serial};
+pub use shard::{Forward, STEER_MULTIPLIER, Shard, worker_of_ip};
 pub use status::{CoreStatus, SiteStatus, TunnelSummary};
 use tunnel::Tunnel;
 
@@ -239,9 +240,12 @@ pub struct GatewayCore {
     entropy: EntropyFactory,
     tunnels: IdMap<TunnelId, Tunnel>,
     router: Router,
-    pool: AddressPool,
-    /// One session per certificate: client name -> its tunnel.
-    by_client: HashMap<String, TunnelId>,
+    /// This worker's place; the pool, logins and SPI set it shares with the others.
+    shard: Shard,
+    /// Work for other workers.
+    forwards: VecDeque<Forward>,
+    /// Handling another worker's forward: a miss now is a drop, never a second forward.
+    forwarded: bool,
     /// OpenVPN over UDP, by the client's address (control, P_DATA_V1).
     by_udp: HashMap<SocketAddr, TunnelId>,
     /// OpenVPN by peer-id (P_DATA_V2, float).
@@ -256,14 +260,13 @@ pub struct GatewayCore {
     by_local_spi: HashMap<u64, TunnelId>,
     /// ESP SAs: inbound by our SPI (owner-checked), outbound by tunnel.
     esp: EspTable<TunnelId>,
-    spis: Arc<SpiTable>,
+    /// The sites this worker holds (those whose peer address steers here).
     sites: Vec<sites::SiteConn>,
     deadlines: Deadlines,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     drops: Drops,
     revoked: RevokedSerials,
-    first_replays: FirstPacketReplays,
     /// OpenVPN sessions not yet authenticated.
     handshaking: usize,
     /// IKE SAs not yet authenticated.
@@ -283,15 +286,33 @@ const ESP_BUF: usize = 65536 + 256;
 impl GatewayCore {
     /// A core with no tunnel yet. Fails only when the client pool is unusable.
     pub fn new(cfg: CoreConfig, entropy: EntropyFactory) -> Result<Self, PoolError> {
-        let pool = AddressPool::new(cfg.client_pool)?;
-        let sites = sites::site_conns(&cfg.sites);
-        Ok(Self {
+        let mut shards = Shard::split(cfg.client_pool, 1)?;
+        let shard = shards.pop().ok_or(PoolError::TooSmall(cfg.client_pool))?;
+        Ok(Self::new_shard(cfg, entropy, shard))
+    }
+
+    /// One worker's core of a gateway spread over [`Shard::count`] workers (see
+    /// [`Shard`]): it holds the tunnels steered to it and hands the rest over through
+    /// [`poll_forward`](Self::poll_forward).
+    pub fn new_shard(cfg: CoreConfig, entropy: EntropyFactory, shard: Shard) -> Self {
+        let mine: Vec<SiteConfig> = cfg
+            .sites
+            .iter()
+            .filter(|s| worker_of_ip(s.remote.ip(), shard.count()) == shard.index())
+            .cloned()
+            .collect();
+        let sites = sites::site_conns(&mine);
+        let next_peer_id = shard.index() as u32;
+        // Tunnel ids are unique gateway-wide (logs, hand-overs name them).
+        let next_id = shard.index() as TunnelId + 1;
+        Self {
             cfg,
             entropy,
             tunnels: IdMap::default(),
             router: Router::new(),
-            pool,
-            by_client: HashMap::new(),
+            shard,
+            forwards: VecDeque::new(),
+            forwarded: false,
             by_udp: HashMap::new(),
             by_peer_id: IdMap::default(),
             streams: HashMap::new(),
@@ -299,27 +320,77 @@ impl GatewayCore {
             by_init: HashMap::new(),
             by_local_spi: HashMap::new(),
             esp: EspTable::new(),
-            spis: Arc::new(SpiTable::new()),
             sites,
             deadlines: Deadlines::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             drops: Drops::default(),
             revoked: RevokedSerials::default(),
-            first_replays: FirstPacketReplays::new(Duration::from_secs(120), 16384),
             handshaking: 0,
             half_open: 0,
-            next_id: 1,
-            next_peer_id: 0,
+            next_id,
+            next_peer_id,
             dirty: Vec::new(),
             buf: Vec::with_capacity(2048),
             esp_buf: vec![0; ESP_BUF],
-        })
+        }
     }
 
     /// The gateway's own tunnel address (first of the pool).
     pub fn gateway_addr(&self) -> Ipv4Addr {
-        self.pool.gateway_addr()
+        self.shard.pool().gateway_addr()
+    }
+
+    /// Work for other workers (packets that belong to their tunnels); always empty with one
+    /// worker.
+    pub fn poll_forward(&mut self) -> Option<Forward> {
+        self.forwards.pop_front()
+    }
+
+    /// A datagram another worker received for one of this worker's tunnels (a
+    /// [`Forward::Datagram`]): as [`handle_datagram`](Self::handle_datagram), but a packet
+    /// that is not ours after all is dropped, never forwarded again.
+    pub fn handle_forwarded_datagram(
+        &mut self,
+        now: Instant,
+        listener: Listener,
+        remote: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<&[u8]> {
+        self.forwarded = true;
+        let range = self.datagram_range(now, listener, remote, bytes);
+        self.forwarded = false;
+        self.flush(now);
+        let (which, r) = range?;
+        let buf = if which { &self.esp_buf } else { &self.buf };
+        buf.get(r)
+    }
+
+    /// A TUN packet another worker read for one of this worker's tunnels
+    /// ([`Forward::Tun`]).
+    pub fn handle_forwarded_tun(&mut self, now: Instant, packet: &[u8]) -> Option<(Dest, &[u8])> {
+        self.forwarded = true;
+        let r = self.route_tun(now, packet);
+        self.forwarded = false;
+        let (dest, esp, len) = r?;
+        let buf = if esp { &self.esp_buf } else { &self.buf };
+        Some((dest, buf.get(..len)?))
+    }
+
+    /// A newer login of `client` on another worker replaces tunnel `id` here
+    /// ([`Forward::EndLogin`]).
+    pub fn end_login(&mut self, now: Instant, id: TunnelId, client: &str) {
+        self.end_replaced(now, id, client);
+        self.flush(now);
+    }
+
+    /// Hands `f` to another worker, unless this is already a handed-over packet.
+    fn forward(&mut self, f: Forward) {
+        if self.forwarded || f.worker() == self.shard.index() {
+            self.drops.count(Drop::NoSession);
+        } else {
+            self.forwards.push_back(f);
+        }
     }
 
     /// A datagram arrived on `listener` from `remote`. Returns an inner IP packet to write
@@ -331,18 +402,28 @@ impl GatewayCore {
         remote: SocketAddr,
         bytes: &[u8],
     ) -> Option<&[u8]> {
-        let range = match listener {
+        let range = self.datagram_range(now, listener, remote, bytes);
+        self.flush(now);
+        let (which, r) = range?;
+        let buf = if which { &self.esp_buf } else { &self.buf };
+        buf.get(r)
+    }
+
+    fn datagram_range(
+        &mut self,
+        now: Instant,
+        listener: Listener,
+        remote: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<(bool, std::ops::Range<usize>)> {
+        match listener {
             Listener::OpenVpnUdp => self.openvpn_datagram(now, remote, bytes),
             Listener::Ike => {
                 self.ike_message(now, remote, false, bytes);
                 None
             }
             Listener::IkeNatT => self.natt_datagram(now, remote, bytes),
-        };
-        self.flush(now);
-        let (which, r) = range?;
-        let buf = if which { &self.esp_buf } else { &self.buf };
-        buf.get(r)
+        }
     }
 
     /// A TCP connection of the OpenVPN listener opened.
@@ -428,7 +509,7 @@ impl GatewayCore {
 
     /// Addresses leased to clients.
     pub fn leased_count(&self) -> usize {
-        self.pool.leased_count()
+        self.shard.pool().leased_count()
     }
 
     /// Ends every tunnel (the gateway stops): clients are told, sites get a Delete.
@@ -445,7 +526,7 @@ impl GatewayCore {
 
     fn new_tunnel_id(&mut self) -> TunnelId {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id += self.shard.count() as TunnelId;
         id
     }
 
@@ -479,7 +560,13 @@ impl GatewayCore {
                     self.deadlines.set(id, at);
                     if let Tunnel::Ike(e) = t {
                         for spi in e.local_spis() {
-                            self.by_local_spi.insert(spi, id);
+                            if self.by_local_spi.insert(spi, id).is_none() && self.shard.count() > 1
+                            {
+                                let me = self.shard.index();
+                                self.shard
+                                    .directory()
+                                    .insert(shard::DirKey::IkeSpi(spi), me);
+                            }
                         }
                     }
                 }

@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
+use super::shard::DirKey;
 use super::tunnel::{Common, OvpnTransport, OvpnTunnel, Tunnel};
-use super::{Drop, Event, GatewayCore, StreamId, TunnelId};
+use super::{Drop, Event, Forward, GatewayCore, StreamId, TunnelId};
 use crate::openvpn::server::ServerSession;
 use crate::openvpn::wrap::{FirstPacket, ServerWrap, WrapError};
 use crate::openvpn::{DataOutcome, DataPathError};
@@ -69,12 +70,22 @@ impl GatewayCore {
                 return None;
             };
             // P_DATA_V2 names its session by peer-id; V1 (and "no peer-id") by address.
-            let id = match d.peer_id.filter(|p| *p != PEER_ID_MASK) {
+            let peer_id = d.peer_id.filter(|p| *p != PEER_ID_MASK);
+            let id = match peer_id {
                 Some(p) => self.by_peer_id.get(&p).copied(),
                 None => self.by_udp.get(&from).copied(),
             };
             let Some(id) = id else {
-                self.drops.count(Drop::NoSession);
+                // Another worker's session (the client moved): its peer-id or the
+                // directory says whose.
+                let owner = match peer_id {
+                    Some(p) => Some(self.shard.owner_of_id(p)),
+                    None => self.moved_owner(from),
+                };
+                match owner {
+                    Some(w) => self.forward_datagram(w, from, bytes),
+                    None => self.drops.count(Drop::NoSession),
+                }
                 return None;
             };
             if self.ovpn(id).map(|t| t.transport) != Some(OvpnTransport::Udp) {
@@ -100,6 +111,9 @@ impl GatewayCore {
                 self.openvpn_control(now, id, bytes);
                 return None;
             }
+        } else if let Some(w) = self.moved_owner(from) {
+            self.forward_datagram(w, from, bytes);
+            return None;
         } else if !reset {
             self.drops.count(Drop::NoSession);
             return None;
@@ -132,6 +146,15 @@ impl GatewayCore {
         // A stale session of another client at the new address loses the address map
         // entry (it is gone from there), not its session.
         self.by_udp.insert(to, id);
+        if self.shard.count() > 1 {
+            // Its control packets may now reach another worker: tell them where it is.
+            let me = self.shard.index();
+            let mut dir = self.shard.directory();
+            if dir.get(&DirKey::OpenVpn(from)) == Some(&me) {
+                dir.remove(&DirKey::OpenVpn(from));
+            }
+            dir.insert(DirKey::OpenVpn(to), me);
+        }
         info!(client = %client, from = %from, to = %to, transport = "udp", "client floated to a new address");
         self.events.push_back(Event::Roamed {
             tunnel: id,
@@ -208,7 +231,7 @@ impl GatewayCore {
             // Without a wrapper anyone can make a reset, so only wrapped ones are worth
             // remembering: a captured one must not open a second session.
             let wrapped = !matches!(cfg.wrap, ServerWrap::None);
-            if wrapped && !self.first_replays.accept(now, first.session_id()) {
+            if wrapped && !self.shard.first_replays().accept(now, first.session_id()) {
                 return Err(WrapError::Replay);
             }
             Ok(first)
@@ -227,15 +250,38 @@ impl GatewayCore {
         }
     }
 
-    /// A unique peer-id (24 bits, never 0xffffff, never one in use).
+    /// A unique peer-id (24 bits, never 0xffffff, never one in use) of this worker's
+    /// residue, so that a packet carrying it names this worker.
     fn new_peer_id(&mut self) -> u32 {
+        let step = self.shard.count() as u32;
         loop {
             let p = self.next_peer_id;
-            self.next_peer_id = (self.next_peer_id + 1) % PEER_ID_MASK;
+            self.next_peer_id += step;
+            if self.next_peer_id >= PEER_ID_MASK {
+                self.next_peer_id = self.shard.index() as u32;
+            }
             if !self.by_peer_id.contains_key(&p) {
                 return p;
             }
         }
+    }
+
+    /// The worker holding the session of a client that moved to `from`, if not this one.
+    fn moved_owner(&self, from: SocketAddr) -> Option<usize> {
+        if self.shard.count() == 1 {
+            return None;
+        }
+        let w = *self.shard.directory().get(&DirKey::OpenVpn(from))?;
+        (w != self.shard.index()).then_some(w)
+    }
+
+    fn forward_datagram(&mut self, worker: usize, from: SocketAddr, bytes: &[u8]) {
+        self.forward(Forward::Datagram {
+            worker,
+            listener: super::Listener::OpenVpnUdp,
+            remote: from,
+            bytes: bytes.to_vec(),
+        });
     }
 
     fn new_openvpn_session(

@@ -116,7 +116,7 @@ impl GatewayCore {
             let name = s.cfg.peer.name.clone();
             let entropy = (self.entropy)();
             let mut init = IkeInitiator::new(ic, entropy, now, target);
-            init.set_spi_table(self.spis.clone());
+            init.set_spi_table(self.shard.spis().clone());
             let id = self.new_tunnel_id();
             let mut t = IkeTunnel::new(
                 IkeSa::Initiator(Box::new(init)),

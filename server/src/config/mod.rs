@@ -48,6 +48,9 @@ pub struct GatewayConfig {
     /// Tunnel MTU.
     #[serde(default = "default_mtu")]
     pub tun_mtu: u16,
+    /// Data-plane worker threads; 0 (the default): one per core.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub workers: usize,
     /// OpenVPN-protocol listeners.
     #[serde(default)]
     pub openvpn: OpenVpnConfig,
@@ -220,6 +223,9 @@ fn default_pool() -> Ipv4Net {
 fn default_tun_name() -> String {
     "gatehouse0".into()
 }
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 fn default_mtu() -> u16 {
     1500
 }
@@ -302,6 +308,7 @@ impl GatewayConfig {
             full_tunnel: false,
             tun_name: default_tun_name(),
             tun_mtu: default_mtu(),
+            workers: 0,
             openvpn: OpenVpnConfig::default(),
             ikev2: Ikev2Config::default(),
             connections: Vec::new(),

@@ -1,32 +1,40 @@
-//! The gateway's driver: I/O only. It owns the sockets (OpenVPN UDP and TCP, IKE 500 and
-//! 4500), the TUN device, one timer, the CRL and status files, and feeds everything to the
-//! engine's sans-IO [`GatewayCore`], which takes every protocol decision.
+//! The gateway's driver: I/O only. The engine's sans-IO [`GatewayCore`] takes every protocol
+//! decision; this module feeds it.
 //!
-//! The loop serves its sources fairly: `select!` picks a ready source at random and each
-//! source gets at most [`BURST`] reads per turn, so a flood on one port cannot starve TUN,
-//! IKE or the timers. Nothing awaits a full socket, TUN or TCP queue: the packet is dropped
-//! and counted (as the network would drop it), and every other session keeps moving.
+//! The data plane runs on `workers` threads (default: one per core; `workers` in
+//! gateway.toml). Each worker (`worker.rs`) has its own socket in each port's `SO_REUSEPORT`
+//! group, its own queue of the multi-queue TUN device and its own core over the tunnels
+//! steered to it: datagrams by their source address (a reuseport program computes the same
+//! function as the engine's `worker_of_ip`), so a client's tunnel lives on one worker and its
+//! packets are never reordered; TUN packets by the kernel's flow steering, which follows the
+//! queue a flow was last written from. A packet that reaches the wrong worker anyway (a
+//! roaming client, a new flow) is handed to its owner through the owner's inbox. The workers
+//! share only admission state (pool, logins, SPIs) and take no lock per packet.
 //!
 //! Packets move in batches (`gatehouse-netio`): a UDP read takes up to 32 datagrams
 //! (`recvmmsg`, UDP GRO), a TUN read a whole TSO segment train; the core's output for one
 //! peer leaves in one GSO `sendmsg`, and decrypted packets reach TUN coalesced (GRO). Every
-//! batch is written out before the loop waits again, so batching adds no delay at low load.
+//! batch is written out before a worker waits again, so batching adds no delay at low load.
+//!
+//! This thread is the control plane: it binds everything, accepts TCP connections (each is
+//! routed to one worker), reloads the CRL and hands it to every worker, writes the status
+//! file from what the workers publish, and stops them on SIGINT/SIGTERM.
 
 mod core_config;
 mod tcp;
+mod worker;
 pub mod wrap;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use gatehouse_engine::entropy::Entropy;
-use gatehouse_engine::gateway::{CoreStatus, Dest, Drop, GatewayCore, Listener, StreamId};
+use gatehouse_engine::gateway::{CoreStatus, GatewayCore, STEER_MULTIPLIER, Shard};
 use gatehouse_engine::openvpn::server::ServerConfig;
-use gatehouse_netio::tun::{TunReader, TunWriter};
-use gatehouse_netio::udp::{BatchSocket, RecvBatch, SendQueue};
 use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -36,11 +44,10 @@ use crate::config::GatewayConfig;
 use crate::status::{ConnectionStatus, GatewayStatus};
 use crate::tls::{FileStamp, PkiPaths};
 use tcp::TcpEvent;
+use worker::{Msg, Published, Reload, WorkerSetup, WorkerSockets};
 
 pub use core_config::{check_enabled, site_peers};
 
-/// Reads (each a batch) one source may hand the core per turn before the others get theirs.
-const BURST: usize = 8;
 /// Socket buffer size asked of the kernel: bursts at Gbit/s overflow the 208 KiB default.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -90,38 +97,6 @@ fn listeners(cfg: &GatewayConfig) -> String {
     l.join(", ")
 }
 
-/// The sockets and their send queues.
-struct Sockets {
-    ovpn: Option<Arc<BatchSocket>>,
-    ike: Option<Arc<BatchSocket>>,
-    natt: Option<Arc<BatchSocket>>,
-    queues: [SendQueue; 3],
-}
-
-impl Sockets {
-    fn get(&mut self, l: Listener) -> Option<(&BatchSocket, &mut SendQueue)> {
-        let (s, i) = match l {
-            Listener::OpenVpnUdp => (self.ovpn.as_deref(), 0),
-            Listener::Ike => (self.ike.as_deref(), 1),
-            Listener::IkeNatT => (self.natt.as_deref(), 2),
-        };
-        Some((s?, &mut self.queues[i]))
-    }
-
-    /// Sends every queued datagram; returns how many a full socket dropped.
-    fn flush(&mut self) -> usize {
-        let mut dropped = 0;
-        let socks = [&self.ovpn, &self.ike, &self.natt];
-        for (s, q) in socks.into_iter().zip(self.queues.iter_mut()) {
-            if let Some(s) = s {
-                q.flush(s);
-            }
-            dropped += q.take_drops();
-        }
-        dropped
-    }
-}
-
 /// Everything the running gateway needs, built by [`Gateway::bind`].
 pub struct Gateway {
     cfg: GatewayConfig,
@@ -129,17 +104,29 @@ pub struct Gateway {
     /// The OpenVPN configuration in force (reloaded with the CRL).
     ovpn: Arc<ServerConfig>,
     crl_stamp: FileStamp,
-    core: GatewayCore,
-    sockets: Sockets,
     tcp: Option<TcpListener>,
-    /// TCP connections' send queues.
-    streams: std::collections::HashMap<StreamId, mpsc::Sender<Vec<u8>>>,
-    tun: Arc<tun_rs::AsyncDevice>,
-    /// Decrypted packets on their way to TUN.
-    tun_out: TunWriter,
+    workers: Vec<WorkerSetup>,
+    inboxes: Arc<Vec<mpsc::Sender<Msg>>>,
+    published: Vec<Arc<Mutex<Published>>>,
+    gateway_addr: std::net::Ipv4Addr,
+    /// Whether datagrams are steered to workers by source address (else by the kernel's
+    /// hash, and the workers hand packets over more often).
+    steered: bool,
+    offload: bool,
     /// Where `gateway.toml` (and `status.json`) live.
     config_dir: PathBuf,
 }
+
+/// The number of workers: `workers` from the configuration, 0 meaning one per core.
+fn worker_count(cfg: &GatewayConfig) -> usize {
+    match cfg.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// A worker's socket per port, none where the port is off.
+type Group = Vec<Option<std::net::UdpSocket>>;
 
 impl Gateway {
     /// Loads TLS material, creates the TUN device and binds the listeners.
@@ -149,42 +136,79 @@ impl Gateway {
         let conns = cfg.connections(&config_dir)?;
         let crl_stamp = FileStamp::of(&pki.crl);
         let now = Instant::now();
-        let core_cfg = core_config::build(&cfg, &config_dir, &pki, &conns, now)?;
-        let ovpn = match &core_cfg.openvpn {
-            Some(o) => o.clone(),
-            None => crate::tls::openvpn_server_config(&pki, &cfg)?,
-        };
-        let mut core = GatewayCore::new(
-            core_cfg,
-            Box::new(|| Box::new(OsEntropy(ring::rand::SystemRandom::new())) as Box<dyn Entropy>),
-        )?;
+        let n = worker_count(&cfg);
+        let shards = Shard::split(cfg.client_pool, n)
+            .map_err(|e| anyhow::anyhow!("`client_pool` {}: {e}", cfg.client_pool))?;
         let crls = core_config::read_crls(&pki)?;
-        core.set_crls(now, &crls)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", pki.crl.display()))?;
+        let mut cores = Vec::with_capacity(n);
+        let mut ovpn = None;
+        for shard in shards {
+            let core_cfg = core_config::build(&cfg, &config_dir, &pki, &conns, now)?;
+            if ovpn.is_none() {
+                ovpn = Some(match &core_cfg.openvpn {
+                    Some(o) => o.clone(),
+                    None => crate::tls::openvpn_server_config(&pki, &cfg)?,
+                });
+            }
+            let mut core = GatewayCore::new_shard(
+                core_cfg,
+                Box::new(|| {
+                    Box::new(OsEntropy(ring::rand::SystemRandom::new())) as Box<dyn Entropy>
+                }),
+                shard,
+            );
+            core.set_crls(now, &crls)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", pki.crl.display()))?;
+            cores.push(core);
+        }
+        let ovpn = ovpn.context("no worker")?;
+        let gateway_addr = cores[0].gateway_addr();
         let (tun, offload) = crate::tun::create(
             &cfg.tun_name,
-            core.gateway_addr(),
+            gateway_addr,
             cfg.client_pool,
             cfg.tun_mtu,
+            n > 1,
         )?;
-        if !offload {
-            warn!(tun = %cfg.tun_name, "the kernel refused TUN offload (virtio-net headers); packets move one per read");
+        let mut queues = Vec::with_capacity(n);
+        for _ in 1..n {
+            queues.push(tun.try_clone().with_context(|| {
+                format!("cannot open another queue of TUN device {}", cfg.tun_name)
+            })?);
         }
+        queues.insert(0, tun);
         let site_prefixes: Vec<Ipv4Net> = conns
             .iter()
             .flat_map(|c| c.remote_address_space.iter().copied())
             .collect();
         crate::tun::add_routes(&cfg.tun_name, &site_prefixes)?;
         let o = &cfg.openvpn;
-        let ovpn_sock = if o.udp_port != 0 {
-            let addr = SocketAddr::new(o.listen, o.udp_port);
-            Some(Arc::new(bind_udp(addr).with_context(|| {
-                format!(
-                    "cannot bind UDP {addr} (`openvpn.udp_port`); is another VPN server running?"
-                )
-            })?))
+        let mut steered = true;
+        let mut group = |addr: SocketAddr, what: &str| -> Result<Group> {
+            let (socks, s) =
+                gatehouse_netio::udp::bind_group(addr, n, SOCKET_BUFFER, STEER_MULTIPLIER)
+                    .with_context(|| format!("cannot bind UDP {addr} ({what})"))?;
+            steered &= s || n == 1;
+            Ok(socks.into_iter().map(Some).collect())
+        };
+        let none = || -> Group { (0..n).map(|_| None).collect() };
+        let mut ovpn_socks = if o.udp_port != 0 {
+            group(
+                SocketAddr::new(o.listen, o.udp_port),
+                "`openvpn.udp_port`; is another VPN server running?",
+            )?
         } else {
-            None
+            none()
+        };
+        let (mut ike_socks, mut natt_socks) = if cfg.ikev2.enabled {
+            let i = &cfg.ikev2;
+            let what = "`ikev2.ike_port`/`ikev2.natt_port`; is strongSwan running? set `ikev2.enabled = false` to run without IKEv2";
+            (
+                group(SocketAddr::new(i.listen, i.ike_port), what)?,
+                group(SocketAddr::new(i.listen, i.natt_port), what)?,
+            )
+        } else {
+            (none(), none())
         };
         let tcp = if o.tcp_port != 0 {
             let addr = SocketAddr::new(o.listen, o.tcp_port);
@@ -194,34 +218,48 @@ impl Gateway {
         } else {
             None
         };
-        let (ike, natt) = if cfg.ikev2.enabled {
-            let i = &cfg.ikev2;
-            let bind = |port: u16| {
-                let addr = SocketAddr::new(i.listen, port);
-                bind_udp(addr).map(Arc::new).with_context(|| {
-                    format!("cannot bind UDP {addr} for IKEv2 (`ikev2.ike_port`/`ikev2.natt_port`); is strongSwan running? set `ikev2.enabled = false` to run without IKEv2")
-                })
-            };
-            (Some(bind(i.ike_port)?), Some(bind(i.natt_port)?))
-        } else {
-            (None, None)
-        };
+        let mut senders = Vec::with_capacity(n);
+        let mut receivers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(worker::INBOX);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let inboxes = Arc::new(senders);
+        let published: Vec<Arc<Mutex<Published>>> = (0..n)
+            .map(|_| Arc::new(Mutex::new(Published::default())))
+            .collect();
+        let mut workers = Vec::with_capacity(n);
+        for (index, ((core, tun), inbox)) in
+            cores.into_iter().zip(queues).zip(receivers).enumerate()
+        {
+            workers.push(WorkerSetup {
+                index,
+                core,
+                sockets: WorkerSockets {
+                    ovpn: ovpn_socks[index].take(),
+                    ike: ike_socks[index].take(),
+                    natt: natt_socks[index].take(),
+                },
+                tun,
+                tun_mtu: usize::from(cfg.tun_mtu),
+                inbox,
+                peers: inboxes.clone(),
+                published: published[index].clone(),
+            });
+        }
         Ok(Self {
             cfg,
             pki,
             ovpn,
             crl_stamp,
-            core,
-            sockets: Sockets {
-                ovpn: ovpn_sock,
-                ike,
-                natt,
-                queues: Default::default(),
-            },
             tcp,
-            streams: std::collections::HashMap::new(),
-            tun: Arc::new(tun),
-            tun_out: TunWriter::new(),
+            workers,
+            inboxes,
+            published,
+            gateway_addr,
+            steered,
+            offload,
             config_dir,
         })
     }
@@ -234,258 +272,116 @@ impl Gateway {
         } else {
             drop(tcp_tx);
         }
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing SIGTERM handler")?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = sigterm.recv() => {}
-            }
-            let _ = stop_tx.send(true);
-        });
-        let mut files_tick = tokio::time::interval(Duration::from_secs(2));
-        let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
-        files_tick.tick().await;
-        stats_tick.tick().await;
-        let ovpn = self.sockets.ovpn.clone();
-        let ike = self.sockets.ike.clone();
-        let natt = self.sockets.natt.clone();
-        let tun = self.tun.clone();
-        let mut ubatch = RecvBatch::new();
-        let mut ibatch = RecvBatch::new();
-        let mut nbatch = RecvBatch::new();
-        let mut tun_in = TunReader::new(usize::from(self.cfg.tun_mtu));
-        let mut tcp_open = true;
-        let timer = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
+        let n = self.workers.len();
+        if !self.offload {
+            warn!(tun = %self.cfg.tun_name, "the kernel refused TUN offload (virtio-net headers); packets move one per read");
+        }
+        let mut threads = Vec::with_capacity(n);
+        for setup in std::mem::take(&mut self.workers) {
+            let name = format!("gatehoused-w{}", setup.index);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || {
+                        if let Err(e) = worker::run(setup) {
+                            tracing::error!(error = %format!("{e:#}"), "worker failed");
+                        }
+                    })
+                    .context("starting a worker thread")?,
+            );
+        }
         info!(
             listening = %listeners(&self.cfg),
             tun = %self.cfg.tun_name,
-            tun_addr = %self.core.gateway_addr(),
+            tun_addr = %self.gateway_addr,
             client_pool = %self.cfg.client_pool,
             address_space = ?self.cfg.address_space.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             tls_ekm = self.cfg.openvpn.tls_ekm,
             openvpn_wrapper = self.ovpn.wrap.name(),
+            workers = n,
+            steering = if self.steered { "source-address" } else { "kernel-hash" },
+            tun_offload = self.offload,
             "gateway ready"
         );
-        // Sites that initiate start now.
-        self.core.handle_timeout(Instant::now());
-        self.flush();
-        self.write_out().await;
+        let mut files_tick = tokio::time::interval(Duration::from_secs(2));
+        files_tick.tick().await;
+        let mut tcp_open = true;
+        // TCP connection -> its worker.
+        let mut conns: HashMap<u64, usize> = HashMap::new();
         loop {
-            let deadline = self.core.poll_timeout();
-            if deadline != armed {
-                // Re-arm the one timer only when the earliest deadline changed.
-                let when = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-                timer.as_mut().reset(tokio::time::Instant::from_std(when));
-                armed = deadline;
-            }
-            // Not biased: a ready source is picked at random, so none starves the others.
             tokio::select! {
-                _ = stop_rx.changed() => break,
-                r = recv(&ovpn, &mut ubatch) => {
-                    if r.is_ok() {
-                        self.udp_batches(Listener::OpenVpnUdp, &ovpn, &mut ubatch).await;
-                    }
-                }
-                r = recv(&natt, &mut nbatch) => {
-                    if r.is_ok() {
-                        self.udp_batches(Listener::IkeNatT, &natt, &mut nbatch).await;
-                    }
-                }
-                r = recv(&ike, &mut ibatch) => {
-                    if r.is_ok() {
-                        self.udp_batches(Listener::Ike, &ike, &mut ibatch).await;
-                    }
-                }
-                r = tun_in.recv(&tun) => {
-                    match r {
-                        Ok(()) => {
-                            let now = Instant::now();
-                            for p in tun_in.iter() {
-                                self.tun_packet(now, p);
-                            }
-                            for _ in 0..BURST {
-                                if tun_in.try_recv(&tun).is_err() {
-                                    break;
-                                }
-                                for p in tun_in.iter() {
-                                    self.tun_packet(now, p);
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            debug!(error = %e, "TUN read failed");
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                    }
-                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = sigterm.recv() => break,
                 ev = tcp_rx.recv(), if tcp_open => {
                     match ev {
-                        Some(ev) => {
-                            self.tcp_event(ev).await;
-                            for _ in 0..BURST * 8 {
-                                match tcp_rx.try_recv() {
-                                    Ok(ev) => self.tcp_event(ev).await,
-                                    Err(_) => break,
-                                }
-                            }
-                        }
+                        Some(ev) => self.route_tcp(&mut conns, ev).await,
                         None => tcp_open = false,
                     }
                 }
-                _ = &mut timer, if armed.is_some() => {
-                    armed = None;
-                    self.core.handle_timeout(Instant::now());
-                    self.flush();
-                }
                 _ = files_tick.tick() => {
-                    self.check_crl();
-                    self.write_status(Instant::now());
-                }
-                _ = stats_tick.tick() => {
-                    let s = self.core.status(Instant::now());
-                    if self.core.drops().total() > 0 || s.tunnels > 0 {
-                        info!(sessions = s.tunnels, clients = s.clients.len(), leased = self.core.leased_count(), drops = %self.core.drops(), "status");
-                    }
-                    for c in &s.sites {
-                        info!(connection = %c.name, state = %c.state, detail = %c.detail, rx_bytes = c.rx_bytes, tx_bytes = c.tx_bytes, "connection status");
-                    }
+                    self.check_crl().await;
+                    self.write_status();
                 }
             }
-            // Whatever the turn produced leaves now: batching never holds a packet back.
-            self.write_out().await;
         }
-        self.core.shutdown(Instant::now());
-        self.flush();
-        self.write_out().await;
+        for tx in self.inboxes.iter() {
+            let _ = tx.send(Msg::Stop).await;
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        let _ = joined.await;
         // A status file left behind would show a stopped gateway as running for a while.
         let _ = std::fs::remove_file(crate::status::path(&self.config_dir));
-        info!(drops = %self.core.drops(), "gateway stopped");
+        info!("gateway stopped");
         Ok(())
     }
 
-    /// Hands the core the datagrams of `batch` and of up to [`BURST`] more reads waiting on
-    /// `sock` (one clock reading per read).
-    async fn udp_batches(
-        &mut self,
-        l: Listener,
-        sock: &Option<Arc<BatchSocket>>,
-        batch: &mut RecvBatch,
-    ) {
-        let Some(s) = sock else {
+    /// Hands a TCP connection's events to the worker that holds it (chosen when it opens).
+    async fn route_tcp(&self, conns: &mut HashMap<u64, usize>, ev: TcpEvent) {
+        let n = self.inboxes.len();
+        let (conn, closing) = match &ev {
+            TcpEvent::Opened { conn, remote, .. } => {
+                conns.insert(*conn, worker::conn_worker(*remote, n));
+                (*conn, false)
+            }
+            TcpEvent::Packets { conn, .. } => (*conn, false),
+            TcpEvent::Closed { conn, .. } => (*conn, true),
+        };
+        let Some(&w) = conns.get(&conn) else {
             return;
         };
-        for i in 0..=BURST {
-            if i > 0 && s.try_recv(batch).is_err() {
-                break;
-            }
-            let now = Instant::now();
-            for (from, d) in batch.iter() {
-                if self.tun_out.is_full() {
-                    self.tun_out.flush(&self.tun).await;
-                }
-                self.datagram(now, l, from, d);
-            }
+        if closing {
+            conns.remove(&conn);
         }
+        // Waits when the worker is busy: TCP pushes back on the client, as it should.
+        let _ = self.inboxes[w].send(Msg::Tcp(ev)).await;
     }
 
-    fn datagram(&mut self, now: Instant, l: Listener, from: SocketAddr, bytes: &[u8]) {
-        if let Some(p) = self.core.handle_datagram(now, l, from, bytes) {
-            self.tun_out.push(p);
-        }
-        self.flush();
-    }
-
-    fn tun_packet(&mut self, now: Instant, packet: &[u8]) {
-        let Some((dest, bytes)) = self.core.handle_tun_packet(now, packet) else {
-            return;
-        };
-        let r = send_to(&mut self.sockets, &self.streams, dest, bytes);
-        if let Err(why) = r {
-            self.core.count_drop(why);
-        }
-    }
-
-    /// Writes out the batches: decrypted packets to TUN, datagrams to the sockets; counts
-    /// what a full socket or a TUN write error lost.
-    async fn write_out(&mut self) {
-        self.tun_out.flush(&self.tun).await;
-        for _ in 0..self.tun_out.take_drops() {
-            self.core.count_drop(Drop::TunFull);
-        }
-        for _ in 0..self.sockets.flush() {
-            self.core.count_drop(Drop::SocketFull);
-        }
-    }
-
-    async fn tcp_event(&mut self, ev: TcpEvent) {
-        let now = Instant::now();
-        match ev {
-            TcpEvent::Opened { conn, remote, tx } => {
-                self.streams.insert(conn, tx);
-                self.core.handle_stream_open(conn, remote);
-            }
-            TcpEvent::Packets { conn, frames } => {
-                let mut rest = &frames[..];
-                while let [hi, lo, tail @ ..] = rest {
-                    let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
-                    let (packet, next) = tail.split_at(n);
-                    rest = next;
-                    if self.tun_out.is_full() {
-                        self.tun_out.flush(&self.tun).await;
-                    }
-                    if let Some(p) = self.core.handle_stream_packet(now, conn, packet) {
-                        self.tun_out.push(p);
-                    }
-                    self.flush();
-                }
-            }
-            TcpEvent::Closed { conn, reason } => {
-                if reason.starts_with("bad framing") {
-                    self.core.count_drop(Drop::TcpFraming);
-                }
-                self.streams.remove(&conn);
-                self.core.handle_stream_closed(now, conn, &reason);
-            }
-        }
-        self.flush();
-    }
-
-    /// Sends what the core queued; logs nothing per packet (the core logs what matters).
-    fn flush(&mut self) {
-        while let Some(t) = self.core.poll_transmit() {
-            if let Err(why) = send_to(&mut self.sockets, &self.streams, t.dest, &t.payload) {
-                self.core.count_drop(why);
-            }
-        }
-        while let Some(ev) = self.core.poll_event() {
-            // The core logs what operators read (connects, refusals, revocations, roaming).
-            debug!(event = ?ev, "core event");
-        }
-    }
-
-    /// Reloads the CRL when `gatehouse-certs revoke` rewrote it: new sessions are checked
-    /// against it and open ones with a revoked certificate end at once.
-    fn check_crl(&mut self) {
+    /// Reloads the CRL when `gatehouse-certs revoke` rewrote it: every worker checks new
+    /// sessions against it and ends open ones with a revoked certificate at once.
+    async fn check_crl(&mut self) {
         let stamp = FileStamp::of(&self.pki.crl);
         if stamp == self.crl_stamp {
             return;
         }
-        let now = Instant::now();
-        if self.cfg.ikev2.enabled {
+        let ike = if self.cfg.ikev2.enabled {
             let conns = self.cfg.connections(&self.config_dir).unwrap_or_default();
             let peers = site_peers(&self.cfg, &conns);
             match crate::tls::ike_responder_config(&self.pki, &self.cfg, &peers) {
-                Ok(c) => self.core.set_ikev2_config(c),
+                Ok(c) => Some(c),
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), "CRL changed but IKEv2 could not reload it; keeping the previous one");
                     return;
                 }
             }
-        }
+        } else {
+            None
+        };
         let crls = match core_config::read_crls(&self.pki) {
             Ok(c) => c,
             Err(e) => {
@@ -493,36 +389,60 @@ impl Gateway {
                 return;
             }
         };
-        match core_config::reload_openvpn(&self.pki, &self.cfg, &self.ovpn) {
-            Ok(c) => {
-                self.ovpn = c.clone();
-                self.core.set_openvpn_config(c);
-            }
+        if let Err(e) = gatehouse_engine::gateway::RevokedSerials::from_crls(&crls) {
+            warn!(error = %e, "CRL changed but could not be parsed; keeping the previous one");
+            return;
+        }
+        let ovpn = match core_config::reload_openvpn(&self.pki, &self.cfg, &self.ovpn) {
+            Ok(c) => c,
             Err(e) => {
                 // Keep the previous configuration; try again on the next tick.
                 warn!(error = %format!("{e:#}"), "CRL changed but could not be loaded; keeping the previous one");
                 return;
             }
+        };
+        self.ovpn = ovpn.clone();
+        self.crl_stamp = stamp;
+        let reload = Arc::new(Reload { ovpn, ike, crls });
+        for tx in self.inboxes.iter() {
+            let _ = tx.send(Msg::Reload(reload.clone())).await;
         }
-        match self.core.set_crls(now, &crls) {
-            Ok(ended) => {
-                self.crl_stamp = stamp;
-                info!(crl = %self.pki.crl.display(), sessions_ended = ended, "CRL reloaded; open sessions and new connections are checked against it");
-            }
-            Err(e) => {
-                warn!(error = %e, "CRL changed but could not be parsed; keeping the previous one")
-            }
-        }
-        self.flush();
+        info!(crl = %self.pki.crl.display(), "CRL reloaded; open sessions and new connections are checked against it");
     }
 
-    /// Rewrites `status.json` for `gatehoused status`.
-    fn write_status(&self, now: Instant) {
-        let s: CoreStatus = self.core.status(now);
+    /// Rewrites `status.json` for `gatehoused status` from what the workers published.
+    fn write_status(&self) {
+        let mut merged = CoreStatus {
+            clients: Vec::new(),
+            sites: Vec::new(),
+            tunnels: 0,
+        };
+        for p in &self.published {
+            let p = p.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = &p.status {
+                merged.clients.extend(s.clients.iter().cloned());
+                merged.sites.extend(s.sites.iter().cloned());
+                merged.tunnels += s.tunnels;
+            }
+        }
+        // Connections in configuration order, whichever worker holds them.
+        let order: Vec<String> = self
+            .cfg
+            .connections(&self.config_dir)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        merged.sites.sort_by_key(|s| {
+            order
+                .iter()
+                .position(|n| *n == s.name)
+                .unwrap_or(usize::MAX)
+        });
         let status = GatewayStatus {
             updated: crate::status::now_secs(),
-            clients: s.clients.len(),
-            connections: s
+            clients: merged.clients.len(),
+            connections: merged
                 .sites
                 .into_iter()
                 .map(|c| ConnectionStatus {
@@ -540,45 +460,4 @@ impl Gateway {
             debug!(error = %format!("{e:#}"), "cannot write the status file");
         }
     }
-}
-
-async fn recv(sock: &Option<Arc<BatchSocket>>, batch: &mut RecvBatch) -> std::io::Result<()> {
-    match sock {
-        Some(s) => s.recv(batch).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Queues one datagram (sent at the end of the batch) or sends one TCP frame without
-/// waiting: a full buffer drops it.
-fn send_to(
-    sockets: &mut Sockets,
-    streams: &std::collections::HashMap<StreamId, mpsc::Sender<Vec<u8>>>,
-    dest: Dest,
-    bytes: &[u8],
-) -> Result<(), Drop> {
-    match dest {
-        Dest::Udp { from, to } => {
-            if let Some((s, q)) = sockets.get(from) {
-                q.push(s, to, bytes);
-            }
-            Ok(())
-        }
-        Dest::Stream(id) => match streams.get(&id) {
-            // A full queue means the client is not reading; drop like UDP would.
-            Some(tx) => tx.try_send(bytes.to_vec()).map_err(|_| Drop::StreamFull),
-            None => Ok(()),
-        },
-    }
-}
-
-fn bind_udp(addr: SocketAddr) -> std::io::Result<BatchSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    BatchSocket::new(sock.into())
 }

@@ -70,6 +70,7 @@ fn connected() -> (Sim, [usize; 3]) {
         13,
         Options {
             link: Link::clean(),
+            workers: 1,
             ..Options::default()
         },
     );
@@ -177,6 +178,7 @@ fn round_trips(sim: &mut Sim, c: usize) -> (u64, u64) {
     let Sim {
         core, clients, now, ..
     } = sim;
+    let core = core.only();
     let cl = &mut clients[c];
     let mut b = Bufs::new();
     let step = Duration::from_micros(100);

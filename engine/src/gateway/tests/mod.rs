@@ -3,6 +3,7 @@
 //! event checked against a reference model, many seeds per scenario.
 
 mod alloc;
+mod cores;
 mod model;
 mod pki;
 mod scenarios;

@@ -649,7 +649,7 @@ fn week_of_timers(seed: u64) {
             .iter()
             .find(|e| matches!(e, Event::Disconnected { .. } | Event::Refused { .. }))
         {
-            fail!(sim, "day {day}: {e:?}");
+            fail!(sim, "day {day}: {e:?} drops {}", sim.core.drops());
         }
         if sim.core.tunnel_count() != tunnels || sim.core.deadline_count() > tunnels {
             fail!(

@@ -18,13 +18,13 @@ use ipnet::Ipv4Net;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::cores::Cores;
 use super::model::{Expect, Kind, Model, ModelTunnel, ipv4, tag_of};
 use super::pki::{self, GATEWAY_IP, WALL_CLOCK_SECS, client_name};
 use crate::entropy::SeededEntropy;
 use crate::esp::{EspInbound, EspOutbound};
 use crate::gateway::{
-    CoreConfig, Dest, Drop, Drops, EntropyFactory, Event, GatewayCore, Listener, Protocol,
-    StreamId, TunnelId,
+    CoreConfig, Dest, Drop, Drops, EntropyFactory, Event, Listener, Protocol, StreamId, TunnelId,
 };
 use crate::ikev2::initiator::{IkeInitiator, InitiatorEvent};
 use crate::openvpn::DataOutcome;
@@ -192,6 +192,9 @@ pub(super) struct Options {
     pub ping: Option<(Duration, Duration)>,
     /// The client pool.
     pub pool: Ipv4Net,
+    /// Gateway workers (cores sharing one pool; see cores.rs); 0: `SIM_WORKERS`, else 1, 2
+    /// or 3 by seed, so every scenario runs on one worker and on several.
+    pub workers: usize,
 }
 
 impl Default for Options {
@@ -201,6 +204,7 @@ impl Default for Options {
             cookie_threshold: 1000,
             ping: None,
             pool: POOL.parse().unwrap(),
+            workers: 0,
         }
     }
 }
@@ -209,7 +213,7 @@ pub(super) struct Sim {
     pub seed: u64,
     pub start: Instant,
     pub now: Instant,
-    pub core: GatewayCore,
+    pub core: Cores,
     pub link: Link,
     rng: StdRng,
     net: BTreeMap<(Instant, u64), Wire>,
@@ -260,7 +264,7 @@ impl Sim {
         }
         let ovpn_cfg = Arc::new(sc);
         let ike_cfg = Arc::new(pki::responder_cfg());
-        let cfg = CoreConfig {
+        let make = || CoreConfig {
             client_pool: opts.pool,
             address_space: vec![LAN.parse().unwrap()],
             dns: vec![],
@@ -274,14 +278,23 @@ impl Sim {
             unix_time: WALL_CLOCK_SECS,
             start,
         };
-        let mut n = 0u64;
-        let entropy: EntropyFactory = Box::new(move || {
-            n += 1;
-            Box::new(SeededEntropy::new(
-                seed.wrapping_mul(1_000_003).wrapping_add(n),
-            ))
-        });
-        let core = GatewayCore::new(cfg, entropy).unwrap();
+        let entropy = |worker: usize| -> EntropyFactory {
+            let mut n = (worker as u64) << 32;
+            Box::new(move || {
+                n += 1;
+                Box::new(SeededEntropy::new(
+                    seed.wrapping_mul(1_000_003).wrapping_add(n),
+                ))
+            })
+        };
+        let workers = match opts.workers {
+            0 => std::env::var("SIM_WORKERS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1 + (seed % 3) as usize),
+            n => n,
+        };
+        let core = Cores::new(workers, make, entropy);
         Sim {
             seed,
             start,

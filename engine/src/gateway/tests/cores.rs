@@ -1,0 +1,263 @@
+//! The simulation's gateway: one [`GatewayCore`], or several workers' cores sharing one
+//! [`Shard::split`], with the same surface. With several, datagrams are steered by source
+//! address *and port* (harsher than the gateway's source-address steering: a NAT rebinding or
+//! the IKE switch to port 4500 lands on another worker), TUN packets go to a worker picked by
+//! their bytes (as the kernel's queue choice would), and every hand-over between workers is
+//! delivered at once. The scenarios then check that nothing is lost or misrouted.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::gateway::{
+    CoreConfig, CoreStatus, Dest, Drops, EntropyFactory, Forward, GatewayCore, Listener, Shard,
+    StreamId, TunnelId,
+};
+
+pub(in crate::gateway) struct Cores {
+    cores: Vec<GatewayCore>,
+    /// Output copied out of a core when hand-overs were involved.
+    out: Vec<u8>,
+    dest: Option<Dest>,
+}
+
+fn mix(x: u64) -> u64 {
+    let x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^ (x >> 29)
+}
+
+impl Cores {
+    pub fn new(
+        count: usize,
+        mut cfg: impl FnMut() -> CoreConfig,
+        entropy: impl Fn(usize) -> EntropyFactory,
+    ) -> Self {
+        let first = cfg();
+        let shards = Shard::split(first.client_pool, count).unwrap();
+        let mut cfgs = vec![first];
+        cfgs.extend((1..count).map(|_| cfg()));
+        let cores = shards
+            .into_iter()
+            .zip(cfgs)
+            .enumerate()
+            .map(|(i, (s, c))| GatewayCore::new_shard(c, entropy(i), s))
+            .collect();
+        Self {
+            cores,
+            out: Vec::with_capacity(65536),
+            dest: None,
+        }
+    }
+
+    /// The only core (tests that hold it directly).
+    pub fn only(&mut self) -> &mut GatewayCore {
+        assert_eq!(self.cores.len(), 1, "a single-core simulation");
+        &mut self.cores[0]
+    }
+
+    fn steer(&self, from: SocketAddr) -> usize {
+        let ip = match from.ip() {
+            IpAddr::V4(a) => u64::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a) as u64,
+        };
+        (mix(ip << 16 | u64::from(from.port())) % self.cores.len() as u64) as usize
+    }
+
+    /// Delivers hand-overs until there are none; returns a TUN packet one of them made.
+    fn settle(&mut self, now: Instant) -> bool {
+        let mut got = false;
+        loop {
+            let mut any = false;
+            for i in 0..self.cores.len() {
+                while let Some(f) = self.cores[i].poll_forward() {
+                    any = true;
+                    let w = f.worker();
+                    assert_ne!(w, i, "a core handed a packet to itself");
+                    match f {
+                        Forward::Datagram {
+                            listener,
+                            remote,
+                            bytes,
+                            ..
+                        } => {
+                            if let Some(p) = self.cores[w]
+                                .handle_forwarded_datagram(now, listener, remote, &bytes)
+                            {
+                                assert!(!got, "one datagram made two TUN packets");
+                                self.out.clear();
+                                self.out.extend_from_slice(p);
+                                got = true;
+                            }
+                        }
+                        Forward::Tun { packet, .. } => {
+                            if let Some((d, b)) = self.cores[w].handle_forwarded_tun(now, &packet) {
+                                self.out.clear();
+                                self.out.extend_from_slice(b);
+                                self.dest = Some(d);
+                            }
+                        }
+                        Forward::EndLogin { tunnel, client, .. } => {
+                            self.cores[w].end_login(now, tunnel, &client)
+                        }
+                    }
+                }
+            }
+            if !any {
+                return got;
+            }
+        }
+    }
+
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        listener: Listener,
+        remote: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<&[u8]> {
+        if self.cores.len() == 1 {
+            return self.cores[0].handle_datagram(now, listener, remote, bytes);
+        }
+        let w = self.steer(remote);
+        let direct = self.cores[w].handle_datagram(now, listener, remote, bytes);
+        let had = match direct {
+            Some(p) => {
+                self.out.clear();
+                self.out.extend_from_slice(p);
+                true
+            }
+            None => false,
+        };
+        let forwarded = self.settle(now);
+        (had || forwarded).then_some(&self.out[..])
+    }
+
+    fn stream_worker(&self, s: StreamId) -> usize {
+        (mix(s) % self.cores.len() as u64) as usize
+    }
+
+    pub fn handle_stream_open(&mut self, stream: StreamId, remote: SocketAddr) {
+        let w = self.stream_worker(stream);
+        self.cores[w].handle_stream_open(stream, remote);
+    }
+
+    pub fn handle_stream_closed(&mut self, now: Instant, stream: StreamId, reason: &str) {
+        let w = self.stream_worker(stream);
+        self.cores[w].handle_stream_closed(now, stream, reason);
+        self.settle(now);
+    }
+
+    pub fn handle_stream_packet(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        bytes: &[u8],
+    ) -> Option<&[u8]> {
+        if self.cores.len() == 1 {
+            return self.cores[0].handle_stream_packet(now, stream, bytes);
+        }
+        let w = self.stream_worker(stream);
+        let had = match self.cores[w].handle_stream_packet(now, stream, bytes) {
+            Some(p) => {
+                self.out.clear();
+                self.out.extend_from_slice(p);
+                true
+            }
+            None => false,
+        };
+        self.settle(now);
+        had.then_some(&self.out[..])
+    }
+
+    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8]) -> Option<(Dest, &[u8])> {
+        if self.cores.len() == 1 {
+            return self.cores[0].handle_tun_packet(now, packet);
+        }
+        let sum = packet
+            .iter()
+            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
+        let w = (mix(sum) % self.cores.len() as u64) as usize;
+        self.dest = None;
+        if let Some((d, b)) = self.cores[w].handle_tun_packet(now, packet) {
+            self.out.clear();
+            self.out.extend_from_slice(b);
+            self.dest = Some(d);
+        }
+        self.settle(now);
+        let d = self.dest.take()?;
+        Some((d, &self.out[..]))
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for c in &mut self.cores {
+            c.handle_timeout(now);
+        }
+        self.settle(now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.cores.iter().filter_map(|c| c.poll_timeout()).min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<crate::gateway::Transmit> {
+        self.cores.iter_mut().find_map(|c| c.poll_transmit())
+    }
+
+    pub fn poll_event(&mut self) -> Option<crate::gateway::Event> {
+        self.cores.iter_mut().find_map(|c| c.poll_event())
+    }
+
+    /// Every worker's drop counters, added up.
+    pub fn drops(&self) -> Drops {
+        let mut d = Drops::default();
+        for c in &self.cores {
+            d.add(c.drops());
+        }
+        d
+    }
+
+    pub fn tunnel_count(&self) -> usize {
+        self.cores.iter().map(GatewayCore::tunnel_count).sum()
+    }
+
+    pub fn deadline_count(&self) -> usize {
+        self.cores.iter().map(GatewayCore::deadline_count).sum()
+    }
+
+    pub fn leased_count(&self) -> usize {
+        // One pool for all workers.
+        self.cores[0].leased_count()
+    }
+
+    pub fn gateway_addr(&self) -> std::net::Ipv4Addr {
+        self.cores[0].gateway_addr()
+    }
+
+    pub fn tunnel_remote(&self, id: TunnelId) -> Option<SocketAddr> {
+        self.cores.iter().find_map(|c| c.tunnel_remote(id))
+    }
+
+    pub fn set_crls(&mut self, now: Instant, crls: &[Vec<u8>]) -> Result<usize, String> {
+        let mut n = 0;
+        for c in &mut self.cores {
+            n += c.set_crls(now, crls)?;
+        }
+        self.settle(now);
+        Ok(n)
+    }
+
+    pub fn status(&self, now: Instant) -> CoreStatus {
+        let mut s = CoreStatus {
+            clients: Vec::new(),
+            sites: Vec::new(),
+            tunnels: 0,
+        };
+        for c in &self.cores {
+            let one = c.status(now);
+            s.clients.extend(one.clients);
+            s.sites.extend(one.sites);
+            s.tunnels += one.tunnels;
+        }
+        s.clients.sort_by_key(|c| c.tunnel);
+        s
+    }
+}

@@ -1,0 +1,483 @@
+//! One worker of the gateway: a thread with its own runtime, its own sockets (one per port,
+//! in the ports' reuseport groups), its own TUN queue and its own [`GatewayCore`] over the
+//! tunnels steered to it. I/O only, as the single-worker driver was.
+//!
+//! The loop serves its sources fairly: `select!` picks a ready source at random and each
+//! source gets at most [`BURST`] reads per turn, so a flood on one port cannot starve TUN,
+//! IKE, the other workers' hand-overs or the timers. Nothing awaits a full socket, TUN, TCP
+//! or hand-over queue: the packet is dropped and counted, and every other session keeps
+//! moving. Whatever a turn produced is written out before the loop waits again, so batching
+//! adds no delay at low load.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse_engine::gateway::{CoreStatus, Dest, Drop, Forward, GatewayCore, Listener, StreamId};
+use gatehouse_engine::ikev2::responder::ResponderConfig;
+use gatehouse_engine::openvpn::server::ServerConfig;
+use gatehouse_netio::tun::{TunReader, TunWriter};
+use gatehouse_netio::udp::{BatchSocket, RecvBatch, SendQueue};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::tcp::TcpEvent;
+
+/// Reads (each a batch) one source may hand the core per turn before the others get theirs.
+const BURST: usize = 8;
+/// Depth of a worker's inbox; when full, hand-overs are dropped (and counted).
+pub(super) const INBOX: usize = 8192;
+
+/// New configuration after the CRL changed.
+pub(super) struct Reload {
+    pub ovpn: Arc<ServerConfig>,
+    pub ike: Option<Arc<ResponderConfig>>,
+    pub crls: Vec<Vec<u8>>,
+}
+
+/// What a worker is told.
+pub(super) enum Msg {
+    /// A packet or order from another worker.
+    Forward(Forward),
+    /// A TCP connection's event (the control thread routes each connection to one worker).
+    Tcp(TcpEvent),
+    /// Reload the CRL and the configurations that carry it.
+    Reload(Arc<Reload>),
+    /// Shut down.
+    Stop,
+}
+
+/// What a worker publishes for the status file and the periodic log line.
+#[derive(Default)]
+pub(super) struct Published {
+    pub status: Option<CoreStatus>,
+    pub drops: String,
+    pub drop_total: u64,
+    pub leased: usize,
+}
+
+/// A worker's sockets before its runtime exists.
+pub(super) struct WorkerSockets {
+    pub ovpn: Option<std::net::UdpSocket>,
+    pub ike: Option<std::net::UdpSocket>,
+    pub natt: Option<std::net::UdpSocket>,
+}
+
+/// Everything one worker owns, built on the main thread and moved to its own.
+pub(super) struct WorkerSetup {
+    pub index: usize,
+    pub core: GatewayCore,
+    pub sockets: WorkerSockets,
+    pub tun: tun_rs::SyncDevice,
+    pub tun_mtu: usize,
+    pub inbox: mpsc::Receiver<Msg>,
+    pub peers: Arc<Vec<mpsc::Sender<Msg>>>,
+    pub published: Arc<Mutex<Published>>,
+}
+
+/// The sockets and their send queues.
+struct Sockets {
+    ovpn: Option<Arc<BatchSocket>>,
+    ike: Option<Arc<BatchSocket>>,
+    natt: Option<Arc<BatchSocket>>,
+    queues: [SendQueue; 3],
+}
+
+impl Sockets {
+    fn get(&mut self, l: Listener) -> Option<(&BatchSocket, &mut SendQueue)> {
+        let (s, i) = match l {
+            Listener::OpenVpnUdp => (self.ovpn.as_deref(), 0),
+            Listener::Ike => (self.ike.as_deref(), 1),
+            Listener::IkeNatT => (self.natt.as_deref(), 2),
+        };
+        Some((s?, &mut self.queues[i]))
+    }
+
+    /// Sends every queued datagram; returns how many a full socket dropped.
+    fn flush(&mut self) -> usize {
+        let mut dropped = 0;
+        let socks = [&self.ovpn, &self.ike, &self.natt];
+        for (s, q) in socks.into_iter().zip(self.queues.iter_mut()) {
+            if let Some(s) = s {
+                q.flush(s);
+            }
+            dropped += q.take_drops();
+        }
+        dropped
+    }
+}
+
+struct Worker {
+    index: usize,
+    core: GatewayCore,
+    sockets: Sockets,
+    /// TCP connections' send queues.
+    streams: std::collections::HashMap<StreamId, mpsc::Sender<Vec<u8>>>,
+    tun: Arc<tun_rs::AsyncDevice>,
+    /// Decrypted packets on their way to TUN.
+    tun_out: TunWriter,
+    peers: Arc<Vec<mpsc::Sender<Msg>>>,
+    published: Arc<Mutex<Published>>,
+}
+
+/// Runs a worker on the calling thread until it is told to stop.
+pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let wrap = |s: Option<std::net::UdpSocket>| -> std::io::Result<Option<Arc<BatchSocket>>> {
+            s.map(|s| BatchSocket::new(s).map(Arc::new)).transpose()
+        };
+        let WorkerSetup {
+            index,
+            core,
+            sockets,
+            tun,
+            tun_mtu,
+            inbox,
+            peers,
+            published,
+        } = setup;
+        let worker = Worker {
+            index,
+            core,
+            sockets: Sockets {
+                ovpn: wrap(sockets.ovpn)?,
+                ike: wrap(sockets.ike)?,
+                natt: wrap(sockets.natt)?,
+                queues: Default::default(),
+            },
+            streams: std::collections::HashMap::new(),
+            tun: Arc::new(tun_rs::AsyncDevice::new(tun)?),
+            tun_out: TunWriter::new(),
+            peers,
+            published,
+        };
+        worker.serve(inbox, tun_mtu).await;
+        Ok(())
+    })
+}
+
+impl Worker {
+    async fn serve(mut self, mut inbox: mpsc::Receiver<Msg>, tun_mtu: usize) {
+        let mut publish_tick = tokio::time::interval(Duration::from_secs(2));
+        let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
+        publish_tick.tick().await;
+        stats_tick.tick().await;
+        let ovpn = self.sockets.ovpn.clone();
+        let ike = self.sockets.ike.clone();
+        let natt = self.sockets.natt.clone();
+        let tun = self.tun.clone();
+        let mut ubatch = RecvBatch::new();
+        let mut ibatch = RecvBatch::new();
+        let mut nbatch = RecvBatch::new();
+        let mut tun_in = TunReader::new(tun_mtu);
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        // Sites that initiate start now.
+        self.core.handle_timeout(Instant::now());
+        self.flush();
+        self.publish();
+        self.write_out().await;
+        loop {
+            let deadline = self.core.poll_timeout();
+            if deadline != armed {
+                // Re-arm the one timer only when the earliest deadline changed.
+                let when = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                timer.as_mut().reset(tokio::time::Instant::from_std(when));
+                armed = deadline;
+            }
+            // Not biased: a ready source is picked at random, so none starves the others.
+            tokio::select! {
+                msg = inbox.recv() => {
+                    let Some(msg) = msg else { break };
+                    if !self.message(msg).await {
+                        break;
+                    }
+                    for _ in 0..BURST * 32 {
+                        match inbox.try_recv() {
+                            Ok(msg) => {
+                                if !self.message(msg).await {
+                                    self.shutdown().await;
+                                    return;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                r = recv(&ovpn, &mut ubatch) => {
+                    if r.is_ok() {
+                        self.udp_batches(Listener::OpenVpnUdp, &ovpn, &mut ubatch).await;
+                    }
+                }
+                r = recv(&natt, &mut nbatch) => {
+                    if r.is_ok() {
+                        self.udp_batches(Listener::IkeNatT, &natt, &mut nbatch).await;
+                    }
+                }
+                r = recv(&ike, &mut ibatch) => {
+                    if r.is_ok() {
+                        self.udp_batches(Listener::Ike, &ike, &mut ibatch).await;
+                    }
+                }
+                r = tun_in.recv(&tun) => {
+                    match r {
+                        Ok(()) => {
+                            let now = Instant::now();
+                            for p in tun_in.iter() {
+                                self.tun_packet(now, p);
+                            }
+                            for _ in 0..BURST {
+                                if tun_in.try_recv(&tun).is_err() {
+                                    break;
+                                }
+                                for p in tun_in.iter() {
+                                    self.tun_packet(now, p);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "TUN read failed");
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                }
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.core.handle_timeout(Instant::now());
+                    self.flush();
+                }
+                _ = publish_tick.tick() => self.publish(),
+                _ = stats_tick.tick() => {
+                    let s = self.core.status(Instant::now());
+                    if self.core.drops().total() > 0 || s.tunnels > 0 {
+                        info!(worker = self.index, sessions = s.tunnels, clients = s.clients.len(), leased = self.core.leased_count(), drops = %self.core.drops(), "status");
+                    }
+                    for c in &s.sites {
+                        info!(connection = %c.name, state = %c.state, detail = %c.detail, rx_bytes = c.rx_bytes, tx_bytes = c.tx_bytes, "connection status");
+                    }
+                }
+            }
+            self.write_out().await;
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        self.core.shutdown(Instant::now());
+        self.flush();
+        self.write_out().await;
+        info!(worker = self.index, drops = %self.core.drops(), "worker stopped");
+    }
+
+    /// Handles one message; false: stop.
+    async fn message(&mut self, msg: Msg) -> bool {
+        let now = Instant::now();
+        match msg {
+            Msg::Stop => return false,
+            Msg::Forward(Forward::Datagram {
+                listener,
+                remote,
+                bytes,
+                ..
+            }) => {
+                if self.tun_out.is_full() {
+                    self.tun_out.flush(&self.tun).await;
+                }
+                if let Some(p) = self
+                    .core
+                    .handle_forwarded_datagram(now, listener, remote, &bytes)
+                {
+                    self.tun_out.push(p);
+                }
+                self.flush();
+            }
+            Msg::Forward(Forward::Tun { packet, .. }) => {
+                if let Some((dest, bytes)) = self.core.handle_forwarded_tun(now, &packet)
+                    && let Err(why) = send_to(&mut self.sockets, &self.streams, dest, bytes)
+                {
+                    self.core.count_drop(why);
+                }
+            }
+            Msg::Forward(Forward::EndLogin { tunnel, client, .. }) => {
+                self.core.end_login(now, tunnel, &client);
+                self.flush();
+            }
+            Msg::Tcp(ev) => self.tcp_event(ev).await,
+            Msg::Reload(r) => {
+                if let Some(ike) = &r.ike {
+                    self.core.set_ikev2_config(ike.clone());
+                }
+                self.core.set_openvpn_config(r.ovpn.clone());
+                match self.core.set_crls(now, &r.crls) {
+                    Ok(ended) if ended > 0 => {
+                        info!(worker = self.index, sessions_ended = ended, "CRL reloaded")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(error = %e, "CRL could not be parsed; keeping the previous one")
+                    }
+                }
+                self.flush();
+            }
+        }
+        true
+    }
+
+    /// Hands the core the datagrams of `batch` and of up to [`BURST`] more reads waiting on
+    /// `sock` (one clock reading per read).
+    async fn udp_batches(
+        &mut self,
+        l: Listener,
+        sock: &Option<Arc<BatchSocket>>,
+        batch: &mut RecvBatch,
+    ) {
+        let Some(s) = sock else {
+            return;
+        };
+        for i in 0..=BURST {
+            if i > 0 && s.try_recv(batch).is_err() {
+                break;
+            }
+            let now = Instant::now();
+            for (from, d) in batch.iter() {
+                if self.tun_out.is_full() {
+                    self.tun_out.flush(&self.tun).await;
+                }
+                if let Some(p) = self.core.handle_datagram(now, l, from, d) {
+                    self.tun_out.push(p);
+                }
+                self.flush();
+            }
+        }
+    }
+
+    fn tun_packet(&mut self, now: Instant, packet: &[u8]) {
+        let Some((dest, bytes)) = self.core.handle_tun_packet(now, packet) else {
+            return;
+        };
+        let r = send_to(&mut self.sockets, &self.streams, dest, bytes);
+        if let Err(why) = r {
+            self.core.count_drop(why);
+        }
+    }
+
+    /// Writes out the batches: decrypted packets to TUN, datagrams to the sockets, packets
+    /// for other workers to their inboxes; counts what a full queue or a write error lost.
+    async fn write_out(&mut self) {
+        self.forward();
+        self.tun_out.flush(&self.tun).await;
+        for _ in 0..self.tun_out.take_drops() {
+            self.core.count_drop(Drop::TunFull);
+        }
+        for _ in 0..self.sockets.flush() {
+            self.core.count_drop(Drop::SocketFull);
+        }
+    }
+
+    /// Hands other workers what the core found to be theirs.
+    fn forward(&mut self) {
+        while let Some(f) = self.core.poll_forward() {
+            let Some(tx) = self.peers.get(f.worker()) else {
+                continue;
+            };
+            if tx.try_send(Msg::Forward(f)).is_err() {
+                self.core.count_drop(Drop::SocketFull);
+            }
+        }
+    }
+
+    async fn tcp_event(&mut self, ev: TcpEvent) {
+        let now = Instant::now();
+        match ev {
+            TcpEvent::Opened { conn, remote, tx } => {
+                self.streams.insert(conn, tx);
+                self.core.handle_stream_open(conn, remote);
+            }
+            TcpEvent::Packets { conn, frames } => {
+                let mut rest = &frames[..];
+                while let [hi, lo, tail @ ..] = rest {
+                    let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+                    let (packet, next) = tail.split_at(n);
+                    rest = next;
+                    if self.tun_out.is_full() {
+                        self.tun_out.flush(&self.tun).await;
+                    }
+                    if let Some(p) = self.core.handle_stream_packet(now, conn, packet) {
+                        self.tun_out.push(p);
+                    }
+                    self.flush();
+                }
+            }
+            TcpEvent::Closed { conn, reason } => {
+                if reason.starts_with("bad framing") {
+                    self.core.count_drop(Drop::TcpFraming);
+                }
+                self.streams.remove(&conn);
+                self.core.handle_stream_closed(now, conn, &reason);
+            }
+        }
+        self.flush();
+    }
+
+    /// Sends what the core queued; logs nothing per packet (the core logs what matters).
+    fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            if let Err(why) = send_to(&mut self.sockets, &self.streams, t.dest, &t.payload) {
+                self.core.count_drop(why);
+            }
+        }
+        while let Some(ev) = self.core.poll_event() {
+            // The core logs what operators read (connects, refusals, revocations, roaming).
+            debug!(worker = self.index, event = ?ev, "core event");
+        }
+    }
+
+    /// Publishes this worker's status for the status file.
+    fn publish(&self) {
+        let status = self.core.status(Instant::now());
+        let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        p.status = Some(status);
+        p.drops = self.core.drops().to_string();
+        p.drop_total = self.core.drops().total();
+        p.leased = self.core.leased_count();
+    }
+}
+
+async fn recv(sock: &Option<Arc<BatchSocket>>, batch: &mut RecvBatch) -> std::io::Result<()> {
+    match sock {
+        Some(s) => s.recv(batch).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Queues one datagram (sent at the end of the batch) or sends one TCP frame without
+/// waiting: a full buffer drops it.
+fn send_to(
+    sockets: &mut Sockets,
+    streams: &std::collections::HashMap<StreamId, mpsc::Sender<Vec<u8>>>,
+    dest: Dest,
+    bytes: &[u8],
+) -> Result<(), Drop> {
+    match dest {
+        Dest::Udp { from, to } => {
+            if let Some((s, q)) = sockets.get(from) {
+                q.push(s, to, bytes);
+            }
+            Ok(())
+        }
+        Dest::Stream(id) => match streams.get(&id) {
+            // A full queue means the client is not reading; drop like UDP would.
+            Some(tx) => tx.try_send(bytes.to_vec()).map_err(|_| Drop::StreamFull),
+            None => Ok(()),
+        },
+    }
+}
+
+/// The peer address a TCP connection's events are routed by.
+pub(super) fn conn_worker(remote: SocketAddr, workers: usize) -> usize {
+    gatehouse_engine::gateway::worker_of_ip(remote.ip(), workers)
+}
