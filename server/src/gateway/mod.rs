@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use gatehouse_engine::entropy::Entropy;
-use gatehouse_engine::gateway::{CoreStatus, GatewayCore, STEER_MULTIPLIER, Shard};
+use gatehouse_engine::gateway::{CoreStatus, Drops, GatewayCore, STEER_MULTIPLIER, Shard};
 use gatehouse_engine::openvpn::server::ServerConfig;
 use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
@@ -307,6 +307,8 @@ impl Gateway {
         );
         let mut files_tick = tokio::time::interval(Duration::from_secs(2));
         files_tick.tick().await;
+        let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
+        stats_tick.tick().await;
         let mut tcp_open = true;
         // TCP connection -> its worker.
         let mut conns: HashMap<u64, usize> = HashMap::new();
@@ -324,6 +326,12 @@ impl Gateway {
                     self.check_crl().await;
                     self.write_status();
                 }
+                _ = stats_tick.tick() => {
+                    let (s, drops, leased) = self.merged();
+                    if drops.total() > 0 || s.tunnels > 0 {
+                        info!(sessions = s.tunnels, clients = s.clients.len(), leased, drops = %drops, "status");
+                    }
+                }
             }
         }
         for tx in self.inboxes.iter() {
@@ -337,7 +345,8 @@ impl Gateway {
         let _ = joined.await;
         // A status file left behind would show a stopped gateway as running for a while.
         let _ = std::fs::remove_file(crate::status::path(&self.config_dir));
-        info!("gateway stopped");
+        let (_, drops, _) = self.merged();
+        info!(drops = %drops, "gateway stopped");
         Ok(())
     }
 
@@ -410,13 +419,15 @@ impl Gateway {
         info!(crl = %self.pki.crl.display(), "CRL reloaded; open sessions and new connections are checked against it");
     }
 
-    /// Rewrites `status.json` for `gatehoused status` from what the workers published.
-    fn write_status(&self) {
+    /// The workers' last published status, drop counters and leases, added up.
+    fn merged(&self) -> (CoreStatus, Drops, usize) {
         let mut merged = CoreStatus {
             clients: Vec::new(),
             sites: Vec::new(),
             tunnels: 0,
         };
+        let mut drops = Drops::default();
+        let mut leased = 0;
         for p in &self.published {
             let p = p.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(s) = &p.status {
@@ -424,7 +435,16 @@ impl Gateway {
                 merged.sites.extend(s.sites.iter().cloned());
                 merged.tunnels += s.tunnels;
             }
+            drops.add(&p.drops);
+            // One pool: every worker sees the same count.
+            leased = p.leased;
         }
+        (merged, drops, leased)
+    }
+
+    /// Rewrites `status.json` for `gatehoused status` from what the workers published.
+    fn write_status(&self) {
+        let (mut merged, _, _) = self.merged();
         // Connections in configuration order, whichever worker holds them.
         let order: Vec<String> = self
             .cfg

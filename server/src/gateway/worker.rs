@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gatehouse_engine::gateway::{CoreStatus, Dest, Drop, Forward, GatewayCore, Listener, StreamId};
+use gatehouse_engine::gateway::{
+    CoreStatus, Dest, Drop, Drops, Forward, GatewayCore, Listener, StreamId,
+};
 use gatehouse_engine::ikev2::responder::ResponderConfig;
 use gatehouse_engine::openvpn::server::ServerConfig;
 use gatehouse_netio::tun::{TunReader, TunWriter};
@@ -51,8 +53,7 @@ pub(super) enum Msg {
 #[derive(Default)]
 pub(super) struct Published {
     pub status: Option<CoreStatus>,
-    pub drops: String,
-    pub drop_total: u64,
+    pub drops: Drops,
     pub leased: usize,
 }
 
@@ -165,6 +166,7 @@ impl Worker {
         let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
         publish_tick.tick().await;
         stats_tick.tick().await;
+        // (The gateway-wide status line comes from the control thread.)
         let ovpn = self.sockets.ovpn.clone();
         let ike = self.sockets.ike.clone();
         let natt = self.sockets.natt.clone();
@@ -253,9 +255,6 @@ impl Worker {
                 _ = publish_tick.tick() => self.publish(),
                 _ = stats_tick.tick() => {
                     let s = self.core.status(Instant::now());
-                    if self.core.drops().total() > 0 || s.tunnels > 0 {
-                        info!(worker = self.index, sessions = s.tunnels, clients = s.clients.len(), leased = self.core.leased_count(), drops = %self.core.drops(), "status");
-                    }
                     for c in &s.sites {
                         info!(connection = %c.name, state = %c.state, detail = %c.detail, rx_bytes = c.rx_bytes, tx_bytes = c.tx_bytes, "connection status");
                     }
@@ -270,7 +269,8 @@ impl Worker {
         self.core.shutdown(Instant::now());
         self.flush();
         self.write_out().await;
-        info!(worker = self.index, drops = %self.core.drops(), "worker stopped");
+        self.publish();
+        debug!(worker = self.index, drops = %self.core.drops(), "worker stopped");
     }
 
     /// Handles one message; false: stop.
@@ -441,8 +441,7 @@ impl Worker {
         let status = self.core.status(Instant::now());
         let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner());
         p.status = Some(status);
-        p.drops = self.core.drops().to_string();
-        p.drop_total = self.core.drops().total();
+        p.drops = self.core.drops().clone();
         p.leased = self.core.leased_count();
     }
 }
