@@ -9,10 +9,12 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// The largest datagram packed into a GSO batch: each segment must fit the path MTU
-/// unfragmented (1500-byte Ethernet, IPv6 header). Larger datagrams (an IKE_AUTH with a
+/// The largest datagram packed into a GSO batch on an IPv6 socket: each segment must fit the
+/// path MTU unfragmented (1500-byte Ethernet). Larger datagrams (an IKE_AUTH with a
 /// certificate chain) go out alone and the kernel fragments them, as before.
 pub const GSO_MAX_SEGMENT: usize = 1452;
+/// The same on an IPv4 socket (20-byte IP header instead of 40).
+pub const GSO_MAX_SEGMENT_V4: usize = 1472;
 /// Bytes one GSO send may carry (the kernel's limit is 64 KiB including headers).
 const GSO_MAX_BYTES: usize = 60_000;
 /// Size of one receive buffer: a GRO batch of up to 64 KiB.
@@ -60,6 +62,8 @@ pub fn bind_group(
 pub struct BatchSocket {
     sock: UdpSocket,
     state: UdpSocketState,
+    /// [`GSO_MAX_SEGMENT_V4`] or [`GSO_MAX_SEGMENT`].
+    max_segment: usize,
 }
 
 impl BatchSocket {
@@ -71,8 +75,17 @@ impl BatchSocket {
         // on it for datagrams above the MTU, so go back to the kernel default.
         #[cfg(target_os = "linux")]
         crate::sockopt::allow_fragmentation(&sock)?;
+        let max_segment = if sock.local_addr()?.is_ipv4() {
+            GSO_MAX_SEGMENT_V4
+        } else {
+            GSO_MAX_SEGMENT
+        };
         let sock = UdpSocket::from_std(sock)?;
-        Ok(Self { sock, state })
+        Ok(Self {
+            sock,
+            state,
+            max_segment,
+        })
     }
 
     /// The tokio socket (local address, plain sends).
@@ -208,7 +221,7 @@ impl SendQueue {
     /// An empty queue.
     pub fn new() -> Self {
         Self {
-            buf: Vec::with_capacity(GSO_MAX_BYTES + GSO_MAX_SEGMENT),
+            buf: Vec::with_capacity(GSO_MAX_BYTES + GSO_MAX_SEGMENT_V4),
             dest: None,
             segment: 0,
             count: 0,
@@ -220,7 +233,7 @@ impl SendQueue {
     /// Queues `bytes` for `to`, sending what was queued first when it cannot join the batch.
     pub fn push(&mut self, sock: &BatchSocket, to: SocketAddr, bytes: &[u8]) {
         let max = sock.max_gso_segments();
-        if bytes.len() > GSO_MAX_SEGMENT || max <= 1 {
+        if bytes.len() > sock.max_segment || max <= 1 {
             self.flush(sock);
             self.send_one(sock, to, bytes);
             return;
