@@ -117,6 +117,15 @@ pub struct Gateway {
     config_dir: PathBuf,
 }
 
+/// The kernel's count of packets TUN device `name` dropped on the way to the gateway (its
+/// queues were full); 0 when unknown.
+fn tun_tx_dropped(name: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/tx_dropped"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The number of workers: `workers` from the configuration, 0 meaning one per core.
 fn worker_count(cfg: &GatewayConfig) -> usize {
     match cfg.workers {
@@ -329,7 +338,10 @@ impl Gateway {
                 _ = stats_tick.tick() => {
                     let (s, drops, leased) = self.merged();
                     if drops.total() > 0 || s.tunnels > 0 {
-                        info!(sessions = s.tunnels, clients = s.clients.len(), leased, drops = %drops, "status");
+                        // Packets the kernel dropped because the TUN queues were full (the
+                        // workers did not read them in time): not in the core's counters.
+                        let tun_dropped = tun_tx_dropped(&self.cfg.tun_name);
+                        info!(sessions = s.tunnels, clients = s.clients.len(), leased, drops = %drops, tun_tx_dropped = tun_dropped, "status");
                     }
                 }
             }
