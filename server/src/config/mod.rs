@@ -349,6 +349,12 @@ impl GatewayConfig {
         if self.tun_name.is_empty() || self.tun_name.len() > 15 {
             bail!("`tun_name` must be 1-15 characters (a Linux interface name)");
         }
+        if self.workers > 256 {
+            bail!(
+                "`workers` {} is out of range 0-256 (a TUN device has at most 256 queues; 0 means one per core)",
+                self.workers
+            );
+        }
         if !(576..=9000).contains(&self.tun_mtu) {
             bail!("`tun_mtu` {} is out of range 576-9000", self.tun_mtu);
         }
