@@ -18,6 +18,7 @@ use crate::ikev2::proposal_names::{esp_cipher_name, ike_suite_name};
 use crate::ikev2::responder::{IkeAssignment, IkeEvent, ResponderConfig};
 use crate::openvpn::server::{Assignment, CloseReason, ServerConfig, ServerEvent};
 use crate::wire::ip::IpHeader;
+use crate::wire::mss::{clamp_mss, mss_above};
 
 /// The source address of an inner packet, or why it is dropped.
 pub(super) fn source_of(packet: &[u8]) -> Result<Ipv4Addr, Drop> {
@@ -74,6 +75,18 @@ impl GatewayCore {
         };
         match self.tunnels.get_mut(&id) {
             Some(Tunnel::OpenVpn(t)) => {
+                // A TCP SYN(-ACK) whose MSS would not fit the tunnel is clamped in a copy
+                // (rare: one per connection). The ESP work buffer is free on this path and
+                // always large enough, so nothing is allocated.
+                let max = super::openvpn::max_mss(t);
+                let packet = match self.esp_buf.get_mut(..packet.len()) {
+                    Some(copy) if mss_above(packet, max) => {
+                        copy.copy_from_slice(packet);
+                        clamp_mss(copy, max);
+                        &*copy
+                    }
+                    _ => packet,
+                };
                 if t.session.encrypt(now, packet, &mut self.buf).is_err() {
                     self.drops.count(Drop::NotEstablished);
                     return None;

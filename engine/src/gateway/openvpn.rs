@@ -12,13 +12,36 @@ use tracing::{debug, info, warn};
 use super::shard::DirKey;
 use super::tunnel::{Common, OvpnTransport, OvpnTunnel, Tunnel};
 use super::{Drop, Event, Forward, GatewayCore, StreamId, TunnelId};
+use crate::openvpn::data::DATA_V2_OVERHEAD;
 use crate::openvpn::server::ServerSession;
 use crate::openvpn::wrap::{FirstPacket, ServerWrap, WrapError};
 use crate::openvpn::{DataOutcome, DataPathError};
+use crate::wire::mss::clamp_mss;
 use crate::wire::openvpn::{Opcode, Packet};
 
 /// Peer-ids are 24 bits; 0xffffff means "none" in P_DATA_V2.
 const PEER_ID_MASK: u32 = 0x00ff_ffff;
+
+/// The packet size `mssfix` keeps encapsulated full-size TCP segments within: OpenVPN
+/// 2.6's default `mssfix 1492 mtu` (the whole datagram, its IP and UDP headers included).
+const MSSFIX: usize = 1492;
+
+/// The largest TCP MSS for session `t`, as OpenVPN 2.6 computes it for `mssfix 1492 mtu`
+/// (mss.c `frame_calculate_mssfix`): 1492 minus the outer IP and UDP/TCP headers, the TCP
+/// transport's 2-byte frame length, the data channel's overhead (`P_DATA_V2`: opcode and
+/// peer-id 4, packet id 4, AEAD tag 16 - every cipher we offer is an AEAD) and 40 for the
+/// inner IPv4 and TCP headers. UDP over IPv4: 1400; over IPv6: 1380; TCP over IPv4:
+/// 1386; over IPv6: 1366.
+pub(super) fn max_mss(t: &OvpnTunnel) -> u16 {
+    let v6 = t.remote.ip().to_canonical().is_ipv6();
+    let ip = if v6 { 40 } else { 20 };
+    let (transport, framing) = match t.transport {
+        OvpnTransport::Udp => (8, 0),
+        OvpnTransport::Stream(_) => (20, 2),
+    };
+    let mss = MSSFIX - ip - transport - framing - DATA_V2_OVERHEAD - 40;
+    mss as u16
+}
 
 /// The drop counter of a packet the wrapper refused.
 pub(super) fn wrap_drop(e: &WrapError) -> Drop {
@@ -344,7 +367,8 @@ impl GatewayCore {
     }
 
     /// Decrypts a data packet into `self.buf`: Err when it did not authenticate, Ok(None) for
-    /// a keepalive or a packet anti-spoofing dropped, Ok(range) for TUN.
+    /// a keepalive or a packet anti-spoofing dropped, Ok(range) for TUN (a TCP SYN's MSS
+    /// clamped to [`max_mss`]).
     fn openvpn_data(
         &mut self,
         now: Instant,
@@ -356,6 +380,7 @@ impl GatewayCore {
             self.drops.count(Drop::NoSession);
             return Err(());
         };
+        let mss = max_mss(t);
         let range = match t.session.handle_data(now, bytes, key_id, &mut self.buf) {
             Ok(DataOutcome::Packet(r)) => r,
             Ok(DataOutcome::Keepalive) => return Ok(None),
@@ -372,6 +397,14 @@ impl GatewayCore {
             .buf
             .get(range.clone())
             .map_or(Err(Drop::Malformed), super::source_of);
-        Ok(self.check_source(id, src).then_some(range))
+        if !self.check_source(id, src) {
+            return Ok(None);
+        }
+        // The client may not clamp its SYNs itself (stock OpenVPN clients do, ours does
+        // not): the LAN host's replies must fit the tunnel too.
+        if let Some(p) = self.buf.get_mut(range.clone()) {
+            clamp_mss(p, mss);
+        }
+        Ok(Some(range))
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod ikev2;
 pub mod ip;
+pub mod mss;
 pub mod openvpn;

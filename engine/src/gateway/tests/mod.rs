@@ -5,6 +5,7 @@
 mod alloc;
 mod cores;
 mod model;
+mod mss;
 mod pki;
 mod scenarios;
 mod sim;
