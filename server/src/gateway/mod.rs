@@ -17,7 +17,7 @@
 //! batch is written out before a worker waits again, so batching adds no delay at low load.
 //!
 //! This thread is the control plane: it binds everything, accepts TCP connections (each is
-//! routed to one worker), reloads the CRL and hands it to every worker, writes the status
+//! handed to the worker its client's address steers to, which then runs it), reloads the CRL and hands it to every worker, writes the status
 //! file from what the workers publish, and stops them on SIGINT/SIGTERM.
 
 mod core_config;
@@ -25,7 +25,6 @@ mod tcp;
 mod worker;
 pub mod wrap;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -43,7 +42,6 @@ use tracing::{debug, info, warn};
 use crate::config::GatewayConfig;
 use crate::status::{ConnectionStatus, GatewayStatus};
 use crate::tls::{FileStamp, PkiPaths};
-use tcp::TcpEvent;
 use worker::{Msg, Published, Reload, WorkerSetup, WorkerSockets};
 
 pub use core_config::{check_enabled, site_peers};
@@ -275,11 +273,8 @@ impl Gateway {
 
     /// Serves until SIGINT/SIGTERM.
     pub async fn run(mut self) -> Result<()> {
-        let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
         if let Some(listener) = self.tcp.take() {
-            tokio::spawn(tcp::accept_loop(listener, tcp_tx));
-        } else {
-            drop(tcp_tx);
+            tokio::spawn(tcp::accept_loop(listener, self.inboxes.clone()));
         }
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing SIGTERM handler")?;
@@ -318,19 +313,10 @@ impl Gateway {
         files_tick.tick().await;
         let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
         stats_tick.tick().await;
-        let mut tcp_open = true;
-        // TCP connection -> its worker.
-        let mut conns: HashMap<u64, usize> = HashMap::new();
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
-                ev = tcp_rx.recv(), if tcp_open => {
-                    match ev {
-                        Some(ev) => self.route_tcp(&mut conns, ev).await,
-                        None => tcp_open = false,
-                    }
-                }
                 _ = files_tick.tick() => {
                     self.check_crl().await;
                     self.write_status();
@@ -360,27 +346,6 @@ impl Gateway {
         let (_, drops, _) = self.merged();
         info!(drops = %drops, "gateway stopped");
         Ok(())
-    }
-
-    /// Hands a TCP connection's events to the worker that holds it (chosen when it opens).
-    async fn route_tcp(&self, conns: &mut HashMap<u64, usize>, ev: TcpEvent) {
-        let n = self.inboxes.len();
-        let (conn, closing) = match &ev {
-            TcpEvent::Opened { conn, remote, .. } => {
-                conns.insert(*conn, worker::conn_worker(*remote, n));
-                (*conn, false)
-            }
-            TcpEvent::Packets { conn, .. } => (*conn, false),
-            TcpEvent::Closed { conn, .. } => (*conn, true),
-        };
-        let Some(&w) = conns.get(&conn) else {
-            return;
-        };
-        if closing {
-            conns.remove(&conn);
-        }
-        // Waits when the worker is busy: TCP pushes back on the client, as it should.
-        let _ = self.inboxes[w].send(Msg::Tcp(ev)).await;
     }
 
     /// Reloads the CRL when `gatehouse-certs revoke` rewrote it: every worker checks new

@@ -7,8 +7,12 @@
 use std::net::SocketAddr;
 
 use gatehouse_engine::wire::openvpn::{TcpDeframer, tcp_frame};
+
+use super::worker::Msg;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 /// Depth of a connection's outgoing queue; when full, packets are dropped like UDP would.
@@ -44,8 +48,9 @@ pub enum TcpEvent {
     },
 }
 
-/// Accepts connections forever, one reader and one writer task each.
-pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {
+/// Accepts connections forever and hands each to the worker its client's address steers to
+/// (as its UDP traffic would be), which runs the connection's tasks on its own thread.
+pub async fn accept_loop(listener: TcpListener, workers: Arc<Vec<mpsc::Sender<Msg>>>) {
     let mut next_conn = 1u64;
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -59,14 +64,42 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>) 
         let _ = stream.set_nodelay(true);
         let conn = next_conn;
         next_conn += 1;
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
-        if events
-            .send(TcpEvent::Opened { conn, remote, tx })
-            .await
-            .is_err()
-        {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand a TCP connection to a worker");
+                continue;
+            }
+        };
+        let w = super::worker::conn_worker(remote, workers.len());
+        let msg = Msg::TcpConn {
+            conn,
+            remote,
+            stream,
+        };
+        if workers[w].send(msg).await.is_err() {
             return;
         }
+    }
+}
+
+/// Runs connection `conn` on the calling worker's runtime: one reader and one writer task,
+/// reporting to the worker through `events`.
+pub fn spawn_conn(
+    stream: TcpStream,
+    conn: u64,
+    remote: SocketAddr,
+    events: mpsc::Sender<TcpEvent>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+    if events
+        .try_send(TcpEvent::Opened { conn, remote, tx })
+        .is_err()
+    {
+        // The worker is overwhelmed: refuse the connection (dropping it closes it).
+        return;
+    }
+    {
         let (mut rd, mut wr) = stream.into_split();
         tokio::spawn(async move {
             let mut framed = Vec::with_capacity(WRITE_BATCH + 2048);

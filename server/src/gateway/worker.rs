@@ -41,8 +41,15 @@ pub(super) struct Reload {
 pub(super) enum Msg {
     /// A packet or order from another worker.
     Forward(Forward),
-    /// A TCP connection's event (the control thread routes each connection to one worker).
-    Tcp(TcpEvent),
+    /// A new connection on the OpenVPN TCP port, for this worker to serve.
+    TcpConn {
+        /// Its number.
+        conn: u64,
+        /// The client's address.
+        remote: SocketAddr,
+        /// The socket (registered with this worker's runtime on arrival).
+        stream: std::net::TcpStream,
+    },
     /// Reload the CRL and the configurations that carry it.
     Reload(Arc<Reload>),
     /// Shut down.
@@ -119,6 +126,8 @@ struct Worker {
     tun_out: TunWriter,
     peers: Arc<Vec<mpsc::Sender<Msg>>>,
     published: Arc<Mutex<Published>>,
+    /// Events of this worker's TCP connections.
+    tcp_tx: mpsc::Sender<TcpEvent>,
 }
 
 /// Runs a worker on the calling thread until it is told to stop.
@@ -130,6 +139,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
         let wrap = |s: Option<std::net::UdpSocket>| -> std::io::Result<Option<Arc<BatchSocket>>> {
             s.map(|s| BatchSocket::new(s).map(Arc::new)).transpose()
         };
+        let (tcp_tx, tcp_rx) = mpsc::channel::<TcpEvent>(4096);
         let WorkerSetup {
             index,
             core,
@@ -154,14 +164,20 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             tun_out: TunWriter::new(),
             peers,
             published,
+            tcp_tx,
         };
-        worker.serve(inbox, tun_mtu).await;
+        worker.serve(inbox, tcp_rx, tun_mtu).await;
         Ok(())
     })
 }
 
 impl Worker {
-    async fn serve(mut self, mut inbox: mpsc::Receiver<Msg>, tun_mtu: usize) {
+    async fn serve(
+        mut self,
+        mut inbox: mpsc::Receiver<Msg>,
+        mut tcp_rx: mpsc::Receiver<TcpEvent>,
+        tun_mtu: usize,
+    ) {
         let mut publish_tick = tokio::time::interval(Duration::from_secs(2));
         let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
         publish_tick.tick().await;
@@ -207,6 +223,17 @@ impl Worker {
                                 }
                             }
                             Err(_) => break,
+                        }
+                    }
+                }
+                ev = tcp_rx.recv() => {
+                    if let Some(ev) = ev {
+                        self.tcp_event(ev).await;
+                        for _ in 0..BURST * 8 {
+                            match tcp_rx.try_recv() {
+                                Ok(ev) => self.tcp_event(ev).await,
+                                Err(_) => break,
+                            }
                         }
                     }
                 }
@@ -306,7 +333,14 @@ impl Worker {
                 self.core.end_login(now, tunnel, &client);
                 self.flush();
             }
-            Msg::Tcp(ev) => self.tcp_event(ev).await,
+            Msg::TcpConn {
+                conn,
+                remote,
+                stream,
+            } => match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => super::tcp::spawn_conn(s, conn, remote, self.tcp_tx.clone()),
+                Err(e) => warn!(error = %e, "cannot serve a TCP connection"),
+            },
             Msg::Reload(r) => {
                 if let Some(ike) = &r.ike {
                     self.core.set_ikev2_config(ike.clone());
