@@ -23,7 +23,7 @@ use ipnet::Ipv4Net;
 
 use super::model::ipv4;
 use super::pki::{self, GATEWAY_IP, WALL_CLOCK_SECS};
-use super::sim::{Client, LAN_HOST, Link, Options, Proto, Sim};
+use super::sim::{Client, LAN_HOST, Proto, Sim};
 use crate::alloc_count::count;
 use crate::entropy::SeededEntropy;
 use crate::esp::{EspCipher, EspInbound, EspOutbound, EspTable};
@@ -64,23 +64,8 @@ fn packets(own: Ipv4Addr, n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (up, down)
 }
 
-/// One client of every remote-access kind, connected over a clean link.
 fn connected() -> (Sim, [usize; 3]) {
-    let mut sim = Sim::new(
-        13,
-        Options {
-            link: Link::clean(),
-            workers: 1,
-            ..Options::default()
-        },
-    );
-    let udp = sim.add_ovpn_udp(0);
-    let tcp = sim.add_ovpn_tcp(1);
-    let ike = sim.add_ike(2);
-    sim.connect_all(&[udp, tcp, ike], Duration::from_secs(30));
-    // Let the last control packets (acks, the IKE handshake's tail) settle.
-    sim.run_for(Duration::from_secs(1));
-    (sim, [udp, tcp, ike])
+    Sim::one_of_each(13)
 }
 
 /// The client's buffers, reused for every packet.

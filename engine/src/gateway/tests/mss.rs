@@ -3,9 +3,7 @@
 //! client lowered too, both with correct TCP checksums; everything else passes unchanged,
 //! IKEv2 tunnels are not clamped, and a clamped SYN allocates nothing once warm.
 
-use std::time::Duration;
-
-use super::sim::{Client, LAN_HOST, Link, Options, Proto, Sim};
+use super::sim::{Client, LAN_HOST, Proto, Sim};
 use crate::alloc_count::count;
 use crate::gateway::{Dest, GatewayCore, Listener};
 use crate::openvpn::DataOutcome;
@@ -20,20 +18,7 @@ const UDP_MSS: u16 = 1492 - 20 - 8 - 24 - 40;
 const TCP_MSS: u16 = 1492 - 20 - 20 - 2 - 24 - 40;
 
 fn connected() -> (Sim, [usize; 3]) {
-    let mut sim = Sim::new(
-        1624,
-        Options {
-            link: Link::clean(),
-            workers: 1,
-            ..Options::default()
-        },
-    );
-    let udp = sim.add_ovpn_udp(0);
-    let tcp = sim.add_ovpn_tcp(1);
-    let ike = sim.add_ike(2);
-    sim.connect_all(&[udp, tcp, ike], Duration::from_secs(30));
-    sim.run_for(Duration::from_secs(1));
-    (sim, [udp, tcp, ike])
+    Sim::one_of_each(1624)
 }
 
 /// Client `cl` sends `inner`; what the core writes to TUN.

@@ -322,6 +322,25 @@ impl Sim {
         }
     }
 
+    /// One client of every remote-access kind (OpenVPN UDP, OpenVPN TCP, IKEv2), connected
+    /// to a single-worker core over a clean link, the handshakes' last packets settled.
+    pub fn one_of_each(seed: u64) -> (Self, [usize; 3]) {
+        let mut sim = Sim::new(
+            seed,
+            Options {
+                link: Link::clean(),
+                workers: 1,
+                ..Options::default()
+            },
+        );
+        let udp = sim.add_ovpn_udp(0);
+        let tcp = sim.add_ovpn_tcp(1);
+        let ike = sim.add_ike(2);
+        sim.connect_all(&[udp, tcp, ike], Duration::from_secs(30));
+        sim.run_for(Duration::from_secs(1));
+        (sim, [udp, tcp, ike])
+    }
+
     pub fn rng(&mut self) -> &mut StdRng {
         &mut self.rng
     }
