@@ -1,4 +1,5 @@
-//! The one socket option neither socket2 nor quinn-udp sets for us.
+//! The socket options neither socket2 nor quinn-udp sets for us. (The only other unsafe
+//! block of the crate registers a UDP socket for reading only, in `udp.rs`.)
 
 use std::io;
 use std::os::fd::AsRawFd;

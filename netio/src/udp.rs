@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 /// The largest datagram packed into a GSO batch on an IPv6 socket: each segment must fit the
 /// path MTU unfragmented (1500-byte Ethernet). Larger datagrams (an IKE_AUTH with a
@@ -59,8 +58,12 @@ pub fn bind_group(
 }
 
 /// A UDP socket read and written in batches.
+///
+/// Registered with the runtime for reading only: sends never wait (a full buffer drops the
+/// datagram and counts it), so the thread is not woken each time the kernel frees send
+/// buffer space, which for a socket registered for writing too means once per send.
 pub struct BatchSocket {
-    sock: UdpSocket,
+    sock: Registered,
     state: UdpSocketState,
     /// [`GSO_MAX_SEGMENT_V4`] or [`GSO_MAX_SEGMENT`].
     max_segment: usize,
@@ -80,7 +83,7 @@ impl BatchSocket {
         } else {
             GSO_MAX_SEGMENT
         };
-        let sock = UdpSocket::from_std(sock)?;
+        let sock = Registered::new(sock)?;
         Ok(Self {
             sock,
             state,
@@ -88,9 +91,9 @@ impl BatchSocket {
         })
     }
 
-    /// The tokio socket (local address, plain sends).
-    pub fn socket(&self) -> &UdpSocket {
-        &self.sock
+    /// The socket's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
     }
 
     /// Datagrams one GSO send may carry on this host (1 without GSO).
@@ -114,9 +117,9 @@ impl BatchSocket {
         for (s, b) in slices.iter_mut().zip(bufs.iter_mut()) {
             *s = IoSliceMut::new(&mut b[..]);
         }
-        let n = self.sock.try_io(Interest::READABLE, || {
-            self.state.recv((&self.sock).into(), &mut slices, metas)
-        })?;
+        let n = self
+            .sock
+            .try_read(|s| self.state.recv(s, &mut slices, metas))?;
         batch.filled = n;
         Ok(())
     }
@@ -133,9 +136,92 @@ impl BatchSocket {
     }
 
     fn try_send(&self, t: &Transmit<'_>) -> io::Result<()> {
-        self.sock.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.sock).into(), t)
-        })
+        self.sock.try_write(|s| self.state.try_send(s, t))
+    }
+}
+
+/// The socket as registered with the runtime. On Unix for reading only: sends never wait, and
+/// a socket registered for writing too wakes its thread each time the kernel frees send
+/// buffer space - once per datagram sent at low load.
+#[cfg(unix)]
+struct Registered(tokio::io::unix::AsyncFd<std::net::UdpSocket>);
+
+#[cfg(unix)]
+impl Registered {
+    #[allow(unsafe_code)]
+    fn new(sock: std::net::UdpSocket) -> io::Result<Self> {
+        sock.set_nonblocking(true)?;
+        // SAFETY: the AsyncFd owns the socket, whose descriptor stays open and the same until
+        // the AsyncFd (and with it the socket) is dropped.
+        let fd =
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(sock, Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        Ok(Self(fd))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    async fn readable(&self) -> io::Result<()> {
+        // The guard is dropped without clearing readiness: `try_read` clears it on WouldBlock.
+        self.0.readable().await.map(|_| ())
+    }
+
+    fn try_read<R>(
+        &self,
+        f: impl FnOnce(quinn_udp::UdpSockRef<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.0.try_io(Interest::READABLE, |s| f(s.into()))
+    }
+
+    fn try_write<R>(
+        &self,
+        f: impl FnOnce(quinn_udp::UdpSockRef<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        f(self.0.get_ref().into())
+    }
+
+    fn send_to(&self, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.0.get_ref().send_to(bytes, to)
+    }
+}
+
+/// Elsewhere: tokio's socket, registered for both.
+#[cfg(not(unix))]
+struct Registered(tokio::net::UdpSocket);
+
+#[cfg(not(unix))]
+impl Registered {
+    fn new(sock: std::net::UdpSocket) -> io::Result<Self> {
+        sock.set_nonblocking(true)?;
+        Ok(Self(tokio::net::UdpSocket::from_std(sock)?))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await
+    }
+
+    fn try_read<R>(
+        &self,
+        f: impl FnOnce(quinn_udp::UdpSockRef<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.0.try_io(Interest::READABLE, || f((&self.0).into()))
+    }
+
+    fn try_write<R>(
+        &self,
+        f: impl FnOnce(quinn_udp::UdpSockRef<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.0.try_io(Interest::WRITABLE, || f((&self.0).into()))
+    }
+
+    fn send_to(&self, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.0.try_send_to(bytes, to)
     }
 }
 
@@ -167,6 +253,12 @@ impl RecvBatch {
     /// Number of datagrams in the last receive.
     pub fn len(&self) -> usize {
         self.iter().count()
+    }
+
+    /// True when the last receive filled every buffer (more may be waiting); false means the
+    /// socket was drained when it was read.
+    pub fn is_full(&self) -> bool {
+        self.filled == quinn_udp::BATCH_SIZE
     }
 
     /// True when the last receive brought nothing.
@@ -287,7 +379,7 @@ impl SendQueue {
     }
 
     fn send_one(&mut self, sock: &BatchSocket, to: SocketAddr, bytes: &[u8]) {
-        match sock.sock.try_send_to(bytes, to) {
+        match sock.sock.send_to(bytes, to) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.dropped += 1,
             // Unreachable peers and the like: UDP is best effort; the protocols retransmit.

@@ -59,9 +59,11 @@ impl UdpLink {
         }
     }
 
-    /// Reads what is waiting without blocking; false when nothing was.
+    /// Reads what is waiting without blocking; false when nothing was, or when the last read
+    /// did not fill the batch (the socket was drained then; the next wait reads again after
+    /// what this turn produced is out).
     pub(crate) fn try_recv(&mut self) -> bool {
-        self.sock.try_recv(&mut self.batch).is_ok()
+        self.batch.is_full() && self.sock.try_recv(&mut self.batch).is_ok()
     }
 
     /// Queues one datagram for `to` (sent by [`flush`](Self::flush) at the latest).

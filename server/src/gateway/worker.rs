@@ -373,7 +373,10 @@ impl Worker {
             return;
         };
         for i in 0..=BURST {
-            if i > 0 && s.try_recv(batch).is_err() {
+            // A batch that did not fill every buffer drained the socket: the next turn reads
+            // again after this one's output is out, which keeps that read off a lone
+            // packet's path.
+            if i > 0 && (!batch.is_full() || s.try_recv(batch).is_err()) {
                 break;
             }
             let now = Instant::now();
