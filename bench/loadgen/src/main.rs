@@ -8,6 +8,10 @@ mod packet;
 mod procfs;
 mod report;
 mod session;
+mod site_config;
+mod site_layout;
+mod site_report;
+mod site_session;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,12 +27,13 @@ use tokio::task::JoinHandle;
 
 use report::{GatewayMemory, PhaseReport, Report, TrafficReport};
 use session::{Counters, Ctx, Phase, Proto, SessionEnd, SessionEvent};
+use site_layout::{SiteArgs, SiteSpec};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "gatehouse-loadgen",
     version,
-    about = "Many OpenVPN and IKEv2 client sessions from one process, against a Gatehouse gateway",
+    about = "Many OpenVPN and IKEv2 client sessions and IKEv2 site-to-site peers from one process, against a Gatehouse gateway",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -42,6 +47,9 @@ struct Cli {
 enum Command {
     /// Issue the client certificates PREFIX00000.. that the PKI lacks (ECDSA P-256), then exit.
     Issue(IssueArgs),
+    /// Write a random pre-shared key file per site (--site-psk-dir, mode 0600) and print the
+    /// gateway's matching `[[connection]]` entries for gateway.toml, then exit.
+    SitesConfig(SiteArgs),
 }
 
 #[derive(Args, Debug)]
@@ -132,17 +140,26 @@ struct RunArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    site: SiteArgs,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Issue(a)) = cli.command {
-        let n = creds::issue(&a.pki, &a.prefix, a.count, a.threads)?;
-        eprintln!(
-            "{} client certificates {}* present ({n} new)",
-            a.count, a.prefix
-        );
-        return Ok(());
+    match cli.command {
+        Some(Command::Issue(a)) => {
+            let n = creds::issue(&a.pki, &a.prefix, a.count, a.threads)?;
+            eprintln!(
+                "{} client certificates {}* present ({n} new)",
+                a.count, a.prefix
+            );
+            return Ok(());
+        }
+        Some(Command::SitesConfig(a)) => {
+            print!("{}", site_config::generate(&a)?);
+            return Ok(());
+        }
+        None => {}
     }
     let args = cli.run;
     let threads = if args.threads == 0 {
@@ -162,6 +179,13 @@ fn main() -> Result<()> {
         print!("{}", report.text());
     }
     Ok(())
+}
+
+/// What one session of a phase is.
+enum Job {
+    Openvpn(Arc<creds::Credential>),
+    Ikev2(Arc<creds::Credential>),
+    Site(Arc<SiteSpec>),
 }
 
 /// One protocol's handshake phase, as the controller counts it.
@@ -239,29 +263,29 @@ impl Controller {
         }
     }
 
-    /// Starts `creds.len()` sessions of `proto` and waits until each is up or failed.
+    /// Starts `jobs.len()` sessions of `proto` and waits until each is up or failed.
     async fn phase(
         &mut self,
         proto: Proto,
-        creds: Vec<Arc<creds::Credential>>,
+        jobs: Vec<Job>,
         rate: f64,
         concurrency: usize,
         first_index: usize,
     ) -> PhaseReport {
-        let n = creds.len();
+        let n = jobs.len();
         let gw_cpu0 = self.gateway_pid.as_deref().and_then(procfs::cpu_time);
         let own_cpu0 = procfs::cpu_time("self");
         let started = Instant::now();
         let sem = Arc::new(Semaphore::new(concurrency.max(1)));
         let ctx = self.ctx.clone();
         let spawner = tokio::spawn(async move {
-            let mut handles = Vec::with_capacity(creds.len());
+            let mut handles = Vec::with_capacity(jobs.len());
             let mut tick = (rate > 0.0).then(|| {
                 let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
-            for (i, cred) in creds.into_iter().enumerate() {
+            for (i, job) in jobs.into_iter().enumerate() {
                 if let Some(t) = &mut tick {
                     t.tick().await;
                 }
@@ -271,9 +295,10 @@ impl Controller {
                 let ctx = ctx.clone();
                 let index = first_index + i;
                 handles.push(tokio::spawn(async move {
-                    match proto {
-                        Proto::Openvpn => session::openvpn(index, cred, ctx, permit).await,
-                        Proto::Ikev2 => session::ikev2(index, cred, ctx, permit).await,
+                    match job {
+                        Job::Openvpn(cred) => session::openvpn(index, cred, ctx, permit).await,
+                        Job::Ikev2(cred) => session::ikev2(index, cred, ctx, permit).await,
+                        Job::Site(spec) => site_session::site(spec, ctx, permit).await,
                     }
                 }));
             }
@@ -366,36 +391,54 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
         hold_secs: args.hold,
         pps: args.pps,
         packet_size: args.packet_size,
+        sites: args.site.sites,
     };
     let Some(gateway) = args.gateway else {
         bail!("--gateway ADDR is required (the address clients dial)");
     };
-    let Some(pki) = &args.pki else {
-        bail!(
-            "--pki DIR is required (the gateway's DATA_DIR/pki, for the CA and client certificates)"
-        );
-    };
     let total = args.openvpn + args.ikev2;
-    if total == 0 {
-        bail!("nothing to do: give --openvpn N and/or --ikev2 N");
+    if total + args.site.sites == 0 {
+        bail!("nothing to do: give --openvpn N, --ikev2 N and/or --sites N");
     }
-    if args.pps > 0.0 && args.ikev2 > 0 && args.target.is_none() {
+    if args.pps > 0.0 && args.ikev2 + args.site.sites > 0 && args.target.is_none() {
         bail!(
-            "--pps with IKEv2 sessions needs --target IP (e.g. the gateway's tunnel address or a LAN host)"
+            "--pps with IKEv2 sessions or sites needs --target IP (e.g. the gateway's tunnel address or a LAN host)"
         );
     }
-    check_fd_limit(total)?;
-    if args.issue {
-        let (pki, prefix) = (pki.clone(), args.prefix.clone());
-        tokio::task::spawn_blocking(move || creds::issue(&pki, &prefix, total, 2))
-            .await
-            .context("issuing certificates")??;
-    }
-    let pki_dir = pki.clone();
-    let prefix = args.prefix.clone();
-    let creds = tokio::task::spawn_blocking(move || creds::load(&pki_dir, &prefix, total))
-        .await
-        .context("loading credentials")??;
+    check_fd_limit(total + args.site.sites)?;
+    let creds = match &args.pki {
+        _ if total == 0 => creds::Credentials {
+            ca: Vec::new(),
+            clients: Vec::new(),
+        },
+        None => bail!(
+            "--pki DIR is required (the gateway's DATA_DIR/pki, for the CA and client certificates)"
+        ),
+        Some(pki) => {
+            if args.issue {
+                let (pki, prefix) = (pki.clone(), args.prefix.clone());
+                tokio::task::spawn_blocking(move || creds::issue(&pki, &prefix, total, 2))
+                    .await
+                    .context("issuing certificates")??;
+            }
+            let pki_dir = pki.clone();
+            let prefix = args.prefix.clone();
+            tokio::task::spawn_blocking(move || creds::load(&pki_dir, &prefix, total))
+                .await
+                .context("loading credentials")??
+        }
+    };
+    let sites: Vec<Arc<SiteSpec>> = if args.site.sites > 0 {
+        args.site.load()?.into_iter().map(Arc::new).collect()
+    } else {
+        Vec::new()
+    };
+    let rng = Arc::new(ring::rand::SystemRandom::new());
+    let site_ctx = if sites.is_empty() {
+        None
+    } else {
+        Some(site_session::SiteCtx::new(args.site.clone(), &rng)?)
+    };
     let gateway_pid = args.gateway_pid.map(|p| p.to_string());
     if let Some(pid) = &gateway_pid
         && procfs::memory(pid).is_none()
@@ -424,7 +467,8 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
         counters: Counters::default(),
         events: events_tx,
         phase: phase_rx,
-        rng: Arc::new(ring::rand::SystemRandom::new()),
+        rng,
+        site: site_ctx,
     });
     // Peak gateway RSS, sampled every 250 ms for the whole run.
     let peak = Arc::new(AtomicU64::new(0));
@@ -445,7 +489,7 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
         ctx: ctx.clone(),
         events: events_rx,
         lost: Lost::default(),
-        handles: Vec::with_capacity(total),
+        handles: Vec::with_capacity(total + sites.len()),
         gateway_pid: gateway_pid.clone(),
         quiet: args.quiet,
     };
@@ -453,10 +497,11 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
     let (ovpn_creds, ike_creds) = creds.clients.split_at(args.openvpn);
     if !args.quiet {
         eprintln!(
-            "gatehouse-loadgen: {} OpenVPN + {} IKEv2 sessions to {gateway}, {threads} threads, \
+            "gatehouse-loadgen: {} OpenVPN + {} IKEv2 sessions + {} sites to {gateway}, {threads} threads, \
              {} in flight at most, rate {}",
             args.openvpn,
             args.ikev2,
+            sites.len(),
             args.concurrency,
             if args.rate > 0.0 {
                 format!("{}/s", args.rate)
@@ -469,7 +514,7 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
         phases.push(
             c.phase(
                 Proto::Openvpn,
-                ovpn_creds.to_vec(),
+                ovpn_creds.iter().cloned().map(Job::Openvpn).collect(),
                 args.rate,
                 args.concurrency,
                 0,
@@ -481,10 +526,22 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
         phases.push(
             c.phase(
                 Proto::Ikev2,
-                ike_creds.to_vec(),
+                ike_creds.iter().cloned().map(Job::Ikev2).collect(),
                 args.rate,
                 args.concurrency,
                 args.openvpn,
+            )
+            .await,
+        );
+    }
+    if !sites.is_empty() {
+        phases.push(
+            c.phase(
+                Proto::Site,
+                sites.iter().cloned().map(Job::Site).collect(),
+                args.rate,
+                args.concurrency,
+                total,
             )
             .await,
         );
@@ -520,7 +577,9 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
             _ = progress.tick() => {
                 c.drain_events();
                 if !args.quiet {
-                    let lost = c.lost.count(Proto::Openvpn) + c.lost.count(Proto::Ikev2);
+                    let lost = c.lost.count(Proto::Openvpn)
+                        + c.lost.count(Proto::Ikev2)
+                        + c.lost.count(Proto::Site);
                     let secs = hold_start.elapsed().as_secs_f64();
                     let rx = ctx.counters.rx_bytes.load(Ordering::Relaxed) as f64;
                     eprintln!(
@@ -605,5 +664,9 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
         held: held_total,
         gateway_memory: memory,
         traffic: (args.pps > 0.0).then_some(traffic),
+        sites: ctx
+            .site
+            .as_ref()
+            .map(|sc| site_report::SitesReport::new(&sites, &sc.stats)),
     })
 }

@@ -20,6 +20,8 @@ pub struct Settings {
     pub hold_secs: u64,
     pub pps: f64,
     pub packet_size: usize,
+    /// Site-to-site peers.
+    pub sites: usize,
 }
 
 /// Handshake latency percentiles, milliseconds.
@@ -208,6 +210,8 @@ pub struct Report {
     pub held: usize,
     pub gateway_memory: Option<GatewayMemory>,
     pub traffic: Option<TrafficReport>,
+    /// Per-site figures (with --sites).
+    pub sites: Option<crate::site_report::SitesReport>,
 }
 
 fn mib(kib: u64) -> String {
@@ -311,6 +315,9 @@ impl Report {
                 t.echo_replies,
                 t.send_drops
             );
+        }
+        if let Some(s) = &self.sites {
+            o.push_str(&s.text());
         }
         o
     }

@@ -42,6 +42,8 @@ use crate::packet::{Inner, classify, echo_request};
 pub enum Proto {
     Openvpn,
     Ikev2,
+    /// A site-to-site peer (IKEv2, PSK).
+    Site,
 }
 
 impl std::fmt::Display for Proto {
@@ -49,6 +51,7 @@ impl std::fmt::Display for Proto {
         f.write_str(match self {
             Proto::Openvpn => "openvpn",
             Proto::Ikev2 => "ikev2",
+            Proto::Site => "site",
         })
     }
 }
@@ -120,10 +123,12 @@ pub struct Ctx {
     pub events: mpsc::UnboundedSender<SessionEvent>,
     pub phase: watch::Receiver<Phase>,
     pub rng: Arc<ring::rand::SystemRandom>,
+    /// Site-to-site peers' settings and counters (with --sites).
+    pub site: Option<crate::site_session::SiteCtx>,
 }
 
 /// OS randomness for the engine's state machines.
-struct OsEntropy(Arc<ring::rand::SystemRandom>);
+pub(crate) struct OsEntropy(pub(crate) Arc<ring::rand::SystemRandom>);
 
 impl Entropy for OsEntropy {
     fn fill(&mut self, buf: &mut [u8]) {
@@ -136,15 +141,15 @@ impl Entropy for OsEntropy {
 }
 
 /// Per-thread buffers: one datagram in, one decrypted packet, one datagram out.
-struct Scratch {
-    rx: Vec<u8>,
-    dec: Vec<u8>,
-    out: Vec<u8>,
-    inner: Vec<u8>,
+pub(crate) struct Scratch {
+    pub(crate) rx: Vec<u8>,
+    pub(crate) dec: Vec<u8>,
+    pub(crate) out: Vec<u8>,
+    pub(crate) inner: Vec<u8>,
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+    pub(crate) static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         rx: vec![0; 65536],
         dec: vec![0; 65536],
         out: Vec::with_capacity(65536),
@@ -153,9 +158,9 @@ thread_local! {
 }
 
 /// At most this many datagrams per wake-up, so one busy session does not starve the others.
-const RECV_BURST: usize = 64;
+pub(crate) const RECV_BURST: usize = 64;
 
-fn send(sock: &UdpSocket, data: &[u8], to: SocketAddr, counters: &Counters) {
+pub(crate) fn send(sock: &UdpSocket, data: &[u8], to: SocketAddr, counters: &Counters) {
     match sock.try_send_to(data, to) {
         Ok(_) => {}
         // The gateway's port is closed (ICMP error from an earlier datagram): the state
@@ -168,16 +173,16 @@ fn send(sock: &UdpSocket, data: &[u8], to: SocketAddr, counters: &Counters) {
 }
 
 /// Traffic state of one session.
-struct Traffic {
+pub(crate) struct Traffic {
     tick: Option<Interval>,
     seq: u16,
-    id: u16,
-    src: Ipv4Addr,
-    dst: Option<Ipv4Addr>,
+    pub(crate) id: u16,
+    pub(crate) src: Ipv4Addr,
+    pub(crate) dst: Option<Ipv4Addr>,
 }
 
 impl Traffic {
-    fn new(index: usize) -> Self {
+    pub(crate) fn new(index: usize) -> Self {
         Traffic {
             tick: None,
             seq: 0,
@@ -189,7 +194,7 @@ impl Traffic {
 
     /// Starts the ticker (hold phase, session up, traffic asked for), spread over one
     /// period by the session's index so the sessions do not send in lockstep.
-    fn start(&mut self, ctx: &Ctx) {
+    pub(crate) fn start(&mut self, ctx: &Ctx) {
         if self.tick.is_some() || ctx.pps <= 0.0 || self.dst.is_none() {
             return;
         }
@@ -200,7 +205,7 @@ impl Traffic {
         self.tick = Some(t);
     }
 
-    async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) {
         match &mut self.tick {
             Some(t) => {
                 t.tick().await;
@@ -210,7 +215,7 @@ impl Traffic {
     }
 
     /// Builds the next echo request into `out`.
-    fn build(&mut self, out: &mut Vec<u8>, size: usize) -> bool {
+    pub(crate) fn build(&mut self, out: &mut Vec<u8>, size: usize) -> bool {
         let Some(dst) = self.dst else { return false };
         self.seq = self.seq.wrapping_add(1);
         echo_request(out, self.src, dst, self.id, self.seq, size);
@@ -218,10 +223,11 @@ impl Traffic {
     }
 }
 
-/// Counts an inner packet that came out of the tunnel (hold phase only).
-fn count_rx(ctx: &Ctx, holding: bool, packet: &[u8], ours: Ipv4Addr, id: u16) {
+/// Counts an inner packet that came out of the tunnel (hold phase only); true when it is an
+/// echo reply to us.
+pub(crate) fn count_rx(ctx: &Ctx, holding: bool, packet: &[u8], ours: Ipv4Addr, id: u16) -> bool {
     if !holding {
-        return;
+        return false;
     }
     ctx.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
     ctx.counters
@@ -230,15 +236,17 @@ fn count_rx(ctx: &Ctx, holding: bool, packet: &[u8], ours: Ipv4Addr, id: u16) {
     match classify(packet) {
         Inner::EchoReply { dst, id: rid } if dst == ours && rid == id => {
             ctx.counters.echo_replies.fetch_add(1, Ordering::Relaxed);
+            true
         }
         Inner::Malformed => {
             ctx.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            false
         }
-        _ => {}
+        _ => false,
     }
 }
 
-fn count_tx(ctx: &Ctx, len: usize) {
+pub(crate) fn count_tx(ctx: &Ctx, len: usize) {
     ctx.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
     ctx.counters
         .tx_bytes
@@ -246,19 +254,19 @@ fn count_tx(ctx: &Ctx, len: usize) {
 }
 
 /// Bookkeeping common to both drivers: handshake outcome, stop, the end report.
-struct Life {
+pub(crate) struct Life {
     proto: Proto,
     started: Instant,
-    up: bool,
+    pub(crate) up: bool,
     permit: Option<OwnedSemaphorePermit>,
     /// When the hold ended (Stop seen): whether we were held then.
-    end: Option<SessionEnd>,
-    stop_deadline: Option<Instant>,
-    last_rx: Instant,
+    pub(crate) end: Option<SessionEnd>,
+    pub(crate) stop_deadline: Option<Instant>,
+    pub(crate) last_rx: Instant,
 }
 
 impl Life {
-    fn new(proto: Proto, permit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(proto: Proto, permit: OwnedSemaphorePermit) -> Self {
         let now = Instant::now();
         Life {
             proto,
@@ -271,7 +279,7 @@ impl Life {
         }
     }
 
-    fn connected(&mut self, ctx: &Ctx, now: Instant) {
+    pub(crate) fn connected(&mut self, ctx: &Ctx, now: Instant) {
         self.up = true;
         self.permit = None;
         let _ = ctx.events.send(SessionEvent::Up {
@@ -281,7 +289,7 @@ impl Life {
     }
 
     /// The session ended (or cannot start): report it and give the result to return.
-    fn ended(&mut self, ctx: &Ctx, reason: String) -> SessionEnd {
+    pub(crate) fn ended(&mut self, ctx: &Ctx, reason: String) -> SessionEnd {
         if let Some(end) = self.end {
             return end;
         }
@@ -305,7 +313,7 @@ impl Life {
     }
 
     /// The hold is over: note whether we are held. False when not up (the caller ends).
-    fn stop(&mut self, ctx: &Ctx, now: Instant) -> bool {
+    pub(crate) fn stop(&mut self, ctx: &Ctx, now: Instant) -> bool {
         if self.end.is_some() {
             return true;
         }
@@ -321,7 +329,7 @@ impl Life {
         true
     }
 
-    fn handshake_overdue(&self, ctx: &Ctx, now: Instant) -> bool {
+    pub(crate) fn handshake_overdue(&self, ctx: &Ctx, now: Instant) -> bool {
         !self.up && now >= self.started + ctx.handshake_timeout + Duration::from_secs(1)
     }
 }
@@ -437,7 +445,7 @@ pub async fn openvpn(
                         if let Ok(DataOutcome::Packet(r)) = session.handle_data(now, bytes, d.key_id, &mut s.out)
                             && let Some(p) = s.out.get(r)
                         {
-                            count_rx(&ctx, holding, p, traffic.src, traffic.id);
+                            let _ = count_rx(&ctx, holding, p, traffic.src, traffic.id);
                         }
                     }
                 });
@@ -497,7 +505,7 @@ fn ike_config(ctx: &Ctx, cred: &Credential) -> Result<Arc<InitiatorConfig>, Stri
 }
 
 /// ESP carries this in its next-header field for dummy packets (RFC 4303).
-const NO_NEXT_HEADER: u8 = 59;
+pub(crate) const NO_NEXT_HEADER: u8 = 59;
 
 /// Runs one IKEv2 session (IKE SA + one CHILD SA, ESP in UDP 4500) to the end.
 pub async fn ikev2(
@@ -626,7 +634,7 @@ pub async fn ikev2(
                                 if let Ok(((), payload)) = esp.decrypt(p, dec) {
                                     ike.note_activity(now);
                                     if payload.next_header != NO_NEXT_HEADER {
-                                        count_rx(&ctx, holding, payload.packet, traffic.src, traffic.id);
+                                        let _ = count_rx(&ctx, holding, payload.packet, traffic.src, traffic.id);
                                     }
                                 }
                             }
