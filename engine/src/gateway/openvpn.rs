@@ -3,7 +3,7 @@
 //! whose address changed keeps its session when an authenticated P_DATA_V2 arrives from
 //! the new address, found by its peer-id - as a stock OpenVPN 2.6 server does).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -11,7 +11,8 @@ use tracing::{debug, info, warn};
 
 use super::shard::DirKey;
 use super::tunnel::{Common, OvpnTransport, OvpnTunnel, Tunnel};
-use super::{Drop, Event, Forward, GatewayCore, StreamId, TunnelId};
+use super::{Dest, Drop, Event, Forward, GatewayCore, StreamId, Transmit, TunnelId};
+use crate::openvpn::cookie::{proof_of, reset_reply};
 use crate::openvpn::data::DATA_V2_OVERHEAD;
 use crate::openvpn::server::ServerSession;
 use crate::openvpn::wrap::{FirstPacket, ServerWrap, WrapError};
@@ -58,6 +59,22 @@ pub(super) fn wrap_drop(e: &WrapError) -> Drop {
 fn session_id_of(packet: &[u8]) -> Option<u64> {
     let b: [u8; 8] = packet.get(1..9)?.try_into().ok()?;
     Some(u64::from_be_bytes(b))
+}
+
+/// OpenVPN handshakes one address may have in progress at once (a NATed office's clients
+/// all share one address; a single host opening more is an attack).
+const MAX_HANDSHAKES_PER_IP: u32 = 64;
+
+/// How a new session starts.
+enum Start {
+    /// From a hard reset (TCP: the connection proved the address).
+    Reset(FirstPacket),
+    /// From the packet that echoed our session cookie (UDP).
+    Cookie {
+        cookie: u64,
+        proof: FirstPacket,
+        ack_reset: bool,
+    },
 }
 
 fn is_reset(op: Opcode) -> bool {
@@ -122,34 +139,138 @@ impl GatewayCore {
             return r.map(|r| (false, r));
         }
         // Control packets may be wrapped: only the opcode and the sender's session id are
-        // readable before the wrapper authenticates them.
+        // readable before the wrapper authenticates them. They go to the session at this
+        // address whose client session id they carry: the established one, or a new
+        // handshake from the same address that may replace it once it authenticates.
         let existing = self.by_udp.get(&from).copied();
-        let reset = is_reset(opcode);
-        if let Some(id) = existing {
-            let same = !reset
-                || self
-                    .ovpn(id)
-                    .is_some_and(|t| Some(t.session.remote_session_id()) == session_id_of(bytes));
-            if same {
+        let replacing = self.replacing_udp.get(&from).copied();
+        let sid = session_id_of(bytes);
+        for id in [existing, replacing].into_iter().flatten() {
+            if self
+                .ovpn(id)
+                .is_some_and(|t| Some(t.session.remote_session_id()) == sid)
+            {
                 self.openvpn_control(now, id, bytes);
                 return None;
             }
-        } else if let Some(w) = self.moved_owner(from) {
+        }
+        if existing.is_none()
+            && let Some(w) = self.moved_owner(from)
+        {
             self.forward_datagram(w, from, bytes);
             return None;
-        } else if !reset {
-            self.drops.count(Drop::NoSession);
-            return None;
         }
-        let first = self.authenticate_first(now, from, bytes)?;
-        if let Some(id) = existing {
-            // The client restarted: its old session is gone for good.
-            debug!(remote = %from, "client restarted (new session from the same address)");
-            self.log_disconnect(now, id, "client restarted (new session)");
-            self.remove_tunnel(id);
+        // Nothing is kept for a reset: it gets a stateless answer carrying a cookie, and only
+        // the packet that echoes the cookie from this address starts a session. An
+        // established session at this address is not touched by either (a spoofed reset
+        // cannot end it; a restarted client's new session replaces it once authenticated).
+        if is_reset(opcode) {
+            self.answer_reset(now, from, bytes);
+        } else {
+            self.openvpn_proof(now, from, bytes, existing.is_some());
         }
-        self.new_openvpn_session(now, OvpnTransport::Udp, from, first);
         None
+    }
+
+    /// Answers a client's hard reset statelessly (see [`crate::openvpn::cookie`]).
+    fn answer_reset(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let Some(cfg) = self.cfg.openvpn.clone() else {
+            return;
+        };
+        let unix = self.unix_time(now);
+        let checked = cfg.wrap.authenticate_first(bytes, unix);
+        let Some(mut first) = self.count_wrap_result(from, checked) else {
+            return;
+        };
+        let client_sid = first.session_id();
+        // tls-crypt-v2: the reset carried the client's key, so the answer may acknowledge it
+        // and ask for the key again (early negotiation); other resets are answered with no
+        // acknowledgement, exactly as long as they are.
+        let v2 = matches!(cfg.wrap, ServerWrap::TlsCryptV2 { .. });
+        let cookie = self.cookies.issue(unix, from, client_sid);
+        let mut out = Vec::with_capacity(bytes.len());
+        reset_reply(cookie, client_sid, v2, v2, &mut out);
+        if !first.wrap_reply(&mut out) {
+            return;
+        }
+        self.stateless_replies += 1;
+        self.transmits.push_back(Transmit {
+            dest: Dest::Udp {
+                from: super::Listener::OpenVpnUdp,
+                to: from,
+            },
+            payload: out,
+        });
+    }
+
+    /// A control packet from an address with no session of its client: the answer to our
+    /// stateless reset, or dropped.
+    fn openvpn_proof(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], replaces: bool) {
+        let Some(cfg) = self.cfg.openvpn.clone() else {
+            return;
+        };
+        let unix = self.unix_time(now);
+        let checked = cfg.wrap.authenticate_proof(bytes, unix);
+        let Some(proof) = self.count_wrap_result(from, checked) else {
+            return;
+        };
+        let Some((client_sid, cookie)) = proof.packet().ok().as_ref().and_then(proof_of) else {
+            self.drops.count(Drop::NoSession);
+            return;
+        };
+        if !self.cookies.check(unix, from, client_sid, cookie) {
+            self.drops.count(Drop::BadCookie);
+            if self.drops.get(Drop::BadCookie).is_power_of_two() {
+                info!(remote = %from, dropped = self.drops.get(Drop::BadCookie), "dropped an OpenVPN packet with a wrong or expired session cookie");
+            }
+            return;
+        }
+        if self.handshakes_from(from.ip()) >= MAX_HANDSHAKES_PER_IP {
+            self.drops.count(Drop::Handshakes);
+            if self.drops.get(Drop::Handshakes).is_power_of_two() {
+                warn!(remote = %from, limit = MAX_HANDSHAKES_PER_IP, "too many OpenVPN handshakes from one address; refusing more");
+            }
+            return;
+        }
+        let v2 = matches!(cfg.wrap, ServerWrap::TlsCryptV2 { .. });
+        let start = Start::Cookie {
+            cookie,
+            proof,
+            ack_reset: !v2,
+        };
+        if let Some(id) = self.new_openvpn_session(now, OvpnTransport::Udp, from, start)
+            && replaces
+        {
+            // Kept apart until it authenticates; then it replaces the session at `from`.
+            let old = self.replacing_udp.insert(from, id);
+            if let Some(old) = old.filter(|o| *o != id) {
+                self.remove_tunnel(old);
+            }
+        }
+    }
+
+    /// A new session at `from` (replacing the one there) authenticated: the old one ends.
+    pub(super) fn replace_at_address(&mut self, now: Instant, id: TunnelId) {
+        let Some(remote) = self.ovpn(id).map(|t| t.remote) else {
+            return;
+        };
+        if self.replacing_udp.get(&remote) != Some(&id) {
+            return;
+        }
+        self.replacing_udp.remove(&remote);
+        if let Some(old) = self.by_udp.insert(remote, id)
+            && old != id
+        {
+            debug!(remote = %remote, "client restarted (new session from the same address)");
+            self.log_disconnect(now, old, "client restarted (new session)");
+            self.remove_tunnel(old);
+            self.by_udp.insert(remote, id);
+        }
+    }
+
+    /// OpenVPN handshakes in progress from `ip`.
+    fn handshakes_from(&self, ip: IpAddr) -> u32 {
+        self.handshakes_by_ip.get(&ip).copied().unwrap_or(0)
     }
 
     /// Moves a UDP session to `to` after an authenticated packet came from there.
@@ -217,9 +338,12 @@ impl GatewayCore {
             return None;
         }
         let first = self.authenticate_first(now, remote, packet)?;
-        if let Some(id) =
-            self.new_openvpn_session(now, OvpnTransport::Stream(stream), remote, first)
-            && let Some(s) = self.streams.get_mut(&stream)
+        if let Some(id) = self.new_openvpn_session(
+            now,
+            OvpnTransport::Stream(stream),
+            remote,
+            Start::Reset(first),
+        ) && let Some(s) = self.streams.get_mut(&stream)
         {
             s.0 = Some(id);
         }
@@ -259,6 +383,15 @@ impl GatewayCore {
             }
             Ok(first)
         });
+        self.count_wrap_result(from, checked)
+    }
+
+    /// Counts (and rarely logs) a packet the wrapper refused.
+    fn count_wrap_result(
+        &mut self,
+        from: SocketAddr,
+        checked: Result<FirstPacket, WrapError>,
+    ) -> Option<FirstPacket> {
         match checked {
             Ok(first) => Some(first),
             Err(e) => {
@@ -312,7 +445,7 @@ impl GatewayCore {
         now: Instant,
         transport: OvpnTransport,
         remote: SocketAddr,
-        first: FirstPacket,
+        start: Start,
     ) -> Option<TunnelId> {
         let cfg = self.cfg.openvpn.clone()?;
         if self.handshaking >= self.cfg.max_handshaking {
@@ -321,11 +454,23 @@ impl GatewayCore {
         }
         let peer_id = self.new_peer_id();
         let entropy = (self.entropy)();
+        let first = match &start {
+            Start::Reset(f) => f,
+            Start::Cookie { proof, .. } => proof,
+        };
         let wrapper = first.wrapper_name();
         if let Some(m) = first.metadata() {
             debug!(remote = %remote, metadata = %String::from_utf8_lossy(m.get(1..).unwrap_or_default()), "tls-crypt-v2 client key");
         }
-        let session = match ServerSession::new_wrapped(cfg, entropy, now, peer_id, first) {
+        let session = match start {
+            Start::Reset(first) => ServerSession::new_wrapped(cfg, entropy, now, peer_id, first),
+            Start::Cookie {
+                cookie,
+                proof,
+                ack_reset,
+            } => ServerSession::from_cookie(cfg, entropy, now, peer_id, cookie, proof, ack_reset),
+        };
+        let session = match session {
             Ok(s) => s,
             Err(e) => {
                 warn!(remote = %remote, error = %e, "cannot start session");
@@ -335,10 +480,13 @@ impl GatewayCore {
         let id = self.new_tunnel_id();
         debug!(remote = %remote, transport = ?transport, wrapper, peer_id, "new session");
         if transport == OvpnTransport::Udp {
-            self.by_udp.insert(remote, id);
+            // A replacement for an established session stays out of the map until it
+            // authenticates (the caller keeps it apart).
+            self.by_udp.entry(remote).or_insert(id);
         }
         self.by_peer_id.insert(peer_id, id);
         self.handshaking += 1;
+        *self.handshakes_by_ip.entry(remote.ip()).or_default() += 1;
         self.tunnels.insert(
             id,
             Tunnel::OpenVpn(Box::new(OvpnTunnel {

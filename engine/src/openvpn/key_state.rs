@@ -78,6 +78,17 @@ impl KeyState {
         }
     }
 
+    /// Key state 0 of a gateway session created from a session cookie: the client's hard
+    /// reset (packet 0) was taken and our reset (packet 0) answered it statelessly and was
+    /// acknowledged; `ack_reset`: that answer did not acknowledge the client's reset.
+    pub fn after_cookie(tls: rustls::Connection, now: Instant, ack_reset: bool) -> Self {
+        let mut k = Self::new(0, tls, Opcode::ControlHardResetServerV2, now);
+        k.send = ReliableSend::after_stateless_reset(INITIAL_RTO);
+        k.recv = ReliableRecv::after_stateless_reset(ack_reset);
+        k.peer_reset_seen = true;
+        k
+    }
+
     /// Feeds a control packet for this key id. Delivers TLS records in order to rustls and
     /// collects decrypted plaintext.
     pub fn handle_control(&mut self, pkt: &ControlPacket<'_>) -> Result<(), ControlError> {

@@ -2,6 +2,7 @@
 //! anti-replay. Packet codecs live in [`crate::wire::openvpn`].
 
 pub mod client;
+pub mod cookie;
 pub mod data;
 mod datapath;
 pub mod export;

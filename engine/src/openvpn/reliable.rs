@@ -88,6 +88,16 @@ impl ReliableSend {
         }
     }
 
+    /// A sender whose packet 0 (a hard reset) went out and was acknowledged before this state
+    /// existed: a gateway that answered the reset statelessly (a session cookie).
+    pub fn after_stateless_reset(initial_rto: Duration) -> Self {
+        Self {
+            initial_rto,
+            next_id: 1,
+            queue: VecDeque::new(),
+        }
+    }
+
     /// Queues a message and returns its packet id (0, 1, 2, ...). It goes out from
     /// [`poll_transmit`](Self::poll_transmit) as soon as the send window allows.
     pub fn push(&mut self, opcode: Opcode, payload: Vec<u8>) -> u32 {
@@ -254,6 +264,17 @@ impl ReliableRecv {
             acks: [0; MAX_PENDING_ACKS],
             n_acks: 0,
         }
+    }
+
+    /// A receiver that already took the peer's packet 0 (its hard reset) before this state
+    /// existed; `ack` queues its acknowledgement (the stateless answer did not carry one).
+    pub fn after_stateless_reset(ack: bool) -> Self {
+        let mut r = Self::new();
+        r.next = 1;
+        if ack {
+            r.queue_ack(0);
+        }
+        r
     }
 
     /// Takes a message the peer sent with reliability-layer id `id`.

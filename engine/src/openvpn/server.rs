@@ -234,11 +234,66 @@ impl ServerSession {
         let local_sid = entropy.next_u64();
         let tls = rustls::ServerConnection::new(config.tls.clone())?;
         let key = KeyState::new(0, tls.into(), Opcode::ControlHardResetServerV2, now);
-        let mut s = Self {
+        let mut s = Self::with_key(
+            config,
+            entropy,
+            now,
+            peer_id,
+            local_sid,
+            first.session_id,
+            key,
+        );
+        s.handle_control(now, first);
+        Ok(s)
+    }
+
+    /// Starts a session from the packet that proved the client got our stateless reset
+    /// (authenticated with [`ServerWrap::authenticate_proof`]; its cookie checked by the
+    /// driver, see [`crate::openvpn::cookie`]). `local_sid` is the cookie our reset carried;
+    /// `ack_reset`: our reset did not acknowledge the client's, so this session does.
+    pub fn from_cookie(
+        config: Arc<ServerConfig>,
+        entropy: Box<dyn Entropy>,
+        now: Instant,
+        peer_id: u32,
+        local_sid: u64,
+        proof: FirstPacket,
+        ack_reset: bool,
+    ) -> Result<Self, ControlError> {
+        let plain = proof.packet.clone();
+        let Ok(Packet::Control(pkt)) = Packet::parse(&plain) else {
+            return Err(rustls::Error::General("not a control packet".into()).into());
+        };
+        let tls = rustls::ServerConnection::new(config.tls.clone())?;
+        let key = KeyState::after_cookie(tls.into(), now, ack_reset);
+        let mut s = Self::with_key(
+            config,
+            entropy,
+            now,
+            peer_id,
+            local_sid,
+            pkt.session_id,
+            key,
+        );
+        s.wrap = proof.into_wrapper();
+        s.handle_plain_control(now, &pkt);
+        Ok(s)
+    }
+
+    fn with_key(
+        config: Arc<ServerConfig>,
+        entropy: Box<dyn Entropy>,
+        now: Instant,
+        peer_id: u32,
+        local_sid: u64,
+        remote_sid: u64,
+        key: KeyState,
+    ) -> Self {
+        Self {
             config,
             entropy,
             local_sid,
-            remote_sid: first.session_id,
+            remote_sid,
             peer_id: peer_id & 0x00ff_ffff,
             keys: vec![key],
             next_key_id: 1,
@@ -254,9 +309,7 @@ impl ServerSession {
             pending_ping: false,
             wrap: Wrapper::server_none(),
             stats: SessionStats::default(),
-        };
-        s.handle_control(now, first);
-        Ok(s)
+        }
     }
 
     /// Starts a session from a first packet the driver authenticated with

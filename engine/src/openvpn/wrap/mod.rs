@@ -23,7 +23,7 @@
 //! the first packet of a new session with [`ServerWrap::authenticate_first`] before it
 //! creates any state.
 
-mod crypto;
+pub(crate) mod crypto;
 pub(crate) mod early_neg;
 mod first_replay;
 mod keys;

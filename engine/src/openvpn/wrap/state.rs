@@ -310,7 +310,7 @@ pub struct FirstPacket {
 }
 
 impl FirstPacket {
-    /// The unwrapped packet (a client hard reset).
+    /// The unwrapped packet (a client hard reset, or the proof after a stateless reset).
     pub fn packet(&self) -> Result<crate::wire::openvpn::ControlPacket<'_>, WrapError> {
         match Packet::parse(&self.packet) {
             Ok(Packet::Control(c)) => Ok(c),
@@ -326,6 +326,11 @@ impl FirstPacket {
     /// The tls-crypt-v2 metadata from the client's key (first byte its type).
     pub fn metadata(&self) -> Option<&[u8]> {
         self.wrapper.metadata()
+    }
+
+    /// Wraps `packet` (a plain control packet) for the client this packet came from.
+    pub(crate) fn wrap_reply(&mut self, packet: &mut Vec<u8>) -> bool {
+        self.wrapper.wrap(packet)
     }
 
     /// The wrapper the session continues with.
@@ -349,13 +354,41 @@ impl ServerWrap {
         datagram: &[u8],
         unix_time: u32,
     ) -> Result<FirstPacket, WrapError> {
-        let first = *datagram.first().ok_or(WrapError::Malformed)?;
-        let opcode = Opcode::from_u8(first >> 3).ok_or(WrapError::Malformed)?;
         let expected = match self {
             ServerWrap::TlsCryptV2 { .. } => Opcode::ControlHardResetClientV3,
             _ => Opcode::ControlHardResetClientV2,
         };
-        if opcode != expected {
+        self.authenticate_opening(datagram, unix_time, &[expected])
+    }
+
+    /// Authenticates the packet that answers a stateless reset (the client's proof that it
+    /// got our session cookie): `P_ACK_V1` or `P_CONTROL_V1`, or with tls-crypt-v2 the
+    /// `P_CONTROL_WKC_V1` that carries the client's wrapped key again (we asked for it in the
+    /// reset). The wrapper the session continues with sends packet id 2 next: id 1 went out
+    /// in the stateless reset.
+    pub fn authenticate_proof(
+        &self,
+        datagram: &[u8],
+        unix_time: u32,
+    ) -> Result<FirstPacket, WrapError> {
+        let allowed: &[Opcode] = match self {
+            ServerWrap::TlsCryptV2 { .. } => &[Opcode::ControlWkcV1],
+            _ => &[Opcode::ControlV1, Opcode::AckV1],
+        };
+        let mut first = self.authenticate_opening(datagram, unix_time, allowed)?;
+        first.wrapper.send = PacketIdSend::new(1, unix_time);
+        Ok(first)
+    }
+
+    fn authenticate_opening(
+        &self,
+        datagram: &[u8],
+        unix_time: u32,
+        allowed: &[Opcode],
+    ) -> Result<FirstPacket, WrapError> {
+        let first = *datagram.first().ok_or(WrapError::Malformed)?;
+        let opcode = Opcode::from_u8(first >> 3).ok_or(WrapError::Malformed)?;
+        if !allowed.contains(&opcode) {
             return Err(WrapError::UnexpectedOpcode(opcode.as_u8()));
         }
         let mut wrapper = match self {
