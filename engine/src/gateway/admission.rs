@@ -158,9 +158,6 @@ impl GatewayCore {
             ServerEvent::Authenticated { client, peer_info } => {
                 debug!(client = %client, version = ?peer_info.version, platform = ?peer_info.platform, "client authenticated");
                 self.admit(now, id, client);
-                if self.tunnels.contains_key(&id) {
-                    self.replace_at_address(now, id);
-                }
             }
             ServerEvent::Established { cipher, tls_ekm } => {
                 let keys = if tls_ekm { "tls-ekm" } else { "prf" };
@@ -286,24 +283,12 @@ impl GatewayCore {
             return;
         };
         let ike = matches!(t, Tunnel::Ike(_));
-        let ovpn_ip = match t {
-            Tunnel::OpenVpn(o) => Some(o.remote.ip()),
-            _ => None,
-        };
         let c = t.common_mut();
         if std::mem::take(&mut c.handshaking) {
             if ike {
                 self.half_open = self.half_open.saturating_sub(1);
             } else {
                 self.handshaking = self.handshaking.saturating_sub(1);
-            }
-            if let Some(ip) = ovpn_ip
-                && let Some(n) = self.handshakes_by_ip.get_mut(&ip)
-            {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.handshakes_by_ip.remove(&ip);
-                }
             }
         }
         if let Some(Tunnel::Ike(t)) = self.tunnels.get_mut(&id)
@@ -590,9 +575,6 @@ impl GatewayCore {
                 if self.by_udp.get(&o.remote) == Some(&id) {
                     self.by_udp.remove(&o.remote);
                 }
-                if self.replacing_udp.get(&o.remote) == Some(&id) {
-                    self.replacing_udp.remove(&o.remote);
-                }
                 if self.shard.count() > 1 {
                     let me = self.shard.index();
                     let mut dir = self.shard.directory();
@@ -608,7 +590,9 @@ impl GatewayCore {
                     && let Some(x) = self.streams.get_mut(&s)
                     && x.0 == Some(id)
                 {
+                    // The connection is still open: the driver closes it.
                     x.0 = None;
+                    self.events.push_back(Event::StreamEnded { stream: s });
                 }
                 debug!(remote = %o.remote, "session removed");
             }

@@ -30,18 +30,27 @@ pub enum Drop {
     WrapReplay,
     /// tls-crypt-v2 client key that the gateway's server key does not open.
     WrapKey,
-    /// Too many handshakes in progress (new OpenVPN sessions refused), gateway-wide or from
-    /// one address.
+    /// Too many handshakes in progress (new OpenVPN sessions refused).
     Handshakes,
-    /// OpenVPN packet answering a stateless reset with a wrong or expired session cookie
-    /// (a spoofed or stale one).
-    BadCookie,
     /// The UDP socket's send buffer was full.
     SocketFull,
     /// The TUN device's queue was full.
     TunFull,
     /// A TCP connection's send queue was full (the client does not read).
     StreamFull,
+    /// A TCP connection refused at accept: `openvpn.tcp_max_connections` were open.
+    TcpLimit,
+    /// A TCP connection refused at accept: its source address (an IPv6 /64) already had
+    /// `openvpn.tcp_max_per_ip` open.
+    TcpPerIp,
+    /// A TCP connection closed because its OpenVPN handshake did not complete within
+    /// `openvpn.tcp_handshake_timeout`.
+    TcpHandshake,
+    /// A TCP connection closed because it sent nothing for too long (idle), or did not
+    /// read what the gateway sent.
+    TcpIdle,
+    /// A TCP connection shed at accept because the process was out of file descriptors.
+    TcpAccept,
 }
 
 /// Drop counters.

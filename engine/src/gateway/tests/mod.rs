@@ -3,10 +3,10 @@
 //! event checked against a reference model, many seeds per scenario.
 
 mod alloc;
-mod cookies;
 mod cores;
 mod model;
 mod mss;
 mod pki;
 mod scenarios;
 mod sim;
+mod streams;
