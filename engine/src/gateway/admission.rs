@@ -158,6 +158,9 @@ impl GatewayCore {
             ServerEvent::Authenticated { client, peer_info } => {
                 debug!(client = %client, version = ?peer_info.version, platform = ?peer_info.platform, "client authenticated");
                 self.admit(now, id, client);
+                if self.tunnels.contains_key(&id) {
+                    self.replace_at_address(now, id);
+                }
             }
             ServerEvent::Established { cipher, tls_ekm } => {
                 let keys = if tls_ekm { "tls-ekm" } else { "prf" };
@@ -283,12 +286,24 @@ impl GatewayCore {
             return;
         };
         let ike = matches!(t, Tunnel::Ike(_));
+        let ovpn_ip = match t {
+            Tunnel::OpenVpn(o) => Some(o.remote.ip()),
+            _ => None,
+        };
         let c = t.common_mut();
         if std::mem::take(&mut c.handshaking) {
             if ike {
                 self.half_open = self.half_open.saturating_sub(1);
             } else {
                 self.handshaking = self.handshaking.saturating_sub(1);
+            }
+            if let Some(ip) = ovpn_ip
+                && let Some(n) = self.handshakes_by_ip.get_mut(&ip)
+            {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.handshakes_by_ip.remove(&ip);
+                }
             }
         }
         if let Some(Tunnel::Ike(t)) = self.tunnels.get_mut(&id)
@@ -574,6 +589,9 @@ impl GatewayCore {
             Tunnel::OpenVpn(o) => {
                 if self.by_udp.get(&o.remote) == Some(&id) {
                     self.by_udp.remove(&o.remote);
+                }
+                if self.replacing_udp.get(&o.remote) == Some(&id) {
+                    self.replacing_udp.remove(&o.remote);
                 }
                 if self.shard.count() > 1 {
                     let me = self.shard.index();

@@ -30,8 +30,12 @@ pub enum Drop {
     WrapReplay,
     /// tls-crypt-v2 client key that the gateway's server key does not open.
     WrapKey,
-    /// Too many handshakes in progress (new OpenVPN sessions refused).
+    /// Too many handshakes in progress (new OpenVPN sessions refused), gateway-wide or from
+    /// one address.
     Handshakes,
+    /// OpenVPN packet answering a stateless reset with a wrong or expired session cookie
+    /// (a spoofed or stale one).
+    BadCookie,
     /// The UDP socket's send buffer was full.
     SocketFull,
     /// The TUN device's queue was full.

@@ -257,6 +257,15 @@ pub struct GatewayCore {
     forwarded: bool,
     /// OpenVPN over UDP, by the client's address (control, P_DATA_V1).
     by_udp: HashMap<SocketAddr, TunnelId>,
+    /// OpenVPN over UDP: a new session from an address that has an established one, kept
+    /// apart until it authenticates and replaces it.
+    replacing_udp: HashMap<SocketAddr, TunnelId>,
+    /// OpenVPN handshakes in progress by client address (capped per address).
+    handshakes_by_ip: HashMap<std::net::IpAddr, u32>,
+    /// The secret behind OpenVPN session cookies (stateless answers to hard resets).
+    cookies: crate::openvpn::cookie::ResetCookies,
+    /// Hard resets answered statelessly.
+    stateless_replies: u64,
     /// OpenVPN by peer-id (P_DATA_V2, float).
     by_peer_id: IdMap<u32, TunnelId>,
     /// OpenVPN over TCP: stream -> (tunnel if any, client address).
@@ -303,7 +312,7 @@ impl GatewayCore {
     /// One worker's core of a gateway spread over [`Shard::count`] workers (see
     /// [`Shard`]): it holds the tunnels steered to it and hands the rest over through
     /// [`poll_forward`](Self::poll_forward).
-    pub fn new_shard(cfg: CoreConfig, entropy: EntropyFactory, shard: Shard) -> Self {
+    pub fn new_shard(cfg: CoreConfig, mut entropy: EntropyFactory, shard: Shard) -> Self {
         let mine: Vec<SiteConfig> = cfg
             .sites
             .iter()
@@ -311,6 +320,10 @@ impl GatewayCore {
             .cloned()
             .collect();
         let sites = sites::site_conns(&mine);
+        let mut key = [0u8; 32];
+        entropy().fill(&mut key);
+        // OpenVPN's default hand window: a cookie answers within 60-90 s.
+        let cookies = crate::openvpn::cookie::ResetCookies::new(key, 60);
         let next_peer_id = shard.index() as u32;
         // Tunnel ids are unique gateway-wide (logs, hand-overs name them).
         let next_id = shard.index() as TunnelId + 1;
@@ -323,6 +336,10 @@ impl GatewayCore {
             forwards: VecDeque::new(),
             forwarded: false,
             by_udp: HashMap::new(),
+            replacing_udp: HashMap::new(),
+            handshakes_by_ip: HashMap::new(),
+            cookies,
+            stateless_replies: 0,
             by_peer_id: IdMap::default(),
             streams: HashMap::new(),
             by_spis: HashMap::new(),

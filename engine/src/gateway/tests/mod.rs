@@ -3,6 +3,7 @@
 //! event checked against a reference model, many seeds per scenario.
 
 mod alloc;
+mod cookies;
 mod cores;
 mod model;
 mod mss;
