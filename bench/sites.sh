@@ -123,7 +123,7 @@ status_json() { "$BIN_DIR/gatehoused" status --data-dir "$DD" --json >"$1" 2>"$1
 # --- the run ----------------------------------------------------------------------------------
 wait_idle
 echo "== $SITES sites, hold ${HOLD}s, $PPS echo requests/s each to $LAN_HOST, CHILD rekey ~${CHILD_LIFETIME}s, IKE rekey ~${IKE_LIFETIME}s"
-read -r B0 T0 < <(sysjiffies); G0=$(proc_jiffies $GW_PID)
+read -r B0 T0 < <(sysjiffies); G0=$(proc_jiffies $GW_PID); W0=$(date +%s.%N)
 ip netns exec "$NS_LG" "${CORE_LG[@]}" "$BIN_DIR/gatehouse-loadgen" --gateway $GW_UL "${SITE_ARGS[@]}" \
     --concurrency "$CONCURRENCY" --hold "$HOLD" --pps "$PPS" --packet-size "$PACKET" --target $LAN_HOST \
     --gateway-pid $GW_PID --threads "$THREADS" --json >"$WORK/sites.json" 2> >(tee "$WORK/loadgen.log" | sed 's/^/  /' >&2) &
@@ -135,15 +135,17 @@ sleep $((HOLD - 10)); status_json "$WORK/status-end.json"
 L1=0
 while kill -0 $LG_PID 2>/dev/null; do L1=$(proc_jiffies $LG_PID); sleep 0.5; done
 wait $LG_PID || { echo "gatehouse-loadgen failed" >&2; tail -20 "$WORK/loadgen.log" >&2; exit 1; }
-read -r B1 T1 < <(sysjiffies); G1=$(proc_jiffies $GW_PID)
+read -r B1 T1 < <(sysjiffies); G1=$(proc_jiffies $GW_PID); W1=$(date +%s.%N)
 LOAD_OTHER=$(( ((B1 - B0) - (G1 - G0) - L1) * 100 / (T1 - T0 + 1) )); [ "$LOAD_OTHER" -lt 0 ] && LOAD_OTHER=0
-echo "  machine: other processes used ${LOAD_OTHER}% of it during the run"
+# gatehoused CPU over the whole run (handshakes, hold, teardown), % of one core.
+GW_CPU=$(awk -v g=$((G1 - G0)) -v w0="$W0" -v w1="$W1" 'BEGIN { printf "%.1f", g / (w1 - w0) }')
+echo "  machine: other processes used ${LOAD_OTHER}% of it during the run; gatehoused ${GW_CPU}% of one core"
 
 echo "== summary"
 RC=0
-python3 - "$WORK/sites.json" "$WORK/status-start.json" "$WORK/status-end.json" "$SITES" "$WORK/summary.txt" <<'PY' || RC=$?
+python3 - "$WORK/sites.json" "$WORK/status-start.json" "$WORK/status-end.json" "$SITES" "$WORK/summary.txt" "$GW_CPU" <<'PY' || RC=$?
 import json, sys
-rep_path, s0_path, s1_path, n, out = sys.argv[1:]
+rep_path, s0_path, s1_path, n, out, gw_cpu = sys.argv[1:]
 n = int(n)
 r = json.load(open(rep_path))
 def load(p):
@@ -168,7 +170,8 @@ lines = [
     f"echo replies per site: {sp(s['replies'])} ({s['replies']['total']} of {s['sent']['total']} requests answered; {s['replies']['sites_with_any']} sites with replies)",
     f"CHILD SA rekeys per site: {sp(s['child_rekeys'])} (total {s['child_rekeys']['total']}); IKE SA rekeys per site: {sp(s['ike_rekeys'])} (total {s['ike_rekeys']['total']})",
     f"gatehoused status near the end of the hold: {len(s1)} connections listed, {len(connected)} connected, {len(moving)} with bytes moving both ways",
-    f"gateway RSS: {kib('before_kib')} before, {kib('established_kib')} all up, {kib('end_of_hold_kib')} end of hold, peak {kib('peak_sampled_kib')}",
+    f"gateway RSS: {kib('before_kib')} before, {kib('established_kib')} all up, {kib('end_of_hold_kib')} end of hold, peak {kib('peak_sampled_kib')}; "
+    f"gateway CPU over the run {gw_cpu}% of one core",
 ]
 ok = p["established"] == n and s["held"] == n and s["replies"]["sites_with_any"] == n \
     and s["child_rekeys"]["sites_with_any"] == n and s["ike_rekeys"]["sites_with_any"] == n \
@@ -183,6 +186,7 @@ row = {
     "ike": f"{s['ike_rekeys']['total']} (min {s['ike_rekeys']['min']})",
     "status": f"{len(moving)}/{len(s1)}",
     "rss": f"{m.get('before_kib', 0)/1024:.1f} -> {(m.get('end_of_hold_kib') or 0)/1024:.1f} (peak {m.get('peak_sampled_kib', 0)/1024:.1f})",
+    "cpu": gw_cpu,
     "ok": "PASS" if ok else "FAIL",
 }
 json.dump(row, open(out, "w"))
@@ -203,11 +207,11 @@ sites established / configured, at hs/s handshakes per second; held = still up a
 the hold; replies = echo replies per site (min/median/max) and answered/sent overall; rekeys =
 total (smallest per site); status = connections `connected` with byte counters moving both
 ways in `gatehoused status --json` / connections listed; gateway VmRSS before -> end of hold
-(peak), MiB; other load = CPU used by
+(peak), MiB; gw CPU = gatehoused's CPU over the whole run, % of one core; other load = CPU used by
 other processes during the run, % of the machine.
 
-| date (UTC) | host | cores | build | commit | sites | hold s | pps | CHILD/IKE lifetime s | up (hs/s) | held | replies/site | answered | CHILD rekeys | IKE rekeys | status | RSS MiB | other load | result |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| date (UTC) | host | cores | build | commit | sites | hold s | pps | CHILD/IKE lifetime s | up (hs/s) | held | replies/site | answered | CHILD rekeys | IKE rekeys | status | RSS MiB | gw CPU | other load | result |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 EOF
 fi
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "-")
@@ -217,7 +221,7 @@ import json, sys
 summary, results, date, host, cores, build, commit, sites, hold, pps, lifetimes, other = sys.argv[1:]
 r = json.load(open(summary))
 row = [date, host, cores, build, commit, sites, hold, pps, lifetimes, f"{r['up']} ({r['hs']})", r["held"],
-       r["replies"], r["answered"], r["child"], r["ike"], r["status"], r["rss"], other, r["ok"]]
+       r["replies"], r["answered"], r["child"], r["ike"], r["status"], r["rss"], f"{r['cpu']}%", other, r["ok"]]
 open(results, "a").write("| " + " | ".join(row) + " |\n")
 PY
 echo "appended to $RESULTS"
