@@ -36,6 +36,9 @@ pub enum Drop {
     /// OpenVPN packet answering a stateless reset with a wrong or expired session cookie
     /// (a spoofed or stale one).
     BadCookie,
+    /// OpenVPN hard reset from the address of a session heard from recently (forged; a
+    /// restarted client is answered once its old session falls silent).
+    LiveReset,
     /// The UDP socket's send buffer was full.
     SocketFull,
     /// The TUN device's queue was full.

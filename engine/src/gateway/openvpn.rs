@@ -165,6 +165,18 @@ impl GatewayCore {
         // established session at this address is not touched by either (a spoofed reset
         // cannot end it; a restarted client's new session replaces it once authenticated).
         if is_reset(opcode) {
+            // A stock client answers every server reset with a new session of its own, so
+            // answering resets forged with a live client's address would churn its session:
+            // they get an answer only once that session falls silent (its client restarted).
+            if let Some(id) = existing
+                && self.ovpn(id).is_some_and(|t| t.session.is_live(now))
+            {
+                self.drops.count(Drop::LiveReset);
+                if self.drops.get(Drop::LiveReset).is_power_of_two() {
+                    info!(remote = %from, dropped = self.drops.get(Drop::LiveReset), "ignored an OpenVPN hard reset from the address of a live session (forged, or a restart answered once the old session falls silent)");
+                }
+                return None;
+            }
             self.answer_reset(now, from, bytes);
         } else {
             self.openvpn_proof(now, from, bytes, existing.is_some());

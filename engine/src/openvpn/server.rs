@@ -410,6 +410,13 @@ impl ServerSession {
         self.phase == Phase::Active
     }
 
+    /// Whether the client was heard (an authenticated packet) within the last two keepalive
+    /// intervals, and at least 15 s: the session is alive and a hard reset from its address
+    /// is not its client restarting.
+    pub fn is_live(&self, now: Instant) -> bool {
+        now < self.last_rx + (self.config.ping * 2).max(Duration::from_secs(15))
+    }
+
     /// True when the session is over and can be dropped.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
