@@ -20,6 +20,12 @@ pub struct GatewayStatus {
     pub updated: u64,
     /// Point-to-site clients connected (OpenVPN and IKEv2).
     pub clients: usize,
+    /// OpenVPN TCP connections open (handshaking, established or closing).
+    #[serde(default)]
+    pub tcp_connections: usize,
+    /// Drop counters by reason, as in the log (`tcpperip=4 tcphandshake=12`, or `none`).
+    #[serde(default)]
+    pub drops: String,
     /// One entry per `[[connection]]`.
     pub connections: Vec<ConnectionStatus>,
 }
@@ -104,6 +110,10 @@ fn bytes(n: u64) -> String {
 /// The table `gatehoused status` prints.
 pub fn render(s: &GatewayStatus) -> String {
     let mut out = format!("point-to-site clients: {}\n", s.clients);
+    out.push_str(&format!("openvpn tcp connections: {}\n", s.tcp_connections));
+    if !s.drops.is_empty() {
+        out.push_str(&format!("dropped: {}\n", s.drops));
+    }
     if s.connections.is_empty() {
         out.push_str("no site-to-site connections configured\n");
         return out;
@@ -162,6 +172,8 @@ mod tests {
         let s = GatewayStatus {
             updated: now_secs(),
             clients: 2,
+            tcp_connections: 3,
+            drops: "tcpperip=4".into(),
             connections: vec![ConnectionStatus {
                 name: "onprem-east".into(),
                 kind: "site-to-site".into(),
@@ -177,6 +189,12 @@ mod tests {
         let table = render(&s);
         assert!(table.contains("onprem-east"), "{table}");
         assert!(table.contains("1.5 KiB"), "{table}");
+        assert!(table.contains("openvpn tcp connections: 3"), "{table}");
+        assert!(table.contains("dropped: tcpperip=4"), "{table}");
+        // A status written before these fields still reads.
+        let legacy: GatewayStatus =
+            serde_json::from_str(r#"{"updated":1,"clients":0,"connections":[]}"#).expect("old");
+        assert_eq!(legacy.tcp_connections, 0);
         let old = GatewayStatus {
             updated: s.updated - 60,
             ..s

@@ -47,6 +47,17 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// The CRL file's bytes; None only when there is no such file (no certificate revoked yet).
+/// Any other failure is an error, never "nothing revoked": out of file descriptors, a
+/// reload must keep the CRL it has instead of forgetting every revocation.
+pub fn read_crl(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(pem) => Ok(Some(pem)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read the CRL {}", path.display())),
+    }
+}
+
 /// Builds the engine's OpenVPN server configuration from the PKI files and gateway.toml.
 pub fn openvpn_server_config(paths: &PkiPaths, cfg: &GatewayConfig) -> Result<Arc<ServerConfig>> {
     let ca = certs_from_pem(&read(&paths.ca, "CA certificate")?)
@@ -55,9 +66,9 @@ pub fn openvpn_server_config(paths: &PkiPaths, cfg: &GatewayConfig) -> Result<Ar
         .with_context(|| format!("{}", paths.cert.display()))?;
     let key = key_from_pem(&read(&paths.key, "gateway key")?)
         .with_context(|| format!("{}", paths.key.display()))?;
-    let crls = match std::fs::read(&paths.crl) {
-        Ok(pem) => crls_from_pem(&pem).with_context(|| format!("{}", paths.crl.display()))?,
-        Err(_) => Vec::new(),
+    let crls = match read_crl(&paths.crl)? {
+        Some(pem) => crls_from_pem(&pem).with_context(|| format!("{}", paths.crl.display()))?,
+        None => Vec::new(),
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
@@ -117,13 +128,13 @@ pub fn ike_responder_config(
         .with_context(|| format!("{}", paths.cert.display()))?;
     let key = key_from_pem(&read(&paths.key, "gateway key")?)
         .with_context(|| format!("{}", paths.key.display()))?;
-    let crls = match std::fs::read(&paths.crl) {
-        Ok(pem) => crls_from_pem(&pem)
+    let crls = match read_crl(&paths.crl)? {
+        Some(pem) => crls_from_pem(&pem)
             .with_context(|| format!("{}", paths.crl.display()))?
             .into_iter()
             .map(|c| c.as_ref().to_vec())
             .collect(),
-        Err(_) => Vec::new(),
+        None => Vec::new(),
     };
     let rng: Arc<dyn ring::rand::SecureRandom + Send + Sync> =
         Arc::new(ring::rand::SystemRandom::new());

@@ -190,6 +190,54 @@ pub struct OpenVpnConfig {
         skip_serializing_if = "is_default_tls_auth_digest"
     )]
     pub tls_auth_digest: String,
+    /// Open TCP connections on `tcp_port` beyond which new ones are refused (closed at once
+    /// and counted as `tcplimit`). Lowered at start-up when the open-files limit
+    /// (RLIMIT_NOFILE) leaves no room for this many.
+    #[serde(
+        default = "default_tcp_max_connections",
+        skip_serializing_if = "is_default_tcp_max_connections"
+    )]
+    pub tcp_max_connections: usize,
+    /// Open TCP connections from one address (IPv6: one /64) beyond which new ones from it
+    /// are refused (`tcpperip`). High enough for an office of clients behind one NAT.
+    #[serde(
+        default = "default_tcp_max_per_ip",
+        skip_serializing_if = "is_default_tcp_max_per_ip"
+    )]
+    pub tcp_max_per_ip: usize,
+    /// A TCP connection whose OpenVPN handshake has not completed this long after it was
+    /// accepted is closed (`tcphandshake`), e.g. "30s".
+    #[serde(
+        default = "default_tcp_handshake_timeout",
+        skip_serializing_if = "is_default_tcp_handshake_timeout"
+    )]
+    pub tcp_handshake_timeout: String,
+}
+
+/// Default `openvpn.tcp_max_connections`.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 10_000;
+/// Default `openvpn.tcp_max_per_ip`.
+pub const DEFAULT_TCP_MAX_PER_IP: usize = 64;
+/// Largest `openvpn.tcp_max_connections` accepted.
+pub const MAX_TCP_CONNECTIONS: usize = 1_000_000;
+
+fn default_tcp_max_connections() -> usize {
+    DEFAULT_TCP_MAX_CONNECTIONS
+}
+fn default_tcp_max_per_ip() -> usize {
+    DEFAULT_TCP_MAX_PER_IP
+}
+fn default_tcp_handshake_timeout() -> String {
+    "30s".into()
+}
+fn is_default_tcp_max_connections(n: &usize) -> bool {
+    *n == DEFAULT_TCP_MAX_CONNECTIONS
+}
+fn is_default_tcp_max_per_ip(n: &usize) -> bool {
+    *n == DEFAULT_TCP_MAX_PER_IP
+}
+fn is_default_tcp_handshake_timeout(s: &str) -> bool {
+    s == default_tcp_handshake_timeout()
 }
 
 fn default_off() -> String {
@@ -274,6 +322,9 @@ impl Default for OpenVpnConfig {
             tls_auth_file: None,
             tls_auth_key_direction: default_tls_auth_direction(),
             tls_auth_digest: default_tls_auth_digest(),
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_per_ip: default_tcp_max_per_ip(),
+            tcp_handshake_timeout: default_tcp_handshake_timeout(),
         }
     }
 }
@@ -414,7 +465,37 @@ impl GatewayConfig {
         if ping.is_zero() || restart <= ping {
             bail!("`openvpn.ping_restart` must be longer than `openvpn.ping` (both non-zero)");
         }
+        self.validate_tcp()?;
         self.validate_connections()
+    }
+
+    /// The `[openvpn]` TCP limits: caps and handshake timeout.
+    fn validate_tcp(&self) -> Result<()> {
+        let o = &self.openvpn;
+        if !(1..=MAX_TCP_CONNECTIONS).contains(&o.tcp_max_connections) {
+            bail!(
+                "`openvpn.tcp_max_connections` = {} is out of range 1-{MAX_TCP_CONNECTIONS}: the default is {DEFAULT_TCP_MAX_CONNECTIONS} (set `openvpn.tcp_port = 0` to turn TCP off)",
+                o.tcp_max_connections
+            );
+        }
+        if o.tcp_max_per_ip == 0 || o.tcp_max_per_ip > o.tcp_max_connections {
+            bail!(
+                "`openvpn.tcp_max_per_ip` = {} must be 1 to `openvpn.tcp_max_connections` ({}): the default is {DEFAULT_TCP_MAX_PER_IP}; raise it for many clients behind one NAT address",
+                o.tcp_max_per_ip,
+                o.tcp_max_connections
+            );
+        }
+        match parse_duration(&o.tcp_handshake_timeout) {
+            Some(d) if !d.is_zero() && d <= Duration::from_secs(600) => Ok(()),
+            Some(_) => bail!(
+                "`openvpn.tcp_handshake_timeout` = {:?} is out of range: write 1s to 10m, e.g. \"30s\" (the default)",
+                o.tcp_handshake_timeout
+            ),
+            None => bail!(
+                "`openvpn.tcp_handshake_timeout` = {:?} is not a duration: write e.g. \"30s\" (the default)",
+                o.tcp_handshake_timeout
+            ),
+        }
     }
 
     /// The TOML text written by `gatehoused init`.
@@ -497,6 +578,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn tcp_limits_are_checked() {
+        let c = GatewayConfig::new("gw");
+        assert_eq!(c.openvpn.tcp_max_connections, 10_000);
+        assert_eq!(c.openvpn.tcp_max_per_ip, 64);
+        assert_eq!(c.openvpn.tcp_handshake_timeout, "30s");
+        let parsed: GatewayConfig = toml::from_str(
+            "public_addr = \"x\"\n[openvpn]\ntcp_max_connections = 100\ntcp_max_per_ip = 100\ntcp_handshake_timeout = \"5s\"",
+        )
+        .unwrap();
+        parsed.validate().unwrap();
+        let check = |f: &dyn Fn(&mut OpenVpnConfig)| {
+            let mut c = GatewayConfig::new("gw");
+            f(&mut c.openvpn);
+            c.validate().map(|_| ()).map_err(|e| e.to_string())
+        };
+        let e = check(&|o| o.tcp_max_connections = 0).unwrap_err();
+        assert!(
+            e.contains("`openvpn.tcp_max_connections`") && e.contains("10000"),
+            "{e}"
+        );
+        let e = check(&|o| o.tcp_max_per_ip = 0).unwrap_err();
+        assert!(
+            e.contains("`openvpn.tcp_max_per_ip`") && e.contains("64"),
+            "{e}"
+        );
+        let e = check(&|o| {
+            o.tcp_max_connections = 10;
+            o.tcp_max_per_ip = 11;
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("`openvpn.tcp_max_per_ip`") && e.contains("(10)"),
+            "{e}"
+        );
+        let e = check(&|o| o.tcp_handshake_timeout = "soon".into()).unwrap_err();
+        assert!(
+            e.contains("`openvpn.tcp_handshake_timeout`") && e.contains("\"30s\""),
+            "{e}"
+        );
+        let e = check(&|o| o.tcp_handshake_timeout = "0".into()).unwrap_err();
+        assert!(e.contains("`openvpn.tcp_handshake_timeout`"), "{e}");
+        let e = check(&|o| o.tcp_handshake_timeout = "1h".into()).unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
     }
 
     #[test]

@@ -134,12 +134,12 @@ pub fn reload_openvpn(
 
 /// The CRLs in the PKI's `crl.pem` (DER); none when the file is missing.
 pub fn read_crls(pki: &PkiPaths) -> Result<Vec<Vec<u8>>> {
-    match std::fs::read(&pki.crl) {
-        Ok(pem) => Ok(crls_from_pem(&pem)
+    match crate::tls::read_crl(&pki.crl)? {
+        Some(pem) => Ok(crls_from_pem(&pem)
             .with_context(|| format!("{}", pki.crl.display()))?
             .into_iter()
             .map(|c| c.as_ref().to_vec())
             .collect()),
-        Err(_) => Ok(Vec::new()),
+        None => Ok(Vec::new()),
     }
 }

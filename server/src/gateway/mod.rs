@@ -42,12 +42,63 @@ use tracing::{debug, info, warn};
 use crate::config::GatewayConfig;
 use crate::status::{ConnectionStatus, GatewayStatus};
 use crate::tls::{FileStamp, PkiPaths};
+use tcp::{Limits, TcpTimeouts};
 use worker::{Msg, Published, Reload, WorkerSetup, WorkerSockets};
 
 pub use core_config::{check_enabled, site_peers};
 
 /// Socket buffer size asked of the kernel: bursts at Gbit/s overflow the 208 KiB default.
 const SOCKET_BUFFER: usize = 4 << 20;
+
+/// File descriptors kept free of TCP connections: the CRL reload, the PKI files it reads
+/// with it, the status file, the workers' runtimes (epoll, eventfd) and the accept loop's
+/// reserve.
+const FD_HEADROOM: usize = 64;
+
+/// Raises the soft open-files limit (RLIMIT_NOFILE) to the hard limit, as servers that hold
+/// many sockets do; returns the soft limit now in force (None when unknown).
+#[allow(unsafe_code)]
+fn raise_nofile_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write the one `rlimit` struct passed, which lives
+    // for the whole call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return None;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            return Some(want.rlim_cur);
+        }
+    }
+    Some(r.rlim_cur)
+}
+
+/// Descriptors this process has open now.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// The TCP connection cap in force: `configured`, or less when the open-files limit `limit`
+/// leaves room for fewer beside the `open` descriptors and [`FD_HEADROOM`] (at least 1).
+fn tcp_cap(configured: usize, limit: Option<u64>, open: usize) -> usize {
+    match limit {
+        Some(l) => {
+            let room = usize::try_from(l)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(open + FD_HEADROOM);
+            configured.min(room).max(1)
+        }
+        None => configured,
+    }
+}
 
 /// OS randomness for the engine (the engine itself never reaches for it).
 struct OsEntropy(ring::rand::SystemRandom);
@@ -113,6 +164,8 @@ pub struct Gateway {
     offload: bool,
     /// Where `gateway.toml` (and `status.json`) live.
     config_dir: PathBuf,
+    /// Open TCP connections against their caps, and the accept loop's drop counters.
+    tcp_limits: Arc<Limits>,
 }
 
 /// The kernel's count of packets TUN device `name` dropped on the way to the gateway (its
@@ -138,6 +191,7 @@ type Group = Vec<Option<std::net::UdpSocket>>;
 impl Gateway {
     /// Loads TLS material, creates the TUN device and binds the listeners.
     pub async fn bind(cfg: GatewayConfig, config_dir: PathBuf) -> Result<Self> {
+        let nofile = raise_nofile_limit();
         let pki_dir = cfg.pki_path(&config_dir);
         let pki = PkiPaths::new(&pki_dir, &cfg.server_cert);
         let conns = cfg.connections(&config_dir)?;
@@ -233,6 +287,18 @@ impl Gateway {
             receivers.push(rx);
         }
         let inboxes = Arc::new(senders);
+        let o = &cfg.openvpn;
+        let cap = tcp_cap(o.tcp_max_connections, nofile, open_fds() + 4 * n);
+        if o.tcp_port != 0 && cap < o.tcp_max_connections {
+            warn!(
+                open_files_limit = nofile.unwrap_or(0),
+                tcp_max_connections = cap,
+                "the open-files limit (RLIMIT_NOFILE) leaves room for only {cap} TCP connections: `openvpn.tcp_max_connections` = {} is lowered to {cap} (raise the limit, e.g. LimitNOFILE= in the systemd unit)",
+                o.tcp_max_connections
+            );
+        }
+        let tcp_limits = Limits::new(cap, o.tcp_max_per_ip.min(cap));
+        let tcp_timeouts = TcpTimeouts::from_config(o);
         let published: Vec<Arc<Mutex<Published>>> = (0..n)
             .map(|_| Arc::new(Mutex::new(Published::default())))
             .collect();
@@ -253,6 +319,7 @@ impl Gateway {
                 inbox,
                 peers: inboxes.clone(),
                 published: published[index].clone(),
+                tcp_timeouts,
             });
         }
         Ok(Self {
@@ -268,13 +335,18 @@ impl Gateway {
             steered,
             offload,
             config_dir,
+            tcp_limits,
         })
     }
 
     /// Serves until SIGINT/SIGTERM.
     pub async fn run(mut self) -> Result<()> {
         if let Some(listener) = self.tcp.take() {
-            tokio::spawn(tcp::accept_loop(listener, self.inboxes.clone()));
+            tokio::spawn(tcp::accept_loop(
+                listener,
+                self.inboxes.clone(),
+                self.tcp_limits.clone(),
+            ));
         }
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing SIGTERM handler")?;
@@ -307,6 +379,8 @@ impl Gateway {
             workers = n,
             steering = if self.steered { "source-address" } else { "kernel-hash" },
             tun_offload = self.offload,
+            tcp_max_connections = self.tcp_limits.max_total(),
+            tcp_max_per_ip = self.tcp_limits.max_per_ip(),
             "gateway ready"
         );
         let mut files_tick = tokio::time::interval(Duration::from_secs(2));
@@ -327,7 +401,7 @@ impl Gateway {
                         // Packets the kernel dropped because the TUN queues were full (the
                         // workers did not read them in time): not in the core's counters.
                         let tun_dropped = tun_tx_dropped(&self.cfg.tun_name);
-                        info!(sessions = s.tunnels, clients = s.clients.len(), leased, drops = %drops, tun_tx_dropped = tun_dropped, "status");
+                        info!(sessions = s.tunnels, clients = s.clients.len(), leased, tcp_connections = self.tcp_limits.open(), drops = %drops, tun_tx_dropped = tun_dropped, "status");
                     }
                 }
             }
@@ -416,12 +490,14 @@ impl Gateway {
             // One pool: every worker sees the same count.
             leased = p.leased;
         }
+        // Connections refused or shed at accept (counted on this thread).
+        drops.add(&self.tcp_limits.drops());
         (merged, drops, leased)
     }
 
     /// Rewrites `status.json` for `gatehoused status` from what the workers published.
     fn write_status(&self) {
-        let (mut merged, _, _) = self.merged();
+        let (mut merged, drops, _) = self.merged();
         // Connections in configuration order, whichever worker holds them.
         let order: Vec<String> = self
             .cfg
@@ -439,6 +515,8 @@ impl Gateway {
         let status = GatewayStatus {
             updated: crate::status::now_secs(),
             clients: merged.clients.len(),
+            tcp_connections: self.tcp_limits.open(),
+            drops: drops.to_string(),
             connections: merged
                 .sites
                 .into_iter()
@@ -456,5 +534,22 @@ impl Gateway {
         if let Err(e) = crate::status::write(&self.config_dir, &status) {
             debug!(error = %format!("{e:#}"), "cannot write the status file");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tcp_cap_leaves_descriptors_free() {
+        // Room enough: the configured cap.
+        assert_eq!(tcp_cap(10_000, Some(65_536), 40), 10_000);
+        assert_eq!(tcp_cap(10_000, None, 40), 10_000);
+        // A low limit: what is left after the open descriptors and the headroom.
+        assert_eq!(tcp_cap(10_000, Some(1024), 40), 1024 - 40 - FD_HEADROOM);
+        // Never 0 (the listener still answers, refusing).
+        assert_eq!(tcp_cap(10_000, Some(50), 40), 1);
+        assert_eq!(tcp_cap(10_000, Some(u64::MAX), 40), 10_000);
     }
 }

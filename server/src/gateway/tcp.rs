@@ -3,22 +3,118 @@
 //!
 //! Both directions move in batches: a read hands the core every complete packet it brought
 //! in one event, and the writer frames every packet waiting in its queue into one write.
+//!
+//! A port anyone can reach must not be exhaustible, so every connection is bounded:
+//! - at accept, by a gateway-wide cap (`openvpn.tcp_max_connections`) and a cap per source
+//!   address (`openvpn.tcp_max_per_ip`; IPv6 by /64), held as a [`Permit`] until the socket is
+//!   closed; refused connections are reset at once and counted (`tcplimit`, `tcpperip`);
+//! - in time: the OpenVPN handshake must complete within `openvpn.tcp_handshake_timeout`
+//!   (`tcphandshake`), a connection that sends nothing for [`TcpTimeouts::idle`] or does not
+//!   take what the gateway writes for as long is closed (`tcpidle`), and the kernel's TCP
+//!   keepalive notices peers that vanished;
+//! - when the session ends (disconnect, refusal, revocation, replacement, timeout: the core's
+//!   `Event::StreamEnded`), the worker drops the connection's queue: the writer sends what is
+//!   queued, shuts the connection down and the socket is closed;
+//! - out of file descriptors (EMFILE/ENFILE), the accept loop sheds the waiting connection
+//!   with a reserve descriptor, backs off briefly and keeps serving (`tcpaccept`).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use gatehouse_engine::gateway::{Drop as DropReason, Drops};
 use gatehouse_engine::wire::openvpn::{TcpDeframer, tcp_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
 
 use super::worker::Msg;
-use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 /// Depth of a connection's outgoing queue; when full, packets are dropped like UDP would.
 const OUT_QUEUE: usize = 1024;
 /// Bytes the writer gathers from its queue into one write.
 const WRITE_BATCH: usize = 64 * 1024;
+/// How long a connection the gateway ends gets for its FIN once what was queued is written.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the accept loop pauses after the process ran out of file descriptors.
+const FD_BACKOFF: Duration = Duration::from_millis(50);
+/// TCP keepalive on accepted connections: first probe after this much silence...
+const KEEPALIVE_TIME: Duration = Duration::from_secs(30);
+/// ...then one probe this often...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ...and the connection is dropped by the kernel after this many unanswered.
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// How long connections may take.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TcpTimeouts {
+    /// From accept until the OpenVPN session is established.
+    pub handshake: Duration,
+    /// Without a byte from the client, or with a write the client does not take.
+    pub idle: Duration,
+}
+
+impl TcpTimeouts {
+    /// From `gateway.toml`: the handshake timeout as configured; idle 1.5 x `ping_restart`
+    /// (90 s by default): a client pings every `ping` and gives up itself after
+    /// `ping_restart` without traffic, so a connection silent for longer is dead. (The core
+    /// ends a silent session after 2 x `ping_restart`, and then the connection with it.)
+    pub fn from_config(o: &crate::config::OpenVpnConfig) -> Self {
+        let parse = |s: &str, d: u64| {
+            crate::config::parse_duration(s)
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(d))
+        };
+        let restart = parse(&o.ping_restart, 60);
+        TcpTimeouts {
+            handshake: parse(&o.tcp_handshake_timeout, 30),
+            idle: restart + restart / 2,
+        }
+    }
+}
+
+/// What ended a connection.
+#[derive(Debug)]
+pub enum Ended {
+    /// The client closed it.
+    ByClient,
+    /// The client broke the 2-byte length framing.
+    Framing(String),
+    /// Nothing from the client for [`TcpTimeouts::idle`].
+    Idle,
+    /// The client did not take what the gateway wrote for [`TcpTimeouts::idle`].
+    Stalled,
+    /// A read or write failed (reset, keepalive timeout).
+    Error(String),
+    /// The gateway closed it (the worker dropped its queue).
+    ByGateway,
+}
+
+impl Ended {
+    /// For the core and the log (`client disconnected reason=TCP ...`).
+    pub fn reason(&self) -> String {
+        match self {
+            Ended::ByClient => "connection closed by client".into(),
+            Ended::Framing(e) => format!("bad framing: {e}"),
+            Ended::Idle => "idle timeout".into(),
+            Ended::Stalled => "client not reading".into(),
+            Ended::Error(e) => e.clone(),
+            Ended::ByGateway => "closed by the gateway".into(),
+        }
+    }
+
+    /// The drop counter this end counts in, if any.
+    pub fn drop_reason(&self) -> Option<DropReason> {
+        match self {
+            Ended::Framing(_) => Some(DropReason::TcpFraming),
+            Ended::Idle | Ended::Stalled => Some(DropReason::TcpIdle),
+            _ => None,
+        }
+    }
+}
 
 /// What TCP connections tell the gateway core.
 #[derive(Debug)]
@@ -39,35 +135,255 @@ pub enum TcpEvent {
         /// One or more framed packets.
         frames: Vec<u8>,
     },
-    /// The connection closed or broke framing.
+    /// `openvpn.tcp_handshake_timeout` passed since the connection was accepted: the worker
+    /// closes it unless its session is established.
+    HandshakeDeadline {
+        /// Connection id.
+        conn: u64,
+    },
+    /// The connection is closed.
     Closed {
         /// Connection id.
         conn: u64,
         /// Why.
-        reason: String,
+        ended: Ended,
     },
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// `tcp_max_connections` are open.
+    Total,
+    /// `tcp_max_per_ip` are open from its address.
+    PerIp,
+}
+
+/// The key connections are counted under: an IPv4 address (also written as IPv4-mapped
+/// IPv6), or an IPv6 /64 (one subscriber's prefix: counting single IPv6 addresses would
+/// let one host open a cap's worth from each of its 2^64 addresses).
+pub(super) fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => IpAddr::V4(a),
+        IpAddr::V6(a) => {
+            let prefix = u128::from(a) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+    }
+}
+
+/// The caps on open TCP connections, shared by the accept loop (which takes permits) and the
+/// workers (whose connections give them back when their socket closes).
+#[derive(Debug)]
+pub(super) struct Limits {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Mutex<LimitState>,
+}
+
+#[derive(Debug, Default)]
+struct LimitState {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    /// Refused and shed connections (the accept loop's drop counters).
+    drops: Drops,
+}
+
+impl Limits {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Limits {
+            max_total,
+            max_per_ip,
+            state: Mutex::new(LimitState::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LimitState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A permit for one more connection from `ip`, or why not (the refusal is counted).
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
+        let key = ip_key(ip);
+        let mut s = self.state();
+        let refusal = if s.total >= self.max_total {
+            Some((Refusal::Total, DropReason::TcpLimit))
+        } else if s.per_ip.get(&key).copied().unwrap_or(0) >= self.max_per_ip {
+            Some((Refusal::PerIp, DropReason::TcpPerIp))
+        } else {
+            None
+        };
+        if let Some((r, d)) = refusal {
+            s.drops.count(d);
+            return Err(r);
+        }
+        s.total += 1;
+        *s.per_ip.entry(key).or_default() += 1;
+        Ok(Permit {
+            limits: self.clone(),
+            key,
+        })
+    }
+
+    fn release(&self, key: IpAddr) {
+        let mut s = self.state();
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_ip.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_ip.remove(&key);
+            }
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.state().total
+    }
+
+    /// Addresses (IPv6 /64s) with connections open now.
+    #[cfg(test)]
+    pub fn addresses(&self) -> usize {
+        self.state().per_ip.len()
+    }
+
+    /// Counts `why`; returns the count so far (to log the 1st, 2nd, 4th, 8th...).
+    pub fn count(&self, why: DropReason) -> u64 {
+        let mut s = self.state();
+        s.drops.count(why);
+        s.drops.get(why)
+    }
+
+    /// How many were counted as `why`.
+    pub fn count_of(&self, why: DropReason) -> u64 {
+        self.state().drops.get(why)
+    }
+
+    /// The accept loop's drop counters.
+    pub fn drops(&self) -> Drops {
+        self.state().drops.clone()
+    }
+
+    pub fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    pub fn max_per_ip(&self) -> usize {
+        self.max_per_ip
+    }
+}
+
+/// One open connection's place under the caps, given back when dropped (when both halves of
+/// the connection are gone, i.e. its socket is closed).
+#[derive(Debug)]
+pub struct Permit {
+    limits: Arc<Limits>,
+    key: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limits.release(self.key);
+    }
+}
+
+/// Whether an accept error means the process or system is out of file descriptors (or socket
+/// memory): the waiting connection stays queued and the listener stays readable.
+fn out_of_fds(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// A descriptor held in reserve: freed when accept runs out of descriptors, so the waiting
+/// connection can be accepted and closed instead of filling the backlog.
+fn reserve_fd() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Closes a refused connection with a reset: nothing is left in the kernel for it.
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
 }
 
 /// Accepts connections forever and hands each to the worker its client's address steers to
 /// (as its UDP traffic would be), which runs the connection's tasks on its own thread.
-pub async fn accept_loop(listener: TcpListener, workers: Arc<Vec<mpsc::Sender<Msg>>>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    workers: Arc<Vec<mpsc::Sender<Msg>>>,
+    limits: Arc<Limits>,
+) {
     let mut next_conn = 1u64;
+    let mut reserve = reserve_fd();
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
+            Err(e) if out_of_fds(&e) => {
+                let shed = limits.count(DropReason::TcpAccept);
+                if shed.is_power_of_two() {
+                    warn!(error = %e, shed, open = limits.open(), "out of file descriptors: TCP connections are shed (raise the open-files limit, e.g. LimitNOFILE=, or lower `openvpn.tcp_max_connections`)");
+                }
+                // Free the reserve, take the waiting connection and close it, take the
+                // reserve back: the client is refused instead of waiting in the backlog.
+                drop(reserve.take());
+                if let Ok(Ok((s, _))) =
+                    tokio::time::timeout(Duration::from_millis(1), listener.accept()).await
+                {
+                    reset(s);
+                }
+                reserve = reserve_fd();
+                tokio::time::sleep(FD_BACKOFF).await;
+                continue;
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // The client went away before we took it (ECONNABORTED) and the like.
+                debug!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        if reserve.is_none() {
+            reserve = reserve_fd();
+        }
+        let permit = match limits.try_acquire(remote.ip()) {
+            Ok(p) => p,
+            Err(r) => {
+                let (why, key, max, n) = match r {
+                    Refusal::Total => (
+                        "too many TCP connections",
+                        "openvpn.tcp_max_connections",
+                        limits.max_total(),
+                        limits.count_of(DropReason::TcpLimit),
+                    ),
+                    Refusal::PerIp => (
+                        "too many TCP connections from this address",
+                        "openvpn.tcp_max_per_ip",
+                        limits.max_per_ip(),
+                        limits.count_of(DropReason::TcpPerIp),
+                    ),
+                };
+                // The 1st, 2nd, 4th, 8th... of each reason: visible, bounded under a flood.
+                if n.is_power_of_two() {
+                    info!(remote = %remote, reason = why, limit = %format!("{key} = {max}"), refused = n, "TCP connection refused");
+                }
+                reset(stream);
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_TIME)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let conn = next_conn;
         next_conn += 1;
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot hand a TCP connection to a worker");
+                warn!(error = %e, "cannot hand a TCP connection to a worker");
                 continue;
             }
         };
@@ -76,6 +392,7 @@ pub async fn accept_loop(listener: TcpListener, workers: Arc<Vec<mpsc::Sender<Ms
             conn,
             remote,
             stream,
+            permit,
         };
         if workers[w].send(msg).await.is_err() {
             return;
@@ -84,14 +401,17 @@ pub async fn accept_loop(listener: TcpListener, workers: Arc<Vec<mpsc::Sender<Ms
 }
 
 /// Runs connection `conn` on the calling worker's runtime: one reader and one writer task,
-/// reporting to the worker through `events`.
-pub fn spawn_conn(
+/// reporting to the worker through `events`. The connection holds `permit` until its socket
+/// is closed.
+pub(super) fn spawn_conn(
     stream: TcpStream,
     conn: u64,
     remote: SocketAddr,
     events: mpsc::Sender<TcpEvent>,
+    permit: Permit,
+    timeouts: TcpTimeouts,
 ) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
     if events
         .try_send(TcpEvent::Opened { conn, remote, tx })
         .is_err()
@@ -99,36 +419,75 @@ pub fn spawn_conn(
         // The worker is overwhelmed: refuse the connection (dropping it closes it).
         return;
     }
-    {
-        let (mut rd, mut wr) = stream.into_split();
-        tokio::spawn(async move {
-            let mut framed = Vec::with_capacity(WRITE_BATCH + 2048);
-            while let Some(p) = rx.recv().await {
-                framed.clear();
-                tcp_frame(&p, &mut framed);
-                // Everything else already queued goes out in the same write.
-                while framed.len() < WRITE_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => tcp_frame(&p, &mut framed),
-                        Err(_) => break,
-                    }
-                }
-                if wr.write_all(&framed).await.is_err() {
-                    break;
-                }
+    let permit = Arc::new(permit);
+    let (rd, wr) = stream.into_split();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(write_loop(wr, rx, stop_tx, timeouts.idle, permit.clone()));
+    tokio::spawn(read_loop(rd, conn, events, stop_rx, timeouts, permit));
+}
+
+/// Writes what the core queues until the worker drops the queue (then sends the FIN) or
+/// the client stops taking it; tells the reader why it stopped.
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    stop: oneshot::Sender<Ended>,
+    stall: Duration,
+    _permit: Arc<Permit>,
+) {
+    let mut framed = Vec::with_capacity(WRITE_BATCH + 2048);
+    let ended = loop {
+        // None once the worker dropped the sender and everything queued was taken.
+        let Some(p) = rx.recv().await else {
+            break Ended::ByGateway;
+        };
+        framed.clear();
+        tcp_frame(&p, &mut framed);
+        // Everything else already queued goes out in the same write.
+        while framed.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(p) => tcp_frame(&p, &mut framed),
+                Err(_) => break,
             }
-            let _ = wr.shutdown().await;
-        });
-        let events = events.clone();
-        tokio::spawn(async move {
-            let mut deframer = TcpDeframer::new();
-            let mut buf = vec![0u8; 65536];
-            let reason = loop {
-                let n = match rd.read(&mut buf).await {
-                    Ok(0) => break "connection closed by client".to_owned(),
+        }
+        match tokio::time::timeout(stall, wr.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break Ended::Error(format!("write error: {e}")),
+            Err(_) => break Ended::Stalled,
+        }
+    };
+    if matches!(ended, Ended::ByGateway) {
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, wr.shutdown()).await;
+    }
+    let _ = stop.send(ended);
+}
+
+/// Reads and deframes until the client closes, breaks framing, goes idle, or the writer
+/// stopped; asks the worker to check the handshake once its time is up; reports the end.
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    conn: u64,
+    events: mpsc::Sender<TcpEvent>,
+    mut stop: oneshot::Receiver<Ended>,
+    timeouts: TcpTimeouts,
+    _permit: Arc<Permit>,
+) {
+    let mut deframer = TcpDeframer::new();
+    let mut buf = vec![0u8; 65536];
+    let handshake = tokio::time::sleep(timeouts.handshake);
+    tokio::pin!(handshake);
+    let mut handshake_checked = false;
+    let idle = tokio::time::sleep(timeouts.idle);
+    tokio::pin!(idle);
+    let ended = loop {
+        tokio::select! {
+            r = rd.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) => break Ended::ByClient,
                     Ok(n) => n,
-                    Err(e) => break format!("read error: {e}"),
+                    Err(e) => break Ended::Error(format!("read error: {e}")),
                 };
+                idle.as_mut().reset(tokio::time::Instant::now() + timeouts.idle);
                 deframer.push(&buf[..n]);
                 let mut broken = None;
                 let mut frames = Vec::new();
@@ -137,7 +496,7 @@ pub fn spawn_conn(
                         Ok(Some(frame)) => tcp_frame(frame, &mut frames),
                         Ok(None) => break,
                         Err(e) => {
-                            broken = Some(format!("bad framing: {e}"));
+                            broken = Some(e.to_string());
                             break;
                         }
                     }
@@ -150,11 +509,109 @@ pub fn spawn_conn(
                 {
                     return;
                 }
-                if let Some(r) = broken {
-                    break r;
+                if let Some(e) = broken {
+                    break Ended::Framing(e);
                 }
-            };
-            let _ = events.send(TcpEvent::Closed { conn, reason }).await;
-        });
+            }
+            _ = &mut handshake, if !handshake_checked => {
+                handshake_checked = true;
+                if events.send(TcpEvent::HandshakeDeadline { conn }).await.is_err() {
+                    return;
+                }
+            }
+            _ = &mut idle => break Ended::Idle,
+            e = &mut stop => break e.unwrap_or(Ended::ByGateway),
+        }
+    };
+    let _ = events.send(TcpEvent::Closed { conn, ended }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn per_address_cap() {
+        let l = Limits::new(100, 3);
+        let mut a: Vec<Permit> = (0..3)
+            .map(|_| l.try_acquire(ip("10.0.0.1")).expect("under the cap"))
+            .collect();
+        assert_eq!(l.try_acquire(ip("10.0.0.1")).err(), Some(Refusal::PerIp));
+        // Another address is not affected.
+        let b = l.try_acquire(ip("10.0.0.2")).expect("another address");
+        assert_eq!(l.open(), 4);
+        assert_eq!(l.addresses(), 2);
+        // A closed connection frees its place.
+        drop(a.pop());
+        let again = l.try_acquire(ip("10.0.0.1")).expect("a place was freed");
+        assert_eq!(l.try_acquire(ip("10.0.0.1")).err(), Some(Refusal::PerIp));
+        assert_eq!(l.drops().get(DropReason::TcpPerIp), 2);
+        assert_eq!(l.drops().get(DropReason::TcpLimit), 0);
+        drop((a, b, again));
+        assert_eq!(l.open(), 0);
+    }
+
+    #[test]
+    fn global_cap() {
+        let l = Limits::new(4, 3);
+        let mut held = Vec::new();
+        for a in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.3"] {
+            held.push(l.try_acquire(ip(a)).expect("under the caps"));
+        }
+        // Full: every address is refused, whatever its own count.
+        assert_eq!(l.try_acquire(ip("10.0.0.9")).err(), Some(Refusal::Total));
+        assert_eq!(l.try_acquire(ip("10.0.0.3")).err(), Some(Refusal::Total));
+        assert_eq!(l.drops().get(DropReason::TcpLimit), 2);
+        held.pop();
+        assert!(l.try_acquire(ip("10.0.0.9")).is_ok());
+    }
+
+    #[test]
+    fn everything_is_given_back() {
+        let l = Limits::new(1000, 10);
+        let held: Vec<Permit> = (0..500u32)
+            .filter_map(|i| l.try_acquire(IpAddr::from([10, 0, (i % 60) as u8, 1])).ok())
+            .collect();
+        assert_eq!(l.open(), 500);
+        assert_eq!(l.addresses(), 60);
+        drop(held);
+        assert_eq!(l.open(), 0);
+        // No entry left behind per address (memory stays flat under churn).
+        assert_eq!(l.addresses(), 0);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let l = Limits::new(100, 2);
+        let _a = l.try_acquire(ip("2001:db8:1:2::1")).expect("first");
+        let _b = l.try_acquire(ip("2001:db8:1:2:ffff::9")).expect("second");
+        // A third address of the same /64 is the same subscriber.
+        assert_eq!(
+            l.try_acquire(ip("2001:db8:1:2:abcd::1")).err(),
+            Some(Refusal::PerIp)
+        );
+        assert!(l.try_acquire(ip("2001:db8:1:3::1")).is_ok());
+        let _c = l.try_acquire(ip("192.0.2.7")).expect("ipv4");
+        let _d = l
+            .try_acquire(ip("::ffff:192.0.2.7"))
+            .expect("mapped, same address");
+        assert_eq!(l.try_acquire(ip("192.0.2.7")).err(), Some(Refusal::PerIp));
+    }
+
+    #[test]
+    fn timeouts_follow_the_configuration() {
+        let mut o = crate::config::OpenVpnConfig::default();
+        let t = TcpTimeouts::from_config(&o);
+        assert_eq!(t.handshake, Duration::from_secs(30));
+        assert_eq!(t.idle, Duration::from_secs(90));
+        o.tcp_handshake_timeout = "3s".into();
+        o.ping_restart = "4s".into();
+        let t = TcpTimeouts::from_config(&o);
+        assert_eq!(t.handshake, Duration::from_secs(3));
+        assert_eq!(t.idle, Duration::from_secs(6));
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse_engine::gateway::{
-    CoreStatus, Dest, Drop, Drops, Forward, GatewayCore, Listener, StreamId,
+    CoreStatus, Dest, Drop, Drops, Event, Forward, GatewayCore, Listener, StreamId,
 };
 use gatehouse_engine::ikev2::responder::ResponderConfig;
 use gatehouse_engine::openvpn::server::ServerConfig;
@@ -23,7 +23,7 @@ use gatehouse_netio::udp::{BatchSocket, RecvBatch, SendQueue};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::tcp::TcpEvent;
+use super::tcp::{Permit, TcpEvent, TcpTimeouts};
 
 /// Reads (each a batch) one source may hand the core per turn before the others get theirs.
 const BURST: usize = 8;
@@ -49,6 +49,8 @@ pub(super) enum Msg {
         remote: SocketAddr,
         /// The socket (registered with this worker's runtime on arrival).
         stream: std::net::TcpStream,
+        /// Its place under the connection caps, held until the socket is closed.
+        permit: Permit,
     },
     /// Reload the CRL and the configurations that carry it.
     Reload(Arc<Reload>),
@@ -81,7 +83,19 @@ pub(super) struct WorkerSetup {
     pub inbox: mpsc::Receiver<Msg>,
     pub peers: Arc<Vec<mpsc::Sender<Msg>>>,
     pub published: Arc<Mutex<Published>>,
+    pub tcp_timeouts: TcpTimeouts,
 }
+
+/// A TCP connection as the worker holds it: dropping it closes the connection (once what is
+/// queued is written).
+struct Stream {
+    /// Its send queue.
+    tx: mpsc::Sender<Vec<u8>>,
+    /// The client.
+    remote: SocketAddr,
+}
+
+type Streams = std::collections::HashMap<StreamId, Stream>;
 
 /// The sockets and their send queues.
 struct Sockets {
@@ -119,8 +133,8 @@ struct Worker {
     index: usize,
     core: GatewayCore,
     sockets: Sockets,
-    /// TCP connections' send queues.
-    streams: std::collections::HashMap<StreamId, mpsc::Sender<Vec<u8>>>,
+    /// TCP connections.
+    streams: Streams,
     tun: Arc<tun_rs::AsyncDevice>,
     /// Decrypted packets on their way to TUN.
     tun_out: TunWriter,
@@ -128,6 +142,7 @@ struct Worker {
     published: Arc<Mutex<Published>>,
     /// Events of this worker's TCP connections.
     tcp_tx: mpsc::Sender<TcpEvent>,
+    tcp_timeouts: TcpTimeouts,
 }
 
 /// Runs a worker on the calling thread until it is told to stop.
@@ -149,6 +164,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             inbox,
             peers,
             published,
+            tcp_timeouts,
         } = setup;
         let worker = Worker {
             index,
@@ -165,6 +181,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             peers,
             published,
             tcp_tx,
+            tcp_timeouts,
         };
         worker.serve(inbox, tcp_rx, tun_mtu).await;
         Ok(())
@@ -337,8 +354,16 @@ impl Worker {
                 conn,
                 remote,
                 stream,
+                permit,
             } => match tokio::net::TcpStream::from_std(stream) {
-                Ok(s) => super::tcp::spawn_conn(s, conn, remote, self.tcp_tx.clone()),
+                Ok(s) => super::tcp::spawn_conn(
+                    s,
+                    conn,
+                    remote,
+                    self.tcp_tx.clone(),
+                    permit,
+                    self.tcp_timeouts,
+                ),
                 Err(e) => warn!(error = %e, "cannot serve a TCP connection"),
             },
             Msg::Reload(r) => {
@@ -431,10 +456,14 @@ impl Worker {
         let now = Instant::now();
         match ev {
             TcpEvent::Opened { conn, remote, tx } => {
-                self.streams.insert(conn, tx);
+                self.streams.insert(conn, Stream { tx, remote });
                 self.core.handle_stream_open(conn, remote);
             }
             TcpEvent::Packets { conn, frames } => {
+                if !self.streams.contains_key(&conn) {
+                    // Closed by the gateway; the reader had these on the way.
+                    return;
+                }
                 let mut rest = &frames[..];
                 while let [hi, lo, tail @ ..] = rest {
                     let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
@@ -449,27 +478,64 @@ impl Worker {
                     self.flush();
                 }
             }
-            TcpEvent::Closed { conn, reason } => {
-                if reason.starts_with("bad framing") {
-                    self.core.count_drop(Drop::TcpFraming);
+            TcpEvent::HandshakeDeadline { conn } => {
+                let Some(remote) = self.streams.get(&conn).map(|s| s.remote) else {
+                    return;
+                };
+                if !self.core.stream_established(conn) {
+                    self.core.count_drop(Drop::TcpHandshake);
+                    let n = self.core.drops().get(Drop::TcpHandshake);
+                    // The 1st, 2nd, 4th, 8th...: visible, bounded under a flood.
+                    if n.is_power_of_two() {
+                        info!(remote = %remote, timeout = ?self.tcp_timeouts.handshake, closed = n, worker = self.index, "TCP connection closed: no OpenVPN handshake in time (`openvpn.tcp_handshake_timeout`)");
+                    }
+                    self.close_stream(now, conn, "TCP handshake timeout");
                 }
-                self.streams.remove(&conn);
-                self.core.handle_stream_closed(now, conn, &reason);
+            }
+            TcpEvent::Closed { conn, ended } => {
+                // A connection the gateway closed was already reported to the core.
+                let Some(s) = self.streams.remove(&conn) else {
+                    return;
+                };
+                if let Some(why) = ended.drop_reason() {
+                    self.core.count_drop(why);
+                    if why == Drop::TcpIdle && self.core.drops().get(why).is_power_of_two() {
+                        info!(remote = %s.remote, reason = %ended.reason(), closed = self.core.drops().get(why), worker = self.index, "TCP connection closed");
+                    }
+                }
+                self.core.handle_stream_closed(now, conn, &ended.reason());
             }
         }
         self.flush();
     }
 
+    /// Closes TCP connection `conn` from the gateway's side: its writer sends what is queued,
+    /// then the FIN, and the socket is closed; the core forgets the connection.
+    fn close_stream(&mut self, now: Instant, conn: StreamId, reason: &str) {
+        if self.streams.remove(&conn).is_some() {
+            debug!(worker = self.index, conn, reason, "closing TCP connection");
+        }
+        self.core.handle_stream_closed(now, conn, reason);
+    }
+
     /// Sends what the core queued; logs nothing per packet (the core logs what matters).
     fn flush(&mut self) {
-        while let Some(t) = self.core.poll_transmit() {
-            if let Err(why) = send_to(&mut self.sockets, &self.streams, t.dest, &t.payload) {
-                self.core.count_drop(why);
+        loop {
+            while let Some(t) = self.core.poll_transmit() {
+                if let Err(why) = send_to(&mut self.sockets, &self.streams, t.dest, &t.payload) {
+                    self.core.count_drop(why);
+                }
             }
-        }
-        while let Some(ev) = self.core.poll_event() {
+            let Some(ev) = self.core.poll_event() else {
+                break;
+            };
             // The core logs what operators read (connects, refusals, revocations, roaming).
             debug!(worker = self.index, event = ?ev, "core event");
+            if let Event::StreamEnded { stream } = ev {
+                // Its last packets (AUTH_FAILED, RESTART...) are queued already: every
+                // transmit before the event is out.
+                self.close_stream(Instant::now(), stream, "session ended");
+            }
         }
     }
 
@@ -492,12 +558,7 @@ async fn recv(sock: &Option<Arc<BatchSocket>>, batch: &mut RecvBatch) -> std::io
 
 /// Queues one datagram (sent at the end of the batch) or sends one TCP frame without
 /// waiting: a full buffer drops it.
-fn send_to(
-    sockets: &mut Sockets,
-    streams: &std::collections::HashMap<StreamId, mpsc::Sender<Vec<u8>>>,
-    dest: Dest,
-    bytes: &[u8],
-) -> Result<(), Drop> {
+fn send_to(sockets: &mut Sockets, streams: &Streams, dest: Dest, bytes: &[u8]) -> Result<(), Drop> {
     match dest {
         Dest::Udp { from, to } => {
             if let Some((s, q)) = sockets.get(from) {
@@ -507,7 +568,7 @@ fn send_to(
         }
         Dest::Stream(id) => match streams.get(&id) {
             // A full queue means the client is not reading; drop like UDP would.
-            Some(tx) => tx.try_send(bytes.to_vec()).map_err(|_| Drop::StreamFull),
+            Some(s) => s.tx.try_send(bytes.to_vec()).map_err(|_| Drop::StreamFull),
             None => Ok(()),
         },
     }
