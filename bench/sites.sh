@@ -24,6 +24,7 @@
 # Usage (root): bench/sites.sh
 # Knobs: SITES=100 HOLD=60 PPS=2 PACKET=100 CHILD_LIFETIME=20 IKE_LIFETIME=30 CONCURRENCY=32
 #        THREADS=1 (loadgen threads)  PIN=0 (1: gateway on core 1, loadgen on core 0)
+#        POLICY=0 (1: policy-based connections, selectors 10.200.i.0/24 <-> the LAN; default route-based)
 #        BIN_DIR=target/release  NO_BUILD=1 (use existing binaries)  KEEP=1 (keep the work dir)
 #        RESULTS=file (default bench/results-sites.md)  WAIT_IDLE=30 (0 = don't wait)
 set -euo pipefail
@@ -41,6 +42,7 @@ IKE_LIFETIME=${IKE_LIFETIME:-30}
 CONCURRENCY=${CONCURRENCY:-32}
 THREADS=${THREADS:-1}
 PIN=${PIN:-0}
+POLICY=${POLICY:-0}
 WAIT_IDLE=${WAIT_IDLE:-30}
 RESULTS=${RESULTS:-$ROOT/bench/results-sites.md}
 BIN_DIR=${BIN_DIR:-$ROOT/target/release}
@@ -107,6 +109,7 @@ open(path, "w").write(s)
 PY
 SITE_ARGS=(--sites "$SITES" --site-source-base $SRC_BASE --site-space-base $SPACE_BASE
            --site-psk-dir "$DD/site-keys" --site-child-lifetime "$CHILD_LIFETIME" --site-ike-lifetime "$IKE_LIFETIME")
+[ "$POLICY" = 1 ] && SITE_ARGS+=(--site-gateway-space $LAN_NET)
 { echo; "$BIN_DIR/gatehouse-loadgen" sites-config "${SITE_ARGS[@]}"; } >>"$DD/gateway.toml"
 "$BIN_DIR/gatehoused" check --config "$DD/gateway.toml" >"$WORK/check.log" 2>&1 \
   || { echo "gatehoused check failed:" >&2; tail -5 "$WORK/check.log" >&2; exit 1; }
