@@ -15,7 +15,7 @@
 # Usage (root): bench/compare.sh
 # Knobs: DURATION=10 (s per iperf3 run)  QUICK=1 (3 s runs, 10 pings, no idle wait, no record)
 #        CLIENTS=4 (clients in the multi-client cases)  UDP_RATE=200M (iperf3 -u -b, per run)
-#        PING_COUNT=50  WAIT_IDLE=30 (max s to wait for an idle machine before each measurement)
+#        PING_COUNT=200  WAIT_IDLE=30 (max s to wait for an idle machine before each measurement)
 #        BIN_DIR=target/release  GATEHOUSED=$BIN_DIR/gatehoused  GATEHOUSE_CERTS=..  GH_CLIENT=$BIN_DIR/gatehouse
 #        GHC_PROTOCOLS="openvpn-udp ikev2" (gatehouse client runs; "default" = the profile's choice)
 #        SKIP_OVPN_UDP=1 SKIP_OVPN_TCP=1 SKIP_MULTI=1 SKIP_IKEV2=1 SKIP_GHC=1 SKIP_PING=1
@@ -34,7 +34,7 @@ if [ "$QUICK" = 1 ]; then
   DURATION=${DURATION:-3}; PING_COUNT=${PING_COUNT:-10}; WAIT_IDLE=${WAIT_IDLE:-0}; RECORD=${RECORD:-0}
 fi
 DURATION=${DURATION:-10}
-PING_COUNT=${PING_COUNT:-50}
+PING_COUNT=${PING_COUNT:-200}
 WAIT_IDLE=${WAIT_IDLE:-30}
 RECORD=${RECORD:-1}
 CLIENTS=${CLIENTS:-4}
