@@ -238,7 +238,7 @@ impl ClientSession {
                         .map(|r| format!("gateway {r}"))
                         .unwrap_or_else(|| e.to_string())
                 }
-                ControlError::TlsClosed => e.to_string(),
+                ControlError::TlsClosed | ControlError::Limit(_) => e.to_string(),
             };
             // As on the gateway: only a key state that carries no traffic may fail alone.
             let newest_active = self.keys.iter().filter_map(|k| k.active_since).max();
@@ -302,6 +302,15 @@ impl ClientSession {
             std::env::consts::OS,
             ciphers.join(":")
         )
+    }
+
+    /// Test hook: sends `bytes` as control-channel text on the newest key (a misbehaving
+    /// client's messages).
+    #[cfg(test)]
+    pub(crate) fn send_control_text(&mut self, bytes: &[u8]) {
+        if let Some(k) = self.keys.last_mut() {
+            k.write_plaintext(bytes);
+        }
     }
 
     fn process_key(&mut self, now: Instant, idx: usize) {

@@ -24,7 +24,18 @@ pub enum ControlError {
     /// The peer closed TLS.
     #[error("peer closed the TLS session")]
     TlsClosed,
+    /// The peer made this key state hold more than it may: control-channel text without a
+    /// message end, or our control packets it never acknowledges.
+    #[error("control channel limit: {0}")]
+    Limit(&'static str),
 }
+
+/// Control-channel text (after TLS) buffered without a complete message before the session
+/// is closed. The largest real message, the key-method-2 exchange, is a few KiB.
+pub(crate) const MAX_PLAINTEXT: usize = 64 * 1024;
+/// Our control messages queued and not acknowledged before the session is closed (a peer
+/// asking for PUSH_REPLY again and again without acknowledging any).
+pub(crate) const MAX_SEND_QUEUE: usize = 256;
 
 /// One key_id's control and data state.
 pub(crate) struct KeyState {
@@ -95,6 +106,11 @@ impl KeyState {
         for id in pkt.acks.iter() {
             self.send.handle_ack(id);
         }
+        if self.send.queued() > MAX_SEND_QUEUE {
+            return Err(ControlError::Limit(
+                "the peer does not acknowledge our control packets",
+            ));
+        }
         if let Some(pid) = pkt.packet_id
             && let RecvOutcome::OutOfWindow = self.recv.handle_packet(pid, pkt.opcode, pkt.payload)
         {
@@ -142,7 +158,14 @@ impl KeyState {
                     self.tls_eof = true;
                     return Err(ControlError::TlsClosed);
                 }
-                Ok(n) => self.plaintext.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    self.plaintext.extend_from_slice(&buf[..n]);
+                    if self.plaintext.len() > MAX_PLAINTEXT {
+                        return Err(ControlError::Limit(
+                            "more than 64 KiB of control-channel text without a message end",
+                        ));
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(rustls::Error::General(e.to_string()).into()),
             }

@@ -116,6 +116,11 @@ impl ReliableSend {
         id
     }
 
+    /// Messages queued and not yet acknowledged (sent or waiting for the window).
+    pub fn queued(&self) -> usize {
+        self.queue.iter().filter(|e| !e.acked).count()
+    }
+
     /// Records the peer's acknowledgement of `id`. Returns whether it acknowledged
     /// something new; acks for unknown, never-sent or already acknowledged ids are ignored
     /// (peers repeat acks on purpose).

@@ -529,6 +529,8 @@ impl ServerSession {
                 },
             },
             ControlError::TlsClosed => CloseReason::Error(e.to_string()),
+            // The gateway logs the disconnect with this reason.
+            ControlError::Limit(_) => CloseReason::Error(e.to_string()),
         };
         if primary || matches!(reason, CloseReason::Refused(_)) {
             self.begin_close(now, reason);

@@ -133,7 +133,10 @@ fn a_spoofed_reset_from_a_connected_clients_address_does_not_end_its_session() {
         sim.core
             .handle_datagram(now, Listener::OpenVpnUdp, from, &reset(0xdead_0000 + sid));
         let out = transmits(&mut sim);
-        assert!(out.is_empty(), "a reset forged with a live client's address was answered");
+        assert!(
+            out.is_empty(),
+            "a reset forged with a live client's address was answered"
+        );
     }
     assert_eq!(sim.core.drops().get(Drop::LiveReset), 20);
     // A forged acknowledgement with a made-up cookie from the same address.

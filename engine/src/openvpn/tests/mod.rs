@@ -8,6 +8,7 @@
 mod basics;
 mod certs;
 mod compat;
+mod limits;
 mod link;
 mod malformed;
 mod negotiation;

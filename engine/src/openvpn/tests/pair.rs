@@ -208,6 +208,9 @@ pub(super) struct Link {
     pub block_to_server: bool,
     /// Drop everything the gateway sends.
     pub block_to_client: bool,
+    /// The client acknowledges nothing: its P_ACK_V1 are dropped and the ack lists of its
+    /// other control packets removed (a misbehaving client).
+    pub strip_client_acks: bool,
 }
 
 impl Default for Link {
@@ -220,6 +223,7 @@ impl Default for Link {
             dup_percent: 0,
             block_to_server: false,
             block_to_client: false,
+            strip_client_acks: false,
         }
     }
 }
@@ -331,6 +335,21 @@ impl Pair {
         if blocked || self.roll(self.link.loss_percent) {
             return;
         }
+        let d = if to_server && self.link.strip_client_acks {
+            match Packet::parse(&d) {
+                Ok(Packet::Control(c)) if c.opcode == Opcode::AckV1 => return,
+                Ok(Packet::Control(mut c)) => {
+                    c.acks = Default::default();
+                    c.remote_session_id = None;
+                    let mut out = Vec::new();
+                    c.emit(&mut out);
+                    out
+                }
+                _ => d,
+            }
+        } else {
+            d
+        };
         let mut at = self.now + self.link.latency;
         if self.roll(self.link.reorder_percent) {
             at += self.jitter();
