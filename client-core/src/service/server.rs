@@ -2,7 +2,9 @@
 //! ([`super::unix`]: a Unix socket checked with SO_PEERCRED; [`super::windows`]: a named pipe
 //! whose DACL decides who may open it).
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 
 use super::{Reply, Request};
 use crate::manager::Manager;
@@ -25,9 +27,23 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut lines = BufReader::new(rd).lines();
-    while let Some(line) = lines.next_line().await? {
-        let req: Request = match serde_json::from_str(&line) {
+    let mut rd = BufReader::new(rd);
+    let mut buf = Vec::new();
+    loop {
+        let line = match read_request(&mut rd, &mut buf).await? {
+            Line::Eof => return Ok(()),
+            Line::TooLong => {
+                tracing::warn!(
+                    peer,
+                    limit = MAX_REQUEST,
+                    "a front end sent a request line over the limit; closing its connection"
+                );
+                let message = format!("request longer than {} KiB", MAX_REQUEST / 1024);
+                return send(&mut wr, &Reply::Error { message }).await;
+            }
+            Line::Text(l) => l,
+        };
+        let req: Request = match serde_json::from_str(line) {
             Ok(r) => r,
             Err(e) => {
                 send(
@@ -67,7 +83,38 @@ where
         };
         send(&mut wr, &reply).await?;
     }
-    Ok(())
+}
+
+/// The longest request line a front end may send (a connect request carries a whole
+/// profile: certificates, key, wrapper key - a few KiB).
+pub(super) const MAX_REQUEST: usize = 256 * 1024;
+
+enum Line<'a> {
+    Eof,
+    TooLong,
+    Text(&'a str),
+}
+
+/// Reads one request line of at most [`MAX_REQUEST`] bytes into `buf` without ever
+/// buffering more; invalid UTF-8 comes back as text the JSON parser refuses.
+async fn read_request<'a, R: AsyncBufRead + Unpin>(
+    rd: &mut R,
+    buf: &'a mut Vec<u8>,
+) -> std::io::Result<Line<'a>> {
+    buf.clear();
+    let n = rd
+        .take(MAX_REQUEST as u64 + 1)
+        .read_until(b'\n', buf)
+        .await?;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > MAX_REQUEST {
+        return Ok(Line::TooLong);
+    }
+    Ok(Line::Text(std::str::from_utf8(buf).unwrap_or("\u{fffd}")))
 }
 
 async fn stream_updates<W: AsyncWrite + Unpin>(mut wr: W, manager: Manager) -> std::io::Result<()> {
@@ -88,5 +135,36 @@ async fn stream_updates<W: AsyncWrite + Unpin>(mut wr: W, manager: Manager) -> s
                 Err(_) => return Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn request_lines_are_bounded() {
+        let mut input = b"{\"status\":1}\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_REQUEST + 10));
+        input.push(b'\n');
+        let mut rd = BufReader::new(&input[..]);
+        let mut buf = Vec::new();
+        assert!(
+            matches!(read_request(&mut rd, &mut buf).await.unwrap(), Line::Text(t) if t == "{\"status\":1}")
+        );
+        assert!(matches!(
+            read_request(&mut rd, &mut buf).await.unwrap(),
+            Line::TooLong
+        ));
+        assert!(buf.len() <= MAX_REQUEST + 1, "buffered {}", buf.len());
+        let mut rd = BufReader::new(&b"last line without newline"[..]);
+        assert!(matches!(
+            read_request(&mut rd, &mut buf).await.unwrap(),
+            Line::Text("last line without newline")
+        ));
+        assert!(matches!(
+            read_request(&mut rd, &mut buf).await.unwrap(),
+            Line::Eof
+        ));
     }
 }

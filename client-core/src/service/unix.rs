@@ -35,7 +35,16 @@ pub async fn serve(path: &Path, manager: Manager) -> std::io::Result<()> {
     }
     tracing::info!(socket = %path.display(), "client service listening");
     loop {
-        let (stream, _) = listener.accept().await?;
+        // A failed accept (out of file descriptors, a front end gone before it was taken)
+        // must not end the service: the tunnel, its routes and DNS stay under its control.
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not accept a front end; the service goes on");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let manager = manager.clone();
         tokio::spawn(async move {
             if let Err(e) = admit(stream, manager).await {
