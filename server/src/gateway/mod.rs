@@ -498,13 +498,13 @@ impl Gateway {
     /// Rewrites `status.json` for `gatehoused status` from what the workers published.
     fn write_status(&self) {
         let (mut merged, drops, _) = self.merged();
-        // Connections in configuration order, whichever worker holds them.
-        let order: Vec<String> = self
+        // Connections in configuration order, whichever worker holds them (the names as
+        // written: resolving them again would re-read every key file every 2 s).
+        let order: Vec<&str> = self
             .cfg
-            .connections(&self.config_dir)
-            .unwrap_or_default()
+            .connections
             .iter()
-            .map(|c| c.name.clone())
+            .map(|c| c.name.as_str())
             .collect();
         merged.sites.sort_by_key(|s| {
             order
