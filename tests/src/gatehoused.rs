@@ -663,6 +663,33 @@ impl Gatehoused {
         })
     }
 
+    /// Like [`Gatehoused::start`], run through `wrapper`: a program and its arguments that
+    /// set something up and exec the rest (e.g. `["prlimit", "--nofile=200:200", "--"]`), so
+    /// the daemon keeps the wrapper's pid.
+    pub fn start_wrapped(
+        ns: &Netns,
+        dir: &GatewayDir,
+        log: &Path,
+        wrapper: &[&str],
+    ) -> Result<Gatehoused> {
+        let (program, args) = wrapper.split_first().context("an empty wrapper command")?;
+        let mut cmd = ns.command(program);
+        cmd.args(args)
+            .arg(bin("gatehoused"))
+            .arg("run")
+            .arg("--data-dir")
+            .arg(dir.path());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.env("NO_COLOR", "1");
+        let gw = Gatehoused {
+            proc: Proc::spawn(cmd, log)?,
+        };
+        gw.wait_ready(READY_TIMEOUT)?;
+        Ok(gw)
+    }
+
     /// Sends SIGTERM (a graceful stop: gatehoused tells its clients to RESTART and logs
     /// [`STOPPED`]) and waits up to `timeout` for the process to exit. Fails, with the log,
     /// if it is still running then (it is killed with SIGKILL in that case).
