@@ -631,3 +631,71 @@ fn revoking_ends_open_sessions_within_5s() -> Result<()> {
     }
     Ok(())
 }
+
+/// Deleting crl.pem under a running gateway does not turn revocation off: the gateway signs it
+/// again from the certificate registry, and a revoked client is still refused.
+#[test]
+fn a_deleted_crl_is_signed_again_and_revocations_hold() -> Result<()> {
+    let s = Setup::new("lr", 141, 1)?;
+    let gw = Gatehoused::start(&s.topo.gateway, &s.gw_dir, &s.path("gatehoused.log"))?;
+    let profile = s.gw_dir.client_profile(
+        "mallory",
+        s.topo.client(0).gateway_addr,
+        &s.path("mallory.ovpn"),
+    )?;
+    s.gw_dir.revoke("mallory")?;
+    let crl = s.gw_dir.pki().join("crl.pem");
+    // Let the gateway load the CRL with the revocation, then take the file away.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains("CRL reloaded") {
+        ensure!(
+            Instant::now() < deadline,
+            "the CRL was not reloaded\n{}",
+            gw.log_tail(20)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_file(&crl)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !crl.exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "crl.pem was not signed again\n{}",
+            gw.log_tail(20)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        gw.log()
+            .contains("signed it again from the certificate registry"),
+        "no log line says the CRL was signed again\n{}",
+        gw.log_tail(20)
+    );
+    // After the next reload mallory is refused as revoked.
+    thread::sleep(Duration::from_secs(3));
+    let before = gw.events(REFUSED).len();
+    let client = s.stock_client(0, &profile, "tun-m", &[], "mallory")?;
+    let logs = || {
+        format!(
+            "gatehoused log:\n{}\nclient log:\n{}",
+            gw.log_tail(25),
+            client.log_tail(15)
+        )
+    };
+    let refused = wait_refused(
+        &gw,
+        before,
+        |e| e.field("client") == Some("mallory") || e.remote_is(s.topo.client(0).addr),
+        || times_up(&client) > 0,
+        0,
+        "mallory",
+        &logs,
+    )?;
+    let reason = refused.field("reason").unwrap_or_default().to_lowercase();
+    ensure!(
+        reason.contains("revoked"),
+        "refused for {reason:?}: {}",
+        refused.line
+    );
+    Ok(())
+}

@@ -21,6 +21,7 @@
 //! file from what the workers publish, and stops them on SIGINT/SIGTERM.
 
 mod core_config;
+mod crl_upkeep;
 mod tcp;
 mod worker;
 pub mod wrap;
@@ -150,6 +151,8 @@ fn listeners(cfg: &GatewayConfig) -> String {
 pub struct Gateway {
     cfg: GatewayConfig,
     pki: PkiPaths,
+    /// The PKI folder (its registry signs the CRL again when it is lost or near expiry).
+    pki_dir: PathBuf,
     /// The OpenVPN configuration in force (reloaded with the CRL).
     ovpn: Arc<ServerConfig>,
     crl_stamp: FileStamp,
@@ -195,6 +198,9 @@ impl Gateway {
         let pki_dir = cfg.pki_path(&config_dir);
         let pki = PkiPaths::new(&pki_dir, &cfg.server_cert);
         let conns = cfg.connections(&config_dir)?;
+        // Revocations live in the registry: a lost crl.pem is signed again, never read as
+        // "nothing revoked".
+        crl_upkeep::ensure_present(&pki_dir, &pki.crl);
         let crl_stamp = FileStamp::of(&pki.crl);
         let now = Instant::now();
         let n = worker_count(&cfg);
@@ -325,6 +331,7 @@ impl Gateway {
         Ok(Self {
             cfg,
             pki,
+            pki_dir,
             ovpn,
             crl_stamp,
             tcp,
@@ -396,6 +403,7 @@ impl Gateway {
                     self.write_status();
                 }
                 _ = stats_tick.tick() => {
+                    crl_upkeep::refresh_if_due(&self.pki_dir, &self.pki.crl, time::OffsetDateTime::now_utc());
                     let (s, drops, leased) = self.merged();
                     if drops.total() > 0 || s.tunnels > 0 {
                         // Packets the kernel dropped because the TUN queues were full (the
@@ -427,6 +435,11 @@ impl Gateway {
     async fn check_crl(&mut self) {
         let stamp = FileStamp::of(&self.pki.crl);
         if stamp == self.crl_stamp {
+            return;
+        }
+        if !self.pki.crl.exists() {
+            // Deleted: sign it again (the next tick loads it); never reload "nothing revoked".
+            crl_upkeep::ensure_present(&self.pki_dir, &self.pki.crl);
             return;
         }
         let ike = if self.cfg.ikev2.enabled {
