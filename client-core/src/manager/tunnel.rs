@@ -204,7 +204,7 @@ pub(crate) async fn run(
         let now = Instant::now();
         while session.poll_transmit(now, &mut out) {
             if let Err(e) = link.push(&out).await {
-                return Outcome::Lost(format!("sending to the gateway failed: {e}"));
+                return link_failed(&mut stop, format!("sending to the gateway failed: {e}"));
             }
         }
         // Whatever the last turn produced leaves now: batching never holds a packet back.
@@ -214,7 +214,7 @@ pub(crate) async fn run(
         }
         match link.flush().await {
             Ok(n) => lost += n as u64,
-            Err(e) => return Outcome::Lost(format!("sending to the gateway failed: {e}")),
+            Err(e) => return link_failed(&mut stop, format!("sending to the gateway failed: {e}")),
         }
         while let Some(ev) = session.poll_event() {
             match ev {
@@ -285,7 +285,7 @@ pub(crate) async fn run(
         tokio::select! {
             r = link.recv() => {
                 if let Err(e) = r {
-                    return Outcome::Lost(format!("connection to the gateway broke: {e}"));
+                    return link_failed(&mut stop, format!("connection to the gateway broke: {e}"));
                 }
                 // This read and up to BURST more that are already waiting.
                 for i in 0..=BURST {
@@ -293,7 +293,7 @@ pub(crate) async fn run(
                         match link.try_recv() {
                             Ok(true) => {}
                             Ok(false) => break,
-                            Err(e) => return Outcome::Lost(format!("connection to the gateway broke: {e}")),
+                            Err(e) => return link_failed(&mut stop, format!("connection to the gateway broke: {e}")),
                         }
                     }
                     let now = Instant::now();
@@ -311,7 +311,7 @@ pub(crate) async fn run(
                             match deframer.pop() {
                                 Ok(Some(frame)) => rx.packet(now, frame).await,
                                 Ok(None) => break,
-                                Err(e) => return Outcome::Lost(format!("bad framing from the gateway: {e}")),
+                                Err(e) => return link_failed(&mut stop, format!("bad framing from the gateway: {e}")),
                             }
                         },
                     }
@@ -334,7 +334,7 @@ pub(crate) async fn run(
                             counters.tx_bytes += p.len() as u64;
                             counters.tx_packets += 1;
                             if let Err(e) = link.push(&out).await {
-                                return Outcome::Lost(format!("sending to the gateway failed: {e}"));
+                                return link_failed(&mut stop, format!("sending to the gateway failed: {e}"));
                             }
                         }
                     }
@@ -369,6 +369,14 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// How the loop ends when the link to the gateway fails: with what the user asked for
+/// (disconnect, another connection) if they did - over TCP the gateway closes the connection
+/// once our EXIT ended the session, which may come before the session here saw the end -
+/// else as a lost connection.
+fn link_failed(stop: &mut Option<Outcome>, reason: String) -> Outcome {
+    stop.take().unwrap_or(Outcome::Lost(reason))
 }
 
 /// Where the gateway's packets go: the session, then TUN.
