@@ -10,8 +10,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use time::{Duration, OffsetDateTime};
-use x509_parser::prelude::FromDer;
 use tracing::{error, info, warn};
+use x509_parser::prelude::FromDer;
 
 /// Re-sign when this much (or less) is left before the CRL's `nextUpdate`.
 pub const RESIGN_BEFORE: Duration = Duration::days(7);
