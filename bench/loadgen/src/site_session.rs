@@ -107,6 +107,7 @@ fn site_config(ctx: &Ctx, sc: &SiteCtx, spec: &SiteSpec) -> Arc<InitiatorConfig>
             local_ts,
             remote_ts,
             policy: Policy::default(),
+            any_remote_addr: false,
         })),
     })
 }

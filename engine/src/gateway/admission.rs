@@ -290,10 +290,22 @@ impl GatewayCore {
             Tunnel::OpenVpn(o) => Some(o.remote.ip()),
             _ => None,
         };
+        let ike_ip = match t {
+            Tunnel::Ike(i) => i.init_key.map(|(a, _)| super::ike::half_open_key(a.ip())),
+            _ => None,
+        };
         let c = t.common_mut();
         if std::mem::take(&mut c.handshaking) {
             if ike {
                 self.half_open = self.half_open.saturating_sub(1);
+                if let Some(ip) = ike_ip
+                    && let Some(n) = self.half_open_by_ip.get_mut(&ip)
+                {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.half_open_by_ip.remove(&ip);
+                    }
+                }
             } else {
                 self.handshaking = self.handshaking.saturating_sub(1);
             }

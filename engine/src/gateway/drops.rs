@@ -58,6 +58,19 @@ pub enum Drop {
     TcpIdle,
     /// A TCP connection shed at accept because the process was out of file descriptors.
     TcpAccept,
+    /// An IKE_SA_INIT request dropped: the worker holds `max_half_open` half-open IKE SAs.
+    IkeHalfOpen,
+    /// An IKE_SA_INIT request dropped: its source address (an IPv6 /64) holds
+    /// `max_half_open_per_ip` half-open IKE SAs.
+    IkePerIp,
+    /// An IKE_SA_INIT request dropped under load: it offers only MODP groups and the MODP
+    /// rate limit is spent.
+    IkeModp,
+    /// An IKE message of a known SA whose integrity check (ICV) failed.
+    IkeIntegrity,
+    /// A site's IKE_AUTH dropped: too many failed pre-shared-key authentications of the
+    /// connection recently (backoff).
+    PskBackoff,
 }
 
 /// Drop counters.

@@ -2,18 +2,81 @@
 //! count, and the ESP-in-UDP data path with one inbound SA table (owner-checked, unique SPIs)
 //! and make-before-break outbound switching on rekeys.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::shard::DirKey;
 use super::tunnel::{IkeSa, IkeTunnel, Tunnel, ike_transmit};
 use super::{Dest, Drop, Event, Forward, GatewayCore, Listener, TunnelId, worker_of_ip};
 use crate::esp::{EspSa, TableError};
-use crate::ikev2::responder::{InitOutcome, respond_to_init};
+use crate::ikev2::responder::{InitGuard, InitOutcome, respond_to_init_guarded};
 use crate::wire::ikev2::{Classified, ExchangeType, IkeHeader, strip_non_esp_marker};
+
+/// Half-open IKE SAs from one address beyond which its IKE_SA_INIT requests need a cookie
+/// even when the gateway is not under load: a spoofer cannot fill an address's share.
+const PER_IP_COOKIE_AFTER: u32 = 4;
+
+/// MODP exchanges (a costly exponentiation each) allowed per second under load, for peers
+/// that offer no cheaper group (Windows' built-in client on its defaults).
+const MODP_PER_SECOND: u32 = 10;
+
+/// A token bucket of MODP exchanges: [`MODP_PER_SECOND`], bursts of as many.
+#[derive(Debug, Default)]
+pub(super) struct ModpBudget {
+    tokens: u32,
+    refilled: Option<Instant>,
+}
+
+impl ModpBudget {
+    fn refill(&mut self, now: Instant) {
+        let Some(last) = self.refilled else {
+            self.tokens = MODP_PER_SECOND;
+            self.refilled = Some(now);
+            return;
+        };
+        let step = Duration::from_secs(1) / MODP_PER_SECOND;
+        let elapsed = now.saturating_duration_since(last);
+        let n = (elapsed.as_nanos() / step.as_nanos()).min(u128::from(MODP_PER_SECOND)) as u32;
+        if n > 0 {
+            self.tokens = (self.tokens + n).min(MODP_PER_SECOND);
+            self.refilled = Some(if self.tokens == MODP_PER_SECOND {
+                now
+            } else {
+                last + step * n
+            });
+        }
+    }
+
+    /// Whether one may be spent now.
+    fn available(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens > 0
+    }
+
+    fn spend(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = self.tokens.saturating_sub(1);
+    }
+}
+
+/// What half-open SAs are counted by: the address, or an IPv6 address's /64.
+pub(super) fn half_open_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(a) => {
+            let o = u128::from(a) & !((1u128 << 64) - 1);
+            IpAddr::V6(o.into())
+        }
+    }
+}
+
+fn is_modp(g: crate::ikev2::crypto::DhGroup) -> bool {
+    use crate::ikev2::crypto::DhGroup;
+    matches!(g, DhGroup::Modp1024 | DhGroup::Modp2048 | DhGroup::Modp3072)
+}
 
 impl GatewayCore {
     pub(super) fn ike(&self, id: TunnelId) -> Option<&IkeTunnel> {
@@ -69,13 +132,46 @@ impl GatewayCore {
                 if let Some(t) = self.ike_mut(id) {
                     t.sa.handle_message(now, from, nat_t, msg);
                 }
+                self.count_discards(id);
                 self.dirty.push(id);
                 return;
             }
-            let secret =
-                (self.half_open >= self.cfg.cookie_threshold).then_some(&self.cfg.cookie_secret);
+            let key = half_open_key(from.ip());
+            let from_ip = self.half_open_by_ip.get(&key).copied().unwrap_or(0);
+            if self.half_open >= self.cfg.max_half_open {
+                self.drops.count(Drop::IkeHalfOpen);
+                let n = self.drops.get(Drop::IkeHalfOpen);
+                if n.is_power_of_two() {
+                    warn!(remote = %from, limit = self.cfg.max_half_open, dropped = n, "too many half-open IKE SAs: IKE_SA_INIT dropped");
+                }
+                return;
+            }
+            if from_ip as usize >= self.cfg.max_half_open_per_ip {
+                self.drops.count(Drop::IkePerIp);
+                let n = self.drops.get(Drop::IkePerIp);
+                if n.is_power_of_two() {
+                    warn!(remote = %from, limit = self.cfg.max_half_open_per_ip, dropped = n, "too many half-open IKE SAs from one address: IKE_SA_INIT dropped");
+                }
+                return;
+            }
+            let loaded = self.half_open >= self.cfg.cookie_threshold;
+            let cookies = loaded || from_ip >= PER_IP_COOKIE_AFTER;
+            if cookies && self.ike_cookies.due(now) {
+                let mut e = (self.entropy)();
+                self.ike_cookies.rotate(now, &mut *e);
+                debug!(
+                    version = self.ike_cookies.version(),
+                    "IKE cookie secret rotated"
+                );
+            }
+            let modp_allowed = !loaded || self.modp_budget.available(now);
+            let guard = InitGuard {
+                cookies: cookies.then_some(&mut self.ike_cookies),
+                prefer_cheap_groups: loaded,
+                modp_allowed,
+            };
             let entropy = (self.entropy)();
-            match respond_to_init(cfg, entropy, now, from, nat_t, msg, secret) {
+            match respond_to_init_guarded(cfg, entropy, now, from, nat_t, msg, guard) {
                 InitOutcome::Reply(reply) => {
                     self.transmits.push_back(ike_transmit(from, nat_t, &reply))
                 }
@@ -100,8 +196,19 @@ impl GatewayCore {
                     debug!(remote = %from, why, "IKE_SA_INIT dropped");
                     self.drops.count(Drop::Malformed);
                 }
+                InitOutcome::Throttled(why) => {
+                    self.drops.count(Drop::IkeModp);
+                    let n = self.drops.get(Drop::IkeModp);
+                    if n.is_power_of_two() {
+                        info!(remote = %from, why, per_second = MODP_PER_SECOND, dropped = n, "IKE_SA_INIT with a MODP group dropped under load (rate-limited)");
+                    }
+                }
                 InitOutcome::Session(mut s) => {
+                    if loaded && is_modp(s.suite().dh) {
+                        self.modp_budget.spend(now);
+                    }
                     s.set_spi_table(self.shard.spis().clone());
+                    s.set_psk_throttle(self.shard.psk_throttle().clone());
                     let id = self.new_tunnel_id();
                     let spis = s.spis();
                     self.register_ike_spi(spis.1);
@@ -112,6 +219,7 @@ impl GatewayCore {
                     t.spi_pairs.push(spis);
                     t.common.handshaking = true;
                     self.half_open += 1;
+                    *self.half_open_by_ip.entry(key).or_default() += 1;
                     self.tunnels.insert(id, Tunnel::Ike(Box::new(t)));
                     self.dirty.push(id);
                 }
@@ -146,11 +254,35 @@ impl GatewayCore {
         let before = t.sa.peer();
         t.sa.handle_message(now, from, nat_t, msg);
         let after = t.sa.peer();
+        self.count_discards(id);
         if before != after {
             // The responder moves only on an authenticated message (RFC 7296 2.23).
             self.roamed(id, before, after);
         }
         self.dirty.push(id);
+    }
+
+    /// Counts what IKE SA `id` dropped while handling a message: messages failing the
+    /// integrity check, IKE_AUTH requests of a throttled PSK site.
+    fn count_discards(&mut self, id: TunnelId) {
+        let Some(t) = self.ike_mut(id) else {
+            return;
+        };
+        let d = t.sa.take_discards();
+        for _ in 0..d.integrity {
+            self.drops.count(Drop::IkeIntegrity);
+            let n = self.drops.get(Drop::IkeIntegrity);
+            if n.is_power_of_two() {
+                debug!(
+                    tunnel = id,
+                    dropped = n,
+                    "IKE message failed its integrity check"
+                );
+            }
+        }
+        for _ in 0..d.psk_throttled {
+            self.drops.count(Drop::PskBackoff);
+        }
     }
 
     /// An ESP packet on 4500: decrypted into `self.esp_buf`; returns the inner packet's range.

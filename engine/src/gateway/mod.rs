@@ -225,10 +225,16 @@ pub struct CoreConfig {
     pub openvpn: Option<Arc<ServerConfig>>,
     /// IKEv2 (remote access and sites); None: IKEv2 disabled.
     pub ikev2: Option<Arc<ResponderConfig>>,
-    /// Half-open IKE SAs beyond which IKE_SA_INIT needs a cookie.
+    /// Half-open IKE SAs beyond which IKE_SA_INIT needs a cookie (and MODP groups are
+    /// rate-limited). Cookies come from secrets drawn from the entropy factory and rotated
+    /// (see [`crate::ikev2::responder::CookieJar`]).
     pub cookie_threshold: usize,
-    /// Secret for IKE cookies (random, from the driver).
-    pub cookie_secret: [u8; 32],
+    /// Most half-open IKE SAs of one worker; new IKE_SA_INIT requests beyond are dropped
+    /// (`ikehalfopen`). [`DEFAULT_MAX_HALF_OPEN`].
+    pub max_half_open: usize,
+    /// Most half-open IKE SAs from one source address (an IPv6 /64); new IKE_SA_INIT
+    /// requests from it beyond are dropped (`ikeperip`). [`DEFAULT_MAX_HALF_OPEN_PER_IP`].
+    pub max_half_open_per_ip: usize,
     /// OpenVPN sessions still handshaking beyond which new hard resets are dropped.
     pub max_handshaking: usize,
     /// Site-to-site and VNet-to-VNet connections.
@@ -238,6 +244,14 @@ pub struct CoreConfig {
     /// The `now` the wall clock above belongs to.
     pub start: Instant,
 }
+
+/// A sane [`CoreConfig::max_half_open`]: 1024 per worker (each may hold a DH exchange and up
+/// to 64 KiB of IKE_AUTH fragments until `auth_timeout`).
+pub const DEFAULT_MAX_HALF_OPEN: usize = 1024;
+
+/// A sane [`CoreConfig::max_half_open_per_ip`]: 16 (a NAT with a few clients connecting at
+/// once fits; one address cannot hold more).
+pub const DEFAULT_MAX_HALF_OPEN_PER_IP: usize = 16;
 
 /// Makes an entropy source for each new session (the OS RNG in the gateway, seeded
 /// generators in tests).
@@ -289,6 +303,12 @@ pub struct GatewayCore {
     handshaking: usize,
     /// IKE SAs not yet authenticated.
     half_open: usize,
+    /// ... by source address (IPv6: by /64).
+    half_open_by_ip: HashMap<std::net::IpAddr, u32>,
+    /// IKE cookie secrets (rotated).
+    ike_cookies: crate::ikev2::responder::CookieJar,
+    /// MODP exchanges allowed under load.
+    modp_budget: ike::ModpBudget,
     next_id: TunnelId,
     next_peer_id: u32,
     /// Tunnels whose output and events are still to be collected.
@@ -324,6 +344,7 @@ impl GatewayCore {
         entropy().fill(&mut key);
         // OpenVPN's default hand window: a cookie answers within 60-90 s.
         let cookies = crate::openvpn::cookie::ResetCookies::new(key, 60);
+        let ike_cookies = crate::ikev2::responder::CookieJar::new(cfg.start, &mut *entropy());
         let next_peer_id = shard.index() as u32;
         // Tunnel ids are unique gateway-wide (logs, hand-overs name them).
         let next_id = shard.index() as TunnelId + 1;
@@ -354,6 +375,9 @@ impl GatewayCore {
             revoked: RevokedSerials::default(),
             handshaking: 0,
             half_open: 0,
+            half_open_by_ip: HashMap::new(),
+            ike_cookies,
+            modp_budget: ike::ModpBudget::default(),
             next_id,
             next_peer_id,
             dirty: Vec::new(),

@@ -28,6 +28,7 @@ use ipnet::Ipv4Net;
 
 use super::{Listener, TunnelId};
 use crate::esp::SpiTable;
+use crate::ikev2::psk_throttle::PskThrottle;
 use crate::openvpn::wrap::FirstPacketReplays;
 use crate::pool::{AddressPool, PoolError};
 
@@ -75,6 +76,8 @@ pub struct Shared {
     directory: Mutex<HashMap<DirKey, usize>>,
     first_replays: Mutex<FirstPacketReplays>,
     spis: Arc<SpiTable>,
+    /// Failed site PSK authentications, gateway-wide.
+    psk_throttle: Arc<PskThrottle>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -102,6 +105,7 @@ impl Shard {
             directory: Mutex::new(HashMap::new()),
             first_replays: Mutex::new(FirstPacketReplays::new(Duration::from_secs(120), 16384)),
             spis: spis.clone(),
+            psk_throttle: Arc::new(PskThrottle::new()),
         });
         Ok((0..count)
             .map(|index| Shard {
@@ -162,6 +166,10 @@ impl Shard {
 
     pub(super) fn spis(&self) -> &Arc<SpiTable> {
         &self.spis
+    }
+
+    pub(super) fn psk_throttle(&self) -> &Arc<PskThrottle> {
+        &self.shared.psk_throttle
     }
 
     /// True when this worker may lease `addr`.

@@ -117,6 +117,17 @@ impl IkeSa {
         }
     }
 
+    /// What the SA dropped unanswered since the last call.
+    pub(super) fn take_discards(&mut self) -> crate::ikev2::responder::Discards {
+        match self {
+            IkeSa::Responder(r) => r.take_discards(),
+            IkeSa::Initiator(i) => crate::ikev2::responder::Discards {
+                integrity: i.take_integrity_failures(),
+                psk_throttled: 0,
+            },
+        }
+    }
+
     pub(super) fn note_activity(&mut self, now: Instant, from: SocketAddr) {
         match self {
             IkeSa::Responder(r) => r.note_activity(now, from),

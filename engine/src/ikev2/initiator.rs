@@ -355,6 +355,8 @@ pub struct IkeInitiator {
     /// An IKE SA rekey the gateway started while ours was in flight (RFC 7296 2.8.2),
     /// answered but not yet in use: decided when our answer arrives.
     peer_ike_rekey: Option<NewIke>,
+    /// Messages whose integrity check failed since the driver last asked.
+    integrity_failures: u32,
 }
 
 fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
@@ -432,6 +434,7 @@ impl IkeInitiator {
             old_sas: Vec::new(),
             child_collision: None,
             peer_ike_rekey: None,
+            integrity_failures: 0,
         };
         if me.cfg.policy.dh_groups.is_empty() || me.cfg.policy.ike_ciphers.is_empty() {
             me.close("the IKE policy offers no cipher or no DH group".into());
@@ -457,6 +460,18 @@ impl IkeInitiator {
     /// Draws our CHILD SA SPIs from `table` (the gateway's, so they are unique).
     pub fn set_spi_table(&mut self, table: Arc<crate::esp::SpiTable>) {
         self.spis = Some(table);
+    }
+
+    /// Messages of this SA whose integrity check (ICV) failed since the last call (the
+    /// driver counts them as drops).
+    pub fn take_integrity_failures(&mut self) -> u32 {
+        std::mem::take(&mut self.integrity_failures)
+    }
+
+    pub(super) fn count_open_error(&mut self, e: &message::OpenError) {
+        if *e == message::OpenError::Integrity {
+            self.integrity_failures = self.integrity_failures.saturating_add(1);
+        }
     }
 
     fn new_child_spi(&mut self) -> u32 {
@@ -1109,7 +1124,10 @@ impl IkeInitiator {
                 self.last_rx = now;
                 return;
             }
-            Err(_) => return,
+            Err(e) => {
+                self.count_open_error(&e);
+                return;
+            }
         };
         let Some(o) = self.outstanding.take() else {
             return;
@@ -1302,7 +1320,10 @@ impl IkeInitiator {
                 self.last_rx = now;
                 return;
             }
-            Err(_) => return,
+            Err(e) => {
+                self.count_open_error(&e);
+                return;
+            }
         };
         self.last_rx = now;
         self.next_peer_id = h.message_id.wrapping_add(1);

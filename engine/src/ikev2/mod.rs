@@ -7,6 +7,7 @@ pub mod message;
 pub mod peer_cert;
 pub mod proposal;
 pub mod proposal_names;
+pub mod psk_throttle;
 pub mod responder;
 pub mod site;
 

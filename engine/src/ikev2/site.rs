@@ -54,6 +54,10 @@ pub struct SitePeer {
     pub remote_ts: Vec<Ipv4Net>,
     /// Algorithms accepted for this peer (IKE and ESP).
     pub policy: Policy,
+    /// With a PSK: the peer may authenticate from any source address
+    /// (`remote_gateway_any`); otherwise only from `remote_addr`. Certificate peers are
+    /// accepted from any address.
+    pub any_remote_addr: bool,
 }
 
 impl SitePeer {

@@ -86,6 +86,10 @@ pub struct ConnectionConfig {
     /// File holding the pre-shared key (required iff `auth = "psk"`), relative to the config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk_file: Option<PathBuf>,
+    /// `true`: a PSK peer may authenticate from any source address (a peer whose address
+    /// changes); `false` (default): only from `remote_gateway`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub remote_gateway_any: bool,
     /// The identity the peer must prove; default: `remote_gateway`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_id: Option<String>,
@@ -118,6 +122,9 @@ pub struct ConnectionConfig {
 
 fn yes() -> bool {
     true
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 fn default_remote_port() -> u16 {
     DEFAULT_REMOTE_PORT
@@ -175,6 +182,8 @@ pub struct Connection {
     pub remote_address_space: Vec<Ipv4Net>,
     /// Authentication, with the key for PSK.
     pub auth: ConnectionAuth,
+    /// A PSK peer may authenticate from any source address, not only `remote_gateway`.
+    pub remote_gateway_any: bool,
     /// The identity the peer must prove (`remote_id`, default: `remote_gateway`'s text).
     pub remote_id: String,
     /// Our identity if configured; the driver defaults it (see [`ConnectionConfig::local_id`]).
@@ -204,12 +213,17 @@ impl Connection {
         };
         let n = self.remote_address_space.len();
         format!(
-            "connection {}: {} to {}{port}, {n} prefix{}, {}, {}, {}",
+            "connection {}: {} to {}{port}, {n} prefix{}, {}{}, {}, {}",
             self.name,
             self.kind,
             self.remote_gateway,
             if n == 1 { "" } else { "es" },
             self.auth.as_str(),
+            if self.remote_gateway_any {
+                " from any address"
+            } else {
+                ""
+            },
             if self.policy_based {
                 "policy-based"
             } else {
@@ -300,6 +314,12 @@ impl ConnectionConfig {
             ),
             (AuthKind::Certificate, None) => ConnectionAuth::Certificate,
         };
+        if self.remote_gateway_any && self.auth != AuthKind::Psk {
+            bail!(
+                "{} = true needs `auth = \"psk\"`: certificate peers are accepted from any address already; remove it",
+                k.key("remote_gateway_any")
+            );
+        }
 
         let remote_id = match &self.remote_id {
             Some(id) if id.trim().is_empty() => bail!(
@@ -355,6 +375,7 @@ impl ConnectionConfig {
             remote_port: self.remote_port,
             remote_address_space,
             auth,
+            remote_gateway_any: self.remote_gateway_any,
             remote_id,
             local_id,
             policy_based: self.policy_based,
@@ -474,10 +495,49 @@ fn read_psk(key: &str, path: &Path) -> Result<Vec<u8>> {
     }
     if psk.is_empty() {
         bail!(
-            "{key}: {shown} is empty: put the pre-shared key in it (e.g. `openssl rand -base64 32 > {shown}`)"
+            "{key}: {shown} is empty: put the pre-shared key in it: `{}`",
+            psk_fix(&shown.to_string())
+        );
+    }
+    if let Some(why) = weak_psk(&psk) {
+        bail!(
+            "{key}: the pre-shared key in {shown} is too weak to resist online guessing ({why}; at least {MIN_PSK_LEN} bytes with at least {MIN_PSK_DISTINCT} different ones are needed): make a random one with `{}` and put the same key on the peer",
+            psk_fix(&shown.to_string())
         );
     }
     Ok(psk)
+}
+
+/// Shortest pre-shared key accepted.
+pub const MIN_PSK_LEN: usize = 20;
+/// Fewest different bytes in a pre-shared key (`aaaa...`, `12341234...` are refused).
+pub const MIN_PSK_DISTINCT: usize = 12;
+/// A hex key this long (128 bits if random) is accepted with fewer different bytes (it has
+/// only 16 symbols).
+const HEX_PSK_LEN: usize = 32;
+
+/// The command that writes a strong key to `file`.
+fn psk_fix(file: &str) -> String {
+    format!("head -c 32 /dev/urandom | base64 > {file}; chmod 600 {file}")
+}
+
+/// Why `psk` is too weak, if it is: shorter than [`MIN_PSK_LEN`], or with fewer than
+/// [`MIN_PSK_DISTINCT`] different bytes (unless it is at least [`HEX_PSK_LEN`] hex digits with
+/// at least 8 different ones, as `openssl rand -hex 16` makes).
+pub fn weak_psk(psk: &[u8]) -> Option<String> {
+    if psk.len() < MIN_PSK_LEN {
+        return Some(format!("it is {} bytes long", psk.len()));
+    }
+    let mut seen = [false; 256];
+    for &b in psk {
+        seen[usize::from(b)] = true;
+    }
+    let distinct = seen.iter().filter(|s| **s).count();
+    let hex = psk.len() >= HEX_PSK_LEN && psk.iter().all(u8::is_ascii_hexdigit) && distinct >= 8;
+    if distinct < MIN_PSK_DISTINCT && !hex {
+        return Some(format!("it has only {distinct} different bytes"));
+    }
+    None
 }
 
 impl GatewayConfig {
@@ -586,7 +646,7 @@ policy_based = true
     fn sample_resolves() {
         let cfg = sample();
         cfg.validate().unwrap();
-        let dir = dir_with_psk(b"s3cret key\n");
+        let dir = dir_with_psk(b"s3cret key: Tq9wXr2LmZ8p\n");
         let conns = cfg.connections(dir.path()).unwrap();
         assert_eq!(conns.len(), 2);
         let a = &conns[0];
@@ -598,7 +658,11 @@ policy_based = true
             a.remote_address_space,
             ["192.168.10.0/24".parse::<Ipv4Net>().unwrap()]
         );
-        assert_eq!(a.auth, ConnectionAuth::Psk(b"s3cret key".to_vec()));
+        assert_eq!(
+            a.auth,
+            ConnectionAuth::Psk(b"s3cret key: Tq9wXr2LmZ8p".to_vec())
+        );
+        assert!(!a.remote_gateway_any);
         assert_eq!(a.remote_id, "onprem.example");
         assert_eq!(a.local_id, None);
         assert!(!a.policy_based && a.initiate);
@@ -642,7 +706,7 @@ policy_based = true
 
     #[test]
     fn debug_never_shows_the_key() {
-        let dir = dir_with_psk(b"hunter2-very-secret");
+        let dir = dir_with_psk(b"hunter2-very-secret-Xq7mZ");
         let conns = sample().connections(dir.path()).unwrap();
         let dbg = format!("{conns:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
@@ -653,15 +717,16 @@ policy_based = true
     fn psk_files() {
         let cfg = sample();
         // One trailing newline (LF or CRLF) is dropped, not more.
-        let dir = dir_with_psk(b"key\r\n");
+        const KEY: &[u8] = b"0RzWq4mT8vYb2LxK9pNc";
+        let dir = dir_with_psk(&[KEY, b"\r\n"].concat());
         assert_eq!(
             cfg.connections(dir.path()).unwrap()[0].auth,
-            ConnectionAuth::Psk(b"key".to_vec())
+            ConnectionAuth::Psk(KEY.to_vec())
         );
-        let dir = dir_with_psk(b"key\n\n");
+        let dir = dir_with_psk(&[KEY, b"\n\n"].concat());
         assert_eq!(
             cfg.connections(dir.path()).unwrap()[0].auth,
-            ConnectionAuth::Psk(b"key\n".to_vec())
+            ConnectionAuth::Psk([KEY, b"\n"].concat())
         );
 
         let dir = dir_with_psk(b"\n");
@@ -683,7 +748,7 @@ policy_based = true
 
         #[cfg(unix)]
         {
-            let dir = dir_with_psk(b"key");
+            let dir = dir_with_psk(KEY);
             let path = dir.path().join("onprem-east.psk");
             chmod(&path, 0o644);
             let e = format!("{:#}", cfg.connections(dir.path()).unwrap_err());
@@ -692,6 +757,70 @@ policy_based = true
 
         // validate() does not read PSK files.
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn weak_psks_are_refused_with_the_fix() {
+        let cfg = sample();
+        for weak in [
+            &b"s3cret key"[..],
+            b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            b"passwordpasswordpassword",
+            b"12345678901234567890",
+            b"site-to-site test key 79",
+            b"0123012301230123012301230123012301230123",
+        ] {
+            let dir = dir_with_psk(weak);
+            let path = dir.path().join("onprem-east.psk");
+            let shown = path.display().to_string();
+            let e = format!("{:#}", cfg.connections(dir.path()).unwrap_err());
+            assert!(
+                e.contains("`connection[0] \"onprem-east\".psk_file`")
+                    && e.contains(&shown)
+                    && e.contains("too weak")
+                    && e.contains(&format!(
+                        "head -c 32 /dev/urandom | base64 > {shown}; chmod 600 {shown}"
+                    )),
+                "{}: {e}",
+                String::from_utf8_lossy(weak)
+            );
+        }
+        // What the fix writes, and hex keys of 128 bits, are fine.
+        for strong in [
+            &b"q3J7Vw0m9ZcN2rT5yB8xKd1LpHs4Gf6aEu+WoQ/ICjM="[..],
+            b"5f0e4c7b9a1d3e2f8c6b0a4d7e9f1c3b",
+            b"0RzWq4mT8vYb2LxK9pNc",
+        ] {
+            assert_eq!(
+                weak_psk(strong),
+                None,
+                "{}",
+                String::from_utf8_lossy(strong)
+            );
+        }
+    }
+
+    #[test]
+    fn remote_gateway_any_is_for_psk_peers() {
+        let mut cfg = sample();
+        cfg.connections[0].remote_gateway_any = true;
+        cfg.validate().unwrap();
+        let dir = dir_with_psk(b"0RzWq4mT8vYb2LxK9pNc");
+        let conns = cfg.connections(dir.path()).unwrap();
+        assert!(conns[0].remote_gateway_any);
+        assert_eq!(
+            conns[0].summary(),
+            "connection onprem-east: site-to-site to 198.51.100.7, 1 prefix, psk from any address, route-based, initiate"
+        );
+        let text = cfg.to_toml().unwrap();
+        assert!(text.contains("remote_gateway_any = true"), "{text}");
+        cfg.connections[1].remote_gateway_any = true;
+        let e = err(&cfg);
+        assert!(
+            e.contains("`connection[1] \"vnet-west\".remote_gateway_any`")
+                && e.contains("auth = \"psk\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub fn site_peers(cfg: &GatewayConfig, conns: &[Connection]) -> Vec<Arc<SitePeer
                     any.clone()
                 },
                 policy: c.ike_policy.clone(),
+                any_remote_addr: c.remote_gateway_any,
             })
         })
         .collect()
@@ -100,9 +101,6 @@ pub fn build(
     } else {
         None
     };
-    let mut cookie_secret = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut cookie_secret)
-        .map_err(|_| anyhow::anyhow!("OS random number generator failed"))?;
     Ok(CoreConfig {
         client_pool: cfg.client_pool,
         address_space: cfg.address_space.clone(),
@@ -111,7 +109,8 @@ pub fn build(
         openvpn,
         ikev2,
         cookie_threshold: cfg.ikev2.cookie_threshold,
-        cookie_secret,
+        max_half_open: gatehouse_engine::gateway::DEFAULT_MAX_HALF_OPEN,
+        max_half_open_per_ip: gatehouse_engine::gateway::DEFAULT_MAX_HALF_OPEN_PER_IP,
         max_handshaking: MAX_HANDSHAKING,
         sites: site_configs(conns, &peers),
         unix_time: SystemTime::now()

@@ -236,6 +236,7 @@ fn site_core(
         local_ts: vec![lan],
         remote_ts: vec![peer_lan],
         policy: Policy::default(),
+        any_remote_addr: false,
     });
     let mut rc = pki::responder_cfg();
     rc.sites = vec![site.clone()];
@@ -247,7 +248,8 @@ fn site_core(
         openvpn: None,
         ikev2: Some(Arc::new(rc)),
         cookie_threshold: 1000,
-        cookie_secret: [13; 32],
+        max_half_open: crate::gateway::DEFAULT_MAX_HALF_OPEN,
+        max_half_open_per_ip: crate::gateway::DEFAULT_MAX_HALF_OPEN_PER_IP,
         max_handshaking: 16,
         sites: vec![SiteConfig {
             kind: "site-to-site",

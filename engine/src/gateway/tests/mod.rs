@@ -5,6 +5,7 @@
 mod alloc;
 mod cookies;
 mod cores;
+mod ike_limits;
 mod model;
 mod mss;
 mod pki;

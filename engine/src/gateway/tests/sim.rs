@@ -188,6 +188,9 @@ impl Client {
 pub(super) struct Options {
     pub link: Link,
     pub cookie_threshold: usize,
+    /// Half-open IKE SAs per worker, and per source address.
+    pub max_half_open: usize,
+    pub max_half_open_per_ip: usize,
     /// OpenVPN keepalive pushed to clients (ping, ping-restart).
     pub ping: Option<(Duration, Duration)>,
     /// The client pool.
@@ -202,6 +205,8 @@ impl Default for Options {
         Options {
             link: Link::lossy(),
             cookie_threshold: 1000,
+            max_half_open: crate::gateway::DEFAULT_MAX_HALF_OPEN,
+            max_half_open_per_ip: crate::gateway::DEFAULT_MAX_HALF_OPEN_PER_IP,
             ping: None,
             pool: POOL.parse().unwrap(),
             workers: 0,
@@ -272,7 +277,8 @@ impl Sim {
             openvpn: Some(ovpn_cfg.clone()),
             ikev2: Some(ike_cfg.clone()),
             cookie_threshold: opts.cookie_threshold,
-            cookie_secret: [seed as u8; 32],
+            max_half_open: opts.max_half_open,
+            max_half_open_per_ip: opts.max_half_open_per_ip,
             max_handshaking: 256,
             sites: vec![],
             unix_time: WALL_CLOCK_SECS,

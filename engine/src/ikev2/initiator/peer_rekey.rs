@@ -93,6 +93,18 @@ impl IkeInitiator {
             self.refuse_create_child(message_id, NotifyType::TS_UNACCEPTABLE, &[]);
             return;
         }
+        if self.children.len() >= crate::ikev2::responder::MAX_CHILDREN {
+            // The peer rekeys without deleting what it replaced: bounded, the SA goes.
+            tracing::warn!(
+                remote = %self.gateway,
+                children = self.children.len(),
+                limit = crate::ikev2::responder::MAX_CHILDREN,
+                "the peer keeps rekeying CHILD SAs without deleting the replaced ones: deleting the IKE SA"
+            );
+            self.refuse_create_child(message_id, NotifyType::NO_ADDITIONAL_SAS, &[]);
+            self.disconnect(now);
+            return;
+        }
         let allow_dh = self.cfg.policy.dh_groups.clone();
         let Some((number, peer_spi, cipher, group)) = choose_esp(&self.cfg.policy, sa, &allow_dh)
         else {

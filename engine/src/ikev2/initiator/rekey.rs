@@ -359,8 +359,13 @@ impl IkeInitiator {
                 first_inner,
                 plaintext,
             }) => (first_inner, plaintext),
-            Ok(Opened::Partial) | Err(_) => return,
+            Ok(Opened::Partial) => return,
+            Err(e) => {
+                self.count_open_error(&e);
+                return;
+            }
         };
+        let old = &mut self.old_sas[index];
         old.next_peer_id = h.message_id.wrapping_add(1);
         self.last_rx = now;
         let (notify_type, deleted, children) = match message::inner(first_inner, &plaintext) {

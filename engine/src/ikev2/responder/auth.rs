@@ -85,7 +85,7 @@ impl IkeResponder {
                 tsr,
                 initial_contact,
             };
-            self.on_site_auth(site, req);
+            self.on_site_auth(now, site, req);
             return;
         }
         if psk && let Some(s) = self.site.clone() {
@@ -352,6 +352,7 @@ impl IkeResponder {
             peer_spi,
             created: now,
             replaced: false,
+            superseded: None,
         });
         self.events.push_back(IkeEvent::ChildUp {
             our_spi,

@@ -111,12 +111,37 @@ impl IkeResponder {
             );
             return;
         };
-        if self.children[old].replaced {
-            // Our own rekey of it completed first; our Delete of it is on its way.
+        if self.children[old].replaced || self.children[old].superseded.is_some() {
+            // Our own rekey of it completed first (our Delete of it is on its way), or the
+            // peer rekeyed it already and it only overlaps until it is deleted.
             self.send_response(
                 ExchangeType::CREATE_CHILD_SA,
                 message_id,
                 &[notify(NotifyType::TEMPORARY_FAILURE, &[])],
+            );
+            return;
+        }
+        if self.children.len() >= MAX_CHILDREN {
+            // Rekeying faster than replaced CHILD SAs go away: each one holds keys and a
+            // replay window. The IKE SA goes, not the gateway's memory.
+            let who = self.client.clone().unwrap_or_else(|| "?".into());
+            tracing::warn!(
+                client = %who,
+                remote = %self.peer,
+                children = self.children.len(),
+                limit = MAX_CHILDREN,
+                "the peer keeps rekeying CHILD SAs faster than the replaced ones go away: deleting its IKE SA"
+            );
+            self.send_response(
+                ExchangeType::CREATE_CHILD_SA,
+                message_id,
+                &[notify(NotifyType::NO_ADDITIONAL_SAS, &[])],
+            );
+            self.delete(
+                now,
+                &format!(
+                    "too many CHILD SAs (more than {MAX_CHILDREN}): the peer rekeys in a loop"
+                ),
             );
             return;
         }
@@ -199,11 +224,14 @@ impl IkeResponder {
         out.push(Payload::TsR(tsr));
         self.send_response(ExchangeType::CREATE_CHILD_SA, message_id, &out);
         let old_our = self.children[old].our_spi;
+        // Replaced: it overlaps until the peer deletes it, or CHILD_OVERLAP passes.
+        self.children[old].superseded = Some(now);
         self.children.push(Child {
             our_spi,
             peer_spi,
             created: now,
             replaced: false,
+            superseded: None,
         });
         self.note_child_collision(old_our, our_spi, ni, &nr);
         self.events.push_back(IkeEvent::ChildUp {
@@ -222,12 +250,16 @@ impl IkeResponder {
         if msg.header.message_id != o.message_id {
             return;
         }
-        let Ok(Opened::Complete {
-            first_inner,
-            plaintext,
-        }) = self.reassembly.open(&self.sk_in, msg, raw)
-        else {
-            return;
+        let (first_inner, plaintext) = match self.reassembly.open(&self.sk_in, msg, raw) {
+            Ok(Opened::Complete {
+                first_inner,
+                plaintext,
+            }) => (first_inner, plaintext),
+            Ok(Opened::Partial) => return,
+            Err(e) => {
+                self.count_open_error(&e);
+                return;
+            }
         };
         let Some(o) = self.outstanding.take() else {
             return;
@@ -241,5 +273,30 @@ impl IkeResponder {
             self.on_own_response(now, o.request, &payloads);
         }
         self.after_own_response(now, answered);
+    }
+
+    /// Deletes CHILD SAs the peer replaced by a rekey and did not delete within
+    /// [`CHILD_OVERLAP`]: the data path drops them ([`IkeEvent::ChildDown`]) and the peer
+    /// is told with a Delete when no request of ours is in flight.
+    pub(super) fn expire_superseded_children(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        self.children.retain(|c| {
+            let due = c.superseded.is_some_and(|t| now >= t + CHILD_OVERLAP);
+            if due {
+                gone.push(c.our_spi);
+            }
+            !due
+        });
+        if gone.is_empty() {
+            return;
+        }
+        for &our_spi in &gone {
+            self.events.push_back(IkeEvent::ChildDown { our_spi });
+        }
+        if self.state == State::Established && self.outstanding.is_none() && self.deleting.is_none()
+        {
+            let spis: Vec<u8> = gone.iter().flat_map(|s| s.to_be_bytes()).collect();
+            self.send_request(now, &[Payload::Delete(DeletePayload::esp(&spis))]);
+        }
     }
 }

@@ -321,6 +321,7 @@ impl IkeResponder {
             peer_spi,
             created: now,
             replaced: false,
+            superseded: None,
         });
         self.events.push_back(IkeEvent::ChildUp {
             our_spi,

@@ -35,6 +35,7 @@
 //! (and the data path) untouched.
 
 mod auth;
+mod cookies;
 mod exchanges;
 mod initiated;
 mod mobike;
@@ -53,7 +54,7 @@ use rustls::time_provider::TimeProvider;
 
 use super::crypto::natd::{fake_source_hash, natd_hash};
 use super::crypto::sign::SigningKey;
-use super::crypto::{DhPrivate, IkeSaKeys, SkKeys};
+use super::crypto::{DhGroup, DhPrivate, IkeSaKeys, SkKeys};
 use super::message::{self, Opened, Reassembly};
 use super::peer_cert::PeerTrust;
 use super::proposal::{
@@ -66,6 +67,7 @@ use crate::wire::ikev2::{
     CertEncoding, CertReqPayload, DeletePayload, ExchangeType, IdType, KePayload, Message,
     NotifyPayload, NotifyType, Payload, nonce_len_ok,
 };
+pub use cookies::{COOKIE_LEN, COOKIE_MAX_USES, COOKIE_ROTATION, CookieJar};
 
 /// Gateway-wide IKEv2 settings.
 pub struct ResponderConfig {
@@ -108,6 +110,14 @@ const OLD_SA_RETENTION: Duration = Duration::from_secs(30);
 
 /// Most replaced IKE SAs kept at once (a client rekeying in a tight loop gets no more).
 const MAX_OLD_SAS: usize = 4;
+
+/// How long a CHILD SA replaced by the peer's rekey keeps working (packets in flight on it)
+/// when the peer does not delete it: then we delete it.
+pub const CHILD_OVERLAP: Duration = Duration::from_secs(10);
+
+/// Most CHILD SAs of one IKE SA (current and replaced ones still overlapping). A peer that
+/// makes more (rekeying in a tight loop) has its IKE SA deleted.
+pub const MAX_CHILDREN: usize = 8;
 
 impl std::fmt::Debug for ResponderConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -227,6 +237,35 @@ pub enum InitOutcome {
         /// Why, naming what the peer offered and what we accept.
         reason: String,
     },
+    /// Under load, the peer offers only costly MODP groups and the caller's MODP budget is
+    /// spent ([`InitGuard::modp_allowed`]): drop it (the peer retransmits).
+    Throttled(String),
+}
+
+/// How [`respond_to_init_guarded`] protects the gateway.
+#[derive(Debug, Default)]
+pub struct InitGuard<'a> {
+    /// Require a COOKIE (RFC 7296 2.6): a request without one that this jar issued (current
+    /// or previous secret) gets a fresh one and nothing else.
+    pub cookies: Option<&'a mut CookieJar>,
+    /// Under load: a peer whose KE payload is a MODP group (a costly exponentiation) is
+    /// answered with INVALID_KE_PAYLOAD naming the cheap group (x25519, P-256, P-384) we
+    /// prefer among those it offered - strongSwan and the other clients restart with that
+    /// group; a peer offering only MODP groups gets an SA only while `modp_allowed`.
+    pub prefer_cheap_groups: bool,
+    /// With `prefer_cheap_groups`: whether a MODP exchange may be computed now (the caller's
+    /// rate limit; it charges one when the SA is made with a MODP group).
+    pub modp_allowed: bool,
+}
+
+/// What an SA dropped without answering since the last
+/// [`take_discards`](IkeResponder::take_discards).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Discards {
+    /// Messages whose integrity check (ICV) failed.
+    pub integrity: u32,
+    /// IKE_AUTH requests of a site whose PSK authentications are throttled.
+    pub psk_throttled: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,6 +300,9 @@ struct Child {
     created: Instant,
     /// Replaced by a rekey we started (tests only), waiting for our Delete.
     replaced: bool,
+    /// Replaced by the peer's rekey at this time: deleted after [`CHILD_OVERLAP`] unless the
+    /// peer deletes it first.
+    superseded: Option<Instant>,
 }
 
 /// An IKE SA replaced by a rekey: enough to answer the client's requests on it (the Delete,
@@ -356,6 +398,10 @@ pub struct IkeResponder {
     site_claimed: bool,
     /// MOBIKE (RFC 4555): offered by the client, in use (`mobike.rs`).
     mobike: mobike::Mobike,
+    /// Failed PSK authentications per site, gateway-wide (None: not throttled).
+    psk_throttle: Option<Arc<crate::ikev2::psk_throttle::PskThrottle>>,
+    /// Dropped since the driver last asked.
+    discards: Discards,
 }
 
 fn notify(t: NotifyType, data: &[u8]) -> Payload<'_> {
@@ -381,14 +427,75 @@ pub fn cookie_for(secret: &[u8; 32], ni: &[u8], peer: SocketAddr, spi_i: u64) ->
 
 /// Answers an IKE_SA_INIT request from `peer`. `cookie_secret` is set when the gateway is
 /// under half-open load: then a request without the right COOKIE gets one and nothing else.
+/// (The gateway uses [`respond_to_init_guarded`] with rotating secrets.)
 pub fn respond_to_init(
+    cfg: Arc<ResponderConfig>,
+    entropy: Box<dyn Entropy>,
+    now: Instant,
+    peer: SocketAddr,
+    nat_t: bool,
+    raw: &[u8],
+    cookie_secret: Option<&[u8; 32]>,
+) -> InitOutcome {
+    respond(
+        cfg,
+        entropy,
+        now,
+        peer,
+        nat_t,
+        raw,
+        cookie_secret.map(Cookies::Fixed),
+        false,
+        true,
+    )
+}
+
+/// Answers an IKE_SA_INIT request from `peer` as [`respond_to_init`] does, protected by
+/// `guard`: cookies from a rotating [`CookieJar`], cheap groups preferred under load.
+pub fn respond_to_init_guarded(
+    cfg: Arc<ResponderConfig>,
+    entropy: Box<dyn Entropy>,
+    now: Instant,
+    peer: SocketAddr,
+    nat_t: bool,
+    raw: &[u8],
+    guard: InitGuard<'_>,
+) -> InitOutcome {
+    let cookies = guard.cookies.map(Cookies::Jar);
+    respond(
+        cfg,
+        entropy,
+        now,
+        peer,
+        nat_t,
+        raw,
+        cookies,
+        guard.prefer_cheap_groups,
+        guard.modp_allowed,
+    )
+}
+
+enum Cookies<'a> {
+    Fixed(&'a [u8; 32]),
+    Jar(&'a mut CookieJar),
+}
+
+/// Whether `g` costs a modular exponentiation (MODP) rather than an elliptic-curve operation.
+fn costly(g: DhGroup) -> bool {
+    matches!(g, DhGroup::Modp1024 | DhGroup::Modp2048 | DhGroup::Modp3072)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond(
     cfg: Arc<ResponderConfig>,
     mut entropy: Box<dyn Entropy>,
     now: Instant,
     peer: SocketAddr,
     nat_t: bool,
     raw: &[u8],
-    cookie_secret: Option<&[u8; 32]>,
+    cookies: Option<Cookies<'_>>,
+    prefer_cheap: bool,
+    modp_allowed: bool,
 ) -> InitOutcome {
     let msg = match Message::parse(raw) {
         Ok(m) => m,
@@ -428,15 +535,28 @@ pub fn respond_to_init(
         true,
         0,
     );
-    if let Some(secret) = cookie_secret {
-        let want = cookie_for(secret, ni, peer, h.initiator_spi);
-        let got = msg.notify(NotifyType::COOKIE).map(|n| n.data);
-        if got != Some(&want[..]) {
+    let got = msg.notify(NotifyType::COOKIE).map(|n| n.data);
+    match cookies {
+        None => {}
+        Some(Cookies::Fixed(secret)) => {
+            let want = cookie_for(secret, ni, peer, h.initiator_spi);
+            if got != Some(&want[..]) {
+                return InitOutcome::Reply(message::plain(
+                    reply_header,
+                    vec![notify(NotifyType::COOKIE, &want)],
+                ));
+            }
+        }
+        Some(Cookies::Jar(jar))
+            if !got.is_some_and(|c| jar.check(c, ni, peer, h.initiator_spi)) =>
+        {
+            let want = jar.issue(ni, peer, h.initiator_spi);
             return InitOutcome::Reply(message::plain(
                 reply_header,
                 vec![notify(NotifyType::COOKIE, &want)],
             ));
         }
+        Some(Cookies::Jar(_)) => {}
     }
     let site = cfg
         .sites
@@ -472,6 +592,33 @@ pub fn respond_to_init(
         }
     };
     let (number, suite) = suite;
+    if prefer_cheap && costly(suite.dh) {
+        // Under load: a MODP exponentiation is what a flood would make us do. Ask for a
+        // cheap group the peer offered (strongSwan restarts IKE_SA_INIT with the group an
+        // INVALID_KE_PAYLOAD names when its proposals list it).
+        let cheap = Policy {
+            dh_groups: policy
+                .dh_groups
+                .iter()
+                .copied()
+                .filter(|g| !costly(*g))
+                .collect(),
+            ..policy.clone()
+        };
+        if let IkeChoice::WrongGroup(g) = choose_ike(&cheap, sa, 0) {
+            let group = g.transform_id().to_be_bytes();
+            return InitOutcome::Reply(message::plain(
+                reply_header,
+                vec![notify(NotifyType::INVALID_KE_PAYLOAD, &group)],
+            ));
+        }
+        if !modp_allowed {
+            return InitOutcome::Throttled(format!(
+                "the peer offers only MODP groups ({}) and the gateway is under load",
+                describe_offer(sa)
+            ));
+        }
+    }
     let (dh, public): (DhPrivate, Vec<u8>) = match suite.dh.generate(&mut *entropy, &*cfg.rng) {
         Ok(x) => x,
         Err(e) => return InitOutcome::Drop(format!("key generation failed: {e}")),
@@ -590,6 +737,8 @@ pub fn respond_to_init(
         site_confirmed: false,
         site_claimed: false,
         mobike: mobike::Mobike::default(),
+        psk_throttle: None,
+        discards: Discards::default(),
     };
     r.transmits.push_back(Transmit {
         to: peer,
@@ -672,6 +821,28 @@ impl IkeResponder {
     /// Draws our CHILD SA SPIs from `table` (the gateway's, so they are unique).
     pub fn set_spi_table(&mut self, table: Arc<crate::esp::SpiTable>) {
         self.spis = Some(table);
+    }
+
+    /// Throttles online guessing of site PSKs with `throttle` (shared by the gateway's SAs):
+    /// an IKE_AUTH naming a site in backoff is dropped unanswered and the SA closed.
+    pub fn set_psk_throttle(&mut self, throttle: Arc<crate::ikev2::psk_throttle::PskThrottle>) {
+        self.psk_throttle = Some(throttle);
+    }
+
+    /// What the SA dropped without answering since the last call (the driver counts it).
+    pub fn take_discards(&mut self) -> Discards {
+        std::mem::take(&mut self.discards)
+    }
+
+    pub(super) fn count_open_error(&mut self, e: &message::OpenError) {
+        if *e == message::OpenError::Integrity {
+            self.discards.integrity = self.discards.integrity.saturating_add(1);
+        }
+    }
+
+    /// The CHILD SAs it holds (current and overlapping replaced ones).
+    pub fn child_count(&self) -> usize {
+        self.children.len()
     }
 
     pub(super) fn new_child_spi(&mut self) -> u32 {
@@ -920,7 +1091,10 @@ impl IkeResponder {
                 self.last_rx = now;
                 return;
             }
-            Err(_) => return,
+            Err(e) => {
+                self.count_open_error(&e);
+                return;
+            }
         };
         // Authentic: the peer may have moved (charon-cmd sends IKE_AUTH from a new port).
         self.peer = from;
@@ -975,6 +1149,7 @@ impl IkeResponder {
                 return;
             }
             self.expire_old_sas(now);
+            self.expire_superseded_children(now);
             if self.state == State::Established
                 && let Some(t) = self.hard_deadline()
                 && now >= t
@@ -1043,7 +1218,17 @@ impl IkeResponder {
                 self.hard_deadline().map_or(t, |h| t.min(h))
             }
         };
-        self.old_sas.iter().map(|o| o.expires).chain([main]).min()
+        let overlaps = self
+            .children
+            .iter()
+            .filter_map(|c| c.superseded)
+            .map(|t| t + CHILD_OVERLAP);
+        self.old_sas
+            .iter()
+            .map(|o| o.expires)
+            .chain(overlaps)
+            .chain([main])
+            .min()
     }
 
     /// When the SA is deleted unless the client rekeys: the hard lifetime after the current

@@ -57,12 +57,43 @@ impl IkeResponder {
         self.close(format!("refused: {reason}"));
     }
 
-    pub(super) fn on_site_auth(&mut self, site: Arc<SitePeer>, req: SiteRequest<'_, '_>) {
+    pub(super) fn on_site_auth(
+        &mut self,
+        now: Instant,
+        site: Arc<SitePeer>,
+        req: SiteRequest<'_, '_>,
+    ) {
         self.site_claimed = true;
         let name = site.name.clone();
         let id_text = describe_id(req.idi);
         let mid = req.message_id;
         let psk = req.auth.method == AuthMethod::SHARED_KEY_MIC;
+        if let SiteAuth::Psk(_) = &site.auth {
+            // A PSK site is its remote_gateway: from anywhere else the key is not even tried
+            // (no guessing from other addresses), unless remote_gateway_any allows it.
+            if !site.any_remote_addr && self.peer.ip() != site.remote_addr {
+                self.refuse(
+                    mid,
+                    Some(name.clone()),
+                    format!(
+                        "connection {name}: {id_text} authenticated from {}, not from the connection's remote_gateway {} (set `remote_gateway_any = true` for a peer whose address changes)",
+                        self.peer.ip(),
+                        site.remote_addr
+                    ),
+                );
+                return;
+            }
+            if let Some(th) = &self.psk_throttle
+                && th.blocked(&name, now)
+            {
+                // Guessing: no answer at all, and the half-open SA goes.
+                self.discards.psk_throttled = self.discards.psk_throttled.saturating_add(1);
+                self.close(format!(
+                    "connection {name}: IKE_AUTH dropped (failed pre-shared-key authentications are throttled)"
+                ));
+                return;
+            }
+        }
         let mut idi_body = Vec::new();
         req.idi.emit_body(&mut idi_body);
         let octets = signed_octets(
@@ -86,6 +117,9 @@ impl IkeResponder {
             }
             SiteAuth::Psk(key) => {
                 if verify_psk_auth(self.suite.prf, key, &octets, req.auth.data).is_err() {
+                    if let Some(th) = &self.psk_throttle {
+                        th.failed(&name, now);
+                    }
                     self.refuse(
                         mid,
                         Some(name.clone()),
@@ -151,6 +185,9 @@ impl IkeResponder {
             }
         }
         // Authenticated as the site. Now the CHILD SA it asks for.
+        if let (SiteAuth::Psk(_), Some(th)) = (&site.auth, &self.psk_throttle) {
+            th.succeeded(&name);
+        }
         self.site = Some(Arc::clone(&site));
         self.site_confirmed = true;
         self.client = Some(name.clone());

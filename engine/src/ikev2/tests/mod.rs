@@ -3,6 +3,7 @@
 //! Each file tests one thing a user would notice.
 
 mod builtin_clients;
+mod child_limits;
 mod gateway_rekey;
 mod handshake;
 mod lifecycle;
@@ -13,3 +14,4 @@ mod pair;
 mod refusals;
 mod rekey;
 mod site;
+mod site_guard;

@@ -366,6 +366,8 @@ pub(super) struct Pair {
     pub sent: Vec<Sent>,
     /// Reasons of IKE_SA_INIT requests the gateway refused statelessly.
     pub init_refusals: Vec<String>,
+    /// The gateway's PSK throttle (shared between pairs by the tests that set it).
+    pub psk_throttle: Option<Arc<crate::ikev2::psk_throttle::PskThrottle>>,
 }
 
 /// The client's address as the gateway sees it: port 500 traffic from one port, UDP 4500
@@ -424,6 +426,7 @@ impl Pair {
             gateway_seed: gateway,
             sent: vec![],
             init_refusals: vec![],
+            psk_throttle: None,
         }
     }
 
@@ -664,12 +667,15 @@ impl Pair {
                 self.init_refusals.push(reason);
                 self.transmit(false, nat_t, reply);
             }
-            InitOutcome::Session(s) => {
+            InitOutcome::Session(mut s) => {
+                if let Some(t) = &self.psk_throttle {
+                    s.set_psk_throttle(t.clone());
+                }
                 self.gateway_routes = vec![s.spis()];
                 self.gateway_init_spi = Some(h.initiator_spi);
                 self.responder = Some(s);
             }
-            InitOutcome::Drop(_) => {}
+            InitOutcome::Drop(_) | InitOutcome::Throttled(_) => {}
         }
     }
 

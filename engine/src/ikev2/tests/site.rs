@@ -28,7 +28,7 @@ fn nets(v: &[&str]) -> Vec<Ipv4Net> {
 }
 
 /// The responder's view: peer east at the pair's client address.
-fn west_site(auth: SiteAuth, local: &[&str], remote: &[&str]) -> SitePeer {
+pub(super) fn west_site(auth: SiteAuth, local: &[&str], remote: &[&str]) -> SitePeer {
     SitePeer {
         name: "east".into(),
         remote_addr: client_addr(false).ip(),
@@ -38,11 +38,12 @@ fn west_site(auth: SiteAuth, local: &[&str], remote: &[&str]) -> SitePeer {
         local_ts: nets(local),
         remote_ts: nets(remote),
         policy: Policy::default(),
+        any_remote_addr: false,
     }
 }
 
 /// The initiator's view: peer west at the gateway address.
-fn east_site(auth: SiteAuth, local: &[&str], remote: &[&str]) -> SitePeer {
+pub(super) fn east_site(auth: SiteAuth, local: &[&str], remote: &[&str]) -> SitePeer {
     SitePeer {
         name: "west".into(),
         remote_addr: GATEWAY_IP.parse::<IpAddr>().expect("ip"),
@@ -52,10 +53,11 @@ fn east_site(auth: SiteAuth, local: &[&str], remote: &[&str]) -> SitePeer {
         local_ts: nets(local),
         remote_ts: nets(remote),
         policy: Policy::default(),
+        any_remote_addr: false,
     }
 }
 
-fn configs(west: SitePeer, east: SitePeer) -> (ResponderConfig, InitiatorConfig) {
+pub(super) fn configs(west: SitePeer, east: SitePeer) -> (ResponderConfig, InitiatorConfig) {
     let pki = pki();
     let mut rc = responder_config(&pki.ca, vec![], &pki.gateway);
     rc.sites = vec![Arc::new(west)];
@@ -68,7 +70,7 @@ fn configs(west: SitePeer, east: SitePeer) -> (ResponderConfig, InitiatorConfig)
     (rc, ic)
 }
 
-fn psk(k: &str) -> SiteAuth {
+pub(super) fn psk(k: &str) -> SiteAuth {
     SiteAuth::Psk(k.as_bytes().to_vec())
 }
 
