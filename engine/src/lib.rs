@@ -8,6 +8,9 @@
 
 #[cfg(test)]
 mod alloc_count;
+#[cfg(test)]
+mod cert_matrix;
+pub mod cert_policy;
 pub mod deadlines;
 pub mod entropy;
 pub mod esp;

@@ -41,10 +41,17 @@ fn explain(e: &webpki::Error) -> String {
     match e {
         E::CertRevoked => "certificate revoked (listed in the CRL)".into(),
         E::CertExpired { .. } => "certificate expired".into(),
-        E::CertNotValidYet { .. } => "certificate not valid yet".into(),
-        E::UnknownIssuer => "certificate not issued by this gateway's CA (unknown issuer)".into(),
+        E::CertNotValidYet { .. } => "certificate not yet valid".into(),
+        E::UnknownIssuer => {
+            "certificate not issued by this gateway's CA (unknown issuer, foreign CA)".into()
+        }
         E::RequiredEkuNotFoundContext(_) => {
-            "certificate lacks the required extended key usage".into()
+            "certificate lacks the required extended key usage (EKU)".into()
+        }
+        E::CaUsedAsEndEntity => "CA certificate used as an end-entity certificate".into(),
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "certificate signature algorithm not accepted".into()
         }
         E::InvalidSignatureForPublicKey => "certificate signature does not verify".into(),
         E::UnknownRevocationStatus => "revocation status unknown (no CRL for its issuer)".into(),
@@ -71,6 +78,15 @@ impl PeerTrust {
             name: name.clone(),
             reason,
         };
+        let role = if client {
+            crate::cert_policy::Role::Client
+        } else {
+            crate::cert_policy::Role::Server
+        };
+        let intermediates: Vec<&[u8]> = chain[1..].iter().map(|c| c.as_ref()).collect();
+        if let Some(reason) = crate::cert_policy::check_chain(ee_der, &intermediates, role) {
+            return Err(refuse(reason));
+        }
         let anchors = self
             .roots
             .iter()
@@ -166,5 +182,69 @@ pub fn id_matches_cert(id: &IdPayload<'_>, der: &[u8]) -> bool {
             _ => false,
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rustls::pki_types::UnixTime;
+
+    use super::PeerTrust;
+    use crate::cert_matrix::{WALL_CLOCK_SECS, cases, crl, test_ca};
+
+    /// The bad-certificate matrix against the IKEv2 responder's check (its reason is the
+    /// `client refused ... reason=` of the gateway's log): every bad kind refused with a precise
+    /// reason, a chain through an intermediate CA accepted.
+    #[test]
+    fn bad_certificate_matrix() {
+        let (root, ca) = test_ca();
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(WALL_CLOCK_SECS));
+        let mut failures = vec![];
+        for c in cases(&ca) {
+            let mut crls = vec![crl(&ca)];
+            crls.extend(c.extra_crls.iter().cloned());
+            let trust = PeerTrust {
+                roots: vec![root.clone()],
+                crls,
+            };
+            let got = trust.verify(&c.chain, now, true);
+            match (c.refused, got) {
+                (None, Ok(v)) => assert_eq!(v.name, c.name),
+                (None, Err(e)) => failures.push(format!("{}: refused: {}", c.name, e.reason)),
+                (Some(words), Err(e)) => {
+                    assert_eq!(e.name.as_deref(), Some(c.name));
+                    for w in words {
+                        if !e.reason.contains(w) {
+                            failures.push(format!("{}: {:?} lacks {w:?}", c.name, e.reason));
+                        }
+                    }
+                }
+                (Some(_), Ok(_)) => failures.push(format!("{}: accepted", c.name)),
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    /// A site's certificate that is a CA certificate is named as such.
+    #[test]
+    fn ca_certificate_as_a_site_certificate() {
+        let (root, ca) = test_ca();
+        let trust = PeerTrust {
+            roots: vec![root],
+            crls: vec![],
+        };
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(WALL_CLOCK_SECS));
+        let c = cases(&ca)
+            .into_iter()
+            .find(|c| c.name == "caclient")
+            .unwrap();
+        let e = trust.verify(&c.chain, now, false).unwrap_err();
+        assert!(
+            e.reason.contains("CA certificate used as a gateway"),
+            "{}",
+            e.reason
+        );
     }
 }

@@ -244,13 +244,13 @@ pub fn explain_cert_error(err: &CertificateError) -> String {
             "certificate expired".into()
         }
         CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-            "certificate not valid yet".into()
+            "certificate not yet valid".into()
         }
         CertificateError::UnknownIssuer => {
-            "certificate not issued by this gateway's CA (unknown issuer)".into()
+            "certificate not issued by this gateway's CA (unknown issuer, foreign CA)".into()
         }
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-            "certificate lacks the required extended key usage".into()
+            "certificate lacks the required extended key usage (EKU)".into()
         }
         CertificateError::BadSignature => "certificate signature does not verify".into(),
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
@@ -353,6 +353,18 @@ impl ClientCertVerifier for ExplainingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
+        let inters: Vec<&[u8]> = intermediates.iter().map(|c| c.as_ref()).collect();
+        if let Some(reason) =
+            crate::cert_policy::check_chain(end_entity, &inters, crate::cert_policy::Role::Client)
+        {
+            let refusal = CertRefusal {
+                name: common_name(end_entity),
+                reason,
+            };
+            return Err(Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(refusal)),
+            )));
+        }
         self.inner
             .verify_client_cert(end_entity, intermediates, now)
             .map_err(|e| refuse(end_entity, e))

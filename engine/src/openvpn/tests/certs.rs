@@ -6,7 +6,7 @@ use std::time::Duration;
 use rcgen::{ExtendedKeyUsagePurpose, SerialNumber, date_time_ymd};
 
 use super::pair::{Ca, Chain, Pair, client_cfg, gateway_config, pki};
-use crate::openvpn::client::ClientEvent;
+use crate::openvpn::client::{ClientConfig, ClientEvent};
 use crate::openvpn::server::{CloseReason, ServerEvent};
 
 /// Runs a handshake with `client` (trusting the default CA) against a gateway with `crls`;
@@ -199,4 +199,106 @@ fn renegotiation_with_a_renewed_certificate_of_the_same_client_is_fine() {
     p.ping_through();
     p.run_for(Duration::from_millis(50));
     assert_eq!((p.server_rx.len(), p.client_rx.len()), (1, 1));
+}
+
+/// A client presenting `chain` with `key` (PKCS#8), which need not match the certificate:
+/// the gateway must refuse the certificate before it checks any signature by the key.
+fn matrix_client(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: &[u8],
+) -> ClientConfig {
+    use std::sync::Arc;
+
+    use rustls::client::ResolvesClientCert;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::sign::CertifiedKey;
+
+    #[derive(Debug)]
+    struct Fixed(Arc<CertifiedKey>);
+    impl ResolvesClientCert for Fixed {
+        fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signer = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec())))
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki().ca.cert.clone()).unwrap();
+    let verifier: Arc<dyn ServerCertVerifier> =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_details(provider, super::pair::wall_clock())
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(Arc::new(Fixed(Arc::new(CertifiedKey::new(chain, signer)))));
+    tls.enable_sni = false;
+    ClientConfig::new(
+        Arc::new(tls),
+        ServerName::try_from("vpn.test".to_owned()).unwrap(),
+    )
+}
+
+/// The bad-certificate matrix (issue 14) against the OpenVPN gateway session: every bad kind
+/// of client certificate is refused with a precise reason (the `client refused ... reason=` of
+/// the gateway's log), before the client gets anything; a chain through an intermediate CA is
+/// accepted.
+#[test]
+fn bad_certificate_matrix() {
+    use crate::cert_matrix::{cases, crl};
+    let pki = pki();
+    let mut failures = vec![];
+    for c in cases(&pki.ca.issuer) {
+        let mut crls = vec![crl(&pki.ca.issuer).into()];
+        crls.extend(c.extra_crls.iter().map(|d| d.clone().into()));
+        let sc = gateway_config(&pki.ca.cert, crls, &pki.server);
+        let mut p = Pair::with(sc, matrix_client(c.chain.clone(), &c.key));
+        let done = p.run_until(Duration::from_secs(10), |p| {
+            p.server.as_ref().is_some_and(|s| s.is_closed())
+                || p.server_events
+                    .iter()
+                    .any(|e| matches!(e, ServerEvent::Authenticated { .. }))
+        });
+        assert!(done, "{}: {:?}", c.name, p.server_events);
+        let authenticated = p
+            .server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Authenticated { .. }));
+        let refusal = p.server_events.iter().find_map(|e| match e {
+            ServerEvent::Refused { client, reason } => Some((client.clone(), reason.clone())),
+            _ => None,
+        });
+        match (c.refused, refusal) {
+            (None, None) if authenticated => {}
+            (None, other) => failures.push(format!("{}: not accepted: {other:?}", c.name)),
+            (Some(words), Some((client, reason))) => {
+                assert!(!authenticated, "{}", c.name);
+                if client.as_deref() != Some(c.name) {
+                    failures.push(format!("{}: refusal names {client:?}", c.name));
+                }
+                for w in words {
+                    if !reason.contains(w) {
+                        failures.push(format!("{}: {reason:?} lacks {w:?}", c.name));
+                    }
+                }
+            }
+            (Some(_), None) => {
+                failures.push(format!("{}: not refused: {:?}", c.name, p.server_events))
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
