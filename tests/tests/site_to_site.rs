@@ -40,9 +40,9 @@ fn vnet_to_vnet_psk_between_two_gatehouse_gateways() -> Result<()> {
     let lab = SiteLab::new("v2v", 70)?;
     let gw_a = site_gateway_dir(&lab, SiteId::A, &dir.path().join("a"))?;
     let gw_b = site_gateway_dir(&lab, SiteId::B, &dir.path().join("b"))?;
-    let mut ab = GhConnection::between(&lab, SiteId::A, SiteId::B, "vnet key 70");
+    let mut ab = GhConnection::between(&lab, SiteId::A, SiteId::B, "vnet key 70: Hq7Zr2Wm9Xb4");
     ab.kind = "vnet-to-vnet";
-    let mut ba = GhConnection::between(&lab, SiteId::B, SiteId::A, "vnet key 70");
+    let mut ba = GhConnection::between(&lab, SiteId::B, SiteId::A, "vnet key 70: Hq7Zr2Wm9Xb4");
     ba.kind = "vnet-to-vnet";
     add_connections(&gw_a, &[ab])?;
     add_connections(&gw_b, &[ba])?;
@@ -95,11 +95,11 @@ fn three_sites_transit_and_a_gateway_restart() -> Result<()> {
     let logs = dir.path();
     let gw_a = site_gateway_dir(&lab, SiteId::A, &logs.join("a"))?;
     let gw_b = site_gateway_dir(&lab, SiteId::B, &logs.join("b"))?;
-    let mut ab = GhConnection::between(&lab, SiteId::A, SiteId::B, "vnet key 71");
+    let mut ab = GhConnection::between(&lab, SiteId::A, SiteId::B, "vnet key 71: Hq7Zr2Wm9Xb4");
     ab.kind = "vnet-to-vnet";
-    let mut ba = GhConnection::between(&lab, SiteId::B, SiteId::A, "vnet key 71");
+    let mut ba = GhConnection::between(&lab, SiteId::B, SiteId::A, "vnet key 71: Hq7Zr2Wm9Xb4");
     ba.kind = "vnet-to-vnet";
-    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "site key 71");
+    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "site key 71: Hq7Zr2Wm9Xb4");
     ac.remote_address_space = vec![lab.c.lan.network()];
     add_connections(&gw_a, &[ab, ac])?;
     add_connections(&gw_b, &[ba])?;
@@ -108,7 +108,7 @@ fn three_sites_transit_and_a_gateway_restart() -> Result<()> {
         &lab,
         SiteId::C,
         SiteId::A,
-        SwanAuth::Psk("site key 71".into()),
+        SwanAuth::Psk("site key 71: Hq7Zr2Wm9Xb4".into()),
     );
     c_cfg.mode = SwanMode::RouteBased;
     c_cfg.start_action = StartAction::None;
@@ -310,9 +310,9 @@ fn wrong_psk_and_mismatched_proposals_are_refused_with_reasons() -> Result<()> {
     let logs = dir.path();
     let gw_a = site_gateway_dir(&lab, SiteId::A, &logs.join("a"))?;
     let gw_b = site_gateway_dir(&lab, SiteId::B, &logs.join("b"))?;
-    let ab = GhConnection::between(&lab, SiteId::A, SiteId::B, "the right key");
-    let ba = GhConnection::between(&lab, SiteId::B, SiteId::A, "a wrong key");
-    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "site key 72");
+    let ab = GhConnection::between(&lab, SiteId::A, SiteId::B, "the right key: Hq7Zr2Wm9Xb4");
+    let ba = GhConnection::between(&lab, SiteId::B, SiteId::A, "a wrong key: Hq7Zr2Wm9Xb4");
+    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "site key 72: Hq7Zr2Wm9Xb4");
     ac.remote_address_space = vec![lab.c.lan.network()];
     ac.ike_proposals = Some(vec!["aes256gcm16-prfsha384-x25519".into()]);
     add_connections(&gw_a, &[ab, ac])?;
@@ -322,7 +322,7 @@ fn wrong_psk_and_mismatched_proposals_are_refused_with_reasons() -> Result<()> {
         &lab,
         SiteId::C,
         SiteId::A,
-        SwanAuth::Psk("site key 72".into()),
+        SwanAuth::Psk("site key 72: Hq7Zr2Wm9Xb4".into()),
     );
     c_cfg.start_action = StartAction::Start;
     c_cfg.ike_proposals = "aes128-sha256-modp2048".into();
@@ -433,7 +433,7 @@ fn strongswan_site_psk_policy_based_rekeys_dpd_and_status() -> Result<()> {
     let lab = SiteLab::new("sp", 74)?;
     let logs = dir.path();
     let gw_a = site_gateway_dir(&lab, SiteId::A, &logs.join("a"))?;
-    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "site key 74");
+    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, "site key 74: Hq7Zr2Wm9Xb4");
     ac.policy_based = true;
     ac.remote_address_space = vec![lab.c.lan.network()];
     ac.child_lifetime = Some("8s".into());
@@ -444,7 +444,7 @@ fn strongswan_site_psk_policy_based_rekeys_dpd_and_status() -> Result<()> {
         &lab,
         SiteId::C,
         SiteId::A,
-        SwanAuth::Psk("site key 74".into()),
+        SwanAuth::Psk("site key 74: Hq7Zr2Wm9Xb4".into()),
     );
     c_cfg.start_action = StartAction::None;
     c_cfg.remote_prefixes.push(lab.a.pool.network());
