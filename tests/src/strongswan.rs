@@ -150,6 +150,8 @@ pub struct CharonCmdConfig {
     pub rsa_key: PathBuf,
     /// `--profile`, `ikev2-pub` for certificate authentication.
     pub profile: String,
+    /// More `--cert`s: intermediate CA certificates charon sends with its own.
+    pub extra_certs: Vec<PathBuf>,
 }
 
 impl CharonCmdConfig {
@@ -162,6 +164,7 @@ impl CharonCmdConfig {
             cert: cert.to_path_buf(),
             rsa_key: key.to_path_buf(),
             profile: "ikev2-pub".to_string(),
+            extra_certs: Vec::new(),
         }
     }
 
@@ -181,6 +184,9 @@ impl CharonCmdConfig {
             ("--rsa", &self.rsa_key),
         ] {
             a.extend([opt.to_string(), path.display().to_string()]);
+        }
+        for path in &self.extra_certs {
+            a.extend(["--cert".to_string(), path.display().to_string()]);
         }
         a.extend(["--profile".to_string(), self.profile.clone()]);
         a
