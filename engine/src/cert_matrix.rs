@@ -33,10 +33,48 @@ pub struct Case {
     pub extra_crls: Vec<Vec<u8>>,
 }
 
+thread_local! {
+    /// The EKU the matrix's good certificates carry: clientAuth (P2S clients) or serverAuth
+    /// (certificate-authenticated sites).
+    static SITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn right_eku() -> ExtendedKeyUsagePurpose {
+    if SITE.get() {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }
+}
+
+fn wrong_eku() -> ExtendedKeyUsagePurpose {
+    if SITE.get() {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }
+}
+
+/// The matrix for certificate-authenticated sites: the good certificates carry serverAuth,
+/// the wrong-EKU one clientAuth, and a CA certificate is "used as a gateway certificate".
+pub fn site_cases(ca: &Issuer<'static, KeyPair>) -> Vec<Case> {
+    SITE.set(true);
+    let out = cases(ca);
+    SITE.set(false);
+    out.into_iter()
+        .map(|mut c| {
+            if c.name == "caclient" {
+                c.refused = Some(&["CA certificate used as a gateway"]);
+            }
+            c
+        })
+        .collect()
+}
+
 fn client_params(cn: &str) -> CertificateParams {
     let mut p = CertificateParams::new(vec![]).unwrap();
     p.distinguished_name.push(DnType::CommonName, cn);
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.extended_key_usages = vec![right_eku()];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p
 }
@@ -98,7 +136,7 @@ pub fn cases(ca: &Issuer<'static, KeyPair>) -> Vec<Case> {
         issue(
             ca,
             "wrongeku",
-            |p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth],
+            |p| p.extended_key_usages = vec![wrong_eku()],
             Some(&["extended key usage", "EKU"]),
         ),
         issue(

@@ -192,13 +192,14 @@ mod tests {
     use rustls::pki_types::UnixTime;
 
     use super::PeerTrust;
-    use crate::cert_matrix::{WALL_CLOCK_SECS, cases, crl, test_ca};
+    use crate::cert_matrix::{WALL_CLOCK_SECS, cases, crl, site_cases, test_ca};
 
-    /// The bad-certificate matrix against the IKEv2 responder's check (its reason is the
-    /// `client refused ... reason=` of the gateway's log): every bad kind refused with a precise
-    /// reason, a chain through an intermediate CA accepted.
-    #[test]
-    fn bad_certificate_matrix() {
+    /// Runs the matrix `cases` through [`PeerTrust::verify`] as a client's (`client`) or a
+    /// site's certificate.
+    fn run_matrix(
+        cases: fn(&rcgen::Issuer<'static, rcgen::KeyPair>) -> Vec<crate::cert_matrix::Case>,
+        client: bool,
+    ) {
         let (root, ca) = test_ca();
         let now = UnixTime::since_unix_epoch(Duration::from_secs(WALL_CLOCK_SECS));
         let mut failures = vec![];
@@ -209,7 +210,7 @@ mod tests {
                 roots: vec![root.clone()],
                 crls,
             };
-            let got = trust.verify(&c.chain, now, true);
+            let got = trust.verify(&c.chain, now, client);
             match (c.refused, got) {
                 (None, Ok(v)) => assert_eq!(v.name, c.name),
                 (None, Err(e)) => failures.push(format!("{}: refused: {}", c.name, e.reason)),
@@ -227,24 +228,17 @@ mod tests {
         assert!(failures.is_empty(), "{failures:#?}");
     }
 
-    /// A site's certificate that is a CA certificate is named as such.
+    /// The bad-certificate matrix against the IKEv2 responder's check of a P2S client (its
+    /// reason is the `client refused ... reason=` of the gateway's log): every bad kind
+    /// refused with a precise reason, a chain through an intermediate CA accepted.
     #[test]
-    fn ca_certificate_as_a_site_certificate() {
-        let (root, ca) = test_ca();
-        let trust = PeerTrust {
-            roots: vec![root],
-            crls: vec![],
-        };
-        let now = UnixTime::since_unix_epoch(Duration::from_secs(WALL_CLOCK_SECS));
-        let c = cases(&ca)
-            .into_iter()
-            .find(|c| c.name == "caclient")
-            .unwrap();
-        let e = trust.verify(&c.chain, now, false).unwrap_err();
-        assert!(
-            e.reason.contains("CA certificate used as a gateway"),
-            "{}",
-            e.reason
-        );
+    fn bad_certificate_matrix() {
+        run_matrix(cases, true);
+    }
+
+    /// The same matrix for a certificate-authenticated site (serverAuth certificates).
+    #[test]
+    fn bad_certificate_matrix_for_sites() {
+        run_matrix(site_cases, false);
     }
 }
