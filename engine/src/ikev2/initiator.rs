@@ -234,6 +234,9 @@ struct Child {
     /// The driver got it (a CHILD SA that lost a collision before it was ever used is not
     /// announced, so the driver never switches to it).
     announced: bool,
+    /// Replaced by the gateway's rekey: we delete it at this time unless the gateway (the
+    /// rekey's initiator) did.
+    expires: Option<Instant>,
 }
 
 /// A CHILD SA rekey the gateway started while ours of the same SA was in flight (RFC 7296
@@ -640,6 +643,7 @@ impl IkeInitiator {
             return;
         }
         self.old_sa_timeouts(now);
+        self.expire_replaced_children(now);
         if self.state == State::Established && !self.closing {
             if self.ike_rekey_at.is_some_and(|t| now >= t) {
                 self.ike_rekey_at = None;
@@ -718,10 +722,31 @@ impl IkeInitiator {
             .into_iter()
             .flatten()
             .flatten();
+        let replaced = self.children.iter().filter_map(|c| c.expires);
         main.into_iter()
             .chain(rekeys)
             .chain(self.old_sas.iter().map(|o| o.next_send))
+            .chain(replaced)
             .min()
+    }
+
+    /// Deletes CHILD SAs the gateway replaced by a rekey but did not delete within
+    /// [`CHILD_OVERLAP`](crate::ikev2::responder::CHILD_OVERLAP).
+    fn expire_replaced_children(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for c in &mut self.children {
+            if c.expires.is_some_and(|t| now >= t) {
+                c.expires = None;
+                due.push(c.our_spi);
+            }
+        }
+        if due.is_empty() || self.state != State::Established || self.closing {
+            return;
+        }
+        for spi in due {
+            self.queue.push_back(Queued::DeleteChild(spi));
+        }
+        self.start_next(now);
     }
 
     fn close(&mut self, reason: String) {
@@ -1247,6 +1272,7 @@ impl IkeInitiator {
                     peer_spi,
                     replaced: true,
                     announced: false,
+                    expires: None,
                 });
                 self.queue.push_back(Queued::DeleteChild(our_spi));
                 return;
@@ -1265,6 +1291,7 @@ impl IkeInitiator {
             peer_spi,
             replaced: false,
             announced: true,
+            expires: None,
         });
         self.events.push_back(InitiatorEvent::ChildRekeyed {
             old_our_spi,

@@ -237,6 +237,7 @@ impl IkeInitiator {
             peer_spi,
             replaced: false,
             announced: true,
+            expires: None,
         });
         self.events.push_back(InitiatorEvent::Connected {
             address,

@@ -175,11 +175,13 @@ impl IkeInitiator {
 
         let old_our_spi = self.children[old].our_spi;
         self.children[old].replaced = true;
+        self.children[old].expires = Some(now + crate::ikev2::responder::CHILD_OVERLAP);
         self.children.push(Child {
             our_spi,
             peer_spi,
             replaced: false,
             announced: true,
+            expires: None,
         });
         self.events.push_back(InitiatorEvent::ChildRekeyed {
             old_our_spi,

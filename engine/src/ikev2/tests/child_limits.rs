@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::pair::{Pair, client_addr};
 use crate::entropy::SeededEntropy;
 use crate::ikev2::crypto::SkKeys;
+use crate::ikev2::initiator::InitiatorEvent;
 use crate::ikev2::message;
 use crate::ikev2::proposal::{Policy, esp_offer};
 use crate::ikev2::responder::{CHILD_OVERLAP, IkeEvent, IkeResponder, MAX_CHILDREN};
@@ -17,25 +18,49 @@ use crate::wire::ikev2::{
     TsPayload,
 };
 
-/// A client that speaks on the pair's IKE SA with its own requests (from message ID 2).
+/// A client that speaks on the pair's IKE SA with its own requests (from message ID 2), or
+/// (`gateway`) a gateway speaking to the pair's client (from message ID 0).
 struct Crafter {
     spis: (u64, u64),
     sk_in: SkKeys,
     sk_out: SkKeys,
     next_id: u32,
     rng: SeededEntropy,
+    gateway: bool,
 }
 
 impl Crafter {
     fn new(r: &IkeResponder) -> Self {
+        Self::with_role(r, false)
+    }
+
+    fn with_role(r: &IkeResponder, gateway: bool) -> Self {
         let (suite, keys) = r.sa_keys_for_fuzzing();
+        let i = SkKeys::new(suite.cipher, &keys.sk_ei, &keys.sk_ai).expect("keys");
+        let o = SkKeys::new(suite.cipher, &keys.sk_er, &keys.sk_ar).expect("keys");
+        let (sk_out, sk_in) = if gateway { (o, i) } else { (i, o) };
         Crafter {
             spis: r.spis(),
-            sk_out: SkKeys::new(suite.cipher, &keys.sk_ei, &keys.sk_ai).expect("keys"),
-            sk_in: SkKeys::new(suite.cipher, &keys.sk_er, &keys.sk_ar).expect("keys"),
-            next_id: 2,
+            sk_out,
+            sk_in,
+            next_id: if gateway { 0 } else { 2 },
             rng: SeededEntropy::new(77),
+            gateway,
         }
+    }
+
+    /// Our answer (no payloads) to the other side's request `d`.
+    fn answer(&mut self, d: &[u8]) -> Vec<u8> {
+        let h = Message::parse(d).expect("parses").header;
+        let reply = message::header(
+            self.spis.0,
+            self.spis.1,
+            h.exchange,
+            !self.gateway,
+            true,
+            h.message_id,
+        );
+        message::seal(&mut self.sk_out, &mut self.rng, reply, &[], false, 4096).remove(0)
     }
 
     /// CREATE_CHILD_SA rekeying the client's inbound SA `old` to a new inbound SA `new`.
@@ -63,7 +88,7 @@ impl Crafter {
             self.spis.0,
             self.spis.1,
             exchange,
-            true,
+            !self.gateway,
             false,
             self.next_id,
         );
@@ -205,10 +230,8 @@ fn rekeys_slower_than_the_overlap_go_on_forever() {
         r.handle_timeout(now);
         // Our Delete of the replaced SA: the client answers it.
         for d in answers(&mut r) {
-            let h = Message::parse(&d).expect("parses").header;
-            let reply = message::header(c.spis.0, c.spis.1, h.exchange, true, true, h.message_id);
-            let mut out = message::seal(&mut c.sk_out, &mut c.rng, reply, &[], false, 4096);
-            r.handle_message(now, from, true, &out.remove(0));
+            let a = c.answer(&d);
+            r.handle_message(now, from, true, &a);
         }
         events(&mut r);
         assert_eq!(r.child_count(), 1, "after rekey {i}");
@@ -229,4 +252,76 @@ fn messages_failing_the_integrity_check_are_counted() {
     assert_eq!(r.take_discards().integrity, 1);
     assert_eq!(r.take_discards().integrity, 0, "taken");
     assert_eq!(r.child_count(), 1);
+}
+
+/// The client side (a site SA we started, rekeyed by the other gateway) is bounded the same
+/// way: a CHILD SA the peer replaced and did not delete goes after the overlap, and a peer
+/// rekeying in a loop gets the IKE SA deleted.
+#[test]
+fn our_side_deletes_what_the_peer_replaced_and_did_not_delete() {
+    let (mut p, r, _) = connected();
+    let mut g = Crafter::with_role(&r, true);
+    let gateway_spi = p.gateway_sas[0].0;
+    let now = p.now;
+    let m = g.rekey(gateway_spi, 0x7400_0001);
+    p.initiator.handle_message(now, &m);
+    let out: Vec<Vec<u8>> = std::iter::from_fn(|| p.initiator.poll_transmit())
+        .map(|t| t.data)
+        .collect();
+    assert_eq!(out.len(), 1, "the rekey was not answered");
+    assert!(
+        g.notifies(&out[0]).is_empty(),
+        "refused: {:?}",
+        g.notifies(&out[0])
+    );
+    let rekeyed: Vec<_> = std::iter::from_fn(|| p.initiator.poll_event()).collect();
+    assert!(
+        rekeyed
+            .iter()
+            .any(|e| matches!(e, InitiatorEvent::ChildRekeyed { .. })),
+        "{rekeyed:?}"
+    );
+    // The peer never deletes the replaced SA: we do, after the overlap.
+    let later = now + CHILD_OVERLAP;
+    assert!(p.initiator.poll_timeout().is_some_and(|t| t <= later));
+    p.initiator.handle_timeout(later);
+    let delete = p
+        .initiator
+        .poll_transmit()
+        .expect("no Delete for the replaced SA");
+    let a = g.answer(&delete.data);
+    p.initiator.handle_message(later, &a);
+    let gone: Vec<_> = std::iter::from_fn(|| p.initiator.poll_event()).collect();
+    assert!(
+        gone.iter()
+            .any(|e| matches!(e, InitiatorEvent::ChildDeleted { .. })),
+        "{gone:?}"
+    );
+    assert!(p.initiator.is_established());
+}
+
+#[test]
+fn our_side_ends_a_peers_rekey_loop() {
+    let (mut p, r, _) = connected();
+    let mut g = Crafter::with_role(&r, true);
+    let mut old = p.gateway_sas[0].0;
+    let now = p.now;
+    let mut refused = None;
+    for i in 0..100u32 {
+        let new = 0x7500_0000 + i;
+        let m = g.rekey(old, new);
+        p.initiator.handle_message(now, &m);
+        let out: Vec<Vec<u8>> = std::iter::from_fn(|| p.initiator.poll_transmit())
+            .map(|t| t.data)
+            .collect();
+        assert!(!out.is_empty(), "rekey {i} unanswered");
+        if g.notifies(&out[0]).contains(&NotifyType::NO_ADDITIONAL_SAS) {
+            // Refused, and our Delete of the IKE SA follows.
+            assert!(out.len() >= 2, "no Delete after the refusal");
+            refused = Some(i as usize);
+            break;
+        }
+        old = new;
+    }
+    assert_eq!(refused, Some(MAX_CHILDREN - 1), "a peer rekeying in a loop");
 }
