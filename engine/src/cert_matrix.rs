@@ -335,3 +335,14 @@ pub fn crl(ca: &Issuer<'static, KeyPair>) -> Vec<u8> {
     };
     params.signed_by(ca).unwrap().der().to_vec()
 }
+
+#[test]
+fn a_client_named_like_its_ca_is_not_self_signed() {
+    let key = KeyPair::generate().unwrap();
+    let p = ca_params("Test CA");
+    let ca = Issuer::new(p, key);
+    let twin = issue(&ca, "Test CA", |_| {}, None);
+    let got =
+        crate::cert_policy::check_chain(&twin.chain[0], &[], crate::cert_policy::Role::Client);
+    assert_eq!(got, None);
+}

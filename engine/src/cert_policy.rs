@@ -46,7 +46,7 @@ pub fn check_chain(end_entity: &[u8], intermediates: &[&[u8]], role: Role) -> Op
             Role::Server => "CA certificate used as a gateway certificate".into(),
         });
     }
-    if ee.subject().as_raw() == ee.issuer().as_raw() {
+    if ee.subject().as_raw() == ee.issuer().as_raw() && signs_itself(&ee) {
         return Some("self-signed certificate (not issued by this gateway's CA)".into());
     }
     if let Some(reason) = weak_key(&ee) {
@@ -71,6 +71,31 @@ pub fn check_chain(end_entity: &[u8], intermediates: &[&[u8]], role: Role) -> Op
         }
     }
     None
+}
+
+/// Does the certificate's own key verify its signature? (A leaf whose subject merely equals
+/// its issuer - a client named like the CA - is not self-signed.) Signature algorithms this
+/// cannot check count as self-signed: the names already match.
+fn signs_itself(cert: &X509Certificate<'_>) -> bool {
+    use ring::signature as sig;
+    let algs: &[&'static dyn sig::VerificationAlgorithm] =
+        match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+            "1.2.840.10045.4.3.2" => &[&sig::ECDSA_P256_SHA256_ASN1, &sig::ECDSA_P384_SHA256_ASN1],
+            "1.2.840.10045.4.3.3" => &[&sig::ECDSA_P384_SHA384_ASN1, &sig::ECDSA_P256_SHA384_ASN1],
+            "1.2.840.113549.1.1.11" => &[&sig::RSA_PKCS1_2048_8192_SHA256],
+            "1.2.840.113549.1.1.12" => &[&sig::RSA_PKCS1_2048_8192_SHA384],
+            "1.2.840.113549.1.1.13" => &[&sig::RSA_PKCS1_2048_8192_SHA512],
+            "1.3.101.112" => &[&sig::ED25519],
+            _ => return true,
+        };
+    let key = &cert.public_key().subject_public_key.data;
+    let signed: &[u8] = cert.tbs_certificate.as_ref();
+    let signature = &cert.signature_value.data;
+    algs.iter().any(|alg| {
+        sig::UnparsedPublicKey::new(*alg, key.as_ref())
+            .verify(signed, signature)
+            .is_ok()
+    })
 }
 
 fn is_ca(cert: &X509Certificate<'_>) -> bool {
