@@ -15,7 +15,7 @@
 //! of its continuous run. Then A and S start again and are refused (`client refused`,
 //! reason containing "revoked").
 //!
-//! Tag `lr`, subnet indexes 140..=149.
+//! Tags `lr` (140) and `lrc` (141); subnet indexes 140..=149.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -636,7 +636,7 @@ fn revoking_ends_open_sessions_within_5s() -> Result<()> {
 /// again from the certificate registry, and a revoked client is still refused.
 #[test]
 fn a_deleted_crl_is_signed_again_and_revocations_hold() -> Result<()> {
-    let s = Setup::new("lr", 141, 1)?;
+    let s = Setup::new("lrc", 141, 1)?;
     let gw = Gatehoused::start(&s.topo.gateway, &s.gw_dir, &s.path("gatehoused.log"))?;
     let profile = s.gw_dir.client_profile(
         "mallory",
