@@ -30,6 +30,8 @@
 //! Ctrl-C or the next start after a crash restores the host exactly.
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod manager;
 pub mod ovpn;

@@ -337,14 +337,18 @@ fn read_profile(path: &Path, name: &str) -> Result<StoredProfile> {
 
 /// A parsed import: the profile (name and key location still to fill in), the key, and
 /// what the user should know.
-struct Parsed {
+pub(crate) struct Parsed {
     profile: StoredProfile,
     key_pem: String,
     warnings: Vec<String>,
 }
 
 /// Parses a Gatehouse profile or an `.ovpn` file; returns it and its default name.
-fn parse_any(text: &str, source_name: &str, dir: Option<&Path>) -> Result<(Parsed, String)> {
+pub(crate) fn parse_any(
+    text: &str,
+    source_name: &str,
+    dir: Option<&Path>,
+) -> Result<(Parsed, String)> {
     // A TOML document with a `format` key is meant to be a Gatehouse profile (an .ovpn file
     // is never valid TOML), so its errors are reported as such.
     let is_gatehouse = text

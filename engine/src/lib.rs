@@ -14,6 +14,8 @@ pub mod cert_policy;
 pub mod deadlines;
 pub mod entropy;
 pub mod esp;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod idhash;
 pub mod ikev2;

@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod datadir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod status;
 pub mod tls;
