@@ -65,6 +65,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("openvpn_client", fuzzing::openvpn_client),
     ("ikev2_responder", fuzzing::ikev2_responder),
     ("ikev2_initiator", fuzzing::ikev2_initiator),
+    ("gateway_core", fuzzing::gateway_core),
 ];
 
 #[test]

@@ -41,7 +41,7 @@ fn spki_sha1(cert: &[u8]) -> Option<[u8; 20]> {
     d.as_ref().try_into().ok()
 }
 
-fn configs() -> &'static (Arc<ResponderConfig>, Arc<InitiatorConfig>) {
+pub(super) fn configs() -> &'static (Arc<ResponderConfig>, Arc<InitiatorConfig>) {
     static CONFIGS: OnceLock<(Arc<ResponderConfig>, Arc<InitiatorConfig>)> = OnceLock::new();
     CONFIGS.get_or_init(|| {
         let trust = || PeerTrust {

@@ -11,6 +11,7 @@
 //! (handshake, established, rekey, closing) and inject there. Entropy is seeded and the clock
 //! starts at a fixed origin; only rustls' and ring's own key generation is not seeded.
 
+mod gateway;
 mod ikev2;
 mod openvpn;
 pub mod seeds;
@@ -22,6 +23,7 @@ use crate::esp::{EspCipher, EspInbound};
 use crate::ikev2::crypto::sk::Integ;
 use crate::wire;
 
+pub use gateway::gateway_core;
 pub use ikev2::{ikev2_initiator, ikev2_responder};
 pub use openvpn::{openvpn_client, openvpn_server, server_wrap};
 

@@ -26,7 +26,7 @@ pub(super) const CLIENT: &[u8] = include_bytes!("client.der");
 pub(super) const CLIENT_KEY: &[u8] = include_bytes!("client.key.der");
 
 /// "Now" for certificate validity (2027-01-15).
-const WALL_CLOCK_SECS: u64 = 1_800_000_000;
+pub(super) const WALL_CLOCK_SECS: u64 = 1_800_000_000;
 
 /// The peer-id the gateway gives the client.
 const PEER_ID: u32 = 7;
@@ -45,7 +45,7 @@ impl rustls::time_provider::TimeProvider for FixedTime {
 }
 
 /// Both ends' configurations, built once (certificate parsing is not what we fuzz).
-fn configs() -> &'static (Arc<ServerConfig>, Arc<ClientConfig>) {
+pub(super) fn configs() -> &'static (Arc<ServerConfig>, Arc<ClientConfig>) {
     static CONFIGS: OnceLock<(Arc<ServerConfig>, Arc<ClientConfig>)> = OnceLock::new();
     CONFIGS.get_or_init(|| {
         let provider = Arc::new(rustls::crypto::ring::default_provider());

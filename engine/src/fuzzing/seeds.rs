@@ -148,7 +148,34 @@ pub fn corpus() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let ike = ike_transcript();
     let wire_ikev2: Vec<Vec<u8>> = ike.iter().map(|(_, d)| d.clone()).take(40).collect();
 
+    // The gateway core: a client's opening on each listener, alone and after the others.
+    let mut gateway_core = Vec::new();
+    let first_ovpn = transcript.iter().find(|(to, _)| *to == Side::Server);
+    let first_ike = ike.iter().find(|(to, _)| *to == Side::Server);
+    let mut all = Vec::new();
+    for (op, first) in [(0u8, first_ovpn), (1, first_ike)] {
+        if let Some((_, d)) = first {
+            let mut s = Vec::new();
+            Records::encode(op, d, &mut s);
+            Records::encode(op, d, &mut all);
+            gateway_core.push(s);
+        }
+    }
+    for (_, d) in ike
+        .iter()
+        .filter(|(to, _)| *to == Side::Server)
+        .skip(1)
+        .take(4)
+    {
+        let mut marked = vec![0u8; 4];
+        marked.extend_from_slice(d);
+        Records::encode(0x12, &marked, &mut all);
+    }
+    Records::encode(3, &[30], &mut all);
+    gateway_core.push(all);
+
     vec![
+        ("gateway_core", gateway_core),
         ("wire_ikev2", wire_ikev2),
         ("ikev2_responder", ike_replay(&ike, Side::Server)),
         ("ikev2_initiator", ike_replay(&ike, Side::Client)),
