@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Real peers and tools the end-to-end tests drive.
-APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc
+APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-linux
   strongswan-swanctl charon-systemd charon-cmd libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins strongswan-pki
   gcc-mingw-w64-x86-64
