@@ -278,8 +278,6 @@ pub struct GatewayCore {
     handshakes_by_ip: HashMap<std::net::IpAddr, u32>,
     /// The secret behind OpenVPN session cookies (stateless answers to hard resets).
     cookies: crate::openvpn::cookie::ResetCookies,
-    /// Hard resets answered statelessly.
-    stateless_replies: u64,
     /// OpenVPN by peer-id (P_DATA_V2, float).
     by_peer_id: IdMap<u32, TunnelId>,
     /// OpenVPN over TCP: stream -> (tunnel if any, client address).
@@ -360,7 +358,6 @@ impl GatewayCore {
             replacing_udp: HashMap::new(),
             handshakes_by_ip: HashMap::new(),
             cookies,
-            stateless_replies: 0,
             by_peer_id: IdMap::default(),
             streams: HashMap::new(),
             by_spis: HashMap::new(),

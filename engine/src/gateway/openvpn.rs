@@ -205,7 +205,6 @@ impl GatewayCore {
         if !first.wrap_reply(&mut out) {
             return;
         }
-        self.stateless_replies += 1;
         self.transmits.push_back(Transmit {
             dest: Dest::Udp {
                 from: super::Listener::OpenVpnUdp,
