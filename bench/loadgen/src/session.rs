@@ -507,6 +507,61 @@ fn ike_config(ctx: &Ctx, cred: &Credential) -> Result<Arc<InitiatorConfig>, Stri
 /// ESP carries this in its next-header field for dummy packets (RFC 4303).
 pub(crate) const NO_NEXT_HEADER: u8 = 59;
 
+/// Reads up to [`RECV_BURST`] datagrams the gateway sent to `sock` (IKE on 500 or 4500, ESP
+/// in UDP on 4500) into the IKE SA and the ESP table; returns how many decrypted ESP packets
+/// were replies to our echo requests during the hold (see [`count_rx`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn recv_ike_burst(
+    sock: &UdpSocket,
+    gw: SocketAddr,
+    ike: &mut IkeInitiator,
+    esp: &mut EspTable<()>,
+    ctx: &Ctx,
+    holding: bool,
+    traffic: &Traffic,
+    life: &mut Life,
+) -> u64 {
+    let now = Instant::now();
+    let mut replies = 0;
+    SCRATCH.with_borrow_mut(|s| {
+        let Scratch { rx, dec, .. } = s;
+        for _ in 0..RECV_BURST {
+            let (n, from) = match sock.try_recv_from(rx) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            if from.ip() != gw.ip() {
+                continue;
+            }
+            life.last_rx = now;
+            let bytes = &rx[..n];
+            if from.port() == gw.port() && gw.port() != 4500 {
+                ike.handle_message(now, bytes);
+                continue;
+            }
+            match strip_non_esp_marker(bytes) {
+                Classified::Ike(m) => ike.handle_message(now, m),
+                Classified::Keepalive => {}
+                Classified::Esp(p) => {
+                    if dec.len() < p.len() {
+                        continue;
+                    }
+                    if let Ok(((), payload)) = esp.decrypt(p, dec) {
+                        ike.note_activity(now);
+                        if payload.next_header != NO_NEXT_HEADER
+                            && count_rx(ctx, holding, payload.packet, traffic.src, traffic.id)
+                        {
+                            replies += 1;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    replies
+}
+
 /// Runs one IKEv2 session (IKE SA + one CHILD SA, ESP in UDP 4500) to the end.
 pub async fn ikev2(
     index: usize,
@@ -605,42 +660,8 @@ pub async fn ikev2(
                 if let Err(e) = r {
                     return life.ended(&ctx, format!("socket: {e}"));
                 }
-                let now = Instant::now();
                 let holding = phase == Phase::Hold;
-                SCRATCH.with_borrow_mut(|s| {
-                    let Scratch { rx, dec, .. } = s;
-                    for _ in 0..RECV_BURST {
-                        let (n, from) = match sock.try_recv_from(rx) {
-                            Ok(r) => r,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(_) => continue,
-                        };
-                        if from.ip() != gw.ip() {
-                            continue;
-                        }
-                        life.last_rx = now;
-                        let bytes = &rx[..n];
-                        if from.port() == gw.port() && gw.port() != 4500 {
-                            ike.handle_message(now, bytes);
-                            continue;
-                        }
-                        match strip_non_esp_marker(bytes) {
-                            Classified::Ike(m) => ike.handle_message(now, m),
-                            Classified::Keepalive => {}
-                            Classified::Esp(p) => {
-                                if dec.len() < p.len() {
-                                    continue;
-                                }
-                                if let Ok(((), payload)) = esp.decrypt(p, dec) {
-                                    ike.note_activity(now);
-                                    if payload.next_header != NO_NEXT_HEADER {
-                                        let _ = count_rx(&ctx, holding, payload.packet, traffic.src, traffic.id);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                });
+                recv_ike_burst(&sock, gw, &mut ike, &mut esp, &ctx, holding, &traffic, &mut life);
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 ike.handle_timeout(Instant::now());

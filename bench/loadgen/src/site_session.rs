@@ -18,14 +18,13 @@ use gatehouse_engine::ikev2::initiator::{
 use gatehouse_engine::ikev2::peer_cert::PeerTrust;
 use gatehouse_engine::ikev2::proposal::Policy;
 use gatehouse_engine::ikev2::site::{SiteAuth, SitePeer};
-use gatehouse_engine::wire::ikev2::{Classified, strip_non_esp_marker};
 use ipnet::Ipv4Net;
 use tokio::net::UdpSocket;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::session::{
-    Ctx, Life, NO_NEXT_HEADER, OsEntropy, Phase, Proto, RECV_BURST, SCRATCH, Scratch, SessionEnd,
-    Traffic, count_rx, count_tx, send,
+    Ctx, Life, OsEntropy, Phase, Proto, SCRATCH, SessionEnd, Traffic, count_tx, recv_ike_burst,
+    send,
 };
 use crate::site_layout::{SiteArgs, SiteSpec};
 
@@ -218,44 +217,9 @@ pub async fn site(spec: Arc<SiteSpec>, ctx: Arc<Ctx>, permit: OwnedSemaphorePerm
                 if let Err(e) = r {
                     return life.ended(&ctx, format!("socket: {e}"));
                 }
-                let now = Instant::now();
                 let holding = phase == Phase::Hold;
-                SCRATCH.with_borrow_mut(|s| {
-                    let Scratch { rx, dec, .. } = s;
-                    for _ in 0..RECV_BURST {
-                        let (n, from) = match sock.try_recv_from(rx) {
-                            Ok(r) => r,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(_) => continue,
-                        };
-                        if from.ip() != gw.ip() {
-                            continue;
-                        }
-                        life.last_rx = now;
-                        let bytes = &rx[..n];
-                        if from.port() == gw.port() && gw.port() != 4500 {
-                            ike.handle_message(now, bytes);
-                            continue;
-                        }
-                        match strip_non_esp_marker(bytes) {
-                            Classified::Ike(m) => ike.handle_message(now, m),
-                            Classified::Keepalive => {}
-                            Classified::Esp(p) => {
-                                if dec.len() < p.len() {
-                                    continue;
-                                }
-                                if let Ok(((), payload)) = esp.decrypt(p, dec) {
-                                    ike.note_activity(now);
-                                    if payload.next_header != NO_NEXT_HEADER
-                                        && count_rx(&ctx, holding, payload.packet, traffic.src, traffic.id)
-                                    {
-                                        stats.replies.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                });
+                let replies = recv_ike_burst(&sock, gw, &mut ike, &mut esp, &ctx, holding, &traffic, &mut life);
+                stats.replies.fetch_add(replies, Ordering::Relaxed);
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 ike.handle_timeout(Instant::now());
