@@ -202,3 +202,13 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {
         stderr,
     })
 }
+
+/// Resident memory of process `pid` in kB (`VmRSS` in /proc/PID/status).
+pub fn rss_kb(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}

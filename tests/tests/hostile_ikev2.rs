@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, drop_counters};
 use gatehouse_tests::net::wait_ping;
+use gatehouse_tests::proc::rss_kb;
 use gatehouse_tests::strongswan::{Charon, RoadWarrior, SwanctlCreds};
 use gatehouse_tests::{GatewayTopology, Proc, require_commands, require_root};
 use tempfile::TempDir;
@@ -42,15 +43,6 @@ impl Setup {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-}
-
-fn rss_kb(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
 }
 
 /// The flooder's summary: (requests sent, cookies echoed, half-open SAs it got).

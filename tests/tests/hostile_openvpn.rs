@@ -20,6 +20,7 @@ use gatehouse_tests::gatehoused::{
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::netns::{Netns, add_route};
 use gatehouse_tests::openvpn::UP_TIMEOUT;
+use gatehouse_tests::proc::rss_kb;
 use gatehouse_tests::{GatewayTopology, Ipv4Cidr, Proc, require_commands, require_root};
 use tempfile::TempDir;
 
@@ -108,15 +109,6 @@ fn link_bytes(ns: &Netns, dev: &str) -> Result<(u64, u64)> {
     let s = &v[0]["stats64"];
     let get = |d: &str| s[d]["bytes"].as_u64().context("no byte counter");
     Ok((get("rx")?, get("tx")?))
-}
-
-fn rss_kb(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
 }
 
 fn wait_done(p: &Proc, timeout: Duration) -> Result<()> {
