@@ -14,10 +14,12 @@
 //! - [`sites`]: three sites (gateway, LAN, host) and a client on one underlay.
 //! - [`swan_site`]: a strongSwan site-to-site gateway (policy- or route-based, PSK or certs).
 //! - [`nat`]: a NAT (nftables) in front of a client, whose mapping a test changes (rebinding).
+//! - [`bystanders`]: real OpenVPN and strongSwan clients kept connected through a flood.
 //!
 //! Every test that touches the network calls [`require_root`] first: the tests must fail, not
 //! skip, where they cannot run.
 
+pub mod bystanders;
 pub mod cidr;
 pub mod client;
 pub mod desktop;
