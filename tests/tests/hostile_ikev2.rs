@@ -4,8 +4,14 @@
 //! proposal puts MODP-2048 first connects and pings the LAN. The flooding address gets at most
 //! its 16 half-open SAs, the rest is dropped (`ikeperip`); the gateway is under load (its
 //! cookie threshold is set below 16), so the client has to return a COOKIE and is asked for
-//! x25519 instead of MODP-2048 (INVALID_KE_PAYLOAD), and still gets in within seconds; the
-//! gateway's memory stays flat.
+//! x25519 instead of MODP-2048 (INVALID_KE_PAYLOAD), and still gets in within seconds; so does
+//! a stock OpenVPN 2.6 client (bob) started at the same time. A stock OpenVPN client (erin)
+//! and a strongSwan `charon-cmd` client (carol) connected before the flood ping the LAN across
+//! it and keep their sessions; the gateway's memory stays flat.
+//!
+//! Clients: 0 alice (swanctl, connects during the flood), 1 the attacker, 2 erin (stock
+//! OpenVPN, connected before), 3 carol (charon-cmd, connected before), 4 bob (stock OpenVPN,
+//! connects during the flood).
 //!
 //! Tag `hi`, subnets 10.250.204.0/24 and 10.251.204.0/24 (the client pool the topology gives
 //! the gateway, 10.8.204.0/24, only exists inside the tunnel).
@@ -15,8 +21,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, drop_counters};
+use gatehouse_tests::bystanders::{
+    PingRun, charon_cmd_config, enable_openvpn_and_ikev2, expect_both_protocols, ike_session_kept,
+    openvpn_session_kept, spawn_charon_cmd, wait_ike_up,
+};
+use gatehouse_tests::gatehoused::{
+    Gatehoused, GatewayDir, drop_counters, spawn_stock_client, wait_client_up,
+};
 use gatehouse_tests::net::wait_ping;
+use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::proc::rss_kb;
 use gatehouse_tests::strongswan::{Charon, RoadWarrior, SwanctlCreds};
 use gatehouse_tests::{GatewayTopology, Proc, require_commands, require_root};
@@ -31,6 +44,8 @@ const CONNECT_UNDER_FLOOD: Duration = Duration::from_secs(10);
 const PER_IP: u64 = 16;
 /// What the flood may add to the gateway's resident memory.
 const RSS_GROWTH_MAX_KB: u64 = 16 * 1024;
+/// Pings through a connected client's tunnel that may go unanswered across the flood.
+const PING_LOSS_MAX_PCT: u32 = 10;
 
 struct Setup {
     // Dropped in this order: the namespaces (and whatever still runs in them), then files.
@@ -42,6 +57,22 @@ struct Setup {
 impl Setup {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// A stock OpenVPN client in client `i`'s namespace with an exported profile for a new
+    /// certificate `name`.
+    fn stock_client(&self, i: usize, name: &str) -> Result<Proc> {
+        let gateway = self.topo.client(i).gateway_addr;
+        let profile =
+            self.gw_dir
+                .client_profile(name, gateway, &self.path(&format!("{name}.ovpn")))?;
+        spawn_stock_client(
+            &self.topo.client(i).ns,
+            &profile,
+            &format!("hi{i}"),
+            &[],
+            &self.path(&format!("openvpn-{name}.log")),
+        )
     }
 }
 
@@ -75,17 +106,48 @@ fn flood_result(p: &Proc, timeout: Duration) -> Result<(u64, u64, u64)> {
 #[test]
 fn an_ike_sa_init_flood_from_one_address_is_capped_and_clients_get_in() -> Result<()> {
     require_root();
-    require_commands(&["ip", "ping", "charon-systemd", "swanctl"]);
+    require_commands(&[
+        "ip",
+        "ping",
+        "openssl",
+        "openvpn",
+        "charon-cmd",
+        "charon-systemd",
+        "swanctl",
+    ]);
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
-    let topo = GatewayTopology::new("hi", 204, 2)?;
+    let topo = GatewayTopology::new("hi", 204, 5)?;
     let gw_dir = GatewayDir::for_topology(&dir.path().join("gateway"), &topo, "ghd204")?;
+    enable_openvpn_and_ikev2(&gw_dir)?;
     let s = Setup { topo, gw_dir, dir };
     // Two workers (the client's and the attacker's addresses steer to the same one), and a
     // cookie threshold the attacker's 16 half-open SAs exceed: the gateway is "under load".
     s.gw_dir.set("workers", "2")?;
     s.gw_dir.set("ikev2.cookie_threshold", "8")?;
     let gw = Gatehoused::start(&s.topo.gateway, &s.gw_dir, &s.path("gatehoused.log"))?;
+    expect_both_protocols(&gw)?;
+
+    // erin (stock OpenVPN) and carol (charon-cmd), connected before the flood.
+    let carol_config = charon_cmd_config(
+        &s.gw_dir,
+        s.dir.path(),
+        s.topo.client(3).gateway_addr,
+        s.topo.client(0).gateway_addr,
+        "carol",
+    )?;
+    let erin = s.stock_client(2, "erin")?;
+    let carol = spawn_charon_cmd(&s.topo.client(3).ns, s.dir.path(), "carol", &carol_config)?;
+    wait_client_up(&erin, &gw, 1, UP_TIMEOUT)?;
+    wait_ike_up(&carol, &gw, "carol", UP_TIMEOUT)?;
+    let carol_vip = carol.virtual_ip().context("carol has no virtual IP")?;
+    for i in [2, 3] {
+        wait_ping(
+            &s.topo.client(i).ns,
+            s.topo.lan_host,
+            Duration::from_secs(10),
+        )?;
+    }
 
     // alice: swanctl, MODP-2048 first in her proposal (x25519 offered too).
     let issued = s.gw_dir.issue_client("alice", &[])?;
@@ -111,6 +173,21 @@ fn an_ike_sa_init_flood_from_one_address_is_capped_and_clients_get_in() -> Resul
     };
 
     let rss0 = rss_kb(gw.proc().pid())?;
+    let flood_secs = Duration::from_secs(COUNT / RATE + 1);
+    let pings = [
+        PingRun::start(
+            &s.topo.client(2).ns,
+            s.topo.lan_host,
+            flood_secs,
+            &s.path("ping-erin.log"),
+        )?,
+        PingRun::start(
+            &s.topo.client(3).ns,
+            s.topo.lan_host,
+            flood_secs,
+            &s.path("ping-carol.log"),
+        )?,
+    ];
     let to = SocketAddrV4::new(s.topo.client(1).gateway_addr, 500).to_string();
     let (count, rate) = (COUNT.to_string(), RATE.to_string());
     let flood = s.topo.client(1).ns.spawn(
@@ -122,6 +199,8 @@ fn an_ike_sa_init_flood_from_one_address_is_capped_and_clients_get_in() -> Resul
     std::thread::sleep(Duration::from_secs(1));
 
     let t0 = Instant::now();
+    // bob (stock OpenVPN) starts at the same time; swanctl's initiate blocks until alice is in.
+    let bob = s.stock_client(4, "bob")?;
     let out = charon.initiate(&rw.child()).with_context(logs)?;
     // strongSwan's own account: a COOKIE round trip, then INVALID_KE_PAYLOAD (it keeps the
     // cookie and restarts with x25519).
@@ -156,6 +235,20 @@ fn an_ike_sa_init_flood_from_one_address_is_capped_and_clients_get_in() -> Resul
         Duration::from_secs(5),
     )
     .with_context(logs)?;
+    wait_client_up(
+        &bob,
+        &gw,
+        1,
+        CONNECT_UNDER_FLOOD.saturating_sub(t0.elapsed()),
+    )?;
+    let bob_took = t0.elapsed();
+    eprintln!("bob (OpenVPN) connected by {bob_took:?} during the flood");
+    wait_ping(
+        &s.topo.client(4).ns,
+        s.topo.lan_host,
+        Duration::from_secs(5),
+    )
+    .with_context(logs)?;
 
     let (sent, echoed, half_open) =
         flood_result(&flood, Duration::from_secs(COUNT / RATE + 20)).with_context(logs)?;
@@ -171,13 +264,20 @@ fn an_ike_sa_init_flood_from_one_address_is_capped_and_clients_get_in() -> Resul
         rss1 <= rss0 + RSS_GROWTH_MAX_KB,
         "gatehoused grew from {rss0} kB to {rss1} kB"
     );
-    // Still up and passing traffic after the flood.
-    wait_ping(
-        &s.topo.client(0).ns,
-        s.topo.lan_host,
-        Duration::from_secs(5),
-    )
-    .with_context(logs)?;
+    // Still up and passing traffic after the flood; erin and carol kept their sessions.
+    pings[0].expect("erin (OpenVPN)", PING_LOSS_MAX_PCT)?;
+    pings[1].expect("carol (IKEv2)", PING_LOSS_MAX_PCT)?;
+    openvpn_session_kept(&erin, &gw, "erin")?;
+    ike_session_kept(&carol, &gw, "carol", carol_vip)?;
+    openvpn_session_kept(&bob, &gw, "bob")?;
+    for i in [0, 2, 3, 4] {
+        wait_ping(
+            &s.topo.client(i).ns,
+            s.topo.lan_host,
+            Duration::from_secs(5),
+        )
+        .with_context(logs)?;
+    }
     let capped = gw
         .events("too many half-open IKE SAs from one address: IKE_SA_INIT dropped")
         .len();
