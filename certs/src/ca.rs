@@ -69,19 +69,37 @@ pub(crate) fn generate(options: &CaOptions, now: OffsetDateTime) -> Result<NewCa
 
 /// Loads the CA as an issuer from its certificate and PKCS#8 key (both PEM).
 pub(crate) fn load(cert_pem: &str, key_pem: &str) -> Result<(Issuer<'static, KeyPair>, Vec<u8>)> {
+    load_as(cert_pem, key_pem, "ca.crt", "ca.key")
+}
+
+/// Loads a CA (the root or an intermediate) as an issuer; errors name `cert_file` and
+/// `key_file`.
+pub(crate) fn load_as(
+    cert_pem: &str,
+    key_pem: &str,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<(Issuer<'static, KeyPair>, Vec<u8>)> {
     let key = KeyPair::from_pem(key_pem)
-        .map_err(|e| PkiError::Corrupt(format!("cannot read ca.key: {e}")))?;
-    let block =
-        pem::parse(cert_pem).map_err(|e| PkiError::Corrupt(format!("cannot read ca.crt: {e}")))?;
+        .map_err(|e| PkiError::Corrupt(format!("cannot read {key_file}: {e}")))?;
+    let block = pem::parse(cert_pem)
+        .map_err(|e| PkiError::Corrupt(format!("cannot read {cert_file}: {e}")))?;
     let der = block.into_contents();
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| PkiError::Corrupt(format!("cannot read ca.crt: {e}")))?;
+        .map_err(|e| PkiError::Corrupt(format!("cannot read {cert_file}: {e}")))?;
     if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
-        return Err(PkiError::Corrupt(
-            "ca.key does not belong to ca.crt; restore both from the same backup".into(),
-        ));
+        return Err(PkiError::Corrupt(format!(
+            "{key_file} does not belong to {cert_file}; restore both from the same backup"
+        )));
     }
     let issuer = Issuer::from_ca_cert_der(&der.as_slice().into(), key)
-        .map_err(|e| PkiError::Corrupt(format!("cannot read ca.crt: {e}")))?;
+        .map_err(|e| PkiError::Corrupt(format!("cannot read {cert_file}: {e}")))?;
     Ok((issuer, der))
+}
+
+/// The raw (DER) subject name of a certificate: what the CRLs it signs carry as issuer.
+pub(crate) fn subject_der(cert_der: &[u8]) -> Result<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| PkiError::Corrupt(format!("cannot read a CA certificate: {e}")))?;
+    Ok(cert.subject().as_raw().to_vec())
 }

@@ -8,6 +8,8 @@ use rcgen::{
     SerialNumber, SigningKey,
 };
 use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::FromDer;
+use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::error::{PkiError, Result};
 use crate::registry::CertRecord;
@@ -90,7 +92,7 @@ impl FromStr for Reason {
 /// Signs a CRL listing every revoked certificate in `revoked`, numbered `number`.
 pub fn sign_crl(
     issuer: &Issuer<'_, impl SigningKey>,
-    revoked: &[CertRecord],
+    revoked: &[&CertRecord],
     number: u64,
     now: OffsetDateTime,
 ) -> Result<String> {
@@ -117,6 +119,25 @@ pub fn sign_crl(
         key_identifier_method: KeyIdMethod::Sha256,
     };
     Ok(params.signed_by(issuer)?.pem()?)
+}
+
+/// The CRLs in `pem` (a `crl.pem`) whose issuer is none of `signed` (raw DER names), PEM:
+/// what a new `crl.pem` keeps of the old one besides the CRLs it signs afresh. Blocks that
+/// are not parsable CRLs are dropped.
+pub(crate) fn other_issuers(pem: &[u8], signed: &[Vec<u8>]) -> String {
+    let Ok(blocks) = pem::parse_many(pem) else {
+        return String::new();
+    };
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    blocks
+        .into_iter()
+        .filter(|block| block.tag() == "X509 CRL")
+        .filter(|block| {
+            CertificateRevocationList::from_der(block.contents())
+                .is_ok_and(|(_, crl)| !signed.iter().any(|s| s == crl.issuer().as_raw()))
+        })
+        .map(|block| pem::encode_config(&block, config))
+        .collect()
 }
 
 /// Decodes lowercase or uppercase hex.

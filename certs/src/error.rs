@@ -132,11 +132,25 @@ pub enum PkiError {
         dir: PathBuf,
     },
 
-    /// Export was asked for a gateway certificate.
-    #[error("{name} is a gateway certificate; profiles are exported for client certificates only")]
+    /// Export was asked for a gateway certificate or an intermediate CA.
+    #[error("{name} is {what}; profiles are exported for client certificates only")]
     NotAClientCertificate {
         /// The name asked for.
         name: String,
+        /// What it is instead ("a gateway certificate", "an intermediate CA").
+        what: &'static str,
+    },
+
+    /// `--ca NAME` names no valid intermediate CA.
+    #[error(
+        "there is no valid intermediate CA named {name:?}; make one with `gatehouse-certs --pki {} issue-intermediate {name}` (`list` shows what exists)",
+        .dir.display()
+    )]
+    UnknownIntermediate {
+        /// The name asked for.
+        name: String,
+        /// The PKI folder (for the suggested command).
+        dir: PathBuf,
     },
 
     /// Export of a certificate issued from a CSR: the key never came here.

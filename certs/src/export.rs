@@ -78,9 +78,25 @@ pub(crate) struct ClientBundle<'a> {
     pub name: &'a str,
     pub gateway: &'a str,
     pub ca_pem: &'a str,
+    /// The client certificate alone.
     pub cert_pem: &'a str,
+    /// The intermediate CA that issued it (PEM), empty when the root did: the client sends
+    /// it after its certificate.
+    pub chain_pem: &'a str,
     pub key_pem: &'a str,
 }
+
+/// The client certificate followed by its chain (intermediate CAs), PEM: what a `.ovpn`
+/// `<cert>` or a profile's `cert` holds, so that the client sends the whole chain.
+pub(crate) fn with_chain(cert_pem: &str, chain_pem: &str) -> String {
+    if chain_pem.trim().is_empty() {
+        return cert_pem.to_string();
+    }
+    format!("{}\n{}\n", cert_pem.trim_end(), chain_pem.trim_end())
+}
+
+/// File name of the intermediate CA in a swanctl folder's `x509ca/`.
+const SWANCTL_INTERMEDIATE_FILE: &str = "gatehouse-intermediate.pem";
 
 /// Renders `bundle` in `format`.
 pub(crate) fn render(bundle: &ClientBundle<'_>, format: Format, password: &str) -> Result<Vec<u8>> {
@@ -89,7 +105,7 @@ pub(crate) fn render(bundle: &ClientBundle<'_>, format: Format, password: &str) 
             bundle.name,
             bundle.gateway,
             bundle.ca_pem,
-            bundle.cert_pem,
+            &with_chain(bundle.cert_pem, bundle.chain_pem),
             bundle.key_pem,
         )
         .to_toml()?
@@ -114,7 +130,7 @@ pub(crate) fn swanctl(b: &ClientBundle<'_>) -> Vec<DirEntry> {
         data.push(b'\n');
         data
     };
-    vec![
+    let mut entries = vec![
         DirEntry::File {
             path: "swanctl.conf".into(),
             data: swanctl_conf(b.name, b.gateway).into_bytes(),
@@ -129,6 +145,16 @@ pub(crate) fn swanctl(b: &ClientBundle<'_>) -> Vec<DirEntry> {
             data: pem(b.ca_pem),
             mode: PUBLIC_MODE,
         },
+    ];
+    // charon sends the intermediate CAs of its own certificate's chain that it has loaded.
+    if !b.chain_pem.trim().is_empty() {
+        entries.push(DirEntry::File {
+            path: format!("x509ca/{SWANCTL_INTERMEDIATE_FILE}"),
+            data: pem(b.chain_pem),
+            mode: PUBLIC_MODE,
+        });
+    }
+    entries.extend([
         DirEntry::Dir {
             path: "x509",
             mode: 0o755,
@@ -147,7 +173,8 @@ pub(crate) fn swanctl(b: &ClientBundle<'_>) -> Vec<DirEntry> {
             data: pem(b.key_pem),
             mode: KEY_MODE,
         },
-    ]
+    ]);
+    entries
 }
 
 /// `swanctl.conf` for client `name` (a checked certificate name) and `gateway` (a checked
@@ -234,7 +261,7 @@ fn ovpn(b: &ClientBundle<'_>) -> String {
         name = b.name,
         gateway = b.gateway,
         ca = block("ca", b.ca_pem),
-        cert = block("cert", b.cert_pem),
+        cert = block("cert", &with_chain(b.cert_pem, b.chain_pem)),
         key = block("key", b.key_pem),
     )
 }
@@ -277,7 +304,15 @@ pub(crate) fn pkcs12_with(
     let key = PrivateKey::from_der(&pem_der(b.key_pem, "private key")?).map_err(p12)?;
     // The local key id ties the key bag to its certificate bag; the thumbprint is unique.
     let key_id = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert.as_der());
-    let chain = PrivateKeyChain::new(key_id.as_ref(), key, [cert, ca]);
+    // Leaf, intermediate CAs, root: the order of a chain.
+    let mut certs = vec![cert];
+    for block in pem::parse_many(b.chain_pem)
+        .map_err(|e| PkiError::Corrupt(format!("stored intermediate CA is not PEM: {e}")))?
+    {
+        certs.push(Certificate::from_der(block.contents()).map_err(p12)?);
+    }
+    certs.push(ca);
+    let chain = PrivateKeyChain::new(key_id.as_ref(), key, certs);
     let mut store = KeyStore::new();
     store.add_entry(b.name, KeyStoreEntry::PrivateKeyChain(chain));
     store
@@ -306,6 +341,7 @@ mod tests {
             gateway: "vpn.example.com",
             ca_pem: pem,
             cert_pem: pem,
+            chain_pem: "",
             key_pem: pem,
         };
         assert!(matches!(
@@ -332,6 +368,7 @@ mod tests {
             gateway: "vpn.example.com",
             ca_pem: pem,
             cert_pem: pem,
+            chain_pem: "",
             key_pem: pem,
         });
         for line in [

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SigningKey,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SigningKey,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use time::{Duration, OffsetDateTime};
@@ -18,6 +18,8 @@ use crate::registry::{CertRecord, Kind};
 pub const SERVER_DEFAULT_DAYS: u32 = 825;
 /// Default lifetime of a client certificate.
 pub const CLIENT_DEFAULT_DAYS: u32 = 365;
+/// Default lifetime of an intermediate CA (never beyond the root's own not-after).
+pub const INTERMEDIATE_DEFAULT_DAYS: u32 = 1825;
 
 /// id-kp-ipsecIKE / ikeIntermediate (RFC 4945): Windows' and macOS' IKEv2 clients want it on
 /// the gateway certificate.
@@ -90,6 +92,9 @@ pub struct Issued {
     pub record: CertRecord,
     /// The certificate, PEM.
     pub cert_pem: String,
+    /// The intermediate CA that signed it (PEM), which a client sends after its
+    /// certificate; empty when the root signed it.
+    pub chain_pem: String,
     /// Its private key (PKCS#8 PEM) if we generated it; `None` for CSR-issued ones.
     pub key_pem: Option<String>,
     /// Where the key is stored (`private/<serial>.key`), if we hold it.
@@ -144,21 +149,59 @@ pub(crate) fn sign_leaf(
             ExtendedKeyUsagePurpose::Other(IKE_INTERMEDIATE.to_vec()),
         ],
         Kind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Kind::Intermediate => {
+            return Err(PkiError::Corrupt(
+                "an intermediate CA is not a leaf certificate".into(),
+            ));
+        }
     };
     let cert = params.signed_by(public_key, issuer)?;
-    let der = cert.der();
-    Ok(CertRecord {
-        serial: hex_encode(&serial),
+    Ok(record_of(request, &serial, &cert, has_key))
+}
+
+/// Signs an intermediate CA certificate for `public_key` under the root `issuer`: CN =
+/// `request.name`, basicConstraints CA:TRUE pathlen:0 (it may sign leaves only), key usage
+/// keyCertSign + cRLSign, a subject key identifier (which its leaves and CRLs name as their
+/// authority key identifier).
+pub(crate) fn sign_intermediate(
+    request: &LeafRequest<'_>,
+    public_key: &impl PublicKeyData,
+    issuer: &Issuer<'_, impl SigningKey>,
+) -> Result<CertRecord> {
+    let serial = random_serial()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, request.name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    params.not_before = request.not_before;
+    params.not_after = request.not_after;
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(public_key, issuer)?;
+    Ok(record_of(request, &serial, &cert, true))
+}
+
+fn record_of(
+    request: &LeafRequest<'_>,
+    serial: &[u8],
+    cert: &rcgen::Certificate,
+    has_key: bool,
+) -> CertRecord {
+    CertRecord {
+        serial: hex_encode(serial),
         name: request.name.to_string(),
         kind: request.kind,
-        sha256: thumbprint(der),
+        sha256: thumbprint(cert.der()),
         not_before: request.not_before,
         not_after: request.not_after,
         cert_pem: cert.pem(),
         has_key,
         revoked_at: None,
         reason: None,
-    })
+        issuer: None,
+    }
 }
 
 /// A new ECDSA P-256 key for a certificate we issue with its key.

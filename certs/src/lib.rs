@@ -19,7 +19,21 @@
 //!   server/
 //!     <name>.crt          gateway certificate, for the gateway to load by path
 //!     <name>.key          its private key (0600)
+//!   intermediate/
+//!     <name>.crt          intermediate CA certificate (`issue-intermediate`); its key is
+//!                         private/<serial>.key (0600)
 //! ```
+//!
+//! # Intermediate CAs
+//!
+//! [`Pki::issue_intermediate`] makes a CA under the root (pathlen 0: it signs client
+//! certificates, not further CAs); [`Pki::issue_client_signed_by`] issues under it. Every CRL
+//! publication (revoke, `crl`, the gateway's re-signing) writes `crl.pem` as the root's CRL
+//! followed by one CRL per valid intermediate, each listing what that CA revoked: with a CRL
+//! in force a relying party needs a revocation status for every certificate of a chain.
+//! CRLs of other issuers already in `crl.pem` (an intermediate made with openssl whose CRL
+//! an admin appended) are kept as they are. Exports of a client issued by an intermediate
+//! carry the intermediate after the client certificate, so clients send the whole chain.
 //!
 //! # Crash safety
 //!
@@ -70,7 +84,9 @@ pub use ca::CaOptions;
 pub use crl::{CRL_LIFETIME, Reason};
 pub use error::{PkiError, Result};
 pub use export::Format;
-pub use issue::{CLIENT_DEFAULT_DAYS, Issued, SERVER_DEFAULT_DAYS, Validity};
+pub use issue::{
+    CLIENT_DEFAULT_DAYS, INTERMEDIATE_DEFAULT_DAYS, Issued, SERVER_DEFAULT_DAYS, Validity,
+};
 pub use profile::Profile;
 pub use registry::{CertRecord, Kind, Status};
 
@@ -85,6 +101,31 @@ const REGISTRY: &str = "registry.sqlite";
 const CRL: &str = "crl.pem";
 const PRIVATE_DIR: &str = "private";
 const SERVER_DIR: &str = "server";
+const INTERMEDIATE_DIR: &str = "intermediate";
+
+/// Where the key of certificate `serial` is kept.
+fn key_path(dir: &Path, serial: &str) -> PathBuf {
+    dir.join(PRIVATE_DIR).join(format!("{serial}.key"))
+}
+
+/// An intermediate CA, loaded to sign.
+struct Intermediate {
+    record: CertRecord,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// Loads intermediate CA `record` (certificate in the registry, key in `private/`).
+fn load_intermediate(dir: &Path, record: CertRecord) -> Result<Intermediate> {
+    let path = key_path(dir, &record.serial);
+    let key_pem = fsutil::read_to_string(&path)?;
+    let (issuer, _) = ca::load_as(
+        &record.cert_pem,
+        &key_pem,
+        &format!("the certificate of intermediate CA {}", record.name),
+        &path.display().to_string(),
+    )?;
+    Ok(Intermediate { record, issuer })
+}
 
 /// An open PKI folder: the CA, ready to issue and revoke, and its registry.
 ///
@@ -147,8 +188,8 @@ impl Pki {
         }
         let crl_path = dir.join(CRL);
         let mut registry = Registry::create(&tmp)?;
-        registry.publish_crl(None, |revoked, number| {
-            let pem = crl::sign_crl(&issuer, revoked, number, now)?;
+        registry.publish_crl(None, |_, number| {
+            let pem = crl::sign_crl(&issuer, &[], number, now)?;
             fsutil::write_atomic(&crl_path, pem.as_bytes(), PUBLIC_MODE)
         })?;
         registry.close()?;
@@ -246,7 +287,10 @@ impl Pki {
             not_before,
             not_after,
         };
-        let issued = self.issue_with_new_key(&request, now)?;
+        self.check_name_free(name, now)?;
+        let key = issue::new_key()?;
+        let record = issue::sign_leaf(&request, &key, &self.issuer, true)?;
+        let issued = self.store_with_key(record, key, now)?;
         let (crt_path, key_path) = self.server_cert_paths(name);
         fsutil::ensure_dir(&self.dir.join(SERVER_DIR), 0o755)?;
         let key_pem = issued.key_pem.as_deref().unwrap_or_default();
@@ -255,7 +299,7 @@ impl Pki {
         Ok(issued)
     }
 
-    /// Issues a client certificate (EKU clientAuth, CN = `name`).
+    /// Issues a client certificate (EKU clientAuth, CN = `name`) signed by the root CA.
     ///
     /// Without `csr` a new ECDSA P-256 key is generated and kept in `private/`. With `csr`
     /// (PEM or DER PKCS#10), its self-signature is verified and its public key certified;
@@ -265,6 +309,20 @@ impl Pki {
         name: &str,
         validity: &Validity,
         csr: Option<&[u8]>,
+    ) -> Result<Issued> {
+        self.issue_client_signed_by(name, validity, csr, None)
+    }
+
+    /// Issues a client certificate as [`Pki::issue_client`] does, signed by the valid
+    /// intermediate CA named `ca` (see [`Pki::issue_intermediate`]) or, with `None`, by the
+    /// root. [`Issued::chain_pem`] then holds the intermediate, which the client must send
+    /// after its certificate.
+    pub fn issue_client_signed_by(
+        &mut self,
+        name: &str,
+        validity: &Validity,
+        csr: Option<&[u8]>,
+        ca: Option<&str>,
     ) -> Result<Issued> {
         san::check_name(name)?;
         let now = OffsetDateTime::now_utc();
@@ -276,19 +334,124 @@ impl Pki {
             not_before,
             not_after,
         };
+        let intermediate = ca.map(|ca| self.intermediate(ca, now)).transpose()?;
         let Some(csr) = csr else {
-            return self.issue_with_new_key(&request, now);
+            self.check_name_free(name, now)?;
+            let key = issue::new_key()?;
+            let record = self.sign_client(&request, &key, intermediate.as_ref(), true)?;
+            return self.store_with_key(record, key, now);
         };
         let public_key = csr::verified_public_key(csr)?;
         self.check_name_free(name, now)?;
-        let record = issue::sign_leaf(&request, &public_key, &self.issuer, false)?;
+        let record = self.sign_client(&request, &public_key, intermediate.as_ref(), false)?;
         self.record(&record, now)?;
         Ok(Issued {
             cert_pem: record.cert_pem.clone(),
+            chain_pem: self.chain_of(&record)?,
             record,
             key_pem: None,
             key_path: None,
         })
+    }
+
+    /// Creates an intermediate CA under the root: ECDSA P-256, CN = `name`, basicConstraints
+    /// CA:TRUE pathlen:0, key usage keyCertSign + cRLSign; valid for `validity` (default
+    /// [`INTERMEDIATE_DEFAULT_DAYS`]), never beyond the root's not-after. Its key goes to
+    /// `private/<serial>.key` (0600), its certificate to `intermediate/<name>.crt`, and
+    /// `crl.pem` is signed again so that it holds the new CA's (empty) CRL before any
+    /// certificate the CA signs is presented. Issue clients under it with
+    /// [`Pki::issue_client_signed_by`]; revoke it like any certificate (the root's CRL then
+    /// lists it).
+    pub fn issue_intermediate(&mut self, name: &str, validity: &Validity) -> Result<Issued> {
+        san::check_name(name)?;
+        let now = OffsetDateTime::now_utc();
+        let (not_before, not_after) = validity.resolve(INTERMEDIATE_DEFAULT_DAYS, now)?;
+        let (_, root) = x509_parser::parse_x509_certificate(&self.ca_cert_der)
+            .map_err(|e| PkiError::Corrupt(format!("cannot read ca.crt: {e}")))?;
+        let root_end = root.validity().not_after.to_datetime();
+        if not_after <= now {
+            return Err(PkiError::InvalidValidity {
+                reason: format!(
+                    "not-after ({}) is in the past: an intermediate CA must be valid now to sign anything",
+                    rfc3339(not_after)
+                ),
+            });
+        }
+        let not_after = not_after.min(root_end);
+        if not_after <= not_before.max(now) {
+            return Err(PkiError::InvalidValidity {
+                reason: format!(
+                    "the root CA is valid until {} only; an intermediate CA cannot outlive it",
+                    rfc3339(root_end)
+                ),
+            });
+        }
+        let request = LeafRequest {
+            name,
+            kind: Kind::Intermediate,
+            sans: Vec::new(),
+            not_before,
+            not_after,
+        };
+        self.check_name_free(name, now)?;
+        let key = issue::new_key()?;
+        let record = issue::sign_intermediate(&request, &key, &self.issuer)?;
+        let issued = self.store_with_key(record, key, now)?;
+        self.write_crl()?;
+        let path = self.intermediate_cert_path(name);
+        fsutil::ensure_dir(&self.dir.join(INTERMEDIATE_DIR), 0o755)?;
+        fsutil::write_atomic(&path, issued.cert_pem.as_bytes(), PUBLIC_MODE)?;
+        Ok(issued)
+    }
+
+    /// Where intermediate CA `name`'s certificate is written: `intermediate/<name>.crt`.
+    pub fn intermediate_cert_path(&self, name: &str) -> PathBuf {
+        self.dir.join(INTERMEDIATE_DIR).join(format!("{name}.crt"))
+    }
+
+    /// The valid intermediate CA `name`, ready to sign.
+    fn intermediate(&self, name: &str, now: OffsetDateTime) -> Result<Intermediate> {
+        let unknown = || PkiError::UnknownIntermediate {
+            name: name.to_string(),
+            dir: self.dir.clone(),
+        };
+        let record = self
+            .registry
+            .valid_by_name(name, now)?
+            .filter(|r| r.kind == Kind::Intermediate && r.has_key)
+            .ok_or_else(unknown)?;
+        load_intermediate(&self.dir, record)
+    }
+
+    /// Signs a client certificate by `intermediate`, or by the root.
+    fn sign_client(
+        &self,
+        request: &LeafRequest<'_>,
+        public_key: &impl rcgen::PublicKeyData,
+        intermediate: Option<&Intermediate>,
+        has_key: bool,
+    ) -> Result<CertRecord> {
+        let Some(intermediate) = intermediate else {
+            return issue::sign_leaf(request, public_key, &self.issuer, has_key);
+        };
+        let mut record = issue::sign_leaf(request, public_key, &intermediate.issuer, has_key)?;
+        record.issuer = Some(intermediate.record.serial.clone());
+        Ok(record)
+    }
+
+    /// The intermediate CA certificate (PEM) a client presents after `record`; empty for a
+    /// certificate signed by the root.
+    fn chain_of(&self, record: &CertRecord) -> Result<String> {
+        let Some(serial) = &record.issuer else {
+            return Ok(String::new());
+        };
+        let issuer = self.registry.by_serial(serial)?.ok_or_else(|| {
+            PkiError::Corrupt(format!(
+                "certificate {} names issuer {serial}, which is not in the registry",
+                record.serial
+            ))
+        })?;
+        Ok(issuer.cert_pem)
     }
 
     /// Every certificate in the registry, oldest first.
@@ -345,6 +508,27 @@ impl Pki {
         self.publish_crl(None, OffsetDateTime::now_utc())
     }
 
+    /// The issuers (raw DER names) of the CRLs [`Pki::write_crl`] signs: the root, then each
+    /// valid intermediate CA whose key is here. A `crl.pem` that lacks the CRL of one of
+    /// them, or holds a stale one, is mended by signing again.
+    pub fn crl_issuers(&self) -> Result<Vec<Vec<u8>>> {
+        let now = OffsetDateTime::now_utc();
+        let mut out = vec![ca::subject_der(&self.ca_cert_der)?];
+        for record in self.registry.list()? {
+            if record.kind != Kind::Intermediate
+                || record.status(now) != Status::Valid
+                || !record.has_key
+            {
+                continue;
+            }
+            let der = export::pem_der(&record.cert_pem, "intermediate CA certificate")?;
+            if load_intermediate(&self.dir, record).is_ok() {
+                out.push(ca::subject_der(&der)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Exports the valid client certificate `name` with its key and the CA, for a client
     /// connecting to `gateway`. `password` protects PKCS#12 output (empty if `None`); the
     /// other formats hold the key in clear, so write them with mode 0600. [`Format::Swanctl`]
@@ -359,15 +543,15 @@ impl Pki {
         if format.is_folder() {
             return Err(PkiError::NotAFileFormat(format));
         }
-        let (record, key_pem) = self.exportable(name, gateway)?;
+        let (record, key_pem, chain_pem) = self.exportable(name, gateway)?;
         // With a tls-crypt-v2 server key in the PKI, OpenVPN-capable exports carry the
         // client's own key (made on first export).
         if matches!(format, Format::Ovpn | Format::Gatehouse)
             && let Some(v2) = self.tls_crypt_v2_client_key(&record.serial, name)?
         {
             if format == Format::Gatehouse {
-                let mut profile =
-                    Profile::new(name, gateway, &self.ca_cert_pem, &record.cert_pem, &key_pem);
+                let cert = export::with_chain(&record.cert_pem, &chain_pem);
+                let mut profile = Profile::new(name, gateway, &self.ca_cert_pem, &cert, &key_pem);
                 profile.tls_crypt_v2 = Some(v2.to_pem());
                 return Ok(profile.to_toml()?.into_bytes());
             }
@@ -376,6 +560,7 @@ impl Pki {
                 gateway,
                 ca_pem: &self.ca_cert_pem,
                 cert_pem: &record.cert_pem,
+                chain_pem: &chain_pem,
                 key_pem: &key_pem,
             };
             return Ok(export::ovpn_with_tls_crypt_v2(&bundle, &v2.to_pem()).into_bytes());
@@ -386,6 +571,7 @@ impl Pki {
                 gateway,
                 ca_pem: &self.ca_cert_pem,
                 cert_pem: &record.cert_pem,
+                chain_pem: &chain_pem,
                 key_pem: &key_pem,
             },
             format,
@@ -408,19 +594,21 @@ impl Pki {
     /// `out_dir` must not exist or be an empty folder. The folder is built beside it under a
     /// temporary name and renamed into place, so it appears complete or not at all.
     pub fn export_swanctl(&self, name: &str, gateway: &str, out_dir: &Path) -> Result<()> {
-        let (record, key_pem) = self.exportable(name, gateway)?;
+        let (record, key_pem, chain_pem) = self.exportable(name, gateway)?;
         let entries = export::swanctl(&ClientBundle {
             name,
             gateway,
             ca_pem: &self.ca_cert_pem,
             cert_pem: &record.cert_pem,
+            chain_pem: &chain_pem,
             key_pem: &key_pem,
         });
         fsutil::write_dir_atomic(out_dir, &entries)
     }
 
-    /// The valid client certificate `name` and its key, after checking `gateway`.
-    fn exportable(&self, name: &str, gateway: &str) -> Result<(CertRecord, String)> {
+    /// The valid client certificate `name`, its key and the intermediate CA it was issued by
+    /// (PEM, empty for the root), after checking `gateway`.
+    fn exportable(&self, name: &str, gateway: &str) -> Result<(CertRecord, String, String)> {
         if san::parse_san(gateway).is_err() || gateway.starts_with("*.") {
             return Err(PkiError::InvalidSan {
                 value: gateway.to_string(),
@@ -446,9 +634,15 @@ impl Pki {
             });
         };
         let record = records.swap_remove(index);
-        if record.kind != Kind::Client {
+        let what = match record.kind {
+            Kind::Client => None,
+            Kind::Server => Some("a gateway certificate"),
+            Kind::Intermediate => Some("an intermediate CA"),
+        };
+        if let Some(what) = what {
             return Err(PkiError::NotAClientCertificate {
                 name: name.to_string(),
+                what,
             });
         }
         if !record.has_key {
@@ -457,11 +651,12 @@ impl Pki {
             });
         }
         let key_pem = fsutil::read_to_string(&self.key_path(&record.serial))?;
-        Ok((record, key_pem))
+        let chain_pem = self.chain_of(&record)?;
+        Ok((record, key_pem, chain_pem))
     }
 
     fn key_path(&self, serial: &str) -> PathBuf {
-        self.dir.join(PRIVATE_DIR).join(format!("{serial}.key"))
+        key_path(&self.dir, serial)
     }
 
     fn check_name_free(&self, name: &str, now: OffsetDateTime) -> Result<()> {
@@ -486,15 +681,13 @@ impl Pki {
             .map_err(|serial| self.duplicate(&record.name, serial))
     }
 
-    /// Generates a key, signs, stores the key, then records the certificate.
-    fn issue_with_new_key(
+    /// Stores the key of the freshly signed `record`, then records the certificate.
+    fn store_with_key(
         &mut self,
-        request: &LeafRequest<'_>,
+        record: CertRecord,
+        key: KeyPair,
         now: OffsetDateTime,
     ) -> Result<Issued> {
-        self.check_name_free(request.name, now)?;
-        let key = issue::new_key()?;
-        let record = issue::sign_leaf(request, &key, &self.issuer, true)?;
         let key_pem = key.serialize_pem();
         let key_path = self.key_path(&record.serial);
         fsutil::ensure_dir(&self.dir.join(PRIVATE_DIR), PRIVATE_DIR_MODE)?;
@@ -506,21 +699,55 @@ impl Pki {
         }
         Ok(Issued {
             cert_pem: record.cert_pem.clone(),
+            chain_pem: self.chain_of(&record)?,
             record,
             key_pem: Some(key_pem),
             key_path: Some(key_path),
         })
     }
 
+    /// Signs and writes `crl.pem`: the root's CRL, then one per valid intermediate CA whose
+    /// key is here, then the CRLs of any other issuer the file already held (see the crate
+    /// docs).
     fn publish_crl(
         &mut self,
         revoke: Option<(&str, OffsetDateTime, Reason)>,
         now: OffsetDateTime,
     ) -> Result<String> {
         let crl_path = self.crl_path();
+        // Read before the registry's write lock: a file that cannot be read holds nothing
+        // to keep.
+        let existing = fs::read(&crl_path).unwrap_or_default();
         let issuer = &self.issuer;
-        self.registry.publish_crl(revoke, |revoked, number| {
-            let pem = crl::sign_crl(issuer, revoked, number, now)?;
+        let root_der = &self.ca_cert_der;
+        let dir = &self.dir;
+        self.registry.publish_crl(revoke, |all, number| {
+            let revoked_by = |ca: Option<&str>| -> Vec<&CertRecord> {
+                all.iter()
+                    .filter(|r| r.revoked_at.is_some() && r.issuer.as_deref() == ca)
+                    .collect()
+            };
+            let mut pem = crl::sign_crl(issuer, &revoked_by(None), number, now)?;
+            let mut signed = vec![ca::subject_der(root_der)?];
+            for record in all.iter().filter(|r| r.kind == Kind::Intermediate) {
+                if record.status(now) != Status::Valid || !record.has_key {
+                    continue;
+                }
+                // An intermediate whose key is gone cannot sign: whatever CRL of it the
+                // file holds is kept below, and the root's revocations still go out.
+                let Ok(intermediate) = load_intermediate(dir, record.clone()) else {
+                    continue;
+                };
+                let der = export::pem_der(&record.cert_pem, "intermediate CA certificate")?;
+                pem.push_str(&crl::sign_crl(
+                    &intermediate.issuer,
+                    &revoked_by(Some(&record.serial)),
+                    number,
+                    now,
+                )?);
+                signed.push(ca::subject_der(&der)?);
+            }
+            pem.push_str(&crl::other_issuers(&existing, &signed));
             fsutil::write_atomic(&crl_path, pem.as_bytes(), PUBLIC_MODE)?;
             Ok(pem)
         })

@@ -45,15 +45,35 @@ enum Command {
         #[command(flatten)]
         validity: ValidityArgs,
     },
+    /// Create an intermediate CA under the root (CA:TRUE pathlen:0, keyCertSign + cRLSign):
+    /// writes intermediate/<NAME>.crt and its key (0600) and adds its CRL to crl.pem. Issue
+    /// clients under it with `issue-client NAME --ca <intermediate>`.
+    IssueIntermediate {
+        /// Name of the intermediate CA (certificate CN, and what `--ca` names).
+        name: String,
+        /// Lifetime in days [default: 1825, never beyond the root's not-after].
+        #[arg(long, value_name = "D")]
+        days: Option<u32>,
+        /// Exact start of validity (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        not_before: Option<String>,
+        /// Exact end of validity (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        not_after: Option<String>,
+    },
     /// Issue a client certificate (clientAuth), with a new key or from a CSR.
     IssueClient {
         /// Name of the client (certificate CN).
         name: String,
+        /// Sign with this intermediate CA (made by `issue-intermediate`) instead of the root;
+        /// exports then carry the intermediate after the client certificate.
+        #[arg(long, value_name = "INTERMEDIATE")]
+        ca: Option<String>,
         /// Certify the public key of this PKCS#10 request (PEM or DER); no key is stored.
         #[arg(long, value_name = "FILE")]
         csr: Option<PathBuf>,
         /// Also write the certificate (PEM) here - the way to hand a CSR-issued certificate
-        /// back to its device.
+        /// back to its device. With --ca the intermediate follows it (the chain to send).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
         #[command(flatten)]
@@ -184,8 +204,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  certificate: {}", crt.display());
             println!("  key:         {}", key.display());
         }
+        Command::IssueIntermediate {
+            name,
+            days,
+            not_before,
+            not_after,
+        } => {
+            let validity = ValidityArgs {
+                days,
+                not_before,
+                not_after,
+            }
+            .to_validity()?;
+            let mut pki = Pki::open(dir)?;
+            let issued = pki.issue_intermediate(&name, &validity)?;
+            print_issued(&issued);
+            println!(
+                "  certificate: {}",
+                pki.intermediate_cert_path(&name).display()
+            );
+            if let Some(key) = &issued.key_path {
+                println!("  key:         {}", key.display());
+            }
+            println!(
+                "  {} now also holds its CRL; issue clients under it with `gatehouse-certs --pki {} issue-client NAME --ca {name}`",
+                pki.crl_path().display(),
+                dir.display()
+            );
+        }
         Command::IssueClient {
             name,
+            ca,
             csr,
             output,
             validity,
@@ -198,17 +247,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .transpose()?;
             let mut pki = Pki::open(dir)?;
-            let issued = pki.issue_client(&name, &validity, csr.as_deref())?;
+            let issued =
+                pki.issue_client_signed_by(&name, &validity, csr.as_deref(), ca.as_deref())?;
             print_issued(&issued);
+            if let Some(ca) = &ca {
+                println!("  issued by intermediate CA {ca}");
+            }
+            let with_chain = if issued.chain_pem.is_empty() {
+                issued.cert_pem.clone()
+            } else {
+                format!(
+                    "{}\n{}\n",
+                    issued.cert_pem.trim_end(),
+                    issued.chain_pem.trim_end()
+                )
+            };
             if let Some(path) = &output {
-                write_file(path, issued.cert_pem.as_bytes(), 0o644)?;
+                write_file(path, with_chain.as_bytes(), 0o644)?;
                 println!("  certificate: {}", path.display());
             }
             match &issued.key_path {
                 Some(key) => println!("  key: {}", key.display()),
                 None if output.is_none() => {
                     println!("  issued from a CSR (the key stays on the device); certificate:");
-                    print!("{}", issued.cert_pem);
+                    print!("{with_chain}");
                 }
                 None => println!("  issued from a CSR: the private key stays on the device"),
             }
@@ -355,9 +417,22 @@ fn list_json(records: &[CertRecord], now: OffsetDateTime) -> serde_json::Value {
                 "status": r.status(now),
                 "revoked_at": r.revoked_at.map(rfc3339),
                 "reason": r.reason.map(|x| x.as_str()),
+                "issuer": issuer_name(records, r),
             })
         })
         .collect()
+}
+
+/// The name of the intermediate CA that signed `r`, or "root".
+fn issuer_name(records: &[CertRecord], r: &CertRecord) -> String {
+    match &r.issuer {
+        None => "root".to_string(),
+        Some(serial) => records
+            .iter()
+            .find(|i| &i.serial == serial)
+            .map(|i| i.name.clone())
+            .unwrap_or_else(|| serial.clone()),
+    }
 }
 
 fn list_table(records: &[CertRecord], now: OffsetDateTime) -> String {

@@ -1,7 +1,9 @@
 //! The SQLite registry of every certificate the CA issued.
 //!
 //! One row per certificate in `certificates`; the `meta` table holds the CRL number counter.
-//! Times are unix seconds. The registry is the source of truth for status: a certificate is
+//! Times are unix seconds. Schema version 2 added intermediate CAs (`kind = 'intermediate'`)
+//! and `issuer`, the serial of the intermediate that signed a certificate (NULL: the root);
+//! a version 1 registry is migrated when it is opened. The registry is the source of truth for status: a certificate is
 //! *valid* when it is neither revoked nor past its not-after date.
 
 use std::fmt;
@@ -14,29 +16,54 @@ use time::OffsetDateTime;
 use crate::crl::Reason;
 use crate::error::{PkiError, Result};
 
-const SCHEMA: &str = "
+/// The `certificates` table of schema version 2.
+const CERTIFICATES_TABLE: &str = "
 CREATE TABLE certificates (
     serial            TEXT PRIMARY KEY,
     name              TEXT NOT NULL,
-    kind              TEXT NOT NULL CHECK (kind IN ('client', 'server')),
+    kind              TEXT NOT NULL CHECK (kind IN ('client', 'server', 'intermediate')),
     sha256            TEXT NOT NULL,
     not_before        INTEGER NOT NULL,
     not_after         INTEGER NOT NULL,
     cert_pem          TEXT NOT NULL,
     has_key           INTEGER NOT NULL,
     revoked_at        INTEGER,
-    revocation_reason TEXT
+    revocation_reason TEXT,
+    issuer            TEXT
 );
 CREATE INDEX certificates_by_name ON certificates (name);
+";
+
+const META_TABLE: &str = "
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
-INSERT INTO meta (key, value) VALUES ('schema_version', 1), ('crl_number', 0);
+INSERT INTO meta (key, value) VALUES ('schema_version', 2), ('crl_number', 0);
+";
+
+/// The schema this version writes.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1 -> 2: the table is rebuilt (SQLite cannot widen a CHECK constraint in place);
+/// rowids are kept, so `list` keeps its order.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE certificates RENAME TO certificates_v1;
+DROP INDEX certificates_by_name;
+";
+
+const COPY_1_TO_2: &str = "
+INSERT INTO certificates (rowid, serial, name, kind, sha256, not_before, not_after, cert_pem,
+                          has_key, revoked_at, revocation_reason, issuer)
+    SELECT rowid, serial, name, kind, sha256, not_before, not_after, cert_pem, has_key,
+           revoked_at, revocation_reason, NULL
+    FROM certificates_v1;
+DROP TABLE certificates_v1;
+UPDATE meta SET value = 2 WHERE key = 'schema_version';
 ";
 
 const COLUMNS: &str = "serial, name, kind, sha256, not_before, not_after, cert_pem, has_key, \
-                       revoked_at, revocation_reason";
+                       revoked_at, revocation_reason, issuer";
 
 /// What a certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,6 +73,8 @@ pub enum Kind {
     Client,
     /// A gateway's certificate (serverAuth + ikeIntermediate).
     Server,
+    /// An intermediate CA under the root (pathlen 0: it signs client certificates only).
+    Intermediate,
 }
 
 impl Kind {
@@ -54,6 +83,7 @@ impl Kind {
         match self {
             Kind::Client => "client",
             Kind::Server => "server",
+            Kind::Intermediate => "intermediate",
         }
     }
 }
@@ -116,6 +146,8 @@ pub struct CertRecord {
     pub revoked_at: Option<OffsetDateTime>,
     /// Why it was revoked, if it was.
     pub reason: Option<Reason>,
+    /// Serial of the intermediate CA that signed it; `None`: the root CA.
+    pub issuer: Option<String>,
 }
 
 impl CertRecord {
@@ -136,10 +168,10 @@ impl CertRecord {
         Ok(CertRecord {
             serial: row.get(0)?,
             name: row.get(1)?,
-            kind: if kind == "server" {
-                Kind::Server
-            } else {
-                Kind::Client
+            kind: match kind.as_str() {
+                "server" => Kind::Server,
+                "intermediate" => Kind::Intermediate,
+                _ => Kind::Client,
             },
             sha256: row.get(3)?,
             not_before: from_unix(row.get(4)?),
@@ -149,6 +181,7 @@ impl CertRecord {
             revoked_at: row.get::<_, Option<i64>>(8)?.map(from_unix),
             // An unknown reason string (written by a newer version) still means revoked.
             reason: reason.map(|r| r.parse().unwrap_or_default()),
+            issuer: row.get(10)?,
         })
     }
 }
@@ -170,7 +203,8 @@ impl Registry {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(CERTIFICATES_TABLE)?;
+        conn.execute_batch(META_TABLE)?;
         Ok(Registry { conn })
     }
 
@@ -179,12 +213,36 @@ impl Registry {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // Fail now, not halfway through a command, if this is not our database.
-        conn.query_row(
+        let version = conn.query_row(
             "SELECT value FROM meta WHERE key = 'schema_version'",
             [],
             |r| r.get::<_, i64>(0),
         )?;
-        Ok(Registry { conn })
+        let mut registry = Registry { conn };
+        if version < SCHEMA_VERSION {
+            registry.migrate()?;
+        }
+        Ok(registry)
+    }
+
+    /// Brings a version 1 registry to version 2 in one transaction (another process may
+    /// have done it meanwhile: then there is nothing left to do).
+    fn migrate(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )?;
+        if version < SCHEMA_VERSION {
+            tx.execute_batch(MIGRATE_1_TO_2)?;
+            tx.execute_batch(CERTIFICATES_TABLE)?;
+            tx.execute_batch(COPY_1_TO_2)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Every certificate, oldest first.
@@ -248,7 +306,7 @@ impl Registry {
             return Ok(Err(serial));
         }
         tx.execute(
-            &format!("INSERT INTO certificates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!("INSERT INTO certificates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
             params![
                 record.serial,
                 record.name,
@@ -260,15 +318,17 @@ impl Registry {
                 record.has_key,
                 record.revoked_at.map(|t| t.unix_timestamp()),
                 record.reason.map(Reason::as_str),
+                record.issuer,
             ],
         )?;
         tx.commit()?;
         Ok(Ok(()))
     }
 
-    /// Publishes a new CRL in one transaction: optionally marks `revoke` (serial, time,
-    /// reason) revoked, takes the next CRL number, and hands the revoked certificates and
-    /// that number to `publish`, which signs and writes the CRL. The transaction commits only
+    /// Publishes new CRLs in one transaction: optionally marks `revoke` (serial, time,
+    /// reason) revoked, takes the next CRL number, and hands every certificate (revoked or
+    /// not: the intermediate CAs that sign CRLs are among them) and that number to
+    /// `publish`, which signs and writes the CRLs. The transaction commits only
     /// if `publish` succeeds, so a revocation is never recorded without its CRL.
     pub fn publish_crl<T>(
         &mut self,
@@ -295,14 +355,14 @@ impl Registry {
             [],
             |r| r.get(0),
         )?;
-        let revoked = {
+        let all = {
             let mut stmt = tx.prepare(&format!(
-                "SELECT {COLUMNS} FROM certificates WHERE revoked_at IS NOT NULL ORDER BY rowid"
+                "SELECT {COLUMNS} FROM certificates ORDER BY rowid"
             ))?;
             let rows = stmt.query_map([], CertRecord::from_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
-        let out = publish(&revoked, u64::try_from(number).unwrap_or(1))?;
+        let out = publish(&all, u64::try_from(number).unwrap_or(1))?;
         tx.commit()?;
         Ok(out)
     }
@@ -330,6 +390,7 @@ mod tests {
             has_key: true,
             revoked_at: None,
             reason: None,
+            issuer: None,
         }
     }
 
@@ -379,8 +440,8 @@ mod tests {
         assert_eq!(rec.status(now), Status::Valid);
 
         let (count, number) = reg
-            .publish_crl(Some(("0a", now, Reason::KeyCompromise)), |revoked, n| {
-                Ok((revoked.len(), n))
+            .publish_crl(Some(("0a", now, Reason::KeyCompromise)), |all, n| {
+                Ok((all.iter().filter(|r| r.revoked_at.is_some()).count(), n))
             })
             .unwrap();
         // The failed attempt's CRL number was rolled back too.
@@ -390,6 +451,72 @@ mod tests {
         assert_eq!(rec.reason, Some(Reason::KeyCompromise));
         let (_, number) = reg.publish_crl(None, |r, n| Ok((r.len(), n))).unwrap();
         assert_eq!(number, 2);
+    }
+
+    #[test]
+    fn a_version_1_registry_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.sqlite");
+        // The version 1 schema, as earlier releases wrote it, with two certificates.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE certificates (
+                    serial TEXT PRIMARY KEY, name TEXT NOT NULL,
+                    kind TEXT NOT NULL CHECK (kind IN ('client', 'server')),
+                    sha256 TEXT NOT NULL, not_before INTEGER NOT NULL,
+                    not_after INTEGER NOT NULL, cert_pem TEXT NOT NULL,
+                    has_key INTEGER NOT NULL, revoked_at INTEGER, revocation_reason TEXT);
+                 CREATE INDEX certificates_by_name ON certificates (name);
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 INSERT INTO meta (key, value) VALUES ('schema_version', 1), ('crl_number', 7);
+                 INSERT INTO certificates VALUES
+                    ('0b', 'gw', 'server', '00', 1700000000, 4000000000, 'PEM', 1, NULL, NULL),
+                    ('0a', 'alice', 'client', '00', 1700000000, 4000000000, 'PEM', 1,
+                     1700000100, 'superseded');",
+            )
+            .unwrap();
+        let mut reg = Registry::open(&path).unwrap();
+        let list = reg.list().unwrap();
+        let names: Vec<_> = list.iter().map(|r| (r.name.as_str(), r.kind)).collect();
+        assert_eq!(
+            names,
+            [("gw", Kind::Server), ("alice", Kind::Client)],
+            "order kept"
+        );
+        assert!(list.iter().all(|r| r.issuer.is_none()));
+        assert_eq!(list[1].reason, Some(Reason::Superseded));
+        // Intermediates can be recorded now, and the CRL counter went on.
+        let now = OffsetDateTime::now_utc();
+        let mut inter = record("0c", "branch", now + Duration::days(10));
+        inter.kind = Kind::Intermediate;
+        reg.insert_unique(&inter, now).unwrap().unwrap();
+        let mut leaf = record("0d", "bob", now + Duration::days(10));
+        leaf.issuer = Some("0c".into());
+        reg.insert_unique(&leaf, now).unwrap().unwrap();
+        assert_eq!(
+            reg.by_serial("0d").unwrap().unwrap().issuer.as_deref(),
+            Some("0c")
+        );
+        assert_eq!(
+            reg.by_serial("0c").unwrap().unwrap().kind,
+            Kind::Intermediate
+        );
+        let (_, number) = reg.publish_crl(None, |all, n| Ok((all.len(), n))).unwrap();
+        assert_eq!(number, 8);
+        drop(reg);
+        // Opening again finds version 2 and changes nothing.
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.list().unwrap().len(), 4);
+        let version: i64 = reg
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, 2);
     }
 
     #[test]
