@@ -3,8 +3,9 @@
 //! (every case) present client certificates that are revoked, expired, not yet valid, from a
 //! foreign CA, without clientAuth, a CA certificate, self-signed, RSA-1024 or signed with
 //! SHA-1; each is refused with `client refused ... reason=` naming what is wrong. A chain
-//! through an intermediate CA (made with openssl, its CRL appended to `crl.pem`) is accepted on
-//! both protocols.
+//! through an intermediate CA made with `gatehouse-certs issue-intermediate` (whose CRL
+//! `gatehouse-certs` keeps in `crl.pem` beside the root's) is accepted on both protocols, and a
+//! client under that intermediate that `gatehouse-certs revoke` revoked is refused as revoked.
 //!
 //! One topology (tag `bc`, 10.250.205.0/24 + 10.251.205.0/24), one namespace per client, all
 //! clients at once.
@@ -252,69 +253,35 @@ fn make_certs(dir: &Path, pki: &Path) -> Result<Vec<Cert>> {
         )?,
         Some(&["sha-1"]),
     );
-    // An intermediate CA under the gateway's root, a client under it, and its CRL (with a
-    // CRL in force every certificate of the chain needs a revocation status).
-    let (inter, inter_key) = openssl_issue(
-        dir,
-        "inter",
-        2048,
-        (&ca, &ca_key),
-        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
-        &[],
-        0x7005,
-    )?;
-    let (leaf, key) = openssl_issue(
-        dir,
-        "viainter",
-        2048,
-        (&inter, &inter_key),
-        CLIENT_EXT,
-        &[],
-        0x7006,
-    )?;
-    let chain = dir.join("viainter-chain.crt");
-    std::fs::write(
-        &chain,
-        [std::fs::read(&leaf)?, std::fs::read(&inter)?].concat(),
-    )?;
-    let cadir = dir.join("inter-ca");
-    std::fs::create_dir_all(&cadir)?;
-    std::fs::write(cadir.join("index.txt"), "")?;
-    std::fs::write(cadir.join("crlnumber"), "01\n")?;
-    let mut conf = String::new();
-    let _ = write!(
-        conf,
-        "[ca]\ndefault_ca = inter\n[inter]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n",
-        cadir.display()
-    );
-    std::fs::write(cadir.join("ca.cnf"), conf)?;
-    let inter_crl = cadir.join("crl.pem");
-    let p = |p: &Path| p.display().to_string();
-    openssl(
-        dir,
-        &[
-            "ca",
-            "-config",
-            &p(&cadir.join("ca.cnf")),
-            "-gencrl",
-            "-keyfile",
-            &p(&inter_key),
-            "-cert",
-            &p(&inter),
-            "-out",
-            &p(&inter_crl),
-        ],
-    )?;
-    let crl_pem = pki.join("crl.pem");
-    let both = [std::fs::read(&crl_pem)?, std::fs::read(&inter_crl)?].concat();
-    std::fs::write(&crl_pem, both)?;
-    out.push(Cert {
-        name: "viainter",
-        cert: chain,
-        leaf,
-        key,
-        refused: None,
-    });
+    // An intermediate CA under the gateway's root and clients under it: `gatehouse-certs`
+    // adds the intermediate's CRL to crl.pem (with a CRL in force every certificate of the
+    // chain needs a revocation status) and lists there what the intermediate revoked.
+    certs_cli(pki, &["issue-intermediate", "inter", "--days", "30"])?;
+    for (name, refused) in [("viainter", None), ("interrevoked", Some(&["revoked"][..]))] {
+        // `-o` writes the chain a client sends: its certificate, then the intermediate.
+        let (chain, key) = issue_rsa_client(dir, pki, name, &["--ca", "inter"])?;
+        let text = std::fs::read_to_string(&chain)?;
+        let end = "-----END CERTIFICATE-----";
+        ensure!(
+            text.matches(end).count() == 2,
+            "issue-client --ca -o wrote no chain of two certificates:\n{text}"
+        );
+        let leaf = dir.join(format!("{name}-leaf.crt"));
+        std::fs::write(
+            &leaf,
+            format!("{}\n", &text[..text.find(end).unwrap_or(0) + end.len()]),
+        )?;
+        if refused.is_some() {
+            certs_cli(pki, &["revoke", name])?;
+        }
+        out.push(Cert {
+            name,
+            cert: chain,
+            leaf,
+            key,
+            refused,
+        });
+    }
     Ok(out)
 }
 
@@ -335,12 +302,19 @@ fn bad_certificate_matrix() -> Result<()> {
     require_commands(&["ip", "openssl", "openvpn", "charon-cmd"]);
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
-    let tcp_cases = ["revoked", "caclient", "rsa1024", "sha1", "viainter"];
+    let tcp_cases = [
+        "revoked",
+        "caclient",
+        "rsa1024",
+        "sha1",
+        "viainter",
+        "interrevoked",
+    ];
     let pki_tmp = dir.join("certs");
     std::fs::create_dir_all(&pki_tmp)?;
 
     // UDP: every case; TCP: a few; IKEv2: every case.
-    let n_certs = 10;
+    let n_certs = 11;
     let n_clients = n_certs * 2 + tcp_cases.len();
     let topo = GatewayTopology::new("bc", 205, n_clients)?;
     let gw_dir = GatewayDir::for_topology(&dir.join("gateway"), &topo, "ghd205")?;
@@ -398,7 +372,9 @@ fn bad_certificate_matrix() -> Result<()> {
             &c.key,
         );
         if c.cert != c.leaf {
-            config.extra_certs.push(pki_tmp.join("inter.crt"));
+            config
+                .extra_certs
+                .push(pki.join("intermediate").join("inter.crt"));
         }
         let cmd_dir = dir.join(format!("charon-{}", c.name));
         let cmd = CharonCmd::spawn(&topo.client(next).ns, &cmd_dir, &config)?;
