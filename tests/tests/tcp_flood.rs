@@ -4,8 +4,10 @@
 //!
 //! - a flood of idle connections from several addresses: beyond `openvpn.tcp_max_per_ip`
 //!   and `openvpn.tcp_max_connections` they are refused at once (and counted), the rest are
-//!   closed when `openvpn.tcp_handshake_timeout` passes; an established client keeps its
-//!   connection and a new one connects afterwards from a flooding address;
+//!   closed when `openvpn.tcp_handshake_timeout` passes; a stock OpenVPN client over TCP and
+//!   a strongSwan `charon-cmd` client connected before keep their sessions and ping the LAN
+//!   across the flood, another of each connects while it runs, and a new one connects
+//!   afterwards from a flooding address;
 //! - a session the gateway ends (revoked) has its socket closed, though the client (stopped
 //!   with SIGSTOP) neither answers nor closes it;
 //! - a client that goes silent (SIGSTOP) has its connection closed after the idle timeout;
@@ -27,6 +29,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use gatehouse_tests::bystanders::{
+    PingRun, charon_cmd_config, enable_openvpn_and_ikev2, expect_both_protocols, ike_session_kept,
+    openvpn_session_kept, spawn_charon_cmd, wait_ike_up,
+};
 use gatehouse_tests::gatehoused::{
     DISCONNECTED, Gatehoused, GatewayDir, STOPPED, drop_counters, spawn_stock_client, toml_str,
     wait_client_up,
@@ -58,6 +64,7 @@ impl Setup {
         let topo = GatewayTopology::new(tag, SUBNET, n_clients)?;
         let gw_dir =
             GatewayDir::for_topology(&dir.path().join("gateway"), &topo, &format!("ghd{SUBNET}"))?;
+        enable_openvpn_and_ikev2(&gw_dir)?;
         Ok(Setup { topo, gw_dir, dir })
     }
 
@@ -231,37 +238,82 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How long a client may take to connect while the flood runs ("within a few seconds").
+const CONNECT_UNDER_FLOOD: Duration = Duration::from_secs(10);
+/// Pings through a connected client's tunnel that may go unanswered across the flood.
+const PING_LOSS_MAX_PCT: u32 = 10;
+
+/// Clients: 0 and 1 flood, 2 alice (stock OpenVPN over TCP) and 3 carol (charon-cmd) are
+/// connected before, 4 bob (stock OpenVPN over TCP) and 5 dave (charon-cmd) connect during the
+/// flood, erin (TCP) connects from client 0 afterwards.
 #[test]
 fn a_flood_of_idle_connections_is_capped_and_timed_out_while_a_client_gets_through() -> Result<()> {
     let _turn = turn();
-    let s = Setup::new("tf", 3)?;
-    s.gw_dir.set("openvpn.tcp_max_connections", "12")?;
+    let started = Instant::now();
+    let s = Setup::new("tf", 6)?;
+    require_commands(&["openssl", "charon-cmd"]);
+    s.gw_dir.set("openvpn.tcp_max_connections", "13")?;
     s.gw_dir.set("openvpn.tcp_max_per_ip", "8")?;
     s.gw_dir
-        .set("openvpn.tcp_handshake_timeout", &toml_str("5s"))?;
+        .set("openvpn.tcp_handshake_timeout", &toml_str("8s"))?;
     let gw = s.start_gateway()?;
+    expect_both_protocols(&gw)?;
     let ready = gw.events("gateway ready");
     ensure!(
-        ready.first().and_then(|e| e.field("tcp_max_connections")) == Some("12"),
+        ready.first().and_then(|e| e.field("tcp_max_connections")) == Some("13"),
         "the ready line does not show the cap: {ready:?}"
     );
-
-    // A stock client over TCP from client 2, up and pinging through before the flood.
-    let alice = s.tcp_client(2, "alice")?;
-    wait_client_up(&alice, &gw, 1, UP_TIMEOUT)?;
-    gw.wait_connected("alice", Duration::from_secs(5))?;
-    wait_ping(
-        &s.topo.client(2).ns,
-        s.topo.lan_host,
-        Duration::from_secs(10),
-    )?;
-    let ctx = || {
-        format!(
-            "ss: {:?}\ngatehoused log:\n{}",
-            s.established(),
-            gw.log_tail(30)
+    let ike_config = |i: usize, name: &str| {
+        charon_cmd_config(
+            &s.gw_dir,
+            s.dir.path(),
+            s.topo.client(i).gateway_addr,
+            s.topo.client(0).gateway_addr,
+            name,
         )
     };
+    let carol_config = ike_config(3, "carol")?;
+    let dave_config = ike_config(5, "dave")?;
+
+    // A stock client over TCP from client 2 and charon-cmd from client 3, up and pinging
+    // through before the flood.
+    let alice = s.tcp_client(2, "alice")?;
+    let carol = spawn_charon_cmd(&s.topo.client(3).ns, s.dir.path(), "carol", &carol_config)?;
+    wait_client_up(&alice, &gw, 1, UP_TIMEOUT)?;
+    gw.wait_connected("alice", Duration::from_secs(5))?;
+    wait_ike_up(&carol, &gw, "carol", UP_TIMEOUT)?;
+    let carol_vip = carol.virtual_ip().context("carol has no virtual IP")?;
+    for i in [2, 3] {
+        wait_ping(
+            &s.topo.client(i).ns,
+            s.topo.lan_host,
+            Duration::from_secs(10),
+        )?;
+    }
+    let ctx = || {
+        format!(
+            "ss: {:?}\ngatehoused log:\n{}\nalice:\n{}\ncarol:\n{}",
+            s.established(),
+            gw.log_tail(30),
+            alice.log_tail(10),
+            carol.log_tail(10)
+        )
+    };
+    // Across the whole flood: until its connections are closed, 8 s after the last opened.
+    let pings = [
+        PingRun::start(
+            &s.topo.client(2).ns,
+            s.topo.lan_host,
+            Duration::from_secs(10),
+            &s.path("ping-alice.log"),
+        )?,
+        PingRun::start(
+            &s.topo.client(3).ns,
+            s.topo.lan_host,
+            Duration::from_secs(10),
+            &s.path("ping-carol.log"),
+        )?,
+    ];
 
     // Client 0 opens 12: 8 are held (the per-address cap), 4 refused at once.
     let flood_start = Instant::now();
@@ -271,25 +323,44 @@ fn a_flood_of_idle_connections_is_capped_and_timed_out_while_a_client_gets_throu
         |e| e.field("refused") == Some("4"),
         Duration::from_secs(3),
     )?;
-    // Client 1 opens 12: the gateway-wide cap (12) leaves room for 3 (1 alice + 8).
+    // While those are held, bob (TCP) and dave (IKEv2) connect: within seconds.
+    let t0 = Instant::now();
+    let bob = s.tcp_client(4, "bob")?;
+    let dave = spawn_charon_cmd(&s.topo.client(5).ns, s.dir.path(), "dave", &dave_config)?;
+    wait_client_up(&bob, &gw, 1, CONNECT_UNDER_FLOOD).with_context(ctx)?;
+    let bob_took = t0.elapsed();
+    wait_ike_up(
+        &dave,
+        &gw,
+        "dave",
+        CONNECT_UNDER_FLOOD.saturating_sub(bob_took),
+    )
+    .with_context(ctx)?;
+    eprintln!(
+        "during the flood: bob (OpenVPN/TCP) connected in {bob_took:?}, dave (IKEv2) by {:?}",
+        t0.elapsed()
+    );
+    // Client 1 opens 12: the gateway-wide cap (13) leaves room for 3 (alice, bob + 8).
     let _flood1 = s.hold(1, 12)?;
     wait_until(
         Duration::from_secs(3),
-        "the gateway did not settle at 8 + 3 + 1 connections",
+        "the gateway did not settle at 8 + 3 + 1 + 1 connections",
         || {
             let e = s.established()?;
             let n = |i: usize| e.get(&s.topo.client(i).addr).copied().unwrap_or(0);
-            Ok(n(0) == 8 && n(1) == 3 && n(2) == 1)
+            Ok(n(0) == 8 && n(1) == 3 && n(2) == 1 && n(4) == 1)
         },
         ctx,
     )?;
-    // The established client is not disturbed by the flood.
-    wait_ping(
-        &s.topo.client(2).ns,
-        s.topo.lan_host,
-        Duration::from_secs(5),
-    )
-    .with_context(ctx)?;
+    // The established clients are not disturbed by the flood.
+    for i in [2, 3, 4, 5] {
+        wait_ping(
+            &s.topo.client(i).ns,
+            s.topo.lan_host,
+            Duration::from_secs(5),
+        )
+        .with_context(ctx)?;
+    }
     let refusals = gw.events("TCP connection refused");
     ensure!(
         refusals
@@ -300,7 +371,7 @@ fn a_flood_of_idle_connections_is_capped_and_timed_out_while_a_client_gets_throu
     ensure!(
         refusals
             .iter()
-            .any(|e| e.field("limit") == Some("openvpn.tcp_max_connections = 12")),
+            .any(|e| e.field("limit") == Some("openvpn.tcp_max_connections = 13")),
         "no refusal names the gateway-wide cap: {refusals:?}"
     );
     // Logged 1st, 2nd, 4th, 8th...: 4 per-address refusals give 3 lines, 9 gateway-wide 4.
@@ -311,14 +382,14 @@ fn a_flood_of_idle_connections_is_capped_and_timed_out_while_a_client_gets_throu
     );
     wait_until(
         Duration::from_secs(5),
-        "gatehoused status did not show 12 connections and the refusals",
+        "gatehoused status did not show 13 connections and the refusals",
         || {
-            // The first status file comes 2 s after the start.
+            // The status file is rewritten every 2 s.
             let Ok(st) = s.status() else {
                 return Ok(false);
             };
             let d = status_drops(&st);
-            Ok(st["tcp_connections"] == 12
+            Ok(st["tcp_connections"] == 13
                 && d.get("tcpperip") == Some(&4)
                 && d.get("tcplimit") == Some(&9))
         },
@@ -326,44 +397,52 @@ fn a_flood_of_idle_connections_is_capped_and_timed_out_while_a_client_gets_throu
     )?;
     let text = s.status_text()?;
     ensure!(
-        text.contains("openvpn tcp connections: 12") && text.contains("tcplimit=9"),
+        text.contains("openvpn tcp connections: 13") && text.contains("tcplimit=9"),
         "gatehoused status:\n{text}"
     );
 
     // None of the flood completes a handshake: all 11 are closed when the timeout passes,
-    // and not before; alice's established connection stays.
+    // and not before; alice's and bob's established connections stay.
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         "the idle connections were not closed after the handshake timeout",
         || Ok(s.established_from(0)? == 0 && s.established_from(1)? == 0),
         ctx,
     )?;
     let after = flood_start.elapsed();
     ensure!(
-        after >= Duration::from_secs(4),
-        "the idle connections were closed after {after:?}, before the 5 s handshake timeout"
+        after >= Duration::from_secs(7),
+        "the idle connections were closed after {after:?}, before the 8 s handshake timeout"
     );
     ensure!(
-        s.established_from(2)? == 1,
-        "alice's connection was closed too\n{}",
+        s.established_from(2)? == 1 && s.established_from(4)? == 1,
+        "alice's or bob's connection was closed too\n{}",
         ctx()
     );
-    wait_ping(
-        &s.topo.client(2).ns,
-        s.topo.lan_host,
-        Duration::from_secs(5),
-    )
-    .with_context(ctx)?;
+    pings[0].expect("alice (OpenVPN/TCP)", PING_LOSS_MAX_PCT)?;
+    pings[1].expect("carol (IKEv2)", PING_LOSS_MAX_PCT)?;
+    openvpn_session_kept(&alice, &gw, "alice")?;
+    ike_session_kept(&carol, &gw, "carol", carol_vip)?;
+    openvpn_session_kept(&bob, &gw, "bob")?;
+    for i in [2, 3, 4, 5] {
+        wait_ping(
+            &s.topo.client(i).ns,
+            s.topo.lan_host,
+            Duration::from_secs(5),
+        )
+        .with_context(ctx)?;
+    }
 
     // The places are given back: a client connects from the address that was at its cap.
-    let bob = s.tcp_client(0, "bob")?;
-    wait_client_up(&bob, &gw, 1, UP_TIMEOUT)?;
+    let erin = s.tcp_client(0, "erin")?;
+    wait_client_up(&erin, &gw, 1, UP_TIMEOUT)?;
     wait_ping(
         &s.topo.client(0).ns,
         s.topo.lan_host,
         Duration::from_secs(10),
     )
     .with_context(ctx)?;
+    ensure!(dave.is_running(), "dave's charon-cmd exited\n{}", ctx());
 
     let drops = stopped_drops(&gw)?;
     for (k, v) in [("tcpperip", 4), ("tcplimit", 9), ("tcphandshake", 11)] {
@@ -373,6 +452,7 @@ fn a_flood_of_idle_connections_is_capped_and_timed_out_while_a_client_gets_throu
             gw.log_tail(10)
         );
     }
+    eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
