@@ -24,7 +24,7 @@ use gatehouse_tests::bystanders::{
     ike_session_kept, openvpn_session_kept, spawn_charon_cmd, wait_ike_up,
 };
 use gatehouse_tests::gatehoused::{
-    Gatehoused, GatewayDir, drop_counters, spawn_stock_client, toml_str, wait_client_up,
+    Gatehoused, GatewayDir, READY, drop_counters, spawn_stock_client, toml_str, wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::netns::{Netns, add_route};
@@ -388,6 +388,14 @@ fn tls_crypt_v2_drops_a_forged_v3_flood_before_any_answer() -> Result<()> {
     let s = Setup::new("hv", 203)?;
     s.gw_dir.set("openvpn.tls_crypt_v2", &toml_str("on"))?;
     let (gw, before) = s.gateway_and_clients()?;
+    let wrapper = gw
+        .events(READY)
+        .first()
+        .and_then(|e| e.field("openvpn_wrapper").map(str::to_string));
+    ensure!(
+        wrapper.as_deref() == Some("tls-crypt-v2"),
+        "the gateway should require tls-crypt-v2: openvpn_wrapper={wrapper:?}"
+    );
     let dave_config = s.ike_config(4, "dave")?;
     let (rx0, tx0) = link_bytes(&s.topo.client(1).ns, "up0")?;
     let pings = s.pings(FLOOD_SECS + 1)?;
