@@ -175,6 +175,7 @@ impl KeyState {
             let done = job.run();
             self.tls = Some(done.conn);
             if let Err(e) = done.result {
+                super::tls::restore_last_refusal(done.refusal);
                 // Let the alert rustls queued reach the peer.
                 self.flush_tls();
                 return Err(e.into());
@@ -208,6 +209,7 @@ impl KeyState {
         self.away = None;
         self.tls = Some(done.conn);
         if let Err(e) = done.result {
+            super::tls::restore_last_refusal(done.refusal);
             self.flush_tls();
             return Err(e.into());
         }

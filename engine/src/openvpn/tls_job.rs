@@ -23,6 +23,9 @@ pub struct TlsJob {
 pub struct TlsDone {
     pub(crate) conn: rustls::Connection,
     pub(crate) result: Result<(), rustls::Error>,
+    /// The certificate verifier's refusal (with the client's name) when it refused, which it
+    /// leaves on the thread that ran the job.
+    pub(crate) refusal: Option<super::tls::CertRefusal>,
 }
 
 impl std::fmt::Debug for TlsJob {
@@ -79,6 +82,15 @@ impl TlsJob {
                 break;
             }
         }
-        TlsDone { conn, result }
+        let refusal = if result.is_err() {
+            super::tls::take_last_refusal()
+        } else {
+            None
+        };
+        TlsDone {
+            conn,
+            result,
+            refusal,
+        }
     }
 }
