@@ -92,6 +92,7 @@ pub fn openvpn_server_config(paths: &PkiPaths, cfg: &GatewayConfig) -> Result<Ar
     sc.inactivity_timeout = sc.ping_restart * 2;
     sc.reneg_interval = parse_duration(&o.reneg).filter(|d| !d.is_zero());
     sc.tun_mtu = cfg.tun_mtu;
+    sc.offload_handshakes = cfg.handshake_threads > 0;
     Ok(Arc::new(sc))
 }
 

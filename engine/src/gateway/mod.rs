@@ -23,6 +23,7 @@
 mod admission;
 mod drops;
 mod ike;
+mod jobs;
 mod openvpn;
 mod revocation;
 mod shard;
@@ -52,6 +53,7 @@ pub use crate::router::TunnelId;
 
 use admission::source_of;
 pub use drops::{Drop, Drops};
+pub use jobs::{HandshakeJob, JobDone};
 pub use revocation::{RevokedSerials, cert_serial};
 pub use shard::{Forward, STEER_MULTIPLIER, Shard, worker_of_ip};
 pub use status::{CoreStatus, SiteStatus, TunnelSummary};
@@ -311,6 +313,9 @@ pub struct GatewayCore {
     next_peer_id: u32,
     /// Tunnels whose output and events are still to be collected.
     dirty: Vec<TunnelId>,
+    /// Handshake jobs to run off the worker, and how many are out.
+    jobs: VecDeque<jobs::HandshakeJob>,
+    jobs_out: usize,
     /// Work buffers (no allocation per packet).
     buf: Vec<u8>,
     esp_buf: Vec<u8>,
@@ -378,6 +383,8 @@ impl GatewayCore {
             next_id,
             next_peer_id,
             dirty: Vec::new(),
+            jobs: VecDeque::new(),
+            jobs_out: 0,
             buf: Vec::with_capacity(2048),
             esp_buf: vec![0; ESP_BUF],
         }
@@ -609,6 +616,10 @@ impl GatewayCore {
             };
             t.collect_transmits(now, &mut self.transmits, &mut self.buf);
             let events = t.take_events();
+            self.collect_jobs(id);
+            let Some(t) = self.tunnels.get_mut(&id) else {
+                continue;
+            };
             if events.is_empty() {
                 if t.is_closed() {
                     self.remove_tunnel(id);

@@ -411,11 +411,10 @@ impl ClientSession {
         let key_id = self.keys[idx].key_id;
         let mut block = [0u8; KEY_BLOCK_LEN];
         if tls_ekm {
-            if self.keys[idx]
-                .tls
-                .export_keying_material(&mut block, EKM_LABEL.as_bytes(), None)
-                .is_err()
-            {
+            if self.keys[idx].tls().is_none_or(|t| {
+                t.export_keying_material(&mut block, EKM_LABEL.as_bytes(), None)
+                    .is_err()
+            }) {
                 self.begin_close(now, "TLS exporter failed".into());
                 return false;
             }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::data::DataChannel;
 use super::reliable::{RecvOutcome, ReliableRecv, ReliableSend};
+use super::tls_job::{TlsDone, TlsJob};
 use super::wrap::early_neg;
 use crate::wire::openvpn::{ControlPacket, MAX_CONTROL_PACKET, Opcode, max_control_payload};
 
@@ -40,7 +41,19 @@ pub(crate) const MAX_SEND_QUEUE: usize = 256;
 /// One key_id's control and data state.
 pub(crate) struct KeyState {
     pub key_id: u8,
-    pub tls: rustls::Connection,
+    /// The TLS connection; `None` while a [`TlsJob`] has it (see `away`).
+    tls: Option<rustls::Connection>,
+    /// Hand handshake records to a [`TlsJob`] for another thread instead of processing them
+    /// here.
+    pub offload: bool,
+    /// The sequence number of the job that has the connection.
+    away: Option<u64>,
+    /// A job made and not yet taken by the session.
+    job: Option<TlsJob>,
+    /// TLS records delivered in order and not yet fed to the connection (it is away).
+    tls_in: Vec<u8>,
+    /// Plaintext to write once the connection is back.
+    plain_out: Vec<u8>,
     send: ReliableSend,
     recv: ReliableRecv,
     /// The peer's reset (hard or soft) for this key id arrived.
@@ -71,7 +84,12 @@ impl KeyState {
         send.push(reset, Vec::new());
         Self {
             key_id,
-            tls,
+            tls: Some(tls),
+            offload: false,
+            away: None,
+            job: None,
+            tls_in: Vec::new(),
+            plain_out: Vec::new(),
             send,
             recv: ReliableRecv::new(),
             peer_reset_seen: false,
@@ -119,20 +137,11 @@ impl KeyState {
         while let Some((opcode, payload)) = self.recv.poll_delivered() {
             match opcode {
                 Opcode::ControlV1 => {
-                    let mut rd: &[u8] = &payload;
-                    while !rd.is_empty() {
-                        let n = self
-                            .tls
-                            .read_tls(&mut rd)
-                            .map_err(|e| rustls::Error::General(e.to_string()))?;
-                        if let Err(e) = self.tls.process_new_packets() {
-                            // Let the alert rustls queued reach the peer.
-                            self.flush_tls();
-                            return Err(e.into());
-                        }
-                        if n == 0 {
-                            break;
-                        }
+                    self.tls_in.extend_from_slice(&payload);
+                    if self.tls_in.len() > MAX_PLAINTEXT {
+                        return Err(ControlError::Limit(
+                            "more than 64 KiB of TLS records waiting for the handshake",
+                        ));
                     }
                 }
                 _ => {
@@ -145,15 +154,84 @@ impl KeyState {
                 }
             }
         }
+        self.feed_tls()
+    }
+
+    /// Feeds the records received so far to the connection, in place or (handshaking, with
+    /// `offload`) as a job; then collects plaintext and what TLS wants to send.
+    fn feed_tls(&mut self) -> Result<(), ControlError> {
+        let Some(conn) = self.tls.take() else {
+            return Ok(()); // away: the records wait for it
+        };
+        if self.tls_in.is_empty() {
+            self.tls = Some(conn);
+        } else {
+            let handshaking = conn.is_handshaking();
+            let job = TlsJob::new(conn, std::mem::take(&mut self.tls_in));
+            if self.offload && handshaking {
+                self.job = Some(job);
+                return Ok(());
+            }
+            let done = job.run();
+            self.tls = Some(done.conn);
+            if let Err(e) = done.result {
+                super::tls::restore_last_refusal(done.refusal);
+                // Let the alert rustls queued reach the peer.
+                self.flush_tls();
+                return Err(e.into());
+            }
+        }
         self.read_plaintext()?;
         self.flush_tls();
         Ok(())
     }
 
+    /// A job made by the last packets, to run elsewhere; the key state waits for it
+    /// ([`finish_job`](Self::finish_job)) under the sequence number `seq`.
+    pub fn take_job(&mut self, seq: u64) -> Option<TlsJob> {
+        let job = self.job.take()?;
+        self.away = Some(seq);
+        Some(job)
+    }
+
+    /// A job is ready to be taken.
+    pub fn has_job(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// True while a job has the connection under `seq`.
+    pub fn waits_for(&self, seq: u64) -> bool {
+        self.away == Some(seq)
+    }
+
+    /// The connection is back from job `seq`: carry on as if it had been processed here.
+    pub fn finish_job(&mut self, done: TlsDone) -> Result<(), ControlError> {
+        self.away = None;
+        self.tls = Some(done.conn);
+        if let Err(e) = done.result {
+            super::tls::restore_last_refusal(done.refusal);
+            self.flush_tls();
+            return Err(e.into());
+        }
+        if !self.plain_out.is_empty() {
+            let msg = std::mem::take(&mut self.plain_out);
+            self.write_plaintext(&msg);
+        }
+        self.feed_tls()
+    }
+
+    /// The TLS connection, unless a job has it.
+    pub fn tls(&self) -> Option<&rustls::Connection> {
+        self.tls.as_ref()
+    }
+
     fn read_plaintext(&mut self) -> Result<(), ControlError> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
         let mut buf = [0u8; 4096];
         loop {
-            match self.tls.reader().read(&mut buf) {
+            match tls.reader().read(&mut buf) {
                 Ok(0) => {
                     self.tls_eof = true;
                     return Err(ControlError::TlsClosed);
@@ -174,17 +252,24 @@ impl KeyState {
 
     /// Sends `msg` as TLS plaintext.
     pub fn write_plaintext(&mut self, msg: &[u8]) {
+        let Some(tls) = self.tls.as_mut() else {
+            self.plain_out.extend_from_slice(msg);
+            return;
+        };
         // Writing to rustls' buffer cannot fail short of a bug; the message is re-sent by the
         // peer's request (PUSH_REQUEST) in the worst case.
-        let _ = self.tls.writer().write_all(msg);
+        let _ = tls.writer().write_all(msg);
         self.flush_tls();
     }
 
     /// Moves TLS records rustls wants to send into the reliable send queue, split so every
     /// control packet stays within [`MAX_CONTROL_PACKET`].
     pub fn flush_tls(&mut self) {
-        while self.tls.wants_write() {
-            if self.tls.write_tls(&mut self.tls_out).is_err() {
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        while tls.wants_write() {
+            if tls.write_tls(&mut self.tls_out).is_err() {
                 break;
             }
         }
@@ -282,7 +367,7 @@ impl KeyState {
 
     /// True once the TLS handshake completed.
     pub fn tls_done(&self) -> bool {
-        !self.tls.is_handshaking()
+        self.tls.as_ref().is_some_and(|t| !t.is_handshaking())
     }
 
     /// Everything we sent was acknowledged.

@@ -14,6 +14,7 @@ pub mod reliable;
 pub mod replay;
 pub mod server;
 pub mod tls;
+pub mod tls_job;
 pub mod wrap;
 
 pub use datapath::{DataOutcome, DataPathError};

@@ -25,6 +25,7 @@ use super::keymethod::{
 use super::keys::{DataKeys, EKM_LABEL, KEY_BLOCK_LEN, Role, prf_key_block};
 use super::push::{PushCaps, PushReply};
 use super::tls::{common_name, describe_session, refusal_of, version_refusal};
+use super::tls_job::{TlsDone, TlsJob};
 use super::wrap::{FirstPacket, ServerWrap, WrapError, Wrapper};
 use crate::entropy::Entropy;
 use crate::wire::openvpn::{ControlPacket, Opcode, Packet};
@@ -56,6 +57,10 @@ pub struct ServerConfig {
     /// driver checks a new session's first packet with
     /// [`ServerWrap::authenticate_first`].
     pub wrap: ServerWrap,
+    /// Sessions hand their TLS handshakes out as jobs
+    /// ([`ServerSession::poll_tls_job`]) for the driver to run on another thread, instead of
+    /// doing the handshake's crypto where their packets are handled.
+    pub offload_handshakes: bool,
 }
 
 impl ServerConfig {
@@ -73,6 +78,7 @@ impl ServerConfig {
             transition_window: Duration::from_secs(60),
             tun_mtu: 1500,
             wrap: ServerWrap::None,
+            offload_handshakes: false,
         }
     }
 }
@@ -203,6 +209,8 @@ pub struct ServerSession {
     wrap: Wrapper,
     /// Packets accepted and sent on the data channel.
     pub stats: SessionStats,
+    /// TLS jobs handed out so far (each key state waits for its job by number).
+    jobs_started: u64,
 }
 
 /// Byte and packet counters of a session.
@@ -287,8 +295,9 @@ impl ServerSession {
         peer_id: u32,
         local_sid: u64,
         remote_sid: u64,
-        key: KeyState,
+        mut key: KeyState,
     ) -> Self {
+        key.offload = config.offload_handshakes;
         Self {
             config,
             entropy,
@@ -309,6 +318,7 @@ impl ServerSession {
             pending_ping: false,
             wrap: Wrapper::server_none(),
             stats: SessionStats::default(),
+            jobs_started: 0,
         }
     }
 
@@ -369,7 +379,7 @@ impl ServerSession {
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         self.keys
             .iter()
-            .find_map(|k| k.tls.peer_certificates().and_then(|c| c.first()))
+            .find_map(|k| k.tls()?.peer_certificates().and_then(|c| c.first()))
             .map(|c| c.as_ref())
     }
 
@@ -397,7 +407,7 @@ impl ServerSession {
     /// The TLS version and cipher suite of the first handshake (`("TLSv1.2",
     /// "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384")`), once it finished.
     pub fn tls_session(&self) -> Option<(&'static str, String)> {
-        self.keys.iter().find_map(|k| describe_session(&k.tls))
+        self.keys.iter().find_map(|k| describe_session(k.tls()?))
     }
 
     /// The PUSH_REPLY sent to the client (without the trailing NUL), once accepted.
@@ -471,14 +481,44 @@ impl ServerSession {
             self.keys.remove(0);
         }
         let tls = rustls::ServerConnection::new(self.config.tls.clone()).ok()?;
-        self.keys.push(KeyState::new(
-            key_id,
-            tls.into(),
-            Opcode::ControlSoftResetV1,
-            now,
-        ));
+        let mut key = KeyState::new(key_id, tls.into(), Opcode::ControlSoftResetV1, now);
+        key.offload = self.config.offload_handshakes;
+        self.keys.push(key);
         self.next_key_id = if key_id >= 7 { 1 } else { key_id + 1 };
         Some(self.keys.len() - 1)
+    }
+
+    /// A TLS handshake step to run elsewhere (only with
+    /// [`ServerConfig::offload_handshakes`]): `(key id, job number, job)`. Hand the result
+    /// back with [`tls_job_done`](Self::tls_job_done); until then that key state waits
+    /// (records for it are kept) and the session's other key states work as usual.
+    pub fn poll_tls_job(&mut self) -> Option<(u8, u64, TlsJob)> {
+        let seq = self.jobs_started;
+        let key = self.keys.iter_mut().find(|k| k.has_job())?;
+        let job = key.take_job(seq)?;
+        self.jobs_started += 1;
+        Some((key.key_id, seq, job))
+    }
+
+    /// The result of job `seq` for key id `key_id`: the handshake carries on. A result
+    /// nobody waits for any more (the key state failed or was replaced meanwhile) is
+    /// dropped.
+    pub fn tls_job_done(&mut self, now: Instant, key_id: u8, seq: u64, done: TlsDone) {
+        let Some(idx) = self
+            .keys
+            .iter()
+            .position(|k| k.key_id == key_id && k.waits_for(seq))
+        else {
+            return;
+        };
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        if let Err(e) = self.keys[idx].finish_job(done) {
+            self.fail_key(now, idx, e);
+            return;
+        }
+        self.process_key(now, idx);
     }
 
     /// Starts a renegotiation from the gateway's side (also triggered by reneg-sec).
@@ -590,8 +630,8 @@ impl ServerSession {
                 // assigned its address by it): like OpenVPN, refuse a renegotiation that
                 // presents someone else's certificate.
                 let name = self.keys[idx]
-                    .tls
-                    .peer_certificates()
+                    .tls()
+                    .and_then(|t| t.peer_certificates())
                     .and_then(|c| c.first())
                     .and_then(|c| common_name(c))
                     .unwrap_or_default();
@@ -617,8 +657,8 @@ impl ServerSession {
     fn on_first_key_method(&mut self, _now: Instant, idx: usize, msg: KeyMethod2<ClientKeySource>) {
         let key = &self.keys[idx];
         let client = key
-            .tls
-            .peer_certificates()
+            .tls()
+            .and_then(|t| t.peer_certificates())
             .and_then(|c| c.first())
             .and_then(|c| common_name(c))
             .unwrap_or_default();
@@ -630,7 +670,10 @@ impl ServerSession {
         let compress_stub_v2 = options_use_compression(&msg.options);
         let tls_ekm = self.config.tls_ekm && peer_info.supports_tls_ekm();
         let caps = PushCaps::of(&peer_info);
-        let (tls_version, tls_suite) = describe_session(&key.tls).unwrap_or(("?", "?".into()));
+        let (tls_version, tls_suite) = key
+            .tls()
+            .and_then(|t| describe_session(t))
+            .unwrap_or(("?", "?".into()));
         tracing::debug!(
             client = %client,
             options = %msg.options,
@@ -784,11 +827,10 @@ impl ServerSession {
         let key_id = self.keys[idx].key_id;
         let mut block = [0u8; KEY_BLOCK_LEN];
         if tls_ekm {
-            if self.keys[idx]
-                .tls
-                .export_keying_material(&mut block, EKM_LABEL.as_bytes(), None)
-                .is_err()
-            {
+            if self.keys[idx].tls().is_none_or(|t| {
+                t.export_keying_material(&mut block, EKM_LABEL.as_bytes(), None)
+                    .is_err()
+            }) {
                 self.begin_close(now, CloseReason::Error("TLS exporter failed".into()));
                 return false;
             }

@@ -295,6 +295,17 @@ thread_local! {
     static LAST_REFUSAL: std::cell::RefCell<Option<CertRefusal>> = const { std::cell::RefCell::new(None) };
 }
 
+/// Takes the refusal the verifier left on this thread (a TLS job carries it back to the
+/// session's thread, see [`crate::openvpn::tls_job`]).
+pub(crate) fn take_last_refusal() -> Option<CertRefusal> {
+    LAST_REFUSAL.with(|l| l.borrow_mut().take())
+}
+
+/// Puts a refusal taken on another thread back for [`refusal_of`] on this one.
+pub(crate) fn restore_last_refusal(r: Option<CertRefusal>) {
+    LAST_REFUSAL.with(|l| *l.borrow_mut() = r);
+}
+
 fn refuse(end_entity: &CertificateDer<'_>, err: Error) -> Error {
     let reason = match &err {
         Error::InvalidCertificate(e) => explain_cert_error(e),

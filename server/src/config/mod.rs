@@ -51,6 +51,14 @@ pub struct GatewayConfig {
     /// Data-plane worker threads; 0 (the default): one per core.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub workers: usize,
+    /// Threads that run OpenVPN TLS handshakes, at a lower priority than the workers, so a
+    /// storm of new connections does not hold up established tunnels; 0: handshakes run on
+    /// the workers.
+    #[serde(
+        default = "default_handshake_threads",
+        skip_serializing_if = "is_default_handshake_threads"
+    )]
+    pub handshake_threads: usize,
     /// OpenVPN-protocol listeners.
     #[serde(default)]
     pub openvpn: OpenVpnConfig,
@@ -274,6 +282,12 @@ fn default_tun_name() -> String {
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
+fn default_handshake_threads() -> usize {
+    1
+}
+fn is_default_handshake_threads(n: &usize) -> bool {
+    *n == default_handshake_threads()
+}
 fn default_mtu() -> u16 {
     1500
 }
@@ -360,6 +374,7 @@ impl GatewayConfig {
             tun_name: default_tun_name(),
             tun_mtu: default_mtu(),
             workers: 0,
+            handshake_threads: default_handshake_threads(),
             openvpn: OpenVpnConfig::default(),
             ikev2: Ikev2Config::default(),
             connections: Vec::new(),
@@ -404,6 +419,12 @@ impl GatewayConfig {
             bail!(
                 "`workers` {} is out of range 0-256 (a TUN device has at most 256 queues; 0 means one per core)",
                 self.workers
+            );
+        }
+        if self.handshake_threads > 64 {
+            bail!(
+                "`handshake_threads` {} is out of range 0-64 (0 runs handshakes on the workers; 1 is plenty for thousands of handshakes a second)",
+                self.handshake_threads
             );
         }
         if !(576..=9000).contains(&self.tun_mtu) {

@@ -22,6 +22,7 @@
 
 mod core_config;
 mod crl_upkeep;
+mod handshakes;
 mod tcp;
 mod worker;
 pub mod wrap;
@@ -326,6 +327,7 @@ impl Gateway {
                 peers: inboxes.clone(),
                 published: published[index].clone(),
                 tcp_timeouts,
+                handshakes: None,
             });
         }
         Ok(Self {
@@ -362,7 +364,16 @@ impl Gateway {
             warn!(tun = %self.cfg.tun_name, "the kernel refused TUN offload (virtio-net headers); packets move one per read");
         }
         let mut threads = Vec::with_capacity(n);
-        for setup in std::mem::take(&mut self.workers) {
+        let hs_threads = self.cfg.handshake_threads;
+        let handshakes = if hs_threads > 0 {
+            let (h, t) = handshakes::Handshakes::start(hs_threads)?;
+            threads.extend(t);
+            Some(h)
+        } else {
+            None
+        };
+        for mut setup in std::mem::take(&mut self.workers) {
+            setup.handshakes = handshakes.clone();
             let name = format!("gatehoused-w{}", setup.index);
             threads.push(
                 std::thread::Builder::new()
@@ -375,6 +386,8 @@ impl Gateway {
                     .context("starting a worker thread")?,
             );
         }
+        // The workers hold the handshake threads' queue now; they end when it closes.
+        drop(handshakes);
         info!(
             listening = %listeners(&self.cfg),
             tun = %self.cfg.tun_name,
@@ -384,6 +397,7 @@ impl Gateway {
             tls_ekm = self.cfg.openvpn.tls_ekm,
             openvpn_wrapper = self.ovpn.wrap.name(),
             workers = n,
+            handshake_threads = hs_threads,
             steering = if self.steered { "source-address" } else { "kernel-hash" },
             tun_offload = self.offload,
             tcp_max_connections = self.tcp_limits.max_total(),

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse_engine::gateway::{
-    CoreStatus, Dest, Drop, Drops, Event, Forward, GatewayCore, Listener, StreamId,
+    CoreStatus, Dest, Drop, Drops, Event, Forward, GatewayCore, HandshakeJob, JobDone, Listener,
+    StreamId,
 };
 use gatehouse_engine::ikev2::responder::ResponderConfig;
 use gatehouse_engine::openvpn::server::ServerConfig;
@@ -23,6 +24,7 @@ use gatehouse_netio::udp::{BatchSocket, RecvBatch, SendQueue};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::handshakes::Handshakes;
 use super::tcp::{Permit, TcpEvent, TcpTimeouts};
 
 /// Reads (each a batch) one source may hand the core per turn before the others get theirs.
@@ -84,6 +86,8 @@ pub(super) struct WorkerSetup {
     pub peers: Arc<Vec<mpsc::Sender<Msg>>>,
     pub published: Arc<Mutex<Published>>,
     pub tcp_timeouts: TcpTimeouts,
+    /// The handshake threads (None: handshakes run on the worker).
+    pub handshakes: Option<Handshakes>,
 }
 
 /// A TCP connection as the worker holds it: dropping it closes the connection (once what is
@@ -143,6 +147,9 @@ struct Worker {
     /// Events of this worker's TCP connections.
     tcp_tx: mpsc::Sender<TcpEvent>,
     tcp_timeouts: TcpTimeouts,
+    /// Where handshake jobs go, and where their results come back.
+    handshakes: Option<Handshakes>,
+    done_tx: mpsc::UnboundedSender<JobDone>,
 }
 
 /// Runs a worker on the calling thread until it is told to stop.
@@ -155,6 +162,9 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             s.map(|s| BatchSocket::new(s).map(Arc::new)).transpose()
         };
         let (tcp_tx, tcp_rx) = mpsc::channel::<TcpEvent>(4096);
+        // Unbounded, but never longer than the jobs handed out: one result per job, and
+        // jobs only come from sessions past the cookie check and the handshake caps.
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<JobDone>();
         let WorkerSetup {
             index,
             core,
@@ -165,6 +175,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             peers,
             published,
             tcp_timeouts,
+            handshakes,
         } = setup;
         let worker = Worker {
             index,
@@ -182,8 +193,10 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             published,
             tcp_tx,
             tcp_timeouts,
+            handshakes,
+            done_tx,
         };
-        worker.serve(inbox, tcp_rx, tun_mtu).await;
+        worker.serve(inbox, tcp_rx, done_rx, tun_mtu).await;
         Ok(())
     })
 }
@@ -193,6 +206,7 @@ impl Worker {
         mut self,
         mut inbox: mpsc::Receiver<Msg>,
         mut tcp_rx: mpsc::Receiver<TcpEvent>,
+        mut done_rx: mpsc::UnboundedReceiver<JobDone>,
         tun_mtu: usize,
     ) {
         let mut publish_tick = tokio::time::interval(Duration::from_secs(2));
@@ -241,6 +255,19 @@ impl Worker {
                             }
                             Err(_) => break,
                         }
+                    }
+                }
+                done = done_rx.recv() => {
+                    if let Some(done) = done {
+                        let now = Instant::now();
+                        self.core.handle_job_done(now, done);
+                        for _ in 0..BURST {
+                            match done_rx.try_recv() {
+                                Ok(done) => self.core.handle_job_done(now, done),
+                                Err(_) => break,
+                            }
+                        }
+                        self.flush();
                     }
                 }
                 ev = tcp_rx.recv() => {
@@ -526,6 +553,10 @@ impl Worker {
                     self.core.count_drop(why);
                 }
             }
+            if let Some(job) = self.core.poll_job() {
+                self.hand_out(job);
+                continue;
+            }
             let Some(ev) = self.core.poll_event() else {
                 break;
             };
@@ -537,6 +568,18 @@ impl Worker {
                 self.close_stream(Instant::now(), stream, "session ended");
             }
         }
+    }
+
+    /// Sends a handshake job to the handshake threads, or runs it here when there are none.
+    fn hand_out(&mut self, job: HandshakeJob) {
+        let job = match &self.handshakes {
+            Some(h) => match h.send(job, &self.done_tx) {
+                Ok(()) => return,
+                Err(job) => job,
+            },
+            None => job,
+        };
+        self.core.handle_job_done(Instant::now(), job.run());
     }
 
     /// Publishes this worker's status for the status file.

@@ -194,6 +194,23 @@ impl Cores {
         self.settle(now);
     }
 
+    /// The next handshake job of any core, with the core's index.
+    pub fn poll_job(&mut self) -> Option<(usize, crate::gateway::HandshakeJob)> {
+        self.cores
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, c)| c.poll_job().map(|j| (i, j)))
+    }
+
+    pub fn handle_job_done(&mut self, now: Instant, core: usize, done: crate::gateway::JobDone) {
+        self.cores[core].handle_job_done(now, done);
+        self.settle(now);
+    }
+
+    pub fn jobs_out(&self) -> usize {
+        self.cores.iter().map(|c| c.jobs_out()).sum()
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.cores.iter().filter_map(|c| c.poll_timeout()).min()
     }

@@ -1177,3 +1177,105 @@ fn lost_delete(seed: u64) {
 fn a_lost_delete_is_sent_again() {
     for_seeds("lost_delete", 5, lost_delete);
 }
+
+/// Scenario: OpenVPN handshakes run as jobs that come back late (1.5 s, after the clients'
+/// first retransmission): the records that arrive meanwhile wait for the connection, every
+/// client gets in, and tunnels already up carry traffic while other clients' jobs are out.
+fn offloaded_handshakes(seed: u64) {
+    let opts = Options {
+        offload: Some(true),
+        job_delay: Some(ms(1500)),
+        ..Options::default()
+    };
+    let mut sim = Sim::new(seed, opts);
+    let first = start_clients(
+        &mut sim,
+        &[(Start::Udp, 3), (Start::Tcp, 1), (Start::Ike, 1)],
+        0,
+    );
+    sim.connect_all(&first, secs(120));
+    // Two steps per TLS handshake at least (the ClientHello, the client's certificate).
+    if sim.jobs_run < 8 {
+        fail!(
+            sim,
+            "only {} handshake jobs for 4 OpenVPN clients",
+            sim.jobs_run
+        );
+    }
+    let more = start_clients(&mut sim, &[(Start::Udp, 3), (Start::Tcp, 1)], 10);
+    let before = sim.jobs_run;
+    for _ in 0..6 {
+        sim.traffic_round(0.3);
+        sim.run_for(ms(500));
+    }
+    if sim.jobs_run == before && sim.core.jobs_out() == 0 {
+        fail!(sim, "the new clients' handshakes made no job");
+    }
+    sim.connect_all(&more, secs(120));
+    sim.traffic_round(0.3);
+    sim.run_for(secs(3));
+    if let Some(e) = sim
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::Disconnected { .. } | Event::Refused { .. }))
+    {
+        fail!(sim, "unexpected event {e:?}");
+    }
+    if sim.core.jobs_out() != 0 {
+        fail!(
+            sim,
+            "{} jobs still out with every client up",
+            sim.core.jobs_out()
+        );
+    }
+    sim.check_status();
+    sim.check_drops();
+    check_delivery(&sim, "client to LAN", |k| k == Kind::Lan, false, 80);
+}
+
+#[test]
+fn offloaded_handshakes_wait_for_their_jobs() {
+    for_seeds("offloaded_handshakes", 4, offloaded_handshakes);
+}
+
+/// Scenario: handshake jobs that come back after the session gave up (70 s, past the 60 s
+/// hand window): the late results are dropped, nothing is left behind.
+fn late_jobs(seed: u64) {
+    let opts = Options {
+        offload: Some(true),
+        job_delay: Some(secs(70)),
+        workers: 1,
+        ..Options::default()
+    };
+    let mut sim = Sim::new(seed, opts);
+    let cs = start_clients(&mut sim, &[(Start::Udp, 2), (Start::Tcp, 1)], 0);
+    sim.run_for(secs(65));
+    if cs.iter().any(|&c| sim.is_up(c)) {
+        fail!(sim, "a client got in without its handshake job");
+    }
+    if sim.core.jobs_out() == 0 {
+        fail!(sim, "no job out");
+    }
+    sim.strict = false;
+    for &c in &cs {
+        sim.remove_client(c);
+    }
+    sim.run_for(secs(300));
+    if sim.core.jobs_out() != 0 || sim.core.tunnel_count() != 0 || sim.core.deadline_count() != 0 {
+        fail!(
+            sim,
+            "after the late jobs: {} out, {} tunnels, {} deadlines",
+            sim.core.jobs_out(),
+            sim.core.tunnel_count(),
+            sim.core.deadline_count()
+        );
+    }
+    if sim.core.leased_count() != 0 {
+        fail!(sim, "{} leases left", sim.core.leased_count());
+    }
+}
+
+#[test]
+fn jobs_that_come_back_too_late_are_dropped() {
+    for_seeds("late_jobs", 3, late_jobs);
+}

@@ -198,6 +198,11 @@ pub(super) struct Options {
     /// Gateway workers (cores sharing one pool; see cores.rs); 0: `SIM_WORKERS`, else 1, 2
     /// or 3 by seed, so every scenario runs on one worker and on several.
     pub workers: usize,
+    /// OpenVPN TLS handshakes run as jobs, delivered back after a random delay (as from a
+    /// control thread); None: by seed (odd seeds) or `SIM_OFFLOAD=0|1`.
+    pub offload: Option<bool>,
+    /// How long a job takes to come back; None: 0-3 ms at random.
+    pub job_delay: Option<Duration>,
 }
 
 impl Default for Options {
@@ -210,6 +215,8 @@ impl Default for Options {
             ping: None,
             pool: POOL.parse().unwrap(),
             workers: 0,
+            offload: None,
+            job_delay: None,
         }
     }
 }
@@ -246,6 +253,14 @@ pub(super) struct Sim {
     /// Roams back to an address the client had left (a late packet from there).
     pub late_roams: u64,
     pub pool: Ipv4Net,
+    /// Handshake jobs "on the control thread": (core, job) by when they finish.
+    jobs: BTreeMap<(Instant, u64), (usize, crate::gateway::HandshakeJob)>,
+    /// Handshake jobs run so far.
+    pub jobs_run: u64,
+    /// The control thread's delays (apart from `rng`, so that offloading leaves the
+    /// network's random choices as they were).
+    job_rng: StdRng,
+    job_delay: Option<Duration>,
 }
 
 /// Fails the test, naming the seed.
@@ -262,6 +277,11 @@ impl Sim {
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
         let mut sc = pki::server_cfg();
+        sc.offload_handshakes = opts.offload.unwrap_or_else(|| {
+            std::env::var("SIM_OFFLOAD")
+                .ok()
+                .map_or(seed % 2 == 1, |v| v == "1")
+        });
         if let Some((ping, restart)) = opts.ping {
             sc.ping = ping;
             sc.ping_restart = restart;
@@ -325,6 +345,10 @@ impl Sim {
             block_to_clients: false,
             late_roams: 0,
             pool: opts.pool,
+            jobs: BTreeMap::new(),
+            jobs_run: 0,
+            job_rng: StdRng::seed_from_u64(seed ^ 0x6a6f_6273),
+            job_delay: opts.job_delay,
         }
     }
 
@@ -643,6 +667,31 @@ impl Sim {
             }
             for c in 0..self.clients.len() {
                 progress |= self.pump_client(c);
+            }
+            while let Some((core, job)) = self.core.poll_job() {
+                progress = true;
+                // A control thread takes up to 3 ms to get to it and run it.
+                let delay = self
+                    .job_delay
+                    .unwrap_or_else(|| Duration::from_micros(self.job_rng.random_range(0..3000)));
+                let at = self.now + delay;
+                self.net_seq += 1;
+                self.jobs.insert((at, self.net_seq), (core, job));
+            }
+            let due: Vec<(Instant, u64)> = self
+                .jobs
+                .range(..=(self.now, u64::MAX))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in due {
+                progress = true;
+                let (core, job) = self.jobs.remove(&k).unwrap();
+                self.jobs_run += 1;
+                let now = self.now;
+                // On another thread, as in the gateway (thread-local state must not matter).
+                let done = std::thread::scope(|s| s.spawn(|| job.run()).join())
+                    .expect("a handshake job panicked");
+                self.core.handle_job_done(now, core, done);
             }
             let due: Vec<(Instant, u64)> = self
                 .net
@@ -1311,6 +1360,7 @@ impl Sim {
             }
         };
         consider(self.net.keys().next().map(|k| k.0));
+        consider(self.jobs.keys().next().map(|k| k.0));
         for cl in self.clients.iter().filter(|c| !c.gone) {
             consider(match &cl.proto {
                 Proto::Ovpn(o) => o.session.poll_timeout(self.now),

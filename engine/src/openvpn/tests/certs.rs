@@ -15,8 +15,18 @@ fn refused_by_gateway(
     client: &Chain,
     crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
 ) -> (Option<String>, String, Pair) {
+    refused_by(client, crls, false)
+}
+
+/// [`refused_by_gateway`], the gateway's handshakes run as jobs on another thread or not.
+fn refused_by(
+    client: &Chain,
+    crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
+    offload: bool,
+) -> (Option<String>, String, Pair) {
     let pki = pki();
-    let sc = gateway_config(&pki.ca.cert, crls, &pki.server);
+    let mut sc = gateway_config(&pki.ca.cert, crls, &pki.server);
+    sc.offload_handshakes = offload;
     let cc = client_cfg(&pki.ca.cert, client, "vpn.test");
     let mut p = Pair::with(sc, cc);
     let done = p.run_until(Duration::from_secs(10), |p| {
@@ -63,6 +73,45 @@ fn revoked_client_certificate_is_refused() {
     let (client, reason, _) = refused_by_gateway(&bob, vec![crl]);
     assert_eq!(client.as_deref(), Some("bob"));
     assert!(reason.contains("revoked"), "{reason}");
+}
+
+#[test]
+fn refusals_name_the_client_when_handshakes_run_on_another_thread() {
+    let bob = pki()
+        .ca
+        .leaf("bob", ExtendedKeyUsagePurpose::ClientAuth, None, |p| {
+            p.serial_number = Some(SerialNumber::from(4242u64))
+        });
+    let crl = pki().ca.crl(&[4242]);
+    let (client, reason, _) = refused_by(&bob, vec![crl], true);
+    assert_eq!(client.as_deref(), Some("bob"));
+    assert!(reason.contains("revoked"), "{reason}");
+    let mallory = Ca::new("Other CA").client("mallory");
+    let (client, reason, _) = refused_by(&mallory, vec![], true);
+    assert_eq!(client.as_deref(), Some("mallory"));
+    assert!(reason.contains("unknown issuer"), "{reason}");
+}
+
+#[test]
+fn offloaded_handshakes_connect_and_renegotiate() {
+    let pki = pki();
+    let mut sc = gateway_config(&pki.ca.cert, vec![], &pki.server);
+    sc.offload_handshakes = true;
+    let cc = client_cfg(&pki.ca.cert, &pki.client, "vpn.test");
+    let mut p = Pair::with(sc, cc);
+    p.connect();
+    p.ping_through();
+    let now = p.now;
+    p.server().renegotiate(now);
+    p.run_for(Duration::from_secs(5));
+    assert!(
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Rekeyed { .. })),
+        "{:?}",
+        p.client_events
+    );
+    p.ping_through();
 }
 
 #[test]

@@ -398,6 +398,16 @@ impl Pair {
                 }
                 self.server_events.push(e);
             }
+            // Handshake jobs (a gateway with `offload_handshakes`) run on another thread, as
+            // on the gateway's handshake threads.
+            while let Some(s) = self.server.as_mut()
+                && let Some((key_id, seq, job)) = s.poll_tls_job()
+            {
+                progress = true;
+                let done = std::thread::scope(|t| t.spawn(|| job.run()).join())
+                    .expect("a TLS job panicked");
+                s.tls_job_done(self.now, key_id, seq, done);
+            }
             while let Some(d) = self.to_server.pop_due(self.now) {
                 progress = true;
                 self.deliver_to_server(&d);
