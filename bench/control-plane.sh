@@ -37,10 +37,12 @@
 #
 # Knobs: ROUNDS=2  SECS=10  MODES="0 1"  STORM_SESSIONS=9000  STORM_CONCURRENCY=48  SAME_WORKER=1
 #        LG_THREADS=1 (load generator threads)  WORKERS=0 (gateway workers; 0 = one per core)
+#        POOL=10.192.0.0/16 (client pool; it must hold every storm session the window reaches)
 #        BIN_DIR=target/release (built first unless NO_BUILD=1; CARGO_TARGET_DIR = its parent)
 #        FUZZ_PAUSE=1  FUZZ_PATTERN='fuzz/target|/fuzzwork/' (pgrep -f ERE: processes SIGSTOPped
 #        during the measurements and SIGCONTed afterwards, always)
 #        WAIT_IDLE=20 (max s to wait for a quiet machine before each measurement)
+#        PERF=1 (perf record -g of gatehoused during each storm window -> WORK/perf-*.data; KEEP=1)
 #        RECORD=1 (append to RESULTS)  RESULTS=bench/results-control-plane.md  KEEP=1 (keep work dir)
 set -euo pipefail
 
@@ -137,7 +139,7 @@ for x in $(seq 20 39); do
 done
 [ -n "$LG_UL" ] || { echo "no load-generator address in 10.250.191.20-39 fits SAME_WORKER=$SAME_WORKER with $N_WORKERS workers" >&2; exit 1; }
 GW_LAN=10.251.191.1; LAN_HOST=10.251.191.10; LAN_NET=10.251.191.0/24
-POOL=10.192.0.0/16
+POOL=${POOL:-10.192.0.0/16}
 TUN=ghb191
 WORK=$(mktemp -d /tmp/ghb-cp.XXXXXX)
 RES=$WORK/results.jsonl; : >"$RES"
@@ -305,12 +307,18 @@ measure() {
   LG_LOG=""; LG_JSON=""
   [ "$load" = storm ] && storm_start "$label"
   read -r b0 t0 < <(sysjiffies); c0=$(thread_ticks $GH_PID); w0=$(date +%s.%N)
+  local perf_pid=""
+  if [ "${PERF:-0}" = 1 ] && [ "$load" = storm ]; then
+    perf record -q -F 499 -g -p $GH_PID -o "$WORK/perf-$label.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    perf_pid=$!; STARTED+=($perf_pid)
+  fi
   if [ "$kind" = ping ]; then
     inns "$NS_CL" ping -n -c $((SECS * 100)) -i 0.01 -W 1 $LAN_HOST >"$out" 2>&1 || true
   else
     inns "$NS_CL" iperf3 -J --connect-timeout 3000 -c $LAN_HOST -p 5201 -t "$SECS" >"$out" 2>&1 || true
   fi
   w1=$(date +%s.%N); c1=$(thread_ticks $GH_PID); read -r b1 t1 < <(sysjiffies)
+  [ -n "$perf_pid" ] && { wait $perf_pid 2>/dev/null || true; }
   if [ "$load" = storm ]; then
     if kill -0 $LG_PID 2>/dev/null; then stop_pid $LG_PID; else alive=0; fi
     wait $LG_PID 2>/dev/null || true
@@ -412,7 +420,7 @@ fuzz_resume
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 - "$RES" "$WORK/table.md" "$WORK/rows.md" "$STARTED_AT" "$COMMIT" "$(hostname)" "$(nproc)" \
     "$LOAD_BEFORE" "$LOAD_AFTER" "$SECS" "$STORM_SESSIONS" "$STORM_CONCURRENCY" "$MODES" \
-    "$([ "$SAME_WORKER" = 1 ] && echo same || echo other) ($N_WORKERS workers)" <<'PY'
+    "$([ "$SAME_WORKER" = 1 ] && echo same || echo other) ($N_WORKERS workers, pool $POOL)" <<'PY'
 import json, statistics, sys
 res, table, rowsf, date, commit, host, nproc, lb, la, secs, storm, conc, modes, placement = sys.argv[1:]
 rows = [json.loads(l) for l in open(res) if l.strip()]
@@ -532,13 +540,13 @@ Mbit/s (receiver). hs/s = handshakes per second of the storm (sessions up at the
 generator's last progress line inside the window / seconds since it started, with the window);
 "short" = every session was up before the window ended (the rate is then its summary's).
 Storm worker = whether the load generator's address is steered to the stock client's worker
-(same) or another (other). CPU = gatehoused's workers / handshake thread during the storm, % of one core. Busy
+(same) or another (other), with the gateway's worker count and client pool. CPU = gatehoused's workers / handshake thread during the storm, % of one core. Busy
 = whole machine during ping idle / ping storm / iperf idle / iperf storm, %. Wait = time the
 workers were runnable but waited for a CPU during the ping / iperf storm, % of the window (sum
 over workers; /proc schedstat). Window = length of the ping / iperf storm window, s (ping waits
 for late replies, iperf3 for its stream). Compare modes within one run only.
 
-| date (UTC) | host | cores | commit | storm worker | round | handshake_threads | ping idle p50/p99/max | ping storm p50/p99/max | iperf idle | iperf storm | hs/s ping storm | hs/s iperf storm | CPU w/hs ping storm | CPU w/hs iperf storm | wait % | window s | busy % | loadavg before |
+| date (UTC) | host | cores | commit | storm worker (workers, pool) | round | handshake_threads | ping idle p50/p99/max | ping storm p50/p99/max | iperf idle | iperf storm | hs/s ping storm | hs/s iperf storm | CPU w/hs ping storm | CPU w/hs iperf storm | wait % | window s | busy % | loadavg before |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 EOF
   fi
