@@ -1287,7 +1287,7 @@ fn in_flight_across_a_child_rekey(seed: u64) {
     let (mut sim, [_, _, ike]) = Sim::one_of_each(seed);
     let own = sim.clients[ike].address.unwrap();
     let home = sim.clients[ike].core_remote;
-    let mut on_old_sa = |sim: &mut Sim| {
+    let on_old_sa = |sim: &mut Sim| {
         let tag = sim.model.tag();
         let inner = super::model::ipv4(own, super::sim::LAN_HOST, tag, 10);
         let wire = sim.encrypt_up(ike, &inner);
