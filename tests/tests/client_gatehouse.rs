@@ -101,7 +101,19 @@ impl Setup {
     fn connect(&self, extra: &[&str]) -> Result<CliOutput> {
         let mut args = vec!["connect", NAME];
         args.extend_from_slice(extra);
-        let out = self.client.run(Some(self.ns()), &args, CONNECT_TIMEOUT)?;
+        let out = match self.client.run(Some(self.ns()), &args, CONNECT_TIMEOUT) {
+            Ok(out) => out,
+            Err(e) => {
+                // A connect that never finished: what the gateway and the service saw.
+                for name in ["gatehoused.log", "service.log"] {
+                    let text = std::fs::read_to_string(self.path(name)).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+                    eprintln!("--- {name} (last 60 lines):\n{tail}");
+                }
+                return Err(e);
+            }
+        };
         eprintln!("{out}");
         Ok(out)
     }

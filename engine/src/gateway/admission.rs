@@ -232,7 +232,7 @@ impl GatewayCore {
                 self.connected(now, id, &name, "ike", Some((ike, esp)));
             }
             // The old SA is gone: a waiting new one takes over (the peer surely has it).
-            IkeEvent::ChildDown { our_spi } => self.esp_remove(id, our_spi),
+            IkeEvent::ChildDown { our_spi } => self.esp_linger(now, id, our_spi),
             IkeEvent::Refused {
                 client,
                 reason,

@@ -432,6 +432,18 @@ impl GatewayCore {
         }
     }
 
+    /// CHILD SA `spi` of tunnel `id` was deleted: its inbound half still opens packets in
+    /// flight for [`ESP_LINGER`](super::tunnel::ESP_LINGER), then goes.
+    pub(super) fn esp_linger(&mut self, now: Instant, id: TunnelId, spi: u32) {
+        match self.ike_mut(id) {
+            Some(t) if t.our_spis.contains(&spi) => {
+                t.lingering.push((spi, now + super::tunnel::ESP_LINGER));
+                self.dirty.push(id);
+            }
+            _ => self.esp_remove(id, spi),
+        }
+    }
+
     /// Removes inbound ESP SA `spi` if tunnel `id` owns it.
     pub(super) fn esp_remove(&mut self, id: TunnelId, spi: u32) {
         if self.esp.remove(id, spi) {

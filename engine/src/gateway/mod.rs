@@ -525,6 +525,9 @@ impl GatewayCore {
         while let Some(id) = self.deadlines.pop_due(now) {
             if let Some(t) = self.tunnels.get_mut(&id) {
                 t.handle_timeout(now);
+                for spi in t.lingered(now) {
+                    self.esp_remove(id, spi);
+                }
                 self.dirty.push(id);
             }
         }

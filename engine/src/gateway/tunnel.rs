@@ -67,8 +67,16 @@ pub(super) struct IkeTunnel {
     pub(super) site: Option<usize>,
     /// When its first CHILD SA came up.
     pub(super) established: Option<Instant>,
+    /// Inbound ESP SAs the IKE SA deleted (the peer's Delete after its rekey, or ours), still
+    /// opening packets that were in flight on them until the instant ([`ESP_LINGER`]).
+    pub(super) lingering: Vec<(u32, Instant)>,
     pub(super) common: Common,
 }
+
+/// How long an inbound ESP SA keeps opening packets after its CHILD SA was deleted: a packet
+/// the peer sent on it just before its rekey's Delete, reordered behind the Delete, is not
+/// lost. Outbound traffic has moved to the new SA already.
+pub(super) const ESP_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(super) enum Tunnel {
     OpenVpn(Box<OvpnTunnel>),
@@ -156,6 +164,7 @@ impl IkeTunnel {
             connected: false,
             site,
             established: None,
+            lingering: Vec::new(),
             common: Common {
                 client: name,
                 ..Common::default()
@@ -225,11 +234,33 @@ impl Tunnel {
     pub(super) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         match self {
             Tunnel::OpenVpn(t) => t.session.poll_timeout(now),
-            Tunnel::Ike(t) => match &t.sa {
-                IkeSa::Responder(r) => r.poll_timeout(),
-                IkeSa::Initiator(i) => i.poll_timeout(),
-            },
+            Tunnel::Ike(t) => {
+                let sa = match &t.sa {
+                    IkeSa::Responder(r) => r.poll_timeout(),
+                    IkeSa::Initiator(i) => i.poll_timeout(),
+                };
+                let linger = t.lingering.iter().map(|(_, at)| *at).min();
+                match (sa, linger) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
         }
+    }
+
+    /// Inbound ESP SAs whose linger time is over (removed from the list).
+    pub(super) fn lingered(&mut self, now: Instant) -> Vec<u32> {
+        let Tunnel::Ike(t) = self else {
+            return Vec::new();
+        };
+        let mut due = Vec::new();
+        t.lingering.retain(|&(spi, at)| {
+            if at <= now {
+                due.push(spi);
+            }
+            at > now
+        });
+        due
     }
 
     pub(super) fn is_closed(&self) -> bool {
