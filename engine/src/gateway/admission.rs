@@ -362,9 +362,10 @@ impl GatewayCore {
             let sticky = p.sticky_of(&client);
             // Its own address again if it is free (or still its own: the older session is
             // ending), else one of this worker's share, else any.
+            // (One call: `lease_where` tries the sticky address before it scans; a
+            // predicate matching only that address would scan the whole pool twice in vain.)
             let r = p
-                .lease_where(&client, |a| Some(a) == sticky)
-                .or_else(|_| p.lease_where(&client, |a| shard.may_lease(pool, a)))
+                .lease_where(&client, |a| Some(a) == sticky || shard.may_lease(pool, a))
                 .or_else(|_| p.lease(&client));
             r.map(|a| (a, p.gateway_addr()))
         };
