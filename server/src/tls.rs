@@ -168,5 +168,6 @@ pub fn ike_responder_config(
         hard_lifetime: parse_duration(&cfg.ikev2.hard_lifetime)
             .unwrap_or(gatehouse_engine::ikev2::responder::DEFAULT_HARD_LIFETIME),
         sites: sites.to_vec(),
+        offload: cfg.handshake_threads > 0,
     }))
 }

@@ -118,6 +118,7 @@ fn fixture() -> &'static Fixture {
             fragment_size: 576,
             hard_lifetime: Duration::from_secs(600),
             sites: Vec::new(),
+            offload: false,
         };
 
         let mut entropy = SeededEntropy::new(1);

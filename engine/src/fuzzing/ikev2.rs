@@ -64,6 +64,7 @@ pub(super) fn configs() -> &'static (Arc<ResponderConfig>, Arc<InitiatorConfig>)
             fragment_size: 1280,
             hard_lifetime: DEFAULT_HARD_LIFETIME,
             sites: Vec::new(),
+            offload: false,
         };
         let initiator = InitiatorConfig {
             policy: Policy::default(),

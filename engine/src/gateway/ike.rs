@@ -12,7 +12,7 @@ use super::shard::DirKey;
 use super::tunnel::{IkeSa, IkeTunnel, Tunnel, ike_transmit};
 use super::{Dest, Drop, Event, Forward, GatewayCore, Listener, TunnelId, worker_of_ip};
 use crate::esp::{EspSa, TableError};
-use crate::ikev2::responder::{InitGuard, InitOutcome, respond_to_init_guarded};
+use crate::ikev2::responder::{InitGuard, InitOutcome, InitStep, prepare_init};
 use crate::wire::ikev2::{Classified, ExchangeType, IkeHeader, strip_non_esp_marker};
 
 /// Half-open IKE SAs from one address beyond which its IKE_SA_INIT requests need a cookie
@@ -129,11 +129,12 @@ impl GatewayCore {
         }
         if h.responder_spi == 0 && h.exchange == ExchangeType::IKE_SA_INIT && !h.flags.response() {
             if let Some(&id) = self.by_init.get(&(from, h.initiator_spi)) {
+                // None: its key exchange is still out as a job; the answer follows.
                 if let Some(t) = self.ike_mut(id) {
                     t.sa.handle_message(now, from, nat_t, msg);
+                    self.count_discards(id);
+                    self.dirty.push(id);
                 }
-                self.count_discards(id);
-                self.dirty.push(id);
                 return;
             }
             let key = half_open_key(from.ip());
@@ -170,60 +171,26 @@ impl GatewayCore {
                 prefer_cheap_groups: loaded,
                 modp_allowed,
             };
+            let offload = cfg.offload;
             let entropy = (self.entropy)();
-            match respond_to_init_guarded(cfg, entropy, now, from, nat_t, msg, guard) {
-                InitOutcome::Reply(reply) => {
-                    self.transmits.push_back(ike_transmit(from, nat_t, &reply))
-                }
-                InitOutcome::Refused { reply, reason } => {
-                    self.transmits.push_back(ike_transmit(from, nat_t, &reply));
-                    let site = self.sites.iter().find(|s| s.cfg.remote.ip() == from.ip());
-                    match site {
-                        Some(s) => {
-                            warn!(connection = %s.cfg.peer.name, remote = %from, reason = %reason, "connection refused")
-                        }
-                        None => {
-                            warn!(client = "?", remote = %from, reason = %reason, transport = "ikev2", "client refused")
-                        }
-                    }
-                    self.events.push_back(Event::Refused {
-                        client: None,
-                        remote: from,
-                        reason,
-                    });
-                }
-                InitOutcome::Drop(why) => {
-                    debug!(remote = %from, why, "IKE_SA_INIT dropped");
-                    self.drops.count(Drop::Malformed);
-                }
-                InitOutcome::Throttled(why) => {
-                    self.drops.count(Drop::IkeModp);
-                    let n = self.drops.get(Drop::IkeModp);
-                    if n.is_power_of_two() {
-                        info!(remote = %from, why, per_second = MODP_PER_SECOND, dropped = n, "IKE_SA_INIT with a MODP group dropped under load (rate-limited)");
-                    }
-                }
-                InitOutcome::Session(mut s) => {
-                    if loaded && is_modp(s.suite().dh) {
+            let outcome = match prepare_init(cfg, entropy, now, from, nat_t, msg, guard) {
+                InitStep::Done(o) => o,
+                InitStep::Work(w) => {
+                    if loaded && is_modp(w.suite().dh) {
                         self.modp_budget.spend(now);
                     }
-                    s.set_spi_table(self.shard.spis().clone());
-                    s.set_psk_throttle(self.shard.psk_throttle().clone());
-                    let id = self.new_tunnel_id();
-                    let spis = s.spis();
-                    self.register_ike_spi(spis.1);
-                    self.by_spis.insert(spis, id);
-                    self.by_init.insert((from, h.initiator_spi), id);
-                    let mut t = IkeTunnel::new(IkeSa::Responder(s), None, None);
-                    t.init_key = Some((from, h.initiator_spi));
-                    t.spi_pairs.push(spis);
-                    t.common.handshaking = true;
-                    self.half_open += 1;
-                    *self.half_open_by_ip.entry(key).or_default() += 1;
-                    self.tunnels.insert(id, Tunnel::Ike(Box::new(t)));
-                    self.dirty.push(id);
+                    if offload {
+                        // Counted as half-open while the key exchange runs elsewhere;
+                        // retransmissions meanwhile find the reservation and are dropped.
+                        let id = self.new_tunnel_id();
+                        self.reserve_init(id, from, nat_t, h.initiator_spi);
+                        self.push_init_job(id, w);
+                        return;
+                    }
+                    w.run()
                 }
-            }
+            };
+            self.init_outcome(from, nat_t, h.initiator_spi, None, outcome);
             return;
         }
         // Our SPI in the message: the responder's when the sender is the original initiator
@@ -260,6 +227,100 @@ impl GatewayCore {
             self.roamed(id, before, after);
         }
         self.dirty.push(id);
+    }
+
+    /// Answers an IKE_SA_INIT request as `outcome` says (`reserved`: the tunnel id its
+    /// offloaded key exchange was given).
+    fn init_outcome(
+        &mut self,
+        from: SocketAddr,
+        nat_t: bool,
+        spi_i: u64,
+        reserved: Option<TunnelId>,
+        outcome: InitOutcome,
+    ) {
+        let key = half_open_key(from.ip());
+        match outcome {
+            InitOutcome::Reply(reply) => {
+                self.transmits.push_back(ike_transmit(from, nat_t, &reply))
+            }
+            InitOutcome::Refused { reply, reason } => {
+                self.transmits.push_back(ike_transmit(from, nat_t, &reply));
+                let site = self.sites.iter().find(|s| s.cfg.remote.ip() == from.ip());
+                match site {
+                    Some(s) => {
+                        warn!(connection = %s.cfg.peer.name, remote = %from, reason = %reason, "connection refused")
+                    }
+                    None => {
+                        warn!(client = "?", remote = %from, reason = %reason, transport = "ikev2", "client refused")
+                    }
+                }
+                self.events.push_back(Event::Refused {
+                    client: None,
+                    remote: from,
+                    reason,
+                });
+            }
+            InitOutcome::Drop(why) => {
+                debug!(remote = %from, why, "IKE_SA_INIT dropped");
+                self.drops.count(Drop::Malformed);
+            }
+            InitOutcome::Throttled(why) => {
+                self.drops.count(Drop::IkeModp);
+                let n = self.drops.get(Drop::IkeModp);
+                if n.is_power_of_two() {
+                    info!(remote = %from, why, per_second = MODP_PER_SECOND, dropped = n, "IKE_SA_INIT with a MODP group dropped under load (rate-limited)");
+                }
+            }
+            InitOutcome::Session(mut s) => {
+                s.set_spi_table(self.shard.spis().clone());
+                s.set_psk_throttle(self.shard.psk_throttle().clone());
+                let id = reserved.unwrap_or_else(|| self.new_tunnel_id());
+                let spis = s.spis();
+                self.register_ike_spi(spis.1);
+                self.by_spis.insert(spis, id);
+                self.by_init.insert((from, spi_i), id);
+                let mut t = IkeTunnel::new(IkeSa::Responder(s), None, None);
+                t.init_key = Some((from, spi_i));
+                t.spi_pairs.push(spis);
+                t.common.handshaking = true;
+                self.half_open += 1;
+                *self.half_open_by_ip.entry(key).or_default() += 1;
+                self.tunnels.insert(id, Tunnel::Ike(Box::new(t)));
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Holds the place of an IKE_SA_INIT whose key exchange runs as a job.
+    fn reserve_init(&mut self, id: TunnelId, from: SocketAddr, nat_t: bool, spi_i: u64) {
+        self.by_init.insert((from, spi_i), id);
+        self.half_open += 1;
+        *self
+            .half_open_by_ip
+            .entry(half_open_key(from.ip()))
+            .or_default() += 1;
+        self.init_jobs.insert(id, (from, nat_t, spi_i));
+    }
+
+    /// An offloaded IKE_SA_INIT key exchange came back: the reservation ends and the request
+    /// is answered as if just computed.
+    pub(super) fn ike_init_done(&mut self, id: TunnelId, outcome: InitOutcome) {
+        let Some((from, nat_t, spi_i)) = self.init_jobs.remove(&id) else {
+            return;
+        };
+        if self.by_init.get(&(from, spi_i)) == Some(&id) {
+            self.by_init.remove(&(from, spi_i));
+        }
+        self.half_open = self.half_open.saturating_sub(1);
+        let key = half_open_key(from.ip());
+        if let Some(n) = self.half_open_by_ip.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.half_open_by_ip.remove(&key);
+            }
+        }
+        self.init_outcome(from, nat_t, spi_i, Some(id), outcome);
     }
 
     /// Counts what IKE SA `id` dropped while handling a message: messages failing the

@@ -288,6 +288,9 @@ pub struct GatewayCore {
     by_spis: HashMap<(u64, u64), TunnelId>,
     /// Half-open IKE SAs by (peer address, SPIi), for retransmitted IKE_SA_INIT.
     by_init: HashMap<(SocketAddr, u64), TunnelId>,
+    /// IKE_SA_INIT key exchanges out as jobs: the tunnel id each will get, and the request's
+    /// source, port (4500 or not) and SPIi.
+    init_jobs: HashMap<TunnelId, (SocketAddr, bool, u64)>,
     /// SAs we started, by any SPI of ours they have used.
     by_local_spi: HashMap<u64, TunnelId>,
     /// ESP SAs: inbound by our SPI (owner-checked), outbound by tunnel.
@@ -367,6 +370,7 @@ impl GatewayCore {
             streams: HashMap::new(),
             by_spis: HashMap::new(),
             by_init: HashMap::new(),
+            init_jobs: HashMap::new(),
             by_local_spi: HashMap::new(),
             esp: EspTable::new(),
             sites,

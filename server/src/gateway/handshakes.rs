@@ -1,5 +1,6 @@
-//! The handshake threads: where the workers send the TLS handshake steps of their OpenVPN
-//! sessions (`handshake_threads` in gateway.toml; 0 keeps them on the workers). A worker
+//! The handshake threads: where the workers send the costly steps of their clients'
+//! handshakes - OpenVPN TLS handshake steps, IKE_SA_INIT key exchanges, IKE_AUTH certificate
+//! checks and signatures (`handshake_threads` in gateway.toml; 0 keeps them on the workers). A worker
 //! hands a [`HandshakeJob`] over and goes on forwarding packets; the job's result comes back
 //! to the worker's own reply queue, and the session carries on there.
 //!

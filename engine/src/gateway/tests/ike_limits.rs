@@ -79,6 +79,7 @@ fn exchange(
                 core.handle_datagram(now, Listener::Ike, from, &t.data);
             }
         }
+        run_jobs(core, now);
         while let Some(t) = core.poll_transmit() {
             let Dest::Udp { from: l, to } = t.dest else {
                 continue;
@@ -105,7 +106,16 @@ fn notify_data(d: &[u8], t: NotifyType) -> Option<Vec<u8>> {
     Message::parse(d).ok()?.notify(t).map(|n| n.data.to_vec())
 }
 
-fn answers(core: &mut GatewayCore) -> Vec<Vec<u8>> {
+/// Runs the handshake jobs the core handed out (odd seeds offload them), as a control
+/// thread would.
+fn run_jobs(core: &mut GatewayCore, now: Instant) {
+    while let Some(j) = core.poll_job() {
+        core.handle_job_done(now, j.run());
+    }
+}
+
+fn answers(core: &mut GatewayCore, now: Instant) -> Vec<Vec<u8>> {
+    run_jobs(core, now);
     std::iter::from_fn(|| core.poll_transmit())
         .map(|t| t.payload)
         .collect()
@@ -160,7 +170,7 @@ fn a_spoofer_cannot_fill_an_addresss_share() {
         let mut init = initiator(pki::ike_client_cfg(0), 2000 + i, now);
         let req = init.poll_transmit().expect("IKE_SA_INIT");
         core.handle_datagram(now, Listener::Ike, addr("198.18.8.8", 500), &req.data);
-        answers(core);
+        answers(core, now);
     }
     let spoofed = core.tunnel_count() - before;
     assert!(
@@ -206,7 +216,7 @@ fn cookie_reply(spi_i: u64, cookie: &[u8]) -> Vec<u8> {
 fn cookie(sim: &mut Sim, now: Instant, from: SocketAddr, req: &[u8]) -> Vec<u8> {
     let core = sim.core.only();
     core.handle_datagram(now, Listener::Ike, from, req);
-    let out = answers(core);
+    let out = answers(core, now);
     assert_eq!(out.len(), 1, "one stateless answer");
     notify_data(&out[0], NotifyType::COOKIE).expect("a COOKIE")
 }
@@ -241,8 +251,9 @@ fn cookie_secrets_come_from_the_entropy_factory_and_rotate() {
         .expect("IKE_SA_INIT with the cookie")
         .data;
     core.handle_datagram(t1, Listener::Ike, from, &with_c0);
+    run_jobs(core, t1);
     assert_eq!(core.tunnel_count(), before + 1, "previous secret refused");
-    answers(core);
+    answers(core, t1);
     // Two rotations later it is refused (a new cookie instead of an SA).
     let mut late = initiator(pki::ike_client_cfg(1), 4001, t0);
     let req2 = late.poll_transmit().expect("IKE_SA_INIT").data;
@@ -261,12 +272,13 @@ fn cookie_secrets_come_from_the_entropy_factory_and_rotate() {
     let core = a.core.only();
     let before = core.tunnel_count();
     core.handle_datagram(t3, Listener::Ike, from2, &with_old);
+    run_jobs(core, t3);
     assert_eq!(
         core.tunnel_count(),
         before,
         "a cookie two secrets old was accepted"
     );
-    let out = answers(core);
+    let out = answers(core, t3);
     assert!(notify_data(&out[0], NotifyType::COOKIE).is_some());
 }
 
@@ -470,6 +482,7 @@ fn attempt(
                 core.handle_datagram(now, Listener::Ike, from, &t.data);
             }
         }
+        run_jobs(core, now);
         while let Some(t) = core.poll_transmit() {
             let Dest::Udp { from: l, to } = t.dest else {
                 continue;

@@ -222,6 +222,7 @@ pub(super) fn responder_cfg() -> ResponderConfig {
         fragment_size: 1280,
         hard_lifetime: DEFAULT_HARD_LIFETIME,
         sites: Vec::new(),
+        offload: false,
     }
 }
 

@@ -1178,9 +1178,10 @@ fn a_lost_delete_is_sent_again() {
     for_seeds("lost_delete", 5, lost_delete);
 }
 
-/// Scenario: OpenVPN handshakes run as jobs that come back late (1.5 s, after the clients'
-/// first retransmission): the records that arrive meanwhile wait for the connection, every
-/// client gets in, and tunnels already up carry traffic while other clients' jobs are out.
+/// Scenario: OpenVPN and IKEv2 handshakes run as jobs that come back late (1.5 s, after the
+/// clients' first retransmission): the records that arrive meanwhile wait for the
+/// connection, IKE retransmissions are answered once the job is back, every client gets in,
+/// and tunnels already up carry traffic while other clients' jobs are out.
 fn offloaded_handshakes(seed: u64) {
     let opts = Options {
         offload: Some(true),
@@ -1194,15 +1195,25 @@ fn offloaded_handshakes(seed: u64) {
         0,
     );
     sim.connect_all(&first, secs(120));
-    // Two steps per TLS handshake at least (the ClientHello, the client's certificate).
-    if sim.jobs_run < 8 {
+    // Two steps per TLS handshake at least (the ClientHello, the client's certificate), and
+    // IKE_SA_INIT's key exchange and IKE_AUTH's check.
+    if sim.jobs_run < 10 {
         fail!(
             sim,
-            "only {} handshake jobs for 4 OpenVPN clients",
+            "only {} handshake jobs for 4 OpenVPN clients and an IKEv2 one",
             sim.jobs_run
         );
     }
-    let more = start_clients(&mut sim, &[(Start::Udp, 3), (Start::Tcp, 1)], 10);
+    for kind in ["tls", "ike-init", "ike-auth"] {
+        if sim.jobs_by_kind.get(kind).copied().unwrap_or(0) == 0 {
+            fail!(sim, "no {kind} job: {:?}", sim.jobs_by_kind);
+        }
+    }
+    let more = start_clients(
+        &mut sim,
+        &[(Start::Udp, 3), (Start::Tcp, 1), (Start::Ike, 1)],
+        10,
+    );
     let before = sim.jobs_run;
     for _ in 0..6 {
         sim.traffic_round(0.3);
@@ -1239,7 +1250,8 @@ fn offloaded_handshakes_wait_for_their_jobs() {
 }
 
 /// Scenario: handshake jobs that come back after the session gave up (70 s, past the 60 s
-/// hand window): the late results are dropped, nothing is left behind.
+/// hand window and the 30 s IKE_AUTH deadline): the late results are dropped or expire,
+/// nothing is left behind (no half-open SA, reservation, lease or deadline).
 fn late_jobs(seed: u64) {
     let opts = Options {
         offload: Some(true),
@@ -1248,7 +1260,11 @@ fn late_jobs(seed: u64) {
         ..Options::default()
     };
     let mut sim = Sim::new(seed, opts);
-    let cs = start_clients(&mut sim, &[(Start::Udp, 2), (Start::Tcp, 1)], 0);
+    let cs = start_clients(
+        &mut sim,
+        &[(Start::Udp, 2), (Start::Tcp, 1), (Start::Ike, 1)],
+        0,
+    );
     sim.run_for(secs(65));
     if cs.iter().any(|&c| sim.is_up(c)) {
         fail!(sim, "a client got in without its handshake job");

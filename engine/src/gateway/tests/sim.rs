@@ -255,8 +255,9 @@ pub(super) struct Sim {
     pub pool: Ipv4Net,
     /// Handshake jobs "on the control thread": (core, job) by when they finish.
     jobs: BTreeMap<(Instant, u64), (usize, crate::gateway::HandshakeJob)>,
-    /// Handshake jobs run so far.
+    /// Handshake jobs run so far, and by [`kind`](crate::gateway::HandshakeJob::kind).
     pub jobs_run: u64,
+    pub jobs_by_kind: std::collections::HashMap<&'static str, u64>,
     /// The control thread's delays (apart from `rng`, so that offloading leaves the
     /// network's random choices as they were).
     job_rng: StdRng,
@@ -287,8 +288,11 @@ impl Sim {
             sc.ping_restart = restart;
             sc.inactivity_timeout = restart * 2;
         }
+        let offload = sc.offload_handshakes;
         let ovpn_cfg = Arc::new(sc);
-        let ike_cfg = Arc::new(pki::responder_cfg());
+        let mut ike = pki::responder_cfg();
+        ike.offload = offload;
+        let ike_cfg = Arc::new(ike);
         let make = || CoreConfig {
             client_pool: opts.pool,
             address_space: vec![LAN.parse().unwrap()],
@@ -347,6 +351,7 @@ impl Sim {
             pool: opts.pool,
             jobs: BTreeMap::new(),
             jobs_run: 0,
+            jobs_by_kind: Default::default(),
             job_rng: StdRng::seed_from_u64(seed ^ 0x6a6f_6273),
             job_delay: opts.job_delay,
         }
@@ -687,6 +692,7 @@ impl Sim {
                 progress = true;
                 let (core, job) = self.jobs.remove(&k).unwrap();
                 self.jobs_run += 1;
+                *self.jobs_by_kind.entry(job.kind()).or_default() += 1;
                 let now = self.now;
                 // On another thread, as in the gateway (thread-local state must not matter).
                 let done = std::thread::scope(|s| s.spawn(|| job.run()).join())

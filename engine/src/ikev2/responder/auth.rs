@@ -8,10 +8,11 @@ use ipnet::{IpNet, Ipv4Net};
 use rustls::pki_types::CertificateDer;
 
 use super::super::crypto::ChildSaKeys;
-use super::super::crypto::sign::{AuthMethod as SignMethod, signed_octets, verify_auth};
+use super::super::crypto::sign::{AuthMethod as SignMethod, signed_octets};
 use super::super::peer_cert::id_matches_cert;
 use super::super::proposal::{choose_esp_in_ike_auth, esp_sa_payload};
 use super::super::site::describe_id;
+use super::auth_job::{AuthDone, AuthJob};
 use super::*;
 use crate::esp::EspSa;
 use crate::wire::ikev2::{
@@ -113,44 +114,53 @@ impl IkeResponder {
             self.refuse(message_id, None, "gateway clock unavailable".into());
             return;
         };
-        let verified = match self.cfg.trust.verify(&certs, time, true) {
-            Ok(v) => v,
-            Err(r) => {
-                self.refuse(message_id, r.name.clone(), r.reason);
-                return;
-            }
-        };
-        let name = verified.name.clone();
-        if !id_matches_cert(idi, &certs[0]) {
-            self.refuse(
-                message_id,
-                Some(name),
-                format!("identity {id_text} is not in its certificate"),
-            );
+        if certs.is_empty() {
+            self.refuse(message_id, None, format!("{id_text} sent no certificate"));
             return;
         }
+        let Some(ee) = self.cfg.cert_chain.first().cloned() else {
+            self.close("gateway has no certificate".into());
+            return;
+        };
+        // Our identity: what the client asked for when our certificate holds it, else the
+        // certificate's first address or DNS name (what clients configure as the server's
+        // identity), else its subject DN.
+        let wanted_idr = idr_wanted
+            .filter(|i| id_matches_cert(i, ee.as_ref()))
+            .map(|i| (i.id_type, i.data.to_vec()));
+        let idr = match wanted_idr.or_else(|| first_san(&ee)) {
+            Some(x) => x,
+            None => match subject_der(&ee) {
+                Some(s) => (IdType::DER_ASN1_DN, s),
+                None => {
+                    self.close("gateway certificate does not parse".into());
+                    return;
+                }
+            },
+        };
         let mut idi_body = Vec::new();
         idi.emit_body(&mut idi_body);
-        let octets = signed_octets(
+        let peer_octets = signed_octets(
             self.suite.prf,
             &self.keys.sk_pi,
             &self.init_request,
             &self.nr,
             &idi_body,
         );
-        let method = SignMethod::from_id(auth.method.0);
-        let ok = method.is_some_and(|m| verify_auth(m, &verified.spki, &octets, auth.data).is_ok());
-        if !ok {
-            self.refuse(
-                message_id,
-                Some(name),
-                format!(
-                    "AUTH payload (method {}) does not verify with its certificate",
-                    auth.method.0
-                ),
-            );
-            return;
-        }
+        let mut idr_body = Vec::new();
+        IdPayload::new(idr.0, &idr.1).emit_body(&mut idr_body);
+        let our_octets = signed_octets(
+            self.suite.prf,
+            &self.keys.sk_pr,
+            &self.init_response,
+            &self.ni,
+            &idr_body,
+        );
+        let our_method = if self.peer_sig_hash {
+            SignMethod::DigitalSignature
+        } else {
+            self.cfg.key.preferred_method()
+        };
         let (peer_esp_spi, esp) = match sa.and_then(|s| choose_esp_in_ike_auth(self.policy(), s)) {
             Some((number, spi, cipher)) => (spi, Some((number, cipher))),
             None => (0, None),
@@ -161,30 +171,81 @@ impl IkeResponder {
                     .next()
                     .is_some()
         });
-        let _ = now;
-        self.client = Some(name.clone());
-        self.peer_cert = Some(certs[0].as_ref().to_vec());
-        let wanted_idr = idr_wanted
-            .filter(|i| {
-                self.cfg
-                    .cert_chain
-                    .first()
-                    .is_some_and(|c| id_matches_cert(i, c.as_ref()))
-            })
-            .map(|i| (i.id_type, i.data.to_vec()));
-        self.pending = Some(PendingAuth {
+        let job = AuthJob {
+            cfg: self.cfg.clone(),
+            certs: certs.iter().map(|c| c.as_ref().to_vec()).collect(),
+            time,
+            idi: (idi.id_type, idi.data.to_vec()),
+            id_text: id_text.clone(),
+            peer_octets,
+            peer_method: auth.method.0,
+            peer_auth: auth.data.to_vec(),
+            our_octets,
+            our_method,
+        };
+        self.checking = Some(Box::new(Checking {
             message_id,
-            wanted_idr,
-            client: name.clone(),
+            id_text,
+            idr,
+            our_method,
+            peer_cert: certs[0].as_ref().to_vec(),
             peer_esp_spi,
             esp,
             wants_address,
+        }));
+        if self.cfg.offload {
+            self.state = State::AwaitCheck;
+            self.auth_job = Some(Box::new(job));
+        } else {
+            self.auth_job_done(now, job.run());
+        }
+    }
+
+    /// The IKE_AUTH check to run elsewhere (with [`ResponderConfig::offload`] on). Give its
+    /// result back with [`auth_job_done`](Self::auth_job_done).
+    pub fn poll_auth_job(&mut self) -> Option<AuthJob> {
+        self.auth_job.take().map(|j| *j)
+    }
+
+    /// The IKE_AUTH check came back: the client is refused, or authenticated and waits for
+    /// [`accept`](Self::accept) or [`reject`](Self::reject). Ignored when the SA has moved
+    /// on meanwhile (closed by its deadline).
+    pub fn auth_job_done(&mut self, _now: Instant, done: AuthDone) {
+        if !matches!(self.state, State::AwaitAuth | State::AwaitCheck) {
+            return;
+        }
+        let Some(c) = self.checking.take() else {
+            return;
+        };
+        let name = match done.verdict {
+            Ok(name) => name,
+            Err((name, reason)) => {
+                self.refuse(c.message_id, name, reason);
+                return;
+            }
+        };
+        let our_auth = match done.our_auth {
+            Ok(a) => a,
+            Err(e) => {
+                self.close(format!("signing failed: {e}"));
+                return;
+            }
+        };
+        self.client = Some(name.clone());
+        self.peer_cert = Some(c.peer_cert);
+        self.pending = Some(PendingAuth {
+            message_id: c.message_id,
+            idr: Some((c.idr, c.our_method, our_auth)),
+            client: name.clone(),
+            peer_esp_spi: c.peer_esp_spi,
+            esp: c.esp,
+            wants_address: c.wants_address,
             site: None,
         });
         self.state = State::AwaitDecision;
         self.events.push_back(IkeEvent::Authenticated {
             client: name,
-            id: id_text,
+            id: c.id_text,
         });
     }
 
@@ -221,41 +282,11 @@ impl IkeResponder {
             self.close("gateway has no certificate".into());
             return;
         };
-        // Our identity: what the client asked for when our certificate holds it, else the
-        // certificate's first address or DNS name (what clients configure as the server's
-        // identity), else its subject DN.
-        let (idr_type, idr_data) = match p.wanted_idr.clone().or_else(|| first_san(&ee)) {
-            Some(x) => x,
-            None => match subject_der(&ee) {
-                Some(s) => (IdType::DER_ASN1_DN, s),
-                None => {
-                    self.close("gateway certificate does not parse".into());
-                    return;
-                }
-            },
+        let Some(((idr_type, idr_data), method, auth_data)) = p.idr else {
+            self.close("IKE_AUTH answered without its checked identity".into());
+            return;
         };
         let idr = IdPayload::new(idr_type, &idr_data);
-        let mut idr_body = Vec::new();
-        idr.emit_body(&mut idr_body);
-        let octets = signed_octets(
-            self.suite.prf,
-            &self.keys.sk_pr,
-            &self.init_response,
-            &self.ni,
-            &idr_body,
-        );
-        let method = if self.peer_sig_hash {
-            SignMethod::DigitalSignature
-        } else {
-            self.cfg.key.preferred_method()
-        };
-        let auth_data = match self.cfg.key.auth_data(method, &octets, &*self.cfg.rng) {
-            Ok(d) => d,
-            Err(e) => {
-                self.close(format!("signing failed: {e}"));
-                return;
-            }
-        };
         let Some((our_spi, sa)) = self.first_child_sa(cipher, p.peer_esp_spi) else {
             return;
         };

@@ -35,8 +35,10 @@
 //! (and the data path) untouched.
 
 mod auth;
+mod auth_job;
 mod cookies;
 mod exchanges;
+mod init;
 mod initiated;
 mod mobike;
 mod rekey;
@@ -53,7 +55,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::time_provider::TimeProvider;
 
 use super::crypto::natd::{fake_source_hash, natd_hash};
-use super::crypto::sign::SigningKey;
+use super::crypto::sign::{AuthMethod as SignMethod, SigningKey};
 use super::crypto::{DhGroup, DhPrivate, IkeSaKeys, SkKeys};
 use super::message::{self, Opened, Reassembly};
 use super::peer_cert::PeerTrust;
@@ -67,7 +69,9 @@ use crate::wire::ikev2::{
     CertEncoding, CertReqPayload, DeletePayload, ExchangeType, IdType, KePayload, Message,
     NotifyPayload, NotifyType, Payload, nonce_len_ok,
 };
+pub use auth_job::{AuthDone, AuthJob};
 pub use cookies::{COOKIE_LEN, COOKIE_MAX_USES, COOKIE_ROTATION, CookieJar};
+pub use init::{InitStep, InitWork, prepare_init, respond_to_init, respond_to_init_guarded};
 
 /// Gateway-wide IKEv2 settings.
 pub struct ResponderConfig {
@@ -99,6 +103,10 @@ pub struct ResponderConfig {
     /// algorithms; an IKE_AUTH whose identity names a site authenticates as that site (PSK
     /// or certificate) and gets a CHILD SA between the configured prefixes, no address.
     pub sites: Vec<Arc<SitePeer>>,
+    /// Hand the costly steps of a client's handshake (the IKE_SA_INIT key exchange, the
+    /// IKE_AUTH certificate check and signature) to the driver as jobs to run on another
+    /// thread ([`InitWork`], [`AuthJob`]) instead of doing them in the call.
+    pub offload: bool,
 }
 
 /// A sane [`ResponderConfig::hard_lifetime`]: 24 hours.
@@ -271,6 +279,8 @@ pub struct Discards {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     AwaitAuth,
+    /// The IKE_AUTH check ([`AuthJob`]) is out on another thread.
+    AwaitCheck,
     AwaitDecision,
     Established,
     Closed,
@@ -278,14 +288,30 @@ enum State {
 
 struct PendingAuth {
     message_id: u32,
-    /// The IDr the client asked for, if our certificate holds it.
-    wanted_idr: Option<(IdType, Vec<u8>)>,
+    /// Remote access: our identity, and our AUTH payload (method and data) signing it.
+    idr: Option<OurAuth>,
     client: String,
     peer_esp_spi: u32,
     esp: Option<(u8, EspCipher)>,
     wants_address: bool,
     /// Site-to-site: the site and the narrowed selectors (initiator's, ours).
     site: Option<SitePending>,
+}
+
+/// Our identity (IDr type and data), and the method and data of the AUTH payload signing it.
+type OurAuth = ((IdType, Vec<u8>), SignMethod, Vec<u8>);
+
+/// A client's IKE_AUTH while its [`AuthJob`] runs: what the answer needs besides the job's
+/// verdict.
+struct Checking {
+    message_id: u32,
+    id_text: String,
+    idr: (IdType, Vec<u8>),
+    our_method: SignMethod,
+    peer_cert: Vec<u8>,
+    peer_esp_spi: u32,
+    esp: Option<(u8, EspCipher)>,
+    wants_address: bool,
 }
 
 struct SitePending {
@@ -363,6 +389,9 @@ pub struct IkeResponder {
     last_response: Option<(u32, Vec<Vec<u8>>)>,
     reassembly: Reassembly,
     pending: Option<PendingAuth>,
+    /// A client's IKE_AUTH being checked, and its job until the driver takes it.
+    checking: Option<Box<Checking>>,
+    auth_job: Option<Box<AuthJob>>,
     children: Vec<Child>,
     next_our_id: u32,
     outstanding: Option<Outstanding>,
@@ -423,329 +452,6 @@ pub fn cookie_for(secret: &[u8; 32], ni: &[u8], peer: SocketAddr, spi_i: u64) ->
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
-}
-
-/// Answers an IKE_SA_INIT request from `peer`. `cookie_secret` is set when the gateway is
-/// under half-open load: then a request without the right COOKIE gets one and nothing else.
-/// (The gateway uses [`respond_to_init_guarded`] with rotating secrets.)
-pub fn respond_to_init(
-    cfg: Arc<ResponderConfig>,
-    entropy: Box<dyn Entropy>,
-    now: Instant,
-    peer: SocketAddr,
-    nat_t: bool,
-    raw: &[u8],
-    cookie_secret: Option<&[u8; 32]>,
-) -> InitOutcome {
-    respond(
-        cfg,
-        entropy,
-        now,
-        peer,
-        nat_t,
-        raw,
-        cookie_secret.map(Cookies::Fixed),
-        false,
-        true,
-    )
-}
-
-/// Answers an IKE_SA_INIT request from `peer` as [`respond_to_init`] does, protected by
-/// `guard`: cookies from a rotating [`CookieJar`], cheap groups preferred under load.
-pub fn respond_to_init_guarded(
-    cfg: Arc<ResponderConfig>,
-    entropy: Box<dyn Entropy>,
-    now: Instant,
-    peer: SocketAddr,
-    nat_t: bool,
-    raw: &[u8],
-    guard: InitGuard<'_>,
-) -> InitOutcome {
-    let cookies = guard.cookies.map(Cookies::Jar);
-    respond(
-        cfg,
-        entropy,
-        now,
-        peer,
-        nat_t,
-        raw,
-        cookies,
-        guard.prefer_cheap_groups,
-        guard.modp_allowed,
-    )
-}
-
-enum Cookies<'a> {
-    Fixed(&'a [u8; 32]),
-    Jar(&'a mut CookieJar),
-}
-
-/// Whether `g` costs a modular exponentiation (MODP) rather than an elliptic-curve operation.
-fn costly(g: DhGroup) -> bool {
-    matches!(g, DhGroup::Modp1024 | DhGroup::Modp2048 | DhGroup::Modp3072)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn respond(
-    cfg: Arc<ResponderConfig>,
-    mut entropy: Box<dyn Entropy>,
-    now: Instant,
-    peer: SocketAddr,
-    nat_t: bool,
-    raw: &[u8],
-    cookies: Option<Cookies<'_>>,
-    prefer_cheap: bool,
-    modp_allowed: bool,
-) -> InitOutcome {
-    let msg = match Message::parse(raw) {
-        Ok(m) => m,
-        Err(e) => return InitOutcome::Drop(format!("malformed IKE_SA_INIT: {e}")),
-    };
-    let h = msg.header;
-    if h.exchange != ExchangeType::IKE_SA_INIT
-        || h.flags.response()
-        || !h.flags.initiator()
-        || h.message_id != 0
-        || h.responder_spi != 0
-    {
-        return InitOutcome::Drop("not an IKE_SA_INIT request".into());
-    }
-    let mut sa = None;
-    let mut ke = None;
-    let mut ni = None;
-    for p in &msg.payloads {
-        match p {
-            Payload::Sa(s) => sa = Some(s),
-            Payload::Ke(k) => ke = Some(k),
-            Payload::Nonce(n) => ni = Some(*n),
-            _ => {}
-        }
-    }
-    let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
-        return InitOutcome::Drop("IKE_SA_INIT lacks SA, KE or Nonce".into());
-    };
-    if !nonce_len_ok(ni) {
-        return InitOutcome::Drop("nonce length out of range".into());
-    }
-    let reply_header = message::header(
-        h.initiator_spi,
-        0,
-        ExchangeType::IKE_SA_INIT,
-        false,
-        true,
-        0,
-    );
-    let got = msg.notify(NotifyType::COOKIE).map(|n| n.data);
-    match cookies {
-        None => {}
-        Some(Cookies::Fixed(secret)) => {
-            let want = cookie_for(secret, ni, peer, h.initiator_spi);
-            if got != Some(&want[..]) {
-                return InitOutcome::Reply(message::plain(
-                    reply_header,
-                    vec![notify(NotifyType::COOKIE, &want)],
-                ));
-            }
-        }
-        Some(Cookies::Jar(jar))
-            if !got.is_some_and(|c| jar.check(c, ni, peer, h.initiator_spi)) =>
-        {
-            let want = jar.issue(ni, peer, h.initiator_spi);
-            return InitOutcome::Reply(message::plain(
-                reply_header,
-                vec![notify(NotifyType::COOKIE, &want)],
-            ));
-        }
-        Some(Cookies::Jar(_)) => {}
-    }
-    let site = cfg
-        .sites
-        .iter()
-        .find(|s| s.remote_addr == peer.ip())
-        .cloned();
-    let policy = site.as_ref().map_or(&cfg.policy, |s| &s.policy);
-    let suite = match choose_ike(policy, sa, ke.dh_group) {
-        IkeChoice::Chosen { number, suite } => (number, suite),
-        IkeChoice::WrongGroup(g) => {
-            let group = g.transform_id().to_be_bytes();
-            return InitOutcome::Reply(message::plain(
-                reply_header,
-                vec![notify(NotifyType::INVALID_KE_PAYLOAD, &group)],
-            ));
-        }
-        IkeChoice::NoProposal => {
-            let whose = site.as_ref().map_or_else(
-                || "remote access".to_owned(),
-                |s| format!("connection {}", s.name),
-            );
-            return InitOutcome::Refused {
-                reply: message::plain(
-                    reply_header,
-                    vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, &[])],
-                ),
-                reason: format!(
-                    "no proposal chosen: the peer offered IKE {}; {whose} accepts {}",
-                    describe_offer(sa),
-                    describe_policy(policy)
-                ),
-            };
-        }
-    };
-    let (number, suite) = suite;
-    if prefer_cheap && costly(suite.dh) {
-        // Under load: a MODP exponentiation is what a flood would make us do. Ask for a
-        // cheap group the peer offered (strongSwan restarts IKE_SA_INIT with the group an
-        // INVALID_KE_PAYLOAD names when its proposals list it).
-        let cheap = Policy {
-            dh_groups: policy
-                .dh_groups
-                .iter()
-                .copied()
-                .filter(|g| !costly(*g))
-                .collect(),
-            ..policy.clone()
-        };
-        if let IkeChoice::WrongGroup(g) = choose_ike(&cheap, sa, 0) {
-            let group = g.transform_id().to_be_bytes();
-            return InitOutcome::Reply(message::plain(
-                reply_header,
-                vec![notify(NotifyType::INVALID_KE_PAYLOAD, &group)],
-            ));
-        }
-        if !modp_allowed {
-            return InitOutcome::Throttled(format!(
-                "the peer offers only MODP groups ({}) and the gateway is under load",
-                describe_offer(sa)
-            ));
-        }
-    }
-    let (dh, public): (DhPrivate, Vec<u8>) = match suite.dh.generate(&mut *entropy, &*cfg.rng) {
-        Ok(x) => x,
-        Err(e) => return InitOutcome::Drop(format!("key generation failed: {e}")),
-    };
-    let g_ir = match dh.shared_secret(ke.data) {
-        Ok(s) => s,
-        Err(e) => return InitOutcome::Drop(format!("peer's KE value is invalid: {e}")),
-    };
-    let mut spi_r = 0;
-    while spi_r == 0 {
-        spi_r = entropy.next_u64();
-    }
-    let mut nr = vec![0u8; 32];
-    entropy.fill(&mut nr);
-    let keys = match IkeSaKeys::from_ike_sa_init(
-        suite.prf,
-        suite.cipher.key_sizes(),
-        ni,
-        &nr,
-        &g_ir,
-        h.initiator_spi,
-        spi_r,
-    ) {
-        Ok(k) => k,
-        Err(e) => return InitOutcome::Drop(format!("key derivation failed: {e}")),
-    };
-    let (sk_in, sk_out) = match (
-        SkKeys::new(suite.cipher, &keys.sk_ei, &keys.sk_ai),
-        SkKeys::new(suite.cipher, &keys.sk_er, &keys.sk_ar),
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        _ => return InitOutcome::Drop("cannot build SK keys".into()),
-    };
-    let peer_fragments = msg
-        .notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED)
-        .is_some();
-    let peer_sig_hash = msg.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS).is_some();
-
-    // We claim to be behind a NAT (a source hash that cannot match) so every client moves to
-    // UDP 4500 and encapsulates ESP in UDP: the gateway never handles raw ESP.
-    let fake_src = fake_source_hash(&mut *entropy);
-    let dst = natd_hash(h.initiator_spi, spi_r, peer);
-    let ca_hashes: Vec<u8> = cfg.ca_hashes.iter().flatten().copied().collect();
-    let sig_algs = [0u8, 2, 0, 3, 0, 4];
-    let sa_reply = ike_sa_payload(number, suite, &[]);
-    let mut payloads = vec![
-        Payload::Sa(sa_reply),
-        Payload::Ke(KePayload {
-            dh_group: suite.dh.transform_id(),
-            data: &public,
-        }),
-        Payload::Nonce(&nr),
-        notify(NotifyType::NAT_DETECTION_SOURCE_IP, &fake_src),
-        notify(NotifyType::NAT_DETECTION_DESTINATION_IP, &dst),
-        notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, &[]),
-    ];
-    if peer_sig_hash {
-        payloads.push(notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, &sig_algs));
-    }
-    if !ca_hashes.is_empty() {
-        payloads.push(Payload::CertReq(CertReqPayload {
-            encoding: CertEncoding::X509_SIGNATURE,
-            authorities: &ca_hashes,
-        }));
-    }
-    let response = message::plain(
-        message::header(
-            h.initiator_spi,
-            spi_r,
-            ExchangeType::IKE_SA_INIT,
-            false,
-            true,
-            0,
-        ),
-        payloads,
-    );
-    let mut r = IkeResponder {
-        cfg,
-        entropy,
-        state: State::AwaitAuth,
-        spi_i: h.initiator_spi,
-        spi_r,
-        suite,
-        keys,
-        sk_in,
-        sk_out,
-        ni: ni.to_vec(),
-        nr,
-        init_request: raw.to_vec(),
-        init_response: response.clone(),
-        peer_fragments,
-        peer_sig_hash,
-        peer,
-        peer_nat_t: nat_t,
-        next_peer_id: 1,
-        last_response: Some((0, vec![response.clone()])),
-        reassembly: Reassembly::default(),
-        pending: None,
-        children: Vec::new(),
-        next_our_id: 0,
-        outstanding: None,
-        deleting: None,
-        transmits: VecDeque::new(),
-        events: VecDeque::new(),
-        created: now,
-        keys_created: now,
-        old_sas: Vec::new(),
-        last_rx: now,
-        client: None,
-        peer_cert: None,
-        spis: None,
-        narrowed: None,
-        ike_initiator: false,
-        child_collision: None,
-        site,
-        site_confirmed: false,
-        site_claimed: false,
-        mobike: mobike::Mobike::default(),
-        psk_throttle: None,
-        discards: Discards::default(),
-    };
-    r.transmits.push_back(Transmit {
-        to: peer,
-        nat_t,
-        data: response,
-    });
-    InitOutcome::Session(Box::new(r))
 }
 
 impl IkeResponder {
@@ -1142,8 +848,10 @@ impl IkeResponder {
                 return;
             }
         } else {
-            if matches!(self.state, State::AwaitAuth | State::AwaitDecision)
-                && now >= self.created + self.cfg.auth_timeout
+            if matches!(
+                self.state,
+                State::AwaitAuth | State::AwaitCheck | State::AwaitDecision
+            ) && now >= self.created + self.cfg.auth_timeout
             {
                 self.close("IKE_AUTH did not complete in time".into());
                 return;
@@ -1209,7 +917,9 @@ impl IkeResponder {
         }
         let main = match self.state {
             State::Closed => return None,
-            State::AwaitAuth | State::AwaitDecision => self.created + self.cfg.auth_timeout,
+            State::AwaitAuth | State::AwaitCheck | State::AwaitDecision => {
+                self.created + self.cfg.auth_timeout
+            }
             State::Established => {
                 let t = match &self.outstanding {
                     Some(o) => o.next_send,

@@ -231,7 +231,7 @@ impl IkeResponder {
         }
         self.pending = Some(PendingAuth {
             message_id: mid,
-            wanted_idr: None,
+            idr: None,
             client: name.clone(),
             peer_esp_spi: peer_spi,
             esp: Some((number, cipher)),

@@ -210,6 +210,7 @@ pub(super) fn responder_config(ca: &Ca, crls: Vec<Vec<u8>>, chain: &Chain) -> Re
         fragment_size: 1280,
         hard_lifetime: DEFAULT_HARD_LIFETIME,
         sites: Vec::new(),
+        offload: false,
     }
 }
 
