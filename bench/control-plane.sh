@@ -35,7 +35,12 @@
 # workers hold up a tunnel) or on another one (SAME_WORKER=0: only CPU is shared). The gateway
 # refuses more than 64 OpenVPN handshakes in progress from one address, hence 48 in flight.
 #
-# Knobs: ROUNDS=2  SECS=10  MODES="0 1"  STORM_SESSIONS=9000  STORM_CONCURRENCY=48  SAME_WORKER=1
+# STORM_KIND=ikev2 storms with IKEv2 sessions instead (IKE_SA_INIT + IKE_AUTH, x25519, ECDSA
+# P-256): the gateway holds at most 16 half-open IKE SAs per address, hence 16 in flight, and
+# cookie_threshold is raised so that the storm's handshakes skip the COOKIE round trip.
+#
+# Knobs: ROUNDS=2  SECS=10  MODES="0 1"  STORM_KIND=openvpn  STORM_SESSIONS=9000
+#        STORM_CONCURRENCY=48 (openvpn) / 16 (ikev2)  SAME_WORKER=1
 #        LG_THREADS=1 (load generator threads)  WORKERS=0 (gateway workers; 0 = one per core)
 #        POOL=10.192.0.0/16 (client pool; it must hold every storm session the window reaches)
 #        BIN_DIR=target/release (built first unless NO_BUILD=1; CARGO_TARGET_DIR = its parent)
@@ -53,8 +58,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${ROUNDS:-2}
 SECS=${SECS:-10}
 MODES=${MODES:-0 1}
+STORM_KIND=${STORM_KIND:-openvpn}
+case $STORM_KIND in
+  openvpn) STORM_CONCURRENCY=${STORM_CONCURRENCY:-48};;
+  ikev2) STORM_CONCURRENCY=${STORM_CONCURRENCY:-16};;
+  *) echo "STORM_KIND must be openvpn or ikev2" >&2; exit 1;;
+esac
 STORM_SESSIONS=${STORM_SESSIONS:-9000}
-STORM_CONCURRENCY=${STORM_CONCURRENCY:-48}
 SAME_WORKER=${SAME_WORKER:-1}
 LG_THREADS=${LG_THREADS:-1}
 WORKERS=${WORKERS:-0}
@@ -169,7 +179,7 @@ done
 ip netns exec "$NS_LAN" iperf3 -s -B $LAN_HOST -p 5201 >"$WORK/iperf3-server.log" 2>&1 &
 STARTED+=($!)
 
-echo "== control plane: ${ROUNDS} round(s) x modes [$MODES], ${SECS}s windows, storm $STORM_SESSIONS OpenVPN sessions," \
+echo "== control plane: ${ROUNDS} round(s) x modes [$MODES], ${SECS}s windows, storm $STORM_SESSIONS $STORM_KIND sessions," \
      "$STORM_CONCURRENCY in flight, load before: $LOAD_BEFORE ($(nproc) cores)"
 echo "   binaries: $BIN_DIR ($COMMIT)"
 echo "   $N_WORKERS workers; stock client $CL_UL -> worker $CL_WORKER, load generator $LG_UL -> worker $LG_WORKER"
@@ -190,14 +200,18 @@ echo "== issuing $STORM_SESSIONS load-generator certificates (ECDSA P-256) into 
 fresh_datadir() {
   DD=$WORK/dd-$1-$2
   rm -rf "$DD"; cp -a "$TEMPLATE" "$DD"
-  python3 - "$DD/gateway.toml" "$1" "$TUN" "$WORKERS" <<'PY'
+  python3 - "$DD/gateway.toml" "$1" "$TUN" "$WORKERS" "$STORM_KIND" <<'PY'
 import re, sys
-path, hs, tun, workers = sys.argv[1:]
+path, hs, tun, workers, kind = sys.argv[1:]
 s = open(path).read()
 assert "handshake_threads" not in s and re.search(r'(?m)^tun_name = ', s), "unexpected gateway.toml"
 # top-level keys: before the first [table]
 s = re.sub(r'(?m)^tun_name = .*$', f'tun_name = "{tun}"\nhandshake_threads = {hs}\nworkers = {workers}', s)
 s = re.sub(r'(?m)^tcp_port = .*$', 'tcp_port = 0', s)
+if kind == "ikev2":
+    # a storm from one address far beyond a real client population: no COOKIE round trip
+    s, n = re.subn(r'(?m)^cookie_threshold = .*$', 'cookie_threshold = 100000', s)
+    assert n == 1, "no cookie_threshold in gateway.toml"
 open(path, "w").write(s)
 PY
   "$BIN_DIR/gatehoused" check --config "$DD/gateway.toml" >"$WORK/check-$1-$2.log" 2>&1 \
@@ -285,7 +299,7 @@ storm_start() {
   LG_LOG=$WORK/storm-$label.log; LG_JSON=$WORK/storm-$label.json
   : >"$LG_LOG"
   ip netns exec "$NS_LG" "$BIN_DIR/gatehouse-loadgen" --gateway $GW_UL --pki "$DD/pki" --prefix lg- \
-      --openvpn "$STORM_SESSIONS" --concurrency "$STORM_CONCURRENCY" --hold 0 --linger 1 \
+      --"$STORM_KIND" "$STORM_SESSIONS" --concurrency "$STORM_CONCURRENCY" --hold 0 --linger 1 \
       --threads "$LG_THREADS" --gateway-pid "$GH_PID" --json >"$LG_JSON" \
       2> >(while IFS= read -r l; do printf '%s %s\n' "$(date +%s.%N)" "$l"; done >>"$LG_LOG") &
   LG_PID=$!; STARTED+=($LG_PID)
@@ -362,7 +376,7 @@ if load == "storm":
     # progress lines (every 2 s of the phase): "<epoch> <spaces>openvpn: UP/N up, F failed after S s (...)"
     pts = []
     for line in open(lglog):
-        m = re.match(r"([0-9.]+)\s+openvpn: (\d+)/\d+ up, (\d+) failed after ([0-9.]+) s", line)
+        m = re.match(r"([0-9.]+)\s+(?:openvpn|ikev2): (\d+)/\d+ up, (\d+) failed after ([0-9.]+) s", line)
         if m and float(m.group(1)) <= w1:
             pts.append((int(m.group(2)), int(m.group(3)), float(m.group(4))))
     r["storm_covered_window"] = alive == "1"
@@ -420,9 +434,10 @@ fuzz_resume
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 - "$RES" "$WORK/table.md" "$WORK/rows.md" "$STARTED_AT" "$COMMIT" "$(hostname)" "$(nproc)" \
     "$LOAD_BEFORE" "$LOAD_AFTER" "$SECS" "$STORM_SESSIONS" "$STORM_CONCURRENCY" "$MODES" \
-    "$([ "$SAME_WORKER" = 1 ] && echo same || echo other) ($N_WORKERS workers, pool $POOL)" <<'PY'
+    "$([ "$SAME_WORKER" = 1 ] && echo same || echo other) ($N_WORKERS workers, pool $POOL)" "$STORM_KIND" <<'PY'
 import json, statistics, sys
-res, table, rowsf, date, commit, host, nproc, lb, la, secs, storm, conc, modes, placement = sys.argv[1:]
+res, table, rowsf, date, commit, host, nproc, lb, la, secs, storm, conc, modes, placement, storm_kind = sys.argv[1:]
+placement_row = placement if storm_kind == "openvpn" else f"{placement}, {storm_kind} storm"
 rows = [json.loads(l) for l in open(res) if l.strip()]
 modes = [int(m) for m in modes.split()]
 def get(mode, kind, load, f):
@@ -459,7 +474,7 @@ metrics = [
     ("iperf3 storm window, s", "iperf", "storm", "wall", 1),
 ]
 L = [f"### {date}, commit {commit}, {host}, nproc {nproc}, load average before {lb} / after {la}", "",
-     f"{secs} s windows; storm = gatehouse-loadgen --openvpn {storm} --concurrency {conc}; "
+     f"{secs} s windows; storm = gatehouse-loadgen --{storm_kind} {storm} --concurrency {conc}; "
      f"one stock openvpn client (UDP, AES-256-GCM); storm on the client's worker: {placement}; "
      f"median over rounds (each round's value in brackets)", ""]
 hdr = "| metric | " + " | ".join(f"handshake_threads = {m}" for m in modes)
@@ -521,7 +536,7 @@ for m in modes:
         def win(k):
             r = g.get((k, "storm")); return fmt(r.get("wall"), 1) if r else "-"
         busy = "/".join(fmt(g[k]["busy"], 0) if k in g else "-" for k in (("ping", "idle"), ("ping", "storm"), ("iperf", "idle"), ("iperf", "storm")))
-        R.append(f"| {date} | {host} | {nproc} | {commit} | {placement} | {rnd} | {m} | {pp('idle')} | {pp('storm')} | {ip('idle')} | {ip('storm')} | "
+        R.append(f"| {date} | {host} | {nproc} | {commit} | {placement_row} | {rnd} | {m} | {pp('idle')} | {pp('storm')} | {ip('idle')} | {ip('storm')} | "
                  f"{hs('ping')} | {hs('iperf')} | {cpu('ping')} | {cpu('iperf')} | {wait('ping')} / {wait('iperf')} | {win('ping')} / {win('iperf')} | {busy} | {lb} |")
 open(rowsf, "w").write("\n".join(R) + "\n")
 PY

@@ -10,6 +10,7 @@ mod lifecycle;
 mod link;
 mod malformed;
 mod mobike;
+mod offload;
 mod pair;
 mod refusals;
 mod rekey;

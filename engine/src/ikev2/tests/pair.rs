@@ -369,6 +369,11 @@ pub(super) struct Pair {
     pub init_refusals: Vec<String>,
     /// The gateway's PSK throttle (shared between pairs by the tests that set it).
     pub psk_throttle: Option<Arc<crate::ikev2::psk_throttle::PskThrottle>>,
+    /// With `offload` in the responder's config: how long an IKE_AUTH check takes to come
+    /// back from the "handshake thread", the one out and when it is due, and how many ran.
+    pub auth_job_delay: Duration,
+    auth_job: Option<(Instant, crate::ikev2::responder::AuthJob)>,
+    pub auth_jobs_run: usize,
 }
 
 /// The client's address as the gateway sees it: port 500 traffic from one port, UDP 4500
@@ -428,6 +433,9 @@ impl Pair {
             sent: vec![],
             init_refusals: vec![],
             psk_throttle: None,
+            auth_job_delay: Duration::ZERO,
+            auth_job: None,
+            auth_jobs_run: 0,
         }
     }
 
@@ -545,6 +553,28 @@ impl Pair {
                     other => other,
                 };
                 self.client_events.push(e);
+            }
+            if let Some(r) = self.responder.as_mut()
+                && let Some(j) = r.poll_auth_job()
+            {
+                progress = true;
+                assert!(self.auth_job.is_none(), "a second IKE_AUTH job");
+                self.auth_job = Some((self.now + self.auth_job_delay, j));
+            }
+            if self
+                .auth_job
+                .as_ref()
+                .is_some_and(|(at, _)| *at <= self.now)
+                && let Some((_, j)) = self.auth_job.take()
+            {
+                progress = true;
+                self.auth_jobs_run += 1;
+                // On another thread, as in the gateway.
+                let done = std::thread::scope(|s| s.spawn(|| j.run()).join())
+                    .expect("the IKE_AUTH job panicked");
+                if let Some(r) = self.responder.as_mut() {
+                    r.auth_job_done(self.now, done);
+                }
             }
             while let Some(r) = self.responder.as_mut()
                 && let Some(t) = r.poll_transmit()
@@ -686,6 +716,7 @@ impl Pair {
             self.responder.as_ref().and_then(|r| r.poll_timeout()),
             self.to_gateway.next(),
             self.to_client.next(),
+            self.auth_job.as_ref().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
