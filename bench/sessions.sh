@@ -19,6 +19,8 @@
 # Usage (root): bench/sessions.sh
 # Knobs: SESSIONS=10000 OVPN_SHARE=50 RATE=0 CONCURRENCY=128 HOLD=90 PPS=1 PACKET=100
 #        HS_SESSIONS=3000 HS_CONCURRENCY=64 (0 skips run 1)  PIN=1  THREADS=1 (loadgen threads)
+#        SOURCES=64 (source addresses of the sessions, 10.250.175.100 on; 0 = all from .2: the
+#        gateway's per-address handshake caps then throttle the load generator)
 #        NO_BUILD=1 (use existing binaries)  BIN=dir (default target/release)  KEEP=1 (keep the work dir)
 #        RESULTS=file (default bench/results-sessions.md)  WAIT_IDLE=60 (0 = don't wait)
 set -euo pipefail
@@ -38,6 +40,7 @@ HS_SESSIONS=${HS_SESSIONS:-3000}
 HS_CONCURRENCY=${HS_CONCURRENCY:-64}
 PIN=${PIN:-1}
 THREADS=${THREADS:-1}
+SOURCES=${SOURCES:-64}
 WAIT_IDLE=${WAIT_IDLE:-60}
 RESULTS=${RESULTS:-$ROOT/bench/results-sessions.md}
 BIN=${BIN:-$ROOT/target/release}
@@ -73,6 +76,13 @@ if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then CORE_GW=(taskset -c 1); CORE_LG=
 mkns "$NS_GW"; mkns "$NS_CL"
 ip link add up0 netns "$NS_CL" type veth peer name cl0 netns "$NS_GW"
 ip -n "$NS_CL" addr add $CL_UL/24 dev up0; ip -n "$NS_CL" link set up0 up
+# The sessions' source addresses (SOURCES of them from .100): the gateway caps handshakes in
+# progress per address (64 OpenVPN, 16 half-open IKE SAs), as a real population's many
+# addresses never meet it.
+SRC_FIRST=10.250.175.100
+[ "$SOURCES" -le 150 ] || { echo "SOURCES must be at most 150" >&2; exit 1; }
+for i in $(seq 0 $((SOURCES - 1))); do ip -n "$NS_CL" addr add 10.250.175.$((100 + i))/24 dev up0; done
+SRC_ARGS=(); [ "$SOURCES" -gt 0 ] && SRC_ARGS=(--sources "$SOURCES" --source-first $SRC_FIRST)
 ip -n "$NS_GW" addr add $GW_UL/24 dev cl0; ip -n "$NS_GW" link set cl0 up
 inns "$NS_CL" ping -q -c1 -W2 $GW_UL >/dev/null || { echo "underlay broken" >&2; exit 1; }
 
@@ -123,7 +133,7 @@ loadgen() {
   wait_idle
   read -r b0 t0 < <(sysjiffies); g0=$(proc_jiffies $GW_PID)
   ip netns exec "$NS_CL" "${CORE_LG[@]}" "$BIN/gatehouse-loadgen" --gateway $GW_UL --pki "$DD/pki" \
-      --gateway-pid $GW_PID --threads "$THREADS" --json "$@" >"$WORK/$label.json" 2> >(tee "$WORK/$label.log" | sed 's/^/  /' >&2) &
+      --gateway-pid $GW_PID --threads "$THREADS" "${SRC_ARGS[@]}" --json "$@" >"$WORK/$label.json" 2> >(tee "$WORK/$label.log" | sed 's/^/  /' >&2) &
   pid=$!; STARTED+=($pid)
   l1=0
   while kill -0 $pid 2>/dev/null; do l1=$(proc_jiffies $pid); sleep 0.5; done

@@ -128,6 +128,14 @@ struct RunArgs {
     /// IKEv2 dead peer detection after this many idle seconds.
     #[arg(long, default_value_t = 30)]
     ike_dpd: u64,
+    /// Send from this many consecutive addresses starting at --source-first (they must be
+    /// on an interface of the namespace), session i from address i mod N: real clients
+    /// come from many addresses, and the gateway caps handshakes per address.
+    #[arg(long, default_value_t = 0)]
+    sources: u32,
+    /// The first source address (with --sources).
+    #[arg(long)]
+    source_first: Option<Ipv4Addr>,
     /// A held session that received nothing for this many seconds counts as silent.
     #[arg(long, default_value_t = 60)]
     silent_after: u64,
@@ -449,6 +457,13 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Establish);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let sources: Vec<Ipv4Addr> = match (args.sources, args.source_first) {
+        (0, _) => Vec::new(),
+        (n, Some(first)) => (0..n)
+            .map(|i| Ipv4Addr::from(u32::from(first).wrapping_add(i)))
+            .collect(),
+        (_, None) => bail!("--sources N needs --source-first IP"),
+    };
     let ctx = Arc::new(Ctx {
         ca: creds.ca.clone(),
         openvpn_addr: SocketAddr::new(gateway, args.openvpn_port),
@@ -469,6 +484,7 @@ async fn run(threads: usize, args: &RunArgs) -> Result<Report> {
         phase: phase_rx,
         rng,
         site: site_ctx,
+        sources,
     });
     // Peak gateway RSS, sampled every 250 ms for the whole run.
     let peak = Arc::new(AtomicU64::new(0));

@@ -125,6 +125,19 @@ pub struct Ctx {
     pub rng: Arc<ring::rand::SystemRandom>,
     /// Site-to-site peers' settings and counters (with --sites).
     pub site: Option<crate::site_session::SiteCtx>,
+    /// Source addresses for the sessions, taken in turn by session index (empty: any).
+    pub sources: Vec<Ipv4Addr>,
+}
+
+impl Ctx {
+    /// Where session `index` sends from: one of `sources` in turn, or any address.
+    pub fn source(&self, index: usize) -> SocketAddr {
+        let ip = match self.sources.len() {
+            0 => Ipv4Addr::UNSPECIFIED,
+            n => self.sources[index % n],
+        };
+        SocketAddr::new(ip.into(), 0)
+    }
 }
 
 /// OS randomness for the engine's state machines.
@@ -357,7 +370,7 @@ pub async fn openvpn(
     let mut cfg = ClientConfig::new(tls, name);
     cfg.handshake_timeout = ctx.handshake_timeout;
     cfg.version = format!("gatehouse-loadgen-{}", env!("CARGO_PKG_VERSION"));
-    let sock = match UdpSocket::bind("0.0.0.0:0").await {
+    let sock = match UdpSocket::bind(ctx.source(index)).await {
         Ok(s) => s,
         Err(e) => return life.ended(&ctx, format!("UDP socket: {e}")),
     };
@@ -574,7 +587,7 @@ pub async fn ikev2(
         Ok(c) => c,
         Err(reason) => return life.ended(&ctx, reason),
     };
-    let sock = match UdpSocket::bind("0.0.0.0:0").await {
+    let sock = match UdpSocket::bind(ctx.source(index)).await {
         Ok(s) => s,
         Err(e) => return life.ended(&ctx, format!("UDP socket: {e}")),
     };
