@@ -86,6 +86,12 @@ pub struct Status {
     pub state: ConnectionState,
     /// Counters of the current (or last) connection.
     pub counters: Counters,
+    /// Connect requests the manager has taken so far. The answer to a Connect carries the
+    /// number of that request: a front end knows a status is about its own request when it
+    /// carries that number or a later one, even when the status went from Connecting to
+    /// Error faster than the front end could see (status updates keep only the latest).
+    #[serde(default)]
+    pub request: u64,
 }
 
 impl Default for Status {
@@ -93,6 +99,7 @@ impl Default for Status {
         Status {
             state: ConnectionState::Disconnected,
             counters: Counters::default(),
+            request: 0,
         }
     }
 }
@@ -112,6 +119,7 @@ mod tests {
                 protocol: ProtocolKind::OpenvpnUdp,
             },
             counters: Counters::default(),
+            request: 3,
         };
         let j = serde_json::to_value(&s).unwrap();
         assert_eq!(j["state"], "connected");

@@ -78,25 +78,27 @@ pub fn connect(name: &str, protocol: Option<ProtocolKind>, foreground: bool) -> 
         let mut updates = ServiceClient::connect(&path).await?;
         updates.request(&Request::Subscribe).await?;
         let mut control = ServiceClient::connect(&path).await?;
-        control
+        let mine = match control
             .request(&Request::Connect {
                 request: Box::new(req),
             })
-            .await?;
+            .await?
+        {
+            Reply::Ok { status } => status.request,
+            Reply::Error { message } => bail!("{message}"),
+            other => bail!("unexpected answer from the client service: {other:?}"),
+        };
         let wait = tokio::time::sleep(Duration::from_secs(60));
         tokio::pin!(wait);
         let mut last = String::new();
-        // Until this request's first attempt shows up, a Connected or Error status is the
-        // previous connection's, not ours.
-        let mut ours = false;
         loop {
             tokio::select! {
                 r = updates.next() => {
                     let Reply::Status { status } = r? else { continue };
-                    if matches!(status.state, ConnectionState::Connecting { .. }) {
-                        ours = true;
-                    }
-                    if !ours {
+                    // An earlier request's Connected or Error is not ours. (Waiting for our
+                    // Connecting instead missed refusals that came within milliseconds:
+                    // updates keep only the latest status.)
+                    if status.request < mine {
                         continue;
                     }
                     let line = describe(&status);

@@ -298,6 +298,16 @@ impl StatusSink {
         self.tx.send_modify(|s| s.state = state);
     }
 
+    /// Counts a connect request the manager took, with the state it starts in.
+    pub(crate) fn next_request(&self, state: Option<ConnectionState>) {
+        self.tx.send_modify(|s| {
+            s.request += 1;
+            if let Some(state) = state {
+                s.state = state;
+            }
+        });
+    }
+
     /// Reports a new attempt: Connecting, unless a connection that was up is being
     /// restored, which stays Reconnecting until it is back.
     pub(crate) fn connecting(&self, profile: &str, protocol: ProtocolKind) {
@@ -355,17 +365,16 @@ async fn run(
                 None => return,
             },
         };
-        let _ = ack.send(());
         let profile = req.profile.name.clone();
         let mut targets = targets(&req);
-        if let Some(first) = targets.first() {
-            // A new request starts from Connecting, even over a connection that was being
-            // restored (front ends wait for this to know the attempt is theirs).
-            status.set(ConnectionState::Connecting {
-                profile: profile.clone(),
-                protocol: first.kind,
-            });
-        }
+        // Numbered before the requester hears it was taken (see `Status::request`), and in
+        // the same update a new request starts from Connecting, even over a connection that
+        // was being restored: no status with the new number shows the old connection.
+        status.next_request(targets.first().map(|first| ConnectionState::Connecting {
+            profile: profile.clone(),
+            protocol: first.kind,
+        }));
+        let _ = ack.send(());
         let mut attempt = 0u32;
         let mut backoff = options.initial_backoff;
         'reconnect: loop {

@@ -152,12 +152,14 @@ async fn serve(stream: UnixStream, shared: Arc<Mutex<Shared>>, updates: broadcas
                 let status = {
                     let mut s = shared.lock().unwrap();
                     s.connects.push(*request);
+                    let request = s.status.request + 1;
                     s.status = Status {
                         state: ConnectionState::Connecting {
                             profile: profile.clone(),
                             protocol,
                         },
                         counters: Counters::default(),
+                        request,
                     };
                     s.status.clone()
                 };
