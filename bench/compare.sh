@@ -19,7 +19,7 @@
 #        BIN_DIR=target/release  GATEHOUSED=$BIN_DIR/gatehoused  GATEHOUSE_CERTS=..  GH_CLIENT=$BIN_DIR/gatehouse
 #        GHC_PROTOCOLS="openvpn-udp ikev2" (gatehouse client runs; "default" = the profile's choice)
 #        SKIP_OVPN_UDP=1 SKIP_OVPN_TCP=1 SKIP_MULTI=1 SKIP_IKEV2=1 SKIP_GHC=1 SKIP_PING=1
-#        SKIP_UDP_IPERF=1 SKIP_STOCK=1 SKIP_GATEHOUSED=1
+#        SKIP_UDP_IPERF=1 SKIP_STOCK=1 SKIP_GATEHOUSED=1  PING_ONLY=1 (idle pings only, no iperf3)
 #        RECORD=0|1 (append to RESULTS; default 1, 0 with QUICK)  RESULTS=bench/results-compare.md
 #        COMMIT=<what the binaries were built from> (default: git HEAD, "-dirty" if the tree is)
 #        KEEP=1 (keep the work dir with configs, logs and iperf3 JSON)
@@ -146,6 +146,7 @@ reach() {  # NS: the LAN host answers through the tunnel (a few tries: routes ma
 # iperf_case CASE WHO GWPID N MODE: N clients (c0..) at once, one iperf3 each to its own port on
 # the LAN host. MODE: up (client -> LAN), down (-R), udp (-u -b UDP_RATE, client -> LAN).
 iperf_case() {
+  [ "${PING_ONLY:-0}" = 1 ] && return 0
   local case=$1 who=$2 gwpid=$3 n=$4 mode=$5 i hz b0 t0 b1 t1 g0 g1 s0 s1 o0 o1 flags=() pids=() files=() nss=("$NS_LAN")
   hz=$(getconf CLK_TCK)
   case $mode in down) flags=(-R);; udp) flags=(-u -b "$UDP_RATE" -l 1300 --get-server-output);; esac
