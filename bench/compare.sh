@@ -20,6 +20,7 @@
 #        GHC_PROTOCOLS="openvpn-udp ikev2" (gatehouse client runs; "default" = the profile's choice)
 #        SKIP_OVPN_UDP=1 SKIP_OVPN_TCP=1 SKIP_MULTI=1 SKIP_IKEV2=1 SKIP_GHC=1 SKIP_PING=1
 #        SKIP_UDP_IPERF=1 SKIP_STOCK=1 SKIP_GATEHOUSED=1  PING_ONLY=1 (idle pings only, no iperf3)
+#        GH_TOML="workers = 1; handshake_threads = 0" (top-level gateway.toml keys for gatehoused)
 #        RECORD=0|1 (append to RESULTS; default 1, 0 with QUICK)  RESULTS=bench/results-compare.md
 #        COMMIT=<what the binaries were built from> (default: git HEAD, "-dirty" if the tree is)
 #        KEEP=1 (keep the work dir with configs, logs and iperf3 JSON)
@@ -239,6 +240,20 @@ DD=$WORK/gatehoused
 "$GATEHOUSED" init --data-dir "$DD" --public-addr $GW_UL --address-space $LAN_NET \
     --client-pool $POOL >"$WORK/gatehoused-init.log" 2>&1 \
   || { echo "gatehoused init failed:" >&2; cat "$WORK/gatehoused-init.log" >&2; exit 1; }
+if [ -n "${GH_TOML:-}" ]; then
+  # top-level gateway.toml keys (e.g. "workers = 1; handshake_threads = 0"), before the first table
+  python3 - "$DD/gateway.toml" "$GH_TOML" <<'PY'
+import re, sys
+path, extra = sys.argv[1:]
+s = open(path).read()
+lines = "\n".join(x.strip() for x in extra.split(";") if x.strip())
+s, n = re.subn(r'(?m)^(tun_name = .*)$', lambda m: m.group(1) + "\n" + lines, s, count=1)
+assert n == 1, "no tun_name in gateway.toml"
+open(path, "w").write(s)
+PY
+  "$GATEHOUSED" check --config "$DD/gateway.toml" >/dev/null || { echo "GH_TOML made gateway.toml invalid" >&2; exit 1; }
+  echo "   gateway.toml: $GH_TOML"
+fi
 certs() { "$GATEHOUSE_CERTS" --pki "$DD/pki" "$@" >>"$WORK/certs.log" 2>&1 || { echo "gatehouse-certs $*:" >&2; tail -5 "$WORK/certs.log" >&2; exit 1; }; }
 for ((i = 0; i < CLIENTS; i++)); do
   certs issue-client bench$i
