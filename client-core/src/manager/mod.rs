@@ -529,6 +529,38 @@ mod tests {
         assert_eq!(hosts(&targets(&req)), ["gw:1194"]);
     }
 
+    /// The status that answers a Connect carries the request's number (what `gatehouse
+    /// connect` waits for; it used to wait for a Connecting that the watch channel could
+    /// skip, and hung when a refusal came fast - client_gatehouse's e2e tests showed it),
+    /// and a disconnect does not count as a request.
+    #[tokio::test]
+    async fn a_connect_request_is_numbered_with_its_first_state() {
+        use ProtocolKind::OpenvpnUdp as Udp;
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manager::spawn(ManagerOptions::default(), NetConfig::new(dir.path()));
+        assert_eq!(m.status().request, 0);
+        // No CA: the attempt fails before sending anything (to loopback's discard port if
+        // it did).
+        for n in 1..=3u64 {
+            m.connect(request(&[("127.0.0.1", 9, Udp)], false))
+                .await
+                .unwrap();
+            let now = m.status();
+            assert_eq!(now.request, n);
+            assert!(
+                !matches!(now.state, ConnectionState::Disconnected),
+                "request {n} answered with {now:?}"
+            );
+        }
+        m.disconnect().await.unwrap();
+        assert_eq!(m.status().state, ConnectionState::Disconnected);
+        assert_eq!(
+            m.status().request,
+            3,
+            "a disconnect is not a connect request"
+        );
+    }
+
     #[test]
     fn remote_random_shuffles_every_remote_once() {
         use ProtocolKind::OpenvpnUdp as Udp;
