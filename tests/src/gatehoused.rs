@@ -690,6 +690,11 @@ impl Gatehoused {
         Ok(gw)
     }
 
+    /// The daemon's process id (`ip netns exec` execs it: the same process).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// Sends SIGTERM (a graceful stop: gatehoused tells its clients to RESTART and logs
     /// [`STOPPED`]) and waits up to `timeout` for the process to exit. Fails, with the log,
     /// if it is still running then (it is killed with SIGKILL in that case).

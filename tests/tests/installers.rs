@@ -201,6 +201,13 @@ fn gateway_unit_matches_binary_and_readme() -> Result<()> {
         "data dir {data_dir}, expected /var/lib/gatehoused"
     );
 
+    // gatehoused speaks sd_notify (READY, STOPPING, WATCHDOG: server/src/notify.rs).
+    unit.expect("Type", "notify")?;
+    unit.expect("NotifyAccess", "main")?;
+    ensure!(
+        !unit.service_words("WatchdogSec").is_empty(),
+        "gatehoused.service has no WatchdogSec= (gatehoused pings the watchdog)"
+    );
     unit.expect_word("AmbientCapabilities", "CAP_NET_ADMIN")?;
     unit.expect_word("AmbientCapabilities", "CAP_NET_BIND_SERVICE")?;
     // No capability beyond the two.

@@ -404,6 +404,19 @@ impl Gateway {
             tcp_max_per_ip = self.tcp_limits.max_per_ip(),
             "gateway ready"
         );
+        let notifier = crate::notify::Notifier::from_env();
+        notifier.ready(&format!(
+            "serving {} with {n} workers",
+            listeners(&self.cfg)
+        ));
+        // Without a watchdog the tick is a day apart and sends nothing.
+        let watchdog_every = notifier.watchdog_interval();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(86_400)));
+        watchdog_tick.tick().await;
+        if watchdog_every.is_some() {
+            notifier.watchdog();
+        }
         let mut files_tick = tokio::time::interval(Duration::from_secs(2));
         files_tick.tick().await;
         let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
@@ -412,6 +425,11 @@ impl Gateway {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
+                _ = watchdog_tick.tick() => {
+                    if watchdog_every.is_some() {
+                        notifier.watchdog();
+                    }
+                }
                 _ = files_tick.tick() => {
                     self.check_crl().await;
                     self.write_status();
@@ -428,6 +446,7 @@ impl Gateway {
                 }
             }
         }
+        notifier.stopping();
         for tx in self.inboxes.iter() {
             let _ = tx.send(Msg::Stop).await;
         }

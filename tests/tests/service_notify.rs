@@ -1,0 +1,108 @@
+//! `gatehoused run` under systemd's `Type=notify` with a watchdog (issue 15: service
+//! integration): it says READY=1 once the gateway is serving, WATCHDOG=1 at half of
+//! `WATCHDOG_USEC` while its control loop runs, and STOPPING=1 on SIGTERM. The test plays the
+//! service manager: a datagram socket named by `NOTIFY_SOCKET`, read from here.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail, ensure};
+use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir};
+use gatehouse_tests::{GatewayTopology, require_commands, require_root};
+
+/// Notifications received within `within`, until one contains `want`.
+fn read_until(sock: &UnixDatagram, want: &str, within: Duration) -> Result<Vec<String>> {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        sock.set_read_timeout(Some(
+            end.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))?;
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = m.lines().any(|l| l == want);
+                got.push(m);
+                if done {
+                    return Ok(got);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("no {want} within {within:?}; received {got:?}")
+}
+
+#[test]
+fn gatehoused_notifies_ready_watchdog_and_stopping() -> Result<()> {
+    require_root();
+    require_commands(&["ip"]);
+    let dir = tempfile::tempdir()?;
+    let topo = GatewayTopology::new("sn", 208, 1)?;
+    let gw_dir = GatewayDir::for_topology(&dir.path().join("gateway"), &topo, "ghd208")?;
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path)?;
+    let path_s = path.display().to_string();
+    // A 2 s watchdog: a ping every second.
+    let gw = Gatehoused::start_with_env(
+        &topo.gateway,
+        &gw_dir,
+        &dir.path().join("gatehoused.log"),
+        &[
+            ("NOTIFY_SOCKET", path_s.as_str()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    )?;
+    let first = read_until(&sock, "READY=1", Duration::from_secs(10))?;
+    let ready = first.last().cloned().unwrap_or_default();
+    ensure!(
+        ready.lines().any(|l| l == format!("MAINPID={}", gw.pid()))
+            && ready.lines().any(|l| l.starts_with("STATUS=serving ")),
+        "READY without MAINPID {} or STATUS: {ready:?}",
+        gw.pid()
+    );
+    // Three watchdog pings in about three seconds (the first right after READY).
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        read_until(&sock, "WATCHDOG=1", Duration::from_secs(3))?;
+        pings += 1;
+    }
+    let took = started.elapsed();
+    ensure!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "3 watchdog pings took {took:?} with WATCHDOG_USEC=2000000 (one a second expected)"
+    );
+    gw.terminate(Duration::from_secs(20))?;
+    read_until(&sock, "STOPPING=1", Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[test]
+fn without_notify_socket_nothing_is_sent_and_the_gateway_runs() -> Result<()> {
+    // The watchdog alone (no NOTIFY_SOCKET) must not make the gateway send anywhere or fail.
+    require_root();
+    require_commands(&["ip"]);
+    let dir = tempfile::tempdir()?;
+    let topo = GatewayTopology::new("sm", 209, 1)?;
+    let gw_dir = GatewayDir::for_topology(&dir.path().join("gateway"), &topo, "ghd209")?;
+    let gw = Gatehoused::start_with_env(
+        &topo.gateway,
+        &gw_dir,
+        &dir.path().join("gatehoused.log"),
+        &[("WATCHDOG_USEC", "200000")],
+    )?;
+    std::thread::sleep(Duration::from_millis(600));
+    gw.terminate(Duration::from_secs(20))?;
+    Ok(())
+}
