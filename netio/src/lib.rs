@@ -7,6 +7,8 @@
 //!
 //! Nothing here decides anything about a packet: the engine's state machines do.
 
+#[cfg(unix)]
+pub mod notify;
 #[cfg(target_os = "linux")]
 mod sockopt;
 #[cfg(target_os = "linux")]

@@ -7,7 +7,6 @@ pub mod datadir;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
-pub mod notify;
 pub mod status;
 pub mod tls;
 pub mod tun;

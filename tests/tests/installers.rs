@@ -248,6 +248,13 @@ fn client_unit_matches_binary_readme_and_defaults() -> Result<()> {
     let unit = Unit::load("gatehouse-client.service")?;
     println!("checking {}", unit.path.display());
     let words = check_exec_start(&unit, "gatehouse", &readme)?;
+    // `gatehouse service` speaks sd_notify too (READY once listening, WATCHDOG, STOPPING).
+    unit.expect("Type", "notify")?;
+    unit.expect("NotifyAccess", "main")?;
+    ensure!(
+        !unit.service_words("WatchdogSec").is_empty(),
+        "gatehouse-client.service has no WatchdogSec= (the service pings the watchdog)"
+    );
     ensure!(
         words.len() == 2 && words[1] == "service",
         "ExecStart should be `/usr/bin/gatehouse service`: {words:?}"

@@ -1,13 +1,15 @@
-//! `gatehoused run` under systemd's `Type=notify` with a watchdog (issue 15: service
-//! integration): it says READY=1 once the gateway is serving, WATCHDOG=1 at half of
-//! `WATCHDOG_USEC` while its control loop runs, and STOPPING=1 on SIGTERM. The test plays the
+//! `gatehoused run` and `gatehouse service` under systemd's `Type=notify` with a watchdog
+//! (issue 15: service integration): each says READY=1 once it serves, WATCHDOG=1 at half of
+//! `WATCHDOG_USEC` while its main loop runs, and STOPPING=1 on SIGTERM. The test plays the
 //! service manager: a datagram socket named by `NOTIFY_SOCKET`, read from here.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
+use gatehouse_tests::client::{ClientHome, LISTENING};
 use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir};
+use gatehouse_tests::proc::Proc;
 use gatehouse_tests::{GatewayTopology, require_commands, require_root};
 
 /// Notifications received within `within`, until one contains `want`.
@@ -104,5 +106,34 @@ fn without_notify_socket_nothing_is_sent_and_the_gateway_runs() -> Result<()> {
     )?;
     std::thread::sleep(Duration::from_millis(600));
     gw.terminate(Duration::from_secs(20))?;
+    Ok(())
+}
+
+#[test]
+fn the_client_service_notifies_ready_watchdog_and_stopping() -> Result<()> {
+    require_root();
+    let dir = tempfile::tempdir()?;
+    let home = ClientHome::new(&dir.path().join("client"), "nameserver 192.0.2.53\n")?;
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path)?;
+    let mut cmd = home.command(None, ["service"]);
+    cmd.env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env("GATEHOUSE_LOG", "debug");
+    let svc = Proc::spawn(cmd, &dir.path().join("service.log"))?;
+    svc.wait_for_log(LISTENING, Duration::from_secs(20))?;
+    let first = read_until(&sock, "READY=1", Duration::from_secs(5))?;
+    let ready = first.last().cloned().unwrap_or_default();
+    ensure!(
+        ready.lines().any(|l| l == format!("MAINPID={}", svc.pid()))
+            && ready.lines().any(|l| l.starts_with("STATUS=listening on ")),
+        "READY without MAINPID {} or STATUS: {ready:?}",
+        svc.pid()
+    );
+    for _ in 0..2 {
+        read_until(&sock, "WATCHDOG=1", Duration::from_secs(3))?;
+    }
+    svc.stop();
+    read_until(&sock, "STOPPING=1", Duration::from_secs(1))?;
     Ok(())
 }

@@ -218,6 +218,10 @@ pub fn service() -> Result<()> {
             }
             _ = stop => {}
         }
+        #[cfg(unix)]
+        let _ = gatehouse_netio::notify::Notifier::from_env()
+            .0
+            .stopping("stopping: disconnecting and restoring routes and DNS");
         // Leave the host as we found it.
         let _ = manager.disconnect().await;
         #[cfg(unix)]

@@ -34,10 +34,33 @@ pub async fn serve(path: &Path, manager: Manager) -> std::io::Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     }
     tracing::info!(socket = %path.display(), "client service listening");
+    // Under systemd (`Type=notify`): ready now, and a watchdog ping from this loop.
+    let (notifier, problem) = gatehouse_netio::notify::Notifier::from_env();
+    if let Some(p) = problem {
+        tracing::warn!("{p}");
+    }
+    let notified = |r: std::io::Result<()>| {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not notify the service manager");
+        }
+    };
+    notified(notifier.ready(&format!("listening on {}", path.display())));
+    let watchdog_every = notifier.watchdog_interval();
+    let mut watchdog =
+        tokio::time::interval(watchdog_every.unwrap_or(std::time::Duration::from_secs(86_400)));
     loop {
         // A failed accept (out of file descriptors, a front end gone before it was taken)
         // must not end the service: the tunnel, its routes and DNS stay under its control.
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = watchdog.tick() => {
+                if watchdog_every.is_some() {
+                    notified(notifier.watchdog());
+                }
+                continue;
+            }
+        };
+        let stream = match accepted {
             Ok((s, _)) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "could not accept a front end; the service goes on");

@@ -404,18 +404,29 @@ impl Gateway {
             tcp_max_per_ip = self.tcp_limits.max_per_ip(),
             "gateway ready"
         );
-        let notifier = crate::notify::Notifier::from_env();
-        notifier.ready(&format!(
-            "serving {} with {n} workers",
-            listeners(&self.cfg)
-        ));
+        let (notifier, problem) = gatehouse_netio::notify::Notifier::from_env();
+        if let Some(p) = problem {
+            warn!("{p}");
+        }
+        let notified = |what: &str, r: std::io::Result<()>| {
+            if let Err(e) = r {
+                warn!(error = %e, what, "could not notify the service manager");
+            }
+        };
+        notified(
+            "READY",
+            notifier.ready(&format!(
+                "serving {} with {n} workers",
+                listeners(&self.cfg)
+            )),
+        );
         // Without a watchdog the tick is a day apart and sends nothing.
         let watchdog_every = notifier.watchdog_interval();
         let mut watchdog_tick =
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(86_400)));
         watchdog_tick.tick().await;
         if watchdog_every.is_some() {
-            notifier.watchdog();
+            notified("WATCHDOG", notifier.watchdog());
         }
         let mut files_tick = tokio::time::interval(Duration::from_secs(2));
         files_tick.tick().await;
@@ -427,7 +438,7 @@ impl Gateway {
                 _ = sigterm.recv() => break,
                 _ = watchdog_tick.tick() => {
                     if watchdog_every.is_some() {
-                        notifier.watchdog();
+                        notified("WATCHDOG", notifier.watchdog());
                     }
                 }
                 _ = files_tick.tick() => {
@@ -446,7 +457,10 @@ impl Gateway {
                 }
             }
         }
-        notifier.stopping();
+        notified(
+            "STOPPING",
+            notifier.stopping("stopping: telling clients to reconnect"),
+        );
         for tx in self.inboxes.iter() {
             let _ = tx.send(Msg::Stop).await;
         }

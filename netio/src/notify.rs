@@ -3,13 +3,11 @@
 //! running), `STOPPING=1` starts a graceful stop, and with `WatchdogSec=` the gateway sends
 //! `WATCHDOG=1` at half the interval from its control loop - a control loop that hangs stops
 //! sending and systemd restarts the service. Without `NOTIFY_SOCKET` (not started by
-//! systemd) every call does nothing.
+//! systemd) every call does nothing. Used by the gateway and by the client service.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use tracing::{debug, warn};
 
 /// Where notifications go (nothing when the service manager did not ask for them).
 pub struct Notifier {
@@ -25,8 +23,10 @@ enum Target {
 
 impl Notifier {
     /// Reads `NOTIFY_SOCKET`, and `WATCHDOG_USEC` / `WATCHDOG_PID` (the watchdog is ours only
-    /// when the PID is ours or not given).
-    pub fn from_env() -> Self {
+    /// when the PID is ours or not given). The second value says why a `NOTIFY_SOCKET` that
+    /// is set cannot be used (for the caller's log).
+    pub fn from_env() -> (Self, Option<String>) {
+        let mut problem = None;
         let target = std::env::var_os("NOTIFY_SOCKET").and_then(|s| {
             let s = s.to_string_lossy().into_owned();
             let target = match s.strip_prefix('@') {
@@ -36,14 +36,18 @@ impl Notifier {
                 Some(_) => return None,
                 None if s.starts_with('/') => Target::Path(PathBuf::from(s)),
                 None => {
-                    warn!(notify_socket = %s, "NOTIFY_SOCKET is neither a path nor an abstract socket name; not notifying the service manager");
+                    problem = Some(format!(
+                        "NOTIFY_SOCKET {s:?} is neither a path nor an abstract socket name; not notifying the service manager"
+                    ));
                     return None;
                 }
             };
             match UnixDatagram::unbound() {
                 Ok(sock) => Some((sock, target)),
                 Err(e) => {
-                    warn!(error = %e, "cannot open a socket to notify the service manager");
+                    problem = Some(format!(
+                        "cannot open a socket to notify the service manager: {e}"
+                    ));
                     None
                 }
             }
@@ -57,7 +61,7 @@ impl Notifier {
             .and_then(|u| u.parse::<u64>().ok())
             .filter(|u| *u > 0 && ours && target.is_some())
             .map(Duration::from_micros);
-        Notifier { target, watchdog }
+        (Notifier { target, watchdog }, problem)
     }
 
     /// How often to send `WATCHDOG=1` (half the service manager's interval), if at all.
@@ -66,26 +70,26 @@ impl Notifier {
     }
 
     /// The service is up (`status`: one line for `systemctl status`).
-    pub fn ready(&self, status: &str) {
+    pub fn ready(&self, status: &str) -> std::io::Result<()> {
         self.send(&format!(
             "READY=1\nSTATUS={status}\nMAINPID={}",
             std::process::id()
-        ));
+        ))
     }
 
-    /// The service is stopping.
-    pub fn stopping(&self) {
-        self.send("STOPPING=1\nSTATUS=stopping: telling clients to reconnect");
+    /// The service is stopping (`status`: what it is doing meanwhile).
+    pub fn stopping(&self, status: &str) -> std::io::Result<()> {
+        self.send(&format!("STOPPING=1\nSTATUS={status}"))
     }
 
     /// The control loop is alive.
-    pub fn watchdog(&self) {
-        self.send("WATCHDOG=1");
+    pub fn watchdog(&self) -> std::io::Result<()> {
+        self.send("WATCHDOG=1")
     }
 
-    fn send(&self, msg: &str) {
+    fn send(&self, msg: &str) -> std::io::Result<()> {
         let Some((sock, target)) = &self.target else {
-            return;
+            return Ok(());
         };
         let r = match target {
             Target::Path(p) => sock.send_to(msg.as_bytes(), p),
@@ -96,8 +100,6 @@ impl Notifier {
                     .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
             }
         };
-        if let Err(e) = r {
-            debug!(error = %e, "could not notify the service manager");
-        }
+        r.map(|_| ())
     }
 }
