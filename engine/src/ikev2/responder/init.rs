@@ -9,7 +9,7 @@ use super::*;
 
 /// Answers an IKE_SA_INIT request from `peer`. `cookie_secret` is set when the gateway is
 /// under half-open load: then a request without the right COOKIE gets one and nothing else.
-/// (The gateway uses [`respond_to_init_guarded`] with rotating secrets.)
+/// (The gateway uses [`prepare_init`] with rotating secrets.)
 pub fn respond_to_init(
     cfg: Arc<ResponderConfig>,
     entropy: Box<dyn Entropy>,
@@ -33,22 +33,10 @@ pub fn respond_to_init(
     .finish()
 }
 
-/// Answers an IKE_SA_INIT request from `peer` as [`respond_to_init`] does, protected by
-/// `guard`: cookies from a rotating [`CookieJar`], cheap groups preferred under load.
-pub fn respond_to_init_guarded(
-    cfg: Arc<ResponderConfig>,
-    entropy: Box<dyn Entropy>,
-    now: Instant,
-    peer: SocketAddr,
-    nat_t: bool,
-    raw: &[u8],
-    guard: InitGuard<'_>,
-) -> InitOutcome {
-    prepare_init(cfg, entropy, now, peer, nat_t, raw, guard).finish()
-}
-
-/// The cheap half of [`respond_to_init_guarded`]: parsing, cookies, the proposal choice.
-/// What is left is the key exchange, as an [`InitWork`] that may run on another thread.
+/// The cheap half of answering an IKE_SA_INIT request from `peer` as [`respond_to_init`]
+/// does, protected by `guard` (cookies from a rotating [`CookieJar`], cheap groups preferred
+/// under load): parsing, cookies, the proposal choice. What is left is the key exchange, as
+/// an [`InitWork`] that may run on another thread ([`InitStep::finish`] runs it here).
 pub fn prepare_init(
     cfg: Arc<ResponderConfig>,
     entropy: Box<dyn Entropy>,

@@ -71,7 +71,7 @@ use crate::wire::ikev2::{
 };
 pub use auth_job::{AuthDone, AuthJob};
 pub use cookies::{COOKIE_LEN, COOKIE_MAX_USES, COOKIE_ROTATION, CookieJar};
-pub use init::{InitStep, InitWork, prepare_init, respond_to_init, respond_to_init_guarded};
+pub use init::{InitStep, InitWork, prepare_init, respond_to_init};
 
 /// Gateway-wide IKEv2 settings.
 pub struct ResponderConfig {
@@ -250,7 +250,7 @@ pub enum InitOutcome {
     Throttled(String),
 }
 
-/// How [`respond_to_init_guarded`] protects the gateway.
+/// How [`prepare_init`] protects the gateway.
 #[derive(Debug, Default)]
 pub struct InitGuard<'a> {
     /// Require a COOKIE (RFC 7296 2.6): a request without one that this jar issued (current
