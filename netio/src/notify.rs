@@ -15,6 +15,21 @@ pub struct Notifier {
     watchdog: Option<Duration>,
 }
 
+/// See [`Notifier::watchdog_timer`].
+pub struct WatchdogTimer(Option<tokio::time::Interval>);
+
+impl WatchdogTimer {
+    /// Resolves when the next `WATCHDOG=1` is due (never without a watchdog).
+    pub async fn due(&mut self) {
+        match &mut self.0 {
+            Some(i) => {
+                i.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 enum Target {
     Path(PathBuf),
     #[cfg(target_os = "linux")]
@@ -64,9 +79,10 @@ impl Notifier {
         (Notifier { target, watchdog }, problem)
     }
 
-    /// How often to send `WATCHDOG=1` (half the service manager's interval), if at all.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
-        self.watchdog.map(|w| w / 2)
+    /// When to send `WATCHDOG=1`: at once, then every half of the service manager's
+    /// interval; never without a watchdog.
+    pub fn watchdog_timer(&self) -> WatchdogTimer {
+        WatchdogTimer(self.watchdog.map(|w| tokio::time::interval(w / 2)))
     }
 
     /// The service is up (`status`: one line for `systemctl status`).

@@ -45,18 +45,14 @@ pub async fn serve(path: &Path, manager: Manager) -> std::io::Result<()> {
         }
     };
     notified(notifier.ready(&format!("listening on {}", path.display())));
-    let watchdog_every = notifier.watchdog_interval();
-    let mut watchdog =
-        tokio::time::interval(watchdog_every.unwrap_or(std::time::Duration::from_secs(86_400)));
+    let mut watchdog = notifier.watchdog_timer();
     loop {
         // A failed accept (out of file descriptors, a front end gone before it was taken)
         // must not end the service: the tunnel, its routes and DNS stay under its control.
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = watchdog.tick() => {
-                if watchdog_every.is_some() {
-                    notified(notifier.watchdog());
-                }
+            _ = watchdog.due() => {
+                notified(notifier.watchdog());
                 continue;
             }
         };

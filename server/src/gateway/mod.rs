@@ -420,14 +420,7 @@ impl Gateway {
                 listeners(&self.cfg)
             )),
         );
-        // Without a watchdog the tick is a day apart and sends nothing.
-        let watchdog_every = notifier.watchdog_interval();
-        let mut watchdog_tick =
-            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(86_400)));
-        watchdog_tick.tick().await;
-        if watchdog_every.is_some() {
-            notified("WATCHDOG", notifier.watchdog());
-        }
+        let mut watchdog = notifier.watchdog_timer();
         let mut files_tick = tokio::time::interval(Duration::from_secs(2));
         files_tick.tick().await;
         let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
@@ -436,11 +429,7 @@ impl Gateway {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
-                _ = watchdog_tick.tick() => {
-                    if watchdog_every.is_some() {
-                        notified("WATCHDOG", notifier.watchdog());
-                    }
-                }
+                _ = watchdog.due() => notified("WATCHDOG", notifier.watchdog()),
                 _ = files_tick.tick() => {
                     self.check_crl().await;
                     self.write_status();
