@@ -25,7 +25,9 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-li
   # systemd-analyze verifies the systemd units (tests/tests/installers.rs).
   systemd
   # A NAT whose mapping changes under a client (tests/src/nat.rs, tests/tests/roaming.rs).
-  nftables conntrack)
+  nftables conntrack
+  # cargo-deb's dependency scan (dpkg-shlibdeps) and strip (tests/tests/deb_packages.rs).
+  dpkg-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -44,6 +46,12 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Windows is a first-class client target: the client core and the desktop app are
 # cross-checked (the C parts of ring etc. need the mingw-w64 compiler installed above).
 rustup target add x86_64-pc-windows-gnu
+# The .deb packages (tests/tests/deb_packages.rs) are built with cargo-deb, pinned.
+CARGO_DEB_VERSION=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+  echo "== installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
