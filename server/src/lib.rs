@@ -2,7 +2,9 @@
 //! driver that feeds the engine's sans-IO gateway core from sockets, TCP, a TUN device,
 //! one timer and the CRL file.
 
+pub mod admin;
 pub mod config;
+pub mod ctl;
 pub mod datadir;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -51,6 +51,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Talk to the running gateway's admin API (sessions, connections, disconnect, revoke,
+    /// reload, capture). Root and the group `gatehouse-admin` may use its socket.
+    Ctl {
+        /// The admin socket (default: the one `--data-dir`/`--config` names, else
+        /// $GATEHOUSE_ADMIN_SOCKET, else /var/lib/gatehoused/admin.sock).
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// Data directory of the running gateway.
+        #[arg(long, global = true, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Configuration file of the running gateway.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: gatehouse_server::ctl::CtlCommand,
+    },
     /// Validate a configuration and the certificates it points at, then exit.
     Check {
         /// Configuration file.
@@ -126,20 +145,36 @@ fn real_main(cli: Cli) -> Result<()> {
             config,
             json,
         } => {
-            let dir = match (data_dir, config) {
-                (Some(d), _) => d,
-                (None, Some(c)) => config_dir(&c),
+            let config = match (data_dir, config) {
+                (Some(d), _) => d.join(CONFIG_FILE),
+                (None, Some(c)) => c,
                 (None, None) => {
                     bail!("give --data-dir DIR or --config FILE of the running gateway")
                 }
             };
-            let s = gatehouse_server::status::read(&dir)?;
+            let socket = gatehouse_server::ctl::socket_of_config(&config);
+            let s = gatehouse_server::ctl::status(&socket)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
                 print!("{}", gatehouse_server::status::render(&s));
             }
             Ok(())
+        }
+        Command::Ctl {
+            socket,
+            data_dir,
+            config,
+            json,
+            command,
+        } => {
+            let socket = match (socket, data_dir, config) {
+                (Some(s), _, _) => s,
+                (None, Some(d), _) => gatehouse_server::ctl::socket_of_config(&d.join(CONFIG_FILE)),
+                (None, None, Some(c)) => gatehouse_server::ctl::socket_of_config(&c),
+                (None, None, None) => gatehouse_server::admin::default_socket(),
+            };
+            gatehouse_server::ctl::run(&socket, json, command)
         }
         Command::Check { config } => {
             let cfg = GatewayConfig::load(&config)?;
@@ -188,7 +223,6 @@ fn real_main(cli: Cli) -> Result<()> {
                 }
             };
             let cfg = GatewayConfig::load(&config)?;
-            let dir = config_dir(&config);
             // One thread drives the sockets, TUN and the core: readiness events reach the loop
             // without a wake-up from another thread (a multi-threaded runtime parks the loop's
             // thread and wakes it from its I/O worker for every event: two context switches
@@ -198,7 +232,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             rt.block_on(async move {
-                let gw = Gateway::bind(cfg, dir).await?;
+                let gw = Gateway::bind(cfg, config).await?;
                 gw.run().await
             })
         }

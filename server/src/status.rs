@@ -1,17 +1,9 @@
-//! The running gateway's status for operators: `status.json` next to `gateway.toml`,
-//! rewritten every two seconds by `gatehoused run` and shown by `gatehoused status`.
+//! `gatehoused status`: the running gateway's status as operators have read it (a table,
+//! or JSON with these keys), now fetched from the admin API (`crate::ctl::status`).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-
-/// The file name, in the configuration's directory.
-pub const STATUS_FILE: &str = "status.json";
-
-/// A status older than this means the gateway is not running (it writes every 2 s).
-pub const STALE_AFTER: Duration = Duration::from_secs(10);
 
 /// What the gateway reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,47 +41,12 @@ pub struct ConnectionStatus {
     pub tx_bytes: u64,
 }
 
-/// Where the status of the gateway configured by `config_dir/gateway.toml` lives.
-pub fn path(config_dir: &Path) -> PathBuf {
-    config_dir.join(STATUS_FILE)
-}
-
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Writes `status` atomically (a temporary file renamed over the old one).
-pub fn write(config_dir: &Path, status: &GatewayStatus) -> Result<()> {
-    let target = path(config_dir);
-    let tmp = config_dir.join(format!(".{STATUS_FILE}.tmp"));
-    let text = serde_json::to_string_pretty(status)?;
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &target).with_context(|| format!("renaming to {}", target.display()))
-}
-
-/// Reads the status; fails when there is none or it is stale (the gateway is not running).
-pub fn read(config_dir: &Path) -> Result<GatewayStatus> {
-    let p = path(config_dir);
-    let text = std::fs::read_to_string(&p).with_context(|| {
-        format!(
-            "no status at {}: is gatehoused running with this configuration? (`gatehoused run --config ...`)",
-            p.display()
-        )
-    })?;
-    let s: GatewayStatus =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a status", p.display()))?;
-    let age = now_secs().saturating_sub(s.updated);
-    if age > STALE_AFTER.as_secs() {
-        bail!(
-            "the status in {} is {age} s old: gatehoused is not running (it rewrites the file every 2 s)",
-            p.display()
-        );
-    }
-    Ok(s)
 }
 
 fn bytes(n: u64) -> String {
@@ -167,8 +124,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_and_staleness() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    fn the_table_shows_counts_and_connections() {
         let s = GatewayStatus {
             updated: now_secs(),
             clients: 2,
@@ -184,30 +140,10 @@ mod tests {
                 tx_bytes: 10,
             }],
         };
-        write(dir.path(), &s).expect("write");
-        assert_eq!(read(dir.path()).expect("read"), s);
         let table = render(&s);
         assert!(table.contains("onprem-east"), "{table}");
         assert!(table.contains("1.5 KiB"), "{table}");
         assert!(table.contains("openvpn tcp connections: 3"), "{table}");
         assert!(table.contains("dropped: tcpperip=4"), "{table}");
-        // A status written before these fields still reads.
-        let legacy: GatewayStatus =
-            serde_json::from_str(r#"{"updated":1,"clients":0,"connections":[]}"#).expect("old");
-        assert_eq!(legacy.tcp_connections, 0);
-        let old = GatewayStatus {
-            updated: s.updated - 60,
-            ..s
-        };
-        write(dir.path(), &old).expect("write");
-        let e = read(dir.path()).expect_err("stale").to_string();
-        assert!(e.contains("not running"), "{e}");
-    }
-
-    #[test]
-    fn missing_status_says_so() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let e = read(dir.path()).expect_err("missing").to_string();
-        assert!(e.contains("is gatehoused running"), "{e}");
     }
 }

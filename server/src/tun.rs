@@ -47,3 +47,13 @@ pub fn add_routes(name: &str, prefixes: &[Ipv4Net]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Removes the routes of `prefixes` from TUN `name` (connections a reload removed); a route
+/// already gone is fine.
+pub fn del_routes(name: &str, prefixes: &[Ipv4Net]) {
+    for p in prefixes {
+        let _ = std::process::Command::new("ip")
+            .args(["route", "del", &p.to_string(), "dev", name])
+            .output();
+    }
+}

@@ -6,7 +6,7 @@
 //! OpenVPN and 30 IKEv2 sessions (one certificate each, issued by `gatehouse-loadgen issue`
 //! into the gateway's PKI), held for a few seconds while every session pings the LAN host
 //! through its tunnel. Checks: every session connects; the gateway counts 60 clients in its
-//! status file during the hold and logged 60 `client connected`; every session is still up
+//! status (admin API) during the hold and logged 60 `client connected`; every session is still up
 //! when the hold ends; echo replies come back through the tunnels; the gateway's memory was
 //! sampled.
 //!
@@ -29,10 +29,14 @@ const HOLD_SECS: u64 = 6;
 /// The whole load-generator run: handshakes (debug builds, shared cores), hold, teardown.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `clients` in the gateway's `status.json` (rewritten every 2 s), if it is there.
+/// `clients` in `gatehoused status --json` (the admin API's count), if it answers.
 fn status_clients(gw_dir: &GatewayDir) -> Option<u64> {
-    let text = fs::read_to_string(gw_dir.path().join("status.json")).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
+    let out = std::process::Command::new(bin("gatehoused"))
+        .args(["status", "--json", "--data-dir"])
+        .arg(gw_dir.path())
+        .output()
+        .ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v.get("clients")?.as_u64()
 }
 
@@ -137,7 +141,7 @@ fn loadgen_sessions_connect_hold_and_carry_traffic() -> Result<()> {
     }
     ensure!(
         max_listed == (OPENVPN + IKEV2) as u64,
-        "the gateway's status.json listed at most {max_listed} clients, not {}",
+        "gatehoused status listed at most {max_listed} clients, not {}",
         OPENVPN + IKEV2
     );
     let connected = gw.events(CONNECTED).len();

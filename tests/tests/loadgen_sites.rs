@@ -54,7 +54,7 @@ fn status_connected(gw_dir: &GatewayDir) -> Result<(usize, usize)> {
         .arg("--json");
     let out = run_with_timeout(cmd, Duration::from_secs(10))?;
     if !out.status.success() {
-        // No status file yet (the gateway writes it every 2 s).
+        // The admin API is not up yet.
         return Ok((0, 0));
     }
     let v: Value = serde_json::from_slice(&out.stdout).context("gatehoused status --json")?;

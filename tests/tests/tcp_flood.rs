@@ -145,7 +145,7 @@ impl Setup {
         Ok(self.established()?.get(&addr).copied().unwrap_or(0))
     }
 
-    /// `gatehoused status --json` (the status file the gateway rewrites every 2 s).
+    /// `gatehoused status --json` (from the admin API).
     fn status(&self) -> Result<serde_json::Value> {
         let out = Command::new(bin("gatehoused"))
             .args(["status", "--json", "--data-dir"])
@@ -206,7 +206,7 @@ fn wait_until(
     }
 }
 
-/// The drop counters in the status file (`drops: "tcpperip=4 ..."`).
+/// The drop counters `gatehoused status --json` shows (`drops: "tcpperip=4 ..."`).
 fn status_drops(status: &serde_json::Value) -> BTreeMap<String, u64> {
     let text = status["drops"].as_str().unwrap_or_default();
     drop_counters(&format!("drops={text}"))
@@ -384,7 +384,7 @@ fn a_flood_of_idle_connections_is_capped_and_timed_out_while_a_client_gets_throu
         Duration::from_secs(5),
         "gatehoused status did not show 13 connections and the refusals",
         || {
-            // The status file is rewritten every 2 s.
+            // The counters come from the workers (asked on each status call).
             let Ok(st) = s.status() else {
                 return Ok(false);
             };

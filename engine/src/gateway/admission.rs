@@ -32,6 +32,8 @@ pub(super) fn source_of(packet: &[u8]) -> Result<Ipv4Addr, Drop> {
 
 /// The reason every revoked tunnel ends with (clients read it in AUTH_FAILED).
 const REVOKED: &str = "certificate revoked";
+/// Why a session ended on an operator's `disconnect`.
+const DISCONNECTED: &str = "disconnected by the operator";
 
 impl GatewayCore {
     /// Anti-spoofing: may tunnel `id` send from `src`? Counts the drop when not.
@@ -167,7 +169,9 @@ impl GatewayCore {
                 self.connected(now, id, cipher.openvpn_name(), keys, None);
             }
             ServerEvent::Rekeyed { key_id } => {
-                if let Some(t) = self.tunnels.get(&id) {
+                if let Some(t) = self.tunnels.get_mut(&id) {
+                    t.common_mut().last_handshake = Some(now);
+                    *self.counters.rekeys.get_mut(t.protocol()) += 1;
                     debug!(client = %t.common().client.as_deref().unwrap_or("?"), key_id, "data keys renegotiated");
                 }
             }
@@ -210,12 +214,16 @@ impl GatewayCore {
                     if rekey_of.is_none() {
                         self.site_sa_up(now, id, cipher);
                     } else {
+                        t.common.last_handshake = Some(now);
                         debug!(connection = %t.common.client.as_deref().unwrap_or("?"), our_spi, peer_spi, "CHILD SA rekeyed");
+                        *self.counters.rekeys.get_mut(Protocol::Site) += 1;
                     }
                     return;
                 }
                 if rekey_of.is_some() || t.connected {
+                    t.common.last_handshake = Some(now);
                     debug!(client = %t.common.client.as_deref().unwrap_or("?"), our_spi, peer_spi, "CHILD SA rekeyed");
+                    *self.counters.rekeys.get_mut(Protocol::Ikev2) += 1;
                     return;
                 }
                 t.connected = true;
@@ -239,6 +247,7 @@ impl GatewayCore {
                 site,
             } => {
                 if site {
+                    self.counters.refused(&reason);
                     let remote = self.tunnels.get(&id).map(|t| t.remote());
                     warn!(connection = %client.as_deref().unwrap_or("?"), remote = ?remote, reason = %reason, "connection refused");
                     if let Some(remote) = remote {
@@ -333,6 +342,7 @@ impl GatewayCore {
         let remote = t.remote();
         let transport = t.protocol().name();
         warn!(client = %client.as_deref().unwrap_or("?"), remote = %remote, reason = %reason, transport, "client refused");
+        self.counters.refused(&reason);
         self.events.push_back(Event::Refused {
             client,
             remote,
@@ -493,6 +503,9 @@ impl GatewayCore {
         let protocol = t.protocol();
         let c = t.common_mut();
         c.connected_at = Some(now);
+        c.last_handshake = Some(now);
+        c.cipher = Some(cipher.to_owned());
+        *self.counters.handshakes_ok.get_mut(protocol) += 1;
         let client = c.client.clone().unwrap_or_default();
         let address = c.address;
         let (ike_suite, esp) = ike.unwrap_or_default();
@@ -598,6 +611,10 @@ impl GatewayCore {
         let Some(t) = self.tunnels.remove(&id) else {
             return;
         };
+        self.counters
+            .ended_traffic
+            .get_mut(t.protocol())
+            .add(&t.traffic());
         match t {
             Tunnel::OpenVpn(o) => {
                 if self.by_udp.get(&o.remote) == Some(&id) {
@@ -697,6 +714,7 @@ impl GatewayCore {
             .unwrap_or_default();
         let transport = t.protocol().name();
         t.common_mut().revoked = true;
+        self.counters.revoked += 1;
         info!(client = %client, serial = %serial, transport, remote = %t.remote(), "session ended: certificate revoked");
         match t {
             Tunnel::OpenVpn(o) => {
@@ -714,6 +732,39 @@ impl GatewayCore {
         self.log_disconnect(now, id, REVOKED);
         self.events.push_back(Event::Revoked { tunnel: id, client });
         self.dirty.push(id);
+    }
+
+    /// Ends the remote-access sessions of certificate name `client` on an operator's order:
+    /// an OpenVPN client is told to RESTART (a stock client reconnects), an IKEv2 client gets
+    /// a Delete. Returns how many sessions ended.
+    pub fn disconnect(&mut self, now: Instant, client: &str) -> usize {
+        let hits: Vec<TunnelId> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| t.protocol() != Protocol::Site && !t.is_closed())
+            .filter(|(_, t)| {
+                t.common().connected_at.is_some() && t.common().client.as_deref() == Some(client)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &hits {
+            let Some(t) = self.tunnels.get_mut(&id) else {
+                continue;
+            };
+            info!(client = %client, transport = t.protocol().name(), remote = %t.remote(), "session ended by the operator");
+            match t {
+                Tunnel::OpenVpn(o) => o.session.close(now, DISCONNECTED),
+                Tunnel::Ike(i) => match &mut i.sa {
+                    IkeSa::Responder(r) => r.delete(now, DISCONNECTED),
+                    IkeSa::Initiator(s) => s.disconnect(now),
+                },
+            }
+            self.counters.disconnected += 1;
+            self.log_disconnect(now, id, DISCONNECTED);
+            self.dirty.push(id);
+        }
+        self.flush(now);
+        hits.len()
     }
 
     /// Uses `cfg` for new OpenVPN sessions and for renegotiations of open ones.

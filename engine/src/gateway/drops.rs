@@ -95,6 +95,15 @@ impl Drops {
         self.counts.values().sum()
     }
 
+    /// Every reason counted so far with its count, by the label the log uses
+    /// (`tcpperip`, `badmac`...).
+    pub fn by_label(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counts
+            .iter()
+            .map(|(k, v)| (format!("{k:?}").to_lowercase(), *v))
+            .collect()
+    }
+
     /// Adds `other`'s counts (the workers of one gateway).
     pub fn add(&mut self, other: &Drops) {
         for (k, v) in &other.counts {

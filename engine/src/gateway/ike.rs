@@ -246,7 +246,10 @@ impl GatewayCore {
             }
             InitOutcome::Refused { reply, reason } => {
                 self.transmits.push_back(ike_transmit(from, nat_t, &reply));
-                let site = self.sites.iter().find(|s| s.cfg.remote.ip() == from.ip());
+                let site = self
+                    .sites
+                    .iter()
+                    .find(|s| !s.retired && s.cfg.remote.ip() == from.ip());
                 match site {
                     Some(s) => {
                         warn!(connection = %s.cfg.peer.name, remote = %from, reason = %reason, "connection refused")
@@ -391,6 +394,7 @@ impl GatewayCore {
         }
         if let Some(t) = self.ike_mut(id) {
             t.rx_bytes += len as u64;
+            t.rx_packets += 1;
         }
         let src = self
             .esp_buf
@@ -416,6 +420,7 @@ impl GatewayCore {
             return None;
         };
         t.tx_bytes += packet.len() as u64;
+        t.tx_packets += 1;
         let dest = Dest::Udp {
             from: Listener::IkeNatT,
             to: t.sa.peer(),

@@ -21,10 +21,12 @@
 //! - a TUN packet -> router (longest prefix) -> tunnel -> encrypted datagram.
 
 mod admission;
+mod counters;
 mod drops;
 mod ike;
 mod jobs;
 mod openvpn;
+mod reconfigure;
 mod revocation;
 mod shard;
 mod sites;
@@ -52,11 +54,13 @@ use crate::router::Router;
 pub use crate::router::TunnelId;
 
 use admission::source_of;
+pub use counters::{Counters, PerProtocol, Traffic, reason_class};
 pub use drops::{Drop, Drops};
 pub use jobs::{HandshakeJob, JobDone};
+pub use reconfigure::ReconfigureError;
 pub use revocation::{RevokedSerials, cert_serial};
 pub use shard::{Forward, STEER_MULTIPLIER, Shard, worker_of_ip};
-pub use status::{CoreStatus, SiteStatus, TunnelSummary};
+pub use status::{CoreStatus, SaStatus, SiteStatus, TunnelSummary};
 use tunnel::Tunnel;
 
 /// The gateway's sockets, as the core names them.
@@ -110,6 +114,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol, in a fixed order.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::OpenVpnUdp,
+        Protocol::OpenVpnTcp,
+        Protocol::Ikev2,
+        Protocol::Site,
+    ];
+
     /// The name used in logs (`transport=`).
     pub fn name(self) -> &'static str {
         match self {
@@ -193,7 +205,7 @@ pub enum Event {
 }
 
 /// A `[[connection]]`: a site-to-site or VNet-to-VNet peer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SiteConfig {
     /// `site-to-site` or `vnet-to-vnet` (logs and status).
     pub kind: &'static str,
@@ -301,6 +313,7 @@ pub struct GatewayCore {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     drops: Drops,
+    counters: Counters,
     revoked: RevokedSerials,
     /// OpenVPN sessions not yet authenticated.
     handshaking: usize,
@@ -378,6 +391,7 @@ impl GatewayCore {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             drops: Drops::default(),
+            counters: Counters::default(),
             revoked: RevokedSerials::default(),
             handshaking: 0,
             half_open: 0,

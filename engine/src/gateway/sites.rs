@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::tunnel::{IkeSa, IkeTunnel, Tunnel};
-use super::{Event, GatewayCore, SiteConfig, TunnelId};
+use super::{Event, GatewayCore, Protocol, SiteConfig, TunnelId};
 use crate::esp::EspCipher;
 use crate::ikev2::initiator::{IkeInitiator, InitiatorConfig, InitiatorEvent};
 use crate::ikev2::responder::ResponderConfig;
@@ -46,6 +46,8 @@ pub(super) struct SiteConn {
     pub(super) failures: u32,
     pub(super) rx_done: u64,
     pub(super) tx_done: u64,
+    /// Removed or replaced by a reload: its SAs are going, it starts and admits no more.
+    pub(super) retired: bool,
 }
 
 pub(super) fn site_conns(cfgs: &[SiteConfig]) -> Vec<SiteConn> {
@@ -60,6 +62,7 @@ pub(super) fn site_conns(cfgs: &[SiteConfig]) -> Vec<SiteConn> {
             failures: 0,
             rx_done: 0,
             tx_done: 0,
+            retired: false,
         })
         .collect()
 }
@@ -96,7 +99,7 @@ impl GatewayCore {
         self.cfg.ikev2.as_ref()?;
         self.sites
             .iter()
-            .filter(|s| s.cfg.initiate && s.sas.is_empty())
+            .filter(|s| s.cfg.initiate && !s.retired && s.sas.is_empty())
             .map(|s| s.retry_at.unwrap_or(self.cfg.start))
             .min()
     }
@@ -108,7 +111,11 @@ impl GatewayCore {
         };
         for idx in 0..self.sites.len() {
             let s = &self.sites[idx];
-            if !s.cfg.initiate || !s.sas.is_empty() || s.retry_at.is_some_and(|t| t > now) {
+            if !s.cfg.initiate
+                || s.retired
+                || !s.sas.is_empty()
+                || s.retry_at.is_some_and(|t| t > now)
+            {
                 continue;
             }
             let ic = initiator_config(&rc, &s.cfg);
@@ -144,7 +151,11 @@ impl GatewayCore {
         ike_id: &str,
         initial_contact: bool,
     ) {
-        let Some(idx) = self.sites.iter().position(|s| s.cfg.peer.name == name) else {
+        let Some(idx) = self
+            .sites
+            .iter()
+            .position(|s| !s.retired && s.cfg.peer.name == name)
+        else {
             return;
         };
         let serial = self
@@ -215,12 +226,15 @@ impl GatewayCore {
             InitiatorEvent::ChildRekeyed { our_spi, sa, .. } => {
                 // We started the rekey and the peer answered: it has the new SA.
                 self.esp_install(id, our_spi, *sa, false);
-                if let Some(e) = self.ike(id) {
+                *self.counters.rekeys.get_mut(Protocol::Site) += 1;
+                if let Some(e) = self.ike_mut(id) {
+                    e.common.last_handshake = Some(now);
                     debug!(connection = %e.common.client.as_deref().unwrap_or("?"), our_spi, "CHILD SA rekeyed");
                 }
             }
             InitiatorEvent::ChildDeleted { our_spi } => self.esp_remove(id, our_spi),
             InitiatorEvent::AuthFailed(reason) => {
+                self.counters.refused(&reason);
                 if let Some(e) = self.ike(id) {
                     warn!(connection = %e.common.client.as_deref().unwrap_or("?"), remote = %e.sa.peer(), reason = %reason, "connection refused");
                 }
@@ -246,6 +260,8 @@ impl GatewayCore {
         e.established = Some(now);
         e.connected = true;
         e.common.connected_at = Some(now);
+        e.common.last_handshake = Some(now);
+        e.common.cipher = Some(crate::ikev2::proposal_names::esp_display_name(cipher));
         let Some(idx) = e.site else {
             return;
         };
@@ -254,6 +270,7 @@ impl GatewayCore {
             IkeSa::Initiator(_) => "initiator",
             IkeSa::Responder(_) => "responder",
         };
+        *self.counters.handshakes_ok.get_mut(Protocol::Site) += 1;
         // The gateway whose identity sorts first keeps the SAs it started.
         let peer = self.sites[idx].cfg.peer.clone();
         let we_win = peer.local_id < peer.remote_id;
@@ -387,7 +404,7 @@ impl GatewayCore {
             debug!(connection = %name, reason = %reason, "redundant SA gone");
         }
         let s = &mut self.sites[idx];
-        if s.sas.is_empty() && s.cfg.initiate {
+        if s.sas.is_empty() && s.cfg.initiate && !s.retired {
             s.failures = s.failures.saturating_add(1);
             let backoff = Duration::from_secs(1u64 << s.failures.min(5)).min(MAX_BACKOFF);
             s.retry_at = Some(now + backoff);
@@ -398,6 +415,37 @@ impl GatewayCore {
                 reason: reason.to_owned(),
             });
         }
+    }
+
+    /// Applies a reloaded list of this worker's connections: a connection removed or
+    /// changed is retired (its SAs are deleted, its routes go), a new or changed one starts
+    /// afresh; untouched ones keep their SAs. Returns the SAs deleted.
+    pub(super) fn set_sites(&mut self, now: Instant, new: &[SiteConfig]) -> usize {
+        let mut ended = 0;
+        for idx in 0..self.sites.len() {
+            let s = &self.sites[idx];
+            if s.retired || new.contains(&s.cfg) {
+                continue;
+            }
+            let name = s.cfg.peer.name.clone();
+            let sas = s.sas.clone();
+            info!(connection = %name, "connection removed or changed by a reload: its SAs end");
+            self.sites[idx].retired = true;
+            for id in sas {
+                if let Some(e) = self.ike_mut(id) {
+                    e.sa.delete(now, "the connection was removed or changed by a reload");
+                    ended += 1;
+                }
+                self.dirty.push(id);
+            }
+        }
+        for cfg in new {
+            if !self.sites.iter().any(|s| !s.retired && s.cfg == *cfg) {
+                info!(connection = %cfg.peer.name, remote = %cfg.remote, "connection added by a reload");
+                self.sites.extend(site_conns(std::slice::from_ref(cfg)));
+            }
+        }
+        ended
     }
 
     /// A removed tunnel leaves its connection's lists (if `site_sa_gone` did not run).

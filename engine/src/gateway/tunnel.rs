@@ -26,6 +26,10 @@ pub(super) struct Common {
     pub(super) connected_at: Option<Instant>,
     /// Ended because its certificate was revoked (it may still be closing).
     pub(super) revoked: bool,
+    /// The data cipher it connected with (`AES-256-GCM`, ESP's suite name).
+    pub(super) cipher: Option<String>,
+    /// When its keys were last (re)negotiated.
+    pub(super) last_handshake: Option<Instant>,
 }
 
 /// How an OpenVPN session reaches its client.
@@ -61,6 +65,8 @@ pub(super) struct IkeTunnel {
     pub(super) local_spis: Vec<u64>,
     pub(super) rx_bytes: u64,
     pub(super) tx_bytes: u64,
+    pub(super) rx_packets: u64,
+    pub(super) tx_packets: u64,
     /// Its first CHILD SA is up.
     pub(super) connected: bool,
     /// The site connection (index) it belongs to.
@@ -161,6 +167,8 @@ impl IkeTunnel {
             local_spis: Vec::new(),
             rx_bytes: 0,
             tx_bytes: 0,
+            rx_packets: 0,
+            tx_packets: 0,
             connected: false,
             site,
             established: None,
@@ -210,6 +218,27 @@ impl Tunnel {
             Tunnel::OpenVpn(_) => Protocol::OpenVpnTcp,
             Tunnel::Ike(t) if t.site.is_some() => Protocol::Site,
             Tunnel::Ike(_) => Protocol::Ikev2,
+        }
+    }
+
+    /// Its inner traffic so far.
+    pub(super) fn traffic(&self) -> super::Traffic {
+        match self {
+            Tunnel::OpenVpn(t) => {
+                let s = &t.session.stats;
+                super::Traffic {
+                    rx_bytes: s.rx_bytes,
+                    tx_bytes: s.tx_bytes,
+                    rx_packets: s.rx_packets,
+                    tx_packets: s.tx_packets,
+                }
+            }
+            Tunnel::Ike(t) => super::Traffic {
+                rx_bytes: t.rx_bytes,
+                tx_bytes: t.tx_bytes,
+                rx_packets: t.rx_packets,
+                tx_packets: t.tx_packets,
+            },
         }
     }
 

@@ -1,5 +1,6 @@
 //! `gateway.toml`: the gateway's configuration. Paths in it are relative to the file.
 
+mod admin;
 mod connection;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -10,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use admin::{AdminConfig, SOCKET_ENV};
 pub use connection::{
     AuthKind, Connection, ConnectionAuth, ConnectionConfig, ConnectionKind, DEFAULT_CHILD_LIFETIME,
     DEFAULT_CONNECTION_DPD, DEFAULT_IKE_LIFETIME, DEFAULT_REMOTE_PORT,
@@ -65,6 +67,9 @@ pub struct GatewayConfig {
     /// IKEv2 listeners.
     #[serde(default)]
     pub ikev2: Ikev2Config,
+    /// The admin API, web console and metrics.
+    #[serde(default, skip_serializing_if = "is_default_admin")]
+    pub admin: AdminConfig,
     /// Site-to-site and VNet-to-VNet tunnels (`[[connection]]` tables).
     #[serde(default, rename = "connection", skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<ConnectionConfig>,
@@ -279,6 +284,10 @@ fn default_pool() -> Ipv4Net {
 fn default_tun_name() -> String {
     "gatehouse0".into()
 }
+fn is_default_admin(a: &AdminConfig) -> bool {
+    *a == AdminConfig::default()
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -371,6 +380,7 @@ impl GatewayConfig {
             client_pool: default_pool(),
             dns: Vec::new(),
             full_tunnel: false,
+            admin: AdminConfig::default(),
             tun_name: default_tun_name(),
             tun_mtu: default_mtu(),
             workers: 0,
@@ -412,6 +422,7 @@ impl GatewayConfig {
                 );
             }
         }
+        self.admin.validate()?;
         if self.tun_name.is_empty() || self.tun_name.len() > 15 {
             bail!("`tun_name` must be 1-15 characters (a Linux interface name)");
         }

@@ -50,6 +50,47 @@ pub fn crls_in(pem: &[u8]) -> Result<Vec<CrlInfo>> {
         .collect()
 }
 
+/// What operators are shown of a `crl.pem`: its age, its freshness, how many it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlFacts {
+    /// The first CRL's `thisUpdate`.
+    pub this_update: OffsetDateTime,
+    /// The earliest `nextUpdate` of its CRLs.
+    pub next_update: Option<OffsetDateTime>,
+    /// Certificates listed, over all its CRLs.
+    pub revoked: usize,
+}
+
+/// The [`CrlFacts`] of `pem`.
+pub fn crl_facts(pem: &[u8]) -> Result<CrlFacts> {
+    let crls = gatehouse_engine::openvpn::tls::crls_from_pem(pem)?;
+    let mut facts: Option<CrlFacts> = None;
+    for der in &crls {
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(der.as_ref())
+                .map_err(|e| anyhow::anyhow!("unparsable CRL: {e}"))?;
+        let next = crl.next_update().map(|t| t.to_datetime());
+        let n = crl.iter_revoked_certificates().count();
+        match &mut facts {
+            None => {
+                facts = Some(CrlFacts {
+                    this_update: crl.last_update().to_datetime(),
+                    next_update: next,
+                    revoked: n,
+                })
+            }
+            Some(f) => {
+                f.revoked += n;
+                f.next_update = match (f.next_update, next) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+    }
+    facts.context("no CRL in the file")
+}
+
 /// The `nextUpdate` of the first CRL in `pem` (the root's, in a file `gatehouse-certs`
 /// wrote), if it has one.
 #[cfg(test)]

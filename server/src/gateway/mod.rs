@@ -20,8 +20,11 @@
 //! handed to the worker its client's address steers to, which then runs it), reloads the CRL and hands it to every worker, writes the status
 //! file from what the workers publish, and stops them on SIGINT/SIGTERM.
 
+mod capture;
+mod control;
 mod core_config;
 mod crl_upkeep;
+mod handle;
 mod handshakes;
 mod tcp;
 mod worker;
@@ -39,15 +42,18 @@ use gatehouse_engine::openvpn::server::ServerConfig;
 use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::GatewayConfig;
-use crate::status::{ConnectionStatus, GatewayStatus};
 use crate::tls::{FileStamp, PkiPaths};
 use tcp::{Limits, TcpTimeouts};
 use worker::{Msg, Published, Reload, WorkerSetup, WorkerSockets};
 
+pub use capture::{Capture, CaptureTap, Captured};
 pub use core_config::{check_enabled, site_peers};
+pub use crl_upkeep::{CrlFacts, crl_facts};
+use handle::Control;
+pub use handle::{Facts, GatewayHandle, Snapshot};
 
 /// Socket buffer size asked of the kernel: bursts at Gbit/s overflow the 208 KiB default.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -166,10 +172,16 @@ pub struct Gateway {
     /// hash, and the workers hand packets over more often).
     steered: bool,
     offload: bool,
-    /// Where `gateway.toml` (and `status.json`) live.
+    /// Where `gateway.toml` lives.
     config_dir: PathBuf,
+    /// The configuration file (re-read by a reload).
+    config_path: PathBuf,
     /// Open TCP connections against their caps, and the accept loop's drop counters.
     tcp_limits: Arc<Limits>,
+    /// Packet captures (the workers offer packets to it).
+    tap: Arc<CaptureTap>,
+    /// What the admin API reports of the gateway.
+    facts: Arc<Mutex<Facts>>,
 }
 
 /// The kernel's count of packets TUN device `name` dropped on the way to the gateway (its
@@ -194,7 +206,11 @@ type Group = Vec<Option<std::net::UdpSocket>>;
 
 impl Gateway {
     /// Loads TLS material, creates the TUN device and binds the listeners.
-    pub async fn bind(cfg: GatewayConfig, config_dir: PathBuf) -> Result<Self> {
+    pub async fn bind(cfg: GatewayConfig, config_path: PathBuf) -> Result<Self> {
+        let config_dir = match config_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let nofile = raise_nofile_limit();
         let pki_dir = cfg.pki_path(&config_dir);
         let pki = PkiPaths::new(&pki_dir, &cfg.server_cert);
@@ -309,6 +325,7 @@ impl Gateway {
         let published: Vec<Arc<Mutex<Published>>> = (0..n)
             .map(|_| Arc::new(Mutex::new(Published::default())))
             .collect();
+        let tap = Arc::new(CaptureTap::default());
         let mut workers = Vec::with_capacity(n);
         for (index, ((core, tun), inbox)) in
             cores.into_iter().zip(queues).zip(receivers).enumerate()
@@ -328,9 +345,24 @@ impl Gateway {
                 published: published[index].clone(),
                 tcp_timeouts,
                 handshakes: None,
+                tap: tap.clone(),
             });
         }
+        let facts = Arc::new(Mutex::new(Facts {
+            listeners: listeners(&cfg),
+            pool: cfg.client_pool,
+            workers: n,
+            crl: pki.crl.clone(),
+            started: std::time::SystemTime::now(),
+            started_at: Instant::now(),
+            sites: conns
+                .iter()
+                .map(|c| (c.name.clone(), c.remote_address_space.clone()))
+                .collect(),
+        }));
         Ok(Self {
+            tap,
+            facts,
             cfg,
             pki,
             pki_dir,
@@ -344,6 +376,7 @@ impl Gateway {
             steered,
             offload,
             config_dir,
+            config_path,
             tcp_limits,
         })
     }
@@ -359,6 +392,19 @@ impl Gateway {
         }
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing SIGTERM handler")?;
+        let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing SIGHUP handler")?;
+        let (control_tx, mut control_rx) = mpsc::channel::<Control>(16);
+        let handle = GatewayHandle {
+            inboxes: self.inboxes.clone(),
+            published: Arc::new(self.published.clone()),
+            control: control_tx,
+            tcp_limits: self.tcp_limits.clone(),
+            facts: self.facts.clone(),
+            capture: self.tap.clone(),
+        };
+        let admin =
+            crate::admin::start(&self.cfg, &self.config_dir, &self.pki, handle.clone()).await?;
         let n = self.workers.len();
         if !self.offload {
             warn!(tun = %self.cfg.tun_name, "the kernel refused TUN offload (virtio-net headers); packets move one per read");
@@ -402,6 +448,7 @@ impl Gateway {
             tun_offload = self.offload,
             tcp_max_connections = self.tcp_limits.max_total(),
             tcp_max_per_ip = self.tcp_limits.max_per_ip(),
+            admin = %admin.summary,
             "gateway ready"
         );
         let (notifier, problem) = gatehouse_netio::notify::Notifier::from_env();
@@ -421,8 +468,8 @@ impl Gateway {
             )),
         );
         let mut watchdog = notifier.watchdog_timer();
-        let mut files_tick = tokio::time::interval(Duration::from_secs(2));
-        files_tick.tick().await;
+        let mut crl_tick = tokio::time::interval(Duration::from_secs(2));
+        crl_tick.tick().await;
         let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
         stats_tick.tick().await;
         loop {
@@ -430,10 +477,12 @@ impl Gateway {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
                 _ = watchdog.due() => notified("WATCHDOG", notifier.watchdog()),
-                _ = files_tick.tick() => {
-                    self.check_crl().await;
-                    self.write_status();
-                }
+                _ = crl_tick.tick() => self.check_crl().await,
+                _ = sighup.recv() => match self.reload_config().await {
+                    Ok(r) => info!(changes = ?r.changes, tunnels_ended = r.tunnels_ended, "SIGHUP: configuration reloaded"),
+                    Err(e) => warn!(error = %e, "SIGHUP: configuration not reloaded; the running one stays"),
+                },
+                Some(c) = control_rx.recv() => self.control(c, &handle).await,
                 _ = stats_tick.tick() => {
                     crl_upkeep::refresh_if_due(&self.pki_dir, &self.pki.crl, time::OffsetDateTime::now_utc());
                     let (s, drops, leased) = self.merged();
@@ -459,8 +508,7 @@ impl Gateway {
             }
         });
         let _ = joined.await;
-        // A status file left behind would show a stopped gateway as running for a while.
-        let _ = std::fs::remove_file(crate::status::path(&self.config_dir));
+        drop(admin);
         let (_, drops, _) = self.merged();
         info!(drops = %drops, "gateway stopped");
         Ok(())
@@ -521,19 +569,13 @@ impl Gateway {
 
     /// The workers' last published status, drop counters and leases, added up.
     fn merged(&self) -> (CoreStatus, Drops, usize) {
-        let mut merged = CoreStatus {
-            clients: Vec::new(),
-            sites: Vec::new(),
-            tunnels: 0,
-        };
+        let mut merged = CoreStatus::empty();
         let mut drops = Drops::default();
         let mut leased = 0;
         for p in &self.published {
             let p = p.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(s) = &p.status {
-                merged.clients.extend(s.clients.iter().cloned());
-                merged.sites.extend(s.sites.iter().cloned());
-                merged.tunnels += s.tunnels;
+                merged.merge(s);
             }
             drops.add(&p.drops);
             // One pool: every worker sees the same count.
@@ -542,47 +584,6 @@ impl Gateway {
         // Connections refused or shed at accept (counted on this thread).
         drops.add(&self.tcp_limits.drops());
         (merged, drops, leased)
-    }
-
-    /// Rewrites `status.json` for `gatehoused status` from what the workers published.
-    fn write_status(&self) {
-        let (mut merged, drops, _) = self.merged();
-        // Connections in configuration order, whichever worker holds them (the names as
-        // written: resolving them again would re-read every key file every 2 s).
-        let order: Vec<&str> = self
-            .cfg
-            .connections
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        merged.sites.sort_by_key(|s| {
-            order
-                .iter()
-                .position(|n| *n == s.name)
-                .unwrap_or(usize::MAX)
-        });
-        let status = GatewayStatus {
-            updated: crate::status::now_secs(),
-            clients: merged.clients.len(),
-            tcp_connections: self.tcp_limits.open(),
-            drops: drops.to_string(),
-            connections: merged
-                .sites
-                .into_iter()
-                .map(|c| ConnectionStatus {
-                    name: c.name,
-                    kind: c.kind,
-                    remote: c.remote,
-                    state: c.state,
-                    detail: c.detail,
-                    rx_bytes: c.rx_bytes,
-                    tx_bytes: c.tx_bytes,
-                })
-                .collect(),
-        };
-        if let Err(e) = crate::status::write(&self.config_dir, &status) {
-            debug!(error = %format!("{e:#}"), "cannot write the status file");
-        }
     }
 }
 

@@ -21,9 +21,10 @@ use gatehouse_engine::ikev2::responder::ResponderConfig;
 use gatehouse_engine::openvpn::server::ServerConfig;
 use gatehouse_netio::tun::{TunReader, TunWriter};
 use gatehouse_netio::udp::{BatchSocket, RecvBatch, SendQueue};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::capture::CaptureTap;
 use super::handshakes::Handshakes;
 use super::tcp::{Permit, TcpEvent, TcpTimeouts};
 
@@ -56,6 +57,20 @@ pub(super) enum Msg {
     },
     /// Reload the CRL and the configurations that carry it.
     Reload(Arc<Reload>),
+    /// Apply a reloaded configuration; answers the tunnels it ended, or why it cannot.
+    Reconfigure(
+        Box<gatehouse_engine::gateway::CoreConfig>,
+        oneshot::Sender<Result<usize, String>>,
+    ),
+    /// Report the status now (admin API).
+    Query(oneshot::Sender<Report>),
+    /// End the sessions of a certificate name (admin API); answers how many ended.
+    Disconnect {
+        /// The certificate name.
+        client: String,
+        /// Where the count goes.
+        reply: oneshot::Sender<usize>,
+    },
     /// Shut down.
     Stop,
 }
@@ -64,6 +79,13 @@ pub(super) enum Msg {
 #[derive(Default)]
 pub(super) struct Published {
     pub status: Option<CoreStatus>,
+    pub drops: Drops,
+    pub leased: usize,
+}
+
+/// A worker's answer to [`Msg::Query`].
+pub(crate) struct Report {
+    pub status: CoreStatus,
     pub drops: Drops,
     pub leased: usize,
 }
@@ -88,6 +110,8 @@ pub(super) struct WorkerSetup {
     pub tcp_timeouts: TcpTimeouts,
     /// The handshake threads (None: handshakes run on the worker).
     pub handshakes: Option<Handshakes>,
+    /// Packet captures.
+    pub tap: Arc<CaptureTap>,
 }
 
 /// A TCP connection as the worker holds it: dropping it closes the connection (once what is
@@ -150,6 +174,7 @@ struct Worker {
     /// Where handshake jobs go, and where their results come back.
     handshakes: Option<Handshakes>,
     done_tx: mpsc::UnboundedSender<JobDone>,
+    tap: Arc<CaptureTap>,
 }
 
 /// Runs a worker on the calling thread until it is told to stop.
@@ -176,6 +201,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             published,
             tcp_timeouts,
             handshakes,
+            tap,
         } = setup;
         let worker = Worker {
             index,
@@ -195,6 +221,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             tcp_timeouts,
             handshakes,
             done_tx,
+            tap,
         };
         worker.serve(inbox, tcp_rx, done_rx, tun_mtu).await;
         Ok(())
@@ -362,6 +389,9 @@ impl Worker {
                     .core
                     .handle_forwarded_datagram(now, listener, remote, &bytes)
                 {
+                    if self.tap.is_on() {
+                        self.tap.offer(p);
+                    }
                     self.tun_out.push(p);
                 }
                 self.flush();
@@ -393,6 +423,23 @@ impl Worker {
                 ),
                 Err(e) => warn!(error = %e, "cannot serve a TCP connection"),
             },
+            Msg::Reconfigure(cfg, reply) => {
+                let r = self.core.reconfigure(now, *cfg).map_err(|e| e.to_string());
+                self.flush();
+                let _ = reply.send(r);
+            }
+            Msg::Query(reply) => {
+                let _ = reply.send(Report {
+                    status: self.core.status(now),
+                    drops: self.core.drops().clone(),
+                    leased: self.core.leased_count(),
+                });
+            }
+            Msg::Disconnect { client, reply } => {
+                let n = self.core.disconnect(now, &client);
+                self.flush();
+                let _ = reply.send(n);
+            }
             Msg::Reload(r) => {
                 if let Some(ike) = &r.ike {
                     self.core.set_ikev2_config(ike.clone());
@@ -437,6 +484,9 @@ impl Worker {
                     self.tun_out.flush(&self.tun).await;
                 }
                 if let Some(p) = self.core.handle_datagram(now, l, from, d) {
+                    if self.tap.is_on() {
+                        self.tap.offer(p);
+                    }
                     self.tun_out.push(p);
                 }
                 self.flush();
@@ -445,6 +495,9 @@ impl Worker {
     }
 
     fn tun_packet(&mut self, now: Instant, packet: &[u8]) {
+        if self.tap.is_on() {
+            self.tap.offer(packet);
+        }
         let Some((dest, bytes)) = self.core.handle_tun_packet(now, packet) else {
             return;
         };
@@ -500,6 +553,9 @@ impl Worker {
                         self.tun_out.flush(&self.tun).await;
                     }
                     if let Some(p) = self.core.handle_stream_packet(now, conn, packet) {
+                        if self.tap.is_on() {
+                            self.tap.offer(p);
+                        }
                         self.tun_out.push(p);
                     }
                     self.flush();

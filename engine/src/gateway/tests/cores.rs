@@ -262,17 +262,19 @@ impl Cores {
         Ok(n)
     }
 
+    pub fn disconnect(&mut self, now: Instant, client: &str) -> usize {
+        let mut n = 0;
+        for c in &mut self.cores {
+            n += c.disconnect(now, client);
+        }
+        self.settle(now);
+        n
+    }
+
     pub fn status(&self, now: Instant) -> CoreStatus {
-        let mut s = CoreStatus {
-            clients: Vec::new(),
-            sites: Vec::new(),
-            tunnels: 0,
-        };
+        let mut s = CoreStatus::empty();
         for c in &self.cores {
-            let one = c.status(now);
-            s.clients.extend(one.clients);
-            s.sites.extend(one.sites);
-            s.tunnels += one.tunnels;
+            s.merge(&c.status(now));
         }
         s.clients.sort_by_key(|c| c.tunnel);
         s

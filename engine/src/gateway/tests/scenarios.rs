@@ -447,6 +447,121 @@ fn revocation_ends_exactly_the_revoked_tunnels() {
     for_seeds("revocation", 20, revocation);
 }
 
+/// Scenario 2b: an operator disconnects one OpenVPN and one IKEv2 client by name; the
+/// others keep working; the running totals count handshakes, traffic (never going down when
+/// a session ends) and the disconnects.
+fn operator_disconnect(seed: u64) {
+    let mut sim = Sim::new(seed, Options::default());
+    let cs = start_clients(
+        &mut sim,
+        &[(Start::Udp, 2), (Start::Tcp, 1), (Start::Ike, 2)],
+        0,
+    );
+    sim.connect_all(&cs, secs(60));
+    sim.link = super::sim::Link::clean();
+    round_all_delivered(&mut sim);
+    let before = sim.core.status(sim.now);
+    let ok = |p| *before.counters.handshakes_ok.get(p);
+    if ok(Protocol::OpenVpnUdp) < 2 || ok(Protocol::OpenVpnTcp) < 1 || ok(Protocol::Ikev2) < 2 {
+        fail!(
+            sim,
+            "handshakes counted: {:?}",
+            before.counters.handshakes_ok
+        );
+    }
+    for c in &before.clients {
+        if c.cipher.is_empty() || c.last_handshake_secs.is_none() || c.traffic.rx_packets == 0 {
+            fail!(sim, "session detail missing: {c:?}");
+        }
+    }
+    let rx_before: u64 = before
+        .counters
+        .ended_traffic
+        .0
+        .iter()
+        .map(|t| t.rx_bytes)
+        .sum();
+    let v_ovpn = *cs
+        .iter()
+        .find(|&&c| sim.clients[c].protocol() != Protocol::Ikev2)
+        .unwrap();
+    let v_ike = *cs
+        .iter()
+        .find(|&&c| sim.clients[c].protocol() == Protocol::Ikev2)
+        .unwrap();
+    let victims = [v_ovpn, v_ike];
+    let tunnels: Vec<_> = victims
+        .iter()
+        .map(|&v| sim.clients[v].tunnel.unwrap())
+        .collect();
+    sim.strict = false;
+    for &v in &victims {
+        let name = sim.clients[v].name.clone();
+        let now = sim.now;
+        let n = sim.core.disconnect(now, &name);
+        if n != 1 {
+            fail!(
+                sim,
+                "disconnect {name} ended {n} sessions, not 1: {:?}",
+                sim.core.status(now).clients
+            );
+        }
+        check_no_route(&mut sim, v);
+    }
+    let now = sim.now;
+    if sim.core.disconnect(now, "nobody") != 0 {
+        fail!(sim, "disconnect of an unknown name ended a session");
+    }
+    sim.run_for(secs(5));
+    for (&v, &t) in victims.iter().zip(&tunnels) {
+        let ended = sim.events.iter().any(|e| {
+            matches!(e, Event::Disconnected { tunnel, reason, .. } if *tunnel == t && reason.contains("operator"))
+        });
+        if !ended {
+            fail!(
+                sim,
+                "{}: no Disconnected by the operator",
+                sim.clients[v].name
+            );
+        }
+    }
+    if !ovpn_events(&mut sim, v_ovpn)
+        .iter()
+        .any(|e| matches!(e, crate::openvpn::client::ClientEvent::Closed(_)))
+    {
+        fail!(sim, "{} was not told to go", sim.clients[v_ovpn].name);
+    }
+    if sim.clients[v_ike].ike().closed.is_none() {
+        fail!(sim, "{} did not get the Delete", sim.clients[v_ike].name);
+    }
+    for &v in &victims {
+        sim.remove_client(v);
+    }
+    sim.strict = true;
+    round_all_delivered(&mut sim);
+    sim.check_status();
+    let after = sim.core.status(sim.now);
+    let rx_after: u64 = after
+        .counters
+        .ended_traffic
+        .0
+        .iter()
+        .map(|t| t.rx_bytes)
+        .sum();
+    if after.counters.disconnected != 2 || rx_after <= rx_before {
+        fail!(
+            sim,
+            "disconnected {} (want 2), rx bytes {rx_before} -> {rx_after}",
+            after.counters.disconnected
+        );
+    }
+}
+
+#[test]
+fn an_operator_disconnect_ends_exactly_that_session() {
+    for_seeds("operator_disconnect", 10, operator_disconnect);
+}
+
 /// Scenario 3: an OpenVPN UDP client and an IKEv2 client change address mid-session; forged
 /// and replayed packets from a third address move nothing.
 fn roaming(seed: u64) {

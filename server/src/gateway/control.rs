@@ -1,0 +1,252 @@
+//! The control loop's answers to the admin API and SIGHUP: revoking a certificate and
+//! reloading gateway.toml.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::handle::{Control, GatewayHandle};
+use super::worker::Msg;
+use super::{Gateway, core_config};
+use crate::admin::model::{Reloaded, Revoked};
+use crate::config::GatewayConfig;
+
+/// The keys a reload cannot change (sockets, the TUN device and threads are set up at
+/// start), each with how to read it.
+fn restart_only(cfg: &GatewayConfig) -> Vec<(&'static str, String)> {
+    let o = &cfg.openvpn;
+    let i = &cfg.ikev2;
+    vec![
+        ("client_pool", cfg.client_pool.to_string()),
+        ("tun_name", cfg.tun_name.clone()),
+        ("tun_mtu", cfg.tun_mtu.to_string()),
+        ("workers", cfg.workers.to_string()),
+        ("handshake_threads", cfg.handshake_threads.to_string()),
+        ("pki_dir", cfg.pki_dir.display().to_string()),
+        ("server_cert", cfg.server_cert.clone()),
+        ("admin", format!("{:?}", cfg.admin)),
+        ("openvpn.listen", o.listen.to_string()),
+        ("openvpn.udp_port", o.udp_port.to_string()),
+        ("openvpn.tcp_port", o.tcp_port.to_string()),
+        (
+            "openvpn.tcp_max_connections",
+            o.tcp_max_connections.to_string(),
+        ),
+        ("openvpn.tcp_max_per_ip", o.tcp_max_per_ip.to_string()),
+        (
+            "openvpn.tcp_handshake_timeout",
+            o.tcp_handshake_timeout.clone(),
+        ),
+        ("ikev2.enabled", i.enabled.to_string()),
+        ("ikev2.listen", i.listen.to_string()),
+        ("ikev2.ike_port", i.ike_port.to_string()),
+        ("ikev2.natt_port", i.natt_port.to_string()),
+    ]
+}
+
+/// What changed between `old` and `new`, one line each, for the log and the API.
+fn changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let list = |v: &[String]| format!("[{}]", v.join(", "));
+    let nets = |v: &[ipnet::Ipv4Net]| list(&v.iter().map(ToString::to_string).collect::<Vec<_>>());
+    if old.address_space != new.address_space {
+        out.push(format!(
+            "address_space: {} -> {}",
+            nets(&old.address_space),
+            nets(&new.address_space)
+        ));
+    }
+    if old.dns != new.dns {
+        let ips =
+            |v: &[std::net::IpAddr]| list(&v.iter().map(ToString::to_string).collect::<Vec<_>>());
+        out.push(format!("dns: {} -> {}", ips(&old.dns), ips(&new.dns)));
+    }
+    if old.full_tunnel != new.full_tunnel {
+        out.push(format!(
+            "full_tunnel: {} -> {}",
+            old.full_tunnel, new.full_tunnel
+        ));
+    }
+    if old.public_addr != new.public_addr {
+        out.push(format!(
+            "public_addr: {} -> {}",
+            old.public_addr, new.public_addr
+        ));
+    }
+    if old.openvpn != new.openvpn {
+        out.push("[openvpn] settings changed (ciphers, timers or wrapper)".to_owned());
+    }
+    if old.ikev2 != new.ikev2 {
+        out.push("[ikev2] settings changed".to_owned());
+    }
+    for c in &new.connections {
+        match old.connections.iter().find(|o| o.name == c.name) {
+            None => out.push(format!("connection added: {}", c.name)),
+            Some(o) if o != c => out.push(format!("connection changed: {}", c.name)),
+            Some(_) => {}
+        }
+    }
+    for o in &old.connections {
+        if !new.connections.iter().any(|c| c.name == o.name) {
+            out.push(format!("connection removed: {}", o.name));
+        }
+    }
+    out
+}
+
+impl Gateway {
+    /// Carries out an order from the admin API.
+    pub(super) async fn control(&mut self, c: Control, handle: &GatewayHandle) {
+        match c {
+            Control::Revoke { name, reply } => {
+                let r = self
+                    .revoke(&name, handle)
+                    .await
+                    .map_err(|e| format!("{e:#}"));
+                let _ = reply.send(r);
+            }
+            Control::Reload { reply } => {
+                let r = self.reload_config().await;
+                match &r {
+                    Ok(r) => {
+                        info!(changes = ?r.changes, tunnels_ended = r.tunnels_ended, "configuration reloaded (admin API)")
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "configuration not reloaded (admin API); the running one stays")
+                    }
+                }
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Revokes `name` in the PKI's registry, rewrites the CRL and applies it now.
+    async fn revoke(&mut self, name: &str, handle: &GatewayHandle) -> Result<Revoked> {
+        let dir = self.pki_dir.clone();
+        let who = name.to_owned();
+        let record = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut pki = gatehouse_certs::Pki::open(&dir)
+                .with_context(|| format!("opening the PKI {}", dir.display()))?;
+            Ok(pki.revoke(&who, gatehouse_certs::Reason::Unspecified)?)
+        })
+        .await
+        .context("the revocation task failed")??;
+        let open = handle
+            .snapshot()
+            .await
+            .status
+            .clients
+            .iter()
+            .filter(|c| c.client == record.name)
+            .count();
+        info!(name = %record.name, serial = %record.serial, "certificate revoked (admin API)");
+        // The CRL file changed: load it now rather than on the next tick.
+        self.check_crl().await;
+        Ok(Revoked {
+            name: record.name,
+            serial: record.serial,
+            sessions_ended: open,
+        })
+    }
+
+    /// Re-reads gateway.toml and applies what changed; an invalid file, or a change that
+    /// needs a restart, is refused whole and the running configuration stays.
+    pub(super) async fn reload_config(&mut self) -> Result<Reloaded, String> {
+        self.try_reload().await.map_err(|e| format!("{e:#}"))
+    }
+
+    async fn try_reload(&mut self) -> Result<Reloaded> {
+        let path = self.config_path.clone();
+        let new = GatewayConfig::load(&path)?;
+        for ((key, old), (_, now)) in restart_only(&self.cfg).into_iter().zip(restart_only(&new)) {
+            if old != now {
+                bail!(
+                    "`{key}` changed ({old} -> {now}): it takes a restart of gatehoused; nothing was applied"
+                );
+            }
+        }
+        let conns = new
+            .connections(&self.config_dir)
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        let changes = changes(&self.cfg, &new);
+        let now = Instant::now();
+        let mut cfgs = Vec::with_capacity(self.inboxes.len());
+        for _ in 0..self.inboxes.len() {
+            cfgs.push(core_config::build(
+                &new,
+                &self.config_dir,
+                &self.pki,
+                &conns,
+                now,
+            )?);
+        }
+        // Routes into TUN for the sites' prefixes: new ones now, old ones once unused.
+        let old_prefixes: Vec<ipnet::Ipv4Net> = self
+            .cfg
+            .connections(&self.config_dir)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|c| c.remote_address_space.clone())
+            .collect();
+        let new_prefixes: Vec<ipnet::Ipv4Net> = conns
+            .iter()
+            .flat_map(|c| c.remote_address_space.clone())
+            .collect();
+        crate::tun::add_routes(&self.cfg.tun_name, &new_prefixes)?;
+        let mut waits = Vec::new();
+        for (tx, c) in self.inboxes.iter().zip(cfgs) {
+            let (reply, rx) = oneshot::channel();
+            tx.send(Msg::Reconfigure(Box::new(c), reply))
+                .await
+                .map_err(|_| anyhow::anyhow!("a worker stopped"))?;
+            waits.push(rx);
+        }
+        let mut ended = 0;
+        let mut failed = None;
+        for rx in waits {
+            match rx.await {
+                Ok(Ok(n)) => ended += n,
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => failed = Some("a worker stopped".to_owned()),
+            }
+        }
+        if let Some(e) = failed {
+            bail!("{e}");
+        }
+        let gone: Vec<ipnet::Ipv4Net> = old_prefixes
+            .into_iter()
+            .filter(|p| !new_prefixes.contains(p))
+            .collect();
+        crate::tun::del_routes(&self.cfg.tun_name, &gone);
+        {
+            let mut f = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+            f.listeners = super::listeners(&new);
+            f.sites = conns
+                .iter()
+                .map(|c| (c.name.clone(), c.remote_address_space.clone()))
+                .collect();
+        }
+        self.ovpn = match &self.ovpn_of(&new) {
+            Some(o) => o.clone(),
+            None => self.ovpn.clone(),
+        };
+        self.cfg = new;
+        Ok(Reloaded {
+            changes,
+            tunnels_ended: ended,
+        })
+    }
+
+    /// The OpenVPN configuration `cfg` gives (for later CRL reloads), if it builds.
+    fn ovpn_of(
+        &self,
+        cfg: &GatewayConfig,
+    ) -> Option<Arc<gatehouse_engine::openvpn::server::ServerConfig>> {
+        let mut o = crate::tls::openvpn_server_config(&self.pki, cfg).ok()?;
+        Arc::make_mut(&mut o).wrap = super::wrap::load(cfg, &self.config_dir, true).ok()?;
+        Some(o)
+    }
+}
