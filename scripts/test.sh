@@ -27,7 +27,9 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-li
   # A NAT whose mapping changes under a client (tests/src/nat.rs, tests/tests/roaming.rs).
   nftables conntrack
   # cargo-deb's dependency scan (dpkg-shlibdeps) and strip (tests/tests/deb_packages.rs).
-  dpkg-dev)
+  dpkg-dev
+  # The web console in a headless browser (tests/tests/admin_console.rs).
+  chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
