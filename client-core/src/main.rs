@@ -73,15 +73,7 @@ fn main() -> ExitCode {
                 ..
             }
     ) {
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_target(false)
-            .init();
+        gatehouse_netio::logging::init("GATEHOUSE_LOG");
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@
 //!
 //! Nothing here decides anything about a packet: the engine's state machines do.
 
+pub mod logging;
 #[cfg(unix)]
 pub mod notify;
 #[cfg(target_os = "linux")]

@@ -55,7 +55,7 @@ enum Command {
     /// reload, capture). Root and the group `gatehouse-admin` may use its socket.
     Ctl {
         /// The admin socket (default: the one `--data-dir`/`--config` names, else
-        /// $GATEHOUSE_ADMIN_SOCKET, else /var/lib/gatehoused/admin.sock).
+        /// $GATEHOUSE_ADMIN_SOCKET, else /run/gatehoused/admin.sock, the packaged gateway's).
         #[arg(long, global = true)]
         socket: Option<PathBuf>,
         /// Data directory of the running gateway.
@@ -110,15 +110,7 @@ impl InitArgs {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    gatehouse_netio::logging::init("GATEHOUSE_LOG");
     if let Err(e) = real_main(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -491,7 +491,13 @@ pub fn strip_ansi(s: &str) -> String {
 /// (`{"fields":{"message":..,..}}`).
 pub fn parse_event(line: &str, message: &str) -> Option<LogEvent> {
     let line = strip_ansi(line);
-    let trimmed = line.trim();
+    let mut trimmed = line.trim();
+    // The journal's priority prefix (`<6>`), as written when stderr is the journal.
+    if let [b'<', d, b'>', ..] = trimmed.as_bytes()
+        && d.is_ascii_digit()
+    {
+        trimmed = &trimmed[3..];
+    }
     if trimmed.starts_with('{') {
         return parse_json_event(trimmed, message);
     }

@@ -93,19 +93,42 @@ fn gatehoused_notifies_ready_watchdog_and_stopping() -> Result<()> {
 #[test]
 fn without_notify_socket_nothing_is_sent_and_the_gateway_runs() -> Result<()> {
     // The watchdog alone (no NOTIFY_SOCKET) must not make the gateway send anywhere or fail.
+    // Its stderr plays the journal stream (JOURNAL_STREAM names the log file's device and
+    // inode): lines carry the journal's priority prefix and no timestamp.
+    use std::os::unix::fs::MetadataExt;
     require_root();
     require_commands(&["ip"]);
     let dir = tempfile::tempdir()?;
     let topo = GatewayTopology::new("sm", 209, 1)?;
     let gw_dir = GatewayDir::for_topology(&dir.path().join("gateway"), &topo, "ghd209")?;
+    let log = dir.path().join("gatehoused.log");
+    std::fs::write(&log, "")?;
+    let m = std::fs::metadata(&log)?;
+    let stream = format!("{}:{}", m.dev(), m.ino());
     let gw = Gatehoused::start_with_env(
         &topo.gateway,
         &gw_dir,
-        &dir.path().join("gatehoused.log"),
-        &[("WATCHDOG_USEC", "200000")],
+        &log,
+        &[
+            ("WATCHDOG_USEC", "200000"),
+            ("JOURNAL_STREAM", stream.as_str()),
+        ],
     )?;
     std::thread::sleep(Duration::from_millis(600));
     gw.terminate(Duration::from_secs(20))?;
+    let text = std::fs::read_to_string(&log)?;
+    let ready = text
+        .lines()
+        .find(|l| l.contains("gateway ready"))
+        .unwrap_or_default();
+    ensure!(
+        ready.starts_with("<6>gateway ready"),
+        "`gateway ready` is not an info line in journal format (`<6>...`): {ready:?}\n{text}"
+    );
+    ensure!(
+        text.lines().any(|l| l.starts_with("<6>gateway stopped")),
+        "no `<6>gateway stopped` line:\n{text}"
+    );
     Ok(())
 }
 

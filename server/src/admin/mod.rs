@@ -162,7 +162,7 @@ pub fn default_socket() -> PathBuf {
     std::env::var_os(crate::config::SOCKET_ENV)
         .filter(|p| !p.is_empty())
         .map_or_else(
-            || PathBuf::from("/var/lib/gatehoused/admin.sock"),
+            || PathBuf::from("/run/gatehoused/admin.sock"),
             PathBuf::from,
         )
 }
