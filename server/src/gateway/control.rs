@@ -250,3 +250,49 @@ impl Gateway {
         Some(o)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> GatewayConfig {
+        toml::from_str(&format!("public_addr = \"vpn.example.com\"\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn changes_name_what_a_reload_applies() {
+        let old = cfg("dns = [\"10.0.0.53\"]\naddress_space = [\"10.1.0.0/16\"]\n");
+        let new =
+            cfg("dns = [\"10.0.0.54\"]\naddress_space = [\"10.1.0.0/16\"]\nfull_tunnel = true\n");
+        let c = changes(&old, &new);
+        assert_eq!(
+            c,
+            vec![
+                "dns: [10.0.0.53] -> [10.0.0.54]".to_owned(),
+                "full_tunnel: false -> true".to_owned()
+            ]
+        );
+        assert!(changes(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn restart_only_keys_are_the_ones_bound_at_start() {
+        let a = cfg("");
+        let b = cfg("tun_mtu = 1400\n[openvpn]\nudp_port = 1195\n");
+        let differ: Vec<&str> = restart_only(&a)
+            .into_iter()
+            .zip(restart_only(&b))
+            .filter(|(x, y)| x.1 != y.1)
+            .map(|(x, _)| x.0)
+            .collect();
+        assert_eq!(differ, vec!["tun_mtu", "openvpn.udp_port"]);
+        // What a reload applies is not among them.
+        let c = cfg("dns = [\"10.0.0.53\"]\nfull_tunnel = true\n");
+        assert!(
+            restart_only(&a)
+                .into_iter()
+                .zip(restart_only(&c))
+                .all(|(x, y)| x.1 == y.1)
+        );
+    }
+}
