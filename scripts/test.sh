@@ -29,7 +29,9 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-li
   # cargo-deb's dependency scan (dpkg-shlibdeps) and strip (tests/tests/deb_packages.rs).
   dpkg-dev
   # The web console in a headless browser (tests/tests/admin_console.rs).
-  chromium chromium-driver)
+  chromium chromium-driver
+  # The admin API on its Unix socket, and reading its pcap captures (tests/tests/admin_api.rs).
+  curl tshark)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
