@@ -216,7 +216,7 @@ fn steady_state_data_path_does_not_allocate() {
 
 /// One end of a site-to-site connection: a gateway core at `ip` whose LAN is `lan`, with one
 /// connection (PSK) to the gateway at `peer` whose LAN is `peer_lan`.
-fn site_core(
+pub(super) fn site_core(
     start: Instant,
     ip: &str,
     lan: &str,
@@ -225,6 +225,26 @@ fn site_core(
     peer_lan: &str,
     initiate: bool,
 ) -> GatewayCore {
+    let cfg = site_config(start, ip, lan, pool, peer, peer_lan, initiate);
+    let seed = u64::from(initiate) + 1;
+    let mut n = 0u64;
+    let entropy: EntropyFactory = Box::new(move || {
+        n += 1;
+        Box::new(SeededEntropy::new(seed * 1000 + n))
+    });
+    GatewayCore::new(cfg, entropy).unwrap()
+}
+
+/// The configuration of [`site_core`].
+pub(super) fn site_config(
+    start: Instant,
+    ip: &str,
+    lan: &str,
+    pool: &str,
+    peer: &str,
+    peer_lan: &str,
+    initiate: bool,
+) -> CoreConfig {
     let lan: Ipv4Net = lan.parse().unwrap();
     let peer_lan: Ipv4Net = peer_lan.parse().unwrap();
     let site = Arc::new(SitePeer {
@@ -240,7 +260,7 @@ fn site_core(
     });
     let mut rc = pki::responder_cfg();
     rc.sites = vec![site.clone()];
-    let cfg = CoreConfig {
+    CoreConfig {
         client_pool: pool.parse().unwrap(),
         address_space: vec![lan],
         dns: vec![],
@@ -263,14 +283,7 @@ fn site_core(
         }],
         unix_time: WALL_CLOCK_SECS,
         start,
-    };
-    let seed = u64::from(initiate) + 1;
-    let mut n = 0u64;
-    let entropy: EntropyFactory = Box::new(move || {
-        n += 1;
-        Box::new(SeededEntropy::new(seed * 1000 + n))
-    });
-    GatewayCore::new(cfg, entropy).unwrap()
+    }
 }
 
 /// Where a datagram from core `from_ip` sent from `listener` arrives at the other core: its
@@ -286,7 +299,7 @@ fn arrival(from_ip: &str, listener: Listener, to: SocketAddr) -> (Listener, Sock
 }
 
 /// Moves every datagram `a` (at `a_ip`) has for `b`; true if there was one.
-fn carry(a: &mut GatewayCore, a_ip: &str, b: &mut GatewayCore, now: Instant) -> bool {
+pub(super) fn carry(a: &mut GatewayCore, a_ip: &str, b: &mut GatewayCore, now: Instant) -> bool {
     let mut any = false;
     while let Some(t) = a.poll_transmit() {
         any = true;

@@ -9,6 +9,7 @@ mod ike_limits;
 mod model;
 mod mss;
 mod pki;
+mod reconfigure;
 mod scenarios;
 mod sim;
 mod streams;
