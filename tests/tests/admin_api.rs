@@ -20,10 +20,11 @@
 //! 4. edits gateway.toml (new `dns`, a second `[[connection]]`), `ctl reload` prints
 //!    "dns" and "connection added", the API lists the new connection, carol keeps pinging;
 //!    then an invalid file and SIGHUP: gatehoused logs "not reloaded" and keeps serving;
-//! 5. `ctl metrics` and the metrics listener show gatehouse_handshakes_total (>= 2),
+//!    a third client (charon-cmd `dave`) connecting afterwards is given the new DNS server;
+//! 5. `ctl metrics` and the metrics listener show gatehouse_handshakes_total (>= 3),
 //!    gatehouse_bytes_total (growing between two scrapes) and gatehouse_drops_total;
-//! 6. `ctl capture --tunnel carol --seconds 3 -w FILE` while carol pings: `tshark -r FILE`
-//!    shows her ICMP echo requests and replies.
+//! 6. `ctl capture --tunnel carol --seconds 3 -w FILE` while carol and dave ping:
+//!    `tshark -r FILE` shows her ICMP echo requests and replies, and none of dave's.
 //!
 //! Tag `ad`, subnet index 210.
 
@@ -538,7 +539,7 @@ fn parse_metrics(page: &str) -> (BTreeMap<String, f64>, Vec<String>) {
     (sums, typed)
 }
 
-/// Checks one metrics page: the three families are there, handshakes >= 2. Returns the
+/// Checks one metrics page: the three families are there, handshakes >= 3. Returns the
 /// sum of gatehouse_bytes_total.
 fn check_metrics(source: &str, page: &str) -> Result<f64> {
     let (sums, typed) = parse_metrics(page);
@@ -557,9 +558,9 @@ fn check_metrics(source: &str, page: &str) -> Result<f64> {
         .copied()
         .unwrap_or(0.0);
     ensure!(
-        handshakes >= 2.0,
-        "{source}: gatehouse_handshakes_total sums to {handshakes}, not >= 2 (two clients \
-         connected):\n{page}"
+        handshakes >= 3.0,
+        "{source}: gatehouse_handshakes_total sums to {handshakes}, not >= 3 (alice, carol \
+         and dave connected):\n{page}"
     );
     let bytes = sums.get("gatehouse_bytes_total").copied().unwrap_or(0.0);
     eprintln!(
@@ -941,6 +942,30 @@ fn admin_api_with_live_clients() -> Result<()> {
     p3.check_kept_pinging("across the reload and the refused SIGHUP")
         .with_context(logs)?;
 
+    // The reload took effect: a client connecting now is given the new DNS server.
+    // (dave, charon-cmd in alice's namespace, where her client has exited.)
+    a.stop();
+    let (cert, key) = s.rsa_client("dave")?;
+    let mut dave_config = cmd_config.clone();
+    dave_config.host = s.topo.client(0).gateway_addr;
+    dave_config.identity = "CN=dave".into();
+    dave_config.cert = cert;
+    dave_config.rsa_key = key;
+    let dave =
+        CharonCmd::start(s.ns(0), &s.path("charon-cmd-dave"), &dave_config).with_context(logs)?;
+    let resolv = dave.resolv_conf();
+    // strongSwan writes `nameserver A.B.C.D   # by strongSwan`.
+    ensure!(
+        resolv.lines().any(|l| {
+            let mut w = l.split_whitespace();
+            w.next() == Some("nameserver") && w.next() == Some(dns.to_string().as_str())
+        }),
+        "a client connecting after the reload was not given the new DNS server {dns}: \
+         {resolv:?}\n{}",
+        logs()
+    );
+    eprintln!("dave, connected after the reload, got nameserver {dns}");
+
     // 5. Metrics: ctl and the listener, twice.
     let scrape_listener = || -> Result<String> {
         let url = format!("http://{METRICS_ADDR}/metrics");
@@ -959,7 +984,12 @@ fn admin_api_with_live_clients() -> Result<()> {
          {ctl_bytes_2}, {METRICS_ADDR} {listener_bytes_1} -> {listener_bytes_2}"
     );
 
-    // 6. A capture of carol's tunnel while she pings.
+    // 6. A capture of carol's tunnel while she pings - and dave too, whose packets the
+    // capture must leave out.
+    let dave_addr = dave
+        .virtual_ip()
+        .context("charon-cmd (dave) logged no virtual IP")?;
+    let dave_ping = PingRun::start(s.ns(0), lan, &s.path("ping-dave.log"), "dave")?;
     let pcap = s.path("carol.pcap");
     let capture_started = Instant::now();
     s.ctl(&[
@@ -997,8 +1027,18 @@ fn admin_api_with_live_clients() -> Result<()> {
         "the 3 s capture of carol's tunnel should hold ~15 echo requests from {carol} and \
          their replies; tshark read {requests} and {replies}: {packets:?}"
     );
+    let theirs = packets
+        .iter()
+        .filter(|(src, dst, _)| *src != carol && *dst != carol)
+        .count();
+    let dave_result = dave_ping.finish()?;
+    ensure!(
+        dave_result.received >= 5 && theirs == 0,
+        "the capture of carol's tunnel holds {theirs} ICMP packets that are not hers (dave, \
+         {dave_addr}, pinged too: {dave_result:?}): {packets:?}"
+    );
     let p4 = s_ping.finish()?;
-    eprintln!("carol during metrics and capture: {p4:?}");
+    eprintln!("carol during metrics and capture: {p4:?}; dave during the capture: {dave_result:?}");
     ensure!(
         gw.is_running() && cmd.is_running(),
         "gatehoused or charon-cmd died\n{}",
