@@ -598,6 +598,137 @@ fn tshark_icmp(file: &Path) -> Result<Vec<(String, String, u8)>> {
         .collect())
 }
 
+/// In tshark's ICMP packets: echo requests from `client` to `lan`, replies back, and
+/// packets that are not `client`'s at all.
+fn icmp_of(
+    packets: &[(String, String, u8)],
+    client: Ipv4Addr,
+    lan: Ipv4Addr,
+) -> (usize, usize, usize) {
+    let (client, lan) = (client.to_string(), lan.to_string());
+    let count = |f: &dyn Fn(&(String, String, u8)) -> bool| packets.iter().filter(|p| f(p)).count();
+    (
+        count(&|(src, dst, t)| *src == client && *dst == lan && *t == 8),
+        count(&|(src, dst, t)| *src == lan && *dst == client && *t == 0),
+        count(&|(src, dst, _)| *src != client && *dst != client),
+    )
+}
+
+/// The live API against docs/admin-api.json (with alice, carol and the connection `hq`).
+fn check_against_document(s: &Setup, doc: &ApiDoc) -> Result<()> {
+    for path in [
+        "/v1/status",
+        "/v1/sessions",
+        "/v1/connections",
+        "/v1/pool",
+        "/v1/drops",
+    ] {
+        let (code, body) = s.api("GET", path)?;
+        ensure!(
+            code == 200,
+            "GET {path}: {code} {}",
+            String::from_utf8_lossy(&body)
+        );
+        doc.check_response(path, "get", 200, &body)?;
+    }
+    let ctl_status = s.ctl(&["--json", "status"])?;
+    doc.check_response("/v1/status", "get", 200, ctl_status.as_bytes())
+        .context("`ctl --json status`")?;
+    let connections = s.api_json("/v1/connections")?;
+    ensure!(
+        connections
+            .as_array()
+            .is_some_and(|c| c.len() == 1 && c[0]["name"] == "hq"),
+        "GET /v1/connections should list the connection hq: {connections}"
+    );
+    let pool = s.api_json("/v1/pool")?;
+    ensure!(
+        pool["cidr"] == s.topo.vpn_pool.to_string() && pool["leased"].as_u64() >= Some(2),
+        "GET /v1/pool: {pool} (the pool is {}, two clients lease from it)",
+        s.topo.vpn_pool
+    );
+    let missing = format!("/v1/sessions/{NOBODY}/disconnect");
+    let (code, body) = s.api("POST", &missing)?;
+    ensure!(
+        code == 404,
+        "POST {missing}: {code}, not 404: {}",
+        String::from_utf8_lossy(&body)
+    );
+    doc.check_response("/v1/sessions/{client}/disconnect", "post", 404, &body)?;
+    // The capture's documented errors: an unknown tunnel, a length out of range.
+    for (query, want) in [
+        (format!("tunnel={NOBODY}&seconds=1"), 404),
+        ("seconds=0".into(), 400),
+    ] {
+        let path = format!("/v1/capture?{query}");
+        let (code, body) = s.api("GET", &path)?;
+        ensure!(
+            code == want,
+            "GET {path}: {code}, not {want}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        doc.check_response("/v1/capture", "get", code, &body)?;
+    }
+    let (_, served) = s.api("GET", "/openapi.json")?;
+    ensure!(
+        serde_json::from_slice::<Value>(&served).ok() == Some(doc.doc.clone()),
+        "GET /openapi.json is not docs/admin-api.json"
+    );
+    // Every documented path answers with a documented status (a router's 404/405 is not).
+    let paths = doc.doc["paths"]
+        .as_object()
+        .context("the document has no paths")?;
+    for (template, ops) in paths {
+        let ops = ops.as_object().context("a path item is not an object")?;
+        for (method, op) in ops {
+            let mut path = template
+                .replace("{client}", NOBODY)
+                .replace("{name}", NOBODY);
+            if template == "/v1/capture" {
+                path.push_str("?seconds=1");
+            }
+            let (code, body) = s.api(&method.to_uppercase(), &path)?;
+            let documented = op["responses"].get(code.to_string());
+            ensure!(
+                documented.is_some(),
+                "{} {path} answered {code}, which docs/admin-api.json does not document for it: {}",
+                method.to_uppercase(),
+                String::from_utf8_lossy(&body)
+            );
+            if documented
+                .and_then(|r| r["content"].get("application/json"))
+                .is_some()
+            {
+                doc.check_response(template, method, code, &body)?;
+            }
+            eprintln!("{} {path}: {code}", method.to_uppercase());
+        }
+    }
+    Ok(())
+}
+
+/// `ctl metrics` and the metrics listener, twice while carol pings: the families are
+/// there and the byte counters grow.
+fn check_metrics_grow(s: &Setup) -> Result<()> {
+    let scrape_listener = || -> Result<String> {
+        let url = format!("http://{METRICS_ADDR}/metrics");
+        s.topo
+            .gateway
+            .exec_ok("curl", ["-sS", "--fail", "--max-time", "10", url.as_str()])
+    };
+    let ctl_bytes_1 = check_metrics("ctl metrics", &s.ctl(&["metrics"])?)?;
+    let listener_bytes_1 = check_metrics(METRICS_ADDR, &scrape_listener()?)?;
+    thread::sleep(Duration::from_secs(1));
+    let ctl_bytes_2 = check_metrics("ctl metrics", &s.ctl(&["metrics"])?)?;
+    let listener_bytes_2 = check_metrics(METRICS_ADDR, &scrape_listener()?)?;
+    ensure!(
+        ctl_bytes_2 > ctl_bytes_1 && listener_bytes_2 > listener_bytes_1,
+        "gatehouse_bytes_total did not grow while carol pinged: ctl metrics {ctl_bytes_1} -> \
+         {ctl_bytes_2}, {METRICS_ADDR} {listener_bytes_1} -> {listener_bytes_2}"
+    );
+    Ok(())
+}
+
 #[test]
 fn admin_api_with_live_clients() -> Result<()> {
     let started = Instant::now();
@@ -699,94 +830,7 @@ fn admin_api_with_live_clients() -> Result<()> {
     );
 
     // 2. The live API against the document.
-    for path in [
-        "/v1/status",
-        "/v1/sessions",
-        "/v1/connections",
-        "/v1/pool",
-        "/v1/drops",
-    ] {
-        let (code, body) = s.api("GET", path)?;
-        ensure!(
-            code == 200,
-            "GET {path}: {code} {}",
-            String::from_utf8_lossy(&body)
-        );
-        doc.check_response(path, "get", 200, &body)?;
-    }
-    let ctl_status = s.ctl(&["--json", "status"])?;
-    doc.check_response("/v1/status", "get", 200, ctl_status.as_bytes())
-        .context("`ctl --json status`")?;
-    let connections = s.api_json("/v1/connections")?;
-    ensure!(
-        connections
-            .as_array()
-            .is_some_and(|c| c.len() == 1 && c[0]["name"] == "hq"),
-        "GET /v1/connections should list the connection hq: {connections}"
-    );
-    let pool = s.api_json("/v1/pool")?;
-    ensure!(
-        pool["cidr"] == s.topo.vpn_pool.to_string() && pool["leased"].as_u64() >= Some(2),
-        "GET /v1/pool: {pool} (the pool is {}, two clients lease from it)",
-        s.topo.vpn_pool
-    );
-    let missing = format!("/v1/sessions/{NOBODY}/disconnect");
-    let (code, body) = s.api("POST", &missing)?;
-    ensure!(
-        code == 404,
-        "POST {missing}: {code}, not 404: {}",
-        String::from_utf8_lossy(&body)
-    );
-    doc.check_response("/v1/sessions/{client}/disconnect", "post", 404, &body)?;
-    // The capture's documented errors: an unknown tunnel, a length out of range.
-    for (query, want) in [
-        (format!("tunnel={NOBODY}&seconds=1"), 404),
-        ("seconds=0".into(), 400),
-    ] {
-        let path = format!("/v1/capture?{query}");
-        let (code, body) = s.api("GET", &path)?;
-        ensure!(
-            code == want,
-            "GET {path}: {code}, not {want}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        doc.check_response("/v1/capture", "get", code, &body)?;
-    }
-    let (_, served) = s.api("GET", "/openapi.json")?;
-    ensure!(
-        serde_json::from_slice::<Value>(&served).ok() == Some(doc.doc.clone()),
-        "GET /openapi.json is not docs/admin-api.json"
-    );
-    // Every documented path answers with a documented status (a router's 404/405 is not).
-    let paths = doc.doc["paths"]
-        .as_object()
-        .context("the document has no paths")?;
-    for (template, ops) in paths {
-        let ops = ops.as_object().context("a path item is not an object")?;
-        for (method, op) in ops {
-            let mut path = template
-                .replace("{client}", NOBODY)
-                .replace("{name}", NOBODY);
-            if template == "/v1/capture" {
-                path.push_str("?seconds=1");
-            }
-            let (code, body) = s.api(&method.to_uppercase(), &path)?;
-            let documented = op["responses"].get(code.to_string());
-            ensure!(
-                documented.is_some(),
-                "{} {path} answered {code}, which docs/admin-api.json does not document for it: {}",
-                method.to_uppercase(),
-                String::from_utf8_lossy(&body)
-            );
-            if documented
-                .and_then(|r| r["content"].get("application/json"))
-                .is_some()
-            {
-                doc.check_response(template, method, code, &body)?;
-            }
-            eprintln!("{} {path}: {code}", method.to_uppercase());
-        }
-    }
+    check_against_document(&s, &doc).with_context(logs)?;
 
     // 3. Revoke alice while carol pings.
     let s_ping_1 = std::mem::replace(
@@ -967,22 +1011,7 @@ fn admin_api_with_live_clients() -> Result<()> {
     eprintln!("dave, connected after the reload, got nameserver {dns}");
 
     // 5. Metrics: ctl and the listener, twice.
-    let scrape_listener = || -> Result<String> {
-        let url = format!("http://{METRICS_ADDR}/metrics");
-        s.topo
-            .gateway
-            .exec_ok("curl", ["-sS", "--fail", "--max-time", "10", url.as_str()])
-    };
-    let ctl_bytes_1 = check_metrics("ctl metrics", &s.ctl(&["metrics"])?)?;
-    let listener_bytes_1 = check_metrics(METRICS_ADDR, &scrape_listener()?)?;
-    thread::sleep(Duration::from_secs(1));
-    let ctl_bytes_2 = check_metrics("ctl metrics", &s.ctl(&["metrics"])?)?;
-    let listener_bytes_2 = check_metrics(METRICS_ADDR, &scrape_listener()?)?;
-    ensure!(
-        ctl_bytes_2 > ctl_bytes_1 && listener_bytes_2 > listener_bytes_1,
-        "gatehouse_bytes_total did not grow while carol pinged: ctl metrics {ctl_bytes_1} -> \
-         {ctl_bytes_2}, {METRICS_ADDR} {listener_bytes_1} -> {listener_bytes_2}"
-    );
+    check_metrics_grow(&s)?;
 
     // 6. A capture of carol's tunnel while she pings - and dave too, whose packets the
     // capture must leave out.
@@ -1008,29 +1037,17 @@ fn admin_api_with_live_clients() -> Result<()> {
         fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0)
     );
     let packets = tshark_icmp(&pcap)?;
-    let carol = carol_addr.to_string();
-    let lan_s = lan.to_string();
-    let requests = packets
-        .iter()
-        .filter(|(src, dst, t)| *src == carol && *dst == lan_s && *t == 8)
-        .count();
-    let replies = packets
-        .iter()
-        .filter(|(src, dst, t)| *src == lan_s && *dst == carol && *t == 0)
-        .count();
+    let (requests, replies, theirs) = icmp_of(&packets, carol_addr, lan);
     eprintln!(
-        "tshark: {} ICMP packets, {requests} echo requests from {carol}, {replies} replies",
+        "tshark: {} ICMP packets, {requests} echo requests from {carol_addr}, {replies} \
+         replies, {theirs} of others",
         packets.len()
     );
     ensure!(
         requests >= 5 && replies >= 5,
-        "the 3 s capture of carol's tunnel should hold ~15 echo requests from {carol} and \
-         their replies; tshark read {requests} and {replies}: {packets:?}"
+        "the 3 s capture of carol's tunnel should hold ~15 echo requests from {carol_addr} \
+         and their replies; tshark read {requests} and {replies}: {packets:?}"
     );
-    let theirs = packets
-        .iter()
-        .filter(|(src, dst, _)| *src != carol && *dst != carol)
-        .count();
     let dave_result = dave_ping.finish()?;
     ensure!(
         dave_result.received >= 5 && theirs == 0,
