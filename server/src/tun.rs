@@ -57,3 +57,25 @@ pub fn del_routes(name: &str, prefixes: &[Ipv4Net]) {
             .output();
     }
 }
+
+/// Moves TUN `name` from the pool `old` to `new` (a reload changed `client_pool`): the
+/// gateway takes the new pool's first address, so the kernel routes the new pool into it.
+pub fn readdress(name: &str, old: Ipv4Net, new: Ipv4Net) -> Result<()> {
+    let first = |n: Ipv4Net| Ipv4Addr::from(u32::from(n.network()) + 1);
+    let add = format!("{}/{}", first(new), new.prefix_len());
+    let out = std::process::Command::new("ip")
+        .args(["addr", "add", &add, "dev", name])
+        .output()
+        .with_context(|| format!("cannot run `ip addr add {add} dev {name}`"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`ip addr add {add} dev {name}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let del = format!("{}/{}", first(old), old.prefix_len());
+    let _ = std::process::Command::new("ip")
+        .args(["addr", "del", &del, "dev", name])
+        .output();
+    Ok(())
+}

@@ -738,12 +738,24 @@ impl GatewayCore {
     /// an OpenVPN client is told to RESTART (a stock client reconnects), an IKEv2 client gets
     /// a Delete. Returns how many sessions ended.
     pub fn disconnect(&mut self, now: Instant, client: &str) -> usize {
+        let n = self.end_clients(now, Some(client), DISCONNECTED);
+        self.counters.disconnected += n as u64;
+        n
+    }
+
+    /// Ends every remote-access session (RESTART / Delete with `reason`); how many.
+    pub(super) fn end_all_clients(&mut self, now: Instant, reason: &str) -> usize {
+        self.end_clients(now, None, reason)
+    }
+
+    fn end_clients(&mut self, now: Instant, client: Option<&str>, reason: &str) -> usize {
         let hits: Vec<TunnelId> = self
             .tunnels
             .iter()
             .filter(|(_, t)| t.protocol() != Protocol::Site && !t.is_closed())
             .filter(|(_, t)| {
-                t.common().connected_at.is_some() && t.common().client.as_deref() == Some(client)
+                t.common().connected_at.is_some()
+                    && client.is_none_or(|c| t.common().client.as_deref() == Some(c))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -751,16 +763,16 @@ impl GatewayCore {
             let Some(t) = self.tunnels.get_mut(&id) else {
                 continue;
             };
-            info!(client = %client, transport = t.protocol().name(), remote = %t.remote(), "session ended by the operator");
+            let name = t.common().client.clone().unwrap_or_default();
+            info!(client = %name, transport = t.protocol().name(), remote = %t.remote(), reason, "session ended by the operator");
             match t {
-                Tunnel::OpenVpn(o) => o.session.close(now, DISCONNECTED),
+                Tunnel::OpenVpn(o) => o.session.close(now, reason),
                 Tunnel::Ike(i) => match &mut i.sa {
-                    IkeSa::Responder(r) => r.delete(now, DISCONNECTED),
+                    IkeSa::Responder(r) => r.delete(now, reason),
                     IkeSa::Initiator(s) => s.disconnect(now),
                 },
             }
-            self.counters.disconnected += 1;
-            self.log_disconnect(now, id, DISCONNECTED);
+            self.log_disconnect(now, id, reason);
             self.dirty.push(id);
         }
         self.flush(now);

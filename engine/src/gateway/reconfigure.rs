@@ -1,26 +1,23 @@
 //! A reloaded configuration applied to a running core (`gatehoused` on SIGHUP or `ctl
 //! reload`): what it pushes to new clients (routes, DNS, full tunnel), the OpenVPN and IKEv2
 //! configurations (ciphers, proposals, site peers), limits, and the site connections (added,
-//! changed, removed). Tunnels the change does not touch keep running; the client pool cannot
-//! change under leased addresses and is refused.
+//! changed, removed), and the client pool. Tunnels the change does not touch keep running; a
+//! new client pool touches every remote-access session: they are told to reconnect, and
+//! lease from the new pool.
 
 use std::time::Instant;
 
 use super::{CoreConfig, GatewayCore, worker_of_ip};
 
+/// Why remote-access sessions end when the pool changes.
+const POOL_CHANGED: &str = "the client pool changed (reload)";
+
 /// Why a configuration cannot be applied to a running core.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReconfigureError {
-    /// The client pool changed.
-    #[error(
-        "`client_pool` changed ({old} -> {new}): leased addresses and the TUN address depend on it; restart gatehoused to apply it"
-    )]
-    PoolChanged {
-        /// The running pool.
-        old: ipnet::Ipv4Net,
-        /// The new one.
-        new: ipnet::Ipv4Net,
-    },
+    /// The new client pool is unusable.
+    #[error("`client_pool` {0}: {1}")]
+    Pool(ipnet::Ipv4Net, String),
     /// OpenVPN or IKEv2 was turned on or off.
     #[error(
         "{0} was turned on or off: its listeners are bound at start; restart gatehoused to apply it"
@@ -31,11 +28,8 @@ pub enum ReconfigureError {
 impl GatewayCore {
     /// Checks that `cfg` can replace the running configuration (see [`Self::reconfigure`]).
     pub fn can_reconfigure(&self, cfg: &CoreConfig) -> Result<(), ReconfigureError> {
-        if cfg.client_pool != self.cfg.client_pool {
-            return Err(ReconfigureError::PoolChanged {
-                old: self.cfg.client_pool,
-                new: cfg.client_pool,
-            });
+        if let Err(e) = crate::pool::AddressPool::new(cfg.client_pool) {
+            return Err(ReconfigureError::Pool(cfg.client_pool, e.to_string()));
         }
         if cfg.openvpn.is_some() != self.cfg.openvpn.is_some() {
             return Err(ReconfigureError::ListenerChanged("OpenVPN"));
@@ -46,7 +40,8 @@ impl GatewayCore {
         Ok(())
     }
 
-    /// Applies `cfg`; returns the tunnels it ended (SAs of removed or changed connections).
+    /// Applies `cfg`; returns the tunnels it ended (SAs of removed or changed connections;
+    /// with a new client pool, every remote-access session).
     /// New sessions get the new routes, DNS and ciphers; open ones keep what they
     /// negotiated (their renegotiations use the new OpenVPN configuration).
     pub fn reconfigure(
@@ -55,6 +50,15 @@ impl GatewayCore {
         cfg: CoreConfig,
     ) -> Result<usize, ReconfigureError> {
         self.can_reconfigure(&cfg)?;
+        let pool_changed = cfg.client_pool.trunc() != self.cfg.client_pool.trunc();
+        let mut ended = 0;
+        if pool_changed {
+            ended += self.end_all_clients(now, POOL_CHANGED);
+            self.shard
+                .replace_pool(cfg.client_pool)
+                .map_err(|e| ReconfigureError::Pool(cfg.client_pool, e.to_string()))?;
+            self.cfg.client_pool = cfg.client_pool;
+        }
         let CoreConfig {
             client_pool: _,
             address_space,
@@ -90,7 +94,7 @@ impl GatewayCore {
             .filter(|s| worker_of_ip(s.remote.ip(), count) == index)
             .cloned()
             .collect();
-        let ended = self.set_sites(now, &mine);
+        ended += self.set_sites(now, &mine);
         self.cfg.sites = sites;
         self.flush(now);
         Ok(ended)

@@ -148,6 +148,17 @@ impl Shard {
         Some(off as usize % self.count)
     }
 
+    /// Replaces the shared pool with one over `net` (a reload changed `client_pool`),
+    /// unless another worker did already; leases of the old pool are forgotten (their
+    /// sessions end).
+    pub(super) fn replace_pool(&self, net: Ipv4Net) -> Result<(), PoolError> {
+        let mut p = lock(&self.shared.pool);
+        if p.network() != net.trunc() {
+            *p = AddressPool::new(net)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn pool(&self) -> MutexGuard<'_, AddressPool> {
         lock(&self.shared.pool)
     }
@@ -174,7 +185,8 @@ impl Shard {
 
     /// True when this worker may lease `addr`.
     pub(super) fn may_lease(&self, net: Ipv4Net, addr: Ipv4Addr) -> bool {
-        let off = u32::from(addr) - u32::from(net.network());
+        // Wrapping: during a pool change `net` may be the old pool for a moment.
+        let off = u32::from(addr).wrapping_sub(u32::from(net.network()));
         off as usize % self.count == self.index
     }
 

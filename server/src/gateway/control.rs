@@ -20,7 +20,6 @@ fn restart_only(cfg: &GatewayConfig) -> Vec<(&'static str, String)> {
     let o = &cfg.openvpn;
     let i = &cfg.ikev2;
     vec![
-        ("client_pool", cfg.client_pool.to_string()),
         ("tun_name", cfg.tun_name.clone()),
         ("tun_mtu", cfg.tun_mtu.to_string()),
         ("workers", cfg.workers.to_string()),
@@ -68,6 +67,12 @@ fn changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String> {
         out.push(format!(
             "full_tunnel: {} -> {}",
             old.full_tunnel, new.full_tunnel
+        ));
+    }
+    if old.client_pool != new.client_pool {
+        out.push(format!(
+            "client_pool: {} -> {} (every remote-access session was told to reconnect)",
+            old.client_pool, new.client_pool
         ));
     }
     if old.public_addr != new.public_addr {
@@ -221,9 +226,13 @@ impl Gateway {
             .filter(|p| !new_prefixes.contains(p))
             .collect();
         crate::tun::del_routes(&self.cfg.tun_name, &gone);
+        if new.client_pool != self.cfg.client_pool {
+            crate::tun::readdress(&self.cfg.tun_name, self.cfg.client_pool, new.client_pool)?;
+        }
         {
             let mut f = self.facts.lock().unwrap_or_else(|e| e.into_inner());
             f.listeners = super::listeners(&new);
+            f.pool = new.client_pool;
             f.sites = conns
                 .iter()
                 .map(|c| (c.name.clone(), c.remote_address_space.clone()))

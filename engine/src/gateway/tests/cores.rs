@@ -262,6 +262,19 @@ impl Cores {
         Ok(n)
     }
 
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        cfg: impl Fn() -> CoreConfig,
+    ) -> Result<usize, crate::gateway::ReconfigureError> {
+        let mut n = 0;
+        for c in &mut self.cores {
+            n += c.reconfigure(now, cfg())?;
+        }
+        self.settle(now);
+        Ok(n)
+    }
+
     pub fn disconnect(&mut self, now: Instant, client: &str) -> usize {
         let mut n = 0;
         for c in &mut self.cores {

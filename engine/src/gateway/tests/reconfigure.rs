@@ -1,6 +1,6 @@
 //! A reloaded configuration on a running core: an unchanged site connection keeps its SA and
-//! its traffic, a removed one ends (and stops routing), one added back comes up again, and a
-//! changed client pool is refused without touching anything.
+//! its traffic, a removed one ends (and stops routing), one added back comes up again; a new
+//! client pool does not touch sites, and remote-access clients reconnect into it.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -71,7 +71,7 @@ fn routed_to_east(west: &mut GatewayCore, now: Instant) -> bool {
 }
 
 #[test]
-fn a_reload_keeps_untouched_sites_ends_removed_ones_and_refuses_a_new_pool() {
+fn a_reload_keeps_untouched_sites_ends_removed_ones_and_moves_the_pool() {
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
     let mut west = site_core(
@@ -106,15 +106,23 @@ fn a_reload_keeps_untouched_sites_ends_removed_ones_and_refuses_a_new_pool() {
     assert!(routed_to_east(&mut west, now));
     assert_eq!(west.status(now).sites[0].state, "connected");
 
-    // A new pool is refused whole.
+    // An unusable pool is refused whole.
     let mut pool = west_cfg(start);
-    pool.client_pool = "172.16.50.0/24".parse().unwrap();
+    pool.client_pool = "172.16.50.0/31".parse().unwrap();
     pool.sites.clear();
     assert!(matches!(
         west.reconfigure(now, pool),
-        Err(ReconfigureError::PoolChanged { .. })
+        Err(ReconfigureError::Pool(..))
     ));
     assert_eq!(west.status(now).sites.len(), 1);
+    // A new pool: the gateway takes its first address; the site is not touched.
+    let mut pool = west_cfg(start);
+    pool.client_pool = "172.16.50.0/24".parse().unwrap();
+    assert_eq!(west.reconfigure(now, pool), Ok(0));
+    assert_eq!(west.gateway_addr(), Ipv4Addr::new(172, 16, 50, 1));
+    let seen = run(&mut west, &mut east, &mut now, Duration::from_secs(3));
+    assert_eq!(seen, [(0, 0); 2], "a pool change touched the site");
+    assert!(routed_to_east(&mut west, now));
 
     // The connection removed: its SA ends, the peer is told, nothing routes there.
     let mut removed = west_cfg(start);

@@ -7,6 +7,7 @@ use rand::Rng;
 
 use super::model::Kind;
 use super::sim::{Options, Sim, fail};
+use crate::gateway::CoreConfig;
 use crate::gateway::{Drop, Event, Protocol};
 
 fn ms(n: u64) -> Duration {
@@ -560,6 +561,84 @@ fn operator_disconnect(seed: u64) {
 #[test]
 fn an_operator_disconnect_ends_exactly_that_session() {
     for_seeds("operator_disconnect", 10, operator_disconnect);
+}
+
+/// Scenario 2c: a reload moves the client pool: every remote-access session is told to
+/// reconnect, and clients that come back lease from the new pool; the old addresses route
+/// nowhere.
+fn pool_reload(seed: u64) {
+    let mut sim = Sim::new(seed, Options::default());
+    let cs = start_clients(
+        &mut sim,
+        &[(Start::Udp, 2), (Start::Tcp, 1), (Start::Ike, 2)],
+        0,
+    );
+    sim.connect_all(&cs, secs(60));
+    sim.link = super::sim::Link::clean();
+    round_all_delivered(&mut sim);
+    let new_pool: ipnet::Ipv4Net = "172.16.77.0/24".parse().unwrap();
+    let make = |p: ipnet::Ipv4Net| {
+        let base = &sim.config;
+        let mut c = base();
+        c.client_pool = p;
+        c
+    };
+    let cfgs: Vec<CoreConfig> = (0..8).map(|_| make(new_pool)).collect();
+    let cfgs = std::cell::RefCell::new(cfgs);
+    let now = sim.now;
+    sim.strict = false;
+    let ended = sim
+        .core
+        .reconfigure(now, || cfgs.borrow_mut().pop().unwrap())
+        .unwrap();
+    if ended != cs.len() {
+        fail!(sim, "a new pool ended {ended} sessions, not {}", cs.len());
+    }
+    sim.pool = new_pool;
+    if sim.core.gateway_addr() != std::net::Ipv4Addr::new(172, 16, 77, 1) {
+        fail!(
+            sim,
+            "gateway address {} after the pool change",
+            sim.core.gateway_addr()
+        );
+    }
+    for &c in &cs {
+        check_no_route(&mut sim, c);
+    }
+    sim.run_for(secs(5));
+    for &c in &cs {
+        sim.remove_client(c);
+    }
+    // Clients with the same certificates come back into the new pool.
+    let again: Vec<usize> = cs
+        .iter()
+        .map(|&c| {
+            let cert = sim.clients[c].cert;
+            match sim.clients[c].protocol() {
+                Protocol::Ikev2 => sim.add_ike(cert),
+                _ => sim.add_ovpn_udp(cert),
+            }
+        })
+        .collect();
+    sim.strict = true;
+    sim.connect_all(&again, secs(60));
+    for &c in &again {
+        let a = sim.clients[c].address.unwrap();
+        if !new_pool.contains(&a) {
+            fail!(
+                sim,
+                "{} got {a}, outside the new pool {new_pool}",
+                sim.clients[c].name
+            );
+        }
+    }
+    round_all_delivered(&mut sim);
+    sim.check_status();
+}
+
+#[test]
+fn a_new_pool_moves_every_client_into_it() {
+    for_seeds("pool_reload", 8, pool_reload);
 }
 
 /// Scenario 3: an OpenVPN UDP client and an IKEv2 client change address mid-session; forged

@@ -222,6 +222,8 @@ impl Default for Options {
 }
 
 pub(super) struct Sim {
+    /// Makes the cores' configuration (a reload builds a changed copy).
+    pub config: Box<dyn Fn() -> CoreConfig>,
     pub seed: u64,
     pub start: Instant,
     pub now: Instant,
@@ -293,7 +295,7 @@ impl Sim {
         let mut ike = pki::responder_cfg();
         ike.offload = offload;
         let ike_cfg = Arc::new(ike);
-        let make = || CoreConfig {
+        let make = move || CoreConfig {
             client_pool: opts.pool,
             address_space: vec![LAN.parse().unwrap()],
             dns: vec![],
@@ -324,6 +326,7 @@ impl Sim {
                 .unwrap_or(1 + (seed % 3) as usize),
             n => n,
         };
+        let config: Box<dyn Fn() -> CoreConfig> = Box::new(make.clone());
         let core = Cores::new(workers, make, entropy);
         Sim {
             seed,
@@ -354,6 +357,7 @@ impl Sim {
             jobs_by_kind: Default::default(),
             job_rng: StdRng::seed_from_u64(seed ^ 0x6a6f_6273),
             job_delay: opts.job_delay,
+            config,
         }
     }
 
