@@ -291,7 +291,11 @@ pub fn run(socket: &Path, json: bool, cmd: CtlCommand) -> Result<()> {
             }
             CtlCommand::Metrics => {
                 let r = c.send(Method::GET, "/metrics").await?;
+                let ok = r.status.is_success();
                 let body = r.bytes().await?;
+                if !ok {
+                    bail!("metrics: {}", String::from_utf8_lossy(&body));
+                }
                 std::io::stdout().write_all(&body)?;
                 Ok(())
             }
