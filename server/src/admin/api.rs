@@ -145,13 +145,16 @@ pub fn connection_list(snap: &Snapshot) -> Vec<Connection> {
         .collect()
 }
 
+/// Addresses of `pool` clients can lease: not the network, broadcast or gateway address.
+pub fn pool_size(pool: Ipv4Net) -> u64 {
+    (1u64 << (32 - u32::from(pool.prefix_len()))).saturating_sub(3)
+}
+
 fn pool_of(gw: &GatewayHandle, snap: &Snapshot) -> Pool {
     let cidr = gw.facts().pool;
-    // Network, broadcast and the gateway's own address are not leased.
-    let size = (1u64 << (32 - u32::from(cidr.prefix_len()))).saturating_sub(3);
     Pool {
         cidr: cidr.to_string(),
-        size,
+        size: pool_size(cidr),
         leased: snap.leased,
     }
 }

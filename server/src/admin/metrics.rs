@@ -168,7 +168,7 @@ pub fn render(snap: &Snapshot, facts: &Facts, crl: &CrlStatus) -> String {
         "gauge",
         "Client pool addresses, leased and in all.",
     );
-    let size = (1u64 << (32 - u32::from(facts.pool.prefix_len()))).saturating_sub(3);
+    let size = super::api::pool_size(facts.pool);
     o.line(
         "gatehouse_pool_addresses",
         &[("state", "leased")],
