@@ -211,3 +211,66 @@ pub fn render(snap: &Snapshot, facts: &Facts, crl: &CrlStatus) -> String {
     );
     o.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_engine::gateway::{CoreStatus, Drops};
+
+    #[test]
+    fn every_sample_line_is_well_formed_and_typed() {
+        let mut status = CoreStatus::empty();
+        *status.counters.handshakes_ok.get_mut(Protocol::Ikev2) += 2;
+        status
+            .counters
+            .ended_traffic
+            .get_mut(Protocol::OpenVpnUdp)
+            .rx_bytes = 1234;
+        let snap = Snapshot {
+            status,
+            drops: Drops::default(),
+            leased: 1,
+            tcp_connections: 0,
+            workers_of_clients: Vec::new(),
+        };
+        let facts = Facts {
+            listeners: String::new(),
+            pool: "10.8.0.0/24".parse().unwrap(),
+            workers: 1,
+            crl: "crl.pem".into(),
+            started: std::time::SystemTime::now(),
+            started_at: std::time::Instant::now(),
+            sites: Vec::new(),
+        };
+        let crl = CrlStatus {
+            path: "crl.pem".into(),
+            age_secs: Some(5),
+            next_update_secs: Some(-3),
+            revoked: 0,
+        };
+        let text = render(&snap, &facts, &crl);
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.insert(rest.split(' ').next().unwrap().to_owned());
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (name_labels, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<f64>().unwrap();
+            let name = name_labels.split('{').next().unwrap();
+            assert!(typed.contains(name), "{name} has no TYPE before it");
+            assert!(name.starts_with("gatehouse_"), "{line}");
+        }
+        assert!(text.contains("gatehouse_handshakes_total{protocol=\"ikev2\"} 2\n"));
+        assert!(
+            text.contains(
+                "gatehouse_bytes_total{protocol=\"openvpn-udp\",direction=\"rx\"} 1234\n"
+            )
+        );
+        assert!(text.contains("gatehouse_pool_addresses{state=\"total\"} 253\n"));
+        assert!(text.contains("gatehouse_crl_next_update_seconds -3\n"));
+    }
+}
