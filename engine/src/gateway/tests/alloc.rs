@@ -286,6 +286,48 @@ pub(super) fn site_config(
     }
 }
 
+/// West of a site pair: the initiating gateway (LAN 10.1.0.0/16).
+pub(super) const WEST: &str = GATEWAY_IP;
+/// East: the responding gateway (LAN 10.2.0.0/16).
+pub(super) const EAST: &str = "198.51.100.2";
+
+/// Two gateway cores with a PSK site connection to each other, west initiating: west's
+/// configuration is [`west_config`].
+pub(super) fn site_pair(start: Instant) -> (GatewayCore, GatewayCore) {
+    let west = site_core(
+        start,
+        WEST,
+        "10.1.0.0/16",
+        "172.16.200.0/24",
+        EAST,
+        "10.2.0.0/16",
+        true,
+    );
+    let east = site_core(
+        start,
+        EAST,
+        "10.2.0.0/16",
+        "172.16.201.0/24",
+        WEST,
+        "10.1.0.0/16",
+        false,
+    );
+    (west, east)
+}
+
+/// The configuration west of [`site_pair`] starts with.
+pub(super) fn west_config(start: Instant) -> CoreConfig {
+    site_config(
+        start,
+        WEST,
+        "10.1.0.0/16",
+        "172.16.200.0/24",
+        EAST,
+        "10.2.0.0/16",
+        true,
+    )
+}
+
 /// Where a datagram from core `from_ip` sent from `listener` arrives at the other core: its
 /// listener and source address.
 fn arrival(from_ip: &str, listener: Listener, to: SocketAddr) -> (Listener, SocketAddr) {
@@ -314,29 +356,10 @@ pub(super) fn carry(a: &mut GatewayCore, a_ip: &str, b: &mut GatewayCore, now: I
 
 #[test]
 fn site_to_site_data_path_does_not_allocate() {
-    const WEST: &str = GATEWAY_IP;
-    const EAST: &str = "198.51.100.2";
     // The virtual clock needs some origin; only differences from it matter.
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
-    let mut west = site_core(
-        start,
-        WEST,
-        "10.1.0.0/16",
-        "172.16.200.0/24",
-        EAST,
-        "10.2.0.0/16",
-        true,
-    );
-    let mut east = site_core(
-        start,
-        EAST,
-        "10.2.0.0/16",
-        "172.16.201.0/24",
-        WEST,
-        "10.1.0.0/16",
-        false,
-    );
+    let (mut west, mut east) = site_pair(start);
     let mut now = start;
     let mut up = (false, false);
     let end = start + Duration::from_secs(30);

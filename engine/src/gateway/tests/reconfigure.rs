@@ -5,23 +5,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::alloc::{carry, site_config, site_core};
+use super::alloc::{EAST, WEST, carry, site_pair, west_config as west_cfg};
 use crate::gateway::{Dest, Event, GatewayCore, ReconfigureError};
-
-const WEST: &str = "198.51.100.1";
-const EAST: &str = "198.51.100.2";
-
-fn west_cfg(start: Instant) -> crate::gateway::CoreConfig {
-    site_config(
-        start,
-        WEST,
-        "10.1.0.0/16",
-        "172.16.200.0/24",
-        EAST,
-        "10.2.0.0/16",
-        true,
-    )
-}
 
 /// Runs both cores for `span`; returns the site events each saw (up, down).
 fn run(
@@ -74,24 +59,7 @@ fn routed_to_east(west: &mut GatewayCore, now: Instant) -> bool {
 fn a_reload_keeps_untouched_sites_ends_removed_ones_and_moves_the_pool() {
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
-    let mut west = site_core(
-        start,
-        WEST,
-        "10.1.0.0/16",
-        "172.16.200.0/24",
-        EAST,
-        "10.2.0.0/16",
-        true,
-    );
-    let mut east = site_core(
-        start,
-        EAST,
-        "10.2.0.0/16",
-        "172.16.201.0/24",
-        WEST,
-        "10.1.0.0/16",
-        false,
-    );
+    let (mut west, mut east) = site_pair(start);
     let mut now = start;
     let seen = run(&mut west, &mut east, &mut now, Duration::from_secs(5));
     assert_eq!((seen[0].0, seen[1].0), (1, 1), "the site did not come up");
