@@ -200,6 +200,12 @@ pub fn render(snap: &Snapshot, facts: &Facts, crl: &CrlStatus) -> String {
         o.line("gatehouse_crl_next_update_seconds", &[], n);
     }
     o.head(
+        "gatehouse_capture_lost_total",
+        "counter",
+        "Packets that packet captures lost because their reader fell behind.",
+    );
+    o.line("gatehouse_capture_lost_total", &[], snap.capture_lost);
+    o.head(
         "gatehouse_uptime_seconds",
         "gauge",
         "Seconds since the gateway started.",
@@ -232,13 +238,13 @@ mod tests {
             leased: 1,
             tcp_connections: 0,
             workers_of_clients: Vec::new(),
+            capture_lost: 0,
         };
         let facts = Facts {
             listeners: String::new(),
             pool: "10.8.0.0/24".parse().unwrap(),
             workers: 1,
             crl: "crl.pem".into(),
-            started: std::time::SystemTime::now(),
             started_at: std::time::Instant::now(),
             sites: Vec::new(),
         };

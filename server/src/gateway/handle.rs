@@ -3,7 +3,7 @@
 //! files and configuration, which that loop owns), and what does not change while it runs.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use gatehouse_engine::gateway::{CoreStatus, Drops};
 use tokio::sync::{mpsc, oneshot};
@@ -41,8 +41,6 @@ pub struct Facts {
     /// The CRL file.
     pub crl: std::path::PathBuf,
     /// When the gateway started.
-    pub started: SystemTime,
-    /// The same, on the monotonic clock.
     pub started_at: Instant,
     /// Each site connection's remote address space.
     pub sites: Vec<(String, Vec<ipnet::Ipv4Net>)>,
@@ -60,6 +58,8 @@ pub struct Snapshot {
     pub tcp_connections: usize,
     /// Which worker each session of `status.clients` is on (same order).
     pub workers_of_clients: Vec<usize>,
+    /// Packets that captures lost because their reader fell behind.
+    pub capture_lost: u64,
 }
 
 /// A cloneable handle on the running gateway.
@@ -108,6 +108,7 @@ impl GatewayHandle {
             leased: 0,
             tcp_connections: self.tcp_limits.open(),
             workers_of_clients: Vec::new(),
+            capture_lost: self.capture.lost(),
         };
         for (i, w) in waits.into_iter().enumerate() {
             let report = match w {

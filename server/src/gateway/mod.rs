@@ -353,7 +353,6 @@ impl Gateway {
             pool: cfg.client_pool,
             workers: n,
             crl: pki.crl.clone(),
-            started: std::time::SystemTime::now(),
             started_at: Instant::now(),
             sites: conns
                 .iter()
