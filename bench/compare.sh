@@ -17,13 +17,15 @@
 #        CLIENTS=4 (clients in the multi-client cases)  UDP_RATE=200M (iperf3 -u -b, per run)
 #        PING_COUNT=200  WAIT_IDLE=30 (max s to wait for an idle machine before each measurement)
 #        BIN_DIR=target/release  GATEHOUSED=$BIN_DIR/gatehoused  GATEHOUSE_CERTS=..  GH_CLIENT=$BIN_DIR/gatehouse
-#        GHC_PROTOCOLS="openvpn-udp ikev2" (gatehouse client runs; "default" = the profile's choice)
-#        SKIP_OVPN_UDP=1 SKIP_OVPN_TCP=1 SKIP_MULTI=1 SKIP_IKEV2=1 SKIP_GHC=1 SKIP_PING=1
+#        GHC_PROTOCOLS="openvpn-udp ikev2 quic" (gatehouse client runs; "default" = the profile's choice)
+#        SKIP_OVPN_UDP=1 SKIP_OVPN_TCP=1 SKIP_MULTI=1 SKIP_IKEV2=1 SKIP_GHC=1 SKIP_WG=1 SKIP_PING=1
 #        SKIP_UDP_IPERF=1 SKIP_STOCK=1 SKIP_GATEHOUSED=1  PING_ONLY=1 (idle pings only, no iperf3)
 #        GH_TOML="workers = 1; handshake_threads = 0" (top-level gateway.toml keys for gatehoused)
 #        RECORD=0|1 (append to RESULTS; default 1, 0 with QUICK)  RESULTS=bench/results-compare.md
 #        COMMIT=<what the binaries were built from> (default: git HEAD, "-dirty" if the tree is)
 #        KEEP=1 (keep the work dir with configs, logs and iperf3 JSON)
+#        UNDERLAY_GRO=0|1 (1: GRO on every veth, as a physical NIC's driver has it; veth's default
+#        is off. Needs ethtool. The same for every gateway in the run; recorded in the row)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,16 +40,17 @@ DURATION=${DURATION:-10}
 PING_COUNT=${PING_COUNT:-200}
 WAIT_IDLE=${WAIT_IDLE:-30}
 RECORD=${RECORD:-1}
+UNDERLAY_GRO=${UNDERLAY_GRO:-0}
 CLIENTS=${CLIENTS:-4}
 UDP_RATE=${UDP_RATE:-200M}
-GHC_PROTOCOLS=${GHC_PROTOCOLS:-openvpn-udp ikev2}
+GHC_PROTOCOLS=${GHC_PROTOCOLS:-openvpn-udp ikev2 quic}
 BIN_DIR=${BIN_DIR:-$ROOT/target/release}
 GATEHOUSED=${GATEHOUSED:-$BIN_DIR/gatehoused}
 GATEHOUSE_CERTS=${GATEHOUSE_CERTS:-$(dirname "$GATEHOUSED")/gatehouse-certs}
 GH_CLIENT=${GH_CLIENT:-$(dirname "$GATEHOUSED")/gatehouse}
 RESULTS=${RESULTS:-$ROOT/bench/results-compare.md}
 CIPHER=AES-256-GCM
-for k in SKIP_OVPN_UDP SKIP_OVPN_TCP SKIP_MULTI SKIP_IKEV2 SKIP_GHC SKIP_PING SKIP_UDP_IPERF SKIP_STOCK SKIP_GATEHOUSED; do
+for k in SKIP_OVPN_UDP SKIP_OVPN_TCP SKIP_MULTI SKIP_IKEV2 SKIP_GHC SKIP_WG SKIP_PING SKIP_UDP_IPERF SKIP_STOCK SKIP_GATEHOUSED; do
   eval "$k=\${$k:-0}"
 done
 [ "$CLIENTS" -ge 1 ] && [ "$CLIENTS" -le 8 ] || { echo "CLIENTS must be 1..8" >&2; exit 2; }
@@ -114,6 +117,15 @@ ip -n "$NS_GW" addr add $GW_LAN/24 dev lan0; ip -n "$NS_GW" link set lan0 up
 ip -n "$NS_LAN" addr add $LAN_HOST/24 dev gw0; ip -n "$NS_LAN" link set gw0 up
 ip -n "$NS_LAN" route add default via $GW_LAN
 inns "$NS_GW" sysctl -q -w net.ipv4.ip_forward=1
+if [ "$UNDERLAY_GRO" = 1 ]; then
+  # NAPI GRO on the veths (kernel >= 5.13 turns NAPI on with it): UDP datagrams of one flow
+  # reach a socket that asked for UDP_GRO coalesced, TCP segments are merged, as behind a NIC.
+  command -v ethtool >/dev/null || { echo "UNDERLAY_GRO=1 needs ethtool (apt-get install ethtool)" >&2; exit 1; }
+  for ((i = 0; i < CLIENTS; i++)); do
+    inns "$NS_GW" ethtool -K cl$i gro on; inns "${NS_C[$i]}" ethtool -K up0 gro on
+  done
+  inns "$NS_GW" ethtool -K lan0 gro on; inns "$NS_LAN" ethtool -K gw0 gro on
+fi
 for ns in "${NS_C[@]}"; do
   inns "$ns" ping -q -c1 -W2 $GW_UL >/dev/null || { echo "underlay broken ($ns)" >&2; exit 1; }
 done
@@ -175,10 +187,13 @@ files = sys.argv[12:]
 r = {"kind": "iperf", "case": case, "who": who, "mode": mode, "clients": int(n),
      "bytes": 0, "bps": 0.0, "retr": None, "lost": None, "packets": None, "udp_ooo": None}
 for f in files:
+    text = open(f).read()
     try:
-        j = json.load(open(f))
+        # iperf3 may print a warning before its JSON (e.g. "UDP block size 1300 exceeds TCP
+        # MSS 1228" through a tunnel with a 1280-byte MTU, as QUIC's): skip to the object.
+        j = json.loads(text[text.index("{"):])
     except ValueError:
-        sys.exit(f"{f}: not JSON: " + open(f).read()[:300])
+        sys.exit(f"{f}: not JSON: " + text[:300])
     if "error" in j:
         sys.exit(f"{f}: iperf3: {j['error']}")
     end = j["end"]
@@ -254,6 +269,18 @@ PY
   "$GATEHOUSED" check --config "$DD/gateway.toml" >/dev/null || { echo "GH_TOML made gateway.toml invalid" >&2; exit 1; }
   echo "   gateway.toml: $GH_TOML"
 fi
+case " $GHC_PROTOCOLS " in
+  *" quic "*)  # QUIC is off in what init writes; on here (before any profile is exported: it offers quic)
+    python3 - "$DD/gateway.toml" <<'PY'
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+s, n = re.subn(r'(?m)^(\[quic\]\n(?:.*\n)*?)enabled = false$', r'\1enabled = true', s, count=1)
+assert n == 1, "no [quic] enabled = false in gateway.toml"
+open(p, "w").write(s)
+PY
+    "$GATEHOUSED" check --config "$DD/gateway.toml" >/dev/null || { echo "[quic] enabled = true made gateway.toml invalid" >&2; exit 1; }
+    ;;
+esac
 certs() { "$GATEHOUSE_CERTS" --pki "$DD/pki" "$@" >>"$WORK/certs.log" 2>&1 || { echo "gatehouse-certs $*:" >&2; tail -5 "$WORK/certs.log" >&2; exit 1; }; }
 for ((i = 0; i < CLIENTS; i++)); do
   certs issue-client bench$i
@@ -534,6 +561,77 @@ ghc_phase() {
 }
 if [ "$SKIP_GHC" != 1 ] && [ "$SKIP_GATEHOUSED" != 1 ]; then ghc_phase || true; fi
 
+# --- WireGuard: wireguard-go as the gateway (the anchor) vs gatehoused, same wireguard-go client in c0 ---
+# The client's interface and the anchor's have distinct names: wireguard-go's control sockets live in
+# the one /var/run/wireguard of the host.
+WG_C=ghbwg-c0; WG_S=ghbwg-s
+wg_go() {  # NS IFACE SETCONF ADDR LOG -> WG_PID: wireguard-go IFACE in NS, configured by wg, up
+  local ns=$1 ifc=$2 conf=$3 addr=$4 log=$5
+  rm -f "/var/run/wireguard/$ifc.sock"
+  ip netns exec "$ns" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$ifc" >"$log" 2>&1 &
+  WG_PID=$!; STARTED+=($WG_PID)
+  for _ in $(seq 100); do [ -S "/var/run/wireguard/$ifc.sock" ] && break; sleep 0.1; done
+  [ -S "/var/run/wireguard/$ifc.sock" ] || return 1
+  inns "$ns" wg setconf "$ifc" "$conf" && inns "$ns" ip addr add "$addr" dev "$ifc" && inns "$ns" ip link set "$ifc" up
+}
+wg_stop() {  # PID IFACE
+  stop_pid "$1"; rm -f "/var/run/wireguard/$2.sock"
+  for _ in $(seq 50); do inns "${NS_C[0]}" ip link show "$2" >/dev/null 2>&1 || break; sleep 0.1; done
+}
+wg_cases() {  # WHO PID
+  [ "$SKIP_PING" = 1 ] || ping_case "wireguard idle ping" "$1" || true
+  iperf_case "wireguard 1 client up" "$1" "$2" 1 up || true
+  iperf_case "wireguard 1 client down" "$1" "$2" 1 down || true
+  [ "$SKIP_UDP_IPERF" = 1 ] || iperf_case "wireguard 1 client iperf-udp $UDP_RATE" "$1" "$2" 1 udp || true
+}
+wg_phase() {
+  local ck sk cpub spub
+  ck=$(wg genkey); cpub=$(echo "$ck" | wg pubkey); sk=$(wg genkey); spub=$(echo "$sk" | wg pubkey)
+  if [ "$SKIP_STOCK" != 1 ]; then
+    echo "== wireguard: wireguard-go as the gateway (the anchor), wireguard-go client"
+    printf '[Interface]\nPrivateKey = %s\nListenPort = 51820\n\n[Peer]\nPublicKey = %s\nAllowedIPs = %s.2/32\n' \
+      "$sk" "$cpub" "${POOL%.0/24}" >"$WORK/wg-anchor-gw.conf"
+    printf '[Interface]\nPrivateKey = %s\n\n[Peer]\nPublicKey = %s\nEndpoint = %s:51820\nAllowedIPs = %s\nPersistentKeepalive = 25\n' \
+      "$ck" "$spub" "$GW_UL" "$LAN_NET" >"$WORK/wg-anchor-client.conf"
+    if ! wg_go "$NS_GW" $WG_S "$WORK/wg-anchor-gw.conf" "${POOL%.0/24}.1/24" "$WORK/wireguard-go-gw.log"; then
+      note "wireguard 1 client up" stock "wireguard-go (gateway) did not start: $(tail -1 "$WORK/wireguard-go-gw.log")"
+    else
+      local gwpid=$WG_PID
+      if ! wg_go "${NS_C[0]}" $WG_C "$WORK/wg-anchor-client.conf" "${POOL%.0/24}.2/32" "$WORK/wireguard-go-c0-anchor.log"; then
+        note "wireguard 1 client up" stock "wireguard-go (client) did not start"
+      else
+        inns "${NS_C[0]}" ip route replace "$LAN_NET" dev $WG_C
+        wg_cases stock "$gwpid"
+        wg_stop "$WG_PID" $WG_C
+      fi
+      wg_stop "$gwpid" $WG_S
+    fi
+  fi
+  if [ "$SKIP_GATEHOUSED" != 1 ]; then
+    echo "== wireguard: gatehoused, same wireguard-go client (exported wg-quick file)"
+    certs issue-wireguard benchwg
+    certs export benchwg --gateway $GW_UL --format wireguard -o "$WORK/benchwg.conf"
+    local addr
+    addr=$(sed -n 's/^Address *= *\([^,]*\).*/\1/p' "$WORK/benchwg.conf" | head -1)
+    grep -Ev '^(Address|DNS|MTU) *=' "$WORK/benchwg.conf" >"$WORK/benchwg.setconf"
+    if [ -z "$addr" ]; then note "wireguard 1 client up" gatehoused "no Address in the exported file"
+    elif ! start_gatehoused wireguard; then note "wireguard 1 client up" gatehoused "$GH_NOTE"
+    elif ! wg_go "${NS_C[0]}" $WG_C "$WORK/benchwg.setconf" "$addr" "$WORK/wireguard-go-c0-gh.log"; then
+      note "wireguard 1 client up" gatehoused "wireguard-go (client) did not start"
+    else
+      inns "${NS_C[0]}" ip route replace "$LAN_NET" dev $WG_C
+      wg_cases gatehoused "$GH_PID"
+      wg_stop "$WG_PID" $WG_C
+    fi
+    stop_pid "${GH_PID:-0}"; sleep 0.5
+  fi
+}
+if [ "$SKIP_WG" != 1 ]; then
+  if command -v wireguard-go >/dev/null && command -v wg >/dev/null; then wg_phase || true
+  else note "wireguard 1 client up" both "wireguard-go / wg missing (apt-get install wireguard-go wireguard-tools)"
+  fi
+fi
+
 # --- report -----------------------------------------------------------------------------------------
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 - "$RES" "$WORK/table.md" <<PY
@@ -542,7 +640,7 @@ res, out = sys.argv[1:]
 rows = [json.loads(l) for l in open(res) if l.strip()]
 meta = dict(date="$STARTED_AT", commit="$COMMIT", host="$(hostname)", nproc="$(nproc)",
             load_before="$LOAD_BEFORE", load_after="$LOAD_AFTER", duration="$DURATION",
-            clients="$CLIENTS", gh="$GATEHOUSED", udp_rate="$UDP_RATE")
+            clients="$CLIENTS", gh="$GATEHOUSED", udp_rate="$UDP_RATE", gro="$UNDERLAY_GRO")
 cases, pings = [], []
 by = {}
 for r in rows:
@@ -582,7 +680,10 @@ L.append(f"### {meta['date']}, commit {meta['commit']}, {meta['host']}, nproc {m
          f"load average before {meta['load_before']} / after {meta['load_after']}")
 L.append("")
 L.append(f"{meta['duration']} s per iperf3 run, AES-256-GCM, {meta['clients']} clients in the multi-client cases, "
-         f"iperf-udp = iperf3 -u -b {meta['udp_rate']} -l 1300; gatehoused = {meta['gh']}")
+         f"iperf-udp = iperf3 -u -b {meta['udp_rate']} -l 1300; gatehoused = {meta['gh']}; "
+         f"GRO on the veths: {'on (UNDERLAY_GRO=1)' if meta['gro'] == '1' else 'off (veth default)'}")
+L.append("stock = the stock server of the protocol: openvpn 2.6, strongSwan (charon, kernel-libipsec), "
+         "wireguard-go for the wireguard rows (the anchor); the client is the same stock client for both.")
 L.append("")
 L.append("| case | stock Mbit/s | gatehoused Mbit/s | ratio | stock CPU s/Gbit | gatehoused CPU s/Gbit | CPU ratio | stock retr/ofo (UDP: lost, ooo) | gatehoused retr/ofo (UDP: lost, ooo) | box busy % stock/gh |")
 L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
@@ -617,7 +718,7 @@ def val(case, who, f):
     return None if r is None or r["kind"] == "fail" else r[f]
 for c in cases:
     s, g = val(c, "stock", "cpu_per_gbit"), val(c, "gatehoused", "cpu_per_gbit")
-    if s and g and "iperf-udp" not in c:
+    if s and g and "iperf-udp" not in c and not c.startswith("wireguard"):
         goal = 1 / 5 if c.startswith("ikev2") else 1 / 3
         T.append(f"{c}: CPU/Gbit ratio {g / s:.2f} (target <= {goal:.2f}) {'ok' if g / s <= goal else 'MISSED'}")
     if "clients" in c and "iperf-udp" not in c:

@@ -31,7 +31,10 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-li
   # The web console in a headless browser (tests/tests/admin_console.rs).
   chromium chromium-driver
   # The admin API on its Unix socket, and reading its pcap captures (tests/tests/admin_api.rs).
-  curl tshark)
+  curl tshark
+  # Stock WireGuard peers (tests/tests/wireguard_*.rs): userspace wireguard-go (the kernel
+  # here has no WireGuard module) configured by `wg`; zbarimg reads the exported QR code back.
+  wireguard-go wireguard-tools zbar-tools)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

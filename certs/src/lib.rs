@@ -68,10 +68,12 @@ mod export;
 mod export_builtin;
 mod fsutil;
 mod issue;
+pub mod offers;
 pub mod profile;
 mod registry;
 mod san;
 pub mod tls_crypt;
+pub mod wireguard;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -544,17 +546,24 @@ impl Pki {
             return Err(PkiError::NotAFileFormat(format));
         }
         let (record, key_pem, chain_pem) = self.exportable(name, gateway)?;
-        // With a tls-crypt-v2 server key in the PKI, OpenVPN-capable exports carry the
-        // client's own key (made on first export).
-        if matches!(format, Format::Ovpn | Format::Gatehouse)
+        if format == Format::Gatehouse {
+            let cert = export::with_chain(&record.cert_pem, &chain_pem);
+            let mut profile = Profile::new(name, gateway, &self.ca_cert_pem, &cert, &key_pem);
+            // With a tls-crypt-v2 server key in the PKI, the client's own key (made on first
+            // export) goes with it.
+            profile.tls_crypt_v2 = self
+                .tls_crypt_v2_client_key(&record.serial, name)?
+                .map(|v2| v2.to_pem());
+            if let Some(port) = offers::quic_port(&self.dir) {
+                profile.offer_quic(port);
+            }
+            return Ok(profile.to_toml()?.into_bytes());
+        }
+        // With a tls-crypt-v2 server key in the PKI, `.ovpn` exports carry the client's own
+        // key (made on first export).
+        if format == Format::Ovpn
             && let Some(v2) = self.tls_crypt_v2_client_key(&record.serial, name)?
         {
-            if format == Format::Gatehouse {
-                let cert = export::with_chain(&record.cert_pem, &chain_pem);
-                let mut profile = Profile::new(name, gateway, &self.ca_cert_pem, &cert, &key_pem);
-                profile.tls_crypt_v2 = Some(v2.to_pem());
-                return Ok(profile.to_toml()?.into_bytes());
-            }
             let bundle = ClientBundle {
                 name,
                 gateway,

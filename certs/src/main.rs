@@ -85,7 +85,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a certificate and rewrite crl.pem.
+    /// Issue a WireGuard identity for a stock WireGuard app: a keypair and an address of the
+    /// gateway's client pool reserved for it (the highest free one unless --address), read
+    /// from gateway.toml next to the PKI folder. Export it with `export NAME --format
+    /// wireguard`.
+    IssueWireguard {
+        /// Name of the client.
+        name: String,
+        /// Its address in `client_pool`.
+        #[arg(long, value_name = "IP")]
+        address: Option<std::net::Ipv4Addr>,
+    },
+    /// Revoke a certificate and rewrite crl.pem, or revoke a WireGuard identity (the
+    /// gateway removes the peer within seconds).
     Revoke {
         /// Certificate name (its valid certificate) or serial (hex).
         name_or_serial: String,
@@ -115,7 +127,8 @@ enum Command {
         /// gatehouse | ovpn | pkcs12 | swanctl (a strongSwan folder usable as SWANCTL_DIR:
         /// swanctl.conf, x509ca/, x509/, private/) | mobileconfig (Apple profile for the
         /// built-in IKEv2 client; needs --password) | windows (PowerShell script for the
-        /// built-in IKEv2 client of Windows 10/11)
+        /// built-in IKEv2 client of Windows 10/11) | wireguard (wg-quick configuration of a
+        /// WireGuard identity; see issue-wireguard)
         #[arg(long, value_name = "FORMAT")]
         format: String,
         /// Password protecting the PKCS#12 file (also the one inside a mobileconfig or
@@ -126,6 +139,10 @@ enum Command {
         /// or empty folder.
         #[arg(short = 'o', long = "output", value_name = "PATH")]
         output: PathBuf,
+        /// `--format wireguard`: also write the configuration as a QR code (PNG, 0600) for
+        /// the WireGuard phone apps.
+        #[arg(long, value_name = "FILE.png")]
+        qr: Option<PathBuf>,
     },
 }
 
@@ -286,6 +303,67 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 print!("{}", list_table(&records, now));
+                let wg = gatehouse_certs::wireguard::identities(dir)?;
+                if !wg.is_empty() {
+                    println!("\nWireGuard identities:");
+                    for p in wg {
+                        println!(
+                            "  {:<20} {:<15} {} {}",
+                            p.name,
+                            p.address.to_string(),
+                            p.public_key,
+                            match &p.revoked {
+                                Some(t) => format!("revoked {t}"),
+                                None => "valid".into(),
+                            }
+                        );
+                    }
+                }
+            }
+        }
+        Command::IssueWireguard { name, address } => {
+            let now = rfc3339(OffsetDateTime::now_utc());
+            let id = gatehouse_certs::wireguard::issue(dir, &name, address, &now)?;
+            println!(
+                "issued WireGuard identity {name}: address {}, public key {}",
+                id.address, id.public_key
+            );
+            println!(
+                "  export it with `gatehouse-certs --pki {} export {name} --gateway HOST --format wireguard -o {name}.conf [--qr {name}.png]`",
+                dir.display()
+            );
+        }
+        Command::Revoke {
+            name_or_serial,
+            reason,
+        } if gatehouse_certs::wireguard::identities(dir)?
+            .iter()
+            .any(|p| p.name == name_or_serial && p.revoked.is_none()) =>
+        {
+            let now = rfc3339(OffsetDateTime::now_utc());
+            if let Some(id) = gatehouse_certs::wireguard::revoke(dir, &name_or_serial, &now)? {
+                println!(
+                    "revoked WireGuard identity {} (address {}); {} updated, the gateway removes the peer within seconds",
+                    id.name,
+                    id.address,
+                    gatehouse_certs::wireguard::registry_path(dir).display()
+                );
+            }
+            // The same name's valid certificate goes too: `revoke NAME` cuts every access.
+            if let Ok(mut pki) = Pki::open(dir)
+                && pki
+                    .find(&name_or_serial)
+                    .is_ok_and(|r| r.revoked_at.is_none())
+            {
+                let reason: Reason = reason.parse()?;
+                let record = pki.revoke(&name_or_serial, reason)?;
+                println!(
+                    "revoked {} certificate {} (serial {}, reason {reason}); {} updated",
+                    record.kind,
+                    record.name,
+                    record.serial,
+                    pki.crl_path().display()
+                );
             }
         }
         Command::Revoke {
@@ -330,9 +408,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             gateway,
             format,
+            output,
+            qr,
+            ..
+        } if format == "wireguard" => {
+            let conf = gatehouse_certs::wireguard::export_config(dir, &name, &gateway)?;
+            write_file(&output, conf.as_bytes(), 0o600)?;
+            println!(
+                "exported {name} as wireguard (wg-quick) to {}",
+                output.display()
+            );
+            if let Some(qr) = qr {
+                let png = gatehouse_certs::wireguard::qr_png(&conf)?;
+                write_file(&qr, &png, 0o600)?;
+                println!(
+                    "  QR code in {} (it holds the private key): scan it in the WireGuard app",
+                    qr.display()
+                );
+            }
+        }
+        Command::Export {
+            name,
+            gateway,
+            format,
             password,
             output,
+            qr,
         } => {
+            if qr.is_some() {
+                anyhow::bail!("--qr goes with `--format wireguard` only");
+            }
             let format: Format = format.parse()?;
             let pki = Pki::open(dir)?;
             if format.is_folder() {

@@ -103,6 +103,19 @@ impl Profile {
         }
     }
 
+    /// Offers QUIC on UDP `port` as the first choice (the gateway serves it: `[quic]` in
+    /// its gateway.toml); the other protocols stay, in their order, as fallbacks.
+    pub fn offer_quic(&mut self, port: u16) {
+        self.protocols.retain(|p| p.kind != ProtocolKind::Quic);
+        self.protocols.insert(
+            0,
+            ProtocolEntry {
+                kind: ProtocolKind::Quic,
+                port,
+            },
+        );
+    }
+
     /// Serializes the profile as TOML.
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string(self).map_err(|e| PkiError::InvalidProfile(e.to_string()))
@@ -179,6 +192,26 @@ mod tests {
         assert!(text.contains("format = \"gatehouse-profile\""), "{text}");
         assert!(text.contains("kind = \"openvpn-udp\""), "{text}");
         assert!(text.contains("[[protocols]]"), "{text}");
+        assert_eq!(Profile::from_toml(&text).unwrap(), p);
+    }
+
+    #[test]
+    fn quic_is_the_first_choice_where_offered() {
+        let mut p = Profile::new("alice", "gw", CERT, CERT, KEY);
+        assert!(p.protocols.iter().all(|e| e.kind != ProtocolKind::Quic));
+        let before = p.protocols.clone();
+        p.offer_quic(8443);
+        p.offer_quic(443);
+        assert_eq!(
+            p.protocols[0],
+            ProtocolEntry {
+                kind: ProtocolKind::Quic,
+                port: 443
+            }
+        );
+        assert_eq!(p.protocols[1..], before[..]);
+        let text = p.to_toml().unwrap();
+        assert!(text.contains("kind = \"quic\""), "{text}");
         assert_eq!(Profile::from_toml(&text).unwrap(), p);
     }
 

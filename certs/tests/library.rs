@@ -114,3 +114,49 @@ fn errors_tell_the_user_what_to_do() {
         .to_string();
     assert!(err.contains("refusing to overwrite"), "{err}");
 }
+
+#[test]
+fn a_profile_offers_quic_first_when_the_gateway_beside_the_pki_serves_it() {
+    use gatehouse_certs::profile::ProtocolKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let mut pki = Pki::init(&dir, &CaOptions::default()).unwrap();
+    pki.issue_client("carol", &Validity::days(30), None)
+        .unwrap();
+    let export = |pki: &Pki| {
+        let bytes = pki
+            .export("carol", "vpn.example.com", Format::Gatehouse, None)
+            .unwrap();
+        Profile::from_toml(std::str::from_utf8(&bytes).unwrap()).unwrap()
+    };
+    let kinds = |p: &Profile| {
+        p.protocols
+            .iter()
+            .map(|e| (e.kind, e.port))
+            .collect::<Vec<_>>()
+    };
+    let plain = vec![
+        (ProtocolKind::OpenvpnUdp, 1194),
+        (ProtocolKind::OpenvpnTcp, 443),
+        (ProtocolKind::Ikev2, 500),
+    ];
+    // No gateway.toml: the defaults.
+    assert_eq!(kinds(&export(&pki)), plain);
+    // QUIC off (what `gatehoused init` writes): the same.
+    let toml = tmp.path().join("gateway.toml");
+    fs::write(
+        &toml,
+        "public_addr = \"vpn.example.com\"\n[quic]\nenabled = false\nport = 443\n",
+    )
+    .unwrap();
+    assert_eq!(kinds(&export(&pki)), plain);
+    // QUIC on: first choice, the others after it.
+    fs::write(
+        &toml,
+        "public_addr = \"vpn.example.com\"\n[quic]\nenabled = true\nport = 8443\n",
+    )
+    .unwrap();
+    let mut want = vec![(ProtocolKind::Quic, 8443)];
+    want.extend(plain);
+    assert_eq!(kinds(&export(&pki)), want);
+}

@@ -46,6 +46,13 @@ enum Command {
         /// Run the connection in this process instead of the client service.
         #[arg(long)]
         foreground: bool,
+        /// Let nothing out but the tunnel (Linux, nftables) until `gatehouse disconnect`,
+        /// also while reconnecting and after the client crashed.
+        #[arg(long)]
+        kill_switch: bool,
+        /// With --kill-switch: still reach the local LAN (private IPv4 ranges).
+        #[arg(long, requires = "kill_switch")]
+        allow_lan: bool,
     },
     /// Show the connection state.
     Status {
@@ -107,7 +114,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             protocol,
             foreground,
-        } => cli::connection::connect(&name, protocol, foreground),
+            kill_switch,
+            allow_lan,
+        } => cli::connection::connect(&name, protocol, foreground, kill_switch, allow_lan),
         Command::Status { json } => cli::connection::status(json),
         Command::Disconnect => cli::connection::disconnect(),
         Command::Service => cli::connection::service(),

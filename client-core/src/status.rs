@@ -92,6 +92,15 @@ pub struct Status {
     /// Error faster than the front end could see (status updates keep only the latest).
     #[serde(default)]
     pub request: u64,
+    /// How often the current connection moved to a new local address without reconnecting
+    /// (QUIC connection migration: Wi-Fi to cellular, a new DHCP lease). Starts at 0 with
+    /// every connection.
+    #[serde(default)]
+    pub path_changes: u32,
+    /// The kill switch is on: nothing but the tunnel gets out (also while reconnecting, and
+    /// after a crash until the user disconnects).
+    #[serde(default)]
+    pub kill_switch: bool,
 }
 
 impl Default for Status {
@@ -100,6 +109,8 @@ impl Default for Status {
             state: ConnectionState::Disconnected,
             counters: Counters::default(),
             request: 0,
+            path_changes: 0,
+            kill_switch: false,
         }
     }
 }
@@ -120,12 +131,15 @@ mod tests {
             },
             counters: Counters::default(),
             request: 3,
+            path_changes: 2,
+            kill_switch: false,
         };
         let j = serde_json::to_value(&s).unwrap();
         assert_eq!(j["state"], "connected");
         assert_eq!(j["address"], "172.16.201.2");
         assert_eq!(j["protocol"], "openvpn-udp");
         assert_eq!(j["counters"]["rx_bytes"], 0);
+        assert_eq!(j["path_changes"], 2);
         let back: Status = serde_json::from_value(j).unwrap();
         assert_eq!(back, s);
     }

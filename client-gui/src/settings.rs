@@ -39,10 +39,20 @@ pub struct Settings {
     pub last_profile: Option<String>,
 }
 
+/// The order a new user gets: QUIC first where the gateway offers it (it survives a change
+/// of network without reconnecting), then OpenVPN over UDP and TCP - the client falls back
+/// to them by itself where UDP 443 is blocked - then IKEv2.
+pub const DEFAULT_ORDER: [ProtocolKind; 4] = [
+    ProtocolKind::Quic,
+    ProtocolKind::OpenvpnUdp,
+    ProtocolKind::OpenvpnTcp,
+    ProtocolKind::Ikev2,
+];
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            protocol_order: ProtocolKind::ALL.to_vec(),
+            protocol_order: DEFAULT_ORDER.to_vec(),
             auto_connect: false,
             start_minimised: false,
             theme: ThemeChoice::System,
@@ -118,7 +128,8 @@ impl Settings {
     }
 
     /// Makes `protocol_order` name every protocol exactly once (a hand-edited file may drop
-    /// or repeat some): duplicates go, missing ones join at the end in the default order.
+    /// or repeat some): duplicates go, missing ones join at the end in the order the CLI
+    /// lists them.
     pub fn normalise(&mut self) {
         let mut order = Vec::with_capacity(ProtocolKind::ALL.len());
         for kind in self.protocol_order.iter().chain(ProtocolKind::ALL.iter()) {
@@ -200,10 +211,15 @@ mod tests {
             last_profile: Some("work".into()),
             ..Settings::default()
         };
-        s.move_protocol(2, true);
+        assert_eq!(
+            s.protocol_order[0],
+            ProtocolKind::Quic,
+            "QUIC first by default"
+        );
+        s.move_protocol(3, true);
         s.move_protocol(0, true); // already first: nothing moves
         s.move_protocol(3, false); // already last: nothing moves
-        assert_eq!(s.protocol_order[1], ProtocolKind::Ikev2);
+        assert_eq!(s.protocol_order[2], ProtocolKind::Ikev2);
         s.save(dir.path()).unwrap();
         assert_eq!(Settings::load(dir.path()).unwrap(), s);
 

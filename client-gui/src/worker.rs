@@ -382,6 +382,8 @@ pub fn connect_request(
         profile,
         key_pem,
         protocol: None,
+        kill_switch: false,
+        allow_lan: false,
     })
 }
 

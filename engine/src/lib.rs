@@ -24,5 +24,7 @@ pub mod idhash;
 pub mod ikev2;
 pub mod openvpn;
 pub mod pool;
+pub mod quic;
 pub mod router;
 pub mod wire;
+pub mod wireguard;

@@ -143,6 +143,29 @@ impl AddressPool {
             self.leased.remove(&addr);
         }
     }
+
+    /// Holds `addr` for `holder` until [`release`](Self::release)d: a WireGuard client's
+    /// address, fixed in its identity, that no other client may lease. Fails when the
+    /// address is outside the pool, the gateway's, or held by someone else.
+    pub fn reserve(&mut self, holder: &str, addr: Ipv4Addr) -> Result<(), String> {
+        let host = self.net.contains(&addr)
+            && addr != self.net.network()
+            && addr != self.net.broadcast()
+            && addr != self.gateway;
+        if !host {
+            return Err(format!(
+                "{addr} is not a client address of the pool {}",
+                self.net
+            ));
+        }
+        match self.leased.get(&addr) {
+            Some(h) if h != holder => Err(format!("{addr} is leased to {h}")),
+            _ => {
+                self.leased.insert(addr, holder.to_owned());
+                Ok(())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +174,20 @@ mod tests {
 
     fn pool(cidr: &str) -> AddressPool {
         AddressPool::new(cidr.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_reserved_address_is_never_leased_to_others() {
+        let mut p = pool("10.9.0.0/29");
+        let a = Ipv4Addr::new(10, 9, 0, 2);
+        p.reserve("wg:phone", a).unwrap();
+        assert!(p.reserve("other", a).is_err());
+        assert!(p.reserve("x", Ipv4Addr::new(10, 9, 0, 1)).is_err());
+        for n in ["a", "b", "c", "d"] {
+            assert_ne!(p.lease(n).unwrap(), a);
+        }
+        p.release("wg:phone", a);
+        assert_eq!(p.lease("e").unwrap(), a);
     }
 
     #[test]

@@ -66,6 +66,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("ikev2_responder", fuzzing::ikev2_responder),
     ("ikev2_initiator", fuzzing::ikev2_initiator),
     ("gateway_core", fuzzing::gateway_core),
+    ("capsule", fuzzing::capsule),
 ];
 
 #[test]

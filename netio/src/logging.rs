@@ -67,11 +67,14 @@ where
     }
 }
 
-/// Installs the global logger: level from `env_var` (default `info`), to stderr, in the
-/// journal's format when stderr is the journal.
+/// Installs the global logger: level from `env_var` (default `info`, without boringtun's own
+/// lines), to stderr, in the journal's format when stderr is the journal.
 pub fn init(env_var: &str) {
+    // boringtun logs its WireGuard timers in its own words ("HANDSHAKE(REKEY_TIMEOUT)" every
+    // 5 s while a peer is away); the gateway logs what operators read (`connection up`,
+    // `connection down`, `client connected`). `GATEHOUSE_LOG=info,boringtun=debug` shows them.
     let filter = tracing_subscriber::EnvFilter::try_from_env(env_var)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,boringtun=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

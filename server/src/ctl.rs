@@ -32,6 +32,9 @@ pub enum CtlCommand {
     },
     /// Re-read gateway.toml and apply it without dropping untouched tunnels.
     Reload,
+    /// Restart for an upgrade without dropping sessions: the gateway hands its sockets and
+    /// tunnels to the binary now on disk (same PID; as `kill -USR2`).
+    Handoff,
     /// Write the inner packets of one tunnel (or all) to a pcap file.
     Capture {
         /// A client's certificate name or a connection's name (default: every tunnel).
@@ -227,6 +230,18 @@ pub fn run(socket: &Path, json: bool, cmd: CtlCommand) -> Result<()> {
                 println!(
                     "revoked {} (serial {}); {} session(s) ended; the CRL was rewritten",
                     r.name, r.serial, r.sessions_ended
+                );
+                Ok(())
+            }
+            CtlCommand::Handoff => {
+                let r: crate::admin::model::HandoffStarted =
+                    c.json(Method::POST, "/v1/handoff?confirm=true").await?;
+                if json {
+                    return print_json(&r);
+                }
+                println!(
+                    "handing the gateway's sessions to {} (same PID); its log says `handoff: took over` when done",
+                    r.binary
                 );
                 Ok(())
             }

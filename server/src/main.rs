@@ -70,6 +70,16 @@ enum Command {
         #[command(subcommand)]
         command: gatehouse_server::ctl::CtlCommand,
     },
+    /// Print the gateway's WireGuard public key (for the peers' configuration), creating the
+    /// key (DIR/wireguard.key, 0600) when it does not exist yet.
+    WireguardPubkey {
+        /// Data directory (holds gateway.toml).
+        #[arg(long, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (the key lives next to it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration and the certificates it points at, then exit.
     Check {
         /// Configuration file.
@@ -168,6 +178,16 @@ fn real_main(cli: Cli) -> Result<()> {
             };
             gatehouse_server::ctl::run(&socket, json, command)
         }
+        Command::WireguardPubkey { data_dir, config } => {
+            let dir = match (data_dir, config) {
+                (Some(d), _) => d,
+                (None, Some(c)) => config_dir(&c),
+                (None, None) => bail!("give --data-dir DIR or --config FILE"),
+            };
+            let key = gatehouse_server::gateway::wireguard::gateway_key(&dir)?;
+            println!("{}", key.public_key());
+            Ok(())
+        }
         Command::Check { config } => {
             let cfg = GatewayConfig::load(&config)?;
             let dir = config_dir(&config);
@@ -182,6 +202,19 @@ fn real_main(cli: Cli) -> Result<()> {
                 .with_context(|| format!("invalid config {}", config.display()))?;
             for c in &connections {
                 println!("{}", c.summary());
+            }
+            let wg = gatehouse_server::gateway::wireguard::build(&cfg, &dir, &cfg.pki_path(&dir))
+                .with_context(|| format!("invalid config {}", config.display()))?;
+            for c in cfg.wireguard_connections()? {
+                println!("{}", c.summary());
+            }
+            if let Some(wg) = wg {
+                println!(
+                    "wireguard: public key {}, {} peer(s), {}",
+                    wg.private_key.public_key(),
+                    wg.peers.len(),
+                    gatehouse_server::gateway::wireguard::listen_addr(&cfg)
+                );
             }
             println!("{}: OK", config.display());
             Ok(())

@@ -12,6 +12,7 @@ use gatehouse_engine::openvpn::tls::{
 };
 
 use crate::config::{GatewayConfig, parse_duration};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 /// Where the TLS inputs live.
 #[derive(Debug, Clone)]
@@ -58,18 +59,43 @@ pub fn read_crl(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// The gateway's PKI files, read and parsed: what every TLS listener is built from.
+struct GatewayPki {
+    ca: Vec<CertificateDer<'static>>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+impl GatewayPki {
+    fn load(paths: &PkiPaths) -> Result<Self> {
+        let ca = certs_from_pem(&read(&paths.ca, "CA certificate")?)
+            .with_context(|| format!("{}", paths.ca.display()))?;
+        let chain = certs_from_pem(&read(&paths.cert, "gateway certificate")?)
+            .with_context(|| format!("{}", paths.cert.display()))?;
+        let key = key_from_pem(&read(&paths.key, "gateway key")?)
+            .with_context(|| format!("{}", paths.key.display()))?;
+        let crls = match read_crl(&paths.crl)? {
+            Some(pem) => crls_from_pem(&pem).with_context(|| format!("{}", paths.crl.display()))?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            ca,
+            chain,
+            key,
+            crls,
+        })
+    }
+}
+
 /// Builds the engine's OpenVPN server configuration from the PKI files and gateway.toml.
 pub fn openvpn_server_config(paths: &PkiPaths, cfg: &GatewayConfig) -> Result<Arc<ServerConfig>> {
-    let ca = certs_from_pem(&read(&paths.ca, "CA certificate")?)
-        .with_context(|| format!("{}", paths.ca.display()))?;
-    let chain = certs_from_pem(&read(&paths.cert, "gateway certificate")?)
-        .with_context(|| format!("{}", paths.cert.display()))?;
-    let key = key_from_pem(&read(&paths.key, "gateway key")?)
-        .with_context(|| format!("{}", paths.key.display()))?;
-    let crls = match read_crl(&paths.crl)? {
-        Some(pem) => crls_from_pem(&pem).with_context(|| format!("{}", paths.crl.display()))?,
-        None => Vec::new(),
-    };
+    let GatewayPki {
+        ca,
+        chain,
+        key,
+        crls,
+    } = GatewayPki::load(paths)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
     let o = &cfg.openvpn;
@@ -94,6 +120,28 @@ pub fn openvpn_server_config(paths: &PkiPaths, cfg: &GatewayConfig) -> Result<Ar
     sc.tun_mtu = cfg.tun_mtu;
     sc.offload_handshakes = cfg.handshake_threads > 0;
     Ok(Arc::new(sc))
+}
+
+/// Builds the engine's QUIC listener configuration from the same PKI files: TLS 1.3, the
+/// client-certificate checks of the OpenVPN path (CA, validity, EKU, CRL).
+pub fn quic_server_config(
+    paths: &PkiPaths,
+    cfg: &GatewayConfig,
+) -> Result<Arc<gatehouse_engine::quic::QuicConfig>> {
+    let GatewayPki {
+        ca,
+        chain,
+        key,
+        crls,
+    } = GatewayPki::load(paths)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
+    // The tunnel's packets must fit a DATAGRAM frame; a smaller TUN MTU wins.
+    let mtu = gatehouse_engine::quic::config::DEFAULT_TUNNEL_MTU.min(cfg.tun_mtu);
+    let q =
+        gatehouse_engine::quic::QuicConfig::from_pki(provider, time, &ca, crls, chain, key, mtu)
+            .context("QUIC TLS configuration")?;
+    Ok(Arc::new(q))
 }
 
 /// Remembers the CRL file's identity to notice when `gatehouse-certs revoke` rewrote it.

@@ -31,14 +31,17 @@ pub mod netns;
 pub mod openssl_pki;
 pub mod openvpn;
 pub mod proc;
+pub mod setup;
 pub mod sites;
 pub mod strongswan;
 pub mod swan_site;
 pub mod topology;
+pub mod wireguard;
 
 pub use cidr::Ipv4Cidr;
 pub use netns::Netns;
 pub use proc::Proc;
+pub use setup::GatewaySetup;
 pub use topology::GatewayTopology;
 
 use std::fs;

@@ -11,7 +11,8 @@
 //!  (default via .1)      (default via .1)      (default via .1)
 //! ```
 //!
-//! K is the test's index in [`SITE_INDEXES`] (70..=79): tests side by side use disjoint
+//! K is the test's index in [`SITE_INDEXES`] (70..=79; the WireGuard tests use
+//! [`WIREGUARD_SITE_INDEXES`]): tests side by side use disjoint
 //! addresses, and every test passes its own tag, so namespace names are unique too
 //! (`gh-<tag>-gwa-<pid>`, ...). Each site also has a suggested point-to-site pool
 //! 10.K.(100+n).0/24 (A 10.K.101.0/24, B 10.K.102.0/24, C 10.K.103.0/24). Gateways forward;
@@ -35,6 +36,8 @@ use crate::netns::{Netns, add_route, enable_forwarding, veth};
 
 /// Subnet indexes reserved for the site-to-site tests (10.K.x.y).
 pub const SITE_INDEXES: RangeInclusive<u8> = 70..=79;
+/// Subnet indexes of the WireGuard site tests (tests/tests/wireguard_*.rs).
+pub const WIREGUARD_SITE_INDEXES: RangeInclusive<u8> = 214..=215;
 /// The gateways' and the client's interface on the underlay.
 pub const UNDERLAY_IF: &str = "ul0";
 /// A gateway's interface on its LAN.
@@ -129,8 +132,8 @@ impl SiteLab {
     /// its host and the client reaches every gateway over the underlay.
     pub fn new(tag: &str, k: u8) -> Result<SiteLab> {
         ensure!(
-            SITE_INDEXES.contains(&k),
-            "site lab index {k} is outside {SITE_INDEXES:?}, the range reserved for site tests"
+            SITE_INDEXES.contains(&k) || WIREGUARD_SITE_INDEXES.contains(&k),
+            "site lab index {k} is outside {SITE_INDEXES:?} and {WIREGUARD_SITE_INDEXES:?}, the ranges reserved for site tests"
         );
         let switch = Netns::new(&format!("{tag}-sw"))?;
         ip_ok(&["-n", switch.name(), "link", "add", BRIDGE, "type", "bridge"])?;

@@ -39,15 +39,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::gatehouse_site::{GhConnection, add_connections};
 use gatehouse_tests::gatehoused::{
-    Gatehoused, GatewayDir, issue_rsa_client, spawn_stock_client, toml_str, wait_client_up,
+    Gatehoused, issue_rsa_client, spawn_stock_client, toml_str, wait_client_up,
 };
 use gatehouse_tests::net::{ping, wait_ping};
 use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::proc::run_with_timeout;
 use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig, parse_ping_summary};
-use gatehouse_tests::{
-    GatewayTopology, Ipv4Cidr, Netns, Proc, bin, require_commands, require_root,
-};
+use gatehouse_tests::{GatewaySetup, Ipv4Cidr, Netns, Proc, bin};
 use serde_json::Value;
 
 /// The OpenAPI document the live API must match.
@@ -63,18 +61,21 @@ const NOBODY: &str = "nobody-ad";
 /// How long one `gatehoused ctl`, curl or tshark run may take.
 const CMD_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One test's world: namespaces, a temporary folder, a gateway data directory in it.
-struct Setup {
-    // Dropped in this order: the namespaces (and whatever still runs in them), then files.
-    topo: GatewayTopology,
-    gw_dir: GatewayDir,
-    dir: tempfile::TempDir,
+/// One test's world (namespaces, gateway data directory, scratch folder) and this
+/// file's helpers on it.
+struct Setup(GatewaySetup);
+
+impl std::ops::Deref for Setup {
+    type Target = GatewaySetup;
+
+    fn deref(&self) -> &GatewaySetup {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new(tag: &str, subnet_index: u8, n_clients: usize) -> Result<Setup> {
-        require_root();
-        require_commands(&[
+        let commands = &[
             "ip",
             "ping",
             "openssl",
@@ -83,23 +84,8 @@ impl Setup {
             "curl",
             "tshark",
             "kill",
-        ]);
-        let dir = tempfile::tempdir()?;
-        let topo = GatewayTopology::new(tag, subnet_index, n_clients)?;
-        let gw_dir = GatewayDir::for_topology(
-            &dir.path().join("gateway"),
-            &topo,
-            &format!("ghd{subnet_index}"),
-        )?;
-        Ok(Setup { topo, gw_dir, dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn ns(&self, i: usize) -> &Netns {
-        &self.topo.client(i).ns
+        ];
+        GatewaySetup::new(tag, subnet_index, n_clients, commands).map(Setup)
     }
 
     fn socket(&self) -> PathBuf {
@@ -1082,11 +1068,7 @@ fn the_schema_validator_rejects_what_the_document_forbids() -> Result<()> {
     let cases = [
         ("wrong type", "rx_bytes", Some(Value::from("1"))),
         ("null where not allowed", "cipher", Some(Value::Null)),
-        (
-            "not in the enum",
-            "protocol",
-            Some(Value::from("wireguard")),
-        ),
+        ("not in the enum", "protocol", Some(Value::from("pptp"))),
         ("below the minimum", "worker", Some(Value::from(-1))),
         ("undocumented field", "secret", Some(Value::from(1))),
         ("missing required", "since", None),

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::gatehoused::{
-    CONNECTED, DISCONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, certs_cli,
-    issue_rsa_client, spawn_stock_client, toml_str, tun_ipv4, wait_client_up,
+    CONNECTED, DISCONNECTED, Gatehoused, LogEvent, REFUSED, certs_cli, issue_rsa_client,
+    spawn_stock_client, toml_str, tun_ipv4, wait_client_up,
 };
 use gatehouse_tests::net::{iperf3_client, iperf3_server, wait_ping};
 use gatehouse_tests::openvpn::UP_TIMEOUT as OVPN_UP_TIMEOUT;
@@ -23,26 +23,28 @@ use gatehouse_tests::strongswan::{
     AUTH_FAILED, Charon, CharonCmd, CharonCmdConfig, IKE_ESTABLISHED, IPSEC_DEV, RoadWarrior,
     SwanctlCreds, ping_run, tail,
 };
-use gatehouse_tests::{GatewayTopology, Ipv4Cidr, require_commands, require_root};
-use tempfile::TempDir;
+use gatehouse_tests::{GatewaySetup, Ipv4Cidr, require_commands};
 
 /// How long the gateway gets to log `client connected` once the client says it is up.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a refused client is watched for the refusal on both sides.
 const REFUSAL_WINDOW: Duration = Duration::from_secs(15);
 
-/// One test's world: namespaces, a temporary folder, a gateway data directory in it.
-struct Setup {
-    // Dropped in this order: the namespaces (and whatever still runs in them), then files.
-    topo: GatewayTopology,
-    gw_dir: GatewayDir,
-    dir: TempDir,
+/// One test's world (namespaces, gateway data directory, scratch folder) and this
+/// file's helpers on it.
+struct Setup(GatewaySetup);
+
+impl std::ops::Deref for Setup {
+    type Target = GatewaySetup;
+
+    fn deref(&self) -> &GatewaySetup {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new(tag: &str, subnet_index: u8, n_clients: usize) -> Result<Setup> {
-        require_root();
-        require_commands(&[
+        let commands = &[
             "ip",
             "iperf3",
             "ping",
@@ -50,23 +52,8 @@ impl Setup {
             "charon-cmd",
             "charon-systemd",
             "swanctl",
-        ]);
-        let dir = tempfile::tempdir()?;
-        let topo = GatewayTopology::new(tag, subnet_index, n_clients)?;
-        let gw_dir = GatewayDir::for_topology(
-            &dir.path().join("gateway"),
-            &topo,
-            &format!("ghd{subnet_index}"),
-        )?;
-        Ok(Setup { topo, gw_dir, dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn start_gateway(&self, log: &str) -> Result<Gatehoused> {
-        Gatehoused::start(&self.topo.gateway, &self.gw_dir, &self.path(log))
+        ];
+        GatewaySetup::new(tag, subnet_index, n_clients, commands).map(Setup)
     }
 
     /// A new RSA-2048 key and CSR (`openssl req`, subject `CN=name`), certified by

@@ -7,69 +7,41 @@
 //! parallel with each other and with the baseline.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::gatehoused::{
-    CONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, cert_files_from_ovpn, certs_cli,
-    issue_client, spawn_stock_client, times_up, toml_str, tun_ipv4, wait_client_up,
+    CONNECTED, Gatehoused, LogEvent, REFUSED, cert_files_from_ovpn, certs_cli, issue_client,
+    times_up, toml_str, tun_ipv4, wait_client_up,
 };
 use gatehouse_tests::net::{iperf3_client, iperf3_server, wait_ping};
 use gatehouse_tests::openvpn::{CertFiles, ClientConfig, Proto, UP_TIMEOUT, spawn_openvpn};
-use gatehouse_tests::{GatewayTopology, Ipv4Cidr, Proc, require_commands, require_root};
-use tempfile::TempDir;
+use gatehouse_tests::{GatewaySetup, Ipv4Cidr, Proc};
 
 /// How long the gateway gets to log `client connected` once the client says it is up.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a refused client is watched: it must not come up, and the gateway must say why.
 const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 
-/// One test's world: namespaces, a temporary folder, a gateway data directory in it.
-struct Setup {
-    // Dropped in this order: the namespaces (and whatever still runs in them), then files.
-    topo: GatewayTopology,
-    gw_dir: GatewayDir,
-    dir: TempDir,
+/// One test's world (namespaces, gateway data directory, scratch folder) and this
+/// file's helpers on it.
+struct Setup(GatewaySetup);
+
+impl std::ops::Deref for Setup {
+    type Target = GatewaySetup;
+
+    fn deref(&self) -> &GatewaySetup {
+        &self.0
+    }
 }
 
 impl Setup {
     /// Topology `tag`/`subnet_index` with `n_clients` clients; `gatehoused init` for it (LAN as
     /// address space, the topology's VPN pool, TUN `ghd<subnet_index>`).
     fn new(tag: &str, subnet_index: u8, n_clients: usize) -> Result<Setup> {
-        require_root();
-        require_commands(&["ip", "openvpn", "iperf3", "ping"]);
-        let dir = tempfile::tempdir()?;
-        let topo = GatewayTopology::new(tag, subnet_index, n_clients)?;
-        let gw_dir = GatewayDir::for_topology(
-            &dir.path().join("gateway"),
-            &topo,
-            &format!("ghd{subnet_index}"),
-        )?;
-        Ok(Setup { topo, gw_dir, dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `gatehoused run` in the gateway namespace, up to `gateway ready`; log in `log`.
-    fn start_gateway(&self, log: &str) -> Result<Gatehoused> {
-        Gatehoused::start(&self.topo.gateway, &self.gw_dir, &self.path(log))
-    }
-
-    /// Issues `name` and exports its stock profile dialling client `i`'s gateway address.
-    fn profile(&self, name: &str, i: usize) -> Result<PathBuf> {
-        let gateway = self.topo.client(i).gateway_addr;
-        self.gw_dir
-            .client_profile(name, gateway, &self.path(&format!("{name}.ovpn")))
-    }
-
-    /// `openvpn --config PROFILE --dev DEV ...` in client `i`'s namespace.
-    fn stock_client(&self, i: usize, profile: &Path, dev: &str, extra: &[&str]) -> Result<Proc> {
-        let log = self.path(&format!("openvpn-{dev}.log"));
-        spawn_stock_client(&self.topo.client(i).ns, profile, dev, extra, &log)
+        let commands = &["ip", "openvpn", "iperf3", "ping"];
+        GatewaySetup::new(tag, subnet_index, n_clients, commands).map(Setup)
     }
 
     /// A hand-written client config (the harness's [`ClientConfig`]) in client `i`'s

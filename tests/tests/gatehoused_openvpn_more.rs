@@ -9,85 +9,42 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::gatehoused::{
-    CONNECTED, DISCONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, RENEGOTIATED, REPLACED,
-    STOPPED, drop_counters, export_ovpn, spawn_stock_client, times_up, toml_str, tun_ipv4,
-    wait_client_up,
+    CONNECTED, DISCONNECTED, Gatehoused, LogEvent, REFUSED, RENEGOTIATED, REPLACED, STOPPED,
+    drop_counters, export_ovpn, times_up, toml_str, tun_ipv4, wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::proc::run_with_timeout;
-use gatehouse_tests::{GatewayTopology, Ipv4Cidr, Netns, Proc, require_commands, require_root};
-use tempfile::TempDir;
+use gatehouse_tests::{GatewaySetup, Ipv4Cidr, Netns, Proc};
 
 /// How long the gateway gets to log `client connected` once the client says it is up.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a graceful stop may take (closing sessions, flushing RESTART to each client).
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One test's world: namespaces, a temporary folder, a gateway data directory in it.
-struct Setup {
-    // Dropped in this order: the namespaces (and whatever still runs in them), then files.
-    topo: GatewayTopology,
-    gw_dir: GatewayDir,
-    dir: TempDir,
+/// One test's world (namespaces, gateway data directory, scratch folder) and this
+/// file's helpers on it.
+struct Setup(GatewaySetup);
+
+impl std::ops::Deref for Setup {
+    type Target = GatewaySetup;
+
+    fn deref(&self) -> &GatewaySetup {
+        &self.0
+    }
 }
 
 impl Setup {
     /// Topology `tag`/`subnet_index` with `n_clients` clients; `gatehoused init` for it (LAN
     /// as address space, the topology's VPN pool, TUN `ghd<subnet_index>`).
     fn new(tag: &str, subnet_index: u8, n_clients: usize) -> Result<Setup> {
-        require_root();
-        require_commands(&["ip", "openvpn", "ping"]);
-        let dir = tempfile::tempdir()?;
-        let topo = GatewayTopology::new(tag, subnet_index, n_clients)?;
-        let gw_dir = GatewayDir::for_topology(
-            &dir.path().join("gateway"),
-            &topo,
-            &format!("ghd{subnet_index}"),
-        )?;
-        Ok(Setup { topo, gw_dir, dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `gatehoused run` in the gateway namespace, up to `gateway ready`; log in `log`.
-    fn start_gateway(&self, log: &str) -> Result<Gatehoused> {
-        Gatehoused::start(&self.topo.gateway, &self.gw_dir, &self.path(log))
-    }
-
-    /// The same with `GATEHOUSE_LOG=debug` (renegotiations are logged at debug level).
-    fn start_gateway_debug(&self, log: &str) -> Result<Gatehoused> {
-        Gatehoused::start_with_env(
-            &self.topo.gateway,
-            &self.gw_dir,
-            &self.path(log),
-            &[("GATEHOUSE_LOG", "debug")],
-        )
-    }
-
-    /// Issues `name` and exports its stock profile dialling client `i`'s gateway address.
-    fn profile(&self, name: &str, i: usize) -> Result<PathBuf> {
-        let gateway = self.topo.client(i).gateway_addr;
-        self.gw_dir
-            .client_profile(name, gateway, &self.path(&format!("{name}.ovpn")))
-    }
-
-    /// `openvpn --config PROFILE --dev DEV ...` in client `i`'s namespace.
-    fn stock_client(&self, i: usize, profile: &Path, dev: &str, extra: &[&str]) -> Result<Proc> {
-        let log = self.path(&format!("openvpn-{dev}.log"));
-        spawn_stock_client(&self.topo.client(i).ns, profile, dev, extra, &log)
-    }
-
-    fn ns(&self, i: usize) -> &Netns {
-        &self.topo.client(i).ns
+        let commands = &["ip", "openvpn", "ping"];
+        GatewaySetup::new(tag, subnet_index, n_clients, commands).map(Setup)
     }
 }
 

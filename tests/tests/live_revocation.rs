@@ -24,15 +24,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::gatehoused::{
-    CONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, issue_rsa_client, spawn_stock_client,
-    times_up, wait_client_up,
+    CONNECTED, Gatehoused, LogEvent, REFUSED, issue_rsa_client, spawn_stock_client, times_up,
+    wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::strongswan::{
     AUTH_FAILED, CharonCmd, CharonCmdConfig, IKE_ESTABLISHED, parse_ping_summary, tail,
 };
-use gatehouse_tests::{GatewayTopology, Netns, Proc, require_commands, require_root};
+use gatehouse_tests::{GatewaySetup, Netns, Proc};
 
 /// What gatehoused logs when it ends an open session because the CRL now lists its
 /// certificate: `session ended: certificate revoked client=NAME ...`.
@@ -49,34 +49,22 @@ const IKE_DELETED: &str = "received DELETE for IKE_SA";
 /// live window and the checks that follow it.
 const PINGS: u32 = 80;
 
-/// One test's world: namespaces, a temporary folder, a gateway data directory in it.
-struct Setup {
-    // Dropped in this order: the namespaces (and whatever still runs in them), then files.
-    topo: GatewayTopology,
-    gw_dir: GatewayDir,
-    dir: tempfile::TempDir,
+/// One test's world (namespaces, gateway data directory, scratch folder) and this
+/// file's helpers on it.
+struct Setup(GatewaySetup);
+
+impl std::ops::Deref for Setup {
+    type Target = GatewaySetup;
+
+    fn deref(&self) -> &GatewaySetup {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new(tag: &str, subnet_index: u8, n_clients: usize) -> Result<Setup> {
-        require_root();
-        require_commands(&["ip", "ping", "openssl", "openvpn", "charon-cmd"]);
-        let dir = tempfile::tempdir()?;
-        let topo = GatewayTopology::new(tag, subnet_index, n_clients)?;
-        let gw_dir = GatewayDir::for_topology(
-            &dir.path().join("gateway"),
-            &topo,
-            &format!("ghd{subnet_index}"),
-        )?;
-        Ok(Setup { topo, gw_dir, dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn ns(&self, i: usize) -> &Netns {
-        &self.topo.client(i).ns
+        let commands = &["ip", "ping", "openssl", "openvpn", "charon-cmd"];
+        GatewaySetup::new(tag, subnet_index, n_clients, commands).map(Setup)
     }
 
     /// The stock client with `name`'s exported profile (dialling client `i`'s gateway
@@ -665,12 +653,19 @@ fn a_deleted_crl_is_signed_again_and_revocations_hold() -> Result<()> {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    ensure!(
-        gw.log()
-            .contains("signed it again from the certificate registry"),
-        "no log line says the CRL was signed again\n{}",
-        gw.log_tail(20)
-    );
+    // The gateway logs once the file is written: wait for the line too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw
+        .log()
+        .contains("signed it again from the certificate registry")
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "no log line says the CRL was signed again\n{}",
+            gw.log_tail(20)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     // After the next reload mallory is refused as revoked.
     thread::sleep(Duration::from_secs(3));
     let before = gw.events(REFUSED).len();

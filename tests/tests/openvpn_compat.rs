@@ -9,21 +9,19 @@
 //! Several clients share one gateway (one namespace each, subnet indexes 100..=103) to keep
 //! the file fast.
 
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::client::{ClientHome, ClientService};
 use gatehouse_tests::gatehoused::{
-    CONNECTED, Gatehoused, GatewayDir, LogEvent, REFUSED, spawn_stock_client, times_up, toml_str,
+    CONNECTED, Gatehoused, LogEvent, REFUSED, spawn_stock_client, times_up, toml_str,
     wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openssl_pki::OpensslPki;
 use gatehouse_tests::openvpn::{Proto, ServerConfig, UP_TIMEOUT, start_server};
-use gatehouse_tests::{GatewayTopology, Proc, require_commands, require_root};
-use tempfile::TempDir;
+use gatehouse_tests::{GatewaySetup, GatewayTopology, Proc, require_commands, require_root};
 
 /// What the engine logs once TLS and key-method 2 are done (tls, tls_cipher, data_cipher,
 /// keys, compress).
@@ -32,39 +30,22 @@ const CONTROL_UP: &str = "OpenVPN control channel up";
 const KEY_METHOD: &str = "key-method 2 from client";
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-struct Setup {
-    // Dropped in this order: the namespaces (and whatever still runs in them), then files.
-    topo: GatewayTopology,
-    gw_dir: GatewayDir,
-    dir: TempDir,
+/// One test's world (namespaces, gateway data directory, scratch folder) and this
+/// file's helpers on it.
+struct Setup(GatewaySetup);
+
+impl std::ops::Deref for Setup {
+    type Target = GatewaySetup;
+
+    fn deref(&self) -> &GatewaySetup {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new(tag: &str, subnet_index: u8, n_clients: usize) -> Result<Setup> {
-        require_root();
-        require_commands(&["ip", "openvpn", "ping"]);
-        let dir = tempfile::tempdir()?;
-        let topo = GatewayTopology::new(tag, subnet_index, n_clients)?;
-        let gw_dir = GatewayDir::for_topology(
-            &dir.path().join("gateway"),
-            &topo,
-            &format!("ghd{subnet_index}"),
-        )?;
-        Ok(Setup { topo, gw_dir, dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// gatehoused at debug level (the key-method 2 lines are measured facts worth keeping).
-    fn start_gateway(&self) -> Result<Gatehoused> {
-        Gatehoused::start_with_env(
-            &self.topo.gateway,
-            &self.gw_dir,
-            &self.path("gatehoused.log"),
-            &[("GATEHOUSE_LOG", "debug")],
-        )
+        let commands = &["ip", "openvpn", "ping"];
+        GatewaySetup::new(tag, subnet_index, n_clients, commands).map(Setup)
     }
 
     /// Issues `name`, exports its stock profile for client `i` and starts the stock client
@@ -180,7 +161,7 @@ fn run_cases(s: &Setup, gw: &Gatehoused, cases: &[Case], big: Option<u16>) -> Re
 fn tls_1_2_client_and_each_stock_default_data_cipher() -> Result<()> {
     let s = Setup::new("oc1", 100, 9)?;
     std::fs::write(s.path("userpass.txt"), "alice\nsecret\n")?;
-    let gw = s.start_gateway()?;
+    let gw = s.start_gateway_debug("gatehoused.log")?;
     let cases = [
         Case {
             name: "tls12",
@@ -304,7 +285,7 @@ fn every_compression_setting_connects_and_nothing_is_compressed() -> Result<()> 
         "lzo", "lzono", "stub", "stubv2", "lz4", "lz4v2", "clzo", "lz4yes", "lzoyes",
     ];
     let s = Setup::new("oc2", 101, ALL.len())?;
-    let gw = s.start_gateway()?;
+    let gw = s.start_gateway_debug("gatehoused.log")?;
     let cases: Vec<Case> = NAMES
         .iter()
         .zip(ALL)
@@ -331,7 +312,7 @@ fn every_compression_setting_connects_and_nothing_is_compressed() -> Result<()> 
 fn tls_1_3_minimum_refuses_a_tls_1_2_only_client() -> Result<()> {
     let s = Setup::new("oc3", 102, 2)?;
     s.gw_dir.set("openvpn.tls_version_min", &toml_str("1.3"))?;
-    let gw = s.start_gateway()?;
+    let gw = s.start_gateway_debug("gatehoused.log")?;
     let old = s.stock_client(0, "old", &["--tls-version-max", "1.2"])?;
     let from = s.topo.client(0).addr;
     let deadline = Instant::now() + Duration::from_secs(10);

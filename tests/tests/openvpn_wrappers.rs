@@ -9,20 +9,18 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::gatehoused::{
-    CONNECTED, Gatehoused, GatewayDir, STOPPED, drop_counters, spawn_stock_client, toml_str,
-    wait_client_up,
+    CONNECTED, Gatehoused, STOPPED, drop_counters, spawn_stock_client, toml_str, wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::proc::run_with_timeout;
-use gatehouse_tests::{GatewayTopology, Netns, Proc, require_commands, require_root};
-use tempfile::TempDir;
+use gatehouse_tests::{GatewaySetup, Proc};
 
 /// How long the gateway gets to log `client connected` once the client says it is up.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,38 +29,22 @@ const REFUSED_FOR: Duration = Duration::from_secs(6);
 /// What the stock client logs when the server's first packet reaches it.
 const SERVER_ANSWERED: &str = "TLS: Initial packet from";
 
-struct Setup {
-    topo: GatewayTopology,
-    gw_dir: GatewayDir,
-    dir: TempDir,
+/// One test's world (namespaces, gateway data directory, scratch folder) and this
+/// file's helpers on it.
+struct Setup(GatewaySetup);
+
+impl std::ops::Deref for Setup {
+    type Target = GatewaySetup;
+
+    fn deref(&self) -> &GatewaySetup {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new(tag: &str, subnet_index: u8, n_clients: usize) -> Result<Setup> {
-        require_root();
-        require_commands(&["ip", "openvpn", "ping"]);
-        let dir = tempfile::tempdir()?;
-        let topo = GatewayTopology::new(tag, subnet_index, n_clients)?;
-        let gw_dir = GatewayDir::for_topology(
-            &dir.path().join("gateway"),
-            &topo,
-            &format!("ghd{subnet_index}"),
-        )?;
-        Ok(Setup { topo, gw_dir, dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `gatehoused run` at debug level (new sessions are logged there), up to `gateway ready`.
-    fn start_gateway(&self) -> Result<Gatehoused> {
-        Gatehoused::start_with_env(
-            &self.topo.gateway,
-            &self.gw_dir,
-            &self.path("gatehoused.log"),
-            &[("GATEHOUSE_LOG", "debug")],
-        )
+        let commands = &["ip", "openvpn", "ping"];
+        GatewaySetup::new(tag, subnet_index, n_clients, commands).map(Setup)
     }
 
     /// Issues `name` and exports its `.ovpn` dialling client `i`'s gateway address.
@@ -81,10 +63,6 @@ impl Setup {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
         let log = self.path(&format!("openvpn-{dev}.log"));
         spawn_stock_client(&self.topo.client(i).ns, &path, dev, &[], &log)
-    }
-
-    fn ns(&self, i: usize) -> &Netns {
-        &self.topo.client(i).ns
     }
 
     /// Client `i` is up, the gateway logged `client connected` for `name`, and the LAN host
@@ -178,7 +156,7 @@ fn stop_and_count(gw: &Gatehoused) -> Result<std::collections::BTreeMap<String, 
 fn stock_client_with_exported_tls_crypt_v2_profile_connects() -> Result<()> {
     let s = Setup::new("twv2", 120, 2)?;
     s.gw_dir.set("openvpn.tls_crypt_v2", &toml_str("on"))?;
-    let gw = s.start_gateway()?;
+    let gw = s.start_gateway_debug("gatehoused.log")?;
     let server_key = s.gw_dir.pki().join("tls-crypt-v2-server.key");
     ensure!(
         server_key.exists(),
@@ -251,7 +229,7 @@ impl Setup {
 fn stock_clients_without_the_key_or_with_a_foreign_key_are_dropped_before_tls() -> Result<()> {
     let s = Setup::new("twno", 121, 2)?;
     s.gw_dir.set("openvpn.tls_crypt_v2", &toml_str("on"))?;
-    let gw = s.start_gateway()?;
+    let gw = s.start_gateway_debug("gatehoused.log")?;
     let profile = s.profile("carol", 0)?;
     ensure!(block(&profile, "tls-crypt-v2").is_some());
 
@@ -342,7 +320,7 @@ fn static_key_install(tag: &str, index: u8, wrapper: &str) -> Result<()> {
             .set("openvpn.tls_crypt_file", &toml_str("ta.key"))?;
         format!("<tls-crypt>\n{}\n</tls-crypt>\n", key_text.trim())
     };
-    let gw = s.start_gateway()?;
+    let gw = s.start_gateway_debug("gatehoused.log")?;
     let profile = s.profile("dave", 0)?;
     ensure!(
         block(&profile, "tls-crypt-v2").is_none(),

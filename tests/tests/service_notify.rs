@@ -39,6 +39,8 @@ fn read_until(sock: &UnixDatagram, want: &str, within: Duration) -> Result<Vec<S
             {
                 break;
             }
+            // A signal reached this thread (CI saw EINTR here once): read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         }
     }

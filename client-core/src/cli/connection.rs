@@ -18,7 +18,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn request_for(name: &str, protocol: Option<ProtocolKind>) -> Result<ConnectRequest> {
+fn request_for(
+    name: &str,
+    protocol: Option<ProtocolKind>,
+    kill_switch: bool,
+    allow_lan: bool,
+) -> Result<ConnectRequest> {
     let store = ProfileStore::open_default()?;
     let profile = store.get(name)?;
     let key_pem = store.key_pem(name)?;
@@ -26,11 +31,22 @@ fn request_for(name: &str, protocol: Option<ProtocolKind>) -> Result<ConnectRequ
         profile,
         key_pem,
         protocol,
+        kill_switch,
+        allow_lan,
     })
 }
 
 /// One line describing a status, for humans.
 pub fn describe(s: &Status) -> String {
+    let line = describe_state(s);
+    if s.kill_switch {
+        format!("{line} [kill switch on: nothing but the tunnel gets out]")
+    } else {
+        line
+    }
+}
+
+fn describe_state(s: &Status) -> String {
     match &s.state {
         ConnectionState::Disconnected => "Disconnected".into(),
         ConnectionState::Connecting { profile, protocol } => {
@@ -47,8 +63,13 @@ pub fn describe(s: &Status) -> String {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(*since);
+            let moved = match s.path_changes {
+                0 => String::new(),
+                1 => "; moved with 1 network change".into(),
+                n => format!("; moved with {n} network changes"),
+            };
             format!(
-                "Connected: {profile} to {gateway} over {protocol}, address {address}, for {}s; received {} bytes, sent {} bytes",
+                "Connected: {profile} to {gateway} over {protocol}, address {address}, for {}s; received {} bytes, sent {} bytes{moved}",
                 now.saturating_sub(*since),
                 s.counters.rx_bytes,
                 s.counters.tx_bytes
@@ -66,9 +87,15 @@ pub fn describe(s: &Status) -> String {
     }
 }
 
-/// `gatehouse connect NAME [--protocol P] [--foreground]`.
-pub fn connect(name: &str, protocol: Option<ProtocolKind>, foreground: bool) -> Result<()> {
-    let req = request_for(name, protocol)?;
+/// `gatehouse connect NAME [--protocol P] [--foreground] [--kill-switch [--allow-lan]]`.
+pub fn connect(
+    name: &str,
+    protocol: Option<ProtocolKind>,
+    foreground: bool,
+    kill_switch: bool,
+    allow_lan: bool,
+) -> Result<()> {
+    let req = request_for(name, protocol, kill_switch, allow_lan)?;
     let rt = runtime()?;
     if foreground {
         return rt.block_on(connect_foreground(req));

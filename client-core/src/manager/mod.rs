@@ -7,6 +7,7 @@
 
 mod ikev2;
 mod io;
+mod quic;
 mod tunnel;
 mod verify;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::platform::NetConfig;
+use crate::platform::{KillSwitch, NetConfig};
 use crate::profile::{ProtocolKind, StoredProfile};
 use crate::status::{ConnectionState, Counters, Status};
 
@@ -71,6 +72,14 @@ pub struct ConnectRequest {
     pub key_pem: String,
     /// Use only this protocol (else the profile's order, then fallback).
     pub protocol: Option<ProtocolKind>,
+    /// Let nothing out but the tunnel while connected or reconnecting (see
+    /// [`KillSwitch`](crate::platform::KillSwitch)); it stays on after a crash until the
+    /// user disconnects.
+    #[serde(default)]
+    pub kill_switch: bool,
+    /// With the kill switch: still let out traffic to the private IPv4 ranges (the LAN).
+    #[serde(default)]
+    pub allow_lan: bool,
 }
 
 impl std::fmt::Debug for ConnectRequest {
@@ -78,6 +87,7 @@ impl std::fmt::Debug for ConnectRequest {
         f.debug_struct("ConnectRequest")
             .field("profile", &self.profile.name)
             .field("protocol", &self.protocol)
+            .field("kill_switch", &self.kill_switch)
             .finish_non_exhaustive()
     }
 }
@@ -212,6 +222,19 @@ impl Manager {
         for undone in net.recover() {
             log.warn(format!("undid a change left by a previous run: {undone}"));
         }
+        // The kill switch is not a leftover: it stays until the user disconnects.
+        match net.keep_kill_switch() {
+            Ok(true) => {
+                status_tx.send_modify(|s| s.kill_switch = true);
+                log.warn(
+                    "kept the kill switch of a previous run: nothing but the tunnel gets out \
+                     until you connect again or run `gatehouse disconnect`"
+                        .into(),
+                );
+            }
+            Ok(false) => {}
+            Err(e) => log.error(format!("could not restore the kill switch: {e}")),
+        }
         tokio::spawn(run(options, net, rx, Arc::new(status_tx), log));
         Manager {
             commands,
@@ -295,7 +318,18 @@ pub(crate) struct StatusSink {
 
 impl StatusSink {
     pub(crate) fn set(&self, state: ConnectionState) {
-        self.tx.send_modify(|s| s.state = state);
+        self.tx.send_modify(|s| {
+            // A new connection starts with no path changes.
+            if matches!(state, ConnectionState::Connected { .. }) {
+                s.path_changes = 0;
+            }
+            s.state = state;
+        });
+    }
+
+    /// The connection moved to a new local address and stayed up.
+    pub(crate) fn path_changed(&self) {
+        self.tx.send_modify(|s| s.path_changes += 1);
     }
 
     /// Counts a connect request the manager took, with the state it starts in.
@@ -358,6 +392,7 @@ async fn run(
             None => match rx.recv().await {
                 Some(Command::Connect(req, ack)) => (req, ack),
                 Some(Command::Disconnect(ack)) => {
+                    release_kill_switch(&mut net, &status, &log);
                     status.set(ConnectionState::Disconnected);
                     let _ = ack.send(());
                     continue;
@@ -375,6 +410,16 @@ async fn run(
             protocol: first.kind,
         }));
         let _ = ack.send(());
+        if let Err(reason) =
+            set_kill_switch(&options, &req, &targets, &mut net, &status, &log).await
+        {
+            log.error(format!("{profile}: {reason}"));
+            status.set(ConnectionState::Error {
+                profile: Some(profile.clone()),
+                reason,
+            });
+            continue;
+        }
         let mut attempt = 0u32;
         let mut backoff = options.initial_backoff;
         'reconnect: loop {
@@ -383,14 +428,21 @@ async fn run(
             let round = targets.clone();
             for target in &round {
                 let proto = &target.kind;
-                let outcome = if *proto == ProtocolKind::Ikev2 {
-                    ikev2::run(&options, &req, &mut net, &mut rx, &status, &log).await
-                } else {
-                    tunnel::run(&options, &req, target, &mut net, &mut rx, &status, &log).await
+                let outcome = match proto {
+                    ProtocolKind::Ikev2 => {
+                        ikev2::run(&options, &req, &mut net, &mut rx, &status, &log).await
+                    }
+                    ProtocolKind::Quic => {
+                        quic::run(&options, &req, target, &mut net, &mut rx, &status, &log).await
+                    }
+                    _ => {
+                        tunnel::run(&options, &req, target, &mut net, &mut rx, &status, &log).await
+                    }
                 };
                 net.undo();
                 match outcome {
                     Outcome::UserDisconnect(ack) => {
+                        release_kill_switch(&mut net, &status, &log);
                         status.set(ConnectionState::Disconnected);
                         log.info(format!("{profile}: disconnected"));
                         let _ = ack.send(());
@@ -448,6 +500,7 @@ async fn run(
                 _ = tokio::time::sleep(backoff) => {}
                 cmd = rx.recv() => match cmd {
                     Some(Command::Disconnect(ack)) => {
+                        release_kill_switch(&mut net, &status, &log);
                         status.set(ConnectionState::Disconnected);
                         let _ = ack.send(());
                         break 'reconnect;
@@ -461,6 +514,69 @@ async fn run(
             }
             backoff = (backoff * 2).min(options.max_backoff);
         }
+    }
+}
+
+/// Turns the kill switch on for `req` (the gateway's addresses resolved now, once: DNS is
+/// closed while it is on), or off when `req` does not want it.
+async fn set_kill_switch(
+    options: &ManagerOptions,
+    req: &ConnectRequest,
+    targets: &[Target],
+    net: &mut NetConfig,
+    status: &StatusSink,
+    log: &Logger,
+) -> Result<(), String> {
+    if !req.kill_switch {
+        if net.kill_switch().is_some() {
+            release_kill_switch(net, status, log);
+        }
+        return Ok(());
+    }
+    let mut servers = Vec::new();
+    for t in targets {
+        let mut ports = vec![t.port];
+        // IKEv2 moves to 4500 behind NAT.
+        if t.kind == ProtocolKind::Ikev2 {
+            ports.push(4500);
+        }
+        // The tunnel is down while (re)connecting: with an older kill switch in force the
+        // name can only resolve from /etc/hosts or an address literal.
+        let addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
+            .await
+            .map_err(|e| format!("kill switch: cannot resolve the gateway {}: {e}", t.host))?;
+        for a in addrs {
+            for p in &ports {
+                servers.push((a.ip(), *p));
+            }
+        }
+    }
+    let ks = KillSwitch {
+        tun: options.tun_name.clone(),
+        servers,
+        dns: Vec::new(),
+        allow_lan: req.allow_lan,
+    };
+    net.engage_kill_switch(ks)
+        .map_err(|e| format!("kill switch: {e}"))?;
+    status.tx.send_modify(|s| s.kill_switch = true);
+    log.info(format!(
+        "{}: kill switch on: nothing but the tunnel gets out until you disconnect",
+        req.profile.name
+    ));
+    Ok(())
+}
+
+fn release_kill_switch(net: &mut NetConfig, status: &StatusSink, log: &Logger) {
+    if net.kill_switch().is_none() {
+        return;
+    }
+    match net.release_kill_switch() {
+        Ok(()) => {
+            status.tx.send_modify(|s| s.kill_switch = false);
+            log.info("kill switch off".into());
+        }
+        Err(e) => log.error(format!("could not turn the kill switch off: {e}")),
     }
 }
 
@@ -506,6 +622,8 @@ mod tests {
             },
             key_pem: String::new(),
             protocol: None,
+            kill_switch: false,
+            allow_lan: false,
         }
     }
 

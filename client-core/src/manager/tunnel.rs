@@ -131,7 +131,7 @@ fn closed_by_gateway() -> std::io::Error {
 /// Default port of each protocol when a profile names none.
 pub(crate) fn default_port(proto: ProtocolKind) -> u16 {
     match proto {
-        ProtocolKind::OpenvpnTcp => 443,
+        ProtocolKind::OpenvpnTcp | ProtocolKind::Quic => 443,
         ProtocolKind::Ikev2 => 500,
         _ => 1194,
     }
@@ -150,8 +150,8 @@ pub(crate) async fn run(
     let profile = &req.profile;
     let proto = target.kind;
     if !matches!(proto, ProtocolKind::OpenvpnUdp | ProtocolKind::OpenvpnTcp) {
-        // IKEv2 has its own driver (manager/ikev2.rs); QUIC is not built yet.
-        return Outcome::Lost(format!("{proto} is not supported by this client yet"));
+        // IKEv2 and QUIC have their own drivers (manager/ikev2.rs, manager/quic.rs).
+        return Outcome::Lost(format!("{proto} is not an OpenVPN protocol"));
     }
     status.connecting(&profile.name, proto);
     // Where an .ovpn profile's certificate check leaves why it refused the server.
@@ -479,7 +479,7 @@ fn session_config(
     Ok(Arc::new(cfg))
 }
 
-async fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+pub(super) async fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     // The gateway serves IPv4 first.
     addrs.sort_by_key(|a| !a.is_ipv4());
@@ -556,7 +556,7 @@ fn unix_now() -> u64 {
 /// The TLS configuration of a profile imported from an `.ovpn` file: TLS 1.3, our
 /// certificate, and the server's certificate checked as OpenVPN checks it
 /// ([`OpenvpnServerVerifier`]).
-fn openvpn_tls_config(
+pub(super) fn openvpn_tls_config(
     req: &ConnectRequest,
     provider: Arc<rustls::crypto::CryptoProvider>,
     time: Arc<dyn rustls::time_provider::TimeProvider>,

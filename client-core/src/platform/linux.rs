@@ -186,3 +186,45 @@ pub(super) fn undo(change: &Change) -> Result<(), NetError> {
         }
     }
 }
+
+fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), NetError> {
+    use std::io::Write as _;
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| NetError(format!("cannot run `nft` (install nftables): {e}")))?;
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .map_err(|e| NetError(format!("nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetError(format!("nft: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError(format!(
+            "`nft {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Replaces the kill switch's table in one transaction.
+pub(super) fn load_kill_switch(ruleset: &str) -> Result<(), NetError> {
+    nft(&["-f", "-"], Some(ruleset))
+}
+
+/// Deletes the kill switch's table; one that is not there is fine.
+pub(super) fn remove_kill_switch() -> Result<(), NetError> {
+    let table = super::KILL_SWITCH_TABLE;
+    nft(
+        &["-f", "-"],
+        Some(&format!("table inet {table}\ndelete table inet {table}\n")),
+    )
+}

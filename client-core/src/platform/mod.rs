@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+mod killswitch;
+pub use killswitch::{KillSwitch, TABLE as KILL_SWITCH_TABLE};
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -77,6 +80,8 @@ pub struct NetConfig {
     journal: PathBuf,
     dir: PathBuf,
     applied: Vec<Change>,
+    /// The kill switch in force, if any (see [`KillSwitch`]: it outlives this process).
+    kill_switch: Option<KillSwitch>,
 }
 
 /// A networking step failed.
@@ -92,7 +97,59 @@ impl NetConfig {
             journal: dir.join("network.json"),
             dir,
             applied: Vec::new(),
+            kill_switch: None,
         }
+    }
+
+    fn kill_switch_file(&self) -> PathBuf {
+        self.dir.join("killswitch.json")
+    }
+
+    /// Keeps a kill switch a previous run left (it crashed, was killed or upgraded while the
+    /// kill switch was on): loads its table again and keeps it until
+    /// [`release_kill_switch`](Self::release_kill_switch). Fail closed: the user asked for no
+    /// leaks, and only they say when that ends. Returns whether one was kept.
+    pub fn keep_kill_switch(&mut self) -> Result<bool, NetError> {
+        let Ok(text) = std::fs::read_to_string(self.kill_switch_file()) else {
+            return Ok(false);
+        };
+        let ks: KillSwitch = serde_json::from_str(&text)
+            .map_err(|e| NetError(format!("{}: {e}", self.kill_switch_file().display())))?;
+        self.engage_kill_switch(ks)?;
+        Ok(true)
+    }
+
+    /// Turns the kill switch on (or replaces its rules): written down first, then loaded.
+    pub fn engage_kill_switch(&mut self, ks: KillSwitch) -> Result<(), NetError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| NetError(format!("cannot create {}: {e}", self.dir.display())))?;
+        let text =
+            serde_json::to_string_pretty(&ks).map_err(|e| NetError(format!("kill switch: {e}")))?;
+        let file = self.kill_switch_file();
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &file))
+            .map_err(|e| NetError(format!("cannot write {}: {e}", file.display())))?;
+        self.kill_switch = Some(ks.clone());
+        os::load_kill_switch(&ks.ruleset())
+    }
+
+    /// Turns the kill switch off: the table goes, then its file.
+    pub fn release_kill_switch(&mut self) -> Result<(), NetError> {
+        os::remove_kill_switch()?;
+        self.kill_switch = None;
+        match std::fs::remove_file(self.kill_switch_file()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(NetError(format!(
+                "cannot remove {}: {e}",
+                self.kill_switch_file().display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The kill switch in force.
+    pub fn kill_switch(&self) -> Option<&KillSwitch> {
+        self.kill_switch.as_ref()
     }
 
     /// Undoes what a previous run left behind (it crashed or was killed). Returns what it
@@ -112,6 +169,17 @@ impl NetConfig {
     pub fn apply(&mut self, plan: &NetPlan) -> Result<(), NetError> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| NetError(format!("cannot create {}: {e}", self.dir.display())))?;
+        // The kill switch learns the tunnel's device and DNS servers before DNS points there.
+        if let Some(ks) = &self.kill_switch
+            && (ks.tun != plan.tun || ks.dns != plan.dns)
+        {
+            let ks = KillSwitch {
+                tun: plan.tun.clone(),
+                dns: plan.dns.clone(),
+                ..ks.clone()
+            };
+            self.engage_kill_switch(ks)?;
+        }
         for change in os::plan_changes(plan, &self.dir)? {
             // Journal first: a crash between the two leaves an entry whose undo is a no-op.
             self.applied.push(change.clone());

@@ -81,6 +81,9 @@ pub(super) fn state(
                             format::duration(now.saturating_sub(*since))
                         ),
                     );
+                    if status.path_changes > 0 {
+                        row(ui, "Network changes", &roamed(status.path_changes));
+                    }
                     traffic(ui, status, throughput);
                 });
         }
@@ -162,4 +165,14 @@ pub(super) fn is_live(status: &Status, name: &str) -> bool {
                 | ConnectionState::Connected { .. }
                 | ConnectionState::Reconnecting { .. }
         )
+}
+
+/// The connection moved to new networks without reconnecting (QUIC migration).
+fn roamed(changes: u32) -> String {
+    let times = if changes == 1 {
+        "once".to_owned()
+    } else {
+        format!("{changes} times")
+    };
+    format!("{times}, still connected")
 }

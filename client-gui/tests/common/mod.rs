@@ -102,6 +102,16 @@ impl FakeService {
         let _ = self.updates.send(Reply::Status { status });
     }
 
+    /// Sets how often the connection moved to a new network, and tells subscribers.
+    pub fn set_path_changes(&self, path_changes: u32) {
+        let status = {
+            let mut shared = self.shared.lock().unwrap();
+            shared.status.path_changes = path_changes;
+            shared.status.clone()
+        };
+        let _ = self.updates.send(Reply::Status { status });
+    }
+
     /// Streams a log line to subscribers.
     pub fn log(&self, time: u64, level: &str, message: &str) {
         let _ = self.updates.send(Reply::Log {
@@ -160,6 +170,8 @@ async fn serve(stream: UnixStream, shared: Arc<Mutex<Shared>>, updates: broadcas
                         },
                         counters: Counters::default(),
                         request,
+                        path_changes: 0,
+                        kill_switch: false,
                     };
                     s.status.clone()
                 };

@@ -92,7 +92,7 @@ pub enum EspError {
 
 /// An ESP transform: an AEAD, or AES-CBC with an integrity algorithm (IKEv2 transform
 /// types 1 and 3 in an ESP proposal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EspCipher {
     /// ENCR_AES_GCM_16 (20), 128- or 256-bit key, RFC 4106.
     AesGcm16 {

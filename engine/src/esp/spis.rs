@@ -54,6 +54,17 @@ impl SpiTable {
     }
 
     /// Gives `spi` back (its SA is gone).
+    /// Takes `spi` if nobody holds it (an SA handed over by the previous process keeps
+    /// its SPI); false when it is taken.
+    pub fn claim_exact(&self, spi: u32) -> bool {
+        spi != 0
+            && self
+                .used
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(spi)
+    }
+
     pub fn release(&self, spi: u32) {
         self.used
             .lock()

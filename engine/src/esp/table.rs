@@ -27,6 +27,17 @@ pub enum TableError {
     Esp(#[from] EspError),
 }
 
+/// Every ESP SA of one owner, taken out of the table.
+pub struct OwnerSas {
+    /// Inbound SAs (each knows its SPI).
+    pub inbound: Vec<EspInbound>,
+    /// The outbound SA in use.
+    pub current: Option<EspOutbound>,
+    /// After a rekey: the new SA's inbound SPI and its outbound half, used once the peer
+    /// shows it has the new SA.
+    pub next: Option<(u32, EspOutbound)>,
+}
+
 struct Outbound {
     /// The owner's inbound SPIs (so removing an owner touches only its own SAs).
     spis: Vec<u32>,
@@ -126,6 +137,56 @@ impl<O: Copy + Eq + Hash + std::fmt::Debug> EspTable<O> {
     }
 
     /// The owner of inbound SA `spi`.
+    /// Removes and returns every SA of `owner` (a restart handing the tunnel over): its
+    /// inbound SAs, its current outbound SA and the next one waiting for make-before-break.
+    pub fn take_owner(&mut self, owner: O) -> OwnerSas {
+        let out = self.outbound.remove(&owner);
+        let mut inbound = Vec::new();
+        let (current, next) = match out {
+            Some(o) => {
+                for s in &o.spis {
+                    if self.inbound.get(s).is_some_and(|(w, _)| *w == owner)
+                        && let Some((_, sa)) = self.inbound.remove(s)
+                    {
+                        inbound.push(sa);
+                    }
+                }
+                (o.current, o.next)
+            }
+            None => (None, None),
+        };
+        OwnerSas {
+            inbound,
+            current,
+            next,
+        }
+    }
+
+    /// Installs what [`take_owner`](Self::take_owner) returned (in another process) for
+    /// `owner`; false (nothing installed) when an inbound SPI belongs to someone else.
+    pub fn restore_owner(&mut self, owner: O, sas: OwnerSas) -> bool {
+        if sas.inbound.iter().any(|sa| {
+            self.inbound
+                .get(&sa.spi())
+                .is_some_and(|(o, _)| *o != owner)
+        }) {
+            return false;
+        }
+        let spis: Vec<u32> = sas.inbound.iter().map(|sa| sa.spi()).collect();
+        for sa in sas.inbound {
+            self.inbound.insert(sa.spi(), (owner, sa));
+        }
+        self.outbound.insert(
+            owner,
+            Outbound {
+                spis,
+                current: sas.current,
+                next: sas.next,
+            },
+        );
+        true
+    }
+
     pub fn owner(&self, spi: u32) -> Option<O> {
         self.inbound.get(&spi).map(|(o, _)| *o)
     }

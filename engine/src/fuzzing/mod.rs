@@ -124,6 +124,58 @@ pub fn wire_ikev2(data: &[u8]) {
     }
 }
 
+/// The QUIC control stream's capsule decoder (docs/quic.md): the first byte sets the size of
+/// the pieces the rest arrives in. However the stream is cut, the decoder must return the same
+/// capsules and fail at the same point; every capsule it returns must encode back to bytes
+/// that decode to the same capsule.
+pub fn capsule(data: &[u8]) {
+    use wire::capsule::{Capsule, CapsuleDecoder};
+    let Some((&piece, stream)) = data.split_first() else {
+        return;
+    };
+    let drain = |d: &mut CapsuleDecoder, out: &mut Vec<Capsule>| -> bool {
+        loop {
+            match d.pop() {
+                Ok(Some(c)) => out.push(c),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    };
+    let mut whole = CapsuleDecoder::new();
+    whole.push(stream);
+    let mut at_once = Vec::new();
+    let whole_ok = drain(&mut whole, &mut at_once);
+    let mut pieces = CapsuleDecoder::new();
+    let mut in_pieces = Vec::new();
+    let mut pieces_ok = true;
+    for chunk in stream.chunks(usize::from(piece).max(1)) {
+        pieces.push(chunk);
+        if !drain(&mut pieces, &mut in_pieces) {
+            pieces_ok = false;
+            break;
+        }
+    }
+    assert_eq!(
+        at_once, in_pieces,
+        "capsules depend on how the stream is cut"
+    );
+    assert_eq!(
+        whole_ok, pieces_ok,
+        "an error depends on how the stream is cut"
+    );
+    for c in &at_once {
+        let mut again = CapsuleDecoder::new();
+        again.push(&c.to_bytes());
+        assert_eq!(
+            again.pop(),
+            Ok(Some(c.clone())),
+            "{c:?} does not round-trip"
+        );
+        assert_eq!(again.buffered(), 0);
+    }
+}
+
 /// ESP decryption with each cipher family: the first byte picks the SA, the rest is the
 /// packet.
 pub fn esp(data: &[u8]) {

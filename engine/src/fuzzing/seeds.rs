@@ -184,7 +184,46 @@ pub fn corpus() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("openvpn_client", replay(Side::Client)),
         ("server_wrap", server_wrap),
         ("esp", esp),
+        ("capsule", capsule_seeds()),
     ]
+}
+
+/// What a gateway sends on a QUIC control stream (HELLO from the client, then the whole
+/// configuration), whole and cut in small pieces.
+fn capsule_seeds() -> Vec<Vec<u8>> {
+    use crate::wire::capsule::{AssignedAddress, Capsule, DnsConfig, IpRange};
+    use std::net::{IpAddr, Ipv4Addr};
+    let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+    let config = [
+        Capsule::Hello,
+        Capsule::AddressAssign(vec![AssignedAddress {
+            request_id: 0,
+            address: v4(10, 8, 0, 2),
+            prefix_len: 32,
+        }]),
+        Capsule::RouteAdvertisement(vec![IpRange {
+            start: v4(10, 251, 0, 0),
+            end: v4(10, 251, 0, 255),
+            protocol: 0,
+        }]),
+        Capsule::DnsConfig(DnsConfig {
+            servers: vec![Ipv4Addr::new(10, 251, 0, 53)],
+            search: vec!["corp.example".into()],
+        }),
+        Capsule::TunnelMtu(1280),
+        Capsule::Ready,
+    ];
+    let mut stream = Vec::new();
+    for c in &config {
+        c.encode(&mut stream);
+    }
+    let mut seeds = Vec::new();
+    for piece in [0u8, 1, 3, 7] {
+        let mut s = vec![piece];
+        s.extend_from_slice(&stream);
+        seeds.push(s);
+    }
+    seeds
 }
 
 /// Messages of a whole IKEv2 session: IKE_SA_INIT, IKE_AUTH, a CHILD SA and an IKE SA

@@ -103,6 +103,8 @@ impl GatewayCore {
                 Some((dest, false, self.buf.len()))
             }
             Some(Tunnel::Ike(_)) => self.esp_encrypt(id, packet),
+            Some(Tunnel::WireGuard(_)) => self.wg_encrypt(id, packet),
+            Some(Tunnel::Quic(_)) => self.quic_send(now, id, packet),
             None => {
                 self.drops.count(Drop::NoRoute);
                 None
@@ -116,6 +118,10 @@ impl GatewayCore {
         let count = self.shard.count();
         if count == 1 {
             return None;
+        }
+        // A WireGuard peer's prefixes (a client's /32 too) route to its fixed worker.
+        if let Some(w) = self.wg_owner_of_dst(dst) {
+            return (w != self.shard.index()).then_some(w);
         }
         let pool = self.cfg.client_pool;
         if let Some(&w) = self.shard.directory().get(&DirKey::Addr(dst)) {
@@ -152,6 +158,7 @@ impl GatewayCore {
             TunnelEvent::OpenVpn(e) => self.openvpn_event(now, id, e),
             TunnelEvent::Responder(e) => self.responder_event(now, id, e),
             TunnelEvent::Initiator(e) => self.initiator_event(now, id, e),
+            TunnelEvent::Quic(e) => self.quic_event(now, id, e),
         }
     }
 
@@ -335,7 +342,7 @@ impl GatewayCore {
         }
     }
 
-    fn refused(&mut self, id: TunnelId, client: Option<String>, reason: String) {
+    pub(super) fn refused(&mut self, id: TunnelId, client: Option<String>, reason: String) {
         let Some(t) = self.tunnels.get(&id) else {
             return;
         };
@@ -352,7 +359,7 @@ impl GatewayCore {
 
     /// Admits an authenticated remote-access client: refuses a revoked certificate, ends an
     /// older session of the same certificate, leases its address and routes it.
-    fn admit(&mut self, now: Instant, id: TunnelId, client: String) {
+    pub(super) fn admit(&mut self, now: Instant, id: TunnelId, client: String) {
         self.authenticated(id);
         let serial = self
             .tunnels
@@ -405,6 +412,8 @@ impl GatewayCore {
         }
         let routes = self.client_routes();
         let (dns, full) = (self.cfg.dns.clone(), self.cfg.full_tunnel);
+        let capsules = matches!(self.tunnels.get(&id), Some(Tunnel::Quic(_)))
+            .then(|| self.quic_capsules(addr));
         let Some(t) = self.tunnels.get_mut(&id) else {
             return;
         };
@@ -437,6 +446,8 @@ impl GatewayCore {
                     );
                 }
             }
+            Tunnel::WireGuard(_) => {}
+            Tunnel::Quic(t) => t.session.accept(&capsules.unwrap_or_default()),
         }
         self.dirty.push(id);
     }
@@ -448,6 +459,11 @@ impl GatewayCore {
                 if let Some(r) = t.sa.responder() {
                     r.reject(now, reason);
                 }
+            }
+            Some(Tunnel::WireGuard(_)) => {}
+            Some(Tunnel::Quic(t)) => {
+                t.session
+                    .refuse(now, super::quic::refusal_code(reason), reason)
             }
             None => {}
         }
@@ -481,14 +497,18 @@ impl GatewayCore {
                 return;
             }
             info!(client = %client, old_remote = %t.remote(), "second login with the same certificate replaces the first session");
-            t.close(now, "replaced by a newer login with the same certificate");
+            let why = "replaced by a newer login with the same certificate";
+            match t {
+                Tunnel::Quic(q) => q.session.close(now, crate::quic::CloseCode::Replaced, why),
+                _ => t.close(now, why),
+            }
             self.dirty.push(old);
         }
         self.release(old);
     }
 
     /// The tunnel is up: log and report it (every protocol the same way).
-    fn connected(
+    pub(super) fn connected(
         &mut self,
         now: Instant,
         id: TunnelId,
@@ -539,6 +559,8 @@ impl GatewayCore {
         let (rx, tx) = match &*t {
             Tunnel::OpenVpn(o) => (o.session.stats.rx_bytes, o.session.stats.tx_bytes),
             Tunnel::Ike(i) => (i.rx_bytes, i.tx_bytes),
+            Tunnel::WireGuard(w) => (w.session.rx_bytes, w.session.tx_bytes),
+            Tunnel::Quic(q) => (q.session.stats.rx_bytes, q.session.stats.tx_bytes),
         };
         let c = t.common_mut();
         let Some(_) = c.connected_at.take() else {
@@ -569,7 +591,9 @@ impl GatewayCore {
         let Some(t) = self.tunnels.get_mut(&id) else {
             return;
         };
-        if matches!(t.protocol(), Protocol::Site) {
+        // Sites lease nothing; a WireGuard client's address is reserved for as long as its
+        // identity is configured (wireguard.rs releases it).
+        if t.is_site() || matches!(t, Tunnel::WireGuard(_)) {
             return;
         }
         let c = t.common_mut();
@@ -672,6 +696,11 @@ impl GatewayCore {
                     self.forget_site_sa(site, id);
                 }
             }
+            Tunnel::WireGuard(w) => self.wg_forget(id, &w),
+            Tunnel::Quic(q) => {
+                self.quic_forget(&q, id);
+                debug!(remote = %q.remote, "QUIC connection removed");
+            }
         }
     }
 
@@ -728,6 +757,16 @@ impl GatewayCore {
                 IkeSa::Responder(r) => r.delete(now, REVOKED),
                 IkeSa::Initiator(s) => s.disconnect(now),
             },
+            Tunnel::WireGuard(w) => w.removed = true,
+            Tunnel::Quic(q) => {
+                if q.common.connected_at.is_some() {
+                    q.session
+                        .close(now, crate::quic::CloseCode::Revoked, REVOKED);
+                } else {
+                    q.session
+                        .refuse(now, crate::quic::CloseCode::Revoked, REVOKED);
+                }
+            }
         }
         self.log_disconnect(now, id, REVOKED);
         self.events.push_back(Event::Revoked { tunnel: id, client });
@@ -752,7 +791,7 @@ impl GatewayCore {
         let hits: Vec<TunnelId> = self
             .tunnels
             .iter()
-            .filter(|(_, t)| t.protocol() != Protocol::Site && !t.is_closed())
+            .filter(|(_, t)| !t.is_site() && !t.is_closed())
             .filter(|(_, t)| {
                 t.common().connected_at.is_some()
                     && client.is_none_or(|c| t.common().client.as_deref() == Some(c))
@@ -771,7 +810,12 @@ impl GatewayCore {
                     IkeSa::Responder(r) => r.delete(now, reason),
                     IkeSa::Initiator(s) => s.disconnect(now),
                 },
+                Tunnel::WireGuard(_) => {}
+                Tunnel::Quic(q) => q
+                    .session
+                    .close(now, crate::quic::CloseCode::Operator, reason),
             }
+            self.wg_reset(id);
             self.log_disconnect(now, id, reason);
             self.dirty.push(id);
         }

@@ -31,7 +31,7 @@ impl Traffic {
 
 /// One value per [`Protocol`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PerProtocol<T>(pub [T; 4]);
+pub struct PerProtocol<T>(pub [T; 6]);
 
 impl<T> PerProtocol<T> {
     /// The value of `p`.
@@ -55,6 +55,8 @@ impl<T> PerProtocol<T> {
             Protocol::OpenVpnTcp => 1,
             Protocol::Ikev2 => 2,
             Protocol::Site => 3,
+            Protocol::WireGuard => 4,
+            Protocol::Quic => 5,
         }
     }
 }
@@ -87,7 +89,7 @@ impl Counters {
 
     /// Adds another core's totals (a gateway's workers).
     pub fn add(&mut self, o: &Counters) {
-        for i in 0..4 {
+        for i in 0..Protocol::ALL.len() {
             self.handshakes_ok.0[i] += o.handshakes_ok.0[i];
             self.rekeys.0[i] += o.rekeys.0[i];
             self.ended_traffic.0[i].add(&o.ended_traffic.0[i]);

@@ -71,6 +71,8 @@ pub enum Drop {
     /// A site's IKE_AUTH dropped: too many failed pre-shared-key authentications of the
     /// connection recently (backoff).
     PskBackoff,
+    /// A packet larger than a QUIC connection's current DATAGRAM frame size.
+    TooLarge,
 }
 
 /// Drop counters.

@@ -182,7 +182,8 @@ impl GatewayCore {
                     });
                 }
             }
-            None => {}
+            // QUIC's TLS runs inside quinn-proto on the worker; WireGuard has no TLS.
+            Some(Tunnel::Quic(_)) | Some(Tunnel::WireGuard(_)) | None => {}
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The gateway core: every tunnel of a gateway as values, sans-IO.
 //!
-//! [`GatewayCore`] owns OpenVPN sessions (UDP and TCP), IKEv2 remote-access SAs and
-//! site-to-site / VNet-to-VNet SAs, plus the router, the client address pool, the
+//! [`GatewayCore`] owns OpenVPN sessions (UDP and TCP), QUIC connections, IKEv2
+//! remote-access SAs and site-to-site / VNet-to-VNet SAs, plus the router, the client address pool, the
 //! one-session-per-certificate rule, the ESP SA table and the revoked-certificate list. The
 //! driver (`gatehoused`) feeds it datagrams, TCP frames, TUN packets and time, and carries out
 //! what it asks: [`GatewayCore::poll_transmit`] datagrams and frames,
@@ -16,16 +16,26 @@
 //! - datagram on 500/4500: IKE -> SA by SPIs (IKE_SA_INIT: cookies, half-open limit); ESP ->
 //!   the SPI's owner, decrypted; an authenticated ESP or IKE packet from a new address moves
 //!   the SA (NAT rebinding, RFC 7296 2.23).
+//! - datagram on the QUIC port: a short-header packet whose connection ID names another
+//!   worker -> handed over (the client moved); else the worker's quinn-proto endpoint ->
+//!   the connection (a packet from a new address migrates it: Roamed); DATAGRAM frames are
+//!   inner packets (see [`crate::quic`] and `quic.rs`).
 //! - a decrypted inner packet -> anti-spoofing (the router must route its source back to the
 //!   same tunnel, or the site may send from that prefix) -> TUN.
+//! - datagram on 51820 (WireGuard): data, handshake responses and cookies -> tunnel by the
+//!   receiver index (its high bits name the worker); a handshake initiation -> the configured
+//!   peer whose static key it carries; an authenticated packet from a new address moves the
+//!   tunnel (roaming).
 //! - a TUN packet -> router (longest prefix) -> tunnel -> encrypted datagram.
 
 mod admission;
 mod counters;
 mod drops;
+mod handoff;
 mod ike;
 mod jobs;
 mod openvpn;
+mod quic;
 mod reconfigure;
 mod revocation;
 mod shard;
@@ -34,6 +44,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 mod tunnel;
+mod wireguard;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -56,6 +67,10 @@ pub use crate::router::TunnelId;
 use admission::source_of;
 pub use counters::{Counters, PerProtocol, Traffic, reason_class};
 pub use drops::{Drop, Drops};
+pub use handoff::{
+    CommonHandoff, CoreHandoff, EspInHandoff, EspOutHandoff, HANDOFF_ESP_SKIP, HANDOFF_VERSION,
+    IkeHandoff, OvpnHandoff,
+};
 pub use jobs::{HandshakeJob, JobDone};
 pub use reconfigure::ReconfigureError;
 pub use revocation::{RevokedSerials, cert_serial};
@@ -72,6 +87,10 @@ pub enum Listener {
     Ike,
     /// IKE with NAT traversal and ESP-in-UDP (UDP 4500).
     IkeNatT,
+    /// WireGuard (UDP 51820).
+    WireGuard,
+    /// QUIC (UDP 443 by default).
+    Quic,
 }
 
 /// One TCP connection of the OpenVPN TCP listener, numbered by the driver.
@@ -111,15 +130,21 @@ pub enum Protocol {
     Ikev2,
     /// A site-to-site or VNet-to-VNet SA.
     Site,
+    /// A WireGuard peer: site, VNet or point-to-site client.
+    WireGuard,
+    /// QUIC remote access (docs/quic.md).
+    Quic,
 }
 
 impl Protocol {
     /// Every protocol, in a fixed order.
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 6] = [
         Protocol::OpenVpnUdp,
         Protocol::OpenVpnTcp,
         Protocol::Ikev2,
         Protocol::Site,
+        Protocol::WireGuard,
+        Protocol::Quic,
     ];
 
     /// The name used in logs (`transport=`).
@@ -129,6 +154,8 @@ impl Protocol {
             Protocol::OpenVpnTcp => "tcp",
             Protocol::Ikev2 => "ikev2",
             Protocol::Site => "site",
+            Protocol::WireGuard => "wireguard",
+            Protocol::Quic => "quic",
         }
     }
 }
@@ -332,6 +359,10 @@ pub struct GatewayCore {
     /// Handshake jobs to run off the worker, and how many are out.
     jobs: VecDeque<jobs::HandshakeJob>,
     jobs_out: usize,
+    /// WireGuard: the gateway's key, its peers and their tunnels (None: WireGuard is off).
+    wg: Option<wireguard::WgState>,
+    /// QUIC: the worker's endpoint and its connections; None until configured.
+    quic: Option<quic::QuicState>,
     /// Work buffers (no allocation per packet).
     buf: Vec<u8>,
     esp_buf: Vec<u8>,
@@ -403,6 +434,8 @@ impl GatewayCore {
             dirty: Vec::new(),
             jobs: VecDeque::new(),
             jobs_out: 0,
+            wg: None,
+            quic: None,
             buf: Vec::with_capacity(2048),
             esp_buf: vec![0; ESP_BUF],
         }
@@ -495,6 +528,8 @@ impl GatewayCore {
                 None
             }
             Listener::IkeNatT => self.natt_datagram(now, remote, bytes),
+            Listener::WireGuard => self.wg_datagram(now, remote, bytes),
+            Listener::Quic => self.quic_datagram(now, remote, bytes),
         }
     }
 
@@ -540,6 +575,9 @@ impl GatewayCore {
 
     /// Time passed: runs every tunnel whose deadline is due, starts site SAs.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(q) = &self.quic {
+            q.endpoint.clock().set(now);
+        }
         while let Some(id) = self.deadlines.pop_due(now) {
             if let Some(t) = self.tunnels.get_mut(&id) {
                 t.handle_timeout(now);
@@ -550,16 +588,20 @@ impl GatewayCore {
             }
         }
         self.start_site_sas(now);
+        self.wg_timers(now);
         self.flush(now);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sites = self.next_site_attempt();
-        match (self.deadlines.next(), sites) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.next(),
+            self.next_site_attempt(),
+            self.wg_next_tick(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next datagram or TCP frame to send.
@@ -631,6 +673,7 @@ impl GatewayCore {
 
     fn drain(&mut self, now: Instant, id: TunnelId) {
         loop {
+            self.quic_pump(now, id);
             let Some(t) = self.tunnels.get_mut(&id) else {
                 self.deadlines.remove(id);
                 return;

@@ -74,9 +74,15 @@ impl GatewayCore {
             unix_time: _,
             start: _,
         } = cfg;
+        let pushed_changed = self.cfg.address_space != address_space
+            || self.cfg.dns != dns
+            || self.cfg.full_tunnel != full_tunnel;
         self.cfg.address_space = address_space;
         self.cfg.dns = dns;
         self.cfg.full_tunnel = full_tunnel;
+        if pushed_changed && !pool_changed {
+            self.quic_resend_config();
+        }
         self.cfg.cookie_threshold = cookie_threshold;
         self.cfg.max_half_open = max_half_open;
         self.cfg.max_half_open_per_ip = max_half_open_per_ip;

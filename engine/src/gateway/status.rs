@@ -115,7 +115,7 @@ impl GatewayCore {
         let mut clients: Vec<TunnelSummary> = self
             .tunnels
             .iter()
-            .filter(|(_, t)| t.protocol() != Protocol::Site)
+            .filter(|(_, t)| !t.is_site())
             .filter(|(_, t)| t.common().connected_at.is_some())
             .map(|(id, t)| {
                 let c = t.common();
@@ -173,6 +173,7 @@ impl GatewayCore {
                         .collect(),
                 }
             })
+            .chain(self.wg_site_status(now))
             .collect();
         let mut counters = self.counters.clone();
         let mut live: PerProtocol<Traffic> = PerProtocol::default();

@@ -1,6 +1,6 @@
 //! One tunnel of the gateway, whatever its protocol: what the core keeps beside the
 //! protocol's own state machine (who it is, its address, its transport, its ESP halves).
-//! New kinds (QUIC, WireGuard) become new variants with the same handful of methods.
+//! New kinds (QUIC) become new variants with the same handful of methods.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -10,6 +10,7 @@ use super::{Dest, Listener, Protocol, StreamId, Transmit};
 use crate::ikev2::initiator::{IkeInitiator, InitiatorEvent};
 use crate::ikev2::responder::{IkeEvent, IkeResponder};
 use crate::openvpn::server::{ServerEvent, ServerSession};
+use crate::quic::{QuicSession, SessionEvent};
 
 /// What every tunnel has.
 #[derive(Debug, Default)]
@@ -84,9 +85,30 @@ pub(super) struct IkeTunnel {
 /// lost. Outbound traffic has moved to the new SA already.
 pub(super) const ESP_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A WireGuard peer (site, VNet or point-to-site client) and its boringtun session.
+pub(super) struct WgTunnel {
+    pub(super) session: crate::wireguard::WgSession,
+    pub(super) peer: std::sync::Arc<crate::wireguard::WgPeerConfig>,
+    /// Removed from the configuration (or revoked): the core drops it.
+    pub(super) removed: bool,
+    /// When the peer last sent an authenticated packet (the core's clock).
+    pub(super) last_rx: Option<std::time::Instant>,
+    pub(super) common: Common,
+}
+
+/// A QUIC client's connection.
+pub(super) struct QuicTunnel {
+    pub(super) session: QuicSession,
+    /// The client's current address (it moves with connection migration).
+    pub(super) remote: SocketAddr,
+    pub(super) common: Common,
+}
+
 pub(super) enum Tunnel {
     OpenVpn(Box<OvpnTunnel>),
     Ike(Box<IkeTunnel>),
+    WireGuard(Box<WgTunnel>),
+    Quic(Box<QuicTunnel>),
 }
 
 /// What a tunnel's state machine reported.
@@ -94,6 +116,7 @@ pub(super) enum TunnelEvent {
     OpenVpn(ServerEvent),
     Responder(IkeEvent),
     Initiator(InitiatorEvent),
+    Quic(SessionEvent),
 }
 
 impl IkeSa {
@@ -202,6 +225,8 @@ impl Tunnel {
         match self {
             Tunnel::OpenVpn(t) => &t.common,
             Tunnel::Ike(t) => &t.common,
+            Tunnel::WireGuard(t) => &t.common,
+            Tunnel::Quic(t) => &t.common,
         }
     }
 
@@ -209,6 +234,8 @@ impl Tunnel {
         match self {
             Tunnel::OpenVpn(t) => &mut t.common,
             Tunnel::Ike(t) => &mut t.common,
+            Tunnel::WireGuard(t) => &mut t.common,
+            Tunnel::Quic(t) => &mut t.common,
         }
     }
 
@@ -218,6 +245,18 @@ impl Tunnel {
             Tunnel::OpenVpn(_) => Protocol::OpenVpnTcp,
             Tunnel::Ike(t) if t.site.is_some() => Protocol::Site,
             Tunnel::Ike(_) => Protocol::Ikev2,
+            Tunnel::WireGuard(_) => Protocol::WireGuard,
+            Tunnel::Quic(_) => Protocol::Quic,
+        }
+    }
+
+    /// A site or VNet connection's tunnel (not a remote-access client's).
+    pub(super) fn is_site(&self) -> bool {
+        match self {
+            Tunnel::OpenVpn(_) => false,
+            Tunnel::Ike(t) => t.site.is_some(),
+            Tunnel::WireGuard(t) => t.peer.is_site(),
+            Tunnel::Quic(_) => false,
         }
     }
 
@@ -239,6 +278,21 @@ impl Tunnel {
                 rx_packets: t.rx_packets,
                 tx_packets: t.tx_packets,
             },
+            Tunnel::WireGuard(t) => super::Traffic {
+                rx_bytes: t.session.rx_bytes,
+                tx_bytes: t.session.tx_bytes,
+                rx_packets: t.session.rx_packets,
+                tx_packets: t.session.tx_packets,
+            },
+            Tunnel::Quic(t) => {
+                let s = &t.session.stats;
+                super::Traffic {
+                    rx_bytes: s.rx_bytes,
+                    tx_bytes: s.tx_bytes,
+                    rx_packets: s.rx_packets,
+                    tx_packets: s.tx_packets,
+                }
+            }
         }
     }
 
@@ -247,6 +301,12 @@ impl Tunnel {
         match self {
             Tunnel::OpenVpn(t) => t.remote,
             Tunnel::Ike(t) => t.sa.peer(),
+            // A peer that has not dialed in yet, and has no endpoint: 0.0.0.0:0.
+            Tunnel::WireGuard(t) => t
+                .session
+                .remote()
+                .unwrap_or_else(|| SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            Tunnel::Quic(t) => t.remote,
         }
     }
 
@@ -257,6 +317,9 @@ impl Tunnel {
                 IkeSa::Responder(r) => r.handle_timeout(now),
                 IkeSa::Initiator(i) => i.handle_timeout(now),
             },
+            // boringtun's timers run from the core's WireGuard tick.
+            Tunnel::WireGuard(_) => {}
+            Tunnel::Quic(t) => t.session.handle_timeout(now),
         }
     }
 
@@ -274,6 +337,8 @@ impl Tunnel {
                     (a, b) => a.or(b),
                 }
             }
+            Tunnel::WireGuard(_) => None,
+            Tunnel::Quic(t) => t.session.poll_timeout(),
         }
     }
 
@@ -299,6 +364,8 @@ impl Tunnel {
                 IkeSa::Responder(r) => r.is_closed(),
                 IkeSa::Initiator(i) => i.is_closed(),
             },
+            Tunnel::WireGuard(t) => t.removed,
+            Tunnel::Quic(t) => t.session.is_drained(),
         }
     }
 
@@ -307,6 +374,9 @@ impl Tunnel {
         match self {
             Tunnel::OpenVpn(t) => t.session.close(now, reason),
             Tunnel::Ike(t) => t.sa.delete(now, reason),
+            // WireGuard has no goodbye: the core forgets the keys (see `wireguard.rs`).
+            Tunnel::WireGuard(_) => {}
+            Tunnel::Quic(t) => t.session.close(now, crate::quic::CloseCode::Normal, reason),
         }
     }
 
@@ -318,6 +388,8 @@ impl Tunnel {
                 IkeSa::Responder(r) => r.peer_certificate(),
                 IkeSa::Initiator(i) => i.peer_certificate(),
             },
+            Tunnel::WireGuard(_) => None,
+            Tunnel::Quic(t) => t.session.peer_certificate(),
         }
     }
 
@@ -354,6 +426,32 @@ impl Tunnel {
                 };
                 out.push_back(ike_transmit(x.to, x.nat_t, &x.data));
             },
+            Tunnel::WireGuard(t) => {
+                while let Some(payload) = t.session.pop_transmit() {
+                    // Nowhere to send before the peer dialed in (or has an endpoint).
+                    if let Some(to) = t.session.remote() {
+                        out.push_back(Transmit {
+                            dest: Dest::Udp {
+                                from: Listener::WireGuard,
+                                to,
+                            },
+                            payload,
+                        });
+                    }
+                }
+            }
+            Tunnel::Quic(t) => {
+                while let Some(to) = t.session.poll_transmit(now, buf) {
+                    out.push_back(Transmit {
+                        dest: Dest::Udp {
+                            from: Listener::Quic,
+                            to,
+                        },
+                        payload: buf.clone(),
+                    });
+                }
+                t.session.update_timeout();
+            }
         }
     }
 
@@ -377,6 +475,13 @@ impl Tunnel {
                     }
                 }
             },
+            // The core reports WireGuard's changes as it sees them (wireguard.rs).
+            Tunnel::WireGuard(_) => {}
+            Tunnel::Quic(t) => {
+                while let Some(e) = t.session.poll_event() {
+                    v.push(TunnelEvent::Quic(e));
+                }
+            }
         }
         v
     }

@@ -7,7 +7,7 @@ use crate::wire::ikev2::sa::{ENCR_AES_CBC, ENCR_AES_GCM_16, ENCR_CHACHA20_POLY13
 use crate::wire::ikev2::{Proposal, ProtocolId, SaPayload, Transform, TransformType};
 
 /// A negotiated IKE SA suite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IkeSuite {
     /// SK payload protection.
     pub cipher: IkeCipher,

@@ -118,6 +118,50 @@ impl KeyState {
         k
     }
 
+    /// A key state taken over from another process (a restart handing its sessions over):
+    /// the data channel and the reliability layer's counters carry on, but the TLS session
+    /// could not be moved, so this key state has none. Control packets for it are still
+    /// acknowledged (the peer stops resending them); text it would carry is lost. The next
+    /// renegotiation (a new key id, a new TLS session) brings the session back to normal.
+    pub fn resumed(
+        key_id: u8,
+        data: DataChannel,
+        send_next: u32,
+        recv_next: u32,
+        created: Instant,
+        active_since: Instant,
+        retire_at: Option<Instant>,
+    ) -> Self {
+        Self {
+            key_id,
+            tls: None,
+            offload: false,
+            away: None,
+            job: None,
+            tls_in: Vec::new(),
+            plain_out: Vec::new(),
+            send: ReliableSend::resume(INITIAL_RTO, send_next),
+            recv: ReliableRecv::resume(recv_next),
+            peer_reset_seen: true,
+            plaintext: Vec::new(),
+            km_sent: true,
+            km_received: true,
+            data: Some(data),
+            created,
+            active_since: Some(active_since),
+            retire_at,
+            tls_out: Vec::new(),
+            tls_eof: false,
+            wkc_len: 0,
+            wkc_requested: false,
+        }
+    }
+
+    /// The reliability layer's next ids: (ours to send, the peer's we expect).
+    pub fn reliable_next(&self) -> (u32, u32) {
+        (self.send.next_packet_id(), self.recv.next_expected())
+    }
+
     /// Feeds a control packet for this key id. Delivers TLS records in order to rustls and
     /// collects decrypted plaintext.
     pub fn handle_control(&mut self, pkt: &ControlPacket<'_>) -> Result<(), ControlError> {

@@ -98,6 +98,17 @@ impl ReliableSend {
         }
     }
 
+    /// A sender carrying on from another process's (a restart that handed the session
+    /// over): its next message gets id `next_id`. Messages that were unacknowledged there are
+    /// not carried over (the peer's reliability layer only needs ids to keep increasing).
+    pub fn resume(initial_rto: Duration, next_id: u32) -> Self {
+        Self {
+            initial_rto,
+            next_id,
+            queue: VecDeque::new(),
+        }
+    }
+
     /// Queues a message and returns its packet id (0, 1, 2, ...). It goes out from
     /// [`poll_transmit`](Self::poll_transmit) as soon as the send window allows.
     pub fn push(&mut self, opcode: Opcode, payload: Vec<u8>) -> u32 {
@@ -279,6 +290,14 @@ impl ReliableRecv {
         if ack {
             r.queue_ack(0);
         }
+        r
+    }
+
+    /// A receiver carrying on from another process's: `next` is the id it expected next;
+    /// anything before it counts as delivered (acknowledged again if the peer resends it).
+    pub fn resume(next: u32) -> Self {
+        let mut r = Self::new();
+        r.next = next;
         r
     }
 

@@ -30,6 +30,10 @@ use super::wrap::{FirstPacket, ServerWrap, WrapError, Wrapper};
 use crate::entropy::Entropy;
 use crate::wire::openvpn::{ControlPacket, Opcode, Packet};
 
+mod handoff;
+pub use handoff::{HANDOFF_PACKET_ID_SKIP, HandoffError, KeyHandoff, SessionHandoff};
+pub(crate) use handoff::{back, ms_ago};
+
 /// Gateway-wide OpenVPN settings shared by every session.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -372,6 +372,8 @@ impl ClientCertVerifier for ExplainingClientVerifier {
                 name: common_name(end_entity),
                 reason,
             };
+            // QUIC carries only the alert out of rustls: it reads the reason here.
+            LAST_REFUSAL.with(|l| *l.borrow_mut() = Some(refusal.clone()));
             return Err(Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(refusal)),
             )));

@@ -1,6 +1,7 @@
 //! Packet views and codecs. Every parser here takes untrusted bytes and returns an error
 //! value on malformed input; none panics and none allocates without bound.
 
+pub mod capsule;
 pub mod ikev2;
 pub mod ip;
 pub mod mss;

@@ -41,6 +41,7 @@ pub fn router(gateway: GatewayHandle, token: Option<String>) -> axum::Router {
         .route("/v1/drops", get(drops))
         .route("/v1/certificates/{name}/revoke", post(revoke))
         .route("/v1/reload", post(reload))
+        .route("/v1/handoff", post(handoff))
         .route("/v1/capture", get(super::capture::capture))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -81,6 +82,8 @@ fn protocol_name(p: gatehouse_engine::gateway::Protocol) -> &'static str {
         Protocol::OpenVpnTcp => "openvpn-tcp",
         Protocol::Ikev2 => "ikev2",
         Protocol::Site => "site",
+        Protocol::WireGuard => "wireguard",
+        Protocol::Quic => "quic",
     }
 }
 
@@ -239,6 +242,37 @@ async fn reload(State(s): Shared) -> Response {
     match s.gateway.reload().await {
         Ok(r) => Json(r).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `?confirm=true` on `POST /v1/handoff`.
+#[derive(Deserialize)]
+struct HandoffQuery {
+    confirm: Option<bool>,
+}
+
+/// Starts a handoff to the binary on disk (as SIGUSR2 does); answers before the gateway
+/// stops its workers. Asks for `?confirm=true`: it restarts the gateway.
+async fn handoff(
+    State(_): Shared,
+    axum::extract::Query(q): axum::extract::Query<HandoffQuery>,
+) -> Response {
+    if q.confirm != Some(true) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a handoff restarts the gateway into the binary on disk: POST /v1/handoff?confirm=true"
+                .to_owned(),
+        );
+    }
+    match crate::gateway::start_handoff() {
+        Ok(binary) => (
+            StatusCode::ACCEPTED,
+            Json(super::model::HandoffStarted {
+                binary: binary.display().to_string(),
+            }),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
     }
 }
 

@@ -14,6 +14,8 @@ fn proto(p: Protocol) -> &'static str {
         Protocol::OpenVpnTcp => "openvpn-tcp",
         Protocol::Ikev2 => "ikev2",
         Protocol::Site => "site",
+        Protocol::WireGuard => "wireguard",
+        Protocol::Quic => "quic",
     }
 }
 
@@ -57,7 +59,13 @@ pub fn render(snap: &Snapshot, facts: &Facts, crl: &CrlStatus) -> String {
         "gauge",
         "Remote-access sessions up, by protocol.",
     );
-    for p in [Protocol::OpenVpnUdp, Protocol::OpenVpnTcp, Protocol::Ikev2] {
+    for p in [
+        Protocol::OpenVpnUdp,
+        Protocol::OpenVpnTcp,
+        Protocol::Ikev2,
+        Protocol::WireGuard,
+        Protocol::Quic,
+    ] {
         let n = snap
             .status
             .clients

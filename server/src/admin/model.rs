@@ -63,7 +63,7 @@ pub struct Session {
     pub id: u64,
     /// The certificate's name.
     pub client: String,
-    /// `openvpn-udp`, `openvpn-tcp` or `ikev2`.
+    /// `openvpn-udp`, `openvpn-tcp`, `ikev2`, `wireguard` or `quic`.
     pub protocol: String,
     /// Its virtual address.
     pub virtual_address: Option<String>,
@@ -94,7 +94,7 @@ pub struct Session {
 pub struct Connection {
     /// Its name.
     pub name: String,
-    /// `site-to-site` or `vnet-to-vnet`.
+    /// `site-to-site`, `vnet-to-vnet` or `wireguard`.
     pub kind: String,
     /// The peer gateway.
     pub remote: String,
@@ -106,7 +106,7 @@ pub struct Connection {
     pub rx_bytes: u64,
     /// Inner bytes sent.
     pub tx_bytes: u64,
-    /// Its IKE SAs.
+    /// Its IKE SAs (none for WireGuard connections).
     pub sas: Vec<SecurityAssociation>,
 }
 
@@ -160,6 +160,13 @@ pub struct Reloaded {
     pub changes: Vec<String>,
     /// Tunnels ended because the change touched them.
     pub tunnels_ended: usize,
+}
+
+/// `POST /v1/handoff`: the handoff started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandoffStarted {
+    /// The binary the gateway executes (the one now on disk at the path it was started from).
+    pub binary: String,
 }
 
 /// Any failed request: the reason, for a person.

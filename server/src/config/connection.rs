@@ -37,6 +37,9 @@ pub enum ConnectionKind {
     SiteToSite,
     /// Another Gatehouse gateway.
     VnetToVnet,
+    /// A WireGuard peer (another Gatehouse gateway or a stock WireGuard device): see
+    /// [`WgConnection`].
+    Wireguard,
 }
 
 impl ConnectionKind {
@@ -45,6 +48,7 @@ impl ConnectionKind {
         match self {
             ConnectionKind::SiteToSite => "site-to-site",
             ConnectionKind::VnetToVnet => "vnet-to-vnet",
+            ConnectionKind::Wireguard => "wireguard",
         }
     }
 }
@@ -74,15 +78,17 @@ pub struct ConnectionConfig {
     /// `site-to-site` or `vnet-to-vnet`.
     #[serde(rename = "type")]
     pub kind: ConnectionKind,
-    /// The peer's public IPv4 address.
+    /// The peer's public IPv4 address (IKEv2 connections).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub remote_gateway: String,
     /// The peer's IKE port.
     #[serde(default = "default_remote_port")]
     pub remote_port: u16,
     /// IPv4 prefixes behind the peer.
     pub remote_address_space: Vec<String>,
-    /// `psk` or `certificate`.
-    pub auth: AuthKind,
+    /// `psk` or `certificate` (IKEv2 connections; required there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthKind>,
     /// File holding the pre-shared key (required iff `auth = "psk"`), relative to the config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk_file: Option<PathBuf>,
@@ -118,6 +124,17 @@ pub struct ConnectionConfig {
     /// Check an idle peer is alive after this long, e.g. "10s".
     #[serde(default = "default_dpd")]
     pub dpd: String,
+    /// `type = "wireguard"`: the peer's public key (`wg pubkey` output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// `type = "wireguard"`: where the peer listens, `IP:PORT` (port default 51820); absent:
+    /// the peer dials in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `type = "wireguard"`: send a keepalive after this many idle seconds (1-65535; for
+    /// peers behind NAT, 25 is usual).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_keepalive: Option<u16>,
 }
 
 fn yes() -> bool {
@@ -238,7 +255,7 @@ impl Connection {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
@@ -246,17 +263,17 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+pub(super) fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(b) || b.contains(a)
 }
 
 /// Names keys of one connection in messages: `` `connection[0] "onprem-east".psk_file` ``.
-struct Keys {
+pub(super) struct Keys {
     label: String,
 }
 
 impl Keys {
-    fn new(index: usize, name: &str) -> Self {
+    pub(super) fn new(index: usize, name: &str) -> Self {
         let label = if valid_name(name) {
             format!("connection[{index}] {name:?}")
         } else {
@@ -265,7 +282,7 @@ impl Keys {
         Keys { label }
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(super) fn key(&self, key: &str) -> String {
         format!("`{}.{key}`", self.label)
     }
 }
@@ -299,7 +316,26 @@ impl ConnectionConfig {
 
         let remote_address_space = self.remote_address_space(&k, gw)?;
 
-        let auth = match (self.auth, &self.psk_file) {
+        let Some(auth_kind) = self.auth else {
+            bail!(
+                "{} is missing: set `auth = \"psk\"` (with `psk_file`) or `auth = \"certificate\"`",
+                k.key("auth")
+            );
+        };
+        for (key, set) in [
+            ("public_key", self.public_key.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("persistent_keepalive", self.persistent_keepalive.is_some()),
+        ] {
+            if set {
+                bail!(
+                    "{} is a WireGuard setting but `type = \"{}\"`: remove it, or set `type = \"wireguard\"`",
+                    k.key(key),
+                    self.kind
+                );
+            }
+        }
+        let auth = match (auth_kind, &self.psk_file) {
             (AuthKind::Psk, None) => bail!(
                 "{} is missing: `auth = \"psk\"` needs a file holding the pre-shared key (mode 0600), or set `auth = \"certificate\"`",
                 k.key("psk_file")
@@ -314,7 +350,7 @@ impl ConnectionConfig {
             ),
             (AuthKind::Certificate, None) => ConnectionAuth::Certificate,
         };
-        if self.remote_gateway_any && self.auth != AuthKind::Psk {
+        if self.remote_gateway_any && auth_kind != AuthKind::Psk {
             bail!(
                 "{} = true needs `auth = \"psk\"`: certificate peers are accepted from any address already; remove it",
                 k.key("remote_gateway_any")
@@ -420,7 +456,11 @@ impl ConnectionConfig {
         Ok(addr)
     }
 
-    fn remote_address_space(&self, k: &Keys, gw: &GatewayConfig) -> Result<Vec<Ipv4Net>> {
+    pub(super) fn remote_address_space(
+        &self,
+        k: &Keys,
+        gw: &GatewayConfig,
+    ) -> Result<Vec<Ipv4Net>> {
         let key = k.key("remote_address_space");
         if self.remote_address_space.is_empty() {
             bail!(
@@ -544,7 +584,8 @@ impl GatewayConfig {
     /// Checks every `[[connection]]` table (everything but the PSK files): names, addresses,
     /// overlaps, authentication settings, proposals and durations.
     pub(super) fn validate_connections(&self) -> Result<()> {
-        self.resolve_connections(None).map(|_| ())
+        self.resolve_connections(None)?;
+        self.wireguard_connections().map(|_| ())
     }
 
     /// The checked connections for the gateway driver, with their PSK files read (paths
@@ -556,6 +597,9 @@ impl GatewayConfig {
     fn resolve_connections(&self, config_dir: Option<&Path>) -> Result<Vec<Connection>> {
         let mut out: Vec<Connection> = Vec::with_capacity(self.connections.len());
         for (i, c) in self.connections.iter().enumerate() {
+            if c.kind == ConnectionKind::Wireguard {
+                continue;
+            }
             let conn = c.resolve(i, self, config_dir)?;
             let k = Keys::new(i, &c.name);
             if let Some(j) = out.iter().position(|o| o.name == conn.name) {
@@ -858,7 +902,7 @@ policy_based = true
                 c.remote_address_space = vec!["192.168.0.0/16".into(), "192.168.10.0/24".into()]
             }),
             ("psk_file", |c| c.psk_file = None),
-            ("psk_file", |c| c.auth = AuthKind::Certificate),
+            ("psk_file", |c| c.auth = Some(AuthKind::Certificate)),
             ("remote_id", |c| c.remote_id = Some(" ".into())),
             ("local_id", |c| c.local_id = Some(String::new())),
             ("ike_proposals", |c| {

@@ -2,6 +2,8 @@
 
 mod admin;
 mod connection;
+mod quic;
+mod wireguard;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ pub use connection::{
     AuthKind, Connection, ConnectionAuth, ConnectionConfig, ConnectionKind, DEFAULT_CHILD_LIFETIME,
     DEFAULT_CONNECTION_DPD, DEFAULT_IKE_LIFETIME, DEFAULT_REMOTE_PORT,
 };
+pub use quic::QuicSection;
+pub use wireguard::{DEFAULT_WIREGUARD_PORT, WgConnection, WireGuardSection};
 
 /// Default client pool (ARCHITECTURE.md / issue: 172.16.201.0/24).
 pub const DEFAULT_CLIENT_POOL: &str = "172.16.201.0/24";
@@ -67,9 +71,15 @@ pub struct GatewayConfig {
     /// IKEv2 listeners.
     #[serde(default)]
     pub ikev2: Ikev2Config,
+    /// The QUIC listener (docs/quic.md).
+    #[serde(default)]
+    pub quic: QuicSection,
     /// The admin API, web console and metrics.
     #[serde(default, skip_serializing_if = "is_default_admin")]
     pub admin: AdminConfig,
+    /// WireGuard listener (`[wireguard]`).
+    #[serde(default, skip_serializing_if = "is_default_wireguard")]
+    pub wireguard: WireGuardSection,
     /// Site-to-site and VNet-to-VNet tunnels (`[[connection]]` tables).
     #[serde(default, rename = "connection", skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<ConnectionConfig>,
@@ -284,6 +294,9 @@ fn default_pool() -> Ipv4Net {
 fn default_tun_name() -> String {
     "gatehouse0".into()
 }
+fn is_default_wireguard(w: &WireGuardSection) -> bool {
+    *w == WireGuardSection::default()
+}
 fn is_default_admin(a: &AdminConfig) -> bool {
     *a == AdminConfig::default()
 }
@@ -387,6 +400,8 @@ impl GatewayConfig {
             handshake_threads: default_handshake_threads(),
             openvpn: OpenVpnConfig::default(),
             ikev2: Ikev2Config::default(),
+            wireguard: WireGuardSection::default(),
+            quic: QuicSection::default(),
             connections: Vec::new(),
         }
     }
@@ -443,11 +458,12 @@ impl GatewayConfig {
         }
         crate::gateway::wrap::validate(&self.openvpn)?;
         let o = &self.openvpn;
-        if o.udp_port == 0 && o.tcp_port == 0 && !self.ikev2.enabled {
+        if o.udp_port == 0 && o.tcp_port == 0 && !self.ikev2.enabled && !self.quic.enabled {
             bail!(
-                "`openvpn.udp_port` and `openvpn.tcp_port` are both 0 and IKEv2 is disabled: enable at least one"
+                "`openvpn.udp_port` and `openvpn.tcp_port` are both 0 and IKEv2 and QUIC are disabled: enable at least one"
             );
         }
+        self.quic.validate(self)?;
         if o.ciphers.is_empty() {
             bail!(
                 "`openvpn.ciphers` is empty: use [\"AES-256-GCM\", \"AES-128-GCM\", \"CHACHA20-POLY1305\"]"
@@ -533,6 +549,7 @@ impl GatewayConfig {
     /// The TOML text written by `gatehoused init`.
     pub fn to_toml(&self) -> Result<String> {
         let body = toml::to_string_pretty(self).context("serialising gateway.toml")?;
+        let body = quic::comment_section(&body);
         Ok(format!(
             "# Gatehouse gateway configuration. Check changes with `gatehoused check --config FILE`.\n\
              # Paths are relative to this file. Certificates: `gatehouse-certs --pki <pki_dir> ...`.\n\n{body}"

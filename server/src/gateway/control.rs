@@ -43,6 +43,12 @@ fn restart_only(cfg: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("ikev2.listen", i.listen.to_string()),
         ("ikev2.ike_port", i.ike_port.to_string()),
         ("ikev2.natt_port", i.natt_port.to_string()),
+        ("wireguard.listen", cfg.wireguard.listen.to_string()),
+        ("wireguard.port", cfg.wireguard.port.to_string()),
+        ("wireguard.enabled", format!("{:?}", cfg.wireguard.enabled)),
+        ("quic.enabled", cfg.quic.enabled.to_string()),
+        ("quic.listen", cfg.quic.listen.to_string()),
+        ("quic.port", cfg.quic.port.to_string()),
     ]
 }
 
@@ -195,10 +201,12 @@ impl Gateway {
             .unwrap_or_default()
             .iter()
             .flat_map(|c| c.remote_address_space.clone())
+            .chain(super::wireguard::site_prefixes(&self.cfg))
             .collect();
         let new_prefixes: Vec<ipnet::Ipv4Net> = conns
             .iter()
             .flat_map(|c| c.remote_address_space.clone())
+            .chain(super::wireguard::site_prefixes(&new))
             .collect();
         crate::tun::add_routes(&self.cfg.tun_name, &new_prefixes)?;
         let mut waits = Vec::new();
@@ -231,11 +239,16 @@ impl Gateway {
         }
         {
             let mut f = self.facts.lock().unwrap_or_else(|e| e.into_inner());
-            f.listeners = super::listeners(&new);
+            f.listeners = super::listeners(&new, self.wg_on);
             f.pool = new.client_pool;
             f.sites = conns
                 .iter()
                 .map(|c| (c.name.clone(), c.remote_address_space.clone()))
+                .chain(
+                    new.wireguard_connections()?
+                        .into_iter()
+                        .map(|c| (c.name, c.remote_address_space)),
+                )
                 .collect();
         }
         self.ovpn = match &self.ovpn_of(&new) {
@@ -243,6 +256,7 @@ impl Gateway {
             None => self.ovpn.clone(),
         };
         self.cfg = new;
+        self.send_wireguard("configuration reloaded").await;
         Ok(Reloaded {
             changes,
             tunnels_ended: ended,
@@ -287,14 +301,19 @@ mod tests {
     #[test]
     fn restart_only_keys_are_the_ones_bound_at_start() {
         let a = cfg("");
-        let b = cfg("tun_mtu = 1400\n[openvpn]\nudp_port = 1195\n");
+        let b = cfg(
+            "tun_mtu = 1400\n[openvpn]\nudp_port = 1195\n[quic]\nenabled = true\nport = 8443\n",
+        );
         let differ: Vec<&str> = restart_only(&a)
             .into_iter()
             .zip(restart_only(&b))
             .filter(|(x, y)| x.1 != y.1)
             .map(|(x, _)| x.0)
             .collect();
-        assert_eq!(differ, vec!["tun_mtu", "openvpn.udp_port"]);
+        assert_eq!(
+            differ,
+            vec!["tun_mtu", "openvpn.udp_port", "quic.enabled", "quic.port"]
+        );
         // What a reload applies is not among them.
         let c = cfg("dns = [\"10.0.0.53\"]\nfull_tunnel = true\n");
         assert!(

@@ -25,8 +25,10 @@ mod control;
 mod core_config;
 mod crl_upkeep;
 mod handle;
+mod handoff;
 mod handshakes;
 mod tcp;
+pub mod wireguard;
 mod worker;
 pub mod wrap;
 
@@ -54,6 +56,22 @@ pub use core_config::{check_enabled, site_peers};
 pub use crl_upkeep::{CrlFacts, crl_facts};
 use handle::Control;
 pub use handle::{Facts, GatewayHandle, Snapshot};
+
+/// Starts a handoff to the binary on disk: the control loop takes it as SIGUSR2 (a little
+/// later, so that an admin API answer goes out first). Fails, changing nothing, when there is
+/// no binary to run.
+#[allow(unsafe_code)]
+pub fn start_handoff() -> Result<PathBuf> {
+    let binary = handoff::next_binary()?;
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: kill(2) with our own PID and a signal number; no memory is involved.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGUSR2);
+        }
+    });
+    Ok(binary)
+}
 
 /// Socket buffer size asked of the kernel: bursts at Gbit/s overflow the 208 KiB default.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -125,7 +143,7 @@ impl Entropy for OsEntropy {
 /// Every socket the gateway serves, for the start-up log line: operators open these in their
 /// firewall, so none may be missing (`openvpn/udp 0.0.0.0:1194, openvpn/tcp 0.0.0.0:443,
 /// ikev2/udp 0.0.0.0:500, ikev2-natt/udp 0.0.0.0:4500`).
-fn listeners(cfg: &GatewayConfig) -> String {
+fn listeners(cfg: &GatewayConfig, wg: bool) -> String {
     let o = &cfg.openvpn;
     let mut l = Vec::new();
     if o.udp_port != 0 {
@@ -149,6 +167,15 @@ fn listeners(cfg: &GatewayConfig) -> String {
         l.push(format!(
             "ikev2-natt/udp {}",
             SocketAddr::new(i.listen, i.natt_port)
+        ));
+    }
+    if wg {
+        l.push(format!("wireguard/udp {}", wireguard::listen_addr(cfg)));
+    }
+    if cfg.quic.enabled {
+        l.push(format!(
+            "quic/udp {}",
+            SocketAddr::new(cfg.quic.listen, cfg.quic.port)
         ));
     }
     l.join(", ")
@@ -182,6 +209,14 @@ pub struct Gateway {
     tap: Arc<CaptureTap>,
     /// What the admin API reports of the gateway.
     facts: Arc<Mutex<Facts>>,
+    /// WireGuard serves (its socket is bound).
+    wg_on: bool,
+    /// The registry of WireGuard client identities, as last read.
+    wg_stamp: FileStamp,
+    /// Duplicates of the sockets and the TUN queue, for a handoff to the next process.
+    kept: handoff::Kept,
+    /// Sessions taken over from the previous process (started by a handoff).
+    taken_over: Option<usize>,
 }
 
 /// The kernel's count of packets TUN device `name` dropped on the way to the gateway (its
@@ -212,6 +247,7 @@ impl Gateway {
             _ => PathBuf::from("."),
         };
         let nofile = raise_nofile_limit();
+        let mut inherited = handoff::Inherited::from_env()?;
         let pki_dir = cfg.pki_path(&config_dir);
         let pki = PkiPaths::new(&pki_dir, &cfg.server_cert);
         let conns = cfg.connections(&config_dir)?;
@@ -224,6 +260,14 @@ impl Gateway {
         let shards = Shard::split(cfg.client_pool, n)
             .map_err(|e| anyhow::anyhow!("`client_pool` {}: {e}", cfg.client_pool))?;
         let crls = core_config::read_crls(&pki)?;
+        let wg_stamp = FileStamp::of(&wireguard::identities_path(&pki_dir));
+        let wg_cfg = wireguard::build(&cfg, &config_dir, &pki_dir)?;
+        let wg_on = wg_cfg.is_some();
+        let quic = if cfg.quic.enabled {
+            Some(crate::tls::quic_server_config(&pki, &cfg)?)
+        } else {
+            None
+        };
         let mut cores = Vec::with_capacity(n);
         let mut ovpn = None;
         for shard in shards {
@@ -243,6 +287,10 @@ impl Gateway {
             );
             core.set_crls(now, &crls)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", pki.crl.display()))?;
+            core.set_wireguard(now, wg_cfg.clone());
+            if let Some(q) = &quic {
+                core.set_quic_config(q.clone());
+            }
             cores.push(core);
         }
         let ovpn = ovpn.context("no worker")?;
@@ -254,6 +302,14 @@ impl Gateway {
             cfg.tun_mtu,
             n > 1,
         )?;
+        if inherited.is_some() {
+            // The previous process left the device persistent so that it outlived its
+            // queues; from now on it goes with this process again.
+            use std::os::fd::AsRawFd;
+            if let Err(e) = handoff::set_tun_persist(tun.as_raw_fd(), false) {
+                warn!(error = %e, tun = %cfg.tun_name, "cannot clear the TUN device's persistence after a handoff; it will outlive the gateway");
+            }
+        }
         let mut queues = Vec::with_capacity(n);
         for _ in 1..n {
             queues.push(tun.try_clone().with_context(|| {
@@ -261,14 +317,21 @@ impl Gateway {
             })?);
         }
         queues.insert(0, tun);
-        let site_prefixes: Vec<Ipv4Net> = conns
+        let mut site_prefixes: Vec<Ipv4Net> = conns
             .iter()
             .flat_map(|c| c.remote_address_space.iter().copied())
             .collect();
+        site_prefixes.extend(wireguard::site_prefixes(&cfg));
         crate::tun::add_routes(&cfg.tun_name, &site_prefixes)?;
         let o = &cfg.openvpn;
         let mut steered = true;
-        let mut group = |addr: SocketAddr, what: &str| -> Result<Group> {
+        let mut group = |addr: SocketAddr, what: &str, port: &str| -> Result<Group> {
+            if let Some(inh) = inherited.as_mut()
+                && let Some(socks) = inh.take_group(port, n)?
+            {
+                steered &= inh.steered || n == 1;
+                return Ok(socks.into_iter().map(Some).collect());
+            }
             let (socks, s) =
                 gatehouse_netio::udp::bind_group(addr, n, SOCKET_BUFFER, STEER_MULTIPLIER)
                     .with_context(|| format!("cannot bind UDP {addr} ({what})"))?;
@@ -280,6 +343,7 @@ impl Gateway {
             group(
                 SocketAddr::new(o.listen, o.udp_port),
                 "`openvpn.udp_port`; is another VPN server running?",
+                "ovpn",
             )?
         } else {
             none()
@@ -288,20 +352,99 @@ impl Gateway {
             let i = &cfg.ikev2;
             let what = "`ikev2.ike_port`/`ikev2.natt_port`; is strongSwan running? set `ikev2.enabled = false` to run without IKEv2";
             (
-                group(SocketAddr::new(i.listen, i.ike_port), what)?,
-                group(SocketAddr::new(i.listen, i.natt_port), what)?,
+                group(SocketAddr::new(i.listen, i.ike_port), what, "ike")?,
+                group(SocketAddr::new(i.listen, i.natt_port), what, "natt")?,
             )
         } else {
             (none(), none())
         };
+        let mut wg_socks = if wg_on {
+            group(
+                wireguard::listen_addr(&cfg),
+                "`wireguard.port`; is another WireGuard (wg-quick, wireguard-go) using it?",
+                "wg",
+            )?
+        } else {
+            none()
+        };
+        let mut quic_socks = if cfg.quic.enabled {
+            group(
+                SocketAddr::new(cfg.quic.listen, cfg.quic.port),
+                "`quic.port`; is a web server serving HTTP/3 on it? set `quic.port` or `quic.enabled = false`",
+                "quic",
+            )?
+        } else {
+            none()
+        };
+        let adopted_tcp = match inherited.as_mut() {
+            Some(inh) => inh.take_tcp()?,
+            None => None,
+        };
         let tcp = if o.tcp_port != 0 {
             let addr = SocketAddr::new(o.listen, o.tcp_port);
-            Some(TcpListener::bind(addr).await.with_context(|| {
-                format!("cannot bind TCP {addr} (`openvpn.tcp_port`); is a web server using it?")
-            })?)
+            Some(match adopted_tcp {
+                Some(l) => TcpListener::from_std(l)?,
+                None => TcpListener::bind(addr).await.with_context(|| {
+                    format!(
+                        "cannot bind TCP {addr} (`openvpn.tcp_port`); is a web server using it?"
+                    )
+                })?,
+            })
         } else {
+            drop(adopted_tcp);
             None
         };
+        let mut kept = handoff::Kept {
+            steered,
+            ..Default::default()
+        };
+        {
+            use std::os::fd::AsFd;
+            for (port, socks) in handoff::PORTS.into_iter().zip([
+                &ovpn_socks,
+                &ike_socks,
+                &natt_socks,
+                &wg_socks,
+                &quic_socks,
+            ]) {
+                kept.keep_group(port, socks.iter().map(Option::as_ref))?;
+            }
+            if let Some(t) = &tcp {
+                kept.tcp = Some(handoff::keep(t.as_fd())?);
+            }
+            kept.tun = Some(handoff::keep(queues[0].as_fd())?);
+        }
+        let mut taken_over = None;
+        let stale = config_dir.join(handoff::STATE_FILE);
+        if inherited.is_none() && stale.exists() {
+            // A handoff that never completed (the new binary failed to start): its keys must
+            // not stay on disk, and no session is waiting for them any more.
+            warn!(state = %stale.display(), "removing the state of a handoff that did not complete");
+            let _ = std::fs::remove_file(&stale);
+        }
+        if let Some(inh) = inherited.take() {
+            inh.close_rest();
+            let path = config_dir.join(handoff::STATE_FILE);
+            match handoff::read_state(&path) {
+                Ok(states) => {
+                    let now = Instant::now();
+                    let mut taken = 0;
+                    for (core, state) in cores.iter_mut().zip(states) {
+                        match core.import_handoff(now, state) {
+                            Ok(k) => taken += k,
+                            Err(e) => {
+                                warn!(error = %e, "handoff: a worker's tunnels were not taken over; their clients reconnect")
+                            }
+                        }
+                    }
+                    info!(sessions = taken, state = %path.display(), "handoff: took over the previous process's sessions and sockets");
+                    taken_over = Some(taken);
+                }
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "handoff: sockets inherited but no sessions to take over; clients reconnect")
+                }
+            }
+        }
         let mut senders = Vec::with_capacity(n);
         let mut receivers = Vec::with_capacity(n);
         for _ in 0..n {
@@ -337,6 +480,8 @@ impl Gateway {
                     ovpn: ovpn_socks[index].take(),
                     ike: ike_socks[index].take(),
                     natt: natt_socks[index].take(),
+                    wg: wg_socks[index].take(),
+                    quic: quic_socks[index].take(),
                 },
                 tun,
                 tun_mtu: usize::from(cfg.tun_mtu),
@@ -349,7 +494,7 @@ impl Gateway {
             });
         }
         let facts = Arc::new(Mutex::new(Facts {
-            listeners: listeners(&cfg),
+            listeners: listeners(&cfg, wg_on),
             pool: cfg.client_pool,
             workers: n,
             crl: pki.crl.clone(),
@@ -357,6 +502,11 @@ impl Gateway {
             sites: conns
                 .iter()
                 .map(|c| (c.name.clone(), c.remote_address_space.clone()))
+                .chain(
+                    cfg.wireguard_connections()?
+                        .into_iter()
+                        .map(|c| (c.name, c.remote_address_space)),
+                )
                 .collect(),
         }));
         Ok(Self {
@@ -377,6 +527,10 @@ impl Gateway {
             config_dir,
             config_path,
             tcp_limits,
+            wg_on,
+            wg_stamp,
+            kept,
+            taken_over,
         })
     }
 
@@ -393,6 +547,10 @@ impl Gateway {
             .context("installing SIGTERM handler")?;
         let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing SIGHUP handler")?;
+        let mut sigusr2 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+                .context("installing SIGUSR2 handler")?;
+        let mut hand_off = false;
         let (control_tx, mut control_rx) = mpsc::channel::<Control>(16);
         let handle = GatewayHandle {
             inboxes: self.inboxes.clone(),
@@ -434,7 +592,7 @@ impl Gateway {
         // The workers hold the handshake threads' queue now; they end when it closes.
         drop(handshakes);
         info!(
-            listening = %listeners(&self.cfg),
+            listening = %listeners(&self.cfg, self.wg_on),
             tun = %self.cfg.tun_name,
             tun_addr = %self.gateway_addr,
             client_pool = %self.cfg.client_pool,
@@ -448,6 +606,7 @@ impl Gateway {
             tcp_max_connections = self.tcp_limits.max_total(),
             tcp_max_per_ip = self.tcp_limits.max_per_ip(),
             admin = %admin.summary,
+            taken_over = ?self.taken_over,
             "gateway ready"
         );
         let (notifier, problem) = gatehouse_netio::notify::Notifier::from_env();
@@ -463,7 +622,7 @@ impl Gateway {
             "READY",
             notifier.ready(&format!(
                 "serving {} with {n} workers",
-                listeners(&self.cfg)
+                listeners(&self.cfg, self.wg_on)
             )),
         );
         let mut watchdog = notifier.watchdog_timer();
@@ -475,8 +634,18 @@ impl Gateway {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
+                _ = sigusr2.recv() => match handoff::next_binary() {
+                    Ok(_) => {
+                        hand_off = true;
+                        break;
+                    }
+                    Err(e) => warn!(error = %format!("{e:#}"), "SIGUSR2: no handoff; the gateway keeps running"),
+                },
                 _ = watchdog.due() => notified("WATCHDOG", notifier.watchdog()),
-                _ = crl_tick.tick() => self.check_crl().await,
+                _ = crl_tick.tick() => {
+                    self.check_crl().await;
+                    self.check_wireguard().await;
+                }
                 _ = sighup.recv() => match self.reload_config().await {
                     Ok(r) => info!(changes = ?r.changes, tunnels_ended = r.tunnels_ended, "SIGHUP: configuration reloaded"),
                     Err(e) => warn!(error = %e, "SIGHUP: configuration not reloaded; the running one stays"),
@@ -493,6 +662,12 @@ impl Gateway {
                     }
                 }
             }
+        }
+        if hand_off {
+            drop(admin);
+            let e = self.hand_off().await;
+            tracing::error!(error = %format!("{e:#}"), "handoff failed; the gateway stops (its clients reconnect when it is started again)");
+            return Err(e);
         }
         notified(
             "STOPPING",
@@ -511,6 +686,56 @@ impl Gateway {
         let (_, drops, _) = self.merged();
         info!(drops = %drops, "gateway stopped");
         Ok(())
+    }
+
+    /// Stops the workers, writes their tunnels to the state file and execs the binary on
+    /// disk with the sockets (see `handoff.rs`). Returns only on failure.
+    async fn hand_off(&mut self) -> anyhow::Error {
+        let started = Instant::now();
+        let binary = match handoff::next_binary() {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let mut replies = Vec::new();
+        for tx in self.inboxes.iter() {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            if tx.send(Msg::Handoff(reply)).await.is_err() {
+                return anyhow::anyhow!("a worker had stopped");
+            }
+            replies.push(rx);
+        }
+        let mut states = Vec::new();
+        let mut ended = 0;
+        for rx in replies {
+            match rx.await {
+                Ok((s, e)) => {
+                    states.push(s);
+                    ended += e;
+                }
+                Err(_) => return anyhow::anyhow!("a worker stopped without its tunnels"),
+            }
+        }
+        let moved: usize = states.iter().map(|s| s.openvpn.len() + s.ike.len()).sum();
+        let path = self.config_dir.join(handoff::STATE_FILE);
+        if let Err(e) = handoff::write_state(&path, &states) {
+            return e;
+        }
+        if let Some(t) = &self.kept.tun {
+            use std::os::fd::AsRawFd;
+            if let Err(e) = handoff::set_tun_persist(t.as_raw_fd(), true) {
+                let _ = std::fs::remove_file(&path);
+                return anyhow::Error::new(e).context("cannot keep the TUN device across the exec");
+            }
+        }
+        info!(sessions = moved, ended, binary = %binary.display(), state = %path.display(), stopped_in_ms = started.elapsed().as_millis() as u64, "handoff: workers stopped, executing the binary on disk with the sockets");
+        let e = handoff::exec(&binary, &self.kept);
+        // Still here: nothing takes the keys over; they must not stay on disk.
+        let _ = std::fs::remove_file(&path);
+        if let Some(t) = &self.kept.tun {
+            use std::os::fd::AsRawFd;
+            let _ = handoff::set_tun_persist(t.as_raw_fd(), false);
+        }
+        e
     }
 
     /// Reloads the CRL when `gatehouse-certs revoke` rewrote it: every worker checks new
@@ -557,13 +782,91 @@ impl Gateway {
                 return;
             }
         };
+        let quic = if self.cfg.quic.enabled {
+            match crate::tls::quic_server_config(&self.pki, &self.cfg) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "CRL changed but QUIC could not reload it; keeping the previous one");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         self.ovpn = ovpn.clone();
         self.crl_stamp = stamp;
-        let reload = Arc::new(Reload { ovpn, ike, crls });
+        let reload = Arc::new(Reload {
+            ovpn,
+            ike,
+            quic,
+            crls,
+        });
         for tx in self.inboxes.iter() {
             let _ = tx.send(Msg::Reload(reload.clone())).await;
         }
         info!(crl = %self.pki.crl.display(), "CRL reloaded; open sessions and new connections are checked against it");
+    }
+
+    /// Re-reads the WireGuard client identities when `gatehouse-certs` changed them (an
+    /// identity issued or revoked): every worker gets the new peer list, and a revoked
+    /// client's tunnel ends at once.
+    async fn check_wireguard(&mut self) {
+        let path = wireguard::identities_path(&self.pki_dir);
+        let stamp = FileStamp::of(&path);
+        if stamp == self.wg_stamp {
+            return;
+        }
+        self.wg_stamp = stamp;
+        self.send_wireguard("WireGuard identities changed").await;
+    }
+
+    /// Builds the WireGuard configuration again and hands it to every worker.
+    pub(super) async fn send_wireguard(&mut self, why: &str) {
+        let cfg = match wireguard::build(&self.cfg, &self.config_dir, &self.pki_dir) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "{why}, but the WireGuard configuration could not be built; keeping the previous one");
+                return;
+            }
+        };
+        if cfg.is_some()
+            && !self.wg_on
+            && let Err(e) = self.bind_wireguard().await
+        {
+            warn!(error = %format!("{e:#}"), "{why}: WireGuard peers exist now, but the WireGuard port cannot be bound; fix it and restart");
+            return;
+        }
+        let peers = cfg.as_ref().map_or(0, |c| c.peers.len());
+        let cfg = Arc::new(cfg);
+        for tx in self.inboxes.iter() {
+            let _ = tx.send(Msg::WireGuard(cfg.clone())).await;
+        }
+        info!(peers, "{why}: WireGuard peers reloaded");
+    }
+
+    /// Binds the WireGuard port now (the gateway started without WireGuard) and hands each
+    /// worker its socket of the group.
+    async fn bind_wireguard(&mut self) -> Result<()> {
+        let addr = wireguard::listen_addr(&self.cfg);
+        let n = self.inboxes.len();
+        let (socks, _) = gatehouse_netio::udp::bind_group(addr, n, SOCKET_BUFFER, STEER_MULTIPLIER)
+            .with_context(|| {
+                format!("cannot bind UDP {addr} (`wireguard.port`; is another WireGuard using it?)")
+            })?;
+        self.kept.keep_group("wg", socks.iter().map(Some))?;
+        for (tx, s) in self.inboxes.iter().zip(socks) {
+            tx.send(Msg::WireGuardSocket(s))
+                .await
+                .map_err(|_| anyhow::anyhow!("a worker stopped"))?;
+        }
+        self.wg_on = true;
+        let listening = listeners(&self.cfg, true);
+        self.facts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .listeners = listening.clone();
+        info!(listening = %listening, "WireGuard started: the first WireGuard peer was configured");
+        Ok(())
     }
 
     /// The workers' last published status, drop counters and leases, added up.

@@ -37,6 +37,8 @@ pub(super) const INBOX: usize = 8192;
 pub(super) struct Reload {
     pub ovpn: Arc<ServerConfig>,
     pub ike: Option<Arc<ResponderConfig>>,
+    /// The QUIC listener's TLS with the new CRL (QUIC enabled).
+    pub quic: Option<Arc<gatehouse_engine::quic::QuicConfig>>,
     pub crls: Vec<Vec<u8>>,
 }
 
@@ -57,6 +59,11 @@ pub(super) enum Msg {
     },
     /// Reload the CRL and the configurations that carry it.
     Reload(Arc<Reload>),
+    /// This worker's WireGuard socket, bound after start (the first WireGuard identity was
+    /// issued while the gateway ran without WireGuard).
+    WireGuardSocket(std::net::UdpSocket),
+    /// A new WireGuard configuration (a client identity issued or revoked, a reload).
+    WireGuard(Arc<Option<gatehouse_engine::wireguard::WireGuardConfig>>),
     /// Apply a reloaded configuration; answers the tunnels it ended, or why it cannot.
     Reconfigure(
         Box<gatehouse_engine::gateway::CoreConfig>,
@@ -73,6 +80,9 @@ pub(super) enum Msg {
     },
     /// Shut down.
     Stop,
+    /// Stop for a handoff to the next process: end what cannot move, send the last
+    /// datagrams, then answer the core's exported tunnels and how many tunnels were ended.
+    Handoff(oneshot::Sender<(gatehouse_engine::gateway::CoreHandoff, usize)>),
 }
 
 /// What a worker publishes for the status file and the periodic log line.
@@ -95,6 +105,8 @@ pub(super) struct WorkerSockets {
     pub ovpn: Option<std::net::UdpSocket>,
     pub ike: Option<std::net::UdpSocket>,
     pub natt: Option<std::net::UdpSocket>,
+    pub wg: Option<std::net::UdpSocket>,
+    pub quic: Option<std::net::UdpSocket>,
 }
 
 /// Everything one worker owns, built on the main thread and moved to its own.
@@ -130,7 +142,9 @@ struct Sockets {
     ovpn: Option<Arc<BatchSocket>>,
     ike: Option<Arc<BatchSocket>>,
     natt: Option<Arc<BatchSocket>>,
-    queues: [SendQueue; 3],
+    wg: Option<Arc<BatchSocket>>,
+    quic: Option<Arc<BatchSocket>>,
+    queues: [SendQueue; 5],
 }
 
 impl Sockets {
@@ -139,6 +153,8 @@ impl Sockets {
             Listener::OpenVpnUdp => (self.ovpn.as_deref(), 0),
             Listener::Ike => (self.ike.as_deref(), 1),
             Listener::IkeNatT => (self.natt.as_deref(), 2),
+            Listener::WireGuard => (self.wg.as_deref(), 3),
+            Listener::Quic => (self.quic.as_deref(), 4),
         };
         Some((s?, &mut self.queues[i]))
     }
@@ -146,7 +162,7 @@ impl Sockets {
     /// Sends every queued datagram; returns how many a full socket dropped.
     fn flush(&mut self) -> usize {
         let mut dropped = 0;
-        let socks = [&self.ovpn, &self.ike, &self.natt];
+        let socks = [&self.ovpn, &self.ike, &self.natt, &self.wg, &self.quic];
         for (s, q) in socks.into_iter().zip(self.queues.iter_mut()) {
             if let Some(s) = s {
                 q.flush(s);
@@ -175,6 +191,8 @@ struct Worker {
     handshakes: Option<Handshakes>,
     done_tx: mpsc::UnboundedSender<JobDone>,
     tap: Arc<CaptureTap>,
+    /// Where the exported tunnels go when the worker stops for a handoff.
+    handoff: Option<oneshot::Sender<(gatehouse_engine::gateway::CoreHandoff, usize)>>,
 }
 
 /// Runs a worker on the calling thread until it is told to stop.
@@ -210,6 +228,8 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
                 ovpn: wrap(sockets.ovpn)?,
                 ike: wrap(sockets.ike)?,
                 natt: wrap(sockets.natt)?,
+                wg: wrap(sockets.wg)?,
+                quic: wrap(sockets.quic)?,
                 queues: Default::default(),
             },
             streams: std::collections::HashMap::new(),
@@ -222,6 +242,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             handshakes,
             done_tx,
             tap,
+            handoff: None,
         };
         worker.serve(inbox, tcp_rx, done_rx, tun_mtu).await;
         Ok(())
@@ -244,10 +265,14 @@ impl Worker {
         let ovpn = self.sockets.ovpn.clone();
         let ike = self.sockets.ike.clone();
         let natt = self.sockets.natt.clone();
+        let mut wg = self.sockets.wg.clone();
+        let quic = self.sockets.quic.clone();
         let tun = self.tun.clone();
+        let mut qbatch = RecvBatch::new();
         let mut ubatch = RecvBatch::new();
         let mut ibatch = RecvBatch::new();
         let mut nbatch = RecvBatch::new();
+        let mut wbatch = RecvBatch::new();
         let mut tun_in = TunReader::new(tun_mtu);
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
@@ -258,6 +283,9 @@ impl Worker {
         self.publish();
         self.write_out().await;
         loop {
+            if wg.is_none() && self.sockets.wg.is_some() {
+                wg = self.sockets.wg.clone();
+            }
             let deadline = self.core.poll_timeout();
             if deadline != armed {
                 // Re-arm the one timer only when the earliest deadline changed.
@@ -276,7 +304,7 @@ impl Worker {
                         match inbox.try_recv() {
                             Ok(msg) => {
                                 if !self.message(msg).await {
-                                    self.shutdown().await;
+                                    self.finish().await;
                                     return;
                                 }
                             }
@@ -323,6 +351,16 @@ impl Worker {
                         self.udp_batches(Listener::Ike, &ike, &mut ibatch).await;
                     }
                 }
+                r = recv(&wg, &mut wbatch) => {
+                    if r.is_ok() {
+                        self.udp_batches(Listener::WireGuard, &wg, &mut wbatch).await;
+                    }
+                }
+                r = recv(&quic, &mut qbatch) => {
+                    if r.is_ok() {
+                        self.udp_batches(Listener::Quic, &quic, &mut qbatch).await;
+                    }
+                }
                 r = tun_in.recv(&tun) => {
                     match r {
                         Ok(()) => {
@@ -338,6 +376,8 @@ impl Worker {
                                     self.tun_packet(now, p);
                                 }
                             }
+                            // QUIC may hold datagrams back (pacing) and queue ACKs.
+                            self.flush();
                         }
                         Err(e) => {
                             debug!(error = %e, "TUN read failed");
@@ -360,7 +400,29 @@ impl Worker {
             }
             self.write_out().await;
         }
-        self.shutdown().await;
+        self.finish().await;
+    }
+
+    /// Stops: a shutdown (clients told to reconnect), or a handoff.
+    async fn finish(mut self) {
+        let Some(reply) = self.handoff.take() else {
+            self.shutdown().await;
+            return;
+        };
+        let now = Instant::now();
+        let ended = self.core.prepare_handoff(now);
+        self.flush();
+        self.write_out().await;
+        self.publish();
+        if !self.streams.is_empty() {
+            // Let the connections' writers send the RESTARTs and FINs.
+            self.streams.clear();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The core is consumed: nothing on this worker seals with its keys again.
+        let state = self.core.into_handoff(now);
+        debug!(worker = self.index, ended, "worker stopped for a handoff");
+        let _ = reply.send((state, ended));
     }
 
     async fn shutdown(&mut self) {
@@ -376,6 +438,10 @@ impl Worker {
         let now = Instant::now();
         match msg {
             Msg::Stop => return false,
+            Msg::Handoff(reply) => {
+                self.handoff = Some(reply);
+                return false;
+            }
             Msg::Forward(Forward::Datagram {
                 listener,
                 remote,
@@ -394,6 +460,7 @@ impl Worker {
                     }
                     self.tun_out.push(p);
                 }
+                self.more_tun_packets().await;
                 self.flush();
             }
             Msg::Forward(Forward::Tun { packet, .. }) => {
@@ -402,6 +469,7 @@ impl Worker {
                 {
                     self.core.count_drop(why);
                 }
+                self.flush();
             }
             Msg::Forward(Forward::EndLogin { tunnel, client, .. }) => {
                 self.core.end_login(now, tunnel, &client);
@@ -440,11 +508,31 @@ impl Worker {
                 self.flush();
                 let _ = reply.send(n);
             }
+            Msg::WireGuardSocket(s) => match BatchSocket::new(s) {
+                Ok(b) => self.sockets.wg = Some(Arc::new(b)),
+                Err(e) => {
+                    warn!(worker = self.index, error = %e, "cannot serve the WireGuard socket")
+                }
+            },
+            Msg::WireGuard(cfg) => {
+                let ended = self.core.set_wireguard(now, (*cfg).clone());
+                if ended > 0 {
+                    info!(
+                        worker = self.index,
+                        tunnels_ended = ended,
+                        "WireGuard peers reloaded"
+                    );
+                }
+                self.flush();
+            }
             Msg::Reload(r) => {
                 if let Some(ike) = &r.ike {
                     self.core.set_ikev2_config(ike.clone());
                 }
                 self.core.set_openvpn_config(r.ovpn.clone());
+                if let Some(q) = &r.quic {
+                    self.core.set_quic_config(q.clone());
+                }
                 match self.core.set_crls(now, &r.crls) {
                     Ok(ended) if ended > 0 => {
                         info!(worker = self.index, sessions_ended = ended, "CRL reloaded")
@@ -489,8 +577,25 @@ impl Worker {
                     }
                     self.tun_out.push(p);
                 }
+                if l == Listener::Quic {
+                    self.more_tun_packets().await;
+                }
                 self.flush();
             }
+        }
+    }
+
+    /// The other inner packets of the last QUIC datagram (one carries several DATAGRAM
+    /// frames when the client packs them).
+    async fn more_tun_packets(&mut self) {
+        while let Some(p) = self.core.poll_tun_packet() {
+            if self.tun_out.is_full() {
+                self.tun_out.flush(&self.tun).await;
+            }
+            if self.tap.is_on() {
+                self.tap.offer(&p);
+            }
+            self.tun_out.push(&p);
         }
     }
 

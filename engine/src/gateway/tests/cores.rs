@@ -6,6 +6,7 @@
 //! delivered at once. The scenarios then check that nothing is lost or misrouted.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::gateway::{
@@ -17,6 +18,8 @@ pub(in crate::gateway) struct Cores {
     cores: Vec<GatewayCore>,
     /// Output copied out of a core when hand-overs were involved.
     out: Vec<u8>,
+    /// Datagrams handed from one worker to another so far.
+    pub forwarded_datagrams: usize,
     dest: Option<Dest>,
 }
 
@@ -44,8 +47,44 @@ impl Cores {
         Self {
             cores,
             out: Vec::with_capacity(65536),
+            forwarded_datagrams: 0,
             dest: None,
         }
+    }
+
+    /// A restart handing every tunnel over (issue 17): each core ends what cannot move and
+    /// exports the rest, the state goes through JSON (as through the driver's file), and a
+    /// fresh set of cores of the same count imports it. Returns what the old cores sent last
+    /// and how many tunnels the new ones took.
+    pub fn hand_over(
+        &mut self,
+        now: Instant,
+        cfg: &dyn Fn() -> CoreConfig,
+        entropy: impl Fn(usize) -> EntropyFactory,
+    ) -> (Vec<crate::gateway::Transmit>, usize) {
+        let old = std::mem::take(&mut self.cores);
+        let count = old.len();
+        let mut last = Vec::new();
+        let mut states = Vec::new();
+        for mut c in old {
+            c.prepare_handoff(now);
+            while let Some(t) = c.poll_transmit() {
+                last.push(t);
+            }
+            let json = serde_json::to_vec(&c.into_handoff(now)).unwrap();
+            states.push(serde_json::from_slice::<crate::gateway::CoreHandoff>(&json).unwrap());
+        }
+        let first = cfg();
+        let shards = Shard::split(first.client_pool, count).unwrap();
+        let mut cfgs = vec![first];
+        cfgs.extend((1..count).map(|_| cfg()));
+        let mut taken = 0;
+        for (i, ((s, c), h)) in shards.into_iter().zip(cfgs).zip(states).enumerate() {
+            let mut core = GatewayCore::new_shard(c, entropy(i), s);
+            taken += core.import_handoff(now, h).unwrap();
+            self.cores.push(core);
+        }
+        (last, taken)
     }
 
     /// The only core (tests that hold it directly).
@@ -54,7 +93,8 @@ impl Cores {
         &mut self.cores[0]
     }
 
-    fn steer(&self, from: SocketAddr) -> usize {
+    /// The worker a datagram from `from` reaches first.
+    pub fn steer(&self, from: SocketAddr) -> usize {
         let ip = match from.ip() {
             IpAddr::V4(a) => u64::from(u32::from(a)),
             IpAddr::V6(a) => u128::from(a) as u64,
@@ -79,6 +119,7 @@ impl Cores {
                             bytes,
                             ..
                         } => {
+                            self.forwarded_datagrams += 1;
                             if let Some(p) = self.cores[w]
                                 .handle_forwarded_datagram(now, listener, remote, &bytes)
                             {
@@ -217,6 +258,25 @@ impl Cores {
 
     pub fn poll_transmit(&mut self) -> Option<crate::gateway::Transmit> {
         self.cores.iter_mut().find_map(|c| c.poll_transmit())
+    }
+
+    /// More TUN packets of the last datagram (QUIC), from any core.
+    pub fn poll_tun_packet(&mut self) -> Option<Vec<u8>> {
+        self.cores.iter_mut().find_map(|c| c.poll_tun_packet())
+    }
+
+    /// Every core serves QUIC with `cfg`.
+    pub fn set_quic_config(&mut self, cfg: Arc<crate::quic::QuicConfig>) {
+        for c in &mut self.cores {
+            c.set_quic_config(cfg.clone());
+        }
+    }
+
+    /// The worker holding tunnel `id`.
+    pub fn worker_of_tunnel(&self, id: TunnelId) -> Option<usize> {
+        self.cores
+            .iter()
+            .position(|c| c.tunnel_remote(id).is_some())
     }
 
     pub fn poll_event(&mut self) -> Option<crate::gateway::Event> {

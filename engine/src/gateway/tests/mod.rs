@@ -5,11 +5,14 @@
 mod alloc;
 mod cookies;
 mod cores;
+mod handoff;
 mod ike_limits;
 mod model;
 mod mss;
 mod pki;
+mod quic;
 mod reconfigure;
 mod scenarios;
 mod sim;
 mod streams;
+mod wireguard;

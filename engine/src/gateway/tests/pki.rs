@@ -248,3 +248,45 @@ pub(super) fn ike_client_cfg(i: usize) -> InitiatorConfig {
         site: None,
     }
 }
+
+/// The gateway's QUIC configuration; `crls` are checked in the TLS handshake (the verifier
+/// the OpenVPN path uses).
+pub(super) fn quic_server_cfg(crls: Vec<Vec<u8>>) -> crate::quic::QuicConfig {
+    let pki = pki();
+    crate::quic::QuicConfig::from_pki(
+        provider(),
+        wall_clock(),
+        std::slice::from_ref(&pki.ca_cert),
+        crls.into_iter()
+            .map(rustls::pki_types::CertificateRevocationListDer::from)
+            .collect(),
+        vec![pki.gateway.cert.clone()],
+        pkcs8(&pki.gateway.pk8),
+        crate::quic::config::DEFAULT_TUNNEL_MTU,
+    )
+    .unwrap()
+}
+
+/// A QUIC client (quinn-proto) with certificate `i`: ALPN `gatehouse-ip/1`, the gateway
+/// checked against the CA, a PING every 10 s.
+pub(super) fn quic_client_cfg(i: usize) -> quinn_proto::ClientConfig {
+    let pki = pki();
+    let cred = &pki.clients[i];
+    let tls = client_config(
+        provider(),
+        wall_clock(),
+        std::slice::from_ref(&pki.ca_cert),
+        vec![cred.cert.clone()],
+        pkcs8(&cred.pk8),
+    )
+    .unwrap();
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![crate::quic::ALPN.to_vec()];
+    let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+    let mut c = quinn_proto::ClientConfig::new(Arc::new(crypto));
+    let mut t = quinn_proto::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(10)))
+        .initial_mtu(crate::quic::config::INITIAL_MTU);
+    c.transport_config(Arc::new(t));
+    c
+}

@@ -1428,6 +1428,24 @@ impl Sim {
         }
     }
 
+    /// The gateway restarts for an upgrade and hands its tunnels to the new process (see
+    /// [`Cores::hand_over`]); returns how many tunnels moved and how many datagrams the old
+    /// process sent last (tunnels it ended).
+    pub fn hand_over(&mut self) -> (usize, usize) {
+        let seed = self.seed ^ 0x6861_6e64;
+        let entropy = |worker: usize| -> EntropyFactory {
+            let mut n = (worker as u64) << 32;
+            Box::new(move || {
+                n += 1;
+                Box::new(SeededEntropy::new(
+                    seed.wrapping_mul(1_000_003).wrapping_add(n),
+                ))
+            })
+        };
+        let (last, taken) = self.core.hand_over(self.now, &*self.config, entropy);
+        (taken, last.len())
+    }
+
     pub fn run_for(&mut self, d: Duration) {
         self.run_until(d, |_| false);
     }

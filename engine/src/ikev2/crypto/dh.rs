@@ -39,7 +39,7 @@ pub enum DhError {
 }
 
 /// A Diffie-Hellman group (IKEv2 transform type 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DhGroup {
     /// 1024-bit MODP group (2), RFC 2409 section 6.2. Weak (about 80-bit strength): only for
     /// Windows' built-in client, whose default offers nothing else.

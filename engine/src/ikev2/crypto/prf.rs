@@ -16,7 +16,7 @@ pub enum PrfError {
 }
 
 /// A negotiated IKEv2 PRF (transform type 2). All are HMACs from ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Prf {
     /// PRF_HMAC_SHA1 (2), RFC 2104.
     HmacSha1,

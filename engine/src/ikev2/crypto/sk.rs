@@ -56,7 +56,7 @@ pub enum SkError {
 }
 
 /// An integrity algorithm for CBC suites (IKEv2 transform type 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Integ {
     /// AUTH_HMAC_SHA1_96 (2), RFC 2404.
     HmacSha1_96,
@@ -136,7 +136,7 @@ impl Integ {
 }
 
 /// An encryption algorithm for the SK payload (IKEv2 transform type 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum IkeCipher {
     /// ENCR_AES_GCM_16 (20) with a 128- or 256-bit key (RFC 5282).
     AesGcm16 {
@@ -300,6 +300,18 @@ impl SkKeys {
             inner,
             next_iv: 0,
         })
+    }
+
+    /// The next AEAD IV (a counter; CBC IVs are random): exported with the SA when a
+    /// restart hands it over.
+    pub fn next_iv(&self) -> u64 {
+        self.next_iv
+    }
+
+    /// Continues the IV counter at `next` (an SA handed over by another process, its
+    /// counter already jumped past anything the other may have used).
+    pub fn set_next_iv(&mut self, next: u64) {
+        self.next_iv = next;
     }
 
     /// The cipher these keys are for.

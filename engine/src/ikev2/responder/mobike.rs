@@ -51,6 +51,22 @@ pub(super) struct Mobike {
 }
 
 /// The notifications an INFORMATIONAL response gets for the request's MOBIKE notifies.
+impl Mobike {
+    /// (offered, enabled, updates), for a handoff.
+    pub(super) fn parts(&self) -> (bool, bool, u32) {
+        (self.offered, self.enabled, self.updates)
+    }
+
+    /// The inverse of [`parts`](Self::parts).
+    pub(super) fn from_parts((offered, enabled, updates): (bool, bool, u32)) -> Self {
+        Self {
+            offered,
+            enabled,
+            updates,
+        }
+    }
+}
+
 pub(super) type MobikeAnswer = Vec<(NotifyType, Vec<u8>)>;
 
 impl IkeResponder {

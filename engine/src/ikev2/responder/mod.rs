@@ -38,6 +38,7 @@ mod auth;
 mod auth_job;
 mod cookies;
 mod exchanges;
+mod handoff;
 mod init;
 mod initiated;
 mod mobike;
@@ -71,6 +72,7 @@ use crate::wire::ikev2::{
 };
 pub use auth_job::{AuthDone, AuthJob};
 pub use cookies::{COOKIE_LEN, COOKIE_MAX_USES, COOKIE_ROTATION, CookieJar};
+pub use handoff::{HANDOFF_IV_SKIP, ResponderHandoff};
 pub use init::{InitStep, InitWork, prepare_init, respond_to_init};
 
 /// Gateway-wide IKEv2 settings.

@@ -37,7 +37,7 @@ pub use keys::{
     STATIC_KEY_LEN, StaticKey, TlsCryptV2ClientKey, TlsCryptV2ServerKey, V2_MAX_METADATA_LEN,
     V2_METADATA_TIMESTAMP, V2_METADATA_USER, V2_SERVER_KEY_LEN,
 };
-pub use state::{FirstPacket, Wrapper};
+pub use state::{FirstPacket, WRAP_PACKET_ID_SKIP, Wrapper, WrapperHandoff};
 
 /// `key-direction` / the direction argument of `tls-auth`: 0 = Normal, 1 = Inverse;
 /// `None` where it is used as `Option` = bidirectional.
@@ -70,7 +70,7 @@ impl KeyDirection {
 }
 
 /// The HMAC digest of tls-auth (from the `auth` directive; OpenVPN's default SHA1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum TlsAuthDigest {
     /// SHA1 (OpenVPN's default).
     #[default]

@@ -23,6 +23,11 @@ impl PacketIdSend {
         }
     }
 
+    /// The last id used and the time (a handoff to another process).
+    pub fn parts(&self) -> (u32, u32) {
+        (self.id, self.time)
+    }
+
     /// Changes the time sent from now on.
     pub fn set_time(&mut self, time: u32) {
         self.time = time;
@@ -46,6 +51,20 @@ pub(crate) struct ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// (time, highest, seen) (a handoff to another process).
+    pub fn parts(&self) -> (Option<u32>, u32, u64) {
+        (self.time, self.highest, self.seen)
+    }
+
+    /// The inverse of [`parts`](Self::parts).
+    pub fn from_parts((time, highest, seen): (Option<u32>, u32, u64)) -> Self {
+        Self {
+            time,
+            highest,
+            seen,
+        }
+    }
+
     /// True if (id, time) was not seen and is not too old. Does not record it.
     pub fn check(&self, id: u32, time: u32) -> bool {
         if id == 0 {

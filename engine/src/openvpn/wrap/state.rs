@@ -34,6 +34,28 @@ enum Mode {
     },
 }
 
+/// A gateway session's wrapper, exported for a handoff to another process: its keys (tls-auth
+/// HMAC keys, or tls-crypt cipher and HMAC keys, each direction), its packet-id counter
+/// (jumped by [`WRAP_PACKET_ID_SKIP`]) and replay window, tls-crypt-v2 metadata.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct WrapperHandoff {
+    /// tls-auth: digest and the send and receive HMAC keys.
+    pub auth: Option<(TlsAuthDigest, Vec<u8>, Vec<u8>)>,
+    /// tls-crypt(-v2): send cipher, send HMAC, receive cipher, receive HMAC keys.
+    pub crypt: Option<[Vec<u8>; 4]>,
+    /// The last packet id sent (jumped) and the time sent with it.
+    pub send: (u32, u32),
+    /// The receive window: time, highest id, bitmap.
+    pub recv: (Option<u32>, u32, u64),
+    /// tls-crypt-v2: the client's metadata.
+    pub metadata: Option<Vec<u8>>,
+}
+
+/// Control packet ids a moved wrapper skips: the old process stopped before it exported;
+/// this guards against a bug only (tls-crypt's SIV construction would survive a repeat,
+/// the client's replay window would not).
+pub const WRAP_PACKET_ID_SKIP: u32 = 1 << 16;
+
 /// Which end a wrapper is on: tls-crypt-v2 packets are only valid client -> server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -123,6 +145,63 @@ impl Wrapper {
             wkc: None,
             metadata: None,
         }
+    }
+
+    /// Exports a gateway session's wrapper (see [`WrapperHandoff`]).
+    pub fn to_handoff(&self) -> WrapperHandoff {
+        let (auth, crypt) = match &self.mode {
+            Mode::None => (None, None),
+            Mode::Auth { digest, send, recv } => {
+                (Some((*digest, send.clone(), recv.clone())), None)
+            }
+            Mode::Crypt {
+                send_cipher,
+                send_hmac,
+                recv_cipher,
+                recv_hmac,
+            } => (
+                None,
+                Some([
+                    send_cipher.to_vec(),
+                    send_hmac.to_vec(),
+                    recv_cipher.to_vec(),
+                    recv_hmac.to_vec(),
+                ]),
+            ),
+        };
+        let (id, time) = self.send.parts();
+        WrapperHandoff {
+            auth,
+            crypt,
+            send: (id.saturating_add(WRAP_PACKET_ID_SKIP), time),
+            recv: self.recv.parts(),
+            metadata: self.metadata.clone(),
+        }
+    }
+
+    /// Rebuilds a gateway session's wrapper from [`to_handoff`](Self::to_handoff).
+    pub fn from_handoff(h: WrapperHandoff) -> Option<Wrapper> {
+        let key = |v: &[u8]| -> Option<[u8; 32]> { v.try_into().ok() };
+        let mode = match (h.auth, h.crypt) {
+            (None, None) => Mode::None,
+            (Some((digest, send, recv)), None) => Mode::Auth { digest, send, recv },
+            (None, Some([sc, sh, rc, rh])) => Mode::Crypt {
+                send_cipher: key(&sc)?,
+                send_hmac: key(&sh)?,
+                recv_cipher: key(&rc)?,
+                recv_hmac: key(&rh)?,
+            },
+            _ => return None,
+        };
+        let (id, time) = h.send;
+        Some(Wrapper {
+            mode,
+            end: End::Server,
+            send: PacketIdSend::new(id, time),
+            recv: ReplayWindow::from_parts(h.recv),
+            wkc: None,
+            metadata: h.metadata,
+        })
     }
 
     /// A gateway session's wrapper when the gateway uses none.

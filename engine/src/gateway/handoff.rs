@@ -1,0 +1,506 @@
+//! Handing a worker's tunnels to the next process (a restart for an upgrade, issue 17).
+//!
+//! The driver stops the worker, calls [`GatewayCore::prepare_handoff`] (tunnels that cannot
+//! move are ended the way a shutdown ends them, so their clients reconnect at once) and sends
+//! what that produced, then consumes the core with [`GatewayCore::into_handoff`]: nothing can
+//! seal with its keys afterwards. The next process builds the same worker's core and calls
+//! [`GatewayCore::import_handoff`] before it serves a packet.
+//!
+//! What moves, per protocol (docs/handoff.md has the reasons):
+//! - OpenVPN over UDP, established (with its control-channel wrapper, if any): the session
+//!   ([`crate::openvpn::server::SessionHandoff`]), its client's address, its virtual address,
+//!   certificate serial and times. The TLS session cannot move: the new process renegotiates
+//!   at once.
+//! - IKEv2 remote-access SAs, established: the IKE SA
+//!   ([`crate::ikev2::responder::ResponderHandoff`]) and its ESP SAs from the core's table
+//!   (keys, outbound sequence numbers jumped by [`HANDOFF_ESP_SKIP`], replay windows), the
+//!   SPIs claimed again in the new process's SPI table.
+//! - OpenVPN over TCP, QUIC, WireGuard, sites, sessions still handshaking: not moved.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::shard::{DirKey, Login};
+use super::tunnel::{Common, IkeSa, IkeTunnel, OvpnTransport, OvpnTunnel, Tunnel};
+use super::{GatewayCore, TunnelId};
+use crate::esp::table::OwnerSas;
+use crate::esp::{
+    EspCipher, EspInbound, EspInboundState, EspOutbound, EspOutboundState, KeyMaterial,
+};
+use crate::ikev2::responder::{IkeResponder, ResponderHandoff};
+use crate::openvpn::replay::{REPLAY_WINDOW_WORDS, ReplayWindow};
+use crate::openvpn::server::{ServerSession, SessionHandoff, back, ms_ago};
+
+/// Sequence numbers a moved outbound ESP SA skips: as for OpenVPN's packet ids, the old
+/// process stopped sealing before it exported, so this only guards against a bug; the
+/// client's replay window takes the jump (1/65536 of the SA's 2^32 numbers).
+pub const HANDOFF_ESP_SKIP: u64 = 1 << 16;
+
+/// The snapshot's format version; an importer refuses any other.
+pub const HANDOFF_VERSION: u32 = 1;
+
+/// What one worker's core hands to its successor.
+#[derive(Serialize, Deserialize)]
+pub struct CoreHandoff {
+    /// [`HANDOFF_VERSION`].
+    pub version: u32,
+    /// The worker's index, and how many workers there were: tunnels are steered by these
+    /// (peer-id residues, source-address hashing), so the successor must have as many.
+    pub worker: usize,
+    /// Number of workers.
+    pub workers: usize,
+    /// OpenVPN UDP sessions.
+    pub openvpn: Vec<OvpnHandoff>,
+    /// IKEv2 remote-access SAs.
+    #[serde(default)]
+    pub ike: Vec<IkeHandoff>,
+}
+
+/// An inbound ESP SA.
+#[derive(Serialize, Deserialize)]
+pub struct EspInHandoff {
+    /// Our SPI.
+    pub spi: u32,
+    /// The cipher.
+    pub cipher: EspCipher,
+    /// Key material.
+    pub key: Vec<u8>,
+    /// The replay window.
+    pub replay_highest: u32,
+    /// Its bitmap.
+    pub replay_bits: Vec<u64>,
+}
+
+/// An outbound ESP SA.
+#[derive(Serialize, Deserialize)]
+pub struct EspOutHandoff {
+    /// The client's SPI.
+    pub spi: u32,
+    /// The cipher.
+    pub cipher: EspCipher,
+    /// Key material.
+    pub key: Vec<u8>,
+    /// The next sequence number, jumped by [`HANDOFF_ESP_SKIP`].
+    pub next_seq: u64,
+}
+
+/// An IKEv2 remote-access tunnel.
+#[derive(Serialize, Deserialize)]
+pub struct IkeHandoff {
+    /// The core's facts.
+    pub common: CommonHandoff,
+    /// The IKE SA.
+    pub sa: ResponderHandoff,
+    /// Inbound ESP SAs.
+    pub esp_in: Vec<EspInHandoff>,
+    /// The outbound ESP SA in use.
+    pub esp_out: Option<EspOutHandoff>,
+    /// After a rekey, the next one (with its inbound SPI).
+    pub esp_next: Option<(u32, EspOutHandoff)>,
+    /// Inner bytes and packets: rx, tx, rx, tx.
+    pub counters: (u64, u64, u64, u64),
+}
+
+fn esp_in_out(sa: EspInbound) -> EspInHandoff {
+    let st = sa.into_state();
+    EspInHandoff {
+        spi: st.spi,
+        cipher: st.cipher,
+        key: st.key.as_bytes().to_vec(),
+        replay_highest: st.replay.highest(),
+        replay_bits: st.replay.bitmap().to_vec(),
+    }
+}
+
+fn esp_out_out(sa: EspOutbound) -> EspOutHandoff {
+    let mut st = sa.into_state();
+    st.skip(HANDOFF_ESP_SKIP);
+    EspOutHandoff {
+        spi: st.spi,
+        cipher: st.cipher,
+        key: st.key.as_bytes().to_vec(),
+        next_seq: st.next_seq,
+    }
+}
+
+fn esp_in_in(h: EspInHandoff) -> Result<EspInbound, String> {
+    let bits: [u64; REPLAY_WINDOW_WORDS] = h
+        .replay_bits
+        .as_slice()
+        .try_into()
+        .map_err(|_| "ESP replay window of the wrong size")?;
+    let replay = ReplayWindow::from_parts(h.replay_highest, bits).ok_or("ESP replay window")?;
+    EspInbound::restore(EspInboundState {
+        spi: h.spi,
+        cipher: h.cipher,
+        key: KeyMaterial::new(&h.key),
+        replay,
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn esp_out_in(h: EspOutHandoff) -> Result<EspOutbound, String> {
+    EspOutbound::restore(EspOutboundState {
+        spi: h.spi,
+        cipher: h.cipher,
+        key: KeyMaterial::new(&h.key),
+        next_seq: h.next_seq,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Time-independent facts the core keeps about a tunnel (its `Common`).
+#[derive(Serialize, Deserialize)]
+pub struct CommonHandoff {
+    /// The certificate's name.
+    pub client: String,
+    /// The certificate's serial (live revocation).
+    pub serial: Option<Vec<u8>>,
+    /// Its virtual address.
+    pub address: Ipv4Addr,
+    /// The data cipher's name.
+    pub cipher: Option<String>,
+    /// Milliseconds since it connected.
+    pub connected_ms_ago: u64,
+    /// Milliseconds since its keys were last negotiated.
+    pub last_handshake_ms_ago: u64,
+}
+
+/// An OpenVPN UDP tunnel.
+#[derive(Serialize, Deserialize)]
+pub struct OvpnHandoff {
+    /// Where its datagrams go.
+    pub remote: SocketAddr,
+    /// The core's facts.
+    pub common: CommonHandoff,
+    /// The session.
+    pub session: SessionHandoff,
+}
+
+impl CommonHandoff {
+    fn of(now: Instant, c: &Common) -> Option<Self> {
+        Some(Self {
+            client: c.client.clone()?,
+            serial: c.serial.clone(),
+            address: c.address?,
+            cipher: c.cipher.clone(),
+            connected_ms_ago: ms_ago(now, c.connected_at?),
+            last_handshake_ms_ago: c.last_handshake.map_or(0, |t| ms_ago(now, t)),
+        })
+    }
+
+    fn into_common(self, now: Instant) -> Common {
+        Common {
+            client: Some(self.client),
+            serial: self.serial,
+            address: Some(self.address),
+            handshaking: false,
+            connected_at: Some(back(now, self.connected_ms_ago)),
+            revoked: false,
+            cipher: self.cipher,
+            last_handshake: Some(back(now, self.last_handshake_ms_ago)),
+        }
+    }
+}
+
+/// Whether the tunnel moves to the next process.
+fn movable(t: &Tunnel) -> bool {
+    match t {
+        Tunnel::OpenVpn(o) => {
+            o.transport == OvpnTransport::Udp
+                && o.session.is_established()
+                && o.common.address.is_some()
+                && o.common.connected_at.is_some()
+                && !o.common.revoked
+        }
+        Tunnel::Ike(i) => {
+            i.site.is_none()
+                && i.connected
+                && matches!(&i.sa, IkeSa::Responder(r) if r.can_hand_over())
+                && i.common.address.is_some()
+                && i.common.connected_at.is_some()
+                && !i.common.revoked
+        }
+        _ => false,
+    }
+}
+
+impl GatewayCore {
+    /// First step of a handoff: ends every tunnel that will not move (OpenVPN over TCP gets
+    /// RESTART, QUIC a CONNECTION_CLOSE, sites a Delete; WireGuard peers
+    /// re-handshake by themselves) so their clients reconnect to the next process at once.
+    /// Send what [`poll_transmit`](Self::poll_transmit) has afterwards, then call
+    /// [`into_handoff`](Self::into_handoff). Returns how many tunnels were ended.
+    pub fn prepare_handoff(&mut self, now: Instant) -> usize {
+        let ids: Vec<TunnelId> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| !movable(t) && !t.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ids {
+            if let Some(t) = self.tunnels.get_mut(&id) {
+                t.close(now, "gateway restarting for an upgrade");
+                self.dirty.push(id);
+            }
+        }
+        self.flush(now);
+        ids.len()
+    }
+
+    /// Consumes the core and exports every tunnel that can move. The core is gone
+    /// afterwards, so nothing seals with the exported keys here again.
+    pub fn into_handoff(mut self, now: Instant) -> CoreHandoff {
+        let mut openvpn = Vec::new();
+        let mut ike = Vec::new();
+        let ids: Vec<TunnelId> = self.tunnels.keys().copied().collect();
+        for id in ids {
+            let Some(t) = self.tunnels.remove(&id) else {
+                continue;
+            };
+            if !movable(&t) {
+                continue;
+            }
+            if let Tunnel::Ike(i) = t {
+                let mut sas = self.esp.take_owner(id);
+                let i = *i;
+                let Some(common) = CommonHandoff::of(now, &i.common) else {
+                    continue;
+                };
+                let IkeSa::Responder(r) = i.sa else {
+                    continue;
+                };
+                let Some(sa) = r.into_handoff(now) else {
+                    continue;
+                };
+                // Inbound SAs already deleted (lingering for packets in flight) stay behind.
+                sas.inbound
+                    .retain(|s| !i.lingering.iter().any(|(spi, _)| *spi == s.spi()));
+                ike.push(IkeHandoff {
+                    common,
+                    sa,
+                    esp_in: sas.inbound.into_iter().map(esp_in_out).collect(),
+                    esp_out: sas.current.map(esp_out_out),
+                    esp_next: sas.next.map(|(spi, o)| (spi, esp_out_out(o))),
+                    counters: (i.rx_bytes, i.tx_bytes, i.rx_packets, i.tx_packets),
+                });
+                continue;
+            }
+            if let Tunnel::OpenVpn(o) = t {
+                let OvpnTunnel {
+                    session,
+                    remote,
+                    common,
+                    ..
+                } = *o;
+                let Some(common) = CommonHandoff::of(now, &common) else {
+                    continue;
+                };
+                match session.into_handoff(now) {
+                    Ok(session) => openvpn.push(OvpnHandoff {
+                        remote,
+                        common,
+                        session,
+                    }),
+                    Err(e) => {
+                        warn!(client = %common.client, error = %e, "session not handed over")
+                    }
+                }
+            }
+        }
+        CoreHandoff {
+            version: HANDOFF_VERSION,
+            worker: self.shard.index(),
+            workers: self.shard.count(),
+            openvpn,
+            ike,
+        }
+    }
+
+    /// Takes over the tunnels of `h` (exported by the previous process's worker of the same
+    /// index) before this core serves anything. Returns how many it took; a tunnel it cannot
+    /// take (its address is leased already, a peer-id in use, no OpenVPN configured) is
+    /// skipped with a warning, and its client reconnects by itself.
+    pub fn import_handoff(&mut self, now: Instant, h: CoreHandoff) -> Result<usize, String> {
+        if h.version != HANDOFF_VERSION {
+            return Err(format!(
+                "handoff state version {} (this gatehoused reads {HANDOFF_VERSION})",
+                h.version
+            ));
+        }
+        if h.workers != self.shard.count() || h.worker != self.shard.index() {
+            return Err(format!(
+                "handoff state of worker {} of {} given to worker {} of {}: keep `workers` unchanged across an upgrade",
+                h.worker,
+                h.workers,
+                self.shard.index(),
+                self.shard.count()
+            ));
+        }
+        let mut taken = 0;
+        for o in h.openvpn {
+            let client = o.common.client.clone();
+            match self.import_openvpn(now, o) {
+                Ok(()) => taken += 1,
+                Err(e) => warn!(client = %client, error = %e, "session not taken over"),
+            }
+        }
+        for i in h.ike {
+            let client = i.common.client.clone();
+            match self.import_ike(now, i) {
+                Ok(()) => taken += 1,
+                Err(e) => warn!(client = %client, error = %e, "IKE SA not taken over"),
+            }
+        }
+        self.flush(now);
+        Ok(taken)
+    }
+
+    fn import_ike(&mut self, now: Instant, i: IkeHandoff) -> Result<(), String> {
+        let cfg = self
+            .cfg
+            .ikev2
+            .clone()
+            .ok_or("IKEv2 is not configured any more")?;
+        let spis = (i.sa.spi_i, i.sa.spi_r);
+        if self.by_spis.contains_key(&spis) {
+            return Err("its IKE SPIs are in use".into());
+        }
+        let inbound: Vec<EspInbound> = i
+            .esp_in
+            .into_iter()
+            .map(esp_in_in)
+            .collect::<Result<_, _>>()?;
+        let current = i.esp_out.map(esp_out_in).transpose()?;
+        let next = match i.esp_next {
+            Some((spi, o)) => Some((spi, esp_out_in(o)?)),
+            None => None,
+        };
+        let our_spis: Vec<u32> = inbound.iter().map(EspInbound::spi).collect();
+        let table = self.shard.spis().clone();
+        let mut claimed = Vec::new();
+        for &spi in &our_spis {
+            if !table.claim_exact(spi) {
+                for s in claimed {
+                    table.release(s);
+                }
+                return Err(format!("ESP SPI {spi:#010x} is in use"));
+            }
+            claimed.push(spi);
+        }
+        let release = |table: &crate::esp::SpiTable| {
+            for &s in &our_spis {
+                table.release(s);
+            }
+        };
+        let addr = i.common.address;
+        if let Err(e) = self.claim_address(&i.common.client, addr) {
+            release(&table);
+            return Err(e);
+        }
+        let mut r = match IkeResponder::from_handoff(cfg, (self.entropy)(), now, i.sa) {
+            Ok(r) => r,
+            Err(e) => {
+                release(&table);
+                self.shard.pool().release(&i.common.client, addr);
+                return Err(e);
+            }
+        };
+        r.set_spi_table(table.clone());
+        r.set_psk_throttle(self.shard.psk_throttle().clone());
+        let remote = r.peer();
+        let id = self.new_tunnel_id();
+        if !self.esp.restore_owner(
+            id,
+            OwnerSas {
+                inbound,
+                current,
+                next,
+            },
+        ) {
+            release(&table);
+            self.shard.pool().release(&i.common.client, addr);
+            return Err("an ESP SPI is in use".into());
+        }
+        let client = i.common.client.clone();
+        self.register_ike_spi(spis.1);
+        self.by_spis.insert(spis, id);
+        self.register_login(id, &client, addr);
+        let mut t = IkeTunnel::new(IkeSa::Responder(Box::new(r)), None, Some(client.clone()));
+        t.our_spis = our_spis;
+        t.spi_pairs.push(spis);
+        t.connected = true;
+        t.established = Some(back(now, i.common.connected_ms_ago));
+        (t.rx_bytes, t.tx_bytes, t.rx_packets, t.tx_packets) = i.counters;
+        t.common = i.common.into_common(now);
+        info!(client = %client, remote = %remote, address = %addr, transport = "ikev2", "session taken over from the previous process");
+        self.tunnels.insert(id, Tunnel::Ike(Box::new(t)));
+        self.dirty.push(id);
+        Ok(())
+    }
+
+    fn import_openvpn(&mut self, now: Instant, o: OvpnHandoff) -> Result<(), String> {
+        let cfg = self
+            .cfg
+            .openvpn
+            .clone()
+            .ok_or("OpenVPN is not configured any more")?;
+        let peer_id = o.session.peer_id;
+        if self.by_peer_id.contains_key(&peer_id) || !self.shard.owns_id(peer_id) {
+            return Err(format!("peer-id {peer_id} is not free on this worker"));
+        }
+        let addr = o.common.address;
+        self.claim_address(&o.common.client, addr)?;
+        let session = match ServerSession::from_handoff(cfg, (self.entropy)(), now, o.session) {
+            Ok(s) => s,
+            Err(e) => {
+                self.shard.pool().release(&o.common.client, addr);
+                return Err(e.to_string());
+            }
+        };
+        let id = self.new_tunnel_id();
+        let client = o.common.client.clone();
+        self.register_login(id, &client, addr);
+        self.by_udp.insert(o.remote, id);
+        self.by_peer_id.insert(peer_id, id);
+        info!(client = %client, remote = %o.remote, address = %addr, peer_id, transport = "openvpn-udp", "session taken over from the previous process");
+        self.tunnels.insert(
+            id,
+            Tunnel::OpenVpn(Box::new(OvpnTunnel {
+                session,
+                transport: OvpnTransport::Udp,
+                remote: o.remote,
+                common: o.common.into_common(now),
+            })),
+        );
+        self.dirty.push(id);
+        Ok(())
+    }
+
+    /// Holds `addr` for `client` in the shared pool (it held it in the previous process).
+    fn claim_address(&mut self, client: &str, addr: Ipv4Addr) -> Result<(), String> {
+        self.shard.pool().reserve(client, addr)
+    }
+
+    /// Routes `addr` to tunnel `id` and records the login (one session per certificate).
+    fn register_login(&mut self, id: TunnelId, client: &str, addr: Ipv4Addr) {
+        self.router.insert(Ipv4Net::from(addr), id);
+        self.shard.logins().insert(
+            client.to_owned(),
+            Login {
+                worker: self.shard.index(),
+                tunnel: id,
+                addr,
+            },
+        );
+        let pool = self.cfg.client_pool;
+        if self.shard.count() > 1 && !self.shard.may_lease(pool, addr) {
+            let w = self.shard.index();
+            self.shard.directory().insert(DirKey::Addr(addr), w);
+        }
+    }
+}
