@@ -65,6 +65,15 @@ pub struct GatewayConfig {
         skip_serializing_if = "is_default_handshake_threads"
     )]
     pub handshake_threads: usize,
+    /// Receive coalescing: under load (packets arriving faster than a worker wakes for
+    /// them), a worker waits up to this many microseconds after a turn so the next one
+    /// handles a batch (one TUN write, one send, one wakeup for many packets). Never at low
+    /// load. 0 turns it off.
+    #[serde(
+        default = "default_coalesce_us",
+        skip_serializing_if = "is_default_coalesce_us"
+    )]
+    pub coalesce_us: u32,
     /// OpenVPN-protocol listeners.
     #[serde(default)]
     pub openvpn: OpenVpnConfig,
@@ -304,6 +313,17 @@ fn is_default_admin(a: &AdminConfig) -> bool {
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
+/// Default `coalesce_us`.
+const DEFAULT_COALESCE_US: u32 = 100;
+
+fn default_coalesce_us() -> u32 {
+    DEFAULT_COALESCE_US
+}
+
+fn is_default_coalesce_us(n: &u32) -> bool {
+    *n == DEFAULT_COALESCE_US
+}
+
 fn default_handshake_threads() -> usize {
     1
 }
@@ -398,6 +418,7 @@ impl GatewayConfig {
             tun_mtu: default_mtu(),
             workers: 0,
             handshake_threads: default_handshake_threads(),
+            coalesce_us: default_coalesce_us(),
             openvpn: OpenVpnConfig::default(),
             ikev2: Ikev2Config::default(),
             wireguard: WireGuardSection::default(),
@@ -451,6 +472,12 @@ impl GatewayConfig {
             bail!(
                 "`handshake_threads` {} is out of range 0-64 (0 runs handshakes on the workers; 1 is plenty for thousands of handshakes a second)",
                 self.handshake_threads
+            );
+        }
+        if self.coalesce_us > 1000 {
+            bail!(
+                "`coalesce_us` {} is out of range 0-1000 (microseconds a busy worker waits for a batch; default {DEFAULT_COALESCE_US}, 0 turns it off)",
+                self.coalesce_us
             );
         }
         if !(576..=9000).contains(&self.tun_mtu) {

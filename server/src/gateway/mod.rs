@@ -21,6 +21,7 @@
 //! file from what the workers publish, and stops them on SIGINT/SIGTERM.
 
 mod capture;
+mod coalesce;
 mod control;
 mod core_config;
 mod crl_upkeep;
@@ -491,6 +492,7 @@ impl Gateway {
                 tcp_timeouts,
                 handshakes: None,
                 tap: tap.clone(),
+                coalesce: Duration::from_micros(u64::from(cfg.coalesce_us)),
             });
         }
         let facts = Arc::new(Mutex::new(Facts {

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::capture::CaptureTap;
+use super::coalesce::Coalescer;
 use super::handshakes::Handshakes;
 use super::tcp::{Permit, TcpEvent, TcpTimeouts};
 
@@ -124,6 +125,8 @@ pub(super) struct WorkerSetup {
     pub handshakes: Option<Handshakes>,
     /// Packet captures.
     pub tap: Arc<CaptureTap>,
+    /// The longest nap for receive coalescing (`coalesce_us`; zero: off).
+    pub coalesce: Duration,
 }
 
 /// A TCP connection as the worker holds it: dropping it closes the connection (once what is
@@ -191,6 +194,8 @@ struct Worker {
     handshakes: Option<Handshakes>,
     done_tx: mpsc::UnboundedSender<JobDone>,
     tap: Arc<CaptureTap>,
+    /// Receive coalescing under load.
+    coalesce: Coalescer,
     /// Where the exported tunnels go when the worker stops for a handoff.
     handoff: Option<oneshot::Sender<(gatehouse_engine::gateway::CoreHandoff, usize)>>,
 }
@@ -220,7 +225,11 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             tcp_timeouts,
             handshakes,
             tap,
+            coalesce,
         } = setup;
+        if !coalesce.is_zero() {
+            super::coalesce::fine_timer_slack();
+        }
         let worker = Worker {
             index,
             core,
@@ -242,6 +251,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             handshakes,
             done_tx,
             tap,
+            coalesce: Coalescer::new(coalesce),
             handoff: None,
         };
         worker.serve(inbox, tcp_rx, done_rx, tun_mtu).await;
@@ -366,6 +376,7 @@ impl Worker {
                         Ok(()) => {
                             let now = Instant::now();
                             for p in tun_in.iter() {
+                                self.coalesce.count(1);
                                 self.tun_packet(now, p);
                             }
                             for _ in 0..BURST {
@@ -373,6 +384,7 @@ impl Worker {
                                     break;
                                 }
                                 for p in tun_in.iter() {
+                                    self.coalesce.count(1);
                                     self.tun_packet(now, p);
                                 }
                             }
@@ -399,6 +411,11 @@ impl Worker {
                 }
             }
             self.write_out().await;
+            if let Some(nap) = self.coalesce.turn_ended(Instant::now()) {
+                // Packets keep coming but this turn found few: let a batch gather (the
+                // sockets and TUN queue them meanwhile). Only under load (coalesce.rs).
+                std::thread::sleep(nap);
+            }
         }
         self.finish().await;
     }
@@ -568,6 +585,7 @@ impl Worker {
             }
             let now = Instant::now();
             for (from, d) in batch.iter() {
+                self.coalesce.count(1);
                 if self.tun_out.is_full() {
                     self.tun_out.flush(&self.tun).await;
                 }
@@ -654,6 +672,7 @@ impl Worker {
                     let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
                     let (packet, next) = tail.split_at(n);
                     rest = next;
+                    self.coalesce.count(1);
                     if self.tun_out.is_full() {
                         self.tun_out.flush(&self.tun).await;
                     }
