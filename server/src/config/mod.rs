@@ -314,7 +314,7 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 /// Default `coalesce_us`.
-const DEFAULT_COALESCE_US: u32 = 100;
+const DEFAULT_COALESCE_US: u32 = 200;
 
 fn default_coalesce_us() -> u32 {
     DEFAULT_COALESCE_US
@@ -650,6 +650,12 @@ mod tests {
                 .to_string()
                 .contains("`openvpn.ping`")
         );
+        let mut c = GatewayConfig::new("gw");
+        c.coalesce_us = 5000;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`coalesce_us`") && e.contains("0-1000"), "{e}");
+        c.coalesce_us = 0;
+        c.validate().unwrap();
         let e = toml::from_str::<GatewayConfig>("public_addr = \"x\"\nbogus = 1")
             .unwrap_err()
             .to_string();
