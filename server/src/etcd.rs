@@ -49,7 +49,9 @@ impl Etcd {
         };
         // proto3 JSON leaves out empty values and zero numbers; int64s are strings.
         let value = match kv["value"].as_str() {
-            Some(s) => B64.decode(s).context("etcd answered a value that is not base64")?,
+            Some(s) => B64
+                .decode(s)
+                .context("etcd answered a value that is not base64")?,
             None => Vec::new(),
         };
         let mod_revision = kv["mod_revision"]
@@ -134,8 +136,12 @@ fn post(host: &str, port: u16, path: &str, body: &[u8]) -> Result<Value> {
         bail!("answer larger than {MAX_RESPONSE} bytes");
     }
     let (status, body) = parse_response(&raw)?;
-    let v: Value = serde_json::from_slice(&body)
-        .with_context(|| format!("HTTP {status}, not JSON: {}", String::from_utf8_lossy(&body)))?;
+    let v: Value = serde_json::from_slice(&body).with_context(|| {
+        format!(
+            "HTTP {status}, not JSON: {}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
     if status != 200 {
         let msg = v["message"].as_str().or(v["error"].as_str()).unwrap_or("");
         bail!("HTTP {status} on {path}: {msg}");
@@ -221,7 +227,8 @@ mod tests {
         assert_eq!((s, b.as_slice()), (404, b"nope".as_slice()));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
         assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab").is_err()
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab")
+                .is_err()
         );
     }
 

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::cidr::Ipv4Cidr;
 use gatehouse_tests::gatehoused::{
-    Gatehoused, GatewayDir, RENEGOTIATED, issue_rsa_client, spawn_stock_client, times_up,
-    toml_str, wait_client_up,
+    Gatehoused, GatewayDir, RENEGOTIATED, issue_rsa_client, spawn_stock_client, times_up, toml_str,
+    wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
@@ -53,10 +53,28 @@ const PINGS: u32 = 140;
 
 /// Links `ns` to bridge `bridge` of the switch namespace `sw`: `sw_if` there, `ns_if` with
 /// `cidr` in `ns`.
-fn attach(sw: &Netns, bridge: &str, sw_if: &str, ns: &Netns, ns_if: &str, cidr: &str) -> Result<()> {
+fn attach(
+    sw: &Netns,
+    bridge: &str,
+    sw_if: &str,
+    ns: &Netns,
+    ns_if: &str,
+    cidr: &str,
+) -> Result<()> {
     sw.exec_ok(
         "ip",
-        ["link", "add", sw_if, "type", "veth", "peer", "name", ns_if, "netns", ns.name()],
+        [
+            "link",
+            "add",
+            sw_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ns_if,
+            "netns",
+            ns.name(),
+        ],
     )?;
     sw.exec_ok("ip", ["link", "set", sw_if, "master", bridge, "up"])?;
     ns.exec_ok("ip", ["addr", "add", cidr, "dev", ns_if])?;
@@ -100,8 +118,10 @@ impl Net {
         attach(&n.sw, "br1", "lb", &n.gwb, "lan0", &l(3))?;
         attach(&n.sw, "br1", "le", &n.etcd, "lan0", &l(5))?;
         attach(&n.sw, "br1", "lh", &n.lan, "gw0", &l(10))?;
-        n.lan
-            .exec_ok("ip", ["route", "add", "default", "via", &VIP_LAN.to_string()])?;
+        n.lan.exec_ok(
+            "ip",
+            ["route", "add", "default", "via", &VIP_LAN.to_string()],
+        )?;
         for g in [&n.gwa, &n.gwb] {
             // Forwarding between the tunnels and the LAN; the listeners bind the floating
             // address, which only the master has.
@@ -250,7 +270,10 @@ fn spawn_ping(ns: &Netns, count: u32, log: &Path) -> Result<Proc> {
 fn finish_ping(ping: &Proc, timeout: Duration) -> Result<((u32, u32), f64)> {
     let deadline = Instant::now() + timeout;
     while ping.is_running() {
-        ensure!(Instant::now() < deadline, "ping still running after {timeout:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "ping still running after {timeout:?}"
+        );
         thread::sleep(Duration::from_millis(100));
     }
     let out = ping.log_contents();
@@ -273,7 +296,10 @@ fn configure_ha(dir: &GatewayDir, node: &str) -> Result<()> {
     dir.set("openvpn.tcp_port", "0")?;
     dir.set("ikev2.listen", &toml_str(&VIP.to_string()))?;
     dir.set("ha.enabled", "true")?;
-    dir.set("ha.etcd", &format!("[{}]", toml_str(&format!("http://{ETCD}:2379"))))?;
+    dir.set(
+        "ha.etcd",
+        &format!("[{}]", toml_str(&format!("http://{ETCD}:2379"))),
+    )?;
     dir.set("ha.cluster", &toml_str("ha226"))?;
     dir.set("ha.node", &toml_str(node))?;
     dir.set("ha.interval", &toml_str("1s"))?;
@@ -284,15 +310,29 @@ fn configure_ha(dir: &GatewayDir, node: &str) -> Result<()> {
 fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
     require_root();
     require_commands(&[
-        "ip", "ping", "openvpn", "openssl", "charon-cmd", "keepalived", "etcd", "etcdctl",
-        "sysctl", "timeout", "cp",
+        "ip",
+        "ping",
+        "openvpn",
+        "openssl",
+        "charon-cmd",
+        "keepalived",
+        "etcd",
+        "etcdctl",
+        "sysctl",
+        "timeout",
+        "cp",
     ]);
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
     let net = Net::new()?;
     let pool = Ipv4Cidr::new(Ipv4Addr::new(10, 8, X, 0), 24);
     let lan = Ipv4Cidr::new(Ipv4Addr::new(10, 251, X, 0), 24);
-    let dir_a = GatewayDir::init(&dir.path().join("gwa"), &VIP.to_string(), &[lan], Some(pool))?;
+    let dir_a = GatewayDir::init(
+        &dir.path().join("gwa"),
+        &VIP.to_string(),
+        &[lan],
+        Some(pool),
+    )?;
     dir_a.set("tun_name", &toml_str(&format!("ghd{X}")))?;
     let profile = dir_a.client_profile("alice", VIP, &dir.path().join("alice.ovpn"))?;
     // charon-cmd takes RSA keys only: a key and CSR from openssl, certified by the gateway.
@@ -318,15 +358,34 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         )
     };
     // gwa (priority 150) becomes master and, through notify_master, the active gateway.
-    gwa.wait_event("ha: active; etcd held no state", |_| true, Duration::from_secs(20))
-        .with_context(logs)?;
-    ensure!(holds(&net.gwa, VIP) && holds(&net.gwa, VIP_LAN), "gwa is master without the addresses\n{}", logs());
-    ensure!(!holds(&net.gwb, VIP), "both gateways hold the floating address\n{}", logs());
+    gwa.wait_event(
+        "ha: active; etcd held no state",
+        |_| true,
+        Duration::from_secs(20),
+    )
+    .with_context(logs)?;
+    ensure!(
+        holds(&net.gwa, VIP) && holds(&net.gwa, VIP_LAN),
+        "gwa is master without the addresses\n{}",
+        logs()
+    );
+    ensure!(
+        !holds(&net.gwb, VIP),
+        "both gateways hold the floating address\n{}",
+        logs()
+    );
 
-    let udp = spawn_stock_client(&net.c0, &profile, "tun-ha", &[], &dir.path().join("openvpn.log"))?;
+    let udp = spawn_stock_client(
+        &net.c0,
+        &profile,
+        "tun-ha",
+        &[],
+        &dir.path().join("openvpn.log"),
+    )?;
     let mut config = CharonCmdConfig::new(VIP, "CN=carol", &dir_a.ca_cert(), &cert, &key);
     config.remote_identity = Some(VIP.to_string());
-    let cmd = CharonCmd::start(&net.c1, &dir.path().join("charon-cmd"), &config).with_context(logs)?;
+    let cmd =
+        CharonCmd::start(&net.c1, &dir.path().join("charon-cmd"), &config).with_context(logs)?;
     let logs = || {
         format!(
             "{}\nopenvpn log:\n{}\ncharon-cmd log:\n{}",
@@ -340,29 +399,53 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
     wait_ping(&net.c1, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
     let initial_packets = udp.log_contents().matches("TLS: Initial packet").count();
     let inits = cmd.log().matches(IKE_SA_INIT).count();
-    ensure!(inits >= 1, "no {IKE_SA_INIT:?} in charon-cmd's log\n{}", logs());
+    ensure!(
+        inits >= 1,
+        "no {IKE_SA_INIT:?} in charon-cmd's log\n{}",
+        logs()
+    );
     // The standby follows the state with both sessions in it (copied every second).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = net.etcd.exec_ok(
             "etcdctl",
-            ["--endpoints", &format!("http://{ETCD}:2379"), "get", "--print-value-only", "/gatehouse/ha226/state"],
+            [
+                "--endpoints",
+                &format!("http://{ETCD}:2379"),
+                "get",
+                "--print-value-only",
+                "/gatehouse/ha226/state",
+            ],
         )?;
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
         let sessions: usize = v["workers"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|w| w["openvpn"].as_array().map_or(0, Vec::len) + w["ike"].as_array().map_or(0, Vec::len))
+            .map(|w| {
+                w["openvpn"].as_array().map_or(0, Vec::len)
+                    + w["ike"].as_array().map_or(0, Vec::len)
+            })
             .sum();
         if sessions == 2 {
-            eprintln!("the state in etcd: {} bytes for 2 sessions", out.trim().len());
+            eprintln!(
+                "the state in etcd: {} bytes for 2 sessions",
+                out.trim().len()
+            );
             break;
         }
-        ensure!(Instant::now() < deadline, "etcd's state does not hold both sessions: {sessions}\n{}", logs());
+        ensure!(
+            Instant::now() < deadline,
+            "etcd's state does not hold both sessions: {sessions}\n{}",
+            logs()
+        );
         thread::sleep(Duration::from_millis(200));
     }
-    ensure!(gwb.events(TOOK_OVER).is_empty(), "the standby took over early\n{}", logs());
+    ensure!(
+        gwb.events(TOOK_OVER).is_empty(),
+        "the standby took over early\n{}",
+        logs()
+    );
 
     let ping_udp = spawn_ping(&net.c0, PINGS, &dir.path().join("ping-udp.log"))?;
     let ping_ike = spawn_ping(&net.c1, PINGS, &dir.path().join("ping-ike.log"))?;
@@ -384,21 +467,49 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         took.field("sessions"),
         logs()
     );
-    ensure!(holds(&net.gwb, VIP) && holds(&net.gwb, VIP_LAN), "the floating addresses did not move to gwb\n{}", logs());
-    ensure!(!holds(&net.gwa, VIP), "gwa still holds the floating address\n{}", logs());
+    ensure!(
+        holds(&net.gwb, VIP) && holds(&net.gwb, VIP_LAN),
+        "the floating addresses did not move to gwb\n{}",
+        logs()
+    );
+    ensure!(
+        !holds(&net.gwa, VIP),
+        "gwa still holds the floating address\n{}",
+        logs()
+    );
 
     let ((sent, got), gap) = finish_ping(&ping_udp, Duration::from_secs(30))?;
     eprintln!("OpenVPN UDP client: {got}/{sent} pings answered, longest gap {gap:.2} s");
-    ensure!(gap < MAX_GAP, "a gap of {gap:.2} s in the UDP client's pings\n{}", logs());
+    ensure!(
+        gap < MAX_GAP,
+        "a gap of {gap:.2} s in the UDP client's pings\n{}",
+        logs()
+    );
     ensure!(got + 50 >= sent, "{got}/{sent} pings answered\n{}", logs());
     let ((sent, got), gap) = finish_ping(&ping_ike, Duration::from_secs(30))?;
     eprintln!("strongSwan IKEv2 client: {got}/{sent} pings answered, longest gap {gap:.2} s");
-    ensure!(gap < MAX_GAP, "a gap of {gap:.2} s in the IKEv2 client's pings\n{}", logs());
-    ensure!(got + 50 >= sent, "{got}/{sent} IKEv2 pings answered\n{}", logs());
+    ensure!(
+        gap < MAX_GAP,
+        "a gap of {gap:.2} s in the IKEv2 client's pings\n{}",
+        logs()
+    );
+    ensure!(
+        got + 50 >= sent,
+        "{got}/{sent} IKEv2 pings answered\n{}",
+        logs()
+    );
 
-    ensure!(cmd.log().matches(IKE_SA_INIT).count() == inits, "charon-cmd started a new IKE SA\n{}", logs());
+    ensure!(
+        cmd.log().matches(IKE_SA_INIT).count() == inits,
+        "charon-cmd started a new IKE SA\n{}",
+        logs()
+    );
     ensure!(cmd.is_running(), "charon-cmd exited\n{}", logs());
-    ensure!(times_up(&udp) == 1, "the UDP client connected again\n{}", logs());
+    ensure!(
+        times_up(&udp) == 1,
+        "the UDP client connected again\n{}",
+        logs()
+    );
     ensure!(
         udp.log_contents().matches("TLS: Initial packet").count() == initial_packets,
         "the UDP client started a new session\n{}",
@@ -409,7 +520,11 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         .wait_event(RENEGOTIATED, |_| true, Duration::from_secs(10))
         .with_context(logs)?;
     eprintln!("{}", reneg.line);
-    ensure!(!udp.log_contents().contains("TLS Error"), "the UDP client logged a TLS error\n{}", logs());
+    ensure!(
+        !udp.log_contents().contains("TLS Error"),
+        "the UDP client logged a TLS error\n{}",
+        logs()
+    );
     eprintln!("test took {:.1} s", started.elapsed().as_secs_f64());
     drop((ping_udp, ping_ike, udp, cmd, ka, kb, gwb, etcd));
     Ok(())

@@ -8,9 +8,7 @@ use std::hash::Hash;
 
 use crate::idhash::IdMap;
 
-use super::{
-    EspError, EspInbound, EspInboundState, EspOutbound, EspOutboundState, EspPayload,
-};
+use super::{EspError, EspInbound, EspInboundState, EspOutbound, EspOutboundState, EspPayload};
 
 /// Why a packet did not go through the table.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

@@ -373,9 +373,7 @@ impl GatewayCore {
                             .map(esp_in_state)
                             .collect(),
                         esp_out: sas.current.map(|o| esp_out_state(o, margin)),
-                        esp_next: sas
-                            .next
-                            .map(|(spi, o)| (spi, esp_out_state(o, margin))),
+                        esp_next: sas.next.map(|(spi, o)| (spi, esp_out_state(o, margin))),
                         counters: (i.rx_bytes, i.tx_bytes, i.rx_packets, i.tx_packets),
                     });
                 }

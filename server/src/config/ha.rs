@@ -100,7 +100,9 @@ impl HaSection {
                 );
             }
             if parse_endpoint(e).is_none() {
-                bail!("`ha.etcd` entry {e:?} is not an endpoint: write e.g. \"http://10.0.0.5:2379\"");
+                bail!(
+                    "`ha.etcd` entry {e:?} is not an endpoint: write e.g. \"http://10.0.0.5:2379\""
+                );
             }
         }
         if self.cluster.is_empty()
@@ -200,7 +202,10 @@ mod tests {
             let e = h.validate().unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
-        assert_eq!(parse_endpoint("http://[::1]:2379/").map(|e| e.1), Some(2379));
+        assert_eq!(
+            parse_endpoint("http://[::1]:2379/").map(|e| e.1),
+            Some(2379)
+        );
         assert!(parse_endpoint("http://h:0").is_none());
     }
 }

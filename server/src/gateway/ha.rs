@@ -109,7 +109,9 @@ impl Ha {
         } else if start_active || was_active {
             match self.takeover().await {
                 Ok(t) => info!(sessions = t.sessions, "ha: started as the active gateway"),
-                Err(e) => warn!(error = %e, "ha: could not take over at start; serving as the active gateway anyway"),
+                Err(e) => {
+                    warn!(error = %e, "ha: could not take over at start; serving as the active gateway anyway")
+                }
             }
             self.active = true;
         }
@@ -216,7 +218,12 @@ impl Ha {
                     info!("ha: state copied to etcd again");
                     self.failing = false;
                 }
-                debug!(sessions, bytes = len, took_ms = started.elapsed().as_millis() as u64, "ha: state copied to etcd");
+                debug!(
+                    sessions,
+                    bytes = len,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "ha: state copied to etcd"
+                );
             }
             Ok(false) => {
                 // Another node took over: it seals with these keys from the copied counters

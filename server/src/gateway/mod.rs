@@ -556,11 +556,7 @@ impl Gateway {
         let ha = if self.cfg.ha.enabled {
             let (tx, rx) = mpsc::channel(4);
             let task = ha::Ha::new(&self.cfg.ha, self.inboxes.clone());
-            tokio::spawn(task.run(
-                self.cfg.ha.role == "active",
-                self.taken_over.is_some(),
-                rx,
-            ));
+            tokio::spawn(task.run(self.cfg.ha.role == "active", self.taken_over.is_some(), rx));
             Some(tx)
         } else {
             None

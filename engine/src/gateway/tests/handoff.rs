@@ -263,9 +263,16 @@ fn a_standby_takes_over_from_a_copy_without_reusing_a_nonce() {
         let c0 = ovpn[0];
         let from = sim.clients[c0].addr;
         let src = sim.clients[c0].address.unwrap();
-        let before_copy = sim.encrypt_up(c0, &super::model::ipv4(src, super::sim::LAN_HOST, u64::MAX - 3, 3));
+        let before_copy = sim.encrypt_up(
+            c0,
+            &super::model::ipv4(src, super::sim::LAN_HOST, u64::MAX - 3, 3),
+        );
         let now = sim.now;
-        assert!(sim.core.handle_datagram(now, Listener::OpenVpnUdp, from, &before_copy).is_some());
+        assert!(
+            sim.core
+                .handle_datagram(now, Listener::OpenVpnUdp, from, &before_copy)
+                .is_some()
+        );
 
         let copy = sim.standby_copy();
         // The active gateway serves on after the copy: it seals more packets on the keys.
@@ -273,9 +280,16 @@ fn a_standby_takes_over_from_a_copy_without_reusing_a_nonce() {
             sim.traffic_round(0.0);
             sim.run_for(Duration::from_millis(50));
         }
-        let after_copy = sim.encrypt_up(c0, &super::model::ipv4(src, super::sim::LAN_HOST, u64::MAX - 4, 3));
+        let after_copy = sim.encrypt_up(
+            c0,
+            &super::model::ipv4(src, super::sim::LAN_HOST, u64::MAX - 4, 3),
+        );
         let now = sim.now;
-        assert!(sim.core.handle_datagram(now, Listener::OpenVpnUdp, from, &after_copy).is_some());
+        assert!(
+            sim.core
+                .handle_datagram(now, Listener::OpenVpnUdp, from, &after_copy)
+                .is_some()
+        );
         let sealed_last: Vec<(u8, u32)> = all
             .iter()
             .map(|c| {
@@ -288,11 +302,15 @@ fn a_standby_takes_over_from_a_copy_without_reusing_a_nonce() {
         assert_eq!(taken, all.len(), "seed {seed}: every tunnel was taken over");
         let now = sim.now;
         assert!(
-            sim.core.handle_datagram(now, Listener::OpenVpnUdp, from, &before_copy).is_none(),
+            sim.core
+                .handle_datagram(now, Listener::OpenVpnUdp, from, &before_copy)
+                .is_none(),
             "seed {seed}: a packet from before the copy was accepted again"
         );
         assert!(
-            sim.core.handle_datagram(now, Listener::OpenVpnUdp, from, &after_copy).is_some(),
+            sim.core
+                .handle_datagram(now, Listener::OpenVpnUdp, from, &after_copy)
+                .is_some(),
             "seed {seed}: a packet the copy never saw is refused (the limit documented in docs/ha.md changed: update it)"
         );
         // The first packets the standby seals, before any renegotiation.
@@ -321,14 +339,21 @@ fn a_standby_takes_over_from_a_copy_without_reusing_a_nonce() {
             sim.run_for(Duration::from_millis(50));
         }
         sim.check_drops();
-        assert_eq!(connected_events(&sim), connected, "seed {seed}: a client connected again");
+        assert_eq!(
+            connected_events(&sim),
+            connected,
+            "seed {seed}: a client connected again"
+        );
         for (n, &c) in all.iter().enumerate() {
             assert!(sim.is_up(c), "seed {seed}: {} is down", sim.clients[c].name);
             assert_eq!(sim.clients[c].address, addresses[n], "seed {seed}");
             assert_eq!(client_connects(&sim, c), 1, "seed {seed}: a new handshake");
         }
         for &c in &ovpn {
-            assert!(rekeys(&sim, c) >= 1, "seed {seed}: not renegotiated after the takeover");
+            assert!(
+                rekeys(&sim, c) >= 1,
+                "seed {seed}: not renegotiated after the takeover"
+            );
         }
     }
 }

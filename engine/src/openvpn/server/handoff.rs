@@ -141,12 +141,7 @@ fn array<const N: usize>(v: &[u8]) -> Result<[u8; N], HandoffError> {
 }
 
 /// One key state's export, its data channel's state given (moved or copied, skipped).
-fn key_handoff(
-    now: Instant,
-    k: &KeyState,
-    state: DataChannelState,
-    active: Instant,
-) -> KeyHandoff {
+fn key_handoff(now: Instant, k: &KeyState, state: DataChannelState, active: Instant) -> KeyHandoff {
     let (send_next, recv_next) = k.reliable_next();
     KeyHandoff {
         key_id: state.key_id,
