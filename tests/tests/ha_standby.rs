@@ -19,7 +19,14 @@
 //! IKE_SA_INIT), the standby logs that it took 2 sessions over and renegotiates the OpenVPN
 //! session (its TLS session could not move).
 //!
-//! Tag `ha`, subnet index 226.
+//! `a_standby_takes_over_on_command_and_the_old_active_gateway_stops`: the same without
+//! keepalived: gwa (`ha.role = "active"`) holds the floating addresses (set by hand) and
+//! serves a stock OpenVPN client; `gatehoused ctl takeover` on gwb takes the session over
+//! from etcd; gwa, fenced out by the `active` key, stops at its next copy (without a word to
+//! the client); the addresses are moved by hand; the client pings on through gwb without a new
+//! handshake.
+//!
+//! Tags `ha` and `ha-f`, subnet index 226 (separate namespaces, so the same addresses).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -94,15 +101,17 @@ struct Net {
 }
 
 impl Net {
-    fn new() -> Result<Net> {
+    /// The namespaces `gh-<tag>-sw-<pid>` ...
+    fn new(tag: &str) -> Result<Net> {
+        let ns = |what: &str| Netns::new(&format!("{tag}-{what}"));
         let n = Net {
-            sw: Netns::new("ha-sw")?,
-            gwa: Netns::new("ha-gwa")?,
-            gwb: Netns::new("ha-gwb")?,
-            etcd: Netns::new("ha-etcd")?,
-            lan: Netns::new("ha-lan")?,
-            c0: Netns::new("ha-c0")?,
-            c1: Netns::new("ha-c1")?,
+            sw: ns("sw")?,
+            gwa: ns("gwa")?,
+            gwb: ns("gwb")?,
+            etcd: ns("etcd")?,
+            lan: ns("lan")?,
+            c0: ns("c0")?,
+            c1: ns("c1")?,
         };
         for br in ["br0", "br1"] {
             n.sw.exec_ok("ip", ["link", "add", br, "type", "bridge"])?;
@@ -324,7 +333,7 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
     ]);
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
-    let net = Net::new()?;
+    let net = Net::new("ha")?;
     let pool = Ipv4Cidr::new(Ipv4Addr::new(10, 8, X, 0), 24);
     let lan = Ipv4Cidr::new(Ipv4Addr::new(10, 251, X, 0), 24);
     let dir_a = GatewayDir::init(
@@ -527,5 +536,115 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
     );
     eprintln!("test took {:.1} s", started.elapsed().as_secs_f64());
     drop((ping_udp, ping_ike, udp, cmd, ka, kb, gwb, etcd));
+    Ok(())
+}
+
+/// Moves the floating addresses from `from` to `to` by hand (what keepalived does), and
+/// makes the neighbours forget the old owner's MAC address.
+fn move_addresses(net: &Net, from: &Netns, to: &Netns) -> Result<()> {
+    for (addr, dev) in [(VIP, "pub0"), (VIP_LAN, "lan0")] {
+        let cidr = format!("{addr}/24");
+        let _ = from.exec("ip", ["addr", "del", cidr.as_str(), "dev", dev]);
+        to.exec_ok("ip", ["addr", "add", cidr.as_str(), "dev", dev])?;
+    }
+    for ns in [&net.c0, &net.c1, &net.lan] {
+        ns.exec_ok("ip", ["neigh", "flush", "all"])?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<()> {
+    require_root();
+    require_commands(&["ip", "ping", "openvpn", "etcd", "etcdctl", "sysctl", "cp"]);
+    let dir = tempfile::tempdir()?;
+    let net = Net::new("ha-f")?;
+    let pool = Ipv4Cidr::new(Ipv4Addr::new(10, 8, X, 0), 24);
+    let lan = Ipv4Cidr::new(Ipv4Addr::new(10, 251, X, 0), 24);
+    let dir_a = GatewayDir::init(&dir.path().join("gwa"), &VIP.to_string(), &[lan], Some(pool))?;
+    dir_a.set("tun_name", &toml_str(&format!("ghd{X}")))?;
+    let profile = dir_a.client_profile("alice", VIP, &dir.path().join("alice.ovpn"))?;
+    let dir_b = dir_a.copy_to(&dir.path().join("gwb"))?;
+    configure_ha(&dir_a, "gwa")?;
+    configure_ha(&dir_b, "gwb")?;
+    dir_a.set("ha.role", &toml_str("active"))?;
+    move_addresses(&net, &net.gwb, &net.gwa)?;
+
+    let etcd = start_etcd(&net.etcd, dir.path())?;
+    let debug = [("GATEHOUSE_LOG", "debug")];
+    let gwa = Gatehoused::start_with_env(&net.gwa, &dir_a, &dir.path().join("gwa.log"), &debug)?;
+    let gwb = Gatehoused::start_with_env(&net.gwb, &dir_b, &dir.path().join("gwb.log"), &debug)?;
+    let udp = spawn_stock_client(&net.c0, &profile, "tun-haf", &[], &dir.path().join("openvpn.log"))?;
+    let logs = || {
+        format!(
+            "gwa log:\n{}\ngwb log:\n{}\nopenvpn log:\n{}\netcd:\n{}",
+            gwa.log_tail(30),
+            gwb.log_tail(30),
+            udp.log_tail(20),
+            etcd.log_tail(5)
+        )
+    };
+    gwa.wait_event("ha: started as the active gateway", |_| true, Duration::from_secs(10))
+        .with_context(logs)?;
+    wait_client_up(&udp, &gwa, 1, UP_TIMEOUT).with_context(logs)?;
+    wait_ping(&net.c0, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
+    let before = gatehouse_tests::wireguard::ctl_json(dir_a.path(), "sessions")?;
+    let address = before
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|s| s["virtual_address"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no session listed on gwa: {before}"))?;
+    // Two copies at 1 s: the session is in etcd.
+    thread::sleep(Duration::from_secs(2));
+
+    let ping = spawn_ping(&net.c0, 80, &dir.path().join("ping.log"))?;
+    thread::sleep(Duration::from_secs(2));
+    let out = std::process::Command::new(gatehouse_tests::bin("gatehoused"))
+        .arg("ctl")
+        .arg("--data-dir")
+        .arg(dir_b.path())
+        .args(["takeover", "--json"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "ctl takeover failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    eprintln!("ctl takeover: {answer}");
+    ensure!(answer["sessions"] == 1 && answer["from"] == "gwa", "{answer}\n{}", logs());
+    move_addresses(&net, &net.gwa, &net.gwb)?;
+    // gwa finds gwb's name in `active` at its next copy and stops.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gwa.is_running() {
+        ensure!(Instant::now() < deadline, "gwa still runs 5 s after gwb took over\n{}", logs());
+        thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        gwa.log().contains("ha: another gateway is the active one now"),
+        "gwa stopped without saying why\n{}",
+        logs()
+    );
+    let ((sent, got), gap) = finish_ping(&ping, Duration::from_secs(30))?;
+    eprintln!("OpenVPN UDP client, takeover by command: {got}/{sent} pings answered, longest gap {gap:.2} s");
+    ensure!(gap < MAX_GAP, "a gap of {gap:.2} s\n{}", logs());
+    ensure!(times_up(&udp) == 1, "the client connected again\n{}", logs());
+    let log = udp.log_contents();
+    ensure!(
+        !log.contains("RESTART") && !log.contains("TLS Error"),
+        "the client was told to restart or saw a TLS error\n{}",
+        logs()
+    );
+    let after = gatehouse_tests::wireguard::ctl_json(dir_b.path(), "sessions")?;
+    ensure!(
+        after.as_array().and_then(|a| a.first()).and_then(|s| s["virtual_address"].as_str())
+            == Some(address.as_str()),
+        "gwb lists {after}, not alice at {address}"
+    );
+    // A second takeover on the active gateway does nothing.
+    let again = gatehouse_tests::wireguard::ctl_json(dir_b.path(), "takeover")?;
+    ensure!(again["already_active"] == true, "{again}");
     Ok(())
 }
