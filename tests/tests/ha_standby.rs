@@ -561,7 +561,12 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
     let net = Net::new("ha-f")?;
     let pool = Ipv4Cidr::new(Ipv4Addr::new(10, 8, X, 0), 24);
     let lan = Ipv4Cidr::new(Ipv4Addr::new(10, 251, X, 0), 24);
-    let dir_a = GatewayDir::init(&dir.path().join("gwa"), &VIP.to_string(), &[lan], Some(pool))?;
+    let dir_a = GatewayDir::init(
+        &dir.path().join("gwa"),
+        &VIP.to_string(),
+        &[lan],
+        Some(pool),
+    )?;
     dir_a.set("tun_name", &toml_str(&format!("ghd{X}")))?;
     let profile = dir_a.client_profile("alice", VIP, &dir.path().join("alice.ovpn"))?;
     let dir_b = dir_a.copy_to(&dir.path().join("gwb"))?;
@@ -574,7 +579,13 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
     let debug = [("GATEHOUSE_LOG", "debug")];
     let gwa = Gatehoused::start_with_env(&net.gwa, &dir_a, &dir.path().join("gwa.log"), &debug)?;
     let gwb = Gatehoused::start_with_env(&net.gwb, &dir_b, &dir.path().join("gwb.log"), &debug)?;
-    let udp = spawn_stock_client(&net.c0, &profile, "tun-haf", &[], &dir.path().join("openvpn.log"))?;
+    let udp = spawn_stock_client(
+        &net.c0,
+        &profile,
+        "tun-haf",
+        &[],
+        &dir.path().join("openvpn.log"),
+    )?;
     let logs = || {
         format!(
             "gwa log:\n{}\ngwb log:\n{}\nopenvpn log:\n{}\netcd:\n{}",
@@ -584,8 +595,12 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
             etcd.log_tail(5)
         )
     };
-    gwa.wait_event("ha: started as the active gateway", |_| true, Duration::from_secs(10))
-        .with_context(logs)?;
+    gwa.wait_event(
+        "ha: started as the active gateway",
+        |_| true,
+        Duration::from_secs(10),
+    )
+    .with_context(logs)?;
     wait_client_up(&udp, &gwa, 1, UP_TIMEOUT).with_context(logs)?;
     wait_ping(&net.c0, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
     let before = gatehouse_tests::wireguard::ctl_json(dir_a.path(), "sessions")?;
@@ -614,23 +629,38 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
     );
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     eprintln!("ctl takeover: {answer}");
-    ensure!(answer["sessions"] == 1 && answer["from"] == "gwa", "{answer}\n{}", logs());
+    ensure!(
+        answer["sessions"] == 1 && answer["from"] == "gwa",
+        "{answer}\n{}",
+        logs()
+    );
     move_addresses(&net, &net.gwa, &net.gwb)?;
     // gwa finds gwb's name in `active` at its next copy and stops.
     let deadline = Instant::now() + Duration::from_secs(5);
     while gwa.is_running() {
-        ensure!(Instant::now() < deadline, "gwa still runs 5 s after gwb took over\n{}", logs());
+        ensure!(
+            Instant::now() < deadline,
+            "gwa still runs 5 s after gwb took over\n{}",
+            logs()
+        );
         thread::sleep(Duration::from_millis(100));
     }
     ensure!(
-        gwa.log().contains("ha: another gateway is the active one now"),
+        gwa.log()
+            .contains("ha: another gateway is the active one now"),
         "gwa stopped without saying why\n{}",
         logs()
     );
     let ((sent, got), gap) = finish_ping(&ping, Duration::from_secs(30))?;
-    eprintln!("OpenVPN UDP client, takeover by command: {got}/{sent} pings answered, longest gap {gap:.2} s");
+    eprintln!(
+        "OpenVPN UDP client, takeover by command: {got}/{sent} pings answered, longest gap {gap:.2} s"
+    );
     ensure!(gap < MAX_GAP, "a gap of {gap:.2} s\n{}", logs());
-    ensure!(times_up(&udp) == 1, "the client connected again\n{}", logs());
+    ensure!(
+        times_up(&udp) == 1,
+        "the client connected again\n{}",
+        logs()
+    );
     let log = udp.log_contents();
     ensure!(
         !log.contains("RESTART") && !log.contains("TLS Error"),
@@ -639,7 +669,10 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
     );
     let after = gatehouse_tests::wireguard::ctl_json(dir_b.path(), "sessions")?;
     ensure!(
-        after.as_array().and_then(|a| a.first()).and_then(|s| s["virtual_address"].as_str())
+        after
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|s| s["virtual_address"].as_str())
             == Some(address.as_str()),
         "gwb lists {after}, not alice at {address}"
     );

@@ -185,7 +185,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key_and_the_fix() {
-        let cases: [(&str, fn(&mut HaSection)); 7] = [
+        type Breaks = fn(&mut HaSection);
+        let cases: [(&str, Breaks); 7] = [
             ("`ha.etcd` is empty", |h| h.etcd.clear()),
             ("https is not supported", |h| {
                 h.etcd = vec!["https://e:2379".into()]
