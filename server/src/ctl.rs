@@ -35,6 +35,9 @@ pub enum CtlCommand {
     /// Restart for an upgrade without dropping sessions: the gateway hands its sockets and
     /// tunnels to the binary now on disk (same PID; as `kill -USR2`).
     Handoff,
+    /// Make this gateway the active one of its active-standby pair: take over the tunnels
+    /// the other one copied to etcd (keepalived's notify_master runs it; docs/ha.md).
+    Takeover,
     /// Write the inner packets of one tunnel (or all) to a pcap file.
     Capture {
         /// A client's certificate name or a connection's name (default: every tunnel).
@@ -243,6 +246,25 @@ pub fn run(socket: &Path, json: bool, cmd: CtlCommand) -> Result<()> {
                     "handing the gateway's sessions to {} (same PID); its log says `handoff: took over` when done",
                     r.binary
                 );
+                Ok(())
+            }
+            CtlCommand::Takeover => {
+                let r: crate::admin::model::TakenOver =
+                    c.json(Method::POST, "/v1/takeover").await?;
+                if json {
+                    return print_json(&r);
+                }
+                if r.already_active {
+                    println!("{} is the active gateway already", r.node);
+                } else {
+                    println!(
+                        "{} is the active gateway: {} session(s) taken over from {} (state {} ms old)",
+                        r.node,
+                        r.sessions,
+                        r.from.as_deref().unwrap_or("nobody"),
+                        r.state_age_ms.unwrap_or(0)
+                    );
+                }
                 Ok(())
             }
             CtlCommand::Reload => {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod config;
 pub mod ctl;
 pub mod datadir;
+pub mod etcd;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

@@ -386,6 +386,28 @@ impl GatewayDir {
         &self.path
     }
 
+    /// A copy of this data directory at `dir` (`cp -a`: configuration and PKI, modes kept):
+    /// the second gateway of an active-standby pair, with the same CA and certificate.
+    pub fn copy_to(&self, dir: &Path) -> Result<GatewayDir> {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&self.path)
+            .arg(dir)
+            .output()
+            .context("running cp")?;
+        if !out.status.success() {
+            bail!(
+                "cp -a {} {} failed: {}",
+                self.path.display(),
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(GatewayDir {
+            path: dir.to_path_buf(),
+        })
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.path.join("gateway.toml")
     }

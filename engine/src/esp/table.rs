@@ -8,7 +8,7 @@ use std::hash::Hash;
 
 use crate::idhash::IdMap;
 
-use super::{EspError, EspInbound, EspOutbound, EspPayload};
+use super::{EspError, EspInbound, EspInboundState, EspOutbound, EspOutboundState, EspPayload};
 
 /// Why a packet did not go through the table.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +36,17 @@ pub struct OwnerSas {
     /// After a rekey: the new SA's inbound SPI and its outbound half, used once the peer
     /// shows it has the new SA.
     pub next: Option<(u32, EspOutbound)>,
+}
+
+/// A copy of one owner's SAs (see [`EspTable::export_owner`]).
+#[derive(Default)]
+pub struct OwnerStates {
+    /// Inbound SAs.
+    pub inbound: Vec<EspInboundState>,
+    /// The outbound SA in use.
+    pub current: Option<EspOutboundState>,
+    /// The next outbound SA after a rekey, with its inbound SPI.
+    pub next: Option<(u32, EspOutboundState)>,
 }
 
 struct Outbound {
@@ -159,6 +170,26 @@ impl<O: Copy + Eq + Hash + std::fmt::Debug> EspTable<O> {
             inbound,
             current,
             next,
+        }
+    }
+
+    /// A copy of every SA of `owner`, leaving them in use (a standby's copy, issue 17): the
+    /// states as [`EspInbound::export`] and [`EspOutbound::export`] give them. The caller
+    /// must skip the outbound sequence numbers the originals may still send.
+    pub fn export_owner(&self, owner: O) -> OwnerStates {
+        let Some(o) = self.outbound.get(&owner) else {
+            return OwnerStates::default();
+        };
+        OwnerStates {
+            inbound: o
+                .spis
+                .iter()
+                .filter_map(|s| self.inbound.get(s))
+                .filter(|(w, _)| *w == owner)
+                .map(|(_, sa)| sa.export())
+                .collect(),
+            current: o.current.as_ref().map(EspOutbound::export),
+            next: o.next.as_ref().map(|(spi, sa)| (*spi, sa.export())),
         }
     }
 

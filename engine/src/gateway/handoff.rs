@@ -40,6 +40,14 @@ use crate::openvpn::server::{ServerSession, SessionHandoff, back, ms_ago};
 /// client's replay window takes the jump (1/65536 of the SA's 2^32 numbers).
 pub const HANDOFF_ESP_SKIP: u64 = 1 << 16;
 
+/// How far ahead of the live counters a standby's copy ([`GatewayCore::snapshot_for_standby`])
+/// writes OpenVPN packet ids and outbound ESP sequence numbers: the active gateway keeps
+/// sealing after a snapshot, and the standby seals from the copied value, so this must exceed
+/// what one key can send between two snapshots plus the time the takeover takes (2^24:
+/// 16.7 M packets, over 8 M packets a second per key at one snapshot a second). It costs
+/// 1/256 of a key's 2^32 ids per takeover.
+pub const STANDBY_MARGIN: u32 = 1 << 24;
+
 /// The snapshot's format version; an importer refuses any other.
 pub const HANDOFF_VERSION: u32 = 1;
 
@@ -106,7 +114,10 @@ pub struct IkeHandoff {
 }
 
 fn esp_in_out(sa: EspInbound) -> EspInHandoff {
-    let st = sa.into_state();
+    esp_in_state(sa.into_state())
+}
+
+fn esp_in_state(st: EspInboundState) -> EspInHandoff {
     EspInHandoff {
         spi: st.spi,
         cipher: st.cipher,
@@ -117,8 +128,11 @@ fn esp_in_out(sa: EspInbound) -> EspInHandoff {
 }
 
 fn esp_out_out(sa: EspOutbound) -> EspOutHandoff {
-    let mut st = sa.into_state();
-    st.skip(HANDOFF_ESP_SKIP);
+    esp_out_state(sa.into_state(), HANDOFF_ESP_SKIP)
+}
+
+fn esp_out_state(mut st: EspOutboundState, skip: u64) -> EspOutHandoff {
+    st.skip(skip);
     EspOutHandoff {
         spi: st.spi,
         cipher: st.cipher,
@@ -310,6 +324,75 @@ impl GatewayCore {
                         warn!(client = %common.client, error = %e, "session not handed over")
                     }
                 }
+            }
+        }
+        CoreHandoff {
+            version: HANDOFF_VERSION,
+            worker: self.shard.index(),
+            workers: self.shard.count(),
+            openvpn,
+            ike,
+        }
+    }
+
+    /// A copy of every tunnel that can move, for a standby gateway (issue 17, active-standby),
+    /// leaving the core serving. Counters that seal (OpenVPN packet ids, outbound ESP
+    /// sequence numbers) are written [`STANDBY_MARGIN`] ahead, IKE IVs
+    /// [`crate::ikev2::responder::HANDOFF_IV_SKIP`] ahead, so that the standby, which
+    /// continues from the copy, never repeats a nonce this core used after the snapshot
+    /// (as long as no key seals more than the margin before the standby takes over). What
+    /// this core receives after the snapshot is not in the copied replay windows: the
+    /// standby would accept such a packet once more if an attacker replayed it.
+    pub fn snapshot_for_standby(&self, now: Instant) -> CoreHandoff {
+        let mut openvpn = Vec::new();
+        let mut ike = Vec::new();
+        for (&id, t) in self.tunnels.iter() {
+            if !movable(t) {
+                continue;
+            }
+            match t {
+                Tunnel::Ike(i) => {
+                    let Some(common) = CommonHandoff::of(now, &i.common) else {
+                        continue;
+                    };
+                    let IkeSa::Responder(r) = &i.sa else {
+                        continue;
+                    };
+                    let Some(sa) = r.snapshot_handoff(now) else {
+                        continue;
+                    };
+                    let sas = self.esp.export_owner(id);
+                    let margin = u64::from(STANDBY_MARGIN);
+                    ike.push(IkeHandoff {
+                        common,
+                        sa,
+                        esp_in: sas
+                            .inbound
+                            .into_iter()
+                            .filter(|s| !i.lingering.iter().any(|(spi, _)| *spi == s.spi))
+                            .map(esp_in_state)
+                            .collect(),
+                        esp_out: sas.current.map(|o| esp_out_state(o, margin)),
+                        esp_next: sas.next.map(|(spi, o)| (spi, esp_out_state(o, margin))),
+                        counters: (i.rx_bytes, i.tx_bytes, i.rx_packets, i.tx_packets),
+                    });
+                }
+                Tunnel::OpenVpn(o) => {
+                    let Some(common) = CommonHandoff::of(now, &o.common) else {
+                        continue;
+                    };
+                    match o.session.snapshot_handoff(now, STANDBY_MARGIN) {
+                        Ok(session) => openvpn.push(OvpnHandoff {
+                            remote: o.remote,
+                            common,
+                            session,
+                        }),
+                        Err(e) => {
+                            warn!(client = %common.client, error = %e, "session not copied for the standby")
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         CoreHandoff {

@@ -69,7 +69,7 @@ pub use counters::{Counters, PerProtocol, Traffic, reason_class};
 pub use drops::{Drop, Drops};
 pub use handoff::{
     CommonHandoff, CoreHandoff, EspInHandoff, EspOutHandoff, HANDOFF_ESP_SKIP, HANDOFF_VERSION,
-    IkeHandoff, OvpnHandoff,
+    IkeHandoff, OvpnHandoff, STANDBY_MARGIN,
 };
 pub use jobs::{HandshakeJob, JobDone};
 pub use reconfigure::ReconfigureError;

@@ -42,6 +42,7 @@ pub fn router(gateway: GatewayHandle, token: Option<String>) -> axum::Router {
         .route("/v1/certificates/{name}/revoke", post(revoke))
         .route("/v1/reload", post(reload))
         .route("/v1/handoff", post(handoff))
+        .route("/v1/takeover", post(takeover))
         .route("/v1/capture", get(super::capture::capture))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -273,6 +274,14 @@ async fn handoff(
         )
             .into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+    }
+}
+
+/// Makes this gateway the active one of its active-standby pair (docs/ha.md).
+async fn takeover(State(s): Shared) -> Response {
+    match s.gateway.takeover().await {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
     }
 }
 

@@ -169,6 +169,21 @@ pub struct HandoffStarted {
     pub binary: String,
 }
 
+/// `POST /v1/takeover`: this gateway is the active one of its pair now (docs/ha.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TakenOver {
+    /// This gateway's node name.
+    pub node: String,
+    /// Sessions taken over from the state in etcd.
+    pub sessions: usize,
+    /// The node that wrote that state (none when etcd held none).
+    pub from: Option<String>,
+    /// How old the state was, in milliseconds.
+    pub state_age_ms: Option<u64>,
+    /// It was the active one already (nothing was done).
+    pub already_active: bool,
+}
+
 /// Any failed request: the reason, for a person.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiError {

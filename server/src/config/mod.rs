@@ -2,6 +2,7 @@
 
 mod admin;
 mod connection;
+mod ha;
 mod quic;
 mod wireguard;
 
@@ -18,6 +19,7 @@ pub use connection::{
     AuthKind, Connection, ConnectionAuth, ConnectionConfig, ConnectionKind, DEFAULT_CHILD_LIFETIME,
     DEFAULT_CONNECTION_DPD, DEFAULT_IKE_LIFETIME, DEFAULT_REMOTE_PORT,
 };
+pub use ha::HaSection;
 pub use quic::QuicSection;
 pub use wireguard::{DEFAULT_WIREGUARD_PORT, WgConnection, WireGuardSection};
 
@@ -89,6 +91,9 @@ pub struct GatewayConfig {
     /// WireGuard listener (`[wireguard]`).
     #[serde(default, skip_serializing_if = "is_default_wireguard")]
     pub wireguard: WireGuardSection,
+    /// Active-standby with a second gateway (`[ha]`, docs/ha.md).
+    #[serde(default, skip_serializing_if = "is_default_ha")]
+    pub ha: HaSection,
     /// Site-to-site and VNet-to-VNet tunnels (`[[connection]]` tables).
     #[serde(default, rename = "connection", skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<ConnectionConfig>,
@@ -306,6 +311,9 @@ fn default_tun_name() -> String {
 fn is_default_wireguard(w: &WireGuardSection) -> bool {
     *w == WireGuardSection::default()
 }
+fn is_default_ha(h: &HaSection) -> bool {
+    *h == HaSection::default()
+}
 fn is_default_admin(a: &AdminConfig) -> bool {
     *a == AdminConfig::default()
 }
@@ -422,6 +430,7 @@ impl GatewayConfig {
             openvpn: OpenVpnConfig::default(),
             ikev2: Ikev2Config::default(),
             wireguard: WireGuardSection::default(),
+            ha: HaSection::default(),
             quic: QuicSection::default(),
             connections: Vec::new(),
         }
@@ -459,6 +468,7 @@ impl GatewayConfig {
             }
         }
         self.admin.validate()?;
+        self.ha.validate()?;
         if self.tun_name.is_empty() || self.tun_name.len() > 15 {
             bail!("`tun_name` must be 1-15 characters (a Linux interface name)");
         }

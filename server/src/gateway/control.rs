@@ -27,6 +27,7 @@ fn restart_only(cfg: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("pki_dir", cfg.pki_dir.display().to_string()),
         ("server_cert", cfg.server_cert.clone()),
         ("admin", format!("{:?}", cfg.admin)),
+        ("ha", format!("{:?}", cfg.ha)),
         ("openvpn.listen", o.listen.to_string()),
         ("openvpn.udp_port", o.udp_port.to_string()),
         ("openvpn.tcp_port", o.tcp_port.to_string()),

@@ -71,6 +71,8 @@ pub struct GatewayHandle {
     pub(super) tcp_limits: Arc<Limits>,
     pub(super) facts: Arc<Mutex<Facts>>,
     pub(super) capture: Arc<CaptureTap>,
+    /// The active-standby replication task, when `[ha]` is on.
+    pub(super) ha: Option<mpsc::Sender<super::ha::TakeoverReply>>,
 }
 
 impl GatewayHandle {
@@ -165,6 +167,22 @@ impl GatewayHandle {
                 name: name.to_owned(),
                 reply,
             })
+            .await
+            .map_err(|_| "the gateway is stopping".to_owned())?;
+        rx.await.map_err(|_| "the gateway is stopping".to_owned())?
+    }
+
+    /// Makes this gateway the active one of its pair: takes over the tunnels the other one
+    /// copied to etcd (keepalived's `notify_master` calls this through `gatehoused ctl`).
+    pub async fn takeover(&self) -> Result<crate::admin::model::TakenOver, String> {
+        let Some(ha) = &self.ha else {
+            return Err(
+                "active-standby is off: set `ha.enabled = true` and `ha.etcd` in gateway.toml (docs/ha.md)"
+                    .to_owned(),
+            );
+        };
+        let (reply, rx) = oneshot::channel();
+        ha.send(reply)
             .await
             .map_err(|_| "the gateway is stopping".to_owned())?;
         rx.await.map_err(|_| "the gateway is stopping".to_owned())?

@@ -25,6 +25,7 @@ mod coalesce;
 mod control;
 mod core_config;
 mod crl_upkeep;
+mod ha;
 mod handle;
 mod handoff;
 mod handshakes;
@@ -554,7 +555,16 @@ impl Gateway {
                 .context("installing SIGUSR2 handler")?;
         let mut hand_off = false;
         let (control_tx, mut control_rx) = mpsc::channel::<Control>(16);
+        let ha = if self.cfg.ha.enabled {
+            let (tx, rx) = mpsc::channel(4);
+            let task = ha::Ha::new(&self.cfg.ha, self.inboxes.clone());
+            tokio::spawn(task.run(self.cfg.ha.role == "active", self.taken_over.is_some(), rx));
+            Some(tx)
+        } else {
+            None
+        };
         let handle = GatewayHandle {
+            ha,
             inboxes: self.inboxes.clone(),
             published: Arc::new(self.published.clone()),
             control: control_tx,

@@ -84,6 +84,13 @@ pub(super) enum Msg {
     /// Stop for a handoff to the next process: end what cannot move, send the last
     /// datagrams, then answer the core's exported tunnels and how many tunnels were ended.
     Handoff(oneshot::Sender<(gatehouse_engine::gateway::CoreHandoff, usize)>),
+    /// Answer a copy of the core's movable tunnels for the standby (`ha.rs`), serving on.
+    Snapshot(oneshot::Sender<gatehouse_engine::gateway::CoreHandoff>),
+    /// Take over tunnels the active gateway copied (`ha.rs`); answers how many were taken.
+    Import(
+        Box<gatehouse_engine::gateway::CoreHandoff>,
+        oneshot::Sender<Result<usize, String>>,
+    ),
 }
 
 /// What a worker publishes for the status file and the periodic log line.
@@ -519,6 +526,15 @@ impl Worker {
                     drops: self.core.drops().clone(),
                     leased: self.core.leased_count(),
                 });
+            }
+            Msg::Snapshot(reply) => {
+                let _ = reply.send(self.core.snapshot_for_standby(now));
+            }
+            Msg::Import(h, reply) => {
+                let r = self.core.import_handoff(now, *h);
+                self.flush();
+                self.publish();
+                let _ = reply.send(r);
             }
             Msg::Disconnect { client, reply } => {
                 let n = self.core.disconnect(now, &client);

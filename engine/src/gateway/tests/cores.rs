@@ -87,6 +87,43 @@ impl Cores {
         (last, taken)
     }
 
+    /// The active gateway's copy for its standby (issue 17): every core's
+    /// [`GatewayCore::snapshot_for_standby`], as JSON (as in etcd). The cores serve on.
+    pub fn standby_copy(&self, now: Instant) -> Vec<Vec<u8>> {
+        self.cores
+            .iter()
+            .map(|c| serde_json::to_vec(&c.snapshot_for_standby(now)).unwrap())
+            .collect()
+    }
+
+    /// The active gateway dies (its cores are dropped: no goodbye, nothing exported) and a
+    /// standby's fresh cores of the same count import `copies`. Returns how many tunnels
+    /// they took.
+    pub fn fail_over(
+        &mut self,
+        now: Instant,
+        cfg: &dyn Fn() -> CoreConfig,
+        entropy: impl Fn(usize) -> EntropyFactory,
+        copies: &[Vec<u8>],
+    ) -> usize {
+        let count = self.cores.len();
+        assert_eq!(copies.len(), count);
+        // The standby's pool is its own: the dead gateway's leases go with it.
+        self.cores.clear();
+        let first = cfg();
+        let shards = Shard::split(first.client_pool, count).unwrap();
+        let mut cfgs = vec![first];
+        cfgs.extend((1..count).map(|_| cfg()));
+        let mut taken = 0;
+        for (i, ((s, c), h)) in shards.into_iter().zip(cfgs).zip(copies).enumerate() {
+            let mut core = GatewayCore::new_shard(c, entropy(i), s);
+            let h = serde_json::from_slice::<crate::gateway::CoreHandoff>(h).unwrap();
+            taken += core.import_handoff(now, h).unwrap();
+            self.cores.push(core);
+        }
+        taken
+    }
+
     /// The only core (tests that hold it directly).
     pub fn only(&mut self) -> &mut GatewayCore {
         assert_eq!(self.cores.len(), 1, "a single-core simulation");

@@ -1446,6 +1446,28 @@ impl Sim {
         (taken, last.len())
     }
 
+    /// The active gateway's copy for a standby (see [`Cores::standby_copy`]).
+    pub fn standby_copy(&self) -> Vec<Vec<u8>> {
+        self.core.standby_copy(self.now)
+    }
+
+    /// The gateway dies and a standby takes over from `copies` (see [`Cores::fail_over`]);
+    /// returns how many tunnels it took.
+    pub fn fail_over(&mut self, copies: &[Vec<u8>]) -> usize {
+        let seed = self.seed ^ 0x7374_6e64;
+        let entropy = |worker: usize| -> EntropyFactory {
+            let mut n = (worker as u64) << 32;
+            Box::new(move || {
+                n += 1;
+                Box::new(SeededEntropy::new(
+                    seed.wrapping_mul(1_000_003).wrapping_add(n),
+                ))
+            })
+        };
+        self.core
+            .fail_over(self.now, &*self.config, entropy, copies)
+    }
+
     pub fn run_for(&mut self, d: Duration) {
         self.run_until(d, |_| false);
     }

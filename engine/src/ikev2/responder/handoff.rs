@@ -95,6 +95,14 @@ impl IkeResponder {
     /// Consumes the SA and exports it (see the module documentation); None when
     /// [`can_hand_over`](Self::can_hand_over) is false.
     pub fn into_handoff(self, now: Instant) -> Option<ResponderHandoff> {
+        self.snapshot_handoff(now)
+    }
+
+    /// A copy of the SA for a standby gateway (issue 17), leaving it in use here. Our IV
+    /// counter is written [`HANDOFF_IV_SKIP`] ahead, which no SA reaches in a snapshot
+    /// period. Requests the client makes after the snapshot are not in the copy: the
+    /// standby expects their message IDs again.
+    pub fn snapshot_handoff(&self, now: Instant) -> Option<ResponderHandoff> {
         if !self.can_hand_over() {
             return None;
         }

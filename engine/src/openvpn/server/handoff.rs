@@ -140,55 +140,93 @@ fn array<const N: usize>(v: &[u8]) -> Result<[u8; N], HandoffError> {
         .map_err(|_| HandoffError::Invalid("key or IV of the wrong length"))
 }
 
+/// One key state's export, its data channel's state given (moved or copied, skipped).
+fn key_handoff(now: Instant, k: &KeyState, state: DataChannelState, active: Instant) -> KeyHandoff {
+    let (send_next, recv_next) = k.reliable_next();
+    KeyHandoff {
+        key_id: state.key_id,
+        encrypt_key: state.keys.encrypt_key.to_vec(),
+        encrypt_iv: state.keys.encrypt_iv.to_vec(),
+        decrypt_key: state.keys.decrypt_key.to_vec(),
+        decrypt_iv: state.keys.decrypt_iv.to_vec(),
+        packets_sent: state.packets_sent,
+        replay_highest: state.replay.highest(),
+        replay_bits: state.replay.bitmap().to_vec(),
+        send_next,
+        recv_next,
+        created_ms_ago: ms_ago(now, k.created),
+        active_ms_ago: ms_ago(now, active),
+        retire_in_ms: k.retire_at.map(|t| ms_until(now, t)),
+    }
+}
+
 impl ServerSession {
     /// Consumes an established session and exports it (see the module documentation). The
     /// session cannot seal afterwards: there is nothing left to seal with.
-    pub fn into_handoff(self, now: Instant) -> Result<SessionHandoff, HandoffError> {
-        if self.phase != Phase::Active {
+    pub fn into_handoff(mut self, now: Instant) -> Result<SessionHandoff, HandoffError> {
+        if self.phase != Phase::Active || self.negotiated.is_none() {
             return Err(HandoffError::NotEstablished);
         }
-        let Some(n) = self.negotiated else {
-            return Err(HandoffError::NotEstablished);
-        };
         let mut keys = Vec::new();
-        for mut k in self.keys {
+        for k in &mut self.keys {
             let (Some(data), Some(active)) = (k.data.take(), k.active_since) else {
                 continue; // a renegotiation under way: not moved
             };
-            let (send_next, recv_next) = k.reliable_next();
             let mut state: DataChannelState = data.into_state();
             state.skip(HANDOFF_PACKET_ID_SKIP);
-            keys.push(KeyHandoff {
-                key_id: state.key_id,
-                encrypt_key: state.keys.encrypt_key.to_vec(),
-                encrypt_iv: state.keys.encrypt_iv.to_vec(),
-                decrypt_key: state.keys.decrypt_key.to_vec(),
-                decrypt_iv: state.keys.decrypt_iv.to_vec(),
-                packets_sent: state.packets_sent,
-                replay_highest: state.replay.highest(),
-                replay_bits: state.replay.bitmap().to_vec(),
-                send_next,
-                recv_next,
-                created_ms_ago: ms_ago(now, k.created),
-                active_ms_ago: ms_ago(now, active),
-                retire_in_ms: k.retire_at.map(|t| ms_until(now, t)),
-            });
+            keys.push(key_handoff(now, k, state, active));
         }
+        self.session_handoff(now, keys)
+    }
+
+    /// A copy of the established session for a standby gateway (issue 17), leaving the
+    /// session running here. Its packet-id counters are written `margin` ids ahead: the
+    /// standby seals from there, so this process may seal up to `margin` more packets per
+    /// key after the snapshot without a nonce ever repeating. Packets opened here after the
+    /// snapshot are not in the copied replay windows.
+    pub fn snapshot_handoff(
+        &self,
+        now: Instant,
+        margin: u32,
+    ) -> Result<SessionHandoff, HandoffError> {
+        if self.phase != Phase::Active || self.negotiated.is_none() {
+            return Err(HandoffError::NotEstablished);
+        }
+        let mut keys = Vec::new();
+        for k in &self.keys {
+            let (Some(data), Some(active)) = (k.data.as_ref(), k.active_since) else {
+                continue;
+            };
+            let mut state = data.export();
+            state.skip(margin);
+            keys.push(key_handoff(now, k, state, active));
+        }
+        self.session_handoff(now, keys)
+    }
+
+    fn session_handoff(
+        &self,
+        now: Instant,
+        keys: Vec<KeyHandoff>,
+    ) -> Result<SessionHandoff, HandoffError> {
+        let Some(n) = &self.negotiated else {
+            return Err(HandoffError::NotEstablished);
+        };
         if keys.is_empty() {
             return Err(HandoffError::NotEstablished);
         }
-        let s = self.stats;
+        let s = &self.stats;
         Ok(SessionHandoff {
             local_sid: self.local_sid,
             remote_sid: self.remote_sid,
             peer_id: self.peer_id,
             next_key_id: self.next_key_id,
-            client: n.client,
+            client: n.client.clone(),
             cipher: n.cipher.openvpn_name().to_owned(),
             tls_ekm: n.tls_ekm,
             compress_stub_v2: n.compress_stub_v2,
             caps: (n.caps.ncp, n.caps.cc_exit, n.caps.mtu),
-            push_reply: self.push_reply,
+            push_reply: self.push_reply.clone(),
             keys,
             last_rx_ms_ago: ms_ago(now, self.last_rx),
             last_tx_ms_ago: ms_ago(now, self.last_tx),

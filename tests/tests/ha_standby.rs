@@ -1,0 +1,698 @@
+//! Active-standby (issue 17, docs/ha.md): two `gatehoused` share a floating address that
+//! keepalived (VRRP) moves; the active one copies its tunnels to etcd every second, the
+//! standby takes them over when keepalived makes it the master (`notify_master` runs
+//! `gatehoused ctl takeover`).
+//!
+//! ```text
+//!   c0 (stock openvpn, UDP)  10.250.226.10 ┐                      ┌ gwa pub0 .2 ┐ gwa lan0 .2 ┐
+//!   c1 (charon-cmd, IKEv2)   10.250.226.11 ┴ br0 (ns sw) ─────────┴ gwb pub0 .3 ┘             │
+//!   floating 10.250.226.1 (clients dial it) and 10.251.226.1 (the LAN's router), on the master
+//!   br1 (ns sw): gwa lan0 .2, gwb lan0 .3, etcd 10.251.226.5, LAN host 10.251.226.10
+//! ```
+//!
+//! `standby_takes_over_when_the_active_gateway_dies`: both clients ping the LAN host every
+//! 0.1 s; gatehoused on the master is killed with SIGKILL; keepalived there notices (its
+//! track script asks `gatehoused ctl status`) and gives the address up; the standby becomes
+//! master and takes the tunnels over from etcd. Asserted: the floating addresses moved, both
+//! clients' longest gap between replies is under 5 s, neither handshakes again (OpenVPN: one
+//! `Initialization Sequence Completed`, no new `TLS: Initial packet`; strongSwan: no new
+//! IKE_SA_INIT), the standby logs that it took 2 sessions over and renegotiates the OpenVPN
+//! session (its TLS session could not move).
+//!
+//! `a_standby_takes_over_on_command_and_the_old_active_gateway_stops`: the same without
+//! keepalived: gwa (`ha.role = "active"`) holds the floating addresses (set by hand) and
+//! serves a stock OpenVPN client; `gatehoused ctl takeover` on gwb takes the session over
+//! from etcd; gwa, fenced out by the `active` key, stops at its next copy (without a word to
+//! the client); the addresses are moved by hand; the client pings on through gwb without a new
+//! handshake.
+//!
+//! Tags `ha` and `ha-f`, subnet index 226 (separate namespaces, so the same addresses).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use gatehouse_tests::cidr::Ipv4Cidr;
+use gatehouse_tests::gatehoused::{
+    Gatehoused, GatewayDir, RENEGOTIATED, issue_rsa_client, spawn_stock_client, times_up, toml_str,
+    wait_client_up,
+};
+use gatehouse_tests::net::wait_ping;
+use gatehouse_tests::openvpn::UP_TIMEOUT;
+use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig, parse_ping_summary};
+use gatehouse_tests::{Netns, Proc, require_commands, require_root};
+
+const X: u8 = 226;
+/// The floating addresses: clients dial the first, the LAN host routes through the second.
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 250, X, 1);
+const VIP_LAN: Ipv4Addr = Ipv4Addr::new(10, 251, X, 1);
+const ETCD: Ipv4Addr = Ipv4Addr::new(10, 251, X, 5);
+const LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 251, X, 10);
+/// What the standby logs once it imported the tunnels.
+const TOOK_OVER: &str = "ha: took over the cluster's sessions";
+/// What charon-cmd logs for each IKE_SA_INIT it sends.
+const IKE_SA_INIT: &str = "IKE_SA_INIT request";
+const MAX_GAP: f64 = 5.0;
+/// Pings at 0.1 s: 14 s in all, the kill 3 s in.
+const PINGS: u32 = 140;
+
+/// Links `ns` to bridge `bridge` of the switch namespace `sw`: `sw_if` there, `ns_if` with
+/// `cidr` in `ns`.
+fn attach(
+    sw: &Netns,
+    bridge: &str,
+    sw_if: &str,
+    ns: &Netns,
+    ns_if: &str,
+    cidr: &str,
+) -> Result<()> {
+    sw.exec_ok(
+        "ip",
+        [
+            "link",
+            "add",
+            sw_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ns_if,
+            "netns",
+            ns.name(),
+        ],
+    )?;
+    sw.exec_ok("ip", ["link", "set", sw_if, "master", bridge, "up"])?;
+    ns.exec_ok("ip", ["addr", "add", cidr, "dev", ns_if])?;
+    ns.exec_ok("ip", ["link", "set", ns_if, "up"])?;
+    Ok(())
+}
+
+/// The namespaces (dropped last to first: processes in them are killed, then they go).
+struct Net {
+    sw: Netns,
+    gwa: Netns,
+    gwb: Netns,
+    etcd: Netns,
+    lan: Netns,
+    c0: Netns,
+    c1: Netns,
+}
+
+impl Net {
+    /// The namespaces `gh-<tag>-sw-<pid>` ...
+    fn new(tag: &str) -> Result<Net> {
+        let ns = |what: &str| Netns::new(&format!("{tag}-{what}"));
+        let n = Net {
+            sw: ns("sw")?,
+            gwa: ns("gwa")?,
+            gwb: ns("gwb")?,
+            etcd: ns("etcd")?,
+            lan: ns("lan")?,
+            c0: ns("c0")?,
+            c1: ns("c1")?,
+        };
+        for br in ["br0", "br1"] {
+            n.sw.exec_ok("ip", ["link", "add", br, "type", "bridge"])?;
+            n.sw.exec_ok("ip", ["link", "set", br, "up"])?;
+        }
+        let p = |h: u8| format!("10.250.{X}.{h}/24");
+        let l = |h: u8| format!("10.251.{X}.{h}/24");
+        attach(&n.sw, "br0", "pa", &n.gwa, "pub0", &p(2))?;
+        attach(&n.sw, "br0", "pb", &n.gwb, "pub0", &p(3))?;
+        attach(&n.sw, "br0", "pc0", &n.c0, "up0", &p(10))?;
+        attach(&n.sw, "br0", "pc1", &n.c1, "up0", &p(11))?;
+        attach(&n.sw, "br1", "la", &n.gwa, "lan0", &l(2))?;
+        attach(&n.sw, "br1", "lb", &n.gwb, "lan0", &l(3))?;
+        attach(&n.sw, "br1", "le", &n.etcd, "lan0", &l(5))?;
+        attach(&n.sw, "br1", "lh", &n.lan, "gw0", &l(10))?;
+        n.lan.exec_ok(
+            "ip",
+            ["route", "add", "default", "via", &VIP_LAN.to_string()],
+        )?;
+        for g in [&n.gwa, &n.gwb] {
+            // Forwarding between the tunnels and the LAN; the listeners bind the floating
+            // address, which only the master has.
+            g.exec_ok("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"])?;
+            g.exec_ok("sysctl", ["-q", "-w", "net.ipv4.ip_nonlocal_bind=1"])?;
+        }
+        wait_ping(&n.gwa, LAN_HOST, Duration::from_secs(5))?;
+        wait_ping(&n.gwb, ETCD, Duration::from_secs(5))?;
+        wait_ping(&n.c0, Ipv4Addr::new(10, 250, X, 2), Duration::from_secs(5))?;
+        wait_ping(&n.c1, Ipv4Addr::new(10, 250, X, 3), Duration::from_secs(5))?;
+        Ok(n)
+    }
+}
+
+/// `etcd` in its namespace, up to a healthy endpoint.
+fn start_etcd(ns: &Netns, dir: &Path) -> Result<Proc> {
+    let data = dir.join("etcd-data");
+    let client_url = format!("http://{ETCD}:2379");
+    let peer_url = "http://127.0.0.1:2380";
+    let p = ns.spawn(
+        "etcd",
+        [
+            "--name",
+            "ha",
+            "--data-dir",
+            &data.display().to_string(),
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            &format!("ha={peer_url}"),
+        ],
+        &dir.join("etcd.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = ns.exec(
+            "etcdctl",
+            ["--endpoints", &client_url, "endpoint", "health"],
+        )?;
+        if out.status.success() {
+            return Ok(p);
+        }
+        if Instant::now() >= deadline || !p.is_running() {
+            bail!("etcd did not come up:\n{}", p.log_tail(20));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// keepalived for gateway `name` (data directory `data`): VRRP v3 on `pub0` every 0.2 s,
+/// both floating addresses, a track script asking gatehoused whether it runs, and
+/// `gatehoused ctl takeover` when it becomes the master.
+fn start_keepalived(ns: &Netns, dir: &Path, name: &str, priority: u8, data: &Path) -> Result<Proc> {
+    use std::os::unix::fs::PermissionsExt;
+    let gatehoused = gatehouse_tests::bin("gatehoused");
+    let script = |file: &str, body: &str| -> Result<PathBuf> {
+        let path = dir.join(format!("{name}-{file}"));
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+        Ok(path)
+    };
+    let check = script(
+        "check.sh",
+        &format!(
+            "exec timeout 2 {} ctl --data-dir {} status >/dev/null 2>&1",
+            gatehoused.display(),
+            data.display()
+        ),
+    )?;
+    // The gateway may still be starting when keepalived makes it master: try for 10 s.
+    let notify = script(
+        "notify-master.sh",
+        &format!(
+            "for i in $(seq 50); do\n  {} ctl --data-dir {} takeover >>{}/{name}-takeover.log 2>&1 && exit 0\n  sleep 0.2\ndone\nexit 1",
+            gatehoused.display(),
+            data.display(),
+            dir.display()
+        ),
+    )?;
+    let conf = dir.join(format!("{name}-keepalived.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  script_user root\n}}\n\
+             vrrp_script gatehoused {{\n  script \"{check}\"\n  interval 1\n  timeout 3\n  fall 1\n  rise 1\n}}\n\
+             vrrp_instance gh{X} {{\n  state BACKUP\n  interface pub0\n  virtual_router_id {X}\n  priority {priority}\n  advert_int 0.2\n  nopreempt\n\
+               virtual_ipaddress {{\n    {VIP}/24 dev pub0\n    {VIP_LAN}/24 dev lan0\n  }}\n\
+               track_script {{\n    gatehoused\n  }}\n  notify_master \"{notify}\"\n}}\n",
+            check = check.display(),
+            notify = notify.display(),
+        ),
+    )?;
+    let pid = |what: &str| dir.join(format!("{name}-{what}.pid")).display().to_string();
+    ns.spawn(
+        "keepalived",
+        [
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--vrrp",
+            "-f",
+            &conf.display().to_string(),
+            "-p",
+            &pid("keepalived"),
+            "-r",
+            &pid("vrrp"),
+            "-c",
+            &pid("checkers"),
+        ],
+        &dir.join(format!("{name}-keepalived.log")),
+    )
+}
+
+/// Whether `ns` holds `addr` on one of its interfaces.
+fn holds(ns: &Netns, addr: Ipv4Addr) -> bool {
+    ns.exec_ok("ip", ["-4", "-o", "addr", "show"])
+        .is_ok_and(|s| s.contains(&format!(" {addr}/")))
+}
+
+fn spawn_ping(ns: &Netns, count: u32, log: &Path) -> Result<Proc> {
+    ns.spawn(
+        "ping",
+        [
+            "-n",
+            "-D",
+            "-O",
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            "-c",
+            &count.to_string(),
+            &LAN_HOST.to_string(),
+        ],
+        log,
+    )
+}
+
+/// (transmitted, received) and the longest gap between two replies, in seconds.
+fn finish_ping(ping: &Proc, timeout: Duration) -> Result<((u32, u32), f64)> {
+    let deadline = Instant::now() + timeout;
+    while ping.is_running() {
+        ensure!(
+            Instant::now() < deadline,
+            "ping still running after {timeout:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let out = ping.log_contents();
+    let counts = parse_ping_summary(&out).with_context(|| format!("no ping summary:\n{out}"))?;
+    let times: Vec<f64> = out
+        .lines()
+        .filter(|l| l.contains(" bytes from "))
+        .filter_map(|l| l.strip_prefix('['))
+        .filter_map(|l| l.split(']').next())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    Ok((counts, gap))
+}
+
+/// Writes the pair's `[ha]` section for node `node`.
+fn configure_ha(dir: &GatewayDir, node: &str) -> Result<()> {
+    dir.set("workers", "2")?;
+    dir.set("openvpn.listen", &toml_str(&VIP.to_string()))?;
+    dir.set("openvpn.tcp_port", "0")?;
+    dir.set("ikev2.listen", &toml_str(&VIP.to_string()))?;
+    dir.set("ha.enabled", "true")?;
+    dir.set(
+        "ha.etcd",
+        &format!("[{}]", toml_str(&format!("http://{ETCD}:2379"))),
+    )?;
+    dir.set("ha.cluster", &toml_str("ha226"))?;
+    dir.set("ha.node", &toml_str(node))?;
+    dir.set("ha.interval", &toml_str("1s"))?;
+    Ok(())
+}
+
+#[test]
+fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
+    require_root();
+    require_commands(&[
+        "ip",
+        "ping",
+        "openvpn",
+        "openssl",
+        "charon-cmd",
+        "keepalived",
+        "etcd",
+        "etcdctl",
+        "sysctl",
+        "timeout",
+        "cp",
+    ]);
+    let started = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let net = Net::new("ha")?;
+    let pool = Ipv4Cidr::new(Ipv4Addr::new(10, 8, X, 0), 24);
+    let lan = Ipv4Cidr::new(Ipv4Addr::new(10, 251, X, 0), 24);
+    let dir_a = GatewayDir::init(
+        &dir.path().join("gwa"),
+        &VIP.to_string(),
+        &[lan],
+        Some(pool),
+    )?;
+    dir_a.set("tun_name", &toml_str(&format!("ghd{X}")))?;
+    let profile = dir_a.client_profile("alice", VIP, &dir.path().join("alice.ovpn"))?;
+    // charon-cmd takes RSA keys only: a key and CSR from openssl, certified by the gateway.
+    let (cert, key) = issue_rsa_client(dir.path(), &dir_a.pki(), "carol", &[])?;
+    let dir_b = dir_a.copy_to(&dir.path().join("gwb"))?;
+    configure_ha(&dir_a, "gwa")?;
+    configure_ha(&dir_b, "gwb")?;
+
+    let etcd = start_etcd(&net.etcd, dir.path())?;
+    let debug = [("GATEHOUSE_LOG", "debug")];
+    let gwa = Gatehoused::start_with_env(&net.gwa, &dir_a, &dir.path().join("gwa.log"), &debug)?;
+    let gwb = Gatehoused::start_with_env(&net.gwb, &dir_b, &dir.path().join("gwb.log"), &debug)?;
+    // gwa's keepalived first: it becomes master and, through notify_master, gwa the active
+    // gateway. gwb's joins once that is done, hears gwa's adverts and stays backup. (Started
+    // together, the one whose track script passes first is master for a moment, and its
+    // takeover fences the other gateway: every move of the address is a takeover.)
+    let ka = start_keepalived(&net.gwa, dir.path(), "gwa", 150, dir_a.path())?;
+    gwa.wait_event(
+        "ha: active; etcd held no state",
+        |_| true,
+        Duration::from_secs(20),
+    )
+    .with_context(|| {
+        format!(
+            "gwa log:\n{}\nkeepalived gwa:\n{}",
+            gwa.log_tail(30),
+            ka.log_tail(20)
+        )
+    })?;
+    let kb = start_keepalived(&net.gwb, dir.path(), "gwb", 100, dir_b.path())?;
+    thread::sleep(Duration::from_secs(1));
+    let logs = || {
+        format!(
+            "gwa log:\n{}\ngwb log:\n{}\nkeepalived gwa:\n{}\nkeepalived gwb:\n{}\netcd:\n{}",
+            gwa.log_tail(30),
+            gwb.log_tail(30),
+            ka.log_tail(10),
+            kb.log_tail(10),
+            etcd.log_tail(5)
+        )
+    };
+    ensure!(
+        gwb.events("ha: active; etcd held no state").is_empty(),
+        "gwb took over too\n{}",
+        logs()
+    );
+    ensure!(
+        holds(&net.gwa, VIP) && holds(&net.gwa, VIP_LAN),
+        "gwa is master without the addresses\n{}",
+        logs()
+    );
+    ensure!(
+        !holds(&net.gwb, VIP),
+        "both gateways hold the floating address\n{}",
+        logs()
+    );
+
+    let udp = spawn_stock_client(
+        &net.c0,
+        &profile,
+        "tun-ha",
+        &[],
+        &dir.path().join("openvpn.log"),
+    )?;
+    let mut config = CharonCmdConfig::new(VIP, "CN=carol", &dir_a.ca_cert(), &cert, &key);
+    config.remote_identity = Some(VIP.to_string());
+    let cmd =
+        CharonCmd::start(&net.c1, &dir.path().join("charon-cmd"), &config).with_context(logs)?;
+    let logs = || {
+        format!(
+            "{}\nopenvpn log:\n{}\ncharon-cmd log:\n{}",
+            logs(),
+            udp.log_tail(20),
+            cmd.log_tail(20)
+        )
+    };
+    wait_client_up(&udp, &gwa, 1, UP_TIMEOUT).with_context(logs)?;
+    wait_ping(&net.c0, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
+    wait_ping(&net.c1, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
+    let initial_packets = udp.log_contents().matches("TLS: Initial packet").count();
+    let inits = cmd.log().matches(IKE_SA_INIT).count();
+    ensure!(
+        inits >= 1,
+        "no {IKE_SA_INIT:?} in charon-cmd's log\n{}",
+        logs()
+    );
+    // The standby follows the state with both sessions in it (copied every second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = net.etcd.exec_ok(
+            "etcdctl",
+            [
+                "--endpoints",
+                &format!("http://{ETCD}:2379"),
+                "get",
+                "--print-value-only",
+                "/gatehouse/ha226/state",
+            ],
+        )?;
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+        let sessions: usize = v["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| {
+                w["openvpn"].as_array().map_or(0, Vec::len)
+                    + w["ike"].as_array().map_or(0, Vec::len)
+            })
+            .sum();
+        if sessions == 2 {
+            eprintln!(
+                "the state in etcd: {} bytes for 2 sessions",
+                out.trim().len()
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "etcd's state does not hold both sessions: {sessions}\n{}",
+            logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(
+        gwb.events(TOOK_OVER).is_empty(),
+        "the standby took over early\n{}",
+        logs()
+    );
+
+    let ping_udp = spawn_ping(&net.c0, PINGS, &dir.path().join("ping-udp.log"))?;
+    let ping_ike = spawn_ping(&net.c1, PINGS, &dir.path().join("ping-ike.log"))?;
+    thread::sleep(Duration::from_secs(3));
+    let killed = Instant::now();
+    gwa.kill_hard()?;
+    let took = gwb
+        .wait_event(TOOK_OVER, |_| true, Duration::from_secs(15))
+        .with_context(logs)?;
+    let took_after = killed.elapsed();
+    eprintln!("{}", took.line);
+    eprintln!(
+        "the standby took over {:.2} s after SIGKILL",
+        took_after.as_secs_f64()
+    );
+    ensure!(
+        took.field("sessions") == Some("2"),
+        "the standby took over {:?} sessions, not 2\n{}",
+        took.field("sessions"),
+        logs()
+    );
+    ensure!(
+        holds(&net.gwb, VIP) && holds(&net.gwb, VIP_LAN),
+        "the floating addresses did not move to gwb\n{}",
+        logs()
+    );
+    ensure!(
+        !holds(&net.gwa, VIP),
+        "gwa still holds the floating address\n{}",
+        logs()
+    );
+
+    let ((sent, got), gap) = finish_ping(&ping_udp, Duration::from_secs(30))?;
+    eprintln!("OpenVPN UDP client: {got}/{sent} pings answered, longest gap {gap:.2} s");
+    ensure!(
+        gap < MAX_GAP,
+        "a gap of {gap:.2} s in the UDP client's pings\n{}",
+        logs()
+    );
+    ensure!(got + 50 >= sent, "{got}/{sent} pings answered\n{}", logs());
+    let ((sent, got), gap) = finish_ping(&ping_ike, Duration::from_secs(30))?;
+    eprintln!("strongSwan IKEv2 client: {got}/{sent} pings answered, longest gap {gap:.2} s");
+    ensure!(
+        gap < MAX_GAP,
+        "a gap of {gap:.2} s in the IKEv2 client's pings\n{}",
+        logs()
+    );
+    ensure!(
+        got + 50 >= sent,
+        "{got}/{sent} IKEv2 pings answered\n{}",
+        logs()
+    );
+
+    ensure!(
+        cmd.log().matches(IKE_SA_INIT).count() == inits,
+        "charon-cmd started a new IKE SA\n{}",
+        logs()
+    );
+    ensure!(cmd.is_running(), "charon-cmd exited\n{}", logs());
+    ensure!(
+        times_up(&udp) == 1,
+        "the UDP client connected again\n{}",
+        logs()
+    );
+    ensure!(
+        udp.log_contents().matches("TLS: Initial packet").count() == initial_packets,
+        "the UDP client started a new session\n{}",
+        logs()
+    );
+    // The TLS session could not move: the standby renegotiated at once.
+    let reneg = gwb
+        .wait_event(RENEGOTIATED, |_| true, Duration::from_secs(10))
+        .with_context(logs)?;
+    eprintln!("{}", reneg.line);
+    ensure!(
+        !udp.log_contents().contains("TLS Error"),
+        "the UDP client logged a TLS error\n{}",
+        logs()
+    );
+    eprintln!("test took {:.1} s", started.elapsed().as_secs_f64());
+    drop((ping_udp, ping_ike, udp, cmd, ka, kb, gwb, etcd));
+    Ok(())
+}
+
+/// Moves the floating addresses from `from` to `to` by hand (what keepalived does), and
+/// makes the neighbours forget the old owner's MAC address.
+fn move_addresses(net: &Net, from: &Netns, to: &Netns) -> Result<()> {
+    for (addr, dev) in [(VIP, "pub0"), (VIP_LAN, "lan0")] {
+        let cidr = format!("{addr}/24");
+        let _ = from.exec("ip", ["addr", "del", cidr.as_str(), "dev", dev]);
+        to.exec_ok("ip", ["addr", "add", cidr.as_str(), "dev", dev])?;
+    }
+    for ns in [&net.c0, &net.c1, &net.lan] {
+        ns.exec_ok("ip", ["neigh", "flush", "all"])?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<()> {
+    require_root();
+    require_commands(&["ip", "ping", "openvpn", "etcd", "etcdctl", "sysctl", "cp"]);
+    let dir = tempfile::tempdir()?;
+    let net = Net::new("ha-f")?;
+    let pool = Ipv4Cidr::new(Ipv4Addr::new(10, 8, X, 0), 24);
+    let lan = Ipv4Cidr::new(Ipv4Addr::new(10, 251, X, 0), 24);
+    let dir_a = GatewayDir::init(
+        &dir.path().join("gwa"),
+        &VIP.to_string(),
+        &[lan],
+        Some(pool),
+    )?;
+    dir_a.set("tun_name", &toml_str(&format!("ghd{X}")))?;
+    let profile = dir_a.client_profile("alice", VIP, &dir.path().join("alice.ovpn"))?;
+    let dir_b = dir_a.copy_to(&dir.path().join("gwb"))?;
+    configure_ha(&dir_a, "gwa")?;
+    configure_ha(&dir_b, "gwb")?;
+    dir_a.set("ha.role", &toml_str("active"))?;
+    move_addresses(&net, &net.gwb, &net.gwa)?;
+
+    let etcd = start_etcd(&net.etcd, dir.path())?;
+    let debug = [("GATEHOUSE_LOG", "debug")];
+    let gwa = Gatehoused::start_with_env(&net.gwa, &dir_a, &dir.path().join("gwa.log"), &debug)?;
+    let gwb = Gatehoused::start_with_env(&net.gwb, &dir_b, &dir.path().join("gwb.log"), &debug)?;
+    let udp = spawn_stock_client(
+        &net.c0,
+        &profile,
+        "tun-haf",
+        &[],
+        &dir.path().join("openvpn.log"),
+    )?;
+    let logs = || {
+        format!(
+            "gwa log:\n{}\ngwb log:\n{}\nopenvpn log:\n{}\netcd:\n{}",
+            gwa.log_tail(30),
+            gwb.log_tail(30),
+            udp.log_tail(20),
+            etcd.log_tail(5)
+        )
+    };
+    gwa.wait_event(
+        "ha: started as the active gateway",
+        |_| true,
+        Duration::from_secs(10),
+    )
+    .with_context(logs)?;
+    wait_client_up(&udp, &gwa, 1, UP_TIMEOUT).with_context(logs)?;
+    wait_ping(&net.c0, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
+    let before = gatehouse_tests::wireguard::ctl_json(dir_a.path(), "sessions")?;
+    let address = before
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|s| s["virtual_address"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no session listed on gwa: {before}"))?;
+    // Two copies at 1 s: the session is in etcd.
+    thread::sleep(Duration::from_secs(2));
+
+    let ping = spawn_ping(&net.c0, 80, &dir.path().join("ping.log"))?;
+    thread::sleep(Duration::from_secs(2));
+    let out = std::process::Command::new(gatehouse_tests::bin("gatehoused"))
+        .arg("ctl")
+        .arg("--data-dir")
+        .arg(dir_b.path())
+        .args(["takeover", "--json"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "ctl takeover failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    eprintln!("ctl takeover: {answer}");
+    ensure!(
+        answer["sessions"] == 1 && answer["from"] == "gwa",
+        "{answer}\n{}",
+        logs()
+    );
+    move_addresses(&net, &net.gwa, &net.gwb)?;
+    // gwa finds gwb's name in `active` at its next copy and stops.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gwa.is_running() {
+        ensure!(
+            Instant::now() < deadline,
+            "gwa still runs 5 s after gwb took over\n{}",
+            logs()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        gwa.log()
+            .contains("ha: another gateway is the active one now"),
+        "gwa stopped without saying why\n{}",
+        logs()
+    );
+    let ((sent, got), gap) = finish_ping(&ping, Duration::from_secs(30))?;
+    eprintln!(
+        "OpenVPN UDP client, takeover by command: {got}/{sent} pings answered, longest gap {gap:.2} s"
+    );
+    ensure!(gap < MAX_GAP, "a gap of {gap:.2} s\n{}", logs());
+    ensure!(
+        times_up(&udp) == 1,
+        "the client connected again\n{}",
+        logs()
+    );
+    let log = udp.log_contents();
+    ensure!(
+        !log.contains("RESTART") && !log.contains("TLS Error"),
+        "the client was told to restart or saw a TLS error\n{}",
+        logs()
+    );
+    let after = gatehouse_tests::wireguard::ctl_json(dir_b.path(), "sessions")?;
+    ensure!(
+        after
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|s| s["virtual_address"].as_str())
+            == Some(address.as_str()),
+        "gwb lists {after}, not alice at {address}"
+    );
+    // A second takeover on the active gateway does nothing.
+    let again = gatehouse_tests::wireguard::ctl_json(dir_b.path(), "takeover")?;
+    ensure!(again["already_active"] == true, "{again}");
+    Ok(())
+}
