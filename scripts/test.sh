@@ -34,7 +34,10 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-li
   curl tshark
   # Stock WireGuard peers (tests/tests/wireguard_*.rs): userspace wireguard-go (the kernel
   # here has no WireGuard module) configured by `wg`; zbarimg reads the exported QR code back.
-  wireguard-go wireguard-tools zbar-tools)
+  wireguard-go wireguard-tools zbar-tools
+  # The real Secret Service (client-core/tests/keyring_secret_service.rs): GNOME Keyring on a
+  # private session bus (dbus-daemon, above), read back with secret-tool.
+  gnome-keyring libsecret-tools)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
