@@ -72,10 +72,38 @@ impl SecretService {
         let home = root.join("keyring-home");
         fs::create_dir_all(&runtime).unwrap();
         fs::create_dir_all(&home).unwrap();
-        let socket = root.join("bus");
+        // A session bus without service directories: nothing on it is started by D-Bus
+        // activation (the stock session config would start a second gnome-keyring-daemon
+        // with the bus's environment - the real home's keyring - when a client asks for the
+        // Secret Service before ours is up).
+        let config = root.join("bus.conf");
+        fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                root.join("bus").display()
+            ),
+        )
+        .unwrap();
         let mut bus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1"])
-            .arg(format!("--address=unix:path={}", socket.display()))
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("HOME", &home)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -90,10 +90,26 @@ fn moves_to_the_new_network(protocol: &str) -> Result<Measured> {
     client.import_profile(&gw_dir, NAME, gateway)?;
     let ns = &topo.client(0).ns;
     let old_addr = topo.client(0).addr;
-    // The gateway's end of the network the client moves to.
+    // The router of the network the client moves to (here the gateway's host itself, a
+    // second address on its end of the link). Its route to that network keeps the public
+    // address as the source, as a gateway behind a separate router would answer: gatehoused
+    // answers UDP from the address the kernel picks for the client, and the client takes
+    // answers only from the address it dialled.
     topo.gateway.exec_ok(
         "ip",
         ["addr", "add", &format!("{NEW_ROUTER}/30"), "dev", "cl0"],
+    )?;
+    topo.gateway.exec_ok(
+        "ip",
+        [
+            "route",
+            "replace",
+            &format!("{}/30", Ipv4Addr::from(u32::from(NEW_ROUTER) - 1)),
+            "dev",
+            "cl0",
+            "src",
+            &gateway.to_string(),
+        ],
     )?;
 
     let gw = Gatehoused::start(&topo.gateway, &gw_dir, &dir.path().join("gatehoused.log"))?;
@@ -117,7 +133,14 @@ fn moves_to_the_new_network(protocol: &str) -> Result<Measured> {
         first.line
     );
     wait_ping(ns, topo.lan_host, Duration::from_secs(10)).with_context(ctx)?;
+    // The client's own TUN device, address and routes came up with the connection: they
+    // are not a network change.
     let changes_before = svc.log().matches("network changed").count();
+    ensure!(
+        changes_before == 0,
+        "connecting counted as a network change:\n{}",
+        ctx()
+    );
 
     // The move: the old address goes, a new one and a default route through it come.
     let moved = Instant::now();
@@ -191,6 +214,23 @@ fn moves_to_the_new_network(protocol: &str) -> Result<Measured> {
         measured.reconnected.as_millis(),
         measured.answered.as_millis()
     );
+
+    // Once, not a loop: the new connection's own TUN and routes (and the old ones going)
+    // start nothing more. Two settle periods and then some.
+    std::thread::sleep(Duration::from_millis(1500));
+    let changes = svc.log().matches("network changed").count();
+    let sessions = gw
+        .events(CONNECTED)
+        .iter()
+        .filter(|e| e.field("client") == Some(NAME))
+        .count();
+    ensure!(
+        changes == 1 && sessions == 2,
+        "expected one network change and one new session, saw {changes} and {} new\n{}",
+        sessions.saturating_sub(1),
+        ctx()
+    );
+    wait_ping(ns, topo.lan_host, Duration::from_secs(2)).with_context(ctx)?;
 
     client.run_ok(Some(ns), &["disconnect"])?;
     ensure!(gw.is_running(), "gatehoused died:\n{}", gw.log_tail(30));

@@ -110,7 +110,7 @@ impl PathWatch {
                 events = ?events.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
                 source = ?self.source,
                 now = ?path_source(self.peer),
-                "the network changed but the path to the gateway did not move"
+                "an address or default route changed, but not the path to the gateway"
             );
         }
     }
