@@ -269,7 +269,7 @@ pub(crate) async fn run(
             }
             // A new IKE SA from the new address, now rather than when DPD gives up.
             change = path.moved(), if stop.is_none() => {
-                return Outcome::NetworkChanged(change.to_string());
+                return Outcome::NetworkChanged(format!("network changed: {change}"));
             }
             cmd = commands.recv(), if stop.is_none() => {
                 let now = Instant::now();

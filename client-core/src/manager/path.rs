@@ -41,7 +41,6 @@ pub(crate) struct PathChange {
 impl std::fmt::Display for PathChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let addr = |a: Option<IpAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
-        write!(f, "network changed: ")?;
         for (i, ev) in self.events.iter().enumerate() {
             if i > 0 {
                 write!(f, ", ")?;

@@ -624,7 +624,7 @@ fn migrate(
     log: &Logger,
 ) {
     log.info(format!(
-        "{}: {change}; the QUIC connection migrates (no new handshake)",
+        "{}: path changed: {change}; the QUIC connection migrates (no new handshake)",
         profile.name
     ));
     status.path_changed();

@@ -353,7 +353,7 @@ pub(crate) async fn run(
             // network: a new one and a new handshake, now rather than at the keepalive
             // timeout.
             change = path.moved(), if stop.is_none() => {
-                return Outcome::NetworkChanged(change.to_string());
+                return Outcome::NetworkChanged(format!("network changed: {change}"));
             }
             cmd = commands.recv(), if stop.is_none() => {
                 let now = Instant::now();
