@@ -84,11 +84,7 @@ impl PathWatch {
     /// for the network to come back, and one that comes back with the same address needs
     /// nothing at all.
     pub(crate) fn check(&mut self, events: Vec<UnderlayEvent>) -> Option<PathChange> {
-        let now = path_source(self.peer);
-        if now.is_none() || now == self.source {
-            return None;
-        }
-        let to = now?;
+        let to = path_source(self.peer).filter(|now| Some(*now) != self.source)?;
         let change = PathChange {
             events,
             from: self.source,

@@ -8,9 +8,9 @@
 //! migrates the connection (RFC 9000 section 9). The driver watches the source address the
 //! kernel would pick (at once when the OS announces a network change, see `path.rs`; and by
 //! asking every 250 ms where nothing is announced) and, when it changes, moves the endpoint
-//! to a fresh socket: quinn then
-//! switches to a new connection ID and sends a PING at once, so the gateway learns the new
-//! path even when the tunnel is idle. None of this is a reconnect; the state stays Connected.
+//! to a fresh socket: quinn then switches to a new connection ID and sends a PING at once, so
+//! the gateway learns the new path even when the tunnel is idle. None of this is a
+//! reconnect; the state stays Connected.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
