@@ -37,7 +37,10 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-li
   wireguard-go wireguard-tools zbar-tools
   # Active-standby (tests/tests/ha_standby.rs): keepalived moves the floating address (VRRP),
   # etcd (etcd-server) holds the replicated tunnel state, etcdctl (etcd-client) reads it back.
-  keepalived etcd-server etcd-client)
+  keepalived etcd-server etcd-client
+  # The real Secret Service (client-core/tests/keyring_secret_service.rs): GNOME Keyring on a
+  # private session bus (dbus-daemon, above), read back with secret-tool.
+  gnome-keyring libsecret-tools)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

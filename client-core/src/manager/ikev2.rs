@@ -14,6 +14,7 @@ use gatehouse_engine::wire::ikev2::{Classified, strip_non_esp_marker};
 use tokio::sync::mpsc;
 
 use super::io::{BURST, Tun, UdpLink};
+use super::path::PathWatch;
 use super::{
     Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, credentials,
 };
@@ -78,6 +79,7 @@ pub(crate) async fn run(
         Ok(s) => s,
         Err(e) => return Outcome::Lost(format!("cannot open a UDP socket: {e}")),
     };
+    let mut path = PathWatch::new(&options.tun_name, addr);
     log.info(format!("{}: connecting to {addr} over ikev2", profile.name));
     let start = Instant::now();
     let mut ike = IkeInitiator::new(
@@ -140,7 +142,10 @@ pub(crate) async fn run(
                     let sa = *sa;
                     esp.install((), our_spi, sa.inbound, sa.outbound, false);
                     match bring_up(options, address, &subnets, &dns, addr, net) {
-                        Ok(dev) => tun = Some(dev),
+                        Ok(dev) => {
+                            tun = Some(dev);
+                            path.rearm();
+                        }
                         Err(reason) => {
                             ike.disconnect(now);
                             return Outcome::Fatal(reason);
@@ -261,6 +266,10 @@ pub(crate) async fn run(
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 ike.handle_timeout(Instant::now());
+            }
+            // A new IKE SA from the new address, now rather than when DPD gives up.
+            change = path.moved(), if stop.is_none() => {
+                return Outcome::NetworkChanged(format!("network changed: {change}"));
             }
             cmd = commands.recv(), if stop.is_none() => {
                 let now = Instant::now();

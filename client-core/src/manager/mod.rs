@@ -7,6 +7,7 @@
 
 mod ikev2;
 mod io;
+mod path;
 mod quic;
 mod tunnel;
 mod verify;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::platform::{KillSwitch, NetConfig};
+use crate::platform::{KillSwitch, NetConfig, NetWatch};
 use crate::profile::{ProtocolKind, StoredProfile};
 use crate::status::{ConnectionState, Counters, Status};
 
@@ -375,6 +376,9 @@ pub(crate) enum Outcome {
     Fatal(String),
     /// Lost or never established; try again.
     Lost(String),
+    /// The network under the tunnel changed and moved its path (see `path.rs`): connect
+    /// again at once, without backoff, the same server and protocol first.
+    NetworkChanged(String),
 }
 
 async fn run(
@@ -426,6 +430,8 @@ async fn run(
             let mut last_reason = String::from("no usable protocol in the profile");
             let mut first_of_round = true;
             let round = targets.clone();
+            // A network change ends the round: the next one starts at once.
+            let mut again_now = false;
             for target in &round {
                 let proto = &target.kind;
                 let outcome = match proto {
@@ -460,6 +466,21 @@ async fn run(
                         });
                         break 'reconnect;
                     }
+                    Outcome::NetworkChanged(reason) => {
+                        log.info(format!("{profile} over {proto}: {reason}; reconnecting"));
+                        backoff = options.initial_backoff;
+                        attempt += 1;
+                        status.set(ConnectionState::Reconnecting {
+                            profile: profile.clone(),
+                            attempt,
+                            reason: reason.clone(),
+                        });
+                        if let Some(i) = targets.iter().position(|t| t == target) {
+                            targets[..=i].rotate_right(1);
+                        }
+                        again_now = true;
+                        break;
+                    }
                     Outcome::Lost(reason) => {
                         log.warn(format!("{profile} over {proto}: {reason}"));
                         // The first failure of a round says why the connection went away;
@@ -486,6 +507,9 @@ async fn run(
                     }
                 }
             }
+            if again_now {
+                continue 'reconnect;
+            }
             attempt += 1;
             status.set(ConnectionState::Reconnecting {
                 profile: profile.clone(),
@@ -496,8 +520,20 @@ async fn run(
                 "{profile}: reconnecting in {}s (attempt {attempt}): {last_reason}",
                 backoff.as_secs_f32()
             ));
+            // A network coming back (or changing) ends the wait: the attempt that failed on
+            // the old one says nothing about the new one.
+            let mut network = NetWatch::new(&options.tun_name);
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
+                events = network_arrived(&mut network) => {
+                    let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+                    log.info(format!(
+                        "{profile}: network changed: {}; reconnecting now",
+                        events.join(", ")
+                    ));
+                    backoff = options.initial_backoff;
+                    continue 'reconnect;
+                }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Disconnect(ack)) => {
                         release_kill_switch(&mut net, &status, &log);
@@ -577,6 +613,23 @@ fn release_kill_switch(net: &mut NetConfig, status: &StatusSink, log: &Logger) {
             log.info("kill switch off".into());
         }
         Err(e) => log.error(format!("could not turn the kill switch off: {e}")),
+    }
+}
+
+/// The next burst of network changes that brings something new (an address, a default
+/// route): a removal alone gives a failed attempt no better chance.
+async fn network_arrived(watch: &mut NetWatch) -> Vec<crate::platform::UnderlayEvent> {
+    use crate::platform::UnderlayEvent;
+    loop {
+        let events = watch.settled().await;
+        if events.iter().any(|e| match e {
+            UnderlayEvent::Address { added, .. } | UnderlayEvent::DefaultRoute { added, .. } => {
+                *added
+            }
+            UnderlayEvent::Overrun => true,
+        }) {
+            return events;
+        }
     }
 }
 

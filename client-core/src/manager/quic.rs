@@ -6,11 +6,13 @@
 //! the wildcard address and never connected, and quinn sends without a source address, so
 //! when the underlay address changes the kernel sends from the new one and the gateway
 //! migrates the connection (RFC 9000 section 9). The driver watches the source address the
-//! kernel would pick and, when it changes, moves the endpoint to a fresh socket: quinn then
-//! switches to a new connection ID and sends a PING at once, so the gateway learns the new
-//! path even when the tunnel is idle. None of this is a reconnect; the state stays Connected.
+//! kernel would pick (at once when the OS announces a network change, see `path.rs`; and by
+//! asking every 250 ms where nothing is announced) and, when it changes, moves the endpoint
+//! to a fresh socket: quinn then switches to a new connection ID and sends a PING at once, so
+//! the gateway learns the new path even when the tunnel is idle. None of this is a
+//! reconnect; the state stays Connected.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use quinn::{
 use tokio::sync::mpsc;
 
 use super::io::{BURST, Tun};
+use super::path::{PathChange, PathWatch, wildcard_socket};
 use super::verify::Refusal;
 use super::{
     Command, ConnectRequest, Logger, ManagerOptions, Outcome, StatusSink, Target, credentials,
@@ -320,17 +323,6 @@ pub(crate) fn quic_config(tls: Arc<rustls::ClientConfig>) -> Result<quinn::Clien
     Ok(cfg)
 }
 
-/// A UDP socket on the wildcard address, never connected: the kernel picks the source
-/// address per packet, so a new underlay address is used as soon as it exists.
-fn wildcard_socket(peer: SocketAddr) -> std::io::Result<UdpSocket> {
-    let bind: SocketAddr = if peer.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    UdpSocket::bind(bind)
-}
-
 /// The QUIC connection to the gateway and its control stream.
 pub(crate) struct QuicLink {
     pub(crate) endpoint: Endpoint,
@@ -422,15 +414,6 @@ impl QuicLink {
         self.conn.close(VarInt::from_u32(code), reason.as_bytes());
         let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
     }
-}
-
-/// Which local address the kernel would send from to reach `peer`: a fresh socket, connected
-/// (no packet is sent) and asked its address. A socket keeps the source address of its first
-/// connect, so each check takes a new one.
-fn path_source(peer: SocketAddr) -> Option<IpAddr> {
-    let sock = wildcard_socket(peer).ok()?;
-    sock.connect(peer).ok()?;
-    sock.local_addr().ok().map(|a| a.ip())
 }
 
 /// Runs one QUIC attempt to completion.
@@ -529,7 +512,8 @@ pub(crate) async fn run(
     });
 
     let conn = link.conn.clone();
-    let mut source = path_source(addr);
+    // The OS announces a new network at once (Linux); the poll below finds it elsewhere.
+    let mut path = PathWatch::new(&options.tun_name, addr);
     let mut path_tick = tokio::time::interval(PATH_CHECK);
     let mut counter_tick = tokio::time::interval(Duration::from_secs(1));
     let mut counters = Counters::default();
@@ -606,24 +590,10 @@ pub(crate) async fn run(
                 ));
                 current = next;
             }
+            change = path.moved() => migrate(&link, addr, &change, profile, status, log),
             _ = path_tick.tick() => {
-                let now = path_source(addr);
-                if let Some(new) = now
-                    && source != now
-                {
-                    log.info(format!(
-                        "{}: path changed: local address {} -> {new}; the QUIC connection migrates (no new handshake)",
-                        profile.name,
-                        source.map_or_else(|| "none".into(), |s| s.to_string())
-                    ));
-                    source = now;
-                    status.path_changed();
-                    // A fresh socket makes quinn take a new connection ID and PING at once,
-                    // so the gateway validates the new path before any data needs it.
-                    match wildcard_socket(addr).and_then(|s| link.endpoint.rebind(s)) {
-                        Ok(()) => {}
-                        Err(e) => log.warn(format!("{}: cannot move to a new UDP socket: {e}", profile.name)),
-                    }
+                if let Some(change) = path.check(Vec::new()) {
+                    migrate(&link, addr, &change, profile, status, log);
                 }
             }
             cmd = commands.recv() => {
@@ -639,6 +609,30 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+}
+
+/// The path to the gateway moved: the endpoint moves to a fresh socket. quinn then takes a
+/// new connection ID and PINGs at once, so the gateway validates the new path before any data
+/// needs it. No new handshake; the state stays Connected.
+fn migrate(
+    link: &QuicLink,
+    addr: SocketAddr,
+    change: &PathChange,
+    profile: &crate::profile::StoredProfile,
+    status: &StatusSink,
+    log: &Logger,
+) {
+    log.info(format!(
+        "{}: path changed: {change}; the QUIC connection migrates (no new handshake)",
+        profile.name
+    ));
+    status.path_changed();
+    if let Err(e) = wildcard_socket(addr).and_then(|s| link.endpoint.rebind(s)) {
+        log.warn(format!(
+            "{}: cannot move to a new UDP socket: {e}",
+            profile.name
+        ));
     }
 }
 

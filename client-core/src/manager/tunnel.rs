@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::io::{BURST, Tun, UdpLink};
+use super::path::PathWatch;
 use super::verify::{OpenvpnServerVerifier, Refusal};
 use super::{
     Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, Target,
@@ -171,6 +172,8 @@ pub(crate) async fn run(
         "{}: connecting to {addr} over {proto}",
         profile.name
     ));
+    // Watching from before the dial: a network that changes while we connect counts too.
+    let mut path = PathWatch::new(&options.tun_name, addr);
     let mut link = match dial(proto, addr, options.connect_timeout).await {
         Ok(l) => l,
         Err(e) => return Outcome::Lost(format!("cannot reach {addr}: {e}")),
@@ -221,7 +224,10 @@ pub(crate) async fn run(
                 ClientEvent::Connected(push) => {
                     let full = push.redirect_gateway || profile.redirect_gateway;
                     match bring_up(options, &push, full, addr.ip(), net) {
-                        Ok(dev) => tun = Some(dev),
+                        Ok(dev) => {
+                            tun = Some(dev);
+                            path.rearm();
+                        }
                         Err(reason) => {
                             session.disconnect(now);
                             return Outcome::Fatal(reason);
@@ -342,6 +348,12 @@ pub(crate) async fn run(
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 session.handle_timeout(Instant::now());
+            }
+            // The socket (UDP: its source address; TCP: the connection) belongs to the old
+            // network: a new one and a new handshake, now rather than at the keepalive
+            // timeout.
+            change = path.moved(), if stop.is_none() => {
+                return Outcome::NetworkChanged(format!("network changed: {change}"));
             }
             cmd = commands.recv(), if stop.is_none() => {
                 let now = Instant::now();

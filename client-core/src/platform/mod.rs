@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,8 @@ pub use killswitch::{KillSwitch, TABLE as KILL_SWITCH_TABLE};
 mod linux;
 #[cfg(target_os = "linux")]
 use linux as os;
+#[cfg(target_os = "linux")]
+mod netlink;
 
 #[cfg(not(target_os = "linux"))]
 mod unsupported;
@@ -222,4 +225,180 @@ pub fn resolv_conf_path() -> PathBuf {
     std::env::var_os("GATEHOUSE_RESOLV_CONF")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc/resolv.conf"))
+}
+
+/// A change of the network under the tunnel, as the OS announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnderlayEvent {
+    /// An address was added to or removed from an interface.
+    Address {
+        /// Added (else removed).
+        added: bool,
+        /// The interface's own address.
+        addr: IpAddr,
+        /// The interface.
+        ifindex: u32,
+    },
+    /// A default route was added or removed.
+    DefaultRoute {
+        /// Added (else removed).
+        added: bool,
+        /// Its next hop, if it has one.
+        gateway: Option<IpAddr>,
+        /// Its interface, if it names one.
+        ifindex: Option<u32>,
+    },
+    /// The OS dropped announcements the client was too slow to read: something changed.
+    Overrun,
+}
+
+impl UnderlayEvent {
+    /// The interface the event is about.
+    pub fn ifindex(&self) -> Option<u32> {
+        match self {
+            UnderlayEvent::Address { ifindex, .. } => Some(*ifindex),
+            UnderlayEvent::DefaultRoute { ifindex, .. } => *ifindex,
+            UnderlayEvent::Overrun => None,
+        }
+    }
+}
+
+impl std::fmt::Display for UnderlayEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = |added: bool| if added { "added" } else { "removed" };
+        match self {
+            UnderlayEvent::Address {
+                added,
+                addr,
+                ifindex,
+            } => write!(
+                f,
+                "address {addr} {} {}",
+                if *added { "added to" } else { "removed from" },
+                interface_name(*ifindex)
+            ),
+            UnderlayEvent::DefaultRoute {
+                added,
+                gateway,
+                ifindex,
+            } => {
+                write!(f, "default route")?;
+                if let Some(gw) = gateway {
+                    write!(f, " via {gw}")?;
+                }
+                if let Some(i) = ifindex {
+                    write!(f, " dev {}", interface_name(*i))?;
+                }
+                write!(f, " {}", verb(*added))
+            }
+            UnderlayEvent::Overrun => write!(f, "missed network announcements"),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn interface_name(index: u32) -> String {
+    netlink::interface_name(index)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn interface_name(index: u32) -> String {
+    format!("interface {index}")
+}
+
+/// How long the network must be quiet before a burst of changes counts as one: removing an
+/// address, adding another and a default route are three commands (or one DHCP renewal), and
+/// the tunnel should move once, onto the finished network.
+pub const SETTLE: Duration = Duration::from_millis(250);
+/// The longest a burst is waited out: a flapping link must not hold the reconnect forever.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+
+/// Watches the host's addresses and default routes - the network under the tunnel - so the
+/// client can move the tunnel as soon as it changes instead of waiting for a keepalive to
+/// time out. Linux: a netlink socket (see `netlink.rs`); events on the client's own TUN
+/// device are never reported. Elsewhere it reports nothing yet.
+pub struct NetWatch {
+    #[cfg(target_os = "linux")]
+    inner: Option<netlink::Watcher>,
+    /// The burst being waited out: its events, when it began, when it was last added to.
+    burst: Vec<UnderlayEvent>,
+    began: Option<tokio::time::Instant>,
+    last: Option<tokio::time::Instant>,
+}
+
+impl std::fmt::Debug for NetWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetWatch")
+            .field("burst", &self.burst)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetWatch {
+    /// Starts watching; `tun` is the client's own device, whose changes are not the
+    /// network's. Must run inside a tokio runtime. When the OS refuses, the watch reports
+    /// nothing (the tunnel's keepalives still notice a dead path, only later).
+    pub fn new(tun: &str) -> NetWatch {
+        #[cfg(target_os = "linux")]
+        let inner = match netlink::Watcher::new(tun) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for network changes (netlink)");
+                None
+            }
+        };
+        #[cfg(not(target_os = "linux"))]
+        let _ = tun;
+        NetWatch {
+            #[cfg(target_os = "linux")]
+            inner,
+            burst: Vec::new(),
+            began: None,
+            last: None,
+        }
+    }
+
+    /// The next change; never returns where the OS tells nothing. Cancel-safe.
+    pub async fn next(&mut self) -> UnderlayEvent {
+        #[cfg(target_os = "linux")]
+        if let Some(w) = &mut self.inner {
+            match w.next().await {
+                Ok(ev) => return ev,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stopped watching for network changes");
+                    self.inner = None;
+                }
+            }
+        }
+        std::future::pending().await
+    }
+
+    /// The next burst of changes, once the network has been quiet for [`SETTLE`] (or after
+    /// 2 s of continuous change). Cancel-safe: a burst being waited out is kept, so a driver
+    /// may drop this future whenever a packet comes and call it again.
+    pub async fn settled(&mut self) -> Vec<UnderlayEvent> {
+        loop {
+            let deadline = match (self.began, self.last) {
+                (Some(began), Some(last)) => Some((last + SETTLE).min(began + SETTLE_MAX)),
+                _ => None,
+            };
+            let ev = match deadline {
+                None => self.next().await,
+                Some(deadline) => tokio::select! {
+                    ev = self.next() => ev,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        self.began = None;
+                        self.last = None;
+                        return std::mem::take(&mut self.burst);
+                    }
+                },
+            };
+            let now = tokio::time::Instant::now();
+            self.began.get_or_insert(now);
+            self.last = Some(now);
+            if !self.burst.contains(&ev) {
+                self.burst.push(ev);
+            }
+        }
+    }
 }
