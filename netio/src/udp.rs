@@ -2,8 +2,10 @@
 //! may hold many datagrams of one sender (UDP GRO); [`SendQueue`] packs consecutive datagrams
 //! to the same peer into one `sendmsg` (UDP GSO).
 
+use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
@@ -18,6 +20,10 @@ pub const GSO_MAX_SEGMENT_V4: usize = 1472;
 const GSO_MAX_BYTES: usize = 60_000;
 /// Size of one receive buffer: a GRO batch of up to 64 KiB.
 const RECV_BUF: usize = 65536;
+/// Peers whose reply source a wildcard-bound socket remembers; past this the table starts
+/// over (a flood of spoofed sources costs a table, and replies then leave as before, from the
+/// address the routing table picks, until each peer is heard from again).
+const REPLY_FROM_MAX: usize = 16_384;
 
 /// Binds `count` sockets to `addr`, one per worker, in one `SO_REUSEPORT` group with
 /// `buffer`-byte kernel buffers (best effort: the kernel caps them). With more than one
@@ -67,6 +73,13 @@ pub struct BatchSocket {
     state: UdpSocketState,
     /// [`GSO_MAX_SEGMENT_V4`] or [`GSO_MAX_SEGMENT`].
     max_segment: usize,
+    /// Bound to a wildcard address: replies must name their source.
+    wildcard: bool,
+    /// For a wildcard-bound socket on a host with several addresses (a floating address, a
+    /// secondary one): the local address each peer last sent to, so that replies leave from
+    /// the address the client dialled and not from the one the routing table would pick,
+    /// which the client's connected socket (or NAT) would drop.
+    reply_from: Mutex<HashMap<SocketAddr, IpAddr>>,
 }
 
 impl BatchSocket {
@@ -78,7 +91,8 @@ impl BatchSocket {
         // on it for datagrams above the MTU, so go back to the kernel default.
         #[cfg(target_os = "linux")]
         crate::sockopt::allow_fragmentation(&sock)?;
-        let max_segment = if sock.local_addr()?.is_ipv4() {
+        let local = sock.local_addr()?;
+        let max_segment = if local.is_ipv4() {
             GSO_MAX_SEGMENT_V4
         } else {
             GSO_MAX_SEGMENT
@@ -88,6 +102,8 @@ impl BatchSocket {
             sock,
             state,
             max_segment,
+            wildcard: local.ip().is_unspecified(),
+            reply_from: Mutex::new(HashMap::new()),
         })
     }
 
@@ -121,7 +137,33 @@ impl BatchSocket {
             .sock
             .try_read(|s| self.state.recv(s, &mut slices, metas))?;
         batch.filled = n;
+        if self.wildcard {
+            self.note_destinations(&metas[..n]);
+        }
         Ok(())
+    }
+
+    /// Remembers the local address each sender of `metas` reached.
+    fn note_destinations(&self, metas: &[RecvMeta]) {
+        let mut map = self.reply_from.lock().unwrap_or_else(|e| e.into_inner());
+        for m in metas {
+            let Some(dst) = m.dst_ip else { continue };
+            if map.get(&m.addr) != Some(&dst) {
+                if map.len() >= REPLY_FROM_MAX {
+                    map.clear();
+                }
+                map.insert(m.addr, dst);
+            }
+        }
+    }
+
+    /// The source address replies to `to` must carry (wildcard-bound sockets only).
+    fn source_for(&self, to: SocketAddr) -> Option<IpAddr> {
+        if !self.wildcard {
+            return None;
+        }
+        let map = self.reply_from.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&to).copied()
     }
 
     /// Receives what is waiting, waiting for the first datagram.
@@ -357,7 +399,7 @@ impl SendQueue {
             ecn: None,
             contents: &self.buf,
             segment_size: (self.count > 1).then_some(self.segment),
-            src_ip: None,
+            src_ip: sock.source_for(to),
         };
         match sock.try_send(&t) {
             Ok(()) => {}
@@ -379,7 +421,20 @@ impl SendQueue {
     }
 
     fn send_one(&mut self, sock: &BatchSocket, to: SocketAddr, bytes: &[u8]) {
-        match sock.sock.send_to(bytes, to) {
+        let r = match sock.source_for(to) {
+            // From the address the peer dialled (see `BatchSocket::reply_from`).
+            Some(src) => sock
+                .try_send(&Transmit {
+                    destination: to,
+                    ecn: None,
+                    contents: bytes,
+                    segment_size: None,
+                    src_ip: Some(src),
+                })
+                .map(|()| bytes.len()),
+            None => sock.sock.send_to(bytes, to),
+        };
+        match r {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.dropped += 1,
             // Unreachable peers and the like: UDP is best effort; the protocols retransmit.
@@ -390,5 +445,53 @@ impl SendQueue {
     /// Datagrams dropped because the socket was full, since the last call.
     pub fn take_drops(&mut self) -> usize {
         std::mem::take(&mut self.dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A gateway socket bound to 0.0.0.0 answers a client that dialled 127.0.0.2 from
+    /// 127.0.0.2 (not from 127.0.0.1, which the routing table picks): the client's connected
+    /// socket takes only datagrams from the address it dialled.
+    #[tokio::test(flavor = "current_thread")]
+    async fn replies_leave_from_the_address_the_peer_dialled() {
+        let gw = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind the gateway socket");
+        let port = gw.local_addr().expect("its port").port();
+        let gw = BatchSocket::new(gw).expect("wrap it");
+        for dialled in ["127.0.0.2", "127.0.0.1"] {
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the client");
+            client
+                .connect((dialled, port))
+                .expect("connect to the gateway");
+            client
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            client.send(b"hello").expect("send");
+            let mut batch = RecvBatch::new();
+            tokio::time::timeout(Duration::from_secs(2), gw.recv(&mut batch))
+                .await
+                .expect("the gateway hears the client")
+                .expect("recv");
+            let (from, data) = batch.iter().next().expect("one datagram");
+            assert_eq!(data, b"hello");
+            // One datagram alone and a GSO batch of two: both paths name the source.
+            let mut q = SendQueue::new();
+            q.push(&gw, from, b"one");
+            q.flush(&gw);
+            q.push(&gw, from, b"two");
+            q.push(&gw, from, b"tw2");
+            q.flush(&gw);
+            assert_eq!(q.take_drops(), 0);
+            let mut buf = [0u8; 64];
+            for want in [&b"one"[..], b"two", b"tw2"] {
+                let n = client
+                    .recv(&mut buf)
+                    .unwrap_or_else(|e| panic!("no reply from {dialled}: {e}"));
+                assert_eq!(&buf[..n], want, "dialled {dialled}");
+            }
+        }
     }
 }
