@@ -232,6 +232,8 @@ impl GatehouseApp {
         self.send(Command::Connect {
             name: name.to_owned(),
             protocol_order: self.settings.protocol_order.clone(),
+            kill_switch: self.settings.kill_switch,
+            allow_lan: self.settings.allow_lan,
         });
         if self.settings.last_profile.as_deref() != Some(name) {
             self.settings.last_profile = Some(name.to_owned());

@@ -37,6 +37,11 @@ pub struct Settings {
     pub theme: ThemeChoice,
     /// The profile connected last (what auto-connect uses).
     pub last_profile: Option<String>,
+    /// Connect with the kill switch: nothing leaves but the tunnel while connected or
+    /// reconnecting (Linux, nftables; `gatehouse connect --kill-switch`).
+    pub kill_switch: bool,
+    /// With the kill switch, still allow the local networks (printers, file shares).
+    pub allow_lan: bool,
 }
 
 /// The order a new user gets: QUIC first where the gateway offers it (it survives a change
@@ -57,6 +62,8 @@ impl Default for Settings {
             start_minimised: false,
             theme: ThemeChoice::System,
             last_profile: None,
+            kill_switch: false,
+            allow_lan: false,
         }
     }
 }

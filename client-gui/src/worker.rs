@@ -73,6 +73,9 @@ pub enum Command {
         name: String,
         /// The user's protocol preference.
         protocol_order: Vec<ProtocolKind>,
+        /// Connect with the kill switch, and whether it lets the local networks through.
+        kill_switch: bool,
+        allow_lan: bool,
     },
     /// Ask the service to disconnect.
     Disconnect,
@@ -335,10 +338,18 @@ async fn store_command(
         Command::Connect {
             name,
             protocol_order,
+            kill_switch,
+            allow_lan,
         } => {
             let what = format!("connect {name}");
             let prepared = blocking(move || {
-                connect_request(&s, &name, &protocol_order).map_err(|e| e.to_string())
+                connect_request(&s, &name, &protocol_order)
+                    .map(|mut req| {
+                        req.kill_switch = kill_switch;
+                        req.allow_lan = kill_switch && allow_lan;
+                        req
+                    })
+                    .map_err(|e| e.to_string())
             })
             .await;
             match prepared {
@@ -369,7 +380,7 @@ async fn store_command(
 }
 
 /// The request the service needs to connect profile `name`: the stored profile with its
-/// protocols in the user's order, and the private key from the keyring.
+/// protocols in the user's order, and the private key from the keyring (no kill switch).
 pub fn connect_request(
     store: &ProfileStore,
     name: &str,

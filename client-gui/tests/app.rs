@@ -413,6 +413,8 @@ fn settings_order_protocols_auto_connect_and_persist() {
         h.query_by_label("Start minimised").is_some()
     });
     h.get_by_label("Start minimised").click();
+    h.get_by_label("Kill switch: block all traffic outside the tunnel")
+        .click();
     h.get_all_by_label("Move down").next().unwrap().click();
     h.get_by_label("Light").click();
     h.run_steps(4);
@@ -426,6 +428,8 @@ fn settings_order_protocols_auto_connect_and_persist() {
     step_until(&mut h, "the settings saved as shown", |h| {
         let shown = h.state().settings();
         shown.start_minimised
+            && shown.kill_switch
+            && !shown.allow_lan
             && shown.theme == ThemeChoice::Dark
             && shown.protocol_order == expected_order
             && Settings::load(&world.home).ok().as_ref() == Some(shown)
@@ -437,6 +441,35 @@ fn settings_order_protocols_auto_connect_and_persist() {
     h.run_steps(3);
     mask_temp_paths(&mut h, &world);
     h.snapshot("settings_dark");
+}
+
+/// The kill switch chosen in Settings goes with every connect request; without it, none.
+#[test]
+fn kill_switch_setting_reaches_the_connect_request() {
+    for (text, kill_switch, allow_lan) in [
+        ("kill_switch = true\nallow_lan = true\n", true, true),
+        // Allowing the LAN means nothing without the kill switch.
+        ("allow_lan = true\n", false, false),
+    ] {
+        let world = World::new();
+        world.settings(&format!(
+            "auto_connect = true\nlast_profile = \"alice\"\n{text}"
+        ));
+        let service = FakeService::start(&world.socket);
+        let file = world.profile_file("alice");
+        ProfileStore::open(&world.home, world.keys.clone())
+            .unwrap()
+            .import(&file, None)
+            .unwrap();
+        let mut h = world.harness();
+        step_until(&mut h, "the auto-connect", |h| {
+            h.query_by_label("Connecting").is_some()
+        });
+        let requests = service.connects();
+        assert_eq!(requests.len(), 1, "{text}");
+        assert_eq!(requests[0].kill_switch, kill_switch, "{text}");
+        assert_eq!(requests[0].allow_lan, allow_lan, "{text}");
+    }
 }
 
 /// The app against client-core's real service code (not the fake): the same socket

@@ -1,4 +1,4 @@
-//! The settings view: protocol preference, start-up behaviour, theme. Every change is saved
+//! The settings view: protocol preference, start-up behaviour, the kill switch, theme. Every change is saved
 //! at once (by the worker).
 
 use egui::RichText;
@@ -22,6 +22,26 @@ pub(super) fn show(app: &mut GatehouseApp, ui: &mut egui::Ui) {
                 };
                 ui.label(RichText::new(which).weak());
                 ui.checkbox(&mut app.settings.start_minimised, "Start minimised");
+            });
+            section(ui, "Privacy", |ui| {
+                ui.checkbox(
+                    &mut app.settings.kill_switch,
+                    "Kill switch: block all traffic outside the tunnel",
+                );
+                ui.label(
+                    RichText::new(
+                        "While connected or reconnecting, and after a crash until you \
+                         disconnect. Linux (nftables); takes effect on the next connect.",
+                    )
+                    .weak(),
+                );
+                ui.add_enabled(
+                    app.settings.kill_switch,
+                    egui::Checkbox::new(
+                        &mut app.settings.allow_lan,
+                        "Allow the local network (printers, file shares)",
+                    ),
+                );
             });
             section(ui, "Appearance", |ui| {
                 ui.horizontal(|ui| {
