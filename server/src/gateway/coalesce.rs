@@ -32,8 +32,17 @@ pub(super) struct Coalescer {
     window_packets: usize,
     /// Packets per second over the last complete window.
     rate: f64,
-    /// Packets handled in the current turn.
+    /// Packets handled in the current turn, and how many of them came from TUN.
     turn: usize,
+    turn_tun: usize,
+    /// The last turn ended with a nap.
+    napped: bool,
+    /// A TUN read in this window brought a full batch by itself (no nap before it).
+    window_full: bool,
+    /// No naps: TUN brings full batches by itself (a download's TSO trains arrive as dozens
+    /// of segments per read), and a nap would only hold up the next train while the turn it
+    /// follows carried a few of the client's ACKs.
+    hold_off: bool,
 }
 
 impl Coalescer {
@@ -45,6 +54,10 @@ impl Coalescer {
             window_packets: 0,
             rate: 0.0,
             turn: 0,
+            turn_tun: 0,
+            napped: false,
+            window_full: false,
+            hold_off: false,
         }
     }
 
@@ -53,9 +66,16 @@ impl Coalescer {
         self.turn += n;
     }
 
+    /// Counts `n` packets read from TUN in this turn.
+    pub(super) fn count_tun(&mut self, n: usize) {
+        self.turn += n;
+        self.turn_tun += n;
+    }
+
     /// Ends a turn at `now`: how long to nap before waiting for the next one, if at all.
     pub(super) fn turn_ended(&mut self, now: Instant) -> Option<Duration> {
         let packets = std::mem::take(&mut self.turn);
+        let from_tun = std::mem::take(&mut self.turn_tun);
         if self.max_nap.is_zero() {
             return None;
         }
@@ -69,12 +89,21 @@ impl Coalescer {
                     self.rate = self.window_packets as f64 / span.as_secs_f64();
                     self.window_start = Some(now);
                     self.window_packets = 0;
+                    self.hold_off = std::mem::take(&mut self.window_full);
                 }
             }
         }
-        if packets == 0 || packets >= TARGET || self.rate < MIN_RATE {
+        // A full batch from the sockets is what naps gather (GRO of a client's datagrams);
+        // a full batch from TUN without a nap before it is a source that batches itself.
+        let after_nap = std::mem::take(&mut self.napped);
+        if from_tun >= TARGET && !after_nap {
+            self.window_full = true;
+            self.hold_off = true;
+        }
+        if packets == 0 || packets >= TARGET || self.rate < MIN_RATE || self.hold_off {
             return None;
         }
+        self.napped = true;
         // Long enough for the missing packets to arrive at the measured rate.
         let wanted = Duration::from_secs_f64((TARGET - packets) as f64 / self.rate);
         Some(wanted.min(self.max_nap))
@@ -178,6 +207,65 @@ mod tests {
             run(&mut c, &mut t, 1, 0, Duration::from_micros(10)),
             vec![None]
         );
+    }
+
+    /// Like [`run`], the packets read from TUN.
+    fn run_tun(
+        c: &mut Coalescer,
+        t: &mut Instant,
+        turns: usize,
+        per_turn: usize,
+        gap: Duration,
+    ) -> Vec<Option<Duration>> {
+        (0..turns)
+            .map(|_| {
+                *t += gap;
+                c.count_tun(per_turn);
+                c.turn_ended(*t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_naps_while_tun_brings_full_batches() {
+        let mut c = Coalescer::new(Duration::from_micros(200));
+        let mut t = Instant::now();
+        // A download: TSO trains of 40 segments from TUN, one ACK datagram between them.
+        let mut naps = Vec::new();
+        for _ in 0..500 {
+            naps.extend(run_tun(&mut c, &mut t, 1, 40, Duration::from_micros(20)));
+            naps.extend(run(&mut c, &mut t, 1, 1, Duration::from_micros(5)));
+        }
+        assert!(naps.iter().all(Option::is_none), "{naps:?}");
+        // The download ends and an upload (single datagrams) goes on: naps resume once a
+        // window passed without a full TUN batch.
+        let naps = run(&mut c, &mut t, 1000, 1, Duration::from_micros(10));
+        assert!(naps[..100].iter().all(Option::is_none));
+        assert!(naps[500..].iter().all(Option::is_some), "{naps:?}");
+    }
+
+    #[test]
+    fn full_socket_batches_and_napped_tun_batches_keep_naps_on() {
+        let mut c = Coalescer::new(Duration::from_micros(200));
+        let mut t = Instant::now();
+        run(&mut c, &mut t, 1000, 1, Duration::from_micros(10));
+        // An upload: a GRO read of 40 datagrams (no nap), then single datagrams nap on.
+        assert_eq!(
+            run(&mut c, &mut t, 1, 40, Duration::from_micros(10)),
+            vec![None]
+        );
+        assert!(
+            run(&mut c, &mut t, 10, 2, Duration::from_micros(20))
+                .iter()
+                .all(Option::is_some)
+        );
+        // A nap gathered 30 of the LAN's ACKs on TUN: the nap working, not a batched source.
+        assert_eq!(
+            run_tun(&mut c, &mut t, 1, 30, Duration::from_micros(200)),
+            vec![None]
+        );
+        let naps = run(&mut c, &mut t, 10, 2, Duration::from_micros(20));
+        assert!(naps.iter().all(Option::is_some), "{naps:?}");
     }
 
     #[test]

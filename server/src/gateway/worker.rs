@@ -383,7 +383,7 @@ impl Worker {
                         Ok(()) => {
                             let now = Instant::now();
                             for p in tun_in.iter() {
-                                self.coalesce.count(1);
+                                self.coalesce.count_tun(1);
                                 self.tun_packet(now, p);
                             }
                             for _ in 0..BURST {
@@ -391,7 +391,7 @@ impl Worker {
                                     break;
                                 }
                                 for p in tun_in.iter() {
-                                    self.coalesce.count(1);
+                                    self.coalesce.count_tun(1);
                                     self.tun_packet(now, p);
                                 }
                             }
