@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
@@ -79,7 +80,13 @@ pub struct BatchSocket {
     /// secondary one): the local address each peer last sent to, so that replies leave from
     /// the address the client dialled and not from the one the routing table would pick,
     /// which the client's connected socket (or NAT) would drop.
+    ///
+    /// Most hosts are reached at one address only: the first local address seen is kept in
+    /// `usual`, and until a datagram arrives at another one (`mixed`), no peer is recorded
+    /// and no lock is taken per datagram.
     reply_from: Mutex<HashMap<SocketAddr, IpAddr>>,
+    usual: OnceLock<IpAddr>,
+    mixed: AtomicBool,
 }
 
 impl BatchSocket {
@@ -104,6 +111,8 @@ impl BatchSocket {
             max_segment,
             wildcard: local.ip().is_unspecified(),
             reply_from: Mutex::new(HashMap::new()),
+            usual: OnceLock::new(),
+            mixed: AtomicBool::new(false),
         })
     }
 
@@ -145,6 +154,15 @@ impl BatchSocket {
 
     /// Remembers the local address each sender of `metas` reached.
     fn note_destinations(&self, metas: &[RecvMeta]) {
+        if !self.mixed.load(Ordering::Acquire) {
+            let mut dsts = metas.iter().filter_map(|m| m.dst_ip);
+            let Some(first) = dsts.next() else { return };
+            let usual = *self.usual.get_or_init(|| first);
+            if first == usual && dsts.all(|d| d == usual) {
+                // Every peer so far dialled the same address: nothing to record.
+                return;
+            }
+        }
         let mut map = self.reply_from.lock().unwrap_or_else(|e| e.into_inner());
         for m in metas {
             let Some(dst) = m.dst_ip else { continue };
@@ -155,6 +173,9 @@ impl BatchSocket {
                 map.insert(m.addr, dst);
             }
         }
+        // Peers that dialled the usual address before this are not in the map; replies to
+        // them fall back to `usual` (see `source_for`).
+        self.mixed.store(true, Ordering::Release);
     }
 
     /// The source address replies to `to` must carry (wildcard-bound sockets only).
@@ -162,8 +183,12 @@ impl BatchSocket {
         if !self.wildcard {
             return None;
         }
+        let usual = self.usual.get().copied();
+        if !self.mixed.load(Ordering::Acquire) {
+            return usual;
+        }
         let map = self.reply_from.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&to).copied()
+        map.get(&to).copied().or(usual)
     }
 
     /// Receives what is waiting, waiting for the first datagram.
@@ -455,12 +480,15 @@ mod tests {
 
     /// A gateway socket bound to 0.0.0.0 answers a client that dialled 127.0.0.2 from
     /// 127.0.0.2 (not from 127.0.0.1, which the routing table picks): the client's connected
-    /// socket takes only datagrams from the address it dialled.
+    /// socket takes only datagrams from the address it dialled. The first peer dialled the
+    /// usual address (no lock on its path); after the second made the socket's peers mixed,
+    /// the first is still answered from its address.
     #[tokio::test(flavor = "current_thread")]
     async fn replies_leave_from_the_address_the_peer_dialled() {
         let gw = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind the gateway socket");
         let port = gw.local_addr().expect("its port").port();
         let gw = BatchSocket::new(gw).expect("wrap it");
+        let mut peers = Vec::new();
         for dialled in ["127.0.0.2", "127.0.0.1"] {
             let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the client");
             client
@@ -492,6 +520,21 @@ mod tests {
                     .unwrap_or_else(|e| panic!("no reply from {dialled}: {e}"));
                 assert_eq!(&buf[..n], want, "dialled {dialled}");
             }
+            assert_eq!(
+                gw.mixed.load(Ordering::Acquire),
+                dialled == "127.0.0.1",
+                "peers recorded only once an address other than the usual one is dialled"
+            );
+            peers.push((client, from));
         }
+        let (first, from) = &peers[0];
+        let mut q = SendQueue::new();
+        q.push(&gw, *from, b"again");
+        q.flush(&gw);
+        let mut buf = [0u8; 64];
+        let n = first
+            .recv(&mut buf)
+            .expect("the first peer is answered from 127.0.0.2");
+        assert_eq!(&buf[..n], b"again");
     }
 }
