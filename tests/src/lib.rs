@@ -30,6 +30,7 @@ pub mod net;
 pub mod netns;
 pub mod openssl_pki;
 pub mod openvpn;
+pub mod ping_log;
 pub mod proc;
 pub mod setup;
 pub mod sites;

@@ -41,7 +41,8 @@ use gatehouse_tests::gatehoused::{
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
-use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig, parse_ping_summary};
+use gatehouse_tests::ping_log::BackgroundPing;
+use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig};
 use gatehouse_tests::{Netns, Proc, require_commands, require_root};
 
 const X: u8 = 226;
@@ -256,48 +257,6 @@ fn holds(ns: &Netns, addr: Ipv4Addr) -> bool {
         .is_ok_and(|s| s.contains(&format!(" {addr}/")))
 }
 
-fn spawn_ping(ns: &Netns, count: u32, log: &Path) -> Result<Proc> {
-    ns.spawn(
-        "ping",
-        [
-            "-n",
-            "-D",
-            "-O",
-            "-i",
-            "0.1",
-            "-W",
-            "1",
-            "-c",
-            &count.to_string(),
-            &LAN_HOST.to_string(),
-        ],
-        log,
-    )
-}
-
-/// (transmitted, received) and the longest gap between two replies, in seconds.
-fn finish_ping(ping: &Proc, timeout: Duration) -> Result<((u32, u32), f64)> {
-    let deadline = Instant::now() + timeout;
-    while ping.is_running() {
-        ensure!(
-            Instant::now() < deadline,
-            "ping still running after {timeout:?}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-    let out = ping.log_contents();
-    let counts = parse_ping_summary(&out).with_context(|| format!("no ping summary:\n{out}"))?;
-    let times: Vec<f64> = out
-        .lines()
-        .filter(|l| l.contains(" bytes from "))
-        .filter_map(|l| l.strip_prefix('['))
-        .filter_map(|l| l.split(']').next())
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
-    Ok((counts, gap))
-}
-
 /// Writes the pair's `[ha]` section for node `node`.
 fn configure_ha(dir: &GatewayDir, node: &str) -> Result<()> {
     dir.set("workers", "2")?;
@@ -471,8 +430,20 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         logs()
     );
 
-    let ping_udp = spawn_ping(&net.c0, PINGS, &dir.path().join("ping-udp.log"))?;
-    let ping_ike = spawn_ping(&net.c1, PINGS, &dir.path().join("ping-ike.log"))?;
+    let ping_udp = BackgroundPing::start(
+        &net.c0,
+        LAN_HOST,
+        "0.1",
+        PINGS,
+        &dir.path().join("ping-udp.log"),
+    )?;
+    let ping_ike = BackgroundPing::start(
+        &net.c1,
+        LAN_HOST,
+        "0.1",
+        PINGS,
+        &dir.path().join("ping-ike.log"),
+    )?;
     thread::sleep(Duration::from_secs(3));
     let killed = Instant::now();
     gwa.kill_hard()?;
@@ -502,7 +473,7 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         logs()
     );
 
-    let ((sent, got), gap) = finish_ping(&ping_udp, Duration::from_secs(30))?;
+    let (sent, got, gap) = ping_udp.finish(Duration::from_secs(30))?.counts_and_gap();
     eprintln!("OpenVPN UDP client: {got}/{sent} pings answered, longest gap {gap:.2} s");
     ensure!(
         gap < MAX_GAP,
@@ -510,7 +481,7 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         logs()
     );
     ensure!(got + 50 >= sent, "{got}/{sent} pings answered\n{}", logs());
-    let ((sent, got), gap) = finish_ping(&ping_ike, Duration::from_secs(30))?;
+    let (sent, got, gap) = ping_ike.finish(Duration::from_secs(30))?.counts_and_gap();
     eprintln!("strongSwan IKEv2 client: {got}/{sent} pings answered, longest gap {gap:.2} s");
     ensure!(
         gap < MAX_GAP,
@@ -628,7 +599,7 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
     // Two copies at 1 s: the session is in etcd.
     thread::sleep(Duration::from_secs(2));
 
-    let ping = spawn_ping(&net.c0, 80, &dir.path().join("ping.log"))?;
+    let ping = BackgroundPing::start(&net.c0, LAN_HOST, "0.1", 80, &dir.path().join("ping.log"))?;
     thread::sleep(Duration::from_secs(2));
     let out = std::process::Command::new(gatehouse_tests::bin("gatehoused"))
         .arg("ctl")
@@ -666,7 +637,7 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
         "gwa stopped without saying why\n{}",
         logs()
     );
-    let ((sent, got), gap) = finish_ping(&ping, Duration::from_secs(30))?;
+    let (sent, got, gap) = ping.finish(Duration::from_secs(30))?.counts_and_gap();
     eprintln!(
         "OpenVPN UDP client, takeover by command: {got}/{sent} pings answered, longest gap {gap:.2} s"
     );

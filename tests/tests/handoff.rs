@@ -18,7 +18,6 @@
 //!
 //! Tags `hr`, `hs` and `hrw`, subnet indexes 220, 221 and 222.
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,9 +28,10 @@ use gatehouse_tests::gatehoused::{
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
-use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig, parse_ping_summary};
+use gatehouse_tests::ping_log::BackgroundPing;
+use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig};
 use gatehouse_tests::wireguard::ctl_json;
-use gatehouse_tests::{GatewaySetup, Netns, Proc};
+use gatehouse_tests::GatewaySetup;
 
 /// What gatehoused logs in the new process once it imported the sessions.
 const TAKEN_OVER: &str = "handoff: took over the previous process's sessions";
@@ -39,52 +39,6 @@ const TAKEN_OVER: &str = "handoff: took over the previous process's sessions";
 const MAX_GAP: f64 = 5.0;
 /// Pings at 0.1 s: 12 s in all, the handoff 3 s in.
 const PINGS: u32 = 120;
-
-/// `ping -n -D -O -i 0.1 -W 1 -c COUNT ADDR` in `ns`, in the background.
-fn spawn_ping(ns: &Netns, addr: Ipv4Addr, count: u32, log: &Path) -> Result<Proc> {
-    ns.spawn(
-        "ping",
-        [
-            "-n",
-            "-D",
-            "-O",
-            "-i",
-            "0.1",
-            "-W",
-            "1",
-            "-c",
-            &count.to_string(),
-            &addr.to_string(),
-        ],
-        log,
-    )
-}
-
-/// Waits for a background ping to end; (transmitted, received) and the longest gap between
-/// two replies (from the `ping -D` timestamps), in seconds.
-fn finish_ping(ping: &Proc, timeout: Duration) -> Result<((u32, u32), f64)> {
-    let deadline = Instant::now() + timeout;
-    while ping.is_running() {
-        if Instant::now() >= deadline {
-            bail!(
-                "ping still running after {timeout:?}:\n{}",
-                ping.log_tail(5)
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    let out = ping.log_contents();
-    let counts = parse_ping_summary(&out).with_context(|| format!("no ping summary:\n{out}"))?;
-    let times: Vec<f64> = out
-        .lines()
-        .filter(|l| l.contains(" bytes from "))
-        .filter_map(|l| l.strip_prefix('['))
-        .filter_map(|l| l.split(']').next())
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
-    Ok((counts, gap))
-}
 
 /// Sends SIGUSR2 to `pid` (the handoff).
 fn signal_handoff(pid: u32) -> Result<()> {
@@ -177,8 +131,8 @@ fn sessions_survive_a_handoff() -> Result<()> {
     );
 
     let pid = gw.pid();
-    let ping = spawn_ping(s.ns(0), lan, PINGS, &s.path("ping-udp.log"))?;
-    let ping_ike = spawn_ping(s.ns(2), lan, PINGS, &s.path("ping-ike.log"))?;
+    let ping = BackgroundPing::start(s.ns(0), lan, "0.1", PINGS, &s.path("ping-udp.log"))?;
+    let ping_ike = BackgroundPing::start(s.ns(2), lan, "0.1", PINGS, &s.path("ping-ike.log"))?;
     thread::sleep(Duration::from_secs(3));
     let signalled = Instant::now();
     signal_handoff(pid)?;
@@ -207,7 +161,7 @@ fn sessions_survive_a_handoff() -> Result<()> {
     );
     wait_ping(s.ns(1), lan, Duration::from_secs(10)).with_context(logs)?;
 
-    let ((sent, got), gap) = finish_ping(&ping, Duration::from_secs(30))?;
+    let (sent, got, gap) = ping.finish(Duration::from_secs(30))?.counts_and_gap();
     eprintln!("OpenVPN UDP client: {got}/{sent} pings answered, longest gap {gap:.2} s");
     ensure!(
         gap < MAX_GAP,
@@ -215,7 +169,7 @@ fn sessions_survive_a_handoff() -> Result<()> {
         logs()
     );
     ensure!(got + 10 >= sent, "{got}/{sent} pings answered\n{}", logs());
-    let ((sent, got), gap) = finish_ping(&ping_ike, Duration::from_secs(30))?;
+    let (sent, got, gap) = ping_ike.finish(Duration::from_secs(30))?.counts_and_gap();
     eprintln!("strongSwan IKEv2 client: {got}/{sent} pings answered, longest gap {gap:.2} s");
     ensure!(
         gap < MAX_GAP,
@@ -429,7 +383,7 @@ fn tls_crypt_v2_session_survives_a_handoff() -> Result<()> {
     wait_client_up(&udp, &gw, 1, UP_TIMEOUT).with_context(logs)?;
     wait_ping(s.ns(0), s.topo.lan_host, Duration::from_secs(10)).with_context(logs)?;
     let initial_packets = udp.log_contents().matches("TLS: Initial packet").count();
-    let ping = spawn_ping(s.ns(0), s.topo.lan_host, 80, &s.path("ping.log"))?;
+    let ping = BackgroundPing::start(s.ns(0), s.topo.lan_host, "0.1", 80, &s.path("ping.log"))?;
     thread::sleep(Duration::from_secs(2));
     signal_handoff(gw.pid())?;
     let taken = gw
@@ -461,7 +415,7 @@ fn tls_crypt_v2_session_survives_a_handoff() -> Result<()> {
         "second takeover: {second}\n{}",
         logs()
     );
-    let ((sent, got), gap) = finish_ping(&ping, Duration::from_secs(30))?;
+    let (sent, got, gap) = ping.finish(Duration::from_secs(30))?.counts_and_gap();
     eprintln!(
         "tls-crypt-v2 client, two handoffs: {got}/{sent} pings answered, longest gap {gap:.2} s"
     );

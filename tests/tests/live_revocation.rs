@@ -29,6 +29,7 @@ use gatehouse_tests::gatehoused::{
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
+use gatehouse_tests::ping_log::BackgroundPing;
 use gatehouse_tests::strongswan::{
     AUTH_FAILED, CharonCmd, CharonCmdConfig, IKE_ESTABLISHED, parse_ping_summary, tail,
 };
@@ -126,54 +127,6 @@ fn epoch_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
-}
-
-/// `ping -n -D -O -i 0.2 -W 1 -c COUNT ADDR` in `ns`, in the background, log `log`.
-fn spawn_ping(ns: &Netns, addr: Ipv4Addr, count: u32, log: &Path) -> Result<Proc> {
-    ns.spawn(
-        "ping",
-        [
-            "-n",
-            "-D",
-            "-O",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-c",
-            &count.to_string(),
-            &addr.to_string(),
-        ],
-        log,
-    )
-}
-
-/// Waits for a background ping to finish and returns (transmitted, received) and its output.
-fn finish_ping(ping: &Proc, timeout: Duration) -> Result<((u32, u32), String)> {
-    let deadline = Instant::now() + timeout;
-    while ping.is_running() {
-        if Instant::now() >= deadline {
-            bail!(
-                "ping still running after {timeout:?}:\n{}",
-                ping.log_tail(5)
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    let out = ping.log_contents();
-    let counts = parse_ping_summary(&out)
-        .with_context(|| format!("no ping summary in:\n{}", tail(&out, 5)))?;
-    Ok((counts, out))
-}
-
-/// The `ping -D` timestamps (epoch seconds) of every reply in `out`.
-fn reply_times(out: &str) -> Vec<f64> {
-    out.lines()
-        .filter(|l| l.contains(" bytes from "))
-        .filter_map(|l| l.strip_prefix('['))
-        .filter_map(|l| l.split(']').next())
-        .filter_map(|t| t.parse().ok())
-        .collect()
 }
 
 /// Sends 3 pings (0.2 s apart, 1 s to answer each) from `ns` to `addr`: how many came back.
@@ -392,8 +345,16 @@ fn revoking_ends_open_sessions_within_5s() -> Result<()> {
     }
 
     // Everyone pings continuously; 2 s later A and S are revoked.
-    let pings: Vec<Proc> = (0..3)
-        .map(|i| spawn_ping(s.ns(i), lan, PINGS, &s.path(&format!("ping-{i}.log"))))
+    let pings: Vec<BackgroundPing> = (0..3)
+        .map(|i| {
+            BackgroundPing::start(
+                s.ns(i),
+                lan,
+                "0.2",
+                PINGS,
+                &s.path(&format!("ping-{i}.log")),
+            )
+        })
         .collect::<Result<_>>()?;
     thread::sleep(Duration::from_secs(2));
     s.gw_dir.revoke("alice")?;
@@ -472,13 +433,11 @@ fn revoking_ends_open_sessions_within_5s() -> Result<()> {
     let ping_limit = Duration::from_secs(u64::from(PINGS) / 5 + 15);
     let mut results = Vec::new();
     for p in &pings {
-        results.push(finish_ping(p, ping_limit)?);
+        results.push(p.finish(ping_limit)?);
     }
     for (i, r) in [(0, &revoked[0]), (2, &revoked[1])] {
-        let ((sent, received), out) = &results[i];
-        let last = reply_times(out)
-            .into_iter()
-            .fold(f64::NEG_INFINITY, f64::max);
+        let (sent, received) = (results[i].sent, results[i].received);
+        let last = results[i].last_reply().unwrap_or(f64::NEG_INFINITY);
         let after = last - r.revoked_epoch;
         eprintln!(
             "{}: {received} of {sent} continuous pings answered, the last {after:+.1} s from the \
@@ -493,10 +452,10 @@ fn revoking_ends_open_sessions_within_5s() -> Result<()> {
             ));
         }
     }
-    let ((b_sent, b_received), b_out) = &results[1];
+    let (b_sent, b_received, b_out) = (results[1].sent, results[1].received, &results[1].output);
     eprintln!("B (bob, not revoked): {b_received} of {b_sent} continuous pings answered");
     ensure!(
-        *b_sent == PINGS && b_received == b_sent,
+        b_sent == PINGS && b_received == b_sent,
         "B (bob, not revoked) lost pings across the revocation of A and S: {b_received} of \
          {b_sent} answered\n{}\n{}",
         tail(b_out, 6),
