@@ -4,17 +4,19 @@
 //! ```text
 //!   c0 alice 10.250.228.10 ┐                     ┌ gw0 pub0 .2 │ gw0 lan0 .2 ┐
 //!   c1 bob   10.250.228.11 ┼ br0 (ns sw) ────────┼ gw1 pub0 .3 │ gw1 lan0 .3 ┼ br1: etcd .5, LAN host .10
-//!   c2 carol 10.250.228.12 ┘                     └ gw2 pub0 .4 │ gw2 lan0 .4 ┘
+//!   c2 carol 10.250.228.12 ┤                     └ gw2 pub0 .4 │ gw2 lan0 .4 ┘
+//!   c3 dave  10.250.228.13 ┘ (strongSwan charon-cmd, IKEv2, to gw1)
 //! ```
 //!
 //! Each gateway claims a /26 block of the client pool 10.8.228.0/24 in etcd; the LAN host
 //! routes each block to its gateway (read from the gateway's log). A stock OpenVPN 2.6 client
-//! connects to each gateway. Asserted: the blocks and the clients' addresses are distinct
+//! connects to each gateway, and a strongSwan IKEv2 client to gw1. Asserted: the blocks and the clients' addresses are distinct
 //! (each inside its gateway's block) and every client reaches the LAN host; every node's
 //! `ctl sessions --cluster` lists all three sessions with their nodes; a shared
 //! configuration set on gw1 (`ctl cluster-config FILE`) is applied by all three; carol,
 //! connected to gw2, is revoked on gw0 (`ctl revoke`) and her session on gw2 ends within
-//! 5 s (the time is printed), while alice and bob go on.
+//! 5 s (the time is printed), while alice and bob go on; then dave (IKEv2, on gw1) is revoked
+//! on gw2 and his session on gw1 ends, and every node's CRL lists both revocations.
 //!
 //! Tag `aa`, subnet index 228.
 
@@ -26,10 +28,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::cidr::Ipv4Cidr;
 use gatehouse_tests::gatehoused::{
-    Gatehoused, GatewayDir, spawn_stock_client, toml_str, tun_ipv4, wait_client_up,
+    Gatehoused, GatewayDir, issue_rsa_client, spawn_stock_client, toml_str, tun_ipv4,
+    wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
+use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig};
 use gatehouse_tests::{Netns, Proc, require_commands, require_root};
 
 const X: u8 = 228;
@@ -37,10 +41,15 @@ const ETCD: Ipv4Addr = Ipv4Addr::new(10, 251, X, 5);
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 251, X, 10);
 const NODES: usize = 3;
 const CLIENTS: [&str; NODES] = ["alice", "bob", "carol"];
+/// The IKEv2 client (charon-cmd, in namespace c3) and the node it connects to.
+const IKE_CLIENT: &str = "dave";
+const IKE_NODE: usize = 1;
 /// What a gateway logs for the block it claimed (field `block`).
 const CLAIMED: &str = "cluster: claimed a block of the client pool; route it to this node";
 const APPLIED: &str = "cluster: applied the cluster's configuration";
-const INSTALLED: &str = "cluster: installed the CRL published by another node (signature checked); sessions of the certificates it revokes end now";
+/// What a node logs when it took on revocations made elsewhere: it records them in its own
+/// registry (every node has the CA here) and signs its CRL with them.
+const INSTALLED: &str = "cluster: recorded the revocations published by another node in this node's registry and signed its CRL with them; sessions of the certificates it revokes end now";
 const SESSION_REVOKED: &str = "session ended: certificate revoked";
 /// How long after `ctl revoke` returns the session on another node must be over.
 const REVOCATION_LIMIT: Duration = Duration::from_secs(5);
@@ -103,7 +112,7 @@ impl Net {
                 .collect::<Result<_>>()?,
             etcd: ns("etcd")?,
             lan: ns("lan")?,
-            clients: (0..NODES)
+            clients: (0..=NODES)
                 .map(|i| ns(&format!("c{i}")))
                 .collect::<Result<_>>()?,
         };
@@ -137,7 +146,7 @@ impl Net {
         attach(&n.sw, "br1", "le", &n.etcd, "lan0", &format!("{ETCD}/24"))?;
         attach(&n.sw, "br1", "lh", &n.lan, "gw0", &format!("{LAN_HOST}/24"))?;
         for (i, c) in n.clients.iter().enumerate() {
-            wait_ping(c, gw_pub(i), Duration::from_secs(5))?;
+            wait_ping(c, gw_pub(i % NODES), Duration::from_secs(5))?;
         }
         for g in &n.gws {
             wait_ping(g, ETCD, Duration::from_secs(5))?;
@@ -191,7 +200,6 @@ fn configure(dir: &GatewayDir, node: &str) -> Result<()> {
     dir.set("tun_name", &toml_str(&format!("ghd{X}")))?;
     dir.set("workers", "1")?;
     dir.set("openvpn.tcp_port", "0")?;
-    dir.set("ikev2.enabled", "false")?;
     dir.set("ha.enabled", "true")?;
     dir.set("ha.mode", &toml_str("active-active"))?;
     dir.set(
@@ -290,6 +298,8 @@ fn three_active_nodes_share_pool_revocations_configuration_and_sessions() -> Res
             dir0.client_profile(name, gw_pub(i), &tmp.path().join(format!("{name}.ovpn")))
         })
         .collect::<Result<_>>()?;
+    // charon-cmd takes RSA keys only: a key and CSR from openssl, certified by the gateway.
+    let (ike_cert, ike_key) = issue_rsa_client(tmp.path(), &dir0.pki(), IKE_CLIENT, &[])?;
     let mut dirs = vec![dir0];
     for i in 1..NODES {
         dirs.push(dirs[0].copy_to(&tmp.path().join(format!("gw{i}")))?);
@@ -354,19 +364,50 @@ fn three_active_nodes_share_pool_revocations_configuration_and_sessions() -> Res
         addresses.push(a);
         wait_ping(&net.clients[i], LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
     }
+    let mut config = CharonCmdConfig::new(
+        gw_pub(IKE_NODE),
+        &format!("CN={IKE_CLIENT}"),
+        &dirs[0].ca_cert(),
+        &ike_cert,
+        &ike_key,
+    );
+    // The gateway certificate names the cluster's public address (gw0's here).
+    config.remote_identity = Some(gw_pub(0).to_string());
+    let ike = CharonCmd::start(&net.clients[NODES], &tmp.path().join("charon-cmd"), &config)
+        .with_context(logs)?;
+    wait_ping(&net.clients[NODES], LAN_HOST, Duration::from_secs(10))
+        .with_context(|| format!("{}\ncharon-cmd:\n{}", logs(), ike.log_tail(20)))?;
+    let listed = ctl(dirs[IKE_NODE].path(), &["sessions"])?;
+    let ike_addr: Ipv4Addr = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["client"] == IKE_CLIENT)
+        .and_then(|s| s["virtual_address"].as_str())
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("gw{IKE_NODE} does not list {IKE_CLIENT}: {listed}"))?;
     ensure!(
-        addresses[0] != addresses[1]
-            && addresses[1] != addresses[2]
-            && addresses[0] != addresses[2],
+        Ipv4Cidr::new(ike_addr, blocks[IKE_NODE].prefix).network() == blocks[IKE_NODE],
+        "{IKE_CLIENT} got {ike_addr}, outside gw{IKE_NODE}'s block"
+    );
+    eprintln!("{IKE_CLIENT} (IKEv2) on gw{IKE_NODE}: {ike_addr}");
+    addresses.push(ike_addr);
+    let mut distinct = addresses.clone();
+    distinct.sort();
+    distinct.dedup();
+    ensure!(
+        distinct.len() == addresses.len(),
         "clients share an address: {addresses:?}"
     );
 
     // Every node lists every session with its node.
-    let all: Vec<(String, String)> = CLIENTS
+    let mut all: Vec<(String, String)> = CLIENTS
         .iter()
         .enumerate()
         .map(|(i, c)| ((*c).to_owned(), format!("gw{i}")))
         .collect();
+    all.push((IKE_CLIENT.to_owned(), format!("gw{IKE_NODE}")));
+    all.sort();
     for d in &dirs {
         let took = wait_for(Duration::from_secs(5), || {
             Ok(cluster_sessions(d.path())? == all)
@@ -380,6 +421,20 @@ fn three_active_nodes_share_pool_revocations_configuration_and_sessions() -> Res
         );
     }
     eprintln!("every node lists {all:?}");
+    let list = net.etcd.exec_ok(
+        "etcdctl",
+        [
+            "--endpoints",
+            &format!("http://{ETCD}:2379"),
+            "get",
+            "--print-value-only",
+            "/gatehouse/aa228/sessions/gw1",
+        ],
+    )?;
+    eprintln!(
+        "gw1's session list in etcd: {} bytes for 2 sessions",
+        list.trim().len()
+    );
 
     // A configuration change on gw1 reaches all three.
     let shared = tmp.path().join("shared.toml");
@@ -437,15 +492,44 @@ fn three_active_nodes_share_pool_revocations_configuration_and_sessions() -> Res
         "gw1 did not install the CRL\n{}",
         logs()
     );
-    let rest: Vec<(String, String)> = all[..2].to_vec();
+    let rest: Vec<(String, String)> = all.iter().filter(|(c, _)| c != "carol").cloned().collect();
     let gone = wait_for(Duration::from_secs(3), || {
         Ok(cluster_sessions(dirs[1].path())? == rest)
     })?;
     ensure!(gone.is_some(), "carol is still listed\n{}", logs());
-    for i in 0..2 {
+
+    // dave (IKEv2, on gw1) is revoked on gw2, whose registry took carol's revocation on:
+    // his session on gw1 ends, and every node's CRL lists both.
+    let answer = ctl(dirs[2].path(), &["revoke", IKE_CLIENT])?;
+    let revoked_at = Instant::now();
+    ensure!(answer["name"] == IKE_CLIENT, "{answer}");
+    gws[IKE_NODE]
+        .wait_event(
+            SESSION_REVOKED,
+            |e| e.field("client") == Some(IKE_CLIENT),
+            REVOCATION_LIMIT,
+        )
+        .with_context(|| format!("{}\ncharon-cmd:\n{}", logs(), ike.log_tail(20)))?;
+    eprintln!(
+        "{IKE_CLIENT} (IKEv2), revoked on gw2, lost his session on gw{IKE_NODE} {:.2} s later",
+        revoked_at.elapsed().as_secs_f64()
+    );
+    for d in &dirs {
+        let both = wait_for(REVOCATION_LIMIT, || {
+            Ok(ctl(d.path(), &["status"])?["crl"]["revoked"] == 2)
+        })?;
+        ensure!(
+            both.is_some(),
+            "{}: the CRL in force does not list both revocations: {}\n{}",
+            d.path().display(),
+            ctl(d.path(), &["status"])?["crl"],
+            logs()
+        );
+    }
+    for i in [0, 1] {
         wait_ping(&net.clients[i], LAN_HOST, Duration::from_secs(5)).with_context(logs)?;
     }
     eprintln!("test took {:.1} s", started.elapsed().as_secs_f64());
-    drop((clients, gws, etcd));
+    drop((ike, clients, gws, etcd));
     Ok(())
 }

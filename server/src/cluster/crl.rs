@@ -156,6 +156,45 @@ fn signature_holds(oid: &str, key: &[u8], message: &[u8], signature: &[u8]) -> b
     })
 }
 
+/// Records in the registry of the PKI in `pki_dir` the revocations of `published` that this
+/// node's CRL lacks (`ours`), so that the CRL it signs from now on - after a revocation made
+/// here, or when it is renewed - lists them too. `Pki::revoke` signs `crl.pem` again each
+/// time. Returns how many were recorded; serials the registry does not know (issued
+/// elsewhere) are skipped. Blocking.
+pub fn record_revocations(
+    pki_dir: &Path,
+    ours: &Revocations,
+    published: &Revocations,
+) -> Result<usize> {
+    let missing: Vec<&Vec<u8>> = published
+        .listed
+        .difference(&ours.listed)
+        .map(|(_, serial)| serial)
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let mut pki = gatehouse_certs::Pki::open(pki_dir)
+        .with_context(|| format!("cannot open the PKI in {}", pki_dir.display()))?;
+    let mut recorded = 0;
+    for serial in missing {
+        let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+        // The registry may keep a leading zero byte (a serial with its top bit set).
+        for candidate in [hex.clone(), format!("00{hex}")] {
+            match pki.revoke(&candidate, gatehouse_certs::Reason::Unspecified) {
+                Ok(_) => {
+                    recorded += 1;
+                    break;
+                }
+                Err(gatehouse_certs::PkiError::AlreadyRevoked { .. }) => break,
+                Err(gatehouse_certs::PkiError::UnknownCertificate { .. }) => continue,
+                Err(e) => return Err(e).context("cannot record a revocation in the registry"),
+            }
+        }
+    }
+    Ok(recorded)
+}
+
 /// Parses and checks a value of `crl` from etcd: size, JSON, CRLs that parse, each signed
 /// by a CA of `cas`. Returns it with what it lists.
 pub fn check_published(value: &[u8], cas: &[Vec<u8>]) -> Result<(Published, Revocations)> {
@@ -219,5 +258,43 @@ mod tests {
         // Garbage and oversize values are errors, not panics.
         assert!(check_published(b"{", &cas).is_err());
         assert!(check_published(&vec![b' '; MAX_CRL_BYTES + 1], &cas).is_err());
+    }
+
+    #[test]
+    fn a_node_records_revocations_made_elsewhere_so_its_own_crl_keeps_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a_dir = tmp.path().join("a");
+        let mut a = pki(&a_dir);
+        let v = gatehouse_certs::Validity::default();
+        a.issue_client("alice", &v, None).unwrap();
+        a.issue_client("bob", &v, None).unwrap();
+        drop(a);
+        // Node b: a copy of the same PKI, as an operator sets a cluster up.
+        let b_dir = tmp.path().join("b");
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&a_dir)
+            .arg(&b_dir)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        let mut a = gatehouse_certs::Pki::open(&a_dir).unwrap();
+        a.revoke("alice", gatehouse_certs::Reason::KeyCompromise)
+            .unwrap();
+        let published = revocations(&std::fs::read(a.crl_path()).unwrap()).unwrap();
+        let b_crl = b_dir.join("crl.pem");
+        let ours = revocations(&std::fs::read(&b_crl).unwrap()).unwrap();
+        assert_eq!(flow(&ours, &published), Flow::Install);
+        assert_eq!(record_revocations(&b_dir, &ours, &published).unwrap(), 1);
+        let now = revocations(&std::fs::read(&b_crl).unwrap()).unwrap();
+        assert_eq!(now.listed, published.listed, "b's CRL lists alice now");
+        assert_eq!(record_revocations(&b_dir, &now, &published).unwrap(), 0);
+        // A revocation on b now keeps alice's.
+        let mut b = gatehouse_certs::Pki::open(&b_dir).unwrap();
+        b.revoke("bob", gatehouse_certs::Reason::KeyCompromise)
+            .unwrap();
+        let both = revocations(&std::fs::read(&b_crl).unwrap()).unwrap();
+        assert_eq!(both.listed.len(), 2);
+        assert_eq!(flow(&both, &published), Flow::Publish);
     }
 }

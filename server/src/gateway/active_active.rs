@@ -250,18 +250,57 @@ impl Member {
                 // Else another node published meanwhile: compared again next round.
                 self.crl_seen = None;
             }
-            Flow::Install => {
+            Flow::Install | Flow::Diverged => {
                 let Some((p, t)) = theirs else { return Ok(()) };
-                write_atomic(&self.crl_path, p.pem.as_bytes())?;
-                info!(from = %p.node, revoked = t.listed.len(), newly_revoked = t.listed.difference(&mine.listed).count(), "cluster: installed the CRL published by another node (signature checked); sessions of the certificates it revokes end now");
-                let _ = self.control.send(Control::CrlChanged).await;
-            }
-            Flow::Diverged => {
-                error!(
-                    "cluster: this node's CRL and the cluster's each revoke a certificate the other does not (revocations on two nodes at once); keeping this node's: revoke the missing certificate again on this node (`gatehouse-certs revoke`), which publishes both"
-                );
+                self.install(p, t, mine, flow).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Takes on the revocations of the published CRLs `t` (from node `p.node`) that this
+    /// node's (`mine`) lacks: records them in this node's registry, which signs a CRL with
+    /// them and its own (published at the next round when it lists more); without a registry
+    /// that can sign, installs the published file as it is (`Flow::Install`), or says what
+    /// to do (`Flow::Diverged`: neither file lists every revocation).
+    async fn install(
+        &mut self,
+        p: crl::Published,
+        t: crl::Revocations,
+        mine: crl::Revocations,
+        flow: Flow,
+    ) -> Result<()> {
+        let newly = t.listed.difference(&mine.listed).count();
+        let (dir, path) = (self.pki_dir.clone(), self.crl_path.clone());
+        let (m, tt) = (mine.clone(), t.clone());
+        // Whether revocations were recorded and the CRL signed here now lists all published.
+        let recorded = tokio::task::spawn_blocking(move || -> Result<bool> {
+            if crl::record_revocations(&dir, &m, &tt)? == 0 {
+                return Ok(false);
+            }
+            let now = crl::revocations(&std::fs::read(&path)?)?;
+            Ok(now.listed.is_superset(&tt.listed))
+        })
+        .await
+        .map_err(|e| anyhow!("the registry task panicked: {e}"))?;
+        match recorded {
+            Ok(true) => {
+                info!(from = %p.node, newly_revoked = newly, "cluster: recorded the revocations published by another node in this node's registry and signed its CRL with them; sessions of the certificates it revokes end now");
+            }
+            _ if flow == Flow::Install => {
+                if let Err(e) = &recorded {
+                    warn!(error = %format!("{e:#}"), "cluster: cannot record the published revocations in this node's registry; installing the published CRL as it is");
+                }
+                write_atomic(&self.crl_path, p.pem.as_bytes())?;
+                info!(from = %p.node, revoked = t.listed.len(), newly_revoked = newly, "cluster: installed the CRL published by another node (signature checked); sessions of the certificates it revokes end now");
+            }
+            Ok(false) | Err(_) => {
+                error!(from = %p.node, error = ?recorded.err().map(|e| format!("{e:#}")), "cluster: this node's CRL and the cluster's each revoke a certificate the other does not, and this node's registry cannot take the cluster's: keeping this node's; revoke the missing certificates on this node (`gatehouse-certs revoke`)");
+                return Ok(());
+            }
+        }
+        self.crl_seen = None;
+        let _ = self.control.send(Control::CrlChanged).await;
         Ok(())
     }
 
