@@ -67,3 +67,41 @@ pub fn cluster_sessions(raw: Vec<(String, Vec<u8>)>) -> Vec<Session> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_lists_from_etcd_are_marked_with_their_node_and_bad_ones_left_out() {
+        let good = serde_json::json!({
+            "node": "gw1",
+            "blocks": ["10.8.0.64/26"],
+            "sessions": [{
+                "id": 7, "client": "bob", "protocol": "openvpn-udp",
+                "virtual_address": "10.8.0.66", "real_address": "192.0.2.1:1194",
+                "since": 1, "connected_secs": 2, "last_handshake_secs": null,
+                "cipher": "AES-256-GCM", "rx_bytes": 0, "tx_bytes": 0,
+                "rx_packets": 0, "tx_packets": 0, "worker": 0,
+                "node": "somebody else"
+            }]
+        });
+        let raw = vec![
+            (
+                "/g/sessions/gw1".to_owned(),
+                serde_json::to_vec(&good).unwrap(),
+            ),
+            ("/g/sessions/bad".to_owned(), b"{\"node\":".to_vec()),
+            (
+                "/g/sessions/big".to_owned(),
+                vec![b' '; MAX_SESSIONS_BYTES + 1],
+            ),
+        ];
+        let all = cluster_sessions(raw);
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (all[0].client.as_str(), all[0].node.as_deref()),
+            ("bob", Some("gw1"))
+        );
+    }
+}

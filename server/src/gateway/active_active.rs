@@ -23,7 +23,7 @@ use crate::config::GatewayConfig;
 use crate::etcd::Etcd;
 
 /// This node in the cluster: what the admin API needs to read the cluster's keys.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ClusterView {
     /// The cluster's etcd.
     pub etcd: Etcd,
@@ -33,6 +33,10 @@ pub struct ClusterView {
     pub node: String,
     /// The block of `client_pool` this node leases from.
     pub block: Ipv4Net,
+    /// `client_pool` as configured: the whole cluster's pool.
+    pub pool: Ipv4Net,
+    /// Wakes the task before its next round (a revocation or a configuration made here).
+    pub wake: tokio::sync::Notify,
 }
 
 impl ClusterView {
@@ -83,6 +87,8 @@ pub(super) async fn join(cfg: &GatewayConfig) -> Result<Membership> {
             cluster,
             node,
             block,
+            pool,
+            wake: tokio::sync::Notify::new(),
         }),
         lease,
     })
@@ -134,7 +140,10 @@ impl Member {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.view.wake.notified() => {}
+            }
             if self.control.is_closed() {
                 return;
             }
@@ -364,7 +373,9 @@ pub async fn publish_config(
         config,
     })?;
     let k = view.key("config");
-    view.call(move |e| e.put(&k, &value)).await
+    view.call(move |e| e.put(&k, &value)).await?;
+    view.wake.notify_one();
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename (readers never see half).

@@ -218,6 +218,13 @@ impl Gateway {
             new = s.apply_to(&new)?;
         }
         if let Some(m) = &self.membership {
+            if new.client_pool != m.view.pool {
+                bail!(
+                    "`client_pool` changed ({} -> {}): in an active-active cluster it takes a restart of every node; nothing was applied",
+                    m.view.pool,
+                    new.client_pool
+                );
+            }
             // This node's block of `client_pool`, as at start.
             new.client_pool = m.view.block;
         }

@@ -846,6 +846,10 @@ impl Gateway {
             let _ = tx.send(Msg::Reload(reload.clone())).await;
         }
         info!(crl = %self.pki.crl.display(), "CRL reloaded; open sessions and new connections are checked against it");
+        if let Some(m) = &self.membership {
+            // Publish a revocation made here at once rather than at the next round.
+            m.view.wake.notify_one();
+        }
     }
 
     /// Re-reads the WireGuard client identities when `gatehouse-certs` changed them (an
