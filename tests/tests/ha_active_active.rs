@@ -16,7 +16,8 @@
 //! configuration set on gw1 (`ctl cluster-config FILE`) is applied by all three; carol,
 //! connected to gw2, is revoked on gw0 (`ctl revoke`) and her session on gw2 ends within
 //! 5 s (the time is printed), while alice and bob go on; then dave (IKEv2, on gw1) is revoked
-//! on gw2 and his session on gw1 ends, and every node's CRL lists both revocations.
+//! on gw2 and his session on gw1 ends, and every node's CRL lists both revocations; gw2 is
+//! killed and its block and session list leave etcd when its lease expires.
 //!
 //! Tag `aa`, subnet index 228.
 
@@ -534,6 +535,45 @@ fn three_active_nodes_share_pool_revocations_configuration_and_sessions() -> Res
     for i in [0, 1] {
         wait_ping(&net.clients[i], LAN_HOST, Duration::from_secs(5)).with_context(logs)?;
     }
+
+    // gw2 dies: its lease expires (TTL 10 s) and its block and session list leave etcd.
+    let keys = || -> Result<String> {
+        net.etcd.exec_ok(
+            "etcdctl",
+            [
+                "--endpoints",
+                &format!("http://{ETCD}:2379"),
+                "get",
+                "--prefix",
+                "--keys-only",
+                "/gatehouse/aa228/",
+            ],
+        )
+    };
+    let block_key = format!(
+        "/gatehouse/aa228/pool/{}_{}",
+        blocks[2].addr, blocks[2].prefix
+    );
+    ensure!(
+        keys()?.contains(&block_key),
+        "{block_key} is not in etcd: {}",
+        keys()?
+    );
+    gws[2].kill_hard()?;
+    let freed = wait_for(Duration::from_secs(15), || {
+        let k = keys()?;
+        Ok(!k.contains(&block_key) && !k.contains("/sessions/gw2"))
+    })?
+    .with_context(|| {
+        format!(
+            "gw2's keys are still in etcd 15 s after it died: {}",
+            keys().unwrap_or_default()
+        )
+    })?;
+    eprintln!(
+        "gw2 killed: its block and session list left etcd {:.1} s later",
+        freed.as_secs_f64()
+    );
     eprintln!("test took {:.1} s", started.elapsed().as_secs_f64());
     drop((ike, clients, gws, etcd));
     Ok(())
