@@ -185,6 +185,13 @@ impl HaSection {
                 (client_pool.prefix_len() + 2).min(30)
             );
         }
+        if self.pool_block - client_pool.prefix_len() > 10 {
+            bail!(
+                "`ha.pool_block` = {}: that splits `client_pool` {client_pool} into more than 1024 blocks; give a shorter prefix, e.g. {} (a block per node, with room for more nodes)",
+                self.pool_block,
+                client_pool.prefix_len() + 4
+            );
+        }
         Ok(())
     }
 
