@@ -230,8 +230,11 @@ impl Member {
             Some(kv) => match crl::check_published(&kv.value, &cas) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    warn!(error = %format!("{e:#}"), revision = rev, "cluster: the CRL in etcd was refused (this node's own is published instead)");
-                    None
+                    // Not overwritten: it may hold revocations this node cannot check (an
+                    // intermediate CA made on another node), and revocations never go back.
+                    let key = self.view.key("crl");
+                    error!(error = %format!("{e:#}"), revision = rev, key = %key, "cluster: the CRL in etcd was refused, and revocations made here are not published while it is there: copy the other nodes' intermediate CAs (pki/intermediate/) to this node, or, if the value is not a gateway's, delete it (`etcdctl del KEY`)");
+                    return Ok(());
                 }
             },
         };
