@@ -35,7 +35,8 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-li
   # Stock WireGuard peers (tests/tests/wireguard_*.rs): userspace wireguard-go (the kernel
   # here has no WireGuard module) configured by `wg`; zbarimg reads the exported QR code back.
   wireguard-go wireguard-tools zbar-tools
-  # Active-standby (tests/tests/ha_standby.rs): keepalived moves the floating address (VRRP),
+  # Active-standby (tests/tests/ha_standby.rs) and active-active (ha_active_active.rs, etcd
+  # only): keepalived moves the floating address (VRRP),
   # etcd (etcd-server) holds the replicated tunnel state, etcdctl (etcd-client) reads it back.
   keepalived etcd-server etcd-client
   # The real Secret Service (client-core/tests/keyring_secret_service.rs): GNOME Keyring on a

@@ -8,6 +8,7 @@ use hyper::Method;
 
 use crate::admin::client::Client;
 use crate::admin::model::{Connection, Disconnected, Reloaded, Revoked, Session, Status};
+use crate::cluster::shared_config::SharedConfig;
 use crate::config::GatewayConfig;
 use crate::status::{ConnectionStatus, GatewayStatus};
 
@@ -17,7 +18,18 @@ pub enum CtlCommand {
     /// The gateway at a glance.
     Status,
     /// Connected remote-access clients.
-    Sessions,
+    Sessions {
+        /// Every node's sessions, with the node that holds each (active-active, docs/ha.md).
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Active-active: show the configuration every node applies on top of its gateway.toml,
+    /// or set it from FILE (TOML: `address_space`, `dns`, `full_tunnel`); every node applies
+    /// it within seconds.
+    ClusterConfig {
+        /// The settings to put into etcd (none: show the ones in force).
+        file: Option<PathBuf>,
+    },
     /// Site-to-site and VNet-to-VNet connections and their SAs.
     Connections,
     /// End every session of a client certificate name.
@@ -139,15 +151,44 @@ pub fn run(socket: &Path, json: bool, cmd: CtlCommand) -> Result<()> {
                 );
                 Ok(())
             }
-            CtlCommand::Sessions => {
-                let s: Vec<Session> = c.json(Method::GET, "/v1/sessions").await?;
+            CtlCommand::ClusterConfig { file } => {
+                let cfg: SharedConfig = match file {
+                    None => c.json(Method::GET, "/v1/cluster/config").await?,
+                    Some(f) => {
+                        let text = std::fs::read_to_string(&f)
+                            .with_context(|| format!("cannot read {}", f.display()))?;
+                        let cfg: SharedConfig = toml::from_str(&text).map_err(|e| {
+                            anyhow::anyhow!("{}: {}", f.display(), e.to_string().trim_end())
+                        })?;
+                        let body = serde_json::to_vec(&cfg)?;
+                        c.json_body(Method::PUT, "/v1/cluster/config", Some(body))
+                            .await?
+                    }
+                };
+                if json {
+                    return print_json(&cfg);
+                }
+                print!("{}", toml::to_string(&cfg)?);
+                Ok(())
+            }
+            CtlCommand::Sessions { cluster } => {
+                let path = if cluster {
+                    "/v1/sessions?cluster=true"
+                } else {
+                    "/v1/sessions"
+                };
+                let s: Vec<Session> = c.json(Method::GET, path).await?;
                 if json {
                     return print_json(&s);
                 }
                 let rows: Vec<Vec<String>> = s
                     .iter()
                     .map(|x| {
-                        vec![
+                        let mut row = Vec::new();
+                        if cluster {
+                            row.push(x.node.clone().unwrap_or_default());
+                        }
+                        row.extend([
                             x.client.clone(),
                             x.protocol.clone(),
                             x.virtual_address.clone().unwrap_or_default(),
@@ -156,25 +197,25 @@ pub fn run(socket: &Path, json: bool, cmd: CtlCommand) -> Result<()> {
                             x.cipher.clone(),
                             format!("{}/{}", x.rx_bytes, x.rx_packets),
                             format!("{}/{}", x.tx_bytes, x.tx_packets),
-                        ]
+                        ]);
+                        row
                     })
                     .collect();
-                print!(
-                    "{}",
-                    table(
-                        &[
-                            "CLIENT",
+                let mut head = Vec::new();
+                if cluster {
+                    head.push("NODE");
+                }
+                head.extend([
+                    "CLIENT",
                             "PROTOCOL",
                             "VIRTUAL",
                             "REAL",
                             "UP",
                             "CIPHER",
-                            "IN (B/PKT)",
-                            "OUT (B/PKT)"
-                        ],
-                        &rows
-                    )
-                );
+                    "IN (B/PKT)",
+                    "OUT (B/PKT)",
+                ]);
+                print!("{}", table(&head, &rows));
                 Ok(())
             }
             CtlCommand::Connections => {

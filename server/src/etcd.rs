@@ -47,22 +47,84 @@ impl Etcd {
         let Some(kv) = v["kvs"].as_array().and_then(|a| a.first()) else {
             return Ok(None);
         };
-        // proto3 JSON leaves out empty values and zero numbers; int64s are strings.
-        let value = match kv["value"].as_str() {
-            Some(s) => B64
-                .decode(s)
-                .context("etcd answered a value that is not base64")?,
-            None => Vec::new(),
+        Ok(Some(kv_of(kv)?.1))
+    }
+
+    /// Every key under `prefix` with its value (at most `limit`), in key order.
+    pub fn list(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Kv)>> {
+        let v = self.call(
+            "/v3/kv/range",
+            &json!({
+                "key": B64.encode(prefix),
+                "range_end": B64.encode(prefix_end(prefix.as_bytes())),
+                "limit": limit.to_string(),
+            }),
+        )?;
+        let Some(kvs) = v["kvs"].as_array() else {
+            return Ok(Vec::new());
         };
-        let mod_revision = kv["mod_revision"]
-            .as_str()
-            .or(kv["modRevision"].as_str())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        Ok(Some(Kv {
-            value,
-            mod_revision,
-        }))
+        kvs.iter().take(limit).map(kv_of).collect()
+    }
+
+    /// A lease of `ttl` seconds: keys put with it go when it is not kept alive.
+    pub fn grant(&self, ttl: u64) -> Result<i64> {
+        let v = self.call("/v3/lease/grant", &json!({ "TTL": ttl.to_string() }))?;
+        int(&v["ID"]).ok_or_else(|| anyhow!("etcd granted no lease: {v}"))
+    }
+
+    /// Renews lease `id`; false when it has expired (its keys are gone).
+    pub fn keep_alive(&self, id: i64) -> Result<bool> {
+        let v = self.call("/v3/lease/keepalive", &json!({ "ID": id.to_string() }))?;
+        Ok(int(&v["result"]["TTL"]).unwrap_or(0) > 0)
+    }
+
+    /// Sets `key` to `value` under lease `lease` (the key goes with the lease).
+    pub fn put_leased(&self, key: &str, value: &[u8], lease: i64) -> Result<()> {
+        self.call(
+            "/v3/kv/put",
+            &json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string() }),
+        )?;
+        Ok(())
+    }
+
+    /// Sets `key` to `value` under `lease` when nobody holds it, or when it holds `value`
+    /// already (this node's own claim from before a restart); false, changing nothing,
+    /// when someone else holds it.
+    pub fn claim(&self, key: &str, value: &[u8], lease: i64) -> Result<bool> {
+        let put = json!([{ "request_put": {
+            "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string()
+        } }]);
+        let free = self.call(
+            "/v3/kv/txn",
+            &json!({
+                "compare": [{ "key": B64.encode(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0" }],
+                "success": put,
+            }),
+        )?;
+        if free["succeeded"].as_bool().unwrap_or(false) {
+            return Ok(true);
+        }
+        let ours = self.call(
+            "/v3/kv/txn",
+            &json!({
+                "compare": [{ "key": B64.encode(key), "result": "EQUAL", "target": "VALUE", "value": B64.encode(value) }],
+                "success": put,
+            }),
+        )?;
+        Ok(ours["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    /// Sets `key` to `value` only if its last change is still revision `seen` (0: the key
+    /// does not exist); false, changing nothing, when someone changed it since.
+    pub fn put_if_unchanged(&self, key: &str, seen: i64, value: &[u8]) -> Result<bool> {
+        let v = self.call(
+            "/v3/kv/txn",
+            &json!({
+                "compare": [{ "key": B64.encode(key), "result": "EQUAL", "target": "MOD", "mod_revision": seen.to_string() }],
+                "success": [{ "request_put": { "key": B64.encode(key), "value": B64.encode(value) } }],
+            }),
+        )?;
+        Ok(v["succeeded"].as_bool().unwrap_or(false))
     }
 
     /// Sets `key` to `value`.
@@ -106,6 +168,50 @@ impl Etcd {
         }
         bail!("no etcd endpoint answered: {}", errors.join("; "))
     }
+}
+
+/// An int64 of etcd's JSON (proto3 JSON writes them as strings).
+fn int(v: &Value) -> Option<i64> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_i64())
+}
+
+/// The key and [`Kv`] of one entry of a range answer.
+fn kv_of(kv: &Value) -> Result<(String, Kv)> {
+    // proto3 JSON leaves out empty values and zero numbers.
+    let bytes = |f: &str| -> Result<Vec<u8>> {
+        match kv[f].as_str() {
+            Some(s) => B64
+                .decode(s)
+                .with_context(|| format!("etcd answered a {f} that is not base64")),
+            None => Ok(Vec::new()),
+        }
+    };
+    let key = String::from_utf8_lossy(&bytes("key")?).into_owned();
+    let mod_revision = int(&kv["mod_revision"])
+        .or(int(&kv["modRevision"]))
+        .unwrap_or(0);
+    Ok((
+        key,
+        Kv {
+            value: bytes("value")?,
+            mod_revision,
+        },
+    ))
+}
+
+/// The end of the range of keys that start with `prefix`: the prefix with its last byte
+/// below 0xff raised by one.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// One HTTP/1.1 POST with a JSON body; the JSON answer of a 200.
@@ -230,6 +336,15 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_prefix_range_ends_after_its_last_key() {
+        assert_eq!(prefix_end(b"/g/s/"), b"/g/s0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        let (k, kv) = kv_of(&json!({"key": "YQ==", "mod_revision": "7"})).unwrap();
+        assert_eq!((k.as_str(), kv.mod_revision, kv.value.len()), ("a", 7, 0));
+        assert!(kv_of(&json!({"key": "!!"})).is_err());
     }
 
     #[test]

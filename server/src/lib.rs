@@ -3,6 +3,7 @@
 //! one timer and the CRL file.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod datadir;

@@ -24,7 +24,7 @@ pub struct AdminState {
     pub token: Option<String>,
 }
 
-type Shared = State<Arc<AdminState>>;
+pub(super) type Shared = State<Arc<AdminState>>;
 
 /// The OpenAPI document of this API (checked against the live API by the tests).
 pub const OPENAPI: &str = include_str!("../../../docs/admin-api.json");
@@ -34,7 +34,11 @@ pub fn router(gateway: GatewayHandle, token: Option<String>) -> axum::Router {
     let state = Arc::new(AdminState { gateway, token });
     axum::Router::new()
         .route("/v1/status", get(status))
-        .route("/v1/sessions", get(sessions))
+        .route("/v1/sessions", get(super::cluster::sessions))
+        .route(
+            "/v1/cluster/config",
+            get(super::cluster::get_config).put(super::cluster::put_config),
+        )
         .route("/v1/sessions/{client}/disconnect", post(disconnect))
         .route("/v1/connections", get(connections))
         .route("/v1/pool", get(pool))
@@ -111,6 +115,7 @@ pub fn session_list(snap: &Snapshot) -> Vec<Session> {
             rx_packets: c.traffic.rx_packets,
             tx_packets: c.traffic.tx_packets,
             worker: *w,
+            node: None,
         })
         .collect();
     out.sort_by_key(|s| (s.since, s.id));
@@ -198,10 +203,6 @@ async fn status(State(s): Shared) -> Json<Status> {
         crl: crl_status(&facts.crl),
         connections: connection_list(&snap),
     })
-}
-
-async fn sessions(State(s): Shared) -> Json<Vec<Session>> {
-    Json(session_list(&s.gateway.snapshot().await))
 }
 
 async fn connections(State(s): Shared) -> Json<Vec<Connection>> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use axum::body::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -55,6 +55,17 @@ impl Client {
 
     /// Sends `method path` and returns the response as it arrives.
     pub async fn send(&self, method: Method, path: &str) -> Result<Response> {
+        self.send_body(method, path, None).await
+    }
+
+    /// Sends `method path` with a JSON `body` (none: empty) and returns the response as it
+    /// arrives.
+    pub async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .with_context(|| {
@@ -71,7 +82,11 @@ impl Client {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "gatehoused")
-            .body(Empty::<Bytes>::new())?;
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(match body {
+                Some(b) => Full::new(Bytes::from(b)).boxed(),
+                None => Empty::<Bytes>::new().boxed(),
+            })?;
         let resp = sender
             .send_request(req)
             .await
@@ -84,7 +99,17 @@ impl Client {
 
     /// `method path`, its JSON answer; an error answer becomes its message.
     pub async fn json<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T> {
-        let r = self.send(method, path).await?;
+        self.json_body(method, path, None).await
+    }
+
+    /// As [`Client::json`], sending `body` (JSON).
+    pub async fn json_body<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        let r = self.send_body(method, path, body).await?;
         let status = r.status;
         let body = r.bytes().await?;
         if !status.is_success() {

@@ -13,6 +13,7 @@ pub mod api;
 mod auth;
 mod capture;
 pub mod client;
+mod cluster;
 mod console;
 mod metrics;
 pub mod model;

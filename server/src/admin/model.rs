@@ -87,6 +87,10 @@ pub struct Session {
     pub tx_packets: u64,
     /// The data-plane worker that carries it.
     pub worker: usize,
+    /// The node of an active-active cluster that holds it (`GET /v1/sessions?cluster=true`
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `GET /v1/connections`: one site-to-site or VNet-to-VNet connection.

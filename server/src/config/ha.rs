@@ -40,6 +40,28 @@ pub struct HaSection {
     /// session set up or rekeyed within the last interval before a failover reconnects.
     #[serde(default = "default_interval")]
     pub interval: String,
+    /// "active-standby" (default: one gateway serves, the other takes over) or
+    /// "active-active" (every node serves its own clients; pool blocks, the CRL, the shared
+    /// configuration and the session lists go through etcd; docs/ha.md).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Active-active: the prefix length of the blocks of `client_pool` each node claims in
+    /// etcd, e.g. 26 (64 addresses a node). Longer than `client_pool`'s, at most 30.
+    #[serde(default = "default_pool_block")]
+    pub pool_block: u8,
+}
+
+/// `ha.mode` values.
+pub const ACTIVE_STANDBY: &str = "active-standby";
+/// Every node serves (docs/ha.md, Active-active).
+pub const ACTIVE_ACTIVE: &str = "active-active";
+
+fn default_mode() -> String {
+    ACTIVE_STANDBY.into()
+}
+
+fn default_pool_block() -> u8 {
+    26
 }
 
 fn default_cluster() -> String {
@@ -63,6 +85,8 @@ impl Default for HaSection {
             node: String::new(),
             role: default_role(),
             interval: default_interval(),
+            mode: default_mode(),
+            pool_block: default_pool_block(),
         }
     }
 }
@@ -129,10 +153,43 @@ impl HaSection {
                 self.role
             );
         }
+        if self.mode != ACTIVE_STANDBY && self.mode != ACTIVE_ACTIVE {
+            bail!(
+                "`ha.mode` = {:?}: write \"active-standby\" (a pair with a floating address) or \"active-active\" (every node serves its own clients)",
+                self.mode
+            );
+        }
         if self.interval_duration().is_none() {
             bail!(
                 "`ha.interval` = {:?} is not a duration of 1-60 s: write e.g. \"1s\"",
                 self.interval
+            );
+        }
+        Ok(())
+    }
+
+    /// True when every node serves its own clients (`mode = "active-active"`).
+    pub fn active_active(&self) -> bool {
+        self.enabled && self.mode == ACTIVE_ACTIVE
+    }
+
+    /// Checks `pool_block` against `client_pool` (active-active only).
+    pub fn validate_pool(&self, client_pool: ipnet::Ipv4Net) -> Result<()> {
+        if !self.active_active() {
+            return Ok(());
+        }
+        if self.pool_block <= client_pool.prefix_len() || self.pool_block > 30 {
+            bail!(
+                "`ha.pool_block` = {}: give a prefix length longer than `client_pool`'s ({client_pool}) and at most 30, e.g. {} (each node claims blocks of that size)",
+                self.pool_block,
+                (client_pool.prefix_len() + 2).min(30)
+            );
+        }
+        if self.pool_block - client_pool.prefix_len() > 10 {
+            bail!(
+                "`ha.pool_block` = {}: that splits `client_pool` {client_pool} into more than 1024 blocks; give a shorter prefix, e.g. {} (a block per node, with room for more nodes)",
+                self.pool_block,
+                client_pool.prefix_len() + 4
             );
         }
         Ok(())
@@ -186,7 +243,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_key_and_the_fix() {
         type Breaks = fn(&mut HaSection);
-        let cases: [(&str, Breaks); 7] = [
+        let cases: [(&str, Breaks); 8] = [
             ("`ha.etcd` is empty", |h| h.etcd.clear()),
             ("https is not supported", |h| {
                 h.etcd = vec!["https://e:2379".into()]
@@ -196,6 +253,7 @@ mod tests {
             ("`ha.node`", |h| h.node = "x/y".into()),
             ("`ha.role`", |h| h.role = "master".into()),
             ("`ha.interval`", |h| h.interval = "0".into()),
+            ("`ha.mode`", |h| h.mode = "active-passive".into()),
         ];
         for (want, break_it) in cases {
             let mut h = on();
@@ -208,5 +266,16 @@ mod tests {
             Some(2379)
         );
         assert!(parse_endpoint("http://h:0").is_none());
+        let mut h = on();
+        h.mode = ACTIVE_ACTIVE.into();
+        h.validate().unwrap();
+        let pool: ipnet::Ipv4Net = "10.8.0.0/24".parse().unwrap();
+        h.validate_pool(pool).unwrap();
+        h.pool_block = 24;
+        let e = h.validate_pool(pool).unwrap_err().to_string();
+        assert!(
+            e.contains("`ha.pool_block` = 24") && e.contains("e.g. 26"),
+            "{e}"
+        );
     }
 }

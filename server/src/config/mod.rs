@@ -469,6 +469,7 @@ impl GatewayConfig {
         }
         self.admin.validate()?;
         self.ha.validate()?;
+        self.ha.validate_pool(self.client_pool)?;
         if self.tun_name.is_empty() || self.tun_name.len() > 15 {
             bail!("`tun_name` must be 1-15 characters (a Linux interface name)");
         }

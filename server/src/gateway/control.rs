@@ -132,7 +132,48 @@ impl Gateway {
                 }
                 let _ = reply.send(r);
             }
+            Control::CrlChanged => self.check_crl().await,
+            Control::Shared {
+                config,
+                from,
+                revision,
+            } => {
+                if self.shared.as_ref() == Some(&config) {
+                    return;
+                }
+                let before = self.shared.replace(config);
+                match self.reload_config().await {
+                    Ok(r) => {
+                        info!(from = %from, revision, changes = ?r.changes, tunnels_ended = r.tunnels_ended, "cluster: applied the cluster's configuration")
+                    }
+                    Err(e) => {
+                        self.shared = before;
+                        warn!(from = %from, revision, error = %e, "cluster: the cluster's configuration was not applied here; the running one stays")
+                    }
+                }
+            }
+            Control::SetShared { config, reply } => {
+                let r = self.set_shared(config).await.map_err(|e| format!("{e:#}"));
+                let _ = reply.send(r);
+            }
         }
+    }
+
+    /// Checks `config` against gateway.toml and puts it into etcd; every node (this one
+    /// too) applies it at its next round.
+    async fn set_shared(
+        &mut self,
+        config: crate::cluster::shared_config::SharedConfig,
+    ) -> Result<()> {
+        let Some(m) = &self.membership else {
+            bail!(
+                "this gateway is not in an active-active cluster: set `ha.mode = \"active-active\"` (docs/ha.md)"
+            );
+        };
+        let file = GatewayConfig::load(&self.config_path)?;
+        super::active_active::publish_config(&m.view, config, &file).await?;
+        info!("cluster: configuration put into etcd; every node applies it within seconds");
+        Ok(())
     }
 
     /// Revokes `name` in the PKI's registry, rewrites the CRL and applies it now.
@@ -172,7 +213,21 @@ impl Gateway {
 
     async fn try_reload(&mut self) -> Result<Reloaded> {
         let path = self.config_path.clone();
-        let new = GatewayConfig::load(&path)?;
+        let mut new = GatewayConfig::load(&path)?;
+        if let Some(s) = &self.shared {
+            new = s.apply_to(&new)?;
+        }
+        if let Some(m) = &self.membership {
+            if new.client_pool != m.view.pool {
+                bail!(
+                    "`client_pool` changed ({} -> {}): in an active-active cluster it takes a restart of every node; nothing was applied",
+                    m.view.pool,
+                    new.client_pool
+                );
+            }
+            // This node's block of `client_pool`, as at start.
+            new.client_pool = m.view.block;
+        }
         for ((key, old), (_, now)) in restart_only(&self.cfg).into_iter().zip(restart_only(&new)) {
             if old != now {
                 bail!(

@@ -27,6 +27,19 @@ pub(crate) enum Control {
     Reload {
         reply: oneshot::Sender<Result<Reloaded, String>>,
     },
+    /// Active-active: the cluster's CRLs were written to `crl.pem`; load them now.
+    CrlChanged,
+    /// Active-active: apply the cluster's shared configuration (read from etcd).
+    Shared {
+        config: crate::cluster::shared_config::SharedConfig,
+        from: String,
+        revision: i64,
+    },
+    /// Active-active: check a shared configuration here and put it into etcd for all.
+    SetShared {
+        config: crate::cluster::shared_config::SharedConfig,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Facts about the gateway that the API reports.
@@ -73,6 +86,8 @@ pub struct GatewayHandle {
     pub(super) capture: Arc<CaptureTap>,
     /// The active-standby replication task, when `[ha]` is on.
     pub(super) ha: Option<mpsc::Sender<super::ha::TakeoverReply>>,
+    /// This node's cluster, when `ha.mode = "active-active"`.
+    pub(super) cluster: Option<Arc<super::ClusterView>>,
 }
 
 impl GatewayHandle {
@@ -88,6 +103,11 @@ impl GatewayHandle {
             .into_iter()
             .find(|(n, _)| n == name)
             .map(|(_, p)| p)
+    }
+
+    /// This node's active-active cluster, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<super::ClusterView>> {
+        self.cluster.as_ref()
     }
 
     /// The packet tap for captures.
@@ -193,6 +213,19 @@ impl GatewayHandle {
         let (reply, rx) = oneshot::channel();
         self.control
             .send(Control::Reload { reply })
+            .await
+            .map_err(|_| "the gateway is stopping".to_owned())?;
+        rx.await.map_err(|_| "the gateway is stopping".to_owned())?
+    }
+
+    /// Active-active: checks `config` here and puts it into etcd for every node.
+    pub async fn set_cluster_config(
+        &self,
+        config: crate::cluster::shared_config::SharedConfig,
+    ) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(Control::SetShared { config, reply })
             .await
             .map_err(|_| "the gateway is stopping".to_owned())?;
         rx.await.map_err(|_| "the gateway is stopping".to_owned())?

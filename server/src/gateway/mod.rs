@@ -20,6 +20,7 @@
 //! handed to the worker its client's address steers to, which then runs it), reloads the CRL and hands it to every worker, writes the status
 //! file from what the workers publish, and stops them on SIGINT/SIGTERM.
 
+mod active_active;
 mod capture;
 mod coalesce;
 mod control;
@@ -53,6 +54,7 @@ use crate::tls::{FileStamp, PkiPaths};
 use tcp::{Limits, TcpTimeouts};
 use worker::{Msg, Published, Reload, WorkerSetup, WorkerSockets};
 
+pub use active_active::ClusterView;
 pub use capture::{Capture, CaptureTap, Captured};
 pub use core_config::{check_enabled, site_peers};
 pub use crl_upkeep::{CrlFacts, crl_facts};
@@ -219,6 +221,11 @@ pub struct Gateway {
     kept: handoff::Kept,
     /// Sessions taken over from the previous process (started by a handoff).
     taken_over: Option<usize>,
+    /// This node's place in an active-active cluster (`ha.mode`).
+    membership: Option<active_active::Membership>,
+    /// The cluster's shared configuration in force (active-active), applied on top of
+    /// gateway.toml by every reload.
+    shared: Option<crate::cluster::shared_config::SharedConfig>,
 }
 
 /// The kernel's count of packets TUN device `name` dropped on the way to the gateway (its
@@ -243,7 +250,15 @@ type Group = Vec<Option<std::net::UdpSocket>>;
 
 impl Gateway {
     /// Loads TLS material, creates the TUN device and binds the listeners.
-    pub async fn bind(cfg: GatewayConfig, config_path: PathBuf) -> Result<Self> {
+    pub async fn bind(mut cfg: GatewayConfig, config_path: PathBuf) -> Result<Self> {
+        // Active-active: this node leases only from the block of `client_pool` it claims.
+        let membership = if cfg.ha.active_active() {
+            let m = active_active::join(&cfg).await?;
+            cfg.client_pool = m.view.block;
+            Some(m)
+        } else {
+            None
+        };
         let config_dir = match config_path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -534,6 +549,8 @@ impl Gateway {
             wg_stamp,
             kept,
             taken_over,
+            membership,
+            shared: None,
         })
     }
 
@@ -555,7 +572,7 @@ impl Gateway {
                 .context("installing SIGUSR2 handler")?;
         let mut hand_off = false;
         let (control_tx, mut control_rx) = mpsc::channel::<Control>(16);
-        let ha = if self.cfg.ha.enabled {
+        let ha = if self.cfg.ha.enabled && !self.cfg.ha.active_active() {
             let (tx, rx) = mpsc::channel(4);
             let task = ha::Ha::new(&self.cfg.ha, self.inboxes.clone());
             tokio::spawn(task.run(self.cfg.ha.role == "active", self.taken_over.is_some(), rx));
@@ -571,7 +588,19 @@ impl Gateway {
             tcp_limits: self.tcp_limits.clone(),
             facts: self.facts.clone(),
             capture: self.tap.clone(),
+            cluster: self.membership.as_ref().map(|m| m.view.clone()),
         };
+        if let Some(m) = &self.membership {
+            let task = active_active::Member::new(
+                m,
+                &self.cfg,
+                self.pki_dir.clone(),
+                self.pki.crl.clone(),
+                handle.clone(),
+                handle.control.clone(),
+            );
+            tokio::spawn(task.run());
+        }
         let admin =
             crate::admin::start(&self.cfg, &self.config_dir, &self.pki, handle.clone()).await?;
         let n = self.workers.len();
@@ -817,6 +846,10 @@ impl Gateway {
             let _ = tx.send(Msg::Reload(reload.clone())).await;
         }
         info!(crl = %self.pki.crl.display(), "CRL reloaded; open sessions and new connections are checked against it");
+        if let Some(m) = &self.membership {
+            // Publish a revocation made here at once rather than at the next round.
+            m.view.wake.notify_one();
+        }
     }
 
     /// Re-reads the WireGuard client identities when `gatehouse-certs` changed them (an
