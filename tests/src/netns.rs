@@ -151,6 +151,36 @@ pub fn veth(
     Ok(())
 }
 
+/// Plugs `ns` into bridge `bridge` of the switch namespace `sw`: a veth pair with `sw_if` in
+/// `sw` (a port of the bridge, up) and `ns_if` with address `cidr` (e.g. "10.250.1.2/24") in
+/// `ns`, up.
+pub fn bridge_port(
+    sw: &Netns,
+    bridge: &str,
+    sw_if: &str,
+    ns: &Netns,
+    ns_if: &str,
+    cidr: &str,
+) -> Result<()> {
+    ip([
+        "link", "add", sw_if, "netns", &sw.name, "type", "veth", "peer", "name", ns_if, "netns",
+        &ns.name,
+    ])?;
+    ip([
+        "-n",
+        sw.name.as_str(),
+        "link",
+        "set",
+        sw_if,
+        "master",
+        bridge,
+        "up",
+    ])?;
+    ip(["-n", ns.name.as_str(), "addr", "add", cidr, "dev", ns_if])?;
+    ip(["-n", ns.name.as_str(), "link", "set", ns_if, "up"])?;
+    Ok(())
+}
+
 /// Routes `dest` via `via` inside `ns` (`dest` 0.0.0.0/0 is the default route).
 pub fn add_route(ns: &Netns, dest: Ipv4Cidr, via: std::net::Ipv4Addr) -> Result<()> {
     let dest = if dest.prefix == 0 {

@@ -33,6 +33,7 @@ use gatehouse_tests::gatehoused::{
     wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
+use gatehouse_tests::netns::bridge_port;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig};
 use gatehouse_tests::{Netns, Proc, require_commands, require_root};
@@ -63,37 +64,6 @@ fn gw_lan(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 251, X, 2 + i as u8)
 }
 
-/// Links `ns` to bridge `bridge` of the switch namespace `sw`: `sw_if` there, `ns_if` with
-/// `cidr` in `ns`.
-fn attach(
-    sw: &Netns,
-    bridge: &str,
-    sw_if: &str,
-    ns: &Netns,
-    ns_if: &str,
-    cidr: &str,
-) -> Result<()> {
-    sw.exec_ok(
-        "ip",
-        [
-            "link",
-            "add",
-            sw_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ns_if,
-            "netns",
-            ns.name(),
-        ],
-    )?;
-    sw.exec_ok("ip", ["link", "set", sw_if, "master", bridge, "up"])?;
-    ns.exec_ok("ip", ["addr", "add", cidr, "dev", ns_if])?;
-    ns.exec_ok("ip", ["link", "set", ns_if, "up"])?;
-    Ok(())
-}
-
 /// The namespaces (each removed, its processes killed, when dropped).
 struct Net {
     sw: Netns,
@@ -122,7 +92,7 @@ impl Net {
             n.sw.exec_ok("ip", ["link", "set", br, "up"])?;
         }
         for (i, g) in n.gws.iter().enumerate() {
-            attach(
+            bridge_port(
                 &n.sw,
                 "br0",
                 &format!("p{i}"),
@@ -130,7 +100,7 @@ impl Net {
                 "pub0",
                 &format!("{}/24", gw_pub(i)),
             )?;
-            attach(
+            bridge_port(
                 &n.sw,
                 "br1",
                 &format!("l{i}"),
@@ -142,10 +112,10 @@ impl Net {
         }
         for (i, c) in n.clients.iter().enumerate() {
             let cidr = format!("10.250.{X}.{}/24", 10 + i);
-            attach(&n.sw, "br0", &format!("c{i}"), c, "up0", &cidr)?;
+            bridge_port(&n.sw, "br0", &format!("c{i}"), c, "up0", &cidr)?;
         }
-        attach(&n.sw, "br1", "le", &n.etcd, "lan0", &format!("{ETCD}/24"))?;
-        attach(&n.sw, "br1", "lh", &n.lan, "gw0", &format!("{LAN_HOST}/24"))?;
+        bridge_port(&n.sw, "br1", "le", &n.etcd, "lan0", &format!("{ETCD}/24"))?;
+        bridge_port(&n.sw, "br1", "lh", &n.lan, "gw0", &format!("{LAN_HOST}/24"))?;
         for (i, c) in n.clients.iter().enumerate() {
             wait_ping(c, gw_pub(i % NODES), Duration::from_secs(5))?;
         }

@@ -40,6 +40,7 @@ use gatehouse_tests::gatehoused::{
     wait_client_up,
 };
 use gatehouse_tests::net::wait_ping;
+use gatehouse_tests::netns::bridge_port;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::ping_log::BackgroundPing;
 use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig};
@@ -58,37 +59,6 @@ const IKE_SA_INIT: &str = "IKE_SA_INIT request";
 const MAX_GAP: f64 = 5.0;
 /// Pings at 0.1 s: 14 s in all, the kill 3 s in.
 const PINGS: u32 = 140;
-
-/// Links `ns` to bridge `bridge` of the switch namespace `sw`: `sw_if` there, `ns_if` with
-/// `cidr` in `ns`.
-fn attach(
-    sw: &Netns,
-    bridge: &str,
-    sw_if: &str,
-    ns: &Netns,
-    ns_if: &str,
-    cidr: &str,
-) -> Result<()> {
-    sw.exec_ok(
-        "ip",
-        [
-            "link",
-            "add",
-            sw_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ns_if,
-            "netns",
-            ns.name(),
-        ],
-    )?;
-    sw.exec_ok("ip", ["link", "set", sw_if, "master", bridge, "up"])?;
-    ns.exec_ok("ip", ["addr", "add", cidr, "dev", ns_if])?;
-    ns.exec_ok("ip", ["link", "set", ns_if, "up"])?;
-    Ok(())
-}
 
 /// The namespaces (dropped last to first: processes in them are killed, then they go).
 struct Net {
@@ -120,14 +90,14 @@ impl Net {
         }
         let p = |h: u8| format!("10.250.{X}.{h}/24");
         let l = |h: u8| format!("10.251.{X}.{h}/24");
-        attach(&n.sw, "br0", "pa", &n.gwa, "pub0", &p(2))?;
-        attach(&n.sw, "br0", "pb", &n.gwb, "pub0", &p(3))?;
-        attach(&n.sw, "br0", "pc0", &n.c0, "up0", &p(10))?;
-        attach(&n.sw, "br0", "pc1", &n.c1, "up0", &p(11))?;
-        attach(&n.sw, "br1", "la", &n.gwa, "lan0", &l(2))?;
-        attach(&n.sw, "br1", "lb", &n.gwb, "lan0", &l(3))?;
-        attach(&n.sw, "br1", "le", &n.etcd, "lan0", &l(5))?;
-        attach(&n.sw, "br1", "lh", &n.lan, "gw0", &l(10))?;
+        bridge_port(&n.sw, "br0", "pa", &n.gwa, "pub0", &p(2))?;
+        bridge_port(&n.sw, "br0", "pb", &n.gwb, "pub0", &p(3))?;
+        bridge_port(&n.sw, "br0", "pc0", &n.c0, "up0", &p(10))?;
+        bridge_port(&n.sw, "br0", "pc1", &n.c1, "up0", &p(11))?;
+        bridge_port(&n.sw, "br1", "la", &n.gwa, "lan0", &l(2))?;
+        bridge_port(&n.sw, "br1", "lb", &n.gwb, "lan0", &l(3))?;
+        bridge_port(&n.sw, "br1", "le", &n.etcd, "lan0", &l(5))?;
+        bridge_port(&n.sw, "br1", "lh", &n.lan, "gw0", &l(10))?;
         n.lan.exec_ok(
             "ip",
             ["route", "add", "default", "via", &VIP_LAN.to_string()],

@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use gatehouse_tests::GatewaySetup;
 use gatehouse_tests::gatehoused::{
     Gatehoused, RENEGOTIATED, issue_rsa_client, times_up, wait_client_up,
 };
@@ -31,7 +32,6 @@ use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::ping_log::BackgroundPing;
 use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig};
 use gatehouse_tests::wireguard::ctl_json;
-use gatehouse_tests::GatewaySetup;
 
 /// What gatehoused logs in the new process once it imported the sessions.
 const TAKEN_OVER: &str = "handoff: took over the previous process's sessions";
