@@ -90,6 +90,7 @@ fn assignment() -> IkeAssignment {
         dns: vec![IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1))],
         subnets: Vec::new(),
         full_tunnel: false,
+        ipv6: None,
     }
 }
 

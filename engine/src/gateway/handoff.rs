@@ -572,6 +572,11 @@ impl GatewayCore {
     /// Routes `addr` to tunnel `id` and records the login (one session per certificate).
     fn register_login(&mut self, id: TunnelId, client: &str, addr: Ipv4Addr) {
         self.router.insert(Ipv4Net::from(addr), id);
+        // The IPv6 address follows the IPv4 one (not in the snapshot).
+        if let Some(p) = self.pool6() {
+            self.router
+                .insert_v6(ipnet::Ipv6Net::from(p.address_of(addr)), id);
+        }
         self.shard.logins().insert(
             client.to_owned(),
             Login {

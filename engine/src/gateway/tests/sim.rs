@@ -298,6 +298,8 @@ impl Sim {
         let make = move || CoreConfig {
             client_pool: opts.pool,
             address_space: vec![LAN.parse().unwrap()],
+            client_pool_v6: None,
+            address_space_v6: Vec::new(),
             dns: vec![],
             full_tunnel: false,
             openvpn: Some(ovpn_cfg.clone()),

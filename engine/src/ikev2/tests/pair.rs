@@ -251,6 +251,7 @@ pub(super) fn assignment() -> IkeAssignment {
         dns: vec!["10.9.0.1".parse().unwrap()],
         subnets: vec!["10.9.0.0/24".parse().unwrap()],
         full_tunnel: false,
+        ipv6: None,
     }
 }
 
