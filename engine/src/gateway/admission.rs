@@ -421,7 +421,14 @@ impl GatewayCore {
             }
         };
         self.router.insert(Ipv4Net::from(addr), id);
-        let pool6 = self.pool6();
+        // IPv6 for OpenVPN clients (pushed) and IKEv2 clients that asked for it; WireGuard
+        // and QUIC clients stay IPv4.
+        let gets_v6 = match self.tunnels.get_mut(&id) {
+            Some(Tunnel::OpenVpn(_)) => true,
+            Some(Tunnel::Ike(t)) => t.sa.responder().is_some_and(|r| r.wants_ipv6()),
+            _ => false,
+        };
+        let pool6 = self.pool6().filter(|_| gets_v6);
         let addr6 = pool6.map(|p| p.address_of(addr));
         if let Some(a) = addr6 {
             self.router.insert_v6(Ipv6Net::from(a), id);

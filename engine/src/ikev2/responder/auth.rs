@@ -261,8 +261,15 @@ impl IkeResponder {
         });
     }
 
+    /// Whether the authenticated client waiting for [`accept`](Self::accept) asked for an
+    /// IPv6 address (INTERNAL_IP6_ADDRESS) and proposed IPv6 selectors.
+    pub fn wants_ipv6(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.wants_v6)
+    }
+
     /// Admits the authenticated client: answers IKE_AUTH with our identity, certificate,
-    /// signature, its address (CP), and the CHILD SA.
+    /// signature, its address (CP and, when it asked for one, its IPv6 address), and the
+    /// CHILD SA.
     pub fn accept(&mut self, now: Instant, a: IkeAssignment) {
         if self.state != State::AwaitDecision {
             return;

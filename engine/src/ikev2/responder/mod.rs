@@ -504,6 +504,15 @@ impl IkeResponder {
         self.site.as_ref().filter(|_| self.site_confirmed)
     }
 
+    /// Whether IKE_AUTH gave the client an IPv6 address (its narrowed selectors hold one).
+    pub fn has_ipv6(&self) -> bool {
+        self.narrowed.as_ref().is_some_and(|(i, _)| {
+            i.selectors
+                .iter()
+                .any(|t| matches!(t.range, crate::wire::ikev2::AddressRange::V6 { .. }))
+        })
+    }
+
     /// The selectors IKE_AUTH narrowed to (initiator's, ours).
     #[cfg(test)]
     pub(crate) fn narrowed_for_tests(
