@@ -2,7 +2,8 @@
 //! stock OpenVPN 2.6 client over UDP and over TCP, and a strongSwan swanctl road warrior
 //! asking for both address families (`vips = 0.0.0.0,::`), each ping the LAN host behind the
 //! gateway on IPv4 and on IPv6 through the tunnel. A client that sends from an IPv6 address
-//! it was not given is dropped and counted (`spoofed`).
+//! it was not given is dropped and counted (`spoofed`). Gatehouse's own client, pushed the
+//! same IPv6 options, still connects and reaches the LAN over IPv4.
 //!
 //! Tag `v6`, subnet index 227; the LAN gets `fd00:6a7e:e3:251::/64` beside 10.251.227.0/24.
 
@@ -10,6 +11,7 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use gatehouse_tests::client::{ClientHome, ClientService};
 use gatehouse_tests::gatehoused::{
     Gatehoused, STOPPED, cert_files_from_ovpn, drop_counters, toml_str, wait_client_up,
 };
@@ -253,6 +255,35 @@ fn dual_stack_through_stock_openvpn_and_strongswan() -> Result<()> {
         ok >= 2,
         "pings from alice's own IPv6 address stopped working"
     );
+
+    // Gatehouse's own client, pushed the same IPv6 options, still connects and reaches the
+    // LAN over IPv4 (it ignores the IPv6 options), in alice's namespace once she is gone.
+    udp.stop();
+    let home = ClientHome::new(&s.path("client"), "nameserver 192.0.2.53\n")?;
+    s.gw_dir.issue_client("dave", &[])?;
+    home.import_profile(&s.gw_dir, "dave", s.topo.client(0).gateway_addr)?;
+    let svc = ClientService::start(s.ns(0), &home, &s.path("service.log"))?;
+    let out = home.run(
+        Some(s.ns(0)),
+        &["connect", "dave", "--protocol", "openvpn-udp"],
+        Duration::from_secs(45),
+    )?;
+    ensure!(
+        out.success(),
+        "{out}
+{}",
+        logs(&gw, &svc.log_tail(30))
+    );
+    let st = home.status(s.ns(0))?;
+    ensure!(st.state() == "connected", "{}", st.label());
+    gw.wait_connected("dave", Duration::from_secs(5))?;
+    wait_ping(s.ns(0), s.topo.lan_host, Duration::from_secs(10))
+        .with_context(|| logs(&gw, &svc.log_tail(30)))?;
+    eprintln!(
+        "Gatehouse client dave: {}, IPv4 ping through the tunnel ok",
+        st.label()
+    );
+    home.run_ok(Some(s.ns(0)), &["disconnect"])?;
 
     charon.stop();
     gw.terminate(Duration::from_secs(5))?;
