@@ -3,7 +3,7 @@
 //! asking for both address families (`vips = 0.0.0.0,::`), each ping the LAN host behind the
 //! gateway on IPv4 and on IPv6 through the tunnel. A client that sends from an IPv6 address
 //! it was not given is dropped and counted (`spoofed`). Gatehouse's own client, pushed the
-//! same IPv6 options, still connects and reaches the LAN over IPv4.
+//! same IPv6 options, configures them on its TUN device and reaches the LAN on both too.
 //!
 //! Tag `v6`, subnet index 227; the LAN gets `fd00:6a7e:e3:251::/64` beside 10.251.227.0/24.
 
@@ -11,7 +11,7 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use gatehouse_tests::client::{ClientHome, ClientService};
+use gatehouse_tests::client::{ClientHome, ClientService, DEFAULT_TUN};
 use gatehouse_tests::gatehoused::{
     Gatehoused, STOPPED, cert_files_from_ovpn, drop_counters, toml_str, wait_client_up,
 };
@@ -256,8 +256,8 @@ fn dual_stack_through_stock_openvpn_and_strongswan() -> Result<()> {
         "pings from alice's own IPv6 address stopped working"
     );
 
-    // Gatehouse's own client, pushed the same IPv6 options, still connects and reaches the
-    // LAN over IPv4 (it ignores the IPv6 options), in alice's namespace once she is gone.
+    // Gatehouse's own client, pushed the same IPv6 options, in alice's namespace once she is
+    // gone.
     udp.stop();
     let home = ClientHome::new(&s.path("client"), "nameserver 192.0.2.53\n")?;
     s.gw_dir.issue_client("dave", &[])?;
@@ -279,8 +279,10 @@ fn dual_stack_through_stock_openvpn_and_strongswan() -> Result<()> {
     gw.wait_connected("dave", Duration::from_secs(5))?;
     wait_ping(s.ns(0), s.topo.lan_host, Duration::from_secs(10))
         .with_context(|| logs(&gw, &svc.log_tail(30)))?;
+    // It puts the pushed IPv6 address on its TUN device and routes the IPv6 LAN there.
+    let dave = dual_stack(&s, &gw, 0, DEFAULT_TUN, &|| svc.log_tail(30))?;
     eprintln!(
-        "Gatehouse client dave: {}, IPv4 ping through the tunnel ok",
+        "Gatehouse client dave: {}, {dave} on {DEFAULT_TUN}",
         st.label()
     );
     home.run_ok(Some(s.ns(0)), &["disconnect"])?;
