@@ -204,6 +204,13 @@ fn dual_stack_through_stock_openvpn_and_strongswan() -> Result<()> {
         wait_client_up(c, &gw, 1, UP_TIMEOUT)?;
     }
     let alice = dual_stack(&s, &gw, 0, "tun-v6u", &|| udp.log_tail(25))?;
+    let event = gw.wait_connected("alice", Duration::from_secs(5))?;
+    ensure!(
+        event.field("address6") == Some(alice.to_string().as_str()),
+        "gatehoused logged address6 {:?} for alice, her TUN has {alice}: {}",
+        event.field("address6"),
+        event.line
+    );
     dual_stack(&s, &gw, 1, "tun-v6t", &|| tcp.log_tail(25))?;
 
     // strongSwan asking for an IPv4 and an IPv6 address, all of both families routed.

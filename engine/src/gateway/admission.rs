@@ -576,10 +576,12 @@ impl GatewayCore {
         let client = c.client.clone().unwrap_or_default();
         let address = c.address;
         let (ike_suite, esp) = ike.unwrap_or_default();
+        let address6 = self.router.routes_v6_of(id).next().map(|n| n.addr());
         info!(
             client = %client,
             remote = %remote,
             address = %address.map(|a| a.to_string()).unwrap_or_default(),
+            address6 = %address6.map(|a| a.to_string()).unwrap_or_default(),
             cipher = %cipher,
             ike = %ike_suite,
             esp = %esp,
