@@ -191,3 +191,54 @@ fn without_an_ipv6_pool_ipv6_is_dropped_as_ipv6() {
     assert_eq!(core.drops().get(Drop::Ipv6), ipv6 + 2);
     assert_eq!(core.drops().get(Drop::Spoofed), 0);
 }
+
+#[test]
+fn ipv6_for_a_client_reaches_it_from_every_worker() {
+    // Three workers: a TUN packet lands on any of them (by its hash here, by the kernel's
+    // queue choice in gatehoused); one for a client's IPv6 address goes to the worker that
+    // holds the client, as its IPv4 packets do.
+    let mut sim = Sim::new(
+        6003,
+        Options {
+            link: Link::clean(),
+            workers: 3,
+            pool_v6: Some(POOL_V6.parse().unwrap()),
+            ..Options::default()
+        },
+    );
+    let clients: Vec<usize> = (0..4)
+        .map(|i| {
+            if i % 2 == 0 {
+                sim.add_ovpn_udp(i)
+            } else {
+                sim.add_ovpn_tcp(i)
+            }
+        })
+        .collect();
+    sim.connect_all(&clients, Duration::from_secs(30));
+    sim.run_for(Duration::from_secs(1));
+    let pool = Ipv6Pool::new(sim.pool, POOL_V6.parse().unwrap()).unwrap();
+    let now = sim.now;
+    for &c in &clients {
+        let own = pool.address_of(sim.clients[c].address.unwrap());
+        let want = sim.expected_dest(c);
+        for tag in 0..24u8 {
+            let p = icmp6(LAN_HOST_V6, own, tag);
+            let Some((dest, wire)) = sim.core.handle_tun_packet(now, &p) else {
+                panic!("{own} (tag {tag}) not routed: {}", sim.core.drops());
+            };
+            assert_eq!(dest, want, "{own}");
+            let wire = wire.to_vec();
+            let Proto::Ovpn(o) = &mut sim.clients[c].proto else {
+                unreachable!()
+            };
+            let mut plain = Vec::new();
+            let got = o.session.handle_data(now, &wire, wire[0] & 7, &mut plain);
+            let Ok(DataOutcome::Packet(r)) = got else {
+                panic!("{own}: {got:?}");
+            };
+            assert_eq!(&plain[r], &p[..]);
+        }
+    }
+    assert_eq!(sim.core.drops().get(Drop::NoRoute), 0);
+}
