@@ -77,6 +77,7 @@ pub(super) fn configs() -> &'static (Arc<ResponderConfig>, Arc<InitiatorConfig>)
             dpd_interval: Duration::from_secs(30),
             fragment_size: 1280,
             ike_lifetime: DEFAULT_IKE_LIFETIME,
+            request_ipv6: false,
             site: None,
             child_lifetime: DEFAULT_CHILD_LIFETIME,
         };
