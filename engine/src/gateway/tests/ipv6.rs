@@ -7,7 +7,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use super::sim::{Client, LAN, Link, Options, Proto, Sim};
-use crate::gateway::{Drop, GatewayCore, Listener};
+use crate::gateway::{CoreConfig, Drop, GatewayCore, Listener};
 use crate::openvpn::DataOutcome;
 use crate::pool6::Ipv6Pool;
 
@@ -241,4 +241,43 @@ fn ipv6_for_a_client_reaches_it_from_every_worker() {
         }
     }
     assert_eq!(sim.core.drops().get(Drop::NoRoute), 0);
+}
+
+#[test]
+fn a_reload_with_another_ipv6_pool_ends_the_sessions_and_their_ipv6_routes() {
+    let (mut sim, [udp, tcp, _ike]) = sim(6004, Some(POOL_V6));
+    let pool = Ipv6Pool::new(sim.pool, POOL_V6.parse().unwrap()).unwrap();
+    let old: Vec<Ipv6Addr> = [udp, tcp]
+        .iter()
+        .map(|&c| pool.address_of(sim.clients[c].address.unwrap()))
+        .collect();
+    let now = sim.now;
+    // An invalid IPv6 pool is refused, naming the key.
+    let bad = sim.core.reconfigure(now, || CoreConfig {
+        client_pool_v6: Some("fe80::/64".parse().unwrap()),
+        ..(sim.config)()
+    });
+    let e = bad.unwrap_err().to_string();
+    assert!(e.contains("`client_pool_v6`"), "{e}");
+    // The same configuration again ends nothing.
+    assert_eq!(sim.core.reconfigure(now, || (sim.config)()).unwrap(), 0);
+    // Another IPv6 pool: every remote-access session is told to reconnect.
+    let ended = sim
+        .core
+        .reconfigure(now, || CoreConfig {
+            client_pool_v6: Some("fd00:6a7e:9::/64".parse().unwrap()),
+            ..(sim.config)()
+        })
+        .unwrap();
+    assert_eq!(ended, 3);
+    sim.run_for(Duration::from_secs(1));
+    let noroute = sim.core.drops().get(Drop::NoRoute);
+    for a in &old {
+        assert!(
+            sim.core
+                .handle_tun_packet(now, &icmp6(LAN_HOST_V6, *a, 9))
+                .is_none()
+        );
+    }
+    assert_eq!(sim.core.drops().get(Drop::NoRoute), noroute + 2);
 }
