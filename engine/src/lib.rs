@@ -24,6 +24,7 @@ pub mod idhash;
 pub mod ikev2;
 pub mod openvpn;
 pub mod pool;
+pub mod pool6;
 pub mod quic;
 pub mod router;
 pub mod wire;

@@ -2,8 +2,8 @@
 //! client pool into it.
 
 use anyhow::{Context, Result};
-use ipnet::Ipv4Net;
-use std::net::Ipv4Addr;
+use ipnet::{Ipv4Net, Ipv6Net};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Creates and brings up TUN `name` with `addr/prefix of pool` and `mtu`, with offload
 /// (virtio-net headers: TSO in, GRO out) when the kernel has it. Returns whether it does.
@@ -77,5 +77,45 @@ pub fn readdress(name: &str, old: Ipv4Net, new: Ipv4Net) -> Result<()> {
     let _ = std::process::Command::new("ip")
         .args(["addr", "del", &del, "dev", name])
         .output();
+    Ok(())
+}
+
+/// Gives TUN `name` the gateway's IPv6 address in `new` (the first host, like the IPv4
+/// pool's) and routes `new` into it, after taking `old`'s away (a reload changed or removed
+/// `client_pool_v6`). `nodad`: the address is the gateway's alone and must work at once.
+pub fn set_ipv6(name: &str, old: Option<Ipv6Net>, new: Option<Ipv6Net>) -> Result<()> {
+    let first = |n: Ipv6Net| {
+        format!(
+            "{}/{}",
+            Ipv6Addr::from(u128::from(n.network()) + 1),
+            n.prefix_len()
+        )
+    };
+    if let Some(old) = old.filter(|o| Some(*o) != new) {
+        let _ = std::process::Command::new("ip")
+            .args(["-6", "addr", "del", &first(old), "dev", name])
+            .output();
+    }
+    let Some(new) = new else {
+        return Ok(());
+    };
+    let addr = first(new);
+    let pool = new.to_string();
+    for args in [
+        vec!["-6", "addr", "replace", addr.as_str(), "dev", name, "nodad"],
+        vec!["-6", "route", "replace", pool.as_str(), "dev", name],
+    ] {
+        let shown = args.join(" ");
+        let out = std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .with_context(|| format!("cannot run `ip {shown}`: is iproute2 installed?"))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "`ip {shown}` failed: {} (`client_pool_v6` needs IPv6 on the host: check net.ipv6.conf.{name}.disable_ipv6 and net.ipv6.conf.all.disable_ipv6)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
     Ok(())
 }

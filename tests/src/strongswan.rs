@@ -337,6 +337,8 @@ pub struct RoadWarrior {
     /// CHILD SA `rekey_time`.
     pub child_rekey_time: String,
     pub dpd_delay: String,
+    /// `vips`: `0.0.0.0` (the default) asks for an IPv4 address; `0.0.0.0,::` for both.
+    pub vips: String,
     pub remote_ts: String,
     /// `local { ... }` / `remote { ... }` auth method.
     pub auth: String,
@@ -359,6 +361,7 @@ impl RoadWarrior {
             rekey_time: "1h".to_string(),
             child_rekey_time: "1h".to_string(),
             dpd_delay: "30s".to_string(),
+            vips: "0.0.0.0".to_string(),
             remote_ts: "0.0.0.0/0".to_string(),
             auth: "pubkey".to_string(),
             extra: Vec::new(),
@@ -377,7 +380,7 @@ impl RoadWarrior {
         let _ = writeln!(c, "  {} {{", self.name);
         let _ = writeln!(c, "    version = 2");
         let _ = writeln!(c, "    remote_addrs = {}", self.remote_addr);
-        let _ = writeln!(c, "    vips = 0.0.0.0");
+        let _ = writeln!(c, "    vips = {}", self.vips);
         let _ = writeln!(c, "    proposals = {}", self.proposals);
         let _ = writeln!(c, "    rekey_time = {}", self.rekey_time);
         let _ = writeln!(c, "    dpd_delay = {}", self.dpd_delay);

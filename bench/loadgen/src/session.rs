@@ -513,6 +513,7 @@ fn ike_config(ctx: &Ctx, cred: &Credential) -> Result<Arc<InitiatorConfig>, Stri
         fragment_size: 1280,
         ike_lifetime: DEFAULT_IKE_LIFETIME,
         child_lifetime: DEFAULT_CHILD_LIFETIME,
+        request_ipv6: false,
         site: None,
     }))
 }

@@ -97,6 +97,7 @@ fn site_config(ctx: &Ctx, sc: &SiteCtx, spec: &SiteSpec) -> Arc<InitiatorConfig>
         fragment_size: 1280,
         ike_lifetime: or(ike, DEFAULT_IKE_LIFETIME),
         child_lifetime: or(child, DEFAULT_CHILD_LIFETIME),
+        request_ipv6: false,
         site: Some(Arc::new(SitePeer {
             name: spec.name.clone(),
             remote_addr: ctx.ike_addr.ip(),

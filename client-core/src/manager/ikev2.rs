@@ -44,6 +44,7 @@ fn config(req: &ConnectRequest) -> Result<Arc<InitiatorConfig>, String> {
         fragment_size: 1280,
         ike_lifetime: Duration::from_secs(4 * 3600),
         child_lifetime: Duration::from_secs(3600),
+        request_ipv6: false,
         site: None,
     }))
 }

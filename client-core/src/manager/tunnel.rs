@@ -545,6 +545,12 @@ fn bring_up(
     };
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
+    // IPv6 is a bonus: without it the tunnel still carries IPv4.
+    if let Some(v6) = &push.ipv6
+        && let Err(e) = net.add_tun_ipv6(&options.tun_name, v6)
+    {
+        tracing::warn!(address = %v6.address, error = %e, "IPv6 inside the tunnel not configured; IPv4 only");
+    }
     Ok(dev)
 }
 

@@ -48,6 +48,20 @@ fn current_path(dst: Ipv4Addr) -> Result<Vec<String>, NetError> {
     Ok(via)
 }
 
+/// `ip -6 addr add ADDR/LEN dev TUN nodad` (the address is ours alone: no duplicate
+/// detection delay) and `ip -6 route replace PREFIX dev TUN` for each pushed route.
+pub(super) fn tun_ipv6(
+    tun: &str,
+    v6: &gatehouse_engine::pool6::Ipv6Assignment,
+) -> Result<(), NetError> {
+    let addr = format!("{}/{}", v6.address, v6.subnet.prefix_len());
+    ip(&["-6", "addr", "replace", &addr, "dev", tun, "nodad"])?;
+    for r in &v6.routes {
+        ip(&["-6", "route", "replace", &r.trunc().to_string(), "dev", tun])?;
+    }
+    Ok(())
+}
+
 pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, NetError> {
     let mut changes = Vec::new();
     let mut routes = plan.routes.clone();

@@ -169,6 +169,17 @@ impl NetConfig {
 
     /// Makes the host use the tunnel as `plan` says. On error, whatever was applied stays
     /// journaled; call [`undo`](Self::undo).
+    /// Gives the tunnel's device `tun` its IPv6 address and routes the pushed IPv6 prefixes
+    /// into it (OpenVPN's `ifconfig-ipv6`, `route-ipv6`). Nothing is journalled: the
+    /// address and the routes go with the device.
+    pub fn add_tun_ipv6(
+        &mut self,
+        tun: &str,
+        v6: &gatehouse_engine::pool6::Ipv6Assignment,
+    ) -> Result<(), NetError> {
+        os::tun_ipv6(tun, v6)
+    }
+
     pub fn apply(&mut self, plan: &NetPlan) -> Result<(), NetError> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| NetError(format!("cannot create {}: {e}", self.dir.display())))?;

@@ -30,3 +30,12 @@ pub(super) fn load_kill_switch(_ruleset: &str) -> Result<(), NetError> {
 pub(super) fn remove_kill_switch() -> Result<(), NetError> {
     Ok(())
 }
+
+pub(super) fn tun_ipv6(
+    _tun: &str,
+    _v6: &gatehouse_engine::pool6::Ipv6Assignment,
+) -> Result<(), NetError> {
+    Err(NetError(
+        "IPv6 inside the tunnel is not configured on this platform yet".into(),
+    ))
+}

@@ -182,6 +182,7 @@ fn drain(s: &mut IkeResponder, now: Instant, reject: bool) -> bool {
                     dns: vec![],
                     subnets: vec![],
                     full_tunnel: true,
+                    ipv6: None,
                 },
             ),
             IkeEvent::IkeRekeyed { old, new } => {

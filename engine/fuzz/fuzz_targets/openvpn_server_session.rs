@@ -85,6 +85,7 @@ fn assignment() -> Assignment {
         routes: vec![],
         dns: vec![],
         redirect_gateway: false,
+        ipv6: None,
     }
 }
 

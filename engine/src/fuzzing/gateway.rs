@@ -22,6 +22,8 @@ fn core(wireguard: bool) -> Option<GatewayCore> {
     let cfg = CoreConfig {
         client_pool: ipnet::Ipv4Net::new(Ipv4Addr::new(172, 16, 201, 0), 24).ok()?,
         address_space: vec![ipnet::Ipv4Net::new(Ipv4Addr::new(10, 1, 0, 0), 16).ok()?],
+        client_pool_v6: None,
+        address_space_v6: Vec::new(),
         dns: Vec::new(),
         full_tunnel: false,
         openvpn: Some(super::openvpn::configs().0.clone()),

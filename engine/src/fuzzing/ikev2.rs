@@ -77,6 +77,7 @@ pub(super) fn configs() -> &'static (Arc<ResponderConfig>, Arc<InitiatorConfig>)
             dpd_interval: Duration::from_secs(30),
             fragment_size: 1280,
             ike_lifetime: DEFAULT_IKE_LIFETIME,
+            request_ipv6: false,
             site: None,
             child_lifetime: DEFAULT_CHILD_LIFETIME,
         };
@@ -90,6 +91,7 @@ fn assignment() -> IkeAssignment {
         dns: vec![IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1))],
         subnets: Vec::new(),
         full_tunnel: false,
+        ipv6: None,
     }
 }
 

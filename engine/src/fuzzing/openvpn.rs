@@ -84,6 +84,7 @@ fn assignment() -> Assignment {
         routes: Vec::new(),
         dns: Vec::new(),
         redirect_gateway: false,
+        ipv6: None,
     }
 }
 

@@ -2,11 +2,11 @@
 //! certificate, release, connect/disconnect logging and events, anti-spoofing, routing TUN
 //! packets, live revocation and configuration updates.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use tracing::{debug, info, warn};
 
 use super::revocation::{RevokedSerials, cert_serial, hex};
@@ -17,17 +17,27 @@ use crate::ikev2::crypto::DhGroup;
 use crate::ikev2::proposal_names::{esp_cipher_name, ike_suite_name};
 use crate::ikev2::responder::{IkeAssignment, IkeEvent, ResponderConfig};
 use crate::openvpn::server::{Assignment, CloseReason, ServerConfig, ServerEvent};
+use crate::pool6::Ipv6Assignment;
 use crate::wire::ip::IpHeader;
 use crate::wire::mss::{clamp_mss, mss_above};
 
 /// The source address of an inner packet, or why it is dropped.
-pub(super) fn source_of(packet: &[u8]) -> Result<Ipv4Addr, Drop> {
+pub(super) fn source_of(packet: &[u8]) -> Result<IpAddr, Drop> {
     match IpHeader::parse(packet) {
-        Ok(IpHeader::V4 { src, .. }) => Ok(src),
-        // IPv6 is not served yet; client TUNs send router solicitations regardless.
-        Ok(IpHeader::V6 { .. }) => Err(Drop::Ipv6),
+        Ok(IpHeader::V4 { src, .. }) => Ok(IpAddr::V4(src)),
+        // Client TUNs send router solicitations and neighbour discovery (link-local
+        // sources, multicast destinations): not for the gateway to forward.
+        Ok(IpHeader::V6 { src, dst, .. }) if link_scoped(src) || dst.is_multicast() => {
+            Err(Drop::Ipv6)
+        }
+        Ok(IpHeader::V6 { src, .. }) => Ok(IpAddr::V6(src)),
         Err(_) => Err(Drop::Malformed),
     }
+}
+
+/// fe80::/10 or the unspecified address: never a source the gateway forwards.
+fn link_scoped(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80 || a.is_unspecified()
 }
 
 /// The reason every revoked tunnel ends with (clients read it in AUTH_FAILED).
@@ -37,25 +47,31 @@ const DISCONNECTED: &str = "disconnected by the operator";
 
 impl GatewayCore {
     /// Anti-spoofing: may tunnel `id` send from `src`? Counts the drop when not.
-    pub(super) fn check_source(&mut self, id: TunnelId, src: Result<Ipv4Addr, Drop>) -> bool {
-        let src = match src {
-            Ok(s) => s,
+    pub(super) fn check_source(&mut self, id: TunnelId, src: Result<IpAddr, Drop>) -> bool {
+        let allowed = match src {
+            Ok(IpAddr::V4(s)) => self.router.may_send(id, s) || self.site_may_send(id, s),
+            // Without an IPv6 pool no tunnel carries IPv6 (not a spoofing attempt).
+            Ok(IpAddr::V6(_)) if self.cfg.client_pool_v6.is_none() => {
+                self.drops.count(Drop::Ipv6);
+                return false;
+            }
+            Ok(IpAddr::V6(s)) => self.router.lookup_v6(s) == Some(id),
             Err(d) => {
                 self.drops.count(d);
                 return false;
             }
         };
-        if self.router.may_send(id, src) || self.site_may_send(id, src) {
-            return true;
+        if !allowed {
+            self.drops.count(Drop::Spoofed);
         }
-        self.drops.count(Drop::Spoofed);
-        false
+        allowed
     }
 
     /// Routes a TUN packet to its tunnel and encrypts it: (destination, in esp_buf, length).
     pub(super) fn route_tun(&mut self, now: Instant, packet: &[u8]) -> Option<(Dest, bool, usize)> {
         let dst = match IpHeader::parse(packet) {
-            Ok(IpHeader::V4 { dst, .. }) => dst,
+            Ok(IpHeader::V4 { dst, .. }) => IpAddr::V4(dst),
+            Ok(IpHeader::V6 { dst, .. }) if self.cfg.client_pool_v6.is_some() => IpAddr::V6(dst),
             Ok(IpHeader::V6 { .. }) => {
                 self.drops.count(Drop::Ipv6);
                 return None;
@@ -65,7 +81,7 @@ impl GatewayCore {
                 return None;
             }
         };
-        let Some(id) = self.router.lookup(dst) else {
+        let Some(id) = self.router.lookup_ip(dst) else {
             match self.owner_of_dst(dst) {
                 Some(worker) => self.forward(super::Forward::Tun {
                     worker,
@@ -114,11 +130,16 @@ impl GatewayCore {
 
     /// The other worker whose tunnel a TUN packet for `dst` is for: the one leasing the
     /// client address, or holding the site whose prefix it is in.
-    fn owner_of_dst(&self, dst: Ipv4Addr) -> Option<usize> {
+    fn owner_of_dst(&self, dst: IpAddr) -> Option<usize> {
         let count = self.shard.count();
         if count == 1 {
             return None;
         }
+        // A client's IPv6 address goes where its IPv4 address goes.
+        let dst = match dst {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(a) => self.pool6()?.v4_of(a)?,
+        };
         // A WireGuard peer's prefixes (a client's /32 too) route to its fixed worker.
         if let Some(w) = self.wg_owner_of_dst(dst) {
             return (w != self.shard.index()).then_some(w);
@@ -138,6 +159,12 @@ impl GatewayCore {
             super::worker_of_ip(site.remote.ip(), count)
         };
         (w != self.shard.index()).then_some(w)
+    }
+
+    /// IPv6 routes pushed to remote-access clients (with an IPv6 pool): the IPv6 address
+    /// space.
+    pub(super) fn client_routes_v6(&self) -> Vec<Ipv6Net> {
+        self.cfg.address_space_v6.clone()
     }
 
     /// Routes pushed to remote-access clients: the address space and every site's prefixes.
@@ -394,6 +421,18 @@ impl GatewayCore {
             }
         };
         self.router.insert(Ipv4Net::from(addr), id);
+        // IPv6 for OpenVPN clients (pushed) and IKEv2 clients that asked for it; WireGuard
+        // and QUIC clients stay IPv4.
+        let gets_v6 = match self.tunnels.get_mut(&id) {
+            Some(Tunnel::OpenVpn(_)) => true,
+            Some(Tunnel::Ike(t)) => t.sa.responder().is_some_and(|r| r.wants_ipv6()),
+            _ => false,
+        };
+        let pool6 = self.pool6().filter(|_| gets_v6);
+        let addr6 = pool6.map(|p| p.address_of(addr));
+        if let Some(a) = addr6 {
+            self.router.insert_v6(Ipv6Net::from(a), id);
+        }
         let me = Login {
             worker: self.shard.index(),
             tunnel: id,
@@ -411,6 +450,12 @@ impl GatewayCore {
             }
         }
         let routes = self.client_routes();
+        let ipv6 = pool6.zip(addr6).map(|(p, a)| Ipv6Assignment {
+            address: a,
+            subnet: p.network(),
+            gateway: p.gateway_addr(),
+            routes: self.client_routes_v6(),
+        });
         let (dns, full) = (self.cfg.dns.clone(), self.cfg.full_tunnel);
         let capsules = matches!(self.tunnels.get(&id), Some(Tunnel::Quic(_)))
             .then(|| self.quic_capsules(addr));
@@ -431,6 +476,7 @@ impl GatewayCore {
                     routes,
                     dns,
                     redirect_gateway: full,
+                    ipv6,
                 },
             ),
             Tunnel::Ike(t) => {
@@ -442,6 +488,7 @@ impl GatewayCore {
                             dns,
                             subnets: routes,
                             full_tunnel: full,
+                            ipv6,
                         },
                     );
                 }
@@ -529,10 +576,12 @@ impl GatewayCore {
         let client = c.client.clone().unwrap_or_default();
         let address = c.address;
         let (ike_suite, esp) = ike.unwrap_or_default();
+        let address6 = self.router.routes_v6_of(id).next().map(|n| n.addr());
         info!(
             client = %client,
             remote = %remote,
             address = %address.map(|a| a.to_string()).unwrap_or_default(),
+            address6 = %address6.map(|a| a.to_string()).unwrap_or_default(),
             cipher = %cipher,
             ike = %ike_suite,
             esp = %esp,
@@ -599,6 +648,11 @@ impl GatewayCore {
         let c = t.common_mut();
         if let (Some(client), Some(addr)) = (c.client.clone(), c.address.take()) {
             self.router.remove(Ipv4Net::from(addr), id);
+            // Its IPv6 address (if any), even when a reload changed the IPv6 pool since.
+            let v6: Vec<Ipv6Net> = self.router.routes_v6_of(id).collect();
+            for n in v6 {
+                self.router.remove_v6(n, id);
+            }
             let me = Login {
                 worker: self.shard.index(),
                 tunnel: id,

@@ -16,7 +16,8 @@ pub enum Drop {
     Spoofed,
     /// A TUN packet for an address no tunnel owns.
     NoRoute,
-    /// IPv6 (not served yet), e.g. router solicitations from client TUNs.
+    /// IPv6 the gateway does not carry: any without `client_pool_v6`, and link-local or
+    /// multicast (router solicitations from client TUNs) with it.
     Ipv6,
     /// Session could not send (key exhausted, not established...).
     NotEstablished,

@@ -512,7 +512,7 @@ impl GatewayCore {
         let client = i.common.client.clone();
         self.register_ike_spi(spis.1);
         self.by_spis.insert(spis, id);
-        self.register_login(id, &client, addr);
+        self.register_login(id, &client, addr, r.has_ipv6());
         let mut t = IkeTunnel::new(IkeSa::Responder(Box::new(r)), None, Some(client.clone()));
         t.our_spis = our_spis;
         t.spi_pairs.push(spis);
@@ -547,7 +547,7 @@ impl GatewayCore {
         };
         let id = self.new_tunnel_id();
         let client = o.common.client.clone();
-        self.register_login(id, &client, addr);
+        self.register_login(id, &client, addr, true);
         self.by_udp.insert(o.remote, id);
         self.by_peer_id.insert(peer_id, id);
         info!(client = %client, remote = %o.remote, address = %addr, peer_id, transport = "openvpn-udp", "session taken over from the previous process");
@@ -570,8 +570,13 @@ impl GatewayCore {
     }
 
     /// Routes `addr` to tunnel `id` and records the login (one session per certificate).
-    fn register_login(&mut self, id: TunnelId, client: &str, addr: Ipv4Addr) {
+    /// With `v6`, its IPv6 address too (it follows the IPv4 one: not in the snapshot).
+    fn register_login(&mut self, id: TunnelId, client: &str, addr: Ipv4Addr, v6: bool) {
         self.router.insert(Ipv4Net::from(addr), id);
+        if let Some(p) = self.pool6().filter(|_| v6) {
+            self.router
+                .insert_v6(ipnet::Ipv6Net::from(p.address_of(addr)), id);
+        }
         self.shard.logins().insert(
             client.to_owned(),
             Login {

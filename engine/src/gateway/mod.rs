@@ -258,6 +258,11 @@ pub struct CoreConfig {
     pub client_pool: Ipv4Net,
     /// Prefixes behind the gateway, pushed to clients.
     pub address_space: Vec<Ipv4Net>,
+    /// The IPv6 client pool (`client_pool_v6`); None: clients get no IPv6 and inner IPv6
+    /// is dropped. A client's IPv6 address follows its IPv4 lease ([`crate::pool6`]).
+    pub client_pool_v6: Option<ipnet::Ipv6Net>,
+    /// IPv6 prefixes behind the gateway, pushed to clients that have an IPv6 address.
+    pub address_space_v6: Vec<ipnet::Ipv6Net>,
     /// DNS servers pushed to clients.
     pub dns: Vec<std::net::IpAddr>,
     /// Clients send all traffic through the gateway.
@@ -444,6 +449,12 @@ impl GatewayCore {
     /// The gateway's own tunnel address (first of the pool).
     pub fn gateway_addr(&self) -> Ipv4Addr {
         self.shard.pool().gateway_addr()
+    }
+
+    /// The IPv6 pool beside the IPv4 one, when `client_pool_v6` is set (and fits it).
+    pub fn pool6(&self) -> Option<crate::pool6::Ipv6Pool> {
+        let v6 = self.cfg.client_pool_v6?;
+        crate::pool6::Ipv6Pool::new(self.cfg.client_pool, v6).ok()
     }
 
     /// Work for other workers (packets that belong to their tunnels); always empty with one

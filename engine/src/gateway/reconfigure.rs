@@ -18,6 +18,9 @@ pub enum ReconfigureError {
     /// The new client pool is unusable.
     #[error("`client_pool` {0}: {1}")]
     Pool(ipnet::Ipv4Net, String),
+    /// The new IPv6 client pool is unusable.
+    #[error("`client_pool_v6`: {0}")]
+    Pool6(String),
     /// OpenVPN or IKEv2 was turned on or off.
     #[error(
         "{0} was turned on or off: its listeners are bound at start; restart gatehoused to apply it"
@@ -30,6 +33,11 @@ impl GatewayCore {
     pub fn can_reconfigure(&self, cfg: &CoreConfig) -> Result<(), ReconfigureError> {
         if let Err(e) = crate::pool::AddressPool::new(cfg.client_pool) {
             return Err(ReconfigureError::Pool(cfg.client_pool, e.to_string()));
+        }
+        if let Some(v6) = cfg.client_pool_v6
+            && let Err(e) = crate::pool6::Ipv6Pool::new(cfg.client_pool, v6)
+        {
+            return Err(ReconfigureError::Pool6(e.to_string()));
         }
         if cfg.openvpn.is_some() != self.cfg.openvpn.is_some() {
             return Err(ReconfigureError::ListenerChanged("OpenVPN"));
@@ -50,7 +58,9 @@ impl GatewayCore {
         cfg: CoreConfig,
     ) -> Result<usize, ReconfigureError> {
         self.can_reconfigure(&cfg)?;
-        let pool_changed = cfg.client_pool.trunc() != self.cfg.client_pool.trunc();
+        // A new IPv6 pool changes every client's IPv6 address: they reconnect too.
+        let pool_changed = cfg.client_pool.trunc() != self.cfg.client_pool.trunc()
+            || cfg.client_pool_v6.map(|n| n.trunc()) != self.cfg.client_pool_v6.map(|n| n.trunc());
         let mut ended = 0;
         if pool_changed {
             ended += self.end_all_clients(now, POOL_CHANGED);
@@ -58,10 +68,13 @@ impl GatewayCore {
                 .replace_pool(cfg.client_pool)
                 .map_err(|e| ReconfigureError::Pool(cfg.client_pool, e.to_string()))?;
             self.cfg.client_pool = cfg.client_pool;
+            self.cfg.client_pool_v6 = cfg.client_pool_v6;
         }
         let CoreConfig {
             client_pool: _,
+            client_pool_v6: _,
             address_space,
+            address_space_v6,
             dns,
             full_tunnel,
             openvpn,
@@ -76,8 +89,10 @@ impl GatewayCore {
         } = cfg;
         let pushed_changed = self.cfg.address_space != address_space
             || self.cfg.dns != dns
-            || self.cfg.full_tunnel != full_tunnel;
+            || self.cfg.full_tunnel != full_tunnel
+            || self.cfg.address_space_v6 != address_space_v6;
         self.cfg.address_space = address_space;
+        self.cfg.address_space_v6 = address_space_v6;
         self.cfg.dns = dns;
         self.cfg.full_tunnel = full_tunnel;
         if pushed_changed && !pool_changed {

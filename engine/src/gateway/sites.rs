@@ -81,6 +81,7 @@ fn initiator_config(rc: &ResponderConfig, s: &SiteConfig) -> Arc<InitiatorConfig
         fragment_size: rc.fragment_size,
         ike_lifetime: s.ike_lifetime,
         child_lifetime: s.child_lifetime,
+        request_ipv6: false,
         site: Some(s.peer.clone()),
     })
 }

@@ -102,6 +102,9 @@ pub struct InitiatorConfig {
     /// selectors; no virtual address is asked for. `None`: a road-warrior client (a
     /// certificate, a virtual address, 0.0.0.0/0 selectors).
     pub site: Option<Arc<SitePeer>>,
+    /// Remote access: also ask for an IPv6 address (INTERNAL_IP6_ADDRESS) and propose
+    /// `::/0` selectors beside `0.0.0.0/0` (strongSwan's `vips = 0.0.0.0,::`).
+    pub request_ipv6: bool,
 }
 
 /// A sane [`InitiatorConfig::ike_lifetime`]: 4 hours, strongSwan's default `rekey_time`.
@@ -389,6 +392,10 @@ impl IkeInitiator {
             .unwrap_or(DhGroup::Curve25519);
         let child_ts = match &cfg.site {
             Some(s) => (selectors(&s.local_ts), selectors(&s.remote_ts)),
+            None if cfg.request_ipv6 => {
+                let both = vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()];
+                (both.clone(), both)
+            }
             None => (
                 vec![TrafficSelector::any_v4()],
                 vec![TrafficSelector::any_v4()],

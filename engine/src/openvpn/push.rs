@@ -1,11 +1,12 @@
 //! PUSH_REPLY: what the gateway tells a client about its tunnel, and the client-side parser.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::data::Cipher;
+use crate::pool6::Ipv6Assignment;
 
 /// Everything a gateway pushes to one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub struct PushReply {
     pub compress_stub_v2: bool,
     /// Which options the client understands; a stock server leaves out the others.
     pub caps: PushCaps,
+    /// IPv6 inside the tunnel (`ifconfig-ipv6`, `route-ipv6`), when the gateway has an IPv6
+    /// pool.
+    pub ipv6: Option<Ipv6Assignment>,
 }
 
 /// What a client's peer-info says it takes by push (OpenVPN push.c `prepare_push_reply`).
@@ -81,8 +85,15 @@ impl PushReply {
         for r in &self.routes {
             parts.push(format!("route {} {}", r.network(), r.netmask()));
         }
-        if self.redirect_gateway {
-            parts.push("redirect-gateway def1".into());
+        if let Some(v6) = &self.ipv6 {
+            for r in &v6.routes {
+                parts.push(format!("route-ipv6 {r}"));
+            }
+        }
+        match (self.redirect_gateway, self.ipv6.is_some()) {
+            (true, true) => parts.push("redirect-gateway def1 ipv6".into()),
+            (true, false) => parts.push("redirect-gateway def1".into()),
+            _ => {}
         }
         for d in &self.dns {
             parts.push(format!("dhcp-option DNS {d}"));
@@ -98,6 +109,16 @@ impl PushReply {
             parts.push("compress stub-v2".into());
         }
         parts.push(format!("ifconfig {} {}", self.address, self.netmask));
+        if let Some(v6) = &self.ipv6 {
+            // topology subnet: the client's address with the pool's length, and the
+            // gateway's address (OpenVPN's `ifconfig-ipv6-push`).
+            parts.push(format!(
+                "ifconfig-ipv6 {}/{} {}",
+                v6.address,
+                v6.subnet.prefix_len(),
+                v6.gateway
+            ));
+        }
         parts.push(format!("peer-id {}", self.peer_id));
         if self.caps.ncp {
             parts.push(format!("cipher {}", self.cipher.openvpn_name()));
@@ -138,6 +159,8 @@ impl PushReply {
             cc_exit: false,
             mtu: false,
         };
+        let mut ipv6: Option<Ipv6Assignment> = None;
+        let mut routes_v6 = Vec::new();
         let mut ignored = Vec::new();
         for opt in body.split(',').map(str::trim).filter(|o| !o.is_empty()) {
             let mut words = opt.split_whitespace();
@@ -156,6 +179,17 @@ impl PushReply {
                     let prefix = ipnet::ipv4_mask_to_prefix(mask).map_err(|_| bad())?;
                     routes.push(Ipv4Net::new(net, prefix).map_err(|_| bad())?);
                 }
+                "ifconfig-ipv6" => {
+                    let local: Ipv6Net = arg(&args, 0).ok_or_else(bad)?;
+                    let gateway: Ipv6Addr = arg(&args, 1).ok_or_else(bad)?;
+                    ipv6 = Some(Ipv6Assignment {
+                        address: local.addr(),
+                        subnet: local.trunc(),
+                        gateway,
+                        routes: Vec::new(),
+                    });
+                }
+                "route-ipv6" => routes_v6.push(arg::<Ipv6Net>(&args, 0).ok_or_else(bad)?.trunc()),
                 "redirect-gateway" => redirect_gateway = true,
                 "dhcp-option" if args.first() == Some(&"DNS") => {
                     dns.push(arg(&args, 1).ok_or_else(bad)?);
@@ -187,6 +221,9 @@ impl PushReply {
             }
         }
         let address = address.ok_or(PushError::Missing("ifconfig"))?;
+        if let Some(v6) = &mut ipv6 {
+            v6.routes = routes_v6;
+        }
         Ok((
             PushReply {
                 address,
@@ -203,6 +240,7 @@ impl PushReply {
                 tun_mtu,
                 compress_stub_v2,
                 caps,
+                ipv6,
             },
             ignored,
         ))
@@ -250,7 +288,41 @@ mod tests {
             tun_mtu: 1500,
             compress_stub_v2: false,
             caps: PushCaps::default(),
+            ipv6: None,
         }
+    }
+
+    fn sample_v6() -> PushReply {
+        PushReply {
+            ipv6: Some(Ipv6Assignment {
+                address: "fd00:6a7e:1::2".parse().unwrap(),
+                subnet: "fd00:6a7e:1::/64".parse().unwrap(),
+                gateway: "fd00:6a7e:1::1".parse().unwrap(),
+                routes: vec!["fd00:6a7e:2::/64".parse().unwrap()],
+            }),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn ipv6_is_pushed_the_way_openvpn_2_6_pushes_it() {
+        let m = sample_v6().to_message();
+        assert!(m.contains(",route-ipv6 fd00:6a7e:2::/64,"), "{m}");
+        assert!(
+            m.contains(",ifconfig 172.16.201.2 255.255.255.0,ifconfig-ipv6 fd00:6a7e:1::2/64 fd00:6a7e:1::1,"),
+            "{m}"
+        );
+        let (parsed, ignored) = PushReply::parse(&m).unwrap();
+        assert_eq!(parsed, sample_v6());
+        assert!(ignored.is_empty());
+        let mut full = sample_v6();
+        full.redirect_gateway = true;
+        assert!(full.to_message().contains(",redirect-gateway def1 ipv6,"));
+        assert!(!sample().to_message().contains("ipv6"));
+        assert!(matches!(
+            PushReply::parse("PUSH_REPLY,ifconfig 10.0.0.2 255.0.0.0,ifconfig-ipv6 fd00::2 x"),
+            Err(PushError::BadOption(_))
+        ));
     }
 
     #[test]

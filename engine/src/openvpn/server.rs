@@ -102,6 +102,8 @@ pub struct Assignment {
     pub dns: Vec<IpAddr>,
     /// Full tunnel.
     pub redirect_gateway: bool,
+    /// IPv6 inside the tunnel (None: IPv4 only).
+    pub ipv6: Option<crate::pool6::Ipv6Assignment>,
 }
 
 /// Why a session ended.
@@ -773,6 +775,7 @@ impl ServerSession {
             tun_mtu: self.config.tun_mtu,
             compress_stub_v2: n.compress_stub_v2,
             caps: n.caps,
+            ipv6: a.ipv6,
         };
         let (cipher, tls_ekm) = (n.cipher, n.tls_ekm);
         let msg = reply.to_message();

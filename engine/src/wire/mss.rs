@@ -1,13 +1,14 @@
 //! TCP MSS clamping, as OpenVPN's `mssfix` does: the MSS option of a TCP SYN (or SYN-ACK)
-//! in an IPv4 packet is lowered so that a full-size segment, once encapsulated, still fits
-//! the path. The TCP checksum is updated incrementally (RFC 1624), so the rest of the
-//! packet is never read.
+//! in an IPv4 or IPv6 packet is lowered so that a full-size segment, once encapsulated,
+//! still fits the path. The TCP checksum is updated incrementally (RFC 1624), so the rest
+//! of the packet is never read.
 //!
-//! Only IPv4 is handled (the gateway does not carry IPv6 yet). Anything that is not an
-//! IPv4 TCP SYN with a well-formed option list is left alone: other protocols, segments
-//! without SYN, non-first fragments (they carry no TCP header), truncated or malformed
-//! headers and options. First fragments (offset 0, more-fragments set) are clamped, as
-//! OpenVPN does: the checksum update is a difference, it does not need the other fragments.
+//! The limit callers give is for IPv4; an IPv6 SYN gets 20 bytes less (its header is 20
+//! bytes longer). Anything that is not a TCP SYN with a well-formed option list is left
+//! alone: other protocols, IPv6 packets with extension headers, segments without SYN,
+//! non-first fragments (they carry no TCP header), truncated or malformed headers and
+//! options. First fragments (offset 0, more-fragments set) are clamped, as OpenVPN does:
+//! the checksum update is a difference, it does not need the other fragments.
 
 use std::ops::Range;
 
@@ -23,6 +24,8 @@ const MAX_MSS_OPTIONS: usize = 10;
 /// The MSS options of a TCP SYN: where the TCP header starts and where each MSS value is.
 struct MssOptions {
     tcp: usize,
+    /// Carried in IPv6 (the limit is 20 bytes lower).
+    v6: bool,
     at: [usize; MAX_MSS_OPTIONS],
     n: usize,
 }
@@ -31,15 +34,49 @@ impl MssOptions {
     fn values(&self) -> &[usize] {
         &self.at[..self.n]
     }
+
+    /// The limit for this packet, given the one for IPv4.
+    fn limit(&self, max_mss_v4: u16) -> u16 {
+        if self.v6 {
+            max_mss_v4.saturating_sub(20)
+        } else {
+            max_mss_v4
+        }
+    }
 }
 
 fn be16(p: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(p.get(at..at + 2)?.try_into().ok()?))
 }
 
+/// The TCP header offset and the option bytes of an IPv6 TCP SYN without extension
+/// headers, if `p` is one.
+fn syn_options_v6(p: &[u8]) -> Option<(usize, Range<usize>)> {
+    let total = 40 + usize::from(be16(p, 4)?);
+    if total > p.len() || *p.get(6)? != TCP {
+        return None;
+    }
+    tcp_syn_options(p, 40, total)
+}
+
+/// The options of the TCP SYN at `tcp` in a packet of `total` bytes.
+fn tcp_syn_options(p: &[u8], tcp: usize, total: usize) -> Option<(usize, Range<usize>)> {
+    let doff = usize::from(*p.get(tcp + 12)? >> 4) * 4;
+    if doff < 20 || tcp + doff > total {
+        return None;
+    }
+    if *p.get(tcp + 13)? & SYN == 0 {
+        return None;
+    }
+    Some((tcp, tcp + 20..tcp + doff))
+}
+
 /// The TCP header offset and the option bytes of an IPv4 TCP SYN, if `p` is one.
 fn syn_options(p: &[u8]) -> Option<(usize, Range<usize>)> {
     let first = *p.first()?;
+    if first >> 4 == 6 {
+        return syn_options_v6(p);
+    }
     if first >> 4 != 4 {
         return None;
     }
@@ -52,23 +89,16 @@ fn syn_options(p: &[u8]) -> Option<(usize, Range<usize>)> {
     if be16(p, 6)? & 0x1fff != 0 {
         return None;
     }
-    let tcp = ihl;
-    let doff = usize::from(*p.get(tcp + 12)? >> 4) * 4;
-    if doff < 20 || tcp + doff > total {
-        return None;
-    }
-    if *p.get(tcp + 13)? & SYN == 0 {
-        return None;
-    }
-    Some((tcp, tcp + 20..tcp + doff))
+    tcp_syn_options(p, ihl, total)
 }
 
-/// Finds every MSS option of an IPv4 TCP SYN. None if `p` is not one, or its option list
-/// is malformed (a length running past the header, a length below 2).
+/// Finds every MSS option of a TCP SYN. None if `p` is not one, or its option list is
+/// malformed (a length running past the header, a length below 2).
 fn find(p: &[u8]) -> Option<MssOptions> {
     let (tcp, opts) = syn_options(p)?;
     let mut found = MssOptions {
         tcp,
+        v6: p.first().is_some_and(|b| b >> 4 == 6),
         at: [0; MAX_MSS_OPTIONS],
         n: 0,
     };
@@ -93,23 +123,27 @@ fn find(p: &[u8]) -> Option<MssOptions> {
     Some(found)
 }
 
-/// Whether [`clamp_mss`] would change `packet`: an IPv4 TCP SYN with an MSS option above
-/// `max_mss`. Reads only; lets a caller holding a borrowed packet copy just those.
+/// Whether [`clamp_mss`] would change `packet`: a TCP SYN with an MSS option above
+/// `max_mss` (for IPv4; 20 less for IPv6). Reads only; lets a caller holding a borrowed
+/// packet copy just those.
 pub fn mss_above(packet: &[u8], max_mss: u16) -> bool {
     find(packet).is_some_and(|f| {
+        let max = f.limit(max_mss);
         f.values()
             .iter()
-            .any(|&at| be16(packet, at).is_some_and(|v| v > max_mss))
+            .any(|&at| be16(packet, at).is_some_and(|v| v > max))
     })
 }
 
-/// Lowers the MSS option of an IPv4 TCP SYN (or SYN-ACK) to `max_mss` when it is larger,
-/// updating the TCP checksum incrementally. Returns whether the packet changed. Never
-/// panics; anything else (see the module documentation) is left untouched.
+/// Lowers the MSS option of a TCP SYN (or SYN-ACK) to `max_mss` (for IPv4; 20 less for
+/// IPv6) when it is larger, updating the TCP checksum incrementally. Returns whether the
+/// packet changed. Never panics; anything else (see the module documentation) is left
+/// untouched.
 pub fn clamp_mss(packet: &mut [u8], max_mss: u16) -> bool {
     let Some(found) = find(packet) else {
         return false;
     };
+    let max_mss = found.limit(max_mss);
     let mut changed = false;
     for &at in found.values() {
         let Some(old) = be16(packet, at).filter(|v| *v > max_mss) else {
@@ -147,14 +181,14 @@ fn adjust_checksum(check: u16, old: u16, new: u16) -> u16 {
 pub(crate) mod testing {
     use std::net::Ipv4Addr;
 
-    fn fold(mut sum: u32) -> u16 {
+    pub(crate) fn fold(mut sum: u32) -> u16 {
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }
         sum as u16
     }
 
-    fn sum16(bytes: &[u8]) -> u32 {
+    pub(crate) fn sum16(bytes: &[u8]) -> u32 {
         bytes
             .chunks(2)
             .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
@@ -263,6 +297,68 @@ mod tests {
 
     const SYN_ACK: u8 = 0x12;
     const ACK: u8 = 0x10;
+
+    /// The TCP checksum of an IPv6 packet (no extension headers) from scratch.
+    fn tcp6_checksum(p: &[u8]) -> u16 {
+        let seg = &p[40..];
+        let mut pseudo = Vec::from(&p[8..40]);
+        pseudo.extend_from_slice(&(seg.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+        let stored = u32::from(u16::from_be_bytes([seg[16], seg[17]]));
+        !fold(sum16(&pseudo) + sum16(seg) - stored)
+    }
+
+    /// An IPv6 TCP segment with `flags` and Linux's SYN options with `mss`.
+    fn tcp6_packet(flags: u8, mss: u16) -> Vec<u8> {
+        let v4 = tcp_packet(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            flags,
+            &[],
+            &linux_syn_options(mss),
+            &[],
+        );
+        let seg = &v4[20..];
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[6, 64]);
+        p.extend_from_slice(
+            &"fd00:6a7e:1::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        p.extend_from_slice(&"fd00:1::7".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(seg);
+        let c = tcp6_checksum(&p);
+        p[56..58].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn ipv6_syns_are_clamped_20_bytes_lower() {
+        for flags in [SYN, SYN_ACK] {
+            let mut p = tcp6_packet(flags, 1440);
+            assert!(mss_above(&p, 1400));
+            assert!(clamp_mss(&mut p, 1400));
+            assert_eq!(u16::from_be_bytes([p[62], p[63]]), 1380);
+            assert_eq!(u16::from_be_bytes([p[56], p[57]]), tcp6_checksum(&p));
+            // Already small enough for IPv6 (1380), though above the IPv4 limit minus 20.
+            assert!(!mss_above(&p, 1400));
+            assert!(!clamp_mss(&mut p, 1400));
+        }
+        // Not a SYN, an extension header, or truncated: untouched.
+        let mut ack = tcp6_packet(ACK, 1440);
+        assert!(!clamp_mss(&mut ack, 1400));
+        let mut ext = tcp6_packet(SYN, 1440);
+        ext[6] = 0; // hop-by-hop options first
+        assert!(!clamp_mss(&mut ext, 1400));
+        let p = tcp6_packet(SYN, 1440);
+        for n in 0..p.len() {
+            let mut cut = p[..n].to_vec();
+            assert!(!clamp_mss(&mut cut, 1400), "{n} bytes");
+        }
+    }
 
     fn a() -> Ipv4Addr {
         Ipv4Addr::new(172, 16, 200, 2)

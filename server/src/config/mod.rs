@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use admin::{AdminConfig, SOCKET_ENV};
@@ -44,6 +44,15 @@ pub struct GatewayConfig {
     /// Pool of virtual addresses for point-to-site clients; the first host is the gateway's.
     #[serde(default = "default_pool")]
     pub client_pool: Ipv4Net,
+    /// IPv6 pool for point-to-site clients, e.g. "fd00:6a7e:1::/64" (off when absent): a
+    /// client's IPv6 address has the host part of its IPv4 one; the first host is the
+    /// gateway's. Read it with [`GatewayConfig::client_pool_v6`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_pool_v6: Option<String>,
+    /// IPv6 networks behind the gateway; pushed to clients that have an IPv6 address. Read
+    /// them with [`GatewayConfig::address_space_v6`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address_space_v6: Vec<String>,
     /// DNS servers pushed to clients.
     #[serde(default)]
     pub dns: Vec<IpAddr>,
@@ -411,6 +420,49 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 impl GatewayConfig {
+    /// The IPv6 client pool (`client_pool_v6`), checked: a unicast prefix with at least as
+    /// many host bits as `client_pool` has.
+    pub fn client_pool_v6(&self) -> Result<Option<Ipv6Net>> {
+        let Some(text) = &self.client_pool_v6 else {
+            return Ok(None);
+        };
+        let net: Ipv6Net = text.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "`client_pool_v6` {text:?} is not an IPv6 prefix: write it like \"fd00:6a7e:1::/64\" (or remove the key to serve IPv4 only)"
+            )
+        })?;
+        if net.trunc() != net {
+            bail!(
+                "`client_pool_v6` {net} has host bits set: use its network, {}",
+                net.trunc()
+            );
+        }
+        gatehouse_engine::pool6::Ipv6Pool::new(self.client_pool, net)
+            .map_err(|e| anyhow::anyhow!("`client_pool_v6`: {e}"))?;
+        Ok(Some(net))
+    }
+
+    /// The IPv6 networks behind the gateway (`address_space_v6`), checked.
+    pub fn address_space_v6(&self) -> Result<Vec<Ipv6Net>> {
+        self.address_space_v6
+            .iter()
+            .map(|text| {
+                let net: Ipv6Net = text.trim().parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "`address_space_v6` entry {text:?} is not an IPv6 prefix: write it like \"fd00:6a7e:2::/64\""
+                    )
+                })?;
+                if net.trunc() != net {
+                    bail!(
+                        "`address_space_v6` entry {net} has host bits set: use its network, {}",
+                        net.trunc()
+                    );
+                }
+                Ok(net)
+            })
+            .collect()
+    }
+
     /// A configuration with defaults for `public_addr`.
     pub fn new(public_addr: &str) -> Self {
         Self {
@@ -419,6 +471,8 @@ impl GatewayConfig {
             server_cert: default_server_cert(),
             address_space: Vec::new(),
             client_pool: default_pool(),
+            client_pool_v6: None,
+            address_space_v6: Vec::new(),
             dns: Vec::new(),
             full_tunnel: false,
             admin: AdminConfig::default(),
@@ -466,6 +520,21 @@ impl GatewayConfig {
                     self.client_pool
                 );
             }
+        }
+        let pool6 = self.client_pool_v6()?;
+        let spaces6 = self.address_space_v6()?;
+        if let Some(p) = pool6 {
+            for a in &spaces6 {
+                if a.contains(&p) || p.contains(a) {
+                    bail!(
+                        "`address_space_v6` entry {a} overlaps `client_pool_v6` {p}: pick an IPv6 client pool outside the networks behind the gateway"
+                    );
+                }
+            }
+        } else if !spaces6.is_empty() {
+            bail!(
+                "`address_space_v6` is set but `client_pool_v6` is not: clients need IPv6 addresses to reach IPv6 networks; add e.g. client_pool_v6 = \"fd00:6a7e:1::/64\""
+            );
         }
         self.admin.validate()?;
         self.ha.validate()?;
@@ -625,6 +694,56 @@ mod tests {
         let c: GatewayConfig = toml::from_str("public_addr = \"1.2.3.4\"").unwrap();
         assert_eq!(c.tun_name, "gatehouse0");
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn ipv6_pool_is_optional_and_checked() {
+        let c: GatewayConfig = toml::from_str(
+            "public_addr = \"gw\"\nclient_pool_v6 = \"fd00:6a7e:1::/64\"\naddress_space_v6 = [\"fd00:6a7e:2::/64\"]",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.client_pool_v6().unwrap().unwrap().to_string(),
+            "fd00:6a7e:1::/64"
+        );
+        let back: GatewayConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(GatewayConfig::new("gw").client_pool_v6().unwrap(), None);
+        let bad = |pool: &str, spaces: &[&str]| {
+            let mut c = GatewayConfig::new("gw");
+            c.client_pool_v6 = (!pool.is_empty()).then(|| pool.to_owned());
+            c.address_space_v6 = spaces.iter().map(|s| s.to_string()).collect();
+            format!("{:#}", c.validate().unwrap_err())
+        };
+        let e = bad("fd00:6a7e:1::", &[]);
+        assert!(
+            e.contains("`client_pool_v6`") && e.contains("fd00:6a7e:1::/64"),
+            "{e}"
+        );
+        let e = bad("10.0.0.0/24", &[]);
+        assert!(
+            e.contains("`client_pool_v6`") && e.contains("not an IPv6 prefix"),
+            "{e}"
+        );
+        let e = bad("fd00::/124", &[]);
+        assert!(e.contains("`client_pool_v6`") && e.contains("/120"), "{e}");
+        let e = bad("fe80::/64", &[]);
+        assert!(
+            e.contains("`client_pool_v6`") && e.contains("link-local"),
+            "{e}"
+        );
+        let e = bad("fd00::1/64", &[]);
+        assert!(e.contains("host bits") && e.contains("fd00::/64"), "{e}");
+        let e = bad("fd00::/64", &["fd00::/48"]);
+        assert!(
+            e.contains("`address_space_v6` entry fd00::/48 overlaps"),
+            "{e}"
+        );
+        let e = bad("fd00::/64", &["nope"]);
+        assert!(e.contains("`address_space_v6` entry \"nope\""), "{e}");
+        let e = bad("", &["fd00:1::/64"]);
+        assert!(e.contains("`client_pool_v6` is not"), "{e}");
     }
 
     #[test]

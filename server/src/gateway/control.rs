@@ -82,6 +82,21 @@ fn changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String> {
             old.client_pool, new.client_pool
         ));
     }
+    if old.client_pool_v6 != new.client_pool_v6 {
+        let show = |p: &Option<String>| p.clone().unwrap_or_else(|| "(none)".into());
+        out.push(format!(
+            "client_pool_v6: {} -> {} (every remote-access session was told to reconnect)",
+            show(&old.client_pool_v6),
+            show(&new.client_pool_v6)
+        ));
+    }
+    if old.address_space_v6 != new.address_space_v6 {
+        out.push(format!(
+            "address_space_v6: [{}] -> [{}]",
+            old.address_space_v6.join(", "),
+            new.address_space_v6.join(", ")
+        ));
+    }
     if old.public_addr != new.public_addr {
         out.push(format!(
             "public_addr: {} -> {}",
@@ -292,6 +307,13 @@ impl Gateway {
         crate::tun::del_routes(&self.cfg.tun_name, &gone);
         if new.client_pool != self.cfg.client_pool {
             crate::tun::readdress(&self.cfg.tun_name, self.cfg.client_pool, new.client_pool)?;
+        }
+        if new.client_pool_v6 != self.cfg.client_pool_v6 {
+            crate::tun::set_ipv6(
+                &self.cfg.tun_name,
+                self.cfg.client_pool_v6()?,
+                new.client_pool_v6()?,
+            )?;
         }
         {
             let mut f = self.facts.lock().unwrap_or_else(|e| e.into_inner());

@@ -104,6 +104,8 @@ pub fn build(
     Ok(CoreConfig {
         client_pool: cfg.client_pool,
         address_space: cfg.address_space.clone(),
+        client_pool_v6: cfg.client_pool_v6()?,
+        address_space_v6: cfg.address_space_v6()?,
         dns: cfg.dns.clone(),
         full_tunnel: cfg.full_tunnel,
         openvpn,

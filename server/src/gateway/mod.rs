@@ -340,6 +340,7 @@ impl Gateway {
             .collect();
         site_prefixes.extend(wireguard::site_prefixes(&cfg));
         crate::tun::add_routes(&cfg.tun_name, &site_prefixes)?;
+        crate::tun::set_ipv6(&cfg.tun_name, None, cfg.client_pool_v6()?)?;
         let o = &cfg.openvpn;
         let mut steered = true;
         let mut group = |addr: SocketAddr, what: &str, port: &str| -> Result<Group> {

@@ -263,6 +263,8 @@ pub(super) fn site_config(
     CoreConfig {
         client_pool: pool.parse().unwrap(),
         address_space: vec![lan],
+        client_pool_v6: None,
+        address_space_v6: Vec::new(),
         dns: vec![],
         full_tunnel: false,
         openvpn: None,

@@ -403,6 +403,8 @@ fn site_gateway(any: bool) -> (GatewayCore, Instant) {
     let cfg = CoreConfig {
         client_pool: "172.16.200.0/24".parse().unwrap(),
         address_space: vec![lan],
+        client_pool_v6: None,
+        address_space_v6: Vec::new(),
         dns: vec![],
         full_tunnel: false,
         openvpn: None,

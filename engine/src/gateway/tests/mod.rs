@@ -7,6 +7,7 @@ mod cookies;
 mod cores;
 mod handoff;
 mod ike_limits;
+mod ipv6;
 mod model;
 mod mss;
 mod pki;

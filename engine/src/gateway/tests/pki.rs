@@ -245,6 +245,7 @@ pub(super) fn ike_client_cfg(i: usize) -> InitiatorConfig {
         fragment_size: 1280,
         ike_lifetime: DEFAULT_IKE_LIFETIME,
         child_lifetime: DEFAULT_CHILD_LIFETIME,
+        request_ipv6: false,
         site: None,
     }
 }

@@ -149,6 +149,8 @@ fn core_config(start: Instant) -> CoreConfig {
     CoreConfig {
         client_pool: POOL.parse().unwrap(),
         address_space: vec![LAN.parse().unwrap()],
+        client_pool_v6: None,
+        address_space_v6: Vec::new(),
         dns: vec!["10.1.0.53".parse().unwrap()],
         full_tunnel: false,
         openvpn: None,

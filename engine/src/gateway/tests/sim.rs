@@ -36,6 +36,8 @@ use crate::wire::openvpn::Opcode;
 pub(super) const POOL: &str = "172.16.200.0/24";
 /// The address space behind the gateway.
 pub(super) const LAN: &str = "10.1.0.0/16";
+/// The IPv6 network behind the gateway (with `Options::pool_v6`).
+pub(super) const LAN_V6: &str = "fd00:1::/64";
 /// A host on the LAN.
 pub(super) const LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 7);
 
@@ -203,6 +205,8 @@ pub(super) struct Options {
     pub offload: Option<bool>,
     /// How long a job takes to come back; None: 0-3 ms at random.
     pub job_delay: Option<Duration>,
+    /// `client_pool_v6` (None: IPv4 only).
+    pub pool_v6: Option<ipnet::Ipv6Net>,
 }
 
 impl Default for Options {
@@ -217,6 +221,7 @@ impl Default for Options {
             workers: 0,
             offload: None,
             job_delay: None,
+            pool_v6: None,
         }
     }
 }
@@ -298,6 +303,11 @@ impl Sim {
         let make = move || CoreConfig {
             client_pool: opts.pool,
             address_space: vec![LAN.parse().unwrap()],
+            client_pool_v6: opts.pool_v6,
+            address_space_v6: opts
+                .pool_v6
+                .map(|_| vec![LAN_V6.parse().unwrap()])
+                .unwrap_or_default(),
             dns: vec![],
             full_tunnel: false,
             openvpn: Some(ovpn_cfg.clone()),

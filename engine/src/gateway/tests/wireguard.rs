@@ -22,6 +22,8 @@ fn config(start: Instant) -> CoreConfig {
     CoreConfig {
         client_pool: "172.16.201.0/24".parse().unwrap(),
         address_space: vec!["10.1.0.0/16".parse().unwrap()],
+        client_pool_v6: None,
+        address_space_v6: Vec::new(),
         dns: vec![],
         full_tunnel: false,
         openvpn: None,

@@ -96,12 +96,16 @@ impl IkeInitiator {
             data: &auth_data,
         }));
         if site.is_none() {
+            let mut attributes = vec![
+                CfgAttribute::request(CfgAttrType::INTERNAL_IP4_ADDRESS),
+                CfgAttribute::request(CfgAttrType::INTERNAL_IP4_DNS),
+            ];
+            if cfg.request_ipv6 {
+                attributes.push(CfgAttribute::request(CfgAttrType::INTERNAL_IP6_ADDRESS));
+            }
             payloads.push(Payload::Cp(CpPayload {
                 cfg_type: CfgType::CFG_REQUEST,
-                attributes: vec![
-                    CfgAttribute::request(CfgAttrType::INTERNAL_IP4_ADDRESS),
-                    CfgAttribute::request(CfgAttrType::INTERNAL_IP4_DNS),
-                ],
+                attributes,
             }));
         }
         payloads.push(Payload::Sa(esp_offer(&cfg.policy, &spi_bytes)));

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rustls::pki_types::CertificateDer;
 
 use super::super::crypto::ChildSaKeys;
@@ -16,8 +16,9 @@ use super::auth_job::{AuthDone, AuthJob};
 use super::*;
 use crate::esp::EspSa;
 use crate::wire::ikev2::{
-    AuthMethod, AuthPayload, CertEncoding, CertPayload, CfgAttrType, CfgAttribute, CfgType,
-    CpPayload, ExchangeType, IdPayload, IdType, NotifyType, Payload, TrafficSelector, TsPayload,
+    AddressRange, AuthMethod, AuthPayload, CertEncoding, CertPayload, CfgAttrType, CfgAttribute,
+    CfgType, CpPayload, ExchangeType, IdPayload, IdType, NotifyType, Payload, TrafficSelector,
+    TsPayload,
 };
 
 impl IkeResponder {
@@ -171,6 +172,15 @@ impl IkeResponder {
                     .next()
                     .is_some()
         });
+        // IPv6 only for a client that asks for an address and proposes IPv6 selectors
+        // (strongSwan with `vips = 0.0.0.0,::` and an IPv6 remote_ts).
+        let wants_v6 = cp.is_some_and(|c| {
+            c.cfg_type == CfgType::CFG_REQUEST
+                && c.attributes_of(CfgAttrType::INTERNAL_IP6_ADDRESS)
+                    .next()
+                    .is_some()
+        }) && tsi.is_some_and(|t| t.selectors.iter().any(is_v6))
+            && tsr.is_some_and(|t| t.selectors.iter().any(is_v6));
         let job = AuthJob {
             cfg: self.cfg.clone(),
             certs: certs.iter().map(|c| c.as_ref().to_vec()).collect(),
@@ -192,6 +202,7 @@ impl IkeResponder {
             peer_esp_spi,
             esp,
             wants_address,
+            wants_v6,
         }));
         if self.cfg.offload {
             self.state = State::AwaitCheck;
@@ -240,6 +251,7 @@ impl IkeResponder {
             peer_esp_spi: c.peer_esp_spi,
             esp: c.esp,
             wants_address: c.wants_address,
+            wants_v6: c.wants_v6,
             site: None,
         });
         self.state = State::AwaitDecision;
@@ -249,8 +261,15 @@ impl IkeResponder {
         });
     }
 
+    /// Whether the authenticated client waiting for [`accept`](Self::accept) asked for an
+    /// IPv6 address (INTERNAL_IP6_ADDRESS) and proposed IPv6 selectors.
+    pub fn wants_ipv6(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.wants_v6)
+    }
+
     /// Admits the authenticated client: answers IKE_AUTH with our identity, certificate,
-    /// signature, its address (CP), and the CHILD SA.
+    /// signature, its address (CP and, when it asked for one, its IPv6 address), and the
+    /// CHILD SA.
     pub fn accept(&mut self, now: Instant, a: IkeAssignment) {
         if self.state != State::AwaitDecision {
             return;
@@ -325,19 +344,37 @@ impl IkeResponder {
                 value: s,
             });
         }
-        let tsi = TsPayload::new(vec![TrafficSelector::from_net(IpNet::V4(Ipv4Net::from(
+        let v6 = a.ipv6.as_ref().filter(|_| p.wants_v6);
+        let v6_attrs = v6.map(|v6| V6Attributes::new(v6, &a.dns));
+        if let Some(x) = &v6_attrs {
+            x.push_to(&mut cp_attrs);
+        }
+        let mut tsi = vec![TrafficSelector::from_net(IpNet::V4(Ipv4Net::from(
             a.address,
-        )))]);
-        let tsr = if a.full_tunnel || a.subnets.is_empty() {
-            TsPayload::new(vec![TrafficSelector::any_v4()])
+        )))];
+        let mut tsr = if a.full_tunnel || a.subnets.is_empty() {
+            vec![TrafficSelector::any_v4()]
         } else {
-            TsPayload::new(
-                a.subnets
-                    .iter()
-                    .map(|n| TrafficSelector::from_net(IpNet::V4(*n)))
-                    .collect(),
-            )
+            a.subnets
+                .iter()
+                .map(|n| TrafficSelector::from_net(IpNet::V4(*n)))
+                .collect()
         };
+        if let Some(v6) = v6 {
+            tsi.push(TrafficSelector::from_net(IpNet::V6(Ipv6Net::from(
+                v6.address,
+            ))));
+            if a.full_tunnel || v6.routes.is_empty() {
+                tsr.push(TrafficSelector::any_v6());
+            } else {
+                tsr.extend(
+                    v6.routes
+                        .iter()
+                        .map(|n| TrafficSelector::from_net(IpNet::V6(*n))),
+                );
+            }
+        }
+        let (tsi, tsr) = (TsPayload::new(tsi), TsPayload::new(tsr));
         let spi_bytes = our_spi.to_be_bytes();
         let mut payloads = vec![
             Payload::IdR(idr),
@@ -450,4 +487,63 @@ fn first_san(cert: &CertificateDer<'_>) -> Option<(IdType, Vec<u8>)> {
 pub(super) fn subject_der(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
     let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     Some(c.subject().as_raw().to_vec())
+}
+
+/// An IPv6 traffic selector?
+fn is_v6(ts: &TrafficSelector) -> bool {
+    matches!(ts.range, AddressRange::V6 { .. })
+}
+
+/// The IPv6 configuration attributes of a CFG_REPLY (their values, which the attributes
+/// borrow): INTERNAL_IP6_ADDRESS (address and prefix length), INTERNAL_IP6_DNS and
+/// INTERNAL_IP6_SUBNET.
+struct V6Attributes {
+    address: [u8; 17],
+    dns: Vec<[u8; 16]>,
+    subnets: Vec<[u8; 17]>,
+}
+
+impl V6Attributes {
+    fn new(v6: &crate::pool6::Ipv6Assignment, dns: &[IpAddr]) -> Self {
+        let with_len = |a: std::net::Ipv6Addr, len: u8| {
+            let mut v = [0u8; 17];
+            v[..16].copy_from_slice(&a.octets());
+            v[16] = len;
+            v
+        };
+        Self {
+            address: with_len(v6.address, v6.subnet.prefix_len()),
+            dns: dns
+                .iter()
+                .filter_map(|d| match d {
+                    IpAddr::V6(v) => Some(v.octets()),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
+            subnets: v6
+                .routes
+                .iter()
+                .map(|n| with_len(n.network(), n.prefix_len()))
+                .collect(),
+        }
+    }
+
+    fn push_to<'a>(&'a self, attrs: &mut Vec<CfgAttribute<'a>>) {
+        attrs.push(CfgAttribute {
+            attr_type: CfgAttrType::INTERNAL_IP6_ADDRESS,
+            value: &self.address,
+        });
+        for d in &self.dns {
+            attrs.push(CfgAttribute {
+                attr_type: CfgAttrType::INTERNAL_IP6_DNS,
+                value: d,
+            });
+        }
+        for s in &self.subnets {
+            attrs.push(CfgAttribute {
+                attr_type: CfgAttrType::INTERNAL_IP6_SUBNET,
+                value: s,
+            });
+        }
+    }
 }

@@ -159,6 +159,9 @@ pub struct IkeAssignment {
     pub subnets: Vec<Ipv4Net>,
     /// Everything through the tunnel.
     pub full_tunnel: bool,
+    /// IPv6 inside the tunnel (None: IPv4 only); given to a client that asks for
+    /// INTERNAL_IP6_ADDRESS and proposes IPv6 selectors.
+    pub ipv6: Option<crate::pool6::Ipv6Assignment>,
 }
 
 /// Something the driver must act on.
@@ -296,6 +299,8 @@ struct PendingAuth {
     peer_esp_spi: u32,
     esp: Option<(u8, EspCipher)>,
     wants_address: bool,
+    /// The client asked for INTERNAL_IP6_ADDRESS and proposed IPv6 selectors.
+    wants_v6: bool,
     /// Site-to-site: the site and the narrowed selectors (initiator's, ours).
     site: Option<SitePending>,
 }
@@ -314,6 +319,7 @@ struct Checking {
     peer_esp_spi: u32,
     esp: Option<(u8, EspCipher)>,
     wants_address: bool,
+    wants_v6: bool,
 }
 
 struct SitePending {
@@ -496,6 +502,15 @@ impl IkeResponder {
     /// before IKE_AUTH).
     pub fn site(&self) -> Option<&Arc<SitePeer>> {
         self.site.as_ref().filter(|_| self.site_confirmed)
+    }
+
+    /// Whether IKE_AUTH gave the client an IPv6 address (its narrowed selectors hold one).
+    pub fn has_ipv6(&self) -> bool {
+        self.narrowed.as_ref().is_some_and(|(i, _)| {
+            i.selectors
+                .iter()
+                .any(|t| matches!(t.range, crate::wire::ikev2::AddressRange::V6 { .. }))
+        })
     }
 
     /// The selectors IKE_AUTH narrowed to (initiator's, ours).

@@ -236,6 +236,7 @@ impl IkeResponder {
             peer_esp_spi: peer_spi,
             esp: Some((number, cipher)),
             wants_address: false,
+            wants_v6: false,
             site: Some(SitePending { site, tsi, tsr }),
         });
         self.state = State::AwaitDecision;

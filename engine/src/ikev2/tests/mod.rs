@@ -6,6 +6,7 @@ mod builtin_clients;
 mod child_limits;
 mod gateway_rekey;
 mod handshake;
+mod ipv6;
 mod lifecycle;
 mod link;
 mod malformed;

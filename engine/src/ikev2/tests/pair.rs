@@ -230,6 +230,7 @@ pub(super) fn initiator_config(ca: &Ca, chain: &Chain, remote_id: Option<&str>) 
         dpd_interval: Duration::from_secs(30),
         fragment_size: 1280,
         ike_lifetime: DEFAULT_IKE_LIFETIME,
+        request_ipv6: false,
         site: None,
         child_lifetime: DEFAULT_CHILD_LIFETIME,
     }
@@ -251,6 +252,7 @@ pub(super) fn assignment() -> IkeAssignment {
         dns: vec!["10.9.0.1".parse().unwrap()],
         subnets: vec!["10.9.0.0/24".parse().unwrap()],
         full_tunnel: false,
+        ipv6: None,
     }
 }
 

@@ -190,6 +190,7 @@ pub(super) fn assignment() -> Assignment {
         routes: vec!["10.1.0.0/16".parse().unwrap()],
         dns: vec![],
         redirect_gateway: false,
+        ipv6: None,
     }
 }
 
