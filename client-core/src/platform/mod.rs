@@ -19,9 +19,21 @@ use linux as os;
 #[cfg(target_os = "linux")]
 mod netlink;
 
-#[cfg(not(target_os = "linux"))]
+// macOS: built there; its unit tests (what each change runs) run on every platform.
+#[cfg(any(target_os = "macos", test))]
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as os;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as os;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 mod unsupported;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 use unsupported as os;
 
 /// What the tunnel needs from the host.
@@ -70,7 +82,8 @@ pub enum Change {
         /// Where the original is kept.
         backup: PathBuf,
     },
-    /// systemd-resolved told about the tunnel's DNS (reverted with the link).
+    /// The tunnel's DNS set on its link: systemd-resolved (Linux), the dynamic store (macOS),
+    /// the interface's DNS setting (Windows); reverted with the link.
     Resolved {
         /// Device.
         dev: String,
@@ -167,8 +180,6 @@ impl NetConfig {
         undone
     }
 
-    /// Makes the host use the tunnel as `plan` says. On error, whatever was applied stays
-    /// journaled; call [`undo`](Self::undo).
     /// Gives the tunnel's device `tun` its IPv6 address and routes the pushed IPv6 prefixes
     /// into it (OpenVPN's `ifconfig-ipv6`, `route-ipv6`). Nothing is journalled: the
     /// address and the routes go with the device.
@@ -180,6 +191,8 @@ impl NetConfig {
         os::tun_ipv6(tun, v6)
     }
 
+    /// Makes the host use the tunnel as `plan` says. On error, whatever was applied stays
+    /// journaled; call [`undo`](Self::undo).
     pub fn apply(&mut self, plan: &NetPlan) -> Result<(), NetError> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| NetError(format!("cannot create {}: {e}", self.dir.display())))?;
@@ -228,6 +241,20 @@ impl NetConfig {
             .and_then(|_| std::fs::rename(&tmp, &self.journal))
             .map_err(|e| NetError(format!("cannot write {}: {e}", self.journal.display())))
     }
+}
+
+/// The prefixes `plan` routes into the tunnel: its routes, and for a full tunnel the two
+/// halves of the address space (more specific than the default route, which stays).
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn tunnel_routes(plan: &NetPlan) -> Vec<Ipv4Net> {
+    let mut routes: Vec<Ipv4Net> = plan.routes.iter().map(Ipv4Net::trunc).collect();
+    if plan.redirect_gateway {
+        for first in [0u8, 128] {
+            // A /1 is always a valid prefix.
+            routes.extend(Ipv4Net::new(Ipv4Addr::new(first, 0, 0, 0), 1).ok());
+        }
+    }
+    routes
 }
 
 /// The resolv.conf the client edits when systemd-resolved is not in charge. Tests point

@@ -1,0 +1,261 @@
+//! Windows: routes and DNS through the IP Helper API (iphlpapi): `CreateIpForwardEntry2` /
+//! `DeleteIpForwardEntry2` on the tunnel adapter's LUID, `GetBestRoute2` for the path the
+//! gateway's own traffic keeps, `SetInterfaceDnsSettings` (Windows 10 2004 and later) for the
+//! adapter's DNS servers.
+//!
+//! Compiled by the Windows cross-check (scripts/test.sh); it has not run on a Windows host in
+//! CI, which has none.
+
+#![allow(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use windows_sys::Win32::Foundation::{ERROR_NOT_FOUND, ERROR_OBJECT_ALREADY_EXISTS, NO_ERROR};
+use windows_sys::Win32::NetworkManagement::IpHelper::{
+    ConvertInterfaceAliasToLuid, ConvertInterfaceLuidToGuid, CreateIpForwardEntry2,
+    DNS_INTERFACE_SETTINGS, DNS_INTERFACE_SETTINGS_VERSION1, DNS_SETTING_NAMESERVER,
+    DeleteIpForwardEntry2, GetBestRoute2, InitializeIpForwardEntry, MIB_IPFORWARD_ROW2,
+    SetInterfaceDnsSettings,
+};
+use windows_sys::Win32::NetworkManagement::Ndis::NET_LUID_LH;
+use windows_sys::Win32::Networking::WinSock::{AF_INET, MIB_IPPROTO_NETMGMT, SOCKADDR_INET};
+use windows_sys::core::GUID;
+
+use super::{Change, NetError, NetPlan, tunnel_routes};
+
+/// `s` as a NUL-terminated UTF-16 string.
+fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+fn err(what: &str, code: u32) -> NetError {
+    NetError(format!(
+        "{what} failed: {}",
+        std::io::Error::from_raw_os_error(code as i32)
+    ))
+}
+
+/// The LUID of the adapter called `alias` (the TUN device's name).
+fn luid_of(alias: &str) -> Result<NET_LUID_LH, NetError> {
+    let name = wide(alias);
+    let mut luid = NET_LUID_LH::default();
+    // SAFETY: `name` is NUL-terminated and outlives the call; `luid` is a valid out pointer.
+    let rc = unsafe { ConvertInterfaceAliasToLuid(name.as_ptr(), &mut luid) };
+    if rc != NO_ERROR {
+        return Err(err(&format!("finding the adapter {alias:?}"), rc));
+    }
+    Ok(luid)
+}
+
+fn sockaddr_v4(addr: Ipv4Addr) -> SOCKADDR_INET {
+    let mut sa = SOCKADDR_INET::default();
+    // Writing the IPv4 member of a zeroed union of plain integers.
+    sa.Ipv4.sin_family = AF_INET;
+    sa.Ipv4.sin_addr.S_un.S_addr = u32::from_ne_bytes(addr.octets());
+    sa
+}
+
+fn v4_of(sa: &SOCKADDR_INET) -> Ipv4Addr {
+    // SAFETY: every member of the union is plain integers; an IPv4 route's is `Ipv4`.
+    Ipv4Addr::from(unsafe { sa.Ipv4.sin_addr.S_un.S_addr }.to_ne_bytes())
+}
+
+/// A route row: `net` through the adapter `luid`, next hop `via` (0.0.0.0: on-link).
+fn row(luid: NET_LUID_LH, net: Ipv4Net, via: Ipv4Addr) -> MIB_IPFORWARD_ROW2 {
+    let mut r = MIB_IPFORWARD_ROW2::default();
+    // SAFETY: `r` is a valid row to initialise.
+    unsafe { InitializeIpForwardEntry(&mut r) };
+    r.InterfaceLuid = luid;
+    r.DestinationPrefix.Prefix = sockaddr_v4(net.network());
+    r.DestinationPrefix.PrefixLength = net.prefix_len();
+    r.NextHop = sockaddr_v4(via);
+    r.Protocol = MIB_IPPROTO_NETMGMT;
+    r.Metric = 0;
+    r
+}
+
+/// Adds the route; if the adapter has it already it is left alone with a warning (as on
+/// Linux, a pushed route that clashes is skipped).
+fn add_route(r: &MIB_IPFORWARD_ROW2, what: &str) -> Result<(), NetError> {
+    // SAFETY: `r` is an initialised row.
+    match unsafe { CreateIpForwardEntry2(r) } {
+        NO_ERROR => Ok(()),
+        ERROR_OBJECT_ALREADY_EXISTS => {
+            tracing::warn!(
+                route = what,
+                "the host already has this route; left as it is"
+            );
+            Ok(())
+        }
+        rc => Err(err(&format!("adding the route {what}"), rc)),
+    }
+}
+
+fn delete_route(r: &MIB_IPFORWARD_ROW2) {
+    // SAFETY: `r` is an initialised row. A route already gone (the adapter went away) is fine.
+    let rc = unsafe { DeleteIpForwardEntry2(r) };
+    if rc != NO_ERROR && rc != ERROR_NOT_FOUND {
+        tracing::debug!(error = %err("deleting a route", rc), "route not deleted");
+    }
+}
+
+/// How the host reaches `dst` now: ["luid", LUID, "via", NEXT_HOP].
+fn current_path(dst: Ipv4Addr) -> Result<Vec<String>, NetError> {
+    let to = sockaddr_v4(dst);
+    let mut best = MIB_IPFORWARD_ROW2::default();
+    let mut source = SOCKADDR_INET::default();
+    // SAFETY: null LUID/source mean "any"; the out pointers are valid.
+    let rc = unsafe {
+        GetBestRoute2(
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            &to,
+            0,
+            &mut best,
+            &mut source,
+        )
+    };
+    if rc != NO_ERROR {
+        return Err(err(&format!("finding the route to {dst}"), rc));
+    }
+    // SAFETY: a LUID is a plain u64.
+    let luid = unsafe { best.InterfaceLuid.Value };
+    Ok(vec![
+        "luid".into(),
+        luid.to_string(),
+        "via".into(),
+        v4_of(&best.NextHop).to_string(),
+    ])
+}
+
+/// The row of a [`Change::HostRoute`] from what [`current_path`] recorded.
+fn host_row(dst: Ipv4Addr, via: &[String]) -> Result<MIB_IPFORWARD_ROW2, NetError> {
+    let bad = || NetError(format!("unusable saved path to {dst}: {via:?}"));
+    let [k1, luid, k2, hop] = via else {
+        return Err(bad());
+    };
+    if k1 != "luid" || k2 != "via" {
+        return Err(bad());
+    }
+    let luid = NET_LUID_LH {
+        Value: luid.parse().map_err(|_| bad())?,
+    };
+    let hop: Ipv4Addr = hop.parse().map_err(|_| bad())?;
+    Ok(row(luid, Ipv4Net::from(dst), hop))
+}
+
+/// Sets (or with an empty list, clears) the adapter's DNS servers.
+fn set_dns(alias: &str, dns: &[IpAddr]) -> Result<(), NetError> {
+    let luid = luid_of(alias)?;
+    let mut guid = GUID::default();
+    // SAFETY: valid in and out pointers.
+    let rc = unsafe { ConvertInterfaceLuidToGuid(&luid, &mut guid) };
+    if rc != NO_ERROR {
+        return Err(err(&format!("finding the GUID of {alias:?}"), rc));
+    }
+    let list: Vec<String> = dns.iter().map(ToString::to_string).collect();
+    let mut servers = wide(&list.join(","));
+    let settings = DNS_INTERFACE_SETTINGS {
+        Version: DNS_INTERFACE_SETTINGS_VERSION1,
+        Flags: u64::from(DNS_SETTING_NAMESERVER),
+        NameServer: servers.as_mut_ptr(),
+        ..Default::default()
+    };
+    // SAFETY: `settings` points into `servers`, which outlives the call.
+    let rc = unsafe { SetInterfaceDnsSettings(guid, &settings) };
+    if rc != NO_ERROR {
+        return Err(err(&format!("setting the DNS servers of {alias:?}"), rc));
+    }
+    Ok(())
+}
+
+pub(super) fn plan_changes(plan: &NetPlan, _dir: &Path) -> Result<Vec<Change>, NetError> {
+    let mut changes = Vec::new();
+    if plan.redirect_gateway
+        && let IpAddr::V4(server) = plan.server
+    {
+        changes.push(Change::HostRoute {
+            dst: server,
+            via: current_path(server)?,
+            preexisting: false,
+        });
+    }
+    for net in tunnel_routes(plan) {
+        changes.push(Change::Route {
+            net,
+            dev: plan.tun.clone(),
+        });
+    }
+    if !plan.dns.is_empty() {
+        changes.push(Change::Resolved {
+            dev: plan.tun.clone(),
+        });
+    }
+    Ok(changes)
+}
+
+pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
+    match change {
+        Change::Route { net, dev } => add_route(
+            &row(luid_of(dev)?, *net, Ipv4Addr::UNSPECIFIED),
+            &net.to_string(),
+        ),
+        Change::HostRoute {
+            preexisting: true, ..
+        } => Ok(()),
+        Change::HostRoute { dst, via, .. } => add_route(&host_row(*dst, via)?, &dst.to_string()),
+        Change::Resolved { dev } => set_dns(dev, &plan.dns),
+        Change::ResolvConf { .. } => Err(NetError(
+            "resolv.conf is not how Windows takes DNS settings".into(),
+        )),
+    }
+}
+
+pub(super) fn undo(change: &Change) -> Result<(), NetError> {
+    match change {
+        Change::Route { net, dev } => {
+            // The adapter may be gone already, and its routes with it.
+            if let Ok(luid) = luid_of(dev) {
+                delete_route(&row(luid, *net, Ipv4Addr::UNSPECIFIED));
+            }
+            Ok(())
+        }
+        Change::HostRoute {
+            preexisting: true, ..
+        } => Ok(()),
+        Change::HostRoute { dst, via, .. } => {
+            delete_route(&host_row(*dst, via)?);
+            Ok(())
+        }
+        Change::Resolved { dev } => {
+            // Gone with the adapter, or cleared here.
+            let _ = set_dns(dev, &[]);
+            Ok(())
+        }
+        Change::ResolvConf { .. } => Ok(()),
+    }
+}
+
+pub(super) fn tun_ipv6(
+    _tun: &str,
+    _v6: &gatehouse_engine::pool6::Ipv6Assignment,
+) -> Result<(), NetError> {
+    Err(NetError(
+        "IPv6 inside the tunnel is not configured on Windows yet".into(),
+    ))
+}
+
+pub(super) fn load_kill_switch(_ruleset: &str) -> Result<(), NetError> {
+    Err(NetError(
+        "the kill switch is not supported on Windows yet (it would be a WFP filter set); \
+         connect without it"
+            .into(),
+    ))
+}
+
+pub(super) fn remove_kill_switch() -> Result<(), NetError> {
+    Ok(())
+}
