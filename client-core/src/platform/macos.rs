@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{Change, NetError, NetPlan, tunnel_routes};
+use super::{Change, NetError, NetPlan, link_changes};
 
 /// The `route` arguments that add (`add = true`) or delete `change`'s route; None for a change
 /// that is not a route.
@@ -113,28 +113,7 @@ fn current_path(dst: Ipv4Addr) -> Result<Vec<String>, NetError> {
 }
 
 pub(super) fn plan_changes(plan: &NetPlan, _dir: &Path) -> Result<Vec<Change>, NetError> {
-    let mut changes = Vec::new();
-    if plan.redirect_gateway
-        && let std::net::IpAddr::V4(server) = plan.server
-    {
-        changes.push(Change::HostRoute {
-            dst: server,
-            via: current_path(server)?,
-            preexisting: false,
-        });
-    }
-    for net in tunnel_routes(plan) {
-        changes.push(Change::Route {
-            net,
-            dev: plan.tun.clone(),
-        });
-    }
-    if !plan.dns.is_empty() {
-        changes.push(Change::Resolved {
-            dev: plan.tun.clone(),
-        });
-    }
-    Ok(changes)
+    link_changes(plan, current_path)
 }
 
 pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {

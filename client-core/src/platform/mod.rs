@@ -257,6 +257,38 @@ fn tunnel_routes(plan: &NetPlan) -> Vec<Ipv4Net> {
     routes
 }
 
+/// `plan` as changes on a host whose DNS is set per link (macOS, Windows): for a full tunnel
+/// a host route keeping the gateway on `path_to(gateway)` (how the host reaches it now),
+/// [`tunnel_routes`] on the tunnel's device, and its DNS.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn link_changes(
+    plan: &NetPlan,
+    path_to: impl Fn(Ipv4Addr) -> Result<Vec<String>, NetError>,
+) -> Result<Vec<Change>, NetError> {
+    let mut changes = Vec::new();
+    if plan.redirect_gateway
+        && let IpAddr::V4(server) = plan.server
+    {
+        changes.push(Change::HostRoute {
+            dst: server,
+            via: path_to(server)?,
+            preexisting: false,
+        });
+    }
+    for net in tunnel_routes(plan) {
+        changes.push(Change::Route {
+            net,
+            dev: plan.tun.clone(),
+        });
+    }
+    if !plan.dns.is_empty() {
+        changes.push(Change::Resolved {
+            dev: plan.tun.clone(),
+        });
+    }
+    Ok(changes)
+}
+
 /// The resolv.conf the client edits when systemd-resolved is not in charge. Tests point
 /// `GATEHOUSE_RESOLV_CONF` at a scratch file so they never touch the host's.
 pub fn resolv_conf_path() -> PathBuf {

@@ -23,7 +23,7 @@ use windows_sys::Win32::NetworkManagement::Ndis::NET_LUID_LH;
 use windows_sys::Win32::Networking::WinSock::{AF_INET, MIB_IPPROTO_NETMGMT, SOCKADDR_INET};
 use windows_sys::core::GUID;
 
-use super::{Change, NetError, NetPlan, tunnel_routes};
+use super::{Change, NetError, NetPlan, link_changes};
 
 /// `s` as a NUL-terminated UTF-16 string.
 fn wide(s: &str) -> Vec<u16> {
@@ -173,28 +173,7 @@ fn set_dns(alias: &str, dns: &[IpAddr]) -> Result<(), NetError> {
 }
 
 pub(super) fn plan_changes(plan: &NetPlan, _dir: &Path) -> Result<Vec<Change>, NetError> {
-    let mut changes = Vec::new();
-    if plan.redirect_gateway
-        && let IpAddr::V4(server) = plan.server
-    {
-        changes.push(Change::HostRoute {
-            dst: server,
-            via: current_path(server)?,
-            preexisting: false,
-        });
-    }
-    for net in tunnel_routes(plan) {
-        changes.push(Change::Route {
-            net,
-            dev: plan.tun.clone(),
-        });
-    }
-    if !plan.dns.is_empty() {
-        changes.push(Change::Resolved {
-            dev: plan.tun.clone(),
-        });
-    }
-    Ok(changes)
+    link_changes(plan, current_path)
 }
 
 pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
