@@ -23,6 +23,7 @@ fn core(wireguard: bool) -> Option<GatewayCore> {
         client_pool: ipnet::Ipv4Net::new(Ipv4Addr::new(172, 16, 201, 0), 24).ok()?,
         address_space: vec![ipnet::Ipv4Net::new(Ipv4Addr::new(10, 1, 0, 0), 16).ok()?],
         dns: Vec::new(),
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: Some(super::openvpn::configs().0.clone()),
         ikev2: Some(super::ikev2::configs().0.clone()),

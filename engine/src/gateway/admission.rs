@@ -412,6 +412,7 @@ impl GatewayCore {
         }
         let routes = self.client_routes();
         let (dns, full) = (self.cfg.dns.clone(), self.cfg.full_tunnel);
+        let dns_domains = self.cfg.dns_domains.clone();
         let capsules = matches!(self.tunnels.get(&id), Some(Tunnel::Quic(_)))
             .then(|| self.quic_capsules(addr));
         let Some(t) = self.tunnels.get_mut(&id) else {
@@ -430,6 +431,7 @@ impl GatewayCore {
                     gateway,
                     routes,
                     dns,
+                    dns_domains,
                     redirect_gateway: full,
                 },
             ),
@@ -440,6 +442,7 @@ impl GatewayCore {
                         IkeAssignment {
                             address: addr,
                             dns,
+                            dns_domains,
                             subnets: routes,
                             full_tunnel: full,
                         },

@@ -63,6 +63,7 @@ impl GatewayCore {
             client_pool: _,
             address_space,
             dns,
+            dns_domains,
             full_tunnel,
             openvpn,
             ikev2,
@@ -76,9 +77,11 @@ impl GatewayCore {
         } = cfg;
         let pushed_changed = self.cfg.address_space != address_space
             || self.cfg.dns != dns
+            || self.cfg.dns_domains != dns_domains
             || self.cfg.full_tunnel != full_tunnel;
         self.cfg.address_space = address_space;
         self.cfg.dns = dns;
+        self.cfg.dns_domains = dns_domains;
         self.cfg.full_tunnel = full_tunnel;
         if pushed_changed && !pool_changed {
             self.quic_resend_config();

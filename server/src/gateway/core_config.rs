@@ -105,6 +105,7 @@ pub fn build(
         client_pool: cfg.client_pool,
         address_space: cfg.address_space.clone(),
         dns: cfg.dns.clone(),
+        dns_domains: cfg.pushed_dns_domains(),
         full_tunnel: cfg.full_tunnel,
         openvpn,
         ikev2,

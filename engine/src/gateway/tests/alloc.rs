@@ -264,6 +264,7 @@ pub(super) fn site_config(
         client_pool: pool.parse().unwrap(),
         address_space: vec![lan],
         dns: vec![],
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: None,
         ikev2: Some(Arc::new(rc)),

@@ -404,6 +404,7 @@ fn site_gateway(any: bool) -> (GatewayCore, Instant) {
         client_pool: "172.16.200.0/24".parse().unwrap(),
         address_space: vec![lan],
         dns: vec![],
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: None,
         ikev2: Some(Arc::new(rc)),

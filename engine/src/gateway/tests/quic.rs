@@ -150,6 +150,7 @@ fn core_config(start: Instant) -> CoreConfig {
         client_pool: POOL.parse().unwrap(),
         address_space: vec![LAN.parse().unwrap()],
         dns: vec!["10.1.0.53".parse().unwrap()],
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: None,
         ikev2: None,
@@ -619,6 +620,7 @@ fn quic_reload_sends_the_new_configuration() {
     let n = w
         .cores
         .reconfigure(w.now, || CoreConfig {
+            dns_domains: Vec::new(),
             dns: vec!["10.1.0.54".parse().unwrap()],
             ..core_config(start)
         })

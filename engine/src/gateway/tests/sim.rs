@@ -299,6 +299,7 @@ impl Sim {
             client_pool: opts.pool,
             address_space: vec![LAN.parse().unwrap()],
             dns: vec![],
+            dns_domains: Vec::new(),
             full_tunnel: false,
             openvpn: Some(ovpn_cfg.clone()),
             ikev2: Some(ike_cfg.clone()),

@@ -23,6 +23,7 @@ fn config(start: Instant) -> CoreConfig {
         client_pool: "172.16.201.0/24".parse().unwrap(),
         address_space: vec!["10.1.0.0/16".parse().unwrap()],
         dns: vec![],
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: None,
         ikev2: None,
