@@ -9,9 +9,9 @@
 //! Topology: tag `sd`, subnet index 229 (10.250.229.0/24 underlay, 10.251.229.0/24 LAN). The
 //! corporate DNS server runs on the LAN host (10.251.229.10); the "local" resolver on
 //! 198.18.229.53, an address of the gateway's namespace the client reaches over its underlay
-//! (like a home router's resolver). The client namespace's own /etc/resolv.conf is
-//! /etc/netns/<ns>/resolv.conf (bind-mounted by `ip netns exec`); the host's is never
-//! touched.
+//! (like a home router's resolver). The client edits the harness's scratch resolv.conf; the
+//! client namespace sees it as /etc/resolv.conf through a symlink /etc/netns/<ns>/resolv.conf
+//! (`ip netns exec` bind-mounts it), so `getent` there uses it. The host's is never touched.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -31,18 +31,22 @@ const OTHER_NAME: &str = "www.other.test";
 const OTHER_ADDR: &str = "198.18.229.80";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// The client namespace's resolv.conf: `/etc/netns/<ns>/resolv.conf`, removed (with its
-/// folder) on drop.
+/// The client namespace's /etc/resolv.conf: a symlink `/etc/netns/<ns>/resolv.conf` to the
+/// scratch file, removed (with its folder) on drop.
 struct NsResolvConf {
     dir: PathBuf,
+    target: PathBuf,
 }
 
 impl NsResolvConf {
-    fn new(ns: &Netns, text: &str) -> Result<Self> {
+    fn new(ns: &Netns, target: &std::path::Path) -> Result<Self> {
         let dir = PathBuf::from("/etc/netns").join(ns.name());
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let me = Self { dir };
-        std::fs::write(me.path(), text)?;
+        let me = Self {
+            dir,
+            target: target.to_path_buf(),
+        };
+        std::os::unix::fs::symlink(target, me.path())?;
         Ok(me)
     }
 
@@ -51,7 +55,7 @@ impl NsResolvConf {
     }
 
     fn text(&self) -> String {
-        std::fs::read_to_string(self.path()).unwrap_or_default()
+        std::fs::read_to_string(&self.target).unwrap_or_default()
     }
 }
 
@@ -79,7 +83,8 @@ fn pushed_domains_resolve_through_the_tunnel_and_the_rest_locally() -> Result<()
     let ns = &topo.client(0).ns;
     let up = topo.client(0).gateway_addr;
     let before = format!("# resolv.conf of split_dns before connecting\nnameserver {LOCAL_DNS}\n");
-    let resolv = NsResolvConf::new(ns, &before)?;
+    let client = ClientHome::new(&dir.path().join("client"), &before)?;
+    let resolv = NsResolvConf::new(ns, &client.resolv_conf())?;
 
     // The local resolver, across the underlay; the corporate one on the LAN.
     topo.gateway.exec_ok(
@@ -127,11 +132,6 @@ fn pushed_domains_resolve_through_the_tunnel_and_the_rest_locally() -> Result<()
     )?;
     gw_dir.set("dns_domains", &format!("[{}]", toml_str("corp.example")))?;
     gw_dir.issue_client(NAME, &[])?;
-    let mut client = ClientHome::new(&dir.path().join("client"), "# unused\n")?;
-    client.set_env(
-        "GATEHOUSE_RESOLV_CONF",
-        &resolv.path().display().to_string(),
-    );
     client.import_profile(&gw_dir, NAME, up)?;
 
     let gw = Gatehoused::start(&topo.gateway, &gw_dir, &dir.path().join("gatehoused.log"))?;

@@ -115,11 +115,11 @@ impl SplitDns {
             .map_err(|_| NetError("split DNS needs the client's runtime".into()))?;
         let bind_err =
             |e: std::io::Error| NetError(format!("split DNS: cannot listen on {listen}: {e}"));
-        let udp = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
+        let udp = bind_retrying(|| std::net::UdpSocket::bind(listen)).map_err(bind_err)?;
         udp.set_nonblocking(true).map_err(bind_err)?;
         let upstream = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(bind_err)?;
         upstream.set_nonblocking(true).map_err(bind_err)?;
-        let tcp = std::net::TcpListener::bind(listen).map_err(bind_err)?;
+        let tcp = bind_retrying(|| std::net::TcpListener::bind(listen)).map_err(bind_err)?;
         tcp.set_nonblocking(true).map_err(bind_err)?;
         let counters = Arc::new(Counters::default());
         let _guard = rt.enter();
@@ -145,6 +145,22 @@ impl SplitDns {
     /// Which servers answer which names.
     pub fn routes(&self) -> &SplitRoutes {
         &self.routes
+    }
+}
+
+/// Binds, waiting a little while the address is in use: a forwarder stopped a moment ago
+/// (a reconnect undoes and applies again at once) closes its sockets when the runtime gets
+/// round to dropping its aborted tasks.
+fn bind_retrying<T>(bind: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match bind() {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
     }
 }
 
@@ -206,18 +222,19 @@ async fn serve_udp(
                 let msg = &mut qbuf[..n];
                 let Some((server, _)) = route(msg, &routes, &counters) else { continue };
                 let now = Instant::now();
+                // Forget what timed out; when full, the oldest query gives way (counted).
                 while let Some(&(id, at)) = order.front() {
-                    if now.duration_since(at) < PENDING_TIMEOUT && pending.len() < MAX_PENDING {
+                    let full = pending.len() >= MAX_PENDING || order.len() > 2 * MAX_PENDING;
+                    if now.duration_since(at) < PENDING_TIMEOUT && !full {
                         break;
                     }
                     order.pop_front();
                     if pending.get(&id).is_some_and(|p| p.sent == at) {
                         pending.remove(&id);
+                        if full {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                }
-                if pending.len() >= MAX_PENDING {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
                 }
                 let Some(client_id) = message_id(msg) else { continue };
                 let mut id = random_id(&rng);
