@@ -254,7 +254,7 @@ async fn serve_udp(
                 let answer = &mut abuf[..n];
                 let Some(id) = message_id(answer) else { continue };
                 // Only the server the query went to may answer it.
-                if !pending.get(&id).is_some_and(|p| p.server == from) {
+                if pending.get(&id).is_none_or(|p| p.server != from) {
                     continue;
                 }
                 let Some(p) = pending.remove(&id) else { continue };
