@@ -258,6 +258,36 @@ fn pushed_domains_resolve_through_the_tunnel_and_the_rest_locally() -> Result<()
         resolve(ns, OTHER_NAME).as_deref() == Some(OTHER_ADDR),
         "the previous DNS does not work after recovery"
     );
+
+    // IKEv2 carries the domains as INTERNAL_DNS_DOMAIN: the same split.
+    let asked = corp_dns
+        .log_contents()
+        .matches("query host.corp.example")
+        .count();
+    let out = client.run(
+        Some(ns),
+        &["connect", NAME, "--protocol", "ikev2"],
+        CONNECT_TIMEOUT,
+    )?;
+    ensure!(out.success(), "{out}\n{}", logs(&svc));
+    ensure!(
+        resolv.text().contains("127.0.83.53"),
+        "IKEv2: resolv.conf does not point at the forwarder:\n{}",
+        resolv.text()
+    );
+    ensure!(resolve(ns, CORP_NAME).as_deref() == Some(CORP_ADDR));
+    ensure!(resolve(ns, OTHER_NAME).as_deref() == Some(OTHER_ADDR));
+    ensure!(
+        corp_dns
+            .log_contents()
+            .matches("query host.corp.example")
+            .count()
+            > asked,
+        "IKEv2: the corporate DNS server was not asked:\n{}",
+        logs(&svc)
+    );
+    client.run_ok(Some(ns), &["disconnect"])?;
+    ensure!(resolv.text() == before, "IKEv2: {}", resolv.text());
     ensure!(gw.is_running(), "gatehoused died:\n{}", gw.log_tail(30));
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
