@@ -132,6 +132,7 @@ pub(crate) async fn run(
                 InitiatorEvent::Connected {
                     address,
                     dns,
+                    dns_domains,
                     subnets,
                     our_spi,
                     sa,
@@ -142,7 +143,7 @@ pub(crate) async fn run(
                     };
                     let sa = *sa;
                     esp.install((), our_spi, sa.inbound, sa.outbound, false);
-                    match bring_up(options, address, &subnets, &dns, addr, net) {
+                    match bring_up(options, address, &subnets, (&dns, &dns_domains), addr, net) {
                         Ok(dev) => {
                             tun = Some(dev);
                             path.rearm();
@@ -302,7 +303,7 @@ fn bring_up(
     options: &ManagerOptions,
     address: Ipv4Addr,
     subnets: &[ipnet::Ipv4Net],
-    dns: &[std::net::IpAddr],
+    (dns, dns_domains): (&[std::net::IpAddr], &[String]),
     server: SocketAddr,
     net: &mut NetConfig,
 ) -> Result<Tun, String> {
@@ -320,6 +321,7 @@ fn bring_up(
         server: server.ip(),
         tunnel_gateway: address,
         dns: dns.to_vec(),
+        dns_domains: dns_domains.to_vec(),
     };
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;

@@ -674,6 +674,7 @@ fn plan(
         server,
         tunnel_gateway: address,
         dns: cfg.dns.clone(),
+        dns_domains: Vec::new(),
     }
 }
 

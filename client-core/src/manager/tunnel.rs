@@ -542,6 +542,7 @@ fn bring_up(
         server,
         tunnel_gateway: push.gateway,
         dns: push.dns.clone(),
+        dns_domains: push.dns_domains.clone(),
     };
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;

@@ -137,8 +137,18 @@ pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
                 .map_err(|e| NetError(format!("cannot back up {}: {e}", path.display())))?;
             let mut text =
                 String::from("# written by gatehouse while connected; restored on disconnect\n");
-            for d in &plan.dns {
-                text.push_str(&format!("nameserver {d}\n"));
+            if plan.dns_domains.is_empty() {
+                for d in &plan.dns {
+                    text.push_str(&format!("nameserver {d}\n"));
+                }
+            } else {
+                // Split DNS: the client's forwarder (split_dns.rs) sorts the names.
+                text.push_str(&format!(
+                    "# split DNS: {} via the tunnel, other names via the previous nameservers\n\
+                     nameserver {}\n",
+                    plan.dns_domains.join(" "),
+                    super::split_dns::LISTEN.ip()
+                ));
             }
             std::fs::write(path, text)
                 .map_err(|e| NetError(format!("cannot write {}: {e}", path.display())))
@@ -146,12 +156,20 @@ pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
         Change::Resolved { dev } => {
             let mut args = vec!["dns".to_owned(), dev.clone()];
             args.extend(plan.dns.iter().map(|d| d.to_string()));
+            // Routing domains: `~.` takes every name; `~corp.example` only those under it
+            // (split DNS), the rest stays with the other links' servers.
+            let mut domain_args = vec!["domain".to_owned(), dev.clone()];
+            if plan.dns_domains.is_empty() {
+                domain_args.push("~.".into());
+            } else {
+                domain_args.extend(plan.dns_domains.iter().map(|d| format!("~{d}")));
+            }
             let ok = Command::new("resolvectl")
                 .args(&args)
                 .status()
                 .is_ok_and(|s| s.success())
                 && Command::new("resolvectl")
-                    .args(["domain", dev, "~."])
+                    .args(&domain_args)
                     .status()
                     .is_ok_and(|s| s.success());
             if ok {

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 mod killswitch;
 pub use killswitch::{KillSwitch, TABLE as KILL_SWITCH_TABLE};
+pub mod split_dns;
+use split_dns::{SplitDns, SplitRoutes};
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -51,6 +53,9 @@ pub struct NetPlan {
     pub tunnel_gateway: Ipv4Addr,
     /// DNS servers pushed by the gateway.
     pub dns: Vec<IpAddr>,
+    /// Split DNS: only names at or under these domains go to `dns`, the others to the
+    /// host's own resolver. Empty: all names go to `dns` (full-tunnel DNS).
+    pub dns_domains: Vec<String>,
 }
 
 /// One change made to the host.
@@ -98,6 +103,8 @@ pub struct NetConfig {
     applied: Vec<Change>,
     /// The kill switch in force, if any (see [`KillSwitch`]: it outlives this process).
     kill_switch: Option<KillSwitch>,
+    /// The split-DNS forwarder while resolv.conf points at it.
+    split_dns: Option<SplitDns>,
 }
 
 /// A networking step failed.
@@ -114,6 +121,7 @@ impl NetConfig {
             dir,
             applied: Vec::new(),
             kill_switch: None,
+            split_dns: None,
         }
     }
 
@@ -207,18 +215,74 @@ impl NetConfig {
             };
             self.engage_kill_switch(ks)?;
         }
-        for change in os::plan_changes(plan, &self.dir)? {
+        // With the kill switch on, DNS stays in the tunnel: split DNS would send the other
+        // names to the local resolver around it.
+        let mut plan = plan.clone();
+        if self.kill_switch.is_some() && !plan.dns_domains.is_empty() {
+            tracing::info!("kill switch on: all DNS through the tunnel, pushed domains ignored");
+            plan.dns_domains.clear();
+        }
+        for change in os::plan_changes(&plan, &self.dir)? {
+            if let Change::ResolvConf { path, .. } = &change
+                && !plan.dns_domains.is_empty()
+            {
+                self.start_split_dns(&mut plan, path);
+            }
             // Journal first: a crash between the two leaves an entry whose undo is a no-op.
             self.applied.push(change.clone());
             self.save()?;
-            os::apply(&change, plan)?;
+            os::apply(&change, &plan)?;
         }
         Ok(())
+    }
+
+    /// Starts the forwarder that resolv.conf will point at; when it cannot run (no
+    /// privileges for port 53), DNS falls back to the tunnel for all names.
+    fn start_split_dns(&mut self, plan: &mut NetPlan, resolv_conf: &Path) {
+        self.split_dns = None;
+        let before = std::fs::read_to_string(resolv_conf).unwrap_or_default();
+        let routes = SplitRoutes {
+            domains: plan.dns_domains.clone(),
+            tunnel: plan.dns.clone(),
+            local: split_dns::nameservers(&before, split_dns::LISTEN.ip()),
+        };
+        match SplitDns::start(split_dns::LISTEN, routes) {
+            Ok(f) => {
+                tracing::info!(
+                    domains = ?f.routes().domains,
+                    tunnel = ?f.routes().tunnel,
+                    local = ?f.routes().local,
+                    "split DNS: names under the pushed domains go to the tunnel, the rest to the previous nameservers"
+                );
+                self.split_dns = Some(f);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "split DNS unavailable: all DNS goes through the tunnel");
+                plan.dns_domains.clear();
+            }
+        }
+    }
+
+    /// The split-DNS forwarder, while it runs.
+    pub fn split_dns(&self) -> Option<&SplitDns> {
+        self.split_dns.as_ref()
     }
 
     /// Reverts every change, newest first. Best effort: a change that is already gone (the
     /// TUN device vanished with its routes) is not an error.
     pub fn undo(&mut self) {
+        if let Some(f) = self.split_dns.take() {
+            let c = f.counters();
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                to_tunnel = n(&c.to_tunnel),
+                to_local = n(&c.to_local),
+                answers = n(&c.answers),
+                malformed = n(&c.malformed),
+                dropped = n(&c.dropped),
+                "split DNS stopped"
+            );
+        }
         while let Some(change) = self.applied.pop() {
             if let Err(e) = os::undo(&change) {
                 tracing::warn!(change = ?change, error = %e, "could not undo a network change");

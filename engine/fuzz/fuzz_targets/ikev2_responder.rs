@@ -180,6 +180,7 @@ fn drain(s: &mut IkeResponder, now: Instant, reject: bool) -> bool {
                 IkeAssignment {
                     address: [10, 9, 0, 2].into(),
                     dns: vec![],
+                    dns_domains: Vec::new(),
                     subnets: vec![],
                     full_tunnel: true,
                     ipv6: None,

@@ -84,6 +84,7 @@ fn assignment() -> Assignment {
         gateway: [172, 16, 201, 1].into(),
         routes: vec![],
         dns: vec![],
+        dns_domains: Vec::new(),
         redirect_gateway: false,
         ipv6: None,
     }

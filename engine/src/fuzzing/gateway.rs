@@ -25,6 +25,7 @@ fn core(wireguard: bool) -> Option<GatewayCore> {
         client_pool_v6: None,
         address_space_v6: Vec::new(),
         dns: Vec::new(),
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: Some(super::openvpn::configs().0.clone()),
         ikev2: Some(super::ikev2::configs().0.clone()),

@@ -89,6 +89,7 @@ fn assignment() -> IkeAssignment {
     IkeAssignment {
         address: Ipv4Addr::new(10, 9, 0, 2),
         dns: vec![IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1))],
+        dns_domains: Vec::new(),
         subnets: Vec::new(),
         full_tunnel: false,
         ipv6: None,

@@ -83,6 +83,7 @@ fn assignment() -> Assignment {
         gateway: Ipv4Addr::new(172, 16, 201, 1),
         routes: Vec::new(),
         dns: Vec::new(),
+        dns_domains: Vec::new(),
         redirect_gateway: false,
         ipv6: None,
     }

@@ -457,6 +457,7 @@ impl GatewayCore {
             routes: self.client_routes_v6(),
         });
         let (dns, full) = (self.cfg.dns.clone(), self.cfg.full_tunnel);
+        let dns_domains = self.cfg.dns_domains.clone();
         let capsules = matches!(self.tunnels.get(&id), Some(Tunnel::Quic(_)))
             .then(|| self.quic_capsules(addr));
         let Some(t) = self.tunnels.get_mut(&id) else {
@@ -475,6 +476,7 @@ impl GatewayCore {
                     gateway,
                     routes,
                     dns,
+                    dns_domains,
                     redirect_gateway: full,
                     ipv6,
                 },
@@ -486,6 +488,7 @@ impl GatewayCore {
                         IkeAssignment {
                             address: addr,
                             dns,
+                            dns_domains,
                             subnets: routes,
                             full_tunnel: full,
                             ipv6,

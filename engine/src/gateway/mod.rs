@@ -265,6 +265,8 @@ pub struct CoreConfig {
     pub address_space_v6: Vec<ipnet::Ipv6Net>,
     /// DNS servers pushed to clients.
     pub dns: Vec<std::net::IpAddr>,
+    /// Split-DNS domains pushed to clients (normalized); empty: all names go to `dns`.
+    pub dns_domains: Vec<String>,
     /// Clients send all traffic through the gateway.
     pub full_tunnel: bool,
     /// OpenVPN (TLS, ciphers, wrapper); None: OpenVPN disabled.

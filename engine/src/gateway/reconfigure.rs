@@ -76,6 +76,7 @@ impl GatewayCore {
             address_space,
             address_space_v6,
             dns,
+            dns_domains,
             full_tunnel,
             openvpn,
             ikev2,
@@ -89,11 +90,13 @@ impl GatewayCore {
         } = cfg;
         let pushed_changed = self.cfg.address_space != address_space
             || self.cfg.dns != dns
+            || self.cfg.dns_domains != dns_domains
             || self.cfg.full_tunnel != full_tunnel
             || self.cfg.address_space_v6 != address_space_v6;
         self.cfg.address_space = address_space;
         self.cfg.address_space_v6 = address_space_v6;
         self.cfg.dns = dns;
+        self.cfg.dns_domains = dns_domains;
         self.cfg.full_tunnel = full_tunnel;
         if pushed_changed && !pool_changed {
             self.quic_resend_config();

@@ -131,6 +131,9 @@ pub enum InitiatorEvent {
         address: Option<Ipv4Addr>,
         /// DNS servers to use.
         dns: Vec<IpAddr>,
+        /// Split DNS (RFC 8598 INTERNAL_DNS_DOMAIN, normalized): only names at or under
+        /// these go to `dns`; empty: all names do.
+        dns_domains: Vec<String>,
         /// Networks to route through the tunnel (INTERNAL_IP4_SUBNET and the responder's
         /// traffic selectors; 0.0.0.0/0 means everything).
         subnets: Vec<Ipv4Net>,

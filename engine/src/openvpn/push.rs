@@ -23,6 +23,9 @@ pub struct PushReply {
     pub redirect_gateway: bool,
     /// DNS servers for the client.
     pub dns: Vec<IpAddr>,
+    /// Split DNS: only names at or under these domains go to `dns` (normalized, see
+    /// [`crate::wire::dns::normalize_domain`]); empty: all names do.
+    pub dns_domains: Vec<String>,
     /// The peer-id the client puts in P_DATA_V2 headers.
     pub peer_id: u32,
     /// The negotiated data cipher.
@@ -98,6 +101,19 @@ impl PushReply {
         for d in &self.dns {
             parts.push(format!("dhcp-option DNS {d}"));
         }
+        if !self.dns_domains.is_empty() {
+            // OpenVPN 2.6's `--dns`: each server resolves only these domains (split DNS);
+            // `--dns` overrides `dhcp-option` where a client knows both. Older clients and
+            // their up scripts see the first domain as the connection's DNS suffix.
+            let domains = self.dns_domains.join(" ");
+            for (n, d) in self.dns.iter().enumerate() {
+                parts.push(format!("dns server {n} address {d}"));
+                parts.push(format!("dns server {n} resolve-domains {domains}"));
+            }
+            if let Some(first) = self.dns_domains.first() {
+                parts.push(format!("dhcp-option DOMAIN {first}"));
+            }
+        }
         parts.push(format!("route-gateway {}", self.gateway));
         parts.push("topology subnet".into());
         parts.push(format!("ping {}", self.ping.as_secs().max(1)));
@@ -147,6 +163,7 @@ impl PushReply {
         let mut routes = Vec::new();
         let mut redirect_gateway = false;
         let mut dns = Vec::new();
+        let mut dns_domains: Vec<String> = Vec::new();
         let mut peer_id = 0;
         let mut cipher = None;
         let mut tls_ekm = false;
@@ -192,8 +209,30 @@ impl PushReply {
                 "route-ipv6" => routes_v6.push(arg::<Ipv6Net>(&args, 0).ok_or_else(bad)?.trunc()),
                 "redirect-gateway" => redirect_gateway = true,
                 "dhcp-option" if args.first() == Some(&"DNS") => {
-                    dns.push(arg(&args, 1).ok_or_else(bad)?);
+                    let d = arg(&args, 1).ok_or_else(bad)?;
+                    if !dns.contains(&d) {
+                        dns.push(d);
+                    }
                 }
+                "dhcp-option" if args.first() == Some(&"DOMAIN-ROUTE") => {
+                    add_domains(&mut dns_domains, args.get(1..).unwrap_or_default())
+                        .ok_or_else(bad)?;
+                }
+                "dns" if args.first() == Some(&"server") => match args.get(2) {
+                    Some(&"address") => {
+                        for a in args.get(3..).unwrap_or_default() {
+                            let d = parse_dns_address(a).ok_or_else(bad)?;
+                            if !dns.contains(&d) {
+                                dns.push(d);
+                            }
+                        }
+                    }
+                    Some(&"resolve-domains") => {
+                        add_domains(&mut dns_domains, args.get(3..).unwrap_or_default())
+                            .ok_or_else(bad)?;
+                    }
+                    _ => ignored.push(opt.to_owned()),
+                },
                 "peer-id" => peer_id = arg(&args, 0).ok_or_else(bad)?,
                 "cipher" => {
                     let name = args.first().ok_or_else(bad)?;
@@ -232,6 +271,7 @@ impl PushReply {
                 routes,
                 redirect_gateway,
                 dns,
+                dns_domains,
                 peer_id,
                 cipher: cipher.ok_or(PushError::Missing("cipher"))?,
                 tls_ekm,
@@ -249,6 +289,34 @@ impl PushReply {
 
 fn arg<T: std::str::FromStr>(args: &[&str], i: usize) -> Option<T> {
     args.get(i).and_then(|a| a.parse().ok())
+}
+
+/// Adds pushed split-DNS domains (normalized, each once); None when one is not a domain.
+/// At most [`MAX_DNS_DOMAINS`] are kept: a gateway pushing more is cut short, not trusted
+/// with unbounded state.
+fn add_domains(to: &mut Vec<String>, names: &[&str]) -> Option<()> {
+    for n in names {
+        let d = crate::wire::dns::normalize_domain(n)?;
+        if !to.contains(&d) && to.len() < MAX_DNS_DOMAINS {
+            to.push(d);
+        }
+    }
+    Some(())
+}
+
+/// Most split-DNS domains a client takes from one PUSH_REPLY.
+pub const MAX_DNS_DOMAINS: usize = 64;
+
+/// `--dns server n address` takes `addr[:port]`, `[v6]:port` or a bare IPv6 address; the
+/// port is dropped (the client only asks port 53).
+fn parse_dns_address(a: &str) -> Option<IpAddr> {
+    if let Ok(ip) = a.parse() {
+        return Some(ip);
+    }
+    if let Ok(sa) = a.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    None
 }
 
 /// A PUSH_REPLY the client cannot use.
@@ -280,6 +348,7 @@ mod tests {
             routes: vec!["10.1.0.0/16".parse().unwrap()],
             redirect_gateway: false,
             dns: vec!["10.1.0.53".parse().unwrap()],
+            dns_domains: Vec::new(),
             peer_id: 3,
             cipher: Cipher::Aes256Gcm,
             tls_ekm: true,
@@ -323,6 +392,53 @@ mod tests {
             PushReply::parse("PUSH_REPLY,ifconfig 10.0.0.2 255.0.0.0,ifconfig-ipv6 fd00::2 x"),
             Err(PushError::BadOption(_))
         ));
+    }
+
+    #[test]
+    fn split_dns_domains_are_pushed_as_openvpn_2_6_dns_options() {
+        let mut r = sample();
+        r.dns.push("10.1.0.54".parse().unwrap());
+        r.dns_domains = vec!["corp.example".into(), "lab.example".into()];
+        let m = r.to_message();
+        assert!(m.contains(
+            ",dhcp-option DNS 10.1.0.53,dhcp-option DNS 10.1.0.54,\
+             dns server 0 address 10.1.0.53,dns server 0 resolve-domains corp.example lab.example,\
+             dns server 1 address 10.1.0.54,dns server 1 resolve-domains corp.example lab.example,\
+             dhcp-option DOMAIN corp.example,"
+        ));
+        let (back, ignored) = PushReply::parse(&m).unwrap();
+        assert_eq!(back.dns, r.dns);
+        assert_eq!(back.dns_domains, r.dns_domains);
+        // The DNS suffix alone does not make DNS split.
+        assert_eq!(ignored, ["dhcp-option DOMAIN corp.example"]);
+        // No domains: no `dns` options (full-tunnel DNS as before).
+        assert!(!sample().to_message().contains("dns server"));
+    }
+
+    #[test]
+    fn split_dns_from_other_servers() {
+        let base = "PUSH_REPLY,ifconfig 10.8.0.2 255.255.255.0,cipher AES-256-GCM";
+        let (r, _) = PushReply::parse(&format!(
+            "{base},dns server 1 address 10.8.0.1:53 [fd00::1]:5353,\
+             dns server 1 resolve-domains Corp.Example. corp.example,\
+             dhcp-option DOMAIN-ROUTE lab.example,dns server 1 dnssec yes"
+        ))
+        .unwrap();
+        assert_eq!(
+            r.dns,
+            [
+                "10.8.0.1".parse::<IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(r.dns_domains, ["corp.example", "lab.example"]);
+        for bad in [
+            "dns server 0 resolve-domains bad..name",
+            "dns server 0 address not-an-ip",
+            "dhcp-option DOMAIN-ROUTE -x",
+        ] {
+            assert!(PushReply::parse(&format!("{base},{bad}")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct Assignment {
     pub routes: Vec<Ipv4Net>,
     /// DNS servers.
     pub dns: Vec<IpAddr>,
+    /// Split-DNS domains (normalized); empty: all names go to `dns`.
+    pub dns_domains: Vec<String>,
     /// Full tunnel.
     pub redirect_gateway: bool,
     /// IPv6 inside the tunnel (None: IPv4 only).
@@ -767,6 +769,7 @@ impl ServerSession {
             routes: a.routes,
             redirect_gateway: a.redirect_gateway,
             dns: a.dns,
+            dns_domains: a.dns_domains,
             peer_id: self.peer_id,
             cipher: n.cipher,
             tls_ekm: n.tls_ekm,

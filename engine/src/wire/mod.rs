@@ -2,6 +2,7 @@
 //! value on malformed input; none panics and none allocates without bound.
 
 pub mod capsule;
+pub mod dns;
 pub mod ikev2;
 pub mod ip;
 pub mod mss;

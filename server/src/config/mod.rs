@@ -23,6 +23,9 @@ pub use ha::HaSection;
 pub use quic::QuicSection;
 pub use wireguard::{DEFAULT_WIREGUARD_PORT, WgConnection, WireGuardSection};
 
+/// Most split-DNS domains one gateway pushes.
+pub const MAX_DNS_DOMAINS: usize = 16;
+
 /// Default client pool (ARCHITECTURE.md / issue: 172.16.201.0/24).
 pub const DEFAULT_CLIENT_POOL: &str = "172.16.201.0/24";
 
@@ -56,6 +59,10 @@ pub struct GatewayConfig {
     /// DNS servers pushed to clients.
     #[serde(default)]
     pub dns: Vec<IpAddr>,
+    /// Split DNS: clients send only names at or under these domains to `dns` and all others
+    /// to their own resolver. Empty (the default): all names go to `dns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_domains: Vec<String>,
     /// Send all client traffic through the gateway (pushes redirect-gateway).
     #[serde(default)]
     pub full_tunnel: bool,
@@ -474,6 +481,7 @@ impl GatewayConfig {
             client_pool_v6: None,
             address_space_v6: Vec::new(),
             dns: Vec::new(),
+            dns_domains: Vec::new(),
             full_tunnel: false,
             admin: AdminConfig::default(),
             tun_name: default_tun_name(),
@@ -536,6 +544,7 @@ impl GatewayConfig {
                 "`address_space_v6` is set but `client_pool_v6` is not: clients need IPv6 addresses to reach IPv6 networks; add e.g. client_pool_v6 = \"fd00:6a7e:1::/64\""
             );
         }
+        self.validate_dns_domains()?;
         self.admin.validate()?;
         self.ha.validate()?;
         self.ha.validate_pool(self.client_pool)?;
@@ -622,6 +631,41 @@ impl GatewayConfig {
         }
         self.validate_tcp()?;
         self.validate_connections()
+    }
+
+    /// `dns_domains`: names, not too many for one PUSH_REPLY, and servers to send them to.
+    fn validate_dns_domains(&self) -> Result<()> {
+        let mut seen = Vec::new();
+        for d in &self.dns_domains {
+            let Some(n) = gatehouse_engine::wire::dns::normalize_domain(d) else {
+                bail!(
+                    "`dns_domains` entry {d:?} is not a domain name: write e.g. \"corp.example\" (letters, digits and '-', labels of 1-63 characters, no spaces or wildcards)"
+                );
+            };
+            if seen.contains(&n) {
+                bail!("`dns_domains` lists {n:?} twice: remove one");
+            }
+            seen.push(n);
+        }
+        if seen.len() > MAX_DNS_DOMAINS || seen.iter().map(|d| d.len() + 1).sum::<usize>() > 256 {
+            bail!(
+                "`dns_domains` is too long for one push: at most {MAX_DNS_DOMAINS} domains of 256 characters in all (a domain covers every name under it: push the parent)"
+            );
+        }
+        if !seen.is_empty() && self.dns.is_empty() {
+            bail!(
+                "`dns_domains` is set but `dns` is empty: add the DNS servers that answer for these domains, e.g. dns = [\"10.1.0.53\"]"
+            );
+        }
+        Ok(())
+    }
+
+    /// The split-DNS domains as clients get them (lower case, no trailing dot).
+    pub fn pushed_dns_domains(&self) -> Vec<String> {
+        self.dns_domains
+            .iter()
+            .filter_map(|d| gatehouse_engine::wire::dns::normalize_domain(d))
+            .collect()
     }
 
     /// The `[openvpn]` TCP limits: caps and handshake timeout.
@@ -790,6 +834,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn dns_domains_are_checked() {
+        let c: GatewayConfig = toml::from_str(
+            "public_addr = \"gw\"\ndns = [\"10.1.0.53\"]\ndns_domains = [\"Corp.Example.\", \"lab.example\"]",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.pushed_dns_domains(), ["corp.example", "lab.example"]);
+        for (domains, dns, hint) in [
+            (vec!["corp example"], true, "not a domain name"),
+            (vec!["*.corp.example"], true, "no spaces or wildcards"),
+            (vec!["corp.example", "CORP.example"], true, "twice"),
+            (vec!["corp.example"], false, "`dns` is empty"),
+        ] {
+            let mut c = GatewayConfig::new("gw");
+            c.dns_domains = domains.into_iter().map(String::from).collect();
+            if dns {
+                c.dns = vec!["10.1.0.53".parse().unwrap()];
+            }
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("`dns_domains`") && e.contains(hint), "{e}");
+        }
+        let mut c = GatewayConfig::new("gw");
+        c.dns = vec!["10.1.0.53".parse().unwrap()];
+        c.dns_domains = (0..17).map(|i| format!("d{i}.example")).collect();
+        assert!(c.validate().unwrap_err().to_string().contains("too long"));
     }
 
     #[test]

@@ -70,6 +70,13 @@ fn changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<String> {
             |v: &[std::net::IpAddr]| list(&v.iter().map(ToString::to_string).collect::<Vec<_>>());
         out.push(format!("dns: {} -> {}", ips(&old.dns), ips(&new.dns)));
     }
+    if old.dns_domains != new.dns_domains {
+        out.push(format!(
+            "dns_domains: {} -> {}",
+            list(&old.dns_domains),
+            list(&new.dns_domains)
+        ));
+    }
     if old.full_tunnel != new.full_tunnel {
         out.push(format!(
             "full_tunnel: {} -> {}",

@@ -107,6 +107,7 @@ pub fn build(
         client_pool_v6: cfg.client_pool_v6()?,
         address_space_v6: cfg.address_space_v6()?,
         dns: cfg.dns.clone(),
+        dns_domains: cfg.pushed_dns_domains(),
         full_tunnel: cfg.full_tunnel,
         openvpn,
         ikev2,

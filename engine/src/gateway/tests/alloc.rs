@@ -266,6 +266,7 @@ pub(super) fn site_config(
         client_pool_v6: None,
         address_space_v6: Vec::new(),
         dns: vec![],
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: None,
         ikev2: Some(Arc::new(rc)),

@@ -406,6 +406,7 @@ fn site_gateway(any: bool) -> (GatewayCore, Instant) {
         client_pool_v6: None,
         address_space_v6: Vec::new(),
         dns: vec![],
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: None,
         ikev2: Some(Arc::new(rc)),

@@ -152,6 +152,7 @@ fn core_config(start: Instant) -> CoreConfig {
         client_pool_v6: None,
         address_space_v6: Vec::new(),
         dns: vec!["10.1.0.53".parse().unwrap()],
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: None,
         ikev2: None,
@@ -621,6 +622,7 @@ fn quic_reload_sends_the_new_configuration() {
     let n = w
         .cores
         .reconfigure(w.now, || CoreConfig {
+            dns_domains: Vec::new(),
             dns: vec!["10.1.0.54".parse().unwrap()],
             ..core_config(start)
         })

@@ -309,6 +309,7 @@ impl Sim {
                 .map(|_| vec![LAN_V6.parse().unwrap()])
                 .unwrap_or_default(),
             dns: vec![],
+            dns_domains: Vec::new(),
             full_tunnel: false,
             openvpn: Some(ovpn_cfg.clone()),
             ikev2: Some(ike_cfg.clone()),

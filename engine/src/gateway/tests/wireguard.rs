@@ -25,6 +25,7 @@ fn config(start: Instant) -> CoreConfig {
         client_pool_v6: None,
         address_space_v6: Vec::new(),
         dns: vec![],
+        dns_domains: Vec::new(),
         full_tunnel: false,
         openvpn: None,
         ikev2: None,

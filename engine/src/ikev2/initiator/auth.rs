@@ -99,6 +99,8 @@ impl IkeInitiator {
             let mut attributes = vec![
                 CfgAttribute::request(CfgAttrType::INTERNAL_IP4_ADDRESS),
                 CfgAttribute::request(CfgAttrType::INTERNAL_IP4_DNS),
+                // RFC 8598 3.1: an empty one says we do split DNS.
+                CfgAttribute::request(CfgAttrType::INTERNAL_DNS_DOMAIN),
             ];
             if cfg.request_ipv6 {
                 attributes.push(CfgAttribute::request(CfgAttrType::INTERNAL_IP6_ADDRESS));
@@ -198,6 +200,19 @@ impl IkeInitiator {
             .filter_map(CfgAttribute::ipv4)
             .map(IpAddr::V4)
             .collect();
+        let mut dns_domains: Vec<String> = Vec::new();
+        // A domain that is not one (RFC 8598 says to ignore it) is dropped, not fatal.
+        for d in cp
+            .into_iter()
+            .flat_map(|cp| cp.attributes_of(CfgAttrType::INTERNAL_DNS_DOMAIN))
+            .filter_map(CfgAttribute::dns_domain)
+        {
+            if !dns_domains.contains(&d)
+                && dns_domains.len() < crate::openvpn::push::MAX_DNS_DOMAINS
+            {
+                dns_domains.push(d);
+            }
+        }
         let mut subnets: Vec<Ipv4Net> = Vec::new();
         let from_cp = cp
             .into_iter()
@@ -246,6 +261,7 @@ impl IkeInitiator {
         self.events.push_back(InitiatorEvent::Connected {
             address,
             dns,
+            dns_domains,
             subnets,
             our_spi,
             peer_spi,

@@ -328,6 +328,13 @@ impl IkeResponder {
                 value: d,
             });
         }
+        // RFC 8598: one INTERNAL_DNS_DOMAIN per split-DNS domain, in presentation form.
+        for d in &a.dns_domains {
+            cp_attrs.push(CfgAttribute {
+                attr_type: CfgAttrType::INTERNAL_DNS_DOMAIN,
+                value: d.as_bytes(),
+            });
+        }
         let subnets: Vec<[u8; 8]> = a
             .subnets
             .iter()

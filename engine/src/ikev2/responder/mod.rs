@@ -155,6 +155,8 @@ pub struct IkeAssignment {
     pub address: Ipv4Addr,
     /// DNS servers.
     pub dns: Vec<IpAddr>,
+    /// Split-DNS domains (normalized), sent as INTERNAL_DNS_DOMAIN (RFC 8598).
+    pub dns_domains: Vec<String>,
     /// Networks behind the gateway (traffic selectors and INTERNAL_IP4_SUBNET).
     pub subnets: Vec<Ipv4Net>,
     /// Everything through the tunnel.

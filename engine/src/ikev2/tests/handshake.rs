@@ -25,6 +25,7 @@ fn ecdsa_client_gets_address_dns_routes_and_a_working_sa() {
     let Some(InitiatorEvent::Connected {
         address,
         dns,
+        dns_domains,
         subnets,
         cipher,
         our_spi,
@@ -39,6 +40,7 @@ fn ecdsa_client_gets_address_dns_routes_and_a_working_sa() {
         "10.9.0.2"
     );
     assert_eq!(dns, &["10.9.0.1".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(dns_domains, &["corp.example"]);
     assert_eq!(subnets, &["10.9.0.0/24".parse::<ipnet::Ipv4Net>().unwrap()]);
     assert_eq!(*cipher, EspCipher::AesGcm16 { key_bits: 256 });
     let (our_spi, peer_spi) = (*our_spi, *peer_spi);

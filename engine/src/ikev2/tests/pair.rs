@@ -250,6 +250,7 @@ pub(super) fn assignment() -> IkeAssignment {
     IkeAssignment {
         address: "10.9.0.2".parse().unwrap(),
         dns: vec!["10.9.0.1".parse().unwrap()],
+        dns_domains: vec!["corp.example".into()],
         subnets: vec!["10.9.0.0/24".parse().unwrap()],
         full_tunnel: false,
         ipv6: None,
@@ -515,6 +516,7 @@ impl Pair {
                     InitiatorEvent::Connected {
                         address,
                         dns,
+                        dns_domains,
                         subnets,
                         our_spi,
                         peer_spi,
@@ -525,6 +527,7 @@ impl Pair {
                         InitiatorEvent::Connected {
                             address,
                             dns,
+                            dns_domains,
                             subnets,
                             our_spi,
                             peer_spi,

@@ -189,6 +189,7 @@ pub(super) fn assignment() -> Assignment {
         gateway: "172.16.201.1".parse().unwrap(),
         routes: vec!["10.1.0.0/16".parse().unwrap()],
         dns: vec![],
+        dns_domains: Vec::new(),
         redirect_gateway: false,
         ipv6: None,
     }

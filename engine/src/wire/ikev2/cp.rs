@@ -99,6 +99,14 @@ impl<'a> CfgAttribute<'a> {
         ))
     }
 
+    /// The value as a split-DNS domain (INTERNAL_DNS_DOMAIN, RFC 8598: presentation form),
+    /// normalized; None when it is not a domain name.
+    pub fn dns_domain(&self) -> Option<String> {
+        std::str::from_utf8(self.value)
+            .ok()
+            .and_then(crate::wire::dns::normalize_domain)
+    }
+
     /// The value as one IPv6 address (16 bytes).
     pub fn ipv6(&self) -> Option<Ipv6Addr> {
         <[u8; 16]>::try_from(self.value).ok().map(Ipv6Addr::from)
@@ -189,6 +197,28 @@ mod tests {
         assert_eq!(out, bytes);
         assert_eq!(out.len(), cp.body_len());
         cp
+    }
+
+    #[test]
+    fn split_dns_domain_rfc_8598() {
+        // CFG_REPLY with INTERNAL_DNS_DOMAIN (25) "Corp.Example." and a bad one.
+        let bytes = b"\x02\x00\x00\x00\x00\x19\x00\x0dCorp.Example.\x00\x19\x00\x03a b";
+        let cp = round_trip(bytes);
+        let domains: Vec<_> = cp
+            .attributes_of(CfgAttrType::INTERNAL_DNS_DOMAIN)
+            .map(CfgAttribute::dns_domain)
+            .collect();
+        assert_eq!(domains, [Some("corp.example".to_owned()), None]);
+        let mut out = Vec::new();
+        CpPayload {
+            cfg_type: CfgType::CFG_REPLY,
+            attributes: vec![CfgAttribute {
+                attr_type: CfgAttrType::INTERNAL_DNS_DOMAIN,
+                value: b"corp.example",
+            }],
+        }
+        .emit_body(&mut out);
+        assert_eq!(out, b"\x02\x00\x00\x00\x00\x19\x00\x0ccorp.example");
     }
 
     #[test]
