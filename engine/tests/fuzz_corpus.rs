@@ -67,6 +67,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("ikev2_initiator", fuzzing::ikev2_initiator),
     ("gateway_core", fuzzing::gateway_core),
     ("capsule", fuzzing::capsule),
+    ("dns", fuzzing::dns),
 ];
 
 #[test]

@@ -176,6 +176,38 @@ pub fn capsule(data: &[u8]) {
     }
 }
 
+/// Split DNS names (engine/src/wire/dns.rs): the question name of a query the client's
+/// forwarder receives from any local program, and the pushed domains it routes by. Whatever
+/// the bytes, no panic, and the results keep their promises: a question name is at most 253
+/// bytes of lower-case printable ASCII; a normalized domain normalizes to itself and contains
+/// itself; a name is within a domain only if it ends with it.
+pub fn dns(data: &[u8]) {
+    use wire::dns::{MAX_NAME_LEN, is_within, message_id, normalize_domain, query_name};
+    let _ = message_id(data);
+    if let Ok(name) = query_name(data) {
+        assert!(name.len() <= MAX_NAME_LEN, "{name:?} is too long");
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()),
+            "{name:?} is not lower-case printable ASCII"
+        );
+    }
+    // The same bytes as a pushed domain and a name, split at the first NUL.
+    let text = String::from_utf8_lossy(data);
+    let (domain, name) = text.split_once('\0').unwrap_or((&text, ""));
+    if let Some(d) = normalize_domain(domain) {
+        assert_eq!(
+            normalize_domain(&d).as_deref(),
+            Some(d.as_str()),
+            "not idempotent"
+        );
+        assert!(is_within(&d, &d));
+        if is_within(name, &d) {
+            assert!(name.ends_with(d.as_str()), "{name:?} within {d:?}");
+        }
+    }
+}
+
 /// ESP decryption with each cipher family: the first byte picks the SA, the rest is the
 /// packet.
 pub fn esp(data: &[u8]) {

@@ -185,6 +185,22 @@ pub fn corpus() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("server_wrap", server_wrap),
         ("esp", esp),
         ("capsule", capsule_seeds()),
+        ("dns", dns_seeds()),
+    ]
+}
+
+/// Queries as stub resolvers send them, and pushed domains with names (split at a NUL).
+fn dns_seeds() -> Vec<Vec<u8>> {
+    vec![
+        // `dig host.Corp.Example A`: id 0x1234, RD, one question.
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04host\x04Corp\x07Example\x00\x00\x01\x00\x01"
+            .to_vec(),
+        // AAAA for www.other.test with an EDNS OPT record (ARCOUNT 1).
+        b"\xab\xcd\x01\x20\x00\x01\x00\x00\x00\x00\x00\x01\x03www\x05other\x04test\x00\x00\x1c\x00\x01\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+            .to_vec(),
+        b"corp.example\0host.corp.example".to_vec(),
+        b"Corp.Example.\0notcorp.example".to_vec(),
+        b"xn--bcher-kva.example\0a.xn--bcher-kva.example".to_vec(),
     ]
 }
 
