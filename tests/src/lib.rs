@@ -23,6 +23,7 @@ pub mod bystanders;
 pub mod cidr;
 pub mod client;
 pub mod desktop;
+pub mod etcd;
 pub mod gatehouse_site;
 pub mod gatehoused;
 pub mod nat;

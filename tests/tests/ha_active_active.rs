@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use gatehouse_tests::cidr::Ipv4Cidr;
+use gatehouse_tests::etcd::start_etcd;
 use gatehouse_tests::gatehoused::{
     Gatehoused, GatewayDir, issue_rsa_client, spawn_stock_client, toml_str, tun_ipv4,
     wait_client_up,
@@ -36,7 +37,7 @@ use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::netns::bridge_port;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig};
-use gatehouse_tests::{Netns, Proc, require_commands, require_root};
+use gatehouse_tests::{Netns, require_commands, require_root};
 
 const X: u8 = 228;
 const ETCD: Ipv4Addr = Ipv4Addr::new(10, 251, X, 5);
@@ -123,46 +124,6 @@ impl Net {
             wait_ping(g, ETCD, Duration::from_secs(5))?;
         }
         Ok(n)
-    }
-}
-
-/// `etcd` in its namespace, up to a healthy endpoint.
-fn start_etcd(ns: &Netns, dir: &Path) -> Result<Proc> {
-    let client_url = format!("http://{ETCD}:2379");
-    let peer_url = "http://127.0.0.1:2380";
-    let p = ns.spawn(
-        "etcd",
-        [
-            "--name",
-            "aa",
-            "--data-dir",
-            &dir.join("etcd-data").display().to_string(),
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-            "--listen-peer-urls",
-            peer_url,
-            "--initial-advertise-peer-urls",
-            peer_url,
-            "--initial-cluster",
-            &format!("aa={peer_url}"),
-        ],
-        &dir.join("etcd.log"),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = ns.exec(
-            "etcdctl",
-            ["--endpoints", &client_url, "endpoint", "health"],
-        )?;
-        if out.status.success() {
-            return Ok(p);
-        }
-        if Instant::now() >= deadline || !p.is_running() {
-            bail!("etcd did not come up:\n{}", p.log_tail(20));
-        }
-        thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -279,7 +240,7 @@ fn three_active_nodes_share_pool_revocations_configuration_and_sessions() -> Res
         configure(d, &format!("gw{i}"))?;
     }
 
-    let etcd = start_etcd(&net.etcd, tmp.path())?;
+    let etcd = start_etcd(&net.etcd, ETCD, "aa", tmp.path())?;
     let gws: Vec<Gatehoused> = dirs
         .iter()
         .enumerate()

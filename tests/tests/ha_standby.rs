@@ -33,8 +33,9 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use gatehouse_tests::cidr::Ipv4Cidr;
+use gatehouse_tests::etcd::start_etcd;
 use gatehouse_tests::gatehoused::{
     Gatehoused, GatewayDir, RENEGOTIATED, issue_rsa_client, spawn_stock_client, times_up, toml_str,
     wait_client_up,
@@ -113,47 +114,6 @@ impl Net {
         wait_ping(&n.c0, Ipv4Addr::new(10, 250, X, 2), Duration::from_secs(5))?;
         wait_ping(&n.c1, Ipv4Addr::new(10, 250, X, 3), Duration::from_secs(5))?;
         Ok(n)
-    }
-}
-
-/// `etcd` in its namespace, up to a healthy endpoint.
-fn start_etcd(ns: &Netns, dir: &Path) -> Result<Proc> {
-    let data = dir.join("etcd-data");
-    let client_url = format!("http://{ETCD}:2379");
-    let peer_url = "http://127.0.0.1:2380";
-    let p = ns.spawn(
-        "etcd",
-        [
-            "--name",
-            "ha",
-            "--data-dir",
-            &data.display().to_string(),
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-            "--listen-peer-urls",
-            peer_url,
-            "--initial-advertise-peer-urls",
-            peer_url,
-            "--initial-cluster",
-            &format!("ha={peer_url}"),
-        ],
-        &dir.join("etcd.log"),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = ns.exec(
-            "etcdctl",
-            ["--endpoints", &client_url, "endpoint", "health"],
-        )?;
-        if out.status.success() {
-            return Ok(p);
-        }
-        if Instant::now() >= deadline || !p.is_running() {
-            bail!("etcd did not come up:\n{}", p.log_tail(20));
-        }
-        thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -279,7 +239,7 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
     configure_ha(&dir_a, "gwa")?;
     configure_ha(&dir_b, "gwb")?;
 
-    let etcd = start_etcd(&net.etcd, dir.path())?;
+    let etcd = start_etcd(&net.etcd, ETCD, "ha", dir.path())?;
     let debug = [("GATEHOUSE_LOG", "debug")];
     let gwa = Gatehoused::start_with_env(&net.gwa, &dir_a, &dir.path().join("gwa.log"), &debug)?;
     let gwb = Gatehoused::start_with_env(&net.gwb, &dir_b, &dir.path().join("gwb.log"), &debug)?;
@@ -531,7 +491,7 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
     dir_a.set("ha.role", &toml_str("active"))?;
     move_addresses(&net, &net.gwb, &net.gwa)?;
 
-    let etcd = start_etcd(&net.etcd, dir.path())?;
+    let etcd = start_etcd(&net.etcd, ETCD, "ha", dir.path())?;
     let debug = [("GATEHOUSE_LOG", "debug")];
     let gwa = Gatehoused::start_with_env(&net.gwa, &dir_a, &dir.path().join("gwa.log"), &debug)?;
     let gwb = Gatehoused::start_with_env(&net.gwb, &dir_b, &dir.path().join("gwb.log"), &debug)?;
