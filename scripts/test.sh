@@ -41,7 +41,10 @@ APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-li
   keepalived etcd-server etcd-client
   # The real Secret Service (client-core/tests/keyring_secret_service.rs): GNOME Keyring on a
   # private session bus (dbus-daemon, above), read back with secret-tool.
-  gnome-keyring libsecret-tools)
+  gnome-keyring libsecret-tools
+  # getent resolves names through the system resolver in the split-DNS test
+  # (tests/tests/split_dns.rs); Debian always has libc-bin, listed so the check proves it.
+  libc-bin)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

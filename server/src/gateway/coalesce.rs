@@ -128,7 +128,8 @@ pub(super) fn fine_timer_slack() {
 mod tests {
     use super::*;
 
-    /// Runs `turns` turns of `per_turn` packets, `gap` apart; the naps asked for.
+    /// Runs `turns` turns of `per_turn` packets from the sockets (`count`), `gap` apart; the
+    /// naps asked for.
     fn run(
         c: &mut Coalescer,
         t: &mut Instant,
@@ -136,10 +137,31 @@ mod tests {
         per_turn: usize,
         gap: Duration,
     ) -> Vec<Option<Duration>> {
+        turns_of(c, t, turns, gap, |c| c.count(per_turn))
+    }
+
+    /// Like [`run`], the packets read from TUN (`count_tun`).
+    fn run_tun(
+        c: &mut Coalescer,
+        t: &mut Instant,
+        turns: usize,
+        per_turn: usize,
+        gap: Duration,
+    ) -> Vec<Option<Duration>> {
+        turns_of(c, t, turns, gap, |c| c.count_tun(per_turn))
+    }
+
+    fn turns_of(
+        c: &mut Coalescer,
+        t: &mut Instant,
+        turns: usize,
+        gap: Duration,
+        count: impl Fn(&mut Coalescer),
+    ) -> Vec<Option<Duration>> {
         (0..turns)
             .map(|_| {
                 *t += gap;
-                c.count(per_turn);
+                count(c);
                 c.turn_ended(*t)
             })
             .collect()
@@ -207,23 +229,6 @@ mod tests {
             run(&mut c, &mut t, 1, 0, Duration::from_micros(10)),
             vec![None]
         );
-    }
-
-    /// Like [`run`], the packets read from TUN.
-    fn run_tun(
-        c: &mut Coalescer,
-        t: &mut Instant,
-        turns: usize,
-        per_turn: usize,
-        gap: Duration,
-    ) -> Vec<Option<Duration>> {
-        (0..turns)
-            .map(|_| {
-                *t += gap;
-                c.count_tun(per_turn);
-                c.turn_ended(*t)
-            })
-            .collect()
     }
 
     #[test]
