@@ -88,12 +88,25 @@ pub fn wire_openvpn(data: &[u8]) {
         assert_eq!(again.payload, c.payload);
     }
     let mut deframer = TcpDeframer::new();
+    let mut popped = 0;
     for chunk in data.chunks(7) {
         deframer.push(chunk);
         while let Ok(Some(frame)) = deframer.pop() {
+            popped += 2 + frame.len();
             let _ = Packet::parse(frame);
         }
     }
+    // The gateway's TCP reader finds whole frames without the deframer: both must agree.
+    let (complete, broken) = wire::openvpn::tcp_complete_frames(data);
+    assert_eq!(
+        complete, popped,
+        "tcp_complete_frames disagrees with the deframer"
+    );
+    assert_eq!(
+        broken,
+        deframer.pop().is_err(),
+        "the two disagree on a corrupt stream"
+    );
 }
 
 /// The IKEv2 message codec: header, payload chain, re-emission, the non-ESP marker and the

@@ -14,7 +14,7 @@
 //! (`P_DATA_V2`); the body is handled by [`crate::openvpn::data`].
 //!
 //! Over TCP every packet is preceded by a 2-byte big-endian length ([`tcp_frame`],
-//! [`TcpDeframer`]).
+//! [`TcpDeframer`], [`tcp_complete_frames`]).
 //!
 //! [`Packet::parse`] borrows its input and never panics; a parsed control packet emitted
 //! again with [`ControlPacket::emit`] gives back the same bytes.
@@ -443,6 +443,26 @@ impl TcpDeframer {
     }
 }
 
+/// How far the complete frames at the start of `stream` reach, for readers that hand on
+/// whole frames without copying them out one by one: the byte length of the longest prefix
+/// made of complete length-prefixed frames, and whether a zero-length frame (a corrupt
+/// stream, as for [`TcpDeframer`]) stopped the scan there. What follows the prefix is an
+/// incomplete frame to keep for the next read (or, when broken, garbage).
+pub fn tcp_complete_frames(stream: &[u8]) -> (usize, bool) {
+    let mut at = 0;
+    while let [hi, lo, ..] = stream[at..] {
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len == 0 {
+            return (at, true);
+        }
+        if stream.len() - at < 2 + len {
+            break;
+        }
+        at += 2 + len;
+    }
+    (at, false)
+}
+
 /// Bounds-checked cursor over untrusted bytes.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -801,6 +821,41 @@ mod tests {
         let big = vec![7u8; 256];
         d.push(&big);
         assert_eq!(d.pop().unwrap().unwrap(), &big[..]);
+    }
+
+    #[test]
+    fn complete_frames_stop_at_a_partial_frame_or_a_zero_length() {
+        let mut stream = Vec::new();
+        tcp_frame(&[1, 2, 3], &mut stream);
+        tcp_frame(&[4], &mut stream);
+        assert_eq!(tcp_complete_frames(&stream), (8, false));
+        // Half a length prefix, then a frame whose body is not all there.
+        assert_eq!(tcp_complete_frames(&stream[..7]), (5, false));
+        assert_eq!(tcp_complete_frames(&stream[..6]), (5, false));
+        assert_eq!(tcp_complete_frames(&[0]), (0, false));
+        assert_eq!(tcp_complete_frames(&[]), (0, false));
+        stream.extend_from_slice(&[0, 0, 0, 1, 9]);
+        assert_eq!(tcp_complete_frames(&stream), (8, true));
+        assert_eq!(tcp_complete_frames(&[0, 0]), (0, true));
+    }
+
+    #[test]
+    fn complete_frames_agree_with_the_deframer() {
+        // Every cut of a stream of mixed frames: the prefix is exactly the frames the
+        // deframer pops from the same bytes.
+        let mut stream = Vec::new();
+        for i in 0..20u16 {
+            tcp_frame(&vec![i as u8; usize::from(i * 37 % 300) + 1], &mut stream);
+        }
+        for cut in 0..=stream.len() {
+            let mut d = TcpDeframer::new();
+            d.push(&stream[..cut]);
+            let mut popped = 0;
+            while let Some(f) = d.pop().unwrap() {
+                popped += 2 + f.len();
+            }
+            assert_eq!(tcp_complete_frames(&stream[..cut]), (popped, false));
+        }
     }
 
     #[test]

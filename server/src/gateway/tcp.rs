@@ -23,20 +23,22 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use gatehouse_engine::gateway::{Drop as DropReason, Drops};
-use gatehouse_engine::wire::openvpn::{TcpDeframer, tcp_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use gatehouse_engine::wire::openvpn::{WireError, tcp_complete_frames, tcp_frame};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::worker::Msg;
 
-/// Depth of a connection's outgoing queue; when full, packets are dropped like UDP would.
-const OUT_QUEUE: usize = 1024;
-/// Bytes the writer gathers from its queue into one write.
-const WRITE_BATCH: usize = 64 * 1024;
+/// Bytes a connection's outgoing queue holds (framed) before further packets are dropped, as
+/// UDP would drop them: the client is not reading.
+const OUT_LIMIT: usize = 1024 * 1024;
+/// Capacity a queue keeps after a burst; beyond it the buffer is given back to the allocator.
+const OUT_KEEP: usize = 256 * 1024;
 /// How long a connection the gateway ends gets for its FIN once what was queued is written.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the accept loop pauses after the process ran out of file descriptors.
@@ -125,15 +127,15 @@ pub enum TcpEvent {
         conn: u64,
         /// The client's address.
         remote: SocketAddr,
-        /// Packets to send (unframed).
-        tx: mpsc::Sender<Vec<u8>>,
+        /// Where the core's packets for it go.
+        tx: OutSender,
     },
     /// Complete OpenVPN packets from the connection, still framed (2-byte length each).
     Packets {
         /// Connection id.
         conn: u64,
-        /// One or more framed packets.
-        frames: Vec<u8>,
+        /// One or more framed packets (a view into the reader's buffer).
+        frames: Bytes,
     },
     /// `openvpn.tcp_handshake_timeout` passed since the connection was accepted: the worker
     /// closes it unless its session is established.
@@ -400,6 +402,58 @@ pub async fn accept_loop(
     }
 }
 
+/// A connection's outgoing bytes: the worker frames each packet straight into `framed` (no
+/// allocation per packet), the writer task takes the whole buffer at once (swapping in its
+/// own emptied one) and writes it in one call.
+#[derive(Debug, Default)]
+struct OutQueue {
+    state: Mutex<OutState>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutState {
+    framed: Vec<u8>,
+    /// No more packets: the worker let go of the connection, or the writer stopped.
+    closed: bool,
+}
+
+impl OutQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The worker's end of a connection's outgoing queue; dropping it closes the connection once
+/// what is queued is written.
+#[derive(Debug)]
+pub struct OutSender(Arc<OutQueue>);
+
+impl OutSender {
+    /// Queues `packet` (framed); false if it was dropped: the client has not taken
+    /// [`OUT_LIMIT`] bytes, or the connection is closing.
+    pub fn push(&self, packet: &[u8]) -> bool {
+        let mut s = self.0.state();
+        if s.closed || s.framed.len() + 2 + packet.len() > OUT_LIMIT {
+            return false;
+        }
+        let was_empty = s.framed.is_empty();
+        tcp_frame(packet, &mut s.framed);
+        drop(s);
+        if was_empty {
+            self.0.ready.notify_one();
+        }
+        true
+    }
+}
+
+impl Drop for OutSender {
+    fn drop(&mut self) {
+        self.0.state().closed = true;
+        self.0.ready.notify_one();
+    }
+}
+
 /// Runs connection `conn` on the calling worker's runtime: one reader and one writer task,
 /// reporting to the worker through `events`. The connection holds `permit` until its socket
 /// is closed.
@@ -411,7 +465,8 @@ pub(super) fn spawn_conn(
     permit: Permit,
     timeouts: TcpTimeouts,
 ) {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+    let queue = Arc::new(OutQueue::default());
+    let tx = OutSender(queue.clone());
     if events
         .try_send(TcpEvent::Opened { conn, remote, tx })
         .is_err()
@@ -422,95 +477,116 @@ pub(super) fn spawn_conn(
     let permit = Arc::new(permit);
     let (rd, wr) = stream.into_split();
     let (stop_tx, stop_rx) = oneshot::channel();
-    tokio::spawn(write_loop(wr, rx, stop_tx, timeouts.idle, permit.clone()));
+    tokio::spawn(write_loop(
+        wr,
+        queue,
+        stop_tx,
+        timeouts.idle,
+        permit.clone(),
+    ));
     tokio::spawn(read_loop(rd, conn, events, stop_rx, timeouts, permit));
 }
 
-/// Writes what the core queues until the worker drops the queue (then sends the FIN) or
+/// Writes what the core queues until the worker lets go of the queue (then sends the FIN) or
 /// the client stops taking it; tells the reader why it stopped.
 async fn write_loop(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    queue: Arc<OutQueue>,
     stop: oneshot::Sender<Ended>,
     stall: Duration,
     _permit: Arc<Permit>,
 ) {
-    let mut framed = Vec::with_capacity(WRITE_BATCH + 2048);
+    let mut out = Vec::new();
     let ended = loop {
-        // None once the worker dropped the sender and everything queued was taken.
-        let Some(p) = rx.recv().await else {
-            break Ended::ByGateway;
+        // Everything queued goes out in one write; the worker frames on into `out`'s
+        // (emptied) buffer meanwhile.
+        let (queued, closed) = {
+            let mut s = queue.state();
+            std::mem::swap(&mut s.framed, &mut out);
+            (!out.is_empty(), s.closed)
         };
-        framed.clear();
-        tcp_frame(&p, &mut framed);
-        // Everything else already queued goes out in the same write.
-        while framed.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(p) => tcp_frame(&p, &mut framed),
-                Err(_) => break,
+        if !queued {
+            if closed {
+                break Ended::ByGateway;
             }
+            queue.ready.notified().await;
+            continue;
         }
-        match tokio::time::timeout(stall, wr.write_all(&framed)).await {
+        match tokio::time::timeout(stall, wr.write_all(&out)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => break Ended::Error(format!("write error: {e}")),
             Err(_) => break Ended::Stalled,
         }
+        out.clear();
+        if out.capacity() > OUT_KEEP {
+            out.shrink_to(OUT_KEEP);
+        }
     };
     if matches!(ended, Ended::ByGateway) {
         let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, wr.shutdown()).await;
+    } else {
+        // Nothing more is taken: what the worker queues from now on is dropped.
+        let mut s = queue.state();
+        s.closed = true;
+        s.framed = Vec::new();
     }
     let _ = stop.send(ended);
 }
 
-/// Reads and deframes until the client closes, breaks framing, goes idle, or the writer
-/// stopped; asks the worker to check the handshake once its time is up; reports the end.
+/// Bytes one read may bring in (a full window of frames).
+const READ_CHUNK: usize = 64 * 1024;
+/// The read buffer: reads land in it one after another; the complete frames of each are split
+/// off and handed on without a copy, so while the worker holds them the next reads go on into
+/// the rest of the buffer, and once it has let go of them all the buffer is used again from
+/// its start (no allocation per read in the steady state).
+const READ_BUFFER: usize = 4 * READ_CHUNK;
+
+/// Reads until the client closes, breaks framing, goes idle, or the writer stopped, handing
+/// the worker every complete frame of a read at once (still framed, in the read buffer itself);
+/// asks the worker to check the handshake once its time is up; reports the end.
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     conn: u64,
     events: mpsc::Sender<TcpEvent>,
     mut stop: oneshot::Receiver<Ended>,
     timeouts: TcpTimeouts,
     _permit: Arc<Permit>,
 ) {
-    let mut deframer = TcpDeframer::new();
-    let mut buf = vec![0u8; 65536];
+    use bytes::BufMut;
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let handshake = tokio::time::sleep(timeouts.handshake);
     tokio::pin!(handshake);
     let mut handshake_checked = false;
+    // The idle timer is not reset per read: a read notes the time, and when the timer fires
+    // early it is set again from the last read.
+    let mut last_read = tokio::time::Instant::now();
     let idle = tokio::time::sleep(timeouts.idle);
     tokio::pin!(idle);
     let ended = loop {
+        // Room for a whole chunk: reuses the buffer once the worker dropped what it was given
+        // (only the partial frame left over moves), or takes a new one while it holds it.
+        buf.reserve(READ_CHUNK);
         tokio::select! {
-            r = rd.read(&mut buf) => {
-                let n = match r {
+            r = rd.readable() => {
+                if let Err(e) = r {
+                    break Ended::Error(format!("read error: {e}"));
+                }
+                match rd.try_read_buf(&mut (&mut buf).limit(READ_CHUNK)) {
                     Ok(0) => break Ended::ByClient,
-                    Ok(n) => n,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(e) => break Ended::Error(format!("read error: {e}")),
-                };
-                idle.as_mut().reset(tokio::time::Instant::now() + timeouts.idle);
-                deframer.push(&buf[..n]);
-                let mut broken = None;
-                let mut frames = Vec::new();
-                loop {
-                    match deframer.pop() {
-                        Ok(Some(frame)) => tcp_frame(frame, &mut frames),
-                        Ok(None) => break,
-                        Err(e) => {
-                            broken = Some(e.to_string());
-                            break;
-                        }
+                }
+                last_read = tokio::time::Instant::now();
+                let (complete, broken) = tcp_complete_frames(&buf);
+                if complete > 0 {
+                    let frames = buf.split_to(complete).freeze();
+                    if events.send(TcpEvent::Packets { conn, frames }).await.is_err() {
+                        return;
                     }
                 }
-                if !frames.is_empty()
-                    && events
-                        .send(TcpEvent::Packets { conn, frames })
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                if let Some(e) = broken {
-                    break Ended::Framing(e);
+                if broken {
+                    break Ended::Framing(WireError::EmptyTcpFrame.to_string());
                 }
             }
             _ = &mut handshake, if !handshake_checked => {
@@ -519,7 +595,13 @@ async fn read_loop(
                     return;
                 }
             }
-            _ = &mut idle => break Ended::Idle,
+            _ = &mut idle => {
+                let due = last_read + timeouts.idle;
+                if tokio::time::Instant::now() >= due {
+                    break Ended::Idle;
+                }
+                idle.as_mut().reset(due);
+            }
             e = &mut stop => break e.unwrap_or(Ended::ByGateway),
         }
     };
@@ -613,5 +695,133 @@ mod tests {
         let t = TcpTimeouts::from_config(&o);
         assert_eq!(t.handshake, Duration::from_secs(3));
         assert_eq!(t.idle, Duration::from_secs(6));
+    }
+
+    /// A connected loopback pair (the gateway's accepted end, the client's end) and a
+    /// permit for it.
+    async fn pair() -> (TcpStream, TcpStream, Permit) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = l.accept().await.expect("accept");
+        let permit = Limits::new(10, 10)
+            .try_acquire(ip("127.0.0.1"))
+            .expect("permit");
+        (server, client, permit)
+    }
+
+    fn timeouts() -> TcpTimeouts {
+        TcpTimeouts {
+            handshake: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_writer_frames_everything_queued_and_closes_when_let_go() {
+        use tokio::io::AsyncReadExt;
+        let (server, mut client, permit) = pair().await;
+        let (events, mut ev) = mpsc::channel(16);
+        spawn_conn(
+            server,
+            7,
+            "127.0.0.1:1".parse().unwrap(),
+            events,
+            permit,
+            timeouts(),
+        );
+        let Some(TcpEvent::Opened { conn: 7, tx, .. }) = ev.recv().await else {
+            panic!("no Opened event");
+        };
+        let mut expected = Vec::new();
+        for i in 0..500u16 {
+            let p = vec![i as u8; usize::from(i % 1400) + 1];
+            assert!(tx.push(&p), "packet {i} refused");
+            tcp_frame(&p, &mut expected);
+        }
+        // Letting go closes the connection once everything queued is written.
+        drop(tx);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got.len(), expected.len());
+        assert!(
+            got == expected,
+            "the stream differs from the framed packets"
+        );
+        let Some(TcpEvent::Closed { conn: 7, ended }) = ev.recv().await else {
+            panic!("no Closed event");
+        };
+        assert!(matches!(ended, Ended::ByGateway), "{ended:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_queue_the_client_does_not_take_is_capped() {
+        let (server, _client, permit) = pair().await;
+        let (events, mut ev) = mpsc::channel(16);
+        spawn_conn(
+            server,
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            events,
+            permit,
+            timeouts(),
+        );
+        let Some(TcpEvent::Opened { tx, .. }) = ev.recv().await else {
+            panic!("no Opened event");
+        };
+        // Without yielding, the writer takes nothing: the queue fills to its limit.
+        let p = [0u8; 1000];
+        let taken = (0..2000).take_while(|_| tx.push(&p)).count();
+        assert_eq!(taken, OUT_LIMIT / 1002);
+        assert!(!tx.push(&p));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_reader_hands_on_whole_frames_however_the_bytes_arrive() {
+        use tokio::io::AsyncWriteExt;
+        let (server, mut client, permit) = pair().await;
+        let (events, mut ev) = mpsc::channel(1024);
+        spawn_conn(
+            server,
+            3,
+            "127.0.0.1:1".parse().unwrap(),
+            events,
+            permit,
+            timeouts(),
+        );
+        let mut stream = Vec::new();
+        for i in 0..3000u16 {
+            tcp_frame(&vec![i as u8; usize::from(i * 7 % 1500) + 1], &mut stream);
+        }
+        let writer = tokio::spawn(async move {
+            // Cuts at odd places: inside length prefixes and bodies.
+            for chunk in stream.chunks(1777) {
+                client.write_all(chunk).await.expect("write");
+                tokio::task::yield_now().await;
+            }
+            client.write_all(&[0, 1, 42, 0, 0]).await.expect("write");
+            (stream, client)
+        });
+        let mut got = Vec::new();
+        // Held: letting go of it would close the connection from the gateway's side.
+        let mut _tx = None;
+        let ended = loop {
+            match ev.recv().await.expect("events end with Closed") {
+                TcpEvent::Opened { tx, .. } => _tx = Some(tx),
+                TcpEvent::Packets { conn: 3, frames } => {
+                    assert_eq!(tcp_complete_frames(&frames), (frames.len(), false));
+                    got.extend_from_slice(&frames);
+                }
+                TcpEvent::Closed { conn: 3, ended } => break ended,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let (mut stream, _client) = writer.await.expect("writer");
+        // The frame before the zero-length one still arrives; the stream then ends.
+        stream.extend_from_slice(&[0, 1, 42]);
+        assert_eq!(got.len(), stream.len());
+        assert!(got == stream, "frames differ from what was sent");
+        assert!(matches!(ended, Ended::Framing(_)), "{ended:?}");
     }
 }

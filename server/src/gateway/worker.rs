@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::capture::CaptureTap;
 use super::coalesce::Coalescer;
 use super::handshakes::Handshakes;
-use super::tcp::{Permit, TcpEvent, TcpTimeouts};
+use super::tcp::{OutSender, Permit, TcpEvent, TcpTimeouts};
 
 /// Reads (each a batch) one source may hand the core per turn before the others get theirs.
 const BURST: usize = 8;
@@ -140,7 +140,7 @@ pub(super) struct WorkerSetup {
 /// queued is written).
 struct Stream {
     /// Its send queue.
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: OutSender,
     /// The client.
     remote: SocketAddr,
 }
@@ -807,7 +807,8 @@ fn send_to(sockets: &mut Sockets, streams: &Streams, dest: Dest, bytes: &[u8]) -
         }
         Dest::Stream(id) => match streams.get(&id) {
             // A full queue means the client is not reading; drop like UDP would.
-            Some(s) => s.tx.try_send(bytes.to_vec()).map_err(|_| Drop::StreamFull),
+            Some(s) if s.tx.push(bytes) => Ok(()),
+            Some(_) => Err(Drop::StreamFull),
             None => Ok(()),
         },
     }
