@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use super::shard::{DirKey, Login};
 use super::tunnel::{Common, IkeSa, IkeTunnel, OvpnTransport, OvpnTunnel, Tunnel};
-use super::{GatewayCore, TunnelId};
+use super::{GatewayCore, Protocol, TunnelId};
 use crate::esp::table::OwnerSas;
 use crate::esp::{
     EspCipher, EspInbound, EspInboundState, EspOutbound, EspOutboundState, KeyMaterial,
@@ -174,8 +174,8 @@ pub struct CommonHandoff {
     pub client: String,
     /// The certificate's serial (live revocation).
     pub serial: Option<Vec<u8>>,
-    /// Its virtual address.
-    pub address: Ipv4Addr,
+    /// Its virtual address (None: a site SA).
+    pub address: Option<Ipv4Addr>,
     /// The data cipher's name.
     pub cipher: Option<String>,
     /// Milliseconds since it connected.
@@ -200,7 +200,7 @@ impl CommonHandoff {
         Some(Self {
             client: c.client.clone()?,
             serial: c.serial.clone(),
-            address: c.address?,
+            address: c.address,
             cipher: c.cipher.clone(),
             connected_ms_ago: ms_ago(now, c.connected_at?),
             last_handshake_ms_ago: c.last_handshake.map_or(0, |t| ms_ago(now, t)),
@@ -211,7 +211,7 @@ impl CommonHandoff {
         Common {
             client: Some(self.client),
             serial: self.serial,
-            address: Some(self.address),
+            address: self.address,
             handshaking: false,
             connected_at: Some(back(now, self.connected_ms_ago)),
             revoked: false,
@@ -219,6 +219,15 @@ impl CommonHandoff {
             last_handshake: Some(back(now, self.last_handshake_ms_ago)),
         }
     }
+}
+
+/// What an imported IKE SA belongs to.
+#[derive(Clone, Copy)]
+enum ImportAs {
+    /// A remote-access client, with its address (claimed from the pool).
+    Client(Ipv4Addr),
+    /// The site connection of this index.
+    Site(usize),
 }
 
 /// Whether the tunnel moves to the next process.
@@ -232,10 +241,10 @@ fn movable(t: &Tunnel) -> bool {
                 && !o.common.revoked
         }
         Tunnel::Ike(i) => {
-            i.site.is_none()
-                && i.connected
+            i.connected
                 && matches!(&i.sa, IkeSa::Responder(r) if r.can_hand_over())
-                && i.common.address.is_some()
+                // A client has its address; a site SA has none but its connection.
+                && (i.common.address.is_some() || i.site.is_some())
                 && i.common.connected_at.is_some()
                 && !i.common.revoked
         }
@@ -480,16 +489,36 @@ impl GatewayCore {
                 table.release(s);
             }
         };
-        let addr = i.common.address;
-        if let Err(e) = self.claim_address(&i.common.client, addr) {
-            release(&table);
-            return Err(e);
-        }
+        // A client's address, or a site SA's connection.
+        let target = match (&i.sa.site, i.common.address) {
+            (Some(name), _) => self
+                .sites
+                .iter()
+                .position(|c| c.cfg.peer.name == *name && !c.retired)
+                .map(ImportAs::Site)
+                .ok_or_else(|| format!("no site connection named {name:?} here")),
+            (None, Some(addr)) => self
+                .claim_address(&i.common.client, addr)
+                .map(|()| ImportAs::Client(addr)),
+            (None, None) => Err("a client SA without its address".into()),
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(e) => {
+                release(&table);
+                return Err(e);
+            }
+        };
+        let unclaim = |core: &mut Self| {
+            if let ImportAs::Client(addr) = target {
+                core.shard.pool().release(&i.common.client, addr);
+            }
+        };
         let mut r = match IkeResponder::from_handoff(cfg, (self.entropy)(), now, i.sa) {
             Ok(r) => r,
             Err(e) => {
                 release(&table);
-                self.shard.pool().release(&i.common.client, addr);
+                unclaim(self);
                 return Err(e);
             }
         };
@@ -497,6 +526,7 @@ impl GatewayCore {
         r.set_psk_throttle(self.shard.psk_throttle().clone());
         let remote = r.peer();
         let id = self.new_tunnel_id();
+        let cipher = current.as_ref().map(EspOutbound::cipher);
         if !self.esp.restore_owner(
             id,
             OwnerSas {
@@ -506,23 +536,52 @@ impl GatewayCore {
             },
         ) {
             release(&table);
-            self.shard.pool().release(&i.common.client, addr);
+            unclaim(self);
             return Err("an ESP SPI is in use".into());
         }
         let client = i.common.client.clone();
         self.register_ike_spi(spis.1);
         self.by_spis.insert(spis, id);
-        self.register_login(id, &client, addr, r.has_ipv6());
-        let mut t = IkeTunnel::new(IkeSa::Responder(Box::new(r)), None, Some(client.clone()));
+        let site = match target {
+            ImportAs::Client(addr) => {
+                self.register_login(id, &client, addr, r.has_ipv6());
+                info!(client = %client, remote = %remote, address = %addr, transport = "ikev2", "session taken over from the previous process");
+                None
+            }
+            ImportAs::Site(idx) => {
+                info!(connection = %client, remote = %remote, "site SA taken over from the previous process");
+                Some(idx)
+            }
+        };
+        let mut t = IkeTunnel::new(IkeSa::Responder(Box::new(r)), site, Some(client.clone()));
         t.our_spis = our_spis;
         t.spi_pairs.push(spis);
         t.connected = true;
         t.established = Some(back(now, i.common.connected_ms_ago));
         (t.rx_bytes, t.tx_bytes, t.rx_packets, t.tx_packets) = i.counters;
         t.common = i.common.into_common(now);
-        info!(client = %client, remote = %remote, address = %addr, transport = "ikev2", "session taken over from the previous process");
         self.tunnels.insert(id, Tunnel::Ike(Box::new(t)));
         self.dirty.push(id);
+        if let (Some(idx), Some(cipher)) = (site, cipher) {
+            self.sites[idx].sas.push(id);
+            // Routes the connection's prefixes to it and marks the connection up; the SA
+            // keeps the times it came with, and no handshake is counted.
+            let kept = self.ike(id).map(|e| {
+                (
+                    e.established,
+                    e.common.connected_at,
+                    e.common.last_handshake,
+                )
+            });
+            self.site_sa_up(now, id, cipher);
+            let c = self.counters.handshakes_ok.get_mut(Protocol::Site);
+            *c = c.saturating_sub(1);
+            if let (Some((established, connected, handshake)), Some(e)) = (kept, self.ike_mut(id)) {
+                e.established = established;
+                e.common.connected_at = connected;
+                e.common.last_handshake = handshake;
+            }
+        }
         Ok(())
     }
 
@@ -536,7 +595,10 @@ impl GatewayCore {
         if self.by_peer_id.contains_key(&peer_id) || !self.shard.owns_id(peer_id) {
             return Err(format!("peer-id {peer_id} is not free on this worker"));
         }
-        let addr = o.common.address;
+        let addr = o
+            .common
+            .address
+            .ok_or("an OpenVPN session without its address")?;
         self.claim_address(&o.common.client, addr)?;
         let session = match ServerSession::from_handoff(cfg, (self.entropy)(), now, o.session) {
             Ok(s) => s,

@@ -333,7 +333,7 @@ pub(super) fn west_config(start: Instant) -> CoreConfig {
 
 /// Where a datagram from core `from_ip` sent from `listener` arrives at the other core: its
 /// listener and source address.
-fn arrival(from_ip: &str, listener: Listener, to: SocketAddr) -> (Listener, SocketAddr) {
+pub(super) fn arrival(from_ip: &str, listener: Listener, to: SocketAddr) -> (Listener, SocketAddr) {
     let port = if listener == Listener::Ike { 500 } else { 4500 };
     let on = if to.port() == 500 {
         Listener::Ike

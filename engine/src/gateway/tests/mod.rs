@@ -6,6 +6,7 @@ mod alloc;
 mod cookies;
 mod cores;
 mod handoff;
+mod handoff_sites;
 mod ike_limits;
 mod ipv6;
 mod model;

@@ -1,5 +1,7 @@
-//! Handing an established remote-access IKE SA to another process (a restart for an
-//! upgrade): [`IkeResponder::into_handoff`] / [`IkeResponder::from_handoff`].
+//! Handing an established IKE SA the peer started - a remote-access client's or a site's - to
+//! another process (a restart for an upgrade, a standby): [`IkeResponder::into_handoff`] /
+//! [`IkeResponder::from_handoff`]. (Site SAs the gateway started are not moved: see
+//! docs/ha.md.)
 //!
 //! Everything moves: the SPIs, the suite and every SK_* key, both message-ID counters,
 //! the retransmission cache of the last response, the CHILD SAs' SPIs and times, the
@@ -79,14 +81,18 @@ pub struct ResponderHandoff {
     pub narrowed: Option<(Vec<u8>, Vec<u8>)>,
     /// MOBIKE: offered, enabled, updates answered.
     pub mobike: (bool, bool, u32),
+    /// A site-to-site SA: the name of its connection (the importing gateway must have a
+    /// connection of that name); None for a remote-access client.
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 impl IkeResponder {
-    /// Whether the SA can be handed over: an established remote-access SA with nothing of
-    /// its own under way (not a site's, not being deleted, no IKE_AUTH in check).
+    /// Whether the SA can be handed over: an established remote-access or site SA with
+    /// nothing of its own under way (not being deleted, no IKE_AUTH in check).
     pub fn can_hand_over(&self) -> bool {
         self.state == State::Established
-            && self.site.is_none()
+            && (self.site.is_none() || self.site_confirmed)
             && self.deleting.is_none()
             && !self.ike_initiator
             && self.child_collision.is_none()
@@ -161,6 +167,7 @@ impl IkeResponder {
             peer_cert: self.peer_cert.clone(),
             narrowed,
             mobike: self.mobike.parts(),
+            site: self.site().map(|s| s.name.clone()),
         })
     }
 
@@ -187,6 +194,16 @@ impl IkeResponder {
             SkKeys::new(h.suite.cipher, &keys.sk_er, &keys.sk_ar).map_err(|e| e.to_string())?;
         sk_in.set_next_iv(h.iv_in);
         sk_out.set_next_iv(h.iv_out);
+        let site = match &h.site {
+            Some(name) => Some(
+                cfg.sites
+                    .iter()
+                    .find(|s| s.name == *name)
+                    .cloned()
+                    .ok_or_else(|| format!("no site connection named {name:?} here"))?,
+            ),
+            None => None,
+        };
         let narrowed = match h.narrowed {
             Some((i, r)) => Some((
                 TsPayload::parse_body(&i).map_err(|e| e.to_string())?,
@@ -244,9 +261,9 @@ impl IkeResponder {
             narrowed,
             ike_initiator: false,
             child_collision: None,
-            site: None,
-            site_confirmed: false,
-            site_claimed: false,
+            site_confirmed: site.is_some(),
+            site_claimed: site.is_some(),
+            site,
             mobike: mobike::Mobike::from_parts(h.mobike),
             psk_throttle: None,
             discards: Discards::default(),
