@@ -5,19 +5,22 @@
 //!
 //! ```text
 //!   c0 (stock openvpn, UDP)  10.250.226.10 ┐                      ┌ gwa pub0 .2 ┐ gwa lan0 .2 ┐
-//!   c1 (charon-cmd, IKEv2)   10.250.226.11 ┴ br0 (ns sw) ─────────┴ gwb pub0 .3 ┘             │
+//!   c1 (charon-cmd, IKEv2)   10.250.226.11 ┤                      │                           │
+//!   s0 (swanctl site)        10.250.226.20 ┴ br0 (ns sw) ─────────┴ gwb pub0 .3 ┘             │
+//!      its LAN 10.252.226.1/24 (a veth device in s0)
 //!   floating 10.250.226.1 (clients dial it) and 10.251.226.1 (the LAN's router), on the master
 //!   br1 (ns sw): gwa lan0 .2, gwb lan0 .3, etcd 10.251.226.5, LAN host 10.251.226.10
 //! ```
 //!
 //! `standby_takes_over_when_the_active_gateway_dies`: both clients ping the LAN host every
-//! 0.1 s; gatehoused on the master is killed with SIGKILL; keepalived there notices (its
+//! 0.1 s, and the LAN host pings the strongSwan site's LAN (a policy-based PSK site that
+//! started its IKE SA to the floating address); gatehoused on the master is killed with SIGKILL; keepalived there notices (its
 //! track script asks `gatehoused ctl status`) and gives the address up; the standby becomes
-//! master and takes the tunnels over from etcd. Asserted: the floating addresses moved, both
-//! clients' longest gap between replies is under 5 s, neither handshakes again (OpenVPN: one
-//! `Initialization Sequence Completed`, no new `TLS: Initial packet`; strongSwan: no new
-//! IKE_SA_INIT), the standby logs that it took 2 sessions over and renegotiates the OpenVPN
-//! session (its TLS session could not move).
+//! master and takes the tunnels over from etcd. Asserted: the floating addresses moved, the
+//! longest gap between replies is under 5 s for both clients and the site, none handshakes
+//! again (OpenVPN: one `Initialization Sequence Completed`, no new `TLS: Initial packet`;
+//! strongSwan client and site: no new IKE_SA_INIT), the standby logs that it took 3 tunnels
+//! over and renegotiates the OpenVPN session (its TLS session could not move).
 //!
 //! `a_standby_takes_over_on_command_and_the_old_active_gateway_stops`: the same without
 //! keepalived: gwa (`ha.role = "active"`) holds the floating addresses (set by hand) and
@@ -36,6 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::cidr::Ipv4Cidr;
 use gatehouse_tests::etcd::start_etcd;
+use gatehouse_tests::gatehouse_site::{GhConnection, add_connections};
 use gatehouse_tests::gatehoused::{
     Gatehoused, GatewayDir, RENEGOTIATED, issue_rsa_client, spawn_stock_client, times_up, toml_str,
     wait_client_up,
@@ -45,6 +49,7 @@ use gatehouse_tests::netns::bridge_port;
 use gatehouse_tests::openvpn::UP_TIMEOUT;
 use gatehouse_tests::ping_log::BackgroundPing;
 use gatehouse_tests::strongswan::{CharonCmd, CharonCmdConfig};
+use gatehouse_tests::swan_site::{StartAction, SwanAuth, SwanSite, SwanSiteConfig};
 use gatehouse_tests::{Netns, Proc, require_commands, require_root};
 
 const X: u8 = 226;
@@ -53,6 +58,11 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 250, X, 1);
 const VIP_LAN: Ipv4Addr = Ipv4Addr::new(10, 251, X, 1);
 const ETCD: Ipv4Addr = Ipv4Addr::new(10, 251, X, 5);
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 251, X, 10);
+/// The strongSwan site's public address and its LAN (one address, on a veth device).
+const SITE: Ipv4Addr = Ipv4Addr::new(10, 250, X, 20);
+const SITE_LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 252, X, 1);
+const SITE_LAN_HOST_CIDR: Ipv4Cidr = Ipv4Cidr::new(SITE_LAN_HOST, 24);
+const SITE_PSK: &str = "ha site key 226: Vt8Qm3Lx7Rk2";
 /// What the standby logs once it imported the tunnels.
 const TOOK_OVER: &str = "ha: took over the cluster's sessions";
 /// What charon-cmd logs for each IKE_SA_INIT it sends.
@@ -70,6 +80,7 @@ struct Net {
     lan: Netns,
     c0: Netns,
     c1: Netns,
+    s0: Netns,
 }
 
 impl Net {
@@ -84,6 +95,7 @@ impl Net {
             lan: ns("lan")?,
             c0: ns("c0")?,
             c1: ns("c1")?,
+            s0: ns("s0")?,
         };
         for br in ["br0", "br1"] {
             n.sw.exec_ok("ip", ["link", "add", br, "type", "bridge"])?;
@@ -95,6 +107,27 @@ impl Net {
         bridge_port(&n.sw, "br0", "pb", &n.gwb, "pub0", &p(3))?;
         bridge_port(&n.sw, "br0", "pc0", &n.c0, "up0", &p(10))?;
         bridge_port(&n.sw, "br0", "pc1", &n.c1, "up0", &p(11))?;
+        bridge_port(&n.sw, "br0", "ps0", &n.s0, "up0", &p(20))?;
+        // The site's LAN: an address on a veth device (no `dummy` module everywhere),
+        // answered by the site's own stack.
+        n.s0.exec_ok(
+            "ip",
+            [
+                "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+            ],
+        )?;
+        n.s0.exec_ok("ip", ["link", "set", "lan1", "up"])?;
+        n.s0.exec_ok(
+            "ip",
+            [
+                "addr",
+                "add",
+                &SITE_LAN_HOST_CIDR.to_string(),
+                "dev",
+                "lan0",
+            ],
+        )?;
+        n.s0.exec_ok("ip", ["link", "set", "lan0", "up"])?;
         bridge_port(&n.sw, "br1", "la", &n.gwa, "lan0", &l(2))?;
         bridge_port(&n.sw, "br1", "lb", &n.gwb, "lan0", &l(3))?;
         bridge_port(&n.sw, "br1", "le", &n.etcd, "lan0", &l(5))?;
@@ -113,6 +146,7 @@ impl Net {
         wait_ping(&n.gwb, ETCD, Duration::from_secs(5))?;
         wait_ping(&n.c0, Ipv4Addr::new(10, 250, X, 2), Duration::from_secs(5))?;
         wait_ping(&n.c1, Ipv4Addr::new(10, 250, X, 3), Duration::from_secs(5))?;
+        wait_ping(&n.s0, Ipv4Addr::new(10, 250, X, 2), Duration::from_secs(5))?;
         Ok(n)
     }
 }
@@ -187,6 +221,25 @@ fn holds(ns: &Netns, addr: Ipv4Addr) -> bool {
         .is_ok_and(|s| s.contains(&format!(" {addr}/")))
 }
 
+/// The gateways' side of the strongSwan site: policy-based, PSK, answering only.
+fn site_connection() -> GhConnection {
+    GhConnection {
+        name: "s0".into(),
+        kind: "site-to-site",
+        remote_gateway: SITE,
+        remote_address_space: vec![SITE_LAN_HOST_CIDR],
+        psk: Some(SITE_PSK.into()),
+        remote_id: None,
+        policy_based: true,
+        initiate: false,
+        ike_proposals: None,
+        esp_proposals: None,
+        dpd: Some("60s".into()),
+        child_lifetime: None,
+        ike_lifetime: None,
+    }
+}
+
 /// Writes the pair's `[ha]` section for node `node`.
 fn configure_ha(dir: &GatewayDir, node: &str) -> Result<()> {
     dir.set("workers", "2")?;
@@ -213,6 +266,8 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         "openvpn",
         "openssl",
         "charon-cmd",
+        "charon-systemd",
+        "swanctl",
         "keepalived",
         "etcd",
         "etcdctl",
@@ -235,6 +290,8 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
     let profile = dir_a.client_profile("alice", VIP, &dir.path().join("alice.ovpn"))?;
     // charon-cmd takes RSA keys only: a key and CSR from openssl, certified by the gateway.
     let (cert, key) = issue_rsa_client(dir.path(), &dir_a.pki(), "carol", &[])?;
+    // The strongSwan site starts the IKE SA; the gateways only answer (see docs/ha.md).
+    add_connections(&dir_a, &[site_connection()])?;
     let dir_b = dir_a.copy_to(&dir.path().join("gwb"))?;
     configure_ha(&dir_a, "gwa")?;
     configure_ha(&dir_b, "gwb")?;
@@ -310,6 +367,22 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
     wait_client_up(&udp, &gwa, 1, UP_TIMEOUT).with_context(logs)?;
     wait_ping(&net.c0, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
     wait_ping(&net.c1, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
+    let mut site_cfg = SwanSiteConfig::new(
+        "s0",
+        SITE,
+        VIP,
+        &[SITE_LAN_HOST_CIDR],
+        &[lan],
+        SwanAuth::Psk(SITE_PSK.into()),
+    );
+    site_cfg.start_action = StartAction::Start;
+    // Liveness checks after the copy move the message IDs past it (docs/ha.md, Limits).
+    site_cfg.dpd_delay = "60s".into();
+    let site = SwanSite::start(&net.s0, &dir.path().join("s0"), &site_cfg).with_context(logs)?;
+    let logs = || format!("{}\nsite log:\n{}", logs(), site.log_tail(20));
+    site.wait_child_installed(Duration::from_secs(20))
+        .with_context(logs)?;
+    wait_ping(&net.lan, SITE_LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
     let initial_packets = udp.log_contents().matches("TLS: Initial packet").count();
     let inits = cmd.log().matches(IKE_SA_INIT).count();
     ensure!(
@@ -317,7 +390,13 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         "no {IKE_SA_INIT:?} in charon-cmd's log\n{}",
         logs()
     );
-    // The standby follows the state with both sessions in it (copied every second).
+    let site_inits = site.log().matches(IKE_SA_INIT).count();
+    ensure!(
+        site_inits >= 1,
+        "no {IKE_SA_INIT:?} in the site's log\n{}",
+        logs()
+    );
+    // The standby follows the state with all three tunnels in it (copied every second).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = net.etcd.exec_ok(
@@ -340,16 +419,16 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
                     + w["ike"].as_array().map_or(0, Vec::len)
             })
             .sum();
-        if sessions == 2 {
+        if sessions == 3 {
             eprintln!(
-                "the state in etcd: {} bytes for 2 sessions",
+                "the state in etcd: {} bytes for 2 sessions and a site SA",
                 out.trim().len()
             );
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "etcd's state does not hold both sessions: {sessions}\n{}",
+            "etcd's state does not hold the three tunnels: {sessions}\n{}",
             logs()
         );
         thread::sleep(Duration::from_millis(200));
@@ -374,6 +453,13 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         PINGS,
         &dir.path().join("ping-ike.log"),
     )?;
+    let ping_site = BackgroundPing::start(
+        &net.lan,
+        SITE_LAN_HOST,
+        "0.1",
+        PINGS,
+        &dir.path().join("ping-site.log"),
+    )?;
     thread::sleep(Duration::from_secs(3));
     let killed = Instant::now();
     gwa.kill_hard()?;
@@ -387,8 +473,8 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         took_after.as_secs_f64()
     );
     ensure!(
-        took.field("sessions") == Some("2"),
-        "the standby took over {:?} sessions, not 2\n{}",
+        took.field("sessions") == Some("3"),
+        "the standby took over {:?} tunnels, not 3\n{}",
         took.field("sessions"),
         logs()
     );
@@ -424,6 +510,30 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         logs()
     );
 
+    let (sent, got, gap) = ping_site.finish(Duration::from_secs(30))?.counts_and_gap();
+    eprintln!(
+        "LAN host to the strongSwan site: {got}/{sent} pings answered, longest gap {gap:.2} s"
+    );
+    ensure!(
+        gap < MAX_GAP,
+        "a gap of {gap:.2} s in the pings to the site\n{}",
+        logs()
+    );
+    ensure!(
+        got + 50 >= sent,
+        "{got}/{sent} pings to the site answered\n{}",
+        logs()
+    );
+    ensure!(
+        site.log().matches(IKE_SA_INIT).count() == site_inits,
+        "the site started a new IKE SA\n{}",
+        logs()
+    );
+    ensure!(
+        site.installed_child()?.is_some(),
+        "the site has no CHILD SA\n{}",
+        logs()
+    );
     ensure!(
         cmd.log().matches(IKE_SA_INIT).count() == inits,
         "charon-cmd started a new IKE SA\n{}",
@@ -451,7 +561,9 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
         logs()
     );
     eprintln!("test took {:.1} s", started.elapsed().as_secs_f64());
-    drop((ping_udp, ping_ike, udp, cmd, ka, kb, gwb, etcd));
+    drop((
+        ping_udp, ping_ike, ping_site, udp, cmd, site, ka, kb, gwb, etcd,
+    ));
     Ok(())
 }
 
