@@ -203,9 +203,10 @@ bgp_peer_asn = 65020
             let e = format!("{:#}", cfg.validate().unwrap_err());
             assert!(e.contains(want), "{to}: {e}");
         }
-        let text = CFG
-            .replace("interface = \"gh-site1\"\n", "")
-            .replace("remote_address_space = []", "remote_address_space = [\"10.50.0.0/24\"]");
+        let text = CFG.replace("interface = \"gh-site1\"\n", "").replace(
+            "remote_address_space = []",
+            "remote_address_space = [\"10.50.0.0/24\"]",
+        );
         let cfg: GatewayConfig = toml::from_str(&text).unwrap();
         let e = format!("{:#}", cfg.validate().unwrap_err());
         assert!(e.contains("needs `interface`"), "{e}");
