@@ -147,7 +147,7 @@ bgp_peer_asn = 65020
         cfg.validate().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let psk = dir.path().join("site1.psk");
-        std::fs::write(&psk, "not-a-real-key\n").unwrap();
+        std::fs::write(&psk, "k7Qz2Xw9Lm4Pv8Rt1Yb6Nc3Hd5Fg0Js\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
         let conns = cfg.connections(dir.path()).unwrap();
