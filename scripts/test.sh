@@ -11,6 +11,8 @@ fi
 
 # Real peers and tools the end-to-end tests drive.
 APT_PACKAGES=(openvpn iperf3 iputils-ping iproute2 openssl procps psmisc util-linux
+  # FRR (zebra, bgpd, vtysh): the BGP speaker of tests/tests/bgp_sites.rs.
+  frr
   strongswan-swanctl charon-systemd charon-cmd libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins strongswan-pki
   gcc-mingw-w64-x86-64

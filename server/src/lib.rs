@@ -8,6 +8,7 @@ pub mod config;
 pub mod ctl;
 pub mod datadir;
 pub mod etcd;
+pub mod frr;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

@@ -80,6 +80,22 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print the FRR (bgpd) configuration that announces `address_space` and `client_pool`
+    /// and peers with every connection's `bgp_peer` over its own interface (docs/bgp.md).
+    FrrConfig {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The gateway's AS number.
+        #[arg(long)]
+        asn: u32,
+        /// BGP router id (default: `public_addr` if it is an IPv4 address).
+        #[arg(long)]
+        router_id: Option<std::net::Ipv4Addr>,
+        /// Neighbor keepalive and hold time in seconds.
+        #[arg(long, num_args = 2, value_names = ["KEEPALIVE", "HOLD"])]
+        timers: Option<Vec<u16>>,
+    },
     /// Validate a configuration and the certificates it points at, then exit.
     Check {
         /// Configuration file.
@@ -186,6 +202,34 @@ fn real_main(cli: Cli) -> Result<()> {
             };
             let key = gatehouse_server::gateway::wireguard::gateway_key(&dir)?;
             println!("{}", key.public_key());
+            Ok(())
+        }
+        Command::FrrConfig {
+            config,
+            asn,
+            router_id,
+            timers,
+        } => {
+            let cfg = GatewayConfig::load(&config)?;
+            let dir = config_dir(&config);
+            let conns = cfg
+                .connections(&dir)
+                .with_context(|| format!("invalid config {}", config.display()))?;
+            let router_id = match router_id.or_else(|| cfg.public_addr.trim().parse().ok()) {
+                Some(id) => id,
+                None => bail!(
+                    "`public_addr` = {:?} is not an IPv4 address: give --router-id A.B.C.D",
+                    cfg.public_addr
+                ),
+            };
+            let timers = match timers.as_deref() {
+                Some([k, h]) => (*k, *h),
+                _ => gatehouse_server::frr::DEFAULT_TIMERS,
+            };
+            print!(
+                "{}",
+                gatehouse_server::frr::render(&cfg, &conns, asn, router_id, timers)?
+            );
             Ok(())
         }
         Command::Check { config } => {

@@ -24,6 +24,7 @@ pub mod cidr;
 pub mod client;
 pub mod desktop;
 pub mod etcd;
+pub mod frr;
 pub mod gatehouse_site;
 pub mod gatehoused;
 pub mod nat;

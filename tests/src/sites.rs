@@ -38,6 +38,8 @@ use crate::netns::{Netns, add_route, enable_forwarding, veth};
 pub const SITE_INDEXES: RangeInclusive<u8> = 70..=79;
 /// Subnet indexes of the WireGuard site tests (tests/tests/wireguard_*.rs).
 pub const WIREGUARD_SITE_INDEXES: RangeInclusive<u8> = 214..=215;
+/// Subnet index of the BGP site test (tests/tests/bgp_sites.rs).
+pub const BGP_SITE_INDEX: u8 = 231;
 /// The gateways' and the client's interface on the underlay.
 pub const UNDERLAY_IF: &str = "ul0";
 /// A gateway's interface on its LAN.
@@ -132,8 +134,8 @@ impl SiteLab {
     /// its host and the client reaches every gateway over the underlay.
     pub fn new(tag: &str, k: u8) -> Result<SiteLab> {
         ensure!(
-            SITE_INDEXES.contains(&k) || WIREGUARD_SITE_INDEXES.contains(&k),
-            "site lab index {k} is outside {SITE_INDEXES:?} and {WIREGUARD_SITE_INDEXES:?}, the ranges reserved for site tests"
+            SITE_INDEXES.contains(&k) || WIREGUARD_SITE_INDEXES.contains(&k) || k == BGP_SITE_INDEX,
+            "site lab index {k} is outside {SITE_INDEXES:?}, {WIREGUARD_SITE_INDEXES:?} and {BGP_SITE_INDEX}, the indexes reserved for site tests"
         );
         let switch = Netns::new(&format!("{tag}-sw"))?;
         ip_ok(&["-n", switch.name(), "link", "add", BRIDGE, "type", "bridge"])?;

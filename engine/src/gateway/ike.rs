@@ -400,7 +400,15 @@ impl GatewayCore {
             .esp_buf
             .get(..len)
             .map_or(Err(Drop::Malformed), super::source_of);
-        self.check_source(id, src).then_some(0..len)
+        if !self.check_source(id, src) {
+            return None;
+        }
+        if let Some(name) = self.own_interface_of(id) {
+            let packet = self.esp_buf.get(..len)?.to_vec();
+            self.iface_out.push_back((name, packet));
+            return None;
+        }
+        Some(0..len)
     }
 
     /// Seals a TUN packet for IKE tunnel `id` into `self.esp_buf`.

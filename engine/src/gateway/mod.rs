@@ -39,6 +39,7 @@ mod quic;
 mod reconfigure;
 mod revocation;
 mod shard;
+mod site_iface;
 mod sites;
 mod status;
 #[cfg(test)]
@@ -250,6 +251,10 @@ pub struct SiteConfig {
     pub child_lifetime: Duration,
     /// Identities, authentication, selectors and algorithms (shared with the responder).
     pub peer: Arc<SitePeer>,
+    /// The connection has its own interface (route-based, e.g. for BGP): the driver hands
+    /// its packets in with [`GatewayCore::handle_interface_packet`] and writes what it
+    /// decrypts to that interface ([`GatewayCore::poll_interface_packet`]); see `site_iface.rs`.
+    pub own_interface: bool,
 }
 
 /// Everything the core needs to know of `gateway.toml` and the PKI.
@@ -317,6 +322,9 @@ pub struct GatewayCore {
     forwards: VecDeque<Forward>,
     /// Handling another worker's forward: a miss now is a drop, never a second forward.
     forwarded: bool,
+    /// Packets decrypted from own-interface connections, for their interfaces
+    /// ([`GatewayCore::poll_interface_packet`]).
+    iface_out: VecDeque<(String, Vec<u8>)>,
     /// OpenVPN over UDP, by the client's address (control, P_DATA_V1).
     by_udp: HashMap<SocketAddr, TunnelId>,
     /// OpenVPN over UDP: a new session from an address that has an established one, kept
@@ -413,6 +421,7 @@ impl GatewayCore {
             shard,
             forwards: VecDeque::new(),
             forwarded: false,
+            iface_out: VecDeque::new(),
             by_udp: HashMap::new(),
             replacing_udp: HashMap::new(),
             handshakes_by_ip: HashMap::new(),

@@ -92,7 +92,10 @@ impl GatewayCore {
         self.ike(id)
             .and_then(|t| t.site)
             .and_then(|i| self.sites.get(i))
-            .is_some_and(|s| s.cfg.remote_address_space.iter().any(|n| n.contains(&src)))
+            .is_some_and(|s| {
+                s.cfg.remote_address_space.iter().any(|n| n.contains(&src))
+                    || (s.cfg.own_interface && self.interface_may_send(src))
+            })
     }
 
     /// When an initiating connection without an SA tries next.

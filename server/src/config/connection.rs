@@ -135,6 +135,19 @@ pub struct ConnectionConfig {
     /// peers behind NAT, 25 is usual).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_keepalive: Option<u16>,
+    /// Route-based IKEv2 connections: give the connection its own TUN device of this name
+    /// (for a routing daemon such as FRR; see `interface.rs` and docs/bgp.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// With `interface`: our address on it with the link prefix, e.g. "169.254.31.1/30".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_address: Option<String>,
+    /// With `interface`: the site's BGP speaker on the link, e.g. "169.254.31.2".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp_peer: Option<String>,
+    /// With `bgp_peer`: the site's AS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp_peer_asn: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -217,6 +230,8 @@ pub struct Connection {
     pub child_lifetime: Duration,
     /// Liveness check interval.
     pub dpd: Duration,
+    /// Its own interface (route-based, for a routing daemon), if configured.
+    pub interface: Option<super::interface::ConnInterface>,
 }
 
 impl Connection {
@@ -229,7 +244,7 @@ impl Connection {
             format!(" port {}", self.remote_port)
         };
         let n = self.remote_address_space.len();
-        format!(
+        let mut line = format!(
             "connection {}: {} to {}{port}, {n} prefix{}, {}{}, {}, {}",
             self.name,
             self.kind,
@@ -251,7 +266,14 @@ impl Connection {
             } else {
                 "wait for peer"
             },
-        )
+        );
+        if let Some(i) = &self.interface {
+            line.push_str(&format!(", own interface {} {}", i.name, i.address));
+            if let (Some(p), Some(asn)) = (i.bgp_peer, i.bgp_peer_asn) {
+                line.push_str(&format!(", BGP peer {p} AS {asn}"));
+            }
+        }
+        line
     }
 }
 
@@ -315,6 +337,7 @@ impl ConnectionConfig {
         }
 
         let remote_address_space = self.remote_address_space(&k, gw)?;
+        let interface = self.interface(&k, gw)?;
 
         let Some(auth_kind) = self.auth else {
             bail!(
@@ -420,6 +443,7 @@ impl ConnectionConfig {
             ike_lifetime,
             child_lifetime,
             dpd,
+            interface,
         })
     }
 
@@ -462,7 +486,8 @@ impl ConnectionConfig {
         gw: &GatewayConfig,
     ) -> Result<Vec<Ipv4Net>> {
         let key = k.key("remote_address_space");
-        if self.remote_address_space.is_empty() {
+        // A connection with its own interface may leave its prefixes to a routing daemon.
+        if self.remote_address_space.is_empty() && self.interface.is_none() {
             bail!(
                 "{key} is empty: list the IPv4 prefixes behind the peer, e.g. [\"192.168.10.0/24\"]"
             );
@@ -619,6 +644,13 @@ impl GatewayConfig {
                         );
                     }
                 }
+            }
+            if let Some(mine) = &conn.interface {
+                let others: Vec<(String, &super::interface::ConnInterface)> = out
+                    .iter()
+                    .filter_map(|o| Some((o.name.clone(), o.interface.as_ref()?)))
+                    .collect();
+                super::interface::check_distinct(&k, mine, &others)?;
             }
             out.push(conn);
         }

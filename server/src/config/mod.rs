@@ -3,6 +3,7 @@
 mod admin;
 mod connection;
 mod ha;
+mod interface;
 mod quic;
 mod wireguard;
 
@@ -20,6 +21,7 @@ pub use connection::{
     DEFAULT_CONNECTION_DPD, DEFAULT_IKE_LIFETIME, DEFAULT_REMOTE_PORT,
 };
 pub use ha::HaSection;
+pub use interface::ConnInterface;
 pub use quic::QuicSection;
 pub use wireguard::{DEFAULT_WIREGUARD_PORT, WgConnection, WireGuardSection};
 

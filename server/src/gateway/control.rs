@@ -272,17 +272,31 @@ impl Gateway {
                 now,
             )?);
         }
+        // Own interfaces (docs/bgp.md) are made at start only.
+        let old_conns = self.cfg.connections(&self.config_dir).unwrap_or_default();
+        let ifaces = |list: &[crate::config::Connection]| {
+            let mut v: Vec<(String, crate::config::ConnInterface)> = list
+                .iter()
+                .filter_map(|c| Some((c.name.clone(), c.interface.clone()?)))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        if ifaces(&old_conns) != ifaces(&conns) {
+            bail!(
+                "a connection's `interface`, `interface_address`, `bgp_peer` or `bgp_peer_asn` changed (or a connection with an interface came or went): that takes a restart of gatehoused; nothing was applied"
+            );
+        }
         // Routes into TUN for the sites' prefixes: new ones now, old ones once unused.
-        let old_prefixes: Vec<ipnet::Ipv4Net> = self
-            .cfg
-            .connections(&self.config_dir)
-            .unwrap_or_default()
+        let old_prefixes: Vec<ipnet::Ipv4Net> = old_conns
             .iter()
+            .filter(|c| c.interface.is_none())
             .flat_map(|c| c.remote_address_space.clone())
             .chain(super::wireguard::site_prefixes(&self.cfg))
             .collect();
         let new_prefixes: Vec<ipnet::Ipv4Net> = conns
             .iter()
+            .filter(|c| c.interface.is_none())
             .flat_map(|c| c.remote_address_space.clone())
             .chain(super::wireguard::site_prefixes(&new))
             .collect();

@@ -79,6 +79,7 @@ fn site_configs(conns: &[Connection], peers: &[Arc<SitePeer>]) -> Vec<SiteConfig
             ike_lifetime: c.ike_lifetime,
             child_lifetime: c.child_lifetime,
             peer,
+            own_interface: c.interface.is_some(),
         })
         .collect()
 }

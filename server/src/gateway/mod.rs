@@ -30,6 +30,7 @@ mod ha;
 mod handle;
 mod handoff;
 mod handshakes;
+mod interfaces;
 mod tcp;
 pub mod wireguard;
 mod worker;
@@ -334,10 +335,17 @@ impl Gateway {
             })?);
         }
         queues.insert(0, tun);
+        let mut own_ifaces = interfaces::create(&conns, n, cfg.tun_mtu)?.into_iter();
         let mut site_prefixes: Vec<Ipv4Net> = conns
             .iter()
+            .filter(|c| c.interface.is_none())
             .flat_map(|c| c.remote_address_space.iter().copied())
             .collect();
+        for c in &conns {
+            if let Some(i) = &c.interface {
+                crate::tun::add_routes(&i.name, &c.remote_address_space)?;
+            }
+        }
         site_prefixes.extend(wireguard::site_prefixes(&cfg));
         crate::tun::add_routes(&cfg.tun_name, &site_prefixes)?;
         crate::tun::set_ipv6(&cfg.tun_name, None, cfg.client_pool_v6()?)?;
@@ -510,6 +518,7 @@ impl Gateway {
                 handshakes: None,
                 tap: tap.clone(),
                 coalesce: Duration::from_micros(u64::from(cfg.coalesce_us)),
+                interfaces: own_ifaces.next().unwrap_or_default(),
             });
         }
         let facts = Arc::new(Mutex::new(Facts {

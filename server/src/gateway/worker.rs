@@ -79,6 +79,13 @@ pub(super) enum Msg {
         /// Where the count goes.
         reply: oneshot::Sender<usize>,
     },
+    /// A packet the kernel routed into a connection's own interface (`interfaces.rs`).
+    Interface {
+        /// The connection.
+        connection: Arc<str>,
+        /// The IP packet.
+        packet: Vec<u8>,
+    },
     /// Shut down.
     Stop,
     /// Stop for a handoff to the next process: end what cannot move, send the last
@@ -134,6 +141,8 @@ pub(super) struct WorkerSetup {
     pub tap: Arc<CaptureTap>,
     /// The longest nap for receive coalescing (`coalesce_us`; zero: off).
     pub coalesce: Duration,
+    /// The own interfaces of the connections this worker holds.
+    pub interfaces: Vec<super::interfaces::NewInterface>,
 }
 
 /// A TCP connection as the worker holds it: dropping it closes the connection (once what is
@@ -192,6 +201,8 @@ struct Worker {
     tun: Arc<tun_rs::AsyncDevice>,
     /// Decrypted packets on their way to TUN.
     tun_out: TunWriter,
+    /// The own interfaces of this worker's connections, by connection name.
+    ifaces: super::interfaces::Interfaces,
     peers: Arc<Vec<mpsc::Sender<Msg>>>,
     published: Arc<Mutex<Published>>,
     /// Events of this worker's TCP connections.
@@ -233,10 +244,15 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             handshakes,
             tap,
             coalesce,
+            interfaces,
         } = setup;
         if !coalesce.is_zero() {
             super::coalesce::fine_timer_slack();
         }
+        let ifaces = match peers.get(index) {
+            Some(me) => super::interfaces::start(interfaces, me.clone(), tun_mtu),
+            None => Default::default(),
+        };
         let worker = Worker {
             index,
             core,
@@ -251,6 +267,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             streams: std::collections::HashMap::new(),
             tun: Arc::new(tun_rs::AsyncDevice::new(tun)?),
             tun_out: TunWriter::new(),
+            ifaces,
             peers,
             published,
             tcp_tx,
@@ -495,6 +512,15 @@ impl Worker {
                 }
                 self.flush();
             }
+            Msg::Interface { connection, packet } => {
+                if let Some((dest, bytes)) =
+                    self.core.handle_interface_packet(now, &connection, &packet)
+                    && let Err(why) = send_to(&mut self.sockets, &self.streams, dest, bytes)
+                {
+                    self.core.count_drop(why);
+                }
+                self.flush();
+            }
             Msg::Forward(Forward::EndLogin { tunnel, client, .. }) => {
                 self.core.end_login(now, tunnel, &client);
                 self.flush();
@@ -652,6 +678,9 @@ impl Worker {
         self.forward();
         self.tun_out.flush(&self.tun).await;
         for _ in 0..self.tun_out.take_drops() {
+            self.core.count_drop(Drop::TunFull);
+        }
+        for _ in 0..super::interfaces::write(&mut self.core, &self.ifaces) {
             self.core.count_drop(Drop::TunFull);
         }
         for _ in 0..self.sockets.flush() {

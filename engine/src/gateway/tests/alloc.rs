@@ -283,6 +283,7 @@ pub(super) fn site_config(
             ike_lifetime: DEFAULT_IKE_LIFETIME,
             child_lifetime: DEFAULT_CHILD_LIFETIME,
             peer: site,
+            own_interface: false,
         }],
         unix_time: WALL_CLOCK_SECS,
         start,

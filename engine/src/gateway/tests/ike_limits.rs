@@ -423,6 +423,7 @@ fn site_gateway(any: bool) -> (GatewayCore, Instant) {
             ike_lifetime: DEFAULT_IKE_LIFETIME,
             child_lifetime: DEFAULT_CHILD_LIFETIME,
             peer,
+            own_interface: false,
         }],
         unix_time: WALL_CLOCK_SECS,
         start,

@@ -16,5 +16,6 @@ mod quic;
 mod reconfigure;
 mod scenarios;
 mod sim;
+mod site_iface;
 mod streams;
 mod wireguard;
