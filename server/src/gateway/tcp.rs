@@ -697,9 +697,9 @@ mod tests {
         assert_eq!(t.idle, Duration::from_secs(6));
     }
 
-    /// A connected loopback pair (the gateway's accepted end, the client's end) and a
-    /// permit for it.
-    async fn pair() -> (TcpStream, TcpStream, Permit) {
+    /// A loopback connection run as connection `conn` (reader and writer tasks), reporting
+    /// to the returned receiver (of `depth` events); the client's end.
+    async fn open(conn: u64, depth: usize) -> (TcpStream, mpsc::Receiver<TcpEvent>) {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let client = TcpStream::connect(l.local_addr().expect("addr"))
             .await
@@ -708,7 +708,10 @@ mod tests {
         let permit = Limits::new(10, 10)
             .try_acquire(ip("127.0.0.1"))
             .expect("permit");
-        (server, client, permit)
+        let (events, ev) = mpsc::channel(depth);
+        let remote = "127.0.0.1:1".parse().unwrap();
+        spawn_conn(server, conn, remote, events, permit, timeouts());
+        (client, ev)
     }
 
     fn timeouts() -> TcpTimeouts {
@@ -721,16 +724,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_writer_frames_everything_queued_and_closes_when_let_go() {
         use tokio::io::AsyncReadExt;
-        let (server, mut client, permit) = pair().await;
-        let (events, mut ev) = mpsc::channel(16);
-        spawn_conn(
-            server,
-            7,
-            "127.0.0.1:1".parse().unwrap(),
-            events,
-            permit,
-            timeouts(),
-        );
+        let (mut client, mut ev) = open(7, 16).await;
         let Some(TcpEvent::Opened { conn: 7, tx, .. }) = ev.recv().await else {
             panic!("no Opened event");
         };
@@ -757,16 +751,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_queue_the_client_does_not_take_is_capped() {
-        let (server, _client, permit) = pair().await;
-        let (events, mut ev) = mpsc::channel(16);
-        spawn_conn(
-            server,
-            1,
-            "127.0.0.1:1".parse().unwrap(),
-            events,
-            permit,
-            timeouts(),
-        );
+        let (_client, mut ev) = open(1, 16).await;
         let Some(TcpEvent::Opened { tx, .. }) = ev.recv().await else {
             panic!("no Opened event");
         };
@@ -780,16 +765,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_reader_hands_on_whole_frames_however_the_bytes_arrive() {
         use tokio::io::AsyncWriteExt;
-        let (server, mut client, permit) = pair().await;
-        let (events, mut ev) = mpsc::channel(1024);
-        spawn_conn(
-            server,
-            3,
-            "127.0.0.1:1".parse().unwrap(),
-            events,
-            permit,
-            timeouts(),
-        );
+        let (mut client, mut ev) = open(3, 1024).await;
         let mut stream = Vec::new();
         for i in 0..3000u16 {
             tcp_frame(&vec![i as u8; usize::from(i * 7 % 1500) + 1], &mut stream);
