@@ -55,37 +55,66 @@ const SO_ATTACH_REUSEPORT_CBPF: i32 = 51;
 /// `SKF_NET_OFF`: classic BPF loads at this offset read the network (IP) header.
 const SKF_NET_OFF: i32 = -0x100000;
 
-/// Steers each datagram of a reuseport group to socket `((src_ip * multiplier) >> 16) %
-/// sockets` (IPv4 source address), so every packet of one peer, on every port of the group
-/// family, reaches the same worker. Returns an error when the kernel refuses the program;
-/// the kernel's own flow hash then picks the socket.
+/// Steers each datagram of a reuseport group to socket `((src * multiplier) >> 16) %
+/// sockets`, `src` being the IPv4 source address or the last 32 bits of an IPv6 one (the
+/// engine's `worker_of_ip`; an IPv4 peer of a dual-stack socket gets the same worker as on an
+/// IPv4 socket), so every packet of one peer, on every port of the group family, reaches the
+/// same worker. Returns an error when the kernel refuses the program; the kernel's own flow
+/// hash then picks the socket.
 pub fn steer_by_source(
     sock: &std::net::UdpSocket,
     multiplier: u32,
     sockets: u32,
 ) -> io::Result<()> {
-    let code = |code: u16, k: u32| libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
+    let code = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let ld_abs = |size: u32, off: i32| {
+        code(
+            (libc::BPF_LD | size | libc::BPF_ABS) as u16,
+            0,
+            0,
+            off as u32,
+        )
     };
     let program = [
-        // A = source address (IPv4 header offset 12)
+        // A = IP version (high nibble of the first byte of the network header)
+        ld_abs(libc::BPF_B, SKF_NET_OFF),
         code(
-            (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            (SKF_NET_OFF + 12) as u32,
+            (libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K) as u16,
+            0,
+            0,
+            4,
         ),
+        // IPv6: skip to the load of the last word of its source address
+        code(
+            (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            2,
+            0,
+            6,
+        ),
+        // IPv4: A = source address (header offset 12)
+        ld_abs(libc::BPF_W, SKF_NET_OFF + 12),
+        code((libc::BPF_JMP | libc::BPF_JA) as u16, 0, 0, 1),
+        // IPv6: A = bytes 12..16 of the source address (header offset 8 + 12)
+        ld_abs(libc::BPF_W, SKF_NET_OFF + 20),
         code(
             (libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K) as u16,
+            0,
+            0,
             multiplier,
         ),
-        code((libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K) as u16, 16),
+        code(
+            (libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K) as u16,
+            0,
+            0,
+            16,
+        ),
         code(
             (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16,
+            0,
+            0,
             sockets.max(1),
         ),
-        code((libc::BPF_RET | libc::BPF_A) as u16, 0),
+        code((libc::BPF_RET | libc::BPF_A) as u16, 0, 0, 0),
     ];
     attach_reuseport_cbpf(sock, &program)
 }

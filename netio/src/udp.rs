@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -26,22 +26,147 @@ const RECV_BUF: usize = 65536;
 /// address the routing table picks, until each peer is heard from again).
 const REPLY_FROM_MAX: usize = 16_384;
 
+/// What a listener binds: every address of both families (one dual-stack `[::]` socket, or
+/// `0.0.0.0` where the kernel has no IPv6), or exactly one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// IPv4 and IPv6, every address: `[::]` with `IPV6_V6ONLY` off. IPv4 peers appear as
+    /// plain IPv4 addresses (see [`canonical`]).
+    Any(u16),
+    /// Exactly this address: `0.0.0.0` is IPv4 only, `::` IPv6 only.
+    Exactly(SocketAddr),
+}
+
+impl Bind {
+    /// `Exactly(ip:port)` when an address is given, else `Any(port)`.
+    pub fn new(listen: Option<IpAddr>, port: u16) -> Self {
+        match listen {
+            Some(ip) => Self::Exactly(SocketAddr::new(ip, port)),
+            None => Self::Any(port),
+        }
+    }
+
+    /// The IPv4-only address a dual-stack bind falls back to.
+    pub fn fallback(self) -> Option<SocketAddr> {
+        match self {
+            Self::Any(port) => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+            Self::Exactly(_) => None,
+        }
+    }
+
+    /// The address bound first: `[::]:port` for [`Bind::Any`].
+    pub fn first(self) -> SocketAddr {
+        match self {
+            Self::Any(port) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            Self::Exactly(a) => a,
+        }
+    }
+}
+
+impl std::fmt::Display for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any(port) => write!(f, "[::]:{port} (IPv4+IPv6)"),
+            Self::Exactly(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Whether a failed dual-stack bind means the kernel has no IPv6 (then IPv4 alone is bound).
+pub fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_errno::EAFNOSUPPORT | libc_errno::EADDRNOTAVAIL | libc_errno::EPROTONOSUPPORT)
+    )
+}
+
+/// errno values (Linux numbering; only compared, never produced).
+mod libc_errno {
+    pub const EPROTONOSUPPORT: i32 = 93;
+    pub const EAFNOSUPPORT: i32 = 97;
+    pub const EADDRNOTAVAIL: i32 = 99;
+}
+
+/// A peer address as the engine sees it: an IPv4 peer of a dual-stack socket
+/// (`::ffff:a.b.c.d`) as plain IPv4.
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// `to` in the family of a socket bound to `local`: IPv4 peers of an IPv6 socket as
+/// IPv4-mapped addresses.
+fn in_family(local_v6: bool, to: SocketAddr) -> SocketAddr {
+    match to {
+        SocketAddr::V4(a) if local_v6 => {
+            SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+        }
+        a => a,
+    }
+}
+
+/// Creates one socket for `addr`: `IPV6_V6ONLY` off for `[::]` when `dual`, on for every
+/// other IPv6 address.
+pub fn socket_for(
+    addr: SocketAddr,
+    dual: bool,
+    ty: socket2::Type,
+    proto: socket2::Protocol,
+) -> io::Result<socket2::Socket> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(!dual)?;
+    }
+    Ok(sock)
+}
+
+/// Binds `count` sockets as `bind` says (see [`bind_group`]); a dual-stack bind on a host
+/// without IPv6 binds `0.0.0.0` instead, and says so in the returned flag.
+/// Returns (sockets, steered, fell back to IPv4).
+pub fn bind_group_as(
+    bind: Bind,
+    count: usize,
+    buffer: usize,
+    multiplier: u32,
+) -> io::Result<(Vec<std::net::UdpSocket>, bool, bool)> {
+    let dual = matches!(bind, Bind::Any(_));
+    match bind_group_on(bind.first(), dual, count, buffer, multiplier) {
+        Ok((s, st)) => Ok((s, st, false)),
+        Err(e) if dual && no_ipv6(&e) => {
+            let v4 = bind.fallback().unwrap_or_else(|| bind.first());
+            let (s, st) = bind_group_on(v4, false, count, buffer, multiplier)?;
+            Ok((s, st, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Binds `count` sockets to `addr`, one per worker, in one `SO_REUSEPORT` group with
 /// `buffer`-byte kernel buffers (best effort: the kernel caps them). With more than one
-/// socket on an IPv4 address the group steers every datagram by its source address to
-/// socket `((ip * multiplier) >> 16) % count`, the worker holding that peer's tunnels;
-/// returns whether that steering is on (else the kernel's flow hash spreads them).
+/// socket the group steers every datagram by its source address to socket
+/// `((ip * multiplier) >> 16) % count` (`ip`: an IPv4 source, or the last 32 bits of an IPv6
+/// one), the worker holding that peer's tunnels; returns whether that steering is on (else
+/// the kernel's flow hash spreads them). An IPv6 `addr` is bound IPv6-only.
 pub fn bind_group(
     addr: SocketAddr,
     count: usize,
     buffer: usize,
     multiplier: u32,
 ) -> io::Result<(Vec<std::net::UdpSocket>, bool)> {
-    use socket2::{Domain, Protocol, Socket, Type};
+    bind_group_on(addr, false, count, buffer, multiplier)
+}
+
+fn bind_group_on(
+    addr: SocketAddr,
+    dual: bool,
+    count: usize,
+    buffer: usize,
+    multiplier: u32,
+) -> io::Result<(Vec<std::net::UdpSocket>, bool)> {
+    use socket2::{Protocol, Type};
     let count = count.max(1);
     let mut socks = Vec::with_capacity(count);
     for _ in 0..count {
-        let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        let sock = socket_for(addr, dual, Type::DGRAM, Protocol::UDP)?;
         let _ = sock.set_recv_buffer_size(buffer);
         let _ = sock.set_send_buffer_size(buffer);
         if count > 1 {
@@ -53,9 +178,8 @@ pub fn bind_group(
         socks.push(std::net::UdpSocket::from(sock));
     }
     #[cfg(target_os = "linux")]
-    let steered = count > 1
-        && addr.is_ipv4()
-        && crate::sockopt::steer_by_source(&socks[0], multiplier, count as u32).is_ok();
+    let steered =
+        count > 1 && crate::sockopt::steer_by_source(&socks[0], multiplier, count as u32).is_ok();
     #[cfg(not(target_os = "linux"))]
     let steered = {
         let _ = multiplier;
@@ -72,10 +196,10 @@ pub fn bind_group(
 pub struct BatchSocket {
     sock: Registered,
     state: UdpSocketState,
-    /// [`GSO_MAX_SEGMENT_V4`] or [`GSO_MAX_SEGMENT`].
-    max_segment: usize,
     /// Bound to a wildcard address: replies must name their source.
     wildcard: bool,
+    /// An IPv6 socket: IPv4 peers (of a dual-stack one) are addressed IPv4-mapped.
+    v6: bool,
     /// For a wildcard-bound socket on a host with several addresses (a floating address, a
     /// secondary one): the local address each peer last sent to, so that replies leave from
     /// the address the client dialled and not from the one the routing table would pick,
@@ -99,17 +223,12 @@ impl BatchSocket {
         #[cfg(target_os = "linux")]
         crate::sockopt::allow_fragmentation(&sock)?;
         let local = sock.local_addr()?;
-        let max_segment = if local.is_ipv4() {
-            GSO_MAX_SEGMENT_V4
-        } else {
-            GSO_MAX_SEGMENT
-        };
         let sock = Registered::new(sock)?;
         Ok(Self {
             sock,
             state,
-            max_segment,
             wildcard: local.ip().is_unspecified(),
+            v6: local.is_ipv6(),
             reply_from: Mutex::new(HashMap::new()),
             usual: OnceLock::new(),
             mixed: AtomicBool::new(false),
@@ -333,7 +452,8 @@ impl RecvBatch {
         self.filled == 0
     }
 
-    /// The datagram at `i` of the last receive, in arrival order: (sender, bytes).
+    /// The datagrams of the last receive, in arrival order: (sender, bytes). An IPv4 sender
+    /// of a dual-stack socket is a plain IPv4 address.
     pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         self.metas[..self.filled]
             .iter()
@@ -345,7 +465,8 @@ impl RecvBatch {
                 } else {
                     m.stride
                 };
-                data.chunks(stride).map(move |d| (m.addr, d))
+                let from = canonical(m.addr);
+                data.chunks(stride).map(move |d| (from, d))
             })
     }
 }
@@ -389,10 +510,18 @@ impl SendQueue {
         }
     }
 
-    /// Queues `bytes` for `to`, sending what was queued first when it cannot join the batch.
+    /// Queues `bytes` for `to` (as [`RecvBatch::iter`] named it), sending what was queued
+    /// first when it cannot join the batch.
     pub fn push(&mut self, sock: &BatchSocket, to: SocketAddr, bytes: &[u8]) {
+        // By the peer's family: an IPv4 peer of a dual-stack socket has a 20-byte header.
+        let max_segment = if to.is_ipv4() {
+            GSO_MAX_SEGMENT_V4
+        } else {
+            GSO_MAX_SEGMENT
+        };
+        let to = in_family(sock.v6, to);
         let max = sock.max_gso_segments();
-        if bytes.len() > sock.max_segment || max <= 1 {
+        if bytes.len() > max_segment || max <= 1 {
             self.flush(sock);
             self.send_one(sock, to, bytes);
             return;

@@ -144,10 +144,15 @@ impl ClientHome {
     /// Exports client `name` of `gw` as a Gatehouse profile dialling `gateway`
     /// (`gatehouse-certs export NAME --gateway GW --format gatehouse`), and imports it
     /// (`gatehouse import`, key to a 0600 file). The certificate must already be issued.
-    pub fn import_profile(&self, gw: &GatewayDir, name: &str, gateway: Ipv4Addr) -> Result<()> {
+    pub fn import_profile(
+        &self,
+        gw: &GatewayDir,
+        name: &str,
+        gateway: impl Into<std::net::IpAddr>,
+    ) -> Result<()> {
         let file = self.root.join(format!("{name}.gatehouse"));
         let file_arg = file.display().to_string();
-        let gateway = gateway.to_string();
+        let gateway = gateway.into().to_string();
         certs_cli(
             &gw.pki(),
             &[

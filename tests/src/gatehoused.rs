@@ -166,8 +166,13 @@ pub fn issue_client(
 }
 
 /// `gatehouse-certs --pki PKI export NAME --gateway GATEWAY --format ovpn -o OUT`.
-pub fn export_ovpn(pki: &Path, name: &str, gateway: Ipv4Addr, out: &Path) -> Result<PathBuf> {
-    let gateway = gateway.to_string();
+pub fn export_ovpn(
+    pki: &Path,
+    name: &str,
+    gateway: impl Into<std::net::IpAddr>,
+    out: &Path,
+) -> Result<PathBuf> {
+    let gateway = gateway.into().to_string();
     let out_arg = out.display().to_string();
     certs_cli(
         pki,
@@ -443,7 +448,12 @@ impl GatewayDir {
 
     /// Issues a client certificate and exports it as a stock `.ovpn` profile dialling
     /// `gateway`, written to `out`.
-    pub fn client_profile(&self, name: &str, gateway: Ipv4Addr, out: &Path) -> Result<PathBuf> {
+    pub fn client_profile(
+        &self,
+        name: &str,
+        gateway: impl Into<std::net::IpAddr>,
+        out: &Path,
+    ) -> Result<PathBuf> {
         self.issue_client(name, &[])?;
         export_ovpn(&self.pki(), name, gateway, out)
     }

@@ -132,7 +132,7 @@ impl ServerConfig {
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub proto: Proto,
-    pub remote: Ipv4Addr,
+    pub remote: std::net::IpAddr,
     pub port: u16,
     pub certs: CertFiles,
     /// TUN device name, unique within the namespace.
@@ -143,7 +143,13 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn new(proto: Proto, remote: Ipv4Addr, port: u16, certs: CertFiles) -> ClientConfig {
+    pub fn new(
+        proto: Proto,
+        remote: impl Into<std::net::IpAddr>,
+        port: u16,
+        certs: CertFiles,
+    ) -> ClientConfig {
+        let remote = remote.into();
         ClientConfig {
             proto,
             remote,

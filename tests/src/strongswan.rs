@@ -322,7 +322,7 @@ impl CharonCmd {
 pub struct RoadWarrior {
     /// Connection name; the child is `<name>-child` (see [`RoadWarrior::child`]).
     pub name: String,
-    pub remote_addr: Ipv4Addr,
+    pub remote_addr: std::net::IpAddr,
     /// `remote.id`: the gateway's identity (its address: the SAN of a Gatehouse gateway cert).
     pub remote_id: String,
     /// `local.id`; `None` = the certificate's subject DN.
@@ -349,7 +349,8 @@ pub struct RoadWarrior {
 }
 
 impl RoadWarrior {
-    pub fn new(name: &str, remote_addr: Ipv4Addr, cert: &str) -> RoadWarrior {
+    pub fn new(name: &str, remote_addr: impl Into<std::net::IpAddr>, cert: &str) -> RoadWarrior {
+        let remote_addr = remote_addr.into();
         RoadWarrior {
             name: name.to_string(),
             remote_addr,

@@ -120,8 +120,8 @@ impl StartAction {
 pub struct SwanSiteConfig {
     /// Connection name; the child is `<name>-net` ([`SwanSiteConfig::child`]).
     pub name: String,
-    pub local_addr: Ipv4Addr,
-    pub remote_addr: Ipv4Addr,
+    pub local_addr: std::net::IpAddr,
+    pub remote_addr: std::net::IpAddr,
     /// `local.id` / `remote.id` (default: the addresses, IKE ID type IPv4).
     pub local_id: String,
     pub remote_id: String,
@@ -164,12 +164,13 @@ impl SwanSiteConfig {
     /// strongSwan's default proposals.
     pub fn new(
         name: &str,
-        local_addr: Ipv4Addr,
-        remote_addr: Ipv4Addr,
+        local_addr: impl Into<std::net::IpAddr>,
+        remote_addr: impl Into<std::net::IpAddr>,
         local_prefixes: &[Ipv4Cidr],
         remote_prefixes: &[Ipv4Cidr],
         auth: SwanAuth,
     ) -> SwanSiteConfig {
+        let (local_addr, remote_addr) = (local_addr.into(), remote_addr.into());
         SwanSiteConfig {
             name: name.to_string(),
             local_addr,

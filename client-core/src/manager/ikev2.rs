@@ -69,11 +69,8 @@ pub(crate) async fn run(
         .iter()
         .find(|p| p.kind == ProtocolKind::Ikev2)
         .map_or(500, |p| p.port);
-    let addr = match tokio::net::lookup_host((profile.gateway.as_str(), port)).await {
-        Ok(mut a) => match a.find(SocketAddr::is_ipv4) {
-            Some(a) => a,
-            None => return Outcome::Lost(format!("{} has no IPv4 address", profile.gateway)),
-        },
+    let addr = match super::tunnel::resolve(&profile.gateway, port).await {
+        Ok(a) => a,
         Err(e) => return Outcome::Lost(format!("cannot resolve {}: {e}", profile.gateway)),
     };
     let mut udp = match UdpLink::bind_for(addr) {

@@ -578,7 +578,7 @@ async fn set_kill_switch(
         }
         // The tunnel is down while (re)connecting: with an older kill switch in force the
         // name can only resolve from /etc/hosts or an address literal.
-        let addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
+        let addrs = tokio::net::lookup_host((tunnel::unbracket(&t.host), t.port))
             .await
             .map_err(|e| format!("kill switch: cannot resolve the gateway {}: {e}", t.host))?;
         for a in addrs {

@@ -491,14 +491,24 @@ fn session_config(
     Ok(Arc::new(cfg))
 }
 
+/// The gateway's address: a host name (its IPv4 addresses first, then IPv6 ones: a name with
+/// both is dialled over IPv4), or an IPv4 or IPv6 literal, also written `[2001:db8::1]`.
 pub(super) async fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    let host = unbracket(host);
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-    // The gateway serves IPv4 first.
     addrs.sort_by_key(|a| !a.is_ipv4());
     addrs
         .into_iter()
         .next()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
+}
+
+/// `[2001:db8::1]` as `2001:db8::1` (the resolver takes no brackets).
+pub(super) fn unbracket(host: &str) -> &str {
+    let h = host.trim();
+    h.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(h)
 }
 
 async fn dial(proto: ProtocolKind, addr: SocketAddr, timeout: Duration) -> std::io::Result<Link> {

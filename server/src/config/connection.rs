@@ -6,7 +6,7 @@
 //! check that needs no file; `connections` adds the PSK-file checks.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -78,7 +78,8 @@ pub struct ConnectionConfig {
     /// `site-to-site` or `vnet-to-vnet`.
     #[serde(rename = "type")]
     pub kind: ConnectionKind,
-    /// The peer's public IPv4 address (IKEv2 connections).
+    /// The peer's public address (IKEv2 connections): IPv4, IPv6 (`2001:db8::1` or
+    /// `[2001:db8::1]`) or a DNS name, resolved when the gateway starts or reloads.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub remote_gateway: String,
     /// The peer's IKE port.
@@ -204,8 +205,10 @@ pub struct Connection {
     pub name: String,
     /// Site-to-site or VNet-to-VNet.
     pub kind: ConnectionKind,
-    /// The peer's public address.
-    pub remote_gateway: Ipv4Addr,
+    /// The peer's public address (IPv4 or IPv6; resolved from `remote_host`).
+    pub remote_gateway: IpAddr,
+    /// The DNS name `remote_gateway` was resolved from, if it was one.
+    pub remote_host: Option<String>,
     /// The peer's IKE port (500 unless configured).
     pub remote_port: u16,
     /// Prefixes behind the peer (network addresses, no overlaps).
@@ -244,11 +247,14 @@ impl Connection {
             format!(" port {}", self.remote_port)
         };
         let n = self.remote_address_space.len();
+        let to = match &self.remote_host {
+            Some(h) => format!("{h} ({})", self.remote_gateway),
+            None => self.remote_gateway.to_string(),
+        };
         let mut line = format!(
-            "connection {}: {} to {}{port}, {n} prefix{}, {}{}, {}, {}",
+            "connection {}: {} to {to}{port}, {n} prefix{}, {}{}, {}, {}",
             self.name,
             self.kind,
-            self.remote_gateway,
             if n == 1 { "" } else { "es" },
             self.auth.as_str(),
             if self.remote_gateway_any {
@@ -328,7 +334,7 @@ impl ConnectionConfig {
             );
         }
 
-        let remote_gateway = self.remote_gateway(&k, gw)?;
+        let (remote_gateway, remote_host) = self.remote_gateway(&k, gw)?;
         if self.remote_port == 0 {
             bail!(
                 "{} is 0: give the peer's IKE port (default {DEFAULT_REMOTE_PORT})",
@@ -386,7 +392,9 @@ impl ConnectionConfig {
                 k.key("remote_id")
             ),
             Some(id) => id.trim().to_owned(),
-            None => remote_gateway.to_string(),
+            None => remote_host
+                .clone()
+                .unwrap_or_else(|| remote_gateway.to_string()),
         };
         let local_id = match &self.local_id {
             Some(id) if id.trim().is_empty() => bail!(
@@ -431,6 +439,7 @@ impl ConnectionConfig {
             name: self.name.clone(),
             kind: self.kind,
             remote_gateway,
+            remote_host,
             remote_port: self.remote_port,
             remote_address_space,
             auth,
@@ -447,37 +456,43 @@ impl ConnectionConfig {
         })
     }
 
-    fn remote_gateway(&self, k: &Keys, gw: &GatewayConfig) -> Result<Ipv4Addr> {
+    fn remote_gateway(&self, k: &Keys, gw: &GatewayConfig) -> Result<(IpAddr, Option<String>)> {
+        use super::remote_gateway::{RemoteGateway, parse, resolve};
         let key = k.key("remote_gateway");
-        let text = self.remote_gateway.trim();
-        let addr = match text.parse::<IpAddr>() {
-            Ok(IpAddr::V4(a)) => a,
-            Ok(IpAddr::V6(_)) => bail!(
-                "{key} = {text:?} is an IPv6 address: IPv6 peers are not supported yet; give the peer's public IPv4 address"
-            ),
-            Err(_) => bail!(
-                "{key} = {text:?} is not an IPv4 address: give the peer's public IPv4 address (host names are not supported)"
-            ),
+        let (addr, host) = match parse(&self.remote_gateway) {
+            Ok(RemoteGateway::Addr(a)) => (a, None),
+            Ok(RemoteGateway::Name(n)) => match resolve(&n, self.remote_port) {
+                Ok(a) => (a, Some(n)),
+                Err(e) => bail!("{key}: {e}"),
+            },
+            Err(e) => bail!("{key} = {e}"),
         };
-        if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
-            bail!("{key} = {addr} is not a unicast address: give the peer's public IPv4 address");
+        // The IKE sockets must be of the peer's family.
+        if let Some(listen) = gw.ikev2.listen
+            && listen.is_ipv4() != addr.is_ipv4()
+        {
+            bail!(
+                "{key} = {addr} but `ikev2.listen` = \"{listen}\" binds {} only: remove `ikev2.listen` (the default takes IPv4 and IPv6) or give the peer's {} address",
+                if listen.is_ipv4() { "IPv4" } else { "IPv6" },
+                if listen.is_ipv4() { "IPv4" } else { "IPv6" },
+            );
         }
         // Our own IKE endpoint: where we listen, or what we tell others to dial.
         if self.remote_port == gw.ikev2.ike_port {
             let own = [
-                ("ikev2.listen", Some(gw.ikev2.listen)),
-                ("openvpn.listen", Some(gw.openvpn.listen)),
+                ("ikev2.listen", gw.ikev2.listen),
+                ("openvpn.listen", gw.openvpn.listen),
                 ("public_addr", gw.public_addr.trim().parse::<IpAddr>().ok()),
             ];
             for (own_key, own_addr) in own {
-                if own_addr == Some(IpAddr::V4(addr)) {
+                if own_addr == Some(addr) {
                     bail!(
                         "{key} = {addr} is this gateway's own address (`{own_key}`): give the peer's public address"
                     );
                 }
             }
         }
-        Ok(addr)
+        Ok((addr, host))
     }
 
     pub(super) fn remote_address_space(
@@ -663,6 +678,7 @@ mod tests {
     use super::*;
     use gatehouse_engine::esp::EspCipher;
     use gatehouse_engine::ikev2::crypto::{DhGroup, IkeCipher, Prf};
+    use std::net::Ipv4Addr;
 
     const SAMPLE: &str = r#"
 public_addr = "203.0.113.1"
@@ -728,7 +744,8 @@ policy_based = true
         let a = &conns[0];
         assert_eq!(a.name, "onprem-east");
         assert_eq!(a.kind, ConnectionKind::SiteToSite);
-        assert_eq!(a.remote_gateway, Ipv4Addr::new(198, 51, 100, 7));
+        assert_eq!(a.remote_gateway, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)));
+        assert_eq!(a.remote_host, None);
         assert_eq!(a.remote_port, 500);
         assert_eq!(
             a.remote_address_space,
@@ -907,10 +924,10 @@ policy_based = true
             ("name", |c| c.name = "on prem".into()),
             ("name", |c| c.name = String::new()),
             ("remote_gateway", |c| {
-                c.remote_gateway = "2001:db8::1".into()
+                c.remote_gateway = "[2001:db8::1]:500".into()
             }),
             ("remote_gateway", |c| {
-                c.remote_gateway = "vpn.example.net".into()
+                c.remote_gateway = "vpn_east.example".into()
             }),
             ("remote_gateway", |c| {
                 c.remote_gateway = "203.0.113.1".into()
@@ -972,8 +989,18 @@ policy_based = true
             "{e}"
         );
         let mut cfg = sample();
-        cfg.connections[0].remote_gateway = "2001:db8::1".into();
-        assert!(err(&cfg).contains("IPv6 peers are not supported yet"));
+        cfg.connections[0].remote_gateway = "[2001:db8::1]".into();
+        cfg.validate().unwrap();
+        cfg.ikev2.listen = Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let e = err(&cfg);
+        assert!(
+            e.contains("`ikev2.listen` = \"0.0.0.0\" binds IPv4 only"),
+            "{e}"
+        );
+        let mut cfg = sample();
+        cfg.connections[0].remote_gateway = "localhost".into();
+        cfg.connections[0].remote_id = None;
+        cfg.validate().unwrap();
         let mut cfg = sample();
         cfg.connections[0].ike_proposals = Some(vec!["aes192-sha256-modp2048".into()]);
         let e = err(&cfg);

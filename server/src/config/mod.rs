@@ -5,9 +5,10 @@ mod connection;
 mod ha;
 mod interface;
 mod quic;
+pub mod remote_gateway;
 mod wireguard;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -124,9 +125,11 @@ pub struct Ikev2Config {
     /// Serve IKEv2 remote-access clients.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Address the listeners bind.
-    #[serde(default = "default_listen")]
-    pub listen: IpAddr,
+    /// Address the listeners bind. Absent (the default): every IPv4 and IPv6 address (one
+    /// dual-stack socket; IPv4 alone where the kernel has no IPv6). "0.0.0.0": IPv4 only;
+    /// "::": IPv6 only; any other address: that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<IpAddr>,
     /// IKE port.
     #[serde(default = "default_ike_port")]
     pub ike_port: u16,
@@ -171,7 +174,7 @@ impl Default for Ikev2Config {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: default_listen(),
+            listen: None,
             ike_port: default_ike_port(),
             natt_port: default_natt_port(),
             dpd: default_dpd(),
@@ -186,9 +189,11 @@ impl Default for Ikev2Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OpenVpnConfig {
-    /// Address the listeners bind.
-    #[serde(default = "default_listen")]
-    pub listen: IpAddr,
+    /// Address the listeners bind. Absent (the default): every IPv4 and IPv6 address (one
+    /// dual-stack socket; IPv4 alone where the kernel has no IPv6). "0.0.0.0": IPv4 only;
+    /// "::": IPv6 only; any other address: that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<IpAddr>,
     /// UDP port (0 disables UDP).
     #[serde(default = "default_udp_port")]
     pub udp_port: u16,
@@ -359,9 +364,6 @@ fn is_default_handshake_threads(n: &usize) -> bool {
 fn default_mtu() -> u16 {
     1500
 }
-fn default_listen() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-}
 fn default_udp_port() -> u16 {
     1194
 }
@@ -390,7 +392,7 @@ fn default_reneg() -> String {
 impl Default for OpenVpnConfig {
     fn default() -> Self {
         Self {
-            listen: default_listen(),
+            listen: None,
             udp_port: default_udp_port(),
             tcp_port: default_tcp_port(),
             tls_ekm: true,

@@ -17,16 +17,14 @@ pub struct QuicSection {
     /// Serve QUIC clients (Gatehouse client, `--protocol quic`).
     #[serde(default)]
     pub enabled: bool,
-    /// Address the listener binds.
-    #[serde(default = "default_listen")]
-    pub listen: IpAddr,
+    /// Address the listeners bind. Absent (the default): every IPv4 and IPv6 address (one
+    /// dual-stack socket; IPv4 alone where the kernel has no IPv6). "0.0.0.0": IPv4 only;
+    /// "::": IPv6 only; any other address: that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<IpAddr>,
     /// UDP port.
     #[serde(default = "default_port")]
     pub port: u16,
-}
-
-fn default_listen() -> IpAddr {
-    IpAddr::from([0, 0, 0, 0])
 }
 
 fn default_port() -> u16 {
@@ -37,7 +35,7 @@ impl Default for QuicSection {
     fn default() -> Self {
         Self {
             enabled: false,
-            listen: default_listen(),
+            listen: None,
             port: default_port(),
         }
     }
@@ -55,8 +53,10 @@ impl QuicSection {
                 "`quic.port` is 0: set a UDP port (default {DEFAULT_QUIC_PORT}) or `quic.enabled = false`"
             );
         }
-        let same = |listen: IpAddr| {
-            listen == self.listen || listen.is_unspecified() || self.listen.is_unspecified()
+        let same = |listen: Option<IpAddr>| match (listen, self.listen) {
+            (Some(a), Some(b)) => a == b || a.is_unspecified() || b.is_unspecified(),
+            // Absent: every address.
+            _ => true,
         };
         let o = &cfg.openvpn;
         if o.udp_port == self.port && same(o.listen) {

@@ -40,17 +40,16 @@ pub struct WireGuardSection {
     /// port then); `false`: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Address the listener binds.
-    #[serde(default = "default_listen")]
-    pub listen: IpAddr,
+    /// Address the listeners bind. Absent (the default): every IPv4 and IPv6 address (one
+    /// dual-stack socket; IPv4 alone where the kernel has no IPv6). "0.0.0.0": IPv4 only;
+    /// "::": IPv6 only; any other address: that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<IpAddr>,
     /// UDP port.
     #[serde(default = "default_port")]
     pub port: u16,
 }
 
-fn default_listen() -> IpAddr {
-    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-}
 fn default_port() -> u16 {
     DEFAULT_WIREGUARD_PORT
 }
@@ -59,7 +58,7 @@ impl Default for WireGuardSection {
     fn default() -> Self {
         WireGuardSection {
             enabled: None,
-            listen: default_listen(),
+            listen: None,
             port: default_port(),
         }
     }

@@ -28,7 +28,7 @@ fn restart_only(cfg: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("server_cert", cfg.server_cert.clone()),
         ("admin", format!("{:?}", cfg.admin)),
         ("ha", format!("{:?}", cfg.ha)),
-        ("openvpn.listen", o.listen.to_string()),
+        ("openvpn.listen", format!("{:?}", o.listen)),
         ("openvpn.udp_port", o.udp_port.to_string()),
         ("openvpn.tcp_port", o.tcp_port.to_string()),
         (
@@ -41,14 +41,14 @@ fn restart_only(cfg: &GatewayConfig) -> Vec<(&'static str, String)> {
             o.tcp_handshake_timeout.clone(),
         ),
         ("ikev2.enabled", i.enabled.to_string()),
-        ("ikev2.listen", i.listen.to_string()),
+        ("ikev2.listen", format!("{:?}", i.listen)),
         ("ikev2.ike_port", i.ike_port.to_string()),
         ("ikev2.natt_port", i.natt_port.to_string()),
-        ("wireguard.listen", cfg.wireguard.listen.to_string()),
+        ("wireguard.listen", format!("{:?}", cfg.wireguard.listen)),
         ("wireguard.port", cfg.wireguard.port.to_string()),
         ("wireguard.enabled", format!("{:?}", cfg.wireguard.enabled)),
         ("quic.enabled", cfg.quic.enabled.to_string()),
-        ("quic.listen", cfg.quic.listen.to_string()),
+        ("quic.listen", format!("{:?}", cfg.quic.listen)),
         ("quic.port", cfg.quic.port.to_string()),
     ]
 }
@@ -155,6 +155,20 @@ impl Gateway {
                 let _ = reply.send(r);
             }
             Control::CrlChanged => self.check_crl().await,
+            Control::Reresolved(moved) => {
+                for m in &moved {
+                    info!(connection = %m.name, host = %m.host, from = %m.from, to = %m.to, "the connection's name points to another address now: re-dialling it there");
+                }
+                let cfg = self.cfg.clone();
+                match self.apply(cfg).await {
+                    Ok(r) => {
+                        info!(changes = ?r.changes, tunnels_ended = r.tunnels_ended, "site connections re-resolved")
+                    }
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "site connections not re-resolved; the running ones stay")
+                    }
+                }
+            }
             Control::Shared {
                 config,
                 from,
@@ -250,6 +264,12 @@ impl Gateway {
             // This node's block of `client_pool`, as at start.
             new.client_pool = m.view.block;
         }
+        self.apply(new).await
+    }
+
+    /// Applies `new` (checked against what needs a restart): connections, routes, pools.
+    async fn apply(&mut self, new: GatewayConfig) -> Result<Reloaded> {
+        let path = self.config_path.clone();
         for ((key, old), (_, now)) in restart_only(&self.cfg).into_iter().zip(restart_only(&new)) {
             if old != now {
                 bail!(
@@ -273,7 +293,7 @@ impl Gateway {
             )?);
         }
         // Own interfaces (docs/bgp.md) are made at start only.
-        let old_conns = self.cfg.connections(&self.config_dir).unwrap_or_default();
+        let old_conns = self.conns.clone();
         let ifaces = |list: &[crate::config::Connection]| {
             let mut v: Vec<(String, crate::config::ConnInterface)> = list
                 .iter()
@@ -355,6 +375,8 @@ impl Gateway {
             None => self.ovpn.clone(),
         };
         self.cfg = new;
+        self.reresolver.loaded(&conns, now);
+        self.conns = conns;
         self.send_wireguard("configuration reloaded").await;
         Ok(Reloaded {
             changes,

@@ -1,7 +1,7 @@
 //! Turns `gateway.toml`, its `[[connection]]`s and the PKI files into the engine core's
 //! configuration. Files are read here; the core never touches them.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -39,7 +39,7 @@ pub fn site_peers(cfg: &GatewayConfig, conns: &[Connection]) -> Vec<Arc<SitePeer
         .map(|c| {
             Arc::new(SitePeer {
                 name: c.name.clone(),
-                remote_addr: IpAddr::V4(c.remote_gateway),
+                remote_addr: c.remote_gateway,
                 remote_id: c.remote_id.clone(),
                 local_id: c
                     .local_id
@@ -73,7 +73,7 @@ fn site_configs(conns: &[Connection], peers: &[Arc<SitePeer>]) -> Vec<SiteConfig
         .map(|(c, peer)| SiteConfig {
             kind: c.kind.as_str(),
             initiate: c.initiate,
-            remote: SocketAddr::new(IpAddr::V4(c.remote_gateway), c.remote_port),
+            remote: SocketAddr::new(c.remote_gateway, c.remote_port),
             remote_address_space: c.remote_address_space.clone(),
             dpd: c.dpd,
             ike_lifetime: c.ike_lifetime,

@@ -23,6 +23,9 @@ pub(crate) enum Control {
         name: String,
         reply: oneshot::Sender<Result<Revoked, String>>,
     },
+    /// Site connections whose DNS name points to another address now: apply the running
+    /// configuration again (which resolves them anew).
+    Reresolved(Vec<super::reresolve::Moved>),
     /// Re-read gateway.toml and apply what changed.
     Reload {
         reply: oneshot::Sender<Result<Reloaded, String>>,

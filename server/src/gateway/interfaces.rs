@@ -49,10 +49,7 @@ pub(super) fn create(
                 )
             })?;
         strict_rp_filter(&i.name);
-        let w = gatehouse_engine::gateway::worker_of_ip(
-            std::net::IpAddr::V4(c.remote_gateway),
-            workers,
-        );
+        let w = gatehouse_engine::gateway::worker_of_ip(c.remote_gateway, workers);
         out[w].push(NewInterface {
             connection: c.name.clone(),
             device,

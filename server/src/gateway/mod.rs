@@ -31,12 +31,13 @@ mod handle;
 mod handoff;
 mod handshakes;
 mod interfaces;
+mod listen;
+mod reresolve;
 mod tcp;
 pub mod wireguard;
 mod worker;
 pub mod wrap;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,6 +53,7 @@ use tracing::{info, warn};
 
 use crate::config::GatewayConfig;
 use crate::tls::{FileStamp, PkiPaths};
+use gatehouse_netio::udp::Bind;
 use tcp::{Limits, TcpTimeouts};
 use worker::{Msg, Published, Reload, WorkerSetup, WorkerSockets};
 
@@ -146,42 +148,29 @@ impl Entropy for OsEntropy {
 }
 
 /// Every socket the gateway serves, for the start-up log line: operators open these in their
-/// firewall, so none may be missing (`openvpn/udp 0.0.0.0:1194, openvpn/tcp 0.0.0.0:443,
-/// ikev2/udp 0.0.0.0:500, ikev2-natt/udp 0.0.0.0:4500`).
+/// firewall, so none may be missing (`openvpn/udp [::]:1194 (IPv4+IPv6), openvpn/tcp
+/// [::]:443 (IPv4+IPv6), ikev2/udp [::]:500 (IPv4+IPv6), ikev2-natt/udp [::]:4500
+/// (IPv4+IPv6)`; `0.0.0.0:1194` with `listen = "0.0.0.0"`).
 fn listeners(cfg: &GatewayConfig, wg: bool) -> String {
     let o = &cfg.openvpn;
     let mut l = Vec::new();
+    let mut add = |what: &str, bind: Bind| l.push(format!("{what} {}", listen::describe(bind)));
     if o.udp_port != 0 {
-        l.push(format!(
-            "openvpn/udp {}",
-            SocketAddr::new(o.listen, o.udp_port)
-        ));
+        add("openvpn/udp", Bind::new(o.listen, o.udp_port));
     }
     if o.tcp_port != 0 {
-        l.push(format!(
-            "openvpn/tcp {}",
-            SocketAddr::new(o.listen, o.tcp_port)
-        ));
+        add("openvpn/tcp", Bind::new(o.listen, o.tcp_port));
     }
     if cfg.ikev2.enabled {
         let i = &cfg.ikev2;
-        l.push(format!(
-            "ikev2/udp {}",
-            SocketAddr::new(i.listen, i.ike_port)
-        ));
-        l.push(format!(
-            "ikev2-natt/udp {}",
-            SocketAddr::new(i.listen, i.natt_port)
-        ));
+        add("ikev2/udp", Bind::new(i.listen, i.ike_port));
+        add("ikev2-natt/udp", Bind::new(i.listen, i.natt_port));
     }
     if wg {
-        l.push(format!("wireguard/udp {}", wireguard::listen_addr(cfg)));
+        add("wireguard/udp", wireguard::listen_addr(cfg));
     }
     if cfg.quic.enabled {
-        l.push(format!(
-            "quic/udp {}",
-            SocketAddr::new(cfg.quic.listen, cfg.quic.port)
-        ));
+        add("quic/udp", Bind::new(cfg.quic.listen, cfg.quic.port));
     }
     l.join(", ")
 }
@@ -227,6 +216,10 @@ pub struct Gateway {
     /// The cluster's shared configuration in force (active-active), applied on top of
     /// gateway.toml by every reload.
     shared: Option<crate::cluster::shared_config::SharedConfig>,
+    /// The site connections in force, as resolved when the configuration was last applied.
+    conns: Vec<crate::config::Connection>,
+    /// Looks up again the names of site connections that are down.
+    reresolver: reresolve::Reresolver,
 }
 
 /// The kernel's count of packets TUN device `name` dropped on the way to the gateway (its
@@ -351,23 +344,22 @@ impl Gateway {
         crate::tun::set_ipv6(&cfg.tun_name, None, cfg.client_pool_v6()?)?;
         let o = &cfg.openvpn;
         let mut steered = true;
-        let mut group = |addr: SocketAddr, what: &str, port: &str| -> Result<Group> {
+        let mut group = |addr: Bind, what: &str, port: &str| -> Result<Group> {
             if let Some(inh) = inherited.as_mut()
                 && let Some(socks) = inh.take_group(port, n)?
             {
                 steered &= inh.steered || n == 1;
                 return Ok(socks.into_iter().map(Some).collect());
             }
-            let (socks, s) =
-                gatehouse_netio::udp::bind_group(addr, n, SOCKET_BUFFER, STEER_MULTIPLIER)
-                    .with_context(|| format!("cannot bind UDP {addr} ({what})"))?;
+            let (socks, s) = listen::udp_group(addr, n, SOCKET_BUFFER, STEER_MULTIPLIER)
+                .with_context(|| format!("cannot bind UDP {} ({what})", listen::describe(addr)))?;
             steered &= s || n == 1;
             Ok(socks.into_iter().map(Some).collect())
         };
         let none = || -> Group { (0..n).map(|_| None).collect() };
         let mut ovpn_socks = if o.udp_port != 0 {
             group(
-                SocketAddr::new(o.listen, o.udp_port),
+                Bind::new(o.listen, o.udp_port),
                 "`openvpn.udp_port`; is another VPN server running?",
                 "ovpn",
             )?
@@ -378,8 +370,8 @@ impl Gateway {
             let i = &cfg.ikev2;
             let what = "`ikev2.ike_port`/`ikev2.natt_port`; is strongSwan running? set `ikev2.enabled = false` to run without IKEv2";
             (
-                group(SocketAddr::new(i.listen, i.ike_port), what, "ike")?,
-                group(SocketAddr::new(i.listen, i.natt_port), what, "natt")?,
+                group(Bind::new(i.listen, i.ike_port), what, "ike")?,
+                group(Bind::new(i.listen, i.natt_port), what, "natt")?,
             )
         } else {
             (none(), none())
@@ -395,7 +387,7 @@ impl Gateway {
         };
         let mut quic_socks = if cfg.quic.enabled {
             group(
-                SocketAddr::new(cfg.quic.listen, cfg.quic.port),
+                Bind::new(cfg.quic.listen, cfg.quic.port),
                 "`quic.port`; is a web server serving HTTP/3 on it? set `quic.port` or `quic.enabled = false`",
                 "quic",
             )?
@@ -407,14 +399,9 @@ impl Gateway {
             None => None,
         };
         let tcp = if o.tcp_port != 0 {
-            let addr = SocketAddr::new(o.listen, o.tcp_port);
             Some(match adopted_tcp {
                 Some(l) => TcpListener::from_std(l)?,
-                None => TcpListener::bind(addr).await.with_context(|| {
-                    format!(
-                        "cannot bind TCP {addr} (`openvpn.tcp_port`); is a web server using it?"
-                    )
-                })?,
+                None => listen::tcp(Bind::new(o.listen, o.tcp_port))?,
             })
         } else {
             drop(adopted_tcp);
@@ -561,6 +548,8 @@ impl Gateway {
             taken_over,
             membership,
             shared: None,
+            reresolver: reresolve::Reresolver::new(&conns, Instant::now()),
+            conns,
         })
     }
 
@@ -696,6 +685,10 @@ impl Gateway {
                 _ = crl_tick.tick() => {
                     self.check_crl().await;
                     self.check_wireguard().await;
+                    if self.conns.iter().any(|c| c.remote_host.is_some()) {
+                        let (s, _, _) = self.merged();
+                        self.reresolver.tick(&self.conns, &s.sites, Instant::now(), &handle.control);
+                    }
                 }
                 _ = sighup.recv() => match self.reload_config().await {
                     Ok(r) => info!(changes = ?r.changes, tunnels_ended = r.tunnels_ended, "SIGHUP: configuration reloaded"),
@@ -802,8 +795,7 @@ impl Gateway {
             return;
         }
         let ike = if self.cfg.ikev2.enabled {
-            let conns = self.cfg.connections(&self.config_dir).unwrap_or_default();
-            let peers = site_peers(&self.cfg, &conns);
+            let peers = site_peers(&self.cfg, &self.conns);
             match crate::tls::ike_responder_config(&self.pki, &self.cfg, &peers) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -904,9 +896,12 @@ impl Gateway {
     async fn bind_wireguard(&mut self) -> Result<()> {
         let addr = wireguard::listen_addr(&self.cfg);
         let n = self.inboxes.len();
-        let (socks, _) = gatehouse_netio::udp::bind_group(addr, n, SOCKET_BUFFER, STEER_MULTIPLIER)
-            .with_context(|| {
-                format!("cannot bind UDP {addr} (`wireguard.port`; is another WireGuard using it?)")
+        let (socks, _) =
+            listen::udp_group(addr, n, SOCKET_BUFFER, STEER_MULTIPLIER).with_context(|| {
+                format!(
+                    "cannot bind UDP {} (`wireguard.port`; is another WireGuard using it?)",
+                    listen::describe(addr)
+                )
             })?;
         self.kept.keep_group("wg", socks.iter().map(Some))?;
         for (tx, s) in self.inboxes.iter().zip(socks) {

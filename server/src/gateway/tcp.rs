@@ -321,7 +321,8 @@ pub async fn accept_loop(
     let mut reserve = reserve_fd();
     loop {
         let (stream, remote) = match listener.accept().await {
-            Ok(x) => x,
+            // An IPv4 client of the dual-stack listener as plain IPv4 (caps, logs, engine).
+            Ok((s, r)) => (s, gatehouse_netio::udp::canonical(r)),
             Err(e) if out_of_fds(&e) => {
                 let shed = limits.count(DropReason::TcpAccept);
                 if shed.is_power_of_two() {

@@ -95,9 +95,9 @@ pub fn build(
     }))
 }
 
-/// The listener's address, for the log and the firewall.
-pub fn listen_addr(cfg: &GatewayConfig) -> std::net::SocketAddr {
-    std::net::SocketAddr::new(cfg.wireguard.listen, cfg.wireguard.port)
+/// What the listener binds, for the socket, the log and the firewall.
+pub fn listen_addr(cfg: &GatewayConfig) -> gatehouse_netio::udp::Bind {
+    gatehouse_netio::udp::Bind::new(cfg.wireguard.listen, cfg.wireguard.port)
 }
 
 /// Prefixes behind WireGuard sites (routed to the TUN device).
