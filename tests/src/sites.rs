@@ -40,6 +40,8 @@ pub const SITE_INDEXES: RangeInclusive<u8> = 70..=79;
 pub const WIREGUARD_SITE_INDEXES: RangeInclusive<u8> = 214..=215;
 /// Subnet index of the BGP site test (tests/tests/bgp_sites.rs).
 pub const BGP_SITE_INDEX: u8 = 231;
+/// Lab index of the BGP failover test (two tunnels between two Gatehouse gateways).
+pub const BGP_FAILOVER_INDEX: u8 = 232;
 /// The gateways' and the client's interface on the underlay.
 pub const UNDERLAY_IF: &str = "ul0";
 /// A gateway's interface on its LAN.
@@ -134,8 +136,11 @@ impl SiteLab {
     /// its host and the client reaches every gateway over the underlay.
     pub fn new(tag: &str, k: u8) -> Result<SiteLab> {
         ensure!(
-            SITE_INDEXES.contains(&k) || WIREGUARD_SITE_INDEXES.contains(&k) || k == BGP_SITE_INDEX,
-            "site lab index {k} is outside {SITE_INDEXES:?}, {WIREGUARD_SITE_INDEXES:?} and {BGP_SITE_INDEX}, the indexes reserved for site tests"
+            SITE_INDEXES.contains(&k)
+                || WIREGUARD_SITE_INDEXES.contains(&k)
+                || k == BGP_SITE_INDEX
+                || k == BGP_FAILOVER_INDEX,
+            "site lab index {k} is outside {SITE_INDEXES:?}, {WIREGUARD_SITE_INDEXES:?}, {BGP_SITE_INDEX} and {BGP_FAILOVER_INDEX}, the indexes reserved for site tests"
         );
         let switch = Netns::new(&format!("{tag}-sw"))?;
         ip_ok(&["-n", switch.name(), "link", "add", BRIDGE, "type", "bridge"])?;
