@@ -330,12 +330,13 @@ fn clients_reach_the_gateway_over_an_ipv6_only_underlay() -> Result<()> {
     home.import_profile(&s.gw_dir, "dave", gw6(0))?;
     let svc = ClientService::start(s.ns(0), &home, &s.path("service.log"))?;
     for proto in ["openvpn-udp", "ikev2"] {
-        let out = home.run(
-            Some(s.ns(0)),
-            &["connect", "dave", "--protocol", proto],
-            Duration::from_secs(45),
-        )
-        .with_context(|| logs(&gw, &svc.log_tail(30)))?;
+        let out = home
+            .run(
+                Some(s.ns(0)),
+                &["connect", "dave", "--protocol", proto],
+                Duration::from_secs(45),
+            )
+            .with_context(|| logs(&gw, &svc.log_tail(30)))?;
         ensure!(
             out.success(),
             "{proto}: {out}\n{}",
