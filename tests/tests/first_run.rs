@@ -91,10 +91,11 @@ fn first_run_bootstraps_guides_and_the_guide_works() -> Result<()> {
         .find(|l| l.contains(READY))
         .context("no ready line")?;
     for listener in [
-        "openvpn/udp 0.0.0.0:1194",
-        "openvpn/tcp 0.0.0.0:443",
-        "ikev2/udp 0.0.0.0:500",
-        "ikev2-natt/udp 0.0.0.0:4500",
+        // Every IPv4 and IPv6 address by default (one dual-stack socket per port).
+        "openvpn/udp [::]:1194 (IPv4+IPv6)",
+        "openvpn/tcp [::]:443 (IPv4+IPv6)",
+        "ikev2/udp [::]:500 (IPv4+IPv6)",
+        "ikev2-natt/udp [::]:4500 (IPv4+IPv6)",
     ] {
         ensure!(
             ready.contains(listener),
