@@ -178,9 +178,12 @@ fn established_443(ns: &gatehouse_tests::Netns) -> Result<BTreeMap<Ipv4Addr, usi
         let Some(peer) = line.split_whitespace().nth(3) else {
             continue;
         };
+        // The listener is dual-stack by default: IPv4 peers show as `[::ffff:a.b.c.d]`.
         let ip = peer
             .rsplit_once(':')
-            .and_then(|(a, _)| a.parse::<Ipv4Addr>().ok())
+            .map(|(a, _)| a.trim_start_matches('[').trim_end_matches(']'))
+            .map(|a| a.strip_prefix("::ffff:").unwrap_or(a))
+            .and_then(|a| a.parse::<Ipv4Addr>().ok())
             .with_context(|| format!("unexpected ss line {line:?}"))?;
         *by_peer.entry(ip).or_default() += 1;
     }
