@@ -24,6 +24,9 @@ pub struct InitOptions {
     pub client_pool: Option<Ipv4Net>,
     /// DNS servers pushed to clients.
     pub dns: Vec<IpAddr>,
+    /// Other names or addresses clients dial (the gateway's IPv6 address, a second DNS
+    /// name): added to the gateway certificate beside `public_addr`.
+    pub extra_sans: Vec<String>,
 }
 
 /// Creates `dir/gateway.toml` and `dir/pki` (CA + gateway certificate for `public_addr`).
@@ -58,17 +61,19 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<PathBuf> {
     };
     let (crt, _) = pki.server_cert_paths(&cfg.server_cert);
     if !crt.exists() {
-        pki.issue_server(
-            &cfg.server_cert,
-            std::slice::from_ref(&opts.public_addr),
-            &Validity::default(),
-        )
-        .with_context(|| {
-            format!(
-                "issuing the gateway certificate for {:?} (it must be a DNS name or IP address)",
-                opts.public_addr
-            )
-        })?;
+        let mut sans = vec![opts.public_addr.clone()];
+        for san in &opts.extra_sans {
+            if !sans.contains(san) {
+                sans.push(san.clone());
+            }
+        }
+        pki.issue_server(&cfg.server_cert, &sans, &Validity::default())
+            .with_context(|| {
+                format!(
+                    "issuing the gateway certificate for {} (each must be a DNS name or IP address: --public-addr, --san)",
+                    sans.join(", ")
+                )
+            })?;
     }
     let text = cfg.to_toml()?;
     let tmp = dir.join(".gateway.toml.tmp");
@@ -98,6 +103,7 @@ mod tests {
             address_space: vec!["10.1.0.0/16".parse().unwrap()],
             client_pool: None,
             dns: vec!["10.1.0.53".parse().unwrap()],
+            extra_sans: Vec::new(),
         };
         let path = init(dir.path(), &opts).unwrap();
         let cfg = GatewayConfig::load(&path).unwrap();
@@ -107,5 +113,54 @@ mod tests {
         assert!(dir.path().join("pki/server/gateway.crt").exists());
         let err = init(dir.path(), &opts).unwrap_err().to_string();
         assert!(err.contains("already exists"), "{err}");
+    }
+
+    /// `--san`: the gateway certificate names the public address and every extra name, so a
+    /// client that checks the name it dials (ours) accepts the gateway at its IPv6 address.
+    #[test]
+    fn extra_sans_go_into_the_gateway_certificate() {
+        use x509_parser::extensions::GeneralName;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            public_addr: "203.0.113.1".into(),
+            address_space: Vec::new(),
+            client_pool: None,
+            dns: Vec::new(),
+            extra_sans: vec![
+                "2001:db8::1".into(),
+                "vpn.example.com".into(),
+                "203.0.113.1".into(),
+            ],
+        };
+        init(dir.path(), &opts).unwrap();
+        let pem = std::fs::read(dir.path().join("pki/server/gateway.crt")).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        let names: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => d.to_string(),
+                GeneralName::IPAddress(b) if b.len() == 4 => {
+                    std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap()).to_string()
+                }
+                GeneralName::IPAddress(b) => {
+                    std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap()).to_string()
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["203.0.113.1", "2001:db8::1", "vpn.example.com"]);
+
+        // A bad name is refused with the keys to fix.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = InitOptions {
+            extra_sans: vec!["not a name!".into()],
+            ..opts
+        };
+        let err = format!("{:#}", init(dir.path(), &bad).unwrap_err());
+        assert!(err.contains("--san"), "{err}");
     }
 }

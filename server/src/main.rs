@@ -118,6 +118,11 @@ struct InitArgs {
     /// DNS server pushed to clients (repeatable).
     #[arg(long)]
     dns: Vec<IpAddr>,
+    /// Another DNS name or IP address clients dial, put in the gateway certificate beside
+    /// --public-addr (repeatable), e.g. the gateway's IPv6 address: Gatehouse's client checks
+    /// that the certificate names the address it dials.
+    #[arg(long)]
+    san: Vec<String>,
 }
 
 impl InitArgs {
@@ -130,6 +135,7 @@ impl InitArgs {
             address_space: self.address_space.clone(),
             client_pool: self.client_pool,
             dns: self.dns.clone(),
+            extra_sans: self.san.clone(),
         }
     }
 }
