@@ -180,8 +180,10 @@ fn pushed_domains_resolve_through_the_tunnel_and_the_rest_locally() -> Result<()
         ],
         &dir.path().join("capture.log"),
     )?;
+    // "Capturing on" comes before dumpcap has the interface; "Capture started" after (a
+    // query sent in between was missed once: 0 packets captured).
     capture
-        .wait_for_log("Capturing on", Duration::from_secs(10))
+        .wait_for_log("Capture started", Duration::from_secs(10))
         .with_context(|| capture.log_tail(10))?;
     let corp = resolve(ns, CORP_NAME);
     let other = resolve(ns, OTHER_NAME);
