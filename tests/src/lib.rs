@@ -27,6 +27,7 @@ pub mod etcd;
 pub mod frr;
 pub mod gatehouse_site;
 pub mod gatehoused;
+pub mod ipv6;
 pub mod nat;
 pub mod net;
 pub mod netns;

@@ -8,13 +8,14 @@
 //! Tag `v6`, subnet index 227; the LAN gets `fd00:6a7e:e3:251::/64` beside 10.251.227.0/24.
 
 use std::net::Ipv6Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use gatehouse_tests::client::{ClientHome, ClientService, DEFAULT_TUN};
 use gatehouse_tests::gatehoused::{
     Gatehoused, STOPPED, cert_files_from_ovpn, drop_counters, toml_str, wait_client_up,
 };
+use gatehouse_tests::ipv6::{lan_ipv6, ping6, wait_ping6};
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::netns::Netns;
 use gatehouse_tests::openvpn::{ClientConfig, Proto, UP_TIMEOUT, spawn_openvpn};
@@ -41,49 +42,6 @@ fn lan_host_v6() -> Ipv6Addr {
     LAN_HOST_V6.parse().expect("constant")
 }
 
-/// `ping -6` from `ns` to `addr` (optionally from `src`): (transmitted, received).
-fn ping6(ns: &Netns, addr: Ipv6Addr, count: u32, src: Option<Ipv6Addr>) -> Result<(u32, u32)> {
-    let mut args = vec![
-        "-6".to_string(),
-        "-n".into(),
-        "-i".into(),
-        "0.2".into(),
-        "-W".into(),
-        "1".into(),
-        "-c".into(),
-        count.to_string(),
-    ];
-    if let Some(s) = src {
-        args.extend(["-I".into(), s.to_string()]);
-    }
-    args.push(addr.to_string());
-    let out = ns.exec("ping", &args)?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .with_context(|| format!("no ping summary: {text}"))?;
-    let mut nums = line
-        .split(',')
-        .filter_map(|p| p.split_whitespace().next().and_then(|n| n.parse().ok()));
-    Ok((nums.next().unwrap_or(0), nums.next().unwrap_or(0)))
-}
-
-/// Pings `addr` over IPv6 until one reply comes back or `overall` passes.
-fn wait_ping6(ns: &Netns, addr: Ipv6Addr, overall: Duration) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < overall {
-        if ping6(ns, addr, 1, None).is_ok_and(|(_, r)| r == 1) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!(
-        "no IPv6 ping reply from {addr} in {} within {overall:?}",
-        ns.name()
-    )
-}
-
 /// The global IPv6 addresses of `dev` in `ns`.
 fn tun_ipv6(ns: &Netns, dev: &str) -> Result<Vec<Ipv6Addr>> {
     let out = ns.exec_ok("ip", ["-6", "-br", "addr", "show", "dev", dev])?;
@@ -93,40 +51,6 @@ fn tun_ipv6(ns: &Netns, dev: &str) -> Result<Vec<Ipv6Addr>> {
         .filter_map(|(a, _)| a.parse::<Ipv6Addr>().ok())
         .filter(|a| a.segments()[0] & 0xffc0 != 0xfe80)
         .collect())
-}
-
-/// IPv6 on the LAN (addresses without duplicate detection, the LAN host's default route via
-/// the gateway) and IPv6 forwarding in the gateway's namespace.
-fn lan_ipv6(s: &GatewaySetup) -> Result<()> {
-    let gw = &s.topo.gateway;
-    gw.exec_ok("sysctl", ["-q", "-w", "net.ipv6.conf.all.forwarding=1"])?;
-    gw.exec_ok(
-        "ip",
-        [
-            "-6",
-            "addr",
-            "add",
-            &format!("{GW_LAN_V6}/64"),
-            "dev",
-            "lan0",
-            "nodad",
-        ],
-    )?;
-    let lan = &s.topo.lan;
-    lan.exec_ok(
-        "ip",
-        [
-            "-6",
-            "addr",
-            "add",
-            &format!("{LAN_HOST_V6}/64"),
-            "dev",
-            "gw0",
-            "nodad",
-        ],
-    )?;
-    lan.exec_ok("ip", ["-6", "route", "add", "default", "via", GW_LAN_V6])?;
-    wait_ping6(gw, lan_host_v6(), Duration::from_secs(5))
 }
 
 fn logs(gw: &Gatehoused, client: &str) -> String {
@@ -191,7 +115,7 @@ fn dual_stack_through_stock_openvpn_and_strongswan() -> Result<()> {
         "swanctl",
     ];
     let s = GatewaySetup::new("v6", 227, 3, commands)?;
-    lan_ipv6(&s)?;
+    lan_ipv6(&s, GW_LAN_V6.parse()?, lan_host_v6())?;
     s.gw_dir.set("client_pool_v6", &toml_str(POOL_V6))?;
     s.gw_dir
         .set("address_space_v6", &format!("[{}]", toml_str(LAN_V6)))?;

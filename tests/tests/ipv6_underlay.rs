@@ -14,14 +14,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use gatehouse_tests::cidr::Ipv4Cidr;
 use gatehouse_tests::client::{ClientHome, ClientService};
 use gatehouse_tests::gatehoused::{
     Gatehoused, cert_files_from_ovpn, certs_cli, strip_ansi, toml_str, wait_client_up,
 };
+use gatehouse_tests::ipv6::{lan_ipv6, ping6, wait_ping6};
 use gatehouse_tests::net::wait_ping;
-use gatehouse_tests::netns::Netns;
 use gatehouse_tests::openvpn::{ClientConfig, Proto, UP_TIMEOUT, spawn_openvpn};
 use gatehouse_tests::strongswan::{Charon, RoadWarrior, SwanctlCreds};
 use gatehouse_tests::swan_site::{StartAction, SwanAuth, SwanSite, SwanSiteConfig};
@@ -50,49 +50,6 @@ fn client6(i: usize) -> Ipv6Addr {
 
 fn lan_host_v6() -> Ipv6Addr {
     LAN_HOST_V6.parse().expect("constant")
-}
-
-/// `ping -6 -c count addr` in `ns`: the number of replies.
-fn ping6(ns: &Netns, addr: Ipv6Addr, count: u32) -> Result<u32> {
-    let out = ns.exec(
-        "ping",
-        [
-            "-6",
-            "-n",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-c",
-            &count.to_string(),
-            &addr.to_string(),
-        ],
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .with_context(|| format!("no ping summary: {text}"))?;
-    Ok(line
-        .split(',')
-        .nth(1)
-        .and_then(|p| p.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0))
-}
-
-fn wait_ping6(ns: &Netns, addr: Ipv6Addr, overall: Duration) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < overall {
-        if ping6(ns, addr, 1).is_ok_and(|r| r == 1) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!(
-        "no IPv6 ping reply from {addr} in {} within {overall:?}",
-        ns.name()
-    )
 }
 
 /// Client `i`'s link carries IPv6 only: its IPv4 addresses go, `fd00:230:i::/64` comes.
@@ -131,39 +88,6 @@ fn ipv6_only_link(s: &GatewaySetup, i: usize) -> Result<()> {
     wait_ping6(ns, gw6(i), Duration::from_secs(5))
 }
 
-/// IPv6 on the LAN and forwarding in the gateway, as in ipv6_tunnels.rs.
-fn lan_ipv6(s: &GatewaySetup) -> Result<()> {
-    let gw = &s.topo.gateway;
-    gw.exec_ok("sysctl", ["-q", "-w", "net.ipv6.conf.all.forwarding=1"])?;
-    gw.exec_ok(
-        "ip",
-        [
-            "-6",
-            "addr",
-            "add",
-            &format!("{GW_LAN_V6}/64"),
-            "dev",
-            "lan0",
-            "nodad",
-        ],
-    )?;
-    let lan = &s.topo.lan;
-    lan.exec_ok(
-        "ip",
-        [
-            "-6",
-            "addr",
-            "add",
-            &format!("{LAN_HOST_V6}/64"),
-            "dev",
-            "gw0",
-            "nodad",
-        ],
-    )?;
-    lan.exec_ok("ip", ["-6", "route", "add", "default", "via", GW_LAN_V6])?;
-    wait_ping6(gw, lan_host_v6(), Duration::from_secs(5))
-}
-
 fn logs(gw: &Gatehoused, client: &str) -> String {
     format!(
         "gatehoused log:\n{}\nclient log:\n{client}",
@@ -181,7 +105,7 @@ fn reaches_lan(
     let ns = s.ns(i);
     wait_ping(ns, s.topo.lan_host, Duration::from_secs(10)).with_context(|| logs(gw, &log()))?;
     wait_ping6(ns, lan_host_v6(), Duration::from_secs(10)).with_context(|| logs(gw, &log()))?;
-    let got = ping6(ns, lan_host_v6(), 5)?;
+    let got = ping6(ns, lan_host_v6(), 5, None)?.1;
     ensure!(got >= 4, "IPv6 pings lost: {got}/5\n{}", logs(gw, &log()));
     Ok(())
 }
@@ -227,7 +151,7 @@ fn clients_reach_the_gateway_over_an_ipv6_only_underlay() -> Result<()> {
     for i in 0..V6_CLIENTS {
         ipv6_only_link(&s, i)?;
     }
-    lan_ipv6(&s)?;
+    lan_ipv6(&s, GW_LAN_V6.parse()?, lan_host_v6())?;
     s.gw_dir.set("client_pool_v6", &toml_str(POOL_V6))?;
     s.gw_dir
         .set("address_space_v6", &format!("[{}]", toml_str(LAN_V6)))?;

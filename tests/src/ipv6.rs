@@ -1,0 +1,83 @@
+//! IPv6 helpers shared by the IPv6 end-to-end tests: `ping -6` and IPv6 on a
+//! [`GatewaySetup`]'s LAN.
+
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::GatewaySetup;
+use crate::netns::Netns;
+
+/// `ping -6` from `ns` to `addr` (optionally from `src`): (transmitted, received).
+pub fn ping6(ns: &Netns, addr: Ipv6Addr, count: u32, src: Option<Ipv6Addr>) -> Result<(u32, u32)> {
+    let mut args = vec![
+        "-6".to_string(),
+        "-n".into(),
+        "-i".into(),
+        "0.2".into(),
+        "-W".into(),
+        "1".into(),
+        "-c".into(),
+        count.to_string(),
+    ];
+    if let Some(s) = src {
+        args.extend(["-I".into(), s.to_string()]);
+    }
+    args.push(addr.to_string());
+    let out = ns.exec("ping", &args)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .with_context(|| format!("no ping summary: {text}"))?;
+    let mut nums = line
+        .split(',')
+        .filter_map(|p| p.split_whitespace().next().and_then(|n| n.parse().ok()));
+    Ok((nums.next().unwrap_or(0), nums.next().unwrap_or(0)))
+}
+
+/// Pings `addr` over IPv6 until one reply comes back or `overall` passes.
+pub fn wait_ping6(ns: &Netns, addr: Ipv6Addr, overall: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < overall {
+        if ping6(ns, addr, 1, None).is_ok_and(|(_, r)| r == 1) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!(
+        "no IPv6 ping reply from {addr} in {} within {overall:?}",
+        ns.name()
+    )
+}
+
+/// IPv6 on the setup's LAN: `gw_lan`/64 on the gateway's `lan0` and `host`/64 on the LAN
+/// host's `gw0` (no duplicate detection), the host's default route via the gateway, and IPv6
+/// forwarding in the gateway's namespace. Returns once the gateway reaches the host.
+pub fn lan_ipv6(s: &GatewaySetup, gw_lan: Ipv6Addr, host: Ipv6Addr) -> Result<()> {
+    let gw = &s.topo.gateway;
+    gw.exec_ok("sysctl", ["-q", "-w", "net.ipv6.conf.all.forwarding=1"])?;
+    let add = |ns: &Netns, addr: Ipv6Addr, dev: &str| {
+        ns.exec_ok(
+            "ip",
+            [
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ],
+        )
+    };
+    add(gw, gw_lan, "lan0")?;
+    let lan = &s.topo.lan;
+    add(lan, host, "gw0")?;
+    lan.exec_ok(
+        "ip",
+        ["-6", "route", "add", "default", "via", &gw_lan.to_string()],
+    )?;
+    wait_ping6(gw, host, Duration::from_secs(5))
+}
