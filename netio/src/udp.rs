@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
@@ -211,6 +211,11 @@ pub struct BatchSocket {
     reply_from: Mutex<HashMap<SocketAddr, IpAddr>>,
     usual: OnceLock<IpAddr>,
     mixed: AtomicBool,
+    /// Configured sources by peer address (a site connection's `local_address`): used for a
+    /// peer not heard from yet, so that our first IKE_SA_INIT to it leaves from the address
+    /// it expects. Once it has sent to us, the address it dialled wins (`reply_from`).
+    pins: RwLock<HashMap<IpAddr, IpAddr>>,
+    pinned: AtomicBool,
 }
 
 impl BatchSocket {
@@ -232,7 +237,26 @@ impl BatchSocket {
             reply_from: Mutex::new(HashMap::new()),
             usual: OnceLock::new(),
             mixed: AtomicBool::new(false),
+            pins: RwLock::new(HashMap::new()),
+            pinned: AtomicBool::new(false),
         })
+    }
+
+    /// Replaces the configured sources: datagrams to a peer of `pins` (any port) that has not
+    /// sent to this socket leave from its local address. Only for wildcard-bound sockets (a
+    /// socket bound to one address sends from it). Peers that send to us are recorded from
+    /// now on, so a peer that dialled another address of ours is answered from that one.
+    pub fn set_source_pins(&self, pins: HashMap<IpAddr, IpAddr>) {
+        let pins: HashMap<IpAddr, IpAddr> = pins
+            .into_iter()
+            .map(|(peer, local)| (peer.to_canonical(), local.to_canonical()))
+            .collect();
+        let any = !pins.is_empty();
+        *self.pins.write().unwrap_or_else(|e| e.into_inner()) = pins;
+        if any {
+            self.mixed.store(true, Ordering::Release);
+        }
+        self.pinned.store(any, Ordering::Release);
     }
 
     /// The socket's local address.
@@ -306,8 +330,20 @@ impl BatchSocket {
         if !self.mixed.load(Ordering::Acquire) {
             return usual;
         }
-        let map = self.reply_from.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&to).copied().or(usual)
+        let heard = {
+            let map = self.reply_from.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&to).copied()
+        };
+        if heard.is_some() {
+            return heard;
+        }
+        if self.pinned.load(Ordering::Acquire) {
+            let pins = self.pins.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(local) = pins.get(&to.ip().to_canonical()) {
+                return Some(*local);
+            }
+        }
+        usual
     }
 
     /// Receives what is waiting, waiting for the first datagram.
@@ -665,5 +701,69 @@ mod tests {
             .recv(&mut buf)
             .expect("the first peer is answered from 127.0.0.2");
         assert_eq!(&buf[..n], b"again");
+    }
+
+    /// A configured source (`local_address`) is used for a peer not heard from yet - the
+    /// first IKE_SA_INIT of a connection we initiate - on an IPv4 socket and on a dual-stack
+    /// one; once the peer sends to another of our addresses, replies leave from that one.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pinned_source_is_used_until_the_peer_dials_another_address() {
+        let mut binds = vec![std::net::UdpSocket::bind("0.0.0.0:0").expect("bind 0.0.0.0")];
+        let dual = socket_for(
+            "[::]:0".parse().expect("addr"),
+            true,
+            socket2::Type::DGRAM,
+            socket2::Protocol::UDP,
+        )
+        .and_then(|s| {
+            s.bind(&"[::]:0".parse::<SocketAddr>().expect("addr").into())?;
+            Ok(std::net::UdpSocket::from(s))
+        });
+        // Hosts without IPv6 test the IPv4 socket only.
+        binds.extend(dual.ok());
+        for gw in binds {
+            let port = gw.local_addr().expect("its port").port();
+            let gw = BatchSocket::new(gw).expect("wrap it");
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the peer");
+            peer.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let to = peer.local_addr().expect("peer addr");
+            let pinned: IpAddr = "127.0.0.3".parse().expect("ip");
+            gw.set_source_pins(HashMap::from([(to.ip(), pinned)]));
+            let mut q = SendQueue::new();
+            let mut buf = [0u8; 64];
+            q.push(&gw, to, b"init");
+            q.flush(&gw);
+            let (n, from) = peer.recv_from(&mut buf).expect("the first datagram");
+            assert_eq!(&buf[..n], b"init");
+            assert_eq!(
+                from,
+                SocketAddr::new(pinned, port),
+                "from the pinned address"
+            );
+            // The peer answers at another address of ours: that one wins.
+            peer.send_to(b"hi", ("127.0.0.2", port)).expect("send");
+            let mut batch = RecvBatch::new();
+            tokio::time::timeout(Duration::from_secs(2), gw.recv(&mut batch))
+                .await
+                .expect("the gateway hears the peer")
+                .expect("recv");
+            let (heard, _) = batch.iter().next().expect("one datagram");
+            q.push(&gw, heard, b"reply");
+            q.flush(&gw);
+            let (n, from) = peer.recv_from(&mut buf).expect("the reply");
+            assert_eq!(&buf[..n], b"reply");
+            assert_eq!(from.ip(), "127.0.0.2".parse::<IpAddr>().expect("ip"));
+            // Pins removed: a peer never heard from gets the routing table's choice.
+            gw.set_source_pins(HashMap::new());
+            let other = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            other
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            q.push(&gw, other.local_addr().expect("addr"), b"x");
+            q.flush(&gw);
+            let (_, from) = other.recv_from(&mut buf).expect("datagram");
+            assert_ne!(from.ip(), pinned);
+        }
     }
 }

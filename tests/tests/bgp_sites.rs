@@ -237,12 +237,14 @@ fn add_bgp_connection(
     inside: Ipv4Addr,
     peer: Ipv4Addr,
     peer_asn: u32,
-    local_id: Option<Ipv4Addr>,
+    second_addr: Option<Ipv4Addr>,
 ) -> Result<()> {
     add_connections(gw, &[conn])?;
     let mut text = gw.config_text()?;
-    if let Some(id) = local_id {
-        text.push_str(&format!("local_id = \"{id}\"\n"));
+    if let Some(own) = second_addr {
+        text.push_str(&format!(
+            "local_id = \"{own}\"\nlocal_address = \"{own}\"\n"
+        ));
     }
     text.push_str(&format!(
         "interface = \"{iface}\"\ninterface_address = \"{inside}/30\"\nbgp_peer = \"{peer}\"\nbgp_peer_asn = {peer_asn}\n"
@@ -256,7 +258,8 @@ const B_ASN: u32 = 65002;
 
 /// Two tunnels between Gatehouse gateways A and B, each over its own pair of underlay
 /// addresses (A 10.232.0.1 <-> B 10.232.0.2, and A 10.232.0.11 <-> B 10.232.0.12, the
-/// second pair chosen by source hints on /32 routes), each with its own interface and BGP
+/// second pair chosen by `local_address`: A's first IKE_SA_INIT to B's second address
+/// leaves from A's second one), each with its own interface and BGP
 /// session, no static prefixes. A host behind A pings a host behind B every 100 ms while the
 /// first path is cut (blackhole routes to the peer's first address on both gateways): the
 /// BGP session in tunnel 1 times out (hold time 3 s), FRR withdraws its routes, and both
@@ -292,27 +295,14 @@ fn bgp_moves_the_routes_to_the_second_tunnel_when_the_first_path_fails() -> Resu
             b_inside: Ipv4Addr::new(169, 254, k, 6),
         },
     ];
-    // The second pair of underlay addresses; each gateway reaches the other's second
-    // address from its own.
-    for (ns, own, peer) in [
-        (&lab.a.gw, paths[1].a_addr, paths[1].b_addr),
-        (&lab.b.gw, paths[1].b_addr, paths[1].a_addr),
-    ] {
+    // The second pair of underlay addresses: secondary addresses in the same subnet, so the
+    // kernel would pick each gateway's first address as the source toward the peer's second
+    // one. Only `local_address` makes the second tunnel's packets leave from the second
+    // address, which the peer's PSK connection requires (`remote_gateway_any = false`).
+    for (ns, own) in [(&lab.a.gw, paths[1].a_addr), (&lab.b.gw, paths[1].b_addr)] {
         ns.exec_ok(
             "ip",
             ["addr", "add", &format!("{own}/24"), "dev", UNDERLAY_IF],
-        )?;
-        ns.exec_ok(
-            "ip",
-            [
-                "route",
-                "add",
-                &format!("{peer}/32"),
-                "dev",
-                UNDERLAY_IF,
-                "src",
-                &own.to_string(),
-            ],
         )?;
     }
     wait_ping(&lab.a.gw, paths[1].b_addr, Duration::from_secs(10))?;

@@ -48,7 +48,7 @@ mod tunnel;
 mod wireguard;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -241,6 +241,9 @@ pub struct SiteConfig {
     pub initiate: bool,
     /// The peer's IKE address and port.
     pub remote: SocketAddr,
+    /// The address of ours its IKE and ESP-in-UDP datagrams leave from (`local_address`),
+    /// for the driver: the core names only the listener ([`Dest::Udp`]).
+    pub local_address: Option<IpAddr>,
     /// Prefixes behind the peer.
     pub remote_address_space: Vec<Ipv4Net>,
     /// Liveness check interval.

@@ -103,6 +103,11 @@ pub struct ConnectionConfig {
     /// Our identity; default: `public_addr` (PSK) or the gateway certificate's first SAN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_id: Option<String>,
+    /// The address of ours this connection's IKE and ESP-in-UDP packets leave from, on a host
+    /// with several (a second path to the same site, a floating address); default: the one
+    /// the peer dialled, or the kernel's choice for a peer not heard from yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<String>,
     /// `true`: traffic selectors are the address spaces; `false`: 0.0.0.0/0 selectors and
     /// routes to `remote_address_space`.
     #[serde(default)]
@@ -149,6 +154,10 @@ pub struct ConnectionConfig {
     /// With `bgp_peer`: the site's AS number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp_peer_asn: Option<u32>,
+}
+
+fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv4() { "IPv4" } else { "IPv6" }
 }
 
 fn yes() -> bool {
@@ -221,6 +230,8 @@ pub struct Connection {
     pub remote_id: String,
     /// Our identity if configured; the driver defaults it (see [`ConnectionConfig::local_id`]).
     pub local_id: Option<String>,
+    /// The address of ours its IKE packets leave from (`local_address`), if configured.
+    pub local_address: Option<IpAddr>,
     /// Traffic selectors are the prefixes (true) or 0.0.0.0/0 plus routes (false).
     pub policy_based: bool,
     /// We initiate (true) or wait for the peer (false).
@@ -273,6 +284,9 @@ impl Connection {
                 "wait for peer"
             },
         );
+        if let Some(a) = self.local_address {
+            line.push_str(&format!(", from {a}"));
+        }
         if let Some(i) = &self.interface {
             line.push_str(&format!(", own interface {} {}", i.name, i.address));
             if let (Some(p), Some(asn)) = (i.bgp_peer, i.bgp_peer_asn) {
@@ -404,6 +418,7 @@ impl ConnectionConfig {
             Some(id) => Some(id.trim().to_owned()),
             None => None,
         };
+        let local_address = self.local_address(&k, gw, remote_gateway)?;
 
         let mut ike_policy = Policy::default();
         if let Some(list) = &self.ike_proposals {
@@ -446,6 +461,7 @@ impl ConnectionConfig {
             remote_gateway_any: self.remote_gateway_any,
             remote_id,
             local_id,
+            local_address,
             policy_based: self.policy_based,
             initiate: self.initiate,
             ike_policy,
@@ -493,6 +509,46 @@ impl ConnectionConfig {
             }
         }
         Ok((addr, host))
+    }
+
+    fn local_address(
+        &self,
+        k: &Keys,
+        gw: &GatewayConfig,
+        remote: IpAddr,
+    ) -> Result<Option<IpAddr>> {
+        let Some(text) = &self.local_address else {
+            return Ok(None);
+        };
+        let key = k.key("local_address");
+        let text = text.trim();
+        let addr: IpAddr = match text.trim_start_matches('[').trim_end_matches(']').parse() {
+            Ok(a) => a,
+            Err(_) => bail!(
+                "{key} = {text:?} is not an IP address: give one of this host's addresses, e.g. \"198.51.100.4\", or remove the key"
+            ),
+        };
+        if addr.is_unspecified() || addr.is_multicast() {
+            bail!(
+                "{key} = {addr} is not a unicast address: give one of this host's addresses, or remove the key"
+            );
+        }
+        if addr.is_ipv4() != remote.is_ipv4() {
+            bail!(
+                "{key} = {addr} is {} but `remote_gateway` is {remote} ({}): give our {} address toward this peer",
+                family(addr),
+                family(remote),
+                family(remote)
+            );
+        }
+        if let Some(listen) = gw.ikev2.listen
+            && listen != addr
+        {
+            bail!(
+                "{key} = {addr} but `ikev2.listen` = \"{listen}\" binds only that address, so every IKE packet leaves from it: remove `ikev2.listen` or `local_address`"
+            );
+        }
+        Ok(Some(addr))
     }
 
     pub(super) fn remote_address_space(
@@ -894,6 +950,44 @@ policy_based = true
     }
 
     #[test]
+    fn local_address_is_ours_of_the_peers_family() {
+        let mut cfg = sample();
+        cfg.connections[0].local_address = Some("203.0.113.4".into());
+        cfg.connections[1].local_address = Some(" 198.51.100.99 ".into());
+        cfg.validate().unwrap();
+        let dir = dir_with_psk(b"0RzWq4mT8vYb2LxK9pNc");
+        let conns = cfg.connections(dir.path()).unwrap();
+        assert_eq!(conns[0].local_address, Some("203.0.113.4".parse().unwrap()));
+        assert!(
+            conns[0]
+                .summary()
+                .ends_with("route-based, initiate, from 203.0.113.4"),
+            "{}",
+            conns[0].summary()
+        );
+        let text = cfg.to_toml().unwrap();
+        assert!(text.contains("local_address = \"203.0.113.4\""), "{text}");
+        cfg.connections[0].remote_gateway = "[2001:db8::1]".into();
+        cfg.connections[0].local_address = Some("[2001:db8::4]".into());
+        cfg.validate().unwrap();
+        cfg.connections[0].local_address = Some("203.0.113.4".into());
+        let e = err(&cfg);
+        assert!(
+            e.contains("is IPv4 but `remote_gateway` is 2001:db8::1 (IPv6)")
+                && e.contains("give our IPv6 address"),
+            "{e}"
+        );
+        let mut cfg = sample();
+        cfg.connections[0].local_address = Some("203.0.113.4".into());
+        cfg.ikev2.listen = Some("203.0.113.1".parse().unwrap());
+        let e = err(&cfg);
+        assert!(
+            e.contains("remove `ikev2.listen` or `local_address`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn remote_gateway_any_is_for_psk_peers() {
         let mut cfg = sample();
         cfg.connections[0].remote_gateway_any = true;
@@ -954,6 +1048,15 @@ policy_based = true
             ("psk_file", |c| c.auth = Some(AuthKind::Certificate)),
             ("remote_id", |c| c.remote_id = Some(" ".into())),
             ("local_id", |c| c.local_id = Some(String::new())),
+            ("local_address", |c| {
+                c.local_address = Some("gateway.example".into())
+            }),
+            ("local_address", |c| {
+                c.local_address = Some("0.0.0.0".into())
+            }),
+            ("local_address", |c| {
+                c.local_address = Some("2001:db8::4".into())
+            }),
             ("ike_proposals", |c| {
                 c.ike_proposals = Some(vec!["aes192-sha256-modp2048".into()])
             }),

@@ -135,6 +135,7 @@ impl GatewayConfig {
                 ("psk_file", c.psk_file.is_some()),
                 ("remote_id", c.remote_id.is_some()),
                 ("local_id", c.local_id.is_some()),
+                ("local_address", c.local_address.is_some()),
                 ("ike_proposals", c.ike_proposals.is_some()),
                 ("esp_proposals", c.esp_proposals.is_some()),
                 ("policy_based", c.policy_based),
@@ -144,6 +145,8 @@ impl GatewayConfig {
                 if set {
                     let hint = if key == "remote_gateway" {
                         ": give the peer's address as `endpoint = \"IP:PORT\"`"
+                    } else if key == "local_address" {
+                        ": WireGuard answers each peer from the address it dialled"
                     } else {
                         ": WireGuard authenticates with `public_key`"
                     };

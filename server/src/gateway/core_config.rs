@@ -1,7 +1,8 @@
 //! Turns `gateway.toml`, its `[[connection]]`s and the PKI files into the engine core's
 //! configuration. Files are read here; the core never touches them.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -74,6 +75,7 @@ fn site_configs(conns: &[Connection], peers: &[Arc<SitePeer>]) -> Vec<SiteConfig
             kind: c.kind.as_str(),
             initiate: c.initiate,
             remote: SocketAddr::new(c.remote_gateway, c.remote_port),
+            local_address: c.local_address,
             remote_address_space: c.remote_address_space.clone(),
             dpd: c.dpd,
             ike_lifetime: c.ike_lifetime,
@@ -82,6 +84,31 @@ fn site_configs(conns: &[Connection], peers: &[Arc<SitePeer>]) -> Vec<SiteConfig
             own_interface: c.interface.is_some(),
         })
         .collect()
+}
+
+/// The configured source address of each site peer (`local_address`), for the driver's IKE
+/// and NAT-T sockets.
+pub fn source_pins(cfg: &CoreConfig) -> HashMap<IpAddr, IpAddr> {
+    cfg.sites
+        .iter()
+        .filter_map(|s| Some((s.remote.ip(), s.local_address?)))
+        .collect()
+}
+
+/// Warns of each `local_address` this host does not have now (a typo, or an HA standby
+/// before the floating address moves to it): packets from it would not leave.
+pub fn warn_absent_local_addresses(conns: &[Connection]) {
+    for c in conns {
+        let Some(a) = c.local_address else { continue };
+        if let Err(e) = std::net::UdpSocket::bind(SocketAddr::new(a, 0)) {
+            tracing::warn!(
+                connection = %c.name,
+                local_address = %a,
+                error = %e,
+                "`local_address` is not an address of this host now: its packets cannot leave until it is (fine on an HA standby that has not taken the floating address)"
+            );
+        }
+    }
 }
 
 /// Everything the core needs, read from the configuration and the PKI folder.

@@ -279,10 +279,13 @@ impl Gateway {
         } else {
             None
         };
+        core_config::warn_absent_local_addresses(&conns);
         let mut cores = Vec::with_capacity(n);
         let mut ovpn = None;
+        let mut pins = Default::default();
         for shard in shards {
             let core_cfg = core_config::build(&cfg, &config_dir, &pki, &conns, now)?;
+            pins = core_config::source_pins(&core_cfg);
             if ovpn.is_none() {
                 ovpn = Some(match &core_cfg.openvpn {
                     Some(o) => o.clone(),
@@ -506,6 +509,7 @@ impl Gateway {
                 tap: tap.clone(),
                 coalesce: Duration::from_micros(u64::from(cfg.coalesce_us)),
                 interfaces: own_ifaces.next().unwrap_or_default(),
+                source_pins: pins.clone(),
             });
         }
         let facts = Arc::new(Mutex::new(Facts {

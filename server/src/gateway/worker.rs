@@ -9,7 +9,8 @@
 //! moving. Whatever a turn produced is written out before the loop waits again, so batching
 //! adds no delay at low load.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,6 +144,8 @@ pub(super) struct WorkerSetup {
     pub coalesce: Duration,
     /// The own interfaces of the connections this worker holds.
     pub interfaces: Vec<super::interfaces::NewInterface>,
+    /// Site peers' configured source addresses (`local_address`).
+    pub source_pins: HashMap<IpAddr, IpAddr>,
 }
 
 /// A TCP connection as the worker holds it: dropping it closes the connection (once what is
@@ -176,6 +179,14 @@ impl Sockets {
             Listener::Quic => (self.quic.as_deref(), 4),
         };
         Some((s?, &mut self.queues[i]))
+    }
+
+    /// Datagrams to these site peers leave the IKE and NAT-T sockets from the given address
+    /// until the peer is heard from (see `BatchSocket::set_source_pins`).
+    fn pin_sources(&self, pins: HashMap<IpAddr, IpAddr>) {
+        for s in [&self.ike, &self.natt].into_iter().flatten() {
+            s.set_source_pins(pins.clone());
+        }
     }
 
     /// Sends every queued datagram; returns how many a full socket dropped.
@@ -245,6 +256,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             tap,
             coalesce,
             interfaces,
+            source_pins,
         } = setup;
         if !coalesce.is_zero() {
             super::coalesce::fine_timer_slack();
@@ -278,6 +290,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             coalesce: Coalescer::new(coalesce),
             handoff: None,
         };
+        worker.sockets.pin_sources(source_pins);
         worker.serve(inbox, tcp_rx, done_rx, tun_mtu).await;
         Ok(())
     })
@@ -542,7 +555,11 @@ impl Worker {
                 Err(e) => warn!(error = %e, "cannot serve a TCP connection"),
             },
             Msg::Reconfigure(cfg, reply) => {
+                let pins = super::core_config::source_pins(&cfg);
                 let r = self.core.reconfigure(now, *cfg).map_err(|e| e.to_string());
+                if r.is_ok() {
+                    self.sockets.pin_sources(pins);
+                }
                 self.flush();
                 let _ = reply.send(r);
             }

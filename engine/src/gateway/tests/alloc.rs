@@ -284,6 +284,7 @@ pub(super) fn site_config(
             child_lifetime: DEFAULT_CHILD_LIFETIME,
             peer: site,
             own_interface: false,
+            local_address: None,
         }],
         unix_time: WALL_CLOCK_SECS,
         start,

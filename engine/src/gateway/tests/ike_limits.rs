@@ -424,6 +424,7 @@ fn site_gateway(any: bool) -> (GatewayCore, Instant) {
             child_lifetime: DEFAULT_CHILD_LIFETIME,
             peer,
             own_interface: false,
+            local_address: None,
         }],
         unix_time: WALL_CLOCK_SECS,
         start,
