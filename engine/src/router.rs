@@ -178,6 +178,22 @@ impl Router {
         self.index(IpNet::V6(p), old, tunnel);
     }
 
+    /// [`insert`](Self::insert) for a prefix of either family.
+    pub fn insert_net(&mut self, prefix: IpNet, tunnel: TunnelId) {
+        match prefix {
+            IpNet::V4(p) => self.insert(p, tunnel),
+            IpNet::V6(p) => self.insert_v6(p, tunnel),
+        }
+    }
+
+    /// [`remove`](Self::remove) for a prefix of either family.
+    pub fn remove_net(&mut self, prefix: IpNet, tunnel: TunnelId) {
+        match prefix {
+            IpNet::V4(p) => self.remove(p, tunnel),
+            IpNet::V6(p) => self.remove_v6(p, tunnel),
+        }
+    }
+
     fn index(&mut self, prefix: IpNet, old: Option<TunnelId>, tunnel: TunnelId) {
         match old {
             Some(o) if o == tunnel => return,

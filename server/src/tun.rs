@@ -28,9 +28,10 @@ pub fn create(
         })
 }
 
-/// Routes `prefixes` (the sites' address spaces) into TUN `name`, so hosts behind the
-/// gateway reach the sites through it. Uses iproute2's `ip route replace` (idempotent).
-pub fn add_routes(name: &str, prefixes: &[Ipv4Net]) -> Result<()> {
+/// Routes `prefixes` (the sites' address spaces, IPv4 or IPv6) into TUN `name`, so hosts
+/// behind the gateway reach the sites through it. Uses iproute2's `ip route replace`
+/// (idempotent; the family follows the prefix).
+pub fn add_routes<N: std::fmt::Display>(name: &str, prefixes: &[N]) -> Result<()> {
     for p in prefixes {
         let out = std::process::Command::new("ip")
             .args(["route", "replace", &p.to_string(), "dev", name])
@@ -50,7 +51,7 @@ pub fn add_routes(name: &str, prefixes: &[Ipv4Net]) -> Result<()> {
 
 /// Removes the routes of `prefixes` from TUN `name` (connections a reload removed); a route
 /// already gone is fine.
-pub fn del_routes(name: &str, prefixes: &[Ipv4Net]) {
+pub fn del_routes<N: std::fmt::Display>(name: &str, prefixes: &[N]) {
     for p in prefixes {
         let _ = std::process::Command::new("ip")
             .args(["route", "del", &p.to_string(), "dev", name])

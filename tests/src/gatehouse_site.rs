@@ -21,6 +21,8 @@ pub struct GhConnection {
     pub kind: &'static str,
     pub remote_gateway: Ipv4Addr,
     pub remote_address_space: Vec<Ipv4Cidr>,
+    /// IPv6 prefixes behind the peer (a dual-stack site), listed after the IPv4 ones.
+    pub remote_address_space_v6: Vec<String>,
     /// The shared key (written to `<name>.psk`); `None`: certificates.
     pub psk: Option<String>,
     pub remote_id: Option<String>,
@@ -43,6 +45,7 @@ impl GhConnection {
             kind: "site-to-site",
             remote_gateway: r.underlay_addr,
             remote_address_space: vec![r.lan.network(), r.pool.network()],
+            remote_address_space_v6: Vec::new(),
             psk: Some(psk.to_owned()),
             remote_id: None,
             policy_based: false,
@@ -70,6 +73,7 @@ impl GhConnection {
             .remote_address_space
             .iter()
             .map(|c| c.network().to_string())
+            .chain(self.remote_address_space_v6.iter().cloned())
             .collect();
         let _ = writeln!(t, "remote_address_space = [{}]", list(&space));
         match &self.psk {

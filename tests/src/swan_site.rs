@@ -130,6 +130,10 @@ pub struct SwanSiteConfig {
     /// The peer's prefixes: `remote_ts` when policy-based, the routes into `ipsec0` when
     /// route-based.
     pub remote_prefixes: Vec<Ipv4Cidr>,
+    /// IPv6 prefixes of this site and of the peer (a dual-stack site): added to the
+    /// selectors when policy-based; route-based selectors then take `::/0` too.
+    pub local_prefixes_v6: Vec<String>,
+    pub remote_prefixes_v6: Vec<String>,
     pub mode: SwanMode,
     pub auth: SwanAuth,
     pub start_action: StartAction,
@@ -179,6 +183,8 @@ impl SwanSiteConfig {
             remote_id: remote_addr.to_string(),
             local_prefixes: local_prefixes.iter().map(Ipv4Cidr::network).collect(),
             remote_prefixes: remote_prefixes.iter().map(Ipv4Cidr::network).collect(),
+            local_prefixes_v6: Vec::new(),
+            remote_prefixes_v6: Vec::new(),
             mode: SwanMode::PolicyBased,
             auth,
             start_action: StartAction::None,
@@ -220,15 +226,21 @@ impl SwanSiteConfig {
 
     /// The child's traffic selectors as written: the prefixes, or `0.0.0.0/0` route-based.
     pub fn traffic_selectors(&self) -> (String, String) {
-        let join = |p: &[Ipv4Cidr]| {
+        let join = |p: &[Ipv4Cidr], v6: &[String]| {
             p.iter()
                 .map(ToString::to_string)
+                .chain(v6.iter().cloned())
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let dual = !self.local_prefixes_v6.is_empty() || !self.remote_prefixes_v6.is_empty();
+        let any = if dual { "0.0.0.0/0, ::/0" } else { "0.0.0.0/0" };
         match self.mode {
-            SwanMode::PolicyBased => (join(&self.local_prefixes), join(&self.remote_prefixes)),
-            SwanMode::RouteBased => ("0.0.0.0/0".to_string(), "0.0.0.0/0".to_string()),
+            SwanMode::PolicyBased => (
+                join(&self.local_prefixes, &self.local_prefixes_v6),
+                join(&self.remote_prefixes, &self.remote_prefixes_v6),
+            ),
+            SwanMode::RouteBased => (any.to_string(), any.to_string()),
         }
     }
 

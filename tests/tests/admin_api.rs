@@ -171,6 +171,7 @@ fn site_connection(name: &str, peer: Ipv4Addr, space: Ipv4Cidr) -> GhConnection 
         kind: "site-to-site",
         remote_gateway: peer,
         remote_address_space: vec![space],
+        remote_address_space_v6: Vec::new(),
         psk: Some(format!("admin api test key {name}: Qm4Xr8Tz2Wp6")),
         remote_id: None,
         policy_based: false,

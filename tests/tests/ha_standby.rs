@@ -228,6 +228,7 @@ fn site_connection() -> GhConnection {
         kind: "site-to-site",
         remote_gateway: SITE,
         remote_address_space: vec![SITE_LAN_HOST_CIDR],
+        remote_address_space_v6: Vec::new(),
         psk: Some(SITE_PSK.into()),
         remote_id: None,
         policy_based: true,

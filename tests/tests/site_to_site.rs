@@ -1,13 +1,16 @@
 //! Site-to-site and VNet-to-VNet tunnels end to end (issue 6), in a [`SiteLab`]: Gatehouse
 //! gateways A and B, strongSwan gateway C (kernel-libipsec), a host behind each, and a
 //! point-to-site client on the underlay. Each test has its own lab index (70..=78).
+//! The dual-stack site test also puts IPv6 on A's and C's LANs.
 
+use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::gatehouse_site::{GhConnection, add_connections, site_gateway_dir};
 use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, spawn_stock_client, wait_client_up};
+use gatehouse_tests::ipv6::{ping6, wait_ping6};
 use gatehouse_tests::net::{iperf3_client, iperf3_server, wait_ping};
 use gatehouse_tests::sites::{SiteId, SiteLab};
 use gatehouse_tests::strongswan::ping_run;
@@ -516,5 +519,106 @@ fn strongswan_site_psk_policy_based_rekeys_dpd_and_status() -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     wait_status_row(&gw_a, "ac", "connected")?;
+    Ok(())
+}
+
+/// IPv6 on a site's LAN: `prefix::1/64` on the gateway's `lan0`, `prefix::10/64` on the
+/// host with a default route via the gateway, IPv6 forwarding in the gateway's namespace.
+/// Returns the host's address.
+fn site_lan_v6(site: &gatehouse_tests::sites::Site, prefix: &str) -> Result<Ipv6Addr> {
+    let gw_addr: Ipv6Addr = format!("{prefix}::1").parse()?;
+    let host_addr: Ipv6Addr = format!("{prefix}::10").parse()?;
+    site.gw
+        .exec_ok("sysctl", ["-q", "-w", "net.ipv6.conf.all.forwarding=1"])?;
+    for (ns, addr, dev) in [
+        (&site.gw, gw_addr, gatehouse_tests::sites::LAN_IF),
+        (&site.host, host_addr, gatehouse_tests::sites::HOST_IF),
+    ] {
+        ns.exec_ok(
+            "ip",
+            [
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ],
+        )?;
+    }
+    site.host.exec_ok(
+        "ip",
+        ["-6", "route", "add", "default", "via", &gw_addr.to_string()],
+    )?;
+    wait_ping6(&site.gw, host_addr, Duration::from_secs(10))?;
+    Ok(host_addr)
+}
+
+/// A dual-stack site (issue 18): Gatehouse gateway A and strongSwan gateway C, each with an
+/// IPv4 and an IPv6 LAN, policy-based. A initiates with selectors of both families, C
+/// narrows to its configuration and installs both, and the hosts behind them reach each
+/// other over IPv4 and IPv6, both ways. A has no IPv6 client pool: the IPv6 comes from the
+/// site alone.
+#[test]
+fn strongswan_dual_stack_site_carries_ipv4_and_ipv6() -> Result<()> {
+    require_root();
+    require_commands(&["ip", "ping", "charon-systemd", "swanctl"]);
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let lab = SiteLab::new("ds", 75)?;
+    let logs = dir.path();
+    let (a6, c6) = ("fd00:75:1::/64", "fd00:75:3::/64");
+    let a_host6 = site_lan_v6(&lab.a, "fd00:75:1")?;
+    let c_host6 = site_lan_v6(&lab.c, "fd00:75:3")?;
+    let psk = "dual-stack site key 75: Rw3Tq8Zm2Kp6";
+    let gw_a = site_gateway_dir(&lab, SiteId::A, &logs.join("a"))?;
+    gw_a.set("address_space_v6", &format!("[\"{a6}\"]"))?;
+    let mut ac = GhConnection::between(&lab, SiteId::A, SiteId::C, psk);
+    ac.policy_based = true;
+    ac.remote_address_space = vec![lab.c.lan.network()];
+    ac.remote_address_space_v6 = vec![c6.into()];
+    add_connections(&gw_a, &[ac])?;
+    let mut c_cfg = SwanSiteConfig::between(&lab, SiteId::C, SiteId::A, SwanAuth::Psk(psk.into()));
+    c_cfg.start_action = StartAction::None;
+    c_cfg.remote_prefixes.push(lab.a.pool.network());
+    c_cfg.local_prefixes_v6 = vec![c6.into()];
+    c_cfg.remote_prefixes_v6 = vec![a6.into()];
+    let c = SwanSite::start(&lab.c.gw, &logs.join("c"), &c_cfg)?;
+    let a = start(&lab, SiteId::A, &gw_a, logs)?;
+    let ctx = || format!("A:\n{}\nC:\n{}", a.log_tail(30), c.log_tail(30));
+    let up = a
+        .wait_event("connection up", |e| e.field("connection") == Some("ac"), UP)
+        .with_context(ctx)?;
+    ensure!(
+        up.line.contains(c6),
+        "A's connection line lacks {c6}: {}",
+        up.line
+    );
+    let child = c.wait_child_installed(UP).with_context(ctx)?;
+    for (side, ts, want) in [
+        ("local", &child.local_ts, c6),
+        ("remote", &child.remote_ts, a6),
+        ("local", &child.local_ts, &lab.c.lan.network().to_string()),
+        ("remote", &child.remote_ts, &lab.a.lan.network().to_string()),
+    ] {
+        ensure!(
+            ts.iter().any(|t| t.contains(want)),
+            "C's {side} selectors {ts:?} lack {want}"
+        );
+    }
+    for (from, to4, to6) in [
+        (&lab.a.host, lab.c.host_addr, c_host6),
+        (&lab.c.host, lab.a.host_addr, a_host6),
+    ] {
+        wait_ping(from, to4, Duration::from_secs(20)).with_context(ctx)?;
+        wait_ping6(from, to6, Duration::from_secs(20)).with_context(ctx)?;
+        let (sent, got) = ping6(from, to6, 5, None)?;
+        ensure!(got == sent, "IPv6 pings to {to6}: {got}/{sent}");
+    }
+    eprintln!(
+        "dual-stack site test done in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -75,11 +75,16 @@ fn any() -> Ipv4Net {
 
 fn site_config(ctx: &Ctx, sc: &SiteCtx, spec: &SiteSpec) -> Arc<InitiatorConfig> {
     // Route-based: 0.0.0.0/0 both ways; policy-based: our prefix <-> the gateway's.
-    let (local_ts, remote_ts) = if sc.args.site_gateway_space.is_empty() {
-        (vec![any()], vec![any()])
-    } else {
-        (vec![spec.space], sc.args.site_gateway_space.clone())
-    };
+    let (local_ts, remote_ts): (Vec<Ipv4Net>, Vec<Ipv4Net>) =
+        if sc.args.site_gateway_space.is_empty() {
+            (vec![any()], vec![any()])
+        } else {
+            (vec![spec.space], sc.args.site_gateway_space.clone())
+        };
+    let (local_ts, remote_ts) = (
+        local_ts.into_iter().map(ipnet::IpNet::V4).collect(),
+        remote_ts.into_iter().map(ipnet::IpNet::V4).collect(),
+    );
     let (child, ike) = sc.args.lifetimes(spec.index);
     let or = |d: Duration, default: Duration| if d.is_zero() { default } else { d };
     Arc::new(InitiatorConfig {

@@ -49,13 +49,18 @@ impl GatewayCore {
     /// Anti-spoofing: may tunnel `id` send from `src`? Counts the drop when not.
     pub(super) fn check_source(&mut self, id: TunnelId, src: Result<IpAddr, Drop>) -> bool {
         let allowed = match src {
-            Ok(IpAddr::V4(s)) => self.router.may_send(id, s) || self.site_may_send(id, s),
-            // Without an IPv6 pool no tunnel carries IPv6 (not a spoofing attempt).
-            Ok(IpAddr::V6(_)) if self.cfg.client_pool_v6.is_none() => {
+            Ok(IpAddr::V4(s)) => {
+                self.router.may_send(id, s) || self.site_may_send(id, IpAddr::V4(s))
+            }
+            // Without an IPv6 pool or IPv6 site prefixes no tunnel carries IPv6 (not a
+            // spoofing attempt).
+            Ok(IpAddr::V6(_)) if !self.cfg.carries_ipv6() => {
                 self.drops.count(Drop::Ipv6);
                 return false;
             }
-            Ok(IpAddr::V6(s)) => self.router.lookup_v6(s) == Some(id),
+            Ok(IpAddr::V6(s)) => {
+                self.router.lookup_v6(s) == Some(id) || self.site_may_send(id, IpAddr::V6(s))
+            }
             Err(d) => {
                 self.drops.count(d);
                 return false;
@@ -71,7 +76,7 @@ impl GatewayCore {
     pub(super) fn route_tun(&mut self, now: Instant, packet: &[u8]) -> Option<(Dest, bool, usize)> {
         let dst = match IpHeader::parse(packet) {
             Ok(IpHeader::V4 { dst, .. }) => IpAddr::V4(dst),
-            Ok(IpHeader::V6 { dst, .. }) if self.cfg.client_pool_v6.is_some() => IpAddr::V6(dst),
+            Ok(IpHeader::V6 { dst, .. }) if self.cfg.carries_ipv6() => IpAddr::V6(dst),
             Ok(IpHeader::V6 { .. }) => {
                 self.drops.count(Drop::Ipv6);
                 return None;
@@ -135,10 +140,22 @@ impl GatewayCore {
         if count == 1 {
             return None;
         }
-        // A client's IPv6 address goes where its IPv4 address goes.
+        // A client's IPv6 address goes where its IPv4 address goes; a site's IPv6 prefix
+        // where the site is.
         let dst = match dst {
             IpAddr::V4(a) => a,
-            IpAddr::V6(a) => self.pool6()?.v4_of(a)?,
+            IpAddr::V6(a) => match self.pool6().and_then(|p| p.v4_of(a)) {
+                Some(v4) => v4,
+                None => {
+                    let site = self
+                        .cfg
+                        .sites
+                        .iter()
+                        .find(|s| s.remote_address_space_v6.iter().any(|n| n.contains(&a)))?;
+                    let w = super::worker_of_ip(site.remote.ip(), count);
+                    return (w != self.shard.index()).then_some(w);
+                }
+            },
         };
         // A WireGuard peer's prefixes (a client's /32 too) route to its fixed worker.
         if let Some(w) = self.wg_owner_of_dst(dst) {
@@ -162,9 +179,17 @@ impl GatewayCore {
     }
 
     /// IPv6 routes pushed to remote-access clients (with an IPv6 pool): the IPv6 address
-    /// space.
+    /// space and every site's IPv6 prefixes.
     pub(super) fn client_routes_v6(&self) -> Vec<Ipv6Net> {
-        self.cfg.address_space_v6.clone()
+        let mut routes = self.cfg.address_space_v6.clone();
+        for s in &self.cfg.sites {
+            for n in &s.remote_address_space_v6 {
+                if !routes.contains(n) {
+                    routes.push(*n);
+                }
+            }
+        }
+        routes
     }
 
     /// Routes pushed to remote-access clients: the address space and every site's prefixes.

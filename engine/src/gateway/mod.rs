@@ -52,7 +52,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::deadlines::Deadlines;
 use crate::entropy::Entropy;
@@ -244,8 +244,10 @@ pub struct SiteConfig {
     /// The address of ours its IKE and ESP-in-UDP datagrams leave from (`local_address`),
     /// for the driver: the core names only the listener ([`Dest::Udp`]).
     pub local_address: Option<IpAddr>,
-    /// Prefixes behind the peer.
+    /// IPv4 prefixes behind the peer.
     pub remote_address_space: Vec<Ipv4Net>,
+    /// IPv6 prefixes behind the peer (a dual-stack site).
+    pub remote_address_space_v6: Vec<Ipv6Net>,
     /// Liveness check interval.
     pub dpd: Duration,
     /// IKE SA rekey interval.
@@ -258,6 +260,21 @@ pub struct SiteConfig {
     /// its packets in with [`GatewayCore::handle_interface_packet`] and writes what it
     /// decrypts to that interface ([`GatewayCore::poll_interface_packet`]); see `site_iface.rs`.
     pub own_interface: bool,
+}
+
+impl SiteConfig {
+    /// The prefixes behind the peer, IPv4 then IPv6.
+    pub fn prefixes(&self) -> Vec<ipnet::IpNet> {
+        let v4 = self
+            .remote_address_space
+            .iter()
+            .map(|n| ipnet::IpNet::V4(*n));
+        let v6 = self
+            .remote_address_space_v6
+            .iter()
+            .map(|n| ipnet::IpNet::V6(*n));
+        v4.chain(v6).collect()
+    }
 }
 
 /// Everything the core needs to know of `gateway.toml` and the PKI.
@@ -299,6 +316,17 @@ pub struct CoreConfig {
     pub unix_time: u64,
     /// The `now` the wall clock above belongs to.
     pub start: Instant,
+}
+
+impl CoreConfig {
+    /// Whether any tunnel may carry IPv6: an IPv6 client pool, or a site with IPv6 prefixes.
+    pub fn carries_ipv6(&self) -> bool {
+        self.client_pool_v6.is_some()
+            || self
+                .sites
+                .iter()
+                .any(|s| !s.remote_address_space_v6.is_empty())
+    }
 }
 
 /// A sane [`CoreConfig::max_half_open`]: 1024 per worker (each may hold a DH exchange and up

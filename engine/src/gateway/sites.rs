@@ -8,7 +8,7 @@
 //! other is deleted by its starter. An SA that arrives with INITIAL_CONTACT (the peer
 //! restarted) replaces the older ones.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,13 +88,20 @@ fn initiator_config(rc: &ResponderConfig, s: &SiteConfig) -> Arc<InitiatorConfig
 
 impl GatewayCore {
     /// Anti-spoofing for sites: a site SA may send from its connection's remote prefixes.
-    pub(super) fn site_may_send(&self, id: TunnelId, src: Ipv4Addr) -> bool {
+    pub(super) fn site_may_send(&self, id: TunnelId, src: IpAddr) -> bool {
         self.ike(id)
             .and_then(|t| t.site)
             .and_then(|i| self.sites.get(i))
-            .is_some_and(|s| {
-                s.cfg.remote_address_space.iter().any(|n| n.contains(&src))
-                    || (s.cfg.own_interface && self.interface_may_send(src))
+            .is_some_and(|s| match src {
+                IpAddr::V4(src) => {
+                    s.cfg.remote_address_space.iter().any(|n| n.contains(&src))
+                        || (s.cfg.own_interface && self.interface_may_send(src))
+                }
+                IpAddr::V6(src) => s
+                    .cfg
+                    .remote_address_space_v6
+                    .iter()
+                    .any(|n| n.contains(&src)),
             })
     }
 
@@ -324,11 +331,11 @@ impl GatewayCore {
         if !was_connected {
             s.state = SiteState::Connected { since: now };
         }
-        let prefixes = s.cfg.remote_address_space.clone();
+        let prefixes = s.cfg.prefixes();
         let kind = s.cfg.kind;
         if previous != Some(winner) {
             for p in &prefixes {
-                self.router.insert(*p, winner);
+                self.router.insert_net(*p, winner);
             }
         }
         if !was_connected || winner == id {
@@ -374,7 +381,7 @@ impl GatewayCore {
         s.rx_done += rx;
         s.tx_done += tx;
         let name = s.cfg.peer.name.clone();
-        let prefixes = s.cfg.remote_address_space.clone();
+        let prefixes = s.cfg.prefixes();
         let mut down = false;
         if s.active == Some(id) {
             s.active = next;
@@ -393,8 +400,8 @@ impl GatewayCore {
             }
             for p in &prefixes {
                 match next {
-                    Some(n) => self.router.insert(*p, n),
-                    None => self.router.remove(*p, id),
+                    Some(n) => self.router.insert_net(*p, n),
+                    None => self.router.remove_net(*p, id),
                 }
             }
         } else if !established {
@@ -461,8 +468,8 @@ impl GatewayCore {
         s.retiring.retain(|o| *o != id);
         if s.active == Some(id) {
             s.active = None;
-            for p in s.cfg.remote_address_space.clone() {
-                self.router.remove(p, id);
+            for p in s.cfg.prefixes() {
+                self.router.remove_net(p, id);
             }
         }
     }

@@ -9,9 +9,9 @@
 //! the tunnel. Either way a responder narrows what the initiator proposes to what it is
 //! configured for (RFC 7296 2.9).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::proposal::Policy;
 use crate::wire::ikev2::{AddressRange, IdPayload, IdType, TrafficSelector};
@@ -48,10 +48,11 @@ pub struct SitePeer {
     pub local_id: String,
     /// How both ends authenticate.
     pub auth: SiteAuth,
-    /// Our side's traffic selectors (0.0.0.0/0 for route-based).
-    pub local_ts: Vec<Ipv4Net>,
-    /// The peer's side's traffic selectors (0.0.0.0/0 for route-based).
-    pub remote_ts: Vec<Ipv4Net>,
+    /// Our side's traffic selectors, either family (0.0.0.0/0, and ::/0 for a dual-stack
+    /// connection, when route-based).
+    pub local_ts: Vec<IpNet>,
+    /// The peer's side's traffic selectors, either family (as `local_ts` when route-based).
+    pub remote_ts: Vec<IpNet>,
     /// Algorithms accepted for this peer (IKE and ESP).
     pub policy: Policy,
     /// With a PSK: the peer may authenticate from any source address
@@ -105,37 +106,72 @@ fn normalise_dn(dn: &str) -> String {
         .join(",")
 }
 
-/// Selectors covering exactly `nets`.
-pub fn selectors(nets: &[Ipv4Net]) -> Vec<TrafficSelector> {
+/// Selectors covering exactly `nets` (either family).
+pub fn selectors(nets: &[IpNet]) -> Vec<TrafficSelector> {
     nets.iter()
-        .map(|n| TrafficSelector::from_net(IpNet::V4(n.trunc())))
+        .map(|n| TrafficSelector::from_net(n.trunc()))
         .collect()
 }
 
+/// A selector's range as numbers, with its family (false: IPv4).
+fn bounds(r: &AddressRange) -> (bool, u128, u128) {
+    match *r {
+        AddressRange::V4 { start, end } => (
+            false,
+            u128::from(u32::from(start)),
+            u128::from(u32::from(end)),
+        ),
+        AddressRange::V6 { start, end } => (true, u128::from(start), u128::from(end)),
+    }
+}
+
+/// A prefix's range as numbers, with its family (false: IPv4).
+fn net_bounds(n: &IpNet) -> (bool, u128, u128) {
+    match n {
+        IpNet::V4(n) => (
+            false,
+            u128::from(u32::from(n.network())),
+            u128::from(u32::from(n.broadcast())),
+        ),
+        IpNet::V6(n) => (true, u128::from(n.network()), u128::from(n.broadcast())),
+    }
+}
+
+/// The range `[s, e]` of the family (`v6`) as a selector range.
+fn range_of(v6: bool, s: u128, e: u128) -> AddressRange {
+    if v6 {
+        AddressRange::V6 {
+            start: Ipv6Addr::from(s),
+            end: Ipv6Addr::from(e),
+        }
+    } else {
+        // IPv4 bounds came from u32s.
+        AddressRange::V4 {
+            start: Ipv4Addr::from(s as u32),
+            end: Ipv4Addr::from(e as u32),
+        }
+    }
+}
+
 /// Narrows the selectors a peer proposed to those we are configured for (RFC 7296 2.9):
-/// every non-empty intersection of a proposed IPv4 range with a configured prefix, for any
-/// protocol and port the proposal allowed. Empty when nothing overlaps (TS_UNACCEPTABLE).
-pub fn narrow(proposed: &[TrafficSelector], configured: &[Ipv4Net]) -> Vec<TrafficSelector> {
+/// every non-empty intersection of a proposed range with a configured prefix of the same
+/// family, for any protocol and port the proposal allowed. Empty when nothing overlaps
+/// (TS_UNACCEPTABLE).
+pub fn narrow(proposed: &[TrafficSelector], configured: &[IpNet]) -> Vec<TrafficSelector> {
     let mut out: Vec<TrafficSelector> = Vec::new();
     for p in proposed {
-        let AddressRange::V4 { start, end } = p.range else {
-            continue;
-        };
-        let (ps, pe) = (u32::from(start), u32::from(end));
+        let (pv6, ps, pe) = bounds(&p.range);
         for c in configured {
-            let (cs, ce) = (u32::from(c.network()), u32::from(c.broadcast()));
+            let (cv6, cs, ce) = net_bounds(c);
             let (s, e) = (ps.max(cs), pe.min(ce));
-            if s > e {
+            if pv6 != cv6 || s > e {
                 continue;
             }
             let ts = TrafficSelector {
                 ip_protocol: p.ip_protocol,
                 start_port: p.start_port,
                 end_port: p.end_port,
-                range: AddressRange::V4 {
-                    start: Ipv4Addr::from(s),
-                    end: Ipv4Addr::from(e),
-                },
+                range: range_of(pv6, s, e),
             };
             if !out.contains(&ts) {
                 out.push(ts);
@@ -145,32 +181,60 @@ pub fn narrow(proposed: &[TrafficSelector], configured: &[Ipv4Net]) -> Vec<Traff
     out
 }
 
-/// The IPv4 prefixes a list of selectors covers (ranges that are not prefixes are split).
-pub fn nets_of(selectors: &[TrafficSelector]) -> Vec<Ipv4Net> {
+/// The prefixes a list of selectors covers, IPv4 then IPv6 as listed (ranges that are not
+/// prefixes are split into the fewest aligned blocks).
+pub fn nets_of(selectors: &[TrafficSelector]) -> Vec<IpNet> {
     let mut out = Vec::new();
     for t in selectors {
-        let AddressRange::V4 { start, end } = t.range else {
-            continue;
-        };
-        let (mut s, e) = (u64::from(u32::from(start)), u64::from(u32::from(end)));
-        while s <= e {
-            // The largest aligned block starting at s that fits in [s, e].
-            let mut len = 32u32;
-            while len > 0 {
-                let size = 1u64 << (33 - len);
-                if s % size != 0 || s + size - 1 > e {
-                    break;
+        let (v6, mut s, e) = bounds(&t.range);
+        let bits: u32 = if v6 { 128 } else { 32 };
+        loop {
+            // The largest aligned block starting at s that fits in [s, e]: its size is
+            // 2^k with k <= trailing zeros of s and s + 2^k - 1 <= e.
+            let span = e - s; // size - 1 of the rest
+            let fits = |k: u32| {
+                if k >= 128 {
+                    span == u128::MAX
+                } else {
+                    (1u128 << k) - 1 <= span
                 }
-                len -= 1;
+            };
+            let mut k = s.trailing_zeros().min(bits);
+            while k > 0 && !fits(k) {
+                k -= 1;
             }
-            let size = 1u64 << (32 - len);
-            if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(s as u32), len as u8) {
-                out.push(n);
+            let len = (bits - k) as u8;
+            let net = if v6 {
+                Ipv6Net::new(Ipv6Addr::from(s), len).ok().map(IpNet::V6)
+            } else {
+                Ipv4Net::new(Ipv4Addr::from(s as u32), len)
+                    .ok()
+                    .map(IpNet::V4)
+            };
+            out.extend(net);
+            // The block's last address; done when it is the range's.
+            let last = if k >= 128 {
+                u128::MAX
+            } else {
+                s + ((1u128 << k) - 1)
+            };
+            if last >= e {
+                break;
             }
-            s += size;
+            s = last + 1;
         }
     }
     out
+}
+
+/// Only the IPv4 prefixes of `nets`.
+pub fn v4_only(nets: &[IpNet]) -> Vec<Ipv4Net> {
+    nets.iter()
+        .filter_map(|n| match n {
+            IpNet::V4(n) => Some(*n),
+            IpNet::V6(_) => None,
+        })
+        .collect()
 }
 
 /// An identity payload as text for logs.
@@ -192,7 +256,7 @@ pub fn describe_id(id: &IdPayload<'_>) -> String {
 mod tests {
     use super::*;
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
         s.parse().expect("prefix")
     }
 
@@ -247,6 +311,56 @@ mod tests {
                 net("10.0.0.4/31"),
                 net("10.0.0.6/32")
             ]
+        );
+    }
+
+    #[test]
+    fn both_families_narrow_each_to_its_own() {
+        let configured = [net("0.0.0.0/0"), net("::/0")];
+        let proposed = selectors(&[net("192.168.1.0/24"), net("fd00:1::/64")]);
+        assert_eq!(narrow(&proposed, &configured), proposed);
+        // An IPv4-only configuration keeps only the IPv4 selector.
+        assert_eq!(
+            narrow(&proposed, &[net("0.0.0.0/0")]),
+            selectors(&[net("192.168.1.0/24")])
+        );
+        // The peer proposes ::/0: narrowed to our IPv6 prefix.
+        assert_eq!(
+            narrow(
+                &[TrafficSelector::any_v4(), TrafficSelector::any_v6()],
+                &[net("10.1.0.0/24"), net("fd00:2::/48")]
+            ),
+            selectors(&[net("10.1.0.0/24"), net("fd00:2::/48")])
+        );
+        assert!(narrow(&selectors(&[net("fd00:1::/64")]), &[net("fd00:2::/64")]).is_empty());
+    }
+
+    #[test]
+    fn ipv6_ranges_become_prefixes() {
+        assert_eq!(nets_of(&[TrafficSelector::any_v6()]), vec![net("::/0")]);
+        let odd = TrafficSelector {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+            range: AddressRange::V6 {
+                start: "fd00::1".parse().expect("a"),
+                end: "fd00::6".parse().expect("a"),
+            },
+        };
+        assert_eq!(
+            nets_of(&[odd]),
+            vec![
+                net("fd00::1/128"),
+                net("fd00::2/127"),
+                net("fd00::4/127"),
+                net("fd00::6/128")
+            ]
+        );
+        let top = TrafficSelector::from_net(net("ffff::/16"));
+        assert_eq!(nets_of(&[top]), vec![net("ffff::/16")]);
+        assert_eq!(
+            v4_only(&[net("10.0.0.0/8"), net("fd00::/8")]),
+            vec!["10.0.0.0/8".parse::<Ipv4Net>().expect("p")]
         );
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use gatehouse_engine::ikev2::proposal::Policy;
 use gatehouse_engine::ikev2::proposal_names::{parse_esp_proposals, parse_ike_proposals};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use super::{GatewayConfig, parse_duration};
@@ -85,7 +85,7 @@ pub struct ConnectionConfig {
     /// The peer's IKE port.
     #[serde(default = "default_remote_port")]
     pub remote_port: u16,
-    /// IPv4 prefixes behind the peer.
+    /// Prefixes behind the peer, IPv4 and (IKEv2 connections) IPv6.
     pub remote_address_space: Vec<String>,
     /// `psk` or `certificate` (IKEv2 connections; required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,8 +220,10 @@ pub struct Connection {
     pub remote_host: Option<String>,
     /// The peer's IKE port (500 unless configured).
     pub remote_port: u16,
-    /// Prefixes behind the peer (network addresses, no overlaps).
+    /// IPv4 prefixes behind the peer (network addresses, no overlaps).
     pub remote_address_space: Vec<Ipv4Net>,
+    /// IPv6 prefixes behind the peer (a dual-stack site).
+    pub remote_address_space_v6: Vec<Ipv6Net>,
     /// Authentication, with the key for PSK.
     pub auth: ConnectionAuth,
     /// A PSK peer may authenticate from any source address, not only `remote_gateway`.
@@ -257,7 +259,7 @@ impl Connection {
         } else {
             format!(" port {}", self.remote_port)
         };
-        let n = self.remote_address_space.len();
+        let n = self.remote_address_space.len() + self.remote_address_space_v6.len();
         let to = match &self.remote_host {
             Some(h) => format!("{h} ({})", self.remote_gateway),
             None => self.remote_gateway.to_string(),
@@ -309,6 +311,10 @@ pub(super) fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(b) || b.contains(a)
 }
 
+fn overlaps6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
 /// Names keys of one connection in messages: `` `connection[0] "onprem-east".psk_file` ``.
 pub(super) struct Keys {
     label: String,
@@ -356,7 +362,7 @@ impl ConnectionConfig {
             );
         }
 
-        let remote_address_space = self.remote_address_space(&k, gw)?;
+        let (remote_address_space, remote_address_space_v6) = self.remote_address_spaces(&k, gw)?;
         let interface = self.interface(&k, gw)?;
 
         let Some(auth_kind) = self.auth else {
@@ -457,6 +463,7 @@ impl ConnectionConfig {
             remote_host,
             remote_port: self.remote_port,
             remote_address_space,
+            remote_address_space_v6,
             auth,
             remote_gateway_any: self.remote_gateway_any,
             remote_id,
@@ -551,28 +558,49 @@ impl ConnectionConfig {
         Ok(Some(addr))
     }
 
+    /// The IPv4 prefixes behind the peer, for connections that carry IPv4 only (WireGuard).
     pub(super) fn remote_address_space(
         &self,
         k: &Keys,
         gw: &GatewayConfig,
     ) -> Result<Vec<Ipv4Net>> {
+        let (v4, v6) = self.remote_address_spaces(k, gw)?;
+        if let Some(n) = v6.first() {
+            bail!(
+                "{} entry {n} is IPv6: `type = \"{}\"` connections carry IPv4 prefixes only for now; list IPv4 prefixes (IKEv2 connections take both)",
+                k.key("remote_address_space"),
+                self.kind
+            );
+        }
+        Ok(v4)
+    }
+
+    /// The prefixes behind the peer, IPv4 and IPv6 (a dual-stack site): network addresses,
+    /// no overlaps with each other or with the gateway's own networks.
+    pub(super) fn remote_address_spaces(
+        &self,
+        k: &Keys,
+        gw: &GatewayConfig,
+    ) -> Result<(Vec<Ipv4Net>, Vec<Ipv6Net>)> {
         let key = k.key("remote_address_space");
         // A connection with its own interface may leave its prefixes to a routing daemon.
         if self.remote_address_space.is_empty() && self.interface.is_none() {
             bail!(
-                "{key} is empty: list the IPv4 prefixes behind the peer, e.g. [\"192.168.10.0/24\"]"
+                "{key} is empty: list the prefixes behind the peer, e.g. [\"192.168.10.0/24\"] (IPv6 ones too, e.g. \"fd00:10::/64\")"
             );
         }
         let mut out: Vec<Ipv4Net> = Vec::new();
+        let mut out6: Vec<Ipv6Net> = Vec::new();
         for text in &self.remote_address_space {
             let text = text.trim();
+            if text.contains(':') {
+                out6.push(self.remote_v6(&key, text, gw, &out6)?);
+                continue;
+            }
             let net: Ipv4Net = match text.parse() {
                 Ok(n) => n,
-                Err(_) if text.contains(':') => bail!(
-                    "{key} entry {text:?} is IPv6: IPv6 inside tunnels is not supported yet; list IPv4 prefixes"
-                ),
                 Err(_) => bail!(
-                    "{key} entry {text:?} is not an IPv4 prefix: write e.g. \"192.168.10.0/24\""
+                    "{key} entry {text:?} is not an IPv4 or IPv6 prefix: write e.g. \"192.168.10.0/24\" or \"fd00:10::/64\""
                 ),
             };
             if net.network() != net.addr() {
@@ -599,7 +627,60 @@ impl ConnectionConfig {
             }
             out.push(net);
         }
-        Ok(out)
+        Ok((out, out6))
+    }
+
+    /// One IPv6 entry of `remote_address_space`, checked against `seen` and the gateway's
+    /// own IPv6 networks.
+    fn remote_v6(
+        &self,
+        key: &str,
+        text: &str,
+        gw: &GatewayConfig,
+        seen: &[Ipv6Net],
+    ) -> Result<Ipv6Net> {
+        let net: Ipv6Net = match text.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                bail!("{key} entry {text:?} is not an IPv6 prefix: write it like \"fd00:10::/64\"")
+            }
+        };
+        if net.network() != net.addr() {
+            bail!(
+                "{key} entry {net} has host bits set: write {} (the network address)",
+                net.trunc()
+            );
+        }
+        if let Some(other) = seen.iter().find(|o| overlaps6(o, &net)) {
+            bail!(
+                "{key} entries {other} and {net} overlap: list each network once, without overlaps"
+            );
+        }
+        // Unparsable gateway keys are reported under their own names elsewhere.
+        let spaces = gw.address_space_v6().unwrap_or_default();
+        if let Some(local) = spaces.iter().find(|a| overlaps6(a, &net)) {
+            bail!(
+                "{key} entry {net} overlaps `address_space_v6` entry {local}: pick prefixes that do not overlap (the networks on both sides must differ)"
+            );
+        }
+        if let Some(pool) = gw.client_pool_v6().ok().flatten()
+            && overlaps6(&pool, &net)
+        {
+            bail!(
+                "{key} entry {net} overlaps `client_pool_v6` {pool}: pick prefixes that do not overlap (or move the client pool)"
+            );
+        }
+        if self.interface.is_some() {
+            bail!(
+                "{key} entry {net} is IPv6, but connections with their own `interface` carry IPv4 only for now: list it on a connection without `interface`"
+            );
+        }
+        if self.policy_based && spaces.is_empty() && gw.client_pool_v6.is_none() {
+            bail!(
+                "{key} entry {net} is IPv6, but this policy-based connection has no IPv6 network of ours to pair it with: list ours in `address_space_v6` (or set `client_pool_v6`)"
+            );
+        }
+        Ok(net)
     }
 }
 
@@ -705,15 +786,27 @@ impl GatewayConfig {
                     conn.name
                 );
             }
-            for net in &conn.remote_address_space {
-                for (j, other) in out.iter().enumerate() {
-                    if let Some(o) = other.remote_address_space.iter().find(|o| overlaps(o, net)) {
-                        bail!(
-                            "{} entry {net} overlaps entry {o} of connection[{j}] {:?}: pick prefixes that do not overlap",
-                            k.key("remote_address_space"),
-                            other.name
-                        );
-                    }
+            for (j, other) in out.iter().enumerate() {
+                let v4 = conn.remote_address_space.iter().find_map(|net| {
+                    let o = other
+                        .remote_address_space
+                        .iter()
+                        .find(|o| overlaps(o, net))?;
+                    Some((net.to_string(), o.to_string()))
+                });
+                let v6 = conn.remote_address_space_v6.iter().find_map(|net| {
+                    let o = other
+                        .remote_address_space_v6
+                        .iter()
+                        .find(|o| overlaps6(o, net))?;
+                    Some((net.to_string(), o.to_string()))
+                });
+                if let Some((net, o)) = v4.or(v6) {
+                    bail!(
+                        "{} entry {net} overlaps entry {o} of connection[{j}] {:?}: pick prefixes that do not overlap",
+                        k.key("remote_address_space"),
+                        other.name
+                    );
                 }
             }
             if let Some(mine) = &conn.interface {
@@ -950,6 +1043,57 @@ policy_based = true
     }
 
     #[test]
+    fn a_dual_stack_site_lists_both_families() {
+        let mut cfg = sample();
+        cfg.connections[0].remote_address_space =
+            vec!["192.168.10.0/24".into(), " fd00:10::/64".into()];
+        cfg.validate().unwrap();
+        let dir = dir_with_psk(b"0RzWq4mT8vYb2LxK9pNc");
+        let conns = cfg.connections(dir.path()).unwrap();
+        assert_eq!(
+            conns[0].remote_address_space,
+            vec!["192.168.10.0/24".parse::<Ipv4Net>().unwrap()]
+        );
+        assert_eq!(
+            conns[0].remote_address_space_v6,
+            vec!["fd00:10::/64".parse::<Ipv6Net>().unwrap()]
+        );
+        assert!(
+            conns[0].summary().contains(", 2 prefixes,"),
+            "{}",
+            conns[0].summary()
+        );
+        // Ours without an IPv6 client pool: fine with a dual-stack site.
+        cfg.address_space_v6 = vec!["fd00:1::/64".into()];
+        cfg.validate().unwrap();
+        // Overlapping our IPv6 network.
+        cfg.connections[0].remote_address_space = vec!["fd00:1::/48".into()];
+        let e = err(&cfg);
+        assert!(
+            e.contains("fd00:1::/48 overlaps `address_space_v6` entry fd00:1::/64"),
+            "{e}"
+        );
+        // A policy-based dual-stack site needs an IPv6 network of ours.
+        let mut cfg = sample();
+        cfg.connections[1]
+            .remote_address_space
+            .push("fd00:20::/64".into());
+        let e = err(&cfg);
+        assert!(e.contains("`address_space_v6`"), "{e}");
+        cfg.address_space_v6 = vec!["fd00:1::/64".into()];
+        cfg.validate().unwrap();
+        // Two connections may not share an IPv6 prefix.
+        cfg.connections[0]
+            .remote_address_space
+            .push("fd00:20::/56".into());
+        let e = err(&cfg);
+        assert!(
+            e.contains("fd00:20::/64 overlaps entry fd00:20::/56 of connection[0]"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn local_address_is_ours_of_the_peers_family() {
         let mut cfg = sample();
         cfg.connections[0].local_address = Some("203.0.113.4".into());
@@ -1039,7 +1183,10 @@ policy_based = true
                 c.remote_address_space = vec!["192.168.10.1/24".into()]
             }),
             ("remote_address_space", |c| {
-                c.remote_address_space = vec!["fd00::/8".into()]
+                c.remote_address_space = vec!["fd00::1/64".into()]
+            }),
+            ("remote_address_space", |c| {
+                c.remote_address_space = vec!["fd00::/64".into(), "fd00::/48".into()]
             }),
             ("remote_address_space", |c| {
                 c.remote_address_space = vec!["192.168.0.0/16".into(), "192.168.10.0/24".into()]

@@ -453,6 +453,14 @@ impl GatewayConfig {
         Ok(Some(net))
     }
 
+    /// Whether a connection lists an IPv6 prefix (a dual-stack site): then
+    /// `address_space_v6` is offered to sites even without an IPv6 client pool.
+    fn has_ipv6_site(&self) -> bool {
+        self.connections
+            .iter()
+            .any(|c| c.remote_address_space.iter().any(|p| p.contains(':')))
+    }
+
     /// The IPv6 networks behind the gateway (`address_space_v6`), checked.
     pub fn address_space_v6(&self) -> Result<Vec<Ipv6Net>> {
         self.address_space_v6
@@ -543,9 +551,9 @@ impl GatewayConfig {
                     );
                 }
             }
-        } else if !spaces6.is_empty() {
+        } else if !spaces6.is_empty() && !self.has_ipv6_site() {
             bail!(
-                "`address_space_v6` is set but `client_pool_v6` is not: clients need IPv6 addresses to reach IPv6 networks; add e.g. client_pool_v6 = \"fd00:6a7e:1::/64\""
+                "`address_space_v6` is set but `client_pool_v6` is not, and no connection lists an IPv6 prefix: clients need IPv6 addresses to reach IPv6 networks; add e.g. client_pool_v6 = \"fd00:6a7e:1::/64\" (or list the site's IPv6 prefixes in its `remote_address_space`)"
             );
         }
         self.validate_dns_domains()?;

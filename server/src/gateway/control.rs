@@ -321,6 +321,11 @@ impl Gateway {
             .chain(super::wireguard::site_prefixes(&new))
             .collect();
         crate::tun::add_routes(&self.cfg.tun_name, &new_prefixes)?;
+        let (old_v6, new_v6) = (
+            super::site_prefixes_v6(&old_conns),
+            super::site_prefixes_v6(&conns),
+        );
+        crate::tun::add_routes(&self.cfg.tun_name, &new_v6)?;
         let mut waits = Vec::new();
         for (tx, c) in self.inboxes.iter().zip(cfgs) {
             let (reply, rx) = oneshot::channel();
@@ -346,6 +351,9 @@ impl Gateway {
             .filter(|p| !new_prefixes.contains(p))
             .collect();
         crate::tun::del_routes(&self.cfg.tun_name, &gone);
+        let gone_v6: Vec<ipnet::Ipv6Net> =
+            old_v6.into_iter().filter(|p| !new_v6.contains(p)).collect();
+        crate::tun::del_routes(&self.cfg.tun_name, &gone_v6);
         if new.client_pool != self.cfg.client_pool {
             crate::tun::readdress(&self.cfg.tun_name, self.cfg.client_pool, new.client_pool)?;
         }

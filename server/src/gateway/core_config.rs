@@ -12,7 +12,7 @@ use gatehouse_engine::gateway::{CoreConfig, SiteConfig};
 use gatehouse_engine::ikev2::site::{SiteAuth, SitePeer};
 use gatehouse_engine::openvpn::server::ServerConfig;
 use gatehouse_engine::openvpn::tls::crls_from_pem;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::config::{Connection, ConnectionAuth, GatewayConfig};
 use crate::tls::{PkiPaths, ike_responder_config, openvpn_server_config};
@@ -32,12 +32,34 @@ pub fn check_enabled(cfg: &GatewayConfig, conns: &[Connection]) -> Result<()> {
 
 /// The engine's view of the connections: selectors, identities, keys.
 pub fn site_peers(cfg: &GatewayConfig, conns: &[Connection]) -> Vec<Arc<SitePeer>> {
-    let any = vec![Ipv4Net::default()];
-    let mut local: Vec<Ipv4Net> = cfg.address_space.clone();
-    local.push(cfg.client_pool.trunc());
+    let mut local: Vec<IpNet> = cfg.address_space.iter().map(|n| IpNet::V4(*n)).collect();
+    local.push(IpNet::V4(cfg.client_pool.trunc()));
+    // Our IPv6 networks: offered to dual-stack sites only.
+    let mut local6: Vec<IpNet> = cfg
+        .address_space_v6()
+        .unwrap_or_default()
+        .into_iter()
+        .map(IpNet::V6)
+        .collect();
+    local6.extend(cfg.client_pool_v6().ok().flatten().map(IpNet::V6));
     conns
         .iter()
         .map(|c| {
+            let dual = !c.remote_address_space_v6.is_empty();
+            let mut any = vec![IpNet::V4(Ipv4Net::default())];
+            if dual {
+                any.push(IpNet::V6(Ipv6Net::default()));
+            }
+            let mut local = local.clone();
+            if dual {
+                local.extend(local6.iter().copied());
+            }
+            let remote: Vec<IpNet> = c
+                .remote_address_space
+                .iter()
+                .map(|n| IpNet::V4(*n))
+                .chain(c.remote_address_space_v6.iter().map(|n| IpNet::V6(*n)))
+                .collect();
             Arc::new(SitePeer {
                 name: c.name.clone(),
                 remote_addr: c.remote_gateway,
@@ -50,16 +72,8 @@ pub fn site_peers(cfg: &GatewayConfig, conns: &[Connection]) -> Vec<Arc<SitePeer
                     ConnectionAuth::Psk(k) => SiteAuth::Psk(k.clone()),
                     ConnectionAuth::Certificate => SiteAuth::Certificate,
                 },
-                local_ts: if c.policy_based {
-                    local.clone()
-                } else {
-                    any.clone()
-                },
-                remote_ts: if c.policy_based {
-                    c.remote_address_space.clone()
-                } else {
-                    any.clone()
-                },
+                local_ts: if c.policy_based { local } else { any.clone() },
+                remote_ts: if c.policy_based { remote } else { any },
                 policy: c.ike_policy.clone(),
                 any_remote_addr: c.remote_gateway_any,
             })
@@ -77,6 +91,7 @@ fn site_configs(conns: &[Connection], peers: &[Arc<SitePeer>]) -> Vec<SiteConfig
             remote: SocketAddr::new(c.remote_gateway, c.remote_port),
             local_address: c.local_address,
             remote_address_space: c.remote_address_space.clone(),
+            remote_address_space_v6: c.remote_address_space_v6.clone(),
             dpd: c.dpd,
             ike_lifetime: c.ike_lifetime,
             child_lifetime: c.child_lifetime,

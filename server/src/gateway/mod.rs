@@ -232,6 +232,14 @@ fn tun_tx_dropped(name: &str) -> u64 {
 }
 
 /// The number of workers: `workers` from the configuration, 0 meaning one per core.
+/// The sites' IPv6 prefixes, routed into the gateway's TUN.
+pub(super) fn site_prefixes_v6(conns: &[crate::config::Connection]) -> Vec<ipnet::Ipv6Net> {
+    conns
+        .iter()
+        .flat_map(|c| c.remote_address_space_v6.iter().copied())
+        .collect()
+}
+
 fn worker_count(cfg: &GatewayConfig) -> usize {
     match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -344,6 +352,7 @@ impl Gateway {
         }
         site_prefixes.extend(wireguard::site_prefixes(&cfg));
         crate::tun::add_routes(&cfg.tun_name, &site_prefixes)?;
+        crate::tun::add_routes(&cfg.tun_name, &site_prefixes_v6(&conns))?;
         crate::tun::set_ipv6(&cfg.tun_name, None, cfg.client_pool_v6()?)?;
         let o = &cfg.openvpn;
         let mut steered = true;

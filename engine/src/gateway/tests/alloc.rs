@@ -253,8 +253,8 @@ pub(super) fn site_config(
         remote_id: peer.into(),
         local_id: ip.into(),
         auth: SiteAuth::Psk(b"issue 13 site key".to_vec()),
-        local_ts: vec![lan],
-        remote_ts: vec![peer_lan],
+        local_ts: vec![ipnet::IpNet::V4(lan)],
+        remote_ts: vec![ipnet::IpNet::V4(peer_lan)],
         policy: Policy::default(),
         any_remote_addr: false,
     });
@@ -285,6 +285,7 @@ pub(super) fn site_config(
             peer: site,
             own_interface: false,
             local_address: None,
+            remote_address_space_v6: Vec::new(),
         }],
         unix_time: WALL_CLOCK_SECS,
         start,

@@ -393,8 +393,8 @@ fn site_gateway(any: bool) -> (GatewayCore, Instant) {
         remote_id: "east.example".into(),
         local_id: GATEWAY_IP.into(),
         auth: SiteAuth::Psk(SITE_KEY.to_vec()),
-        local_ts: vec![lan],
-        remote_ts: vec![east_lan],
+        local_ts: vec![ipnet::IpNet::V4(lan)],
+        remote_ts: vec![ipnet::IpNet::V4(east_lan)],
         policy: Policy::default(),
         any_remote_addr: any,
     });
@@ -425,6 +425,7 @@ fn site_gateway(any: bool) -> (GatewayCore, Instant) {
             peer,
             own_interface: false,
             local_address: None,
+            remote_address_space_v6: Vec::new(),
         }],
         unix_time: WALL_CLOCK_SECS,
         start,

@@ -15,7 +15,7 @@ const POOL_V6: &str = "fd00:6a7e:1::/64";
 const LAN_HOST_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 7);
 
 /// An ICMPv6 echo request (checksum not filled: the gateway does not look at it).
-fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, tag: u8) -> Vec<u8> {
+pub(super) fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, tag: u8) -> Vec<u8> {
     let payload = [128, 0, 0, 0, 0, 1, 0, tag];
     let mut p = vec![0x60, 0, 0, 0];
     p.extend_from_slice(&(payload.len() as u16).to_be_bytes());

@@ -5,6 +5,7 @@
 mod alloc;
 mod cookies;
 mod cores;
+mod dual_stack_site;
 mod handoff;
 mod handoff_sites;
 mod ike_limits;

@@ -29,7 +29,7 @@ pub(super) struct SiteRequest<'a, 'b> {
 fn describe_ts(ts: &[TrafficSelector]) -> String {
     let nets = nets_of(ts);
     if nets.is_empty() {
-        return "nothing (IPv4)".into();
+        return "nothing".into();
     }
     nets.iter()
         .map(|n| n.to_string())
@@ -37,7 +37,7 @@ fn describe_ts(ts: &[TrafficSelector]) -> String {
         .join(" ")
 }
 
-fn describe_nets(nets: &[ipnet::Ipv4Net]) -> String {
+fn describe_nets(nets: &[ipnet::IpNet]) -> String {
     nets.iter()
         .map(|n| n.to_string())
         .collect::<Vec<_>>()

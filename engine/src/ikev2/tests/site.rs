@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use super::pair::{GATEWAY_IP, Pair, client_addr, initiator_config, pki, responder_config};
 use crate::ikev2::crypto::{DhGroup, IkeCipher, Integ};
@@ -19,11 +19,11 @@ use crate::ikev2::site::{SiteAuth, SitePeer, nets_of};
 const EAST_ID: &str = "east.example";
 const WEST_ID: &str = GATEWAY_IP;
 
-fn net(s: &str) -> Ipv4Net {
+fn net(s: &str) -> IpNet {
     s.parse().expect("prefix")
 }
 
-fn nets(v: &[&str]) -> Vec<Ipv4Net> {
+fn nets(v: &[&str]) -> Vec<IpNet> {
     v.iter().map(|s| net(s)).collect()
 }
 
@@ -74,11 +74,11 @@ pub(super) fn psk(k: &str) -> SiteAuth {
     SiteAuth::Psk(k.as_bytes().to_vec())
 }
 
-fn connected_subnets(p: &Pair) -> (Option<std::net::Ipv4Addr>, Vec<Ipv4Net>) {
+fn connected_subnets(p: &Pair) -> (Option<std::net::Ipv4Addr>, Vec<IpNet>) {
     match p.client_connected() {
         Some(InitiatorEvent::Connected {
             address, subnets, ..
-        }) => (*address, subnets.clone()),
+        }) => (*address, subnets.iter().map(|n| IpNet::V4(*n)).collect()),
         _ => panic!("not connected: {:?}", p.client_events),
     }
 }
