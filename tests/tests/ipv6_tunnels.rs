@@ -3,7 +3,9 @@
 //! asking for both address families (`vips = 0.0.0.0,::`), each ping the LAN host behind the
 //! gateway on IPv4 and on IPv6 through the tunnel. A client that sends from an IPv6 address
 //! it was not given is dropped and counted (`spoofed`). Gatehouse's own client, pushed the
-//! same IPv6 options, configures them on its TUN device and reaches the LAN on both too.
+//! same IPv6 options, configures them on its TUN device and reaches the LAN on both too; with
+//! a full tunnel it routes all IPv6 into the tunnel, or blocks it when the gateway gives no
+//! IPv6 (never leaking around an IPv4-only tunnel).
 //!
 //! Tag `v6`, subnet index 227; the LAN gets `fd00:6a7e:e3:251::/64` beside 10.251.227.0/24.
 
@@ -233,5 +235,112 @@ fn dual_stack_through_stock_openvpn_and_strongswan() -> Result<()> {
         drops.get("spoofed").copied().unwrap_or(0) >= 3,
         "expected spoofed >= 3 in {drops:?}: {last}"
     );
+    full_tunnel_ipv6(&s, &home, &svc)
+}
+
+/// An address on the (IPv6) Internet, reachable from client 0 only through the way IPv6
+/// goes; nothing answers there.
+const OUTSIDE_V6: &str = "2001:db8:77::1";
+
+/// Where client 0 sends IPv6 for [`OUTSIDE_V6`]: `ip -6 route get` (or its error).
+fn v6_route(ns: &Netns) -> Result<String> {
+    let out = ns.exec("ip", ["-6", "route", "get", OUTSIDE_V6])?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// Gatehouse's client with a full tunnel on a host that has IPv6 outside it (client 0 gets an
+/// IPv6 underlay with a default route): with an IPv6 address from the gateway, IPv6 goes into
+/// the tunnel (`::/1` and `8000::/1`); from a gateway without IPv6, IPv6 is refused while
+/// connected (unreachable routes) instead of leaking around the tunnel. Disconnecting gives
+/// the host its IPv6 path back.
+fn full_tunnel_ipv6(s: &GatewaySetup, home: &ClientHome, svc: &ClientService) -> Result<()> {
+    let ns = s.ns(0);
+    s.topo.gateway.exec_ok(
+        "ip",
+        [
+            "-6",
+            "addr",
+            "add",
+            "fd00:6a7e:e3:99::1/64",
+            "dev",
+            "cl0",
+            "nodad",
+        ],
+    )?;
+    ns.exec_ok(
+        "ip",
+        [
+            "-6",
+            "addr",
+            "add",
+            "fd00:6a7e:e3:99::2/64",
+            "dev",
+            "up0",
+            "nodad",
+        ],
+    )?;
+    ns.exec_ok(
+        "ip",
+        ["-6", "route", "add", "default", "via", "fd00:6a7e:e3:99::1"],
+    )?;
+    let before = v6_route(ns)?;
+    ensure!(before.contains("dev up0"), "IPv6 underlay: {before}");
+    s.gw_dir.set("full_tunnel", "true")?;
+    for (phase, with_v6) in [
+        ("gatehoused-full6.log", true),
+        ("gatehoused-full4.log", false),
+    ] {
+        if !with_v6 {
+            // The same gateway without IPv6 inside tunnels.
+            let text = s.gw_dir.config_text()?;
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with("client_pool_v6") && !l.starts_with("address_space_v6"))
+                .collect();
+            std::fs::write(s.gw_dir.config_path(), kept.join("\n") + "\n")?;
+        }
+        let gw = s.start_gateway(phase)?;
+        let ctx = || logs(&gw, &svc.log_tail(30));
+        let out = home.run(
+            Some(ns),
+            &["connect", "dave", "--protocol", "openvpn-udp"],
+            Duration::from_secs(45),
+        )?;
+        ensure!(out.success(), "{out}\n{}", ctx());
+        wait_ping(ns, s.topo.lan_host, Duration::from_secs(10)).with_context(ctx)?;
+        let during = v6_route(ns)?;
+        if with_v6 {
+            ensure!(
+                during.contains(&format!("dev {DEFAULT_TUN}")),
+                "full tunnel with IPv6: {OUTSIDE_V6} goes {during}"
+            );
+            wait_ping6(ns, lan_host_v6(), Duration::from_secs(10)).with_context(ctx)?;
+        } else {
+            ensure!(
+                during.contains("No route to host"),
+                "full tunnel without IPv6: {OUTSIDE_V6} goes {during} (leaks around the tunnel)"
+            );
+            let ping = ns.exec("ping", ["-6", "-n", "-c", "1", "-W", "1", OUTSIDE_V6])?;
+            let said = String::from_utf8_lossy(&ping.stderr);
+            ensure!(
+                !ping.status.success() && said.contains("No route to host"),
+                "IPv6 ping to {OUTSIDE_V6} was not refused at once: {said}"
+            );
+        }
+        eprintln!(
+            "full tunnel, IPv6 inside: {with_v6}: {OUTSIDE_V6} -> {}",
+            during.trim()
+        );
+        home.run_ok(Some(ns), &["disconnect"])?;
+        let after = v6_route(ns)?;
+        ensure!(after.contains("dev up0"), "after disconnect: {after}");
+        let halves = ns.exec_ok("ip", ["-6", "route", "show", "table", "all", "::/1"])?;
+        ensure!(halves.trim().is_empty(), "left behind: {halves}");
+        gw.terminate(Duration::from_secs(5))?;
+    }
     Ok(())
 }

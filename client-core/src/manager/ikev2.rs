@@ -315,6 +315,8 @@ fn bring_up(
             .filter(|s| s.prefix_len() > 0)
             .collect(),
         redirect_gateway: full,
+        // No IPv6 inside this tunnel: a full tunnel blocks it.
+        ipv6_tunnel: false,
         server: server.ip(),
         tunnel_gateway: address,
         dns: dns.to_vec(),

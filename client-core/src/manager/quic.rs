@@ -671,6 +671,8 @@ fn plan(
         tun: options.tun_name.clone(),
         routes: cfg.routes.clone(),
         redirect_gateway: cfg.full || redirect_gateway,
+        // No IPv6 inside this tunnel: a full tunnel blocks it.
+        ipv6_tunnel: false,
         server,
         tunnel_gateway: address,
         dns: cfg.dns.clone(),

@@ -545,10 +545,23 @@ fn bring_up(
 ) -> Result<Tun, String> {
     let prefix = ipnet::ipv4_mask_to_prefix(push.netmask).unwrap_or(32);
     let dev = Tun::create(&options.tun_name, push.address, prefix, push.tun_mtu)?;
+    // IPv6 is a bonus: without it the tunnel still carries IPv4 (and a full tunnel blocks
+    // IPv6). The address comes first, so IPv6 routed into the tunnel leaves from it.
+    let ipv6_tunnel = match &push.ipv6 {
+        Some(v6) => match net.add_tun_ipv6(&options.tun_name, v6) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(address = %v6.address, error = %e, "IPv6 inside the tunnel not configured; IPv4 only");
+                false
+            }
+        },
+        None => false,
+    };
     let plan = NetPlan {
         tun: options.tun_name.clone(),
         routes: push.routes.clone(),
         redirect_gateway,
+        ipv6_tunnel,
         server,
         tunnel_gateway: push.gateway,
         dns: push.dns.clone(),
@@ -556,12 +569,6 @@ fn bring_up(
     };
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
-    // IPv6 is a bonus: without it the tunnel still carries IPv4.
-    if let Some(v6) = &push.ipv6
-        && let Err(e) = net.add_tun_ipv6(&options.tun_name, v6)
-    {
-        tracing::warn!(address = %v6.address, error = %e, "IPv6 inside the tunnel not configured; IPv4 only");
-    }
     Ok(dev)
 }
 

@@ -190,6 +190,10 @@ pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
         Change::ResolvConf { .. } => Err(NetError(
             "resolv.conf is not how Windows takes DNS settings".into(),
         )),
+        // Not planned on Windows yet (see `link_changes`).
+        Change::Route6 { .. } | Change::Block6 { .. } | Change::HostRoute6 { .. } => Err(NetError(
+            "IPv6 full-tunnel routes are not implemented on Windows yet".into(),
+        )),
     }
 }
 
@@ -214,7 +218,10 @@ pub(super) fn undo(change: &Change) -> Result<(), NetError> {
             let _ = set_dns(dev, &[]);
             Ok(())
         }
-        Change::ResolvConf { .. } => Ok(()),
+        Change::ResolvConf { .. }
+        | Change::Route6 { .. }
+        | Change::Block6 { .. }
+        | Change::HostRoute6 { .. } => Ok(()),
     }
 }
 
