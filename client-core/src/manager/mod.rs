@@ -9,6 +9,7 @@ mod ikev2;
 mod io;
 mod path;
 mod quic;
+mod sleep;
 mod tunnel;
 mod verify;
 
