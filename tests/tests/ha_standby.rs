@@ -601,6 +601,11 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
     let dir_b = dir_a.copy_to(&dir.path().join("gwb"))?;
     configure_ha(&dir_a, "gwa")?;
     configure_ha(&dir_b, "gwb")?;
+    // A long interval: the session is copied because it was set up (the workers wake the
+    // replication), not by the periodic copy, which comes only after the takeover.
+    for d in [&dir_a, &dir_b] {
+        d.set("ha.interval", &toml_str("10s"))?;
+    }
     dir_a.set("ha.role", &toml_str("active"))?;
     move_addresses(&net, &net.gwb, &net.gwa)?;
 
@@ -639,11 +644,15 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
         .and_then(|s| s["virtual_address"].as_str())
         .map(str::to_owned)
         .with_context(|| format!("no session listed on gwa: {before}"))?;
-    // Two copies at 1 s: the session is in etcd.
-    thread::sleep(Duration::from_secs(2));
-
+    let up_at = Instant::now();
     let ping = BackgroundPing::start(&net.c0, LAN_HOST, "0.1", 80, &dir.path().join("ping.log"))?;
-    thread::sleep(Duration::from_secs(2));
+    thread::sleep(Duration::from_secs(1));
+    let copied = gwa.log();
+    ensure!(
+        copied.contains("ha: tunnels changed; copying the state now"),
+        "gwa did not copy the state when the session came up\n{}",
+        logs()
+    );
     let out = std::process::Command::new(gatehouse_tests::bin("gatehoused"))
         .arg("ctl")
         .arg("--data-dir")
@@ -663,13 +672,18 @@ fn a_standby_takes_over_on_command_and_the_old_active_gateway_stops() -> Result<
         "{answer}\n{}",
         logs()
     );
+    ensure!(
+        up_at.elapsed() < Duration::from_secs(8),
+        "the takeover came {:?} after the session was up: a periodic copy may have run",
+        up_at.elapsed()
+    );
     move_addresses(&net, &net.gwa, &net.gwb)?;
-    // gwa finds gwb's name in `active` at its next copy and stops.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // gwa finds gwb's name in `active` at its next copy (the 10 s interval) and stops.
+    let deadline = Instant::now() + Duration::from_secs(12);
     while gwa.is_running() {
         ensure!(
             Instant::now() < deadline,
-            "gwa still runs 5 s after gwb took over\n{}",
+            "gwa still runs 12 s after gwb took over\n{}",
             logs()
         );
         thread::sleep(Duration::from_millis(100));

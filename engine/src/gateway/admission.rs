@@ -228,6 +228,7 @@ impl GatewayCore {
                 self.connected(now, id, cipher.openvpn_name(), keys, None);
             }
             ServerEvent::Rekeyed { key_id } => {
+                self.note_state_change();
                 if let Some(t) = self.tunnels.get_mut(&id) {
                     t.common_mut().last_handshake = Some(now);
                     *self.counters.rekeys.get_mut(t.protocol()) += 1;
@@ -265,6 +266,7 @@ impl GatewayCore {
                 sa,
                 rekey_of,
             } => {
+                self.note_state_change();
                 self.esp_install(id, our_spi, *sa, rekey_of.is_some());
                 let Some(t) = self.ike_mut(id) else {
                     return;
@@ -321,6 +323,7 @@ impl GatewayCore {
                 self.refused(id, client, reason);
             }
             IkeEvent::IkeRekeyed { old, new } => {
+                self.note_state_change();
                 self.by_spis.insert(new, id);
                 // Either SPI may be ours (the gateway may have started the rekey).
                 self.register_ike_spi(new.0);
@@ -591,6 +594,7 @@ impl GatewayCore {
         keys: &str,
         ike: Option<(String, String)>,
     ) {
+        self.note_state_change();
         let Some(t) = self.tunnels.get_mut(&id) else {
             return;
         };

@@ -474,6 +474,7 @@ impl GatewayCore {
         }
         let name = t.common.client.clone().unwrap_or_default();
         tracing::info!(client = %name, from = %from, to = %to, transport = "ikev2", "peer moved to a new address");
+        self.note_state_change();
         self.events.push_back(Event::Roamed {
             tunnel: id,
             from,

@@ -353,6 +353,8 @@ pub struct GatewayCore {
     forwards: VecDeque<Forward>,
     /// Handling another worker's forward: a miss now is a drop, never a second forward.
     forwarded: bool,
+    /// Changes a standby's copy of the tunnels must see soon: see [`GatewayCore::state_changes`].
+    state_changes: u64,
     /// Packets decrypted from own-interface connections, for their interfaces
     /// ([`GatewayCore::poll_interface_packet`]).
     iface_out: VecDeque<(String, Vec<u8>)>,
@@ -452,6 +454,7 @@ impl GatewayCore {
             shard,
             forwards: VecDeque::new(),
             forwarded: false,
+            state_changes: 0,
             iface_out: VecDeque::new(),
             by_udp: HashMap::new(),
             replacing_udp: HashMap::new(),
@@ -665,6 +668,19 @@ impl GatewayCore {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// How many times the tunnels changed in a way a standby's copy must see soon: a new
+    /// session, new keys (an OpenVPN renegotiation, an IKE or CHILD SA rekey), a peer that
+    /// moved. A driver that replicates (HA) copies the state again when this grew, instead of
+    /// waiting for its interval, so a failover right after such a change loses nothing.
+    pub fn state_changes(&self) -> u64 {
+        self.state_changes
+    }
+
+    /// See [`GatewayCore::state_changes`].
+    pub(super) fn note_state_change(&mut self) {
+        self.state_changes = self.state_changes.wrapping_add(1);
     }
 
     /// Drop counters, by reason.

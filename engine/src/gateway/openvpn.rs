@@ -311,6 +311,7 @@ impl GatewayCore {
             dir.insert(DirKey::OpenVpn(to), me);
         }
         info!(client = %client, from = %from, to = %to, transport = "udp", "client floated to a new address");
+        self.note_state_change();
         self.events.push_back(Event::Roamed {
             tunnel: id,
             from,

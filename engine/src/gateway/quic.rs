@@ -181,6 +181,7 @@ impl GatewayCore {
             if t.common.connected_at.is_some() {
                 let client = t.common.client.clone().unwrap_or_default();
                 info!(client = %client, from = %from, to = %to, transport = "quic", "client migrated to a new address");
+                self.note_state_change();
                 self.events.push_back(Event::Roamed {
                     tunnel: id,
                     from,

@@ -480,6 +480,7 @@ impl GatewayCore {
             return;
         };
         info!(peer = %name, from = %from, to = %to, transport = "wireguard", "WireGuard peer roamed to a new address");
+        self.note_state_change();
         self.events.push_back(Event::Roamed {
             tunnel: id,
             from,

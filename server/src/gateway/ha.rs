@@ -59,7 +59,15 @@ pub(super) struct Ha {
     following: Option<String>,
     /// The last write failed (logged once until a write succeeds).
     failing: bool,
+    /// Poked by the workers when a session, keys or a peer address changed.
+    replicate: Arc<tokio::sync::Notify>,
+    /// When the state was last copied.
+    last_publish: Option<Instant>,
 }
+
+/// The shortest time between two copies woken by changes: a burst of new sessions costs a
+/// few copies a second, not one per session.
+const MIN_GAP: Duration = Duration::from_millis(200);
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -69,7 +77,11 @@ fn unix_ms() -> u64 {
 
 impl Ha {
     /// The task for `cfg` (enabled), over the workers' `inboxes`.
-    pub fn new(cfg: &HaSection, inboxes: Arc<Vec<mpsc::Sender<Msg>>>) -> Self {
+    pub fn new(
+        cfg: &HaSection,
+        inboxes: Arc<Vec<mpsc::Sender<Msg>>>,
+        replicate: Arc<tokio::sync::Notify>,
+    ) -> Self {
         Self {
             etcd: Etcd::new(cfg.endpoints()),
             node: cfg.node_name(),
@@ -80,6 +92,8 @@ impl Ha {
             cached: None,
             following: None,
             failing: false,
+            replicate,
+            last_publish: None,
         }
     }
 
@@ -125,6 +139,19 @@ impl Ha {
                     } else {
                         self.follow().await;
                     }
+                }
+                // A new session, new keys or a moved peer: copied now (at most every
+                // MIN_GAP), not at the next tick.
+                _ = self.replicate.notified(), if self.active => {
+                    if let Some(last) = self.last_publish {
+                        let wait = MIN_GAP.saturating_sub(last.elapsed());
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                    debug!("ha: tunnels changed; copying the state now");
+                    self.publish().await;
+                    tick.reset();
                 }
                 order = orders.recv() => {
                     let Some(reply) = order else { break };
@@ -174,6 +201,7 @@ impl Ha {
     /// Active: copies every worker's tunnels to etcd, if this node is still the active one.
     async fn publish(&mut self) {
         let started = Instant::now();
+        self.last_publish = Some(started);
         let mut waits = Vec::with_capacity(self.inboxes.len());
         for tx in self.inboxes.iter() {
             let (reply, rx) = oneshot::channel();

@@ -187,6 +187,9 @@ pub struct Gateway {
     tcp: Option<TcpListener>,
     workers: Vec<WorkerSetup>,
     inboxes: Arc<Vec<mpsc::Sender<Msg>>>,
+    /// Poked by the workers when their tunnels changed in a way the HA standby must see
+    /// (`GatewayCore::state_changes`): the replication task copies the state at once.
+    replicate: Arc<tokio::sync::Notify>,
     published: Vec<Arc<Mutex<Published>>>,
     gateway_addr: std::net::Ipv4Addr,
     /// Whether datagrams are steered to workers by source address (else by the kernel's
@@ -494,6 +497,7 @@ impl Gateway {
             .map(|_| Arc::new(Mutex::new(Published::default())))
             .collect();
         let tap = Arc::new(CaptureTap::default());
+        let replicate = Arc::new(tokio::sync::Notify::new());
         let mut workers = Vec::with_capacity(n);
         for (index, ((core, tun), inbox)) in
             cores.into_iter().zip(queues).zip(receivers).enumerate()
@@ -519,6 +523,7 @@ impl Gateway {
                 coalesce: Duration::from_micros(u64::from(cfg.coalesce_us)),
                 interfaces: own_ifaces.next().unwrap_or_default(),
                 source_pins: pins.clone(),
+                replicate: replicate.clone(),
             });
         }
         let facts = Arc::new(Mutex::new(Facts {
@@ -548,6 +553,7 @@ impl Gateway {
             tcp,
             workers,
             inboxes,
+            replicate,
             published,
             gateway_addr,
             steered,
@@ -586,7 +592,7 @@ impl Gateway {
         let (control_tx, mut control_rx) = mpsc::channel::<Control>(16);
         let ha = if self.cfg.ha.enabled && !self.cfg.ha.active_active() {
             let (tx, rx) = mpsc::channel(4);
-            let task = ha::Ha::new(&self.cfg.ha, self.inboxes.clone());
+            let task = ha::Ha::new(&self.cfg.ha, self.inboxes.clone(), self.replicate.clone());
             tokio::spawn(task.run(self.cfg.ha.role == "active", self.taken_over.is_some(), rx));
             Some(tx)
         } else {

@@ -146,6 +146,8 @@ pub(super) struct WorkerSetup {
     pub interfaces: Vec<super::interfaces::NewInterface>,
     /// Site peers' configured source addresses (`local_address`).
     pub source_pins: HashMap<IpAddr, IpAddr>,
+    /// Poked when the core's tunnels changed for the HA standby (see `ha.rs`).
+    pub replicate: Arc<tokio::sync::Notify>,
 }
 
 /// A TCP connection as the worker holds it: dropping it closes the connection (once what is
@@ -227,6 +229,9 @@ struct Worker {
     coalesce: Coalescer,
     /// Where the exported tunnels go when the worker stops for a handoff.
     handoff: Option<oneshot::Sender<(gatehouse_engine::gateway::CoreHandoff, usize)>>,
+    /// Poked when [`GatewayCore::state_changes`] moved since `replicated`.
+    replicate: Arc<tokio::sync::Notify>,
+    replicated: u64,
 }
 
 /// Runs a worker on the calling thread until it is told to stop.
@@ -257,6 +262,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             coalesce,
             interfaces,
             source_pins,
+            replicate,
         } = setup;
         if !coalesce.is_zero() {
             super::coalesce::fine_timer_slack();
@@ -289,6 +295,8 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
             tap,
             coalesce: Coalescer::new(coalesce),
             handoff: None,
+            replicate,
+            replicated: 0,
         };
         worker.sockets.pin_sources(source_pins);
         worker.serve(inbox, tcp_rx, done_rx, tun_mtu).await;
@@ -809,6 +817,17 @@ impl Worker {
                 // transmit before the event is out.
                 self.close_stream(Instant::now(), stream, "session ended");
             }
+        }
+        self.poke_replication();
+    }
+
+    /// Wakes the HA replication task when the tunnels changed since it last heard (one
+    /// comparison per flush; without HA nobody waits on it).
+    fn poke_replication(&mut self) {
+        let changes = self.core.state_changes();
+        if changes != self.replicated {
+            self.replicated = changes;
+            self.replicate.notify_one();
         }
     }
 
