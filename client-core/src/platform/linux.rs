@@ -6,7 +6,7 @@ use std::process::Command;
 
 use ipnet::Ipv4Net;
 
-use super::{Change, NetError, NetPlan, resolv_conf_path};
+use super::{Change, Ipv6Default, NetError, NetPlan, ipv6_halves, resolv_conf_path};
 
 fn ip(args: &[&str]) -> Result<String, NetError> {
     let out = Command::new("ip")
@@ -33,8 +33,9 @@ fn resolved_running() -> bool {
 }
 
 /// How the kernel reaches `dst` now: the `via X dev Y` words of `ip route get`.
-fn current_path(dst: Ipv4Addr) -> Result<Vec<String>, NetError> {
-    let out = ip(&["-4", "route", "get", &dst.to_string()])?;
+fn current_path(dst: IpAddr) -> Result<Vec<String>, NetError> {
+    let family = if dst.is_ipv4() { "-4" } else { "-6" };
+    let out = ip(&[family, "route", "get", &dst.to_string()])?;
     let words: Vec<&str> = out.split_whitespace().collect();
     let mut via = Vec::new();
     for key in ["via", "dev"] {
@@ -70,7 +71,7 @@ pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, Ne
             let exact = ip(&["-4", "route", "show", "exact", &format!("{server}/32")])?;
             changes.push(Change::HostRoute {
                 dst: server,
-                via: current_path(server)?,
+                via: current_path(IpAddr::V4(server))?,
                 preexisting: !exact.trim().is_empty(),
             });
         }
@@ -85,6 +86,7 @@ pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, Ne
             dev: plan.tun.clone(),
         });
     }
+    changes.extend(ipv6_full_changes(plan)?);
     if !plan.dns.is_empty() {
         if resolved_running() {
             changes.push(Change::Resolved {
@@ -98,6 +100,65 @@ pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, Ne
         }
     }
     Ok(changes)
+}
+
+/// The kernel has IPv6 (else there is nothing to send around the tunnel).
+fn host_has_ipv6() -> bool {
+    Path::new("/proc/net/if_inet6").exists()
+}
+
+/// IPv6 in a full tunnel: the gateway (when dialled over IPv6) kept on its path, then the
+/// two halves of the address space into the tunnel, or unreachable when the tunnel has no
+/// IPv6 - so no IPv6 packet leaves around it.
+fn ipv6_full_changes(plan: &NetPlan) -> Result<Vec<Change>, NetError> {
+    let mut changes = Vec::new();
+    if plan.ipv6_default == Ipv6Default::Untouched || !host_has_ipv6() {
+        return Ok(changes);
+    }
+    if let IpAddr::V6(server) = plan.server {
+        let exact = ip(&["-6", "route", "show", "exact", &format!("{server}/128")])?;
+        changes.push(Change::HostRoute6 {
+            dst: server,
+            via: current_path(IpAddr::V6(server))?,
+            preexisting: !exact.trim().is_empty(),
+        });
+    }
+    for net in ipv6_halves() {
+        changes.push(match plan.ipv6_default {
+            Ipv6Default::Tunnel => Change::Route6 {
+                net,
+                dev: plan.tun.clone(),
+            },
+            _ => Change::Unreachable6 { net },
+        });
+    }
+    Ok(changes)
+}
+
+/// `ip -6 route add|del` for an IPv6 change; None for other changes.
+fn ipv6_args(change: &Change, verb: &str) -> Option<Vec<String>> {
+    let mut args = vec!["-6".to_owned(), "route".into(), verb.into()];
+    match change {
+        Change::Route6 { net, dev } => {
+            args.extend([net.to_string(), "dev".into(), dev.clone()]);
+        }
+        Change::Unreachable6 { net } => args.extend(["unreachable".into(), net.to_string()]),
+        Change::HostRoute6 {
+            preexisting: false,
+            dst,
+            via,
+        } => {
+            args.push(dst.to_string());
+            args.extend(via.iter().cloned());
+        }
+        _ => return None,
+    }
+    Some(args)
+}
+
+fn ip_owned(args: &[String]) -> Result<String, NetError> {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ip(&refs)
 }
 
 pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
@@ -116,6 +177,9 @@ pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
                 return Ok(());
             }
             ip(&["-4", "route", "add", &net.to_string(), "dev", dev]).map(drop)
+        }
+        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => {
+            ipv6_args(change, "add").map_or(Ok(()), |args| ip_owned(&args).map(drop))
         }
         Change::HostRoute {
             preexisting: true, ..
@@ -186,6 +250,12 @@ pub(super) fn undo(change: &Change) -> Result<(), NetError> {
         Change::Route { net, dev } => {
             // Gone already when the TUN device went away; that is fine.
             let _ = ip(&["-4", "route", "del", &net.to_string(), "dev", dev]);
+            Ok(())
+        }
+        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => {
+            if let Some(args) = ipv6_args(change, "del") {
+                let _ = ip_owned(&args);
+            }
             Ok(())
         }
         Change::HostRoute {

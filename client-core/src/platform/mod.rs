@@ -2,12 +2,17 @@
 //! written to a journal in the state directory before it is made, so a disconnect, a Ctrl-C
 //! or the next start after a crash can undo exactly what was done.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
+
+pub use crate::routing::Ipv6Default;
+
+mod current_network;
+pub use current_network::current_network;
 
 mod killswitch;
 pub use killswitch::{KillSwitch, TABLE as KILL_SWITCH_TABLE};
@@ -47,6 +52,10 @@ pub struct NetPlan {
     pub routes: Vec<Ipv4Net>,
     /// Route everything into the tunnel (full tunnel).
     pub redirect_gateway: bool,
+    /// What a full tunnel does to IPv6: into the tunnel, or unreachable (Linux; elsewhere
+    /// IPv6 is left alone and the log says so). The IPv6 prefixes themselves go with the
+    /// tunnel's IPv6 address ([`NetConfig::add_tun_ipv6`]).
+    pub ipv6_default: Ipv6Default,
     /// The gateway's public address: kept on the old path when redirecting everything.
     pub server: IpAddr,
     /// The gateway's address inside the tunnel.
@@ -78,6 +87,28 @@ pub enum Change {
         /// The host had a route to exactly `dst/32` already: it is left alone, and undo
         /// must not delete it.
         #[serde(default)]
+        preexisting: bool,
+    },
+    /// `ip -6 route add NET dev TUN` (IPv6 full tunnel: `::/1`, `8000::/1`).
+    Route6 {
+        /// Destination.
+        net: Ipv6Net,
+        /// Device.
+        dev: String,
+    },
+    /// `ip -6 route add unreachable NET`: a full tunnel without IPv6 inside keeps IPv6 from
+    /// going around it.
+    Unreachable6 {
+        /// Destination.
+        net: Ipv6Net,
+    },
+    /// A host route to an IPv6 gateway via the previous path, when IPv6 is redirected.
+    HostRoute6 {
+        /// The gateway's address.
+        dst: Ipv6Addr,
+        /// `ip -6 route` arguments that reached it before.
+        via: Vec<String>,
+        /// The host had a route to exactly `dst/128` already.
         preexisting: bool,
     },
     /// resolv.conf replaced; `backup` holds the previous contents.
@@ -307,6 +338,16 @@ impl NetConfig {
     }
 }
 
+/// The two halves of the IPv6 address space: more specific than any default route, so they
+/// win over it without replacing it.
+pub(crate) fn ipv6_halves() -> [Ipv6Net; 2] {
+    [
+        Ipv6Addr::UNSPECIFIED,
+        Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0),
+    ]
+    .map(|a| Ipv6Net::new_assert(a, 1))
+}
+
 /// The prefixes `plan` routes into the tunnel: its routes, and for a full tunnel the two
 /// halves of the address space (more specific than the default route, which stays).
 #[cfg_attr(target_os = "linux", allow(dead_code))]
@@ -330,6 +371,11 @@ fn link_changes(
     path_to: impl Fn(Ipv4Addr) -> Result<Vec<String>, NetError>,
 ) -> Result<Vec<Change>, NetError> {
     let mut changes = Vec::new();
+    if plan.ipv6_default != Ipv6Default::Untouched {
+        tracing::warn!(
+            "IPv6 full tunnel is set up on Linux only so far: IPv6 stays on the local network"
+        );
+    }
     if plan.redirect_gateway
         && let IpAddr::V4(server) = plan.server
     {

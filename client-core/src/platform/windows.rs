@@ -187,6 +187,8 @@ pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
         } => Ok(()),
         Change::HostRoute { dst, via, .. } => add_route(&host_row(*dst, via)?, &dst.to_string()),
         Change::Resolved { dev } => set_dns(dev, &plan.dns),
+        // IPv6 full tunnel is Linux-only: never planned here.
+        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => Ok(()),
         Change::ResolvConf { .. } => Err(NetError(
             "resolv.conf is not how Windows takes DNS settings".into(),
         )),
@@ -215,6 +217,7 @@ pub(super) fn undo(change: &Change) -> Result<(), NetError> {
             Ok(())
         }
         Change::ResolvConf { .. } => Ok(()),
+        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => Ok(()),
     }
 }
 
