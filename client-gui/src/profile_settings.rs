@@ -14,14 +14,21 @@ use gatehouse_client::{ProfileStore, StoredProfile};
 use crate::worker::{blocking, request};
 
 /// Where the app learns which network the computer is on (tests pass a fixed one).
-pub type NetworkSource = Arc<dyn Fn() -> Option<NetworkId> + Send + Sync>;
+#[derive(Clone)]
+pub struct NetworkSource(pub Arc<dyn Fn() -> Option<NetworkId> + Send + Sync>);
+
+impl std::fmt::Debug for NetworkSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NetworkSource")
+    }
+}
 
 /// The network source of the real app: the default gateway and its MAC.
 pub fn system_network() -> NetworkSource {
-    Arc::new(|| {
+    NetworkSource(Arc::new(|| {
         let tun = gatehouse_client::manager::ManagerOptions::default().tun_name;
         gatehouse_client::platform::current_network(&tun)
-    })
+    }))
 }
 
 /// Applies `change` to profile `name` and tells the service.
@@ -48,7 +55,7 @@ pub(crate) async fn trust_here(
     network: &NetworkSource,
 ) -> Result<(), String> {
     let network = network.clone();
-    let Some(here) = blocking(move || Ok(network())).await? else {
+    let Some(here) = blocking(move || Ok((network.0)())).await? else {
         return Err(
             "this computer has no default route through a gateway: no network to trust".into(),
         );

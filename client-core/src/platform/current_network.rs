@@ -3,15 +3,17 @@
 //! (`ip route show default`, `ip neigh show`); elsewhere there is no identity yet, so no
 //! network counts as trusted.
 
+#[cfg(target_os = "linux")]
 use std::net::IpAddr;
 
 use crate::trusted::NetworkId;
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 /// The next hop and device of the first (preferred) default route in `ip route show
 /// default` output, skipping routes through `skip_dev` (the tunnel) and routes without a
 /// next hop.
-pub(crate) fn parse_default_route(out: &str, skip_dev: &str) -> Option<(IpAddr, String)> {
-    let mut best: Option<(u32, IpAddr, String)> = None;
+pub(crate) fn parse_default_route(out: &str, skip_dev: &str) -> Option<(std::net::IpAddr, String)> {
+    let mut best: Option<(u32, std::net::IpAddr, String)> = None;
     for line in out.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.first() != Some(&"default") {
@@ -34,7 +36,7 @@ pub(crate) fn parse_default_route(out: &str, skip_dev: &str) -> Option<(IpAddr, 
         } else {
             via
         };
-        let Ok(gw) = via.parse::<IpAddr>() else {
+        let Ok(gw) = via.parse::<std::net::IpAddr>() else {
             continue;
         };
         if dev == skip_dev {
@@ -50,6 +52,7 @@ pub(crate) fn parse_default_route(out: &str, skip_dev: &str) -> Option<(IpAddr, 
     best.map(|(_, gw, dev)| (gw, dev))
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 /// The link-layer address `ip neigh show ADDR dev DEV` gives, lower case; none while the
 /// neighbour is unresolved (INCOMPLETE, FAILED) or absent.
 pub(crate) fn parse_neighbour(out: &str) -> Option<String> {

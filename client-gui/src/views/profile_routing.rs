@@ -138,10 +138,6 @@ fn extra_routes(
         }
     }
     if let Some(e) = error {
-        app.set_notice(
-            crate::logbook::Level::Error,
-            "Route not added".into(),
-            vec![e],
-        );
+        app.set_notice(crate::logbook::Level::Error, "Route not added", vec![e]);
     }
 }

@@ -304,7 +304,9 @@ impl World {
             start_dir: self.downloads.clone(),
             network: {
                 let network = self.network.clone();
-                Arc::new(move || network.lock().unwrap().clone())
+                gatehouse_gui::profile_settings::NetworkSource(Arc::new(move || {
+                    network.lock().unwrap().clone()
+                }))
             },
         }
     }
