@@ -42,12 +42,11 @@ fn routing_extra_routes_auto_connect_and_trust_are_saved_and_sent() {
     step_until(&mut h, "the routing choices", |h| {
         h.query_by_label("Full tunnel: all traffic").is_some()
     });
-    assert!(
-        h.get_by_label("As the gateway says")
-            .accesskit_node()
-            .is_selected()
-            == Some(true)
-    );
+    let checked = |h: &egui_kittest::Harness<'_, gatehouse_gui::GatehouseApp>, label: &str| {
+        h.get_by_label(label).accesskit_node().toggled() == Some(egui::accesskit::Toggled::True)
+    };
+    assert!(checked(&h, "As the gateway says"));
+    assert!(!checked(&h, "Full tunnel: all traffic"));
 
     // Full tunnel: saved in the profile file.
     h.get_by_label("Full tunnel: all traffic").click();
@@ -55,6 +54,9 @@ fn routing_extra_routes_auto_connect_and_trust_are_saved_and_sent() {
         h.state().profiles()[0].routing == Routing::Full
     });
     assert_eq!(stored(&world, "alice").routing, Routing::Full);
+    step_until(&mut h, "the radio follows", |h| {
+        checked(h, "Full tunnel: all traffic")
+    });
 
     // An extra route; a typo is explained and not saved.
     h.get_by_label("New route").focus();
