@@ -557,6 +557,7 @@ impl Pki {
             if let Some(port) = offers::quic_port(&self.dir) {
                 profile.offer_quic(port);
             }
+            profile.client_routing = offers::client_routing(&self.dir);
             return Ok(profile.to_toml()?.into_bytes());
         }
         // With a tls-crypt-v2 server key in the PKI, `.ovpn` exports carry the client's own

@@ -5,17 +5,12 @@
 
 use std::path::Path;
 
+use crate::profile::ClientRouting;
+
 /// The UDP port of the gateway's QUIC listener, when the `gateway.toml` next to `pki_dir`
 /// uses this PKI folder and has `[quic] enabled = true` (port: `[quic] port`, default 443).
 pub fn quic_port(pki_dir: &Path) -> Option<u16> {
-    let pki = pki_dir.canonicalize().ok()?;
-    let dir = pki.parent()?;
-    let text = std::fs::read_to_string(dir.join("gateway.toml")).ok()?;
-    let cfg: toml::Table = toml::from_str(&text).ok()?;
-    let own = cfg.get("pki_dir").and_then(|v| v.as_str()).unwrap_or("pki");
-    if dir.join(own).canonicalize().ok()? != pki {
-        return None;
-    }
+    let cfg = gateway_toml(pki_dir)?;
     let quic = cfg.get("quic")?.as_table()?;
     if quic.get("enabled").and_then(toml::Value::as_bool) != Some(true) {
         return None;
@@ -27,6 +22,32 @@ pub fn quic_port(pki_dir: &Path) -> Option<u16> {
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0),
     }
+}
+
+/// `client_routing` of the `gateway.toml` next to `pki_dir` (that uses this PKI folder):
+/// `fixed` only when it says so; anything else, or no such file, leaves the choice to users.
+pub fn client_routing(pki_dir: &Path) -> ClientRouting {
+    match gateway_toml(pki_dir)
+        .as_ref()
+        .and_then(|cfg| cfg.get("client_routing"))
+        .and_then(toml::Value::as_str)
+    {
+        Some("fixed") => ClientRouting::Fixed,
+        _ => ClientRouting::User,
+    }
+}
+
+/// The `gateway.toml` beside `pki_dir`, if it uses this PKI folder.
+fn gateway_toml(pki_dir: &Path) -> Option<toml::Table> {
+    let pki = pki_dir.canonicalize().ok()?;
+    let dir = pki.parent()?;
+    let text = std::fs::read_to_string(dir.join("gateway.toml")).ok()?;
+    let cfg: toml::Table = toml::from_str(&text).ok()?;
+    let own = cfg.get("pki_dir").and_then(|v| v.as_str()).unwrap_or("pki");
+    if dir.join(own).canonicalize().ok()? != pki {
+        return None;
+    }
+    Some(cfg)
 }
 
 #[cfg(test)]
@@ -64,5 +85,17 @@ mod tests {
         ));
         std::fs::create_dir(d.path().join("other")).unwrap();
         assert_eq!(quic_port(&d.path().join("pki")), None);
+    }
+
+    #[test]
+    fn client_routing_is_fixed_only_when_the_gateway_says_so() {
+        let d = setup(None);
+        assert_eq!(client_routing(&d.path().join("pki")), ClientRouting::User);
+        let d = setup(Some("public_addr = \"gw\"\n"));
+        assert_eq!(client_routing(&d.path().join("pki")), ClientRouting::User);
+        let d = setup(Some("public_addr = \"gw\"\nclient_routing = \"user\"\n"));
+        assert_eq!(client_routing(&d.path().join("pki")), ClientRouting::User);
+        let d = setup(Some("public_addr = \"gw\"\nclient_routing = \"fixed\"\n"));
+        assert_eq!(client_routing(&d.path().join("pki")), ClientRouting::Fixed);
     }
 }

@@ -71,6 +71,29 @@ pub struct Profile {
     pub tls_crypt_v2: Option<String>,
     /// The protocols to try, in order of preference.
     pub protocols: Vec<ProtocolEntry>,
+    /// Whether the client may choose its own routes (`client_routing` of the gateway's
+    /// gateway.toml). Written only when `fixed`, so profiles of gateways that leave the
+    /// choice to users read as before.
+    #[serde(default, skip_serializing_if = "ClientRouting::is_user")]
+    pub client_routing: ClientRouting,
+}
+
+/// What a gateway lets its clients choose about routes (`client_routing` in gateway.toml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientRouting {
+    /// Users may choose full or split tunnel and add routes (the default, as a stock
+    /// OpenVPN server's clients always may).
+    #[default]
+    User,
+    /// The gateway's routes only: the Gatehouse client refuses other choices.
+    Fixed,
+}
+
+impl ClientRouting {
+    fn is_user(&self) -> bool {
+        *self == ClientRouting::User
+    }
 }
 
 impl Profile {
@@ -100,6 +123,7 @@ impl Profile {
                 },
                 // QUIC joins this list when the gateway serves it.
             ],
+            client_routing: ClientRouting::User,
         }
     }
 
@@ -193,6 +217,14 @@ mod tests {
         assert!(text.contains("kind = \"openvpn-udp\""), "{text}");
         assert!(text.contains("[[protocols]]"), "{text}");
         assert_eq!(Profile::from_toml(&text).unwrap(), p);
+        assert!(!text.contains("client_routing"), "{text}");
+        let fixed = Profile {
+            client_routing: ClientRouting::Fixed,
+            ..p
+        };
+        let text = fixed.to_toml().unwrap();
+        assert!(text.contains("client_routing = \"fixed\""), "{text}");
+        assert_eq!(Profile::from_toml(&text).unwrap(), fixed);
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub enum ProfileError {
         reason: String,
     },
 
+    /// A setting the profile cannot take (a routing choice the gateway forbids, a route
+    /// that is no route, a network that cannot be identified).
+    #[error("{0}")]
+    Setting(String),
+
     /// A stored profile file that no longer parses (edited by hand, disk damage).
     #[error(
         "the stored profile {} is damaged ({reason}); delete it and import the profile again",

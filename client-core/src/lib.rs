@@ -37,10 +37,13 @@ pub mod manager;
 pub mod ovpn;
 pub mod platform;
 pub mod profile;
+pub mod profile_settings;
+pub mod routing;
 pub mod secrets;
 pub mod service;
 pub mod status;
 mod store;
+pub mod trusted;
 
 pub use error::{ProfileError, Result};
 pub use keys::{KeyStore, Keyring};

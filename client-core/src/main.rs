@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gatehouse_client::ProtocolKind;
+use gatehouse_client::profile_settings::SettingsChange;
+use gatehouse_client::routing::Routing;
+use gatehouse_client::trusted::AutoConnect;
+use ipnet::IpNet;
 
 /// Gatehouse VPN client.
 ///
@@ -36,6 +40,16 @@ enum Command {
         /// The profile.
         name: String,
     },
+    /// Show or change one profile's settings (routing, auto-connect).
+    Profile {
+        #[command(subcommand)]
+        action: ProfileAction,
+    },
+    /// The networks auto-connect trusts (identified by their gateway's address and MAC).
+    Network {
+        #[command(subcommand)]
+        action: NetworkAction,
+    },
     /// Connect with a profile.
     Connect {
         /// The profile.
@@ -64,6 +78,52 @@ enum Command {
     Disconnect,
     /// Run the privileged client service (socket: GATEHOUSE_SOCKET).
     Service,
+}
+
+#[derive(Subcommand)]
+enum ProfileAction {
+    /// Show a profile's settings.
+    Show {
+        /// The profile.
+        name: String,
+    },
+    /// Change a profile's routing and auto-connect (where the gateway allows it).
+    Set {
+        /// The profile.
+        name: String,
+        /// gateway (what the gateway pushes), full (everything into the tunnel) or split
+        /// (only the gateway's prefixes and --route ones).
+        #[arg(long)]
+        routing: Option<Routing>,
+        /// Also route this prefix into the tunnel (IPv4 or IPv6; repeat for more).
+        #[arg(long = "route", value_name = "PREFIX")]
+        routes: Vec<IpNet>,
+        /// Remove the extra routes first.
+        #[arg(long)]
+        clear_routes: bool,
+        /// off, or untrusted: the client service connects by itself on networks not
+        /// trusted with `gatehouse network trust`.
+        #[arg(long)]
+        auto_connect: Option<AutoConnect>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NetworkAction {
+    /// Trust the network this host is on: no auto-connect here.
+    Trust {
+        /// Only for this profile (default: every profile that auto-connects).
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Stop trusting the network this host is on.
+    Untrust {
+        /// Only for this profile (default: every profile that auto-connects).
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Show this network and each profile's trusted networks.
+    List,
 }
 
 fn parse_protocol(s: &str) -> Result<ProtocolKind, String> {
@@ -110,6 +170,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { file, name } => cli::profiles::import(&file, name.as_deref()),
         Command::Profiles => cli::profiles::list(),
         Command::Remove { name } => cli::profiles::remove(&name),
+        Command::Profile {
+            action: ProfileAction::Show { name },
+        } => cli::profiles::show(&name),
+        Command::Profile {
+            action:
+                ProfileAction::Set {
+                    name,
+                    routing,
+                    routes,
+                    clear_routes,
+                    auto_connect,
+                },
+        } => cli::profiles::set(
+            &name,
+            &SettingsChange {
+                routing,
+                clear_routes,
+                add_routes: routes,
+                auto_connect,
+            },
+        ),
+        Command::Network { action } => match action {
+            NetworkAction::Trust { profile } => cli::network::trust(profile.as_deref()),
+            NetworkAction::Untrust { profile } => cli::network::untrust(profile.as_deref()),
+            NetworkAction::List => cli::network::list(),
+        },
         Command::Connect {
             name,
             protocol,

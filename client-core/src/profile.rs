@@ -8,7 +8,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use ipnet::IpNet;
+
 use crate::error::{ProfileError, Result};
+use crate::routing::{ClientRouting, Routing};
+use crate::trusted::{AutoConnect, NetworkId};
 
 /// The data ciphers the engine implements, in our order of preference (OpenVPN names).
 pub const SUPPORTED_CIPHERS: [&str; 3] = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
@@ -211,7 +215,9 @@ fn version_1() -> u32 {
 ///
 /// Version 2 added `remotes`, `remote_random`, `redirect_gateway`, `verify_x509_name`,
 /// `peer_fingerprints`, `tls_version_min`/`max` and `control_wrap`; version 1 files load
-/// with those empty.
+/// with those empty. `client_routing`, `routing`, `extra_routes`, `auto_connect` and
+/// `trusted_networks` came later within version 2: absent, they are the defaults (the
+/// gateway's routes, no auto-connect), and they are written only when not the default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredProfile {
     /// The file format ([`PROFILE_VERSION`] when written now).
@@ -261,6 +267,26 @@ pub struct StoredProfile {
     /// server's certificate must have. With an empty `ca_pem` they replace the CA check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer_fingerprints: Vec<String>,
+    /// What the gateway lets the user choose about routes (`client_routing` of its
+    /// gateway.toml, carried by the exported profile; `.ovpn` profiles: `user`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub client_routing: ClientRouting,
+    /// The user's routing choice.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub routing: Routing,
+    /// Prefixes the user routes into the tunnel besides the gateway's (IPv4 and IPv6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_routes: Vec<IpNet>,
+    /// Whether the client service connects this profile by itself on untrusted networks.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub auto_connect: AutoConnect,
+    /// The networks on which it does not ([`crate::trusted`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_networks: Vec<NetworkId>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl StoredProfile {
@@ -367,6 +393,17 @@ mod tests {
             peer_fingerprints: vec!["ab".repeat(32)],
             tls_version_min: Some("1.3".into()),
             tls_version_max: None,
+            client_routing: ClientRouting::Fixed,
+            routing: Routing::Full,
+            extra_routes: vec![
+                "10.9.0.0/16".parse().unwrap(),
+                "fd00:9::/48".parse().unwrap(),
+            ],
+            auto_connect: AutoConnect::Untrusted,
+            trusted_networks: vec![NetworkId {
+                gateway: "192.168.1.1".parse().unwrap(),
+                mac: "02:00:00:00:00:01".into(),
+            }],
         };
         let text = p.to_toml();
         assert!(
@@ -402,6 +439,10 @@ port = 1194
         assert_eq!(p.version, 1);
         assert_eq!(p.gateway, "vpn.example.com");
         assert!(p.remotes.is_empty() && p.control_wrap.is_none() && !p.redirect_gateway);
+        assert_eq!(p.routing, Routing::Gateway);
+        assert_eq!(p.client_routing, ClientRouting::User);
+        assert_eq!(p.auto_connect, AutoConnect::Off);
+        assert!(p.extra_routes.is_empty() && p.trusted_networks.is_empty());
         assert_eq!(p.port(ProtocolKind::OpenvpnUdp), Some(1194));
     }
 }

@@ -18,6 +18,8 @@ use crate::profile::{
     ControlWrap, KeyLocation, PROFILE_VERSION, Protocol, SUPPORTED_CIPHERS, Source, StoredProfile,
     WrapKind, check_name,
 };
+use crate::routing::{ClientRouting, Routing};
+use crate::trusted::AutoConnect;
 
 const PROFILES_DIR: &str = "profiles";
 const PROFILE_EXT: &str = "toml";
@@ -255,6 +257,20 @@ impl ProfileStore {
         Ok(renamed)
     }
 
+    /// Changes profile `name`'s settings with `change` (routing, auto-connect, trusted
+    /// networks) and writes it back atomically. The name and key location stay.
+    pub fn update(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut StoredProfile) -> Result<()>,
+    ) -> Result<StoredProfile> {
+        let mut profile = self.get(name)?;
+        change(&mut profile)?;
+        profile.name = name.to_string();
+        self.write_profile_file(&profile, true)?;
+        Ok(profile)
+    }
+
     /// The secrets of profile `name`, to hand to the client service when connecting: the
     /// private key (PEM), followed by the control-channel key (`-----BEGIN OpenVPN ...`)
     /// when the profile has a wrapper ([`crate::secrets::split`] takes them apart).
@@ -281,6 +297,12 @@ impl ProfileStore {
     /// Writes `profile`'s file atomically, failing with [`ProfileError::Exists`] if the name
     /// is taken.
     fn create_profile_file(&self, profile: &StoredProfile) -> Result<()> {
+        self.write_profile_file(profile, false)
+    }
+
+    /// Writes `profile`'s file atomically: replacing the one there (`replace`), or failing
+    /// with [`ProfileError::Exists`] if the name is taken.
+    fn write_profile_file(&self, profile: &StoredProfile, replace: bool) -> Result<()> {
         ensure_private_dir(&self.home)?;
         let dir = self.profiles_dir();
         ensure_private_dir(&dir)?;
@@ -292,6 +314,12 @@ impl ProfileStore {
         tmp.write_all(profile.to_toml().as_bytes())
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|e| ProfileError::io("write", tmp.path(), e))?;
+        if replace {
+            return tmp
+                .persist(&path)
+                .map(drop)
+                .map_err(|e| ProfileError::io("write", &path, e.error));
+        }
         match tmp.persist_noclobber(&path) {
             Ok(_) => Ok(()),
             Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -399,6 +427,14 @@ pub(crate) fn parse_any(
                 peer_fingerprints: Vec::new(),
                 tls_version_min: None,
                 tls_version_max: None,
+                client_routing: match p.client_routing {
+                    gatehouse_certs::profile::ClientRouting::User => ClientRouting::User,
+                    gatehouse_certs::profile::ClientRouting::Fixed => ClientRouting::Fixed,
+                },
+                routing: Routing::Gateway,
+                extra_routes: Vec::new(),
+                auto_connect: AutoConnect::Off,
+                trusted_networks: Vec::new(),
             },
             // The gateway's own tls-crypt-v2 key for this client travels with the private key.
             key_pem: crate::secrets::join(&p.key, p.tls_crypt_v2.as_deref()),
@@ -430,6 +466,12 @@ pub(crate) fn parse_any(
             peer_fingerprints: o.peer_fingerprints,
             tls_version_min: o.tls_version_min,
             tls_version_max: o.tls_version_max,
+            // A stock server says nothing: its clients may always filter and add routes.
+            client_routing: ClientRouting::User,
+            routing: Routing::Gateway,
+            extra_routes: Vec::new(),
+            auto_connect: AutoConnect::Off,
+            trusted_networks: Vec::new(),
         },
         key_pem: crate::secrets::join(&o.key_pem, o.wrap_key_pem.as_deref()),
         warnings: o.warnings,

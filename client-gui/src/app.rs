@@ -11,6 +11,7 @@ use gatehouse_client::{KeyStore, StoredProfile};
 use crate::clock::{Clock, SystemClock};
 use crate::graph::Throughput;
 use crate::logbook::{Filter, Level, Logbook};
+use crate::profile_settings::NetworkSource;
 use crate::settings::{Settings, ThemeChoice};
 use crate::views::file_picker::FilePicker;
 use crate::worker::{Command, Event, Worker, WorkerConfig};
@@ -36,6 +37,8 @@ pub struct AppConfig {
     pub retry_every: Duration,
     /// The folder the file picker opens first.
     pub start_dir: PathBuf,
+    /// Which network the computer is on ("Trust this network").
+    pub network: NetworkSource,
 }
 
 impl AppConfig {
@@ -53,6 +56,7 @@ impl AppConfig {
             clock: Arc::new(SystemClock),
             retry_every: Duration::from_secs(2),
             start_dir: user_home,
+            network: crate::profile_settings::system_network(),
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct GatehouseApp {
     pub(crate) renaming: Option<(String, String)>,
     /// The profile whose removal awaits confirmation.
     pub(crate) confirm_remove: Option<String>,
+    /// The extra route being typed, per profile.
+    pub(crate) route_input: std::collections::HashMap<String, String>,
     pub(crate) notice: Option<Notice>,
     /// A connect or disconnect the service has not answered yet.
     pub(crate) pending: bool,
@@ -142,6 +148,7 @@ impl GatehouseApp {
                 socket: config.socket.clone(),
                 keys: config.keys.clone(),
                 retry_every: config.retry_every,
+                network: config.network.clone(),
             },
             move || repaint.request_repaint(),
         )?;
@@ -163,6 +170,7 @@ impl GatehouseApp {
             picker,
             renaming: None,
             confirm_remove: None,
+            route_input: Default::default(),
             notice,
             pending: false,
             applied_theme: None,
@@ -314,6 +322,8 @@ impl GatehouseApp {
                 if self.service != ServiceState::Up {
                     self.log
                         .note(now, Level::Info, "connected to the client service");
+                    // The service keeps auto-connect profiles in memory: hand them over.
+                    self.send(Command::ArmAutoConnect);
                 }
                 self.service = ServiceState::Up;
             }

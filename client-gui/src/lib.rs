@@ -20,6 +20,7 @@ pub mod clock;
 pub mod format;
 pub mod graph;
 pub mod logbook;
+pub mod profile_settings;
 pub mod settings;
 mod theme;
 mod views;

@@ -24,7 +24,9 @@ use gatehouse_client::status::Status;
 use gatehouse_client::{KeyStore, ProfileStore, ProtocolKind, StoredProfile};
 use tokio::sync::mpsc as async_mpsc;
 
+use crate::profile_settings::NetworkSource;
 use crate::settings::{Settings, order_protocols};
+use gatehouse_client::profile_settings::SettingsChange;
 
 /// How long a command to the service may take before the app gives up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +43,8 @@ pub struct WorkerConfig {
     pub keys: Option<KeyStore>,
     /// Pause between attempts to reach the service.
     pub retry_every: Duration,
+    /// Which network the computer is on ("Trust this network").
+    pub network: NetworkSource,
 }
 
 /// What the UI asks for.
@@ -79,6 +83,20 @@ pub enum Command {
     },
     /// Ask the service to disconnect.
     Disconnect,
+    /// Change a profile's routing or auto-connect, then tell the service.
+    UpdateProfile {
+        /// The profile.
+        name: String,
+        /// What to change.
+        change: SettingsChange,
+    },
+    /// Trust the network the computer is on now (no auto-connect here).
+    TrustNetwork {
+        /// The profile.
+        name: String,
+    },
+    /// Hand the auto-connect profiles to the service (it just came up).
+    ArmAutoConnect,
     /// Write the settings file.
     SaveSettings(Settings),
     /// List a folder for the file picker.
@@ -251,6 +269,32 @@ async fn run(
                 let reply = request(&config.socket, Request::Disconnect).await;
                 report(reply, "disconnect", &sink);
             }
+            Command::UpdateProfile { name, change } => {
+                if let Ok(store) = &store {
+                    let what = format!("change {name}");
+                    let done =
+                        crate::profile_settings::update(store, &config.socket, name, change).await;
+                    settled(store, what, done, &sink).await;
+                }
+            }
+            Command::TrustNetwork { name } => {
+                if let Ok(store) = &store {
+                    let what = format!("trust this network for {name}");
+                    let done = crate::profile_settings::trust_here(
+                        store,
+                        &config.socket,
+                        name,
+                        &config.network,
+                    )
+                    .await;
+                    settled(store, what, done, &sink).await;
+                }
+            }
+            Command::ArmAutoConnect => {
+                if let Ok(store) = &store {
+                    crate::profile_settings::arm_all(store, &config.socket).await;
+                }
+            }
             other => match &store {
                 Ok(store) => store_command(store, other, &config.socket, &sink).await,
                 Err(message) => sink.send(Event::Failed {
@@ -275,8 +319,21 @@ async fn open_store(config: &WorkerConfig) -> Result<Arc<ProfileStore>, String> 
     .await
 }
 
+/// After a settings change: the profiles again (the cards show what was saved), or why not.
+async fn settled(
+    store: &Arc<ProfileStore>,
+    what: String,
+    done: Result<(), String>,
+    sink: &EventSink,
+) {
+    if let Err(message) = done {
+        sink.send(Event::Failed { what, message });
+    }
+    list(store, sink).await;
+}
+
 /// Runs blocking work (files, keyring) off the runtime's thread.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
     tokio::task::spawn_blocking(work)
@@ -368,7 +425,12 @@ async fn store_command(
             return;
         }
         // Handled by the caller; listed so a new command is not forgotten here.
-        Command::Disconnect | Command::SaveSettings(_) | Command::ListDir(_) => return,
+        Command::Disconnect
+        | Command::SaveSettings(_)
+        | Command::ListDir(_)
+        | Command::UpdateProfile { .. }
+        | Command::TrustNetwork { .. }
+        | Command::ArmAutoConnect => return,
     };
     match result {
         Ok(event) => {
@@ -399,7 +461,7 @@ pub fn connect_request(
 }
 
 /// One request on its own connection, as the CLI does, bounded by [`REQUEST_TIMEOUT`].
-async fn request(socket: &Path, req: Request) -> Result<Reply, ServiceError> {
+pub(crate) async fn request(socket: &Path, req: Request) -> Result<Reply, ServiceError> {
     let exchange = async {
         let mut client = ServiceClient::connect(socket).await?;
         client.request(&req).await

@@ -2,4 +2,5 @@
 //! stderr) and returns an error whose message says what to do.
 
 pub mod connection;
+pub mod network;
 pub mod profiles;

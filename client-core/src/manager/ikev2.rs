@@ -19,7 +19,8 @@ use super::{
     Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, credentials,
 };
 use crate::platform::{NetConfig, NetPlan};
-use crate::profile::ProtocolKind;
+use crate::profile::{ProtocolKind, StoredProfile};
+use crate::routing::{Pushed, RoutePlan};
 use crate::status::{ConnectionState, Counters};
 
 fn config(req: &ConnectRequest) -> Result<Arc<InitiatorConfig>, String> {
@@ -140,20 +141,29 @@ pub(crate) async fn run(
                     };
                     let sa = *sa;
                     esp.install((), our_spi, sa.inbound, sa.outbound, false);
-                    match bring_up(options, address, &subnets, (&dns, &dns_domains), addr, net) {
-                        Ok(dev) => {
+                    let routes = match bring_up(
+                        options,
+                        profile,
+                        address,
+                        &subnets,
+                        (&dns, &dns_domains),
+                        addr,
+                        net,
+                    ) {
+                        Ok((dev, routes)) => {
                             tun = Some(dev);
                             path.rearm();
+                            routes
                         }
                         Err(reason) => {
                             ike.disconnect(now);
                             return Outcome::Fatal(reason);
                         }
-                    }
+                    };
                     log.info(format!(
-                        "{}: connected to {target} over ikev2; address {address}, routes {:?}, DNS {:?}",
+                        "{}: connected to {target} over ikev2; address {address}, {}, DNS {:?}",
                         profile.name,
-                        subnets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                        super::routes::describe(&routes),
                         dns
                     ));
                     let since = std::time::SystemTime::now()
@@ -298,25 +308,27 @@ pub(crate) async fn run(
 
 fn bring_up(
     options: &ManagerOptions,
+    profile: &StoredProfile,
     address: Ipv4Addr,
     subnets: &[ipnet::Ipv4Net],
     (dns, dns_domains): (&[std::net::IpAddr], &[String]),
     server: SocketAddr,
     net: &mut NetConfig,
-) -> Result<Tun, String> {
+) -> Result<(Tun, RoutePlan), String> {
     let dev = Tun::create(&options.tun_name, address, 32, 1400)?;
-    // A 0.0.0.0/0 selector from the gateway means "everything" (full tunnel).
-    let full = subnets.iter().any(|s| s.prefix_len() == 0);
+    // A 0.0.0.0/0 selector from the gateway means "everything" (full tunnel). Our IKEv2
+    // client asks for no IPv6 address, so the tunnel is IPv4 only.
+    let pushed = Pushed {
+        routes: subnets.to_vec(),
+        full: subnets.iter().any(|s| s.prefix_len() == 0),
+        ..Pushed::default()
+    };
+    let routes = super::routes::plan(profile, pushed)?;
     let plan = NetPlan {
         tun: options.tun_name.clone(),
-        routes: subnets
-            .iter()
-            .copied()
-            .filter(|s| s.prefix_len() > 0)
-            .collect(),
-        redirect_gateway: full,
-        // No IPv6 inside this tunnel: a full tunnel blocks it.
-        ipv6_tunnel: false,
+        routes: routes.routes.clone(),
+        redirect_gateway: routes.full,
+        ipv6_default: routes.ipv6_default,
         server: server.ip(),
         tunnel_gateway: address,
         dns: dns.to_vec(),
@@ -324,5 +336,5 @@ fn bring_up(
     };
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
-    Ok(dev)
+    Ok((dev, routes))
 }

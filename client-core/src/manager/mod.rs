@@ -9,6 +9,7 @@ mod ikev2;
 mod io;
 mod path;
 mod quic;
+mod routes;
 mod sleep;
 mod tunnel;
 mod verify;
@@ -415,9 +416,15 @@ async fn run(
             protocol: first.kind,
         }));
         let _ = ack.send(());
-        if let Err(reason) =
-            set_kill_switch(&options, &req, &targets, &mut net, &status, &log).await
-        {
+        // A routing choice the gateway forbids is refused before anything is dialled.
+        let p = &req.profile;
+        let routing_ok =
+            crate::routing::check(&p.name, p.client_routing, p.routing, &p.extra_routes)
+                .map_err(|e| e.to_string());
+        if let Err(reason) = match routing_ok {
+            Ok(()) => set_kill_switch(&options, &req, &targets, &mut net, &status, &log).await,
+            Err(e) => Err(e),
+        } {
             log.error(format!("{profile}: {reason}"));
             status.set(ConnectionState::Error {
                 profile: Some(profile.clone()),
@@ -673,6 +680,11 @@ mod tests {
                 peer_fingerprints: vec![],
                 tls_version_min: None,
                 tls_version_max: None,
+                client_routing: Default::default(),
+                routing: Default::default(),
+                extra_routes: Vec::new(),
+                auto_connect: Default::default(),
+                trusted_networks: Vec::new(),
             },
             key_pem: String::new(),
             protocol: None,

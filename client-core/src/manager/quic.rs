@@ -33,7 +33,8 @@ use super::{
     Command, ConnectRequest, Logger, ManagerOptions, Outcome, StatusSink, Target, credentials,
 };
 use crate::platform::{NetConfig, NetPlan};
-use crate::profile::{ProtocolKind, Source};
+use crate::profile::{ProtocolKind, Source, StoredProfile};
+use crate::routing::{Pushed, RoutePlan};
 use crate::status::{ConnectionState, Counters};
 
 /// ALPN of the Gatehouse QUIC tunnel.
@@ -479,7 +480,7 @@ pub(crate) async fn run(
             .await;
         return Outcome::Lost("the gateway assigned no virtual address".into());
     };
-    let mut tun = match bring_up(options, &current, profile.redirect_gateway, addr.ip(), net) {
+    let (mut tun, routes) = match bring_up(options, &current, profile, addr.ip(), net) {
         Ok(t) => t,
         Err(reason) => {
             link.close(close::NORMAL, "client could not configure its network")
@@ -488,18 +489,9 @@ pub(crate) async fn run(
         }
     };
     log.info(format!(
-        "{}: connected to {gateway} over quic; address {address}, routes {:?}{}, DNS {:?}, MTU {}",
+        "{}: connected to {gateway} over quic; address {address}, {}, DNS {:?}, MTU {}",
         profile.name,
-        current
-            .routes
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>(),
-        if current.full || profile.redirect_gateway {
-            " + all traffic"
-        } else {
-            ""
-        },
+        super::routes::describe(&routes),
         current.dns,
         current.mtu
     ));
@@ -578,14 +570,21 @@ pub(crate) async fn run(
                     return Outcome::Lost("the gateway assigned a new address".into());
                 }
                 net.undo();
-                if let Err(e) = net.apply(&plan(options, &next, profile.redirect_gateway, addr.ip(), address)) {
-                    link.close(close::NORMAL, "client could not configure its network").await;
-                    return Outcome::Fatal(format!("configuring routes/DNS failed: {e}"));
-                }
+                let applied = plan(options, &next, profile, addr.ip(), address).and_then(|(p, routes)| {
+                    net.apply(&p).map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
+                    Ok(routes)
+                });
+                let routes = match applied {
+                    Ok(r) => r,
+                    Err(e) => {
+                        link.close(close::NORMAL, "client could not configure its network").await;
+                        return Outcome::Fatal(e);
+                    }
+                };
                 log.info(format!(
-                    "{}: the gateway changed the configuration: routes {:?}, DNS {:?}",
+                    "{}: the gateway changed the configuration: {}, DNS {:?}",
                     profile.name,
-                    next.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                    super::routes::describe(&routes),
                     next.dns
                 ));
                 current = next;
@@ -663,37 +662,45 @@ fn stopped(cmd: Option<Command>) -> Outcome {
 fn plan(
     options: &ManagerOptions,
     cfg: &TunnelConfig,
-    redirect_gateway: bool,
+    profile: &StoredProfile,
     server: IpAddr,
     address: Ipv4Addr,
-) -> NetPlan {
-    NetPlan {
-        tun: options.tun_name.clone(),
+) -> Result<(NetPlan, RoutePlan), String> {
+    // QUIC tunnels carry IPv4 only so far.
+    let pushed = Pushed {
         routes: cfg.routes.clone(),
-        redirect_gateway: cfg.full || redirect_gateway,
-        // No IPv6 inside this tunnel: a full tunnel blocks it.
-        ipv6_tunnel: false,
+        full: cfg.full,
+        ..Pushed::default()
+    };
+    let routes = super::routes::plan(profile, pushed)?;
+    let plan = NetPlan {
+        tun: options.tun_name.clone(),
+        routes: routes.routes.clone(),
+        redirect_gateway: routes.full,
+        ipv6_default: routes.ipv6_default,
         server,
         tunnel_gateway: address,
         dns: cfg.dns.clone(),
         dns_domains: Vec::new(),
-    }
+    };
+    Ok((plan, routes))
 }
 
 fn bring_up(
     options: &ManagerOptions,
     cfg: &TunnelConfig,
-    redirect_gateway: bool,
+    profile: &StoredProfile,
     server: IpAddr,
     net: &mut NetConfig,
-) -> Result<Tun, String> {
+) -> Result<(Tun, RoutePlan), String> {
     let address = cfg
         .address
         .ok_or_else(|| "the gateway assigned no virtual address".to_owned())?;
     let dev = Tun::create(&options.tun_name, address, 32, cfg.mtu)?;
-    net.apply(&plan(options, cfg, redirect_gateway, server, address))
+    let (plan, routes) = plan(options, cfg, profile, server, address)?;
+    net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
-    Ok(dev)
+    Ok((dev, routes))
 }
 
 fn unix_now() -> u64 {

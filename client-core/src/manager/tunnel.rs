@@ -14,6 +14,7 @@ use gatehouse_engine::openvpn::tls::client_config;
 use gatehouse_engine::openvpn::wrap::{
     ClientWrap, KeyDirection, StaticKey, TlsAuthDigest, TlsCryptV2ClientKey,
 };
+use gatehouse_engine::pool6::Ipv6Assignment;
 use gatehouse_engine::wire::openvpn::{Packet, TcpDeframer, tcp_frame};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,7 +29,8 @@ use super::{
     credentials,
 };
 use crate::platform::{NetConfig, NetPlan};
-use crate::profile::{ProtocolKind, Source, WrapKind};
+use crate::profile::{ProtocolKind, Source, StoredProfile, WrapKind};
+use crate::routing::{Pushed, RoutePlan};
 use crate::status::{ConnectionState, Counters};
 
 /// The connection to the gateway.
@@ -222,24 +224,23 @@ pub(crate) async fn run(
         while let Some(ev) = session.poll_event() {
             match ev {
                 ClientEvent::Connected(push) => {
-                    let full = push.redirect_gateway || profile.redirect_gateway;
-                    match bring_up(options, &push, full, addr.ip(), net) {
-                        Ok(dev) => {
+                    let routes = match bring_up(options, profile, &push, addr.ip(), net) {
+                        Ok((dev, routes)) => {
                             tun = Some(dev);
                             path.rearm();
+                            routes
                         }
                         Err(reason) => {
                             session.disconnect(now);
                             return Outcome::Fatal(reason);
                         }
-                    }
+                    };
                     let since = unix_now();
                     log.info(format!(
-                        "{}: connected to {target} over {proto}; address {}, routes {:?}{}, DNS {:?}, cipher {}",
+                        "{}: connected to {target} over {proto}; address {}, {}, DNS {:?}, cipher {}",
                         profile.name,
                         push.address,
-                        push.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                        if full { " + all traffic (redirect-gateway)" } else { "" },
+                        super::routes::describe(&routes),
                         push.dns,
                         push.cipher.openvpn_name()
                     ));
@@ -538,30 +539,41 @@ async fn dial(proto: ProtocolKind, addr: SocketAddr, timeout: Duration) -> std::
 
 fn bring_up(
     options: &ManagerOptions,
+    profile: &StoredProfile,
     push: &PushReply,
-    redirect_gateway: bool,
     server: IpAddr,
     net: &mut NetConfig,
-) -> Result<Tun, String> {
+) -> Result<(Tun, RoutePlan), String> {
     let prefix = ipnet::ipv4_mask_to_prefix(push.netmask).unwrap_or(32);
     let dev = Tun::create(&options.tun_name, push.address, prefix, push.tun_mtu)?;
-    // IPv6 is a bonus: without it the tunnel still carries IPv4 (and a full tunnel blocks
-    // IPv6). The address comes first, so IPv6 routed into the tunnel leaves from it.
-    let ipv6_tunnel = match &push.ipv6 {
-        Some(v6) => match net.add_tun_ipv6(&options.tun_name, v6) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(address = %v6.address, error = %e, "IPv6 inside the tunnel not configured; IPv4 only");
-                false
-            }
-        },
-        None => false,
+    let pushed = |ipv6: bool| Pushed {
+        routes: push.routes.clone(),
+        routes_v6: push
+            .ipv6
+            .as_ref()
+            .map(|v6| v6.routes.clone())
+            .unwrap_or_default(),
+        full: push.redirect_gateway,
+        ipv6,
     };
+    let mut routes = super::routes::plan(profile, pushed(push.ipv6.is_some()))?;
+    // IPv6 is a bonus: without it the tunnel still carries IPv4 (and a full tunnel blocks
+    // IPv6 instead of carrying it).
+    if let Some(v6) = &push.ipv6 {
+        let chosen = Ipv6Assignment {
+            routes: routes.routes_v6.clone(),
+            ..v6.clone()
+        };
+        if let Err(e) = net.add_tun_ipv6(&options.tun_name, &chosen) {
+            tracing::warn!(address = %v6.address, error = %e, "IPv6 inside the tunnel not configured; IPv4 only");
+            routes = super::routes::plan(profile, pushed(false))?;
+        }
+    }
     let plan = NetPlan {
         tun: options.tun_name.clone(),
-        routes: push.routes.clone(),
-        redirect_gateway,
-        ipv6_tunnel,
+        routes: routes.routes.clone(),
+        redirect_gateway: routes.full,
+        ipv6_default: routes.ipv6_default,
         server,
         tunnel_gateway: push.gateway,
         dns: push.dns.clone(),
@@ -569,7 +581,7 @@ fn bring_up(
     };
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
-    Ok(dev)
+    Ok((dev, routes))
 }
 
 /// Control packets the wrapper refused during one attempt.

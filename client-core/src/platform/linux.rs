@@ -1,12 +1,12 @@
 //! Linux: routes with iproute2, DNS through systemd-resolved when it runs, else resolv.conf.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
 
 use ipnet::Ipv4Net;
 
-use super::{Change, NetError, NetPlan, resolv_conf_path};
+use super::{Change, Ipv6Default, NetError, NetPlan, ipv6_halves, resolv_conf_path};
 
 fn ip(args: &[&str]) -> Result<String, NetError> {
     let out = Command::new("ip")
@@ -33,24 +33,9 @@ fn resolved_running() -> bool {
 }
 
 /// How the kernel reaches `dst` now: the `via X dev Y` words of `ip route get`.
-fn current_path(dst: Ipv4Addr) -> Result<Vec<String>, NetError> {
-    path_of(&ip(&["-4", "route", "get", &dst.to_string()])?)
-}
-
-/// [`current_path`] for an IPv6 gateway.
-fn current_path6(dst: Ipv6Addr) -> Result<Vec<String>, NetError> {
-    path_of(&ip(&["-6", "route", "get", &dst.to_string()])?)
-}
-
-/// Whether the host runs IPv6 at all (with it off, nothing can leak over it).
-fn host_has_ipv6() -> bool {
-    std::path::Path::new("/proc/net/if_inet6").exists()
-        && std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
-            .map_or(true, |v| v.trim() == "0")
-}
-
-/// `via GW dev IF` (what reaches the destination now) from `ip route get` output.
-fn path_of(out: &str) -> Result<Vec<String>, NetError> {
+fn current_path(dst: IpAddr) -> Result<Vec<String>, NetError> {
+    let family = if dst.is_ipv4() { "-4" } else { "-6" };
+    let out = ip(&[family, "route", "get", &dst.to_string()])?;
     let words: Vec<&str> = out.split_whitespace().collect();
     let mut via = Vec::new();
     for key in ["via", "dev"] {
@@ -82,23 +67,13 @@ pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, Ne
     let mut changes = Vec::new();
     let mut routes = plan.routes.clone();
     if plan.redirect_gateway {
-        match plan.server {
-            IpAddr::V4(server) => {
-                let exact = ip(&["-4", "route", "show", "exact", &format!("{server}/32")])?;
-                changes.push(Change::HostRoute {
-                    dst: server,
-                    via: current_path(server)?,
-                    preexisting: !exact.trim().is_empty(),
-                });
-            }
-            IpAddr::V6(server) => {
-                let exact = ip(&["-6", "route", "show", "exact", &format!("{server}/128")])?;
-                changes.push(Change::HostRoute6 {
-                    dst: server,
-                    via: current_path6(server)?,
-                    preexisting: !exact.trim().is_empty(),
-                });
-            }
+        if let IpAddr::V4(server) = plan.server {
+            let exact = ip(&["-4", "route", "show", "exact", &format!("{server}/32")])?;
+            changes.push(Change::HostRoute {
+                dst: server,
+                via: current_path(IpAddr::V4(server))?,
+                preexisting: !exact.trim().is_empty(),
+            });
         }
         routes.push(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 1).map_err(|e| NetError(e.to_string()))?);
         routes.push(
@@ -111,7 +86,7 @@ pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, Ne
             dev: plan.tun.clone(),
         });
     }
-    changes.extend(super::ipv6_full_tunnel(plan, host_has_ipv6()));
+    changes.extend(ipv6_full_changes(plan)?);
     if !plan.dns.is_empty() {
         if resolved_running() {
             changes.push(Change::Resolved {
@@ -125,6 +100,68 @@ pub(super) fn plan_changes(plan: &NetPlan, dir: &Path) -> Result<Vec<Change>, Ne
         }
     }
     Ok(changes)
+}
+
+/// The kernel has IPv6 and it is on (else there is nothing to send around the tunnel, and
+/// `ip -6 route add` would fail).
+fn host_has_ipv6() -> bool {
+    Path::new("/proc/net/if_inet6").exists()
+        && std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+            .map_or(true, |v| v.trim() == "0")
+}
+
+/// IPv6 in a full tunnel: the gateway (when dialled over IPv6) kept on its path, then the
+/// two halves of the address space into the tunnel, or unreachable when the tunnel has no
+/// IPv6 - so no IPv6 packet leaves around it.
+fn ipv6_full_changes(plan: &NetPlan) -> Result<Vec<Change>, NetError> {
+    let mut changes = Vec::new();
+    if plan.ipv6_default == Ipv6Default::Untouched || !host_has_ipv6() {
+        return Ok(changes);
+    }
+    if let IpAddr::V6(server) = plan.server {
+        let exact = ip(&["-6", "route", "show", "exact", &format!("{server}/128")])?;
+        changes.push(Change::HostRoute6 {
+            dst: server,
+            via: current_path(IpAddr::V6(server))?,
+            preexisting: !exact.trim().is_empty(),
+        });
+    }
+    for net in ipv6_halves() {
+        changes.push(match plan.ipv6_default {
+            Ipv6Default::Tunnel => Change::Route6 {
+                net,
+                dev: plan.tun.clone(),
+            },
+            _ => Change::Unreachable6 { net },
+        });
+    }
+    Ok(changes)
+}
+
+/// `ip -6 route add|del` for an IPv6 change; None for other changes.
+fn ipv6_args(change: &Change, verb: &str) -> Option<Vec<String>> {
+    let mut args = vec!["-6".to_owned(), "route".into(), verb.into()];
+    match change {
+        Change::Route6 { net, dev } => {
+            args.extend([net.to_string(), "dev".into(), dev.clone()]);
+        }
+        Change::Unreachable6 { net } => args.extend(["unreachable".into(), net.to_string()]),
+        Change::HostRoute6 {
+            preexisting: false,
+            dst,
+            via,
+        } => {
+            args.push(dst.to_string());
+            args.extend(via.iter().cloned());
+        }
+        _ => return None,
+    }
+    Some(args)
+}
+
+fn ip_owned(args: &[String]) -> Result<String, NetError> {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ip(&refs)
 }
 
 pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
@@ -144,19 +181,22 @@ pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
             }
             ip(&["-4", "route", "add", &net.to_string(), "dev", dev]).map(drop)
         }
+        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => {
+            ipv6_args(change, "add").map_or(Ok(()), |args| ip_owned(&args).map(drop))
+        }
         Change::HostRoute {
             preexisting: true, ..
-        }
-        | Change::HostRoute6 {
-            preexisting: true, ..
         } => Ok(()),
-        Change::HostRoute { dst, via, .. } => host_route("-4", "add", &dst.to_string(), via),
-        Change::HostRoute6 { dst, via, .. } => host_route("-6", "add", &dst.to_string(), via),
-        Change::Route6 { net, dev } => {
-            ip(&["-6", "route", "add", &net.to_string(), "dev", dev]).map(drop)
-        }
-        Change::Block6 { net } => {
-            ip(&["-6", "route", "add", "unreachable", &net.to_string()]).map(drop)
+        Change::HostRoute { dst, via, .. } => {
+            let mut args = vec![
+                "-4".to_owned(),
+                "route".into(),
+                "add".into(),
+                dst.to_string(),
+            ];
+            args.extend(via.iter().cloned());
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            ip(&refs).map(drop)
         }
         Change::ResolvConf { path, backup } => {
             let before = std::fs::read(path).unwrap_or_default();
@@ -208,13 +248,6 @@ pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
     }
 }
 
-/// `ip FAMILY route VERB DST via...` for a host route to the gateway.
-fn host_route(family: &str, verb: &str, dst: &str, via: &[String]) -> Result<(), NetError> {
-    let mut args = vec![family, "route", verb, dst];
-    args.extend(via.iter().map(String::as_str));
-    ip(&args).map(drop)
-}
-
 pub(super) fn undo(change: &Change) -> Result<(), NetError> {
     match change {
         Change::Route { net, dev } => {
@@ -222,28 +255,26 @@ pub(super) fn undo(change: &Change) -> Result<(), NetError> {
             let _ = ip(&["-4", "route", "del", &net.to_string(), "dev", dev]);
             Ok(())
         }
+        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => {
+            if let Some(args) = ipv6_args(change, "del") {
+                let _ = ip_owned(&args);
+            }
+            Ok(())
+        }
         Change::HostRoute {
             preexisting: true, ..
-        }
-        | Change::HostRoute6 {
-            preexisting: true, ..
         } => Ok(()),
-        // Exactly the route we added, nothing else to that address.
         Change::HostRoute { dst, via, .. } => {
-            let _ = host_route("-4", "del", &dst.to_string(), via);
-            Ok(())
-        }
-        Change::HostRoute6 { dst, via, .. } => {
-            let _ = host_route("-6", "del", &dst.to_string(), via);
-            Ok(())
-        }
-        Change::Route6 { net, dev } => {
-            // Gone already when the TUN device went away; that is fine.
-            let _ = ip(&["-6", "route", "del", &net.to_string(), "dev", dev]);
-            Ok(())
-        }
-        Change::Block6 { net } => {
-            let _ = ip(&["-6", "route", "del", "unreachable", &net.to_string()]);
+            // Exactly the route we added, nothing else to that address.
+            let mut args = vec![
+                "-4".to_owned(),
+                "route".into(),
+                "del".into(),
+                dst.to_string(),
+            ];
+            args.extend(via.iter().cloned());
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let _ = ip(&refs);
             Ok(())
         }
         Change::ResolvConf { path, backup } => {

@@ -9,6 +9,11 @@ use std::time::Duration;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+pub use crate::routing::Ipv6Default;
+
+mod current_network;
+pub use current_network::current_network;
+
 mod killswitch;
 pub use killswitch::{KillSwitch, TABLE as KILL_SWITCH_TABLE};
 pub mod split_dns;
@@ -47,10 +52,10 @@ pub struct NetPlan {
     pub routes: Vec<Ipv4Net>,
     /// Route everything into the tunnel (full tunnel).
     pub redirect_gateway: bool,
-    /// The tunnel carries IPv6 (the gateway gave us an IPv6 address). With a full tunnel,
-    /// IPv6 then goes into it too; without, IPv6 is blocked while connected (Linux), so it
-    /// never leaks around an IPv4-only full tunnel.
-    pub ipv6_tunnel: bool,
+    /// What a full tunnel does to IPv6: into the tunnel, or unreachable (Linux; elsewhere
+    /// IPv6 is left alone and the log says so). The IPv6 prefixes themselves go with the
+    /// tunnel's IPv6 address ([`NetConfig::add_tun_ipv6`]).
+    pub ipv6_default: Ipv6Default,
     /// The gateway's public address: kept on the old path when redirecting everything.
     pub server: IpAddr,
     /// The gateway's address inside the tunnel.
@@ -84,27 +89,26 @@ pub enum Change {
         #[serde(default)]
         preexisting: bool,
     },
-    /// `ip -6 route add NET dev TUN` (a full tunnel's IPv6 halves).
+    /// `ip -6 route add NET dev TUN` (IPv6 full tunnel: `::/1`, `8000::/1`).
     Route6 {
         /// Destination.
         net: Ipv6Net,
         /// Device.
         dev: String,
     },
-    /// `ip -6 route add unreachable NET`: IPv6 refused at once while an IPv4-only full
-    /// tunnel is up (like OpenVPN's `block-ipv6`), instead of leaking around it.
-    Block6 {
+    /// `ip -6 route add unreachable NET`: a full tunnel without IPv6 inside keeps IPv6 from
+    /// going around it.
+    Unreachable6 {
         /// Destination.
         net: Ipv6Net,
     },
-    /// A host route to an IPv6 gateway via the previous path (a full tunnel over IPv6).
+    /// A host route to an IPv6 gateway via the previous path, when IPv6 is redirected.
     HostRoute6 {
         /// The gateway's address.
         dst: Ipv6Addr,
         /// `ip -6 route` arguments that reached it before.
         via: Vec<String>,
-        /// The host had a route to exactly `dst/128` already: left alone by undo.
-        #[serde(default)]
+        /// The host had a route to exactly `dst/128` already.
         preexisting: bool,
     },
     /// resolv.conf replaced; `backup` holds the previous contents.
@@ -334,34 +338,15 @@ impl NetConfig {
     }
 }
 
-/// The two halves of the IPv6 address space (more specific than a default route, which
-/// stays).
-pub fn ipv6_halves() -> [Ipv6Net; 2] {
+/// The two halves of the IPv6 address space: more specific than any default route, so they
+/// win over it without replacing it.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) fn ipv6_halves() -> [Ipv6Net; 2] {
     [
-        Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 1).unwrap_or_default(),
-        Ipv6Net::new(Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0), 1).unwrap_or_default(),
+        Ipv6Addr::UNSPECIFIED,
+        Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0),
     ]
-}
-
-/// The IPv6 changes of a full tunnel: its halves into the tunnel when it carries IPv6, else
-/// blocked. None for a split tunnel (IPv6 goes where it went) or a host without IPv6.
-pub fn ipv6_full_tunnel(plan: &NetPlan, host_has_ipv6: bool) -> Vec<Change> {
-    if !plan.redirect_gateway || !host_has_ipv6 {
-        return Vec::new();
-    }
-    ipv6_halves()
-        .into_iter()
-        .map(|net| {
-            if plan.ipv6_tunnel {
-                Change::Route6 {
-                    net,
-                    dev: plan.tun.clone(),
-                }
-            } else {
-                Change::Block6 { net }
-            }
-        })
-        .collect()
+    .map(|a| Ipv6Net::new_assert(a, 1))
 }
 
 /// The prefixes `plan` routes into the tunnel: its routes, and for a full tunnel the two
@@ -387,6 +372,11 @@ fn link_changes(
     path_to: impl Fn(Ipv4Addr) -> Result<Vec<String>, NetError>,
 ) -> Result<Vec<Change>, NetError> {
     let mut changes = Vec::new();
+    if plan.ipv6_default != Ipv6Default::Untouched {
+        tracing::warn!(
+            "IPv6 full tunnel is set up on Linux only so far: IPv6 stays on the local network"
+        );
+    }
     if plan.redirect_gateway
         && let IpAddr::V4(server) = plan.server
     {
@@ -591,52 +581,5 @@ impl NetWatch {
                 self.burst.push(ev);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(full: bool, ipv6_tunnel: bool) -> NetPlan {
-        NetPlan {
-            tun: "gh0".into(),
-            routes: vec!["10.1.0.0/24".parse().expect("prefix")],
-            redirect_gateway: full,
-            ipv6_tunnel,
-            server: "198.51.100.1".parse().expect("address"),
-            tunnel_gateway: Ipv4Addr::new(10, 8, 0, 1),
-            dns: Vec::new(),
-            dns_domains: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_full_tunnel_takes_ipv6_in_or_blocks_it() {
-        let halves: Vec<String> = ipv6_halves().iter().map(|n| n.to_string()).collect();
-        assert_eq!(halves, ["::/1", "8000::/1"]);
-        let into = ipv6_full_tunnel(&plan(true, true), true);
-        assert_eq!(
-            into,
-            ipv6_halves()
-                .map(|net| Change::Route6 {
-                    net,
-                    dev: "gh0".into()
-                })
-                .to_vec()
-        );
-        let blocked = ipv6_full_tunnel(&plan(true, false), true);
-        assert_eq!(
-            blocked,
-            ipv6_halves().map(|net| Change::Block6 { net }).to_vec()
-        );
-        // A split tunnel leaves IPv6 alone; a host without IPv6 has nothing to leak.
-        assert!(ipv6_full_tunnel(&plan(false, false), true).is_empty());
-        assert!(ipv6_full_tunnel(&plan(false, true), true).is_empty());
-        assert!(ipv6_full_tunnel(&plan(true, false), false).is_empty());
-        // The journal keeps them (a crashed client's changes are undone on the next start).
-        let text = serde_json::to_string(&blocked).expect("journal");
-        let back: Vec<Change> = serde_json::from_str(&text).expect("read back");
-        assert_eq!(back, blocked);
     }
 }

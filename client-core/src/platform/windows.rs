@@ -187,12 +187,10 @@ pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
         } => Ok(()),
         Change::HostRoute { dst, via, .. } => add_route(&host_row(*dst, via)?, &dst.to_string()),
         Change::Resolved { dev } => set_dns(dev, &plan.dns),
+        // IPv6 full tunnel is Linux-only: never planned here.
+        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => Ok(()),
         Change::ResolvConf { .. } => Err(NetError(
             "resolv.conf is not how Windows takes DNS settings".into(),
-        )),
-        // Not planned on Windows yet (see `link_changes`).
-        Change::Route6 { .. } | Change::Block6 { .. } | Change::HostRoute6 { .. } => Err(NetError(
-            "IPv6 full-tunnel routes are not implemented on Windows yet".into(),
         )),
     }
 }
@@ -218,10 +216,8 @@ pub(super) fn undo(change: &Change) -> Result<(), NetError> {
             let _ = set_dns(dev, &[]);
             Ok(())
         }
-        Change::ResolvConf { .. }
-        | Change::Route6 { .. }
-        | Change::Block6 { .. }
-        | Change::HostRoute6 { .. } => Ok(()),
+        Change::ResolvConf { .. } => Ok(()),
+        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => Ok(()),
     }
 }
 

@@ -16,6 +16,8 @@
 //! <- {"type":"status","status":{"state":"connected","profile":"work","since":1795000000,"address":"172.16.201.2","gateway":"vpn.example.com:1194","protocol":"openvpn-udp","counters":{"rx_bytes":0,...}}}
 //! -> {"cmd":"disconnect"}
 //! <- {"type":"ok","status":{"state":"disconnected","counters":{...}}}
+//! -> {"cmd":"auto_connect","request":{"profile":{...,"auto_connect":"untrusted","trusted_networks":[...]},"key_pem":"..."}}
+//! <- {"type":"ok","status":{...}}
 //! -> {"cmd":"subscribe"}
 //! <- {"type":"status",...}  {"type":"log","line":{"time":...,"level":"info","message":"..."}} ...
 //! ```
@@ -26,6 +28,7 @@
 //! `gatehouse` group; on Windows the pipe's DACL admits SYSTEM, Administrators, the service's
 //! own account and interactive users, and refuses remote clients.
 
+mod auto_connect;
 pub mod client;
 mod server;
 #[cfg(unix)]
@@ -54,8 +57,17 @@ pub enum Request {
         /// Profile, key and protocol.
         request: Box<ConnectRequest>,
     },
-    /// Disconnect and undo every host change.
+    /// Disconnect and undo every host change. With auto-connect set, the service does not
+    /// connect again by itself until the network changes.
     Disconnect,
+    /// Set the auto-connect profile: the request's profile says `auto_connect =
+    /// "untrusted"` (connect it whenever the network is not one of its trusted networks and
+    /// nothing is connected) or `"off"` (stop, if it was that profile). The service keeps it
+    /// in memory only; front ends send it again when they start.
+    AutoConnect {
+        /// Profile (with its trusted networks), key and options, as for `connect`.
+        request: Box<ConnectRequest>,
+    },
     /// The current status.
     Status,
     /// Stream status changes and log lines.

@@ -6,8 +6,24 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
 
+use super::auto_connect::AutoConnector;
 use super::{Reply, Request};
 use crate::manager::Manager;
+
+/// What serves front ends: the connection manager and the auto-connect watcher.
+#[derive(Clone)]
+pub(super) struct Backend {
+    manager: Manager,
+    auto: AutoConnector,
+}
+
+impl Backend {
+    /// Starts the auto-connect watcher beside `manager`.
+    pub(super) fn start(manager: Manager) -> Backend {
+        let auto = AutoConnector::spawn(manager.clone());
+        Backend { manager, auto }
+    }
+}
 
 pub(super) async fn send<W: AsyncWrite + Unpin>(wr: &mut W, reply: &Reply) -> std::io::Result<()> {
     let mut line = serde_json::to_string(reply).map_err(std::io::Error::other)?;
@@ -21,12 +37,13 @@ pub(super) async fn handle<R, W>(
     rd: R,
     mut wr: W,
     peer: &str,
-    manager: Manager,
+    backend: Backend,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Backend { manager, auto } = backend;
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     loop {
@@ -69,13 +86,24 @@ where
                 }
             }
             Request::Disconnect => match manager.disconnect().await {
-                Ok(()) => Reply::Ok {
-                    status: manager.status(),
-                },
+                Ok(()) => {
+                    // Not again on this network until the user says so or it changes.
+                    auto.user_disconnected().await;
+                    Reply::Ok {
+                        status: manager.status(),
+                    }
+                }
                 Err(e) => Reply::Error {
                     message: e.to_string(),
                 },
             },
+            Request::AutoConnect { request } => {
+                tracing::info!(profile = %request.profile.name, auto_connect = %request.profile.auto_connect, peer, "auto-connect set");
+                auto.set(*request).await;
+                Reply::Ok {
+                    status: manager.status(),
+                }
+            }
             Request::Status => Reply::Status {
                 status: manager.status(),
             },

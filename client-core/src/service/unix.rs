@@ -6,11 +6,13 @@ use std::path::Path;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::Reply;
+use super::server::Backend;
 use super::server::{handle, send};
 use crate::manager::Manager;
 
 /// Serves front ends on `path` until the process ends.
 pub async fn serve(path: &Path, manager: Manager) -> std::io::Result<()> {
+    let backend = Backend::start(manager);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -64,16 +66,16 @@ pub async fn serve(path: &Path, manager: Manager) -> std::io::Result<()> {
                 continue;
             }
         };
-        let manager = manager.clone();
+        let backend = backend.clone();
         tokio::spawn(async move {
-            if let Err(e) = admit(stream, manager).await {
+            if let Err(e) = admit(stream, backend).await {
                 tracing::debug!(error = %e, "front end connection ended");
             }
         });
     }
 }
 
-async fn admit(stream: UnixStream, manager: Manager) -> std::io::Result<()> {
+async fn admit(stream: UnixStream, backend: Backend) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let (rd, mut wr) = stream.into_split();
     if !allowed(cred.uid()) {
@@ -87,7 +89,7 @@ async fn admit(stream: UnixStream, manager: Manager) -> std::io::Result<()> {
         };
         return send(&mut wr, &reply).await;
     }
-    handle(rd, wr, &format!("uid {}", cred.uid()), manager).await
+    handle(rd, wr, &format!("uid {}", cred.uid()), backend).await
 }
 
 fn allowed(uid: u32) -> bool {

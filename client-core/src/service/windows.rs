@@ -10,6 +10,7 @@ use std::path::Path;
 
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
 
+use super::server::Backend;
 use super::server::handle;
 use crate::manager::Manager;
 
@@ -23,6 +24,7 @@ const ERROR_ACCESS_DENIED: i32 = 5;
 
 /// Serves front ends on the pipe `path` until the process ends.
 pub async fn serve(path: &Path, manager: Manager) -> std::io::Result<()> {
+    let backend = Backend::start(manager);
     let security = security::PipeSecurity::from_sddl(PIPE_SDDL)?;
     let mut server = create(path, &security, true).map_err(|e| {
         if e.raw_os_error() == Some(ERROR_ACCESS_DENIED) {
@@ -48,10 +50,10 @@ pub async fn serve(path: &Path, manager: Manager) -> std::io::Result<()> {
         }
         // A fresh instance for the next front end before this one is served.
         let connected = std::mem::replace(&mut server, create(path, &security, false)?);
-        let manager = manager.clone();
+        let backend = backend.clone();
         tokio::spawn(async move {
             let (rd, wr) = tokio::io::split(connected);
-            if let Err(e) = handle(rd, wr, "named pipe client", manager).await {
+            if let Err(e) = handle(rd, wr, "named pipe client", backend).await {
                 tracing::debug!(error = %e, "front end connection ended");
             }
         });

@@ -4,6 +4,7 @@
 mod banners;
 pub(crate) mod file_picker;
 mod log;
+mod profile_routing;
 mod profiles;
 mod settings;
 mod status;

@@ -180,6 +180,8 @@ fn card(
                         .color(palette.idle),
                 );
             }
+            ui.add_space(4.0);
+            super::profile_routing::show(app, ui, profile);
             if app.renaming.is_none() {
                 ui.add_space(4.0);
                 ui.horizontal(|ui| {

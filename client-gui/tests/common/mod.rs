@@ -16,6 +16,7 @@ use gatehouse_client::KeyStore;
 use gatehouse_client::manager::{ConnectRequest, LogLine};
 use gatehouse_client::service::{Reply, Request};
 use gatehouse_client::status::{ConnectionState, Counters, Status};
+use gatehouse_client::trusted::NetworkId;
 use gatehouse_gui::clock::ManualClock;
 use gatehouse_gui::{AppConfig, GatehouseApp};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -31,6 +32,7 @@ struct Shared {
     status: Status,
     connects: Vec<ConnectRequest>,
     disconnects: usize,
+    auto_connects: Vec<ConnectRequest>,
 }
 
 /// A client service that answers like the real one but whose connection state the test
@@ -128,6 +130,11 @@ impl FakeService {
         self.shared.lock().unwrap().connects.clone()
     }
 
+    /// The auto-connect settings received so far.
+    pub fn auto_connects(&self) -> Vec<ConnectRequest> {
+        self.shared.lock().unwrap().auto_connects.clone()
+    }
+
     /// How many disconnects were asked for.
     pub fn disconnects(&self) -> usize {
         self.shared.lock().unwrap().disconnects
@@ -187,6 +194,13 @@ async fn serve(stream: UnixStream, shared: Arc<Mutex<Shared>>, updates: broadcas
                 });
                 Reply::Ok { status }
             }
+            Request::AutoConnect { request } => {
+                let mut s = shared.lock().unwrap();
+                s.auto_connects.push(*request);
+                Reply::Ok {
+                    status: s.status.clone(),
+                }
+            }
             Request::Disconnect => {
                 let status = {
                     let mut s = shared.lock().unwrap();
@@ -228,6 +242,8 @@ pub struct World {
     pub downloads: PathBuf,
     pub clock: ManualClock,
     pub keys: KeyStore,
+    /// The network "Trust this network" sees.
+    pub network: Arc<Mutex<Option<NetworkId>>>,
 }
 
 impl World {
@@ -255,6 +271,7 @@ impl World {
             downloads,
             clock: ManualClock::at(T0),
             keys: KeyStore::mock(),
+            network: Arc::new(Mutex::new(None)),
             dir,
         }
     }
@@ -285,6 +302,12 @@ impl World {
             clock: Arc::new(self.clock.clone()),
             retry_every: Duration::from_millis(100),
             start_dir: self.downloads.clone(),
+            network: {
+                let network = self.network.clone();
+                gatehouse_gui::profile_settings::NetworkSource(Arc::new(move || {
+                    network.lock().unwrap().clone()
+                }))
+            },
         }
     }
 

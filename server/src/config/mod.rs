@@ -1,6 +1,7 @@
 //! `gateway.toml`: the gateway's configuration. Paths in it are relative to the file.
 
 mod admin;
+mod client_routing;
 mod connection;
 mod ha;
 mod interface;
@@ -15,6 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
+
+pub use client_routing::ClientRouting;
 
 pub use admin::{AdminConfig, SOCKET_ENV};
 pub use connection::{
@@ -69,6 +72,10 @@ pub struct GatewayConfig {
     /// Send all client traffic through the gateway (pushes redirect-gateway).
     #[serde(default)]
     pub full_tunnel: bool,
+    /// Whether Gatehouse clients may choose full/split tunnel and add routes (`user`, the
+    /// default) or must take the gateway's (`fixed`); see [`ClientRouting`].
+    #[serde(default, skip_serializing_if = "ClientRouting::is_user")]
+    pub client_routing: ClientRouting,
     /// Name of the TUN interface the gateway creates.
     #[serde(default = "default_tun_name")]
     pub tun_name: String,
@@ -495,6 +502,7 @@ impl GatewayConfig {
             dns: Vec::new(),
             dns_domains: Vec::new(),
             full_tunnel: false,
+            client_routing: ClientRouting::User,
             admin: AdminConfig::default(),
             tun_name: default_tun_name(),
             tun_mtu: default_mtu(),

@@ -1,0 +1,53 @@
+//! `client_routing`: whether point-to-site users may choose their own routes.
+//!
+//! The gateway itself does nothing different either way - it forwards only what it routes,
+//! whatever a client sends into its tunnel. The key travels to Gatehouse clients in the
+//! profile `gatehouse-certs export --format gatehouse` writes (it reads this gateway.toml),
+//! and the client then refuses a full/split choice or extra routes the gateway forbids.
+
+use serde::{Deserialize, Serialize};
+
+/// `client_routing = "user" | "fixed"`.
+///
+/// The default is `user`: what a stock OpenVPN server allows too (its clients may drop
+/// pushed routes with `pull-filter`/`route-nopull` and add their own), so `fixed` is a
+/// policy an administrator opts into - e.g. "all traffic through the gateway" with
+/// `full_tunnel = true` - not a default that would surprise users of existing profiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientRouting {
+    /// Users may choose full or split tunnel and add routes.
+    #[default]
+    User,
+    /// Clients use the gateway's routes only.
+    Fixed,
+}
+
+impl ClientRouting {
+    pub(super) fn is_user(&self) -> bool {
+        *self == ClientRouting::User
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::GatewayConfig;
+
+    use super::*;
+
+    #[test]
+    fn client_routing_defaults_to_user_and_refuses_other_values() {
+        let c: GatewayConfig = toml::from_str("public_addr = \"gw\"").unwrap();
+        assert_eq!(c.client_routing, ClientRouting::User);
+        let c: GatewayConfig =
+            toml::from_str("public_addr = \"gw\"\nclient_routing = \"fixed\"").unwrap();
+        assert_eq!(c.client_routing, ClientRouting::Fixed);
+        let err = toml::from_str::<GatewayConfig>("public_addr = \"gw\"\nclient_routing = \"any\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("client_routing") && err.contains("fixed"),
+            "{err}"
+        );
+    }
+}
