@@ -56,9 +56,22 @@ pub fn wait_ping6(ns: &Netns, addr: Ipv6Addr, overall: Duration) -> Result<()> {
 /// host's `gw0` (no duplicate detection), the host's default route via the gateway, and IPv6
 /// forwarding in the gateway's namespace. Returns once the gateway reaches the host.
 pub fn lan_ipv6(s: &GatewaySetup, gw_lan: Ipv6Addr, host: Ipv6Addr) -> Result<()> {
-    let gw = &s.topo.gateway;
+    lan_ipv6_between(&s.topo.gateway, "lan0", gw_lan, &s.topo.lan, "gw0", host)
+}
+
+/// IPv6 on a LAN between router `gw` (`gw_addr`/64 on `gw_dev`, IPv6 forwarding on) and
+/// `host` (`host_addr`/64 on `host_dev`, default route via the router), no duplicate
+/// detection. Returns once the router reaches the host.
+pub fn lan_ipv6_between(
+    gw: &Netns,
+    gw_dev: &str,
+    gw_addr: Ipv6Addr,
+    host: &Netns,
+    host_dev: &str,
+    host_addr: Ipv6Addr,
+) -> Result<()> {
     gw.exec_ok("sysctl", ["-q", "-w", "net.ipv6.conf.all.forwarding=1"])?;
-    let add = |ns: &Netns, addr: Ipv6Addr, dev: &str| {
+    for (ns, addr, dev) in [(gw, gw_addr, gw_dev), (host, host_addr, host_dev)] {
         ns.exec_ok(
             "ip",
             [
@@ -70,14 +83,11 @@ pub fn lan_ipv6(s: &GatewaySetup, gw_lan: Ipv6Addr, host: Ipv6Addr) -> Result<()
                 dev,
                 "nodad",
             ],
-        )
-    };
-    add(gw, gw_lan, "lan0")?;
-    let lan = &s.topo.lan;
-    add(lan, host, "gw0")?;
-    lan.exec_ok(
+        )?;
+    }
+    host.exec_ok(
         "ip",
-        ["-6", "route", "add", "default", "via", &gw_lan.to_string()],
+        ["-6", "route", "add", "default", "via", &gw_addr.to_string()],
     )?;
-    wait_ping6(gw, host, Duration::from_secs(5))
+    wait_ping6(gw, host_addr, Duration::from_secs(5))
 }

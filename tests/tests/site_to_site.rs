@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::gatehouse_site::{GhConnection, add_connections, site_gateway_dir};
 use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, spawn_stock_client, wait_client_up};
-use gatehouse_tests::ipv6::{ping6, wait_ping6};
+use gatehouse_tests::ipv6::{lan_ipv6_between, ping6, wait_ping6};
 use gatehouse_tests::net::{iperf3_client, iperf3_server, wait_ping};
 use gatehouse_tests::sites::{SiteId, SiteLab};
 use gatehouse_tests::strongswan::ping_run;
@@ -528,30 +528,14 @@ fn strongswan_site_psk_policy_based_rekeys_dpd_and_status() -> Result<()> {
 fn site_lan_v6(site: &gatehouse_tests::sites::Site, prefix: &str) -> Result<Ipv6Addr> {
     let gw_addr: Ipv6Addr = format!("{prefix}::1").parse()?;
     let host_addr: Ipv6Addr = format!("{prefix}::10").parse()?;
-    site.gw
-        .exec_ok("sysctl", ["-q", "-w", "net.ipv6.conf.all.forwarding=1"])?;
-    for (ns, addr, dev) in [
-        (&site.gw, gw_addr, gatehouse_tests::sites::LAN_IF),
-        (&site.host, host_addr, gatehouse_tests::sites::HOST_IF),
-    ] {
-        ns.exec_ok(
-            "ip",
-            [
-                "-6",
-                "addr",
-                "add",
-                &format!("{addr}/64"),
-                "dev",
-                dev,
-                "nodad",
-            ],
-        )?;
-    }
-    site.host.exec_ok(
-        "ip",
-        ["-6", "route", "add", "default", "via", &gw_addr.to_string()],
+    lan_ipv6_between(
+        &site.gw,
+        gatehouse_tests::sites::LAN_IF,
+        gw_addr,
+        &site.host,
+        gatehouse_tests::sites::HOST_IF,
+        host_addr,
     )?;
-    wait_ping6(&site.gw, host_addr, Duration::from_secs(10))?;
     Ok(host_addr)
 }
 

@@ -226,7 +226,11 @@ pub(super) fn site_core(
     initiate: bool,
 ) -> GatewayCore {
     let cfg = site_config(start, ip, lan, pool, peer, peer_lan, initiate);
-    let seed = u64::from(initiate) + 1;
+    seeded_core(cfg, u64::from(initiate) + 1)
+}
+
+/// A gateway core for `cfg` whose entropy is seeded from `seed` (deterministic runs).
+pub(super) fn seeded_core(cfg: CoreConfig, seed: u64) -> GatewayCore {
     let mut n = 0u64;
     let entropy: EntropyFactory = Box::new(move || {
         n += 1;

@@ -5,15 +5,15 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ipnet::{IpNet, Ipv6Net};
 
-use super::alloc::{EAST, WEST, carry, site_config};
+use super::alloc::{EAST, WEST, seeded_core, site_config};
 use super::ipv6::icmp6;
 use super::model::ipv4;
-use crate::entropy::SeededEntropy;
-use crate::gateway::{CoreConfig, Dest, EntropyFactory, Event, GatewayCore};
+use super::site_iface::bring_up;
+use crate::gateway::{CoreConfig, Dest, GatewayCore};
 use crate::ikev2::site::SitePeer;
 
 const WEST_V6: &str = "fd00:1::/64";
@@ -44,15 +44,6 @@ fn dual_stack(mut cfg: CoreConfig, own: &str, peer: &str, policy_based: bool) ->
     cfg
 }
 
-fn core(cfg: CoreConfig, seed: u64) -> GatewayCore {
-    let mut n = 0u64;
-    let entropy: EntropyFactory = Box::new(move || {
-        n += 1;
-        Box::new(SeededEntropy::new(seed * 1000 + n))
-    });
-    GatewayCore::new(cfg, entropy).unwrap()
-}
-
 fn pair(start: Instant, policy_based: bool) -> (GatewayCore, GatewayCore) {
     let west = site_config(
         start,
@@ -73,34 +64,9 @@ fn pair(start: Instant, policy_based: bool) -> (GatewayCore, GatewayCore) {
         false,
     );
     (
-        core(dual_stack(west, WEST_V6, EAST_V6, policy_based), 31),
-        core(dual_stack(east, EAST_V6, WEST_V6, policy_based), 32),
+        seeded_core(dual_stack(west, WEST_V6, EAST_V6, policy_based), 31),
+        seeded_core(dual_stack(east, EAST_V6, WEST_V6, policy_based), 32),
     )
-}
-
-/// Brings the pair's SA up on a virtual clock; returns the time.
-fn bring_up(west: &mut GatewayCore, east: &mut GatewayCore, start: Instant) -> Instant {
-    let mut now = start;
-    let mut up = (false, false);
-    while !(up.0 && up.1) {
-        assert!(
-            now < start + Duration::from_secs(30),
-            "the site SA did not come up: {up:?}"
-        );
-        for core in [&mut *west, &mut *east] {
-            if core.poll_timeout().is_some_and(|t| t <= now) {
-                core.handle_timeout(now);
-            }
-        }
-        while carry(west, WEST, east, now) | carry(east, EAST, west, now) {}
-        for (core, up) in [(&mut *west, &mut up.0), (&mut *east, &mut up.1)] {
-            while let Some(e) = core.poll_event() {
-                *up |= matches!(e, Event::SiteUp { .. });
-            }
-        }
-        now += Duration::from_millis(10);
-    }
-    now
 }
 
 /// Sends `p` from `a`'s TUN through the SA; what `b` hands its TUN (None: dropped).

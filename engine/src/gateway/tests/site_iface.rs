@@ -44,7 +44,8 @@ fn pair(start: Instant) -> (GatewayCore, GatewayCore) {
     (west, east)
 }
 
-fn bring_up(west: &mut GatewayCore, east: &mut GatewayCore, start: Instant) -> Instant {
+/// Runs both cores on a virtual clock until each reports its site up; returns the time.
+pub(super) fn bring_up(west: &mut GatewayCore, east: &mut GatewayCore, start: Instant) -> Instant {
     let mut now = start;
     let mut up = (false, false);
     while !(up.0 && up.1) {
