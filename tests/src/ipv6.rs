@@ -91,3 +91,20 @@ pub fn lan_ipv6_between(
     )?;
     wait_ping6(gw, host_addr, Duration::from_secs(5))
 }
+
+/// IPv6 on a site's LAN: `prefix::1/64` on the gateway's `lan0`, `prefix::10/64` on the
+/// host with a default route via the gateway, IPv6 forwarding in the gateway's namespace.
+/// Returns the host's address.
+pub fn site_lan_v6(site: &crate::sites::Site, prefix: &str) -> Result<Ipv6Addr> {
+    let gw_addr: Ipv6Addr = format!("{prefix}::1").parse()?;
+    let host_addr: Ipv6Addr = format!("{prefix}::10").parse()?;
+    lan_ipv6_between(
+        &site.gw,
+        crate::sites::LAN_IF,
+        gw_addr,
+        &site.host,
+        crate::sites::HOST_IF,
+        host_addr,
+    )?;
+    Ok(host_addr)
+}

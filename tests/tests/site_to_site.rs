@@ -3,14 +3,13 @@
 //! point-to-site client on the underlay. Each test has its own lab index (70..=78).
 //! The dual-stack site test also puts IPv6 on A's and C's LANs.
 
-use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::gatehouse_site::{GhConnection, add_connections, site_gateway_dir};
 use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, spawn_stock_client, wait_client_up};
-use gatehouse_tests::ipv6::{lan_ipv6_between, ping6, wait_ping6};
+use gatehouse_tests::ipv6::{ping6, site_lan_v6, wait_ping6};
 use gatehouse_tests::net::{iperf3_client, iperf3_server, wait_ping};
 use gatehouse_tests::sites::{SiteId, SiteLab};
 use gatehouse_tests::strongswan::ping_run;
@@ -520,23 +519,6 @@ fn strongswan_site_psk_policy_based_rekeys_dpd_and_status() -> Result<()> {
     );
     wait_status_row(&gw_a, "ac", "connected")?;
     Ok(())
-}
-
-/// IPv6 on a site's LAN: `prefix::1/64` on the gateway's `lan0`, `prefix::10/64` on the
-/// host with a default route via the gateway, IPv6 forwarding in the gateway's namespace.
-/// Returns the host's address.
-fn site_lan_v6(site: &gatehouse_tests::sites::Site, prefix: &str) -> Result<Ipv6Addr> {
-    let gw_addr: Ipv6Addr = format!("{prefix}::1").parse()?;
-    let host_addr: Ipv6Addr = format!("{prefix}::10").parse()?;
-    lan_ipv6_between(
-        &site.gw,
-        gatehouse_tests::sites::LAN_IF,
-        gw_addr,
-        &site.host,
-        gatehouse_tests::sites::HOST_IF,
-        host_addr,
-    )?;
-    Ok(host_addr)
 }
 
 /// A dual-stack site (issue 18): Gatehouse gateway A and strongSwan gateway C, each with an

@@ -1,14 +1,16 @@
 //! WireGuard point-to-site for stock WireGuard apps, end to end (tag `wg`, subnet 213): an
 //! identity issued with `gatehouse-certs issue-wireguard` to a running gatehoused, exported as a `wg-quick` file (and
 //! a QR code), loaded into wireguard-go with `wg setconf` (wg-quick's Address/DNS lines
-//! applied by the test), reaches the LAN behind gatehoused from its pool address; revoking
-//! the identity stops its traffic within 5 s.
+//! applied by the test), reaches the LAN behind gatehoused from its pool address, over IPv4
+//! and IPv6 (its IPv6 address follows its IPv4 one in `client_pool_v6`); revoking the
+//! identity stops its traffic within 5 s.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use gatehouse_tests::cidr::Ipv4Cidr;
 use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir, certs_cli};
+use gatehouse_tests::ipv6::{lan_ipv6_between, wait_ping6};
 use gatehouse_tests::net::{ping, wait_ping};
 use gatehouse_tests::wireguard::{WgGo, address_of, ctl_json, setconf_of_wg_quick};
 use gatehouse_tests::{GatewayTopology, require_commands, require_root};
@@ -23,6 +25,18 @@ fn a_stock_wireguard_peer_reaches_the_lan_until_revoked() -> Result<()> {
     let topo = GatewayTopology::new("wg", 213, 1)?;
     let gw = GatewayDir::for_topology(&logs.join("gw"), &topo, "ghwg213")?;
     let pki = gw.pki();
+    // Dual stack: an IPv6 pool and an IPv6 LAN behind the gateway.
+    gw.set("client_pool_v6", "\"fd00:213:8::/64\"")?;
+    gw.set("address_space_v6", "[\"fd00:213:1::/64\"]")?;
+    let lan_host6: std::net::Ipv6Addr = "fd00:213:1::10".parse()?;
+    lan_ipv6_between(
+        &topo.gateway,
+        "lan0",
+        "fd00:213:1::1".parse()?,
+        &topo.lan,
+        "gw0",
+        lan_host6,
+    )?;
     // The gateway runs before the first identity exists: issuing it turns WireGuard on.
     let gh = Gatehoused::start(&topo.gateway, &gw, &logs.join("gatehoused.log"))?;
     let issued = certs_cli(&pki, &["issue-wireguard", "phone"])?;
@@ -77,6 +91,18 @@ fn a_stock_wireguard_peer_reaches_the_lan_until_revoked() -> Result<()> {
     )?;
     let (setconf, addresses) = setconf_of_wg_quick(&conf);
     let address = address_of(addresses.first().context("no Address in the export")?)?;
+    // Its IPv6 address is the IPv4 one's host part in the IPv6 pool.
+    let address6: std::net::Ipv6Addr = format!("fd00:213:8::{:x}", address.octets()[3]).parse()?;
+    ensure!(
+        addresses.get(1) == Some(&format!("{address6}/128")),
+        "the export's Address lacks {address6}/128: {addresses:?}"
+    );
+    ensure!(
+        conf.lines().any(|l| l.starts_with("AllowedIPs = ")
+            && l.contains("fd00:213:1::/64")
+            && l.contains("fd00:213:8::/64")),
+        "the export's AllowedIPs lack the IPv6 networks:\n{conf}"
+    );
     ensure!(
         Ipv4Cidr::new(address, 24).network() == topo.vpn_pool.network(),
         "address {address} is outside the pool {}",
@@ -100,6 +126,24 @@ fn a_stock_wireguard_peer_reaches_the_lan_until_revoked() -> Result<()> {
         )
     };
     wait_ping(client, topo.lan_host, Duration::from_secs(20)).with_context(ctx)?;
+    // IPv6 through the same tunnel (wg-quick would apply both Address entries and routes).
+    client.exec_ok(
+        "ip",
+        [
+            "-6",
+            "addr",
+            "add",
+            &format!("{address6}/128"),
+            "dev",
+            &wg.iface,
+            "nodad",
+        ],
+    )?;
+    client.exec_ok(
+        "ip",
+        ["-6", "route", "add", "fd00:213:1::/64", "dev", &wg.iface],
+    )?;
+    wait_ping6(client, lan_host6, Duration::from_secs(10)).with_context(ctx)?;
     let up = gh
         .wait_connected("phone", Duration::from_secs(5))
         .with_context(ctx)?;

@@ -1,7 +1,7 @@
 //! WireGuard site tunnels end to end, in a [`SiteLab`]: gatehoused A with a stock WireGuard
-//! gateway C (wireguard-go configured by `wg`, tag `ws`, lab 214), and two gatehoused
-//! gateways A and B over a WireGuard VNet tunnel (tag `wv`, lab 215). Hosts behind each end
-//! ping each other both ways.
+//! gateway C (wireguard-go configured by `wg`, tag `ws`, lab 214; a dual-stack site: IPv4
+//! and IPv6 LANs), and two gatehoused gateways A and B over a WireGuard VNet tunnel (tag
+//! `wv`, lab 215). Hosts behind each end ping each other both ways.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::cidr::Ipv4Cidr;
 use gatehouse_tests::gatehouse_site::site_gateway_dir;
 use gatehouse_tests::gatehoused::{Gatehoused, GatewayDir};
+use gatehouse_tests::ipv6::{site_lan_v6, wait_ping6};
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::sites::{SiteId, SiteLab};
 use gatehouse_tests::wireguard::{WgGo, ctl_json, site_setconf, wg_connection, wg_keypair};
@@ -72,20 +73,33 @@ fn a_site_tunnel_to_wireguard_go_carries_traffic_both_ways() -> Result<()> {
     let (c_priv, c_pub) = wg_keypair()?;
     let a_ep = SocketAddr::new(lab.a.underlay_addr.into(), PORT);
     let c_ep = SocketAddr::new(lab.c.underlay_addr.into(), PORT);
+    // Dual stack: IPv6 LANs behind both (A has no IPv6 client pool: the site's prefix alone
+    // makes it carry IPv6).
+    let (a6, c6) = ("fd00:214:1::/64", "fd00:214:3::/64");
+    let a_host6 = site_lan_v6(&lab.a, "fd00:214:1")?;
+    let c_host6 = site_lan_v6(&lab.c, "fd00:214:3")?;
+    gw_a.set("address_space_v6", &format!("[\"{a6}\"]"))?;
     // A dials C; C knows A's endpoint too (either may start).
-    append(
-        &gw_a,
-        &wg_connection("c", &c_pub, Some(c_ep), &[lab.c.lan], Some(5)),
-    )?;
+    let c_conn = wg_connection("c", &c_pub, Some(c_ep), &[lab.c.lan], Some(5));
+    let c_conn = c_conn.replace(
+        "remote_address_space = [",
+        &format!("remote_address_space = [\"{c6}\", "),
+    );
+    append(&gw_a, &c_conn)?;
     let a_side = [lab.a.lan, lab.a.pool];
+    let setconf = site_setconf(&c_priv, PORT, &a_pub, Some(a_ep), &a_side);
+    let setconf = setconf.replace("AllowedIPs = ", &format!("AllowedIPs = {a6}, "));
     let c = WgGo::start(
         &lab.c.gw,
         "wgws214",
-        &site_setconf(&c_priv, PORT, &a_pub, Some(a_ep), &a_side),
+        &setconf,
         Ipv4Cidr::new(std::net::Ipv4Addr::new(10, 214, 200, 3), 32),
         &a_side,
         logs,
     )?;
+    lab.c
+        .gw
+        .exec_ok("ip", ["-6", "route", "add", a6, "dev", "wgws214"])?;
     let a = start(&lab, SiteId::A, &gw_a, logs)?;
     let ctx = || {
         format!(
@@ -98,6 +112,8 @@ fn a_site_tunnel_to_wireguard_go_carries_traffic_both_ways() -> Result<()> {
     wait_up(&a, "c").with_context(ctx)?;
     wait_ping(&lab.a.host, lab.c.host_addr, Duration::from_secs(15)).with_context(ctx)?;
     wait_ping(&lab.c.host, lab.a.host_addr, Duration::from_secs(15)).with_context(ctx)?;
+    wait_ping6(&lab.a.host, c_host6, Duration::from_secs(10)).with_context(ctx)?;
+    wait_ping6(&lab.c.host, a_host6, Duration::from_secs(10)).with_context(ctx)?;
     // The admin API lists it.
     let conns = ctl_json(gw_a.path(), "connections")?;
     let c_conn = conns

@@ -76,7 +76,7 @@ fn fixed_configs() -> Option<&'static (Arc<crate::quic::QuicConfig>, WireGuardCo
                 role,
                 public_key: WgKey::from_random([seed; 32]).public_key(),
                 endpoint: None,
-                allowed: vec![allowed],
+                allowed: vec![allowed.into()],
                 persistent_keepalive: Some(25),
             };
             let client = Ipv4Addr::new(172, 16, 201, 200);

@@ -54,7 +54,7 @@ impl GatewayCore {
             }
             // Without an IPv6 pool or IPv6 site prefixes no tunnel carries IPv6 (not a
             // spoofing attempt).
-            Ok(IpAddr::V6(_)) if !self.cfg.carries_ipv6() => {
+            Ok(IpAddr::V6(_)) if !self.carries_ipv6() => {
                 self.drops.count(Drop::Ipv6);
                 return false;
             }
@@ -76,7 +76,7 @@ impl GatewayCore {
     pub(super) fn route_tun(&mut self, now: Instant, packet: &[u8]) -> Option<(Dest, bool, usize)> {
         let dst = match IpHeader::parse(packet) {
             Ok(IpHeader::V4 { dst, .. }) => IpAddr::V4(dst),
-            Ok(IpHeader::V6 { dst, .. }) if self.cfg.carries_ipv6() => IpAddr::V6(dst),
+            Ok(IpHeader::V6 { dst, .. }) if self.carries_ipv6() => IpAddr::V6(dst),
             Ok(IpHeader::V6 { .. }) => {
                 self.drops.count(Drop::Ipv6);
                 return None;
@@ -140,6 +140,10 @@ impl GatewayCore {
         if count == 1 {
             return None;
         }
+        // A WireGuard peer's prefixes (a client's /32 and /128 too) route to its fixed worker.
+        if let Some(w) = self.wg_owner_of_dst(dst) {
+            return (w != self.shard.index()).then_some(w);
+        }
         // A client's IPv6 address goes where its IPv4 address goes; a site's IPv6 prefix
         // where the site is.
         let dst = match dst {
@@ -157,10 +161,6 @@ impl GatewayCore {
                 }
             },
         };
-        // A WireGuard peer's prefixes (a client's /32 too) route to its fixed worker.
-        if let Some(w) = self.wg_owner_of_dst(dst) {
-            return (w != self.shard.index()).then_some(w);
-        }
         let pool = self.cfg.client_pool;
         if let Some(&w) = self.shard.directory().get(&DirKey::Addr(dst)) {
             return (w != self.shard.index()).then_some(w);

@@ -496,6 +496,12 @@ impl GatewayCore {
         self.shard.pool().gateway_addr()
     }
 
+    /// Whether any tunnel may carry IPv6: an IPv6 client pool, or a site (IKEv2 or
+    /// WireGuard) with IPv6 prefixes. Otherwise inner IPv6 is dropped (`ipv6`).
+    pub fn carries_ipv6(&self) -> bool {
+        self.cfg.carries_ipv6() || self.wg_carries_ipv6()
+    }
+
     /// The IPv6 pool beside the IPv4 one, when `client_pool_v6` is set (and fits it).
     pub fn pool6(&self) -> Option<crate::pool6::Ipv6Pool> {
         let v6 = self.cfg.client_pool_v6?;

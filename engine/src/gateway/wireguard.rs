@@ -10,14 +10,15 @@
 //!   reaches another worker (the peer moved) is handed over by its index.
 //! - A handshake initiation names no index of ours: its sender is found by decrypting its
 //!   static key (`parse_handshake_anon`) and looking it up among the configured peers.
-//! - Routing and anti-spoofing: a peer's prefixes (a client's /32) are routed to its tunnel,
-//!   and a decrypted packet must come from them (the router check every tunnel gets).
+//! - Routing and anti-spoofing: a peer's prefixes, IPv4 and IPv6 (a client's /32 and, with
+//!   an IPv6 pool, its /128), are routed to its tunnel, and a decrypted packet must come
+//!   from them (the router check every tunnel gets).
 //! - An authenticated packet from a new address moves the tunnel there (roaming: `Roamed`).
 //! - boringtun's timers run every [`TIMER_TICK`] from `handle_timeout` (see
 //!   [`crate::wireguard`] for why WireGuard brings its own clock).
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +26,7 @@ use std::time::Instant;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, TunnResult};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
 use super::tunnel::{Common, Tunnel, WgTunnel};
@@ -70,6 +71,8 @@ pub(super) struct WgState {
     last_reset: Option<Instant>,
     /// Scratch for timer and handshake output.
     buf: Vec<u8>,
+    /// Whether any peer has an IPv6 prefix (then the core carries IPv6).
+    ipv6: bool,
 }
 
 impl GatewayCore {
@@ -126,11 +129,13 @@ impl GatewayCore {
                 next_tick: None,
                 last_reset: None,
                 buf: vec![0; super::ESP_BUF],
+                ipv6: false,
             });
             info!(public_key = %cfg.private_key.public_key(), peers = cfg.peers.len(), "WireGuard on");
         }
         let peers: Vec<Arc<WgPeerConfig>> = cfg.peers.into_iter().map(Arc::new).collect();
         if let Some(w) = self.wg.as_mut() {
+            w.ipv6 = peers.iter().any(|p| p.has_ipv6());
             w.peers = peers.clone();
             w.next_tick = Some(now);
         }
@@ -171,8 +176,13 @@ impl GatewayCore {
         }
     }
 
+    /// Whether a WireGuard peer has IPv6 prefixes (see [`GatewayCore::carries_ipv6`]).
+    pub(super) fn wg_carries_ipv6(&self) -> bool {
+        self.wg.as_ref().is_some_and(|w| w.ipv6)
+    }
+
     /// The worker of the WireGuard peer whose prefixes hold `dst`, if one does.
-    pub(super) fn wg_owner_of_dst(&self, dst: Ipv4Addr) -> Option<usize> {
+    pub(super) fn wg_owner_of_dst(&self, dst: IpAddr) -> Option<usize> {
         let w = self.wg.as_ref()?;
         let p = w
             .peers
@@ -223,7 +233,7 @@ impl GatewayCore {
         w.by_index.insert(index, id);
         w.by_name.insert(peer.name.clone(), id);
         for p in &peer.allowed {
-            self.router.insert(*p, id);
+            self.router.insert_net(*p, id);
         }
         debug!(peer = %peer.name, index, endpoint = ?peer.endpoint, "WireGuard peer ready");
         if let (true, Some(e)) = (peer.is_site(), peer.endpoint) {
@@ -676,12 +686,19 @@ impl GatewayCore {
         v
     }
 
-    /// Prefixes routed to WireGuard peers (tests).
-    pub fn wireguard_routes(&self) -> Vec<Ipv4Net> {
-        self.router
+    /// Prefixes routed to WireGuard peers, both families (tests).
+    pub fn wireguard_routes(&self) -> Vec<IpNet> {
+        let wg = |id: &TunnelId| matches!(self.tunnels.get(id), Some(Tunnel::WireGuard(_)));
+        let v4 = self
+            .router
             .iter()
-            .filter(|(_, id)| matches!(self.tunnels.get(id), Some(Tunnel::WireGuard(_))))
-            .map(|(p, _)| p)
-            .collect()
+            .filter(|(_, id)| wg(id))
+            .map(|(p, _)| IpNet::V4(p));
+        let v6 = self
+            .router
+            .iter_v6()
+            .filter(|(_, id)| wg(id))
+            .map(|(p, _)| IpNet::V6(p));
+        v4.chain(v6).collect()
     }
 }

@@ -30,7 +30,7 @@ pub use session::{WgInput, WgSession};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 /// How often the core runs boringtun's timers while a WireGuard tunnel exists (WireGuard's
 /// own timers have a resolution of about a second; retransmits are due after 5 s).
@@ -67,13 +67,19 @@ pub struct WgPeerConfig {
     pub public_key: WgPublicKey,
     /// Where to send handshakes before the peer has sent anything (None: it dials in).
     pub endpoint: Option<SocketAddr>,
-    /// What the peer may send from and what is routed to it (a client: its /32).
-    pub allowed: Vec<Ipv4Net>,
+    /// What the peer may send from and what is routed to it, both families (a client: its
+    /// /32, and its /128 when the gateway has an IPv6 pool).
+    pub allowed: Vec<IpNet>,
     /// Send a keepalive after this many idle seconds (NAT mappings).
     pub persistent_keepalive: Option<u16>,
 }
 
 impl WgPeerConfig {
+    /// Whether any of the peer's prefixes is IPv6.
+    pub fn has_ipv6(&self) -> bool {
+        self.allowed.iter().any(|n| matches!(n, IpNet::V6(_)))
+    }
+
     /// True for sites and VNets.
     pub fn is_site(&self) -> bool {
         matches!(self.role, WgRole::Site { .. })

@@ -558,23 +558,6 @@ impl ConnectionConfig {
         Ok(Some(addr))
     }
 
-    /// The IPv4 prefixes behind the peer, for connections that carry IPv4 only (WireGuard).
-    pub(super) fn remote_address_space(
-        &self,
-        k: &Keys,
-        gw: &GatewayConfig,
-    ) -> Result<Vec<Ipv4Net>> {
-        let (v4, v6) = self.remote_address_spaces(k, gw)?;
-        if let Some(n) = v6.first() {
-            bail!(
-                "{} entry {n} is IPv6: `type = \"{}\"` connections carry IPv4 prefixes only for now; list IPv4 prefixes (IKEv2 connections take both)",
-                k.key("remote_address_space"),
-                self.kind
-            );
-        }
-        Ok(v4)
-    }
-
     /// The prefixes behind the peer, IPv4 and IPv6 (a dual-stack site): network addresses,
     /// no overlaps with each other or with the gateway's own networks.
     pub(super) fn remote_address_spaces(

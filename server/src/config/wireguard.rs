@@ -11,7 +11,7 @@
 //! type = "wireguard"
 //! public_key = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="   # the peer's `wg pubkey`
 //! endpoint = "198.51.100.7:51820"       # optional: absent, the peer dials in
-//! remote_address_space = ["192.168.10.0/24"]
+//! remote_address_space = ["192.168.10.0/24", "fd00:10::/64"]   # IPv4 and IPv6
 //! persistent_keepalive = 25             # optional
 //! ```
 //!
@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Result, bail};
 use gatehouse_engine::wireguard::WgPublicKey;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use super::connection::{Keys, overlaps};
@@ -73,8 +73,10 @@ pub struct WgConnection {
     pub public_key: WgPublicKey,
     /// Where the peer listens (None: it dials in).
     pub endpoint: Option<SocketAddr>,
-    /// Prefixes behind the peer.
+    /// IPv4 prefixes behind the peer.
     pub remote_address_space: Vec<Ipv4Net>,
+    /// IPv6 prefixes behind the peer (a dual-stack site).
+    pub remote_address_space_v6: Vec<Ipv6Net>,
     /// Keepalive interval, seconds.
     pub persistent_keepalive: Option<u16>,
 }
@@ -82,7 +84,7 @@ pub struct WgConnection {
 impl WgConnection {
     /// One line for `gatehoused check`.
     pub fn summary(&self) -> String {
-        let n = self.remote_address_space.len();
+        let n = self.remote_address_space.len() + self.remote_address_space_v6.len();
         format!(
             "connection {}: wireguard {} peer {}, {n} prefix{}{}",
             self.name,
@@ -183,7 +185,8 @@ impl GatewayConfig {
                     k.key("persistent_keepalive")
                 );
             }
-            let remote_address_space = c.remote_address_space(&k, self)?;
+            let (remote_address_space, remote_address_space_v6) =
+                c.remote_address_spaces(&k, self)?;
             for net in &remote_address_space {
                 for (j, o) in self.connections.iter().enumerate().take(i) {
                     if let Some(x) = o
@@ -212,6 +215,7 @@ impl GatewayConfig {
                 public_key,
                 endpoint,
                 remote_address_space,
+                remote_address_space_v6,
                 persistent_keepalive: c.persistent_keepalive,
             });
         }
@@ -282,5 +286,29 @@ mod tests {
             cfg(&format!("{PK}persistent_keepalive = 0")).unwrap_err()
         );
         assert!(e.contains("persistent_keepalive` = 0"), "{e}");
+    }
+
+    #[test]
+    fn a_dual_stack_wireguard_site_lists_both_families() {
+        let text = format!(
+            "public_addr = \"203.0.113.1\"\naddress_space = [\"10.251.1.0/24\"]\naddress_space_v6 = [\"fd00:251::/64\"]\n[[connection]]\nname = \"branch\"\ntype = \"wireguard\"\nremote_address_space = [\"192.168.10.0/24\", \"fd00:10::/64\"]\n{PK}"
+        );
+        let c: GatewayConfig = toml::from_str(&text).unwrap();
+        c.validate().unwrap();
+        let w = c.wireguard_connections().unwrap();
+        assert_eq!(
+            w[0].remote_address_space,
+            vec!["192.168.10.0/24".parse::<Ipv4Net>().unwrap()]
+        );
+        assert_eq!(
+            w[0].remote_address_space_v6,
+            vec!["fd00:10::/64".parse::<Ipv6Net>().unwrap()]
+        );
+        assert!(w[0].summary().contains("2 prefixes"), "{}", w[0].summary());
+        // Its IPv6 prefix may not overlap ours.
+        let clash = text.replace("fd00:10::/64", "fd00:251::/80");
+        let c: GatewayConfig = toml::from_str(&clash).unwrap();
+        let e = format!("{:#}", c.validate().unwrap_err());
+        assert!(e.contains("overlaps `address_space_v6`"), "{e}");
     }
 }

@@ -321,10 +321,14 @@ impl Gateway {
             .chain(super::wireguard::site_prefixes(&new))
             .collect();
         crate::tun::add_routes(&self.cfg.tun_name, &new_prefixes)?;
-        let (old_v6, new_v6) = (
-            super::site_prefixes_v6(&old_conns),
-            super::site_prefixes_v6(&conns),
-        );
+        let old_v6: Vec<ipnet::Ipv6Net> = super::site_prefixes_v6(&old_conns)
+            .into_iter()
+            .chain(super::wireguard::site_prefixes_v6(&self.cfg))
+            .collect();
+        let new_v6: Vec<ipnet::Ipv6Net> = super::site_prefixes_v6(&conns)
+            .into_iter()
+            .chain(super::wireguard::site_prefixes_v6(&new))
+            .collect();
         crate::tun::add_routes(&self.cfg.tun_name, &new_v6)?;
         let mut waits = Vec::new();
         for (tx, c) in self.inboxes.iter().zip(cfgs) {

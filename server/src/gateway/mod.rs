@@ -355,7 +355,9 @@ impl Gateway {
         }
         site_prefixes.extend(wireguard::site_prefixes(&cfg));
         crate::tun::add_routes(&cfg.tun_name, &site_prefixes)?;
-        crate::tun::add_routes(&cfg.tun_name, &site_prefixes_v6(&conns))?;
+        let mut site_v6 = site_prefixes_v6(&conns);
+        site_v6.extend(wireguard::site_prefixes_v6(&cfg));
+        crate::tun::add_routes(&cfg.tun_name, &site_v6)?;
         crate::tun::set_ipv6(&cfg.tun_name, None, cfg.client_pool_v6()?)?;
         let o = &cfg.openvpn;
         let mut steered = true;

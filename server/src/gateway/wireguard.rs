@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use gatehouse_engine::wireguard::{WgKey, WgPeerConfig, WgRole, WireGuardConfig};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracing::warn;
 
 use crate::config::{GatewayConfig, WgConnection};
@@ -22,8 +22,12 @@ pub fn identities_path(pki_dir: &Path) -> PathBuf {
 }
 
 /// The client peers: every identity not revoked whose address is a client address of the
-/// pool (others are skipped with a warning).
+/// pool (others are skipped with a warning). With `client_pool_v6` each also has the IPv6
+/// address its IPv4 address maps to (as every client of the pool does).
 fn client_peers(cfg: &GatewayConfig, pki_dir: &Path) -> Result<Vec<WgPeerConfig>> {
+    let pool6 = cfg
+        .client_pool_v6()?
+        .and_then(|v6| gatehouse_engine::pool6::Ipv6Pool::new(cfg.client_pool, v6).ok());
     let mut out = Vec::new();
     for id in gatehouse_certs::wireguard::identities(pki_dir)? {
         if id.revoked.is_some() {
@@ -47,7 +51,9 @@ fn client_peers(cfg: &GatewayConfig, pki_dir: &Path) -> Result<Vec<WgPeerConfig>
             },
             public_key,
             endpoint: None,
-            allowed: vec![Ipv4Net::from(id.address)],
+            allowed: std::iter::once(IpNet::from(Ipv4Net::from(id.address)))
+                .chain(pool6.map(|p| IpNet::from(Ipv6Net::from(p.address_of(id.address)))))
+                .collect(),
             persistent_keepalive: None,
         });
     }
@@ -60,7 +66,12 @@ fn site_peer(c: &WgConnection) -> WgPeerConfig {
         role: WgRole::Site { kind: "wireguard" },
         public_key: c.public_key,
         endpoint: c.endpoint,
-        allowed: c.remote_address_space.clone(),
+        allowed: c
+            .remote_address_space
+            .iter()
+            .map(|n| IpNet::from(*n))
+            .chain(c.remote_address_space_v6.iter().map(|n| IpNet::from(*n)))
+            .collect(),
         persistent_keepalive: c.persistent_keepalive,
     }
 }
@@ -100,11 +111,20 @@ pub fn listen_addr(cfg: &GatewayConfig) -> gatehouse_netio::udp::Bind {
     gatehouse_netio::udp::Bind::new(cfg.wireguard.listen, cfg.wireguard.port)
 }
 
-/// Prefixes behind WireGuard sites (routed to the TUN device).
+/// IPv4 prefixes behind WireGuard sites (routed to the TUN device).
 pub fn site_prefixes(cfg: &GatewayConfig) -> Vec<Ipv4Net> {
     cfg.wireguard_connections()
         .unwrap_or_default()
         .into_iter()
         .flat_map(|c| c.remote_address_space)
+        .collect()
+}
+
+/// IPv6 prefixes behind WireGuard sites (routed to the TUN device).
+pub fn site_prefixes_v6(cfg: &GatewayConfig) -> Vec<Ipv6Net> {
+    cfg.wireguard_connections()
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|c| c.remote_address_space_v6)
         .collect()
 }

@@ -20,3 +20,4 @@ mod sim;
 mod site_iface;
 mod streams;
 mod wireguard;
+mod wireguard_ipv6;

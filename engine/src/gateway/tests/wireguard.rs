@@ -14,11 +14,11 @@ use crate::gateway::{
 use crate::wire::mss::testing::{linux_syn_options, mss_of, tcp_checksum_ok, tcp_packet};
 use crate::wireguard::{WgKey, WgPeerConfig, WgRole, WireGuardConfig};
 
-const GATEWAY: &str = "203.0.113.1:51820";
-const SITE: &str = "198.51.100.7:51820";
-const CLIENT: &str = "192.0.2.44:40000";
+pub(super) const GATEWAY: &str = "203.0.113.1:51820";
+pub(super) const SITE: &str = "198.51.100.7:51820";
+pub(super) const CLIENT: &str = "192.0.2.44:40000";
 
-fn config(start: Instant) -> CoreConfig {
+pub(super) fn config(start: Instant) -> CoreConfig {
     CoreConfig {
         client_pool: "172.16.201.0/24".parse().unwrap(),
         address_space: vec!["10.1.0.0/16".parse().unwrap()],
@@ -39,7 +39,7 @@ fn config(start: Instant) -> CoreConfig {
     }
 }
 
-fn entropy() -> EntropyFactory {
+pub(super) fn entropy() -> EntropyFactory {
     let mut n = 0;
     Box::new(move || {
         n += 1;
@@ -47,7 +47,7 @@ fn entropy() -> EntropyFactory {
     })
 }
 
-fn key(b: u8) -> WgKey {
+pub(super) fn key(b: u8) -> WgKey {
     WgKey::from_random([b; 32])
 }
 
@@ -81,7 +81,7 @@ fn wg_config(with_client: bool) -> WireGuardConfig {
 }
 
 /// A stock peer with key `k` that knows the gateway's public key.
-fn stock_peer(k: u8, index: u32) -> Tunn {
+pub(super) fn stock_peer(k: u8, index: u32) -> Tunn {
     Tunn::new(
         key(k).secret(),
         key(1).public_key().key(),
@@ -104,17 +104,17 @@ fn ip_packet(src: [u8; 4], dst: [u8; 4], tag: u8) -> Vec<u8> {
     p
 }
 
-fn transmits(core: &mut GatewayCore) -> Vec<Transmit> {
+pub(super) fn transmits(core: &mut GatewayCore) -> Vec<Transmit> {
     std::iter::from_fn(|| core.poll_transmit()).collect()
 }
 
-fn events(core: &mut GatewayCore) -> Vec<Event> {
+pub(super) fn events(core: &mut GatewayCore) -> Vec<Event> {
     std::iter::from_fn(|| core.poll_event()).collect()
 }
 
 /// Hands every WireGuard datagram the core sent to `to` to `peer`; returns what the peer
 /// answered (to the gateway) and the inner packets it got.
-fn deliver(
+pub(super) fn deliver(
     core: &mut GatewayCore,
     peer: &mut Tunn,
     to: SocketAddr,
@@ -136,14 +136,16 @@ fn deliver(
                     answers.push(p.to_vec());
                 }
             }
-            TunnResult::WriteToTunnelV4(p, _) => inner.push(p.to_vec()),
+            TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
+                inner.push(p.to_vec())
+            }
             _ => {}
         }
     }
     (answers, inner)
 }
 
-fn encapsulate(peer: &mut Tunn, packet: &[u8]) -> Vec<u8> {
+pub(super) fn encapsulate(peer: &mut Tunn, packet: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 2048];
     match peer.encapsulate(packet, &mut buf) {
         TunnResult::WriteToNetwork(p) => p.to_vec(),

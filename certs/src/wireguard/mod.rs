@@ -12,22 +12,22 @@
 //! next to `gateway.toml`): [`gateway_key`] creates it (0600) when missing, so the gateway and
 //! this tool agree on it whichever runs first.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use gatehouse_engine::wireguard::{WgKey, WgPublicKey};
-use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{KEY_MODE, PRIVATE_DIR_MODE, PUBLIC_MODE, ensure_dir, write_atomic};
+
+mod facts;
+pub use facts::{GatewayFacts, gateway_facts};
 
 /// The gateway's WireGuard key file name (in the data directory).
 pub const GATEWAY_KEY_FILE: &str = "wireguard.key";
 /// Default WireGuard port (`[wireguard] port`).
 pub const DEFAULT_PORT: u16 = 51820;
-/// Default client pool when `gateway.toml` sets none.
-const DEFAULT_POOL: &str = "172.16.201.0/24";
 
 /// One client's WireGuard identity (a registry entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,64 +126,6 @@ pub fn gateway_key(data_dir: &Path) -> Result<WgKey> {
         anyhow::anyhow!(
             "{shown} is not a WireGuard private key ({e}): replace it with `wg genkey > {shown}` (peers then need the new public key) or restore it from a backup"
         )
-    })
-}
-
-/// What an export needs of `gateway.toml` (read as plain TOML: the PKI tool does not
-/// depend on the gateway).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayFacts {
-    /// `client_pool`.
-    pub pool: Ipv4Net,
-    /// `address_space`.
-    pub address_space: Vec<Ipv4Net>,
-    /// `dns`.
-    pub dns: Vec<IpAddr>,
-    /// `[wireguard] port`.
-    pub port: u16,
-}
-
-/// Reads `data_dir/gateway.toml` (defaults when it is missing).
-pub fn gateway_facts(data_dir: &Path) -> Result<GatewayFacts> {
-    let path = data_dir.join("gateway.toml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let v: toml::Table = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
-    let list = |key: &str| -> Vec<String> {
-        v.get(key)
-            .and_then(|x| x.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let pool = v
-        .get("client_pool")
-        .and_then(|x| x.as_str())
-        .unwrap_or(DEFAULT_POOL)
-        .parse::<Ipv4Net>()
-        .with_context(|| format!("{}: `client_pool`", path.display()))?
-        .trunc();
-    let port = v
-        .get("wireguard")
-        .and_then(|w| w.get("port"))
-        .and_then(|p| p.as_integer())
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(DEFAULT_PORT);
-    Ok(GatewayFacts {
-        pool,
-        address_space: list("address_space")
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect(),
-        dns: list("dns").iter().filter_map(|s| s.parse().ok()).collect(),
-        port,
     })
 }
 
@@ -308,8 +250,11 @@ pub fn export_config(pki: &Path, name: &str, gateway: &str) -> Result<String> {
     let data_dir = data_dir_of(pki);
     let facts = gateway_facts(&data_dir)?;
     let server = gateway_key(&data_dir)?.public_key();
-    let mut allowed: Vec<String> = facts.address_space.iter().map(|n| n.to_string()).collect();
-    allowed.push(facts.pool.to_string());
+    let allowed: Vec<String> = facts.allowed_ips().iter().map(|n| n.to_string()).collect();
+    let mut addresses = vec![format!("{}/32", p.address)];
+    if let Some(v6) = facts.ipv6_of(p.address) {
+        addresses.push(format!("{v6}/128"));
+    }
     let endpoint = if gateway.contains(':') && gateway.parse::<std::net::Ipv6Addr>().is_ok() {
         format!("[{gateway}]:{}", facts.port)
     } else {
@@ -320,7 +265,7 @@ pub fn export_config(pki: &Path, name: &str, gateway: &str) -> Result<String> {
         "# Gatehouse WireGuard identity {name}\n[Interface]\n"
     ));
     out.push_str(&format!("PrivateKey = {}\n", key.to_base64()));
-    out.push_str(&format!("Address = {}/32\n", p.address));
+    out.push_str(&format!("Address = {}\n", addresses.join(", ")));
     if !facts.dns.is_empty() {
         let dns: Vec<String> = facts.dns.iter().map(|d| d.to_string()).collect();
         out.push_str(&format!("DNS = {}\n", dns.join(", ")));
