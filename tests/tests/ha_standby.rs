@@ -13,8 +13,9 @@
 //! ```
 //!
 //! `standby_takes_over_when_the_active_gateway_dies`: both clients ping the LAN host every
-//! 0.1 s, and the LAN host pings the strongSwan site's LAN (a policy-based PSK site that
-//! started its IKE SA to the floating address); gatehoused on the master is killed with SIGKILL; keepalived there notices (its
+//! 0.1 s, and the LAN host pings the strongSwan site's LAN (a policy-based PSK site whose IKE
+//! SA the active gateway started from the floating address: the standby copies the
+//! initiator's state too); gatehoused on the master is killed with SIGKILL; keepalived there notices (its
 //! track script asks `gatehoused ctl status`) and gives the address up; the standby becomes
 //! master and takes the tunnels over from etcd. Asserted: the floating addresses moved, the
 //! longest gap between replies is under 5 s for both clients and the site, none handshakes
@@ -221,7 +222,8 @@ fn holds(ns: &Netns, addr: Ipv4Addr) -> bool {
         .is_ok_and(|s| s.contains(&format!(" {addr}/")))
 }
 
-/// The gateways' side of the strongSwan site: policy-based, PSK, answering only.
+/// The gateways' side of the strongSwan site: policy-based, PSK; the active gateway starts
+/// the SA (a standby does not, docs/ha.md).
 fn site_connection() -> GhConnection {
     GhConnection {
         name: "s0".into(),
@@ -232,7 +234,7 @@ fn site_connection() -> GhConnection {
         psk: Some(SITE_PSK.into()),
         remote_id: None,
         policy_based: true,
-        initiate: false,
+        initiate: true,
         ike_proposals: None,
         esp_proposals: None,
         dpd: Some("60s".into()),
@@ -291,13 +293,26 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
     let profile = dir_a.client_profile("alice", VIP, &dir.path().join("alice.ovpn"))?;
     // charon-cmd takes RSA keys only: a key and CSR from openssl, certified by the gateway.
     let (cert, key) = issue_rsa_client(dir.path(), &dir_a.pki(), "carol", &[])?;
-    // The strongSwan site starts the IKE SA; the gateways only answer (see docs/ha.md).
+    // The active gateway starts the site's IKE SA; the site answers (docs/ha.md).
     add_connections(&dir_a, &[site_connection()])?;
     let dir_b = dir_a.copy_to(&dir.path().join("gwb"))?;
     configure_ha(&dir_a, "gwa")?;
     configure_ha(&dir_b, "gwb")?;
 
     let etcd = start_etcd(&net.etcd, ETCD, "ha", dir.path())?;
+    // The site answers only: the active gateway starts its SA (gwb, the standby, does not).
+    let mut site_cfg = SwanSiteConfig::new(
+        "s0",
+        SITE,
+        VIP,
+        &[SITE_LAN_HOST_CIDR],
+        &[lan],
+        SwanAuth::Psk(SITE_PSK.into()),
+    );
+    site_cfg.start_action = StartAction::None;
+    // Liveness checks after the copy move the message IDs past it (docs/ha.md, Limits).
+    site_cfg.dpd_delay = "60s".into();
+    let site = SwanSite::start(&net.s0, &dir.path().join("s0"), &site_cfg)?;
     let debug = [("GATEHOUSE_LOG", "debug")];
     let gwa = Gatehoused::start_with_env(&net.gwa, &dir_a, &dir.path().join("gwa.log"), &debug)?;
     let gwb = Gatehoused::start_with_env(&net.gwb, &dir_b, &dir.path().join("gwb.log"), &debug)?;
@@ -368,18 +383,6 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
     wait_client_up(&udp, &gwa, 1, UP_TIMEOUT).with_context(logs)?;
     wait_ping(&net.c0, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
     wait_ping(&net.c1, LAN_HOST, Duration::from_secs(10)).with_context(logs)?;
-    let mut site_cfg = SwanSiteConfig::new(
-        "s0",
-        SITE,
-        VIP,
-        &[SITE_LAN_HOST_CIDR],
-        &[lan],
-        SwanAuth::Psk(SITE_PSK.into()),
-    );
-    site_cfg.start_action = StartAction::Start;
-    // Liveness checks after the copy move the message IDs past it (docs/ha.md, Limits).
-    site_cfg.dpd_delay = "60s".into();
-    let site = SwanSite::start(&net.s0, &dir.path().join("s0"), &site_cfg).with_context(logs)?;
     let logs = || format!("{}\nsite log:\n{}", logs(), site.log_tail(20));
     site.wait_child_installed(Duration::from_secs(20))
         .with_context(logs)?;
@@ -418,6 +421,7 @@ fn standby_takes_over_when_the_active_gateway_dies() -> Result<()> {
             .map(|w| {
                 w["openvpn"].as_array().map_or(0, Vec::len)
                     + w["ike"].as_array().map_or(0, Vec::len)
+                    + w["initiated"].as_array().map_or(0, Vec::len)
             })
             .sum();
         if sessions == 3 {

@@ -15,7 +15,10 @@
 //!   ([`crate::ikev2::responder::ResponderHandoff`]) and its ESP SAs from the core's table
 //!   (keys, outbound sequence numbers jumped by [`HANDOFF_ESP_SKIP`], replay windows), the
 //!   SPIs claimed again in the new process's SPI table.
-//! - OpenVPN over TCP, QUIC, WireGuard, sites, sessions still handshaking: not moved.
+//! - Site SAs, established, whoever started them: as IKEv2 remote-access SAs, named by their
+//!   connection (the gateway's own, [`crate::ikev2::initiator::InitiatorHandoff`], in
+//!   [`CoreHandoff::initiated`]; see `handoff_initiated.rs`).
+//! - OpenVPN over TCP, QUIC, WireGuard, sessions still handshaking: not moved.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -31,6 +34,7 @@ use crate::esp::table::OwnerSas;
 use crate::esp::{
     EspCipher, EspInbound, EspInboundState, EspOutbound, EspOutboundState, KeyMaterial,
 };
+use crate::ikev2::initiator::InitiatorHandoff;
 use crate::ikev2::responder::{IkeResponder, ResponderHandoff};
 use crate::openvpn::replay::{REPLAY_WINDOW_WORDS, ReplayWindow};
 use crate::openvpn::server::{ServerSession, SessionHandoff, back, ms_ago};
@@ -63,9 +67,12 @@ pub struct CoreHandoff {
     pub workers: usize,
     /// OpenVPN UDP sessions.
     pub openvpn: Vec<OvpnHandoff>,
-    /// IKEv2 remote-access SAs.
+    /// IKEv2 SAs the peer started (remote-access clients, sites).
     #[serde(default)]
     pub ike: Vec<IkeHandoff>,
+    /// Site SAs this gateway started.
+    #[serde(default)]
+    pub initiated: Vec<IkeHandoff<InitiatorHandoff>>,
 }
 
 /// An inbound ESP SA.
@@ -96,13 +103,14 @@ pub struct EspOutHandoff {
     pub next_seq: u64,
 }
 
-/// An IKEv2 remote-access tunnel.
+/// An IKEv2 tunnel: a remote-access client's or a site's SA the peer started
+/// ([`ResponderHandoff`]), or a site SA we started ([`InitiatorHandoff`]).
 #[derive(Serialize, Deserialize)]
-pub struct IkeHandoff {
+pub struct IkeHandoff<S = ResponderHandoff> {
     /// The core's facts.
     pub common: CommonHandoff,
     /// The IKE SA.
-    pub sa: ResponderHandoff,
+    pub sa: S,
     /// Inbound ESP SAs.
     pub esp_in: Vec<EspInHandoff>,
     /// The outbound ESP SA in use.
@@ -207,7 +215,7 @@ impl CommonHandoff {
         })
     }
 
-    fn into_common(self, now: Instant) -> Common {
+    pub(super) fn into_common(self, now: Instant) -> Common {
         Common {
             client: Some(self.client),
             serial: self.serial,
@@ -219,6 +227,14 @@ impl CommonHandoff {
             last_handshake: Some(back(now, self.last_handshake_ms_ago)),
         }
     }
+}
+
+/// A moved tunnel's ESP SAs, rebuilt, with our inbound SPIs (claimed).
+pub(super) struct ClaimedEsp {
+    pub(super) inbound: Vec<EspInbound>,
+    pub(super) current: Option<EspOutbound>,
+    pub(super) next: Option<(u32, EspOutbound)>,
+    pub(super) our_spis: Vec<u32>,
 }
 
 /// What an imported IKE SA belongs to.
@@ -242,9 +258,13 @@ fn movable(t: &Tunnel) -> bool {
         }
         Tunnel::Ike(i) => {
             i.connected
-                && matches!(&i.sa, IkeSa::Responder(r) if r.can_hand_over())
-                // A client has its address; a site SA has none but its connection.
-                && (i.common.address.is_some() || i.site.is_some())
+                && match &i.sa {
+                    // A client has its address; a site SA has none but its connection.
+                    IkeSa::Responder(r) => {
+                        r.can_hand_over() && (i.common.address.is_some() || i.site.is_some())
+                    }
+                    IkeSa::Initiator(s) => s.can_hand_over() && i.site.is_some(),
+                }
                 && i.common.connected_at.is_some()
                 && !i.common.revoked
         }
@@ -280,6 +300,7 @@ impl GatewayCore {
     pub fn into_handoff(mut self, now: Instant) -> CoreHandoff {
         let mut openvpn = Vec::new();
         let mut ike = Vec::new();
+        let mut initiated = Vec::new();
         let ids: Vec<TunnelId> = self.tunnels.keys().copied().collect();
         for id in ids {
             let Some(t) = self.tunnels.remove(&id) else {
@@ -294,23 +315,39 @@ impl GatewayCore {
                 let Some(common) = CommonHandoff::of(now, &i.common) else {
                     continue;
                 };
-                let IkeSa::Responder(r) = i.sa else {
-                    continue;
-                };
-                let Some(sa) = r.into_handoff(now) else {
-                    continue;
-                };
                 // Inbound SAs already deleted (lingering for packets in flight) stay behind.
                 sas.inbound
                     .retain(|s| !i.lingering.iter().any(|(spi, _)| *spi == s.spi()));
-                ike.push(IkeHandoff {
-                    common,
-                    sa,
-                    esp_in: sas.inbound.into_iter().map(esp_in_out).collect(),
-                    esp_out: sas.current.map(esp_out_out),
-                    esp_next: sas.next.map(|(spi, o)| (spi, esp_out_out(o))),
-                    counters: (i.rx_bytes, i.tx_bytes, i.rx_packets, i.tx_packets),
-                });
+                let counters = (i.rx_bytes, i.tx_bytes, i.rx_packets, i.tx_packets);
+                let esp_in: Vec<EspInHandoff> = sas.inbound.into_iter().map(esp_in_out).collect();
+                let esp_out = sas.current.map(esp_out_out);
+                let esp_next = sas.next.map(|(spi, o)| (spi, esp_out_out(o)));
+                match i.sa {
+                    IkeSa::Responder(r) => {
+                        if let Some(sa) = r.into_handoff(now) {
+                            ike.push(IkeHandoff {
+                                common,
+                                sa,
+                                esp_in,
+                                esp_out,
+                                esp_next,
+                                counters,
+                            });
+                        }
+                    }
+                    IkeSa::Initiator(s) => {
+                        if let Some(sa) = s.into_handoff(now) {
+                            initiated.push(IkeHandoff {
+                                common,
+                                sa,
+                                esp_in,
+                                esp_out,
+                                esp_next,
+                                counters,
+                            });
+                        }
+                    }
+                }
                 continue;
             }
             if let Tunnel::OpenVpn(o) = t {
@@ -341,6 +378,7 @@ impl GatewayCore {
             workers: self.shard.count(),
             openvpn,
             ike,
+            initiated,
         }
     }
 
@@ -355,6 +393,7 @@ impl GatewayCore {
     pub fn snapshot_for_standby(&self, now: Instant) -> CoreHandoff {
         let mut openvpn = Vec::new();
         let mut ike = Vec::new();
+        let mut initiated = Vec::new();
         for (&id, t) in self.tunnels.iter() {
             if !movable(t) {
                 continue;
@@ -364,27 +403,43 @@ impl GatewayCore {
                     let Some(common) = CommonHandoff::of(now, &i.common) else {
                         continue;
                     };
-                    let IkeSa::Responder(r) = &i.sa else {
-                        continue;
-                    };
-                    let Some(sa) = r.snapshot_handoff(now) else {
-                        continue;
-                    };
                     let sas = self.esp.export_owner(id);
                     let margin = u64::from(STANDBY_MARGIN);
-                    ike.push(IkeHandoff {
-                        common,
-                        sa,
-                        esp_in: sas
-                            .inbound
-                            .into_iter()
-                            .filter(|s| !i.lingering.iter().any(|(spi, _)| *spi == s.spi))
-                            .map(esp_in_state)
-                            .collect(),
-                        esp_out: sas.current.map(|o| esp_out_state(o, margin)),
-                        esp_next: sas.next.map(|(spi, o)| (spi, esp_out_state(o, margin))),
-                        counters: (i.rx_bytes, i.tx_bytes, i.rx_packets, i.tx_packets),
-                    });
+                    let esp_in: Vec<EspInHandoff> = sas
+                        .inbound
+                        .into_iter()
+                        .filter(|s| !i.lingering.iter().any(|(spi, _)| *spi == s.spi))
+                        .map(esp_in_state)
+                        .collect();
+                    let esp_out = sas.current.map(|o| esp_out_state(o, margin));
+                    let esp_next = sas.next.map(|(spi, o)| (spi, esp_out_state(o, margin)));
+                    let counters = (i.rx_bytes, i.tx_bytes, i.rx_packets, i.tx_packets);
+                    match &i.sa {
+                        IkeSa::Responder(r) => {
+                            if let Some(sa) = r.snapshot_handoff(now) {
+                                ike.push(IkeHandoff {
+                                    common,
+                                    sa,
+                                    esp_in,
+                                    esp_out,
+                                    esp_next,
+                                    counters,
+                                });
+                            }
+                        }
+                        IkeSa::Initiator(s) => {
+                            if let Some(sa) = s.snapshot_handoff(now) {
+                                initiated.push(IkeHandoff {
+                                    common,
+                                    sa,
+                                    esp_in,
+                                    esp_out,
+                                    esp_next,
+                                    counters,
+                                });
+                            }
+                        }
+                    }
                 }
                 Tunnel::OpenVpn(o) => {
                     let Some(common) = CommonHandoff::of(now, &o.common) else {
@@ -410,6 +465,7 @@ impl GatewayCore {
             workers: self.shard.count(),
             openvpn,
             ike,
+            initiated,
         }
     }
 
@@ -448,6 +504,13 @@ impl GatewayCore {
                 Err(e) => warn!(client = %client, error = %e, "IKE SA not taken over"),
             }
         }
+        for i in h.initiated {
+            let name = i.common.client.clone();
+            match self.import_initiated(now, i) {
+                Ok(()) => taken += 1,
+                Err(e) => warn!(connection = %name, error = %e, "site SA not taken over"),
+            }
+        }
         self.flush(now);
         Ok(taken)
     }
@@ -462,28 +525,13 @@ impl GatewayCore {
         if self.by_spis.contains_key(&spis) {
             return Err("its IKE SPIs are in use".into());
         }
-        let inbound: Vec<EspInbound> = i
-            .esp_in
-            .into_iter()
-            .map(esp_in_in)
-            .collect::<Result<_, _>>()?;
-        let current = i.esp_out.map(esp_out_in).transpose()?;
-        let next = match i.esp_next {
-            Some((spi, o)) => Some((spi, esp_out_in(o)?)),
-            None => None,
-        };
-        let our_spis: Vec<u32> = inbound.iter().map(EspInbound::spi).collect();
+        let ClaimedEsp {
+            inbound,
+            current,
+            next,
+            our_spis,
+        } = self.claim_esp(i.esp_in, i.esp_out, i.esp_next)?;
         let table = self.shard.spis().clone();
-        let mut claimed = Vec::new();
-        for &spi in &our_spis {
-            if !table.claim_exact(spi) {
-                for s in claimed {
-                    table.release(s);
-                }
-                return Err(format!("ESP SPI {spi:#010x} is in use"));
-            }
-            claimed.push(spi);
-        }
         let release = |table: &crate::esp::SpiTable| {
             for &s in &our_spis {
                 table.release(s);
@@ -624,6 +672,43 @@ impl GatewayCore {
         );
         self.dirty.push(id);
         Ok(())
+    }
+
+    /// Rebuilds a moved tunnel's ESP SAs and claims their inbound SPIs in the worker's
+    /// table (released again when one is in use).
+    pub(super) fn claim_esp(
+        &self,
+        esp_in: Vec<EspInHandoff>,
+        esp_out: Option<EspOutHandoff>,
+        esp_next: Option<(u32, EspOutHandoff)>,
+    ) -> Result<ClaimedEsp, String> {
+        let inbound: Vec<EspInbound> = esp_in
+            .into_iter()
+            .map(esp_in_in)
+            .collect::<Result<_, _>>()?;
+        let current = esp_out.map(esp_out_in).transpose()?;
+        let next = match esp_next {
+            Some((spi, o)) => Some((spi, esp_out_in(o)?)),
+            None => None,
+        };
+        let our_spis: Vec<u32> = inbound.iter().map(EspInbound::spi).collect();
+        let table = self.shard.spis().clone();
+        let mut claimed = Vec::new();
+        for &spi in &our_spis {
+            if !table.claim_exact(spi) {
+                for s in claimed {
+                    table.release(s);
+                }
+                return Err(format!("ESP SPI {spi:#010x} is in use"));
+            }
+            claimed.push(spi);
+        }
+        Ok(ClaimedEsp {
+            inbound,
+            current,
+            next,
+            our_spis,
+        })
     }
 
     /// Holds `addr` for `client` in the shared pool (it held it in the previous process).

@@ -32,6 +32,7 @@ mod admission;
 mod counters;
 mod drops;
 mod handoff;
+mod handoff_initiated;
 mod ike;
 mod jobs;
 mod openvpn;
@@ -380,6 +381,9 @@ pub struct GatewayCore {
     init_jobs: HashMap<TunnelId, (SocketAddr, bool, u64)>,
     /// SAs we started, by any SPI of ours they have used.
     by_local_spi: HashMap<u64, TunnelId>,
+    /// Whether connections with `initiate` start SAs (an HA standby's do not until it takes
+    /// over: [`GatewayCore::set_site_initiation`]).
+    initiating: bool,
     /// ESP SAs: inbound by our SPI (owner-checked), outbound by tunnel.
     esp: EspTable<TunnelId>,
     /// The sites this worker holds (those whose peer address steers here).
@@ -466,6 +470,7 @@ impl GatewayCore {
             by_init: HashMap::new(),
             init_jobs: HashMap::new(),
             by_local_spi: HashMap::new(),
+            initiating: true,
             esp: EspTable::new(),
             sites,
             deadlines: Deadlines::new(),

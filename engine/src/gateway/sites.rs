@@ -68,7 +68,7 @@ pub(super) fn site_conns(cfgs: &[SiteConfig]) -> Vec<SiteConn> {
 }
 
 /// Our side of an SA with the connection, as the initiator.
-fn initiator_config(rc: &ResponderConfig, s: &SiteConfig) -> Arc<InitiatorConfig> {
+pub(super) fn initiator_config(rc: &ResponderConfig, s: &SiteConfig) -> Arc<InitiatorConfig> {
     Arc::new(InitiatorConfig {
         policy: s.peer.policy.clone(),
         trust: rc.trust.clone(),
@@ -108,6 +108,9 @@ impl GatewayCore {
     /// When an initiating connection without an SA tries next.
     pub(super) fn next_site_attempt(&self) -> Option<Instant> {
         self.cfg.ikev2.as_ref()?;
+        if !self.initiating {
+            return None;
+        }
         self.sites
             .iter()
             .filter(|s| s.cfg.initiate && !s.retired && s.sas.is_empty())
@@ -120,6 +123,9 @@ impl GatewayCore {
         let Some(rc) = self.cfg.ikev2.clone() else {
             return;
         };
+        if !self.initiating {
+            return;
+        }
         for idx in 0..self.sites.len() {
             let s = &self.sites[idx];
             if !s.cfg.initiate
@@ -151,6 +157,13 @@ impl GatewayCore {
             info!(connection = %name, remote = %target, "connection initiating");
             self.dirty.push(id);
         }
+    }
+
+    /// Whether connections with `initiate = true` start SAs (the default). An HA standby
+    /// turns it off until it takes over: an SA it started would compete with the active
+    /// gateway's, which it takes over with the copy instead.
+    pub fn set_site_initiation(&mut self, on: bool) {
+        self.initiating = on;
     }
 
     /// A peer authenticated as connection `name` on responder SA `id`.

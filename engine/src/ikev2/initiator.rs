@@ -40,9 +40,12 @@
 //! (additional CHILD SAs) are refused with NO_ADDITIONAL_SAS.
 
 mod auth;
+mod handoff;
 mod peer_rekey;
 mod rekey;
 mod site;
+
+pub use handoff::InitiatorHandoff;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -119,6 +119,7 @@ impl Ha {
         if was_active && after_handoff {
             // The tunnels came through the handoff; go on copying them.
             self.active = true;
+            self.initiate_sites().await;
             info!("ha: still the active gateway after the handoff");
         } else if start_active || was_active {
             match self.takeover().await {
@@ -128,6 +129,7 @@ impl Ha {
                 }
             }
             self.active = true;
+            self.initiate_sites().await;
         }
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -159,6 +161,13 @@ impl Ha {
                     let _ = reply.send(r);
                 }
             }
+        }
+    }
+
+    /// The active node starts the `initiate = true` connections (a standby does not).
+    async fn initiate_sites(&self) {
+        for tx in self.inboxes.iter() {
+            let _ = tx.send(Msg::SiteInitiation(true)).await;
         }
     }
 
@@ -279,6 +288,17 @@ impl Ha {
     /// Becomes the active gateway: claims the role in etcd, reads the latest state (the
     /// cached copy when etcd does not answer) and gives each worker its tunnels.
     async fn takeover(&mut self) -> Result<TakenOver, String> {
+        let was_active = self.active;
+        let r = self.take_the_state().await;
+        if self.active && !was_active {
+            // After the copy's site SAs are in: connections without one start now.
+            self.initiate_sites().await;
+        }
+        r
+    }
+
+    /// [`takeover`](Self::takeover) but for starting the sites.
+    async fn take_the_state(&mut self) -> Result<TakenOver, String> {
         if self.active {
             return Ok(TakenOver {
                 node: self.node.clone(),

@@ -315,6 +315,7 @@ mod tests {
             workers: 1,
             openvpn: Vec::new(),
             ike: Vec::new(),
+            initiated: Vec::new(),
         }];
         write_state(&path, &states).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

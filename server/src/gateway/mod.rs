@@ -316,6 +316,11 @@ impl Gateway {
             if let Some(q) = &quic {
                 core.set_quic_config(q.clone());
             }
+            // Active-standby: sites are started by the active node only (ha.rs turns it on
+            // when this one becomes active), so a standby never competes with its SAs.
+            if cfg.ha.enabled && !cfg.ha.active_active() {
+                core.set_site_initiation(false);
+            }
             cores.push(core);
         }
         let ovpn = ovpn.context("no worker")?;

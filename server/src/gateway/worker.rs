@@ -94,6 +94,9 @@ pub(super) enum Msg {
     Handoff(oneshot::Sender<(gatehouse_engine::gateway::CoreHandoff, usize)>),
     /// Answer a copy of the core's movable tunnels for the standby (`ha.rs`), serving on.
     Snapshot(oneshot::Sender<gatehouse_engine::gateway::CoreHandoff>),
+    /// Start (or stop starting) SAs for `initiate = true` connections: on when this node
+    /// of an active-standby pair becomes the active one (`ha.rs`).
+    SiteInitiation(bool),
     /// Take over tunnels the active gateway copied (`ha.rs`); answers how many were taken.
     Import(
         Box<gatehouse_engine::gateway::CoreHandoff>,
@@ -580,6 +583,10 @@ impl Worker {
             }
             Msg::Snapshot(reply) => {
                 let _ = reply.send(self.core.snapshot_for_standby(now));
+            }
+            Msg::SiteInitiation(on) => {
+                self.core.set_site_initiation(on);
+                self.flush();
             }
             Msg::Import(h, reply) => {
                 let r = self.core.import_handoff(now, *h);

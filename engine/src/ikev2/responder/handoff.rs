@@ -1,7 +1,7 @@
 //! Handing an established IKE SA the peer started - a remote-access client's or a site's - to
 //! another process (a restart for an upgrade, a standby): [`IkeResponder::into_handoff`] /
-//! [`IkeResponder::from_handoff`]. (Site SAs the gateway started are not moved: see
-//! docs/ha.md.)
+//! [`IkeResponder::from_handoff`]. (Site SAs the gateway started move with
+//! [`crate::ikev2::initiator::InitiatorHandoff`].)
 //!
 //! Everything moves: the SPIs, the suite and every SK_* key, both message-ID counters,
 //! the retransmission cache of the last response, the CHILD SAs' SPIs and times, the
