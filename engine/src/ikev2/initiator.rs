@@ -345,6 +345,8 @@ pub struct IkeInitiator {
     children: Vec<Child>,
     next_our_id: u32,
     next_peer_id: u32,
+    /// After a handoff: see [`crate::ikev2::responder::HANDOFF_ID_SLACK`].
+    id_slack: u32,
     last_response: Option<(u32, Vec<Vec<u8>>)>,
     request_reassembly: Reassembly,
     response_reassembly: Reassembly,
@@ -434,6 +436,7 @@ impl IkeInitiator {
             children: Vec::new(),
             next_our_id: 0,
             next_peer_id: 0,
+            id_slack: 0,
             last_response: None,
             request_reassembly: Reassembly::default(),
             response_reassembly: Reassembly::default(),
@@ -1345,7 +1348,8 @@ impl IkeInitiator {
             }
             return;
         }
-        if h.message_id != self.next_peer_id {
+        let ahead = h.message_id.wrapping_sub(self.next_peer_id);
+        if ahead != 0 && !(h.exchange == ExchangeType::INFORMATIONAL && ahead <= self.id_slack) {
             return;
         }
         let Some(sa) = &self.sa else {
@@ -1365,6 +1369,11 @@ impl IkeInitiator {
                 return;
             }
         };
+        // Past the expected ID after a handoff: only a liveness check.
+        if ahead != 0 && !message::inner(first_inner, &plaintext).is_ok_and(|p| p.is_empty()) {
+            return;
+        }
+        self.id_slack = 0;
         self.last_rx = now;
         self.next_peer_id = h.message_id.wrapping_add(1);
         let Ok(payloads) = message::inner(first_inner, &plaintext) else {

@@ -7,6 +7,7 @@ mod cookies;
 mod cores;
 mod dual_stack_site;
 mod handoff;
+mod handoff_ids;
 mod handoff_initiated;
 mod handoff_sites;
 mod ike_limits;

@@ -252,6 +252,7 @@ impl IkeInitiator {
                 .collect(),
             next_our_id: h.next_our_id,
             next_peer_id: h.next_peer_id,
+            id_slack: crate::ikev2::responder::HANDOFF_ID_SLACK,
             last_response: h.last_response,
             request_reassembly: Reassembly::default(),
             response_reassembly: Reassembly::default(),

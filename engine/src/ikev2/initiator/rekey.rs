@@ -240,6 +240,7 @@ impl IkeInitiator {
         self.ike_initiator = new.initiator;
         self.next_our_id = 0;
         self.next_peer_id = 0;
+        self.id_slack = 0;
         tracing::debug!(
             old = format_args!("{old_spi_i:016x}_{old_spi_r:016x}"),
             new = format_args!("{:016x}_{:016x}", new.spi_i, new.spi_r),

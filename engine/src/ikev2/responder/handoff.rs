@@ -32,6 +32,13 @@ use crate::wire::ikev2::TsPayload;
 /// it exports, so this guards against nothing but a bug, at no cost (2^64 IVs).
 pub const HANDOFF_IV_SKIP: u64 = 1 << 32;
 
+/// How many message IDs a peer's liveness check (an empty INFORMATIONAL request) may be
+/// ahead of the copied counter after a takeover: the previous process answered that many
+/// after its last copy (issue 17; a standby's copy is at most `ha.interval` old and peers
+/// check liveness every 10 s or more). Accepted once: the first authentic request sets
+/// the counter. Any other request past the counter is dropped as before.
+pub const HANDOFF_ID_SLACK: u32 = 16;
+
 /// An established IKE SA, exported. Holds keys: the driver writes it to a 0600 file.
 #[derive(Serialize, Deserialize)]
 pub struct ResponderHandoff {
@@ -230,6 +237,7 @@ impl IkeResponder {
             peer: h.peer,
             peer_nat_t: h.peer_nat_t,
             next_peer_id: h.next_peer_id,
+            id_slack: HANDOFF_ID_SLACK,
             last_response: h.last_response,
             reassembly: Reassembly::default(),
             pending: None,

@@ -394,6 +394,7 @@ impl InitWork {
             peer,
             peer_nat_t: nat_t,
             next_peer_id: 1,
+            id_slack: 0,
             last_response: Some((0, vec![response.clone()])),
             reassembly: Reassembly::default(),
             pending: None,

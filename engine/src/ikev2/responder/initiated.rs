@@ -455,6 +455,7 @@ impl IkeResponder {
         self.suite = new.suite;
         self.keys = new.keys;
         self.next_peer_id = 0;
+        self.id_slack = 0;
         self.next_our_id = 0;
         // A request of ours in flight on the old SA is abandoned; the new SA starts afresh.
         self.outstanding = None;

@@ -72,7 +72,7 @@ use crate::wire::ikev2::{
 };
 pub use auth_job::{AuthDone, AuthJob};
 pub use cookies::{COOKIE_LEN, COOKIE_MAX_USES, COOKIE_ROTATION, CookieJar};
-pub use handoff::{HANDOFF_IV_SKIP, ResponderHandoff};
+pub use handoff::{HANDOFF_ID_SLACK, HANDOFF_IV_SKIP, ResponderHandoff};
 pub use init::{InitStep, InitWork, prepare_init, respond_to_init};
 
 /// Gateway-wide IKEv2 settings.
@@ -396,6 +396,9 @@ pub struct IkeResponder {
     peer: SocketAddr,
     peer_nat_t: bool,
     next_peer_id: u32,
+    /// After a handoff: how far ahead of `next_peer_id` a liveness check may be (requests
+    /// the previous process answered after its copy); 0 once an authentic request arrived.
+    id_slack: u32,
     last_response: Option<(u32, Vec<Vec<u8>>)>,
     reassembly: Reassembly,
     pending: Option<PendingAuth>,
@@ -804,7 +807,8 @@ impl IkeResponder {
             }
             return;
         }
-        if h.message_id != self.next_peer_id {
+        let ahead = h.message_id.wrapping_sub(self.next_peer_id);
+        if ahead != 0 && !(h.exchange == ExchangeType::INFORMATIONAL && ahead <= self.id_slack) {
             return;
         }
         let (first_inner, plaintext) = match self.reassembly.open(&self.sk_in, &msg, raw) {
@@ -821,6 +825,12 @@ impl IkeResponder {
                 return;
             }
         };
+        // A request past the expected ID after a handoff: only a liveness check (no
+        // payloads) the previous process's last copy did not see; anything else waits.
+        if ahead != 0 && !message::inner(first_inner, &plaintext).is_ok_and(|p| p.is_empty()) {
+            return;
+        }
+        self.id_slack = 0;
         // Authentic: the peer may have moved (charon-cmd sends IKE_AUTH from a new port).
         self.peer = from;
         self.peer_nat_t = nat_t;
