@@ -149,6 +149,17 @@ fn bgp_over_a_route_based_site_connection_with_its_own_interface() -> Result<()>
     wait_ping(&lab.c.host, lab.a.host_addr, Duration::from_secs(15)).with_context(ctx)?;
     ensure!(a.is_running(), "gatehoused exited:\n{}", a.log_tail(30));
     eprintln!("A<->C pinging in {:.1} s", t0.elapsed().as_secs_f64());
+    // The learned prefix goes to remote-access clients that connect from now on.
+    a.wait_event(
+        "routes learned from sites changed: pushed to clients that connect from now on",
+        |e| e.line.contains(&c_lan),
+        Duration::from_secs(8),
+    )
+    .with_context(ctx)?;
+    eprintln!(
+        "A pushes {c_lan} to new clients from {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -192,17 +192,42 @@ impl GatewayCore {
         routes
     }
 
-    /// Routes pushed to remote-access clients: the address space and every site's prefixes.
+    /// Routes pushed to remote-access clients: the address space, every site's prefixes and
+    /// the prefixes learned from sites by a routing daemon.
     pub(super) fn client_routes(&self) -> Vec<Ipv4Net> {
         let mut routes = self.cfg.address_space.clone();
-        for s in &self.cfg.sites {
-            for n in &s.remote_address_space {
-                if !routes.contains(n) {
-                    routes.push(*n);
-                }
+        let learned = self.learned_routes.iter();
+        for n in self
+            .cfg
+            .sites
+            .iter()
+            .flat_map(|s| s.remote_address_space.iter())
+            .chain(learned)
+        {
+            if !routes.contains(n) {
+                routes.push(*n);
             }
         }
         routes
+    }
+
+    /// The prefixes a routing daemon learned from sites with their own interface (BGP, read
+    /// from the kernel by the driver): clients that connect from now on get them pushed
+    /// beside `address_space` and the static site prefixes (connected clients keep what they
+    /// got). Prefixes inside the gateway's own networks are left out.
+    pub fn set_learned_routes(&mut self, routes: Vec<Ipv4Net>) {
+        let ours = |n: &Ipv4Net| {
+            self.cfg.client_pool.contains(n)
+                || n.contains(&self.cfg.client_pool)
+                || self.cfg.address_space.iter().any(|a| a.contains(n))
+        };
+        let mut kept: Vec<Ipv4Net> = routes
+            .into_iter()
+            .filter(|n| n.prefix_len() > 0 && !ours(n))
+            .collect();
+        kept.sort();
+        kept.dedup();
+        self.learned_routes = kept;
     }
 
     pub(super) fn handle_tunnel_event(&mut self, now: Instant, id: TunnelId, ev: TunnelEvent) {

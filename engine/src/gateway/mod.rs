@@ -384,6 +384,9 @@ pub struct GatewayCore {
     /// Whether connections with `initiate` start SAs (an HA standby's do not until it takes
     /// over: [`GatewayCore::set_site_initiation`]).
     initiating: bool,
+    /// Prefixes a routing daemon learned from sites (BGP), pushed to new remote-access
+    /// clients beside the static ones ([`GatewayCore::set_learned_routes`]).
+    learned_routes: Vec<Ipv4Net>,
     /// ESP SAs: inbound by our SPI (owner-checked), outbound by tunnel.
     esp: EspTable<TunnelId>,
     /// The sites this worker holds (those whose peer address steers here).
@@ -471,6 +474,7 @@ impl GatewayCore {
             init_jobs: HashMap::new(),
             by_local_spi: HashMap::new(),
             initiating: true,
+            learned_routes: Vec::new(),
             esp: EspTable::new(),
             sites,
             deadlines: Deadlines::new(),

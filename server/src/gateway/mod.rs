@@ -31,6 +31,7 @@ mod handle;
 mod handoff;
 mod handshakes;
 mod interfaces;
+mod learned;
 mod listen;
 mod reresolve;
 mod tcp;
@@ -625,6 +626,18 @@ impl Gateway {
                 handle.control.clone(),
             );
             tokio::spawn(task.run());
+        }
+        // Prefixes a routing daemon learned through the connections' own interfaces go to
+        // new clients too.
+        let own_ifaces: Vec<String> = self
+            .cfg
+            .connections(&self.config_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| Some(c.interface?.name))
+            .collect();
+        if !own_ifaces.is_empty() {
+            tokio::spawn(learned::watch(own_ifaces, self.inboxes.clone()));
         }
         let admin =
             crate::admin::start(&self.cfg, &self.config_dir, &self.pki, handle.clone()).await?;

@@ -94,6 +94,8 @@ pub(super) enum Msg {
     Handoff(oneshot::Sender<(gatehouse_engine::gateway::CoreHandoff, usize)>),
     /// Answer a copy of the core's movable tunnels for the standby (`ha.rs`), serving on.
     Snapshot(oneshot::Sender<gatehouse_engine::gateway::CoreHandoff>),
+    /// Prefixes learned from sites by a routing daemon, for new clients (`learned.rs`).
+    LearnedRoutes(Vec<ipnet::Ipv4Net>),
     /// Start (or stop starting) SAs for `initiate = true` connections: on when this node
     /// of an active-standby pair becomes the active one (`ha.rs`).
     SiteInitiation(bool),
@@ -584,6 +586,7 @@ impl Worker {
             Msg::Snapshot(reply) => {
                 let _ = reply.send(self.core.snapshot_for_standby(now));
             }
+            Msg::LearnedRoutes(routes) => self.core.set_learned_routes(routes),
             Msg::SiteInitiation(on) => {
                 self.core.set_site_initiation(on);
                 self.flush();

@@ -12,6 +12,7 @@ mod handoff_initiated;
 mod handoff_sites;
 mod ike_limits;
 mod ipv6;
+mod learned_routes;
 mod model;
 mod mss;
 mod pki;
