@@ -6,7 +6,7 @@
 //! Linux); running it on a Mac is not tested by CI, which has none.
 
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -25,9 +25,49 @@ fn route_args(change: &Change, add: bool) -> Option<Vec<String>> {
             "-interface".into(),
             dev.clone(),
         ]),
+        Change::Route6 { net, dev } => Some(vec![
+            "-n".into(),
+            verb.into(),
+            "-inet6".into(),
+            "-net".into(),
+            net.to_string(),
+            "-interface".into(),
+            dev.clone(),
+        ]),
+        // A reject route: the sender gets "unreachable" at once, nothing leaves.
+        Change::Unreachable6 { net } => Some(vec![
+            "-n".into(),
+            verb.into(),
+            "-inet6".into(),
+            "-net".into(),
+            net.to_string(),
+            "::1".into(),
+            "-reject".into(),
+        ]),
         Change::HostRoute {
             preexisting: true, ..
+        }
+        | Change::HostRoute6 {
+            preexisting: true, ..
         } => None,
+        Change::HostRoute6 { dst, via, .. } => {
+            let mut args = vec![
+                "-n".into(),
+                verb.into(),
+                "-inet6".into(),
+                "-host".into(),
+                dst.to_string(),
+            ];
+            match via.as_slice() {
+                [k, gw] if k == "gateway" => args.push(gw.clone()),
+                [k, ifname] if k == "interface" => {
+                    args.push("-interface".into());
+                    args.push(ifname.clone());
+                }
+                _ => return None,
+            }
+            Some(args)
+        }
         Change::HostRoute { dst, via, .. } => {
             let mut args = vec!["-n".into(), verb.into(), "-host".into(), dst.to_string()];
             // `via` is what `route -n get` said: ["gateway", ADDR] or ["interface", IF].
@@ -112,8 +152,14 @@ fn current_path(dst: Ipv4Addr) -> Result<Vec<String>, NetError> {
     parse_route_get(&out).ok_or_else(|| NetError(format!("no route to {dst}:\n{out}")))
 }
 
+fn current_path6(dst: Ipv6Addr) -> Result<Vec<String>, NetError> {
+    let args = ["-n".into(), "get".into(), "-inet6".into(), dst.to_string()];
+    let out = run("route", &args, None)?;
+    parse_route_get(&out).ok_or_else(|| NetError(format!("no route to {dst}:\n{out}")))
+}
+
 pub(super) fn plan_changes(plan: &NetPlan, _dir: &Path) -> Result<Vec<Change>, NetError> {
-    link_changes(plan, current_path)
+    link_changes(plan, current_path, current_path6)
 }
 
 pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
@@ -245,6 +291,48 @@ mod tests {
             parse_route_get("route: writing to routing socket: not in table"),
             None
         );
+    }
+
+    #[test]
+    fn a_full_tunnel_takes_ipv6_into_the_tunnel_or_rejects_it() {
+        let mut plan = NetPlan {
+            tun: "utun4".into(),
+            routes: Vec::new(),
+            redirect_gateway: true,
+            ipv6_default: crate::routing::Ipv6Default::Blocked,
+            server: "2001:db8::7".parse().unwrap(),
+            tunnel_gateway: "10.8.0.1".parse().unwrap(),
+            dns: Vec::new(),
+            dns_domains: Vec::new(),
+        };
+        let path6 = |_| Ok(vec!["gateway".to_string(), "fe80::1%en0".to_string()]);
+        let shown = |plan: &NetPlan| -> Vec<String> {
+            super::super::ipv6_full_changes(plan, path6)
+                .unwrap()
+                .iter()
+                .filter_map(|c| route_args(c, true))
+                .map(|a| a.join(" "))
+                .collect()
+        };
+        assert_eq!(
+            shown(&plan),
+            [
+                "-n add -inet6 -host 2001:db8::7 fe80::1%en0",
+                "-n add -inet6 -net ::/1 ::1 -reject",
+                "-n add -inet6 -net 8000::/1 ::1 -reject",
+            ]
+        );
+        plan.ipv6_default = crate::routing::Ipv6Default::Tunnel;
+        plan.server = "203.0.113.7".parse().unwrap();
+        assert_eq!(
+            shown(&plan),
+            [
+                "-n add -inet6 -net ::/1 -interface utun4",
+                "-n add -inet6 -net 8000::/1 -interface utun4",
+            ]
+        );
+        plan.ipv6_default = crate::routing::Ipv6Default::Untouched;
+        assert!(shown(&plan).is_empty());
     }
 
     #[test]

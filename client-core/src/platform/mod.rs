@@ -52,8 +52,8 @@ pub struct NetPlan {
     pub routes: Vec<Ipv4Net>,
     /// Route everything into the tunnel (full tunnel).
     pub redirect_gateway: bool,
-    /// What a full tunnel does to IPv6: into the tunnel, or unreachable (Linux; elsewhere
-    /// IPv6 is left alone and the log says so). The IPv6 prefixes themselves go with the
+    /// What a full tunnel does to IPv6: into the tunnel, or unreachable (Linux, and macOS and
+    /// Windows untested: see [`ipv6_full_changes`]). The IPv6 prefixes themselves go with the
     /// tunnel's IPv6 address ([`NetConfig::add_tun_ipv6`]).
     pub ipv6_default: Ipv6Default,
     /// The gateway's public address: kept on the old path when redirecting everything.
@@ -365,18 +365,15 @@ fn tunnel_routes(plan: &NetPlan) -> Vec<Ipv4Net> {
 
 /// `plan` as changes on a host whose DNS is set per link (macOS, Windows): for a full tunnel
 /// a host route keeping the gateway on `path_to(gateway)` (how the host reaches it now),
-/// [`tunnel_routes`] on the tunnel's device, and its DNS.
+/// [`tunnel_routes`] on the tunnel's device, the IPv6 halves into the tunnel or unreachable
+/// ([`ipv6_full_changes`]), and its DNS.
 #[cfg_attr(target_os = "linux", allow(dead_code))]
 fn link_changes(
     plan: &NetPlan,
     path_to: impl Fn(Ipv4Addr) -> Result<Vec<String>, NetError>,
+    path6_to: impl Fn(Ipv6Addr) -> Result<Vec<String>, NetError>,
 ) -> Result<Vec<Change>, NetError> {
-    let mut changes = Vec::new();
-    if plan.ipv6_default != Ipv6Default::Untouched {
-        tracing::warn!(
-            "IPv6 full tunnel is set up on Linux only so far: IPv6 stays on the local network"
-        );
-    }
+    let mut changes = ipv6_full_changes(plan, path6_to)?;
     if plan.redirect_gateway
         && let IpAddr::V4(server) = plan.server
     {
@@ -395,6 +392,37 @@ fn link_changes(
     if !plan.dns.is_empty() {
         changes.push(Change::Resolved {
             dev: plan.tun.clone(),
+        });
+    }
+    Ok(changes)
+}
+
+/// IPv6 in a full tunnel on macOS and Windows (Linux has its own, with `ip -6`): an IPv6
+/// gateway kept on its path (`path6_to`), then `::/1` and `8000::/1` into the tunnel when it
+/// carries IPv6, else unreachable, so no IPv6 packet leaves around the tunnel.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn ipv6_full_changes(
+    plan: &NetPlan,
+    path6_to: impl Fn(Ipv6Addr) -> Result<Vec<String>, NetError>,
+) -> Result<Vec<Change>, NetError> {
+    let mut changes = Vec::new();
+    if plan.ipv6_default == Ipv6Default::Untouched {
+        return Ok(changes);
+    }
+    if let IpAddr::V6(server) = plan.server {
+        changes.push(Change::HostRoute6 {
+            dst: server,
+            via: path6_to(server)?,
+            preexisting: false,
+        });
+    }
+    for net in ipv6_halves() {
+        changes.push(match plan.ipv6_default {
+            Ipv6Default::Tunnel => Change::Route6 {
+                net,
+                dev: plan.tun.clone(),
+            },
+            _ => Change::Unreachable6 { net },
         });
     }
     Ok(changes)

@@ -8,10 +8,10 @@
 
 #![allow(unsafe_code)]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use windows_sys::Win32::Foundation::{ERROR_NOT_FOUND, ERROR_OBJECT_ALREADY_EXISTS, NO_ERROR};
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     ConvertInterfaceAliasToLuid, ConvertInterfaceLuidToGuid, CreateIpForwardEntry2,
@@ -20,7 +20,9 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
     SetInterfaceDnsSettings,
 };
 use windows_sys::Win32::NetworkManagement::Ndis::NET_LUID_LH;
-use windows_sys::Win32::Networking::WinSock::{AF_INET, MIB_IPPROTO_NETMGMT, SOCKADDR_INET};
+use windows_sys::Win32::Networking::WinSock::{
+    AF_INET, AF_INET6, MIB_IPPROTO_NETMGMT, SOCKADDR_INET,
+};
 use windows_sys::core::GUID;
 
 use super::{Change, NetError, NetPlan, link_changes};
@@ -55,6 +57,72 @@ fn sockaddr_v4(addr: Ipv4Addr) -> SOCKADDR_INET {
     sa.Ipv4.sin_family = AF_INET;
     sa.Ipv4.sin_addr.S_un.S_addr = u32::from_ne_bytes(addr.octets());
     sa
+}
+
+fn sockaddr_v6(addr: Ipv6Addr) -> SOCKADDR_INET {
+    let mut sa = SOCKADDR_INET::default();
+    sa.Ipv6.sin6_family = AF_INET6;
+    sa.Ipv6.sin6_addr.u.Byte = addr.octets();
+    sa
+}
+
+fn v6_of(sa: &SOCKADDR_INET) -> Ipv6Addr {
+    Ipv6Addr::from(unsafe { sa.Ipv6.sin6_addr.u.Byte })
+}
+
+/// An IPv6 route to `net` on `luid` via `via` (`::`: on-link, the tunnel adapter).
+fn row6(luid: NET_LUID_LH, net: Ipv6Net, via: Ipv6Addr) -> MIB_IPFORWARD_ROW2 {
+    let mut r = MIB_IPFORWARD_ROW2::default();
+    unsafe { InitializeIpForwardEntry(&mut r) };
+    r.InterfaceLuid = luid;
+    r.DestinationPrefix.Prefix = sockaddr_v6(net.network());
+    r.DestinationPrefix.PrefixLength = net.prefix_len();
+    r.NextHop = sockaddr_v6(via);
+    r.Protocol = MIB_IPPROTO_NETMGMT;
+    r.Metric = 0;
+    r
+}
+
+fn current_path6(dst: Ipv6Addr) -> Result<Vec<String>, NetError> {
+    let to = sockaddr_v6(dst);
+    let mut best = MIB_IPFORWARD_ROW2::default();
+    let mut source = SOCKADDR_INET::default();
+    let rc = unsafe {
+        GetBestRoute2(
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            &to,
+            0,
+            &mut best,
+            &mut source,
+        )
+    };
+    if rc != NO_ERROR {
+        return Err(err(&format!("finding the route to {dst}"), rc));
+    }
+    let luid = unsafe { best.InterfaceLuid.Value };
+    Ok(vec![
+        "luid".into(),
+        luid.to_string(),
+        "via".into(),
+        v6_of(&best.NextHop).to_string(),
+    ])
+}
+
+fn host_row6(dst: Ipv6Addr, via: &[String]) -> Result<MIB_IPFORWARD_ROW2, NetError> {
+    let bad = || NetError(format!("unusable saved path to {dst}: {via:?}"));
+    let [k1, luid, k2, hop] = via else {
+        return Err(bad());
+    };
+    if k1 != "luid" || k2 != "via" {
+        return Err(bad());
+    }
+    let luid = NET_LUID_LH {
+        Value: luid.parse().map_err(|_| bad())?,
+    };
+    let hop: Ipv6Addr = hop.parse().map_err(|_| bad())?;
+    Ok(row6(luid, Ipv6Net::from(dst), hop))
 }
 
 fn v4_of(sa: &SOCKADDR_INET) -> Ipv4Addr {
@@ -173,7 +241,7 @@ fn set_dns(alias: &str, dns: &[IpAddr]) -> Result<(), NetError> {
 }
 
 pub(super) fn plan_changes(plan: &NetPlan, _dir: &Path) -> Result<Vec<Change>, NetError> {
-    link_changes(plan, current_path)
+    link_changes(plan, current_path, current_path6)
 }
 
 pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
@@ -187,8 +255,16 @@ pub(super) fn apply(change: &Change, plan: &NetPlan) -> Result<(), NetError> {
         } => Ok(()),
         Change::HostRoute { dst, via, .. } => add_route(&host_row(*dst, via)?, &dst.to_string()),
         Change::Resolved { dev } => set_dns(dev, &plan.dns),
-        // IPv6 full tunnel is Linux-only: never planned here.
-        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => Ok(()),
+        // Windows has no reject route: IPv6 the tunnel does not carry goes into the tunnel
+        // adapter too, where the client and the gateway drop it; nothing leaves around it.
+        Change::Route6 { net, .. } | Change::Unreachable6 { net } => add_route(
+            &row6(luid_of(&plan.tun)?, *net, Ipv6Addr::UNSPECIFIED),
+            &net.to_string(),
+        ),
+        Change::HostRoute6 {
+            preexisting: true, ..
+        } => Ok(()),
+        Change::HostRoute6 { dst, via, .. } => add_route(&host_row6(*dst, via)?, &dst.to_string()),
         Change::ResolvConf { .. } => Err(NetError(
             "resolv.conf is not how Windows takes DNS settings".into(),
         )),
@@ -217,7 +293,21 @@ pub(super) fn undo(change: &Change) -> Result<(), NetError> {
             Ok(())
         }
         Change::ResolvConf { .. } => Ok(()),
-        Change::Route6 { .. } | Change::Unreachable6 { .. } | Change::HostRoute6 { .. } => Ok(()),
+        Change::Route6 { net, dev } => {
+            if let Ok(luid) = luid_of(dev) {
+                delete_route(&row6(luid, *net, Ipv6Addr::UNSPECIFIED));
+            }
+            Ok(())
+        }
+        // Gone with the adapter (its routes go with it).
+        Change::Unreachable6 { .. } => Ok(()),
+        Change::HostRoute6 {
+            preexisting: true, ..
+        } => Ok(()),
+        Change::HostRoute6 { dst, via, .. } => {
+            delete_route(&host_row6(*dst, via)?);
+            Ok(())
+        }
     }
 }
 
