@@ -78,8 +78,15 @@ pub struct Profile {
     pub client_routing: ClientRouting,
 }
 
-/// What a gateway lets its clients choose about routes (`client_routing` in gateway.toml).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What a gateway lets its clients choose about routes (`client_routing` in gateway.toml,
+/// carried by the exported Gatehouse profile; the gateway's config and the client use this
+/// same type).
+///
+/// The default is `user`: what a stock OpenVPN server allows too (its clients may drop
+/// pushed routes with `pull-filter`/`route-nopull` and add their own), so `fixed` is a
+/// policy an administrator opts into, not a default that would surprise users of existing
+/// profiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientRouting {
     /// Users may choose full or split tunnel and add routes (the default, as a stock
@@ -91,8 +98,17 @@ pub enum ClientRouting {
 }
 
 impl ClientRouting {
-    fn is_user(&self) -> bool {
+    /// Whether users may choose (serde skips writing the default).
+    pub fn is_user(&self) -> bool {
         *self == ClientRouting::User
+    }
+
+    /// The name in `gateway.toml` and profiles.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientRouting::User => "user",
+            ClientRouting::Fixed => "fixed",
+        }
     }
 }
 

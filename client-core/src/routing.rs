@@ -59,26 +59,7 @@ impl FromStr for Routing {
 
 /// What the gateway lets its clients choose (`client_routing` in its `gateway.toml`,
 /// carried by the exported Gatehouse profile).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientRouting {
-    /// The user may choose full or split tunnel and add routes - what a stock OpenVPN
-    /// client may always do (`pull-filter`, `route-nopull`, its own `route` lines).
-    #[default]
-    User,
-    /// The routes are the gateway's: the client refuses any other choice.
-    Fixed,
-}
-
-impl ClientRouting {
-    /// The name in `gateway.toml` and profiles.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientRouting::User => "user",
-            ClientRouting::Fixed => "fixed",
-        }
-    }
-}
+pub use gatehouse_certs::profile::ClientRouting;
 
 /// What the gateway pushed, as far as routing goes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

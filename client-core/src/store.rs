@@ -427,10 +427,7 @@ pub(crate) fn parse_any(
                 peer_fingerprints: Vec::new(),
                 tls_version_min: None,
                 tls_version_max: None,
-                client_routing: match p.client_routing {
-                    gatehouse_certs::profile::ClientRouting::User => ClientRouting::User,
-                    gatehouse_certs::profile::ClientRouting::Fixed => ClientRouting::Fixed,
-                },
+                client_routing: p.client_routing,
                 routing: Routing::Gateway,
                 extra_routes: Vec::new(),
                 auto_connect: AutoConnect::Off,

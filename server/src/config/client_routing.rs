@@ -5,29 +5,8 @@
 //! profile `gatehouse-certs export --format gatehouse` writes (it reads this gateway.toml),
 //! and the client then refuses a full/split choice or extra routes the gateway forbids.
 
-use serde::{Deserialize, Serialize};
-
-/// `client_routing = "user" | "fixed"`.
-///
-/// The default is `user`: what a stock OpenVPN server allows too (its clients may drop
-/// pushed routes with `pull-filter`/`route-nopull` and add their own), so `fixed` is a
-/// policy an administrator opts into - e.g. "all traffic through the gateway" with
-/// `full_tunnel = true` - not a default that would surprise users of existing profiles.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientRouting {
-    /// Users may choose full or split tunnel and add routes.
-    #[default]
-    User,
-    /// Clients use the gateway's routes only.
-    Fixed,
-}
-
-impl ClientRouting {
-    pub(super) fn is_user(&self) -> bool {
-        *self == ClientRouting::User
-    }
-}
+/// `client_routing = "user" | "fixed"` (the type the exported profile carries).
+pub use gatehouse_certs::profile::ClientRouting;
 
 #[cfg(test)]
 mod tests {
