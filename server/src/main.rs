@@ -266,6 +266,23 @@ fn real_main(cli: Cli) -> Result<()> {
                     gatehouse_server::gateway::wireguard::listen_addr(&cfg)
                 );
             }
+            if cfg.ha.enabled {
+                let h = &cfg.ha;
+                let what = if h.active_active() {
+                    format!("active-active, pool blocks /{}", h.pool_block)
+                } else {
+                    format!(
+                        "active-standby, role {}, copies every {}; site connections start on the active node only",
+                        h.role, h.interval
+                    )
+                };
+                println!(
+                    "ha: {what}, node {}, cluster {}, etcd {}",
+                    h.node_name(),
+                    h.cluster,
+                    h.etcd.join(" ")
+                );
+            }
             println!("{}: OK", config.display());
             Ok(())
         }
