@@ -11,18 +11,24 @@
 //! - Revocation: a revoked certificate is refused over QUIC with the reason ("revoked"), and
 //!   the client does not try again; revoking the certificate of an open QUIC session ends it
 //!   (application close 0x1) for good as well.
+//! - IPv6 inside QUIC (in the revocation test, before the revocation): with `client_pool_v6`
+//!   and `address_space_v6`, the client's TUN device gets an address of the IPv6 pool (the
+//!   one the gateway logs as `address6`) and it pings the LAN host's IPv6 address through the
+//!   tunnel.
 //!
-//! Tags `qr`, `qf`, `qv`, `qg`; subnet indexes 216, 217, 218, 219. The client edits only a scratch
+//! Tags `qr`, `qf`, `qv`, `qg`; subnet indexes 216, 217, 218, 219 (`qg`'s IPv6 LAN
+//! `fd00:6a7e:db:251::/64`, pool `fd00:6a7e:db:8::/64`). The client edits only a scratch
 //! resolv.conf in the test's folder.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::GatewaySetup;
 use gatehouse_tests::client::{CliOutput, ClientHome, ClientService, ClientStatus, DEFAULT_TUN};
-use gatehouse_tests::gatehoused::{CONNECTED, Gatehoused, REFUSED, certs_cli, tun_ipv4};
+use gatehouse_tests::gatehoused::{CONNECTED, Gatehoused, REFUSED, certs_cli, toml_str, tun_ipv4};
+use gatehouse_tests::ipv6::{lan_ipv6, ping6, wait_ping6};
 use gatehouse_tests::net::wait_ping;
 
 /// What the scratch resolv.conf holds before the client touches it.
@@ -53,7 +59,7 @@ impl std::ops::Deref for Setup {
 
 impl Setup {
     fn new(tag: &str, subnet_index: u8, client_env: &[(&str, &str)]) -> Result<Setup> {
-        let base = GatewaySetup::new(tag, subnet_index, 1, &["ip", "ping", "nft"])?;
+        let base = GatewaySetup::new(tag, subnet_index, 1, &["ip", "ping", "nft", "sysctl"])?;
         base.gw_dir.set("quic.enabled", "true")?;
         base.gw_dir.issue_client(NAME, &[])?;
         let mut client = ClientHome::new(&base.path("client"), RESOLV_BEFORE)?;
@@ -464,10 +470,34 @@ fn revoked_certificate_is_refused_over_quic_with_the_reason() -> Result<()> {
     Ok(())
 }
 
+/// The IPv6 client pool of the `qg` test, and its LAN (the gateway `::1`, the host `::10`).
+const QG_POOL_V6: &str = "fd00:6a7e:db:8::/64";
+const QG_LAN_V6: &str = "fd00:6a7e:db:251::/64";
+const QG_GW_LAN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6a7e, 0xdb, 0x251, 0, 0, 0, 1);
+const QG_LAN_HOST_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6a7e, 0xdb, 0x251, 0, 0, 0, 0x10);
+
+/// The global IPv6 addresses of `dev` in `ns`.
+fn global_ipv6(ns: &gatehouse_tests::Netns, dev: &str) -> Result<Vec<Ipv6Addr>> {
+    let out = ns.exec_ok("ip", ["-6", "-br", "addr", "show", "dev", dev])?;
+    Ok(out
+        .split_whitespace()
+        .filter_map(|w| w.split_once('/'))
+        .filter_map(|(a, _)| a.parse::<Ipv6Addr>().ok())
+        .filter(|a| a.segments()[0] & 0xffc0 != 0xfe80)
+        .collect())
+}
+
 #[test]
 fn revoking_an_open_quic_session_ends_it_for_good() -> Result<()> {
     let started = Instant::now();
     let s = Setup::new("qg", 219, &[])?;
+    // Dual stack: the QUIC session carries IPv6 too.
+    let v6_setup = Instant::now();
+    lan_ipv6(&s.base, QG_GW_LAN_V6, QG_LAN_HOST_V6)?;
+    let mut v6_time = v6_setup.elapsed();
+    s.gw_dir.set("client_pool_v6", &toml_str(QG_POOL_V6))?;
+    s.gw_dir
+        .set("address_space_v6", &format!("[{}]", toml_str(QG_LAN_V6)))?;
     let gw = s.start_gateway()?;
     let svc = s.start_service()?;
     let ctx = || logs(&gw, &svc);
@@ -476,6 +506,27 @@ fn revoking_an_open_quic_session_ends_it_for_good() -> Result<()> {
     ensure!(out.success(), "{out}\n{}", ctx());
     s.check_connected(&s.status()?, "quic", &ctx())?;
     wait_ping(s.ns(), s.topo.lan_host, Duration::from_secs(10)).with_context(ctx)?;
+
+    // IPv6: an address of the pool on the TUN device, the one the gateway logged, and the
+    // LAN host's IPv6 address answers through the tunnel.
+    let v6_checks = Instant::now();
+    let mine = global_ipv6(s.ns(), DEFAULT_TUN)?
+        .into_iter()
+        .find(|a| a.segments()[..4] == [0xfd00, 0x6a7e, 0xdb, 8])
+        .with_context(|| format!("{DEFAULT_TUN} has no address of {QG_POOL_V6}\n{}", ctx()))?;
+    let event = gw.wait_connected(NAME, Duration::from_secs(5))?;
+    ensure!(
+        event.field("address6") == Some(mine.to_string().as_str()),
+        "gatehoused logged address6 {:?}, {DEFAULT_TUN} has {mine}: {}",
+        event.field("address6"),
+        event.line
+    );
+    wait_ping6(s.ns(), QG_LAN_HOST_V6, Duration::from_secs(5)).with_context(ctx)?;
+    let (sent, got) = ping6(s.ns(), QG_LAN_HOST_V6, 3, None)?;
+    eprintln!("{DEFAULT_TUN} {mine}: IPv6 ping {QG_LAN_HOST_V6}: {got}/{sent} replies");
+    ensure!(got >= 2, "IPv6 pings lost: {got}/{sent}\n{}", ctx());
+    v6_time += v6_checks.elapsed();
+    eprintln!("IPv6 setup and checks took {:.1} s", v6_time.as_secs_f64());
 
     // The gateway polls the CRL every ~2 s and closes the session with code 0x1.
     s.gw_dir.revoke(NAME)?;

@@ -18,7 +18,7 @@ use super::path::PathWatch;
 use super::{
     Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, credentials,
 };
-use crate::platform::{NetConfig, NetPlan};
+use crate::platform::NetConfig;
 use crate::profile::{ProtocolKind, StoredProfile};
 use crate::routing::{Pushed, RoutePlan};
 use crate::status::{ConnectionState, Counters};
@@ -324,16 +324,14 @@ fn bring_up(
         ..Pushed::default()
     };
     let routes = super::routes::plan(profile, pushed)?;
-    let plan = NetPlan {
-        tun: options.tun_name.clone(),
-        routes: routes.routes.clone(),
-        redirect_gateway: routes.full,
-        ipv6_default: routes.ipv6_default,
-        server: server.ip(),
-        tunnel_gateway: address,
-        dns: dns.to_vec(),
-        dns_domains: dns_domains.to_vec(),
-    };
+    let plan = super::routes::net_plan(
+        &options.tun_name,
+        &routes,
+        server.ip(),
+        address,
+        dns,
+        dns_domains,
+    );
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
     Ok((dev, routes))

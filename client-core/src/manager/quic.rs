@@ -12,13 +12,14 @@
 //! the gateway learns the new path even when the tunnel is idle. None of this is a
 //! reconnect; the state stays Connected.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse_engine::openvpn::tls::client_config;
+use gatehouse_engine::pool6::Ipv6Assignment;
 use gatehouse_engine::wire::capsule::{Capsule, CapsuleDecoder};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{
     ConnectionError, Endpoint, EndpointConfig, IdleTimeout, SendDatagramError, TransportConfig,
@@ -73,8 +74,14 @@ pub(crate) mod close {
 pub(crate) struct TunnelConfig {
     /// Our address inside the tunnel.
     pub(crate) address: Option<Ipv4Addr>,
+    /// Our IPv6 address inside the tunnel and its prefix length, when the gateway has an
+    /// IPv6 pool.
+    pub(crate) address6: Option<(Ipv6Addr, u8)>,
     /// Prefixes routed into the tunnel (split tunnel).
     pub(crate) routes: Vec<Ipv4Net>,
+    /// IPv6 prefixes routed into the tunnel (a full range `::`-`ffff:..` is not one: with an
+    /// IPv6 address, a full tunnel carries all IPv6, as [`crate::routing::plan`] decides).
+    pub(crate) routes_v6: Vec<Ipv6Net>,
     /// Everything goes into the tunnel (a 0.0.0.0-255.255.255.255 range).
     pub(crate) full: bool,
     /// DNS servers.
@@ -109,20 +116,34 @@ impl ConfigReader {
                         IpAddr::V4(v4) => Some(v4),
                         IpAddr::V6(_) => None,
                     });
+                    self.pending.address6 = list.iter().find_map(|a| match a.address {
+                        IpAddr::V6(v6) => Some((v6, a.prefix_len)),
+                        IpAddr::V4(_) => None,
+                    });
                 }
                 Capsule::RouteAdvertisement(ranges) => {
                     self.pending.routes.clear();
+                    self.pending.routes_v6.clear();
                     self.pending.full = false;
                     for r in ranges {
                         // Routes cannot select a protocol; such a range is not ours to route.
-                        let (IpAddr::V4(start), IpAddr::V4(end), 0) = (r.start, r.end, r.protocol)
-                        else {
+                        if r.protocol != 0 {
                             continue;
-                        };
-                        if start == Ipv4Addr::UNSPECIFIED && end == Ipv4Addr::BROADCAST {
-                            self.pending.full = true;
-                        } else {
-                            self.pending.routes.extend(range_to_nets(start, end));
+                        }
+                        match (r.start, r.end) {
+                            (IpAddr::V4(start), IpAddr::V4(end)) => {
+                                if start == Ipv4Addr::UNSPECIFIED && end == Ipv4Addr::BROADCAST {
+                                    self.pending.full = true;
+                                } else {
+                                    self.pending.routes.extend(range_to_nets(start, end));
+                                }
+                            }
+                            (IpAddr::V6(start), IpAddr::V6(end)) => {
+                                // All of IPv6 comes as ::/0, which the route plan leaves to
+                                // the full tunnel.
+                                self.pending.routes_v6.extend(range_to_nets6(start, end));
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -147,25 +168,50 @@ impl ConfigReader {
 
 /// The fewest prefixes covering `start..=end`.
 pub(crate) fn range_to_nets(start: Ipv4Addr, end: Ipv4Addr) -> Vec<Ipv4Net> {
-    let (mut lo, hi) = (u64::from(u32::from(start)), u64::from(u32::from(end)));
-    let mut nets = Vec::new();
-    while lo <= hi {
-        // The largest block aligned at `lo` that stays inside the range.
-        let mut size = if lo == 0 {
-            1u64 << 32
+    blocks(u32::from(start).into(), u32::from(end).into(), 32)
+        .filter_map(|(lo, len)| Ipv4Net::new(Ipv4Addr::from(lo as u32), len).ok())
+        .collect()
+}
+
+/// The fewest IPv6 prefixes covering `start..=end`.
+pub(crate) fn range_to_nets6(start: Ipv6Addr, end: Ipv6Addr) -> Vec<Ipv6Net> {
+    blocks(start.into(), end.into(), 128)
+        .filter_map(|(lo, len)| Ipv6Net::new(Ipv6Addr::from(lo), len).ok())
+        .collect()
+}
+
+/// The aligned blocks (start, prefix length) covering `lo..=hi` in a `bits`-bit space,
+/// largest first at each step.
+fn blocks(mut lo: u128, hi: u128, bits: u32) -> impl Iterator<Item = (u128, u8)> {
+    let mut done = lo > hi;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        // The largest block aligned at `lo` that stays inside the range (2^k addresses).
+        let mut k = if lo == 0 {
+            bits
         } else {
-            1 << lo.trailing_zeros()
+            lo.trailing_zeros().min(bits)
         };
-        while lo + size - 1 > hi {
-            size >>= 1;
+        let last = |k: u32| {
+            lo | if k >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << k) - 1
+            }
+        };
+        while k > 0 && last(k) > hi {
+            k -= 1;
         }
-        let prefix = 32 - size.trailing_zeros() as u8;
-        if let Ok(net) = Ipv4Net::new(Ipv4Addr::from(lo as u32), prefix) {
-            nets.push(net);
+        let block = (lo, (bits - k) as u8);
+        let end = last(k);
+        match end.checked_add(1) {
+            Some(next) if end < hi => lo = next,
+            _ => done = true,
         }
-        lo += size;
-    }
-    nets
+        Some(block)
+    })
 }
 
 /// How a QUIC attempt ends, before it is an [`Outcome`].
@@ -488,8 +534,12 @@ pub(crate) async fn run(
             return Outcome::Fatal(reason);
         }
     };
+    let address6 = current
+        .address6
+        .map(|(a, _)| format!(", IPv6 {a}"))
+        .unwrap_or_default();
     log.info(format!(
-        "{}: connected to {gateway} over quic; address {address}, {}, DNS {:?}, MTU {}",
+        "{}: connected to {gateway} over quic; address {address}{address6}, {}, DNS {:?}, MTU {}",
         profile.name,
         super::routes::describe(&routes),
         current.dns,
@@ -565,12 +615,15 @@ pub(crate) async fn run(
                     Ok(c) => c,
                     Err(end) => return end.outcome(),
                 };
-                if next.address != current.address {
+                if next.address != current.address || next.address6 != current.address6 {
                     link.close(close::NORMAL, "address changed").await;
                     return Outcome::Lost("the gateway assigned a new address".into());
                 }
                 net.undo();
-                let applied = plan(options, &next, profile, addr.ip(), address).and_then(|(p, routes)| {
+                // IPv6 routes live on the TUN device, outside the journal: new ones are
+                // added, ones the gateway no longer advertises stay until the tunnel ends
+                // (the gateway drops what it no longer routes).
+                let applied = plan(options, &next, profile, addr.ip(), address, net).and_then(|(p, routes)| {
                     net.apply(&p).map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
                     Ok(routes)
                 });
@@ -659,30 +712,34 @@ fn stopped(cmd: Option<Command>) -> Outcome {
     }
 }
 
+/// The routes for `cfg` and what the host needs for them. With an IPv6 address from the
+/// gateway, the TUN device gets it (and the IPv6 prefixes the plan keeps) first.
 fn plan(
     options: &ManagerOptions,
     cfg: &TunnelConfig,
     profile: &StoredProfile,
     server: IpAddr,
     address: Ipv4Addr,
+    net: &mut NetConfig,
 ) -> Result<(NetPlan, RoutePlan), String> {
-    // QUIC tunnels carry IPv4 only so far.
     let pushed = Pushed {
         routes: cfg.routes.clone(),
+        routes_v6: cfg.routes_v6.clone(),
         full: cfg.full,
-        ..Pushed::default()
+        ipv6: false,
     };
-    let routes = super::routes::plan(profile, pushed)?;
-    let plan = NetPlan {
-        tun: options.tun_name.clone(),
-        routes: routes.routes.clone(),
-        redirect_gateway: routes.full,
-        ipv6_default: routes.ipv6_default,
-        server,
-        tunnel_gateway: address,
-        dns: cfg.dns.clone(),
-        dns_domains: Vec::new(),
-    };
+    // The capsules name no IPv6 gateway: every IPv6 route is a device route.
+    let v6 = cfg.address6.and_then(|(a, len)| {
+        Some(Ipv6Assignment {
+            address: a,
+            subnet: Ipv6Net::new(a, len).ok()?,
+            gateway: a,
+            routes: cfg.routes_v6.clone(),
+        })
+    });
+    let tun = &options.tun_name;
+    let routes = super::routes::plan_dual_stack(profile, net, tun, pushed, v6.as_ref())?;
+    let plan = super::routes::net_plan(tun, &routes, server, address, &cfg.dns, &[]);
     Ok((plan, routes))
 }
 
@@ -697,7 +754,7 @@ fn bring_up(
         .address
         .ok_or_else(|| "the gateway assigned no virtual address".to_owned())?;
     let dev = Tun::create(&options.tun_name, address, 32, cfg.mtu)?;
-    let (plan, routes) = plan(options, cfg, profile, server, address)?;
+    let (plan, routes) = plan(options, cfg, profile, server, address, net)?;
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
     Ok((dev, routes))
@@ -735,21 +792,68 @@ mod tests {
             nets("255.255.255.255", "255.255.255.255"),
             ["255.255.255.255/32"]
         );
+        assert!(range_to_nets(v4("10.0.0.2"), v4("10.0.0.1")).is_empty());
+    }
+
+    #[test]
+    fn ipv6_ranges_become_prefixes() {
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let nets = |a, b| {
+            range_to_nets6(v6(a), v6(b))
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            nets("fd00:6a7e:1::", "fd00:6a7e:1:0:ffff:ffff:ffff:ffff"),
+            ["fd00:6a7e:1::/64"]
+        );
+        assert_eq!(
+            nets("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            ["::/0"]
+        );
+        assert_eq!(
+            nets(
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+            ),
+            ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"]
+        );
+        assert_eq!(
+            nets("fd00::1", "fd00::6"),
+            ["fd00::1/128", "fd00::2/127", "fd00::4/127", "fd00::6/128"]
+        );
+        assert_eq!(
+            nets("8000::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            ["8000::/1"]
+        );
     }
 
     #[test]
     fn a_configuration_completes_on_ready_only() {
         let mut bytes = Vec::new();
-        Capsule::AddressAssign(vec![AssignedAddress {
-            request_id: 0,
-            address: IpAddr::V4(Ipv4Addr::new(10, 8, 0, 6)),
-            prefix_len: 32,
-        }])
+        Capsule::AddressAssign(vec![
+            AssignedAddress {
+                request_id: 0,
+                address: IpAddr::V4(Ipv4Addr::new(10, 8, 0, 6)),
+                prefix_len: 32,
+            },
+            AssignedAddress {
+                request_id: 0,
+                address: IpAddr::V6("fd00:6a7e:1::6".parse().unwrap()),
+                prefix_len: 128,
+            },
+        ])
         .encode(&mut bytes);
         Capsule::RouteAdvertisement(vec![
             IpRange {
                 start: IpAddr::V4(Ipv4Addr::new(192, 168, 10, 0)),
                 end: IpAddr::V4(Ipv4Addr::new(192, 168, 10, 255)),
+                protocol: 0,
+            },
+            IpRange {
+                start: IpAddr::V6("fd00:6a7e:1::".parse().unwrap()),
+                end: IpAddr::V6("fd00:6a7e:1:0:ffff:ffff:ffff:ffff".parse().unwrap()),
                 protocol: 0,
             },
             IpRange {
@@ -770,7 +874,9 @@ mod tests {
             r.push(&Capsule::Ready.to_bytes()).unwrap().unwrap(),
             TunnelConfig {
                 address: Some(Ipv4Addr::new(10, 8, 0, 6)),
+                address6: Some(("fd00:6a7e:1::6".parse().unwrap(), 128)),
                 routes: vec!["192.168.10.0/24".parse().unwrap()],
+                routes_v6: vec!["fd00:6a7e:1::/64".parse().unwrap()],
                 full: false,
                 dns: vec![IpAddr::V4(Ipv4Addr::new(10, 8, 0, 1))],
                 search: vec!["corp".into()],
@@ -779,16 +885,39 @@ mod tests {
         );
         // A full tunnel and an MTU in a later configuration.
         let mut again = Vec::new();
-        Capsule::RouteAdvertisement(vec![IpRange {
-            start: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            end: IpAddr::V4(Ipv4Addr::BROADCAST),
-            protocol: 0,
-        }])
+        Capsule::RouteAdvertisement(vec![
+            IpRange {
+                start: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                end: IpAddr::V4(Ipv4Addr::BROADCAST),
+                protocol: 0,
+            },
+            IpRange {
+                start: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                end: IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+                protocol: 0,
+            },
+        ])
         .encode(&mut again);
         Capsule::TunnelMtu(1350).encode(&mut again);
         Capsule::Ready.encode(&mut again);
         let cfg = r.push(&again).unwrap().unwrap();
         assert!(cfg.full && cfg.routes.is_empty());
+        // All of IPv6 is ::/0, which the route plan turns into the full tunnel's IPv6 half.
+        assert_eq!(cfg.routes_v6, vec!["::/0".parse::<Ipv6Net>().unwrap()]);
+        assert_eq!(
+            cfg.address6.map(|(a, _)| a.to_string()).as_deref(),
+            Some("fd00:6a7e:1::6")
+        );
+        // A configuration with no IPv6 address forgets the old one.
+        let mut v4_only = Vec::new();
+        Capsule::AddressAssign(vec![AssignedAddress {
+            request_id: 0,
+            address: IpAddr::V4(Ipv4Addr::new(10, 8, 0, 6)),
+            prefix_len: 32,
+        }])
+        .encode(&mut v4_only);
+        Capsule::Ready.encode(&mut v4_only);
+        assert_eq!(r.push(&v4_only).unwrap().unwrap().address6, None);
         assert_eq!(cfg.mtu, 1350);
         // Garbage ends the stream.
         assert!(r.push(&[0x01, 0x01, 0x09]).is_err());

@@ -14,7 +14,6 @@ use gatehouse_engine::openvpn::tls::client_config;
 use gatehouse_engine::openvpn::wrap::{
     ClientWrap, KeyDirection, StaticKey, TlsAuthDigest, TlsCryptV2ClientKey,
 };
-use gatehouse_engine::pool6::Ipv6Assignment;
 use gatehouse_engine::wire::openvpn::{Packet, TcpDeframer, tcp_frame};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,7 +27,7 @@ use super::{
     Command, ConnectRequest, Logger, ManagerOptions, OsEntropy, Outcome, StatusSink, Target,
     credentials,
 };
-use crate::platform::{NetConfig, NetPlan};
+use crate::platform::NetConfig;
 use crate::profile::{ProtocolKind, Source, StoredProfile, WrapKind};
 use crate::routing::{Pushed, RoutePlan};
 use crate::status::{ConnectionState, Counters};
@@ -546,7 +545,7 @@ fn bring_up(
 ) -> Result<(Tun, RoutePlan), String> {
     let prefix = ipnet::ipv4_mask_to_prefix(push.netmask).unwrap_or(32);
     let dev = Tun::create(&options.tun_name, push.address, prefix, push.tun_mtu)?;
-    let pushed = |ipv6: bool| Pushed {
+    let pushed = Pushed {
         routes: push.routes.clone(),
         routes_v6: push
             .ipv6
@@ -554,31 +553,23 @@ fn bring_up(
             .map(|v6| v6.routes.clone())
             .unwrap_or_default(),
         full: push.redirect_gateway,
-        ipv6,
+        ipv6: false,
     };
-    let mut routes = super::routes::plan(profile, pushed(push.ipv6.is_some()))?;
-    // IPv6 is a bonus: without it the tunnel still carries IPv4 (and a full tunnel blocks
-    // IPv6 instead of carrying it).
-    if let Some(v6) = &push.ipv6 {
-        let chosen = Ipv6Assignment {
-            routes: routes.routes_v6.clone(),
-            ..v6.clone()
-        };
-        if let Err(e) = net.add_tun_ipv6(&options.tun_name, &chosen) {
-            tracing::warn!(address = %v6.address, error = %e, "IPv6 inside the tunnel not configured; IPv4 only");
-            routes = super::routes::plan(profile, pushed(false))?;
-        }
-    }
-    let plan = NetPlan {
-        tun: options.tun_name.clone(),
-        routes: routes.routes.clone(),
-        redirect_gateway: routes.full,
-        ipv6_default: routes.ipv6_default,
+    let routes = super::routes::plan_dual_stack(
+        profile,
+        net,
+        &options.tun_name,
+        pushed,
+        push.ipv6.as_ref(),
+    )?;
+    let plan = super::routes::net_plan(
+        &options.tun_name,
+        &routes,
         server,
-        tunnel_gateway: push.gateway,
-        dns: push.dns.clone(),
-        dns_domains: push.dns_domains.clone(),
-    };
+        push.gateway,
+        &push.dns,
+        &push.dns_domains,
+    );
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
     Ok((dev, routes))

@@ -474,10 +474,12 @@ impl GatewayCore {
             }
         };
         self.router.insert(Ipv4Net::from(addr), id);
-        // IPv6 for OpenVPN clients (pushed) and IKEv2 clients that asked for it; WireGuard
-        // and QUIC clients stay IPv4.
+        // IPv6 for OpenVPN clients (pushed), QUIC clients (ADDRESS_ASSIGN) and IKEv2
+        // clients that asked for it; WireGuard peers are not admitted here (their IPv6
+        // address comes with their configured allowed IPs).
         let gets_v6 = match self.tunnels.get_mut(&id) {
             Some(Tunnel::OpenVpn(_)) => true,
+            Some(Tunnel::Quic(_)) => true,
             Some(Tunnel::Ike(t)) => t.sa.responder().is_some_and(|r| r.wants_ipv6()),
             _ => false,
         };
@@ -512,7 +514,7 @@ impl GatewayCore {
         let (dns, full) = (self.cfg.dns.clone(), self.cfg.full_tunnel);
         let dns_domains = self.cfg.dns_domains.clone();
         let capsules = matches!(self.tunnels.get(&id), Some(Tunnel::Quic(_)))
-            .then(|| self.quic_capsules(addr));
+            .then(|| self.quic_capsules(addr, addr6));
         let Some(t) = self.tunnels.get_mut(&id) else {
             return;
         };

@@ -8,12 +8,12 @@
 //! worker ([`crate::quic::cid`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use quinn_proto::ConnectionHandle;
 use tracing::{debug, info};
 
@@ -302,20 +302,27 @@ impl GatewayCore {
         }
     }
 
-    /// The capsules that configure a client at `addr` (docs/quic.md), ending with READY.
-    pub(super) fn quic_capsules(&self, addr: Ipv4Addr) -> Vec<u8> {
+    /// The capsules that configure a client at `addr` (and `addr6`, with an IPv6 pool;
+    /// docs/quic.md), ending with READY. The IPv6 ranges mirror what OpenVPN pushes
+    /// (`route-ipv6`, `redirect-gateway def1 ipv6`): the IPv6 pool and prefixes behind the
+    /// gateway, or all of IPv6 with a full tunnel.
+    pub(super) fn quic_capsules(&self, addr: Ipv4Addr, addr6: Option<Ipv6Addr>) -> Vec<u8> {
         let mtu = self
             .quic
             .as_ref()
             .map_or(crate::quic::config::DEFAULT_TUNNEL_MTU, |q| {
                 q.cfg.tunnel_mtu
             });
-        let routes: Vec<IpRange> = if self.cfg.full_tunnel {
-            vec![IpRange {
-                start: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                end: IpAddr::V4(Ipv4Addr::BROADCAST),
-                protocol: 0,
-            }]
+        let range = |start: IpAddr, end: IpAddr| IpRange {
+            start,
+            end,
+            protocol: 0,
+        };
+        let mut routes: Vec<IpRange> = if self.cfg.full_tunnel {
+            vec![range(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V4(Ipv4Addr::BROADCAST),
+            )]
         } else {
             let mut nets: Vec<Ipv4Net> = vec![self.cfg.client_pool.trunc()];
             for n in self.client_routes() {
@@ -324,13 +331,30 @@ impl GatewayCore {
                 }
             }
             nets.iter()
-                .map(|n| IpRange {
-                    start: IpAddr::V4(n.network()),
-                    end: IpAddr::V4(n.broadcast()),
-                    protocol: 0,
-                })
+                .map(|n| range(IpAddr::V4(n.network()), IpAddr::V4(n.broadcast())))
                 .collect()
         };
+        let pool6 = self.pool6().filter(|_| addr6.is_some());
+        if let Some(pool6) = pool6 {
+            if self.cfg.full_tunnel {
+                routes.push(range(
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                    IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+                ));
+            } else {
+                let mut nets: Vec<Ipv6Net> = vec![pool6.network()];
+                for n in self.client_routes_v6() {
+                    let n = n.trunc();
+                    if !nets.contains(&n) {
+                        nets.push(n);
+                    }
+                }
+                routes.extend(
+                    nets.iter()
+                        .map(|n| range(IpAddr::V6(n.network()), IpAddr::V6(n.broadcast()))),
+                );
+            }
+        }
         let servers = self
             .cfg
             .dns
@@ -340,13 +364,21 @@ impl GatewayCore {
                 IpAddr::V6(_) => None,
             })
             .collect();
+        let mut addresses = vec![AssignedAddress {
+            request_id: 0,
+            address: IpAddr::V4(addr),
+            prefix_len: 32,
+        }];
+        if let (Some(a), Some(_)) = (addr6, pool6) {
+            addresses.push(AssignedAddress {
+                request_id: 0,
+                address: IpAddr::V6(a),
+                prefix_len: 128,
+            });
+        }
         let mut out = Vec::with_capacity(128);
         for c in [
-            Capsule::AddressAssign(vec![AssignedAddress {
-                request_id: 0,
-                address: IpAddr::V4(addr),
-                prefix_len: 32,
-            }]),
+            Capsule::AddressAssign(addresses),
             Capsule::RouteAdvertisement(routes),
             Capsule::DnsConfig(DnsConfig {
                 servers,
@@ -363,16 +395,19 @@ impl GatewayCore {
     /// Sends every admitted QUIC client its configuration again (a reload changed routes or
     /// DNS).
     pub(super) fn quic_resend_config(&mut self) {
-        let ids: Vec<(TunnelId, Ipv4Addr)> = self
+        let ids: Vec<(TunnelId, Ipv4Addr, Option<Ipv6Addr>)> = self
             .tunnels
             .iter()
             .filter_map(|(id, t)| match t {
-                Tunnel::Quic(q) if q.session.is_ready() => Some((*id, q.common.address?)),
+                Tunnel::Quic(q) if q.session.is_ready() => {
+                    let v6 = self.router.routes_v6_of(*id).next().map(|n| n.addr());
+                    Some((*id, q.common.address?, v6))
+                }
                 _ => None,
             })
             .collect();
-        for (id, addr) in ids {
-            let caps = self.quic_capsules(addr);
+        for (id, addr, addr6) in ids {
+            let caps = self.quic_capsules(addr, addr6);
             if let Some(t) = self.quic_tunnel(id) {
                 t.session.reconfigure(&caps);
                 self.dirty.push(id);

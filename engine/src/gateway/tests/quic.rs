@@ -703,3 +703,235 @@ fn quic_clients_prove_their_address_when_the_gateway_is_busy() {
     assert!(w.clients[c].ready());
     assert_eq!(w.cores.only().quic_retries(), 1);
 }
+
+/// The IPv6 pool and the IPv6 prefix behind the gateway in the dual-stack QUIC tests.
+const POOL_V6: &str = "fd00:6a7e:51::/64";
+const LAN_V6: &str = "fd00:1::/64";
+
+impl QClient {
+    /// The IPv6 address of the last ADDRESS_ASSIGN, with its prefix length.
+    fn address6(&self) -> Option<(std::net::Ipv6Addr, u8)> {
+        self.capsules.iter().rev().find_map(|c| match c {
+            Capsule::AddressAssign(list) => Some(list.iter().find_map(|a| match a.address {
+                std::net::IpAddr::V6(v) => Some((v, a.prefix_len)),
+                _ => None,
+            })),
+            _ => None,
+        })?
+    }
+
+    /// The IPv6 ranges of the last ROUTE_ADVERTISEMENT.
+    fn routes6(&self) -> Vec<(std::net::IpAddr, std::net::IpAddr)> {
+        let last = self.capsules.iter().rev().find_map(|c| match c {
+            Capsule::RouteAdvertisement(r) => Some(r),
+            _ => None,
+        });
+        last.into_iter()
+            .flatten()
+            .filter(|r| r.start.is_ipv6() && r.protocol == 0)
+            .map(|r| (r.start, r.end))
+            .collect()
+    }
+}
+
+fn dual_stack_world(workers: usize, full_tunnel: bool) -> World {
+    World::with_cfg(workers, vec![], move |c| {
+        c.client_pool_v6 = Some(POOL_V6.parse().unwrap());
+        c.address_space_v6 = vec![LAN_V6.parse().unwrap()];
+        c.full_tunnel = full_tunnel;
+    })
+}
+
+#[test]
+fn quic_client_gets_ipv6_beside_ipv4_and_both_flow_both_ways() {
+    use super::ipv6::icmp6;
+    use crate::pool6::Ipv6Pool;
+    use std::net::{IpAddr, Ipv6Addr};
+
+    // Two workers: a TUN packet for the client's IPv6 address may land on the other one.
+    let mut w = dual_stack_world(2, false);
+    let (a, b) = (
+        w.add_client(20, "203.0.113.40:50000"),
+        w.add_client(21, "203.0.113.41:50000"),
+    );
+    w.run_for(Duration::from_millis(300));
+    assert!(
+        w.clients[a].ready() && w.clients[b].ready(),
+        "{:?}",
+        w.events
+    );
+    let pool6 = Ipv6Pool::new(POOL.parse().unwrap(), POOL_V6.parse().unwrap()).unwrap();
+    let lan_host6: Ipv6Addr = "fd00:1::7".parse().unwrap();
+
+    // ADDRESS_ASSIGN carries both addresses; the IPv6 one follows the IPv4 lease.
+    let addr = w.clients[a].address().unwrap();
+    let (addr6, len) = w.clients[a].address6().expect("an IPv6 address assigned");
+    assert_eq!((addr6, len), (pool6.address_of(addr), 128));
+    let other6 = w.clients[b].address6().unwrap().0;
+    assert_ne!(addr6, other6);
+    // ROUTE_ADVERTISEMENT: the IPv6 pool and the IPv6 address space, beside the IPv4 ones.
+    let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+    assert_eq!(
+        w.clients[a].routes6(),
+        vec![
+            (
+                v6("fd00:6a7e:51::"),
+                v6("fd00:6a7e:51::ffff:ffff:ffff:ffff")
+            ),
+            (v6("fd00:1::"), v6("fd00:1::ffff:ffff:ffff:ffff")),
+        ]
+    );
+    assert_eq!(
+        w.clients[a].capsules.len(),
+        5,
+        "{:?}",
+        w.clients[a].capsules
+    );
+
+    // Up, both families: unchanged to TUN.
+    let up4 = ipv4(addr, LAN_HOST, 1, 100);
+    let up6 = icmp6(addr6, lan_host6, 2);
+    w.clients[a].send(&up4);
+    w.clients[a].send(&up6);
+    w.settle();
+    assert_eq!(w.tun, vec![up4, up6]);
+
+    // Down, both families, whichever worker TUN hands them to.
+    for tag in 0..8u8 {
+        let down6 = icmp6(lan_host6, addr6, tag);
+        let dest = w
+            .down_from_tun(&down6)
+            .unwrap_or_else(|| panic!("IPv6 not routed: {}", w.cores.drops()));
+        assert_eq!(
+            dest,
+            Dest::Udp {
+                from: Listener::Quic,
+                to: w.clients[a].addr
+            }
+        );
+        assert_eq!(w.clients[a].received.last(), Some(&down6));
+    }
+    let down4 = ipv4(LAN_HOST, addr, 3, 500);
+    w.down_from_tun(&down4).expect("IPv4 routed");
+    assert_eq!(w.clients[a].received.last(), Some(&down4));
+    assert!(w.clients[b].received.is_empty());
+
+    // A source it was not given (the other client's, another of the pool, outside it):
+    // dropped and counted as spoofed, nothing reaches TUN.
+    w.tun.clear();
+    let spoofed = w.cores.drops().get(Drop::Spoofed);
+    for src in [
+        other6,
+        "fd00:6a7e:51::77".parse().unwrap(),
+        "2001:db8::1".parse().unwrap(),
+    ] {
+        w.clients[a].send(&icmp6(src, lan_host6, 9));
+    }
+    w.settle();
+    assert!(w.tun.is_empty(), "{:?}", w.tun);
+    assert_eq!(w.cores.drops().get(Drop::Spoofed), spoofed + 3);
+
+    // The session ends: its IPv6 address is released with its IPv4 one.
+    let now = w.now;
+    w.clients[a]
+        .conn
+        .close(now, quinn_proto::VarInt::from_u32(0), "bye".into());
+    w.run_for(Duration::from_secs(3));
+    assert!(
+        w.events
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { client, .. } if *client == client_name(20))),
+        "{:?}",
+        w.events
+    );
+    assert_eq!(w.cores.leased_count(), 1, "the other client's lease only");
+    let noroute = w.cores.drops().get(Drop::NoRoute);
+    assert!(
+        w.cores
+            .handle_tun_packet(w.now, &icmp6(lan_host6, addr6, 10))
+            .is_none()
+    );
+    assert_eq!(w.cores.drops().get(Drop::NoRoute), noroute + 1);
+    // The other client's IPv6 still routes.
+    let down6 = icmp6(lan_host6, other6, 11);
+    w.down_from_tun(&down6)
+        .expect("the other client keeps its IPv6");
+    assert_eq!(w.clients[b].received.last(), Some(&down6));
+
+    // Connecting again, the client gets the same pair of addresses back.
+    let c = w.add_client(20, "203.0.113.42:50000");
+    w.run_for(Duration::from_millis(300));
+    assert!(w.clients[c].ready());
+    assert_eq!(w.clients[c].address(), Some(addr));
+    assert_eq!(w.clients[c].address6(), Some((addr6, 128)));
+}
+
+#[test]
+fn quic_full_tunnel_advertises_all_of_ipv6_and_a_pool_less_gateway_none() {
+    use std::net::{IpAddr, Ipv6Addr};
+
+    let mut w = dual_stack_world(1, true);
+    let c = w.add_client(22, "203.0.113.43:50000");
+    w.run_for(Duration::from_millis(200));
+    assert!(w.clients[c].ready());
+    assert!(w.clients[c].address6().is_some());
+    assert_eq!(
+        w.clients[c].routes6(),
+        vec![(
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::from(u128::MAX))
+        )]
+    );
+
+    // Without `client_pool_v6`: IPv4 only, no IPv6 range, IPv6 from the client dropped as
+    // `ipv6` (not carried), not as spoofed.
+    let (mut w, c) = connected_world(1, 23, "203.0.113.44:50000");
+    assert_eq!(w.clients[c].address6(), None);
+    assert!(w.clients[c].routes6().is_empty());
+    w.clients[c].send(&super::ipv6::icmp6(
+        "fd00:6a7e:51::2".parse().unwrap(),
+        "fd00:1::7".parse().unwrap(),
+        1,
+    ));
+    w.settle();
+    assert!(w.tun.is_empty());
+    assert_eq!(w.cores.drops().get(Drop::Ipv6), 1);
+    assert_eq!(w.cores.drops().get(Drop::Spoofed), 0);
+}
+
+#[test]
+fn quic_reload_of_the_ipv6_address_space_advertises_the_new_ranges() {
+    use std::net::IpAddr;
+
+    let mut w = dual_stack_world(1, false);
+    let c = w.add_client(24, "203.0.113.45:50000");
+    w.run_for(Duration::from_millis(200));
+    let addr6 = w.clients[c].address6().unwrap();
+    let before = w.clients[c].capsules.len();
+    let start = w.start;
+    let n = w
+        .cores
+        .reconfigure(w.now, move || CoreConfig {
+            client_pool_v6: Some(POOL_V6.parse().unwrap()),
+            address_space_v6: vec!["fd00:2::/48".parse().unwrap()],
+            ..core_config(start)
+        })
+        .unwrap();
+    assert_eq!(n, 0, "nothing ended");
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(w.clients[c].capsules.len(), before + 5);
+    // The same IPv6 address again, and the new prefix instead of the old one.
+    assert_eq!(w.clients[c].address6(), Some(addr6));
+    let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+    assert_eq!(
+        w.clients[c].routes6(),
+        vec![
+            (
+                v6("fd00:6a7e:51::"),
+                v6("fd00:6a7e:51::ffff:ffff:ffff:ffff")
+            ),
+            (v6("fd00:2::"), v6("fd00:2:0:ffff:ffff:ffff:ffff:ffff")),
+        ]
+    );
+    assert!(w.clients[c].lost.is_none());
+}
