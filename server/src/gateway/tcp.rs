@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use gatehouse_engine::gateway::{Drop as DropReason, Drops};
 use gatehouse_engine::wire::openvpn::{WireError, tcp_complete_frames, tcp_frame};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -546,7 +546,7 @@ const READ_BUFFER: usize = 4 * READ_CHUNK;
 /// the worker every complete frame of a read at once (still framed, in the read buffer itself);
 /// asks the worker to check the handshake once its time is up; reports the end.
 async fn read_loop(
-    rd: OwnedReadHalf,
+    mut rd: OwnedReadHalf,
     conn: u64,
     events: mpsc::Sender<TcpEvent>,
     mut stop: oneshot::Receiver<Ended>,
@@ -567,12 +567,14 @@ async fn read_loop(
         // Room for a whole chunk: reuses the buffer once the worker dropped what it was given
         // (only the partial frame left over moves), or takes a new one while it holds it.
         buf.reserve(READ_CHUNK);
+        let mut room = (&mut buf).limit(READ_CHUNK);
         tokio::select! {
-            r = rd.readable() => {
-                if let Err(e) = r {
-                    break Ended::Error(format!("read error: {e}"));
-                }
-                match rd.try_read_buf(&mut (&mut buf).limit(READ_CHUNK)) {
+            // `read_buf` (cancel-safe) rather than `readable` and `try_read`: after a short
+            // read it knows the socket is drained and waits for the next wakeup, where
+            // `try_read` would read again to find nothing (a system call on every packet's
+            // way to TUN at low load).
+            r = rd.read_buf(&mut room) => {
+                match r {
                     Ok(0) => break Ended::ByClient,
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
