@@ -1,7 +1,7 @@
 //! Site-to-site and VNet-to-VNet tunnels end to end (issue 6), in a [`SiteLab`]: Gatehouse
 //! gateways A and B, strongSwan gateway C (kernel-libipsec), a host behind each, and a
 //! point-to-site client on the underlay. Each test has its own lab index (70..=78).
-//! The dual-stack site test also puts IPv6 on A's and C's LANs.
+//! The dual-stack tests also put IPv6 on the LANs (A and C; A and B with an own interface).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -584,6 +584,97 @@ fn strongswan_dual_stack_site_carries_ipv4_and_ipv6() -> Result<()> {
     }
     eprintln!(
         "dual-stack site test done in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A route-based connection with its own interface (the BGP path, docs/bgp.md) carries both
+/// families with static prefixes: Gatehouse A's connection to B has `interface` and lists
+/// B's IPv4 and IPv6 prefixes, which gatehoused routes into that interface; B is a plain
+/// dual-stack connection. Hosts ping across both ways over IPv4 and IPv6; a reload that swaps
+/// B's IPv6 prefix for another moves the route on the interface. Lab 76.
+#[test]
+fn an_own_interface_connection_carries_ipv4_and_ipv6() -> Result<()> {
+    require_root();
+    require_commands(&["ip", "ping"]);
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let lab = SiteLab::new("oi", 76)?;
+    let logs = dir.path();
+    let (a6, b6) = ("fd00:76:1::/64", "fd00:76:2::/64");
+    let a_host6 = site_lan_v6(&lab.a, "fd00:76:1")?;
+    let b_host6 = site_lan_v6(&lab.b, "fd00:76:2")?;
+    let psk = "own interface key 76: Vb5Nq9Xc3Lt7";
+    let iface = "ghoi-ab";
+    let gw_a = site_gateway_dir(&lab, SiteId::A, &logs.join("a"))?;
+    let gw_b = site_gateway_dir(&lab, SiteId::B, &logs.join("b"))?;
+    gw_a.set("address_space_v6", &format!("[\"{a6}\"]"))?;
+    gw_b.set("address_space_v6", &format!("[\"{b6}\"]"))?;
+    let mut ab = GhConnection::between(&lab, SiteId::A, SiteId::B, psk);
+    ab.remote_address_space_v6 = vec![b6.into()];
+    let mut ba = GhConnection::between(&lab, SiteId::B, SiteId::A, psk);
+    ba.remote_address_space_v6 = vec![a6.into()];
+    add_connections(&gw_a, &[ab])?;
+    add_connections(&gw_b, &[ba])?;
+    // The interface keys go into A's (last) [[connection]] table.
+    let mut text = gw_a.config_text()?;
+    text.push_str(&format!(
+        "interface = \"{iface}\"\ninterface_address = \"169.254.76.1/30\"\n"
+    ));
+    std::fs::write(gw_a.config_path(), text)?;
+    let a = start(&lab, SiteId::A, &gw_a, logs)?;
+    let b = start(&lab, SiteId::B, &gw_b, logs)?;
+    let ctx = || format!("A:\n{}\nB:\n{}", a.log_tail(30), b.log_tail(30));
+    wait_up(&a, "ab").with_context(ctx)?;
+    wait_up(&b, "ba").with_context(ctx)?;
+    // A routes B's prefixes of both families into the connection's interface.
+    for (family, prefix) in [
+        ("-4", lab.b.lan.network().to_string()),
+        ("-6", b6.to_owned()),
+    ] {
+        let route = lab
+            .a
+            .gw
+            .exec_ok("ip", [family, "route", "show", prefix.as_str()])?;
+        ensure!(
+            route.contains(&format!("dev {iface}")),
+            "A's route to {prefix} is not through {iface}: {route:?}"
+        );
+    }
+    for (from, to4, to6) in [
+        (&lab.a.host, lab.b.host_addr, b_host6),
+        (&lab.b.host, lab.a.host_addr, a_host6),
+    ] {
+        wait_ping(from, to4, Duration::from_secs(20)).with_context(ctx)?;
+        wait_ping6(from, to6, Duration::from_secs(20)).with_context(ctx)?;
+        let (sent, got) = ping6(from, to6, 5, None)?;
+        ensure!(got == sent, "IPv6 pings to {to6}: {got}/{sent}");
+    }
+    // A reload that swaps B's IPv6 prefix for another moves the routes on the interface.
+    let other6 = "fd00:76:9::/64";
+    let text = gw_a.config_text()?;
+    let swapped = text.replace(&format!("\"{b6}\""), &format!("\"{other6}\""));
+    ensure!(swapped != text, "no {b6} in A's configuration:\n{text}");
+    std::fs::write(gw_a.config_path(), swapped)?;
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &a.pid().to_string()])
+        .status();
+    a.wait_event(
+        "SIGHUP: configuration reloaded",
+        |_| true,
+        Duration::from_secs(10),
+    )
+    .with_context(ctx)?;
+    let old_route = lab.a.gw.exec_ok("ip", ["-6", "route", "show", b6])?;
+    let new_route = lab.a.gw.exec_ok("ip", ["-6", "route", "show", other6])?;
+    ensure!(
+        old_route.trim().is_empty() && new_route.contains(&format!("dev {iface}")),
+        "after the reload A routes {b6}: {old_route:?}, {other6}: {new_route:?}"
+    );
+    ensure!(a.is_running() && b.is_running());
+    eprintln!(
+        "own-interface dual-stack test done in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
     Ok(())

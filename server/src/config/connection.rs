@@ -653,11 +653,6 @@ impl ConnectionConfig {
                 "{key} entry {net} overlaps `client_pool_v6` {pool}: pick prefixes that do not overlap (or move the client pool)"
             );
         }
-        if self.interface.is_some() {
-            bail!(
-                "{key} entry {net} is IPv6, but connections with their own `interface` carry IPv4 only for now: list it on a connection without `interface`"
-            );
-        }
         if self.policy_based && spaces.is_empty() && gw.client_pool_v6.is_none() {
             bail!(
                 "{key} entry {net} is IPv6, but this policy-based connection has no IPv6 network of ours to pair it with: list ours in `address_space_v6` (or set `client_pool_v6`)"

@@ -330,6 +330,12 @@ impl Gateway {
             .chain(super::wireguard::site_prefixes_v6(&new))
             .collect();
         crate::tun::add_routes(&self.cfg.tun_name, &new_v6)?;
+        // The own interfaces' static prefixes (the interfaces themselves stay, checked above).
+        let old_own = super::own_interface_routes(&old_conns);
+        let new_own = super::own_interface_routes(&conns);
+        for (name, nets) in &new_own {
+            crate::tun::add_routes(name, nets)?;
+        }
         let mut waits = Vec::new();
         for (tx, c) in self.inboxes.iter().zip(cfgs) {
             let (reply, rx) = oneshot::channel();
@@ -358,6 +364,14 @@ impl Gateway {
         let gone_v6: Vec<ipnet::Ipv6Net> =
             old_v6.into_iter().filter(|p| !new_v6.contains(p)).collect();
         crate::tun::del_routes(&self.cfg.tun_name, &gone_v6);
+        for (name, nets) in old_own {
+            let kept = new_own.iter().find(|(n, _)| *n == name).map(|(_, k)| k);
+            let gone: Vec<ipnet::IpNet> = nets
+                .into_iter()
+                .filter(|p| !kept.is_some_and(|k| k.contains(p)))
+                .collect();
+            crate::tun::del_routes(&name, &gone);
+        }
         if new.client_pool != self.cfg.client_pool {
             crate::tun::readdress(&self.cfg.tun_name, self.cfg.client_pool, new.client_pool)?;
         }

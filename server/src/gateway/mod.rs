@@ -236,11 +236,37 @@ fn tun_tx_dropped(name: &str) -> u64 {
 }
 
 /// The number of workers: `workers` from the configuration, 0 meaning one per core.
-/// The sites' IPv6 prefixes, routed into the gateway's TUN.
+/// The sites' IPv6 prefixes routed into the gateway's TUN (connections with their own
+/// interface have theirs routed there: [`own_interface_routes`]).
 pub(super) fn site_prefixes_v6(conns: &[crate::config::Connection]) -> Vec<ipnet::Ipv6Net> {
     conns
         .iter()
+        .filter(|c| c.interface.is_none())
         .flat_map(|c| c.remote_address_space_v6.iter().copied())
+        .collect()
+}
+
+/// The static prefixes of both families routed into each own interface (docs/bgp.md), by
+/// interface name.
+pub(super) fn own_interface_routes(
+    conns: &[crate::config::Connection],
+) -> Vec<(String, Vec<ipnet::IpNet>)> {
+    conns
+        .iter()
+        .filter_map(|c| {
+            let i = c.interface.as_ref()?;
+            let nets = c
+                .remote_address_space
+                .iter()
+                .map(|n| ipnet::IpNet::V4(*n))
+                .chain(
+                    c.remote_address_space_v6
+                        .iter()
+                        .map(|n| ipnet::IpNet::V6(*n)),
+                )
+                .collect();
+            Some((i.name.clone(), nets))
+        })
         .collect()
 }
 
@@ -354,10 +380,8 @@ impl Gateway {
             .filter(|c| c.interface.is_none())
             .flat_map(|c| c.remote_address_space.iter().copied())
             .collect();
-        for c in &conns {
-            if let Some(i) = &c.interface {
-                crate::tun::add_routes(&i.name, &c.remote_address_space)?;
-            }
+        for (name, nets) in own_interface_routes(&conns) {
+            crate::tun::add_routes(&name, &nets)?;
         }
         site_prefixes.extend(wireguard::site_prefixes(&cfg));
         crate::tun::add_routes(&cfg.tun_name, &site_prefixes)?;
