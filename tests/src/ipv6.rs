@@ -9,6 +9,17 @@ use anyhow::{Context, Result, bail};
 use crate::GatewaySetup;
 use crate::netns::Netns;
 
+/// The global (not link-local) IPv6 addresses of `dev` in `ns`.
+pub fn global_ipv6(ns: &Netns, dev: &str) -> Result<Vec<Ipv6Addr>> {
+    let out = ns.exec_ok("ip", ["-6", "-br", "addr", "show", "dev", dev])?;
+    Ok(out
+        .split_whitespace()
+        .filter_map(|w| w.split_once('/'))
+        .filter_map(|(a, _)| a.parse::<Ipv6Addr>().ok())
+        .filter(|a| a.segments()[0] & 0xffc0 != 0xfe80)
+        .collect())
+}
+
 /// `ping -6` from `ns` to `addr` (optionally from `src`): (transmitted, received).
 pub fn ping6(ns: &Netns, addr: Ipv6Addr, count: u32, src: Option<Ipv6Addr>) -> Result<(u32, u32)> {
     let mut args = vec![

@@ -17,7 +17,7 @@ use gatehouse_tests::client::{ClientHome, ClientService, DEFAULT_TUN};
 use gatehouse_tests::gatehoused::{
     Gatehoused, STOPPED, cert_files_from_ovpn, drop_counters, toml_str, wait_client_up,
 };
-use gatehouse_tests::ipv6::{lan_ipv6, ping6, wait_ping6};
+use gatehouse_tests::ipv6::{global_ipv6, lan_ipv6, ping6, wait_ping6};
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::netns::Netns;
 use gatehouse_tests::openvpn::{ClientConfig, Proto, UP_TIMEOUT, spawn_openvpn};
@@ -44,17 +44,6 @@ fn lan_host_v6() -> Ipv6Addr {
     LAN_HOST_V6.parse().expect("constant")
 }
 
-/// The global IPv6 addresses of `dev` in `ns`.
-fn tun_ipv6(ns: &Netns, dev: &str) -> Result<Vec<Ipv6Addr>> {
-    let out = ns.exec_ok("ip", ["-6", "-br", "addr", "show", "dev", dev])?;
-    Ok(out
-        .split_whitespace()
-        .filter_map(|w| w.split_once('/'))
-        .filter_map(|(a, _)| a.parse::<Ipv6Addr>().ok())
-        .filter(|a| a.segments()[0] & 0xffc0 != 0xfe80)
-        .collect())
-}
-
 fn logs(gw: &Gatehoused, client: &str) -> String {
     format!(
         "gatehoused log:\n{}\nclient log:\n{client}",
@@ -72,7 +61,7 @@ fn dual_stack(
     log: &dyn Fn() -> String,
 ) -> Result<Ipv6Addr> {
     let ns = s.ns(i);
-    let mine = tun_ipv6(ns, dev)?
+    let mine = global_ipv6(ns, dev)?
         .into_iter()
         .find(in_pool)
         .with_context(|| format!("{dev} has no address of {POOL_V6}\n{}", logs(gw, &log())))?;

@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::GatewaySetup;
 use gatehouse_tests::client::{CliOutput, ClientHome, ClientService, ClientStatus, DEFAULT_TUN};
 use gatehouse_tests::gatehoused::{CONNECTED, Gatehoused, REFUSED, certs_cli, toml_str, tun_ipv4};
-use gatehouse_tests::ipv6::{lan_ipv6, ping6, wait_ping6};
+use gatehouse_tests::ipv6::{global_ipv6, lan_ipv6, ping6, wait_ping6};
 use gatehouse_tests::net::wait_ping;
 
 /// What the scratch resolv.conf holds before the client touches it.
@@ -475,17 +475,6 @@ const QG_POOL_V6: &str = "fd00:6a7e:db:8::/64";
 const QG_LAN_V6: &str = "fd00:6a7e:db:251::/64";
 const QG_GW_LAN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6a7e, 0xdb, 0x251, 0, 0, 0, 1);
 const QG_LAN_HOST_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6a7e, 0xdb, 0x251, 0, 0, 0, 0x10);
-
-/// The global IPv6 addresses of `dev` in `ns`.
-fn global_ipv6(ns: &gatehouse_tests::Netns, dev: &str) -> Result<Vec<Ipv6Addr>> {
-    let out = ns.exec_ok("ip", ["-6", "-br", "addr", "show", "dev", dev])?;
-    Ok(out
-        .split_whitespace()
-        .filter_map(|w| w.split_once('/'))
-        .filter_map(|(a, _)| a.parse::<Ipv6Addr>().ok())
-        .filter(|a| a.segments()[0] & 0xffc0 != 0xfe80)
-        .collect())
-}
 
 #[test]
 fn revoking_an_open_quic_session_ends_it_for_good() -> Result<()> {
