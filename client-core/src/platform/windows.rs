@@ -1,5 +1,6 @@
 //! Windows: routes and DNS through the IP Helper API (iphlpapi): `CreateIpForwardEntry2` /
-//! `DeleteIpForwardEntry2` on the tunnel adapter's LUID, `GetBestRoute2` for the path the
+//! `DeleteIpForwardEntry2` on the tunnel adapter's LUID, `CreateUnicastIpAddressEntry` for
+//! the adapter's IPv6 address, `GetBestRoute2` for the path the
 //! gateway's own traffic keeps, `SetInterfaceDnsSettings` (Windows 10 2004 and later) for the
 //! adapter's DNS servers.
 //!
@@ -15,13 +16,14 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use windows_sys::Win32::Foundation::{ERROR_NOT_FOUND, ERROR_OBJECT_ALREADY_EXISTS, NO_ERROR};
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     ConvertInterfaceAliasToLuid, ConvertInterfaceLuidToGuid, CreateIpForwardEntry2,
-    DNS_INTERFACE_SETTINGS, DNS_INTERFACE_SETTINGS_VERSION1, DNS_SETTING_NAMESERVER,
-    DeleteIpForwardEntry2, GetBestRoute2, InitializeIpForwardEntry, MIB_IPFORWARD_ROW2,
+    CreateUnicastIpAddressEntry, DNS_INTERFACE_SETTINGS, DNS_INTERFACE_SETTINGS_VERSION1,
+    DNS_SETTING_NAMESERVER, DeleteIpForwardEntry2, GetBestRoute2, InitializeIpForwardEntry,
+    InitializeUnicastIpAddressEntry, MIB_IPFORWARD_ROW2, MIB_UNICASTIPADDRESS_ROW,
     SetInterfaceDnsSettings,
 };
 use windows_sys::Win32::NetworkManagement::Ndis::NET_LUID_LH;
 use windows_sys::Win32::Networking::WinSock::{
-    AF_INET, AF_INET6, MIB_IPPROTO_NETMGMT, SOCKADDR_INET,
+    AF_INET, AF_INET6, IpDadStatePreferred, MIB_IPPROTO_NETMGMT, SOCKADDR_INET,
 };
 use windows_sys::core::GUID;
 
@@ -311,13 +313,36 @@ pub(super) fn undo(change: &Change) -> Result<(), NetError> {
     }
 }
 
+/// Gives the tunnel adapter its IPv6 address (`CreateUnicastIpAddressEntry`, marked
+/// preferred: the address is the gateway's grant, no duplicate detection) and routes the
+/// pushed IPv6 prefixes into it. Both go with the adapter, like the Linux device's.
 pub(super) fn tun_ipv6(
-    _tun: &str,
-    _v6: &gatehouse_engine::pool6::Ipv6Assignment,
+    tun: &str,
+    v6: &gatehouse_engine::pool6::Ipv6Assignment,
 ) -> Result<(), NetError> {
-    Err(NetError(
-        "IPv6 inside the tunnel is not configured on Windows yet".into(),
-    ))
+    let luid = luid_of(tun)?;
+    let mut row = MIB_UNICASTIPADDRESS_ROW::default();
+    // SAFETY: `row` is a valid, writable row for the call to initialise.
+    unsafe { InitializeUnicastIpAddressEntry(&mut row) };
+    row.InterfaceLuid = luid;
+    row.Address = sockaddr_v6(v6.address);
+    row.OnLinkPrefixLength = v6.subnet.prefix_len();
+    row.DadState = IpDadStatePreferred;
+    // SAFETY: `row` is an initialised row.
+    match unsafe { CreateUnicastIpAddressEntry(&row) } {
+        NO_ERROR | ERROR_OBJECT_ALREADY_EXISTS => {}
+        rc => {
+            return Err(err(&format!("giving {tun} the address {}", v6.address), rc));
+        }
+    }
+    for r in &v6.routes {
+        let net = r.trunc();
+        add_route(
+            &row6(luid, net, Ipv6Addr::UNSPECIFIED),
+            &format!("{net} on {tun}"),
+        )?;
+    }
+    Ok(())
 }
 
 pub(super) fn load_kill_switch(_ruleset: &str) -> Result<(), NetError> {
