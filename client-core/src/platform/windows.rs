@@ -86,44 +86,11 @@ fn row6(luid: NET_LUID_LH, net: Ipv6Net, via: Ipv6Addr) -> MIB_IPFORWARD_ROW2 {
 }
 
 fn current_path6(dst: Ipv6Addr) -> Result<Vec<String>, NetError> {
-    let to = sockaddr_v6(dst);
-    let mut best = MIB_IPFORWARD_ROW2::default();
-    let mut source = SOCKADDR_INET::default();
-    let rc = unsafe {
-        GetBestRoute2(
-            std::ptr::null(),
-            0,
-            std::ptr::null(),
-            &to,
-            0,
-            &mut best,
-            &mut source,
-        )
-    };
-    if rc != NO_ERROR {
-        return Err(err(&format!("finding the route to {dst}"), rc));
-    }
-    let luid = unsafe { best.InterfaceLuid.Value };
-    Ok(vec![
-        "luid".into(),
-        luid.to_string(),
-        "via".into(),
-        v6_of(&best.NextHop).to_string(),
-    ])
+    best_path(IpAddr::V6(dst))
 }
 
 fn host_row6(dst: Ipv6Addr, via: &[String]) -> Result<MIB_IPFORWARD_ROW2, NetError> {
-    let bad = || NetError(format!("unusable saved path to {dst}: {via:?}"));
-    let [k1, luid, k2, hop] = via else {
-        return Err(bad());
-    };
-    if k1 != "luid" || k2 != "via" {
-        return Err(bad());
-    }
-    let luid = NET_LUID_LH {
-        Value: luid.parse().map_err(|_| bad())?,
-    };
-    let hop: Ipv6Addr = hop.parse().map_err(|_| bad())?;
+    let (luid, hop) = saved_path(dst, via)?;
     Ok(row6(luid, Ipv6Net::from(dst), hop))
 }
 
@@ -173,7 +140,15 @@ fn delete_route(r: &MIB_IPFORWARD_ROW2) {
 
 /// How the host reaches `dst` now: ["luid", LUID, "via", NEXT_HOP].
 fn current_path(dst: Ipv4Addr) -> Result<Vec<String>, NetError> {
-    let to = sockaddr_v4(dst);
+    best_path(IpAddr::V4(dst))
+}
+
+/// [`current_path`] for either family (`GetBestRoute2`).
+fn best_path(dst: IpAddr) -> Result<Vec<String>, NetError> {
+    let to = match dst {
+        IpAddr::V4(a) => sockaddr_v4(a),
+        IpAddr::V6(a) => sockaddr_v6(a),
+    };
     let mut best = MIB_IPFORWARD_ROW2::default();
     let mut source = SOCKADDR_INET::default();
     // SAFETY: null LUID/source mean "any"; the out pointers are valid.
@@ -193,16 +168,18 @@ fn current_path(dst: Ipv4Addr) -> Result<Vec<String>, NetError> {
     }
     // SAFETY: a LUID is a plain u64.
     let luid = unsafe { best.InterfaceLuid.Value };
-    Ok(vec![
-        "luid".into(),
-        luid.to_string(),
-        "via".into(),
-        v4_of(&best.NextHop).to_string(),
-    ])
+    let hop = match dst {
+        IpAddr::V4(_) => v4_of(&best.NextHop).to_string(),
+        IpAddr::V6(_) => v6_of(&best.NextHop).to_string(),
+    };
+    Ok(vec!["luid".into(), luid.to_string(), "via".into(), hop])
 }
 
-/// The row of a [`Change::HostRoute`] from what [`current_path`] recorded.
-fn host_row(dst: Ipv4Addr, via: &[String]) -> Result<MIB_IPFORWARD_ROW2, NetError> {
+/// The LUID and next hop [`best_path`] recorded for `dst`.
+fn saved_path<A: std::str::FromStr>(
+    dst: impl std::fmt::Display,
+    via: &[String],
+) -> Result<(NET_LUID_LH, A), NetError> {
     let bad = || NetError(format!("unusable saved path to {dst}: {via:?}"));
     let [k1, luid, k2, hop] = via else {
         return Err(bad());
@@ -213,7 +190,12 @@ fn host_row(dst: Ipv4Addr, via: &[String]) -> Result<MIB_IPFORWARD_ROW2, NetErro
     let luid = NET_LUID_LH {
         Value: luid.parse().map_err(|_| bad())?,
     };
-    let hop: Ipv4Addr = hop.parse().map_err(|_| bad())?;
+    Ok((luid, hop.parse().map_err(|_| bad())?))
+}
+
+/// The row of a [`Change::HostRoute`] from what [`current_path`] recorded.
+fn host_row(dst: Ipv4Addr, via: &[String]) -> Result<MIB_IPFORWARD_ROW2, NetError> {
+    let (luid, hop) = saved_path(dst, via)?;
     Ok(row(luid, Ipv4Net::from(dst), hop))
 }
 
