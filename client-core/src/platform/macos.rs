@@ -58,31 +58,30 @@ fn route_args(change: &Change, add: bool) -> Option<Vec<String>> {
                 "-host".into(),
                 dst.to_string(),
             ];
-            match via.as_slice() {
-                [k, gw] if k == "gateway" => args.push(gw.clone()),
-                [k, ifname] if k == "interface" => {
-                    args.push("-interface".into());
-                    args.push(ifname.clone());
-                }
-                _ => return None,
-            }
+            via_args(via, &mut args)?;
             Some(args)
         }
         Change::HostRoute { dst, via, .. } => {
             let mut args = vec!["-n".into(), verb.into(), "-host".into(), dst.to_string()];
-            // `via` is what `route -n get` said: ["gateway", ADDR] or ["interface", IF].
-            match via.as_slice() {
-                [k, gw] if k == "gateway" => args.push(gw.clone()),
-                [k, ifname] if k == "interface" => {
-                    args.push("-interface".into());
-                    args.push(ifname.clone());
-                }
-                _ => return None,
-            }
+            via_args(via, &mut args)?;
             Some(args)
         }
         _ => None,
     }
+}
+
+/// The end of a host route to where `via` says the host reached it before (what `route -n
+/// get` said: ["gateway", ADDR] or ["interface", IF]); None for anything else.
+fn via_args(via: &[String], args: &mut Vec<String>) -> Option<()> {
+    match via {
+        [k, gw] if k == "gateway" => args.push(gw.clone()),
+        [k, ifname] if k == "interface" => {
+            args.push("-interface".into());
+            args.push(ifname.clone());
+        }
+        _ => return None,
+    }
+    Some(())
 }
 
 /// The path to `dst` from `route -n get DST` output: ["gateway", ADDR] when it goes through a
