@@ -404,8 +404,10 @@ pub async fn accept_loop(
 }
 
 /// A connection's outgoing bytes: the worker frames each packet straight into `framed` (no
-/// allocation per packet), the writer task takes the whole buffer at once (swapping in its
-/// own emptied one) and writes it in one call.
+/// allocation per packet) and, at the end of its turn, writes them itself when the writer task
+/// is idle (the socket's write half is parked here then): a lone reply leaves without a task
+/// hop. What the socket does not take at once, the writer task takes over (swapping in its own
+/// emptied buffer) and writes in one call, waiting for the client as long as it may.
 #[derive(Debug, Default)]
 struct OutQueue {
     state: Mutex<OutState>,
@@ -417,6 +419,9 @@ struct OutState {
     framed: Vec<u8>,
     /// No more packets: the worker let go of the connection, or the writer stopped.
     closed: bool,
+    /// The write half while the writer task waits for work: the worker may write with it
+    /// (nothing of the writer's is in flight then, so the bytes stay in order).
+    idle_writer: Option<OwnedWriteHalf>,
 }
 
 impl OutQueue {
@@ -425,26 +430,62 @@ impl OutQueue {
     }
 }
 
+/// What [`OutSender::push`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Dropped: the client has not taken [`OUT_LIMIT`] bytes, or the connection is closing.
+    Dropped,
+    /// Queued behind others.
+    Behind,
+    /// Queued first: the queue needs a [`OutSender::send_now`] at the end of the turn.
+    First,
+}
+
 /// The worker's end of a connection's outgoing queue; dropping it closes the connection once
 /// what is queued is written.
 #[derive(Debug)]
 pub struct OutSender(Arc<OutQueue>);
 
 impl OutSender {
-    /// Queues `packet` (framed); false if it was dropped: the client has not taken
-    /// [`OUT_LIMIT`] bytes, or the connection is closing.
-    pub fn push(&self, packet: &[u8]) -> bool {
+    /// Queues `packet` (framed); it goes out at the next [`OutSender::send_now`].
+    pub fn push(&self, packet: &[u8]) -> Queued {
         let mut s = self.0.state();
         if s.closed || s.framed.len() + 2 + packet.len() > OUT_LIMIT {
-            return false;
+            return Queued::Dropped;
         }
-        let was_empty = s.framed.is_empty();
+        let first = s.framed.is_empty();
         tcp_frame(packet, &mut s.framed);
-        drop(s);
-        if was_empty {
-            self.0.ready.notify_one();
+        if first { Queued::First } else { Queued::Behind }
+    }
+
+    /// Writes what is queued: on the worker's thread, without waiting, while the writer task
+    /// is idle; what the socket does not take (or everything, while the writer is busy) is
+    /// left to the writer task.
+    pub fn send_now(&self) {
+        let mut s = self.0.state();
+        let s = &mut *s;
+        if s.framed.is_empty() {
+            return;
         }
-        true
+        if let Some(wr) = &s.idle_writer {
+            let mut done = 0;
+            while done < s.framed.len() {
+                match wr.try_write(&s.framed[done..]) {
+                    Ok(n) if n > 0 => done += n,
+                    // WouldBlock, or an error the writer will meet and report.
+                    _ => break,
+                }
+            }
+            if done == s.framed.len() {
+                s.framed.clear();
+                if s.framed.capacity() > OUT_KEEP {
+                    s.framed.shrink_to(OUT_KEEP);
+                }
+                return;
+            }
+            s.framed.drain(..done);
+        }
+        self.0.ready.notify_one();
     }
 }
 
@@ -488,31 +529,39 @@ pub(super) fn spawn_conn(
     tokio::spawn(read_loop(rd, conn, events, stop_rx, timeouts, permit));
 }
 
-/// Writes what the core queues until the worker lets go of the queue (then sends the FIN) or
-/// the client stops taking it; tells the reader why it stopped.
+/// Writes what the worker could not write itself until the worker lets go of the queue (then
+/// sends the FIN) or the client stops taking it; tells the reader why it stopped. While it
+/// waits, the write half is parked in the queue for the worker.
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    wr: OwnedWriteHalf,
     queue: Arc<OutQueue>,
     stop: oneshot::Sender<Ended>,
     stall: Duration,
     _permit: Arc<Permit>,
 ) {
     let mut out = Vec::new();
+    let mut held = Some(wr);
     let ended = loop {
         // Everything queued goes out in one write; the worker frames on into `out`'s
         // (emptied) buffer meanwhile.
-        let (queued, closed) = {
+        let closed = {
             let mut s = queue.state();
+            if held.is_none() {
+                held = s.idle_writer.take();
+            }
             std::mem::swap(&mut s.framed, &mut out);
-            (!out.is_empty(), s.closed)
+            if out.is_empty() && !s.closed {
+                s.idle_writer = held.take();
+            }
+            s.closed
         };
-        if !queued {
+        let Some(wr) = held.as_mut().filter(|_| !out.is_empty()) else {
             if closed {
                 break Ended::ByGateway;
             }
             queue.ready.notified().await;
             continue;
-        }
+        };
         match tokio::time::timeout(stall, wr.write_all(&out)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => break Ended::Error(format!("write error: {e}")),
@@ -524,12 +573,15 @@ async fn write_loop(
         }
     };
     if matches!(ended, Ended::ByGateway) {
-        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, wr.shutdown()).await;
+        if let Some(mut wr) = held {
+            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, wr.shutdown()).await;
+        }
     } else {
         // Nothing more is taken: what the worker queues from now on is dropped.
         let mut s = queue.state();
         s.closed = true;
         s.framed = Vec::new();
+        s.idle_writer = None;
     }
     let _ = stop.send(ended);
 }
@@ -700,7 +752,8 @@ mod tests {
         assert_eq!(t.idle, Duration::from_secs(6));
     }
 
-    /// A loopback connection run as connection `conn` (reader and writer tasks), reporting
+    /// A loopback connection with small socket buffers run as connection `conn` (reader and
+    /// writer tasks), reporting
     /// to the returned receiver (of `depth` events); the client's end.
     async fn open(conn: u64, depth: usize) -> (TcpStream, mpsc::Receiver<TcpEvent>) {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -708,6 +761,13 @@ mod tests {
             .await
             .expect("connect");
         let (server, _) = l.accept().await.expect("accept");
+        // Small buffers: a client that reads slowly fills them soon.
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(16 * 1024)
+            .expect("SO_SNDBUF");
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(16 * 1024)
+            .expect("SO_RCVBUF");
         let permit = Limits::new(10, 10)
             .try_acquire(ip("127.0.0.1"))
             .expect("permit");
@@ -734,7 +794,14 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..500u16 {
             let p = vec![i as u8; usize::from(i % 1400) + 1];
-            assert!(tx.push(&p), "packet {i} refused");
+            assert_eq!(
+                tx.push(&p),
+                if i == 0 {
+                    Queued::First
+                } else {
+                    Queued::Behind
+                }
+            );
             tcp_frame(&p, &mut expected);
         }
         // Letting go closes the connection once everything queued is written.
@@ -752,17 +819,85 @@ mod tests {
         assert!(matches!(ended, Ended::ByGateway), "{ended:?}");
     }
 
+    /// The worker writes itself while the writer is idle and hands over when the socket is
+    /// full (a slow client): every byte arrives once and in order either way.
+    #[tokio::test(flavor = "current_thread")]
+    async fn direct_writes_and_the_writer_keep_the_order() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, mut ev) = open(8, 16).await;
+        let Some(TcpEvent::Opened { conn: 8, tx, .. }) = ev.recv().await else {
+            panic!("no Opened event");
+        };
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut chunk = vec![0u8; 7000];
+            loop {
+                match client.read(&mut chunk).await.expect("read") {
+                    0 => return got,
+                    n => got.extend_from_slice(&chunk[..n]),
+                }
+                // A slow client (7 MB/s): the socket fills, the writer task takes over.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let mut expected = Vec::new();
+        let (mut first, mut waits) = (0, 0);
+        for i in 0..3000u32 {
+            let p = vec![i as u8; (i * 13 % 1400) as usize + 1];
+            loop {
+                match tx.push(&p) {
+                    Queued::Dropped => {
+                        // Full: let the writer and the client move.
+                        waits += 1;
+                        tx.send_now();
+                        tokio::task::yield_now().await;
+                    }
+                    q => {
+                        first += usize::from(q == Queued::First);
+                        break;
+                    }
+                }
+            }
+            tcp_frame(&p, &mut expected);
+            if i % 10 == 9 {
+                tx.send_now();
+            }
+            if i % 50 == 49 {
+                tokio::task::yield_now().await;
+            }
+        }
+        tx.send_now();
+        drop(tx);
+        let got = reader.await.expect("reader");
+        assert!(first > 10, "the queue was emptied only {first} times");
+        assert!(
+            waits > 0,
+            "the socket never filled: the writer task was not used"
+        );
+        assert_eq!(got.len(), expected.len());
+        assert!(
+            got == expected,
+            "the stream differs from the framed packets"
+        );
+        let Some(TcpEvent::Closed { conn: 8, ended }) = ev.recv().await else {
+            panic!("no Closed event");
+        };
+        assert!(matches!(ended, Ended::ByGateway), "{ended:?}");
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_queue_the_client_does_not_take_is_capped() {
         let (_client, mut ev) = open(1, 16).await;
         let Some(TcpEvent::Opened { tx, .. }) = ev.recv().await else {
             panic!("no Opened event");
         };
-        // Without yielding, the writer takes nothing: the queue fills to its limit.
+        // Without a write, the queue fills to its limit.
         let p = [0u8; 1000];
-        let taken = (0..2000).take_while(|_| tx.push(&p)).count();
+        let taken = (0..2000)
+            .take_while(|_| tx.push(&p) != Queued::Dropped)
+            .count();
         assert_eq!(taken, OUT_LIMIT / 1002);
-        assert!(!tx.push(&p));
+        assert_eq!(tx.push(&p), Queued::Dropped);
     }
 
     #[tokio::test(flavor = "current_thread")]

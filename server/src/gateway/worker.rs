@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use super::capture::CaptureTap;
 use super::coalesce::Coalescer;
 use super::handshakes::Handshakes;
-use super::tcp::{OutSender, Permit, TcpEvent, TcpTimeouts};
+use super::tcp::{OutSender, Permit, Queued, TcpEvent, TcpTimeouts};
 
 /// Reads (each a batch) one source may hand the core per turn before the others get theirs.
 const BURST: usize = 8;
@@ -174,6 +174,8 @@ struct Sockets {
     wg: Option<Arc<BatchSocket>>,
     quic: Option<Arc<BatchSocket>>,
     queues: [SendQueue; 5],
+    /// TCP connections with packets queued this turn (written at its end).
+    streams_queued: Vec<StreamId>,
 }
 
 impl Sockets {
@@ -286,6 +288,7 @@ pub(super) fn run(setup: WorkerSetup) -> anyhow::Result<()> {
                 wg: wrap(sockets.wg)?,
                 quic: wrap(sockets.quic)?,
                 queues: Default::default(),
+                streams_queued: Vec::new(),
             },
             streams: std::collections::HashMap::new(),
             tun: Arc::new(tun_rs::AsyncDevice::new(tun)?),
@@ -721,6 +724,11 @@ impl Worker {
         for _ in 0..self.sockets.flush() {
             self.core.count_drop(Drop::SocketFull);
         }
+        for id in self.sockets.streams_queued.drain(..) {
+            if let Some(s) = self.streams.get(&id) {
+                s.tx.send_now();
+            }
+        }
     }
 
     /// Hands other workers what the core found to be theirs.
@@ -880,11 +888,14 @@ fn send_to(sockets: &mut Sockets, streams: &Streams, dest: Dest, bytes: &[u8]) -
             }
             Ok(())
         }
-        Dest::Stream(id) => match streams.get(&id) {
+        Dest::Stream(id) => match streams.get(&id).map(|s| s.tx.push(bytes)) {
+            Some(Queued::First) => {
+                sockets.streams_queued.push(id);
+                Ok(())
+            }
             // A full queue means the client is not reading; drop like UDP would.
-            Some(s) if s.tx.push(bytes) => Ok(()),
-            Some(_) => Err(Drop::StreamFull),
-            None => Ok(()),
+            Some(Queued::Dropped) => Err(Drop::StreamFull),
+            Some(Queued::Behind) | None => Ok(()),
         },
     }
 }
