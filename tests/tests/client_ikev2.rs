@@ -1,5 +1,6 @@
 //! IKEv2 end to end, in namespaces: Gatehouse's own client (`gatehouse connect --protocol
-//! ikev2`) against Gatehouse's gateway and against a stock strongSwan responder, and a
+//! ikev2`) against Gatehouse's gateway (dual stack: an IPv6 address inside the tunnel too)
+//! and against a stock strongSwan responder (IPv4 only), and a
 //! strongSwan road warrior that keeps rekeying against Gatehouse's gateway (two minutes in CI,
 //! `GATEHOUSE_SOAK_SECS=600` for the ten-minute run by hand).
 //!
@@ -9,7 +10,7 @@
 //! the host's resolv.conf: the client edits a scratch file (`GATEHOUSE_RESOLV_CONF`, set by the
 //! harness), strongSwan's resolve plugin writes a file in the test's folder (`strongswan.rs`).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use gatehouse_tests::client::{
 use gatehouse_tests::gatehoused::{
     CONNECTED, DISCONNECTED, Gatehoused, GatewayDir, certs_cli, toml_str, tun_ipv4,
 };
+use gatehouse_tests::ipv6::{global_ipv6, lan_ipv6_between, ping6, wait_ping6};
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::strongswan::{Charon, RoadWarrior, SwanctlCreds, ping_run, tail};
 use gatehouse_tests::{GatewayTopology, Ipv4Cidr, Netns, require_commands, require_root};
@@ -230,10 +232,29 @@ fn charon_logs(charon: &Charon) -> String {
     )
 }
 
+/// The IPv6 client pool of the `ka` test, and its LAN (the gateway `::1`, the host `::10`).
+const KA_POOL_V6: &str = "fd00:6a7e:3c:8::/64";
+const KA_LAN_V6: &str = "fd00:6a7e:3c:251::/64";
+const KA_GW_LAN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6a7e, 0x3c, 0x251, 0, 0, 0, 1);
+const KA_LAN_HOST_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x6a7e, 0x3c, 0x251, 0, 0, 0, 0x10);
+
+/// Dual stack: the gateway has an IPv6 pool and LAN, so the client asks for and gets an IPv6
+/// address inside the IKEv2 tunnel and reaches the LAN host over both families.
 #[test]
 fn gatehouse_ikev2_to_gatehoused() -> Result<()> {
     let started = Instant::now();
     let s = Setup::new("ka", 60)?;
+    lan_ipv6_between(
+        &s.topo.gateway,
+        "lan0",
+        KA_GW_LAN_V6,
+        &s.topo.lan,
+        "gw0",
+        KA_LAN_HOST_V6,
+    )?;
+    s.gw_dir.set("client_pool_v6", &toml_str(KA_POOL_V6))?;
+    s.gw_dir
+        .set("address_space_v6", &format!("[{}]", toml_str(KA_LAN_V6)))?;
     let gw = s.start_gateway("gatehoused.log")?;
     let svc = s.start_service("service.log")?;
     let ctx = || logs(&gw_logs(&gw), &svc);
@@ -273,6 +294,23 @@ fn gatehouse_ikev2_to_gatehoused() -> Result<()> {
     );
     wait_ping(s.ns(), s.topo.lan_host, Duration::from_secs(10)).with_context(ctx)?;
     s.check_tunnel_dns().with_context(ctx)?;
+
+    // IPv6: an address of the pool on the TUN device, the one the gateway logged, and the
+    // LAN host's IPv6 address answers through the tunnel.
+    let mine = global_ipv6(s.ns(), DEFAULT_TUN)?
+        .into_iter()
+        .find(|a| a.segments()[..4] == [0xfd00, 0x6a7e, 0x3c, 8])
+        .with_context(|| format!("{DEFAULT_TUN} has no address of {KA_POOL_V6}\n{}", ctx()))?;
+    ensure!(
+        event.field("address6") == Some(mine.to_string().as_str()),
+        "gatehoused logged address6 {:?}, {DEFAULT_TUN} has {mine}: {}",
+        event.field("address6"),
+        event.line
+    );
+    wait_ping6(s.ns(), KA_LAN_HOST_V6, Duration::from_secs(5)).with_context(ctx)?;
+    let (sent, got) = ping6(s.ns(), KA_LAN_HOST_V6, 3, None)?;
+    eprintln!("{DEFAULT_TUN} {mine}: IPv6 ping {KA_LAN_HOST_V6}: {got}/{sent} replies");
+    ensure!(got >= 2, "IPv6 pings lost: {got}/{sent}\n{}", ctx());
 
     let out = s.client.run_ok(Some(s.ns()), &["disconnect"])?;
     eprintln!("{out}");

@@ -1,7 +1,7 @@
 //! One connection attempt over IKEv2: the engine's initiator over one UDP socket (port 500,
 //! then 4500 with ESP in UDP), TUN, routes and DNS from the configuration payload.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,9 @@ use gatehouse_engine::ikev2::crypto::SigningKey;
 use gatehouse_engine::ikev2::initiator::{IkeInitiator, InitiatorConfig, InitiatorEvent};
 use gatehouse_engine::ikev2::peer_cert::PeerTrust;
 use gatehouse_engine::ikev2::proposal::Policy;
+use gatehouse_engine::pool6::Ipv6Assignment;
 use gatehouse_engine::wire::ikev2::{Classified, strip_non_esp_marker};
+use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::sync::mpsc;
 
 use super::io::{BURST, Tun, UdpLink};
@@ -45,7 +47,9 @@ fn config(req: &ConnectRequest) -> Result<Arc<InitiatorConfig>, String> {
         fragment_size: 1280,
         ike_lifetime: Duration::from_secs(4 * 3600),
         child_lifetime: Duration::from_secs(3600),
-        request_ipv6: false,
+        // An IPv6 address inside the tunnel when the gateway has an IPv6 pool (it narrows
+        // the ::/0 we propose to our /128 === its IPv6 prefixes); IPv4 only otherwise.
+        request_ipv6: true,
         site: None,
     }))
 }
@@ -132,6 +136,8 @@ pub(crate) async fn run(
                     dns,
                     dns_domains,
                     subnets,
+                    address6,
+                    subnets6,
                     our_spi,
                     sa,
                     ..
@@ -144,8 +150,8 @@ pub(crate) async fn run(
                     let routes = match bring_up(
                         options,
                         profile,
-                        address,
-                        &subnets,
+                        (address, address6),
+                        (&subnets, &subnets6),
                         (&dns, &dns_domains),
                         addr,
                         net,
@@ -160,8 +166,11 @@ pub(crate) async fn run(
                             return Outcome::Fatal(reason);
                         }
                     };
+                    let v6 = address6
+                        .map(|(a, _)| format!(", IPv6 {a}"))
+                        .unwrap_or_default();
                     log.info(format!(
-                        "{}: connected to {target} over ikev2; address {address}, {}, DNS {:?}",
+                        "{}: connected to {target} over ikev2; address {address}{v6}, {}, DNS {:?}",
                         profile.name,
                         super::routes::describe(&routes),
                         dns
@@ -306,32 +315,38 @@ pub(crate) async fn run(
     }
 }
 
+/// Brings the tunnel up: TUN with our addresses (IPv6 too when the gateway gave one), the
+/// routes the profile's choice keeps of what the gateway's selectors offer, DNS.
 fn bring_up(
     options: &ManagerOptions,
     profile: &StoredProfile,
-    address: Ipv4Addr,
-    subnets: &[ipnet::Ipv4Net],
+    (address, address6): (Ipv4Addr, Option<(Ipv6Addr, u8)>),
+    (subnets, subnets6): (&[Ipv4Net], &[Ipv6Net]),
     (dns, dns_domains): (&[std::net::IpAddr], &[String]),
     server: SocketAddr,
     net: &mut NetConfig,
 ) -> Result<(Tun, RoutePlan), String> {
     let dev = Tun::create(&options.tun_name, address, 32, 1400)?;
-    // A 0.0.0.0/0 selector from the gateway means "everything" (full tunnel). Our IKEv2
-    // client asks for no IPv6 address, so the tunnel is IPv4 only.
+    // A 0.0.0.0/0 selector from the gateway means "everything" (full tunnel); with an IPv6
+    // address, ::/0 is the full tunnel's IPv6 half (the route plan decides).
     let pushed = Pushed {
         routes: subnets.to_vec(),
+        routes_v6: subnets6.to_vec(),
         full: subnets.iter().any(|s| s.prefix_len() == 0),
-        ..Pushed::default()
+        ipv6: false,
     };
-    let routes = super::routes::plan(profile, pushed)?;
-    let plan = super::routes::net_plan(
-        &options.tun_name,
-        &routes,
-        server.ip(),
-        address,
-        dns,
-        dns_domains,
-    );
+    // The selectors name no IPv6 gateway: every IPv6 route is a device route.
+    let v6 = address6.and_then(|(a, len)| {
+        Some(Ipv6Assignment {
+            address: a,
+            subnet: Ipv6Net::new(a, len).ok()?,
+            gateway: a,
+            routes: subnets6.to_vec(),
+        })
+    });
+    let tun = &options.tun_name;
+    let routes = super::routes::plan_dual_stack(profile, net, tun, pushed, v6.as_ref())?;
+    let plan = super::routes::net_plan(tun, &routes, server.ip(), address, dns, dns_domains);
     net.apply(&plan)
         .map_err(|e| format!("configuring routes/DNS failed: {e}"))?;
     Ok((dev, routes))

@@ -48,11 +48,11 @@ mod site;
 pub use handoff::InitiatorHandoff;
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ring::rand::SecureRandom;
 use rustls::pki_types::CertificateDer;
 use rustls::time_provider::TimeProvider;
@@ -140,6 +140,12 @@ pub enum InitiatorEvent {
         /// Networks to route through the tunnel (INTERNAL_IP4_SUBNET and the responder's
         /// traffic selectors; 0.0.0.0/0 means everything).
         subnets: Vec<Ipv4Net>,
+        /// Our IPv6 address and its prefix length (INTERNAL_IP6_ADDRESS), when we asked for
+        /// one ([`InitiatorConfig::request_ipv6`]) and the gateway gave it.
+        address6: Option<(Ipv6Addr, u8)>,
+        /// IPv6 networks to route through the tunnel (the responder's IPv6 traffic
+        /// selectors; ::/0 means all of IPv6). Empty without `address6`.
+        subnets6: Vec<Ipv6Net>,
         /// Our inbound SPI (ESP packets to us carry it).
         our_spi: u32,
         /// The gateway's inbound SPI (we send with it).

@@ -233,6 +233,26 @@ impl IkeInitiator {
                 subnets.push(n);
             }
         }
+        // IPv6 only with an address inside the tunnel to send it from.
+        let address6 = cp
+            .into_iter()
+            .flat_map(|cp| cp.attributes_of(CfgAttrType::INTERNAL_IP6_ADDRESS))
+            .find_map(CfgAttribute::ipv6_prefix)
+            .filter(|(a, len)| *len <= 128 && !a.is_unspecified());
+        let mut subnets6: Vec<Ipv6Net> = Vec::new();
+        if address6.is_some() {
+            for n in tsr
+                .into_iter()
+                .flat_map(|t| t.selectors.iter())
+                .filter_map(TrafficSelector::to_net)
+            {
+                if let IpNet::V6(n) = n
+                    && !subnets6.contains(&n.trunc())
+                {
+                    subnets6.push(n.trunc());
+                }
+            }
+        }
         let our_spi = self.auth_esp_spi;
         let esp = ChildSaKeys::derive(prf, &sk_d, None, &self.ni, &self.nr, cipher.key_sizes())
             .ok()
@@ -263,6 +283,8 @@ impl IkeInitiator {
             dns,
             dns_domains,
             subnets,
+            address6,
+            subnets6,
             our_spi,
             peer_spi,
             cipher,
