@@ -4,9 +4,10 @@
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::GatewaySetup;
+use crate::gatehoused::LogEvent;
 use crate::netns::Netns;
 
 /// The global (not link-local) IPv6 addresses of `dev` in `ns`.
@@ -118,4 +119,37 @@ pub fn site_lan_v6(site: &crate::sites::Site, prefix: &str) -> Result<Ipv6Addr> 
         host_addr,
     )?;
     Ok(host_addr)
+}
+
+/// A client tunnel carries IPv6: `dev` in `ns` has an address of `pool` (a /64: its first
+/// four segments), the one gatehoused logged as `address6` in `connected`, and `host`
+/// answers at least 2 of 3 pings through it. Returns the address. `ctx` adds logs to errors.
+pub fn check_tunnel_ipv6(
+    ns: &Netns,
+    dev: &str,
+    pool: &str,
+    connected: &LogEvent,
+    host: Ipv6Addr,
+    ctx: impl Fn() -> String,
+) -> Result<Ipv6Addr> {
+    let prefix: Ipv6Addr = pool
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("{pool} is not an IPv6 prefix"))?;
+    let mine = global_ipv6(ns, dev)?
+        .into_iter()
+        .find(|a| a.segments()[..4] == prefix.segments()[..4])
+        .with_context(|| format!("{dev} has no address of {pool}\n{}", ctx()))?;
+    ensure!(
+        connected.field("address6") == Some(mine.to_string().as_str()),
+        "gatehoused logged address6 {:?}, {dev} has {mine}: {}",
+        connected.field("address6"),
+        connected.line
+    );
+    wait_ping6(ns, host, Duration::from_secs(5)).with_context(&ctx)?;
+    let (sent, got) = ping6(ns, host, 3, None)?;
+    eprintln!("{dev} {mine}: IPv6 ping {host}: {got}/{sent} replies");
+    ensure!(got >= 2, "IPv6 pings lost: {got}/{sent}\n{}", ctx());
+    Ok(mine)
 }

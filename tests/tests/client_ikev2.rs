@@ -21,7 +21,7 @@ use gatehouse_tests::client::{
 use gatehouse_tests::gatehoused::{
     CONNECTED, DISCONNECTED, Gatehoused, GatewayDir, certs_cli, toml_str, tun_ipv4,
 };
-use gatehouse_tests::ipv6::{global_ipv6, lan_ipv6_between, ping6, wait_ping6};
+use gatehouse_tests::ipv6::{check_tunnel_ipv6, lan_ipv6_between};
 use gatehouse_tests::net::wait_ping;
 use gatehouse_tests::strongswan::{Charon, RoadWarrior, SwanctlCreds, ping_run, tail};
 use gatehouse_tests::{GatewayTopology, Ipv4Cidr, Netns, require_commands, require_root};
@@ -297,20 +297,7 @@ fn gatehouse_ikev2_to_gatehoused() -> Result<()> {
 
     // IPv6: an address of the pool on the TUN device, the one the gateway logged, and the
     // LAN host's IPv6 address answers through the tunnel.
-    let mine = global_ipv6(s.ns(), DEFAULT_TUN)?
-        .into_iter()
-        .find(|a| a.segments()[..4] == [0xfd00, 0x6a7e, 0x3c, 8])
-        .with_context(|| format!("{DEFAULT_TUN} has no address of {KA_POOL_V6}\n{}", ctx()))?;
-    ensure!(
-        event.field("address6") == Some(mine.to_string().as_str()),
-        "gatehoused logged address6 {:?}, {DEFAULT_TUN} has {mine}: {}",
-        event.field("address6"),
-        event.line
-    );
-    wait_ping6(s.ns(), KA_LAN_HOST_V6, Duration::from_secs(5)).with_context(ctx)?;
-    let (sent, got) = ping6(s.ns(), KA_LAN_HOST_V6, 3, None)?;
-    eprintln!("{DEFAULT_TUN} {mine}: IPv6 ping {KA_LAN_HOST_V6}: {got}/{sent} replies");
-    ensure!(got >= 2, "IPv6 pings lost: {got}/{sent}\n{}", ctx());
+    check_tunnel_ipv6(s.ns(), DEFAULT_TUN, KA_POOL_V6, &event, KA_LAN_HOST_V6, ctx)?;
 
     let out = s.client.run_ok(Some(s.ns()), &["disconnect"])?;
     eprintln!("{out}");

@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail, ensure};
 use gatehouse_tests::GatewaySetup;
 use gatehouse_tests::client::{CliOutput, ClientHome, ClientService, ClientStatus, DEFAULT_TUN};
 use gatehouse_tests::gatehoused::{CONNECTED, Gatehoused, REFUSED, certs_cli, toml_str, tun_ipv4};
-use gatehouse_tests::ipv6::{global_ipv6, lan_ipv6, ping6, wait_ping6};
+use gatehouse_tests::ipv6::{check_tunnel_ipv6, lan_ipv6};
 use gatehouse_tests::net::wait_ping;
 
 /// What the scratch resolv.conf holds before the client touches it.
@@ -499,21 +499,8 @@ fn revoking_an_open_quic_session_ends_it_for_good() -> Result<()> {
     // IPv6: an address of the pool on the TUN device, the one the gateway logged, and the
     // LAN host's IPv6 address answers through the tunnel.
     let v6_checks = Instant::now();
-    let mine = global_ipv6(s.ns(), DEFAULT_TUN)?
-        .into_iter()
-        .find(|a| a.segments()[..4] == [0xfd00, 0x6a7e, 0xdb, 8])
-        .with_context(|| format!("{DEFAULT_TUN} has no address of {QG_POOL_V6}\n{}", ctx()))?;
     let event = gw.wait_connected(NAME, Duration::from_secs(5))?;
-    ensure!(
-        event.field("address6") == Some(mine.to_string().as_str()),
-        "gatehoused logged address6 {:?}, {DEFAULT_TUN} has {mine}: {}",
-        event.field("address6"),
-        event.line
-    );
-    wait_ping6(s.ns(), QG_LAN_HOST_V6, Duration::from_secs(5)).with_context(ctx)?;
-    let (sent, got) = ping6(s.ns(), QG_LAN_HOST_V6, 3, None)?;
-    eprintln!("{DEFAULT_TUN} {mine}: IPv6 ping {QG_LAN_HOST_V6}: {got}/{sent} replies");
-    ensure!(got >= 2, "IPv6 pings lost: {got}/{sent}\n{}", ctx());
+    check_tunnel_ipv6(s.ns(), DEFAULT_TUN, QG_POOL_V6, &event, QG_LAN_HOST_V6, ctx)?;
     v6_time += v6_checks.elapsed();
     eprintln!("IPv6 setup and checks took {:.1} s", v6_time.as_secs_f64());
 
