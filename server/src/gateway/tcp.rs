@@ -477,15 +477,20 @@ impl OutSender {
                 }
             }
             if done == s.framed.len() {
-                s.framed.clear();
-                if s.framed.capacity() > OUT_KEEP {
-                    s.framed.shrink_to(OUT_KEEP);
-                }
+                empty(&mut s.framed);
                 return;
             }
             s.framed.drain(..done);
         }
         self.0.ready.notify_one();
+    }
+}
+
+/// Empties a written buffer, giving back what a burst made it grow beyond [`OUT_KEEP`].
+fn empty(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > OUT_KEEP {
+        buf.shrink_to(OUT_KEEP);
     }
 }
 
@@ -567,10 +572,7 @@ async fn write_loop(
             Ok(Err(e)) => break Ended::Error(format!("write error: {e}")),
             Err(_) => break Ended::Stalled,
         }
-        out.clear();
-        if out.capacity() > OUT_KEEP {
-            out.shrink_to(OUT_KEEP);
-        }
+        empty(&mut out);
     };
     if matches!(ended, Ended::ByGateway) {
         if let Some(mut wr) = held {
@@ -808,15 +810,7 @@ mod tests {
         drop(tx);
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.expect("read");
-        assert_eq!(got.len(), expected.len());
-        assert!(
-            got == expected,
-            "the stream differs from the framed packets"
-        );
-        let Some(TcpEvent::Closed { conn: 7, ended }) = ev.recv().await else {
-            panic!("no Closed event");
-        };
-        assert!(matches!(ended, Ended::ByGateway), "{ended:?}");
+        delivered_then_closed(&got, &expected, &mut ev, 7).await;
     }
 
     /// The worker writes itself while the writer is idle and hands over when the socket is
@@ -874,14 +868,26 @@ mod tests {
             waits > 0,
             "the socket never filled: the writer task was not used"
         );
+        delivered_then_closed(&got, &expected, &mut ev, 8).await;
+    }
+
+    /// The client got exactly `expected`, and connection `conn` reported its end as closed
+    /// by the gateway.
+    async fn delivered_then_closed(
+        got: &[u8],
+        expected: &[u8],
+        ev: &mut mpsc::Receiver<TcpEvent>,
+        conn: u64,
+    ) {
         assert_eq!(got.len(), expected.len());
         assert!(
             got == expected,
             "the stream differs from the framed packets"
         );
-        let Some(TcpEvent::Closed { conn: 8, ended }) = ev.recv().await else {
+        let Some(TcpEvent::Closed { conn: c, ended }) = ev.recv().await else {
             panic!("no Closed event");
         };
+        assert_eq!(c, conn);
         assert!(matches!(ended, Ended::ByGateway), "{ended:?}");
     }
 
