@@ -21,6 +21,7 @@
 #        SKIP_OVPN_UDP=1 SKIP_OVPN_TCP=1 SKIP_MULTI=1 SKIP_IKEV2=1 SKIP_GHC=1 SKIP_WG=1 SKIP_PING=1
 #        SKIP_UDP_IPERF=1 SKIP_STOCK=1 SKIP_GATEHOUSED=1  PING_ONLY=1 (idle pings only, no iperf3)
 #        GH_TOML="workers = 1; handshake_threads = 0" (top-level gateway.toml keys for gatehoused)
+#        GH_OPENVPN_TOML='listen = "0.0.0.0"' (keys of gateway.toml's [openvpn] table)
 #        RECORD=0|1 (append to RESULTS; default 1, 0 with QUICK)  RESULTS=bench/results-compare.md
 #        COMMIT=<what the binaries were built from> (default: git HEAD, "-dirty" if the tree is)
 #        KEEP=1 (keep the work dir with configs, logs and iperf3 JSON)
@@ -268,6 +269,20 @@ open(path, "w").write(s)
 PY
   "$GATEHOUSED" check --config "$DD/gateway.toml" >/dev/null || { echo "GH_TOML made gateway.toml invalid" >&2; exit 1; }
   echo "   gateway.toml: $GH_TOML"
+fi
+if [ -n "${GH_OPENVPN_TOML:-}" ]; then
+  # keys of gateway.toml's [openvpn] table (e.g. 'listen = "0.0.0.0"'), after its header
+  python3 - "$DD/gateway.toml" "$GH_OPENVPN_TOML" <<'PY'
+import re, sys
+path, extra = sys.argv[1:]
+s = open(path).read()
+lines = "\n".join(x.strip() for x in extra.split(";") if x.strip())
+s, n = re.subn(r'(?m)^(\[openvpn\])$', lambda m: m.group(1) + "\n" + lines, s, count=1)
+assert n == 1, "no [openvpn] table in gateway.toml"
+open(path, "w").write(s)
+PY
+  "$GATEHOUSED" check --config "$DD/gateway.toml" >/dev/null || { echo "GH_OPENVPN_TOML made gateway.toml invalid" >&2; exit 1; }
+  echo "   gateway.toml [openvpn]: $GH_OPENVPN_TOML"
 fi
 case " $GHC_PROTOCOLS " in
   *" quic "*)  # QUIC is off in what init writes; on here (before any profile is exported: it offers quic)

@@ -276,6 +276,18 @@ impl BatchSocket {
 
     /// Receives what is waiting into `batch` without blocking (WouldBlock when nothing is).
     pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        self.recv_into(batch, |sock, f| sock.try_read(f))
+    }
+
+    /// One `recvmmsg` into `batch` through `read` (a plain or a drained-aware read).
+    fn recv_into(
+        &self,
+        batch: &mut RecvBatch,
+        read: impl FnOnce(
+            &Registered,
+            &mut dyn FnMut(quinn_udp::UdpSockRef<'_>) -> io::Result<usize>,
+        ) -> io::Result<usize>,
+    ) -> io::Result<()> {
         batch.filled = 0;
         let RecvBatch { bufs, metas, .. } = batch;
         let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = std::array::from_fn(|_| {
@@ -285,9 +297,7 @@ impl BatchSocket {
         for (s, b) in slices.iter_mut().zip(bufs.iter_mut()) {
             *s = IoSliceMut::new(&mut b[..]);
         }
-        let n = self
-            .sock
-            .try_read(|s| self.state.recv(s, &mut slices, metas))?;
+        let n = read(&self.sock, &mut |s| self.state.recv(s, &mut slices, metas))?;
         batch.filled = n;
         if self.wildcard {
             self.note_destinations(&metas[..n]);
@@ -347,10 +357,14 @@ impl BatchSocket {
     }
 
     /// Receives what is waiting, waiting for the first datagram.
+    /// A read that leaves buffers unfilled emptied the socket: its readiness is cleared then
+    /// (where the runtime allows it), so the next wait does not begin with a `recvmmsg` that
+    /// finds nothing - at low load that read would stand between a datagram's answer and its
+    /// way out.
     pub async fn recv(&self, batch: &mut RecvBatch) -> io::Result<()> {
         loop {
             self.readable().await?;
-            match self.try_recv(batch) {
+            match self.recv_into(batch, |sock, f| sock.try_read_drained(f)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return r,
             }
@@ -397,6 +411,32 @@ impl Registered {
         self.0.try_io(Interest::READABLE, |s| f(s.into()))
     }
 
+    /// [`try_read`](Self::try_read) of a batch of datagrams: when fewer than a full batch
+    /// came, the socket was drained and its readiness is cleared (as tokio's `read_buf` does
+    /// after a short read). A datagram that arrived after the read raised a new event, which
+    /// clearing does not lose: the runtime clears only the readiness this read observed.
+    fn try_read_drained(
+        &self,
+        f: &mut dyn FnMut(quinn_udp::UdpSockRef<'_>) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut ready = std::pin::pin!(self.0.readable());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut guard = match ready.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(g) => g?,
+            std::task::Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+        };
+        match guard.try_io(|s| f(s.get_ref().into())) {
+            Ok(Ok(n)) => {
+                if n < quinn_udp::BATCH_SIZE {
+                    guard.clear_ready();
+                }
+                Ok(n)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_would_block) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
     fn try_write<R>(
         &self,
         f: impl FnOnce(quinn_udp::UdpSockRef<'_>) -> io::Result<R>,
@@ -433,6 +473,14 @@ impl Registered {
         f: impl FnOnce(quinn_udp::UdpSockRef<'_>) -> io::Result<R>,
     ) -> io::Result<R> {
         self.0.try_io(Interest::READABLE, || f((&self.0).into()))
+    }
+
+    /// Here a plain [`try_read`](Self::try_read): the readiness clears on the next read.
+    fn try_read_drained(
+        &self,
+        f: &mut dyn FnMut(quinn_udp::UdpSockRef<'_>) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.try_read(f)
     }
 
     fn try_write<R>(
@@ -648,6 +696,43 @@ mod tests {
     /// socket takes only datagrams from the address it dialled. The first peer dialled the
     /// usual address (no lock on its path); after the second made the socket's peers mixed,
     /// the first is still answered from its address.
+    /// A short read clears the socket's readiness; what arrives afterwards (between reads,
+    /// or while nobody waits) still wakes the next `recv`, and a full batch leaves the rest
+    /// for the next read.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_drained_read_loses_no_later_datagram() {
+        let gw = BatchSocket::new(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .expect("wrap it");
+        let to = gw.local_addr().expect("its address");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the peer");
+        let mut batch = RecvBatch::new();
+        let within = Duration::from_secs(5);
+        for round in 0..50u8 {
+            peer.send_to(&[round; 40], to).expect("send");
+            tokio::time::timeout(within, gw.recv(&mut batch))
+                .await
+                .expect("woken for the datagram")
+                .expect("received");
+            let got: Vec<_> = batch.iter().map(|(_, d)| d.to_vec()).collect();
+            assert_eq!(got, vec![vec![round; 40]], "round {round}");
+            assert!(!batch.is_full());
+        }
+        // More than a batch at once: the first read is full, the rest follows.
+        let n = quinn_udp::BATCH_SIZE + 5;
+        for i in 0..n {
+            peer.send_to(&[i as u8; 40], to).expect("send");
+        }
+        let mut seen = 0;
+        while seen < n {
+            tokio::time::timeout(within, gw.recv(&mut batch))
+                .await
+                .expect("woken for the rest")
+                .expect("received");
+            seen += batch.iter().count();
+        }
+        assert_eq!(seen, n);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn replies_leave_from_the_address_the_peer_dialled() {
         let gw = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind the gateway socket");

@@ -72,13 +72,18 @@ impl Coalescer {
         self.turn_tun += n;
     }
 
+    /// True while packets come in slower than a nap would pay for (a ping, an interactive
+    /// session, a quiet spell), measured whether naps are on or not: then a lone packet's
+    /// answer goes out before the worker reads again, as a read right after one packet
+    /// would most likely find nothing and only delay it by a system call.
+    pub(super) fn low_rate(&self) -> bool {
+        self.rate < MIN_RATE
+    }
+
     /// Ends a turn at `now`: how long to nap before waiting for the next one, if at all.
     pub(super) fn turn_ended(&mut self, now: Instant) -> Option<Duration> {
         let packets = std::mem::take(&mut self.turn);
         let from_tun = std::mem::take(&mut self.turn_tun);
-        if self.max_nap.is_zero() {
-            return None;
-        }
         self.window_packets += packets;
         // The rate over the last window; a quiet spell makes a long window and a low rate.
         match self.window_start {
@@ -100,7 +105,12 @@ impl Coalescer {
             self.window_full = true;
             self.hold_off = true;
         }
-        if packets == 0 || packets >= TARGET || self.rate < MIN_RATE || self.hold_off {
+        if self.max_nap.is_zero()
+            || packets == 0
+            || packets >= TARGET
+            || self.rate < MIN_RATE
+            || self.hold_off
+        {
             return None;
         }
         self.napped = true;
@@ -182,6 +192,25 @@ mod tests {
                 .iter()
                 .all(Option::is_none)
         );
+    }
+
+    #[test]
+    fn the_rate_is_known_with_naps_off_too() {
+        for max_nap in [Duration::ZERO, Duration::from_micros(100)] {
+            let mut c = Coalescer::new(max_nap);
+            let mut t = Instant::now();
+            assert!(c.low_rate(), "nothing seen yet");
+            // Pings: low.
+            run(&mut c, &mut t, 10, 1, Duration::from_millis(20));
+            assert!(c.low_rate());
+            // 100,000 packets/s: not low, naps or not.
+            let naps = run(&mut c, &mut t, 1000, 1, Duration::from_micros(10));
+            assert!(!c.low_rate(), "{max_nap:?}");
+            assert_eq!(naps.iter().any(Option::is_some), !max_nap.is_zero());
+            // A quiet spell: the next turn measures a long window, and the rate is low again.
+            run(&mut c, &mut t, 1, 1, Duration::from_millis(50));
+            assert!(c.low_rate());
+        }
     }
 
     #[test]

@@ -349,12 +349,15 @@ impl Worker {
             if wg.is_none() && self.sockets.wg.is_some() {
                 wg = self.sockets.wg.clone();
             }
-            let deadline = self.core.poll_timeout();
-            if deadline != armed {
-                // Re-arm the one timer only when the earliest deadline changed.
-                let when = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // Re-arm the one timer only when the earliest deadline moved earlier: a busy
+            // tunnel's keepalive deadline moves later with every packet, and re-arming takes
+            // the timer driver's lock. A timer that fires early finds nothing due (the core
+            // only acts on what is due) and is armed again for the later deadline.
+            if let Some(when) = self.core.poll_timeout()
+                && armed.is_none_or(|a| when < a)
+            {
                 timer.as_mut().reset(tokio::time::Instant::from_std(when));
-                armed = deadline;
+                armed = Some(when);
             }
             // Not biased: a ready source is picked at random, so none starves the others.
             tokio::select! {
@@ -432,7 +435,11 @@ impl Worker {
                                 self.coalesce.count_tun(1);
                                 self.tun_packet(now, p);
                             }
-                            for _ in 0..BURST {
+                            // Under load, read on while TUN has packets (one batch out);
+                            // at a low rate the packet's answer leaves first, and the
+                            // next turn's read finds what came meanwhile (coalesce.rs).
+                            let more = if self.coalesce.low_rate() { 0 } else { BURST };
+                            for _ in 0..more {
                                 if tun_in.try_recv(&tun).is_err() {
                                     break;
                                 }
