@@ -357,6 +357,7 @@ impl BatchSocket {
     }
 
     /// Receives what is waiting, waiting for the first datagram.
+    ///
     /// A read that leaves buffers unfilled emptied the socket: its readiness is cleared then
     /// (where the runtime allows it), so the next wait does not begin with a `recvmmsg` that
     /// finds nothing - at low load that read would stand between a datagram's answer and its
@@ -691,11 +692,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// A gateway socket bound to 0.0.0.0 answers a client that dialled 127.0.0.2 from
-    /// 127.0.0.2 (not from 127.0.0.1, which the routing table picks): the client's connected
-    /// socket takes only datagrams from the address it dialled. The first peer dialled the
-    /// usual address (no lock on its path); after the second made the socket's peers mixed,
-    /// the first is still answered from its address.
     /// A short read clears the socket's readiness; what arrives afterwards (between reads,
     /// or while nobody waits) still wakes the next `recv`, and a full batch leaves the rest
     /// for the next read.
@@ -733,6 +729,11 @@ mod tests {
         assert_eq!(seen, n);
     }
 
+    /// A gateway socket bound to 0.0.0.0 answers a client that dialled 127.0.0.2 from
+    /// 127.0.0.2 (not from 127.0.0.1, which the routing table picks): the client's connected
+    /// socket takes only datagrams from the address it dialled. The first peer dialled the
+    /// usual address (no lock on its path); after the second made the socket's peers mixed,
+    /// the first is still answered from its address.
     #[tokio::test(flavor = "current_thread")]
     async fn replies_leave_from_the_address_the_peer_dialled() {
         let gw = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind the gateway socket");
