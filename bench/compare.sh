@@ -256,34 +256,25 @@ DD=$WORK/gatehoused
 "$GATEHOUSED" init --data-dir "$DD" --public-addr $GW_UL --address-space $LAN_NET \
     --client-pool $POOL >"$WORK/gatehoused-init.log" 2>&1 \
   || { echo "gatehoused init failed:" >&2; cat "$WORK/gatehoused-init.log" >&2; exit 1; }
-if [ -n "${GH_TOML:-}" ]; then
-  # top-level gateway.toml keys (e.g. "workers = 1; handshake_threads = 0"), before the first table
-  python3 - "$DD/gateway.toml" "$GH_TOML" <<'PY'
+# add_keys KNOB LINE_REGEX KEYS: "k = v; k2 = v2" into gateway.toml after the line LINE_REGEX
+# matches (top-level keys after tun_name, a table's keys after its header), then check it
+add_keys() {
+  python3 - "$DD/gateway.toml" "$2" "$3" <<'PY'
 import re, sys
-path, extra = sys.argv[1:]
+path, after, extra = sys.argv[1:]
 s = open(path).read()
 lines = "\n".join(x.strip() for x in extra.split(";") if x.strip())
-s, n = re.subn(r'(?m)^(tun_name = .*)$', lambda m: m.group(1) + "\n" + lines, s, count=1)
-assert n == 1, "no tun_name in gateway.toml"
+s, n = re.subn("(?m)^(" + after + ")$", lambda m: m.group(1) + "\n" + lines, s, count=1)
+assert n == 1, "gateway.toml has no line matching " + after
 open(path, "w").write(s)
 PY
-  "$GATEHOUSED" check --config "$DD/gateway.toml" >/dev/null || { echo "GH_TOML made gateway.toml invalid" >&2; exit 1; }
-  echo "   gateway.toml: $GH_TOML"
-fi
-if [ -n "${GH_OPENVPN_TOML:-}" ]; then
-  # keys of gateway.toml's [openvpn] table (e.g. 'listen = "0.0.0.0"'), after its header
-  python3 - "$DD/gateway.toml" "$GH_OPENVPN_TOML" <<'PY'
-import re, sys
-path, extra = sys.argv[1:]
-s = open(path).read()
-lines = "\n".join(x.strip() for x in extra.split(";") if x.strip())
-s, n = re.subn(r'(?m)^(\[openvpn\])$', lambda m: m.group(1) + "\n" + lines, s, count=1)
-assert n == 1, "no [openvpn] table in gateway.toml"
-open(path, "w").write(s)
-PY
-  "$GATEHOUSED" check --config "$DD/gateway.toml" >/dev/null || { echo "GH_OPENVPN_TOML made gateway.toml invalid" >&2; exit 1; }
-  echo "   gateway.toml [openvpn]: $GH_OPENVPN_TOML"
-fi
+  "$GATEHOUSED" check --config "$DD/gateway.toml" >/dev/null || { echo "$1 made gateway.toml invalid" >&2; exit 1; }
+  echo "   gateway.toml ($1): $3"
+}
+# top-level keys (e.g. "workers = 1; handshake_threads = 0"), before the first table
+[ -z "${GH_TOML:-}" ] || add_keys GH_TOML 'tun_name = .*' "$GH_TOML"
+# keys of the [openvpn] table (e.g. 'listen = "0.0.0.0"')
+[ -z "${GH_OPENVPN_TOML:-}" ] || add_keys GH_OPENVPN_TOML '\[openvpn\]' "$GH_OPENVPN_TOML"
 case " $GHC_PROTOCOLS " in
   *" quic "*)  # QUIC is off in what init writes; on here (before any profile is exported: it offers quic)
     python3 - "$DD/gateway.toml" <<'PY'
