@@ -297,7 +297,10 @@ impl BatchSocket {
         for (s, b) in slices.iter_mut().zip(bufs.iter_mut()) {
             *s = IoSliceMut::new(&mut b[..]);
         }
-        let n = read(&self.sock, &mut |s| self.state.recv(s, &mut slices, metas))?;
+        let want = batch.want;
+        let n = read(&self.sock, &mut |s| {
+            self.state.recv(s, &mut slices[..want], &mut metas[..want])
+        })?;
         batch.filled = n;
         if self.wildcard {
             self.note_destinations(&metas[..n]);
@@ -365,7 +368,8 @@ impl BatchSocket {
     pub async fn recv(&self, batch: &mut RecvBatch) -> io::Result<()> {
         loop {
             self.readable().await?;
-            match self.recv_into(batch, |sock, f| sock.try_read_drained(f)) {
+            let want = batch.want;
+            match self.recv_into(batch, |sock, f| sock.try_read_drained(f, want)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return r,
             }
@@ -419,6 +423,7 @@ impl Registered {
     fn try_read_drained(
         &self,
         f: &mut dyn FnMut(quinn_udp::UdpSockRef<'_>) -> io::Result<usize>,
+        want: usize,
     ) -> io::Result<usize> {
         let mut ready = std::pin::pin!(self.0.readable());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -428,7 +433,7 @@ impl Registered {
         };
         match guard.try_io(|s| f(s.get_ref().into())) {
             Ok(Ok(n)) => {
-                if n < quinn_udp::BATCH_SIZE {
+                if n < want {
                     guard.clear_ready();
                 }
                 Ok(n)
@@ -480,6 +485,7 @@ impl Registered {
     fn try_read_drained(
         &self,
         f: &mut dyn FnMut(quinn_udp::UdpSockRef<'_>) -> io::Result<usize>,
+        _want: usize,
     ) -> io::Result<usize> {
         self.try_read(f)
     }
@@ -501,6 +507,8 @@ pub struct RecvBatch {
     bufs: Vec<Box<[u8]>>,
     metas: [RecvMeta; quinn_udp::BATCH_SIZE],
     filled: usize,
+    /// Datagrams the next receive may take (1..=BATCH_SIZE).
+    want: usize,
 }
 
 impl Default for RecvBatch {
@@ -518,7 +526,15 @@ impl RecvBatch {
                 .collect(),
             metas: [RecvMeta::default(); quinn_udp::BATCH_SIZE],
             filled: 0,
+            want: quinn_udp::BATCH_SIZE,
         }
+    }
+
+    /// Lets the next receives take at most `n` datagrams (1 to a full batch). A worker at a
+    /// low packet rate asks for two: a lone datagram's read then prepares two message headers
+    /// instead of 32, and one datagram back still shows that the socket was drained.
+    pub fn set_want(&mut self, n: usize) {
+        self.want = n.clamp(1, quinn_udp::BATCH_SIZE);
     }
 
     /// Number of datagrams in the last receive.
@@ -526,10 +542,10 @@ impl RecvBatch {
         self.iter().count()
     }
 
-    /// True when the last receive filled every buffer (more may be waiting); false means the
-    /// socket was drained when it was read.
+    /// True when the last receive took all it could ([`set_want`](Self::set_want); more may be
+    /// waiting); false means the socket was drained when it was read.
     pub fn is_full(&self) -> bool {
-        self.filled == quinn_udp::BATCH_SIZE
+        self.filled == self.want
     }
 
     /// True when the last receive brought nothing.
@@ -727,6 +743,34 @@ mod tests {
             seen += batch.iter().count();
         }
         assert_eq!(seen, n);
+        // Two slots (a worker at a low rate): one datagram back drained the socket, two
+        // may not have, and the next read takes the rest.
+        batch.set_want(2);
+        peer.send_to(&[1; 40], to).expect("send");
+        tokio::time::timeout(within, gw.recv(&mut batch))
+            .await
+            .expect("woken")
+            .expect("received");
+        assert_eq!(batch.iter().count(), 1);
+        assert!(!batch.is_full());
+        for i in 0..5u8 {
+            peer.send_to(&[i; 40], to).expect("send");
+        }
+        tokio::time::timeout(within, gw.recv(&mut batch))
+            .await
+            .expect("woken for five")
+            .expect("received");
+        assert!(batch.is_full(), "two of five taken");
+        let mut seen = batch.iter().count();
+        batch.set_want(usize::MAX);
+        while seen < 5 {
+            tokio::time::timeout(within, gw.recv(&mut batch))
+                .await
+                .expect("the rest is readable")
+                .expect("received");
+            seen += batch.iter().count();
+        }
+        assert_eq!(seen, 5);
     }
 
     /// A gateway socket bound to 0.0.0.0 answers a client that dialled 127.0.0.2 from

@@ -359,6 +359,22 @@ impl Worker {
                 timer.as_mut().reset(tokio::time::Instant::from_std(when));
                 armed = Some(when);
             }
+            // At a low rate a turn's first read asks for two datagrams (one back: the socket
+            // is drained; two: the rest follows at once); under load for a whole batch.
+            let first = if self.coalesce.low_rate() {
+                2
+            } else {
+                usize::MAX
+            };
+            for b in [
+                &mut ubatch,
+                &mut nbatch,
+                &mut ibatch,
+                &mut wbatch,
+                &mut qbatch,
+            ] {
+                b.set_want(first);
+            }
             // Not biased: a ready source is picked at random, so none starves the others.
             tokio::select! {
                 msg = inbox.recv() => {
@@ -667,8 +683,14 @@ impl Worker {
             // A batch that did not fill every buffer drained the socket: the next turn reads
             // again after this one's output is out, which keeps that read off a lone
             // packet's path.
-            if i > 0 && (!batch.is_full() || s.try_recv(batch).is_err()) {
-                break;
+            if i > 0 {
+                if !batch.is_full() {
+                    break;
+                }
+                batch.set_want(usize::MAX);
+                if s.try_recv(batch).is_err() {
+                    break;
+                }
             }
             let now = Instant::now();
             for (from, d) in batch.iter() {
