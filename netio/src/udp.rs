@@ -276,31 +276,31 @@ impl BatchSocket {
 
     /// Receives what is waiting into `batch` without blocking (WouldBlock when nothing is).
     pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<()> {
-        self.recv_into(batch, |sock, f| sock.try_read(f))
+        self.recv_into(batch, quinn_udp::BATCH_SIZE, false)
     }
 
-    /// One `recvmmsg` into `batch` through `read` (a plain or a drained-aware read).
-    fn recv_into(
-        &self,
-        batch: &mut RecvBatch,
-        read: impl FnOnce(
-            &Registered,
-            &mut dyn FnMut(quinn_udp::UdpSockRef<'_>) -> io::Result<usize>,
-        ) -> io::Result<usize>,
-    ) -> io::Result<()> {
+    /// One `recvmmsg` of up to `max` datagrams into `batch`; `drained`: a read that brings
+    /// fewer clears the socket's readiness.
+    fn recv_into(&self, batch: &mut RecvBatch, max: usize, drained: bool) -> io::Result<()> {
+        let max = max.clamp(1, quinn_udp::BATCH_SIZE);
         batch.filled = 0;
+        batch.asked = max;
         let RecvBatch { bufs, metas, .. } = batch;
         let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = std::array::from_fn(|_| {
             // Replaced below; an empty slice until then.
             IoSliceMut::new(&mut [])
         });
-        for (s, b) in slices.iter_mut().zip(bufs.iter_mut()) {
+        for (s, b) in slices.iter_mut().zip(bufs.iter_mut()).take(max) {
             *s = IoSliceMut::new(&mut b[..]);
         }
-        let want = batch.want;
-        let n = read(&self.sock, &mut |s| {
-            self.state.recv(s, &mut slices[..want], &mut metas[..want])
-        })?;
+        let mut read = |s: quinn_udp::UdpSockRef<'_>| {
+            self.state.recv(s, &mut slices[..max], &mut metas[..max])
+        };
+        let n = if drained {
+            self.sock.try_read_drained(&mut read, max)?
+        } else {
+            self.sock.try_read(read)?
+        };
         batch.filled = n;
         if self.wildcard {
             self.note_destinations(&metas[..n]);
@@ -360,16 +360,22 @@ impl BatchSocket {
     }
 
     /// Receives what is waiting, waiting for the first datagram.
-    ///
-    /// A read that leaves buffers unfilled emptied the socket: its readiness is cleared then
-    /// (where the runtime allows it), so the next wait does not begin with a `recvmmsg` that
-    /// finds nothing - at low load that read would stand between a datagram's answer and its
-    /// way out.
     pub async fn recv(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        self.recv_up_to(batch, quinn_udp::BATCH_SIZE).await
+    }
+
+    /// [`recv`](Self::recv) of at most `max` datagrams (1 to a full batch). A worker at a low
+    /// packet rate asks for two: a lone datagram's read then prepares two message headers
+    /// instead of 32, and one datagram back still shows that the socket was drained.
+    ///
+    /// A read that brings fewer than it asked for emptied the socket: its readiness is cleared
+    /// then (where the runtime allows it), so the next wait does not begin with a `recvmmsg`
+    /// that finds nothing - at low load that read would stand between a datagram's answer and
+    /// its way out.
+    pub async fn recv_up_to(&self, batch: &mut RecvBatch, max: usize) -> io::Result<()> {
         loop {
             self.readable().await?;
-            let want = batch.want;
-            match self.recv_into(batch, |sock, f| sock.try_read_drained(f, want)) {
+            match self.recv_into(batch, max, true) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return r,
             }
@@ -423,7 +429,7 @@ impl Registered {
     fn try_read_drained(
         &self,
         f: &mut dyn FnMut(quinn_udp::UdpSockRef<'_>) -> io::Result<usize>,
-        want: usize,
+        asked: usize,
     ) -> io::Result<usize> {
         let mut ready = std::pin::pin!(self.0.readable());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -433,7 +439,7 @@ impl Registered {
         };
         match guard.try_io(|s| f(s.get_ref().into())) {
             Ok(Ok(n)) => {
-                if n < want {
+                if n < asked {
                     guard.clear_ready();
                 }
                 Ok(n)
@@ -485,7 +491,7 @@ impl Registered {
     fn try_read_drained(
         &self,
         f: &mut dyn FnMut(quinn_udp::UdpSockRef<'_>) -> io::Result<usize>,
-        _want: usize,
+        _asked: usize,
     ) -> io::Result<usize> {
         self.try_read(f)
     }
@@ -507,8 +513,8 @@ pub struct RecvBatch {
     bufs: Vec<Box<[u8]>>,
     metas: [RecvMeta; quinn_udp::BATCH_SIZE],
     filled: usize,
-    /// Datagrams the next receive may take (1..=BATCH_SIZE).
-    want: usize,
+    /// Datagrams the last receive asked for (1..=BATCH_SIZE).
+    asked: usize,
 }
 
 impl Default for RecvBatch {
@@ -526,15 +532,8 @@ impl RecvBatch {
                 .collect(),
             metas: [RecvMeta::default(); quinn_udp::BATCH_SIZE],
             filled: 0,
-            want: quinn_udp::BATCH_SIZE,
+            asked: quinn_udp::BATCH_SIZE,
         }
-    }
-
-    /// Lets the next receives take at most `n` datagrams (1 to a full batch). A worker at a
-    /// low packet rate asks for two: a lone datagram's read then prepares two message headers
-    /// instead of 32, and one datagram back still shows that the socket was drained.
-    pub fn set_want(&mut self, n: usize) {
-        self.want = n.clamp(1, quinn_udp::BATCH_SIZE);
     }
 
     /// Number of datagrams in the last receive.
@@ -542,10 +541,10 @@ impl RecvBatch {
         self.iter().count()
     }
 
-    /// True when the last receive took all it could ([`set_want`](Self::set_want); more may be
-    /// waiting); false means the socket was drained when it was read.
+    /// True when the last receive brought all it asked for (more may be waiting); false
+    /// means the socket was drained when it was read.
     pub fn is_full(&self) -> bool {
-        self.filled == self.want
+        self.filled == self.asked
     }
 
     /// True when the last receive brought nothing.
@@ -708,6 +707,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// `recv_up_to(max)` within 5 s; the number of datagrams it brought.
+    async fn recv_within(gw: &BatchSocket, batch: &mut RecvBatch, max: usize, what: &str) -> usize {
+        tokio::time::timeout(Duration::from_secs(5), gw.recv_up_to(batch, max))
+            .await
+            .unwrap_or_else(|_| panic!("not woken: {what}"))
+            .expect("received");
+        batch.iter().count()
+    }
+
     /// A short read clears the socket's readiness; what arrives afterwards (between reads,
     /// or while nobody waits) still wakes the next `recv`, and a full batch leaves the rest
     /// for the next read.
@@ -718,57 +726,36 @@ mod tests {
         let to = gw.local_addr().expect("its address");
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the peer");
         let mut batch = RecvBatch::new();
-        let within = Duration::from_secs(5);
+        let full = quinn_udp::BATCH_SIZE;
         for round in 0..50u8 {
             peer.send_to(&[round; 40], to).expect("send");
-            tokio::time::timeout(within, gw.recv(&mut batch))
-                .await
-                .expect("woken for the datagram")
-                .expect("received");
+            recv_within(&gw, &mut batch, full, "the datagram").await;
             let got: Vec<_> = batch.iter().map(|(_, d)| d.to_vec()).collect();
             assert_eq!(got, vec![vec![round; 40]], "round {round}");
             assert!(!batch.is_full());
         }
         // More than a batch at once: the first read is full, the rest follows.
-        let n = quinn_udp::BATCH_SIZE + 5;
+        let n = full + 5;
         for i in 0..n {
             peer.send_to(&[i as u8; 40], to).expect("send");
         }
         let mut seen = 0;
         while seen < n {
-            tokio::time::timeout(within, gw.recv(&mut batch))
-                .await
-                .expect("woken for the rest")
-                .expect("received");
-            seen += batch.iter().count();
+            seen += recv_within(&gw, &mut batch, full, "the rest").await;
         }
         assert_eq!(seen, n);
         // Two slots (a worker at a low rate): one datagram back drained the socket, two
         // may not have, and the next read takes the rest.
-        batch.set_want(2);
         peer.send_to(&[1; 40], to).expect("send");
-        tokio::time::timeout(within, gw.recv(&mut batch))
-            .await
-            .expect("woken")
-            .expect("received");
-        assert_eq!(batch.iter().count(), 1);
+        assert_eq!(recv_within(&gw, &mut batch, 2, "one").await, 1);
         assert!(!batch.is_full());
         for i in 0..5u8 {
             peer.send_to(&[i; 40], to).expect("send");
         }
-        tokio::time::timeout(within, gw.recv(&mut batch))
-            .await
-            .expect("woken for five")
-            .expect("received");
+        let mut seen = recv_within(&gw, &mut batch, 2, "five").await;
         assert!(batch.is_full(), "two of five taken");
-        let mut seen = batch.iter().count();
-        batch.set_want(usize::MAX);
         while seen < 5 {
-            tokio::time::timeout(within, gw.recv(&mut batch))
-                .await
-                .expect("the rest is readable")
-                .expect("received");
-            seen += batch.iter().count();
+            seen += recv_within(&gw, &mut batch, full, "the rest is readable").await;
         }
         assert_eq!(seen, 5);
     }

@@ -366,15 +366,6 @@ impl Worker {
             } else {
                 usize::MAX
             };
-            for b in [
-                &mut ubatch,
-                &mut nbatch,
-                &mut ibatch,
-                &mut wbatch,
-                &mut qbatch,
-            ] {
-                b.set_want(first);
-            }
             // Not biased: a ready source is picked at random, so none starves the others.
             tokio::select! {
                 msg = inbox.recv() => {
@@ -418,27 +409,27 @@ impl Worker {
                         }
                     }
                 }
-                r = recv(&ovpn, &mut ubatch) => {
+                r = recv(&ovpn, &mut ubatch, first) => {
                     if r.is_ok() {
                         self.udp_batches(Listener::OpenVpnUdp, &ovpn, &mut ubatch).await;
                     }
                 }
-                r = recv(&natt, &mut nbatch) => {
+                r = recv(&natt, &mut nbatch, first) => {
                     if r.is_ok() {
                         self.udp_batches(Listener::IkeNatT, &natt, &mut nbatch).await;
                     }
                 }
-                r = recv(&ike, &mut ibatch) => {
+                r = recv(&ike, &mut ibatch, first) => {
                     if r.is_ok() {
                         self.udp_batches(Listener::Ike, &ike, &mut ibatch).await;
                     }
                 }
-                r = recv(&wg, &mut wbatch) => {
+                r = recv(&wg, &mut wbatch, first) => {
                     if r.is_ok() {
                         self.udp_batches(Listener::WireGuard, &wg, &mut wbatch).await;
                     }
                 }
-                r = recv(&quic, &mut qbatch) => {
+                r = recv(&quic, &mut qbatch, first) => {
                     if r.is_ok() {
                         self.udp_batches(Listener::Quic, &quic, &mut qbatch).await;
                     }
@@ -683,14 +674,8 @@ impl Worker {
             // A batch that did not fill every buffer drained the socket: the next turn reads
             // again after this one's output is out, which keeps that read off a lone
             // packet's path.
-            if i > 0 {
-                if !batch.is_full() {
-                    break;
-                }
-                batch.set_want(usize::MAX);
-                if s.try_recv(batch).is_err() {
-                    break;
-                }
+            if i > 0 && (!batch.is_full() || s.try_recv(batch).is_err()) {
+                break;
             }
             let now = Instant::now();
             for (from, d) in batch.iter() {
@@ -900,9 +885,14 @@ impl Worker {
     }
 }
 
-async fn recv(sock: &Option<Arc<BatchSocket>>, batch: &mut RecvBatch) -> std::io::Result<()> {
+/// Waits for and reads up to `max` datagrams (a whole batch after that: `try_recv`).
+async fn recv(
+    sock: &Option<Arc<BatchSocket>>,
+    batch: &mut RecvBatch,
+    max: usize,
+) -> std::io::Result<()> {
     match sock {
-        Some(s) => s.recv(batch).await,
+        Some(s) => s.recv_up_to(batch, max).await,
         None => std::future::pending().await,
     }
 }
