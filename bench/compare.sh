@@ -313,27 +313,8 @@ start_gatehoused() {  # LABEL -> GH_PID, or 1 with GH_NOTE
   [ "$(cat /proc/$GH_PID/comm 2>/dev/null)" = gatehoused ] || { GH_NOTE="pid $GH_PID is not gatehoused"; return 1; }
 }
 start_stock_openvpn() {  # PROTO -> OVPN_PID, or 1 with OVPN_NOTE
-  local proto=$1 sproto port log=$WORK/openvpn-server-$1.log
-  case $proto in udp) sproto=udp; port=1194;; tcp) sproto=tcp-server; port=443;; esac
-  cat >"$WORK/server-$proto.conf" <<EOF
-dev-type tun
-dev ghb-stun
-topology subnet
-server ${POOL%/*} 255.255.255.0
-proto $sproto
-port $port
-local $GW_UL
-push "route ${LAN_NET%/*} 255.255.255.0"
-ca $DD/pki/ca.crt
-cert $DD/pki/server/gateway.crt
-key $DD/pki/server/gateway.key
-dh none
-tls-version-min 1.3
-data-ciphers AES-256-GCM:CHACHA20-POLY1305
-disable-dco
-keepalive 10 60
-verb 3
-EOF
+  local proto=$1 log=$WORK/openvpn-server-$1.log
+  stock_openvpn_conf "$WORK/server-$proto.conf" "$proto" ghb-stun "$DD/pki" $POOL $LAN_NET $GW_UL
   ip netns exec "$NS_GW" openvpn --config "$WORK/server-$proto.conf" >"$log" 2>&1 &
   OVPN_PID=$!; STARTED+=($OVPN_PID)
   wait_log "$log" "Initialization Sequence Completed" 10 $OVPN_PID \

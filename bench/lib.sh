@@ -11,6 +11,7 @@
 #   wait_log FILE PAT SECS PID
 #   sysjiffies / proc_jiffies PID / wait_idle (uses WAIT_IDLE seconds)
 #   write_charon_conf DIR PLUGINS EXTRA / start_charon NS DIR (-> CHARON_PID) / swctl DIR ARGS
+#   stock_openvpn_conf FILE PROTO DEV PKI POOL LAN_NET LOCAL   the stock openvpn 2.6 server's config
 # The caller sets WORK (its work dir) before bench_cleanup can run; KEEP=1 keeps it.
 
 CREATED_NS=()   # only these are ever deleted
@@ -129,4 +130,31 @@ start_charon() {  # NS DIR -> CHARON_PID (charon itself: ip netns exec, env and 
 swctl() {  # DIR swanctl-args...
   local d=$1; shift
   STRONGSWAN_CONF="$d/strongswan.conf" SWANCTL_DIR="$d/swanctl" swanctl "$@"
+}
+
+# The stock openvpn 2.6 server as the bench scripts run it: TUN device DEV, the gateway's PKI
+# (gatehoused init's pki/ folder), clients from POOL (a /24), a route to LAN_NET pushed,
+# listening on LOCAL (UDP 1194 or TCP 443), TLS 1.3, no DCO.
+stock_openvpn_conf() {  # FILE PROTO(udp|tcp) DEV PKI POOL LAN_NET LOCAL
+  local f=$1 proto=$2 dev=$3 pki=$4 pool=$5 lan=$6 local_addr=$7 sproto port
+  case $proto in udp) sproto=udp; port=1194;; tcp) sproto=tcp-server; port=443;; *) return 2;; esac
+  cat >"$f" <<EOF
+dev-type tun
+dev $dev
+topology subnet
+server ${pool%/*} 255.255.255.0
+proto $sproto
+port $port
+local $local_addr
+push "route ${lan%/*} 255.255.255.0"
+ca $pki/ca.crt
+cert $pki/server/gateway.crt
+key $pki/server/gateway.key
+dh none
+tls-version-min 1.3
+data-ciphers AES-256-GCM:CHACHA20-POLY1305
+disable-dco
+keepalive 10 60
+verb 3
+EOF
 }

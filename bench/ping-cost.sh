@@ -30,7 +30,7 @@ TOP=${TOP:-12}
 for p in ip openvpn ping valgrind callgrind_control callgrind_annotate python3; do
   command -v $p >/dev/null || { echo "missing $p (apt-get install openvpn iputils-ping iproute2 valgrind python3)" >&2; exit 1; }
 done
-case $PROTO in udp) SPROTO=udp PORT=1194;; tcp) SPROTO=tcp-server PORT=443;; *) echo "PROTO is udp or tcp" >&2; exit 2;; esac
+case $PROTO in udp|tcp) ;; *) echo "PROTO is udp or tcp" >&2; exit 2;; esac
 [ $# -gt 0 ] || set -- "$ROOT/target/release/gatehoused"
 LABELS=() BINS=()
 for a in "$@"; do
@@ -67,25 +67,7 @@ DD=$WORK/gatehoused
 if [ "$PROTO" = tcp ]; then
   sed -i -e 's/^proto udp$/proto tcp-client/' -e "s/^remote $GW_UL 1194\$/remote $GW_UL 443/" "$WORK/pc0.ovpn"
 fi
-cat >"$WORK/stock.conf" <<EOF
-dev-type tun
-dev ghb-pcs
-topology subnet
-server ${POOL%/*} 255.255.255.0
-proto $SPROTO
-port $PORT
-local $GW_UL
-push "route ${LAN_NET%/*} 255.255.255.0"
-ca $DD/pki/ca.crt
-cert $DD/pki/server/gateway.crt
-key $DD/pki/server/gateway.key
-dh none
-tls-version-min 1.3
-data-ciphers AES-256-GCM:CHACHA20-POLY1305
-disable-dco
-keepalive 10 60
-verb 3
-EOF
+stock_openvpn_conf "$WORK/stock.conf" "$PROTO" ghb-pcs "$DD/pki" $POOL $LAN_NET $GW_UL
 
 # measure LABEL READY_PATTERN CMD...: the gateway under callgrind, one client, PING_COUNT pings
 RESULTS=()
