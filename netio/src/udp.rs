@@ -274,9 +274,24 @@ impl BatchSocket {
         self.sock.readable().await
     }
 
+    /// Ready when a datagram may be waiting (the read that follows tells); until then the
+    /// waker of `cx` is kept, the last one given (one reader per socket).
+    pub fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.sock.poll_readable(cx)
+    }
+
     /// Receives what is waiting into `batch` without blocking (WouldBlock when nothing is).
     pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<()> {
         self.recv_into(batch, quinn_udp::BATCH_SIZE, false)
+    }
+
+    /// [`try_recv`](Self::try_recv) of at most `max` datagrams; a read that brings fewer
+    /// clears the readiness, as [`recv_up_to`](Self::recv_up_to) does.
+    pub fn try_recv_up_to(&self, batch: &mut RecvBatch, max: usize) -> io::Result<()> {
+        self.recv_into(batch, max, true)
     }
 
     /// One `recvmmsg` of up to `max` datagrams into `batch`; `drained`: a read that brings
@@ -415,6 +430,11 @@ impl Registered {
         self.0.readable().await.map(|_| ())
     }
 
+    fn poll_readable(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        // As `readable`: the guard goes without clearing readiness.
+        self.0.poll_read_ready(cx).map_ok(|_| ())
+    }
+
     fn try_read<R>(
         &self,
         f: impl FnOnce(quinn_udp::UdpSockRef<'_>) -> io::Result<R>,
@@ -478,6 +498,10 @@ impl Registered {
 
     async fn readable(&self) -> io::Result<()> {
         self.0.readable().await
+    }
+
+    fn poll_readable(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        self.0.poll_recv_ready(cx)
     }
 
     fn try_read<R>(

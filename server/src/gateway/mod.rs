@@ -35,6 +35,7 @@ mod learned;
 mod listen;
 mod reresolve;
 mod tcp;
+mod wake;
 pub mod wireguard;
 mod worker;
 pub mod wrap;

@@ -2,8 +2,9 @@
 //! in the ports' reuseport groups), its own TUN queue and its own [`GatewayCore`] over the
 //! tunnels steered to it. I/O only, as the single-worker driver was.
 //!
-//! The loop serves its sources fairly: `select!` picks a ready source at random and each
-//! source gets at most [`BURST`] reads per turn, so a flood on one port cannot starve TUN,
+//! The loop serves its sources fairly: each turn serves one ready source, the next turn
+//! starting the search one source further along (wake.rs), and each source gets at most
+//! [`BURST`] reads per turn, so a flood on one port cannot starve TUN,
 //! IKE, the other workers' hand-overs or the timers. Nothing awaits a full socket, TUN, TCP
 //! or hand-over queue: the packet is dropped and counted, and every other session keeps
 //! moving. Whatever a turn produced is written out before the loop waits again, so batching
@@ -12,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use gatehouse_engine::gateway::{
@@ -29,6 +31,7 @@ use super::capture::CaptureTap;
 use super::coalesce::Coalescer;
 use super::handshakes::Handshakes;
 use super::tcp::{OutSender, Permit, Queued, TcpEvent, TcpTimeouts};
+use super::wake::Wakes;
 
 /// Reads (each a batch) one source may hand the core per turn before the others get theirs.
 const BURST: usize = 8;
@@ -340,6 +343,7 @@ impl Worker {
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        let mut wakes = Wakes::<SOURCES>::new();
         // Sites that initiate start now.
         self.core.handle_timeout(Instant::now());
         self.flush();
@@ -348,6 +352,7 @@ impl Worker {
         loop {
             if wg.is_none() && self.sockets.wg.is_some() {
                 wg = self.sockets.wg.clone();
+                wakes.mark(WG);
             }
             // Re-arm the one timer only when the earliest deadline moved earlier: a busy
             // tunnel's keepalive deadline moves later with every packet, and re-arming takes
@@ -358,6 +363,7 @@ impl Worker {
             {
                 timer.as_mut().reset(tokio::time::Instant::from_std(when));
                 armed = Some(when);
+                wakes.mark(TIMER);
             }
             // At a low rate a turn's first read asks for two datagrams (one back: the socket
             // is drained; two: the rest follows at once); under load for a whole batch.
@@ -366,9 +372,28 @@ impl Worker {
             } else {
                 usize::MAX
             };
-            // Not biased: a ready source is picked at random, so none starves the others.
-            tokio::select! {
-                msg = inbox.recv() => {
+            // Each source is polled with a waker of its own; a wait polls those that woke
+            // (wake.rs), a ready one per turn, starting one further along each time.
+            let woke = std::future::poll_fn(|cx| {
+                wakes.poll(cx, |i, cx| match i {
+                    INBOX_SRC => inbox.poll_recv(cx).map(Woke::Inbox),
+                    DONE => done_rx.poll_recv(cx).map(Woke::Done),
+                    TCP => tcp_rx.poll_recv(cx).map(Woke::Tcp),
+                    OVPN => readable(&ovpn, cx, Listener::OpenVpnUdp),
+                    NATT => readable(&natt, cx, Listener::IkeNatT),
+                    IKE => readable(&ike, cx, Listener::Ike),
+                    WG => readable(&wg, cx, Listener::WireGuard),
+                    QUIC => readable(&quic, cx, Listener::Quic),
+                    TUN => tun.poll_readable(cx).map(|_| Woke::Tun),
+                    TIMER if armed.is_some() => timer.as_mut().poll(cx).map(|()| Woke::Timer),
+                    PUBLISH => publish_tick.poll_tick(cx).map(|_| Woke::Publish),
+                    STATS => stats_tick.poll_tick(cx).map(|_| Woke::Stats),
+                    _ => Poll::Pending,
+                })
+            })
+            .await;
+            match woke {
+                Woke::Inbox(msg) => {
                     let Some(msg) = msg else { break };
                     if !self.message(msg).await {
                         break;
@@ -385,7 +410,7 @@ impl Worker {
                         }
                     }
                 }
-                done = done_rx.recv() => {
+                Woke::Done(done) => {
                     if let Some(done) = done {
                         let now = Instant::now();
                         self.core.handle_job_done(now, done);
@@ -398,7 +423,7 @@ impl Worker {
                         self.flush();
                     }
                 }
-                ev = tcp_rx.recv() => {
+                Woke::Tcp(ev) => {
                     if let Some(ev) = ev {
                         self.tcp_event(ev).await;
                         for _ in 0..BURST * 8 {
@@ -409,68 +434,58 @@ impl Worker {
                         }
                     }
                 }
-                r = recv(&ovpn, &mut ubatch, first) => {
-                    if r.is_ok() {
-                        self.udp_batches(Listener::OpenVpnUdp, &ovpn, &mut ubatch).await;
+                Woke::Udp(listener) => {
+                    let (sock, batch) = match listener {
+                        Listener::OpenVpnUdp => (&ovpn, &mut ubatch),
+                        Listener::IkeNatT => (&natt, &mut nbatch),
+                        Listener::Ike => (&ike, &mut ibatch),
+                        Listener::WireGuard => (&wg, &mut wbatch),
+                        _ => (&quic, &mut qbatch),
+                    };
+                    // A read that finds nothing (readiness was stale) clears the readiness;
+                    // the socket is polled again next turn and holds its waker then.
+                    if let Some(sock) = sock
+                        && sock.try_recv_up_to(batch, first).is_ok()
+                    {
+                        self.udp_batches(listener, sock, batch).await;
                     }
                 }
-                r = recv(&natt, &mut nbatch, first) => {
-                    if r.is_ok() {
-                        self.udp_batches(Listener::IkeNatT, &natt, &mut nbatch).await;
-                    }
-                }
-                r = recv(&ike, &mut ibatch, first) => {
-                    if r.is_ok() {
-                        self.udp_batches(Listener::Ike, &ike, &mut ibatch).await;
-                    }
-                }
-                r = recv(&wg, &mut wbatch, first) => {
-                    if r.is_ok() {
-                        self.udp_batches(Listener::WireGuard, &wg, &mut wbatch).await;
-                    }
-                }
-                r = recv(&quic, &mut qbatch, first) => {
-                    if r.is_ok() {
-                        self.udp_batches(Listener::Quic, &quic, &mut qbatch).await;
-                    }
-                }
-                r = tun_in.recv(&tun) => {
-                    match r {
-                        Ok(()) => {
-                            let now = Instant::now();
+                Woke::Tun => match tun_in.try_recv(&tun) {
+                    Ok(()) => {
+                        let now = Instant::now();
+                        for p in tun_in.iter() {
+                            self.coalesce.count_tun(1);
+                            self.tun_packet(now, p);
+                        }
+                        // Under load, read on while TUN has packets (one batch out);
+                        // at a low rate the packet's answer leaves first, and the
+                        // next turn's read finds what came meanwhile (coalesce.rs).
+                        let more = if self.coalesce.low_rate() { 0 } else { BURST };
+                        for _ in 0..more {
+                            if tun_in.try_recv(&tun).is_err() {
+                                break;
+                            }
                             for p in tun_in.iter() {
                                 self.coalesce.count_tun(1);
                                 self.tun_packet(now, p);
                             }
-                            // Under load, read on while TUN has packets (one batch out);
-                            // at a low rate the packet's answer leaves first, and the
-                            // next turn's read finds what came meanwhile (coalesce.rs).
-                            let more = if self.coalesce.low_rate() { 0 } else { BURST };
-                            for _ in 0..more {
-                                if tun_in.try_recv(&tun).is_err() {
-                                    break;
-                                }
-                                for p in tun_in.iter() {
-                                    self.coalesce.count_tun(1);
-                                    self.tun_packet(now, p);
-                                }
-                            }
-                            // QUIC may hold datagrams back (pacing) and queue ACKs.
-                            self.flush();
                         }
-                        Err(e) => {
-                            debug!(error = %e, "TUN read failed");
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
+                        // QUIC may hold datagrams back (pacing) and queue ACKs.
+                        self.flush();
                     }
-                }
-                _ = &mut timer, if armed.is_some() => {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        debug!(error = %e, "TUN read failed");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                },
+                Woke::Timer => {
                     armed = None;
                     self.core.handle_timeout(Instant::now());
                     self.flush();
                 }
-                _ = publish_tick.tick() => self.publish(),
-                _ = stats_tick.tick() => {
+                Woke::Publish => self.publish(),
+                Woke::Stats => {
                     let s = self.core.status(Instant::now());
                     for c in &s.sites {
                         info!(connection = %c.name, state = %c.state, detail = %c.detail, rx_bytes = c.rx_bytes, tx_bytes = c.tx_bytes, "connection status");
@@ -661,15 +676,7 @@ impl Worker {
 
     /// Hands the core the datagrams of `batch` and of up to [`BURST`] more reads waiting on
     /// `sock` (one clock reading per read).
-    async fn udp_batches(
-        &mut self,
-        l: Listener,
-        sock: &Option<Arc<BatchSocket>>,
-        batch: &mut RecvBatch,
-    ) {
-        let Some(s) = sock else {
-            return;
-        };
+    async fn udp_batches(&mut self, l: Listener, s: &BatchSocket, batch: &mut RecvBatch) {
         for i in 0..=BURST {
             // A batch that did not fill every buffer drained the socket: the next turn reads
             // again after this one's output is out, which keeps that read off a lone
@@ -886,14 +893,43 @@ impl Worker {
 }
 
 /// Waits for and reads up to `max` datagrams (a whole batch after that: `try_recv`).
-async fn recv(
+/// The worker's sources, by their place in [`Wakes`].
+const INBOX_SRC: usize = 0;
+const DONE: usize = 1;
+const TCP: usize = 2;
+const OVPN: usize = 3;
+const NATT: usize = 4;
+const IKE: usize = 5;
+const WG: usize = 6;
+const QUIC: usize = 7;
+const TUN: usize = 8;
+const TIMER: usize = 9;
+const PUBLISH: usize = 10;
+const STATS: usize = 11;
+const SOURCES: usize = 12;
+
+/// The source that was ready, with what it gave.
+enum Woke {
+    Inbox(Option<Msg>),
+    Done(Option<JobDone>),
+    Tcp(Option<TcpEvent>),
+    Udp(Listener),
+    Tun,
+    Timer,
+    Publish,
+    Stats,
+}
+
+/// Ready when the socket (if there is one) has a datagram waiting; the read follows.
+fn readable(
     sock: &Option<Arc<BatchSocket>>,
-    batch: &mut RecvBatch,
-    max: usize,
-) -> std::io::Result<()> {
+    cx: &mut Context<'_>,
+    listener: Listener,
+) -> Poll<Woke> {
     match sock {
-        Some(s) => s.recv_up_to(batch, max).await,
-        None => std::future::pending().await,
+        // An error (the socket gone from the runtime) also reads as ready: the read reports it.
+        Some(s) => s.poll_readable(cx).map(|_| Woke::Udp(listener)),
+        None => Poll::Pending,
     }
 }
 
