@@ -379,12 +379,12 @@ impl Worker {
                     INBOX_SRC => inbox.poll_recv(cx).map(Woke::Inbox),
                     DONE => done_rx.poll_recv(cx).map(Woke::Done),
                     TCP => tcp_rx.poll_recv(cx).map(Woke::Tcp),
-                    OVPN => readable(&ovpn, cx, Listener::OpenVpnUdp),
-                    NATT => readable(&natt, cx, Listener::IkeNatT),
-                    IKE => readable(&ike, cx, Listener::Ike),
-                    WG => readable(&wg, cx, Listener::WireGuard),
-                    QUIC => readable(&quic, cx, Listener::Quic),
-                    TUN => tun.poll_readable(cx).map(|_| Woke::Tun),
+                    OVPN => read_udp(&ovpn, &mut ubatch, first, cx, Listener::OpenVpnUdp),
+                    NATT => read_udp(&natt, &mut nbatch, first, cx, Listener::IkeNatT),
+                    IKE => read_udp(&ike, &mut ibatch, first, cx, Listener::Ike),
+                    WG => read_udp(&wg, &mut wbatch, first, cx, Listener::WireGuard),
+                    QUIC => read_udp(&quic, &mut qbatch, first, cx, Listener::Quic),
+                    TUN => read_tun(&tun, &mut tun_in, cx),
                     TIMER if armed.is_some() => timer.as_mut().poll(cx).map(|()| Woke::Timer),
                     PUBLISH => publish_tick.poll_tick(cx).map(|_| Woke::Publish),
                     STATS => stats_tick.poll_tick(cx).map(|_| Woke::Stats),
@@ -442,15 +442,12 @@ impl Worker {
                         Listener::WireGuard => (&wg, &mut wbatch),
                         _ => (&quic, &mut qbatch),
                     };
-                    // A read that finds nothing (readiness was stale) clears the readiness;
-                    // the socket is polled again next turn and holds its waker then.
-                    if let Some(sock) = sock
-                        && sock.try_recv_up_to(batch, first).is_ok()
-                    {
+                    if let Some(sock) = sock {
                         self.udp_batches(listener, sock, batch).await;
                     }
                 }
-                Woke::Tun => match tun_in.try_recv(&tun) {
+                Woke::UdpFailed => {}
+                Woke::Tun(r) => match r {
                     Ok(()) => {
                         let now = Instant::now();
                         for p in tun_in.iter() {
@@ -473,7 +470,6 @@ impl Worker {
                         // QUIC may hold datagrams back (pacing) and queue ACKs.
                         self.flush();
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         debug!(error = %e, "TUN read failed");
                         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -913,23 +909,54 @@ enum Woke {
     Inbox(Option<Msg>),
     Done(Option<JobDone>),
     Tcp(Option<TcpEvent>),
+    /// A batch was read from this listener's socket.
     Udp(Listener),
-    Tun,
+    /// A socket's read failed (other than finding nothing).
+    UdpFailed,
+    /// A TUN read: a packet or batch in the reader, or why not.
+    Tun(std::io::Result<()>),
     Timer,
     Publish,
     Stats,
 }
 
-/// Ready when the socket (if there is one) has a datagram waiting; the read follows.
-fn readable(
+/// Ready when a read from the socket (if there is one) brought datagrams (or failed): the
+/// read happens here, so that readiness that turns out stale (the read finds nothing and
+/// clears it) does not take a turn; the socket then holds its waker.
+fn read_udp(
     sock: &Option<Arc<BatchSocket>>,
+    batch: &mut RecvBatch,
+    max: usize,
     cx: &mut Context<'_>,
     listener: Listener,
 ) -> Poll<Woke> {
-    match sock {
-        // An error (the socket gone from the runtime) also reads as ready: the read reports it.
-        Some(s) => s.poll_readable(cx).map(|_| Woke::Udp(listener)),
-        None => Poll::Pending,
+    let Some(s) = sock else {
+        return Poll::Pending;
+    };
+    loop {
+        match s.poll_readable(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(Woke::UdpFailed),
+            Poll::Ready(Ok(())) => match s.try_recv_up_to(batch, max) {
+                Ok(()) => return Poll::Ready(Woke::Udp(listener)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return Poll::Ready(Woke::UdpFailed),
+            },
+        }
+    }
+}
+
+/// [`read_udp`] for the TUN queue.
+fn read_tun(tun: &tun_rs::AsyncDevice, reader: &mut TunReader, cx: &mut Context<'_>) -> Poll<Woke> {
+    loop {
+        match tun.poll_readable(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Woke::Tun(Err(e))),
+            Poll::Ready(Ok(())) => match reader.try_recv(tun) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(Woke::Tun(r)),
+            },
+        }
     }
 }
 
