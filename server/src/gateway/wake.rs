@@ -137,103 +137,111 @@ mod tests {
         }
     }
 
-    /// Sources that are ready when `ready[i]` is set; each records the waker it was polled
-    /// with and how often it was polled.
-    struct Sources {
+    /// Four sources, ready when `ready[i]` is set, each recording the waker it was polled
+    /// with and how often it was polled; the task that waits on them counts its wakes.
+    struct Rig {
+        wakes: Wakes<4>,
+        task: Arc<Count>,
         ready: [bool; 4],
         polled: [usize; 4],
         wakers: [Option<Waker>; 4],
     }
 
-    impl Sources {
+    impl Rig {
         fn new() -> Self {
             Self {
+                wakes: Wakes::new(),
+                task: Arc::new(Count(AtomicUsize::new(0))),
                 ready: [false; 4],
                 polled: [0; 4],
                 wakers: Default::default(),
             }
         }
 
-        fn wait(&mut self, w: &mut Wakes<4>, cx: &mut Context<'_>) -> Poll<usize> {
-            w.poll(cx, |i, scx| {
-                self.polled[i] += 1;
-                self.wakers[i] = Some(scx.waker().clone());
-                if self.ready[i] {
+        fn wait(&mut self) -> Poll<usize> {
+            let task = Waker::from(self.task.clone());
+            let mut cx = Context::from_waker(&task);
+            let Self {
+                wakes,
+                ready,
+                polled,
+                wakers,
+                ..
+            } = self;
+            wakes.poll(&mut cx, |i, scx| {
+                polled[i] += 1;
+                wakers[i] = Some(scx.waker().clone());
+                if ready[i] {
                     Poll::Ready(i)
                 } else {
                     Poll::Pending
                 }
             })
         }
-    }
 
-    fn task() -> (Arc<Count>, Waker) {
-        let c = Arc::new(Count(AtomicUsize::new(0)));
-        (c.clone(), Waker::from(c))
+        /// Source `i` wakes with the waker it was last polled with.
+        fn wake(&mut self, i: usize) {
+            self.wakers[i].take().unwrap().wake();
+        }
+
+        fn task_wakes(&self) -> usize {
+            self.task.0.load(Ordering::SeqCst)
+        }
     }
 
     #[test]
     fn the_first_wait_polls_every_source_then_only_the_woken_one() {
-        let (count, waker) = task();
-        let mut cx = Context::from_waker(&waker);
-        let (mut w, mut s) = (Wakes::<4>::new(), Sources::new());
-        assert!(s.wait(&mut w, &mut cx).is_pending());
-        assert_eq!(s.polled, [1, 1, 1, 1]);
+        let mut r = Rig::new();
+        assert!(r.wait().is_pending());
+        assert_eq!(r.polled, [1, 1, 1, 1]);
         // Nothing woke: a spurious wake of the task polls nothing.
-        assert!(s.wait(&mut w, &mut cx).is_pending());
-        assert_eq!(s.polled, [1, 1, 1, 1]);
-        // Source 2 becomes ready and wakes with the waker it was polled with.
-        s.ready[2] = true;
-        s.wakers[2].take().unwrap().wake();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task was woken");
-        assert_eq!(s.wait(&mut w, &mut cx), Poll::Ready(2));
-        assert_eq!(s.polled, [1, 1, 2, 1]);
+        assert!(r.wait().is_pending());
+        assert_eq!(r.polled, [1, 1, 1, 1]);
+        r.ready[2] = true;
+        r.wake(2);
+        assert_eq!(r.task_wakes(), 1, "the task was woken");
+        assert_eq!(r.wait(), Poll::Ready(2));
+        assert_eq!(r.polled, [1, 1, 2, 1]);
     }
 
     #[test]
     fn a_ready_source_is_polled_again_without_a_wake() {
-        let (_count, waker) = task();
-        let mut cx = Context::from_waker(&waker);
-        let (mut w, mut s) = (Wakes::<4>::new(), Sources::new());
-        s.ready[1] = true;
-        assert_eq!(s.wait(&mut w, &mut cx), Poll::Ready(1));
+        let mut r = Rig::new();
+        r.ready[1] = true;
+        assert_eq!(r.wait(), Poll::Ready(1));
         // Its handler drained it (a try_ read: no waker registered): the next wait polls it
         // and, finding it pending, leaves its waker with it.
-        s.ready[1] = false;
-        let before = s.polled[1];
-        assert!(s.wait(&mut w, &mut cx).is_pending());
-        assert_eq!(s.polled[1], before + 1);
+        r.ready[1] = false;
+        let before = r.polled[1];
+        assert!(r.wait().is_pending());
+        assert_eq!(r.polled[1], before + 1);
     }
 
     #[test]
     fn marked_sources_not_reached_are_kept_for_the_next_wait() {
-        let (_count, waker) = task();
-        let mut cx = Context::from_waker(&waker);
-        let (mut w, mut s) = (Wakes::<4>::new(), Sources::new());
-        assert!(s.wait(&mut w, &mut cx).is_pending());
+        let mut r = Rig::new();
+        assert!(r.wait().is_pending());
         // Both 0 and 3 become ready and wake; one wait serves one of them.
-        s.ready[0] = true;
-        s.ready[3] = true;
-        s.wakers[0].take().unwrap().wake();
-        s.wakers[3].take().unwrap().wake();
-        let first = s.wait(&mut w, &mut cx);
-        s.ready = [false; 4];
+        r.ready[0] = true;
+        r.ready[3] = true;
+        r.wake(0);
+        r.wake(3);
+        let first = r.wait();
+        r.ready = [false; 4];
         // The other one is polled on the next wait, though nothing woke it again.
-        let polled = s.polled;
-        assert!(s.wait(&mut w, &mut cx).is_pending());
+        let polled = r.polled;
+        assert!(r.wait().is_pending());
         let other = if first == Poll::Ready(0) { 3 } else { 0 };
-        assert_eq!(s.polled[other], polled[other] + 1);
+        assert_eq!(r.polled[other], polled[other] + 1);
     }
 
     #[test]
     fn always_ready_sources_take_turns() {
-        let (_count, waker) = task();
-        let mut cx = Context::from_waker(&waker);
-        let (mut w, mut s) = (Wakes::<4>::new(), Sources::new());
-        s.ready = [true; 4];
+        let mut r = Rig::new();
+        r.ready = [true; 4];
         let mut served = [0; 4];
         for _ in 0..400 {
-            if let Poll::Ready(i) = s.wait(&mut w, &mut cx) {
+            if let Poll::Ready(i) = r.wait() {
                 served[i] += 1;
             }
         }
@@ -242,22 +250,20 @@ mod tests {
 
     #[test]
     fn a_marked_source_is_polled_and_a_second_wake_is_folded_into_the_first() {
-        let (count, waker) = task();
-        let mut cx = Context::from_waker(&waker);
-        let (mut w, mut s) = (Wakes::<4>::new(), Sources::new());
-        assert!(s.wait(&mut w, &mut cx).is_pending());
-        w.mark(3);
-        assert!(s.wait(&mut w, &mut cx).is_pending());
-        assert_eq!(s.polled, [1, 1, 1, 2]);
+        let mut r = Rig::new();
+        assert!(r.wait().is_pending());
+        r.wakes.mark(3);
+        assert!(r.wait().is_pending());
+        assert_eq!(r.polled, [1, 1, 1, 2]);
         // Two wakes of one source before the task runs: one task wake.
-        let waker0 = s.wakers[0].clone().unwrap();
+        let waker0 = r.wakers[0].clone().unwrap();
         waker0.wake_by_ref();
         waker0.wake_by_ref();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert!(s.wait(&mut w, &mut cx).is_pending());
-        assert_eq!(s.polled, [2, 1, 1, 2]);
+        assert_eq!(r.task_wakes(), 1);
+        assert!(r.wait().is_pending());
+        assert_eq!(r.polled, [2, 1, 1, 2]);
         // After that wait, a new wake wakes the task again.
         waker0.wake_by_ref();
-        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(r.task_wakes(), 2);
     }
 }
