@@ -150,19 +150,10 @@ fn complete_checksum(packet: &mut [u8], start: usize, offset: usize) -> Option<(
     let field = packet.get_mut(at..at.checked_add(2)?)?;
     let seed = u16::from_be_bytes([field[0], field[1]]);
     field.fill(0);
-    let mut sum = u64::from(seed);
-    let mut words = packet.get(start..)?.chunks_exact(2);
-    for w in &mut words {
-        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
+    // tun-rs's one's complement sum (folded, not inverted), the one its own split uses.
+    let sum = tun_rs::checksum(packet.get(start..)?, u64::from(seed));
     // As the kernel's skb_checksum_help: a sum of 0 goes out as 0xffff (for UDP, 0 is "none").
-    let folded = match !(sum as u16) {
+    let folded = match !sum {
         0 => 0xffff,
         c => c,
     };
