@@ -24,6 +24,8 @@
 #        GH_OPENVPN_TOML='listen = "0.0.0.0"' (keys of gateway.toml's [openvpn] table)
 #        RECORD=0|1 (append to RESULTS; default 1, 0 with QUICK)  RESULTS=bench/results-compare.md
 #        COMMIT=<what the binaries were built from> (default: git HEAD, "-dirty" if the tree is)
+#        RESIDENCE=1 (during each idle ping, tshark on the gateway's cl0 and lan0: the gateway's own
+#        time per round trip from kernel timestamps, request in + reply out, p50 in us; needs tshark)
 #        KEEP=1 (keep the work dir with configs, logs and iperf3 JSON)
 #        UNDERLAY_GRO=0|1 (1: GRO on every veth, as a physical NIC's driver has it; veth's default
 #        is off. Needs ethtool. The same for every gateway in the run; recorded in the row)
@@ -51,6 +53,7 @@ GATEHOUSE_CERTS=${GATEHOUSE_CERTS:-$(dirname "$GATEHOUSED")/gatehouse-certs}
 GH_CLIENT=${GH_CLIENT:-$(dirname "$GATEHOUSED")/gatehouse}
 RESULTS=${RESULTS:-$ROOT/bench/results-compare.md}
 CIPHER=AES-256-GCM
+RESIDENCE=${RESIDENCE:-0}
 for k in SKIP_OVPN_UDP SKIP_OVPN_TCP SKIP_MULTI SKIP_IKEV2 SKIP_GHC SKIP_WG SKIP_PING SKIP_UDP_IPERF SKIP_STOCK SKIP_GATEHOUSED; do
   eval "$k=\${$k:-0}"
 done
@@ -60,6 +63,7 @@ done
 for p in ip openvpn iperf3 python3 ss ping swanctl git; do
   command -v $p >/dev/null || { echo "missing $p (apt-get install openvpn iperf3 iproute2 python3 iputils-ping strongswan-swanctl charon-systemd)" >&2; exit 1; }
 done
+[ "$RESIDENCE" != 1 ] || command -v tshark >/dev/null || { echo "RESIDENCE=1 needs tshark (apt-get install tshark)" >&2; exit 1; }
 [ -x /usr/sbin/charon-systemd ] || [ "$SKIP_IKEV2" = 1 ] || { echo "missing /usr/sbin/charon-systemd (or SKIP_IKEV2=1)" >&2; exit 1; }
 if [ "$SKIP_IKEV2" != 1 ]; then
   for r in /sbin/resolvconf /usr/sbin/resolvconf /usr/bin/resolvconf; do
@@ -94,7 +98,7 @@ fi
 TAG=ghb-cmp-$$
 NS_GW=$TAG-gw; NS_LAN=$TAG-lan
 NS_C=(); for ((i = 0; i < CLIENTS; i++)); do NS_C+=("$TAG-c$i"); done
-GW_UL=10.250.180.1
+GW_UL=10.250.180.1; C0_UL=10.250.180.10
 GW_LAN=10.251.180.1; LAN_HOST=10.251.180.10; LAN_NET=10.251.180.0/24
 POOL=10.251.184.0/24
 IPERF_PORT=5201
@@ -235,19 +239,65 @@ ping_case() {  # CASE WHO: idle ping c0 -> LAN host through the tunnel
   local case=$1 who=$2 f=$WORK/ping-${1// /_}-$2.txt
   reach "${NS_C[0]}" || { note "$case" "$who" "LAN host unreachable"; return 1; }
   wait_idle
+  local cap=$WORK/ping-${1// /_}-$2.pcapng cpid=""
+  if [ "$RESIDENCE" = 1 ]; then  # the gateway's own time: kernel timestamps at cl0 and lan0
+    ip netns exec "$NS_GW" tshark -q -f "icmp or (host $C0_UL and (udp or tcp))" \
+      -i cl0 -i lan0 -w "$cap" >"$cap.log" 2>&1 &
+    cpid=$!; STARTED+=("$cpid")
+    wait_log "$cap.log" "Capturing on" 10 "$cpid" || { note "$case" "$who" "tshark did not start"; cpid=""; }
+  fi
   inns "${NS_C[0]}" ping -n -c "$PING_COUNT" -i 0.02 -W 1 $LAN_HOST >"$f" 2>&1 || true
-  python3 - "$case" "$who" "$f" "$PING_COUNT" >>"$RES" <<'PY' || { note "$case" "$who" "ping failed"; return 1; }
+  if [ -n "$cpid" ]; then
+    sleep 0.5; kill -INT "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null || true
+    ip netns exec "$NS_GW" tshark -r "$cap" -T fields -E separator=, -e frame.interface_name \
+      -e frame.time_epoch -e ip.src -e icmp.type -e udp.length -e tcp.len >"$cap.csv" 2>/dev/null || true
+  fi
+  python3 - "$case" "$who" "$f" "$PING_COUNT" "${cpid:+$cap.csv}" "$C0_UL" >>"$RES" <<'PY' || { note "$case" "$who" "ping failed"; return 1; }
 import json, re, statistics, sys
-case, who, f, count = sys.argv[1:]
+case, who, f, count, csv, client = sys.argv[1:]
 t = [float(m) for m in re.findall(r"time=([0-9.]+) ms", open(f).read())]
 if not t:
     sys.exit(1)
 t.sort()
-print(json.dumps({"kind": "ping", "case": case, "who": who, "n": len(t), "sent": int(count),
-                  "avg": statistics.mean(t), "p50": statistics.median(t),
-                  "p90": t[min(len(t) - 1, int(0.9 * len(t)))], "max": t[-1]}))
+r = {"kind": "ping", "case": case, "who": who, "n": len(t), "sent": int(count),
+     "avg": statistics.mean(t), "p50": statistics.median(t),
+     "p90": t[min(len(t) - 1, int(0.9 * len(t)))], "max": t[-1]}
+extra = ""
+if csv:
+    # in: a client's datagram/segment with payload on cl0 -> the echo request it carried leaving
+    # on lan0; out: the echo reply arriving on lan0 -> the next packet with payload to the client.
+    # Each request is paired with the last client packet before it (pings are 20 ms apart).
+    ev = []
+    for line in open(csv):
+        p = line.rstrip("\n").split(",")
+        if len(p) < 6 or not p[1]:
+            continue
+        ifn, ts, src, icmp, udpl, tcpl = p[:6]
+        ts = float(ts)
+        if ifn == "lan0" and icmp in ("8", "0"):
+            ev.append((ts, "req" if icmp == "8" else "rep"))
+        elif ifn == "cl0" and (udpl or (tcpl and tcpl != "0")):
+            ev.append((ts, "cin" if src == client else "cout"))
+    ev.sort()
+    ins, outs, last_in, rep_at = [], [], None, None
+    for ts, k in ev:
+        if k == "cin":
+            last_in = ts
+        elif k == "req" and last_in is not None:
+            ins.append(ts - last_in); last_in = None
+        elif k == "rep":
+            rep_at = ts
+        elif k == "cout" and rep_at is not None:
+            outs.append(ts - rep_at); rep_at = None
+    if ins and outs:
+        r["res_in_us"] = statistics.median(ins) * 1e6
+        r["res_out_us"] = statistics.median(outs) * 1e6
+        r["res_pairs"] = min(len(ins), len(outs))
+        extra = (f", gateway residence in {r['res_in_us']:.1f} + out {r['res_out_us']:.1f} us"
+                 f" (p50 of {r['res_pairs']})")
+print(json.dumps(r))
 print(f"  {case:<38} {who:<10} ping avg {statistics.mean(t):.3f} p50 {statistics.median(t):.3f} max {t[-1]:.3f} ms "
-      f"({len(t)}/{count} answered)", file=sys.stderr)
+      f"({len(t)}/{count} answered){extra}", file=sys.stderr)
 PY
 }
 

@@ -11,6 +11,8 @@ pub mod logging;
 #[cfg(unix)]
 pub mod notify;
 #[cfg(target_os = "linux")]
+mod pktinfo;
+#[cfg(target_os = "linux")]
 mod sockopt;
 #[cfg(target_os = "linux")]
 pub mod tun;

@@ -1,5 +1,6 @@
-//! The socket options neither socket2 nor quinn-udp sets for us. (The only other unsafe
-//! block of the crate registers a UDP socket for reading only, in `udp.rs`.)
+//! The socket options neither socket2 nor quinn-udp sets for us. (The other unsafe blocks of
+//! the crate register a UDP socket for reading only, in `udp.rs`, and send one datagram from
+//! a chosen address, in `pktinfo.rs`.)
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -24,6 +25,17 @@ pub fn allow_fragmentation(sock: &std::net::UdpSocket) -> io::Result<()> {
             libc::IP_PMTUDISC_WANT,
         )?;
         set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0)?;
+    }
+    Ok(())
+}
+
+/// Turns off the traffic-class control message quinn-udp asks for (`IP_RECVTOS`, and
+/// `IPV6_RECVTCLASS` on IPv6 sockets): only QUIC's ECN reads it and the gateway does not use
+/// ECN, so the kernel need not build it for every datagram.
+pub fn no_tos_cmsg(sock: &std::net::UdpSocket) -> io::Result<()> {
+    let _ = set_int(sock, libc::IPPROTO_IP, libc::IP_RECVTOS, 0);
+    if sock.local_addr()?.is_ipv6() {
+        set_int(sock, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 0)?;
     }
     Ok(())
 }

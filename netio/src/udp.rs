@@ -227,6 +227,8 @@ impl BatchSocket {
         // on it for datagrams above the MTU, so go back to the kernel default.
         #[cfg(target_os = "linux")]
         crate::sockopt::allow_fragmentation(&sock)?;
+        #[cfg(target_os = "linux")]
+        crate::sockopt::no_tos_cmsg(&sock)?;
         let local = sock.local_addr()?;
         let sock = Registered::new(sock)?;
         Ok(Self {
@@ -479,6 +481,12 @@ impl Registered {
     fn send_to(&self, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
         self.0.get_ref().send_to(bytes, to)
     }
+
+    /// The socket itself (for sends, which never wait for readiness).
+    #[cfg(target_os = "linux")]
+    fn std(&self) -> &std::net::UdpSocket {
+        self.0.get_ref()
+    }
 }
 
 /// Elsewhere: tokio's socket, registered for both.
@@ -672,6 +680,16 @@ impl SendQueue {
         let Some(to) = self.dest.take() else {
             return;
         };
+        if self.count == 1 {
+            // One datagram: no GSO, and (Linux) the lighter `sendmsg` of `send_one`.
+            let buf = std::mem::take(&mut self.buf);
+            self.send_one(sock, to, &buf);
+            self.buf = buf;
+            self.buf.clear();
+            self.count = 0;
+            self.closed = false;
+            return;
+        }
         let t = Transmit {
             destination: to,
             ecn: None,
@@ -700,7 +718,11 @@ impl SendQueue {
 
     fn send_one(&mut self, sock: &BatchSocket, to: SocketAddr, bytes: &[u8]) {
         let r = match sock.source_for(to) {
-            // From the address the peer dialled (see `BatchSocket::reply_from`).
+            // From the address the peer dialled (see `BatchSocket::reply_from`), with that
+            // one control message only (pktinfo.rs).
+            #[cfg(target_os = "linux")]
+            Some(src) => crate::pktinfo::send_from(sock.sock.std(), bytes, to, src),
+            #[cfg(not(target_os = "linux"))]
             Some(src) => sock
                 .try_send(&Transmit {
                     destination: to,
@@ -905,6 +927,44 @@ mod tests {
             q.flush(&gw);
             let (_, from) = other.recv_from(&mut buf).expect("datagram");
             assert_ne!(from.ip(), pinned);
+        }
+    }
+
+    /// A wildcard IPv6 socket names its source in an `IPV6_PKTINFO` message: a lone reply
+    /// and a GSO pair reach an IPv6 peer from the address it dialled (hosts without IPv6
+    /// skip this).
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_ipv6_peer_is_answered_from_the_address_it_dialled() {
+        let Ok(gw) = std::net::UdpSocket::bind("[::]:0") else {
+            return;
+        };
+        let Ok(client) = std::net::UdpSocket::bind("[::1]:0") else {
+            return;
+        };
+        let port = gw.local_addr().expect("its port").port();
+        let gw = BatchSocket::new(gw).expect("wrap it");
+        client.connect(("::1", port)).expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        client.send(b"hello").expect("send");
+        let mut batch = RecvBatch::new();
+        tokio::time::timeout(Duration::from_secs(2), gw.recv(&mut batch))
+            .await
+            .expect("the gateway hears the client")
+            .expect("recv");
+        let (from, _) = batch.iter().next().expect("one datagram");
+        assert_eq!(gw.source_for(from), Some("::1".parse().expect("ip")));
+        let mut q = SendQueue::new();
+        q.push(&gw, from, b"one");
+        q.flush(&gw);
+        q.push(&gw, from, b"two");
+        q.push(&gw, from, b"tw2");
+        q.flush(&gw);
+        let mut buf = [0u8; 16];
+        for want in [&b"one"[..], b"two", b"tw2"] {
+            let n = client.recv(&mut buf).expect("a reply");
+            assert_eq!(&buf[..n], want);
         }
     }
 }
