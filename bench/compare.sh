@@ -15,7 +15,7 @@
 # Usage (root): bench/compare.sh
 # Knobs: DURATION=10 (s per iperf3 run)  QUICK=1 (3 s runs, 10 pings, no idle wait, no record)
 #        CLIENTS=4 (clients in the multi-client cases)  UDP_RATE=200M (iperf3 -u -b, per run)
-#        PING_COUNT=200  WAIT_IDLE=30 (max s to wait for an idle machine before each measurement)
+#        PING_COUNT=200  PING_INTERVAL=0.02 (s)  WAIT_IDLE=30 (max s to wait for an idle machine before each measurement)
 #        BIN_DIR=target/release  GATEHOUSED=$BIN_DIR/gatehoused  GATEHOUSE_CERTS=..  GH_CLIENT=$BIN_DIR/gatehouse
 #        GHC_PROTOCOLS="openvpn-udp ikev2 quic" (gatehouse client runs; "default" = the profile's choice)
 #        SKIP_OVPN_UDP=1 SKIP_OVPN_TCP=1 SKIP_MULTI=1 SKIP_IKEV2=1 SKIP_GHC=1 SKIP_WG=1 SKIP_PING=1
@@ -41,6 +41,7 @@ if [ "$QUICK" = 1 ]; then
 fi
 DURATION=${DURATION:-10}
 PING_COUNT=${PING_COUNT:-200}
+PING_INTERVAL=${PING_INTERVAL:-0.02}
 WAIT_IDLE=${WAIT_IDLE:-30}
 RECORD=${RECORD:-1}
 UNDERLAY_GRO=${UNDERLAY_GRO:-0}
@@ -246,7 +247,7 @@ ping_case() {  # CASE WHO: idle ping c0 -> LAN host through the tunnel
     cpid=$!; STARTED+=("$cpid")
     wait_log "$cap.log" "Capturing on" 10 "$cpid" || { note "$case" "$who" "tshark did not start"; cpid=""; }
   fi
-  inns "${NS_C[0]}" ping -n -c "$PING_COUNT" -i 0.02 -W 1 $LAN_HOST >"$f" 2>&1 || true
+  inns "${NS_C[0]}" ping -n -c "$PING_COUNT" -i "$PING_INTERVAL" -W 1 $LAN_HOST >"$f" 2>&1 || true
   if [ -n "$cpid" ]; then
     sleep 0.5; kill -INT "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null || true
     ip netns exec "$NS_GW" tshark -r "$cap" -T fields -E separator=, -e frame.interface_name \

@@ -7,11 +7,11 @@
 //!
 //! Nothing here decides anything about a packet: the engine's state machines do.
 
+#[cfg(target_os = "linux")]
+mod few;
 pub mod logging;
 #[cfg(unix)]
 pub mod notify;
-#[cfg(target_os = "linux")]
-mod pktinfo;
 #[cfg(target_os = "linux")]
 mod sockopt;
 #[cfg(target_os = "linux")]

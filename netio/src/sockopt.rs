@@ -1,6 +1,6 @@
-//! The socket options neither socket2 nor quinn-udp sets for us. (The other unsafe blocks of
-//! the crate register a UDP socket for reading only, in `udp.rs`, and send one datagram from
-//! a chosen address, in `pktinfo.rs`.)
+//! The socket options neither socket2 nor quinn-udp sets for us. (The crate's other unsafe
+//! code registers a UDP socket for reading only, in `udp.rs`, and makes the system calls
+//! for one or two datagrams, in `few.rs`.)
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -303,14 +303,18 @@ impl BatchSocket {
         batch.filled = 0;
         batch.asked = max;
         let RecvBatch { bufs, metas, .. } = batch;
-        let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = std::array::from_fn(|_| {
-            // Replaced below; an empty slice until then.
-            IoSliceMut::new(&mut [])
-        });
-        for (s, b) in slices.iter_mut().zip(bufs.iter_mut()).take(max) {
-            *s = IoSliceMut::new(&mut b[..]);
-        }
         let mut read = |s: quinn_udp::UdpSockRef<'_>| {
+            // A low-rate read of one or two: headers for those only (few.rs).
+            #[cfg(target_os = "linux")]
+            if max <= crate::few::FEW {
+                let mut slices = io_slices::<{ crate::few::FEW }>(bufs, max);
+                return crate::few::recv_few(
+                    self.sock.std(),
+                    &mut slices[..max],
+                    &mut metas[..max],
+                );
+            }
+            let mut slices = io_slices::<{ quinn_udp::BATCH_SIZE }>(bufs, max);
             self.state.recv(s, &mut slices[..max], &mut metas[..max])
         };
         let n = if drained {
@@ -402,6 +406,15 @@ impl BatchSocket {
     fn try_send(&self, t: &Transmit<'_>) -> io::Result<()> {
         self.sock.try_write(|s| self.state.try_send(s, t))
     }
+}
+
+/// `N` slices over the first `max` of `bufs` (the rest empty).
+fn io_slices<const N: usize>(bufs: &mut [Box<[u8]>], max: usize) -> [IoSliceMut<'_>; N] {
+    let mut it = bufs.iter_mut().take(max);
+    std::array::from_fn(|_| match it.next() {
+        Some(b) => IoSliceMut::new(&mut b[..]),
+        None => IoSliceMut::new(&mut []),
+    })
 }
 
 /// The socket as registered with the runtime. On Unix for reading only: sends never wait, and
@@ -719,9 +732,9 @@ impl SendQueue {
     fn send_one(&mut self, sock: &BatchSocket, to: SocketAddr, bytes: &[u8]) {
         let r = match sock.source_for(to) {
             // From the address the peer dialled (see `BatchSocket::reply_from`), with that
-            // one control message only (pktinfo.rs).
+            // one control message only (few.rs).
             #[cfg(target_os = "linux")]
-            Some(src) => crate::pktinfo::send_from(sock.sock.std(), bytes, to, src),
+            Some(src) => crate::few::send_from(sock.sock.std(), bytes, to, src),
             #[cfg(not(target_os = "linux"))]
             Some(src) => sock
                 .try_send(&Transmit {
@@ -927,6 +940,51 @@ mod tests {
             q.flush(&gw);
             let (_, from) = other.recv_from(&mut buf).expect("datagram");
             assert_ne!(from.ip(), pinned);
+        }
+    }
+
+    /// The low-rate read of one or two datagrams (few.rs) describes them as the batch read
+    /// does: the sender, the local address it dialled, and a GSO train the kernel handed over
+    /// as one buffer, split at its stride - on an IPv4 socket and on a dual-stack one.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_read_of_two_names_sender_destination_and_stride() {
+        let mut binds = vec![std::net::UdpSocket::bind("0.0.0.0:0").expect("bind 0.0.0.0")];
+        binds.extend(std::net::UdpSocket::bind("[::]:0").ok());
+        for gw in binds {
+            let port = gw.local_addr().expect("its port").port();
+            let gw = BatchSocket::new(gw).expect("wrap it");
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the client");
+            client.send_to(b"hello", ("127.0.0.2", port)).expect("send");
+            let mut batch = RecvBatch::new();
+            assert_eq!(recv_within(&gw, &mut batch, 2, "hello").await, 1);
+            let (from, data) = batch.iter().next().expect("one");
+            assert_eq!(
+                (from, data),
+                (client.local_addr().expect("addr"), &b"hello"[..])
+            );
+            assert_eq!(
+                batch.metas[0].dst_ip.map(|ip| ip.to_canonical()),
+                Some("127.0.0.2".parse().expect("ip")),
+                "the address dialled"
+            );
+            // Three datagrams in one GSO send (where the host has GSO): the kernel keeps them
+            // in one buffer for a GRO socket, and the read splits them at the stride.
+            let tx = BatchSocket::new(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+                .expect("wrap");
+            let to: SocketAddr = ("127.0.0.1".parse::<IpAddr>().expect("ip"), port).into();
+            let sent: Vec<Vec<u8>> = vec![vec![1; 100], vec![2; 100], vec![3; 40]];
+            let mut q = SendQueue::new();
+            for d in &sent {
+                q.push(&tx, to, d);
+            }
+            q.flush(&tx);
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            while got.len() < sent.len() {
+                recv_within(&gw, &mut batch, 2, "the train").await;
+                assert!(batch.metas[..batch.filled].iter().all(|m| m.len > 0));
+                got.extend(batch.iter().map(|(_, d)| d.to_vec()));
+            }
+            assert_eq!(got, sent);
         }
     }
 
