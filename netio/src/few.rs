@@ -223,7 +223,7 @@ fn decode_control(h: &libc::msghdr, len: usize) -> (Option<IpAddr>, usize) {
         let mut c = libc::CMSG_FIRSTHDR(h);
         while !c.is_null() {
             let data = libc::CMSG_DATA(c);
-            let room = (*c).cmsg_len as usize - (data as usize - c as usize);
+            let room = ((*c).cmsg_len as usize).saturating_sub(data as usize - c as usize);
             match ((*c).cmsg_level, (*c).cmsg_type) {
                 (libc::IPPROTO_IP, libc::IP_PKTINFO) if room >= size_of::<libc::in_pktinfo>() => {
                     let p = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
