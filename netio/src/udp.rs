@@ -775,6 +775,43 @@ mod tests {
         batch.iter().count()
     }
 
+    /// The client (connected to the gateway) says hello; the gateway hears it: from whom.
+    async fn hello(client: &std::net::UdpSocket, gw: &BatchSocket) -> SocketAddr {
+        client.send(b"hello").expect("send");
+        let mut batch = RecvBatch::new();
+        tokio::time::timeout(Duration::from_secs(2), gw.recv(&mut batch))
+            .await
+            .expect("the gateway hears the client")
+            .expect("recv");
+        let (from, data) = batch.iter().next().expect("one datagram");
+        assert_eq!(data, b"hello");
+        from
+    }
+
+    /// One datagram alone and a GSO batch of two go back to `from`; the connected `client`
+    /// gets all three (it takes only datagrams from the address it dialled).
+    fn answer_lone_and_pair(
+        gw: &BatchSocket,
+        from: SocketAddr,
+        client: &std::net::UdpSocket,
+        dialled: &str,
+    ) {
+        let mut q = SendQueue::new();
+        q.push(gw, from, b"one");
+        q.flush(gw);
+        q.push(gw, from, b"two");
+        q.push(gw, from, b"tw2");
+        q.flush(gw);
+        assert_eq!(q.take_drops(), 0);
+        let mut buf = [0u8; 64];
+        for want in [&b"one"[..], b"two", b"tw2"] {
+            let n = client
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no reply from {dialled}: {e}"));
+            assert_eq!(&buf[..n], want, "dialled {dialled}");
+        }
+    }
+
     /// A short read clears the socket's readiness; what arrives afterwards (between reads,
     /// or while nobody waits) still wakes the next `recv`, and a full batch leaves the rest
     /// for the next read.
@@ -838,29 +875,8 @@ mod tests {
             client
                 .set_read_timeout(Some(Duration::from_secs(2)))
                 .expect("timeout");
-            client.send(b"hello").expect("send");
-            let mut batch = RecvBatch::new();
-            tokio::time::timeout(Duration::from_secs(2), gw.recv(&mut batch))
-                .await
-                .expect("the gateway hears the client")
-                .expect("recv");
-            let (from, data) = batch.iter().next().expect("one datagram");
-            assert_eq!(data, b"hello");
-            // One datagram alone and a GSO batch of two: both paths name the source.
-            let mut q = SendQueue::new();
-            q.push(&gw, from, b"one");
-            q.flush(&gw);
-            q.push(&gw, from, b"two");
-            q.push(&gw, from, b"tw2");
-            q.flush(&gw);
-            assert_eq!(q.take_drops(), 0);
-            let mut buf = [0u8; 64];
-            for want in [&b"one"[..], b"two", b"tw2"] {
-                let n = client
-                    .recv(&mut buf)
-                    .unwrap_or_else(|e| panic!("no reply from {dialled}: {e}"));
-                assert_eq!(&buf[..n], want, "dialled {dialled}");
-            }
+            let from = hello(&client, &gw).await;
+            answer_lone_and_pair(&gw, from, &client, dialled);
             assert_eq!(
                 gw.mixed.load(Ordering::Acquire),
                 dialled == "127.0.0.1",
@@ -1005,24 +1021,8 @@ mod tests {
         client
             .set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
-        client.send(b"hello").expect("send");
-        let mut batch = RecvBatch::new();
-        tokio::time::timeout(Duration::from_secs(2), gw.recv(&mut batch))
-            .await
-            .expect("the gateway hears the client")
-            .expect("recv");
-        let (from, _) = batch.iter().next().expect("one datagram");
+        let from = hello(&client, &gw).await;
         assert_eq!(gw.source_for(from), Some("::1".parse().expect("ip")));
-        let mut q = SendQueue::new();
-        q.push(&gw, from, b"one");
-        q.flush(&gw);
-        q.push(&gw, from, b"two");
-        q.push(&gw, from, b"tw2");
-        q.flush(&gw);
-        let mut buf = [0u8; 16];
-        for want in [&b"one"[..], b"two", b"tw2"] {
-            let n = client.recv(&mut buf).expect("a reply");
-            assert_eq!(&buf[..n], want);
-        }
+        answer_lone_and_pair(&gw, from, &client, "::1");
     }
 }
