@@ -24,10 +24,48 @@ use quinn_udp::RecvMeta;
 /// The most datagrams [`recv_few`] reads in one call.
 pub const FEW: usize = 2;
 
-/// Room for the larger of the two messages (`CMSG_SPACE(sizeof(in6_pktinfo))` = 40), aligned
-/// as a `cmsghdr` must be.
+/// A control-message buffer, aligned as a `cmsghdr` must be: room for what a datagram brings
+/// in (`IPV6_PKTINFO`, 40 bytes with its header, and `UDP_GRO`, 24) with spare for one more
+/// (a `TOS` message, should turning it off have failed); a send uses the first 40 at most.
 #[repr(C, align(8))]
-struct Control([u8; 64]);
+#[derive(Clone, Copy)]
+struct Control([MaybeUninit<u8>; CONTROL]);
+
+const CONTROL: usize = 128;
+
+/// Makes a system call again when a signal interrupted it; its result, or the error it set.
+fn retrying(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes the one control message of `hdr` (whose `msg_control` points at a [`Control`]):
+/// `value` at `level`/`kind`, and sets `msg_controllen` to its space.
+///
+/// # Safety
+/// `hdr.msg_control` points at a live, writable [`Control`] and `T` is at most 64 bytes.
+#[allow(unsafe_code)]
+unsafe fn put_control<T>(hdr: &mut libc::msghdr, level: i32, kind: i32, value: T) {
+    let len = size_of::<T>() as u32;
+    // SAFETY: the caller's buffer holds CMSG_SPACE(len) <= 80 bytes, so CMSG_FIRSTHDR points
+    // at its start with room for the header and the (unaligned) data.
+    unsafe {
+        hdr.msg_controllen = libc::CMSG_SPACE(len) as _;
+        let c = libc::CMSG_FIRSTHDR(hdr);
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = kind;
+        (*c).cmsg_len = libc::CMSG_LEN(len) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<T>(), value);
+    }
+}
 
 /// Sends `bytes` to `to` from the local address `src` (an IPv4-mapped `src` counts as IPv4;
 /// a dual-stack socket takes an IPv4 source for an IPv4 or IPv4-mapped peer).
@@ -43,12 +81,10 @@ pub fn send_from(
         iov_base: bytes.as_ptr() as *mut libc::c_void,
         iov_len: bytes.len(),
     };
-    let mut control = Control([0; 64]);
+    let mut control = Control([MaybeUninit::zeroed(); CONTROL]);
     // SAFETY: an all-zero msghdr is a valid empty one; every pointer set below outlives
     // the `sendmsg` call (`name`, `iov`, `control` and `bytes` live to the end of this
-    // function); the control buffer is aligned for `cmsghdr` and `msg_controllen` (at most
-    // 40) lies within its 64 bytes, so `CMSG_FIRSTHDR` returns a pointer into it with room
-    // for the header and the data written.
+    // function), and `put_control` writes one message of at most 40 bytes into `control`.
     unsafe {
         let mut hdr: libc::msghdr = zeroed();
         hdr.msg_name = name.as_ptr() as *mut libc::c_void;
@@ -65,13 +101,7 @@ pub fn send_from(
                     },
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
-                let len = size_of::<libc::in_pktinfo>() as u32;
-                hdr.msg_controllen = libc::CMSG_SPACE(len) as _;
-                let c = libc::CMSG_FIRSTHDR(&hdr);
-                (*c).cmsg_level = libc::IPPROTO_IP;
-                (*c).cmsg_type = libc::IP_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(len) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+                put_control(&mut hdr, libc::IPPROTO_IP, libc::IP_PKTINFO, info);
             }
             IpAddr::V6(a) => {
                 let info = libc::in6_pktinfo {
@@ -80,36 +110,12 @@ pub fn send_from(
                     },
                     ipi6_ifindex: 0,
                 };
-                let len = size_of::<libc::in6_pktinfo>() as u32;
-                hdr.msg_controllen = libc::CMSG_SPACE(len) as _;
-                let c = libc::CMSG_FIRSTHDR(&hdr);
-                (*c).cmsg_level = libc::IPPROTO_IPV6;
-                (*c).cmsg_type = libc::IPV6_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(len) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>(), info);
+                put_control(&mut hdr, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info);
             }
         }
-        loop {
-            let n = libc::sendmsg(sock.as_raw_fd(), &hdr, 0);
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        retrying(|| libc::sendmsg(sock.as_raw_fd(), &hdr, 0))
     }
 }
-
-/// Room for a datagram's control messages: `IPV6_PKTINFO` (40 bytes with its header) and
-/// `UDP_GRO` (24), with spare for one more (a `TOS` message, should turning it off have
-/// failed).
-const RECV_CONTROL: usize = 128;
-
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct RecvControl([MaybeUninit<u8>; RECV_CONTROL]);
 
 /// One `recvmmsg` of up to [`FEW`] datagrams (and no more than `bufs` and `metas` hold) into
 /// `bufs`, described in `metas` as quinn-udp describes them: the source, the length, the GRO
@@ -127,7 +133,7 @@ pub fn recv_few(
         return Ok(0);
     }
     let mut names = [MaybeUninit::<libc::sockaddr_storage>::uninit(); FEW];
-    let mut controls = [RecvControl([MaybeUninit::uninit(); RECV_CONTROL]); FEW];
+    let mut controls = [Control([MaybeUninit::uninit(); CONTROL]); FEW];
     // SAFETY: an all-zero mmsghdr is a valid empty one. Each header set below points at a
     // name, a control buffer and one iovec (`IoSliceMut` is ABI-compatible with `iovec` on
     // Unix) that outlive the call, with their true sizes; the kernel writes only within
@@ -141,24 +147,17 @@ pub fn recv_few(
             h.msg_iov = (&mut bufs[i] as *mut IoSliceMut<'_>).cast::<libc::iovec>();
             h.msg_iovlen = 1;
             h.msg_control = controls[i].0.as_mut_ptr().cast();
-            h.msg_controllen = RECV_CONTROL as _;
+            h.msg_controllen = CONTROL as _;
         }
-        let n = loop {
-            let n = libc::recvmmsg(
+        let n = retrying(|| {
+            libc::recvmmsg(
                 sock.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 max as libc::c_uint,
                 0,
                 std::ptr::null_mut(),
-            );
-            if n >= 0 {
-                break n as usize;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        };
+            ) as isize
+        })?;
         for i in 0..n {
             // SAFETY (of the calls below): the kernel filled header i, its name (of the
             // length it set) and its control messages (of the length it set).

@@ -698,31 +698,27 @@ impl SendQueue {
             let buf = std::mem::take(&mut self.buf);
             self.send_one(sock, to, &buf);
             self.buf = buf;
-            self.buf.clear();
-            self.count = 0;
-            self.closed = false;
-            return;
-        }
-        let t = Transmit {
-            destination: to,
-            ecn: None,
-            contents: &self.buf,
-            segment_size: (self.count > 1).then_some(self.segment),
-            src_ip: sock.source_for(to),
-        };
-        match sock.try_send(&t) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.dropped += self.count,
-            Err(_) if self.count > 1 => {
-                // GSO refused (an MTU below the segment size, a device without it): send the
-                // datagrams one by one instead.
-                let (seg, buf) = (self.segment, std::mem::take(&mut self.buf));
-                for d in buf.chunks(seg) {
-                    self.send_one(sock, to, d);
+        } else {
+            let t = Transmit {
+                destination: to,
+                ecn: None,
+                contents: &self.buf,
+                segment_size: Some(self.segment),
+                src_ip: sock.source_for(to),
+            };
+            match sock.try_send(&t) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.dropped += self.count,
+                Err(_) => {
+                    // GSO refused (an MTU below the segment size, a device without it): send
+                    // the datagrams one by one instead.
+                    let (seg, buf) = (self.segment, std::mem::take(&mut self.buf));
+                    for d in buf.chunks(seg) {
+                        self.send_one(sock, to, d);
+                    }
+                    self.buf = buf;
                 }
-                self.buf = buf;
             }
-            Err(_) => {}
         }
         self.buf.clear();
         self.count = 0;
