@@ -252,7 +252,10 @@ start_client() {  # LABEL -> CL_PID
   echo "LAN host unreachable through the tunnel" >&2; exit 1
 }
 
-clients_listed() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["clients"])' "$DD/status.json" 2>/dev/null || echo "?"; }
+clients_listed() {  # what `gatehoused status` (the admin API) reports, or "?"
+  "$BIN_DIR/gatehoused" status --data-dir "$DD" --json 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["clients"])' 2>/dev/null || echo "?"
+}
 settle() {  # wait (up to 30 s) until the gateway lists only the stock client again
   local c
   for _ in $(seq 60); do

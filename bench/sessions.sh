@@ -113,10 +113,12 @@ start_gateway() {  # LABEL -> GW_PID; a fresh gatehoused, so each run's RSS star
     || { echo "gatehoused did not start:" >&2; tail -20 "$WORK/gatehoused-$label.log" >&2; exit 1; }
   # `ip netns exec`, `taskset` and `env` exec in place, so $! is gatehoused itself.
   grep -q gatehoused "/proc/$GW_PID/comm" || { echo "pid $GW_PID is not gatehoused" >&2; exit 1; }
-  rm -f "$DD/status.json"
 }
 
-clients_listed() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["clients"])' "$DD/status.json" 2>/dev/null || echo "?"; }
+clients_listed() {  # what `gatehoused status` (the admin API) reports, or "?"
+  "$BIN/gatehoused" status --data-dir "$DD" --json 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["clients"])' 2>/dev/null || echo "?"
+}
 
 udp_rcvbuf_errors() {  # NS -> Udp RcvbufErrors of that namespace (/proc/net/snmp is per namespace)
   ip netns exec "$1" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
@@ -172,10 +174,15 @@ fi
 N_OVPN=$((SESSIONS * OVPN_SHARE / 100)); N_IKE=$((SESSIONS - N_OVPN))
 start_gateway held
 echo "== (2) $SESSIONS sessions held ($N_OVPN OpenVPN, $N_IKE IKEv2), rate ${RATE}/s (0 = unlimited), $CONCURRENCY in flight, hold ${HOLD}s, $PPS pps x $PACKET B each"
+# The most clients `gatehoused status` listed during the run, asked every 2 s (the load
+# generator ends its sessions when it exits).
+( most=0; while sleep 2; do c=$(clients_listed); [ "$c" != "?" ] && [ "$c" -gt "$most" ] && most=$c && echo "$most" >"$WORK/listed"; done ) &
+LISTER=$!; STARTED+=($LISTER)
 loadgen held --openvpn "$N_OVPN" --ikev2 "$N_IKE" --rate "$RATE" --concurrency "$CONCURRENCY" \
   --hold "$HOLD" --pps "$PPS" --packet-size "$PACKET" --target $GW_TUN --handshake-timeout 60
 HELD_LOAD="$LOAD_OTHER%"
-echo "  gateway lists $(clients_listed) clients after the run (status.json)"
+kill $LISTER 2>/dev/null; wait $LISTER 2>/dev/null || true
+echo "  gateway listed at most $(cat "$WORK/listed" 2>/dev/null || echo "?") clients during the hold (gatehoused status)"
 python3 - "$WORK/held.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
