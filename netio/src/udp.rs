@@ -771,15 +771,21 @@ mod tests {
         batch.iter().count()
     }
 
-    /// The client (connected to the gateway) says hello; the gateway hears it: from whom.
-    async fn hello(client: &std::net::UdpSocket, gw: &BatchSocket) -> SocketAddr {
-        client.send(b"hello").expect("send");
+    /// The first datagram the gateway's next read brings (within 2 s): sender and bytes.
+    async fn heard(gw: &BatchSocket, what: &str) -> (SocketAddr, Vec<u8>) {
         let mut batch = RecvBatch::new();
         tokio::time::timeout(Duration::from_secs(2), gw.recv(&mut batch))
             .await
-            .expect("the gateway hears the client")
+            .unwrap_or_else(|_| panic!("the gateway hears {what}"))
             .expect("recv");
         let (from, data) = batch.iter().next().expect("one datagram");
+        (from, data.to_vec())
+    }
+
+    /// The client (connected to the gateway) says hello; the gateway hears it: from whom.
+    async fn hello(client: &std::net::UdpSocket, gw: &BatchSocket) -> SocketAddr {
+        client.send(b"hello").expect("send");
+        let (from, data) = heard(gw, "the client").await;
         assert_eq!(data, b"hello");
         from
     }
@@ -931,13 +937,8 @@ mod tests {
             );
             // The peer answers at another address of ours: that one wins.
             peer.send_to(b"hi", ("127.0.0.2", port)).expect("send");
-            let mut batch = RecvBatch::new();
-            tokio::time::timeout(Duration::from_secs(2), gw.recv(&mut batch))
-                .await
-                .expect("the gateway hears the peer")
-                .expect("recv");
-            let (heard, _) = batch.iter().next().expect("one datagram");
-            q.push(&gw, heard, b"reply");
+            let (from_peer, _) = heard(&gw, "the peer").await;
+            q.push(&gw, from_peer, b"reply");
             q.flush(&gw);
             let (n, from) = peer.recv_from(&mut buf).expect("the reply");
             assert_eq!(&buf[..n], b"reply");
